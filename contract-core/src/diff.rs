@@ -1,0 +1,240 @@
+//! The pure drift `diff`: one contract against one tenant's live table.
+
+use crate::drift::{DriftKind, Finding, Severity};
+use crate::live::{LiveColumn, LiveTable};
+use crate::model::{ColumnContract, TableContract};
+
+/// What the type oracle says about one (contracted column, live column) pair.
+///
+/// The verdict itself is sqlx's (`compatible()` on the type info the driver reports for
+/// the live column, DESIGN D1); the oracle adds the dialect rules `compatible()` lacks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TypeFit {
+    /// sqlx's verdict: a non-NULL value of the live type decodes into the field type.
+    pub compatible: bool,
+    /// The SQL type sqlx maps the field type to (for example `INT8`).
+    pub expected_sql_type: String,
+    /// A value-dependent hazard found by the dialect rules (MySQL integer width, SQLite
+    /// affinity), described for the report.
+    pub risk: Option<String>,
+}
+
+/// Judges live column types against contracted columns. Implemented per backend in
+/// `contract-sqlx`; tests implement it with plain rules.
+pub trait TypeOracle {
+    /// The fit of `live` for `column` of `table`.
+    fn fit(&self, table: &TableContract, column: &ColumnContract, live: &LiveColumn) -> TypeFit;
+}
+
+/// Where the diff runs: which tenant, and which schema the table was looked for in.
+#[derive(Debug, Clone, Copy)]
+pub struct DiffScope<'a> {
+    /// The tenant.
+    pub tenant: &'a str,
+    /// The schema (the tenant's, or the contract's fixed schema).
+    pub schema: &'a str,
+}
+
+/// Compares one contract with one live table (`None`: the table does not exist).
+///
+/// Only what the consumer reads matters: extra columns are never findings (DESIGN D2).
+/// Findings come out in contract column order, so the result is deterministic.
+#[must_use]
+pub fn diff(
+    scope: DiffScope<'_>,
+    contract: &TableContract,
+    live: Option<&LiveTable>,
+    oracle: &dyn TypeOracle,
+) -> Vec<Finding> {
+    let finding = |column: Option<&str>, kind, severity, expected: String, actual: String| Finding {
+        tenant: scope.tenant.to_owned(),
+        schema: scope.schema.to_owned(),
+        table: contract.table.clone(),
+        column: column.map(str::to_owned),
+        kind,
+        severity,
+        expected,
+        actual,
+        contract: contract.struct_name.clone(),
+    };
+    let Some(live) = live else {
+        let columns: Vec<&str> = contract.columns.iter().map(|c| c.name.as_str()).collect();
+        return vec![finding(
+            None,
+            DriftKind::MissingTable,
+            Severity::Breaks,
+            format!("table with columns {}", columns.join(", ")),
+            "absent".into(),
+        )];
+    };
+    let mut findings = Vec::new();
+    for column in &contract.columns {
+        let Some(live_column) = live.column(&column.name) else {
+            if !column.optional {
+                let expected = match &column.sql_type {
+                    Some(sql_type) => format!("{sql_type} ({})", column.rust_type),
+                    None => column.rust_type.clone(),
+                };
+                findings.push(finding(Some(&column.name), DriftKind::MissingColumn, Severity::Breaks, expected, "absent".into()));
+            }
+            continue;
+        };
+        let fit = oracle.fit(contract, column, live_column);
+        let expected = format!("{} ({})", fit.expected_sql_type.to_lowercase(), column.rust_type);
+        if !fit.compatible {
+            findings.push(finding(
+                Some(&column.name),
+                DriftKind::TypeMismatch,
+                Severity::Breaks,
+                expected,
+                live_column.data_type.clone(),
+            ));
+            continue;
+        }
+        if let Some(risk) = fit.risk {
+            findings.push(finding(Some(&column.name), DriftKind::Width, Severity::AtRisk, expected, risk));
+        }
+        if live_column.nullable && !column.nullable {
+            findings.push(finding(
+                Some(&column.name),
+                DriftKind::Nullability,
+                Severity::AtRisk,
+                format!("NOT NULL ({} is not an Option)", column.rust_type),
+                "nullable".into(),
+            ));
+        }
+    }
+    findings.extend(key_findings(contract, live, &finding));
+    findings
+}
+
+fn key_findings(
+    contract: &TableContract,
+    live: &LiveTable,
+    finding: &dyn Fn(Option<&str>, DriftKind, Severity, String, String) -> Finding,
+) -> Vec<Finding> {
+    let mut findings = Vec::new();
+    let expected_pk = contract.primary_key();
+    if !expected_pk.is_empty() && expected_pk != live.primary_key.iter().map(String::as_str).collect::<Vec<_>>() {
+        let actual = if live.primary_key.is_empty() { "none".to_owned() } else { live.primary_key.join(", ") };
+        findings.push(finding(None, DriftKind::PrimaryKey, Severity::Info, expected_pk.join(", "), actual));
+    }
+    for (column, reference) in contract.foreign_keys() {
+        let ref_schema = reference.schema.as_deref().unwrap_or(&live.schema);
+        let present = live.foreign_keys.iter().any(|fk| {
+            fk.column == column && fk.ref_schema == ref_schema && fk.ref_table == reference.table && fk.ref_column == reference.column
+        });
+        if !present && live.column(column).is_some() {
+            findings.push(finding(
+                Some(column),
+                DriftKind::ForeignKey,
+                Severity::Info,
+                format!("references {ref_schema}.{}({})", reference.table, reference.column),
+                "no such foreign key".into(),
+            ));
+        }
+    }
+    findings
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Reference;
+
+    /// Same-name types fit: enough to exercise the structural rules.
+    struct SameName;
+    impl TypeOracle for SameName {
+        fn fit(&self, _: &TableContract, column: &ColumnContract, live: &LiveColumn) -> TypeFit {
+            let expected = column.sql_type.clone().unwrap_or_default();
+            TypeFit { compatible: expected == live.type_key, expected_sql_type: expected, risk: None }
+        }
+    }
+
+    fn col(name: &str, sql: &str) -> ColumnContract {
+        ColumnContract { sql_type: Some(sql.into()), ..ColumnContract::new(name, "T") }
+    }
+
+    fn contract(columns: Vec<ColumnContract>) -> TableContract {
+        TableContract { struct_name: "Event".into(), schema: None, table: "events".into(), columns }
+    }
+
+    const SCOPE: DiffScope<'static> = DiffScope { tenant: "tenant_1", schema: "tenant_1" };
+
+    #[test]
+    fn diff_reports_missing_table_once() {
+        let f = diff(SCOPE, &contract(vec![col("id", "int8")]), None, &SameName);
+        assert_eq!(f.len(), 1);
+        assert_eq!((f[0].kind, f[0].severity), (DriftKind::MissingTable, Severity::Breaks));
+        assert_eq!(f[0].column, None);
+    }
+
+    #[test]
+    fn diff_reports_missing_column_unless_optional() {
+        let mut optional = col("b", "int8");
+        optional.optional = true;
+        let live = LiveTable::new("tenant_1", "events").with_column(LiveColumn::new("x", "int8"));
+        let f = diff(SCOPE, &contract(vec![col("a", "int8"), optional]), Some(&live), &SameName);
+        assert_eq!(f.len(), 1);
+        assert_eq!(f[0].column.as_deref(), Some("a"));
+        assert_eq!((f[0].kind, f[0].severity), (DriftKind::MissingColumn, Severity::Breaks));
+        assert_eq!(f[0].actual, "absent");
+    }
+
+    #[test]
+    fn diff_ignores_extra_columns() {
+        let live = LiveTable::new("tenant_1", "events")
+            .with_column(LiveColumn::new("id", "int8").not_null())
+            .with_column(LiveColumn::new("extra", "text"));
+        assert!(diff(SCOPE, &contract(vec![col("id", "int8")]), Some(&live), &SameName).is_empty());
+    }
+
+    #[test]
+    fn diff_reports_type_mismatch_as_breaking_and_skips_other_rules() {
+        let live = LiveTable::new("tenant_1", "events").with_column(LiveColumn::new("id", "int4"));
+        let f = diff(SCOPE, &contract(vec![col("id", "int8")]), Some(&live), &SameName);
+        assert_eq!(f.len(), 1, "{f:?}");
+        assert_eq!((f[0].kind, f[0].severity), (DriftKind::TypeMismatch, Severity::Breaks));
+        assert_eq!((f[0].expected.as_str(), f[0].actual.as_str()), ("int8 (T)", "int4"));
+    }
+
+    #[test]
+    fn diff_reports_nullable_column_for_non_option_field_as_at_risk() {
+        let mut nullable_field = col("b", "text");
+        nullable_field.nullable = true;
+        let live = LiveTable::new("tenant_1", "events")
+            .with_column(LiveColumn::new("a", "text"))
+            .with_column(LiveColumn::new("b", "text"));
+        let f = diff(SCOPE, &contract(vec![col("a", "text"), nullable_field]), Some(&live), &SameName);
+        assert_eq!(f.len(), 1);
+        assert_eq!((f[0].kind, f[0].severity), (DriftKind::Nullability, Severity::AtRisk));
+    }
+
+    #[test]
+    fn diff_reports_oracle_risk_as_width() {
+        struct Risky;
+        impl TypeOracle for Risky {
+            fn fit(&self, _: &TableContract, _: &ColumnContract, _: &LiveColumn) -> TypeFit {
+                TypeFit { compatible: true, expected_sql_type: "INT".into(), risk: Some("bigint".into()) }
+            }
+        }
+        let live = LiveTable::new("tenant_1", "events").with_column(LiveColumn::new("a", "bigint").not_null());
+        let f = diff(SCOPE, &contract(vec![col("a", "int")]), Some(&live), &Risky);
+        assert_eq!((f[0].kind, f[0].severity, f[0].actual.as_str()), (DriftKind::Width, Severity::AtRisk, "bigint"));
+    }
+
+    #[test]
+    fn diff_reports_key_differences_as_info() {
+        let mut id = col("id", "int8");
+        id.primary_key = true;
+        let mut user = col("user_id", "int8");
+        user.references = Reference::parse("users(id)");
+        let live = LiveTable::new("tenant_1", "events")
+            .with_column(LiveColumn::new("id", "int8").not_null())
+            .with_column(LiveColumn::new("user_id", "int8").not_null());
+        let f = diff(SCOPE, &contract(vec![id, user]), Some(&live), &SameName);
+        let kinds: Vec<_> = f.iter().map(|f| (f.kind, f.severity)).collect();
+        assert_eq!(kinds, [(DriftKind::PrimaryKey, Severity::Info), (DriftKind::ForeignKey, Severity::Info)]);
+        assert_eq!(f[1].expected, "references tenant_1.users(id)");
+    }
+}

@@ -1,0 +1,47 @@
+//! Errors of the pure core.
+
+use crate::ident::Dialect;
+
+/// An identifier or tenant name that cannot be used safely in SQL.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum IdentError {
+    /// The name is empty.
+    #[error("identifier is empty; give the table, column or schema a name")]
+    Empty,
+    /// The name contains a NUL character, which no dialect accepts.
+    #[error("identifier `{name}` contains a NUL character; remove it")]
+    Nul {
+        /// The name, with control characters escaped.
+        name: String,
+    },
+    /// The name is longer than the server keeps (PostgreSQL would silently truncate it).
+    #[error("identifier `{name}` is {len} long, {dialect} keeps at most {max}; use a shorter name")]
+    TooLong {
+        /// The name.
+        name: String,
+        /// Its length (bytes on PostgreSQL/SQLite, characters on MySQL).
+        len: usize,
+        /// The dialect's limit.
+        max: usize,
+        /// The dialect.
+        dialect: Dialect,
+    },
+    /// MySQL does not allow identifiers that end with a space.
+    #[error("identifier `{name}` ends with a space, which MySQL does not allow; remove it")]
+    TrailingSpace {
+        /// The name.
+        name: String,
+    },
+    /// A tenant name outside the accepted alphabet: no SQL was built from it.
+    #[error(
+        "tenant name `{name}` is rejected because {why}; tenant names must be 1-63 ASCII letters, \
+         digits or `_`, not starting with a digit (no SQL was sent)"
+    )]
+    InvalidTenant {
+        /// The rejected name, with control characters escaped.
+        name: String,
+        /// Which rule it breaks.
+        why: String,
+    },
+}

@@ -1,0 +1,97 @@
+//! The live-schema model: what introspection found in one tenant.
+
+use serde::{Deserialize, Serialize};
+
+/// One live column.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LiveColumn {
+    /// Column name, exact case.
+    pub name: String,
+    /// The column's type as the catalog spells it, with modifiers
+    /// (`character varying(10)`, `int unsigned`, `BIGINT`).
+    pub data_type: String,
+    /// The type without modifiers, schema-qualified when not on the search path
+    /// (`tenant_42.mood`); the key the type oracle resolves.
+    pub type_key: String,
+    /// `true` unless the column is declared `NOT NULL`.
+    pub nullable: bool,
+    /// The column default expression, if any.
+    pub default: Option<String>,
+    /// Labels of an enum column, in declaration order.
+    pub enum_labels: Option<Vec<String>>,
+}
+
+impl LiveColumn {
+    /// A nullable column of type `data_type` (also used as its type key).
+    #[must_use]
+    pub fn new(name: impl Into<String>, data_type: impl Into<String>) -> Self {
+        let data_type = data_type.into();
+        Self { name: name.into(), type_key: data_type.clone(), data_type, nullable: true, default: None, enum_labels: None }
+    }
+
+    /// The same column, `NOT NULL`.
+    #[must_use]
+    pub fn not_null(mut self) -> Self {
+        self.nullable = false;
+        self
+    }
+}
+
+/// A live foreign key (single column: the contracts only declare single-column keys).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LiveForeignKey {
+    /// Referencing column.
+    pub column: String,
+    /// Schema of the referenced table.
+    pub ref_schema: String,
+    /// Referenced table.
+    pub ref_table: String,
+    /// Referenced column.
+    pub ref_column: String,
+}
+
+/// One live table.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LiveTable {
+    /// Schema (PostgreSQL), database (MySQL) or tenant file stem (SQLite).
+    pub schema: String,
+    /// Table name.
+    pub name: String,
+    /// Columns in ordinal order.
+    pub columns: Vec<LiveColumn>,
+    /// Primary-key columns, in key order.
+    pub primary_key: Vec<String>,
+    /// Foreign keys.
+    pub foreign_keys: Vec<LiveForeignKey>,
+    /// A digest of the contracted part of the table definition: equal digests mean equal
+    /// definitions, so an unchanged tenant need not be diffed again.
+    pub fingerprint: String,
+}
+
+impl LiveTable {
+    /// An empty table (no columns yet).
+    #[must_use]
+    pub fn new(schema: impl Into<String>, name: impl Into<String>) -> Self {
+        Self {
+            schema: schema.into(),
+            name: name.into(),
+            columns: Vec::new(),
+            primary_key: Vec::new(),
+            foreign_keys: Vec::new(),
+            fingerprint: String::new(),
+        }
+    }
+
+    /// Looks a column up by exact name.
+    #[must_use]
+    pub fn column(&self, name: &str) -> Option<&LiveColumn> {
+        self.columns.iter().find(|c| c.name == name)
+    }
+
+    /// Adds a column (builder style, for tests and snapshots).
+    #[must_use]
+    pub fn with_column(mut self, column: LiveColumn) -> Self {
+        self.columns.push(column);
+        self
+    }
+}

@@ -1,0 +1,129 @@
+//! The fleet report: per tenant a verdict and its findings, as stable JSON and as a table.
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+use crate::drift::{Finding, Severity};
+use crate::ident::Dialect;
+
+/// A tenant's verdict.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum Verdict {
+    /// No finding at `at_risk` or worse.
+    Compliant,
+    /// At least one finding at `at_risk` or worse.
+    Drifted,
+    /// The tenant could not be introspected.
+    Unreachable {
+        /// What went wrong, and what to do.
+        error: String,
+    },
+}
+
+impl Verdict {
+    /// The verdict for a list of findings.
+    #[must_use]
+    pub fn of(findings: &[Finding]) -> Self {
+        if findings.iter().any(|f| f.severity >= Severity::AtRisk) { Verdict::Drifted } else { Verdict::Compliant }
+    }
+
+    /// `compliant`, `drifted` or `unreachable`.
+    #[must_use]
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Verdict::Compliant => "compliant",
+            Verdict::Drifted => "drifted",
+            Verdict::Unreachable { .. } => "unreachable",
+        }
+    }
+}
+
+/// One tenant in a fleet report.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TenantReport {
+    /// The tenant.
+    pub tenant: String,
+    /// Its verdict.
+    pub verdict: Verdict,
+    /// Its findings, in contract order (info findings included).
+    pub findings: Vec<Finding>,
+}
+
+/// The result of checking every tenant against every contract.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FleetReport {
+    /// The backend.
+    pub dialect: Dialect,
+    /// The contracts checked, as `Struct -> table`.
+    pub contracts: Vec<String>,
+    /// One entry per tenant, sorted by tenant name.
+    pub tenants: Vec<TenantReport>,
+}
+
+impl FleetReport {
+    /// Tenants with the given verdict status (`compliant`, `drifted`, `unreachable`).
+    pub fn tenants_with<'a>(&'a self, status: &'a str) -> impl Iterator<Item = &'a TenantReport> + 'a {
+        self.tenants.iter().filter(move |t| t.verdict.as_str() == status)
+    }
+
+    /// Every finding of every tenant.
+    pub fn findings(&self) -> impl Iterator<Item = &Finding> {
+        self.tenants.iter().flat_map(|t| &t.findings)
+    }
+
+    /// `true` when every tenant is compliant.
+    #[must_use]
+    pub fn is_clean(&self) -> bool {
+        self.tenants.iter().all(|t| t.verdict == Verdict::Compliant)
+    }
+
+    /// The report as pretty JSON (stable field order).
+    #[must_use]
+    pub fn to_json_pretty(&self) -> String {
+        serde_json::to_string_pretty(self).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
+    }
+
+    /// A one-line summary: `45 compliant, 2 drifted, 0 unreachable of 47 tenants`.
+    #[must_use]
+    pub fn summary(&self) -> String {
+        let count = |s| self.tenants_with(s).count();
+        format!(
+            "{} compliant, {} drifted, {} unreachable of {} tenants",
+            count("compliant"),
+            count("drifted"),
+            count("unreachable"),
+            self.tenants.len()
+        )
+    }
+}
+
+/// A readable table: one line per finding (compliant tenants summarised).
+impl fmt::Display for FleetReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "{:<20} {:<12} {:<8} {:<16} {:<32} {}", "TENANT", "VERDICT", "SEVERITY", "KIND", "WHERE", "EXPECTED -> ACTUAL")?;
+        for tenant in &self.tenants {
+            if let Verdict::Unreachable { error } = &tenant.verdict {
+                writeln!(f, "{:<20} {:<12} {error}", tenant.tenant, "unreachable")?;
+            }
+            for finding in &tenant.findings {
+                let at = match &finding.column {
+                    Some(c) => format!("{}.{c}", finding.table),
+                    None => finding.table.clone(),
+                };
+                writeln!(
+                    f,
+                    "{:<20} {:<12} {:<8} {:<16} {:<32} {} -> {}",
+                    tenant.tenant,
+                    tenant.verdict.as_str(),
+                    finding.severity.as_str(),
+                    finding.kind.as_str(),
+                    at,
+                    finding.expected,
+                    finding.actual
+                )?;
+            }
+        }
+        write!(f, "{}", self.summary())
+    }
+}

@@ -1,0 +1,82 @@
+//! Shared helpers for the integration tests: real servers, unique scratch names, clean-up.
+//!
+//! A server that is unreachable is a loud failure that names the variable to set; tests
+//! never skip silently.
+#![allow(dead_code)]
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Default PostgreSQL URL on the development machines (trust auth).
+pub const DEFAULT_PG_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+/// Default MariaDB URL on the development machines (root, empty password).
+pub const DEFAULT_MYSQL_URL: &str = "mysql://root@127.0.0.1:3306/test";
+
+/// `CONTRACT_TEST_PG_URL`, or the local default.
+pub fn pg_url() -> String {
+    std::env::var("CONTRACT_TEST_PG_URL").unwrap_or_else(|_| DEFAULT_PG_URL.to_owned())
+}
+
+/// `CONTRACT_TEST_MYSQL_URL`, or the local default.
+pub fn mysql_url() -> String {
+    std::env::var("CONTRACT_TEST_MYSQL_URL").unwrap_or_else(|_| DEFAULT_MYSQL_URL.to_owned())
+}
+
+/// A name no other test (or earlier run) uses: `prefix_<pid>_<nanos>_<counter>`.
+pub fn unique_name(prefix: &str) -> String {
+    static COUNTER: AtomicU32 = AtomicU32::new(0);
+    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
+    format!("{prefix}_{}_{}_{}", std::process::id(), nanos, COUNTER.fetch_add(1, Ordering::Relaxed))
+}
+
+/// Connects to the test PostgreSQL server, panicking with the variable to set.
+pub async fn pg_pool() -> sqlx::PgPool {
+    let url = pg_url();
+    sqlx::postgres::PgPoolOptions::new()
+        .max_connections(4)
+        .connect(&url)
+        .await
+        .unwrap_or_else(|e| {
+            panic!("PostgreSQL is unreachable at {url}: {e}. Start it or set CONTRACT_TEST_PG_URL to a reachable server")
+        })
+}
+
+/// Connects to the test MySQL/MariaDB server, panicking with the variable to set.
+pub async fn mysql_pool() -> sqlx::MySqlPool {
+    let url = mysql_url();
+    sqlx::mysql::MySqlPoolOptions::new()
+        .max_connections(4)
+        .connect(&url)
+        .await
+        .unwrap_or_else(|e| {
+            panic!("MySQL/MariaDB is unreachable at {url}: {e}. Start it or set CONTRACT_TEST_MYSQL_URL to a reachable server")
+        })
+}
+
+/// Creates the PostgreSQL schemas and returns a guard that drops them (CASCADE) on drop.
+pub struct PgSchemas {
+    pool: sqlx::PgPool,
+    pub names: Vec<String>,
+}
+
+impl PgSchemas {
+    pub async fn create(pool: &sqlx::PgPool, names: Vec<String>) -> Self {
+        for name in &names {
+            sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE SCHEMA \"{name}\"")))
+                .execute(pool)
+                .await
+                .unwrap_or_else(|e| panic!("create schema {name}: {e}"));
+        }
+        Self { pool: pool.clone(), names }
+    }
+
+    /// Drops the schemas now (prefer this to relying on Drop in async tests).
+    pub async fn drop_all(mut self) {
+        let names = std::mem::take(&mut self.names);
+        for name in names {
+            let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP SCHEMA IF EXISTS \"{name}\" CASCADE")))
+                .execute(&self.pool)
+                .await;
+        }
+    }
+}
