@@ -7,6 +7,7 @@
 
 mod contract;
 mod diff;
+mod digest;
 mod drift;
 mod error;
 mod ident;
@@ -17,6 +18,7 @@ pub mod rules;
 mod tenant;
 
 pub use contract::{Columns, Contract};
+pub use digest::digest_hex;
 pub use diff::{DiffScope, TypeFit, TypeOracle, diff};
 pub use drift::{DriftKind, Finding, Severity};
 pub use error::IdentError;

@@ -2,12 +2,33 @@
 #![forbid(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+mod backend;
+mod contracts;
+mod error;
+mod fingerprint;
+mod fleet;
+mod tenants;
 mod type_check;
+
+#[cfg(feature = "mysql")]
+mod mysql;
+#[cfg(feature = "postgres")]
+mod postgres;
+#[cfg(feature = "sqlite")]
+mod sqlite;
+#[cfg(feature = "sqlite")]
+pub use sqlite::sqlite_tenant_files;
 
 #[doc(hidden)]
 pub mod __private;
 
+pub use backend::{Backend, TypeMap};
 pub use contract_core::*;
 #[cfg(feature = "derive")]
 pub use contract_derive::Contract;
+pub use contracts::{ContractEntry, ContractSet};
+pub use error::{Error, Result};
+pub use fingerprint::fingerprint;
+pub use fleet::{FleetSnapshot, check_fleet, check_tenant, snapshot};
+pub use tenants::{TenantDirectory, Tenants};
 pub use type_check::{Decodable, TypeCheck, TypeChecks};

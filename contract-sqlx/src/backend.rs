@@ -1,0 +1,43 @@
+//! What each database backend provides to the guard: bulk introspection, type
+//! resolution and the per-dialect type fit. Implemented directly on sqlx's marker types
+//! (`sqlx::Postgres`, `sqlx::MySql`, `sqlx::Sqlite`).
+
+use std::collections::HashMap;
+use std::future::Future;
+
+use contract_core::{Dialect, LiveColumn, LiveTable, TypeFit};
+use sqlx::{Database, Pool};
+
+use crate::contracts::ContractSet;
+use crate::error::Result;
+use crate::type_check::TypeCheck;
+
+/// Live type key → the type info row decoding sees for it (DESIGN D1, D3).
+pub type TypeMap<DB> = HashMap<String, <DB as Database>::TypeInfo>;
+
+/// A backend the guard can check: one per enabled sqlx driver.
+pub trait Backend: Database + Sized {
+    /// The SQL dialect.
+    const DIALECT: Dialect;
+
+    /// Introspects the contracted tables of every schema in `schemas` (tenant schemas or
+    /// databases, plus contracts' fixed schemas) in bulk, contract-scoped.
+    fn introspect(
+        pool: &Pool<Self>,
+        schemas: &[String],
+        contracts: &ContractSet<Self>,
+    ) -> impl Future<Output = Result<Vec<LiveTable>>> + Send;
+
+    /// Resolves every distinct live type key of `tables` to the type info decoding sees,
+    /// once for the whole fleet.
+    fn resolve_types(pool: &Pool<Self>, tables: &[LiveTable]) -> impl Future<Output = Result<TypeMap<Self>>> + Send;
+
+    /// sqlx's verdict plus this dialect's extra rules, for one column.
+    fn fit(check: &TypeCheck<Self>, live: &LiveColumn, types: &TypeMap<Self>) -> TypeFit;
+
+    /// Names of the schemas/databases whose name is `LIKE pattern`, sorted.
+    fn schemas_like(pool: &Pool<Self>, pattern: &str) -> impl Future<Output = Result<Vec<String>>> + Send;
+
+    /// Runs a registry query that returns one text column of tenant names.
+    fn registry_names(pool: &Pool<Self>, sql: &'static str) -> impl Future<Output = Result<Vec<String>>> + Send;
+}

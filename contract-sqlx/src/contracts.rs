@@ -1,0 +1,106 @@
+//! The set of contracts a guard checks, with their type checks for one backend.
+
+use contract_core::{Contract, TableContract};
+use sqlx::Database;
+
+use crate::type_check::{TypeCheck, TypeChecks};
+
+/// A contract with sqlx's type checks for backend `DB`.
+#[derive(Debug, Clone)]
+pub struct ContractEntry<DB: Database> {
+    /// The table contract.
+    pub contract: TableContract,
+    /// One type check per column, in column order.
+    pub checks: Vec<TypeCheck<DB>>,
+}
+
+impl<DB: Database> ContractEntry<DB> {
+    /// The type check for `column`.
+    #[must_use]
+    pub fn check(&self, column: &str) -> Option<&TypeCheck<DB>> {
+        self.checks.iter().find(|c| c.column() == column)
+    }
+}
+
+/// The contracts to check, in the order they were added.
+///
+/// ```
+/// # #[cfg(feature = "sqlite")] {
+/// use contract_sqlx::{ContractSet, Contract};
+///
+/// #[derive(Contract)]
+/// #[contract(table = "events")]
+/// struct Event { id: i64 }
+///
+/// let set = ContractSet::<sqlx::Sqlite>::new().with::<Event>();
+/// assert_eq!(set.entries()[0].contract.table, "events");
+/// # }
+/// ```
+#[derive(Debug, Clone)]
+pub struct ContractSet<DB: Database> {
+    entries: Vec<ContractEntry<DB>>,
+}
+
+impl<DB: Database> Default for ContractSet<DB> {
+    fn default() -> Self {
+        Self { entries: Vec::new() }
+    }
+}
+
+impl<DB: Database> ContractSet<DB> {
+    /// An empty set.
+    #[must_use]
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds the contract of `T`.
+    #[must_use]
+    pub fn with<T: Contract + TypeChecks<DB>>(mut self, ) -> Self {
+        self.push::<T>();
+        self
+    }
+
+    /// Adds the contract of `T`.
+    pub fn push<T: Contract + TypeChecks<DB>>(&mut self) {
+        self.entries.push(ContractEntry { contract: T::contract(), checks: T::type_checks() });
+    }
+
+    /// The contracts.
+    #[must_use]
+    pub fn entries(&self) -> &[ContractEntry<DB>] {
+        &self.entries
+    }
+
+    /// Distinct table names (for catalog filters).
+    #[must_use]
+    pub fn table_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.entries.iter().map(|e| e.contract.table.clone()).collect();
+        names.sort();
+        names.dedup();
+        names
+    }
+
+    /// Distinct column names, including `renamed_from` names (for catalog filters).
+    #[must_use]
+    pub fn column_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .entries
+            .iter()
+            .flat_map(|e| &e.contract.columns)
+            .flat_map(|c| std::iter::once(c.name.clone()).chain(c.renamed_from.clone()))
+            .collect();
+        names.sort();
+        names.dedup();
+        names
+    }
+
+    /// Fixed schemas named by contracts (`#[contract(schema = "...")]`).
+    #[must_use]
+    pub fn fixed_schemas(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.entries.iter().filter_map(|e| e.contract.schema.clone()).collect();
+        names.sort();
+        names.dedup();
+        names
+    }
+}

@@ -1,0 +1,53 @@
+//! Errors of the runtime crate.
+
+use contract_core::IdentError;
+
+/// Everything that can go wrong while checking or guarding a fleet.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A tenant, table or column name cannot be used safely; no SQL was sent.
+    #[error("invalid identifier")]
+    Ident(#[from] IdentError),
+    /// A database call failed.
+    #[error("{context} failed{}; check that the server is up and the role may read the catalog", tenant_suffix(.tenant))]
+    Database {
+        /// What was being done (`introspecting tenants`, `resolving live types`, ...).
+        context: &'static str,
+        /// The tenant concerned, if one.
+        tenant: Option<String>,
+        /// The driver's error.
+        #[source]
+        source: sqlx::Error,
+    },
+    /// A tenant source produced no tenant at all.
+    #[error("no tenant found for {source_description}; check the pattern, list or registry query")]
+    NoTenants {
+        /// The tenant source, as configured.
+        source_description: String,
+    },
+    /// A SQLite tenant directory could not be read.
+    #[error("cannot read tenant directory `{path}`")]
+    TenantDirectory {
+        /// The directory.
+        path: String,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+fn tenant_suffix(tenant: &Option<String>) -> String {
+    tenant.as_ref().map(|t| format!(" for tenant `{t}`")).unwrap_or_default()
+}
+
+impl Error {
+    /// A database error with context.
+    pub(crate) fn db(context: &'static str, tenant: Option<&str>) -> impl FnOnce(sqlx::Error) -> Self {
+        let tenant = tenant.map(str::to_owned);
+        move |source| Error::Database { context, tenant, source }
+    }
+}
+
+/// `Result` with this crate's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;

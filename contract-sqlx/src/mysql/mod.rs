@@ -1,0 +1,1 @@
+//! MySQL / MariaDB: one database per tenant.

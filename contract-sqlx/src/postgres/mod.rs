@@ -1,0 +1,82 @@
+//! PostgreSQL: one schema per tenant.
+
+mod parse;
+mod query;
+mod row;
+
+use std::collections::BTreeSet;
+
+use contract_core::{Dialect, LiveColumn, LiveTable, TypeFit};
+use sqlx::{AssertSqlSafe, Column, Executor, PgPool, Postgres, SqlSafeStr, Statement};
+
+use crate::backend::{Backend, TypeMap};
+use crate::contracts::ContractSet;
+use crate::error::{Error, Result};
+use crate::type_check::TypeCheck;
+
+impl Backend for Postgres {
+    const DIALECT: Dialect = Dialect::Postgres;
+
+    async fn introspect(pool: &PgPool, schemas: &[String], contracts: &ContractSet<Self>) -> Result<Vec<LiveTable>> {
+        let rows: Vec<row::ColumnRow> = sqlx::query_as(query::COLUMNS)
+            .bind(contracts.table_names())
+            .bind(schemas)
+            .bind(contracts.column_names())
+            .fetch_all(pool)
+            .await
+            .map_err(Error::db("introspecting tenant schemas", None))?;
+        Ok(parse::tables(rows))
+    }
+
+    async fn resolve_types(pool: &PgPool, tables: &[LiveTable]) -> Result<TypeMap<Self>> {
+        let keys: BTreeSet<&str> = tables.iter().flat_map(|t| &t.columns).map(|c| c.type_key.as_str()).collect();
+        let keys: Vec<&str> = keys.into_iter().collect();
+        let mut types = TypeMap::<Self>::new();
+        if keys.is_empty() {
+            return Ok(types);
+        }
+        // One prepared probe gives, per column, exactly the type info decoding sees
+        // (reference/sqlx-0.9-probe.md). The type names are `format_type` output, which
+        // PostgreSQL itself quotes; they come from the catalog, never from user input.
+        match probe(pool, &keys).await {
+            Ok(resolved) => types.extend(resolved),
+            Err(_) => {
+                // One bad type must not hide the others: resolve one by one.
+                for key in keys {
+                    if let Ok(resolved) = probe(pool, &[key]).await {
+                        types.extend(resolved);
+                    }
+                }
+            }
+        }
+        Ok(types)
+    }
+
+    fn fit(check: &TypeCheck<Self>, live: &LiveColumn, types: &TypeMap<Self>) -> TypeFit {
+        let expected_sql_type = check.expected_sql_type();
+        let compatible = types.get(&live.type_key).is_some_and(|ti| check.is_compatible(ti));
+        TypeFit { compatible, expected_sql_type, risk: None }
+    }
+
+    async fn schemas_like(pool: &PgPool, pattern: &str) -> Result<Vec<String>> {
+        sqlx::query_scalar(query::SCHEMAS_LIKE)
+            .bind(pattern)
+            .fetch_all(pool)
+            .await
+            .map_err(Error::db("listing tenant schemas", None))
+    }
+
+    async fn registry_names(pool: &PgPool, sql: &'static str) -> Result<Vec<String>> {
+        sqlx::query_scalar(sql).fetch_all(pool).await.map_err(Error::db("running the tenant registry query", None))
+    }
+}
+
+async fn probe(pool: &PgPool, keys: &[&str]) -> Result<Vec<(String, sqlx::postgres::PgTypeInfo)>> {
+    let select: Vec<String> = keys.iter().enumerate().map(|(i, key)| format!("NULL::{key} AS c{i}")).collect();
+    let sql = format!("SELECT {}", select.join(", "));
+    let statement = pool
+        .prepare(AssertSqlSafe(sql).into_sql_str())
+        .await
+        .map_err(Error::db("resolving live column types", None))?;
+    Ok(keys.iter().zip(statement.columns()).map(|(key, column)| ((*key).to_owned(), column.type_info().clone())).collect())
+}
