@@ -7,7 +7,7 @@ use contract_core::IdentError;
 #[non_exhaustive]
 pub enum Error {
     /// A tenant, table or column name cannot be used safely; no SQL was sent.
-    #[error("invalid identifier")]
+    #[error(transparent)]
     Ident(#[from] IdentError),
     /// A database call failed.
     #[error("{context} failed{}; check that the server is up and the role may read the catalog", tenant_suffix(.tenant))]

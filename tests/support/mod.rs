@@ -80,3 +80,42 @@ impl PgSchemas {
         }
     }
 }
+
+/// A scratch PostgreSQL database with a unique name, dropped by [`PgScratch::drop_db`].
+pub struct PgScratch {
+    admin: sqlx::PgPool,
+    pub name: String,
+    pub pool: sqlx::PgPool,
+    pub url: String,
+}
+
+impl PgScratch {
+    /// Creates the database and connects a pool to it.
+    pub async fn create(prefix: &str) -> Self {
+        let admin = pg_pool().await;
+        let name = unique_name(prefix);
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{name}\"")))
+            .execute(&admin)
+            .await
+            .unwrap_or_else(|e| panic!("create database {name}: {e}"));
+        let base = pg_url();
+        let url = match base.rfind('/') {
+            Some(i) if base[..i].contains("://") && !base[i..].contains('@') => format!("{}/{name}", &base[..i]),
+            _ => panic!("CONTRACT_TEST_PG_URL must end with /<database>: {base}"),
+        };
+        let pool = sqlx::postgres::PgPoolOptions::new()
+            .max_connections(4)
+            .connect(&url)
+            .await
+            .unwrap_or_else(|e| panic!("connect to scratch database {name}: {e}"));
+        Self { admin, name, pool, url }
+    }
+
+    /// Closes the pool and drops the database.
+    pub async fn drop_db(self) {
+        self.pool.close().await;
+        let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)", self.name)))
+            .execute(&self.admin)
+            .await;
+    }
+}
