@@ -56,7 +56,7 @@ impl<DB: Database> ContractSet<DB> {
 
     /// Adds the contract of `T`.
     #[must_use]
-    pub fn with<T: Contract + TypeChecks<DB>>(mut self, ) -> Self {
+    pub fn with<T: Contract + TypeChecks<DB>>(mut self) -> Self {
         self.push::<T>();
         self
     }
@@ -64,6 +64,12 @@ impl<DB: Database> ContractSet<DB> {
     /// Adds the contract of `T`.
     pub fn push<T: Contract + TypeChecks<DB>>(&mut self) {
         self.entries.push(ContractEntry { contract: T::contract(), checks: T::type_checks() });
+    }
+
+    /// Adds a contract built at run time (for example one generated per Rust type in a
+    /// conformance test, or loaded from configuration).
+    pub fn push_entry(&mut self, entry: ContractEntry<DB>) {
+        self.entries.push(entry);
     }
 
     /// The contracts.
