@@ -8,6 +8,7 @@ mod error;
 mod fingerprint;
 mod fleet;
 mod tenants;
+pub mod testing;
 mod type_check;
 
 #[cfg(feature = "mysql")]
