@@ -13,6 +13,7 @@ mod error;
 mod ident;
 mod live;
 mod model;
+pub mod plan;
 mod report;
 pub mod rules;
 mod tenant;

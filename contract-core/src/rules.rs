@@ -4,12 +4,19 @@
 use serde::{Deserialize, Serialize};
 
 /// Byte width of a MySQL integer type name (`tinyint` … `bigint`, any case, with or
-/// without `unsigned`), or `None` for a non-integer type.
+/// without `unsigned`), or `None` for a non-integer type. `boolean` (sqlx reads it as an
+/// `i8`), `year` (1901–2155) and `bit(n)` (⌈n/8⌉ bytes) count as integers too.
 #[must_use]
 pub fn mysql_integer_width(type_name: &str) -> Option<u8> {
-    let base = type_name.trim().split([' ', '(']).next().unwrap_or("").to_ascii_lowercase();
-    match base.as_str() {
-        "tinyint" => Some(1),
+    let type_name = type_name.trim().to_ascii_lowercase();
+    let base = type_name.split([' ', '(']).next().unwrap_or("");
+    match base {
+        "bit" => {
+            let bits: u16 = type_name.strip_prefix("bit(").and_then(|r| r.split(')').next()).and_then(|n| n.parse().ok()).unwrap_or(1);
+            u8::try_from(bits.div_ceil(8)).ok()
+        }
+        "year" => Some(2),
+        "bool" | "boolean" | "tinyint" => Some(1),
         "smallint" => Some(2),
         "mediumint" => Some(3),
         "int" | "integer" => Some(4),
@@ -33,6 +40,27 @@ pub fn mysql_integer_width(type_name: &str) -> Option<u8> {
 pub fn mysql_width_risk(expected_sql_type: &str, live_type: &str) -> Option<String> {
     let (expected, live) = (mysql_integer_width(expected_sql_type)?, mysql_integer_width(live_type)?);
     (live > expected).then(|| format!("{live_type} (values wider than {expected_sql_type} fail to decode)"))
+}
+
+/// The name of a Rust type as written, without `Option<...>`, generic arguments or path:
+/// `Option<sqlx::types::Json<Payload>>` → `Json`. Lets the type oracles recognise the
+/// field types whose decoding parses the value (UUIDs, JSON), which sqlx's type infos do
+/// not tell apart from plain bytes or text.
+///
+/// ```
+/// use contract_core::rules::rust_type_name;
+/// assert_eq!(rust_type_name("Option<uuid::Uuid>"), "Uuid");
+/// assert_eq!(rust_type_name("sqlx::types::Json<Vec<u8>>"), "Json");
+/// ```
+#[must_use]
+pub fn rust_type_name(rust_type: &str) -> &str {
+    let rust_type = rust_type.trim();
+    let (head, args) = match rust_type.split_once('<') {
+        Some((head, rest)) => (head.trim(), rest.strip_suffix('>').unwrap_or(rest)),
+        None => (rust_type, ""),
+    };
+    let name = head.rsplit("::").next().unwrap_or(head).trim();
+    if name == "Option" && !args.is_empty() { rust_type_name(args) } else { name }
 }
 
 /// SQLite column affinity, from the declared type (SQLite docs §3.1, "Determination of
@@ -90,6 +118,25 @@ mod tests {
         assert!(mysql_width_risk("BIGINT", "tinyint").is_none());
         assert!(mysql_width_risk("VARCHAR", "text").is_none());
         assert!(mysql_width_risk("INT UNSIGNED", "bigint unsigned").is_some());
+    }
+
+    #[test]
+    fn mysql_width_counts_boolean_year_and_bit() {
+        assert!(mysql_width_risk("BOOLEAN", "int(11)").is_some());
+        assert!(mysql_width_risk("BOOLEAN", "tinyint(1)").is_none());
+        assert!(mysql_width_risk("TINYINT UNSIGNED", "year(4)").is_some());
+        assert!(mysql_width_risk("SMALLINT UNSIGNED", "year(4)").is_none());
+        assert_eq!(mysql_integer_width("bit(9)"), Some(2));
+        assert_eq!(mysql_integer_width("bit"), Some(1));
+        assert!(mysql_width_risk("BOOLEAN", "bit(1)").is_none());
+    }
+
+    #[test]
+    fn rust_type_name_strips_option_paths_and_generics() {
+        assert_eq!(rust_type_name("i64"), "i64");
+        assert_eq!(rust_type_name("std::option::Option<chrono::DateTime<Utc>>"), "DateTime");
+        assert_eq!(rust_type_name("Option < Uuid >"), "Uuid");
+        assert_eq!(rust_type_name("Vec<u8>"), "Vec");
     }
 
     #[test]

@@ -1,0 +1,240 @@
+//! Findings → steps and refusals, per dialect (rules: schema-diff-prior-art §4, §5, §7).
+
+use super::render::Target;
+use super::step::{Action, Hazard, LockLevel, PlanStep, Refusal};
+use super::types::{PgTypeChange, ddl_type, pg_canonical, pg_type_change};
+use super::{TableInput, TenantPlan};
+use crate::drift::{DriftKind, Finding};
+use crate::error::IdentError;
+use crate::ident::Dialect;
+use crate::model::ColumnContract;
+
+/// Plans the remediation of one tenant's drift.
+///
+/// `schema` is where the tenant's tables live (`None` on SQLite). Steps come out in
+/// contract order, then finding order, so the same inputs always give byte-identical SQL
+/// and the same hash. Narrowing, lossy and may-fail casts, drops and undeclared renames are
+/// never planned: they come back as refusals with the reason.
+#[must_use]
+pub fn plan_tenant(dialect: Dialect, tenant: &str, schema: Option<&str>, tables: &[TableInput<'_>]) -> TenantPlan {
+    let mut steps = Vec::new();
+    let mut refusals = Vec::new();
+    for input in tables {
+        let table_schema = match dialect {
+            Dialect::Sqlite => None,
+            _ => input.contract.schema.as_deref().or(schema),
+        };
+        let target = Target { dialect, schema: table_schema, table: &input.contract.table };
+        for finding in input.findings {
+            match plan_finding(&target, input, finding) {
+                Ok(Some(step)) => steps.push(step),
+                Ok(None) => {}
+                Err(reason) => refusals.push(Refusal {
+                    table: finding.table.clone(),
+                    column: finding.column.clone(),
+                    kind: finding.kind,
+                    reason,
+                }),
+            }
+        }
+    }
+    TenantPlan::new(tenant, dialect, steps, refusals)
+}
+
+type Planned = Result<Option<PlanStep>, String>;
+
+fn plan_finding(target: &Target<'_>, input: &TableInput<'_>, finding: &Finding) -> Planned {
+    let column = finding.column.as_deref().and_then(|c| input.contract.column(c));
+    let planned = match (finding.kind, column) {
+        (DriftKind::MissingTable, _) => create_table(target, input),
+        (DriftKind::MissingColumn, Some(column)) => add_or_rename_column(target, input, column),
+        (DriftKind::TypeMismatch, Some(column)) => change_type(target, input, column),
+        (DriftKind::Nullability, Some(column)) => set_not_null(target, column),
+        (DriftKind::ForeignKey, Some(column)) => add_foreign_key(target, column),
+        (DriftKind::Width, Some(column)) => Err(format!(
+            "the column holds values wider than `{}`; widen the Rust field type instead (narrowing the column could lose data)",
+            column.rust_type
+        )),
+        (DriftKind::PrimaryKey, _) => {
+            Err("primary keys are not changed automatically (they need a unique index built concurrently); migrate by hand".into())
+        }
+        (DriftKind::EnumLabels, _) | (_, None) => Ok(None),
+    };
+    planned.map_err(|e| e.to_string())
+}
+
+fn ident(result: Result<String, IdentError>) -> Result<String, String> {
+    result.map_err(|e| e.to_string())
+}
+
+fn sql_type(target: &Target<'_>, input: &TableInput<'_>, column: &ColumnContract) -> Result<String, String> {
+    if let Some(sql_type) = &column.sql_type {
+        return Ok(sql_type.clone());
+    }
+    let expected = input.expected_types.get(&column.name).ok_or_else(|| {
+        format!("no SQL type is known for `{}`; add #[contract(sql_type = \"...\")] to the field", column.name)
+    })?;
+    ident(ddl_type(target.dialect, expected))
+}
+
+fn step(target: &Target<'_>, column: Option<&str>, action: Action, fixes: DriftKind) -> PlanStep {
+    PlanStep {
+        table: target.table.to_owned(),
+        column: column.map(str::to_owned),
+        action,
+        fixes,
+        statements: Vec::new(),
+        lock: LockLevel::AccessExclusiveBrief,
+        hazards: Vec::new(),
+    }
+}
+
+fn create_table(target: &Target<'_>, input: &TableInput<'_>) -> Planned {
+    let mut parts = Vec::new();
+    for column in &input.contract.columns {
+        parts.push(ident(target.column_definition(column, &sql_type(target, input, column)?))?);
+    }
+    let pk: Vec<String> = input.contract.primary_key().into_iter().map(|c| target.q(c)).collect::<Result<_, _>>().map_err(|e| e.to_string())?;
+    if !pk.is_empty() {
+        parts.push(format!("PRIMARY KEY ({})", pk.join(", ")));
+    }
+    for (column, reference) in input.contract.foreign_keys() {
+        parts.push(format!(
+            "CONSTRAINT {} FOREIGN KEY ({}) {}",
+            ident(target.q(&target.constraint_name(column, "fkey")))?,
+            ident(target.q(column))?,
+            ident(target.references(reference))?
+        ));
+    }
+    let mut s = step(target, None, Action::CreateTable, DriftKind::MissingTable);
+    s.lock = LockLevel::None;
+    s.statements.push(format!("CREATE TABLE {} ({})", ident(target.qualified())?, parts.join(", ")));
+    Ok(Some(s))
+}
+
+const VOLATILE: [&str; 7] =
+    ["clock_timestamp", "random(", "gen_random_uuid", "uuid_generate", "nextval", "timeofday", "txid_current"];
+
+fn add_or_rename_column(target: &Target<'_>, input: &TableInput<'_>, column: &ColumnContract) -> Planned {
+    let table = ident(target.qualified())?;
+    if let Some(old) = column.renamed_from.as_deref().filter(|old| input.live.is_some_and(|t| t.column(old).is_some())) {
+        let mut s = step(target, Some(&column.name), Action::RenameColumn, DriftKind::MissingColumn);
+        s.statements.push(format!("ALTER TABLE {table} RENAME COLUMN {} TO {}", ident(target.q(old))?, ident(target.q(&column.name))?));
+        s.hazards.push(Hazard::RenamesColumn);
+        return Ok(Some(s));
+    }
+    if !column.nullable && column.default_sql.is_none() {
+        return Err(format!(
+            "`{}` is NOT NULL with no default, so adding it fails on a non-empty table; add #[contract(default = \"...\")] or make the field an Option",
+            column.name
+        ));
+    }
+    let definition = ident(target.column_definition(column, &sql_type(target, input, column)?))?;
+    let mut s = step(target, Some(&column.name), Action::AddColumn, DriftKind::MissingColumn);
+    let suffix = match target.dialect {
+        Dialect::MySql => ", ALGORITHM=INSTANT",
+        Dialect::Postgres | Dialect::Sqlite => "",
+    };
+    s.statements.push(format!("ALTER TABLE {table} ADD COLUMN {definition}{suffix}"));
+    let default = column.default_sql.as_deref().unwrap_or("").to_ascii_lowercase();
+    if VOLATILE.iter().any(|f| default.contains(f)) {
+        // A volatile default rewrites the table on PostgreSQL (measured).
+        s.hazards.extend([Hazard::TableRewrite, Hazard::AccessExclusiveLock]);
+        s.lock = LockLevel::AccessExclusive;
+    }
+    Ok(Some(s))
+}
+
+fn change_type(target: &Target<'_>, input: &TableInput<'_>, column: &ColumnContract) -> Planned {
+    let live_type = input.live.and_then(|t| t.column(&column.name)).map(|c| c.data_type.clone()).unwrap_or_default();
+    let new_type = sql_type(target, input, column)?;
+    match target.dialect {
+        Dialect::Postgres => {}
+        Dialect::MySql => {
+            return Err(format!(
+                "changing `{}` from {live_type} to {new_type} copies the table on MySQL (no INSTANT/INPLACE algorithm with LOCK=NONE); migrate by hand or change the field type",
+                column.name
+            ));
+        }
+        Dialect::Sqlite => {
+            return Err(format!(
+                "changing `{}` from {live_type} to {new_type} needs SQLite's table rebuild; migrate by hand or change the field type",
+                column.name
+            ));
+        }
+    }
+    let (from, to) = (pg_canonical(&live_type), pg_canonical(&new_type));
+    let change = pg_type_change(&from, &to);
+    let hazards = match change {
+        PgTypeChange::MetadataOnly => vec![],
+        PgTypeChange::IndexRebuild => vec![Hazard::IndexRebuild, Hazard::AccessExclusiveLock],
+        PgTypeChange::Rewrite => vec![Hazard::TableRewrite, Hazard::AccessExclusiveLock],
+        PgTypeChange::Lossy => {
+            return Err(format!("{from} -> {to} on `{}` narrows or loses data; change the field type instead", column.name));
+        }
+        PgTypeChange::MayFail => {
+            return Err(format!(
+                "{from} -> {to} on `{}` fails on values that do not convert; clean the data and migrate by hand",
+                column.name
+            ));
+        }
+        PgTypeChange::Unknown => {
+            return Err(format!("no safe conversion is known from {from} to {to} for `{}`; migrate by hand", column.name));
+        }
+    };
+    let name = ident(target.q(&column.name))?;
+    let mut s = step(target, Some(&column.name), Action::ChangeType, DriftKind::TypeMismatch);
+    if change == PgTypeChange::IndexRebuild {
+        // timestamp <-> timestamptz avoids a rewrite only under UTC (measured).
+        s.statements.push("SET LOCAL TimeZone = 'UTC'".into());
+    }
+    s.statements.push(format!("ALTER TABLE {} ALTER COLUMN {name} TYPE {new_type} USING {name}::{new_type}", ident(target.qualified())?));
+    if !hazards.is_empty() {
+        s.lock = LockLevel::AccessExclusive;
+        s.statements.push(format!("ANALYZE {} ({name})", ident(target.qualified())?));
+    }
+    s.hazards = hazards;
+    Ok(Some(s))
+}
+
+fn set_not_null(target: &Target<'_>, column: &ColumnContract) -> Planned {
+    if target.dialect != Dialect::Postgres {
+        return Err(format!(
+            "`{}` is nullable but the field is not an Option; make the field an Option (setting NOT NULL rebuilds the table on {})",
+            column.name, target.dialect
+        ));
+    }
+    let table = ident(target.qualified())?;
+    let name = ident(target.q(&column.name))?;
+    let check = ident(target.q(&target.constraint_name(&column.name, "not_null")))?;
+    let mut s = step(target, Some(&column.name), Action::SetNotNull, DriftKind::Nullability);
+    s.statements = vec![
+        format!("ALTER TABLE {table} ADD CONSTRAINT {check} CHECK ({name} IS NOT NULL) NOT VALID"),
+        format!("ALTER TABLE {table} VALIDATE CONSTRAINT {check}"),
+        format!("ALTER TABLE {table} ALTER COLUMN {name} SET NOT NULL"),
+        format!("ALTER TABLE {table} DROP CONSTRAINT {check}"),
+    ];
+    s.hazards.push(Hazard::ValidatesRows);
+    Ok(Some(s))
+}
+
+fn add_foreign_key(target: &Target<'_>, column: &ColumnContract) -> Planned {
+    let Some(reference) = &column.references else { return Ok(None) };
+    if target.dialect != Dialect::Postgres {
+        return Err(format!("adding a foreign key on `{}` is not automated on {}; migrate by hand", column.name, target.dialect));
+    }
+    let table = ident(target.qualified())?;
+    let name = ident(target.q(&target.constraint_name(&column.name, "fkey")))?;
+    let mut s = step(target, Some(&column.name), Action::AddForeignKey, DriftKind::ForeignKey);
+    s.statements = vec![
+        format!(
+            "ALTER TABLE {table} ADD CONSTRAINT {name} FOREIGN KEY ({}) {} NOT VALID",
+            ident(target.q(&column.name))?,
+            ident(target.references(reference))?
+        ),
+        format!("ALTER TABLE {table} VALIDATE CONSTRAINT {name}"),
+    ];
+    s.lock = LockLevel::ShareRowExclusive;
+    s.hazards = vec![Hazard::ValidatesRows, Hazard::LocksReferencedTable];
+    Ok(Some(s))
+}
