@@ -11,7 +11,8 @@ mod support;
 use std::collections::HashMap;
 
 use contract_sqlx::{
-    ColumnContract, ContractEntry, ContractSet, DriftKind, TableContract, TenantDirectory, TypeCheck, check_fleet,
+    ColumnContract, ContractEntry, ContractSet, DriftKind, TableContract, TenantDirectory,
+    TypeCheck, check_fleet,
 };
 use sqlx::{PgPool, Postgres, types::Json};
 use support::PgScratch;
@@ -70,17 +71,35 @@ where
     let mut out = HashMap::new();
     for (column, _, _) in COLUMNS {
         let sql = format!("SELECT {column} FROM conf.matrix");
-        let result = sqlx::query_as::<_, (T,)>(sqlx::AssertSqlSafe(sql)).fetch_one(pool).await;
-        out.insert((*column).to_owned(), result.map(|_| ()).map_err(|e| e.to_string()));
+        let result = sqlx::query_as::<_, (T,)>(sqlx::AssertSqlSafe(sql))
+            .fetch_one(pool)
+            .await;
+        out.insert(
+            (*column).to_owned(),
+            result.map(|_| ()).map_err(|e| e.to_string()),
+        );
     }
     out
 }
 
-fn entry_for<T: contract_sqlx::Decodable<Postgres>>(rust_type: &'static str) -> ContractEntry<Postgres> {
-    let columns = COLUMNS.iter().map(|(c, _, _)| ColumnContract::new(*c, rust_type)).collect();
-    let checks = COLUMNS.iter().map(|(c, _, _)| TypeCheck::of::<T>(c, rust_type)).collect();
+fn entry_for<T: contract_sqlx::Decodable<Postgres>>(
+    rust_type: &'static str,
+) -> ContractEntry<Postgres> {
+    let columns = COLUMNS
+        .iter()
+        .map(|(c, _, _)| ColumnContract::new(*c, rust_type))
+        .collect();
+    let checks = COLUMNS
+        .iter()
+        .map(|(c, _, _)| TypeCheck::of::<T>(c, rust_type))
+        .collect();
     ContractEntry {
-        contract: TableContract { struct_name: rust_type.to_owned(), schema: None, table: "matrix".into(), columns },
+        contract: TableContract {
+            struct_name: rust_type.to_owned(),
+            schema: None,
+            table: "matrix".into(),
+            columns,
+        },
         checks,
     }
 }
@@ -96,8 +115,14 @@ async fn guard_verdicts(pool: &PgPool, entry: ContractEntry<Postgres>) -> HashMa
         .filter(|f| f.kind == DriftKind::TypeMismatch)
         .filter_map(|f| f.column.as_deref())
         .collect();
-    assert!(report.findings().all(|f| f.kind == DriftKind::TypeMismatch), "unexpected finding kinds: {report}");
-    COLUMNS.iter().map(|(c, _, _)| ((*c).to_owned(), !mismatched.contains(c))).collect()
+    assert!(
+        report.findings().all(|f| f.kind == DriftKind::TypeMismatch),
+        "unexpected finding kinds: {report}"
+    );
+    COLUMNS
+        .iter()
+        .map(|(c, _, _)| ((*c).to_owned(), !mismatched.contains(c)))
+        .collect()
 }
 
 macro_rules! matrix {
@@ -122,11 +147,26 @@ async fn guard_verdict_equals_decoding_for_every_pair() {
         "CREATE SCHEMA conf; CREATE TYPE conf.mood AS ENUM ('happy', 'sad'); \
          CREATE DOMAIN conf.posint AS int8 CHECK (VALUE > 0); CREATE TABLE conf.matrix (",
     );
-    ddl.push_str(&COLUMNS.iter().map(|(c, t, _)| format!("{c} {t} NOT NULL")).collect::<Vec<_>>().join(", "));
+    ddl.push_str(
+        &COLUMNS
+            .iter()
+            .map(|(c, t, _)| format!("{c} {t} NOT NULL"))
+            .collect::<Vec<_>>()
+            .join(", "),
+    );
     ddl.push_str("); INSERT INTO conf.matrix VALUES (");
-    ddl.push_str(&COLUMNS.iter().map(|(_, t, v)| format!("{v}::{t}")).collect::<Vec<_>>().join(", "));
+    ddl.push_str(
+        &COLUMNS
+            .iter()
+            .map(|(_, t, v)| format!("{v}::{t}"))
+            .collect::<Vec<_>>()
+            .join(", "),
+    );
     ddl.push_str(");");
-    sqlx::raw_sql(sqlx::AssertSqlSafe(ddl)).execute(pool).await.expect("matrix table");
+    sqlx::raw_sql(sqlx::AssertSqlSafe(ddl))
+        .execute(pool)
+        .await
+        .expect("matrix table");
 
     let rows = matrix!(pool;
         i8, i16, i32, i64, f32, f64, bool, String, Vec<u8>,
@@ -149,7 +189,10 @@ async fn guard_verdict_equals_decoding_for_every_pair() {
             let decode = &row.decode[*column];
             compatible_pairs += usize::from(guard);
             if guard != decode.is_ok() {
-                disagreements.push(format!("{} vs {sql_type}: guard={guard} decode={decode:?}", row.rust_type));
+                disagreements.push(format!(
+                    "{} vs {sql_type}: guard={guard} decode={decode:?}",
+                    row.rust_type
+                ));
             }
         }
     }
@@ -160,7 +203,11 @@ async fn guard_verdict_equals_decoding_for_every_pair() {
         disagreements.len()
     );
     scratch.drop_db().await;
-    assert!(disagreements.is_empty(), "disagreements:\n{}", disagreements.join("\n"));
+    assert!(
+        disagreements.is_empty(),
+        "disagreements:\n{}",
+        disagreements.join("\n")
+    );
     assert!(rows.len() >= 25 && COLUMNS.len() >= 25);
     let _ = (Mood::Happy, Mood::Sad);
 }

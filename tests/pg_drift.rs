@@ -5,7 +5,8 @@
 mod support;
 
 use contract_sqlx::{
-    Contract, ContractSet, DriftKind, Error, Severity, TenantDirectory, Tenants, Verdict, check_fleet,
+    Contract, ContractSet, DriftKind, Error, Severity, TenantDirectory, Tenants, Verdict,
+    check_fleet,
 };
 use sqlx::Postgres;
 use support::PgScratch;
@@ -42,7 +43,10 @@ async fn seed(scratch: &PgScratch, tenants: usize) {
         ddl.push_str("ALTER TABLE tenant_42.events DROP COLUMN event_metadata;");
         ddl.push_str("ALTER TABLE tenant_19.events ALTER COLUMN user_id TYPE int4;");
     }
-    sqlx::raw_sql(sqlx::AssertSqlSafe(ddl)).execute(&scratch.pool).await.expect("seed tenants");
+    sqlx::raw_sql(sqlx::AssertSqlSafe(ddl))
+        .execute(&scratch.pool)
+        .await
+        .expect("seed tenants");
 }
 
 #[tokio::test]
@@ -50,22 +54,42 @@ async fn seed_scenario_reports_exactly_the_two_drifts() {
     let scratch = PgScratch::create("contract_seed").await;
     seed(&scratch, 47).await;
     let contracts = ContractSet::<Postgres>::new().with::<Event>();
-    let directory =
-        TenantDirectory::new().discover(&scratch.pool, &Tenants::schemas_like("tenant_%")).await.expect("discover");
+    let directory = TenantDirectory::new()
+        .discover(&scratch.pool, &Tenants::schemas_like("tenant_%"))
+        .await
+        .expect("discover");
     let report = check_fleet(&directory, &contracts).await.expect("check");
 
     assert_eq!(report.tenants.len(), 47);
-    let drifted: Vec<&str> = report.tenants_with("drifted").map(|t| t.tenant.as_str()).collect();
+    let drifted: Vec<&str> = report
+        .tenants_with("drifted")
+        .map(|t| t.tenant.as_str())
+        .collect();
     assert_eq!(drifted, ["tenant_19", "tenant_42"]);
     assert_eq!(report.tenants_with("compliant").count(), 45);
 
     let findings: Vec<_> = report.findings().collect();
     assert_eq!(findings.len(), 2, "{report}");
-    let missing = findings.iter().find(|f| f.tenant == "tenant_42").expect("tenant_42 finding");
-    assert_eq!((missing.kind, missing.severity), (DriftKind::MissingColumn, Severity::Breaks));
-    assert_eq!((missing.table.as_str(), missing.column.as_deref()), ("events", Some("event_metadata")));
-    let mismatch = findings.iter().find(|f| f.tenant == "tenant_19").expect("tenant_19 finding");
-    assert_eq!((mismatch.kind, mismatch.severity), (DriftKind::TypeMismatch, Severity::Breaks));
+    let missing = findings
+        .iter()
+        .find(|f| f.tenant == "tenant_42")
+        .expect("tenant_42 finding");
+    assert_eq!(
+        (missing.kind, missing.severity),
+        (DriftKind::MissingColumn, Severity::Breaks)
+    );
+    assert_eq!(
+        (missing.table.as_str(), missing.column.as_deref()),
+        ("events", Some("event_metadata"))
+    );
+    let mismatch = findings
+        .iter()
+        .find(|f| f.tenant == "tenant_19")
+        .expect("tenant_19 finding");
+    assert_eq!(
+        (mismatch.kind, mismatch.severity),
+        (DriftKind::TypeMismatch, Severity::Breaks)
+    );
     assert_eq!(mismatch.column.as_deref(), Some("user_id"));
     assert_eq!(mismatch.actual, "integer");
     assert_eq!(mismatch.expected, "int8 (i64)");
@@ -87,12 +111,18 @@ async fn tenant_sources_list_and_registry_query_agree_with_pattern() {
         .expect("registry");
     let contracts = ContractSet::<Postgres>::new().with::<Event>();
     let by_query = TenantDirectory::new()
-        .discover(&scratch.pool, &Tenants::query("SELECT name FROM public.tenants ORDER BY name"))
+        .discover(
+            &scratch.pool,
+            &Tenants::query("SELECT name FROM public.tenants ORDER BY name"),
+        )
         .await
         .expect("query");
     let names: Vec<&str> = by_query.tenants().iter().map(|t| t.as_str()).collect();
     assert_eq!(names, ["tenant_1", "tenant_3"]);
-    let by_list = TenantDirectory::new().discover(&scratch.pool, &Tenants::list(["tenant_2"])).await.expect("list");
+    let by_list = TenantDirectory::new()
+        .discover(&scratch.pool, &Tenants::list(["tenant_2"]))
+        .await
+        .expect("list");
     let report = check_fleet(&by_list, &contracts).await.expect("check");
     assert_eq!(report.tenants.len(), 1);
     assert_eq!(report.tenants[0].verdict, Verdict::Compliant);
@@ -105,7 +135,12 @@ async fn hostile_tenant_names_are_rejected_before_any_sql() {
     let scratch = PgScratch::create("contract_hostile").await;
     let pool = scratch.pool.clone();
     pool.close().await;
-    let hostile = ["t\"; DROP SCHEMA public CASCADE; --", "t';--", "t\0x", &"a".repeat(200)];
+    let hostile = [
+        "t\"; DROP SCHEMA public CASCADE; --",
+        "t';--",
+        "t\0x",
+        &"a".repeat(200),
+    ];
     for name in hostile {
         let err = TenantDirectory::<Postgres>::new()
             .discover(&pool, &Tenants::list(["tenant_1", name]))
@@ -113,7 +148,10 @@ async fn hostile_tenant_names_are_rejected_before_any_sql() {
             .expect_err("hostile name must be rejected");
         let text = err.to_string();
         assert!(matches!(err, Error::Ident(_)), "{text}");
-        assert!(text.contains("no SQL was sent") && text.contains("tenant name"), "{text}");
+        assert!(
+            text.contains("no SQL was sent") && text.contains("tenant name"),
+            "{text}"
+        );
     }
     scratch.drop_db().await;
 }
@@ -122,10 +160,15 @@ async fn hostile_tenant_names_are_rejected_before_any_sql() {
 async fn discovered_hostile_schema_is_reported_unreachable_not_queried() {
     let scratch = PgScratch::create("contract_hostile_schema").await;
     seed(&scratch, 2).await;
-    sqlx::raw_sql(r#"CREATE SCHEMA "tenant_x""; DROP TABLE x; --""#).execute(&scratch.pool).await.expect("schema");
+    sqlx::raw_sql(r#"CREATE SCHEMA "tenant_x""; DROP TABLE x; --""#)
+        .execute(&scratch.pool)
+        .await
+        .expect("schema");
     let contracts = ContractSet::<Postgres>::new().with::<Event>();
-    let directory =
-        TenantDirectory::new().discover(&scratch.pool, &Tenants::schemas_like("tenant_%")).await.expect("discover");
+    let directory = TenantDirectory::new()
+        .discover(&scratch.pool, &Tenants::schemas_like("tenant_%"))
+        .await
+        .expect("discover");
     assert_eq!(directory.tenants().len(), 2);
     let report = check_fleet(&directory, &contracts).await.expect("check");
     let rejected: Vec<_> = report.tenants_with("unreachable").collect();
@@ -142,13 +185,19 @@ async fn discovered_hostile_schema_is_reported_unreachable_not_queried() {
 async fn server_gone_marks_tenants_unreachable_with_the_reason() {
     let scratch = PgScratch::create("contract_gone").await;
     seed(&scratch, 2).await;
-    let directory = TenantDirectory::new().discover(&scratch.pool, &Tenants::schemas_like("tenant_%")).await.expect("d");
+    let directory = TenantDirectory::new()
+        .discover(&scratch.pool, &Tenants::schemas_like("tenant_%"))
+        .await
+        .expect("d");
     let contracts = ContractSet::<Postgres>::new().with::<Event>();
     scratch.pool.close().await;
     let report = check_fleet(&directory, &contracts).await.expect("check");
     assert_eq!(report.tenants_with("unreachable").count(), 2);
     match &report.tenants[0].verdict {
-        Verdict::Unreachable { error } => assert!(error.contains("introspecting tenant schemas failed"), "{error}"),
+        Verdict::Unreachable { error } => assert!(
+            error.contains("introspecting tenant schemas failed"),
+            "{error}"
+        ),
         other => panic!("{other:?}"),
     }
     scratch.drop_db().await;

@@ -36,17 +36,41 @@ async fn assert_contract_passes_on_a_matching_schema_and_reports_drift_otherwise
     .expect("schema");
     testing::assert_contract::<Order, Postgres>(&scratch.pool, "app").await;
 
-    let findings = testing::check_contract::<Order, Postgres>(&scratch.pool, "old").await.expect("check");
-    let kinds: Vec<_> = findings.iter().map(|f| (f.kind, f.column.as_deref())).collect();
-    assert_eq!(kinds, [(DriftKind::TypeMismatch, Some("id")), (DriftKind::MissingColumn, Some("note"))]);
+    let findings = testing::check_contract::<Order, Postgres>(&scratch.pool, "old")
+        .await
+        .expect("check");
+    let kinds: Vec<_> = findings
+        .iter()
+        .map(|f| (f.kind, f.column.as_deref()))
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            (DriftKind::TypeMismatch, Some("id")),
+            (DriftKind::MissingColumn, Some("note"))
+        ]
+    );
 
     let pool = scratch.pool.clone();
-    let panic = tokio::spawn(async move { testing::assert_contract::<Order, Postgres>(&pool, "old").await })
+    let panic =
+        tokio::spawn(
+            async move { testing::assert_contract::<Order, Postgres>(&pool, "old").await },
+        )
         .await
         .expect_err("must panic");
-    let message = panic.into_panic().downcast::<String>().map(|s| *s).unwrap_or_default();
-    assert!(message.contains("contract Order does not hold on `old`"), "{message}");
-    assert!(message.contains("old.orders.id: expected int8 (i64), found integer"), "{message}");
+    let message = panic
+        .into_panic()
+        .downcast::<String>()
+        .map(|s| *s)
+        .unwrap_or_default();
+    assert!(
+        message.contains("contract Order does not hold on `old`"),
+        "{message}"
+    );
+    assert!(
+        message.contains("old.orders.id: expected int8 (i64), found integer"),
+        "{message}"
+    );
     scratch.drop_db().await;
 }
 
@@ -57,15 +81,20 @@ async fn snapshot_round_trip_and_offline_failure_after_a_type_change() {
         .execute(&scratch.pool)
         .await
         .expect("schema");
-    let path = std::env::temp_dir().join(format!("{}.json", support::unique_name("orders_snapshot")));
+    let path =
+        std::env::temp_dir().join(format!("{}.json", support::unique_name("orders_snapshot")));
     assert!(testing::write_snapshot::<Order, Postgres>(&scratch.pool, "app", &path).await);
     scratch.drop_db().await;
 
     // Offline from here on: no database.
     testing::assert_snapshot::<Order>(&path);
-    let failure = std::panic::catch_unwind(|| testing::assert_snapshot::<OrderRetyped>(&path)).expect_err("must fail");
+    let failure = std::panic::catch_unwind(|| testing::assert_snapshot::<OrderRetyped>(&path))
+        .expect_err("must fail");
     let message = failure.downcast::<String>().map(|s| *s).unwrap_or_default();
     assert!(message.contains("app.orders.id"), "{message}");
-    assert!(message.contains("not verified in the snapshot"), "{message}");
+    assert!(
+        message.contains("not verified in the snapshot"),
+        "{message}"
+    );
     let _ = std::fs::remove_file(&path);
 }

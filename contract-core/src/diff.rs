@@ -46,16 +46,9 @@ pub fn diff(
     live: Option<&LiveTable>,
     oracle: &dyn TypeOracle,
 ) -> Vec<Finding> {
-    let finding = |column: Option<&str>, kind, severity, expected: String, actual: String| Finding {
-        tenant: scope.tenant.to_owned(),
-        schema: scope.schema.to_owned(),
-        table: contract.table.clone(),
-        column: column.map(str::to_owned),
-        kind,
-        severity,
-        expected,
-        actual,
-        contract: contract.struct_name.clone(),
+    let at = At { scope, contract };
+    let finding = |column: Option<&str>, kind, severity, expected: String, actual: String| {
+        at.finding(column, kind, severity, expected, actual)
     };
     let Some(live) = live else {
         let columns: Vec<&str> = contract.columns.iter().map(|c| c.name.as_str()).collect();
@@ -75,12 +68,22 @@ pub fn diff(
                     Some(sql_type) => format!("{sql_type} ({})", column.rust_type),
                     None => column.rust_type.clone(),
                 };
-                findings.push(finding(Some(&column.name), DriftKind::MissingColumn, Severity::Breaks, expected, "absent".into()));
+                findings.push(finding(
+                    Some(&column.name),
+                    DriftKind::MissingColumn,
+                    Severity::Breaks,
+                    expected,
+                    "absent".into(),
+                ));
             }
             continue;
         };
         let fit = oracle.fit(contract, column, live_column);
-        let expected = format!("{} ({})", fit.expected_sql_type.to_lowercase(), column.rust_type);
+        let expected = format!(
+            "{} ({})",
+            fit.expected_sql_type.to_lowercase(),
+            column.rust_type
+        );
         if !fit.compatible {
             findings.push(finding(
                 Some(&column.name),
@@ -92,7 +95,13 @@ pub fn diff(
             continue;
         }
         if let Some(risk) = fit.risk {
-            findings.push(finding(Some(&column.name), DriftKind::Width, Severity::AtRisk, expected, risk));
+            findings.push(finding(
+                Some(&column.name),
+                DriftKind::Width,
+                Severity::AtRisk,
+                expected,
+                risk,
+            ));
         }
         if live_column.nullable && !column.nullable {
             findings.push(finding(
@@ -104,32 +113,84 @@ pub fn diff(
             ));
         }
     }
-    findings.extend(key_findings(contract, live, &finding));
+    findings.extend(key_findings(&at, live));
     findings
 }
 
-fn key_findings(
-    contract: &TableContract,
-    live: &LiveTable,
-    finding: &dyn Fn(Option<&str>, DriftKind, Severity, String, String) -> Finding,
-) -> Vec<Finding> {
+/// Where findings are made: builds them with the scope and contract filled in.
+struct At<'a> {
+    scope: DiffScope<'a>,
+    contract: &'a TableContract,
+}
+
+impl At<'_> {
+    fn finding(
+        &self,
+        column: Option<&str>,
+        kind: DriftKind,
+        severity: Severity,
+        expected: String,
+        actual: String,
+    ) -> Finding {
+        Finding {
+            tenant: self.scope.tenant.to_owned(),
+            schema: self.scope.schema.to_owned(),
+            table: self.contract.table.clone(),
+            column: column.map(str::to_owned),
+            kind,
+            severity,
+            expected,
+            actual,
+            contract: self.contract.struct_name.clone(),
+        }
+    }
+}
+
+fn key_findings(at: &At<'_>, live: &LiveTable) -> Vec<Finding> {
+    let contract = at.contract;
+    let finding = |column: Option<&str>, kind, severity, expected: String, actual: String| {
+        at.finding(column, kind, severity, expected, actual)
+    };
     let mut findings = Vec::new();
     let expected_pk = contract.primary_key();
-    if !expected_pk.is_empty() && expected_pk != live.primary_key.iter().map(String::as_str).collect::<Vec<_>>() {
-        let actual = if live.primary_key.is_empty() { "none".to_owned() } else { live.primary_key.join(", ") };
-        findings.push(finding(None, DriftKind::PrimaryKey, Severity::Info, expected_pk.join(", "), actual));
+    if !expected_pk.is_empty()
+        && expected_pk
+            != live
+                .primary_key
+                .iter()
+                .map(String::as_str)
+                .collect::<Vec<_>>()
+    {
+        let actual = if live.primary_key.is_empty() {
+            "none".to_owned()
+        } else {
+            live.primary_key.join(", ")
+        };
+        findings.push(finding(
+            None,
+            DriftKind::PrimaryKey,
+            Severity::Info,
+            expected_pk.join(", "),
+            actual,
+        ));
     }
     for (column, reference) in contract.foreign_keys() {
         let ref_schema = reference.schema.as_deref().unwrap_or(&live.schema);
         let present = live.foreign_keys.iter().any(|fk| {
-            fk.column == column && fk.ref_schema == ref_schema && fk.ref_table == reference.table && fk.ref_column == reference.column
+            fk.column == column
+                && fk.ref_schema == ref_schema
+                && fk.ref_table == reference.table
+                && fk.ref_column == reference.column
         });
         if !present && live.column(column).is_some() {
             findings.push(finding(
                 Some(column),
                 DriftKind::ForeignKey,
                 Severity::Info,
-                format!("references {ref_schema}.{}({})", reference.table, reference.column),
+                format!(
+                    "references {ref_schema}.{}({})",
+                    reference.table, reference.column
+                ),
                 "no such foreign key".into(),
             ));
         }
@@ -147,25 +208,43 @@ mod tests {
     impl TypeOracle for SameName {
         fn fit(&self, _: &TableContract, column: &ColumnContract, live: &LiveColumn) -> TypeFit {
             let expected = column.sql_type.clone().unwrap_or_default();
-            TypeFit { compatible: expected == live.type_key, expected_sql_type: expected, risk: None }
+            TypeFit {
+                compatible: expected == live.type_key,
+                expected_sql_type: expected,
+                risk: None,
+            }
         }
     }
 
     fn col(name: &str, sql: &str) -> ColumnContract {
-        ColumnContract { sql_type: Some(sql.into()), ..ColumnContract::new(name, "T") }
+        ColumnContract {
+            sql_type: Some(sql.into()),
+            ..ColumnContract::new(name, "T")
+        }
     }
 
     fn contract(columns: Vec<ColumnContract>) -> TableContract {
-        TableContract { struct_name: "Event".into(), schema: None, table: "events".into(), columns }
+        TableContract {
+            struct_name: "Event".into(),
+            schema: None,
+            table: "events".into(),
+            columns,
+        }
     }
 
-    const SCOPE: DiffScope<'static> = DiffScope { tenant: "tenant_1", schema: "tenant_1" };
+    const SCOPE: DiffScope<'static> = DiffScope {
+        tenant: "tenant_1",
+        schema: "tenant_1",
+    };
 
     #[test]
     fn diff_reports_missing_table_once() {
         let f = diff(SCOPE, &contract(vec![col("id", "int8")]), None, &SameName);
         assert_eq!(f.len(), 1);
-        assert_eq!((f[0].kind, f[0].severity), (DriftKind::MissingTable, Severity::Breaks));
+        assert_eq!(
+            (f[0].kind, f[0].severity),
+            (DriftKind::MissingTable, Severity::Breaks)
+        );
         assert_eq!(f[0].column, None);
     }
 
@@ -174,10 +253,18 @@ mod tests {
         let mut optional = col("b", "int8");
         optional.optional = true;
         let live = LiveTable::new("tenant_1", "events").with_column(LiveColumn::new("x", "int8"));
-        let f = diff(SCOPE, &contract(vec![col("a", "int8"), optional]), Some(&live), &SameName);
+        let f = diff(
+            SCOPE,
+            &contract(vec![col("a", "int8"), optional]),
+            Some(&live),
+            &SameName,
+        );
         assert_eq!(f.len(), 1);
         assert_eq!(f[0].column.as_deref(), Some("a"));
-        assert_eq!((f[0].kind, f[0].severity), (DriftKind::MissingColumn, Severity::Breaks));
+        assert_eq!(
+            (f[0].kind, f[0].severity),
+            (DriftKind::MissingColumn, Severity::Breaks)
+        );
         assert_eq!(f[0].actual, "absent");
     }
 
@@ -186,16 +273,35 @@ mod tests {
         let live = LiveTable::new("tenant_1", "events")
             .with_column(LiveColumn::new("id", "int8").not_null())
             .with_column(LiveColumn::new("extra", "text"));
-        assert!(diff(SCOPE, &contract(vec![col("id", "int8")]), Some(&live), &SameName).is_empty());
+        assert!(
+            diff(
+                SCOPE,
+                &contract(vec![col("id", "int8")]),
+                Some(&live),
+                &SameName
+            )
+            .is_empty()
+        );
     }
 
     #[test]
     fn diff_reports_type_mismatch_as_breaking_and_skips_other_rules() {
         let live = LiveTable::new("tenant_1", "events").with_column(LiveColumn::new("id", "int4"));
-        let f = diff(SCOPE, &contract(vec![col("id", "int8")]), Some(&live), &SameName);
+        let f = diff(
+            SCOPE,
+            &contract(vec![col("id", "int8")]),
+            Some(&live),
+            &SameName,
+        );
         assert_eq!(f.len(), 1, "{f:?}");
-        assert_eq!((f[0].kind, f[0].severity), (DriftKind::TypeMismatch, Severity::Breaks));
-        assert_eq!((f[0].expected.as_str(), f[0].actual.as_str()), ("int8 (T)", "int4"));
+        assert_eq!(
+            (f[0].kind, f[0].severity),
+            (DriftKind::TypeMismatch, Severity::Breaks)
+        );
+        assert_eq!(
+            (f[0].expected.as_str(), f[0].actual.as_str()),
+            ("int8 (T)", "int4")
+        );
     }
 
     #[test]
@@ -205,9 +311,17 @@ mod tests {
         let live = LiveTable::new("tenant_1", "events")
             .with_column(LiveColumn::new("a", "text"))
             .with_column(LiveColumn::new("b", "text"));
-        let f = diff(SCOPE, &contract(vec![col("a", "text"), nullable_field]), Some(&live), &SameName);
+        let f = diff(
+            SCOPE,
+            &contract(vec![col("a", "text"), nullable_field]),
+            Some(&live),
+            &SameName,
+        );
         assert_eq!(f.len(), 1);
-        assert_eq!((f[0].kind, f[0].severity), (DriftKind::Nullability, Severity::AtRisk));
+        assert_eq!(
+            (f[0].kind, f[0].severity),
+            (DriftKind::Nullability, Severity::AtRisk)
+        );
     }
 
     #[test]
@@ -215,12 +329,20 @@ mod tests {
         struct Risky;
         impl TypeOracle for Risky {
             fn fit(&self, _: &TableContract, _: &ColumnContract, _: &LiveColumn) -> TypeFit {
-                TypeFit { compatible: true, expected_sql_type: "INT".into(), risk: Some("bigint".into()) }
+                TypeFit {
+                    compatible: true,
+                    expected_sql_type: "INT".into(),
+                    risk: Some("bigint".into()),
+                }
             }
         }
-        let live = LiveTable::new("tenant_1", "events").with_column(LiveColumn::new("a", "bigint").not_null());
+        let live = LiveTable::new("tenant_1", "events")
+            .with_column(LiveColumn::new("a", "bigint").not_null());
         let f = diff(SCOPE, &contract(vec![col("a", "int")]), Some(&live), &Risky);
-        assert_eq!((f[0].kind, f[0].severity, f[0].actual.as_str()), (DriftKind::Width, Severity::AtRisk, "bigint"));
+        assert_eq!(
+            (f[0].kind, f[0].severity, f[0].actual.as_str()),
+            (DriftKind::Width, Severity::AtRisk, "bigint")
+        );
     }
 
     #[test]
@@ -234,7 +356,13 @@ mod tests {
             .with_column(LiveColumn::new("user_id", "int8").not_null());
         let f = diff(SCOPE, &contract(vec![id, user]), Some(&live), &SameName);
         let kinds: Vec<_> = f.iter().map(|f| (f.kind, f.severity)).collect();
-        assert_eq!(kinds, [(DriftKind::PrimaryKey, Severity::Info), (DriftKind::ForeignKey, Severity::Info)]);
+        assert_eq!(
+            kinds,
+            [
+                (DriftKind::PrimaryKey, Severity::Info),
+                (DriftKind::ForeignKey, Severity::Info)
+            ]
+        );
         assert_eq!(f[1].expected, "references tenant_1.users(id)");
     }
 }

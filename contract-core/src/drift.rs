@@ -117,10 +117,22 @@ impl fmt::Display for Finding {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let at = self.location();
         match self.kind {
-            DriftKind::MissingTable => write!(f, "{at}: missing table (contract {})", self.contract),
-            DriftKind::MissingColumn => write!(f, "{}.{}: missing column {} ({})", self.schema, self.table,
-                self.column.as_deref().unwrap_or("?"), self.expected),
-            _ => write!(f, "{at}: {} where {} is expected [{} {}]", self.actual, self.expected, self.kind, self.severity),
+            DriftKind::MissingTable => {
+                write!(f, "{at}: missing table (contract {})", self.contract)
+            }
+            DriftKind::MissingColumn => write!(
+                f,
+                "{}.{}: missing column {} ({})",
+                self.schema,
+                self.table,
+                self.column.as_deref().unwrap_or("?"),
+                self.expected
+            ),
+            _ => write!(
+                f,
+                "{at}: {} where {} is expected [{} {}]",
+                self.actual, self.expected, self.kind, self.severity
+            ),
         }
     }
 }

@@ -45,7 +45,9 @@ impl Dialect {
             return Err(IdentError::Empty);
         }
         if name.contains('\0') {
-            return Err(IdentError::Nul { name: name.escape_debug().to_string() });
+            return Err(IdentError::Nul {
+                name: name.escape_debug().to_string(),
+            });
         }
         let len = match self {
             Dialect::MySql => name.chars().count(),
@@ -54,10 +56,17 @@ impl Dialect {
         if let Some(max) = self.max_identifier_len()
             && len > max
         {
-            return Err(IdentError::TooLong { name: name.to_owned(), len, max, dialect: self });
+            return Err(IdentError::TooLong {
+                name: name.to_owned(),
+                len,
+                max,
+                dialect: self,
+            });
         }
         if self == Dialect::MySql && name.ends_with(' ') {
-            return Err(IdentError::TrailingSpace { name: name.to_owned() });
+            return Err(IdentError::TrailingSpace {
+                name: name.to_owned(),
+            });
         }
         Ok(())
     }
@@ -108,7 +117,9 @@ impl Dialect {
     /// [`IdentError::Nul`] when the value contains NUL, which no dialect stores in text.
     pub fn string_literal(self, value: &str) -> Result<String, IdentError> {
         if value.contains('\0') {
-            return Err(IdentError::Nul { name: value.escape_debug().to_string() });
+            return Err(IdentError::Nul {
+                name: value.escape_debug().to_string(),
+            });
         }
         let mut out = String::with_capacity(value.len() + 2);
         out.push('\'');
@@ -177,7 +188,10 @@ mod tests {
     #[test]
     fn quote_rejects_names_the_server_would_truncate() {
         let long = "a".repeat(64);
-        assert!(matches!(Dialect::Postgres.quote(&long), Err(IdentError::TooLong { max: 63, .. })));
+        assert!(matches!(
+            Dialect::Postgres.quote(&long),
+            Err(IdentError::TooLong { max: 63, .. })
+        ));
         assert!(Dialect::MySql.quote(&long).is_ok());
         assert!(Dialect::MySql.quote(&"a".repeat(65)).is_err());
         assert!(Dialect::Sqlite.quote(&"a".repeat(500)).is_ok());
@@ -188,7 +202,10 @@ mod tests {
 
     #[test]
     fn quote_rejects_mysql_trailing_space() {
-        assert!(matches!(Dialect::MySql.quote("a "), Err(IdentError::TrailingSpace { .. })));
+        assert!(matches!(
+            Dialect::MySql.quote("a "),
+            Err(IdentError::TrailingSpace { .. })
+        ));
         assert!(Dialect::Postgres.quote("a ").is_ok());
     }
 
@@ -203,9 +220,14 @@ mod tests {
     #[test]
     fn quote_qualified_joins_two_quoted_parts() {
         assert_eq!(
-            Dialect::Postgres.quote_qualified(Some("tenant_42"), "events").unwrap(),
+            Dialect::Postgres
+                .quote_qualified(Some("tenant_42"), "events")
+                .unwrap(),
             r#""tenant_42"."events""#
         );
-        assert_eq!(Dialect::Sqlite.quote_qualified(None, "events").unwrap(), r#""events""#);
+        assert_eq!(
+            Dialect::Sqlite.quote_qualified(None, "events").unwrap(),
+            r#""events""#
+        );
     }
 }

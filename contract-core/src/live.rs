@@ -26,7 +26,14 @@ impl LiveColumn {
     #[must_use]
     pub fn new(name: impl Into<String>, data_type: impl Into<String>) -> Self {
         let data_type = data_type.into();
-        Self { name: name.into(), type_key: data_type.clone(), data_type, nullable: true, default: None, enum_labels: None }
+        Self {
+            name: name.into(),
+            type_key: data_type.clone(),
+            data_type,
+            nullable: true,
+            default: None,
+            enum_labels: None,
+        }
     }
 
     /// The same column, `NOT NULL`.

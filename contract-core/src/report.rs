@@ -25,7 +25,11 @@ impl Verdict {
     /// The verdict for a list of findings.
     #[must_use]
     pub fn of(findings: &[Finding]) -> Self {
-        if findings.iter().any(|f| f.severity >= Severity::AtRisk) { Verdict::Drifted } else { Verdict::Compliant }
+        if findings.iter().any(|f| f.severity >= Severity::AtRisk) {
+            Verdict::Drifted
+        } else {
+            Verdict::Compliant
+        }
     }
 
     /// `compliant`, `drifted` or `unreachable`.
@@ -63,8 +67,13 @@ pub struct FleetReport {
 
 impl FleetReport {
     /// Tenants with the given verdict status (`compliant`, `drifted`, `unreachable`).
-    pub fn tenants_with<'a>(&'a self, status: &'a str) -> impl Iterator<Item = &'a TenantReport> + 'a {
-        self.tenants.iter().filter(move |t| t.verdict.as_str() == status)
+    pub fn tenants_with<'a>(
+        &'a self,
+        status: &'a str,
+    ) -> impl Iterator<Item = &'a TenantReport> + 'a {
+        self.tenants
+            .iter()
+            .filter(move |t| t.verdict.as_str() == status)
     }
 
     /// Every finding of every tenant.
@@ -101,7 +110,11 @@ impl FleetReport {
 /// A readable table: one line per finding (compliant tenants summarised).
 impl fmt::Display for FleetReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(f, "{:<20} {:<12} {:<8} {:<16} {:<32} {}", "TENANT", "VERDICT", "SEVERITY", "KIND", "WHERE", "EXPECTED -> ACTUAL")?;
+        writeln!(
+            f,
+            "{:<20} {:<12} {:<8} {:<16} {:<32} EXPECTED -> ACTUAL",
+            "TENANT", "VERDICT", "SEVERITY", "KIND", "WHERE"
+        )?;
         for tenant in &self.tenants {
             if let Verdict::Unreachable { error } = &tenant.verdict {
                 writeln!(f, "{:<20} {:<12} {error}", tenant.tenant, "unreachable")?;

@@ -12,7 +12,11 @@ pub fn mysql_integer_width(type_name: &str) -> Option<u8> {
     let base = type_name.split([' ', '(']).next().unwrap_or("");
     match base {
         "bit" => {
-            let bits: u16 = type_name.strip_prefix("bit(").and_then(|r| r.split(')').next()).and_then(|n| n.parse().ok()).unwrap_or(1);
+            let bits: u16 = type_name
+                .strip_prefix("bit(")
+                .and_then(|r| r.split(')').next())
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(1);
             u8::try_from(bits.div_ceil(8)).ok()
         }
         "year" => Some(2),
@@ -38,8 +42,12 @@ pub fn mysql_integer_width(type_name: &str) -> Option<u8> {
 /// ```
 #[must_use]
 pub fn mysql_width_risk(expected_sql_type: &str, live_type: &str) -> Option<String> {
-    let (expected, live) = (mysql_integer_width(expected_sql_type)?, mysql_integer_width(live_type)?);
-    (live > expected).then(|| format!("{live_type} (values wider than {expected_sql_type} fail to decode)"))
+    let (expected, live) = (
+        mysql_integer_width(expected_sql_type)?,
+        mysql_integer_width(live_type)?,
+    );
+    (live > expected)
+        .then(|| format!("{live_type} (values wider than {expected_sql_type} fail to decode)"))
 }
 
 /// The name of a Rust type as written, without `Option<...>`, generic arguments or path:
@@ -60,7 +68,11 @@ pub fn rust_type_name(rust_type: &str) -> &str {
         None => (rust_type, ""),
     };
     let name = head.rsplit("::").next().unwrap_or(head).trim();
-    if name == "Option" && !args.is_empty() { rust_type_name(args) } else { name }
+    if name == "Option" && !args.is_empty() {
+        rust_type_name(args)
+    } else {
+        name
+    }
 }
 
 /// SQLite column affinity, from the declared type (SQLite docs §3.1, "Determination of
@@ -134,7 +146,10 @@ mod tests {
     #[test]
     fn rust_type_name_strips_option_paths_and_generics() {
         assert_eq!(rust_type_name("i64"), "i64");
-        assert_eq!(rust_type_name("std::option::Option<chrono::DateTime<Utc>>"), "DateTime");
+        assert_eq!(
+            rust_type_name("std::option::Option<chrono::DateTime<Utc>>"),
+            "DateTime"
+        );
         assert_eq!(rust_type_name("Option < Uuid >"), "Uuid");
         assert_eq!(rust_type_name("Vec<u8>"), "Vec");
     }

@@ -32,14 +32,23 @@ impl TenantName {
     /// [`IdentError::InvalidTenant`] naming the offending character or length and the rule.
     pub fn new(name: impl Into<String>) -> Result<Self, IdentError> {
         let name = name.into();
-        let reject = |why: String| IdentError::InvalidTenant { name: name.escape_debug().to_string(), why };
+        let reject = |why: String| IdentError::InvalidTenant {
+            name: name.escape_debug().to_string(),
+            why,
+        };
         if name.is_empty() {
             return Err(reject("it is empty".into()));
         }
         if name.len() > MAX_TENANT_NAME_LEN {
-            return Err(reject(format!("it is {} bytes long, the limit is {MAX_TENANT_NAME_LEN}", name.len())));
+            return Err(reject(format!(
+                "it is {} bytes long, the limit is {MAX_TENANT_NAME_LEN}",
+                name.len()
+            )));
         }
-        if let Some(bad) = name.chars().find(|c| !(c.is_ascii_alphanumeric() || *c == '_')) {
+        if let Some(bad) = name
+            .chars()
+            .find(|c| !(c.is_ascii_alphanumeric() || *c == '_'))
+        {
             return Err(reject(format!("it contains {:?}", bad)));
         }
         if name.starts_with(|c: char| c.is_ascii_digit()) {

@@ -18,7 +18,9 @@ pub(crate) struct Ctxt {
 impl Ctxt {
     /// An empty context.
     pub(crate) fn new() -> Self {
-        Ctxt { errors: RefCell::new(Some(Vec::new())) }
+        Ctxt {
+            errors: RefCell::new(Some(Vec::new())),
+        }
     }
 
     /// Records an error spanned on the tokens of `obj`.
@@ -28,12 +30,21 @@ impl Ctxt {
 
     /// Records an error produced by syn.
     pub(crate) fn syn_error(&self, err: syn::Error) {
-        self.errors.borrow_mut().as_mut().expect("Ctxt used after check").push(err);
+        self.errors
+            .borrow_mut()
+            .as_mut()
+            .expect("Ctxt used after check")
+            .push(err);
     }
 
     /// Consumes the context: `Err` with every recorded error combined, or `Ok`.
     pub(crate) fn check(self) -> syn::Result<()> {
-        let mut errors = self.errors.borrow_mut().take().expect("Ctxt checked twice").into_iter();
+        let mut errors = self
+            .errors
+            .borrow_mut()
+            .take()
+            .expect("Ctxt checked twice")
+            .into_iter();
         let Some(mut combined) = errors.next() else {
             return Ok(());
         };

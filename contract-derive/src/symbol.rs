@@ -38,13 +38,6 @@ pub(crate) const TRY_FROM: Symbol = Symbol("try_from");
 pub(crate) const JSON: Symbol = Symbol("json");
 pub(crate) const NULLABLE: Symbol = Symbol("nullable");
 
-impl Symbol {
-    /// The key as written.
-    pub(crate) const fn name(self) -> &'static str {
-        self.0
-    }
-}
-
 impl PartialEq<Symbol> for Ident {
     fn eq(&self, word: &Symbol) -> bool {
         self == word.0

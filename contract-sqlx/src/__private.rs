@@ -8,7 +8,8 @@ pub use sqlx;
 pub use std::{option::Option, string::String, vec::Vec};
 
 pub use crate::{
-    __contract_if_mysql as if_mysql, __contract_if_postgres as if_postgres, __contract_if_sqlite as if_sqlite,
+    __contract_if_mysql as if_mysql, __contract_if_postgres as if_postgres,
+    __contract_if_sqlite as if_sqlite,
 };
 
 /// Autoref-specialisation probe: `(&NullProbe::<T>::new()).nullable()` is `true` exactly
@@ -53,6 +54,84 @@ impl<T> NullableViaAny for &NullProbe<T> {}
 /// spanned on the field, so an undecodable type is reported on that field.
 pub const fn assert_decodable<DB: sqlx::Database, T: crate::type_check::Decodable<DB>>() {}
 
+/// A type sqlx can decode from a PostgreSQL column: the bound `#[derive(Contract)]` puts on
+/// each decoded field type, spanned on the field, so the error names the backend.
+#[cfg(feature = "postgres")]
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be decoded by sqlx from a PostgreSQL column",
+    label = "sqlx has no PostgreSQL `Type` + `Decode` impl for this field type",
+    note = "if this table is not read from PostgreSQL, list the backends it is read from: #[contract(backends(mysql, sqlite))]",
+    note = "otherwise derive or implement `sqlx::Type` for it, enable the sqlx feature that provides it (uuid, chrono, time, rust_decimal, json), \
+            read it through a supported type with `#[sqlx(try_from = \"...\")]`, store it as JSON with `#[sqlx(json)]`, \
+            or leave it out of the row with `#[sqlx(skip)]`"
+)]
+pub trait DecodableInPostgres: crate::type_check::Decodable<sqlx::Postgres> {}
+
+#[cfg(feature = "postgres")]
+impl<T: crate::type_check::Decodable<sqlx::Postgres>> DecodableInPostgres for T {}
+
+/// `TypeCheck::of::<T>` for PostgreSQL, behind the [`DecodableInPostgres`] bound.
+#[cfg(feature = "postgres")]
+#[must_use]
+pub fn postgres_check<T: DecodableInPostgres>(
+    column: &'static str,
+    rust_type: &'static str,
+) -> TypeCheck<sqlx::Postgres> {
+    TypeCheck::of::<T>(column, rust_type)
+}
+
+/// A type sqlx can decode from a MySQL column: the bound `#[derive(Contract)]` puts on
+/// each decoded field type, spanned on the field, so the error names the backend.
+#[cfg(feature = "mysql")]
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be decoded by sqlx from a MySQL column",
+    label = "sqlx has no MySQL `Type` + `Decode` impl for this field type",
+    note = "if this table is not read from MySQL, list the backends it is read from: #[contract(backends(postgres, sqlite))]",
+    note = "otherwise derive or implement `sqlx::Type` for it, enable the sqlx feature that provides it (uuid, chrono, time, rust_decimal, json), \
+            read it through a supported type with `#[sqlx(try_from = \"...\")]`, store it as JSON with `#[sqlx(json)]`, \
+            or leave it out of the row with `#[sqlx(skip)]`"
+)]
+pub trait DecodableInMySql: crate::type_check::Decodable<sqlx::MySql> {}
+
+#[cfg(feature = "mysql")]
+impl<T: crate::type_check::Decodable<sqlx::MySql>> DecodableInMySql for T {}
+
+/// `TypeCheck::of::<T>` for MySQL, behind the [`DecodableInMySql`] bound.
+#[cfg(feature = "mysql")]
+#[must_use]
+pub fn mysql_check<T: DecodableInMySql>(
+    column: &'static str,
+    rust_type: &'static str,
+) -> TypeCheck<sqlx::MySql> {
+    TypeCheck::of::<T>(column, rust_type)
+}
+
+/// A type sqlx can decode from a SQLite column: the bound `#[derive(Contract)]` puts on
+/// each decoded field type, spanned on the field, so the error names the backend.
+#[cfg(feature = "sqlite")]
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be decoded by sqlx from a SQLite column",
+    label = "sqlx has no SQLite `Type` + `Decode` impl for this field type",
+    note = "if this table is not read from SQLite, list the backends it is read from: #[contract(backends(postgres, mysql))]",
+    note = "otherwise derive or implement `sqlx::Type` for it, enable the sqlx feature that provides it (uuid, chrono, time, rust_decimal, json), \
+            read it through a supported type with `#[sqlx(try_from = \"...\")]`, store it as JSON with `#[sqlx(json)]`, \
+            or leave it out of the row with `#[sqlx(skip)]`"
+)]
+pub trait DecodableInSqlite: crate::type_check::Decodable<sqlx::Sqlite> {}
+
+#[cfg(feature = "sqlite")]
+impl<T: crate::type_check::Decodable<sqlx::Sqlite>> DecodableInSqlite for T {}
+
+/// `TypeCheck::of::<T>` for SQLite, behind the [`DecodableInSqlite`] bound.
+#[cfg(feature = "sqlite")]
+#[must_use]
+pub fn sqlite_check<T: DecodableInSqlite>(
+    column: &'static str,
+    rust_type: &'static str,
+) -> TypeCheck<sqlx::Sqlite> {
+    TypeCheck::of::<T>(column, rust_type)
+}
+
 #[cfg(feature = "postgres")]
 #[doc(hidden)]
 #[macro_export]
@@ -60,7 +139,9 @@ macro_rules! __contract_if_postgres { ($($t:tt)*) => { $($t)* }; }
 #[cfg(not(feature = "postgres"))]
 #[doc(hidden)]
 #[macro_export]
-macro_rules! __contract_if_postgres { ($($t:tt)*) => {}; }
+macro_rules! __contract_if_postgres {
+    ($($t:tt)*) => {};
+}
 
 #[cfg(feature = "mysql")]
 #[doc(hidden)]
@@ -69,7 +150,9 @@ macro_rules! __contract_if_mysql { ($($t:tt)*) => { $($t)* }; }
 #[cfg(not(feature = "mysql"))]
 #[doc(hidden)]
 #[macro_export]
-macro_rules! __contract_if_mysql { ($($t:tt)*) => {}; }
+macro_rules! __contract_if_mysql {
+    ($($t:tt)*) => {};
+}
 
 #[cfg(feature = "sqlite")]
 #[doc(hidden)]
@@ -78,9 +161,13 @@ macro_rules! __contract_if_sqlite { ($($t:tt)*) => { $($t)* }; }
 #[cfg(not(feature = "sqlite"))]
 #[doc(hidden)]
 #[macro_export]
-macro_rules! __contract_if_sqlite { ($($t:tt)*) => {}; }
+macro_rules! __contract_if_sqlite {
+    ($($t:tt)*) => {};
+}
 
 #[cfg(test)]
+// The explicit `&` is the autoref-specialisation probe, exactly as generated code writes it.
+#[allow(clippy::needless_borrow)]
 mod tests {
     use super::*;
 

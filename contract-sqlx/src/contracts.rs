@@ -6,12 +6,29 @@ use sqlx::Database;
 use crate::type_check::{TypeCheck, TypeChecks};
 
 /// A contract with sqlx's type checks for backend `DB`.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct ContractEntry<DB: Database> {
     /// The table contract.
     pub contract: TableContract,
     /// One type check per column, in column order.
     pub checks: Vec<TypeCheck<DB>>,
+}
+
+impl<DB: Database> Clone for ContractEntry<DB> {
+    fn clone(&self) -> Self {
+        Self {
+            contract: self.contract.clone(),
+            checks: self.checks.clone(),
+        }
+    }
+}
+
+impl<DB: Database> Clone for ContractSet<DB> {
+    fn clone(&self) -> Self {
+        Self {
+            entries: self.entries.clone(),
+        }
+    }
 }
 
 impl<DB: Database> ContractEntry<DB> {
@@ -36,14 +53,16 @@ impl<DB: Database> ContractEntry<DB> {
 /// assert_eq!(set.entries()[0].contract.table, "events");
 /// # }
 /// ```
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct ContractSet<DB: Database> {
     entries: Vec<ContractEntry<DB>>,
 }
 
 impl<DB: Database> Default for ContractSet<DB> {
     fn default() -> Self {
-        Self { entries: Vec::new() }
+        Self {
+            entries: Vec::new(),
+        }
     }
 }
 
@@ -63,7 +82,10 @@ impl<DB: Database> ContractSet<DB> {
 
     /// Adds the contract of `T`.
     pub fn push<T: Contract + TypeChecks<DB>>(&mut self) {
-        self.entries.push(ContractEntry { contract: T::contract(), checks: T::type_checks() });
+        self.entries.push(ContractEntry {
+            contract: T::contract(),
+            checks: T::type_checks(),
+        });
     }
 
     /// Adds a contract built at run time (for example one generated per Rust type in a
@@ -81,7 +103,11 @@ impl<DB: Database> ContractSet<DB> {
     /// Distinct table names (for catalog filters).
     #[must_use]
     pub fn table_names(&self) -> Vec<String> {
-        let mut names: Vec<String> = self.entries.iter().map(|e| e.contract.table.clone()).collect();
+        let mut names: Vec<String> = self
+            .entries
+            .iter()
+            .map(|e| e.contract.table.clone())
+            .collect();
         names.sort();
         names.dedup();
         names
@@ -104,7 +130,11 @@ impl<DB: Database> ContractSet<DB> {
     /// Fixed schemas named by contracts (`#[contract(schema = "...")]`).
     #[must_use]
     pub fn fixed_schemas(&self) -> Vec<String> {
-        let mut names: Vec<String> = self.entries.iter().filter_map(|e| e.contract.schema.clone()).collect();
+        let mut names: Vec<String> = self
+            .entries
+            .iter()
+            .filter_map(|e| e.contract.schema.clone())
+            .collect();
         names.sort();
         names.dedup();
         names

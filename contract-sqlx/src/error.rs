@@ -26,6 +26,37 @@ pub enum Error {
         /// The tenant source, as configured.
         source_description: String,
     },
+    /// The backend does not support this yet.
+    #[error("{what} is not supported on {dialect} yet")]
+    Unsupported {
+        /// The backend.
+        dialect: contract_core::Dialect,
+        /// What was asked.
+        what: &'static str,
+    },
+    /// The live schema changed between planning and applying: nothing was applied.
+    #[error(
+        "the schema of tenant `{tenant}` changed since the plan was made; nothing was applied, re-check and re-plan"
+    )]
+    StalePlan {
+        /// The tenant.
+        tenant: String,
+    },
+    /// A remediation failed and its transaction was rolled back: the tenant is unchanged.
+    #[error(
+        "remediation of tenant `{tenant}` failed after {attempts} attempt(s) at `{stage}` and was rolled back; the tenant is unchanged"
+    )]
+    Apply {
+        /// The tenant.
+        tenant: String,
+        /// Attempts made.
+        attempts: u32,
+        /// What was running (`advisory lock`, a statement, `audit row`, `commit`).
+        stage: String,
+        /// The driver's error.
+        #[source]
+        source: sqlx::Error,
+    },
     /// A SQLite tenant directory could not be read.
     #[error("cannot read tenant directory `{path}`")]
     TenantDirectory {
@@ -38,14 +69,24 @@ pub enum Error {
 }
 
 fn tenant_suffix(tenant: &Option<String>) -> String {
-    tenant.as_ref().map(|t| format!(" for tenant `{t}`")).unwrap_or_default()
+    tenant
+        .as_ref()
+        .map(|t| format!(" for tenant `{t}`"))
+        .unwrap_or_default()
 }
 
 impl Error {
     /// A database error with context.
-    pub(crate) fn db(context: &'static str, tenant: Option<&str>) -> impl FnOnce(sqlx::Error) -> Self {
+    pub(crate) fn db(
+        context: &'static str,
+        tenant: Option<&str>,
+    ) -> impl FnOnce(sqlx::Error) -> Self {
         let tenant = tenant.map(str::to_owned);
-        move |source| Error::Database { context, tenant, source }
+        move |source| Error::Database {
+            context,
+            tenant,
+            source,
+        }
     }
 }
 

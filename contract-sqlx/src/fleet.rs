@@ -3,8 +3,8 @@
 use std::collections::HashMap;
 
 use contract_core::{
-    ColumnContract, DiffScope, FleetReport, LiveColumn, LiveTable, TableContract, TenantReport, TypeFit, TypeOracle,
-    Verdict, diff,
+    ColumnContract, DiffScope, FleetReport, LiveColumn, LiveTable, TableContract, TenantReport,
+    TypeFit, TypeOracle, Verdict, diff,
 };
 use sqlx::Pool;
 
@@ -49,7 +49,9 @@ pub async fn check_fleet<DB: Backend>(
                 for tenant in schemas {
                     tenants.push(TenantReport {
                         tenant,
-                        verdict: Verdict::Unreachable { error: error.clone() },
+                        verdict: Verdict::Unreachable {
+                            error: error.clone(),
+                        },
                         findings: Vec::new(),
                     });
                 }
@@ -59,7 +61,9 @@ pub async fn check_fleet<DB: Backend>(
     for (name, error) in directory.rejected() {
         tenants.push(TenantReport {
             tenant: name.clone(),
-            verdict: Verdict::Unreachable { error: error.to_string() },
+            verdict: Verdict::Unreachable {
+                error: error.to_string(),
+            },
             findings: Vec::new(),
         });
     }
@@ -89,21 +93,42 @@ pub async fn snapshot<DB: Backend>(
     all_schemas.extend(contracts.fixed_schemas());
     let live = DB::introspect(pool, &all_schemas, contracts).await?;
     let types = DB::resolve_types(pool, &live).await?;
-    let tables = live.into_iter().map(|t| ((t.schema.clone(), t.name.clone()), t)).collect();
+    let tables = live
+        .into_iter()
+        .map(|t| ((t.schema.clone(), t.name.clone()), t))
+        .collect();
     Ok(FleetSnapshot { tables, types })
 }
 
 /// Diffs one tenant against every contract using an introspected snapshot.
 #[must_use]
-pub fn check_tenant<DB: Backend>(tenant: &str, contracts: &ContractSet<DB>, snapshot: &FleetSnapshot<DB>) -> TenantReport {
+pub fn check_tenant<DB: Backend>(
+    tenant: &str,
+    contracts: &ContractSet<DB>,
+    snapshot: &FleetSnapshot<DB>,
+) -> TenantReport {
     let mut findings = Vec::new();
     for entry in contracts.entries() {
         let schema = entry.contract.schema.as_deref().unwrap_or(tenant);
-        let live = snapshot.tables.get(&(schema.to_owned(), entry.contract.table.clone()));
-        let oracle = Oracle { entry, types: &snapshot.types };
-        findings.extend(diff(DiffScope { tenant, schema }, &entry.contract, live, &oracle));
+        let live = snapshot
+            .tables
+            .get(&(schema.to_owned(), entry.contract.table.clone()));
+        let oracle = Oracle {
+            entry,
+            types: &snapshot.types,
+        };
+        findings.extend(diff(
+            DiffScope { tenant, schema },
+            &entry.contract,
+            live,
+            &oracle,
+        ));
     }
-    TenantReport { tenant: tenant.to_owned(), verdict: Verdict::of(&findings), findings }
+    TenantReport {
+        tenant: tenant.to_owned(),
+        verdict: Verdict::of(&findings),
+        findings,
+    }
 }
 
 struct Oracle<'a, DB: Backend> {
@@ -116,7 +141,11 @@ impl<DB: Backend> TypeOracle for Oracle<'_, DB> {
         match self.entry.check(&column.name) {
             Some(check) => DB::fit(check, live, self.types),
             // A contract without a type check for this column cannot be judged: say so.
-            None => TypeFit { compatible: false, expected_sql_type: format!("no type check for {}", column.rust_type), risk: None },
+            None => TypeFit {
+                compatible: false,
+                expected_sql_type: format!("no type check for {}", column.rust_type),
+                risk: None,
+            },
         }
     }
 }

@@ -46,15 +46,27 @@ impl Tenants {
 }
 
 /// Tenant → pool: tenants may live on several servers (DESIGN D10).
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct TenantDirectory<DB: Database> {
     groups: Vec<(Pool<DB>, Vec<TenantName>)>,
     rejected: Vec<(String, IdentError)>,
 }
 
+impl<DB: Database> Clone for TenantDirectory<DB> {
+    fn clone(&self) -> Self {
+        Self {
+            groups: self.groups.clone(),
+            rejected: self.rejected.clone(),
+        }
+    }
+}
+
 impl<DB: Database> Default for TenantDirectory<DB> {
     fn default() -> Self {
-        Self { groups: Vec::new(), rejected: Vec::new() }
+        Self {
+            groups: Vec::new(),
+            rejected: Vec::new(),
+        }
     }
 }
 
@@ -77,14 +89,19 @@ impl<DB: Backend> TenantDirectory<DB> {
     pub async fn discover(mut self, pool: &Pool<DB>, source: &Tenants) -> Result<Self> {
         let names = match source {
             Tenants::List(names) => {
-                let tenants = names.iter().map(|n| TenantName::new(n.as_str())).collect::<Result<Vec<_>, _>>()?;
+                let tenants = names
+                    .iter()
+                    .map(|n| TenantName::new(n.as_str()))
+                    .collect::<Result<Vec<_>, _>>()?;
                 return Ok(self.add(pool.clone(), tenants));
             }
             Tenants::SchemasLike(pattern) => DB::schemas_like(pool, pattern).await?,
             Tenants::Query(sql) => DB::registry_names(pool, sql).await?,
         };
         if names.is_empty() {
-            return Err(Error::NoTenants { source_description: source.describe() });
+            return Err(Error::NoTenants {
+                source_description: source.describe(),
+            });
         }
         let mut tenants = Vec::with_capacity(names.len());
         for name in names {
@@ -102,6 +119,13 @@ impl<DB: Backend> TenantDirectory<DB> {
         tenants.sort();
         tenants.dedup();
         self.groups.push((pool, tenants));
+        self
+    }
+
+    /// Records a discovered name that is not a valid tenant name (never queried).
+    #[must_use]
+    pub(crate) fn reject(mut self, name: &str, error: IdentError) -> Self {
+        self.rejected.push((name.escape_debug().to_string(), error));
         self
     }
 
@@ -128,6 +152,9 @@ impl<DB: Backend> TenantDirectory<DB> {
     /// The pool that reaches `tenant`.
     #[must_use]
     pub fn pool_of(&self, tenant: &str) -> Option<&Pool<DB>> {
-        self.groups.iter().find(|(_, ts)| ts.iter().any(|t| t.as_str() == tenant)).map(|(p, _)| p)
+        self.groups
+            .iter()
+            .find(|(_, ts)| ts.iter().any(|t| t.as_str() == tenant))
+            .map(|(p, _)| p)
     }
 }

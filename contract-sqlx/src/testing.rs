@@ -20,8 +20,8 @@
 use std::path::Path;
 
 use contract_core::{
-    ColumnContract, Contract, Dialect, DiffScope, Finding, LiveColumn, LiveTable, TableContract, TenantName, TypeFit,
-    TypeOracle, diff,
+    ColumnContract, Contract, Dialect, DiffScope, Finding, LiveColumn, LiveTable, TableContract,
+    TenantName, TypeFit, TypeOracle, diff,
 };
 use serde::{Deserialize, Serialize};
 use sqlx::Pool;
@@ -95,7 +95,11 @@ where
 {
     match check_contract::<T, DB>(pool, schema).await {
         Ok(findings) => fail_on(T::STRUCT_NAME, schema, &findings),
-        Err(error) => panic!("contract {} could not be checked on `{schema}`: {}", T::STRUCT_NAME, crate::fleet::error_chain(&error)),
+        Err(error) => panic!(
+            "contract {} could not be checked on `{schema}`: {}",
+            T::STRUCT_NAME,
+            crate::fleet::error_chain(&error)
+        ),
     }
 }
 
@@ -103,9 +107,22 @@ fn fail_on(name: &str, schema: &str, findings: &[Finding]) {
     let failing: Vec<String> = findings
         .iter()
         .filter(|f| f.severity >= contract_core::Severity::AtRisk)
-        .map(|f| format!("  - [{} {}] {}: expected {}, found {}", f.severity, f.kind, f.location(), f.expected, f.actual))
+        .map(|f| {
+            format!(
+                "  - [{} {}] {}: expected {}, found {}",
+                f.severity,
+                f.kind,
+                f.location(),
+                f.expected,
+                f.actual
+            )
+        })
         .collect();
-    assert!(failing.is_empty(), "contract {name} does not hold on `{schema}`:\n{}", failing.join("\n"));
+    assert!(
+        failing.is_empty(),
+        "contract {name} does not hold on `{schema}`:\n{}",
+        failing.join("\n")
+    );
 }
 
 /// Takes a [`Snapshot`] of contract `T` against `schema`.
@@ -123,7 +140,10 @@ where
     let fleet = snapshot(pool, &[schema.to_owned()], &contracts).await?;
     let contract = T::contract();
     let table_schema = contract.schema.clone().unwrap_or_else(|| schema.to_owned());
-    let live = fleet.tables.get(&(table_schema, contract.table.clone())).cloned();
+    let live = fleet
+        .tables
+        .get(&(table_schema, contract.table.clone()))
+        .cloned();
     let entry = &contracts.entries()[0];
     let verdicts = contract
         .columns
@@ -141,7 +161,12 @@ where
             })
         })
         .collect();
-    Ok(Snapshot { dialect: DB::DIALECT, contract, live, verdicts })
+    Ok(Snapshot {
+        dialect: DB::DIALECT,
+        contract,
+        live,
+        verdicts,
+    })
 }
 
 /// Writes a snapshot of `T` against `schema` to `path` when `CONTRACT_SNAPSHOT=overwrite`
@@ -162,8 +187,15 @@ where
     }
     let snapshot = take_snapshot::<T, DB>(pool, schema)
         .await
-        .unwrap_or_else(|e| panic!("snapshot of {} on `{schema}`: {}", T::STRUCT_NAME, crate::fleet::error_chain(&e)));
-    let json = serde_json::to_string_pretty(&snapshot).unwrap_or_else(|e| panic!("serialise snapshot: {e}"));
+        .unwrap_or_else(|e| {
+            panic!(
+                "snapshot of {} on `{schema}`: {}",
+                T::STRUCT_NAME,
+                crate::fleet::error_chain(&e)
+            )
+        });
+    let json = serde_json::to_string_pretty(&snapshot)
+        .unwrap_or_else(|e| panic!("serialise snapshot: {e}"));
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).unwrap_or_else(|e| panic!("create {}: {e}", dir.display()));
     }
@@ -185,8 +217,8 @@ pub fn assert_snapshot<T: Contract>(path: impl AsRef<Path>) {
     let text = std::fs::read_to_string(path).unwrap_or_else(|e| {
         panic!("cannot read contract snapshot {}: {e}; create it with testing::write_snapshot against a migrated database", path.display())
     });
-    let snapshot: Snapshot =
-        serde_json::from_str(&text).unwrap_or_else(|e| panic!("contract snapshot {} is not valid: {e}", path.display()));
+    let snapshot: Snapshot = serde_json::from_str(&text)
+        .unwrap_or_else(|e| panic!("contract snapshot {} is not valid: {e}", path.display()));
     let findings = snapshot_findings(&T::contract(), &snapshot);
     fail_on(T::STRUCT_NAME, &path.display().to_string(), &findings);
 }
@@ -198,16 +230,37 @@ pub fn snapshot_findings(contract: &TableContract, snapshot: &Snapshot) -> Vec<F
     struct Recorded<'a>(&'a [SnapshotVerdict]);
     impl TypeOracle for Recorded<'_> {
         fn fit(&self, _: &TableContract, column: &ColumnContract, _: &LiveColumn) -> TypeFit {
-            match self.0.iter().find(|v| v.column == column.name && v.rust_type == column.rust_type) {
-                Some(v) => TypeFit { compatible: v.compatible, expected_sql_type: v.expected_sql_type.clone(), risk: v.risk.clone() },
+            match self
+                .0
+                .iter()
+                .find(|v| v.column == column.name && v.rust_type == column.rust_type)
+            {
+                Some(v) => TypeFit {
+                    compatible: v.compatible,
+                    expected_sql_type: v.expected_sql_type.clone(),
+                    risk: v.risk.clone(),
+                },
                 None => TypeFit {
                     compatible: false,
-                    expected_sql_type: "not verified in the snapshot; refresh it with CONTRACT_SNAPSHOT=overwrite".into(),
+                    expected_sql_type:
+                        "not verified in the snapshot; refresh it with CONTRACT_SNAPSHOT=overwrite"
+                            .into(),
                     risk: None,
                 },
             }
         }
     }
-    let schema = snapshot.live.as_ref().map_or("snapshot", |t| t.schema.as_str());
-    diff(DiffScope { tenant: "snapshot", schema }, contract, snapshot.live.as_ref(), &Recorded(&snapshot.verdicts))
+    let schema = snapshot
+        .live
+        .as_ref()
+        .map_or("snapshot", |t| t.schema.as_str());
+    diff(
+        DiffScope {
+            tenant: "snapshot",
+            schema,
+        },
+        contract,
+        snapshot.live.as_ref(),
+        &Recorded(&snapshot.verdicts),
+    )
 }

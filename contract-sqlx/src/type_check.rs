@@ -36,7 +36,12 @@ impl<DB: Database> TypeCheck<DB> {
     /// The check for a column decoded as `T`.
     #[must_use]
     pub fn of<T: Decodable<DB>>(column: &'static str, rust_type: &'static str) -> Self {
-        Self { column, rust_type, compatible: <T as sqlx::Type<DB>>::compatible, type_info: <T as sqlx::Type<DB>>::type_info }
+        Self {
+            column,
+            rust_type,
+            compatible: <T as sqlx::Type<DB>>::compatible,
+            type_info: <T as sqlx::Type<DB>>::type_info,
+        }
     }
 
     /// The column name, as FromRow reads it.
@@ -74,7 +79,10 @@ impl<DB: Database> Copy for TypeCheck<DB> {}
 
 impl<DB: Database> fmt::Debug for TypeCheck<DB> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("TypeCheck").field("column", &self.column).field("rust_type", &self.rust_type).finish_non_exhaustive()
+        f.debug_struct("TypeCheck")
+            .field("column", &self.column)
+            .field("rust_type", &self.rust_type)
+            .finish_non_exhaustive()
     }
 }
 

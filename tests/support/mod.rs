@@ -25,8 +25,16 @@ pub fn mysql_url() -> String {
 /// A name no other test (or earlier run) uses: `prefix_<pid>_<nanos>_<counter>`.
 pub fn unique_name(prefix: &str) -> String {
     static COUNTER: AtomicU32 = AtomicU32::new(0);
-    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
-    format!("{prefix}_{}_{}_{}", std::process::id(), nanos, COUNTER.fetch_add(1, Ordering::Relaxed))
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    format!(
+        "{prefix}_{}_{}_{}",
+        std::process::id(),
+        nanos,
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 /// Connects to the test PostgreSQL server, panicking with the variable to set.
@@ -67,16 +75,21 @@ impl PgSchemas {
                 .await
                 .unwrap_or_else(|e| panic!("create schema {name}: {e}"));
         }
-        Self { pool: pool.clone(), names }
+        Self {
+            pool: pool.clone(),
+            names,
+        }
     }
 
     /// Drops the schemas now (prefer this to relying on Drop in async tests).
     pub async fn drop_all(mut self) {
         let names = std::mem::take(&mut self.names);
         for name in names {
-            let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP SCHEMA IF EXISTS \"{name}\" CASCADE")))
-                .execute(&self.pool)
-                .await;
+            let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+                "DROP SCHEMA IF EXISTS \"{name}\" CASCADE"
+            )))
+            .execute(&self.pool)
+            .await;
         }
     }
 }
@@ -100,7 +113,9 @@ impl PgScratch {
             .unwrap_or_else(|e| panic!("create database {name}: {e}"));
         let base = pg_url();
         let url = match base.rfind('/') {
-            Some(i) if base[..i].contains("://") && !base[i..].contains('@') => format!("{}/{name}", &base[..i]),
+            Some(i) if base[..i].contains("://") && !base[i..].contains('@') => {
+                format!("{}/{name}", &base[..i])
+            }
             _ => panic!("CONTRACT_TEST_PG_URL must end with /<database>: {base}"),
         };
         let pool = sqlx::postgres::PgPoolOptions::new()
@@ -108,14 +123,22 @@ impl PgScratch {
             .connect(&url)
             .await
             .unwrap_or_else(|e| panic!("connect to scratch database {name}: {e}"));
-        Self { admin, name, pool, url }
+        Self {
+            admin,
+            name,
+            pool,
+            url,
+        }
     }
 
     /// Closes the pool and drops the database.
     pub async fn drop_db(self) {
         self.pool.close().await;
-        let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)", self.name)))
-            .execute(&self.admin)
-            .await;
+        let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+            "DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)",
+            self.name
+        )))
+        .execute(&self.admin)
+        .await;
     }
 }

@@ -91,7 +91,11 @@ impl Reference {
         if !valid(table) || !valid(column) || schema.is_some_and(|s| !valid(s)) {
             return None;
         }
-        Some(Self { schema: schema.map(str::to_owned), table: table.to_owned(), column: column.to_owned() })
+        Some(Self {
+            schema: schema.map(str::to_owned),
+            table: table.to_owned(),
+            column: column.to_owned(),
+        })
     }
 }
 
@@ -109,7 +113,15 @@ mod tests {
 
     #[test]
     fn reference_parse_rejects_malformed() {
-        for bad in ["users", "users()", "(id)", "users(id", "users(a,b)", "a.b.c(id)", "users(id))"] {
+        for bad in [
+            "users",
+            "users()",
+            "(id)",
+            "users(id",
+            "users(a,b)",
+            "a.b.c(id)",
+            "users(id))",
+        ] {
             assert!(Reference::parse(bad).is_none(), "{bad}");
         }
     }

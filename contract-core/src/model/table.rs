@@ -24,12 +24,18 @@ impl TableContract {
     /// Column names of the primary key, in column order.
     #[must_use]
     pub fn primary_key(&self) -> Vec<&str> {
-        self.columns.iter().filter(|c| c.primary_key).map(|c| c.name.as_str()).collect()
+        self.columns
+            .iter()
+            .filter(|c| c.primary_key)
+            .map(|c| c.name.as_str())
+            .collect()
     }
 
     /// Foreign keys declared with `#[contract(references = "...")]`.
     pub fn foreign_keys(&self) -> impl Iterator<Item = (&str, &Reference)> {
-        self.columns.iter().filter_map(|c| c.references.as_ref().map(|r| (c.name.as_str(), r)))
+        self.columns
+            .iter()
+            .filter_map(|c| c.references.as_ref().map(|r| (c.name.as_str(), r)))
     }
 
     /// Looks a column up by its exact name.

@@ -51,7 +51,12 @@ pub struct TenantPlan {
 }
 
 impl TenantPlan {
-    pub(crate) fn new(tenant: &str, dialect: Dialect, steps: Vec<PlanStep>, refusals: Vec<Refusal>) -> Self {
+    pub(crate) fn new(
+        tenant: &str,
+        dialect: Dialect,
+        steps: Vec<PlanStep>,
+        refusals: Vec<Refusal>,
+    ) -> Self {
         let mut text = format!("{dialect:?}\u{1e}{tenant}\u{1e}");
         for step in &steps {
             for statement in &step.statements {
@@ -60,7 +65,13 @@ impl TenantPlan {
             }
         }
         let hash = digest_hex(text.as_bytes());
-        Self { tenant: tenant.to_owned(), dialect, steps, refusals, hash }
+        Self {
+            tenant: tenant.to_owned(),
+            dialect,
+            steps,
+            refusals,
+            hash,
+        }
     }
 
     /// `true` when there is nothing to do and nothing refused.
@@ -77,13 +88,19 @@ impl TenantPlan {
 
     /// Every statement, in order.
     pub fn statements(&self) -> impl Iterator<Item = &str> {
-        self.steps.iter().flat_map(|s| s.statements.iter().map(String::as_str))
+        self.steps
+            .iter()
+            .flat_map(|s| s.statements.iter().map(String::as_str))
     }
 
     /// The distinct hazards of all steps, sorted.
     #[must_use]
     pub fn hazards(&self) -> Vec<Hazard> {
-        let mut hazards: Vec<Hazard> = self.steps.iter().flat_map(|s| s.hazards.iter().copied()).collect();
+        let mut hazards: Vec<Hazard> = self
+            .steps
+            .iter()
+            .flat_map(|s| s.hazards.iter().copied())
+            .collect();
         hazards.sort();
         hazards.dedup();
         hazards

@@ -16,7 +16,12 @@ use crate::model::ColumnContract;
 /// and the same hash. Narrowing, lossy and may-fail casts, drops and undeclared renames are
 /// never planned: they come back as refusals with the reason.
 #[must_use]
-pub fn plan_tenant(dialect: Dialect, tenant: &str, schema: Option<&str>, tables: &[TableInput<'_>]) -> TenantPlan {
+pub fn plan_tenant(
+    dialect: Dialect,
+    tenant: &str,
+    schema: Option<&str>,
+    tables: &[TableInput<'_>],
+) -> TenantPlan {
     let mut steps = Vec::new();
     let mut refusals = Vec::new();
     for input in tables {
@@ -24,7 +29,11 @@ pub fn plan_tenant(dialect: Dialect, tenant: &str, schema: Option<&str>, tables:
             Dialect::Sqlite => None,
             _ => input.contract.schema.as_deref().or(schema),
         };
-        let target = Target { dialect, schema: table_schema, table: &input.contract.table };
+        let target = Target {
+            dialect,
+            schema: table_schema,
+            table: &input.contract.table,
+        };
         for finding in input.findings {
             match plan_finding(&target, input, finding) {
                 Ok(Some(step)) => steps.push(step),
@@ -44,7 +53,10 @@ pub fn plan_tenant(dialect: Dialect, tenant: &str, schema: Option<&str>, tables:
 type Planned = Result<Option<PlanStep>, String>;
 
 fn plan_finding(target: &Target<'_>, input: &TableInput<'_>, finding: &Finding) -> Planned {
-    let column = finding.column.as_deref().and_then(|c| input.contract.column(c));
+    let column = finding
+        .column
+        .as_deref()
+        .and_then(|c| input.contract.column(c));
     let planned = match (finding.kind, column) {
         (DriftKind::MissingTable, _) => create_table(target, input),
         (DriftKind::MissingColumn, Some(column)) => add_or_rename_column(target, input, column),
@@ -67,12 +79,19 @@ fn ident(result: Result<String, IdentError>) -> Result<String, String> {
     result.map_err(|e| e.to_string())
 }
 
-fn sql_type(target: &Target<'_>, input: &TableInput<'_>, column: &ColumnContract) -> Result<String, String> {
+fn sql_type(
+    target: &Target<'_>,
+    input: &TableInput<'_>,
+    column: &ColumnContract,
+) -> Result<String, String> {
     if let Some(sql_type) = &column.sql_type {
         return Ok(sql_type.clone());
     }
     let expected = input.expected_types.get(&column.name).ok_or_else(|| {
-        format!("no SQL type is known for `{}`; add #[contract(sql_type = \"...\")] to the field", column.name)
+        format!(
+            "no SQL type is known for `{}`; add #[contract(sql_type = \"...\")] to the field",
+            column.name
+        )
     })?;
     ident(ddl_type(target.dialect, expected))
 }
@@ -92,9 +111,17 @@ fn step(target: &Target<'_>, column: Option<&str>, action: Action, fixes: DriftK
 fn create_table(target: &Target<'_>, input: &TableInput<'_>) -> Planned {
     let mut parts = Vec::new();
     for column in &input.contract.columns {
-        parts.push(ident(target.column_definition(column, &sql_type(target, input, column)?))?);
+        parts.push(ident(
+            target.column_definition(column, &sql_type(target, input, column)?),
+        )?);
     }
-    let pk: Vec<String> = input.contract.primary_key().into_iter().map(|c| target.q(c)).collect::<Result<_, _>>().map_err(|e| e.to_string())?;
+    let pk: Vec<String> = input
+        .contract
+        .primary_key()
+        .into_iter()
+        .map(|c| target.q(c))
+        .collect::<Result<_, _>>()
+        .map_err(|e| e.to_string())?;
     if !pk.is_empty() {
         parts.push(format!("PRIMARY KEY ({})", pk.join(", ")));
     }
@@ -108,18 +135,46 @@ fn create_table(target: &Target<'_>, input: &TableInput<'_>) -> Planned {
     }
     let mut s = step(target, None, Action::CreateTable, DriftKind::MissingTable);
     s.lock = LockLevel::None;
-    s.statements.push(format!("CREATE TABLE {} ({})", ident(target.qualified())?, parts.join(", ")));
+    s.statements.push(format!(
+        "CREATE TABLE {} ({})",
+        ident(target.qualified())?,
+        parts.join(", ")
+    ));
     Ok(Some(s))
 }
 
-const VOLATILE: [&str; 7] =
-    ["clock_timestamp", "random(", "gen_random_uuid", "uuid_generate", "nextval", "timeofday", "txid_current"];
+const VOLATILE: [&str; 7] = [
+    "clock_timestamp",
+    "random(",
+    "gen_random_uuid",
+    "uuid_generate",
+    "nextval",
+    "timeofday",
+    "txid_current",
+];
 
-fn add_or_rename_column(target: &Target<'_>, input: &TableInput<'_>, column: &ColumnContract) -> Planned {
+fn add_or_rename_column(
+    target: &Target<'_>,
+    input: &TableInput<'_>,
+    column: &ColumnContract,
+) -> Planned {
     let table = ident(target.qualified())?;
-    if let Some(old) = column.renamed_from.as_deref().filter(|old| input.live.is_some_and(|t| t.column(old).is_some())) {
-        let mut s = step(target, Some(&column.name), Action::RenameColumn, DriftKind::MissingColumn);
-        s.statements.push(format!("ALTER TABLE {table} RENAME COLUMN {} TO {}", ident(target.q(old))?, ident(target.q(&column.name))?));
+    if let Some(old) = column
+        .renamed_from
+        .as_deref()
+        .filter(|old| input.live.is_some_and(|t| t.column(old).is_some()))
+    {
+        let mut s = step(
+            target,
+            Some(&column.name),
+            Action::RenameColumn,
+            DriftKind::MissingColumn,
+        );
+        s.statements.push(format!(
+            "ALTER TABLE {table} RENAME COLUMN {} TO {}",
+            ident(target.q(old))?,
+            ident(target.q(&column.name))?
+        ));
         s.hazards.push(Hazard::RenamesColumn);
         return Ok(Some(s));
     }
@@ -130,23 +185,39 @@ fn add_or_rename_column(target: &Target<'_>, input: &TableInput<'_>, column: &Co
         ));
     }
     let definition = ident(target.column_definition(column, &sql_type(target, input, column)?))?;
-    let mut s = step(target, Some(&column.name), Action::AddColumn, DriftKind::MissingColumn);
+    let mut s = step(
+        target,
+        Some(&column.name),
+        Action::AddColumn,
+        DriftKind::MissingColumn,
+    );
     let suffix = match target.dialect {
         Dialect::MySql => ", ALGORITHM=INSTANT",
         Dialect::Postgres | Dialect::Sqlite => "",
     };
-    s.statements.push(format!("ALTER TABLE {table} ADD COLUMN {definition}{suffix}"));
-    let default = column.default_sql.as_deref().unwrap_or("").to_ascii_lowercase();
+    s.statements.push(format!(
+        "ALTER TABLE {table} ADD COLUMN {definition}{suffix}"
+    ));
+    let default = column
+        .default_sql
+        .as_deref()
+        .unwrap_or("")
+        .to_ascii_lowercase();
     if VOLATILE.iter().any(|f| default.contains(f)) {
         // A volatile default rewrites the table on PostgreSQL (measured).
-        s.hazards.extend([Hazard::TableRewrite, Hazard::AccessExclusiveLock]);
+        s.hazards
+            .extend([Hazard::TableRewrite, Hazard::AccessExclusiveLock]);
         s.lock = LockLevel::AccessExclusive;
     }
     Ok(Some(s))
 }
 
 fn change_type(target: &Target<'_>, input: &TableInput<'_>, column: &ColumnContract) -> Planned {
-    let live_type = input.live.and_then(|t| t.column(&column.name)).map(|c| c.data_type.clone()).unwrap_or_default();
+    let live_type = input
+        .live
+        .and_then(|t| t.column(&column.name))
+        .map(|c| c.data_type.clone())
+        .unwrap_or_default();
     let new_type = sql_type(target, input, column)?;
     match target.dialect {
         Dialect::Postgres => {}
@@ -170,7 +241,10 @@ fn change_type(target: &Target<'_>, input: &TableInput<'_>, column: &ColumnContr
         PgTypeChange::IndexRebuild => vec![Hazard::IndexRebuild, Hazard::AccessExclusiveLock],
         PgTypeChange::Rewrite => vec![Hazard::TableRewrite, Hazard::AccessExclusiveLock],
         PgTypeChange::Lossy => {
-            return Err(format!("{from} -> {to} on `{}` narrows or loses data; change the field type instead", column.name));
+            return Err(format!(
+                "{from} -> {to} on `{}` narrows or loses data; change the field type instead",
+                column.name
+            ));
         }
         PgTypeChange::MayFail => {
             return Err(format!(
@@ -179,19 +253,31 @@ fn change_type(target: &Target<'_>, input: &TableInput<'_>, column: &ColumnContr
             ));
         }
         PgTypeChange::Unknown => {
-            return Err(format!("no safe conversion is known from {from} to {to} for `{}`; migrate by hand", column.name));
+            return Err(format!(
+                "no safe conversion is known from {from} to {to} for `{}`; migrate by hand",
+                column.name
+            ));
         }
     };
     let name = ident(target.q(&column.name))?;
-    let mut s = step(target, Some(&column.name), Action::ChangeType, DriftKind::TypeMismatch);
+    let mut s = step(
+        target,
+        Some(&column.name),
+        Action::ChangeType,
+        DriftKind::TypeMismatch,
+    );
     if change == PgTypeChange::IndexRebuild {
         // timestamp <-> timestamptz avoids a rewrite only under UTC (measured).
         s.statements.push("SET LOCAL TimeZone = 'UTC'".into());
     }
-    s.statements.push(format!("ALTER TABLE {} ALTER COLUMN {name} TYPE {new_type} USING {name}::{new_type}", ident(target.qualified())?));
+    s.statements.push(format!(
+        "ALTER TABLE {} ALTER COLUMN {name} TYPE {new_type} USING {name}::{new_type}",
+        ident(target.qualified())?
+    ));
     if !hazards.is_empty() {
         s.lock = LockLevel::AccessExclusive;
-        s.statements.push(format!("ANALYZE {} ({name})", ident(target.qualified())?));
+        s.statements
+            .push(format!("ANALYZE {} ({name})", ident(target.qualified())?));
     }
     s.hazards = hazards;
     Ok(Some(s))
@@ -207,7 +293,12 @@ fn set_not_null(target: &Target<'_>, column: &ColumnContract) -> Planned {
     let table = ident(target.qualified())?;
     let name = ident(target.q(&column.name))?;
     let check = ident(target.q(&target.constraint_name(&column.name, "not_null")))?;
-    let mut s = step(target, Some(&column.name), Action::SetNotNull, DriftKind::Nullability);
+    let mut s = step(
+        target,
+        Some(&column.name),
+        Action::SetNotNull,
+        DriftKind::Nullability,
+    );
     s.statements = vec![
         format!("ALTER TABLE {table} ADD CONSTRAINT {check} CHECK ({name} IS NOT NULL) NOT VALID"),
         format!("ALTER TABLE {table} VALIDATE CONSTRAINT {check}"),
@@ -219,13 +310,23 @@ fn set_not_null(target: &Target<'_>, column: &ColumnContract) -> Planned {
 }
 
 fn add_foreign_key(target: &Target<'_>, column: &ColumnContract) -> Planned {
-    let Some(reference) = &column.references else { return Ok(None) };
+    let Some(reference) = &column.references else {
+        return Ok(None);
+    };
     if target.dialect != Dialect::Postgres {
-        return Err(format!("adding a foreign key on `{}` is not automated on {}; migrate by hand", column.name, target.dialect));
+        return Err(format!(
+            "adding a foreign key on `{}` is not automated on {}; migrate by hand",
+            column.name, target.dialect
+        ));
     }
     let table = ident(target.qualified())?;
     let name = ident(target.q(&target.constraint_name(&column.name, "fkey")))?;
-    let mut s = step(target, Some(&column.name), Action::AddForeignKey, DriftKind::ForeignKey);
+    let mut s = step(
+        target,
+        Some(&column.name),
+        Action::AddForeignKey,
+        DriftKind::ForeignKey,
+    );
     s.statements = vec![
         format!(
             "ALTER TABLE {table} ADD CONSTRAINT {name} FOREIGN KEY ({}) {} NOT VALID",

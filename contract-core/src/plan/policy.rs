@@ -41,11 +41,18 @@ impl Remediation {
         let safe: Vec<&PlanStep> = plan.steps.iter().filter(|s| s.is_safe()).collect();
         let unsafe_left = plan.needs_approval();
         match self {
-            Remediation::Off | Remediation::DryRun => Selection { steps: Vec::new(), awaiting_approval: unsafe_left },
-            Remediation::Approved(hash) if *hash == plan.hash => {
-                Selection { steps: plan.steps.iter().collect(), awaiting_approval: false }
-            }
-            Remediation::SafeOnly | Remediation::Approved(_) => Selection { steps: safe, awaiting_approval: unsafe_left },
+            Remediation::Off | Remediation::DryRun => Selection {
+                steps: Vec::new(),
+                awaiting_approval: unsafe_left,
+            },
+            Remediation::Approved(hash) if *hash == plan.hash => Selection {
+                steps: plan.steps.iter().collect(),
+                awaiting_approval: false,
+            },
+            Remediation::SafeOnly | Remediation::Approved(_) => Selection {
+                steps: safe,
+                awaiting_approval: unsafe_left,
+            },
         }
     }
 

@@ -27,7 +27,11 @@ impl Target<'_> {
     /// exceed the dialect's identifier limit (never silently truncated by the server).
     pub fn constraint_name(&self, column: &str, suffix: &str) -> String {
         let name = format!("{}_{column}_{suffix}", self.table);
-        let max = self.dialect.max_identifier_len().unwrap_or(usize::MAX).min(63);
+        let max = self
+            .dialect
+            .max_identifier_len()
+            .unwrap_or(usize::MAX)
+            .min(63);
         if name.len() <= max {
             return name;
         }
@@ -40,7 +44,11 @@ impl Target<'_> {
     }
 
     /// `"col" type [NOT NULL] [DEFAULT expr]`.
-    pub fn column_definition(&self, column: &ColumnContract, sql_type: &str) -> Result<String, IdentError> {
+    pub fn column_definition(
+        &self,
+        column: &ColumnContract,
+        sql_type: &str,
+    ) -> Result<String, IdentError> {
         let mut def = format!("{} {sql_type}", self.q(&column.name)?);
         if !column.nullable {
             def.push_str(" NOT NULL");

@@ -13,8 +13,13 @@ impl TypeOracle for ByName<'_> {
     fn fit(&self, _: &TableContract, column: &ColumnContract, live: &LiveColumn) -> TypeFit {
         let expected = self.0.get(&column.name).cloned().unwrap_or_default();
         let compatible = types::pg_canonical(&expected) == types::pg_canonical(&live.type_key)
-            || (types::pg_canonical(&expected) == "text" && types::pg_canonical(&live.type_key) == "varchar");
-        TypeFit { compatible, expected_sql_type: expected, risk: None }
+            || (types::pg_canonical(&expected) == "text"
+                && types::pg_canonical(&live.type_key) == "varchar");
+        TypeFit {
+            compatible,
+            expected_sql_type: expected,
+            risk: None,
+        }
     }
 }
 
@@ -23,13 +28,39 @@ fn column(name: &str, rust: &str) -> ColumnContract {
 }
 
 fn events(columns: Vec<ColumnContract>) -> TableContract {
-    TableContract { struct_name: "Event".into(), schema: None, table: "events".into(), columns }
+    TableContract {
+        struct_name: "Event".into(),
+        schema: None,
+        table: "events".into(),
+        columns,
+    }
 }
 
-fn plan_for(dialect: Dialect, contract: &TableContract, live: Option<&LiveTable>, types: &[(&str, &str)]) -> TenantPlan {
-    let expected: BTreeMap<String, String> = types.iter().map(|(c, t)| ((*c).to_owned(), (*t).to_owned())).collect();
-    let findings = diff(DiffScope { tenant: "tenant_1", schema: "tenant_1" }, contract, live, &ByName(&expected));
-    let input = TableInput { contract, live, findings: &findings, expected_types: &expected };
+fn plan_for(
+    dialect: Dialect,
+    contract: &TableContract,
+    live: Option<&LiveTable>,
+    types: &[(&str, &str)],
+) -> TenantPlan {
+    let expected: BTreeMap<String, String> = types
+        .iter()
+        .map(|(c, t)| ((*c).to_owned(), (*t).to_owned()))
+        .collect();
+    let findings = diff(
+        DiffScope {
+            tenant: "tenant_1",
+            schema: "tenant_1",
+        },
+        contract,
+        live,
+        &ByName(&expected),
+    );
+    let input = TableInput {
+        contract,
+        live,
+        findings: &findings,
+        expected_types: &expected,
+    };
     let schema = (dialect != Dialect::Sqlite).then_some("tenant_1");
     plan_tenant(dialect, "tenant_1", schema, &[input])
 }
@@ -47,7 +78,12 @@ fn plan_adds_nullable_column_with_contract_default_safely() {
     meta.default_sql = Some("'{}'".into());
     let contract = events(vec![column("id", "i64"), meta]);
     let live = live(vec![LiveColumn::new("id", "bigint").not_null()]);
-    let plan = plan_for(Dialect::Postgres, &contract, Some(&live), &[("id", "INT8"), ("event_metadata", "JSONB")]);
+    let plan = plan_for(
+        Dialect::Postgres,
+        &contract,
+        Some(&live),
+        &[("id", "INT8"), ("event_metadata", "JSONB")],
+    );
     assert_eq!(
         plan.statements().collect::<Vec<_>>(),
         [r#"ALTER TABLE "tenant_1"."events" ADD COLUMN "event_metadata" jsonb DEFAULT '{}'"#]
@@ -62,11 +98,23 @@ fn plan_adds_not_null_column_only_with_a_default() {
     with_default.default_sql = Some("0".into());
     let contract = events(vec![column("id", "i64"), with_default, column("m", "i64")]);
     let live = live(vec![LiveColumn::new("id", "bigint").not_null()]);
-    let plan = plan_for(Dialect::Postgres, &contract, Some(&live), &[("id", "INT8"), ("n", "INT8"), ("m", "INT8")]);
-    assert_eq!(plan.statements().collect::<Vec<_>>(), [r#"ALTER TABLE "tenant_1"."events" ADD COLUMN "n" int8 NOT NULL DEFAULT 0"#]);
+    let plan = plan_for(
+        Dialect::Postgres,
+        &contract,
+        Some(&live),
+        &[("id", "INT8"), ("n", "INT8"), ("m", "INT8")],
+    );
+    assert_eq!(
+        plan.statements().collect::<Vec<_>>(),
+        [r#"ALTER TABLE "tenant_1"."events" ADD COLUMN "n" int8 NOT NULL DEFAULT 0"#]
+    );
     assert_eq!(plan.refusals.len(), 1);
     assert_eq!(plan.refusals[0].column.as_deref(), Some("m"));
-    assert!(plan.refusals[0].reason.contains("NOT NULL with no default"), "{}", plan.refusals[0].reason);
+    assert!(
+        plan.refusals[0].reason.contains("NOT NULL with no default"),
+        "{}",
+        plan.refusals[0].reason
+    );
 }
 
 #[test]
@@ -75,8 +123,16 @@ fn plan_flags_volatile_default_as_rewrite() {
     at.default_sql = Some("clock_timestamp()".into());
     let contract = events(vec![at]);
     let live = live(vec![]);
-    let plan = plan_for(Dialect::Postgres, &contract, Some(&live), &[("created_at", "TIMESTAMPTZ")]);
-    assert_eq!(plan.hazards(), [Hazard::TableRewrite, Hazard::AccessExclusiveLock]);
+    let plan = plan_for(
+        Dialect::Postgres,
+        &contract,
+        Some(&live),
+        &[("created_at", "TIMESTAMPTZ")],
+    );
+    assert_eq!(
+        plan.hazards(),
+        [Hazard::TableRewrite, Hazard::AccessExclusiveLock]
+    );
 }
 
 #[test]
@@ -88,7 +144,12 @@ fn plan_creates_missing_table_with_keys() {
     let mut note = column("note", "Option<String>");
     note.nullable = true;
     let contract = events(vec![id, user, note]);
-    let plan = plan_for(Dialect::Postgres, &contract, None, &[("id", "INT8"), ("user_id", "INT8"), ("note", "TEXT")]);
+    let plan = plan_for(
+        Dialect::Postgres,
+        &contract,
+        None,
+        &[("id", "INT8"), ("user_id", "INT8"), ("note", "TEXT")],
+    );
     assert_eq!(
         plan.statements().collect::<Vec<_>>(),
         [concat!(
@@ -103,7 +164,12 @@ fn plan_creates_missing_table_with_keys() {
 fn plan_widens_int4_to_int8_with_using_and_rewrite_hazard() {
     let contract = events(vec![column("user_id", "i64")]);
     let live = live(vec![LiveColumn::new("user_id", "integer").not_null()]);
-    let plan = plan_for(Dialect::Postgres, &contract, Some(&live), &[("user_id", "INT8")]);
+    let plan = plan_for(
+        Dialect::Postgres,
+        &contract,
+        Some(&live),
+        &[("user_id", "INT8")],
+    );
     assert_eq!(
         plan.statements().collect::<Vec<_>>(),
         [
@@ -111,21 +177,46 @@ fn plan_widens_int4_to_int8_with_using_and_rewrite_hazard() {
             r#"ANALYZE "tenant_1"."events" ("user_id")"#,
         ]
     );
-    assert_eq!(plan.hazards(), [Hazard::TableRewrite, Hazard::AccessExclusiveLock]);
+    assert_eq!(
+        plan.hazards(),
+        [Hazard::TableRewrite, Hazard::AccessExclusiveLock]
+    );
     assert!(plan.needs_approval());
     assert_eq!(Remediation::SafeOnly.select(&plan).steps.len(), 0);
     assert!(Remediation::SafeOnly.select(&plan).awaiting_approval);
-    assert_eq!(Remediation::Approved(plan.hash.clone()).select(&plan).steps.len(), 1);
-    assert_eq!(Remediation::Approved("stale".into()).select(&plan).steps.len(), 0);
+    assert_eq!(
+        Remediation::Approved(plan.hash.clone())
+            .select(&plan)
+            .steps
+            .len(),
+        1
+    );
+    assert_eq!(
+        Remediation::Approved("stale".into())
+            .select(&plan)
+            .steps
+            .len(),
+        0
+    );
 }
 
 #[test]
 fn plan_changes_timestamp_to_timestamptz_under_utc_with_index_rebuild() {
     let contract = events(vec![column("at", "DateTime<Utc>")]);
-    let live = live(vec![LiveColumn::new("at", "timestamp without time zone").not_null()]);
-    let plan = plan_for(Dialect::Postgres, &contract, Some(&live), &[("at", "TIMESTAMPTZ")]);
+    let live = live(vec![
+        LiveColumn::new("at", "timestamp without time zone").not_null(),
+    ]);
+    let plan = plan_for(
+        Dialect::Postgres,
+        &contract,
+        Some(&live),
+        &[("at", "TIMESTAMPTZ")],
+    );
     assert_eq!(plan.steps[0].statements[0], "SET LOCAL TimeZone = 'UTC'");
-    assert_eq!(plan.hazards(), [Hazard::AccessExclusiveLock, Hazard::IndexRebuild]);
+    assert_eq!(
+        plan.hazards(),
+        [Hazard::AccessExclusiveLock, Hazard::IndexRebuild]
+    );
 }
 
 #[test]
@@ -139,10 +230,19 @@ fn plan_refuses_narrowing_may_fail_and_unknown_casts() {
     ] {
         let contract = events(vec![column("c", "T")]);
         let live = live(vec![LiveColumn::new("c", live_type).not_null()]);
-        let plan = plan_for(Dialect::Postgres, &contract, Some(&live), &[("c", expected)]);
+        let plan = plan_for(
+            Dialect::Postgres,
+            &contract,
+            Some(&live),
+            &[("c", expected)],
+        );
         assert!(plan.steps.is_empty(), "{live_type} -> {expected}");
         assert_eq!(plan.refusals.len(), 1);
-        assert!(plan.refusals[0].reason.contains(why), "{}", plan.refusals[0].reason);
+        assert!(
+            plan.refusals[0].reason.contains(why),
+            "{}",
+            plan.refusals[0].reason
+        );
     }
 }
 
@@ -150,7 +250,12 @@ fn plan_refuses_narrowing_may_fail_and_unknown_casts() {
 fn plan_sets_not_null_with_the_online_sequence() {
     let contract = events(vec![column("user_id", "i64")]);
     let live = live(vec![LiveColumn::new("user_id", "bigint")]);
-    let plan = plan_for(Dialect::Postgres, &contract, Some(&live), &[("user_id", "INT8")]);
+    let plan = plan_for(
+        Dialect::Postgres,
+        &contract,
+        Some(&live),
+        &[("user_id", "INT8")],
+    );
     assert_eq!(
         plan.statements().collect::<Vec<_>>(),
         [
@@ -169,7 +274,12 @@ fn plan_adds_foreign_key_not_valid_then_validate() {
     user.references = Reference::parse("users(id)");
     let contract = events(vec![user]);
     let live = live(vec![LiveColumn::new("user_id", "bigint").not_null()]);
-    let plan = plan_for(Dialect::Postgres, &contract, Some(&live), &[("user_id", "INT8")]);
+    let plan = plan_for(
+        Dialect::Postgres,
+        &contract,
+        Some(&live),
+        &[("user_id", "INT8")],
+    );
     assert_eq!(
         plan.statements().collect::<Vec<_>>(),
         [
@@ -177,7 +287,10 @@ fn plan_adds_foreign_key_not_valid_then_validate() {
             r#"ALTER TABLE "tenant_1"."events" VALIDATE CONSTRAINT "events_user_id_fkey""#,
         ]
     );
-    assert_eq!(plan.hazards(), [Hazard::ValidatesRows, Hazard::LocksReferencedTable]);
+    assert_eq!(
+        plan.hazards(),
+        [Hazard::ValidatesRows, Hazard::LocksReferencedTable]
+    );
 }
 
 #[test]
@@ -186,11 +299,24 @@ fn plan_renames_only_a_declared_former_name() {
     renamed.renamed_from = Some("body".into());
     let contract = events(vec![renamed.clone()]);
     let with_old = live(vec![LiveColumn::new("body", "jsonb").not_null()]);
-    let plan = plan_for(Dialect::Postgres, &contract, Some(&with_old), &[("payload", "JSONB")]);
-    assert_eq!(plan.statements().collect::<Vec<_>>(), [r#"ALTER TABLE "tenant_1"."events" RENAME COLUMN "body" TO "payload""#]);
+    let plan = plan_for(
+        Dialect::Postgres,
+        &contract,
+        Some(&with_old),
+        &[("payload", "JSONB")],
+    );
+    assert_eq!(
+        plan.statements().collect::<Vec<_>>(),
+        [r#"ALTER TABLE "tenant_1"."events" RENAME COLUMN "body" TO "payload""#]
+    );
     assert_eq!(plan.hazards(), [Hazard::RenamesColumn]);
     // Without the old column there is nothing to rename; a NOT NULL add without default is refused.
-    let plan = plan_for(Dialect::Postgres, &contract, Some(&live(vec![])), &[("payload", "JSONB")]);
+    let plan = plan_for(
+        Dialect::Postgres,
+        &contract,
+        Some(&live(vec![])),
+        &[("payload", "JSONB")],
+    );
     assert!(plan.steps.is_empty());
     assert_eq!(plan.refusals.len(), 1);
 }
@@ -198,7 +324,10 @@ fn plan_renames_only_a_declared_former_name() {
 #[test]
 fn plan_never_drops_extra_columns() {
     let contract = events(vec![column("id", "i64")]);
-    let live = live(vec![LiveColumn::new("id", "bigint").not_null(), LiveColumn::new("legacy", "text")]);
+    let live = live(vec![
+        LiveColumn::new("id", "bigint").not_null(),
+        LiveColumn::new("legacy", "text"),
+    ]);
     let plan = plan_for(Dialect::Postgres, &contract, Some(&live), &[("id", "INT8")]);
     assert!(plan.is_empty());
 }
@@ -209,10 +338,24 @@ fn plan_mysql_adds_instantly_and_refuses_type_changes() {
     note.nullable = true;
     let contract = events(vec![column("id", "i64"), note]);
     let live_table = live(vec![LiveColumn::new("id", "int").not_null()]);
-    let plan = plan_for(Dialect::MySql, &contract, Some(&live_table), &[("id", "BIGINT"), ("note", "VARCHAR")]);
-    assert_eq!(plan.statements().collect::<Vec<_>>(), ["ALTER TABLE `tenant_1`.`events` ADD COLUMN `note` TEXT, ALGORITHM=INSTANT"]);
+    let plan = plan_for(
+        Dialect::MySql,
+        &contract,
+        Some(&live_table),
+        &[("id", "BIGINT"), ("note", "VARCHAR")],
+    );
+    assert_eq!(
+        plan.statements().collect::<Vec<_>>(),
+        ["ALTER TABLE `tenant_1`.`events` ADD COLUMN `note` TEXT, ALGORITHM=INSTANT"]
+    );
     assert_eq!(plan.refusals.len(), 1);
-    assert!(plan.refusals[0].reason.contains("copies the table on MySQL"), "{}", plan.refusals[0].reason);
+    assert!(
+        plan.refusals[0]
+            .reason
+            .contains("copies the table on MySQL"),
+        "{}",
+        plan.refusals[0].reason
+    );
 }
 
 #[test]
@@ -221,8 +364,16 @@ fn plan_sqlite_adds_columns_unqualified_and_refuses_rebuilds() {
     note.nullable = true;
     let contract = events(vec![column("id", "i64"), note]);
     let live_table = live(vec![LiveColumn::new("id", "TEXT").not_null()]);
-    let plan = plan_for(Dialect::Sqlite, &contract, Some(&live_table), &[("id", "INTEGER"), ("note", "TEXT")]);
-    assert_eq!(plan.statements().collect::<Vec<_>>(), [r#"ALTER TABLE "events" ADD COLUMN "note" TEXT"#]);
+    let plan = plan_for(
+        Dialect::Sqlite,
+        &contract,
+        Some(&live_table),
+        &[("id", "INTEGER"), ("note", "TEXT")],
+    );
+    assert_eq!(
+        plan.statements().collect::<Vec<_>>(),
+        [r#"ALTER TABLE "events" ADD COLUMN "note" TEXT"#]
+    );
     assert!(plan.refusals[0].reason.contains("table rebuild"));
 }
 
@@ -230,8 +381,18 @@ fn plan_sqlite_adds_columns_unqualified_and_refuses_rebuilds() {
 fn plan_is_deterministic_and_hash_depends_on_sql_and_tenant() {
     let contract = events(vec![column("user_id", "i64")]);
     let live = live(vec![LiveColumn::new("user_id", "integer").not_null()]);
-    let a = plan_for(Dialect::Postgres, &contract, Some(&live), &[("user_id", "INT8")]);
-    let b = plan_for(Dialect::Postgres, &contract, Some(&live), &[("user_id", "INT8")]);
+    let a = plan_for(
+        Dialect::Postgres,
+        &contract,
+        Some(&live),
+        &[("user_id", "INT8")],
+    );
+    let b = plan_for(
+        Dialect::Postgres,
+        &contract,
+        Some(&live),
+        &[("user_id", "INT8")],
+    );
     assert_eq!(a, b);
     assert_eq!(a.hash.len(), 64);
     let other = TenantPlan::new("tenant_2", Dialect::Postgres, a.steps.clone(), vec![]);
@@ -242,10 +403,24 @@ fn plan_is_deterministic_and_hash_depends_on_sql_and_tenant() {
 fn plan_quotes_hostile_identifiers_and_hashes_long_constraint_names() {
     let mut user = column("u\"; DROP TABLE x; --", "i64");
     user.references = Reference::parse("users(id)");
-    let contract = TableContract { struct_name: "E".into(), schema: None, table: "t".repeat(60), columns: vec![user] };
-    let plan = plan_for(Dialect::Postgres, &contract, None, &[("u\"; DROP TABLE x; --", "INT8")]);
+    let contract = TableContract {
+        struct_name: "E".into(),
+        schema: None,
+        table: "t".repeat(60),
+        columns: vec![user],
+    };
+    let plan = plan_for(
+        Dialect::Postgres,
+        &contract,
+        None,
+        &[("u\"; DROP TABLE x; --", "INT8")],
+    );
     let sql = plan.statements().next().unwrap_or_default().to_owned();
     assert!(sql.contains(r#""u""; DROP TABLE x; --" int8"#), "{sql}");
-    let fk = sql.split("CONSTRAINT \"").nth(1).and_then(|s| s.split('"').next()).unwrap_or_default();
+    let fk = sql
+        .split("CONSTRAINT \"")
+        .nth(1)
+        .and_then(|s| s.split('"').next())
+        .unwrap_or_default();
     assert_eq!(fk.len(), 63, "{fk}");
 }

@@ -15,7 +15,10 @@ use crate::ident::Dialect;
 /// [`IdentError`] when a custom type name cannot be quoted.
 pub fn ddl_type(dialect: Dialect, sqlx_name: &str) -> Result<String, IdentError> {
     let (base, arrays) = split_array(sqlx_name);
-    let plain = !base.is_empty() && base.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ' ');
+    let plain = !base.is_empty()
+        && base
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ' ');
     let rendered = if plain {
         match dialect {
             Dialect::Postgres => base.to_ascii_lowercase(),
@@ -28,7 +31,8 @@ pub fn ddl_type(dialect: Dialect, sqlx_name: &str) -> Result<String, IdentError>
             Dialect::Sqlite => base.to_ascii_uppercase(),
         }
     } else {
-        let parts: Result<Vec<String>, IdentError> = base.split('.').map(|p| dialect.quote(p)).collect();
+        let parts: Result<Vec<String>, IdentError> =
+            base.split('.').map(|p| dialect.quote(p)).collect();
         parts?.join(".")
     };
     Ok(format!("{rendered}{}", "[]".repeat(arrays)))
@@ -53,8 +57,18 @@ pub fn pg_canonical(name: &str) -> String {
     let lower = base.to_ascii_lowercase();
     let no_mod = match lower.find('(') {
         Some(i) => {
-            let tail = lower[lower.find(')').map_or(lower.len(), |j| j + 1)..].trim().to_owned();
-            format!("{}{}", lower[..i].trim(), if tail.is_empty() { String::new() } else { format!(" {tail}") })
+            let tail = lower[lower.find(')').map_or(lower.len(), |j| j + 1)..]
+                .trim()
+                .to_owned();
+            format!(
+                "{}{}",
+                lower[..i].trim(),
+                if tail.is_empty() {
+                    String::new()
+                } else {
+                    format!(" {tail}")
+                }
+            )
         }
         None => lower,
     };
@@ -110,12 +124,19 @@ pub fn pg_type_change(from: &str, to: &str) -> PgTypeChange {
         (f, t) if f == t => MetadataOnly,
         ("varchar", "text") | ("text", "varchar") => MetadataOnly,
         ("timestamp", "timestamptz") | ("timestamptz", "timestamp") => IndexRebuild,
-        ("float4", "float8") | ("json", "jsonb") | ("jsonb", "json") | ("date", "timestamp") | ("date", "timestamptz") => {
-            Rewrite
-        }
+        ("float4", "float8")
+        | ("json", "jsonb")
+        | ("jsonb", "json")
+        | ("date", "timestamp")
+        | ("date", "timestamptz") => Rewrite,
         ("int2" | "int4", "float8") | ("bpchar", "text" | "varchar") => Rewrite,
-        ("int2[]", "int4[]" | "int8[]") | ("int4[]", "int8[]") | ("float4[]", "float8[]") | ("varchar[]", "text[]") => Rewrite,
-        ("float8", "float4") | ("numeric", "float8" | "float4") | ("timestamptz" | "timestamp", "date") => Lossy,
+        ("int2[]", "int4[]" | "int8[]")
+        | ("int4[]", "int8[]")
+        | ("float4[]", "float8[]")
+        | ("varchar[]", "text[]") => Rewrite,
+        ("float8", "float4")
+        | ("numeric", "float8" | "float4")
+        | ("timestamptz" | "timestamp", "date") => Lossy,
         (f, "text") if f != "bytea" => Rewrite,
         ("text" | "varchar" | "bpchar", _) => MayFail,
         (f, t) => match (rank(f), rank(t)) {
@@ -151,8 +172,14 @@ mod tests {
         assert_eq!(pg_type_change("int4", "int8"), PgTypeChange::Rewrite);
         assert_eq!(pg_type_change("int2", "int4"), PgTypeChange::Rewrite);
         assert_eq!(pg_type_change("int8", "int4"), PgTypeChange::Lossy);
-        assert_eq!(pg_type_change("varchar", "text"), PgTypeChange::MetadataOnly);
-        assert_eq!(pg_type_change("timestamp", "timestamptz"), PgTypeChange::IndexRebuild);
+        assert_eq!(
+            pg_type_change("varchar", "text"),
+            PgTypeChange::MetadataOnly
+        );
+        assert_eq!(
+            pg_type_change("timestamp", "timestamptz"),
+            PgTypeChange::IndexRebuild
+        );
         assert_eq!(pg_type_change("text", "int8"), PgTypeChange::MayFail);
         assert_eq!(pg_type_change("text", "jsonb"), PgTypeChange::MayFail);
         assert_eq!(pg_type_change("float8", "float4"), PgTypeChange::Lossy);
@@ -165,10 +192,19 @@ mod tests {
     fn ddl_type_quotes_custom_types_and_fixes_mysql_lengths() {
         assert_eq!(ddl_type(Dialect::Postgres, "INT8").unwrap(), "int8");
         assert_eq!(ddl_type(Dialect::Postgres, "INT4[]").unwrap(), "int4[]");
-        assert_eq!(ddl_type(Dialect::Postgres, "conf.mood").unwrap(), r#""conf"."mood""#);
-        assert_eq!(ddl_type(Dialect::Postgres, "x\"; drop").unwrap(), r#""x""; drop""#);
+        assert_eq!(
+            ddl_type(Dialect::Postgres, "conf.mood").unwrap(),
+            r#""conf"."mood""#
+        );
+        assert_eq!(
+            ddl_type(Dialect::Postgres, "x\"; drop").unwrap(),
+            r#""x""; drop""#
+        );
         assert_eq!(ddl_type(Dialect::MySql, "VARCHAR").unwrap(), "TEXT");
-        assert_eq!(ddl_type(Dialect::MySql, "BIGINT UNSIGNED").unwrap(), "BIGINT UNSIGNED");
+        assert_eq!(
+            ddl_type(Dialect::MySql, "BIGINT UNSIGNED").unwrap(),
+            "BIGINT UNSIGNED"
+        );
         assert_eq!(ddl_type(Dialect::Sqlite, "INTEGER").unwrap(), "INTEGER");
     }
 }

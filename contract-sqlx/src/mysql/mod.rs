@@ -1,1 +1,185 @@
 //! MySQL / MariaDB: one database per tenant.
+//!
+//! * Introspection: `information_schema` (`TABLES` ⟕ `COLUMNS`, `KEY_COLUMN_USAGE`, and
+//!   MariaDB's `CHECK_CONSTRAINTS` to recognise its `JSON` alias), each one bulk query over
+//!   every tenant database, filtered on the contracted tables and columns (DESIGN D3).
+//! * Types: `MySqlTypeInfo` has no public constructor, so each distinct live type key is
+//!   resolved by preparing `SELECT <columns> FROM <db>.<table>` on the first table that
+//!   has it: a fleet of identical tenants costs one prepare per distinct definition.
+//! * Fit: sqlx's `compatible()` (DESIGN D1) plus the value-dependent hazards it does not
+//!   see: integer width, JSON text in a non-JSON column, UUID byte length.
+
+mod parse;
+mod query;
+mod row;
+
+use contract_core::{Dialect, LiveColumn, LiveTable, TypeFit, rules};
+use sqlx::mysql::MySqlTypeInfo;
+use sqlx::{AssertSqlSafe, Column, Executor, MySql, MySqlPool, SqlSafeStr, Statement};
+
+use crate::backend::{Backend, TypeMap};
+use crate::contracts::ContractSet;
+use crate::error::{Error, Result};
+use crate::type_check::TypeCheck;
+
+impl Backend for MySql {
+    const DIALECT: Dialect = Dialect::MySql;
+
+    async fn introspect(
+        pool: &MySqlPool,
+        schemas: &[String],
+        contracts: &ContractSet<Self>,
+    ) -> Result<Vec<LiveTable>> {
+        let (tables, columns) = (contracts.table_names(), contracts.column_names());
+        if schemas.is_empty() || tables.is_empty() {
+            return Ok(Vec::new());
+        }
+        let context = "introspecting tenant databases";
+        let sql = query::columns(schemas.len(), tables.len(), columns.len());
+        let mut rows = sqlx::query_as::<_, row::ColumnRow>(AssertSqlSafe(sql));
+        for value in columns.iter().chain(schemas).chain(&tables) {
+            rows = rows.bind(value);
+        }
+        let rows = rows
+            .fetch_all(pool)
+            .await
+            .map_err(Error::db(context, None))?;
+
+        let mut keys = sqlx::query_as::<_, row::KeyRow>(AssertSqlSafe(query::keys(
+            schemas.len(),
+            tables.len(),
+        )));
+        for value in schemas.iter().chain(&tables) {
+            keys = keys.bind(value);
+        }
+        let keys = keys
+            .fetch_all(pool)
+            .await
+            .map_err(Error::db(context, None))?;
+
+        let mut json = sqlx::query_as::<_, row::JsonCheckRow>(AssertSqlSafe(query::json_checks(
+            schemas.len(),
+            tables.len(),
+        )));
+        for value in schemas.iter().chain(&tables) {
+            json = json.bind(value);
+        }
+        // MySQL proper has a native JSON type and a different CHECK_CONSTRAINTS view.
+        let json = json.fetch_all(pool).await.unwrap_or_default();
+        Ok(parse::tables(rows, keys, &json))
+    }
+
+    async fn resolve_types(pool: &MySqlPool, tables: &[LiveTable]) -> Result<TypeMap<Self>> {
+        let mut types = TypeMap::<Self>::new();
+        for table in tables {
+            let mut wanted: Vec<&LiveColumn> = Vec::new();
+            for column in &table.columns {
+                if !types.contains_key(&column.type_key)
+                    && !wanted.iter().any(|w| w.type_key == column.type_key)
+                {
+                    wanted.push(column);
+                }
+            }
+            if wanted.is_empty() {
+                continue;
+            }
+            match prepare(pool, table, &wanted).await {
+                Ok(resolved) => types.extend(resolved),
+                // Another tenant with the same definition may still resolve these keys; a
+                // key nobody resolves is reported as a type mismatch with its live type.
+                Err(error) => tracing::warn!(
+                    database = %table.schema, table = %table.name, error = %crate::fleet::error_chain(&error),
+                    "cannot prepare a statement over the table to resolve its column types"
+                ),
+            }
+        }
+        Ok(types)
+    }
+
+    fn fit(check: &TypeCheck<Self>, live: &LiveColumn, types: &TypeMap<Self>) -> TypeFit {
+        let expected_sql_type = check.expected_sql_type();
+        let compatible = types
+            .get(&live.type_key)
+            .is_some_and(|ti| check.is_compatible(ti));
+        let risk = if compatible {
+            value_risk(check, &expected_sql_type, live)
+        } else {
+            None
+        };
+        TypeFit {
+            compatible,
+            expected_sql_type,
+            risk,
+        }
+    }
+
+    async fn schemas_like(pool: &MySqlPool, pattern: &str) -> Result<Vec<String>> {
+        sqlx::query_scalar(query::SCHEMAS_LIKE)
+            .bind(pattern)
+            .fetch_all(pool)
+            .await
+            .map_err(Error::db("listing tenant databases", None))
+    }
+
+    async fn registry_names(pool: &MySqlPool, sql: &'static str) -> Result<Vec<String>> {
+        sqlx::query_scalar(sql)
+            .fetch_all(pool)
+            .await
+            .map_err(Error::db("running the tenant registry query", None))
+    }
+}
+
+/// Prepares `SELECT <wanted> FROM <db>.<table>`: the columns' type infos, exactly as
+/// decoding sees them.
+async fn prepare(
+    pool: &MySqlPool,
+    table: &LiveTable,
+    wanted: &[&LiveColumn],
+) -> Result<Vec<(String, MySqlTypeInfo)>> {
+    let dialect = Dialect::MySql;
+    let columns = wanted
+        .iter()
+        .map(|c| dialect.quote(&c.name))
+        .collect::<Result<Vec<_>, _>>()?;
+    let sql = format!(
+        "SELECT {} FROM {}",
+        columns.join(", "),
+        dialect.quote_qualified(Some(&table.schema), &table.name)?
+    );
+    let statement = pool
+        .prepare(AssertSqlSafe(sql).into_sql_str())
+        .await
+        .map_err(Error::db(
+            "resolving live column types",
+            Some(&table.schema),
+        ))?;
+    Ok(wanted
+        .iter()
+        .zip(statement.columns())
+        .map(|(c, col)| (c.type_key.clone(), col.type_info().clone()))
+        .collect())
+}
+
+/// Hazards `compatible()` accepts but some values fail to decode.
+fn value_risk(
+    check: &TypeCheck<MySql>,
+    expected_sql_type: &str,
+    live: &LiveColumn,
+) -> Option<String> {
+    if let Some(risk) = rules::mysql_width_risk(expected_sql_type, &live.data_type) {
+        return Some(risk);
+    }
+    let live_type = &live.data_type;
+    match rules::rust_type_name(check.rust_type()) {
+        "Json" | "Value" | "JsonValue" | "RawValue" if live_type != "json" => Some(format!(
+            "{live_type} (values that are not valid JSON fail to decode)"
+        )),
+        "Uuid" if live_type != "binary(16)" => Some(format!(
+            "{live_type} (values that are not exactly 16 bytes fail to decode)"
+        )),
+        "Hyphenated" | "Simple" => Some(format!(
+            "{live_type} (text that is not a UUID fails to decode)"
+        )),
+        _ => None,
+    }
+}

@@ -1,5 +1,6 @@
 //! PostgreSQL: one schema per tenant.
 
+mod apply;
 mod parse;
 mod query;
 mod row;
@@ -9,6 +10,8 @@ use std::collections::BTreeSet;
 use contract_core::{Dialect, LiveColumn, LiveTable, TypeFit};
 use sqlx::{AssertSqlSafe, Column, Executor, PgPool, Postgres, SqlSafeStr, Statement};
 
+use crate::apply::ApplyJob;
+use crate::audit::{AuditConfig, AuditRecord};
 use crate::backend::{Backend, TypeMap};
 use crate::contracts::ContractSet;
 use crate::error::{Error, Result};
@@ -17,19 +20,22 @@ use crate::type_check::TypeCheck;
 impl Backend for Postgres {
     const DIALECT: Dialect = Dialect::Postgres;
 
-    async fn introspect(pool: &PgPool, schemas: &[String], contracts: &ContractSet<Self>) -> Result<Vec<LiveTable>> {
-        let rows: Vec<row::ColumnRow> = sqlx::query_as(query::COLUMNS)
-            .bind(contracts.table_names())
-            .bind(schemas)
-            .bind(contracts.column_names())
-            .fetch_all(pool)
+    async fn introspect(
+        pool: &PgPool,
+        schemas: &[String],
+        contracts: &ContractSet<Self>,
+    ) -> Result<Vec<LiveTable>> {
+        introspect_on(pool, schemas, contracts)
             .await
-            .map_err(Error::db("introspecting tenant schemas", None))?;
-        Ok(parse::tables(rows))
+            .map_err(Error::db("introspecting tenant schemas", None))
     }
 
     async fn resolve_types(pool: &PgPool, tables: &[LiveTable]) -> Result<TypeMap<Self>> {
-        let keys: BTreeSet<&str> = tables.iter().flat_map(|t| &t.columns).map(|c| c.type_key.as_str()).collect();
+        let keys: BTreeSet<&str> = tables
+            .iter()
+            .flat_map(|t| &t.columns)
+            .map(|c| c.type_key.as_str())
+            .collect();
         let keys: Vec<&str> = keys.into_iter().collect();
         let mut types = TypeMap::<Self>::new();
         if keys.is_empty() {
@@ -54,8 +60,14 @@ impl Backend for Postgres {
 
     fn fit(check: &TypeCheck<Self>, live: &LiveColumn, types: &TypeMap<Self>) -> TypeFit {
         let expected_sql_type = check.expected_sql_type();
-        let compatible = types.get(&live.type_key).is_some_and(|ti| check.is_compatible(ti));
-        TypeFit { compatible, expected_sql_type, risk: None }
+        let compatible = types
+            .get(&live.type_key)
+            .is_some_and(|ti| check.is_compatible(ti));
+        TypeFit {
+            compatible,
+            expected_sql_type,
+            risk: None,
+        }
     }
 
     async fn schemas_like(pool: &PgPool, pattern: &str) -> Result<Vec<String>> {
@@ -67,16 +79,50 @@ impl Backend for Postgres {
     }
 
     async fn registry_names(pool: &PgPool, sql: &'static str) -> Result<Vec<String>> {
-        sqlx::query_scalar(sql).fetch_all(pool).await.map_err(Error::db("running the tenant registry query", None))
+        sqlx::query_scalar(sql)
+            .fetch_all(pool)
+            .await
+            .map_err(Error::db("running the tenant registry query", None))
+    }
+
+    async fn ensure_audit_table(pool: &PgPool, audit: &AuditConfig, _tenant: &str) -> Result<()> {
+        apply::ensure_audit_table(pool, audit).await
+    }
+
+    async fn apply(pool: &PgPool, job: &ApplyJob<'_, Self>) -> Result<AuditRecord> {
+        apply::apply(pool, job).await
     }
 }
 
+/// The bulk catalog query on any executor (a pool, or the remediation transaction).
+pub(crate) async fn introspect_on<'e>(
+    executor: impl sqlx::Executor<'e, Database = Postgres>,
+    schemas: &[String],
+    contracts: &ContractSet<Postgres>,
+) -> std::result::Result<Vec<LiveTable>, sqlx::Error> {
+    let rows: Vec<row::ColumnRow> = sqlx::query_as(query::COLUMNS)
+        .bind(contracts.table_names())
+        .bind(schemas)
+        .bind(contracts.column_names())
+        .fetch_all(executor)
+        .await?;
+    Ok(parse::tables(rows))
+}
+
 async fn probe(pool: &PgPool, keys: &[&str]) -> Result<Vec<(String, sqlx::postgres::PgTypeInfo)>> {
-    let select: Vec<String> = keys.iter().enumerate().map(|(i, key)| format!("NULL::{key} AS c{i}")).collect();
+    let select: Vec<String> = keys
+        .iter()
+        .enumerate()
+        .map(|(i, key)| format!("NULL::{key} AS c{i}"))
+        .collect();
     let sql = format!("SELECT {}", select.join(", "));
     let statement = pool
         .prepare(AssertSqlSafe(sql).into_sql_str())
         .await
         .map_err(Error::db("resolving live column types", None))?;
-    Ok(keys.iter().zip(statement.columns()).map(|(key, column)| ((*key).to_owned(), column.type_info().clone())).collect())
+    Ok(keys
+        .iter()
+        .zip(statement.columns())
+        .map(|(key, column)| ((*key).to_owned(), column.type_info().clone()))
+        .collect())
 }

@@ -44,4 +44,5 @@ ORDER BY n.nspname, c.relname, a.attnum
 
 /// Schemas whose name is `LIKE $1`.
 // language=SQL
-pub(super) const SCHEMAS_LIKE: &str = "SELECT nspname::text FROM pg_namespace WHERE nspname LIKE $1 ORDER BY nspname";
+pub(super) const SCHEMAS_LIKE: &str =
+    "SELECT nspname::text FROM pg_namespace WHERE nspname LIKE $1 ORDER BY nspname";

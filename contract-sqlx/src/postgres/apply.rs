@@ -1,0 +1,172 @@
+//! Remediation on PostgreSQL: one transaction per tenant, with the audit row inside it.
+
+use std::time::Instant;
+
+use sqlx::{AssertSqlSafe, PgPool, Postgres, SqlSafeStr, Transaction};
+
+use crate::apply::ApplyJob;
+use crate::audit::{AuditConfig, AuditRecord, new_audit_id};
+use crate::error::{Error, Result};
+
+/// SQLSTATE `lock_not_available`: `lock_timeout` fired.
+const LOCK_NOT_AVAILABLE: &str = "55P03";
+
+/// Creates the audit table if missing, under an advisory lock so racing replicas do not
+/// collide on the catalog.
+pub(super) async fn ensure_audit_table(pool: &PgPool, audit: &AuditConfig) -> Result<()> {
+    let table =
+        contract_core::Dialect::Postgres.quote_qualified(Some(&audit.schema), &audit.table)?;
+    // language=SQL
+    let ddl = format!(
+        "CREATE TABLE IF NOT EXISTS {table} (
+            audit_id text PRIMARY KEY,
+            tenant text NOT NULL,
+            plan_hash text NOT NULL,
+            statements jsonb NOT NULL,
+            drift_before jsonb NOT NULL,
+            status text NOT NULL,
+            actor text NOT NULL,
+            attempts int4 NOT NULL,
+            started_at timestamptz NOT NULL,
+            finished_at timestamptz NOT NULL,
+            duration_ms int8 NOT NULL)"
+    );
+    let context = "creating the audit table (grant CREATE on its schema, or create it beforehand)";
+    let mut tx = pool.begin().await.map_err(Error::db(context, None))?;
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtext('contract:audit-table'))")
+        .execute(&mut *tx)
+        .await
+        .map_err(Error::db(context, None))?;
+    sqlx::raw_sql(AssertSqlSafe(ddl))
+        .execute(&mut *tx)
+        .await
+        .map_err(Error::db(context, None))?;
+    tx.commit().await.map_err(Error::db(context, None))
+}
+
+/// Applies with bounded retries on lock timeout.
+pub(super) async fn apply(pool: &PgPool, job: &ApplyJob<'_, Postgres>) -> Result<AuditRecord> {
+    let mut attempt = 1;
+    loop {
+        match apply_once(pool, job, attempt).await {
+            Err(Error::Apply {
+                source,
+                stage,
+                tenant,
+                ..
+            }) if is_lock_timeout(&source) && attempt < job.options.max_attempts => {
+                tracing::warn!(%tenant, %stage, attempt, "lock timeout during remediation; retrying");
+                tokio::time::sleep(job.options.backoff(attempt)).await;
+                attempt += 1;
+            }
+            other => return other,
+        }
+    }
+}
+
+fn is_lock_timeout(error: &sqlx::Error) -> bool {
+    error
+        .as_database_error()
+        .and_then(|e| e.code())
+        .is_some_and(|c| c == LOCK_NOT_AVAILABLE)
+}
+
+async fn apply_once(
+    pool: &PgPool,
+    job: &ApplyJob<'_, Postgres>,
+    attempt: u32,
+) -> Result<AuditRecord> {
+    let tenant = job.tenant.as_str();
+    let fail = |stage: &str| {
+        let stage = stage.to_owned();
+        move |source| Error::Apply {
+            tenant: tenant.to_owned(),
+            attempts: attempt,
+            stage,
+            source,
+        }
+    };
+    let started = Instant::now();
+    let mut tx = pool.begin().await.map_err(fail("begin"))?;
+    set_local(&mut tx, "statement_timeout", job.options.advisory_lock_wait)
+        .await
+        .map_err(fail("set timeouts"))?;
+    // Only one replica remediates a tenant at a time (DESIGN D10).
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtext($1))")
+        .bind(format!("contract:tenant:{tenant}"))
+        .execute(&mut *tx)
+        .await
+        .map_err(fail("advisory lock"))?;
+    // Re-verify under the lock: a plan made on another schema is stale.
+    let mut schemas = vec![tenant.to_owned()];
+    schemas.extend(job.contracts.fixed_schemas());
+    let live = super::introspect_on(&mut *tx, &schemas, job.contracts)
+        .await
+        .map_err(fail("re-introspect under lock"))?;
+    if !job.still_matches(&live) {
+        return Err(Error::StalePlan {
+            tenant: tenant.to_owned(),
+        });
+    }
+    set_local(&mut tx, "lock_timeout", job.options.lock_timeout)
+        .await
+        .map_err(fail("set timeouts"))?;
+    set_local(&mut tx, "statement_timeout", job.options.statement_timeout)
+        .await
+        .map_err(fail("set timeouts"))?;
+    sqlx::query("SELECT set_config('search_path', 'pg_catalog, pg_temp', true), set_config('TimeZone', 'UTC', true)")
+        .execute(&mut *tx)
+        .await
+        .map_err(fail("pin search_path"))?;
+    let statements = job.statements();
+    for statement in &statements {
+        sqlx::raw_sql(AssertSqlSafe(statement.clone()))
+            .execute(&mut *tx)
+            .await
+            .map_err(fail(statement))?;
+    }
+    let audit_id = new_audit_id(tenant);
+    let table = contract_core::Dialect::Postgres
+        .quote_qualified(Some(&job.options.audit.schema), &job.options.audit.table)?;
+    let duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+    // language=SQL
+    let insert = format!(
+        "INSERT INTO {table} (audit_id, tenant, plan_hash, statements, drift_before, status, actor, attempts, started_at, finished_at, duration_ms)
+         VALUES ($1, $2, $3, $4, $5, 'applied', $6, $7, now(), clock_timestamp(), $8)"
+    );
+    sqlx::query(AssertSqlSafe(insert).into_sql_str())
+        .bind(&audit_id)
+        .bind(tenant)
+        .bind(&job.plan.hash)
+        .bind(sqlx::types::Json(&statements))
+        .bind(sqlx::types::Json(&job.drift_before))
+        .bind(&job.options.audit.actor)
+        .bind(i32::try_from(attempt).unwrap_or(i32::MAX))
+        .bind(i64::try_from(duration_ms).unwrap_or(i64::MAX))
+        .execute(&mut *tx)
+        .await
+        .map_err(fail("audit row"))?;
+    tx.commit().await.map_err(fail("commit"))?;
+    Ok(AuditRecord {
+        audit_id,
+        tenant: tenant.to_owned(),
+        plan_hash: job.plan.hash.clone(),
+        statements,
+        status: "applied".into(),
+        attempts: attempt,
+        duration_ms,
+    })
+}
+
+async fn set_local(
+    tx: &mut Transaction<'_, Postgres>,
+    name: &str,
+    value: std::time::Duration,
+) -> sqlx::Result<()> {
+    sqlx::query("SELECT set_config($1, $2, true)")
+        .bind(name)
+        .bind(format!("{}ms", value.as_millis()))
+        .execute(&mut **tx)
+        .await
+        .map(|_| ())
+}

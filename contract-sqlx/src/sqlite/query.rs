@@ -1,0 +1,82 @@
+//! Catalog SQL for SQLite: the table-valued pragma functions, one round trip per pool
+//! covering `main` and every attached database (DESIGN D3).
+//!
+//! SQLite has no array parameters, so the `IN (...)` lists are built with one `?`
+//! placeholder per value and every value is bound.
+
+/// One row per contracted column of each contracted table in every database of the
+/// connection (`main` and attached ones), plus one row with NULL column fields for a table
+/// that has none of the contracted columns. `pk_json` is the whole primary key, in key
+/// order, as a JSON array.
+///
+/// Binds: column names (contracted and `renamed_from`), then table names.
+///
+/// Docs: <https://sqlite.org/pragma.html#pragma_table_xinfo>,
+/// <https://sqlite.org/pragma.html#pragfunc>
+pub(super) fn columns(columns: usize, tables: usize) -> String {
+    // language=SQL
+    format!(
+        r#"
+SELECT t.schema            AS schema_name,
+       t.name              AS table_name,
+       c.name              AS column_name,
+       c.type              AS declared_type,
+       c."notnull"         AS not_null,
+       c.dflt_value        AS default_expr,
+       (SELECT json_group_array(k.name)
+          FROM (SELECT name FROM pragma_table_xinfo(t.name, t.schema) WHERE pk > 0 ORDER BY pk) k
+       )                   AS pk_json
+FROM pragma_table_list t
+LEFT JOIN pragma_table_xinfo(t.name, t.schema) c ON c.name IN ({})
+WHERE t.name IN ({}) AND t.type IN ('table', 'view') AND t.schema <> 'temp'
+ORDER BY t.schema, t.name, c.cid"#,
+        placeholders(columns),
+        placeholders(tables),
+    )
+}
+
+/// Foreign keys of the contracted tables, one row per column of each key.
+///
+/// Binds: table names.
+///
+/// Docs: <https://sqlite.org/pragma.html#pragma_foreign_key_list>
+pub(super) fn foreign_keys(tables: usize) -> String {
+    // language=SQL
+    format!(
+        r#"
+SELECT t.schema  AS schema_name,
+       t.name    AS table_name,
+       f.id      AS fk_id,
+       f."from"  AS column_name,
+       f."table" AS ref_table,
+       f."to"    AS ref_column
+FROM pragma_table_list t
+JOIN pragma_foreign_key_list(t.name, t.schema) f
+WHERE t.name IN ({}) AND t.type = 'table' AND t.schema <> 'temp'
+ORDER BY t.schema, t.name, f.id, f.seq"#,
+        placeholders(tables),
+    )
+}
+
+/// Attached databases (not `main` or `temp`) whose name is `LIKE ?`.
+///
+/// Docs: <https://sqlite.org/pragma.html#pragma_database_list>
+// language=SQL
+pub(super) const ATTACHED_LIKE: &str = "SELECT name FROM pragma_database_list WHERE name NOT IN ('main', 'temp') AND name LIKE ? ORDER BY name";
+
+/// Every database name of the connection.
+// language=SQL
+pub(super) const DATABASES: &str = "SELECT name FROM pragma_database_list";
+
+/// One value of each storage class: their runtime type infos are what decoding checks.
+// language=SQL
+pub(super) const STORAGE_CLASSES: &str = "SELECT 1, 1.5, 'a', x'00', NULL";
+
+/// `?, ?, ?` (`n` ≥ 1), or `NULL` for an empty list so `IN (NULL)` matches nothing.
+fn placeholders(n: usize) -> String {
+    if n == 0 {
+        "NULL".to_owned()
+    } else {
+        vec!["?"; n].join(", ")
+    }
+}

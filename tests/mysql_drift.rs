@@ -1,0 +1,197 @@
+//! MySQL/MariaDB fleet drift: one database per tenant, drift injected in two tenants, the
+//! guard reports exactly the injected findings; hostile database names are rejected
+//! before any SQL is built from them.
+
+use contract_sqlx::{
+    Contract, ContractSet, DriftKind, Error, FleetReport, Severity, TenantDirectory, Tenants,
+    Verdict, check_fleet,
+};
+
+#[path = "support/mod.rs"]
+mod support;
+
+#[derive(Debug, sqlx::FromRow, Contract)]
+#[contract(table = "events")]
+#[allow(dead_code)]
+struct Event {
+    #[contract(primary_key)]
+    id: i64,
+    user_id: i32,
+    kind: String,
+    payload: Option<sqlx::types::Json<serde_json::Value>>,
+    created_at: chrono::DateTime<chrono::Utc>,
+}
+
+const HEALTHY: &str = "CREATE TABLE events (id BIGINT PRIMARY KEY, user_id INT NOT NULL, kind VARCHAR(32) NOT NULL, \
+                       payload JSON, created_at DATETIME NOT NULL, extra TEXT)";
+
+async fn exec(pool: &sqlx::MySqlPool, sql: String) {
+    sqlx::raw_sql(sqlx::AssertSqlSafe(sql.clone()))
+        .execute(pool)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+}
+
+fn findings(report: &FleetReport, tenant: &str) -> Vec<(Option<String>, DriftKind, Severity)> {
+    let t = report
+        .tenants
+        .iter()
+        .find(|t| t.tenant == tenant)
+        .unwrap_or_else(|| panic!("no report for {tenant}"));
+    t.findings
+        .iter()
+        .map(|f| (f.column.clone(), f.kind, f.severity))
+        .collect()
+}
+
+#[tokio::test]
+async fn mysql_fleet_reports_exactly_the_injected_drift() {
+    let pool = support::mysql_pool().await;
+    let prefix = support::unique_name("ct_my");
+    let names: Vec<String> = (1..=5).map(|i| format!("{prefix}_t{i}")).collect();
+    for (i, name) in names.iter().enumerate() {
+        exec(&pool, format!("CREATE DATABASE `{name}`")).await;
+        let ddl = match i + 1 {
+            // Missing column, and an incompatible type (VARBINARY where String is read).
+            2 => {
+                "CREATE TABLE events (id BIGINT PRIMARY KEY, user_id INT NOT NULL, kind VARBINARY(32) NOT NULL, \
+                  payload JSON)"
+            }
+            // Integer width: the i32 field on a BIGINT column.
+            4 => {
+                "CREATE TABLE events (id BIGINT PRIMARY KEY, user_id BIGINT NOT NULL, kind VARCHAR(32) NOT NULL, \
+                  payload JSON, created_at DATETIME NOT NULL)"
+            }
+            _ => HEALTHY,
+        };
+        exec(
+            &pool,
+            format!(
+                "CREATE TABLE `{name}`.{}",
+                ddl.trim_start_matches("CREATE TABLE ")
+            ),
+        )
+        .await;
+    }
+    // A table with none of the contracted columns is drift per column, not a missing table.
+    let result = async {
+        let directory = TenantDirectory::new().discover(&pool, &Tenants::schemas_like(format!("{prefix}\\_t%"))).await?;
+        assert_eq!(directory.tenants().len(), 5);
+        let contracts = ContractSet::<sqlx::MySql>::new().with::<Event>();
+        let report = check_fleet(&directory, &contracts).await?;
+        println!("{}", serde_json::to_string_pretty(&report).unwrap());
+        for tenant in [&names[0], &names[2], &names[4]] {
+            assert_eq!(findings(&report, tenant), [], "{tenant} should be compliant");
+            let verdict = &report.tenants.iter().find(|t| &t.tenant == tenant).unwrap().verdict;
+            assert!(matches!(verdict, Verdict::Compliant), "{tenant}: {verdict:?}");
+        }
+        assert_eq!(
+            findings(&report, &names[1]),
+            [
+                (Some("kind".into()), DriftKind::TypeMismatch, Severity::Breaks),
+                (Some("created_at".into()), DriftKind::MissingColumn, Severity::Breaks),
+            ]
+        );
+        assert_eq!(findings(&report, &names[3]), [(Some("user_id".into()), DriftKind::Width, Severity::AtRisk)]);
+
+        // The decode agrees: tenant 2 breaks on `kind`, tenant 4 on a wide value only.
+        exec(&pool, format!("INSERT INTO `{}`.events (id, user_id, kind) VALUES (1, 1, 'click')", names[1])).await;
+        let read = sqlx::query_as::<_, (String,)>(sqlx::AssertSqlSafe(format!("SELECT kind FROM `{}`.events", names[1])))
+            .fetch_all(&pool)
+            .await;
+        assert!(read.is_err(), "{read:?}");
+        exec(
+            &pool,
+            format!("INSERT INTO `{}`.events (id, user_id, kind, created_at) VALUES (1, 9999999999, 'a', NOW())", names[3]),
+        )
+        .await;
+        let read = sqlx::query_as::<_, (i32,)>(sqlx::AssertSqlSafe(format!("SELECT user_id FROM `{}`.events", names[3])))
+            .fetch_all(&pool)
+            .await;
+        assert!(read.is_err(), "{read:?}");
+        Ok::<_, Error>(())
+    }
+    .await;
+    for name in &names {
+        exec(&pool, format!("DROP DATABASE IF EXISTS `{name}`")).await;
+    }
+    result.expect("fleet check");
+}
+
+#[tokio::test]
+async fn mysql_table_without_contracted_columns_is_not_missing() {
+    let pool = support::mysql_pool().await;
+    let name = support::unique_name("ct_my_empty");
+    exec(&pool, format!("CREATE DATABASE `{name}`")).await;
+    exec(&pool, format!("CREATE TABLE `{name}`.events (other INT)")).await;
+    let directory = TenantDirectory::new()
+        .discover(&pool, &Tenants::list([name.as_str()]))
+        .await;
+    let report = match directory {
+        Ok(directory) => {
+            check_fleet(
+                &directory,
+                &ContractSet::<sqlx::MySql>::new().with::<Event>(),
+            )
+            .await
+        }
+        Err(e) => Err(e),
+    };
+    exec(&pool, format!("DROP DATABASE IF EXISTS `{name}`")).await;
+    let report = report.expect("check");
+    let kinds: Vec<DriftKind> = report.tenants[0].findings.iter().map(|f| f.kind).collect();
+    assert!(!kinds.contains(&DriftKind::MissingTable), "{kinds:?}");
+    assert_eq!(
+        kinds
+            .iter()
+            .filter(|k| **k == DriftKind::MissingColumn)
+            .count(),
+        5,
+        "{kinds:?}"
+    );
+}
+
+#[tokio::test]
+async fn mysql_hostile_database_names_are_rejected_without_sql() {
+    let pool = support::mysql_pool().await;
+    // An explicit list with a hostile name fails as a whole, before any query.
+    let error = TenantDirectory::new()
+        .discover(
+            &pool,
+            &Tenants::list(["tenant_1", "x`; DROP DATABASE test; --"]),
+        )
+        .await
+        .expect_err("hostile name");
+    assert!(matches!(error, Error::Ident(_)), "{error}");
+
+    // A discovered hostile name is recorded as rejected and reported, never queried.
+    let prefix = support::unique_name("ct_my_hostile");
+    let hostile = format!("{prefix}_x`; DROP TABLE t; --");
+    let good = format!("{prefix}_ok");
+    exec(
+        &pool,
+        format!("CREATE DATABASE `{}`", hostile.replace('`', "``")),
+    )
+    .await;
+    exec(&pool, format!("CREATE DATABASE `{good}`")).await;
+    let directory = TenantDirectory::new()
+        .discover(&pool, &Tenants::schemas_like(format!("{prefix}%")))
+        .await;
+    exec(
+        &pool,
+        format!("DROP DATABASE IF EXISTS `{}`", hostile.replace('`', "``")),
+    )
+    .await;
+    exec(&pool, format!("DROP DATABASE IF EXISTS `{good}`")).await;
+    let directory = directory.expect("discover");
+    assert_eq!(
+        directory
+            .tenants()
+            .iter()
+            .map(|t| t.as_str())
+            .collect::<Vec<_>>(),
+        [good.as_str()]
+    );
+    assert_eq!(directory.rejected().len(), 1);
+    assert!(directory.rejected()[0].0.contains("DROP TABLE"));
+}

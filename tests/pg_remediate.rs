@@ -1,0 +1,332 @@
+//! Remediation on PostgreSQL: the seed scenario end to end, racing replicas, a backend
+//! killed mid-transaction, and the statement cache after DDL.
+
+#[path = "support/mod.rs"]
+mod support;
+
+use std::time::Duration;
+
+use contract_sqlx::plan::{Hazard, Remediation};
+use contract_sqlx::{
+    ApplyOptions, Contract, ContractSet, SchemaEpoch, TenantDirectory, Tenants, remediate,
+};
+use sqlx::{PgPool, Postgres};
+use support::PgScratch;
+
+#[derive(Debug, sqlx::FromRow, Contract)]
+#[contract(table = "events")]
+#[allow(dead_code)]
+struct Event {
+    #[contract(primary_key)]
+    id: i64,
+    user_id: i64,
+    event_data: serde_json::Value,
+    #[contract(default = "'{}'")]
+    event_metadata: Option<serde_json::Value>,
+}
+
+async fn seed(pool: &PgPool, tenants: usize, drop_metadata_in: &[usize], int4_user_in: &[usize]) {
+    let mut ddl = String::new();
+    for i in 1..=tenants {
+        ddl.push_str(&format!(
+            "CREATE SCHEMA tenant_{i}; CREATE TABLE tenant_{i}.events (id int8 PRIMARY KEY, user_id int8 NOT NULL, \
+             event_data jsonb NOT NULL, event_metadata jsonb); INSERT INTO tenant_{i}.events VALUES (1, 7, '{{}}', NULL);"
+        ));
+    }
+    for i in drop_metadata_in {
+        ddl.push_str(&format!(
+            "ALTER TABLE tenant_{i}.events DROP COLUMN event_metadata;"
+        ));
+    }
+    for i in int4_user_in {
+        ddl.push_str(&format!(
+            "ALTER TABLE tenant_{i}.events ALTER COLUMN user_id TYPE int4;"
+        ));
+    }
+    sqlx::raw_sql(sqlx::AssertSqlSafe(ddl))
+        .execute(pool)
+        .await
+        .expect("seed");
+}
+
+async fn directory(pool: &PgPool) -> TenantDirectory<Postgres> {
+    TenantDirectory::new()
+        .discover(pool, &Tenants::schemas_like("tenant_%"))
+        .await
+        .expect("discover")
+}
+
+async fn audit_rows(pool: &PgPool) -> Vec<(String, String, String)> {
+    sqlx::query_as("SELECT tenant, plan_hash, status FROM public.contract_audit ORDER BY tenant")
+        .fetch_all(pool)
+        .await
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn seed_scenario_safe_only_then_approved_plan() {
+    let scratch = PgScratch::create("contract_remediate").await;
+    seed(&scratch.pool, 47, &[42], &[19]).await;
+    let contracts = ContractSet::<Postgres>::new().with::<Event>();
+    let dir = directory(&scratch.pool).await;
+    let options = ApplyOptions::default();
+
+    let safe = remediate(&dir, &contracts, &Remediation::SafeOnly, &options, None)
+        .await
+        .expect("safe-only");
+    assert_eq!(safe.audits.len(), 1);
+    assert_eq!(safe.audits[0].tenant, "tenant_42");
+    assert_eq!(
+        safe.audits[0].statements,
+        [r#"ALTER TABLE "tenant_42"."events" ADD COLUMN "event_metadata" jsonb DEFAULT '{}'"#]
+    );
+    let waiting = safe
+        .awaiting_approval
+        .get("tenant_19")
+        .expect("tenant_19 waits");
+    assert_eq!(
+        waiting.hazards(),
+        [Hazard::TableRewrite, Hazard::AccessExclusiveLock]
+    );
+    assert_eq!(safe.after.tenants_with("compliant").count(), 46);
+    let user_type: String = sqlx::query_scalar(
+        "SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = 'tenant_19.events'::regclass AND attname = 'user_id'",
+    )
+    .fetch_one(&scratch.pool)
+    .await
+    .expect("type");
+    assert_eq!(user_type, "integer", "tenant_19 must be untouched");
+    let log: serde_json::Value =
+        serde_json::from_str(&safe.log.to_json_pretty()).expect("log json");
+    assert_eq!(log["task"], "remediate");
+    assert_eq!(log["steps"][3]["awaiting_approval"][0], "tenant_19");
+    assert!(
+        log["outcome"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("46 of 47 tenants compliant; tenant_19 paused awaiting approval of plan")
+    );
+
+    // A stale or foreign hash applies nothing unsafe.
+    let other = remediate(
+        &dir,
+        &contracts,
+        &Remediation::Approved("0".repeat(64)),
+        &options,
+        None,
+    )
+    .await
+    .expect("run");
+    assert!(other.audits.is_empty());
+
+    let approved = remediate(
+        &dir,
+        &contracts,
+        &Remediation::Approved(waiting.hash.clone()),
+        &options,
+        None,
+    )
+    .await
+    .expect("approved");
+    assert_eq!(approved.audits.len(), 1);
+    assert_eq!(
+        approved.audits[0].statements[0],
+        r#"ALTER TABLE "tenant_19"."events" ALTER COLUMN "user_id" TYPE int8 USING "user_id"::int8"#
+    );
+    assert!(approved.after.is_clean(), "{}", approved.after);
+    assert!(approved.awaiting_approval.is_empty());
+    let rows = audit_rows(&scratch.pool).await;
+    assert_eq!(rows.len(), 2);
+    assert_eq!(
+        (rows[0].0.as_str(), rows[0].1.as_str(), rows[0].2.as_str()),
+        ("tenant_19", waiting.hash.as_str(), "applied")
+    );
+    assert_eq!(rows[1].0, "tenant_42");
+    scratch.drop_db().await;
+}
+
+#[tokio::test]
+async fn eight_racing_guards_remediate_each_tenant_exactly_once() {
+    let scratch = PgScratch::create("contract_race").await;
+    let drifted: Vec<usize> = (1..=12).collect();
+    seed(&scratch.pool, 16, &drifted, &[]).await;
+    let contracts = ContractSet::<Postgres>::new().with::<Event>();
+    let mut runs = tokio::task::JoinSet::new();
+    for _ in 0..8 {
+        // Each replica has its own pool, like a separate process.
+        let pool = sqlx::postgres::PgPoolOptions::new()
+            .max_connections(2)
+            .connect(&scratch.url)
+            .await
+            .expect("pool");
+        let contracts = contracts.clone();
+        runs.spawn(async move {
+            let dir = directory(&pool).await;
+            remediate(
+                &dir,
+                &contracts,
+                &Remediation::SafeOnly,
+                &ApplyOptions::default(),
+                None,
+            )
+            .await
+        });
+    }
+    let mut total_audits = 0;
+    while let Some(run) = runs.join_next().await {
+        let run = run.expect("task").expect("remediate");
+        assert!(run.failed.is_empty(), "{:?}", run.failed);
+        assert!(run.after.is_clean(), "{}", run.after);
+        total_audits += run.audits.len();
+    }
+    let rows = audit_rows(&scratch.pool).await;
+    assert_eq!(rows.len(), 12, "{rows:?}");
+    assert_eq!(total_audits, 12);
+    let mut tenants: Vec<&str> = rows.iter().map(|r| r.0.as_str()).collect();
+    tenants.dedup();
+    assert_eq!(tenants.len(), 12, "one audit row per tenant");
+    scratch.drop_db().await;
+}
+
+#[tokio::test]
+async fn killed_backend_mid_transaction_leaves_tenant_unchanged_and_next_run_succeeds() {
+    let scratch = PgScratch::create("contract_kill").await;
+    seed(&scratch.pool, 2, &[1], &[]).await;
+    let contracts = ContractSet::<Postgres>::new().with::<Event>();
+    let dir = directory(&scratch.pool).await;
+    // Audit table first, so the blocked statement is the remediation DDL itself.
+    let mut blocker = scratch.pool.begin().await.expect("begin");
+    sqlx::query("LOCK TABLE tenant_1.events IN ACCESS SHARE MODE")
+        .execute(&mut *blocker)
+        .await
+        .expect("lock");
+    let options = ApplyOptions {
+        lock_timeout: Duration::from_secs(60),
+        ..ApplyOptions::default()
+    };
+    let run = {
+        let (dir, contracts, options) = (dir.clone(), contracts.clone(), options.clone());
+        tokio::spawn(async move {
+            remediate(&dir, &contracts, &Remediation::SafeOnly, &options, None).await
+        })
+    };
+    // Find the remediation backend waiting on the lock and kill it.
+    let mut killed = false;
+    for _ in 0..200 {
+        let pid: Option<i32> = sqlx::query_scalar(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock' \
+             AND query LIKE 'ALTER TABLE \"tenant_1\"%'",
+        )
+        .fetch_optional(&scratch.pool)
+        .await
+        .expect("activity");
+        if let Some(pid) = pid {
+            sqlx::query("SELECT pg_terminate_backend($1)")
+                .bind(pid)
+                .execute(&scratch.pool)
+                .await
+                .expect("kill");
+            killed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(killed, "the remediation never reached its DDL");
+    let run = run.await.expect("task").expect("remediate");
+    assert_eq!(run.failed.len(), 1, "{:?}", run.failed);
+    assert!(
+        run.failed[0].error.contains("rolled back"),
+        "{}",
+        run.failed[0].error
+    );
+    blocker.rollback().await.expect("release");
+    let has_column: bool = sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = 'tenant_1.events'::regclass AND attname = 'event_metadata' AND NOT attisdropped)",
+    )
+    .fetch_one(&scratch.pool)
+    .await
+    .expect("check");
+    assert!(!has_column, "no partial change");
+    assert!(audit_rows(&scratch.pool).await.is_empty(), "no audit row");
+
+    let retry = remediate(
+        &dir,
+        &contracts,
+        &Remediation::SafeOnly,
+        &ApplyOptions::default(),
+        None,
+    )
+    .await
+    .expect("retry");
+    assert_eq!(retry.audits.len(), 1);
+    assert!(retry.after.is_clean());
+    scratch.drop_db().await;
+}
+
+async fn read_all(pool: &PgPool) -> Result<usize, String> {
+    // A persistent (cached, named) prepared statement, like a consumer's hot query.
+    sqlx::query("SELECT * FROM tenant_1.events")
+        .fetch_all(pool)
+        .await
+        .map(|rows| rows.len())
+        .map_err(|e| e.to_string())
+}
+
+#[tokio::test]
+async fn consumer_pool_with_epoch_hook_survives_remediation_ddl() {
+    let scratch = PgScratch::create("contract_epoch").await;
+    seed(&scratch.pool, 1, &[], &[1]).await;
+    let contracts = ContractSet::<Postgres>::new().with::<Event>();
+    let dir = directory(&scratch.pool).await;
+    let epoch = SchemaEpoch::new();
+    let guarded = epoch
+        .install(sqlx::postgres::PgPoolOptions::new().max_connections(1))
+        .connect(&scratch.url)
+        .await
+        .expect("pool");
+    let unguarded = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .connect(&scratch.url)
+        .await
+        .expect("pool");
+    assert_eq!(read_all(&guarded).await, Ok(1));
+    assert_eq!(read_all(&unguarded).await, Ok(1));
+
+    let plan = remediate(
+        &dir,
+        &contracts,
+        &Remediation::DryRun,
+        &ApplyOptions::default(),
+        None,
+    )
+    .await
+    .expect("dry run");
+    let hash = plan.awaiting_approval["tenant_1"].hash.clone();
+    let run = remediate(
+        &dir,
+        &contracts,
+        &Remediation::Approved(hash),
+        &ApplyOptions::default(),
+        Some(&epoch),
+    )
+    .await
+    .expect("approved");
+    assert_eq!(run.audits.len(), 1);
+    assert_eq!(epoch.current(), 1);
+
+    // Without the hook the stale cached statement fails (the hazard is real)...
+    let stale = read_all(&unguarded).await;
+    assert!(
+        stale
+            .as_ref()
+            .is_err_and(|e| e.contains("cached plan must not change result type")),
+        "{stale:?}"
+    );
+    // ...with it, the consumer never sees that error.
+    for _ in 0..3 {
+        assert_eq!(read_all(&guarded).await, Ok(1));
+    }
+    guarded.close().await;
+    unguarded.close().await;
+    scratch.drop_db().await;
+}

@@ -1,0 +1,189 @@
+//! SQLite fleet drift: one database file per tenant, drift injected in two tenants, the
+//! guard reports exactly the injected findings; hostile file names are never opened.
+
+use std::path::{Path, PathBuf};
+
+use contract_sqlx::{
+    Contract, ContractSet, DriftKind, FleetReport, Severity, Verdict, check_fleet,
+    sqlite_tenant_files,
+};
+use sqlx::sqlite::SqliteConnectOptions;
+use sqlx::{ConnectOptions, Connection};
+
+#[path = "support/mod.rs"]
+mod support;
+
+#[derive(Debug, sqlx::FromRow, Contract)]
+#[contract(table = "events")]
+#[allow(dead_code)]
+struct Event {
+    #[contract(primary_key)]
+    id: i64,
+    user_id: i64,
+    kind: String,
+    score: f64,
+    payload: Option<sqlx::types::Json<serde_json::Value>>,
+}
+
+const HEALTHY: &str = "CREATE TABLE events (id INTEGER PRIMARY KEY, user_id BIGINT NOT NULL, kind TEXT NOT NULL, \
+                       score REAL NOT NULL, payload JSON, extra BLOB)";
+
+/// A scratch directory removed on drop.
+struct Scratch(PathBuf);
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+async fn create_tenant(dir: &Path, file: &str, ddl: &str) {
+    let options = SqliteConnectOptions::new()
+        .filename(dir.join(file))
+        .create_if_missing(true);
+    let mut conn = options
+        .connect()
+        .await
+        .unwrap_or_else(|e| panic!("create {file}: {e}"));
+    sqlx::raw_sql(sqlx::AssertSqlSafe(ddl.to_owned()))
+        .execute(&mut conn)
+        .await
+        .unwrap_or_else(|e| panic!("{ddl}: {e}"));
+    conn.close().await.unwrap();
+}
+
+fn findings(report: &FleetReport, tenant: &str) -> Vec<(Option<String>, DriftKind, Severity)> {
+    let t = report
+        .tenants
+        .iter()
+        .find(|t| t.tenant == tenant)
+        .unwrap_or_else(|| panic!("no report for {tenant}"));
+    t.findings
+        .iter()
+        .map(|f| (f.column.clone(), f.kind, f.severity))
+        .collect()
+}
+
+#[tokio::test]
+async fn sqlite_fleet_reports_exactly_the_injected_drift() {
+    let scratch = Scratch(std::env::temp_dir().join(support::unique_name("contract_sqlite_drift")));
+    std::fs::create_dir_all(&scratch.0).unwrap();
+    for i in 1..=5 {
+        let ddl = match i {
+            // Missing column and an incompatible type (TEXT where f64 is read).
+            2 => {
+                "CREATE TABLE events (id INTEGER PRIMARY KEY, user_id BIGINT NOT NULL, score TEXT NOT NULL, payload JSON)"
+            }
+            // A nullable column read into a non-Option field (NULL decodes silently as 0).
+            4 => {
+                "CREATE TABLE events (id INTEGER PRIMARY KEY, user_id BIGINT, kind TEXT NOT NULL, score REAL NOT NULL, payload JSON)"
+            }
+            _ => HEALTHY,
+        };
+        create_tenant(&scratch.0, &format!("tenant_{i}.db"), ddl).await;
+    }
+    // Hostile and invalid file stems: never opened, reported as rejected.
+    std::fs::write(scratch.0.join("x'; DROP TABLE events; --.db"), b"").unwrap();
+    std::fs::write(scratch.0.join("9lives.sqlite"), b"").unwrap();
+    std::fs::write(scratch.0.join("notes.txt"), b"not a database").unwrap();
+
+    let directory = sqlite_tenant_files(&scratch.0)
+        .await
+        .expect("tenant directory");
+    assert_eq!(directory.tenants().len(), 5);
+    let mut rejected: Vec<&str> = directory
+        .rejected()
+        .iter()
+        .map(|(name, _)| name.as_str())
+        .collect();
+    rejected.sort_unstable();
+    assert_eq!(rejected, ["9lives", "x\\'; DROP TABLE events; --"]);
+
+    let contracts = ContractSet::<sqlx::Sqlite>::new().with::<Event>();
+    let report = check_fleet(&directory, &contracts).await.expect("check");
+    println!("{}", serde_json::to_string_pretty(&report).unwrap());
+
+    for tenant in ["tenant_1", "tenant_3", "tenant_5"] {
+        assert_eq!(
+            findings(&report, tenant),
+            [],
+            "{tenant} should be compliant"
+        );
+        let verdict = &report
+            .tenants
+            .iter()
+            .find(|t| t.tenant == tenant)
+            .unwrap()
+            .verdict;
+        assert!(
+            matches!(verdict, Verdict::Compliant),
+            "{tenant}: {verdict:?}"
+        );
+    }
+    assert_eq!(
+        findings(&report, "tenant_2"),
+        [
+            (
+                Some("kind".into()),
+                DriftKind::MissingColumn,
+                Severity::Breaks
+            ),
+            (
+                Some("score".into()),
+                DriftKind::TypeMismatch,
+                Severity::Breaks
+            ),
+        ]
+    );
+    assert_eq!(
+        findings(&report, "tenant_4"),
+        [(
+            Some("user_id".into()),
+            DriftKind::Nullability,
+            Severity::AtRisk
+        )]
+    );
+    // The rejected names are reported, unreachable, with the reason; nothing was queried.
+    let rejected_reports: Vec<_> = report
+        .tenants
+        .iter()
+        .filter(|t| matches!(t.verdict, Verdict::Unreachable { .. }))
+        .map(|t| t.tenant.as_str())
+        .collect();
+    assert_eq!(rejected_reports.len(), 2, "{rejected_reports:?}");
+
+    // The decode really agrees: tenant_2's score column breaks, the healthy ones read.
+    for (tenant, ok) in [("tenant_1", true), ("tenant_2", false)] {
+        let pool = directory.pool_of(tenant).unwrap();
+        if tenant == "tenant_1" {
+            sqlx::query("INSERT INTO events (id, user_id, kind, score, payload) VALUES (1, 7, 'click', 0.5, '{\"a\":1}')")
+                .execute(pool)
+                .await
+                .unwrap();
+        } else {
+            sqlx::query("INSERT INTO events (id, user_id, score) VALUES (1, 7, 'high')")
+                .execute(pool)
+                .await
+                .unwrap();
+        }
+        let read = sqlx::query_as::<_, (i64, f64)>("SELECT id, score FROM events")
+            .fetch_all(pool)
+            .await;
+        assert_eq!(read.is_ok(), ok, "{tenant}: {read:?}");
+    }
+    for (pool, _) in directory.groups() {
+        pool.close().await;
+    }
+}
+
+#[tokio::test]
+async fn sqlite_tenant_files_fails_loudly_on_a_missing_directory() {
+    let missing = std::env::temp_dir().join(support::unique_name("contract_sqlite_missing"));
+    let error = sqlite_tenant_files(&missing)
+        .await
+        .expect_err("missing directory");
+    assert!(
+        error.to_string().contains("cannot read tenant directory"),
+        "{error}"
+    );
+}

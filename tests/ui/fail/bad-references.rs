@@ -1,0 +1,11 @@
+use contract_sqlx::Contract;
+
+#[derive(Contract)]
+#[contract(table = "events")]
+struct Event {
+    id: i64,
+    #[contract(references = "users.id")]
+    user_id: i64,
+}
+
+fn main() {}

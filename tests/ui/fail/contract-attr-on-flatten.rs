@@ -1,0 +1,18 @@
+use contract_sqlx::Contract;
+
+#[derive(Contract)]
+#[contract(embedded)]
+struct Audit {
+    created_by: String,
+}
+
+#[derive(Contract)]
+#[contract(table = "events")]
+struct Event {
+    id: i64,
+    #[sqlx(flatten)]
+    #[contract(sql_type = "text")]
+    audit: Audit,
+}
+
+fn main() {}
