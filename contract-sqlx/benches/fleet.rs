@@ -157,7 +157,7 @@ fn is_drifted(index: usize) -> bool {
 
 /// Alternates between a dropped contracted column and `int8 → int4` under an `i64` field.
 fn drift_ddl(sql: &mut String, schema: &str, index: usize) {
-    if (index / 100) % 2 == 0 {
+    if (index / 100).is_multiple_of(2) {
         let _ = writeln!(sql, "ALTER TABLE {schema}.events DROP COLUMN kind;");
     } else {
         let _ = writeln!(
@@ -470,9 +470,12 @@ async fn run(scratch: PgConnectOptions, options: Options) -> Result<()> {
     .await?;
 
     // The same query as an unnamed statement (`persistent(false)`): PostgreSQL plans it
-    // with the actual parameters on every execution, so it never switches to a generic plan.
+    // with the actual parameters on every execution, so it never switches to a generic
+    // plan. Its text differs by a comment: sqlx 0.9 looks the statement cache up before it
+    // looks at `persistent`, so the same text would reuse the named statement above.
+    let unnamed_sql = format!("{RAW_COLUMNS}-- unnamed statement\n");
     let raw_unnamed = measure(1, runs, async || {
-        let rows = sqlx::query(RAW_COLUMNS)
+        let rows = sqlx::query(AssertSqlSafe(unnamed_sql.as_str()))
             .bind(&table_names)
             .bind(&schemas)
             .bind(&column_names)
@@ -727,7 +730,7 @@ impl Timing {
         let mut sorted = samples.to_vec();
         sorted.sort();
         let mid = sorted.len() / 2;
-        let median = if sorted.len() % 2 == 0 {
+        let median = if sorted.len().is_multiple_of(2) {
             (sorted[mid - 1] + sorted[mid]) / 2
         } else {
             sorted[mid]

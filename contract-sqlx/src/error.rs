@@ -57,6 +57,36 @@ pub enum Error {
         #[source]
         source: sqlx::Error,
     },
+    /// A MySQL/MariaDB remediation failed after some of its statements had run: DDL
+    /// commits implicitly there, so they stay applied. The audit row records the failure.
+    #[error(
+        "remediation of tenant `{tenant}` failed at `{stage}` after {} statement(s) had been applied, which MySQL cannot roll back; audit row `{audit_id}` records what ran, check the tenant and re-plan",
+        .applied.len()
+    )]
+    PartiallyApplied {
+        /// The tenant.
+        tenant: String,
+        /// What was running when it failed (a statement, or `audit row`).
+        stage: String,
+        /// The statements that did run, in order.
+        applied: Vec<String>,
+        /// The audit row of this remediation.
+        audit_id: String,
+        /// The driver's error (boxed: this variant is already large).
+        #[source]
+        source: Box<sqlx::Error>,
+    },
+    /// The database role lacks a privilege the feature needs.
+    #[error("the database role may not {what}; {hint}")]
+    Privilege {
+        /// What was attempted.
+        what: &'static str,
+        /// What to do.
+        hint: &'static str,
+        /// The driver's error.
+        #[source]
+        source: sqlx::Error,
+    },
     /// A SQLite tenant directory could not be read.
     #[error("cannot read tenant directory `{path}`")]
     TenantDirectory {

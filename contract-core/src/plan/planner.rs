@@ -87,6 +87,16 @@ fn sql_type(
     if let Some(sql_type) = &column.sql_type {
         return Ok(sql_type.clone());
     }
+    // sqlx sends JSON to MySQL as a binary string, so its type name is `BINARY` (the same
+    // as a UUID's): the field type decides, or a JSON field would become `BINARY(16)`.
+    if target.dialect == Dialect::MySql
+        && matches!(
+            crate::rules::rust_type_name(&column.rust_type),
+            "Json" | "Value" | "JsonValue" | "RawValue"
+        )
+    {
+        return Ok("JSON".to_owned());
+    }
     let expected = input.expected_types.get(&column.name).ok_or_else(|| {
         format!(
             "no SQL type is known for `{}`; add #[contract(sql_type = \"...\")] to the field",

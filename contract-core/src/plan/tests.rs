@@ -359,6 +359,42 @@ fn plan_mysql_adds_instantly_and_refuses_type_changes() {
 }
 
 #[test]
+fn plan_mysql_adds_json_fields_as_json_not_binary() {
+    // sqlx names the MySQL type of `Json<T>` and `serde_json::Value` `BINARY`, like `Uuid`.
+    let mut meta = column(
+        "event_metadata",
+        "Option<sqlx::types::Json<serde_json::Value>>",
+    );
+    meta.nullable = true;
+    meta.default_sql = Some("'{}'".into());
+    let mut raw = column("raw", "Option<Value>");
+    raw.nullable = true;
+    let mut id = column("user_uuid", "Option<Uuid>");
+    id.nullable = true;
+    let contract = events(vec![column("id", "i64"), meta, raw, id]);
+    let live_table = live(vec![LiveColumn::new("id", "bigint").not_null()]);
+    let plan = plan_for(
+        Dialect::MySql,
+        &contract,
+        Some(&live_table),
+        &[
+            ("id", "BIGINT"),
+            ("event_metadata", "BINARY"),
+            ("raw", "BINARY"),
+            ("user_uuid", "BINARY"),
+        ],
+    );
+    assert_eq!(
+        plan.statements().collect::<Vec<_>>(),
+        [
+            "ALTER TABLE `tenant_1`.`events` ADD COLUMN `event_metadata` JSON DEFAULT '{}', ALGORITHM=INSTANT",
+            "ALTER TABLE `tenant_1`.`events` ADD COLUMN `raw` JSON, ALGORITHM=INSTANT",
+            "ALTER TABLE `tenant_1`.`events` ADD COLUMN `user_uuid` BINARY(16), ALGORITHM=INSTANT",
+        ]
+    );
+}
+
+#[test]
 fn plan_sqlite_adds_columns_unqualified_and_refuses_rebuilds() {
     let mut note = column("note", "Option<String>");
     note.nullable = true;

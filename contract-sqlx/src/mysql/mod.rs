@@ -9,14 +9,17 @@
 //! * Fit: sqlx's `compatible()` (DESIGN D1) plus the value-dependent hazards it does not
 //!   see: integer width, JSON text in a non-JSON column, UUID byte length.
 
+mod apply;
 mod parse;
 mod query;
 mod row;
 
 use contract_core::{Dialect, LiveColumn, LiveTable, TypeFit, rules};
-use sqlx::mysql::MySqlTypeInfo;
+use sqlx::mysql::{MySqlConnection, MySqlTypeInfo};
 use sqlx::{AssertSqlSafe, Column, Executor, MySql, MySqlPool, SqlSafeStr, Statement};
 
+use crate::apply::ApplyJob;
+use crate::audit::{AuditConfig, AuditRecord};
 use crate::backend::{Backend, TypeMap};
 use crate::contracts::ContractSet;
 use crate::error::{Error, Result};
@@ -30,43 +33,14 @@ impl Backend for MySql {
         schemas: &[String],
         contracts: &ContractSet<Self>,
     ) -> Result<Vec<LiveTable>> {
-        let (tables, columns) = (contracts.table_names(), contracts.column_names());
-        if schemas.is_empty() || tables.is_empty() {
+        let context = "introspecting tenant databases";
+        if schemas.is_empty() || contracts.table_names().is_empty() {
             return Ok(Vec::new());
         }
-        let context = "introspecting tenant databases";
-        let sql = query::columns(schemas.len(), tables.len(), columns.len());
-        let mut rows = sqlx::query_as::<_, row::ColumnRow>(AssertSqlSafe(sql));
-        for value in columns.iter().chain(schemas).chain(&tables) {
-            rows = rows.bind(value);
-        }
-        let rows = rows
-            .fetch_all(pool)
+        let mut conn = pool.acquire().await.map_err(Error::db(context, None))?;
+        introspect_on(&mut conn, schemas, contracts)
             .await
-            .map_err(Error::db(context, None))?;
-
-        let mut keys = sqlx::query_as::<_, row::KeyRow>(AssertSqlSafe(query::keys(
-            schemas.len(),
-            tables.len(),
-        )));
-        for value in schemas.iter().chain(&tables) {
-            keys = keys.bind(value);
-        }
-        let keys = keys
-            .fetch_all(pool)
-            .await
-            .map_err(Error::db(context, None))?;
-
-        let mut json = sqlx::query_as::<_, row::JsonCheckRow>(AssertSqlSafe(query::json_checks(
-            schemas.len(),
-            tables.len(),
-        )));
-        for value in schemas.iter().chain(&tables) {
-            json = json.bind(value);
-        }
-        // MySQL proper has a native JSON type and a different CHECK_CONSTRAINTS view.
-        let json = json.fetch_all(pool).await.unwrap_or_default();
-        Ok(parse::tables(rows, keys, &json))
+            .map_err(Error::db(context, None))
     }
 
     async fn resolve_types(pool: &MySqlPool, tables: &[LiveTable]) -> Result<TypeMap<Self>> {
@@ -127,6 +101,51 @@ impl Backend for MySql {
             .await
             .map_err(Error::db("running the tenant registry query", None))
     }
+
+    async fn ensure_audit_table(pool: &MySqlPool, audit: &AuditConfig, tenant: &str) -> Result<()> {
+        apply::ensure_audit_table(pool, audit, tenant).await
+    }
+
+    async fn apply(pool: &MySqlPool, job: &ApplyJob<'_, Self>) -> Result<AuditRecord> {
+        apply::apply(pool, job).await
+    }
+}
+
+/// The bulk catalog queries on one connection (a pooled one, or the remediation's
+/// dedicated connection that holds the tenant lock).
+pub(crate) async fn introspect_on(
+    conn: &mut MySqlConnection,
+    schemas: &[String],
+    contracts: &ContractSet<MySql>,
+) -> std::result::Result<Vec<LiveTable>, sqlx::Error> {
+    let (tables, columns) = (contracts.table_names(), contracts.column_names());
+    if schemas.is_empty() || tables.is_empty() {
+        return Ok(Vec::new());
+    }
+    let sql = query::columns(schemas.len(), tables.len(), columns.len());
+    let mut rows = sqlx::query_as::<_, row::ColumnRow>(AssertSqlSafe(sql));
+    for value in columns.iter().chain(schemas).chain(&tables) {
+        rows = rows.bind(value);
+    }
+    let rows = rows.fetch_all(&mut *conn).await?;
+
+    let mut keys =
+        sqlx::query_as::<_, row::KeyRow>(AssertSqlSafe(query::keys(schemas.len(), tables.len())));
+    for value in schemas.iter().chain(&tables) {
+        keys = keys.bind(value);
+    }
+    let keys = keys.fetch_all(&mut *conn).await?;
+
+    let mut json = sqlx::query_as::<_, row::JsonCheckRow>(AssertSqlSafe(query::json_checks(
+        schemas.len(),
+        tables.len(),
+    )));
+    for value in schemas.iter().chain(&tables) {
+        json = json.bind(value);
+    }
+    // MySQL proper has a native JSON type and a different CHECK_CONSTRAINTS view.
+    let json = json.fetch_all(&mut *conn).await.unwrap_or_default();
+    Ok(parse::tables(rows, keys, &json))
 }
 
 /// Prepares `SELECT <wanted> FROM <db>.<table>`: the columns' type infos, exactly as

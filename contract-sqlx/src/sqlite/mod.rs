@@ -12,6 +12,7 @@
 //!   (`nullability`, at risk); on SQLite that hazard is silent: sqlx decodes NULL as 0,
 //!   0.0, "" or an empty blob instead of failing.
 
+mod apply;
 mod files;
 mod oracle;
 mod parse;
@@ -21,11 +22,13 @@ mod row;
 use std::collections::HashMap;
 
 use contract_core::{Dialect, LiveColumn, LiveTable, TypeFit};
-use sqlx::sqlite::SqliteTypeInfo;
+use sqlx::sqlite::{SqliteConnection, SqliteTypeInfo};
 use sqlx::{
     AssertSqlSafe, Column, Executor, Row, SqlSafeStr, Sqlite, SqlitePool, Statement, ValueRef,
 };
 
+use crate::apply::ApplyJob;
+use crate::audit::{AuditConfig, AuditRecord};
 use crate::backend::{Backend, TypeMap};
 use crate::contracts::ContractSet;
 use crate::error::{Error, Result};
@@ -43,52 +46,13 @@ impl Backend for Sqlite {
     ) -> Result<Vec<LiveTable>> {
         let context = "introspecting tenant databases";
         let tenant = (schemas.len() == 1).then(|| schemas[0].as_str());
-        let (tables, columns) = (contracts.table_names(), contracts.column_names());
-        if schemas.is_empty() || tables.is_empty() {
+        if schemas.is_empty() || contracts.table_names().is_empty() {
             return Ok(Vec::new());
         }
-        let databases: Vec<String> = sqlx::query_scalar(query::DATABASES)
-            .fetch_all(pool)
+        let mut conn = pool.acquire().await.map_err(Error::db(context, tenant))?;
+        introspect_on(&mut conn, schemas, contracts)
             .await
-            .map_err(Error::db(context, tenant))?;
-        let fixed = contracts.fixed_schemas();
-        let mut labels: HashMap<String, Vec<String>> = HashMap::new();
-        for schema in schemas {
-            if schema != "main" && databases.contains(schema) {
-                labels
-                    .entry(schema.clone())
-                    .or_default()
-                    .push(schema.clone());
-            } else if !fixed.contains(schema) {
-                labels
-                    .entry("main".to_owned())
-                    .or_default()
-                    .push(schema.clone());
-            }
-        }
-
-        let mut rows = sqlx::query_as::<_, row::ColumnRow>(AssertSqlSafe(query::columns(
-            columns.len(),
-            tables.len(),
-        )));
-        for value in columns.iter().chain(&tables) {
-            rows = rows.bind(value);
-        }
-        let rows = rows
-            .fetch_all(pool)
-            .await
-            .map_err(Error::db(context, tenant))?;
-        let mut fks = sqlx::query_as::<_, row::ForeignKeyRow>(AssertSqlSafe(query::foreign_keys(
-            tables.len(),
-        )));
-        for value in &tables {
-            fks = fks.bind(value);
-        }
-        let fks = fks
-            .fetch_all(pool)
-            .await
-            .map_err(Error::db(context, tenant))?;
-        Ok(parse::tables(rows, fks, &labels))
+            .map_err(Error::db(context, tenant))
     }
 
     async fn resolve_types(pool: &SqlitePool, tables: &[LiveTable]) -> Result<TypeMap<Self>> {
@@ -166,6 +130,65 @@ impl Backend for Sqlite {
             .await
             .map_err(Error::db("running the tenant registry query", None))
     }
+
+    async fn ensure_audit_table(
+        pool: &SqlitePool,
+        audit: &AuditConfig,
+        tenant: &str,
+    ) -> Result<()> {
+        apply::ensure_audit_table(pool, audit, tenant).await
+    }
+
+    async fn apply(pool: &SqlitePool, job: &ApplyJob<'_, Self>) -> Result<AuditRecord> {
+        apply::apply(pool, job).await
+    }
+}
+
+/// The bulk catalog queries on one connection (a pooled one, or the remediation's
+/// `BEGIN IMMEDIATE` transaction).
+pub(crate) async fn introspect_on(
+    conn: &mut SqliteConnection,
+    schemas: &[String],
+    contracts: &ContractSet<Sqlite>,
+) -> std::result::Result<Vec<LiveTable>, sqlx::Error> {
+    let (tables, columns) = (contracts.table_names(), contracts.column_names());
+    if schemas.is_empty() || tables.is_empty() {
+        return Ok(Vec::new());
+    }
+    let databases: Vec<String> = sqlx::query_scalar(query::DATABASES)
+        .fetch_all(&mut *conn)
+        .await?;
+    let fixed = contracts.fixed_schemas();
+    let mut labels: HashMap<String, Vec<String>> = HashMap::new();
+    for schema in schemas {
+        if schema != "main" && databases.contains(schema) {
+            labels
+                .entry(schema.clone())
+                .or_default()
+                .push(schema.clone());
+        } else if !fixed.contains(schema) {
+            labels
+                .entry("main".to_owned())
+                .or_default()
+                .push(schema.clone());
+        }
+    }
+
+    let mut rows = sqlx::query_as::<_, row::ColumnRow>(AssertSqlSafe(query::columns(
+        columns.len(),
+        tables.len(),
+    )));
+    for value in columns.iter().chain(&tables) {
+        rows = rows.bind(value);
+    }
+    let rows = rows.fetch_all(&mut *conn).await?;
+    let mut fks =
+        sqlx::query_as::<_, row::ForeignKeyRow>(AssertSqlSafe(query::foreign_keys(tables.len())));
+    for value in &tables {
+        fks = fks.bind(value);
+    }
+    let fks = fks.fetch_all(&mut *conn).await?;
+    Ok(parse::tables(rows, fks, &labels))
 }
 
 /// Prepares `SELECT <wanted> FROM <database>.<table>`: sqlx's type info for each declared

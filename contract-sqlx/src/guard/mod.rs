@@ -1,0 +1,794 @@
+//! The guard at run time (DESIGN D7–D10): a start-up check of the whole fleet, a batch
+//! gate answered from memory, revalidation that re-checks only changed tenants, pauses
+//! that survive restarts, and remediation by policy.
+
+pub mod metrics;
+#[cfg(feature = "postgres")]
+mod postgres;
+mod state;
+mod store;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Arc, PoisonError, RwLock};
+use std::time::{Duration, Instant, SystemTime};
+
+use contract_core::plan::Remediation;
+use contract_core::{ExecutionLog, FleetReport, Severity, TenantName, TenantReport, Verdict};
+use sqlx::Pool;
+
+#[cfg(feature = "postgres")]
+pub use postgres::{DDL_CHANNEL, install_ddl_trigger};
+pub use state::{Gate, PauseInfo, PausedBy, Permit};
+pub use store::{PauseStore, PauseTable};
+
+use state::{TenantCell, TenantState};
+
+use crate::apply::ApplyOptions;
+use crate::contracts::ContractSet;
+use crate::epoch::SchemaEpoch;
+use crate::error::Result;
+use crate::fleet::{check_tenant, error_chain, snapshot};
+use crate::remediate::remediate;
+use crate::tenants::{TenantDirectory, Tenants};
+use crate::type_check::TypeChecks;
+
+/// Tenant name → (shared name for permits, gate state).
+type Cells = HashMap<String, (Arc<str>, Arc<TenantCell>)>;
+
+/// Builds a [`Guard`].
+#[derive(Debug)]
+pub struct GuardBuilder<DB: PauseStore> {
+    contracts: ContractSet<DB>,
+    tenants: Option<Tenants>,
+    directory: Option<TenantDirectory<DB>>,
+    policy: Remediation,
+    options: ApplyOptions,
+    pauses: Option<PauseTable>,
+    interval: Duration,
+    epoch: SchemaEpoch,
+}
+
+impl<DB: PauseStore> GuardBuilder<DB> {
+    /// Guards the contract of `T`.
+    #[must_use]
+    pub fn contract<T: contract_core::Contract + TypeChecks<DB>>(mut self) -> Self {
+        self.contracts.push::<T>();
+        self
+    }
+
+    /// Guards every contract of `contracts`.
+    #[must_use]
+    pub fn contracts(mut self, contracts: ContractSet<DB>) -> Self {
+        for entry in contracts.entries() {
+            self.contracts.push_entry(entry.clone());
+        }
+        self
+    }
+
+    /// Discovers tenants on the start-up pool.
+    #[must_use]
+    pub fn tenants(mut self, tenants: Tenants) -> Self {
+        self.tenants = Some(tenants);
+        self
+    }
+
+    /// Uses a prepared tenant directory (tenants on several servers, SQLite files).
+    #[must_use]
+    pub fn directory(mut self, directory: TenantDirectory<DB>) -> Self {
+        self.directory = Some(directory);
+        self
+    }
+
+    /// What to do about drift (default: [`Remediation::Off`], report and pause only).
+    #[must_use]
+    pub fn remediation(mut self, policy: Remediation) -> Self {
+        self.policy = policy;
+        self
+    }
+
+    /// Timeouts, retries and the audit table for remediation.
+    #[must_use]
+    pub fn apply_options(mut self, options: ApplyOptions) -> Self {
+        self.options = options;
+        self
+    }
+
+    /// Where pauses are persisted (default: `public.contract_pauses` on the start-up pool;
+    /// on SQLite, a `contract_pauses` table in the start-up pool's file).
+    #[must_use]
+    pub fn pause_table(mut self, table: PauseTable) -> Self {
+        self.pauses = Some(table);
+        self
+    }
+
+    /// Keeps pauses in memory only (no table is created).
+    #[must_use]
+    pub fn in_memory_pauses(mut self) -> Self {
+        self.pauses = None;
+        self
+    }
+
+    /// Interval of the periodic revalidation run by [`Guard::spawn`] (default 5 s).
+    #[must_use]
+    pub fn revalidate_every(mut self, interval: Duration) -> Self {
+        self.interval = interval;
+        self
+    }
+
+    /// Shares a schema epoch with the consumer's pool hook ([`SchemaEpoch::install`]).
+    #[must_use]
+    pub fn epoch(mut self, epoch: SchemaEpoch) -> Self {
+        self.epoch = epoch;
+        self
+    }
+
+    /// Discovers the tenants, checks the whole fleet, applies the remediation policy and
+    /// pauses drifted tenants. `pool` is used for discovery and stores the pauses.
+    ///
+    /// # Errors
+    ///
+    /// Discovery failures, an invalid tenant list, or a pause table that cannot be created.
+    pub async fn start(self, pool: &Pool<DB>) -> Result<Guard<DB>> {
+        let directory = match (self.directory, &self.tenants) {
+            (Some(directory), _) => directory,
+            (None, Some(source)) => TenantDirectory::new().discover(pool, source).await?,
+            (None, None) => {
+                TenantDirectory::new()
+                    .discover(pool, &Tenants::schemas_like("tenant_%"))
+                    .await?
+            }
+        };
+        if let Some(table) = &self.pauses {
+            DB::ensure_pause_table(pool, table).await?;
+        }
+        let cells = directory
+            .tenants()
+            .into_iter()
+            .map(|t| {
+                (
+                    t.as_str().to_owned(),
+                    (
+                        Arc::<str>::from(t.as_str()),
+                        Arc::new(TenantCell::default()),
+                    ),
+                )
+            })
+            .collect();
+        let expected_fingerprint = contract_core::digest_hex(
+            serde_json::to_string(
+                &self
+                    .contracts
+                    .entries()
+                    .iter()
+                    .map(|e| &e.contract)
+                    .collect::<Vec<_>>(),
+            )
+            .unwrap_or_default()
+            .as_bytes(),
+        );
+        let guard = Guard {
+            inner: Arc::new(Inner {
+                contracts: self.contracts,
+                directory,
+                control: pool.clone(),
+                policy: self.policy,
+                options: self.options,
+                pauses: self.pauses,
+                interval: self.interval,
+                epoch: self.epoch,
+                expected_fingerprint,
+                cells: RwLock::new(cells),
+                observed: tokio::sync::Mutex::new(HashMap::new()),
+                report: RwLock::new(None),
+                log: RwLock::new(None),
+                dirty: std::sync::Mutex::new(BTreeSet::new()),
+                wake: tokio::sync::Notify::new(),
+            }),
+        };
+        guard.revalidate().await?;
+        Ok(guard)
+    }
+}
+
+/// The runtime guard. Cheap to clone; clones share state.
+#[derive(Debug)]
+pub struct Guard<DB: PauseStore> {
+    inner: Arc<Inner<DB>>,
+}
+
+impl<DB: PauseStore> Clone for Guard<DB> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: Arc::clone(&self.inner),
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Inner<DB: PauseStore> {
+    contracts: ContractSet<DB>,
+    directory: TenantDirectory<DB>,
+    control: Pool<DB>,
+    policy: Remediation,
+    options: ApplyOptions,
+    pauses: Option<PauseTable>,
+    interval: Duration,
+    epoch: SchemaEpoch,
+    expected_fingerprint: String,
+    cells: RwLock<Cells>,
+    /// Observed fingerprint and last report per tenant; also serialises passes.
+    observed: tokio::sync::Mutex<HashMap<String, (String, TenantReport)>>,
+    report: RwLock<Option<FleetReport>>,
+    log: RwLock<Option<ExecutionLog>>,
+    dirty: std::sync::Mutex<BTreeSet<String>>,
+    wake: tokio::sync::Notify,
+}
+
+/// What one revalidation pass did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Revalidation {
+    /// Tenants introspected.
+    pub introspected: usize,
+    /// Tenants whose live schema changed since the last pass (diffed again).
+    pub changed: Vec<String>,
+    /// Tenants paused by the guard after this pass.
+    pub paused: Vec<String>,
+    /// Tenants remediated in this pass.
+    pub remediated: Vec<String>,
+}
+
+impl<DB: PauseStore> Guard<DB> {
+    /// A builder with no contracts, `Remediation::Off`, pauses in `public.contract_pauses`.
+    #[must_use]
+    pub fn builder() -> GuardBuilder<DB> {
+        GuardBuilder {
+            contracts: ContractSet::new(),
+            tenants: None,
+            directory: None,
+            policy: Remediation::Off,
+            options: ApplyOptions::default(),
+            pauses: Some(PauseTable::default()),
+            interval: Duration::from_secs(5),
+            epoch: SchemaEpoch::new(),
+        }
+    }
+
+    /// The batch gate: open with a permit, or paused with the reason. Answered from
+    /// memory (no I/O).
+    #[must_use]
+    pub fn gate(&self, tenant: &str) -> Gate {
+        self.gate_queue_opt(tenant, None)
+    }
+
+    /// The gate for one named queue of a tenant (operator pauses may target one queue).
+    #[must_use]
+    pub fn gate_queue(&self, tenant: &str, queue: &str) -> Gate {
+        self.gate_queue_opt(tenant, Some(queue))
+    }
+
+    fn gate_queue_opt(&self, tenant: &str, queue: Option<&str>) -> Gate {
+        let started = Instant::now();
+        let gate = {
+            let cells = self
+                .inner
+                .cells
+                .read()
+                .unwrap_or_else(PoisonError::into_inner);
+            match cells.get(tenant) {
+                None => Gate::Paused(Arc::new(unknown_tenant(tenant))),
+                Some((name, cell)) => {
+                    let generation = cell.generation();
+                    match cell.pause_for(queue) {
+                        Some(pause) => Gate::Paused(pause),
+                        None => Gate::Open(Permit {
+                            tenant: Arc::clone(name),
+                            generation,
+                            entry: Arc::clone(cell),
+                        }),
+                    }
+                }
+            }
+        };
+        let outcome = if gate.is_open() { "open" } else { "paused" };
+        ::metrics::counter!(metrics::GATE_TOTAL, "outcome" => outcome).increment(1);
+        ::metrics::histogram!(metrics::GATE_DURATION).record(started.elapsed().as_secs_f64());
+        gate
+    }
+
+    /// The latest fleet report.
+    #[must_use]
+    pub fn report(&self) -> FleetReport {
+        self.inner
+            .report
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+            .unwrap_or_else(|| FleetReport {
+                dialect: DB::DIALECT,
+                contracts: Vec::new(),
+                tenants: Vec::new(),
+            })
+    }
+
+    /// The execution log of the last pass that planned or applied a remediation.
+    #[must_use]
+    pub fn execution_log(&self) -> Option<ExecutionLog> {
+        self.inner
+            .log
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// The schema epoch bumped after each remediation.
+    #[must_use]
+    pub fn epoch(&self) -> &SchemaEpoch {
+        &self.inner.epoch
+    }
+
+    /// The tenants the guard knows.
+    #[must_use]
+    pub fn tenants(&self) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .inner
+            .cells
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .keys()
+            .cloned()
+            .collect();
+        names.sort();
+        names
+    }
+
+    /// Every current pause (guard and operator), sorted by tenant.
+    #[must_use]
+    pub fn pauses(&self) -> Vec<Arc<PauseInfo>> {
+        let cells = self
+            .inner
+            .cells
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
+        let mut all: Vec<Arc<PauseInfo>> = cells
+            .values()
+            .flat_map(|(_, cell)| {
+                let state = cell.snapshot();
+                state.drift.into_iter().chain(state.operator)
+            })
+            .collect();
+        all.sort_by(|a, b| (&a.tenant, &a.queue).cmp(&(&b.tenant, &b.queue)));
+        all
+    }
+
+    /// Marks a tenant for a prompt re-check (called by the DDL listener) and wakes the
+    /// background task.
+    pub fn mark_dirty(&self, tenant: &str) {
+        if self
+            .inner
+            .cells
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .contains_key(tenant)
+        {
+            self.inner
+                .dirty
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .insert(tenant.to_owned());
+            self.inner.wake.notify_one();
+        }
+    }
+
+    /// Pauses a tenant (every queue, or one) on behalf of an operator. Persisted; only
+    /// [`Guard::resume`] lifts it — the guard never does.
+    ///
+    /// # Errors
+    ///
+    /// An invalid tenant name, or the pause table cannot be written.
+    pub async fn pause(
+        &self,
+        tenant: &str,
+        queue: Option<&str>,
+        operator: &str,
+        reason: &str,
+    ) -> Result<()> {
+        let tenant = TenantName::new(tenant)?;
+        let info = PauseInfo {
+            tenant: tenant.to_string(),
+            queue: queue.map(str::to_owned),
+            paused_by: PausedBy::Operator(operator.to_owned()),
+            reason: reason.to_owned(),
+            findings: Vec::new(),
+            plan_hash: None,
+            expected_fingerprint: None,
+            observed_fingerprint: None,
+            since: SystemTime::now(),
+        };
+        if let Some(table) = &self.inner.pauses {
+            DB::save_pause(&self.inner.control, table, &info).await?;
+        }
+        tracing::info!(tenant = %tenant, queue = ?queue, operator, reason, "operator paused tenant");
+        self.update_cell(tenant.as_str(), |state| {
+            state.operator.retain(|p| p.queue != info.queue);
+            state.operator.push(Arc::new(info));
+        });
+        Ok(())
+    }
+
+    /// Lifts an operator pause.
+    ///
+    /// # Errors
+    ///
+    /// An invalid tenant name, or the pause table cannot be written.
+    pub async fn resume(&self, tenant: &str, queue: Option<&str>) -> Result<()> {
+        let tenant = TenantName::new(tenant)?;
+        if let Some(table) = &self.inner.pauses {
+            DB::delete_pause(
+                &self.inner.control,
+                table,
+                tenant.as_str(),
+                queue,
+                &PausedBy::Operator(String::new()),
+            )
+            .await?;
+        }
+        tracing::info!(tenant = %tenant, queue = ?queue, "operator resumed tenant");
+        self.update_cell(tenant.as_str(), |state| {
+            state.operator.retain(|p| p.queue.as_deref() != queue)
+        });
+        Ok(())
+    }
+
+    fn update_cell(&self, tenant: &str, change: impl FnOnce(&mut TenantState)) {
+        let cells = self
+            .inner
+            .cells
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some((_, cell)) = cells.get(tenant) {
+            let mut state = cell.snapshot();
+            change(&mut state);
+            cell.set(state);
+        }
+        drop(cells);
+        self.publish_gauges();
+    }
+
+    fn publish_gauges(&self) {
+        let cells = self
+            .inner
+            .cells
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
+        let paused = cells.values().filter(|(_, c)| !c.open()).count();
+        #[allow(clippy::cast_precision_loss)]
+        ::metrics::gauge!(metrics::PAUSED_TENANTS).set(paused as f64);
+    }
+
+    /// One revalidation pass over every tenant: bulk introspection, a diff only where the
+    /// live fingerprint changed (or the tenant was marked dirty), remediation by policy,
+    /// pauses set or lifted, operator pauses reloaded from the table.
+    ///
+    /// # Errors
+    ///
+    /// Only when the pause table cannot be read or written; database failures of a pool
+    /// mark its tenants paused as unreachable.
+    pub async fn revalidate(&self) -> Result<Revalidation> {
+        let dirty: BTreeSet<String> = std::mem::take(
+            &mut *self
+                .inner
+                .dirty
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner),
+        );
+        self.pass(&dirty).await
+    }
+
+    async fn pass(&self, dirty: &BTreeSet<String>) -> Result<Revalidation> {
+        let inner = &self.inner;
+        let started = Instant::now();
+        let mut observed = inner.observed.lock().await;
+        let mut summary = Revalidation::default();
+        let mut changed: Vec<(TenantName, Pool<DB>)> = Vec::new();
+        for (pool, names) in inner.directory.groups() {
+            let schemas: Vec<String> = names.iter().map(|t| t.as_str().to_owned()).collect();
+            summary.introspected += schemas.len();
+            match snapshot(pool, &schemas, &inner.contracts).await {
+                Ok(snap) => {
+                    for tenant in names {
+                        let fingerprint =
+                            tenant_fingerprint(tenant.as_str(), &inner.contracts, &snap);
+                        let known = observed.get(tenant.as_str()).map(|(fp, _)| fp.as_str());
+                        if known != Some(fingerprint.as_str()) || dirty.contains(tenant.as_str()) {
+                            let report = check_tenant(tenant.as_str(), &inner.contracts, &snap);
+                            observed.insert(tenant.to_string(), (fingerprint, report));
+                            summary.changed.push(tenant.to_string());
+                            changed.push((tenant.clone(), pool.clone()));
+                        }
+                    }
+                }
+                Err(error) => {
+                    let error = error_chain(&error);
+                    for tenant in names {
+                        let report = TenantReport {
+                            tenant: tenant.to_string(),
+                            verdict: Verdict::Unreachable {
+                                error: error.clone(),
+                            },
+                            findings: Vec::new(),
+                        };
+                        observed.insert(tenant.to_string(), (String::new(), report));
+                        summary.changed.push(tenant.to_string());
+                    }
+                }
+            }
+        }
+        // Remediate (or plan) the changed tenants that drifted, per policy.
+        let mut plan_hashes: BTreeMap<String, String> = BTreeMap::new();
+        let drifted: Vec<&(TenantName, Pool<DB>)> = changed
+            .iter()
+            .filter(|(t, _)| {
+                observed
+                    .get(t.as_str())
+                    .is_some_and(|(_, r)| r.verdict == Verdict::Drifted)
+            })
+            .collect();
+        if inner.policy.plans() && !drifted.is_empty() {
+            let mut sub = TenantDirectory::new();
+            for (pool, names) in inner.directory.groups() {
+                let mine: Vec<TenantName> = drifted
+                    .iter()
+                    .filter(|(t, _)| names.contains(t))
+                    .map(|(t, _)| t.clone())
+                    .collect();
+                if !mine.is_empty() {
+                    sub = sub.add(pool.clone(), mine);
+                }
+            }
+            let run = remediate(
+                &sub,
+                &inner.contracts,
+                &inner.policy,
+                &inner.options,
+                Some(&inner.epoch),
+            )
+            .await?;
+            ::metrics::counter!(metrics::REMEDIATIONS_TOTAL).increment(run.audits.len() as u64);
+            summary.remediated = run.audits.iter().map(|a| a.tenant.clone()).collect();
+            for report in &run.after.tenants {
+                if let Some(entry) = observed.get_mut(&report.tenant) {
+                    entry.1 = report.clone();
+                }
+            }
+            if !run.audits.is_empty() {
+                // The schema changed under us: next pass must see the new fingerprints.
+                for audit in &run.audits {
+                    if let Some(entry) = observed.get_mut(&audit.tenant) {
+                        entry.0.clear();
+                    }
+                }
+            }
+            plan_hashes = run
+                .awaiting_approval
+                .iter()
+                .map(|(t, p)| (t.clone(), p.hash.clone()))
+                .collect();
+            *inner.log.write().unwrap_or_else(PoisonError::into_inner) = Some(run.log);
+        }
+        self.apply_pauses(&observed, &summary.changed, &plan_hashes)
+            .await?;
+        summary.paused = observed
+            .iter()
+            .filter(|(_, (_, r))| r.verdict != Verdict::Compliant)
+            .map(|(t, _)| t.clone())
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        let mut tenants: Vec<TenantReport> = observed.values().map(|(_, r)| r.clone()).collect();
+        tenants.sort_by(|a, b| a.tenant.cmp(&b.tenant));
+        let report = FleetReport {
+            dialect: DB::DIALECT,
+            contracts: inner
+                .contracts
+                .entries()
+                .iter()
+                .map(|e| format!("{} -> {}", e.contract.struct_name, e.contract.table))
+                .collect(),
+            tenants,
+        };
+        #[allow(clippy::cast_precision_loss)]
+        ::metrics::gauge!(metrics::DRIFT_FINDINGS).set(
+            report
+                .findings()
+                .filter(|f| f.severity >= Severity::AtRisk)
+                .count() as f64,
+        );
+        *inner.report.write().unwrap_or_else(PoisonError::into_inner) = Some(report);
+        ::metrics::histogram!(metrics::REVALIDATION_DURATION)
+            .record(started.elapsed().as_secs_f64());
+        self.publish_gauges();
+        Ok(summary)
+    }
+
+    /// Sets or lifts guard pauses for changed tenants, persists them, reloads operator pauses.
+    async fn apply_pauses(
+        &self,
+        observed: &HashMap<String, (String, TenantReport)>,
+        changed: &[String],
+        plan_hashes: &BTreeMap<String, String>,
+    ) -> Result<()> {
+        let inner = &self.inner;
+        for tenant in changed {
+            let Some((fingerprint, report)) = observed.get(tenant) else {
+                continue;
+            };
+            let drift = (report.verdict != Verdict::Compliant).then(|| {
+                Arc::new(guard_pause(
+                    report,
+                    fingerprint,
+                    &inner.expected_fingerprint,
+                    plan_hashes.get(tenant),
+                ))
+            });
+            let previous = self.cell_state(tenant).and_then(|s| s.drift);
+            if let Some(table) = &inner.pauses {
+                match &drift {
+                    Some(pause) => DB::save_pause(&inner.control, table, pause).await?,
+                    None if previous.is_some()
+                        || inner
+                            .report
+                            .read()
+                            .unwrap_or_else(PoisonError::into_inner)
+                            .is_none() =>
+                    {
+                        DB::delete_pause(&inner.control, table, tenant, None, &PausedBy::Guard)
+                            .await?;
+                    }
+                    None => {}
+                }
+            }
+            match (&previous, &drift) {
+                (None, Some(p)) => {
+                    tracing::warn!(tenant = %tenant, reason = %p.reason, plan_hash = ?p.plan_hash, "tenant paused by the guard")
+                }
+                (Some(_), None) => {
+                    tracing::info!(tenant = %tenant, "tenant complies again; guard pause lifted")
+                }
+                _ => {}
+            }
+            self.update_cell(tenant, |state| state.drift = drift);
+        }
+        if let Some(table) = &inner.pauses {
+            let stored = DB::load_pauses(&inner.control, table).await?;
+            let cells = inner.cells.read().unwrap_or_else(PoisonError::into_inner);
+            for (tenant, (_, cell)) in cells.iter() {
+                let operator: Vec<Arc<PauseInfo>> = stored
+                    .iter()
+                    .filter(|p| &p.tenant == tenant && matches!(p.paused_by, PausedBy::Operator(_)))
+                    .cloned()
+                    .map(Arc::new)
+                    .collect();
+                let mut state = cell.snapshot();
+                if state
+                    .operator
+                    .iter()
+                    .map(|p| (&p.queue, &p.paused_by))
+                    .ne(operator.iter().map(|p| (&p.queue, &p.paused_by)))
+                {
+                    state.operator = operator;
+                    cell.set(state);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn cell_state(&self, tenant: &str) -> Option<TenantState> {
+        self.inner
+            .cells
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(tenant)
+            .map(|(_, c)| c.snapshot())
+    }
+
+    /// Runs revalidation in the background: every interval, and promptly when a tenant
+    /// is marked dirty. The task stops when every clone of the guard is dropped.
+    #[must_use]
+    pub fn spawn(&self) -> tokio::task::JoinHandle<()> {
+        let weak = Arc::downgrade(&self.inner);
+        let interval = self.inner.interval;
+        tokio::spawn(async move {
+            loop {
+                let Some(inner) = weak.upgrade() else { return };
+                let wake = async { inner.wake.notified().await };
+                tokio::select! {
+                    () = tokio::time::sleep(interval) => {}
+                    () = wake => {}
+                }
+                let guard = Guard { inner };
+                if let Err(error) = guard.revalidate().await {
+                    tracing::error!(error = %error_chain(&error), "revalidation failed; retrying next interval");
+                }
+            }
+        })
+    }
+}
+
+fn unknown_tenant(tenant: &str) -> PauseInfo {
+    PauseInfo {
+        tenant: tenant.escape_debug().to_string(),
+        queue: None,
+        paused_by: PausedBy::Guard,
+        reason: "unknown tenant: it is not in the guard's tenant directory; add it and restart the guard".into(),
+        findings: Vec::new(),
+        plan_hash: None,
+        expected_fingerprint: None,
+        observed_fingerprint: None,
+        since: SystemTime::now(),
+    }
+}
+
+fn guard_pause(
+    report: &TenantReport,
+    observed: &str,
+    expected: &str,
+    plan_hash: Option<&String>,
+) -> PauseInfo {
+    let findings: Vec<_> = report
+        .findings
+        .iter()
+        .filter(|f| f.severity >= Severity::AtRisk)
+        .cloned()
+        .collect();
+    let mut reason = match &report.verdict {
+        Verdict::Unreachable { error } => format!("unreachable: {error}"),
+        _ => format!(
+            "drift: {}",
+            findings
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("; ")
+        ),
+    };
+    if let Some(hash) = plan_hash {
+        reason.push_str(&format!(
+            "; plan {} awaits approval",
+            &hash[..12.min(hash.len())]
+        ));
+    }
+    PauseInfo {
+        tenant: report.tenant.clone(),
+        queue: None,
+        paused_by: PausedBy::Guard,
+        reason,
+        findings,
+        plan_hash: plan_hash.cloned(),
+        expected_fingerprint: Some(expected.to_owned()),
+        observed_fingerprint: (!observed.is_empty()).then(|| observed.to_owned()),
+        since: SystemTime::now(),
+    }
+}
+
+/// A digest of a tenant's contracted live tables (absent tables included).
+fn tenant_fingerprint<DB: crate::backend::Backend>(
+    tenant: &str,
+    contracts: &ContractSet<DB>,
+    snap: &crate::fleet::FleetSnapshot<DB>,
+) -> String {
+    let mut text = String::new();
+    for entry in contracts.entries() {
+        let schema = entry
+            .contract
+            .schema
+            .clone()
+            .unwrap_or_else(|| tenant.to_owned());
+        let fp = snap
+            .tables
+            .get(&(schema.clone(), entry.contract.table.clone()))
+            .map_or("absent", |t| t.fingerprint.as_str());
+        text.push_str(&format!("{schema}.{}={fp};", entry.contract.table));
+    }
+    contract_core::digest_hex(text.as_bytes())
+}

@@ -1,0 +1,128 @@
+//! PostgreSQL schema-change signal: an optional DDL event trigger that bumps a per-schema
+//! version row and sends `NOTIFY`, and a listener that marks the tenant dirty.
+
+use sqlx::postgres::PgListener;
+use sqlx::{PgPool, Postgres};
+
+use super::Guard;
+use crate::error::{Error, Result};
+use crate::fleet::error_chain;
+
+/// The `NOTIFY` channel the trigger uses; the payload is the schema name.
+pub const DDL_CHANNEL: &str = "contract_schema_change";
+
+/// SQLSTATE `insufficient_privilege`.
+const INSUFFICIENT_PRIVILEGE: &str = "42501";
+
+// language=SQL
+const INSTALL: &str = r"
+CREATE TABLE IF NOT EXISTS public.contract_schema_version (
+    schema_name text PRIMARY KEY,
+    version int8 NOT NULL,
+    changed_at timestamptz NOT NULL
+);
+CREATE OR REPLACE FUNCTION public.contract_ddl_notify() RETURNS event_trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE r record;
+BEGIN
+    FOR r IN
+        SELECT DISTINCT schema_name FROM pg_event_trigger_ddl_commands()
+        WHERE schema_name IS NOT NULL AND schema_name NOT LIKE 'pg\_temp%' AND schema_name NOT LIKE 'pg\_toast%'
+    LOOP
+        INSERT INTO public.contract_schema_version AS v (schema_name, version, changed_at)
+        VALUES (r.schema_name, 1, now())
+        ON CONFLICT (schema_name) DO UPDATE SET version = v.version + 1, changed_at = now();
+        PERFORM pg_notify('contract_schema_change', r.schema_name);
+    END LOOP;
+END $$;
+CREATE OR REPLACE FUNCTION public.contract_drop_notify() RETURNS event_trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE r record;
+BEGIN
+    FOR r IN
+        SELECT DISTINCT schema_name FROM pg_event_trigger_dropped_objects()
+        WHERE schema_name IS NOT NULL AND schema_name NOT LIKE 'pg\_temp%' AND schema_name NOT LIKE 'pg\_toast%'
+    LOOP
+        INSERT INTO public.contract_schema_version AS v (schema_name, version, changed_at)
+        VALUES (r.schema_name, 1, now())
+        ON CONFLICT (schema_name) DO UPDATE SET version = v.version + 1, changed_at = now();
+        PERFORM pg_notify('contract_schema_change', r.schema_name);
+    END LOOP;
+END $$;
+DROP EVENT TRIGGER IF EXISTS contract_ddl_notify;
+CREATE EVENT TRIGGER contract_ddl_notify ON ddl_command_end EXECUTE FUNCTION public.contract_ddl_notify();
+DROP EVENT TRIGGER IF EXISTS contract_drop_notify;
+CREATE EVENT TRIGGER contract_drop_notify ON sql_drop EXECUTE FUNCTION public.contract_drop_notify();
+";
+
+/// Installs the DDL event trigger in the pool's database (idempotent). Event triggers need
+/// a superuser (or a managed-cloud equivalent): without the privilege this returns
+/// [`Error::Privilege`] saying so, and the guard keeps working on periodic revalidation.
+///
+/// # Errors
+///
+/// [`Error::Privilege`] when the role may not create event triggers; [`Error::Database`]
+/// for other failures.
+pub async fn install_ddl_trigger(pool: &PgPool) -> Result<()> {
+    let mut tx = pool
+        .begin()
+        .await
+        .map_err(Error::db("installing the DDL event trigger", None))?;
+    let installed = sqlx::raw_sql(INSTALL).execute(&mut *tx).await;
+    match installed {
+        Ok(_) => tx
+            .commit()
+            .await
+            .map_err(Error::db("installing the DDL event trigger", None)),
+        Err(e)
+            if e.as_database_error()
+                .and_then(|d| d.code())
+                .is_some_and(|c| c == INSUFFICIENT_PRIVILEGE) =>
+        {
+            Err(Error::Privilege {
+                what: "create the DDL event trigger",
+                hint: "event triggers need a superuser: run install_ddl_trigger once as a superuser \
+                       (or skip it; the guard then notices DDL within one revalidation interval)",
+                source: e,
+            })
+        }
+        Err(e) => Err(Error::db("installing the DDL event trigger", None)(e)),
+    }
+}
+
+impl Guard<Postgres> {
+    /// Listens on [`DDL_CHANNEL`] on a dedicated connection of the guard's start-up pool and
+    /// marks the named tenant dirty, so its gate closes promptly after DDL (needs
+    /// [`install_ddl_trigger`]; harmless without it). Reconnects after connection loss.
+    /// Stops when every clone of the guard is dropped.
+    ///
+    /// # Errors
+    ///
+    /// When the first `LISTEN` fails.
+    pub async fn listen_for_ddl(&self) -> Result<tokio::task::JoinHandle<()>> {
+        let mut listener = PgListener::connect_with(&self.inner.control)
+            .await
+            .map_err(Error::db("listening for DDL notifications", None))?;
+        listener
+            .listen(DDL_CHANNEL)
+            .await
+            .map_err(Error::db("listening for DDL notifications", None))?;
+        let weak = std::sync::Arc::downgrade(&self.inner);
+        Ok(tokio::spawn(async move {
+            loop {
+                let received =
+                    tokio::time::timeout(std::time::Duration::from_secs(1), listener.recv()).await;
+                let Some(inner) = weak.upgrade() else { return };
+                let guard = Guard { inner };
+                match received {
+                    Ok(Ok(notification)) => guard.mark_dirty(notification.payload()),
+                    Ok(Err(error)) => {
+                        tracing::warn!(error = %error_chain(&error), "DDL listener lost its connection; reconnecting");
+                        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                    }
+                    Err(_elapsed) => {}
+                }
+            }
+        }))
+    }
+}

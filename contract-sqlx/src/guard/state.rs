@@ -1,0 +1,161 @@
+//! What the batch gate answers from: per-tenant state held in memory.
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use contract_core::Finding;
+use serde::{Deserialize, Serialize};
+
+/// Who paused a tenant.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(tag = "kind", content = "name", rename_all = "snake_case")]
+pub enum PausedBy {
+    /// The guard, because of drift; lifts itself when the tenant complies again.
+    Guard,
+    /// An operator; only an explicit resume lifts it.
+    Operator(String),
+}
+
+/// Why a tenant (or one of its queues) is paused.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PauseInfo {
+    /// The tenant.
+    pub tenant: String,
+    /// The queue, when only one queue is paused.
+    pub queue: Option<String>,
+    /// Who paused.
+    pub paused_by: PausedBy,
+    /// Why, in one sentence.
+    pub reason: String,
+    /// The drift findings behind a guard pause.
+    pub findings: Vec<Finding>,
+    /// The plan waiting for approval, if one.
+    pub plan_hash: Option<String>,
+    /// What the contracts expect (a digest of the contracts).
+    pub expected_fingerprint: Option<String>,
+    /// What the tenant has (a digest of its live contracted tables).
+    pub observed_fingerprint: Option<String>,
+    /// When the pause started.
+    pub since: SystemTime,
+}
+
+/// The gate's answer for one batch.
+#[derive(Debug, Clone)]
+pub enum Gate {
+    /// Claim and process a batch under this permit.
+    Open(Permit),
+    /// Do not claim: the tenant (or queue) is paused, for this reason.
+    Paused(Arc<PauseInfo>),
+}
+
+impl Gate {
+    /// `true` when open.
+    #[must_use]
+    pub fn is_open(&self) -> bool {
+        matches!(self, Gate::Open(_))
+    }
+}
+
+/// Permission to process one batch of a tenant; check [`Permit::is_current`] before
+/// acknowledging to find out whether the tenant was paused while the batch ran (then
+/// release the claimed messages instead: roll back the claim, no attempt counted).
+#[derive(Debug, Clone)]
+pub struct Permit {
+    pub(super) tenant: Arc<str>,
+    pub(super) generation: u64,
+    pub(super) entry: Arc<TenantCell>,
+}
+
+impl Permit {
+    /// The tenant.
+    #[must_use]
+    pub fn tenant(&self) -> &str {
+        &self.tenant
+    }
+
+    /// `true` while the tenant's state is the one the permit was issued under.
+    #[must_use]
+    pub fn is_current(&self) -> bool {
+        self.entry.generation() == self.generation && self.entry.open()
+    }
+}
+
+/// One tenant's live gate state: an uncontended read lock and an atomic generation.
+#[derive(Debug, Default)]
+pub(super) struct TenantCell {
+    state: std::sync::RwLock<TenantState>,
+    generation: std::sync::atomic::AtomicU64,
+}
+
+#[derive(Debug, Clone, Default)]
+pub(super) struct TenantState {
+    /// Guard pause (drift), if any.
+    pub drift: Option<Arc<PauseInfo>>,
+    /// Operator pauses: `None` queue = every queue.
+    pub operator: Vec<Arc<PauseInfo>>,
+}
+
+impl TenantCell {
+    pub fn generation(&self) -> u64 {
+        self.generation.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    pub fn open(&self) -> bool {
+        let state = self
+            .state
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        state.drift.is_none() && state.operator.iter().all(|p| p.queue.is_some())
+    }
+
+    /// The pause that applies to `queue` (`None`: the tenant as a whole).
+    pub fn pause_for(&self, queue: Option<&str>) -> Option<Arc<PauseInfo>> {
+        let state = self
+            .state
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(drift) = &state.drift {
+            return Some(Arc::clone(drift));
+        }
+        state
+            .operator
+            .iter()
+            .find(|p| p.queue.is_none() || (queue.is_some() && p.queue.as_deref() == queue))
+            .cloned()
+    }
+
+    pub fn snapshot(&self) -> TenantState {
+        self.state
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Replaces the state; bumps the generation only when the pauses changed, so
+    /// permits stay valid through no-op revalidations.
+    pub fn set(&self, new: TenantState) {
+        let mut state = self
+            .state
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let changed = state
+            .drift
+            .as_ref()
+            .map(|p| (&p.reason, &p.observed_fingerprint))
+            != new
+                .drift
+                .as_ref()
+                .map(|p| (&p.reason, &p.observed_fingerprint))
+            || state.operator.len() != new.operator.len()
+            || state
+                .operator
+                .iter()
+                .zip(&new.operator)
+                .any(|(a, b)| a.queue != b.queue || a.paused_by != b.paused_by);
+        *state = new;
+        if changed {
+            self.generation
+                .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        }
+    }
+}

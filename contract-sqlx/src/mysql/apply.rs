@@ -1,0 +1,378 @@
+//! Remediation on MySQL / MariaDB (DESIGN D6). DDL commits implicitly, so there is no
+//! transaction to put the audit row in: it is written `pending` before the first
+//! statement and settled `applied` or `failed` afterwards (schema-diff-prior-art §4 rule
+//! 32). One dedicated connection per tenant holds the per-tenant user lock
+//! (`GET_LOCK`), the re-introspection under it, the session timeouts and the statements.
+
+use std::time::{Duration, Instant};
+
+use contract_core::Dialect;
+use sqlx::mysql::MySqlConnection;
+use sqlx::{AssertSqlSafe, Connection, MySql, MySqlPool, SqlSafeStr};
+
+use crate::apply::ApplyJob;
+use crate::audit::{AuditConfig, AuditRecord, new_audit_id};
+use crate::error::{Error, Result};
+use crate::fleet::error_chain;
+
+/// `ER_LOCK_WAIT_TIMEOUT`: `lock_wait_timeout` (metadata lock) or
+/// `innodb_lock_wait_timeout` (row lock) fired.
+const LOCK_WAIT_TIMEOUT: u16 = 1205;
+/// `ER_UNKNOWN_SYSTEM_VARIABLE`: `max_statement_time` is MariaDB's, not MySQL's.
+const UNKNOWN_SYSTEM_VARIABLE: u16 = 1193;
+/// MySQL rejects user-lock names longer than this (MariaDB has no limit).
+const MAX_LOCK_NAME: usize = 64;
+
+/// Creates the audit table in the tenant's database if it is missing. `CREATE TABLE IF
+/// NOT EXISTS` is safe when replicas race: the server serialises it on the table's
+/// metadata lock.
+pub(super) async fn ensure_audit_table(
+    pool: &MySqlPool,
+    audit: &AuditConfig,
+    tenant: &str,
+) -> Result<()> {
+    let table = Dialect::MySql.quote_qualified(Some(tenant), &audit.table)?;
+    // `JSON` is a real type on MySQL and a checked `LONGTEXT` alias on MariaDB.
+    // language=SQL
+    let ddl = format!(
+        "CREATE TABLE IF NOT EXISTS {table} (
+            audit_id VARCHAR(64) NOT NULL PRIMARY KEY,
+            tenant VARCHAR(255) NOT NULL,
+            plan_hash VARCHAR(64) NOT NULL,
+            statements JSON NOT NULL,
+            drift_before JSON NOT NULL,
+            status VARCHAR(16) NOT NULL,
+            actor VARCHAR(255) NOT NULL,
+            attempts INT NOT NULL,
+            started_at DATETIME(6) NOT NULL,
+            finished_at DATETIME(6) NULL,
+            duration_ms BIGINT NULL,
+            error TEXT NULL)"
+    );
+    sqlx::raw_sql(AssertSqlSafe(ddl))
+        .execute(pool)
+        .await
+        .map_err(Error::db(
+            "creating the audit table (grant CREATE on the tenant database, or create it beforehand)",
+            Some(tenant),
+        ))?;
+    Ok(())
+}
+
+/// Applies one tenant's steps under its user lock, with bounded retries of a statement
+/// that hit `lock_wait_timeout`.
+pub(super) async fn apply(pool: &MySqlPool, job: &ApplyJob<'_, MySql>) -> Result<AuditRecord> {
+    let tenant = job.tenant.as_str();
+    let started = Instant::now();
+    let mut conn = pool.acquire().await.map_err(failed(tenant, 1, "connect"))?;
+    // The user lock and the session timeouts belong to this connection only: it is closed
+    // rather than returned to the pool, even if this future is dropped half-way, and
+    // closing it releases the lock.
+    conn.close_on_drop();
+    let lock = lock_name(tenant);
+    // Only one replica remediates a tenant at a time (DESIGN D10).
+    let acquired: i64 = sqlx::query_scalar("SELECT COALESCE(GET_LOCK(?, ?), -1)")
+        .bind(&lock)
+        .bind(whole_seconds(job.options.advisory_lock_wait))
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(failed(tenant, 1, "advisory lock"))?;
+    if acquired != 1 {
+        return Err(failed(tenant, 1, "advisory lock")(sqlx::Error::Io(
+            std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!(
+                    "another replica held the tenant's lock `{lock}` for longer than {:?}",
+                    job.options.advisory_lock_wait
+                ),
+            ),
+        )));
+    }
+    let result = locked(pool, &mut conn, job, started).await;
+    // Release at once so a waiting replica proceeds (closing would release it too).
+    let _ = sqlx::query("DO RELEASE_LOCK(?)")
+        .bind(&lock)
+        .execute(&mut *conn)
+        .await;
+    result
+}
+
+/// Everything done while holding the tenant's lock.
+async fn locked(
+    pool: &MySqlPool,
+    conn: &mut MySqlConnection,
+    job: &ApplyJob<'_, MySql>,
+    started: Instant,
+) -> Result<AuditRecord> {
+    let tenant = job.tenant.as_str();
+    set_timeouts(conn, job)
+        .await
+        .map_err(failed(tenant, 1, "set timeouts"))?;
+    // Re-verify under the lock: a plan made on another schema is stale.
+    let mut schemas = vec![tenant.to_owned()];
+    schemas.extend(job.contracts.fixed_schemas());
+    let live = super::introspect_on(conn, &schemas, job.contracts)
+        .await
+        .map_err(failed(tenant, 1, "re-introspect under lock"))?;
+    if !job.still_matches(&live) {
+        return Err(Error::StalePlan {
+            tenant: tenant.to_owned(),
+        });
+    }
+
+    let statements = job.statements();
+    let audit = Audit {
+        table: Dialect::MySql.quote_qualified(Some(tenant), &job.options.audit.table)?,
+        id: new_audit_id(tenant),
+    };
+    // Written and committed before any DDL: a crash mid-way leaves it `pending`.
+    audit
+        .insert_pending(conn, job, &statements)
+        .await
+        .map_err(failed(tenant, 1, "audit row"))?;
+
+    let (mut attempts, mut applied) = (1, Vec::new());
+    let mut failure = None;
+    'statements: for statement in &statements {
+        loop {
+            match sqlx::raw_sql(AssertSqlSafe(statement.clone()))
+                .execute(&mut *conn)
+                .await
+            {
+                Ok(_) => {
+                    applied.push(statement.clone());
+                    break;
+                }
+                // The statement waited for a metadata lock and did nothing: run it again.
+                Err(error)
+                    if is_lock_wait_timeout(&error) && attempts < job.options.max_attempts =>
+                {
+                    tracing::warn!(%tenant, %statement, attempts, "lock wait timeout during remediation; retrying");
+                    tokio::time::sleep(job.options.backoff(attempts)).await;
+                    attempts += 1;
+                }
+                Err(error) => {
+                    failure = Some((statement.clone(), error));
+                    break 'statements;
+                }
+            }
+        }
+    }
+
+    let duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+    let Some((stage, source)) = failure else {
+        let settled = audit
+            .settle(conn, "applied", attempts, duration_ms, None)
+            .await;
+        return match settled {
+            Ok(()) => Ok(AuditRecord {
+                audit_id: audit.id,
+                tenant: tenant.to_owned(),
+                plan_hash: job.plan.hash.clone(),
+                statements,
+                status: "applied".into(),
+                attempts,
+                duration_ms,
+            }),
+            Err(source) => Err(Error::PartiallyApplied {
+                tenant: tenant.to_owned(),
+                stage: "audit row".into(),
+                applied,
+                audit_id: audit.id,
+                source: Box::new(source),
+            }),
+        };
+    };
+    let text = error_chain(&source);
+    let settled = audit
+        .settle(conn, "failed", attempts, duration_ms, Some(&text))
+        .await;
+    if let Err(error) = settled {
+        // The statement may have broken the session (killed, timed out): try a fresh one.
+        let retried = match MySqlConnection::connect_with(&pool.connect_options()).await {
+            Ok(mut fresh) => {
+                let result = audit
+                    .settle(&mut fresh, "failed", attempts, duration_ms, Some(&text))
+                    .await;
+                let _ = fresh.close().await;
+                result
+            }
+            Err(connect) => Err(connect),
+        };
+        if let Err(retry) = retried {
+            tracing::error!(%tenant, audit_id = %audit.id, error = %error, retry = %retry,
+                "cannot mark the audit row failed; it stays pending");
+        }
+    }
+    if applied.is_empty() {
+        // Each DDL statement is atomic: the one that failed left the tenant unchanged.
+        Err(failed(tenant, attempts, &stage)(source))
+    } else {
+        Err(Error::PartiallyApplied {
+            tenant: tenant.to_owned(),
+            stage,
+            applied,
+            audit_id: audit.id,
+            source: Box::new(source),
+        })
+    }
+}
+
+/// The audit row of one remediation.
+struct Audit {
+    table: String,
+    id: String,
+}
+
+impl Audit {
+    async fn insert_pending(
+        &self,
+        conn: &mut MySqlConnection,
+        job: &ApplyJob<'_, MySql>,
+        statements: &[String],
+    ) -> sqlx::Result<()> {
+        let table = &self.table;
+        // language=SQL
+        let insert = format!(
+            "INSERT INTO {table} (audit_id, tenant, plan_hash, statements, drift_before, status, actor, attempts, started_at)
+             VALUES (?, ?, ?, ?, ?, 'pending', ?, 1, UTC_TIMESTAMP(6))"
+        );
+        sqlx::query(AssertSqlSafe(insert).into_sql_str())
+            .bind(&self.id)
+            .bind(job.tenant.as_str())
+            .bind(&job.plan.hash)
+            .bind(to_json(&statements))
+            .bind(to_json(&job.drift_before))
+            .bind(&job.options.audit.actor)
+            .execute(conn)
+            .await
+            .map(|_| ())
+    }
+
+    async fn settle(
+        &self,
+        conn: &mut MySqlConnection,
+        status: &str,
+        attempts: u32,
+        duration_ms: u64,
+        error: Option<&str>,
+    ) -> sqlx::Result<()> {
+        let table = &self.table;
+        // language=SQL
+        let update = format!(
+            "UPDATE {table} SET status = ?, attempts = ?, finished_at = UTC_TIMESTAMP(6), duration_ms = ?, error = ?
+             WHERE audit_id = ?"
+        );
+        sqlx::query(AssertSqlSafe(update).into_sql_str())
+            .bind(status)
+            .bind(i32::try_from(attempts).unwrap_or(i32::MAX))
+            .bind(i64::try_from(duration_ms).unwrap_or(i64::MAX))
+            .bind(error)
+            .bind(&self.id)
+            .execute(conn)
+            .await
+            .map(|_| ())
+    }
+}
+
+/// Session timeouts of the dedicated connection: `lock_wait_timeout` bounds the
+/// metadata-lock wait of the DDL (rule 32), `max_statement_time` (MariaDB) or
+/// `max_execution_time` (MySQL, `SELECT` only) each statement.
+async fn set_timeouts(conn: &mut MySqlConnection, job: &ApplyJob<'_, MySql>) -> sqlx::Result<()> {
+    let lock = whole_seconds(job.options.lock_timeout);
+    // Only numbers are formatted into these statements.
+    sqlx::raw_sql(AssertSqlSafe(format!(
+        "SET SESSION lock_wait_timeout = {lock}, SESSION innodb_lock_wait_timeout = {lock}"
+    )))
+    .execute(&mut *conn)
+    .await?;
+    let statement = job.options.statement_timeout;
+    let mariadb = sqlx::raw_sql(AssertSqlSafe(format!(
+        "SET SESSION max_statement_time = {:.3}",
+        statement.as_secs_f64()
+    )))
+    .execute(&mut *conn)
+    .await;
+    match mariadb {
+        Err(error) if error_number(&error) == Some(UNKNOWN_SYSTEM_VARIABLE) => {
+            sqlx::raw_sql(AssertSqlSafe(format!(
+                "SET SESSION max_execution_time = {}",
+                statement.as_millis()
+            )))
+            .execute(&mut *conn)
+            .await?;
+        }
+        other => {
+            other?;
+        }
+    }
+    Ok(())
+}
+
+/// `contract:tenant:<tenant>`, or a digest of it when it would exceed MySQL's limit.
+fn lock_name(tenant: &str) -> String {
+    let name = format!("contract:tenant:{tenant}");
+    if name.len() <= MAX_LOCK_NAME {
+        name
+    } else {
+        format!(
+            "contract:tenant:{}",
+            &contract_core::digest_hex(tenant.as_bytes())[..40]
+        )
+    }
+}
+
+/// Whole seconds, rounded up, at least 1 (the servers' timeouts are in seconds).
+fn whole_seconds(duration: Duration) -> u64 {
+    let secs = duration.as_secs() + u64::from(duration.subsec_nanos() > 0);
+    secs.max(1)
+}
+
+fn to_json<T: serde::Serialize + ?Sized>(value: &T) -> String {
+    serde_json::to_string(value).unwrap_or_else(|_| "null".to_owned())
+}
+
+fn error_number(error: &sqlx::Error) -> Option<u16> {
+    error
+        .as_database_error()
+        .and_then(|e| e.try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>())
+        .map(sqlx::mysql::MySqlDatabaseError::number)
+}
+
+fn is_lock_wait_timeout(error: &sqlx::Error) -> bool {
+    error_number(error) == Some(LOCK_WAIT_TIMEOUT)
+}
+
+fn failed<'a>(
+    tenant: &'a str,
+    attempts: u32,
+    stage: &'a str,
+) -> impl FnOnce(sqlx::Error) -> Error + 'a {
+    move |source| Error::Apply {
+        tenant: tenant.to_owned(),
+        attempts,
+        stage: stage.to_owned(),
+        source,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lock_name_fits_mysql_limit() {
+        assert_eq!(lock_name("tenant_1"), "contract:tenant:tenant_1");
+        let long = "t".repeat(64);
+        let name = lock_name(&long);
+        assert!(name.len() <= MAX_LOCK_NAME, "{name}");
+        assert_eq!(name, lock_name(&long), "deterministic");
+    }
+
+    #[test]
+    fn whole_seconds_round_up_and_never_zero() {
+        assert_eq!(whole_seconds(Duration::from_millis(0)), 1);
+        assert_eq!(whole_seconds(Duration::from_millis(1500)), 2);
+        assert_eq!(whole_seconds(Duration::from_secs(3)), 3);
+    }
+}

@@ -1,0 +1,328 @@
+//! Payload contracts: checking queued JSON with the consumer's own serde type (DESIGN D9).
+//!
+//! The check is a real deserialisation of the consumer's type, not a generated schema, so
+//! it follows custom `Deserialize` impls and every serde attribute exactly. The parsed
+//! value is returned for the handler: a valid message is parsed once. A rejected message
+//! gets a [`Rejection`] naming the reason and the failing field path (`items[2].price`),
+//! ready to be stored by [`crate::quarantine`].
+//!
+//! ```
+//! use contract_sqlx::payload::{PayloadContract, RejectReason};
+//!
+//! #[derive(serde::Deserialize)]
+//! struct Order { items: Vec<Item> }
+//! #[derive(serde::Deserialize)]
+//! struct Item { price: i64 }
+//!
+//! let contract = PayloadContract::<Order>::named("order").with_version("2");
+//! assert!(contract.check(br#"{"items": [{"price": 3}]}"#).is_ok());
+//! let rejection = contract.check(br#"{"items": [{"price": "3"}]}"#).err().unwrap();
+//! assert_eq!(rejection.reason, RejectReason::ContractMismatch);
+//! assert_eq!(rejection.path.as_deref(), Some("items[0].price"));
+//! ```
+
+use std::fmt;
+use std::marker::PhantomData;
+
+use serde::de::{DeserializeOwned, IgnoredAny};
+use serde::{Deserialize, Serialize};
+use serde_json::error::Category;
+
+/// The default size limit of a payload: 1 MiB.
+pub const DEFAULT_MAX_BYTES: usize = 1024 * 1024;
+
+/// The longest serde error text kept in a [`Rejection`] message. serde quotes the
+/// offending value (`invalid type: string "…"`), which may be megabytes long.
+const MAX_DETAIL_CHARS: usize = 300;
+
+/// Why a payload was rejected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum RejectReason {
+    /// Larger than the contract's `max_bytes`; not parsed at all.
+    TooLarge,
+    /// Not valid UTF-8, so not JSON.
+    NotUtf8,
+    /// Not valid JSON (syntax error, truncated document, trailing characters).
+    InvalidJson,
+    /// Valid JSON that the consumer's type rejects: wrong type, missing field, unknown
+    /// enum variant, a custom `Deserialize` error.
+    ContractMismatch,
+}
+
+impl RejectReason {
+    /// The snake_case name, as serialised and as stored in the quarantine table.
+    #[must_use]
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            RejectReason::TooLarge => "too_large",
+            RejectReason::NotUtf8 => "not_utf8",
+            RejectReason::InvalidJson => "invalid_json",
+            RejectReason::ContractMismatch => "contract_mismatch",
+        }
+    }
+}
+
+impl fmt::Display for RejectReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A payload the contract rejected: what is wrong and where.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[error("{message}")]
+pub struct Rejection {
+    /// The kind of failure.
+    pub reason: RejectReason,
+    /// A sentence that says what is wrong and in which field, for logs and operators.
+    pub message: String,
+    /// The failing field path (`items[2].price`); `None` at the document root or when
+    /// the payload was not parsed.
+    pub path: Option<String>,
+    /// Whether the raw payload is known to be a valid JSON document (only for
+    /// [`RejectReason::ContractMismatch`]; a too-large payload is not parsed, so `false`).
+    pub raw_is_json: bool,
+}
+
+/// The consumer's payload type as a contract: a name, an optional version, a size limit.
+///
+/// `PayloadContract` is `Send + Sync` and cheap to clone whatever `T` is.
+pub struct PayloadContract<T> {
+    name: String,
+    version: Option<String>,
+    max_bytes: usize,
+    fingerprint: String,
+    _type: PhantomData<fn() -> T>,
+}
+
+impl<T: DeserializeOwned> PayloadContract<T> {
+    /// A contract named after the type (`std::any::type_name::<T>()`), unversioned,
+    /// with the default size limit ([`DEFAULT_MAX_BYTES`]).
+    #[must_use]
+    pub fn new() -> Self {
+        Self::named(std::any::type_name::<T>())
+    }
+
+    /// A contract with an explicit name, which stays stable when the type is renamed or
+    /// moved (the default name is the type path).
+    #[must_use]
+    pub fn named(name: impl Into<String>) -> Self {
+        let name = name.into();
+        let fingerprint = fingerprint_of(&name, None);
+        Self {
+            name,
+            version: None,
+            max_bytes: DEFAULT_MAX_BYTES,
+            fingerprint,
+            _type: PhantomData,
+        }
+    }
+
+    /// Sets the contract version (part of the fingerprint).
+    #[must_use]
+    pub fn with_version(mut self, version: impl Into<String>) -> Self {
+        self.version = Some(version.into());
+        self.fingerprint = fingerprint_of(&self.name, self.version.as_deref());
+        self
+    }
+
+    /// Sets the size limit in bytes: larger payloads are rejected without being parsed.
+    #[must_use]
+    pub fn with_max_bytes(mut self, max_bytes: usize) -> Self {
+        self.max_bytes = max_bytes;
+        self
+    }
+
+    /// Checks one raw payload and returns the parsed value for the handler.
+    ///
+    /// # Errors
+    ///
+    /// A [`Rejection`] saying why and where: too large (not parsed), not UTF-8, not JSON,
+    /// or JSON the consumer's type does not accept (with the failing field path).
+    pub fn check(&self, raw: &[u8]) -> Result<T, Rejection> {
+        if raw.len() > self.max_bytes {
+            return Err(Rejection {
+                reason: RejectReason::TooLarge,
+                message: format!(
+                    "payload is {} bytes, over the {}-byte limit of contract `{}`; it was not parsed",
+                    raw.len(),
+                    self.max_bytes,
+                    self.name
+                ),
+                path: None,
+                raw_is_json: false,
+            });
+        }
+        let text = std::str::from_utf8(raw).map_err(|e| Rejection {
+            reason: RejectReason::NotUtf8,
+            message: format!("payload is not valid UTF-8 ({e}), so it cannot be JSON"),
+            path: None,
+            raw_is_json: false,
+        })?;
+        let mut de = serde_json::Deserializer::from_str(text);
+        let value =
+            serde_path_to_error::deserialize::<_, T>(&mut de).map_err(|e| self.reject(text, &e))?;
+        de.end().map_err(|e| invalid_json(&e, None))?;
+        Ok(value)
+    }
+
+    /// Classifies a deserialisation error. A data error may stop the parse before a later
+    /// syntax error, so the document's syntax is verified (rejection path only) before
+    /// calling it a contract mismatch.
+    fn reject(
+        &self,
+        text: &str,
+        error: &serde_path_to_error::Error<serde_json::Error>,
+    ) -> Rejection {
+        let path = path_of(error.path());
+        let inner = error.inner();
+        match inner.classify() {
+            Category::Data => match serde_json::from_str::<IgnoredAny>(text) {
+                Err(syntax) => invalid_json(&syntax, None),
+                Ok(_) => Rejection {
+                    reason: RejectReason::ContractMismatch,
+                    message: match &path {
+                        Some(p) => format!(
+                            "payload does not match contract `{}` at field `{p}`: {}",
+                            self.name,
+                            detail(inner)
+                        ),
+                        None => format!(
+                            "payload does not match contract `{}`: {}",
+                            self.name,
+                            detail(inner)
+                        ),
+                    },
+                    path,
+                    raw_is_json: true,
+                },
+            },
+            Category::Syntax | Category::Eof | Category::Io => invalid_json(inner, path),
+        }
+    }
+}
+
+impl<T> PayloadContract<T> {
+    /// The contract name.
+    #[must_use]
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The contract version, if set.
+    #[must_use]
+    pub fn version(&self) -> Option<&str> {
+        self.version.as_deref()
+    }
+
+    /// The size limit in bytes.
+    #[must_use]
+    pub fn max_bytes(&self) -> usize {
+        self.max_bytes
+    }
+
+    /// A stable hex digest of the name and version: identical on every machine and run,
+    /// stored with every quarantined message.
+    #[must_use]
+    pub fn fingerprint(&self) -> &str {
+        &self.fingerprint
+    }
+}
+
+impl<T: DeserializeOwned> Default for PayloadContract<T> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<T> Clone for PayloadContract<T> {
+    fn clone(&self) -> Self {
+        Self {
+            name: self.name.clone(),
+            version: self.version.clone(),
+            max_bytes: self.max_bytes,
+            fingerprint: self.fingerprint.clone(),
+            _type: PhantomData,
+        }
+    }
+}
+
+impl<T> fmt::Debug for PayloadContract<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PayloadContract")
+            .field("name", &self.name)
+            .field("version", &self.version)
+            .field("max_bytes", &self.max_bytes)
+            .field("fingerprint", &self.fingerprint)
+            .finish()
+    }
+}
+
+/// `None` and `Some("")` must differ, and no name/version split may collide: the version
+/// is tagged and the parts are separated by a byte JSON-free names rarely hold.
+fn fingerprint_of(name: &str, version: Option<&str>) -> String {
+    let version = version.map_or_else(|| "-".to_owned(), |v| format!("+{v}"));
+    contract_core::digest_hex(format!("payload-contract/1\u{1e}{name}\u{1e}{version}").as_bytes())
+}
+
+fn invalid_json(error: &serde_json::Error, path: Option<String>) -> Rejection {
+    let message = match &path {
+        Some(p) => format!(
+            "payload is not valid JSON (in field `{p}`): {}",
+            detail(error)
+        ),
+        None => format!("payload is not valid JSON: {}", detail(error)),
+    };
+    Rejection {
+        reason: RejectReason::InvalidJson,
+        message,
+        path,
+        raw_is_json: false,
+    }
+}
+
+/// The path as `items[2].price`; `None` at the root (displayed as `.`).
+fn path_of(path: &serde_path_to_error::Path) -> Option<String> {
+    let shown = path.to_string();
+    (shown != ".").then_some(shown)
+}
+
+/// The serde error text, capped at [`MAX_DETAIL_CHARS`] characters.
+fn detail(error: &serde_json::Error) -> String {
+    let text = error.to_string();
+    match text.char_indices().nth(MAX_DETAIL_CHARS) {
+        Some((cut, _)) => format!("{}… (truncated)", &text[..cut]),
+        None => text,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fingerprint_depends_on_name_and_version_only() {
+        let a = PayloadContract::<u8>::named("x").with_version("1");
+        let b = PayloadContract::<String>::named("x").with_version("1");
+        assert_eq!(a.fingerprint(), b.fingerprint());
+        assert_ne!(
+            PayloadContract::<u8>::named("x").fingerprint(),
+            PayloadContract::<u8>::named("x")
+                .with_version("")
+                .fingerprint()
+        );
+        assert_eq!(a.fingerprint().len(), 64);
+    }
+
+    #[test]
+    fn detail_truncates_long_serde_messages_at_a_char_boundary() {
+        let long = format!("\"{}\"", "é".repeat(5000));
+        let e = PayloadContract::<i64>::named("n")
+            .check(long.as_bytes())
+            .unwrap_err();
+        assert!(e.message.chars().count() < 500, "{}", e.message);
+        assert!(e.message.ends_with("(truncated)"));
+    }
+}

@@ -1,0 +1,296 @@
+//! The guard at run time on PostgreSQL: start-up check, gate, DDL closing one tenant's
+//! gate (with and without the event trigger), pauses across restarts, privileges.
+
+#[path = "support/mod.rs"]
+mod support;
+
+use std::time::Duration;
+
+use contract_sqlx::guard::install_ddl_trigger;
+use contract_sqlx::plan::Remediation;
+use contract_sqlx::{Contract, Error, Gate, Guard, PausedBy, Tenants};
+use sqlx::{PgPool, Postgres};
+use support::PgScratch;
+
+#[derive(Debug, sqlx::FromRow, Contract)]
+#[contract(table = "events")]
+#[allow(dead_code)]
+struct Event {
+    id: i64,
+    user_id: i64,
+    #[contract(default = "'{}'")]
+    event_metadata: Option<serde_json::Value>,
+}
+
+async fn seed(pool: &PgPool, tenants: usize) {
+    let mut ddl = String::new();
+    for i in 1..=tenants {
+        ddl.push_str(&format!(
+            "CREATE SCHEMA tenant_{i}; CREATE TABLE tenant_{i}.events (id int8 NOT NULL, user_id int8 NOT NULL, event_metadata jsonb);"
+        ));
+    }
+    sqlx::raw_sql(sqlx::AssertSqlSafe(ddl))
+        .execute(pool)
+        .await
+        .expect("seed");
+}
+
+async fn exec(pool: &PgPool, sql: &str) {
+    sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_owned()))
+        .execute(pool)
+        .await
+        .expect(sql);
+}
+
+async fn start(pool: &PgPool, policy: Remediation) -> Guard<Postgres> {
+    Guard::<Postgres>::builder()
+        .contract::<Event>()
+        .tenants(Tenants::schemas_like("tenant_%"))
+        .remediation(policy)
+        .revalidate_every(Duration::from_millis(200))
+        .start(pool)
+        .await
+        .expect("guard start")
+}
+
+fn open_tenants(guard: &Guard<Postgres>) -> Vec<String> {
+    guard
+        .tenants()
+        .into_iter()
+        .filter(|t| guard.gate(t).is_open())
+        .collect()
+}
+
+/// Polls `check` every 50 ms for up to `bound` (a generous bound, not a timing assertion).
+async fn eventually(bound: Duration, mut check: impl FnMut() -> bool) -> bool {
+    let deadline = tokio::time::Instant::now() + bound;
+    while tokio::time::Instant::now() < deadline {
+        if check() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    check()
+}
+
+#[tokio::test]
+async fn start_up_pauses_only_the_drifted_tenant_and_persists_the_pause() {
+    let scratch = PgScratch::create("contract_guard_start").await;
+    seed(&scratch.pool, 5).await;
+    exec(
+        &scratch.pool,
+        "ALTER TABLE tenant_3.events ALTER COLUMN user_id TYPE int4",
+    )
+    .await;
+    let guard = start(&scratch.pool, Remediation::Off).await;
+    assert_eq!(
+        open_tenants(&guard),
+        ["tenant_1", "tenant_2", "tenant_4", "tenant_5"]
+    );
+    match guard.gate("tenant_3") {
+        Gate::Paused(why) => {
+            assert_eq!(why.paused_by, PausedBy::Guard);
+            assert_eq!(why.findings.len(), 1);
+            assert!(
+                why.reason.contains("tenant_3.events.user_id"),
+                "{}",
+                why.reason
+            );
+            assert!(why.expected_fingerprint.is_some() && why.observed_fingerprint.is_some());
+        }
+        Gate::Open(_) => panic!("tenant_3 must be paused"),
+    }
+    assert!(!guard.gate("no_such_tenant").is_open());
+    let stored: Vec<(String, String)> =
+        sqlx::query_as("SELECT tenant, paused_by FROM public.contract_pauses")
+            .fetch_all(&scratch.pool)
+            .await
+            .expect("pauses");
+    assert_eq!(stored, [("tenant_3".to_owned(), "guard".to_owned())]);
+    assert_eq!(
+        guard.report().summary(),
+        "4 compliant, 1 drifted, 0 unreachable of 5 tenants"
+    );
+    scratch.drop_db().await;
+}
+
+#[tokio::test]
+async fn ddl_closes_one_gate_by_periodic_revalidation_and_reopens_after_fix() {
+    let scratch = PgScratch::create("contract_guard_poll").await;
+    seed(&scratch.pool, 4).await;
+    let guard = start(&scratch.pool, Remediation::Off).await;
+    let task = guard.spawn();
+    let permit = match guard.gate("tenant_2") {
+        Gate::Open(permit) => permit,
+        Gate::Paused(why) => panic!("{}", why.reason),
+    };
+    exec(
+        &scratch.pool,
+        "ALTER TABLE tenant_2.events DROP COLUMN user_id",
+    )
+    .await;
+    assert!(
+        eventually(Duration::from_secs(20), || !guard
+            .gate("tenant_2")
+            .is_open())
+        .await,
+        "gate never closed"
+    );
+    assert!(
+        !permit.is_current(),
+        "a permit issued before the pause is no longer current"
+    );
+    assert_eq!(open_tenants(&guard), ["tenant_1", "tenant_3", "tenant_4"]);
+    exec(
+        &scratch.pool,
+        "ALTER TABLE tenant_2.events ADD COLUMN user_id int8 NOT NULL DEFAULT 0",
+    )
+    .await;
+    assert!(
+        eventually(Duration::from_secs(20), || guard.gate("tenant_2").is_open()).await,
+        "gate never reopened"
+    );
+    let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM public.contract_pauses")
+        .fetch_one(&scratch.pool)
+        .await
+        .expect("count");
+    assert_eq!(
+        stored, 0,
+        "the lifted guard pause is removed from the table"
+    );
+    task.abort();
+    scratch.drop_db().await;
+}
+
+#[tokio::test]
+async fn ddl_closes_one_gate_promptly_with_the_event_trigger() {
+    let scratch = PgScratch::create("contract_guard_trigger").await;
+    seed(&scratch.pool, 4).await;
+    install_ddl_trigger(&scratch.pool)
+        .await
+        .expect("trigger (tests run as superuser)");
+    let guard = Guard::<Postgres>::builder()
+        .contract::<Event>()
+        .tenants(Tenants::schemas_like("tenant_%"))
+        .revalidate_every(Duration::from_secs(3600)) // only the trigger can close the gate in time
+        .start(&scratch.pool)
+        .await
+        .expect("start");
+    let listener = guard.listen_for_ddl().await.expect("listen");
+    let task = guard.spawn();
+    exec(
+        &scratch.pool,
+        "ALTER TABLE tenant_4.events ALTER COLUMN id TYPE text",
+    )
+    .await;
+    assert!(
+        eventually(Duration::from_secs(20), || !guard
+            .gate("tenant_4")
+            .is_open())
+        .await,
+        "gate never closed"
+    );
+    assert_eq!(open_tenants(&guard), ["tenant_1", "tenant_2", "tenant_3"]);
+    let version: i64 = sqlx::query_scalar(
+        "SELECT version FROM public.contract_schema_version WHERE schema_name = 'tenant_4'",
+    )
+    .fetch_one(&scratch.pool)
+    .await
+    .expect("version row");
+    assert!(version >= 1);
+    task.abort();
+    listener.abort();
+    scratch.drop_db().await;
+}
+
+#[tokio::test]
+async fn operator_pause_survives_restart_and_is_never_lifted_by_the_guard() {
+    let scratch = PgScratch::create("contract_guard_operator").await;
+    seed(&scratch.pool, 3).await;
+    let first = start(&scratch.pool, Remediation::Off).await;
+    first
+        .pause("tenant_2", None, "alice", "investigating an incident")
+        .await
+        .expect("pause");
+    first
+        .pause("tenant_1", Some("emails"), "bob", "provider outage")
+        .await
+        .expect("queue pause");
+    assert!(!first.gate("tenant_2").is_open());
+    assert!(!first.gate_queue("tenant_1", "emails").is_open());
+    assert!(first.gate_queue("tenant_1", "events").is_open());
+    drop(first);
+
+    let second = start(&scratch.pool, Remediation::SafeOnly).await;
+    second.revalidate().await.expect("revalidate");
+    match second.gate("tenant_2") {
+        Gate::Paused(why) => {
+            assert_eq!(why.paused_by, PausedBy::Operator("alice".into()));
+            assert_eq!(why.reason, "investigating an incident");
+        }
+        Gate::Open(_) => panic!("operator pause lost on restart"),
+    }
+    assert!(!second.gate_queue("tenant_1", "emails").is_open());
+    second.resume("tenant_2", None).await.expect("resume");
+    assert!(second.gate("tenant_2").is_open());
+    second.revalidate().await.expect("revalidate");
+    assert!(second.gate("tenant_2").is_open());
+    scratch.drop_db().await;
+}
+
+#[tokio::test]
+async fn guard_pause_lifts_itself_after_remediation() {
+    let scratch = PgScratch::create("contract_guard_remediate").await;
+    seed(&scratch.pool, 3).await;
+    exec(
+        &scratch.pool,
+        "ALTER TABLE tenant_1.events DROP COLUMN event_metadata",
+    )
+    .await;
+    let off = start(&scratch.pool, Remediation::Off).await;
+    assert!(!off.gate("tenant_1").is_open());
+    drop(off);
+    // A restarted guard with SafeOnly remediates at start-up and opens the gate.
+    let guard = start(&scratch.pool, Remediation::SafeOnly).await;
+    assert!(guard.gate("tenant_1").is_open(), "{}", guard.report());
+    assert_eq!(guard.epoch().current(), 1);
+    let log = guard.execution_log().expect("log");
+    assert!(
+        log.outcome.starts_with("1 of 1 tenants compliant"),
+        "{}",
+        log.outcome
+    );
+    let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM public.contract_pauses")
+        .fetch_one(&scratch.pool)
+        .await
+        .expect("count");
+    assert_eq!(stored, 0);
+    scratch.drop_db().await;
+}
+
+#[tokio::test]
+async fn trigger_installer_reports_missing_privilege_clearly() {
+    let scratch = PgScratch::create("contract_guard_priv").await;
+    let role = support::unique_name("contract_role");
+    exec(
+        &scratch.pool,
+        &format!("CREATE ROLE \"{role}\" LOGIN; GRANT CREATE ON SCHEMA public TO \"{role}\""),
+    )
+    .await;
+    let url = scratch.url.replacen("postgres@", &format!("{role}@"), 1);
+    let limited = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .connect(&url)
+        .await
+        .expect("connect as role");
+    let err = install_ddl_trigger(&limited).await.expect_err("must fail");
+    assert!(matches!(err, Error::Privilege { .. }), "{err}");
+    assert!(err.to_string().contains("superuser"), "{err}");
+    limited.close().await;
+    scratch.drop_db().await;
+    exec(
+        &support::pg_pool().await,
+        &format!("DROP ROLE IF EXISTS \"{role}\""),
+    )
+    .await;
+}
