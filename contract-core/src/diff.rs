@@ -79,17 +79,20 @@ pub fn diff(
             continue;
         };
         let fit = oracle.fit(contract, column, live_column);
-        let expected = format!(
-            "{} ({})",
-            fit.expected_sql_type.to_lowercase(),
-            column.rust_type
-        );
+        // Built only when a finding needs it: this loop runs for every column of the fleet.
+        let expected = || {
+            format!(
+                "{} ({})",
+                fit.expected_sql_type.to_lowercase(),
+                column.rust_type
+            )
+        };
         if !fit.compatible {
             findings.push(finding(
                 Some(&column.name),
                 DriftKind::TypeMismatch,
                 Severity::Breaks,
-                expected,
+                expected(),
                 live_column.data_type.clone(),
             ));
             continue;
@@ -99,7 +102,7 @@ pub fn diff(
                 Some(&column.name),
                 DriftKind::Width,
                 Severity::AtRisk,
-                expected,
+                expected(),
                 risk,
             ));
         }

@@ -16,3 +16,57 @@ pub fn digest_hex(bytes: &[u8]) -> String {
     }
     out
 }
+
+/// An incremental SHA-256 over length-prefixed fields: no field boundary is ambiguous, and
+/// nothing is formatted into an intermediate string.
+///
+/// ```
+/// use contract_core::FieldDigest;
+/// let mut a = FieldDigest::new();
+/// a.field("ab").field("c");
+/// let mut b = FieldDigest::new();
+/// b.field("a").field("bc");
+/// assert_ne!(a.finish_hex(), b.finish_hex());
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct FieldDigest(Sha256);
+
+impl FieldDigest {
+    /// An empty digest.
+    #[must_use]
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds one field.
+    pub fn field(&mut self, value: impl AsRef<[u8]>) -> &mut Self {
+        let value = value.as_ref();
+        self.0.update((value.len() as u64).to_le_bytes());
+        self.0.update(value);
+        self
+    }
+
+    /// Adds an optional field (absent and empty differ).
+    pub fn optional(&mut self, value: Option<impl AsRef<[u8]>>) -> &mut Self {
+        match value {
+            Some(v) => {
+                self.0.update([1]);
+                self.field(v)
+            }
+            None => {
+                self.0.update([0]);
+                self
+            }
+        }
+    }
+
+    /// The digest as lowercase hex.
+    #[must_use]
+    pub fn finish_hex(self) -> String {
+        let mut out = String::with_capacity(64);
+        for b in self.0.finalize() {
+            let _ = write!(out, "{b:02x}");
+        }
+        out
+    }
+}

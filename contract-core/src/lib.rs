@@ -21,7 +21,7 @@ mod tenant;
 
 pub use contract::{Columns, Contract};
 pub use diff::{DiffScope, TypeFit, TypeOracle, diff};
-pub use digest::digest_hex;
+pub use digest::{FieldDigest, digest_hex};
 pub use drift::{DriftKind, Finding, Severity};
 pub use error::IdentError;
 pub use ident::Dialect;

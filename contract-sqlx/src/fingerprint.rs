@@ -1,27 +1,34 @@
 //! Stable digests of live table definitions.
 
-use contract_core::LiveTable;
-use std::fmt::Write as _;
+use contract_core::{FieldDigest, LiveTable};
 
 /// A digest of the introspected part of a table: names, types, nullability, defaults,
 /// enum labels and keys. Equal digests mean an equal contracted definition.
 #[must_use]
 pub fn fingerprint(table: &LiveTable) -> String {
-    let mut text = String::new();
+    let mut digest = FieldDigest::new();
     for c in &table.columns {
-        let _ = write!(
-            text,
-            "{}\u{1f}{}\u{1f}{}\u{1f}{:?}\u{1f}{:?}\u{1e}",
-            c.name, c.data_type, c.nullable, c.default, c.enum_labels
-        );
+        digest
+            .field(&c.name)
+            .field(&c.data_type)
+            .field([u8::from(c.nullable)])
+            .optional(c.default.as_ref());
+        match &c.enum_labels {
+            Some(labels) => labels.iter().fold(digest.field("enum"), |d, l| d.field(l)),
+            None => digest.field("-"),
+        };
     }
-    let _ = write!(text, "pk{:?}\u{1e}", table.primary_key);
+    digest.field("pk");
+    for column in &table.primary_key {
+        digest.field(column);
+    }
+    digest.field("fk");
     for fk in &table.foreign_keys {
-        let _ = write!(
-            text,
-            "fk{}>{}.{}.{}\u{1e}",
-            fk.column, fk.ref_schema, fk.ref_table, fk.ref_column
-        );
+        digest
+            .field(&fk.column)
+            .field(&fk.ref_schema)
+            .field(&fk.ref_table)
+            .field(&fk.ref_column);
     }
-    contract_core::digest_hex(text.as_bytes())
+    digest.finish_hex()
 }

@@ -260,11 +260,12 @@ impl<T> fmt::Debug for PayloadContract<T> {
     }
 }
 
-/// `None` and `Some("")` must differ, and no name/version split may collide: the version
-/// is tagged and the parts are separated by a byte JSON-free names rarely hold.
+/// Unambiguous: the name is length-prefixed and the version tagged, so no other
+/// name/version pair (nor `None` versus `Some("")`) gives the same input.
 fn fingerprint_of(name: &str, version: Option<&str>) -> String {
     let version = version.map_or_else(|| "-".to_owned(), |v| format!("+{v}"));
-    contract_core::digest_hex(format!("payload-contract/1\u{1e}{name}\u{1e}{version}").as_bytes())
+    let input = format!("payload-contract/1:{}:{name}:{version}", name.len());
+    contract_core::digest_hex(input.as_bytes())
 }
 
 fn invalid_json(error: &serde_json::Error, path: Option<String>) -> Rejection {

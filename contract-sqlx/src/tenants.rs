@@ -124,6 +124,7 @@ impl<DB: Backend> TenantDirectory<DB> {
 
     /// Records a discovered name that is not a valid tenant name (never queried).
     #[must_use]
+    #[cfg(feature = "sqlite")]
     pub(crate) fn reject(mut self, name: &str, error: IdentError) -> Self {
         self.rejected.push((name.escape_debug().to_string(), error));
         self

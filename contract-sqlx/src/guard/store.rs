@@ -131,6 +131,7 @@ struct PauseSql {
     delete: &'static str,
 }
 
+#[cfg(feature = "postgres")]
 // language=SQL
 const PG_SQL: PauseSql = PauseSql {
     create: "CREATE TABLE IF NOT EXISTS {t} (tenant text NOT NULL, queue text NOT NULL, kind text NOT NULL, \
@@ -145,6 +146,7 @@ const PG_SQL: PauseSql = PauseSql {
     delete: "DELETE FROM {t} WHERE tenant = $1 AND queue = $2 AND kind = $3",
 };
 
+#[cfg(feature = "sqlite")]
 // language=SQL
 const SQLITE_SQL: PauseSql = PauseSql {
     create: "CREATE TABLE IF NOT EXISTS {t} (tenant TEXT NOT NULL, queue TEXT NOT NULL, kind TEXT NOT NULL, \
@@ -159,6 +161,7 @@ const SQLITE_SQL: PauseSql = PauseSql {
     delete: "DELETE FROM {t} WHERE tenant = ? AND queue = ? AND kind = ?",
 };
 
+#[cfg(feature = "mysql")]
 // language=SQL
 const MYSQL_SQL: PauseSql = PauseSql {
     create: "CREATE TABLE IF NOT EXISTS {t} (tenant VARCHAR(64) NOT NULL, queue VARCHAR(191) NOT NULL, \

@@ -16,7 +16,7 @@
 //! and is rejected again updates its quarantine row instead of being dropped.
 //!
 //! ```no_run
-//! # async fn run(pool: sqlx::PgPool) -> contract_sqlx::Result<()> {
+//! # async fn run(pool: sqlx::PgPool) -> Result<(), Box<dyn std::error::Error>> {
 //! use contract_sqlx::TenantName;
 //! use contract_sqlx::payload::PayloadContract;
 //! use contract_sqlx::quarantine::{self, Quarantine, QueueTable};
@@ -25,17 +25,29 @@
 //! struct Job { user_id: i64 }
 //!
 //! let contract = PayloadContract::<Job>::named("job").with_version("1");
-//! let (tenant, table, q) = (TenantName::new("tenant_42")?, QueueTable::new("jobs"), Quarantine::default());
+//! let tenant = TenantName::new("tenant_42")?;
+//! let (table, q) = (QueueTable::new("jobs"), Quarantine::default());
 //! quarantine::ensure_table(&pool, &q).await?;
-//! let mut tx = pool.begin().await.map_err(|e| contract_sqlx::Error::Database {
-//!     context: "begin", tenant: None, source: e })?;
-//! let batch: Vec<(i64, String)> = Vec::new(); // claimed with FOR UPDATE SKIP LOCKED
-//! let checked: Vec<_> = batch.iter().map(|(id, raw)| (*id, raw.as_bytes(), contract.check(raw.as_bytes()))).collect();
-//! let poison: Vec<_> = checked.iter()
+//!
+//! let mut tx = pool.begin().await?;
+//! let batch: Vec<(i64, String)> = sqlx::query_as(
+//!     "WITH c AS (SELECT id FROM tenant_42.jobs ORDER BY id LIMIT 100 FOR UPDATE SKIP LOCKED)
+//!      UPDATE tenant_42.jobs j SET attempts = j.attempts + 1 FROM c WHERE j.id = c.id
+//!      RETURNING j.id, j.payload::text",
+//! )
+//! .fetch_all(&mut *tx)
+//! .await?;
+//! let checked: Vec<_> = batch
+//!     .iter()
+//!     .map(|(id, raw)| (*id, raw.as_bytes(), contract.check(raw.as_bytes())))
+//!     .collect();
+//! let poison: Vec<_> = checked
+//!     .iter()
 //!     .filter_map(|(id, raw, r)| r.as_ref().err().map(|e| (*id, *raw, e)))
 //!     .collect();
 //! quarantine::quarantine(&mut *tx, &tenant, "jobs", &table, &q, &contract, &poison).await?;
-//! // ... handle and ack the accepted ones in `tx`, then commit.
+//! // ... hand each accepted `Job` to the handler and ack it in `tx` ...
+//! tx.commit().await?;
 //! # Ok(()) }
 //! ```
 
@@ -340,6 +352,7 @@ pub async fn list<DB: QuarantineStore>(
 
 /// The payload as JSON text for the `payload` column: only when it is a valid JSON
 /// document; otherwise only `payload_raw` holds it.
+#[cfg(any(feature = "postgres", feature = "sqlite"))]
 fn json_text<'a>(raw: &'a [u8], rejection: &Rejection) -> Option<&'a str> {
     rejection
         .raw_is_json

@@ -1,7 +1,9 @@
 //! Where the queue and the quarantine live: table and column names, quoted per dialect.
 
+#[cfg(any(feature = "postgres", feature = "sqlite"))]
 use contract_core::{Dialect, TenantName};
 
+#[cfg(any(feature = "postgres", feature = "sqlite"))]
 use crate::error::Result;
 
 /// The SQL type of the queue's payload column on PostgreSQL (SQLite stores `TEXT`).
@@ -21,6 +23,7 @@ pub enum PayloadType {
 
 impl PayloadType {
     /// The PostgreSQL type name (a fixed keyword, never user input).
+    #[cfg(feature = "postgres")]
     pub(crate) const fn pg_name(self) -> &'static str {
         match self {
             PayloadType::Jsonb => "jsonb",
@@ -116,6 +119,7 @@ impl Default for Quarantine {
     }
 }
 
+#[cfg(any(feature = "postgres", feature = "sqlite"))]
 /// Every identifier of one operation, quoted for the dialect: nothing is pasted raw.
 pub(super) struct Quoted {
     pub queue: String,
@@ -126,6 +130,7 @@ pub(super) struct Quoted {
     pub quarantine: String,
 }
 
+#[cfg(any(feature = "postgres", feature = "sqlite"))]
 impl Quoted {
     /// Quotes the queue table (in the tenant's schema on PostgreSQL) and the quarantine.
     pub fn new(
@@ -146,12 +151,14 @@ impl Quoted {
     }
 }
 
+#[cfg(any(feature = "postgres", feature = "sqlite"))]
 /// The quoted quarantine table (schema-qualified on PostgreSQL only).
 pub(super) fn quarantine_table(dialect: Dialect, quarantine: &Quarantine) -> Result<String> {
     let schema = (dialect == Dialect::Postgres).then_some(quarantine.schema.as_str());
     Ok(dialect.quote_qualified(schema, &quarantine.table)?)
 }
 
+#[cfg(any(feature = "postgres", feature = "sqlite"))]
 /// The quoted name of the quarantine's time index (`<table>_by_time`), unqualified.
 pub(super) fn time_index(dialect: Dialect, quarantine: &Quarantine) -> Result<String> {
     Ok(dialect.quote(&format!("{}_by_time", quarantine.table))?)
