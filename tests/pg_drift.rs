@@ -202,3 +202,33 @@ async fn server_gone_marks_tenants_unreachable_with_the_reason() {
     }
     scratch.drop_db().await;
 }
+
+#[derive(Debug, sqlx::FromRow, Contract)]
+#[contract(table = "evnts")]
+#[allow(dead_code)]
+struct Misspelt {
+    id: i64,
+}
+
+#[tokio::test]
+async fn a_table_missing_in_every_tenant_gets_a_fleet_note_naming_the_likely_fix() {
+    let scratch = PgScratch::create("contract_note").await;
+    seed(&scratch, 3).await;
+    let contracts = ContractSet::<Postgres>::new()
+        .with::<Event>()
+        .with::<Misspelt>();
+    let directory = TenantDirectory::new()
+        .discover(&scratch.pool, &Tenants::schemas_like("tenant_%"))
+        .await
+        .expect("discover");
+    let report = check_fleet(&directory, &contracts).await.expect("check");
+    assert_eq!(report.notes.len(), 1, "{report}");
+    assert!(
+        report.notes[0]
+            .contains("contract Misspelt: table `evnts` exists in none of the 3 tenants"),
+        "{}",
+        report.notes[0]
+    );
+    assert!(report.to_string().contains("note: contract Misspelt"));
+    scratch.drop_db().await;
+}

@@ -63,9 +63,64 @@ pub struct FleetReport {
     pub contracts: Vec<String>,
     /// One entry per tenant, sorted by tenant name.
     pub tenants: Vec<TenantReport>,
+    /// Fleet-level hints (for example a contracted table that exists in no tenant).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
 }
 
 impl FleetReport {
+    /// A report over `tenants` (sorted here), with fleet-level notes derived from them.
+    #[must_use]
+    pub fn new(dialect: Dialect, contracts: Vec<String>, mut tenants: Vec<TenantReport>) -> Self {
+        tenants.sort_by(|a, b| a.tenant.cmp(&b.tenant));
+        let mut report = Self {
+            dialect,
+            contracts,
+            tenants,
+            notes: Vec::new(),
+        };
+        report.notes = report.missing_everywhere();
+        report
+    }
+
+    /// Contracts whose table is missing in every reachable tenant: almost always a wrong
+    /// table name or tenant pattern rather than drift.
+    fn missing_everywhere(&self) -> Vec<String> {
+        let reachable: Vec<&TenantReport> = self
+            .tenants
+            .iter()
+            .filter(|t| !matches!(t.verdict, Verdict::Unreachable { .. }))
+            .collect();
+        if reachable.is_empty() {
+            return Vec::new();
+        }
+        let mut missing: Vec<(&str, &str)> = reachable[0]
+            .findings
+            .iter()
+            .filter(|f| f.kind == crate::drift::DriftKind::MissingTable)
+            .map(|f| (f.contract.as_str(), f.table.as_str()))
+            .collect();
+        missing.retain(|(contract, table)| {
+            reachable.iter().all(|t| {
+                t.findings.iter().any(|f| {
+                    f.kind == crate::drift::DriftKind::MissingTable
+                        && f.contract == *contract
+                        && f.table == *table
+                })
+            })
+        });
+        missing
+            .into_iter()
+            .map(|(contract, table)| {
+                format!(
+                    "contract {contract}: table `{table}` exists in none of the {} tenants checked; check #[contract(table = \"...\")] \
+                     (names are case-sensitive) and that the tenant source finds the right schemas/databases",
+                    reachable.len()
+                )
+            })
+            .collect()
+    }
+
     /// Tenants with the given verdict status (`compliant`, `drifted`, `unreachable`).
     pub fn tenants_with<'a>(
         &'a self,
@@ -136,6 +191,9 @@ impl fmt::Display for FleetReport {
                     finding.actual
                 )?;
             }
+        }
+        for note in &self.notes {
+            writeln!(f, "note: {note}")?;
         }
         write!(f, "{}", self.summary())
     }

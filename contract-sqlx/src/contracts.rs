@@ -100,6 +100,15 @@ impl<DB: Database> ContractSet<DB> {
         &self.entries
     }
 
+    /// `Struct -> table` for each contract, as reports list them.
+    #[must_use]
+    pub fn describe(&self) -> Vec<String> {
+        self.entries
+            .iter()
+            .map(|e| format!("{} -> {}", e.contract.struct_name, e.contract.table))
+            .collect()
+    }
+
     /// Distinct table names (for catalog filters).
     #[must_use]
     pub fn table_names(&self) -> Vec<String> {

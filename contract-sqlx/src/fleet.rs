@@ -7,6 +7,7 @@ use contract_core::{
     TypeFit, TypeOracle, Verdict, diff,
 };
 use sqlx::Pool;
+use tracing::Instrument as _;
 
 use crate::backend::{Backend, TypeMap};
 use crate::contracts::{ContractEntry, ContractSet};
@@ -38,7 +39,8 @@ pub async fn check_fleet<DB: Backend>(
     let mut tenants = Vec::new();
     for (pool, names) in directory.groups() {
         let schemas: Vec<String> = names.iter().map(|t| t.as_str().to_owned()).collect();
-        match snapshot(pool, &schemas, contracts).await {
+        let span = tracing::info_span!("contract.check", dialect = %DB::DIALECT, tenants = schemas.len(), tables = ?contracts.table_names());
+        match snapshot(pool, &schemas, contracts).instrument(span).await {
             Ok(snapshot) => {
                 for tenant in &schemas {
                     tenants.push(check_tenant(tenant, contracts, &snapshot));
@@ -67,16 +69,7 @@ pub async fn check_fleet<DB: Backend>(
             findings: Vec::new(),
         });
     }
-    tenants.sort_by(|a, b| a.tenant.cmp(&b.tenant));
-    Ok(FleetReport {
-        dialect: DB::DIALECT,
-        contracts: contracts
-            .entries()
-            .iter()
-            .map(|e| format!("{} -> {}", e.contract.struct_name, e.contract.table))
-            .collect(),
-        tenants,
-    })
+    Ok(FleetReport::new(DB::DIALECT, contracts.describe(), tenants))
 }
 
 /// Introspects `schemas` (plus the contracts' fixed schemas) on `pool` and resolves types.
@@ -123,6 +116,9 @@ pub fn check_tenant<DB: Backend>(
             live,
             &oracle,
         ));
+    }
+    for f in &findings {
+        tracing::debug!(tenant, table = %f.table, column = ?f.column, kind = %f.kind, severity = %f.severity, "drift finding");
     }
     TenantReport {
         tenant: tenant.to_owned(),

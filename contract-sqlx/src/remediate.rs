@@ -8,6 +8,7 @@ use contract_core::plan::{Remediation, TableInput, TenantPlan, plan_tenant};
 use contract_core::{
     Dialect, ExecutionLog, FleetReport, LogAction, Severity, TenantError, TenantReport, Verdict,
 };
+use tracing::Instrument as _;
 
 use crate::apply::{ApplyJob, ApplyOptions};
 use crate::audit::AuditRecord;
@@ -187,7 +188,14 @@ pub async fn remediate<DB: Backend>(
                     drift_before: report.findings.iter().collect(),
                     options,
                 };
-                match DB::apply(pool, &job).await {
+                let span = tracing::info_span!(
+                    "contract.apply",
+                    tenant = %tenant_name,
+                    plan_hash = %plan.short_hash(),
+                    steps = job.steps.len(),
+                    tables = ?job.steps.iter().map(|s| s.table.as_str()).collect::<Vec<_>>(),
+                );
+                match DB::apply(pool, &job).instrument(span).await {
                     Ok(record) => {
                         applied.push(tenant_name.to_string());
                         audits.push(record);
@@ -205,16 +213,7 @@ pub async fn remediate<DB: Backend>(
         apply_ms += millis(started);
         reports.extend(group_reports);
     }
-    reports.sort_by(|a, b| a.tenant.cmp(&b.tenant));
-    let before = FleetReport {
-        dialect: DB::DIALECT,
-        contracts: contracts
-            .entries()
-            .iter()
-            .map(|e| format!("{} -> {}", e.contract.struct_name, e.contract.table))
-            .collect(),
-        tenants: reports,
-    };
+    let before = FleetReport::new(DB::DIALECT, contracts.describe(), reports);
     log.push(LogAction::Introspect {
         tenants: before.tenants.len(),
         tables,

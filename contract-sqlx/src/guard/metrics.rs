@@ -13,3 +13,14 @@ pub const DRIFT_FINDINGS: &str = "contract_drift_findings";
 pub const REVALIDATION_DURATION: &str = "contract_revalidation_duration_seconds";
 /// Counter: remediations applied.
 pub const REMEDIATIONS_TOTAL: &str = "contract_remediations_total";
+/// Counter: messages by `queue` and `outcome` (`accepted`, `quarantined`, `released`).
+pub const MESSAGES_TOTAL: &str = "contract_messages_total";
+/// Counter: quarantined messages by `queue` and `reason`.
+pub const QUARANTINED_TOTAL: &str = "contract_quarantined_total";
+
+/// Counts `n` messages of `queue` with `outcome` (`accepted`, `quarantined`, `released`).
+/// Consumers call it for accepted and released messages; quarantine counts itself.
+pub fn record_messages(queue: &str, outcome: &'static str, n: u64) {
+    ::metrics::counter!(MESSAGES_TOTAL, "queue" => queue.to_owned(), "outcome" => outcome)
+        .increment(n);
+}

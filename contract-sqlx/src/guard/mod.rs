@@ -303,11 +303,7 @@ impl<DB: PauseStore> Guard<DB> {
             .read()
             .unwrap_or_else(PoisonError::into_inner)
             .clone()
-            .unwrap_or_else(|| FleetReport {
-                dialect: DB::DIALECT,
-                contracts: Vec::new(),
-                tenants: Vec::new(),
-            })
+            .unwrap_or_else(|| FleetReport::new(DB::DIALECT, Vec::new(), Vec::new()))
     }
 
     /// The execution log of the last pass that planned or applied a remediation.
@@ -586,16 +582,7 @@ impl<DB: PauseStore> Guard<DB> {
             .collect();
         let mut tenants: Vec<TenantReport> = observed.values().map(|(_, r)| r.clone()).collect();
         tenants.sort_by(|a, b| a.tenant.cmp(&b.tenant));
-        let report = FleetReport {
-            dialect: DB::DIALECT,
-            contracts: inner
-                .contracts
-                .entries()
-                .iter()
-                .map(|e| format!("{} -> {}", e.contract.struct_name, e.contract.table))
-                .collect(),
-            tenants,
-        };
+        let report = FleetReport::new(DB::DIALECT, inner.contracts.describe(), tenants);
         #[allow(clippy::cast_precision_loss)]
         ::metrics::gauge!(metrics::DRIFT_FINDINGS).set(
             report

@@ -263,6 +263,18 @@ where
     .await?;
     if moved > 0 {
         tracing::info!(tenant = %tenant, queue, moved, contract = contract.name(), "quarantined poison messages");
+        crate::guard::metrics::record_messages(queue, "quarantined", moved);
+        // By reason when every row moved (the usual case); a partial no-op is counted above only.
+        if moved == rows.len() as u64 {
+            for (_, _, rejection) in &rows {
+                ::metrics::counter!(
+                    crate::guard::metrics::QUARANTINED_TOTAL,
+                    "queue" => queue.to_owned(),
+                    "reason" => rejection.reason.as_str()
+                )
+                .increment(1);
+            }
+        }
     }
     Ok(moved)
 }
