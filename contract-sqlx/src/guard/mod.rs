@@ -125,6 +125,9 @@ impl<DB: PauseStore> GuardBuilder<DB> {
     /// Discovers the tenants, checks the whole fleet, applies the remediation policy and
     /// pauses drifted tenants. `pool` is used for discovery and stores the pauses.
     ///
+    /// Install your `metrics` recorder (exporter) before this call: the gate's metric
+    /// handles are registered here, once, to keep the gate cheap.
+    ///
     /// # Errors
     ///
     /// Discovery failures, an invalid tenant list, or a pause table that cannot be created.
@@ -183,6 +186,7 @@ impl<DB: PauseStore> GuardBuilder<DB> {
                 log: RwLock::new(None),
                 dirty: std::sync::Mutex::new(BTreeSet::new()),
                 wake: tokio::sync::Notify::new(),
+                gate_metrics: GateMetrics::register(),
             }),
         };
         guard.revalidate().await?;
@@ -222,6 +226,26 @@ struct Inner<DB: PauseStore> {
     log: RwLock<Option<ExecutionLog>>,
     dirty: std::sync::Mutex<BTreeSet<String>>,
     wake: tokio::sync::Notify,
+    gate_metrics: GateMetrics,
+}
+
+/// Metric handles registered once at start (the gate is on every batch's path): install
+/// the `metrics` recorder before starting the guard.
+#[derive(Debug)]
+struct GateMetrics {
+    open: ::metrics::Counter,
+    paused: ::metrics::Counter,
+    duration: ::metrics::Histogram,
+}
+
+impl GateMetrics {
+    fn register() -> Self {
+        Self {
+            open: ::metrics::counter!(metrics::GATE_TOTAL, "outcome" => "open"),
+            paused: ::metrics::counter!(metrics::GATE_TOTAL, "outcome" => "paused"),
+            duration: ::metrics::histogram!(metrics::GATE_DURATION),
+        }
+    }
 }
 
 /// What one revalidation pass did.
@@ -289,9 +313,14 @@ impl<DB: PauseStore> Guard<DB> {
                 }
             }
         };
-        let outcome = if gate.is_open() { "open" } else { "paused" };
-        ::metrics::counter!(metrics::GATE_TOTAL, "outcome" => outcome).increment(1);
-        ::metrics::histogram!(metrics::GATE_DURATION).record(started.elapsed().as_secs_f64());
+        let handles = &self.inner.gate_metrics;
+        if gate.is_open() {
+            &handles.open
+        } else {
+            &handles.paused
+        }
+        .increment(1);
+        handles.duration.record(started.elapsed().as_secs_f64());
         gate
     }
 
