@@ -198,3 +198,21 @@ fn fingerprint_is_stable_and_changes_with_the_version() {
     assert_eq!(a.fingerprint().len(), 64);
     assert!(PayloadContract::<Order>::new().name().ends_with("Order"));
 }
+
+#[test]
+fn truncated_json_has_no_made_up_field_path() {
+    #[derive(Debug, serde::Deserialize)]
+    #[allow(dead_code)]
+    struct Click {
+        user_id: i64,
+        kind: String,
+    }
+    let rejection = contract_sqlx::payload::PayloadContract::<Click>::new()
+        .check(br#"{"user_id": 7, "kind": "click""#)
+        .expect_err("truncated");
+    assert_eq!(
+        rejection.reason,
+        contract_sqlx::payload::RejectReason::InvalidJson
+    );
+    assert_eq!(rejection.path, None, "{rejection:?}");
+}

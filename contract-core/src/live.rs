@@ -70,6 +70,19 @@ pub struct LiveTable {
     pub primary_key: Vec<String>,
     /// Foreign keys.
     pub foreign_keys: Vec<LiveForeignKey>,
+    /// SQLite only: the table's `CREATE TABLE` text as stored in `sqlite_schema` (what a
+    /// table rebuild re-creates with a changed column type).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub definition: Option<String>,
+    /// SQLite only: the SQL of the table's explicit indexes and triggers, ordered by name
+    /// (re-created verbatim after a table rebuild).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dependents: Vec<String>,
+    /// SQLite only: other schema objects whose SQL mentions the table (`view "v"`,
+    /// `trigger "t" on "users"`). A rebuild drops the table for a moment, which SQLite
+    /// refuses while a view or another table's trigger refers to it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub referenced_by: Vec<String>,
     /// A digest of the contracted part of the table definition: equal digests mean equal
     /// definitions, so an unchanged tenant need not be diffed again.
     pub fingerprint: String,
@@ -85,6 +98,9 @@ impl LiveTable {
             columns: Vec::new(),
             primary_key: Vec::new(),
             foreign_keys: Vec::new(),
+            definition: None,
+            dependents: Vec::new(),
+            referenced_by: Vec::new(),
             fingerprint: String::new(),
         }
     }

@@ -139,38 +139,9 @@ pub(crate) enum Json {
     Nullable,
 }
 
-/// A parsed `#[contract(references = "...")]` target.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) struct ReferenceTarget {
-    /// `schema.` prefix, if any.
-    pub schema: Option<String>,
-    /// Referenced table.
-    pub table: String,
-    /// Referenced column.
-    pub column: String,
-}
-
-impl ReferenceTarget {
-    /// The grammar of `contract_core::Reference::parse`: `table(column)` or
-    /// `schema.table(column)`.
-    pub(crate) fn parse(text: &str) -> Option<Self> {
-        let (target, rest) = text.trim().split_once('(')?;
-        let column = rest.strip_suffix(')')?.trim();
-        let (schema, table) = match target.trim().split_once('.') {
-            Some((schema, table)) => (Some(schema.trim()), table.trim()),
-            None => (None, target.trim()),
-        };
-        let valid = |s: &str| !s.is_empty() && !s.contains(['(', ')', ',', '.']);
-        if !valid(table) || !valid(column) || schema.is_some_and(|s| !valid(s)) {
-            return None;
-        }
-        Some(ReferenceTarget {
-            schema: schema.map(str::to_owned),
-            table: table.to_owned(),
-            column: column.to_owned(),
-        })
-    }
-}
+/// A parsed `#[contract(references = "...")]` target: the runtime's own type and grammar,
+/// so the derive accepts exactly what `contract_core::Reference::parse` accepts.
+pub(crate) use contract_core::Reference as ReferenceTarget;
 
 /// Attributes on the struct.
 pub(crate) struct Container {

@@ -175,35 +175,10 @@ fn tenant_name(index: usize, width: usize) -> String {
 // The queries measured besides the guard.
 // ---------------------------------------------------------------------------------------
 
-/// MUST MATCH `contract-sqlx/src/postgres/query.rs` `COLUMNS` (the guard's single catalog
-/// query), so that "raw" is the floor of exactly what the guard sends. The bench checks
-/// that it returns as many rows as the guard's snapshot implies.
-const RAW_COLUMNS: &str = r#"
-SELECT n.nspname::text                                   AS schema_name,
-       c.relname::text                                   AS table_name,
-       a.attname::text                                   AS column_name,
-       a.attnum::int4                                    AS attnum,
-       format_type(a.atttypid, a.atttypmod)              AS data_type,
-       format_type(a.atttypid, NULL)                     AS type_key,
-       NOT a.attnotnull                                  AS nullable,
-       pg_get_expr(d.adbin, d.adrelid)                   AS default_expr,
-       CASE WHEN t.typtype = 'e' THEN
-         (SELECT array_agg(e.enumlabel::text ORDER BY e.enumsortorder) FROM pg_enum e WHERE e.enumtypid = t.oid)
-       END                                               AS enum_labels,
-       array_position(pk.conkey, a.attnum)               AS pk_position,
-       fn.nspname::text AS ref_schema, fc.relname::text AS ref_table, fa.attname::text AS ref_column
-FROM pg_class c
-JOIN pg_namespace n ON n.oid = c.relnamespace
-LEFT JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped AND a.attname = ANY($3)
-LEFT JOIN pg_type t ON t.oid = a.atttypid
-LEFT JOIN pg_attrdef d ON d.adrelid = c.oid AND d.adnum = a.attnum
-LEFT JOIN pg_constraint pk ON pk.conrelid = c.oid AND pk.contype = 'p'
-LEFT JOIN pg_constraint f ON f.conrelid = c.oid AND f.contype = 'f' AND f.conkey = ARRAY[a.attnum]
-LEFT JOIN pg_class fc ON fc.oid = f.confrelid
-LEFT JOIN pg_namespace fn ON fn.oid = fc.relnamespace
-LEFT JOIN pg_attribute fa ON fa.attrelid = f.confrelid AND fa.attnum = f.confkey[1]
-WHERE c.relname = ANY($1) AND n.nspname = ANY($2) AND c.relkind IN ('r', 'p', 'v', 'm', 'f')
-"#;
+/// The guard's own catalog query (`postgres/query.rs` `COLUMNS`), so that "raw" is the floor
+/// of exactly what the guard sends. The bench checks that it returns as many rows as the
+/// guard's snapshot implies.
+const RAW_COLUMNS: &str = contract_sqlx::__private::PG_INTROSPECTION_SQL;
 
 /// Runs the guard's catalog query and drops the rows: the floor of the guard's check.
 async fn fetch_raw(

@@ -12,6 +12,11 @@ pub use crate::{
     __contract_if_sqlite as if_sqlite,
 };
 
+/// The guard's PostgreSQL catalog query, for the fleet benchmark's raw floor (it must be
+/// byte-identical to what the guard sends).
+#[cfg(feature = "postgres")]
+pub const PG_INTROSPECTION_SQL: &str = crate::postgres::query::COLUMNS;
+
 /// Autoref-specialisation probe: `(&NullProbe::<T>::new()).nullable()` is `true` exactly
 /// when `T` is `Option<_>` (type aliases included), which syntax alone cannot tell.
 pub struct NullProbe<T>(std::marker::PhantomData<T>);

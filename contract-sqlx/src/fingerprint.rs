@@ -3,7 +3,11 @@
 use contract_core::{FieldDigest, LiveTable};
 
 /// A digest of the introspected part of a table: names, types, nullability, defaults,
-/// enum labels and keys. Equal digests mean an equal contracted definition.
+/// enum labels and keys; on SQLite also the `CREATE TABLE` text, the SQL of its indexes
+/// and triggers, and the objects referring to it (a table rebuild re-creates them, so a
+/// changed index makes a rebuild plan stale). Equal digests mean an equal contracted
+/// definition. The SQLite-only parts are absent elsewhere and leave those digests as they
+/// were.
 #[must_use]
 pub fn fingerprint(table: &LiveTable) -> String {
     let mut digest = FieldDigest::new();
@@ -29,6 +33,18 @@ pub fn fingerprint(table: &LiveTable) -> String {
             .field(&fk.ref_schema)
             .field(&fk.ref_table)
             .field(&fk.ref_column);
+    }
+    if table.definition.is_some() || !table.dependents.is_empty() || !table.referenced_by.is_empty()
+    {
+        digest.field("sqlite").optional(table.definition.as_ref());
+        digest.field("dependents");
+        for sql in &table.dependents {
+            digest.field(sql);
+        }
+        digest.field("referenced_by");
+        for object in &table.referenced_by {
+            digest.field(object);
+        }
     }
     digest.finish_hex()
 }

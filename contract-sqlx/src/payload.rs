@@ -284,10 +284,16 @@ fn invalid_json(error: &serde_json::Error, path: Option<String>) -> Rejection {
     }
 }
 
-/// The path as `items[2].price`; `None` at the root (displayed as `.`).
+/// The path as `items[2].price`; `None` at the root (displayed as `.`). Segments serde
+/// could not name (shown as `?`, for example inside a truncated document) are dropped
+/// from the end.
 fn path_of(path: &serde_path_to_error::Path) -> Option<String> {
     let shown = path.to_string();
-    (shown != ".").then_some(shown)
+    let mut known = shown.as_str();
+    while let Some(rest) = known.strip_suffix('?') {
+        known = rest.strip_suffix('.').unwrap_or(rest);
+    }
+    (!known.is_empty() && known != ".").then(|| known.to_owned())
 }
 
 /// The serde error text, capped at [`MAX_DETAIL_CHARS`] characters.

@@ -4,6 +4,7 @@
 
 mod planner;
 mod policy;
+mod rebuild;
 mod render;
 mod step;
 pub mod types;

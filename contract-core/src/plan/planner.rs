@@ -1,5 +1,6 @@
 //! Findings → steps and refusals, per dialect (rules: schema-diff-prior-art §4, §5, §7).
 
+use super::rebuild::{TypeChange, rebuild_step};
 use super::render::Target;
 use super::step::{Action, Hazard, LockLevel, PlanStep, Refusal};
 use super::types::{PgTypeChange, ddl_type, pg_canonical, pg_type_change};
@@ -34,7 +35,18 @@ pub fn plan_tenant(
             schema: table_schema,
             table: &input.contract.table,
         };
+        // SQLite changes types by rebuilding the table from its current definition: once
+        // per table, for all its changed columns, before the table's other steps.
+        let rebuilt = dialect == Dialect::Sqlite;
+        if rebuilt {
+            let (step, refused) = sqlite_type_changes(&target, input);
+            steps.extend(step);
+            refusals.extend(refused);
+        }
         for finding in input.findings {
+            if rebuilt && finding.kind == DriftKind::TypeMismatch {
+                continue;
+            }
             match plan_finding(&target, input, finding) {
                 Ok(Some(step)) => steps.push(step),
                 Ok(None) => {}
@@ -51,6 +63,64 @@ pub fn plan_tenant(
 }
 
 type Planned = Result<Option<PlanStep>, String>;
+
+/// The one rebuild step for a SQLite table's type mismatches, and the refusals of those it
+/// cannot change (each with its reason).
+fn sqlite_type_changes(
+    target: &Target<'_>,
+    input: &TableInput<'_>,
+) -> (Option<PlanStep>, Vec<Refusal>) {
+    let mut refusals = Vec::new();
+    let mut refuse = |finding: &Finding, reason: String| {
+        refusals.push(Refusal {
+            table: finding.table.clone(),
+            column: finding.column.clone(),
+            kind: finding.kind,
+            reason,
+        });
+    };
+    let mut changes = Vec::new();
+    let mut changed = Vec::new();
+    for finding in input
+        .findings
+        .iter()
+        .filter(|f| f.kind == DriftKind::TypeMismatch)
+    {
+        let Some(column) = finding
+            .column
+            .as_deref()
+            .and_then(|c| input.contract.column(c))
+        else {
+            continue;
+        };
+        let Some(live) = input.live.and_then(|t| t.column(&column.name)) else {
+            continue;
+        };
+        match sql_type(target, input, column) {
+            Ok(to) => {
+                changes.push(TypeChange {
+                    column: live.name.clone(),
+                    from: live.data_type.clone(),
+                    to,
+                });
+                changed.push(finding);
+            }
+            Err(reason) => refuse(finding, reason),
+        }
+    }
+    let Some(live) = input.live.filter(|_| !changes.is_empty()) else {
+        return (None, refusals);
+    };
+    match rebuild_step(target, live, &changes) {
+        Ok(step) => (Some(step), refusals),
+        Err(reason) => {
+            for finding in changed {
+                refuse(finding, reason.clone());
+            }
+            (None, refusals)
+        }
+    }
+}
 
 fn plan_finding(target: &Target<'_>, input: &TableInput<'_>, finding: &Finding) -> Planned {
     let column = finding
@@ -89,7 +159,9 @@ fn sql_type(
     }
     // sqlx sends JSON to MySQL as a binary string, so its type name is `BINARY` (the same
     // as a UUID's): the field type decides, or a JSON field would become `BINARY(16)`.
-    if target.dialect == Dialect::MySql
+    // On SQLite sqlx names it `TEXT`, but a column declared `TEXT` is (rightly) reported at
+    // risk for a JSON field; declaring it `JSON` is what makes the added column comply.
+    if matches!(target.dialect, Dialect::MySql | Dialect::Sqlite)
         && matches!(
             crate::rules::rust_type_name(&column.rust_type),
             "Json" | "Value" | "JsonValue" | "RawValue"
@@ -238,10 +310,8 @@ fn change_type(target: &Target<'_>, input: &TableInput<'_>, column: &ColumnContr
             ));
         }
         Dialect::Sqlite => {
-            return Err(format!(
-                "changing `{}` from {live_type} to {new_type} needs SQLite's table rebuild; migrate by hand or change the field type",
-                column.name
-            ));
+            // Planned per table by `sqlite_type_changes` (a table rebuild); never here.
+            return Ok(None);
         }
     }
     let (from, to) = (pg_canonical(&live_type), pg_canonical(&new_type));

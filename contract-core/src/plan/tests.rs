@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 
 use super::*;
 use crate::diff::{DiffScope, TypeFit, TypeOracle, diff};
+use crate::drift::DriftKind;
 use crate::live::{LiveColumn, LiveTable};
 use crate::model::{ColumnContract, Reference};
 
@@ -395,22 +396,274 @@ fn plan_mysql_adds_json_fields_as_json_not_binary() {
 }
 
 #[test]
-fn plan_sqlite_adds_columns_unqualified_and_refuses_rebuilds() {
+fn plan_sqlite_adds_json_fields_as_json_not_text() {
+    // sqlx names the SQLite type of `Json<T>` `TEXT`; a `TEXT` column is at risk for a JSON
+    // field (the oracle says so), so the remediation must declare `JSON` to converge.
+    let mut meta = column(
+        "event_metadata",
+        "Option<sqlx::types::Json<serde_json::Value>>",
+    );
+    meta.nullable = true;
+    meta.default_sql = Some("'{}'".into());
+    let contract = events(vec![column("id", "i64"), meta]);
+    let live_table = live(vec![LiveColumn::new("id", "INTEGER").not_null()]);
+    let plan = plan_for(
+        Dialect::Sqlite,
+        &contract,
+        Some(&live_table),
+        &[("id", "INTEGER"), ("event_metadata", "TEXT")],
+    );
+    assert_eq!(
+        plan.statements().collect::<Vec<_>>(),
+        [r#"ALTER TABLE "events" ADD COLUMN "event_metadata" JSON DEFAULT '{}'"#]
+    );
+}
+
+/// A SQLite `events` table as introspected, with its definition text and dependents.
+fn sqlite_events(columns: Vec<LiveColumn>, definition: &str, dependents: &[&str]) -> LiveTable {
+    let mut t = live(columns);
+    t.definition = Some(definition.to_owned());
+    t.dependents = dependents.iter().map(|d| (*d).to_owned()).collect();
+    t
+}
+
+#[test]
+fn plan_sqlite_adds_columns_unqualified_and_rebuilds_for_a_type_change_first() {
     let mut note = column("note", "Option<String>");
     note.nullable = true;
     let contract = events(vec![column("id", "i64"), note]);
-    let live_table = live(vec![LiveColumn::new("id", "TEXT").not_null()]);
+    let live_table = sqlite_events(
+        vec![LiveColumn::new("id", "TEXT").not_null()],
+        "CREATE TABLE events (id TEXT NOT NULL)",
+        &[],
+    );
     let plan = plan_for(
         Dialect::Sqlite,
         &contract,
         Some(&live_table),
         &[("id", "INTEGER"), ("note", "TEXT")],
     );
+    assert!(plan.refusals.is_empty(), "{:?}", plan.refusals);
+    // The rebuild re-creates the table from its current definition, so it runs before the
+    // table's other steps (an added column would otherwise be lost by the copy).
     assert_eq!(
         plan.statements().collect::<Vec<_>>(),
-        [r#"ALTER TABLE "events" ADD COLUMN "note" TEXT"#]
+        [
+            r#"CREATE TABLE "events__contract_rebuild" (id INTEGER NOT NULL)"#,
+            r#"INSERT INTO "events__contract_rebuild" SELECT * FROM "events""#,
+            r#"CREATE TEMP TABLE "contract_rebuild_check" ("id" INTEGER CONSTRAINT "id_values_convert_to_integer" CHECK ("id"))"#,
+            r#"INSERT INTO "temp"."contract_rebuild_check" SELECT NOT EXISTS (SELECT 1 FROM "events__contract_rebuild" WHERE typeof("id") NOT IN ('integer', 'null'))"#,
+            r#"DROP TABLE "temp"."contract_rebuild_check""#,
+            r#"DROP TABLE "events""#,
+            r#"ALTER TABLE "events__contract_rebuild" RENAME TO "events""#,
+            r#"ALTER TABLE "events" ADD COLUMN "note" TEXT"#,
+        ]
     );
-    assert!(plan.refusals[0].reason.contains("table rebuild"));
+    assert_eq!(plan.steps[0].action, Action::ChangeType);
+    assert_eq!(plan.steps[0].column.as_deref(), Some("id"));
+    assert_eq!(
+        plan.hazards(),
+        [Hazard::ValidatesRows, Hazard::TableRebuild]
+    );
+    assert!(plan.needs_approval());
+    // SafeOnly adds the column; the rebuild waits for an approval of this exact plan.
+    let safe = Remediation::SafeOnly.select(&plan);
+    assert_eq!(safe.steps.len(), 1);
+    assert!(safe.awaiting_approval);
+    assert_eq!(
+        Remediation::Approved(plan.hash.clone())
+            .select(&plan)
+            .steps
+            .len(),
+        2
+    );
+}
+
+#[test]
+fn plan_sqlite_rebuild_rewrites_only_the_type_and_keeps_indexes_triggers_and_expressions() {
+    let hostile = "we\"ird) col";
+    let mut note = column("note", "Option<String>");
+    note.nullable = true;
+    let mut score = column("score", "f64");
+    score.nullable = false;
+    let contract = events(vec![
+        column("id", "i64"),
+        column(hostile, "i64"),
+        note,
+        score,
+    ]);
+    let definition = concat!(
+        "CREATE TABLE events (\n",
+        "  id INTEGER PRIMARY KEY AUTOINCREMENT,\n",
+        "  \"we\"\"ird) col\" varchar (20) NOT NULL CHECK (\"we\"\"ird) col\" <> 'x)'),\n",
+        "  note TEXT DEFAULT (printf('%s(%d)', 'a,b', 1)), -- a comment (with parens\n",
+        "  score /* untyped */ NOT NULL DEFAULT (0.5),\n",
+        "  CHECK (length(note) < 100)\n",
+        ")"
+    );
+    let index = r#"CREATE INDEX "events_weird" ON events ("we""ird) col")"#;
+    let trigger = "CREATE TRIGGER events_touch AFTER UPDATE ON events BEGIN UPDATE events SET note = 'x;y' WHERE id = new.id; END";
+    let live_table = sqlite_events(
+        vec![
+            LiveColumn::new("id", "INTEGER").not_null(),
+            LiveColumn::new(hostile, "varchar (20)").not_null(),
+            LiveColumn::new("note", "TEXT"),
+            LiveColumn::new("score", "").not_null(),
+        ],
+        definition,
+        &[index, trigger],
+    );
+    let plan = plan_for(
+        Dialect::Sqlite,
+        &contract,
+        Some(&live_table),
+        &[
+            ("id", "INTEGER"),
+            (hostile, "INTEGER"),
+            ("note", "TEXT"),
+            ("score", "REAL"),
+        ],
+    );
+    assert!(plan.refusals.is_empty(), "{:?}", plan.refusals);
+    assert_eq!(plan.steps.len(), 1, "one rebuild for both columns");
+    assert_eq!(plan.steps[0].column, None);
+    assert_eq!(
+        plan.statements().collect::<Vec<_>>(),
+        [
+            concat!(
+                "CREATE TABLE \"events__contract_rebuild\" (\n",
+                "  id INTEGER PRIMARY KEY AUTOINCREMENT,\n",
+                "  \"we\"\"ird) col\" INTEGER NOT NULL CHECK (\"we\"\"ird) col\" <> 'x)'),\n",
+                "  note TEXT DEFAULT (printf('%s(%d)', 'a,b', 1)), -- a comment (with parens\n",
+                "  score REAL /* untyped */ NOT NULL DEFAULT (0.5),\n",
+                "  CHECK (length(note) < 100)\n",
+                ")"
+            ),
+            r#"INSERT INTO "events__contract_rebuild" SELECT * FROM "events""#,
+            concat!(
+                r#"CREATE TEMP TABLE "contract_rebuild_check" ("#,
+                r#""we""ird) col" INTEGER CONSTRAINT "we""ird) col_values_convert_to_integer" CHECK ("we""ird) col"), "#,
+                r#""score" INTEGER CONSTRAINT "score_values_convert_to_real" CHECK ("score"))"#
+            ),
+            concat!(
+                r#"INSERT INTO "temp"."contract_rebuild_check" SELECT "#,
+                r#"NOT EXISTS (SELECT 1 FROM "events__contract_rebuild" WHERE typeof("we""ird) col") NOT IN ('integer', 'null')), "#,
+                r#"NOT EXISTS (SELECT 1 FROM "events__contract_rebuild" WHERE typeof("score") NOT IN ('real', 'null'))"#
+            ),
+            r#"DROP TABLE "temp"."contract_rebuild_check""#,
+            "DELETE FROM sqlite_sequence WHERE name = 'events__contract_rebuild'",
+            "INSERT INTO sqlite_sequence (name, seq) SELECT 'events__contract_rebuild', seq FROM sqlite_sequence WHERE name = 'events'",
+            r#"DROP TABLE "events""#,
+            r#"ALTER TABLE "events__contract_rebuild" RENAME TO "events""#,
+            index,
+            trigger,
+        ]
+    );
+    // Same inputs, same SQL and hash; a changed index changes the plan.
+    let again = plan_for(
+        Dialect::Sqlite,
+        &contract,
+        Some(&live_table),
+        &[
+            ("id", "INTEGER"),
+            (hostile, "INTEGER"),
+            ("note", "TEXT"),
+            ("score", "REAL"),
+        ],
+    );
+    assert_eq!(plan, again);
+    let mut other = live_table.clone();
+    other.dependents.pop();
+    let changed = plan_for(
+        Dialect::Sqlite,
+        &contract,
+        Some(&other),
+        &[
+            ("id", "INTEGER"),
+            (hostile, "INTEGER"),
+            ("note", "TEXT"),
+            ("score", "REAL"),
+        ],
+    );
+    assert_ne!(plan.hash, changed.hash);
+}
+
+#[test]
+fn plan_sqlite_refuses_rebuilds_it_cannot_plan_unambiguously() {
+    let contract = events(vec![column("id", "i64"), column("user_id", "i64")]);
+    let columns = || {
+        vec![
+            LiveColumn::new("id", "INTEGER").not_null(),
+            LiveColumn::new("user_id", "TEXT").not_null(),
+        ]
+    };
+    let plain = "CREATE TABLE events (id INTEGER PRIMARY KEY, user_id TEXT NOT NULL)";
+    let mut viewed = sqlite_events(columns(), plain, &[]);
+    viewed.referenced_by = vec![r#"view "recent_events""#.into()];
+    let mut undefined = sqlite_events(columns(), plain, &[]);
+    undefined.definition = None;
+    let cases = [
+        (viewed, "INTEGER", r#"refer to it: view "recent_events""#),
+        (undefined, "INTEGER", "was not introspected"),
+        (
+            sqlite_events(
+                columns(),
+                "CREATE TABLE events (id INTEGER PRIMARY KEY, user_id TEXT NOT NULL, u2 INTEGER AS (user_id + 1))",
+                &[],
+            ),
+            "INTEGER",
+            "generated column",
+        ),
+        (
+            sqlite_events(
+                columns(),
+                "CREATE TABLE events (id INTEGER PRIMARY KEY, user_id TEXT NOT NULL) STRICT",
+                &[],
+            ),
+            "BOOLEAN",
+            "STRICT table",
+        ),
+        (
+            sqlite_events(columns(), plain, &[]),
+            "STRING",
+            "no storage-class check",
+        ),
+        (
+            sqlite_events(
+                columns(),
+                "CREATE TABLE events (id INTEGER PRIMARY KEY, user_id VARCHAR NOT NULL)",
+                &[],
+            ),
+            "INTEGER",
+            "the catalog as `TEXT`",
+        ),
+        (
+            sqlite_events(
+                columns(),
+                "CREATE VIRTUAL TABLE events USING fts5(user_id)",
+                &[],
+            ),
+            "INTEGER",
+            "not a plain CREATE TABLE",
+        ),
+    ];
+    for (live_table, to, why) in cases {
+        let plan = plan_for(
+            Dialect::Sqlite,
+            &contract,
+            Some(&live_table),
+            &[("id", "INTEGER"), ("user_id", to)],
+        );
+        assert!(plan.steps.is_empty(), "{why}: {:?}", plan.steps);
+        assert_eq!(plan.refusals.len(), 1, "{why}");
+        assert_eq!(plan.refusals[0].kind, DriftKind::TypeMismatch);
+        assert_eq!(plan.refusals[0].column.as_deref(), Some("user_id"));
+        assert!(
+            plan.refusals[0].reason.contains(why),
+            "{why}: {}",
+            plan.refusals[0].reason
+        );
+    }
 }
 
 #[test]

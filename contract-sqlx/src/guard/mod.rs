@@ -187,6 +187,7 @@ impl<DB: PauseStore> GuardBuilder<DB> {
                 dirty: std::sync::Mutex::new(BTreeSet::new()),
                 wake: tokio::sync::Notify::new(),
                 gate_metrics: GateMetrics::register(),
+                retry: std::sync::Mutex::new(HashMap::new()),
             }),
         };
         guard.revalidate().await?;
@@ -227,6 +228,8 @@ struct Inner<DB: PauseStore> {
     dirty: std::sync::Mutex<BTreeSet<String>>,
     wake: tokio::sync::Notify,
     gate_metrics: GateMetrics,
+    /// Tenants whose remediation failed: when to try again, and how many failures so far.
+    retry: std::sync::Mutex<HashMap<String, (Instant, u32)>>,
 }
 
 /// Metric handles registered once at start (the gate is on every batch's path): install
@@ -512,6 +515,18 @@ impl<DB: PauseStore> Guard<DB> {
     async fn pass(&self, dirty: &BTreeSet<String>) -> Result<Revalidation> {
         let inner = &self.inner;
         let started = Instant::now();
+        // Failed remediations are retried with a growing delay (re-checked as if dirty).
+        let mut dirty = dirty.clone();
+        dirty.extend(
+            inner
+                .retry
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .iter()
+                .filter(|(_, (at, _))| *at <= started)
+                .map(|(tenant, _)| tenant.clone()),
+        );
+        let dirty = &dirty;
         let mut observed = inner.observed.lock().await;
         let mut summary = Revalidation::default();
         let mut changed: Vec<(TenantName, Pool<DB>)> = Vec::new();
@@ -550,6 +565,7 @@ impl<DB: PauseStore> Guard<DB> {
         }
         // Remediate (or plan) the changed tenants that drifted, per policy.
         let mut plan_hashes: BTreeMap<String, String> = BTreeMap::new();
+        let mut failures: BTreeMap<String, String> = BTreeMap::new();
         let drifted: Vec<&(TenantName, Pool<DB>)> = changed
             .iter()
             .filter(|(t, _)| {
@@ -559,6 +575,23 @@ impl<DB: PauseStore> Guard<DB> {
             })
             .collect();
         if inner.policy.plans() && !drifted.is_empty() {
+            // Close the drifted tenants' gates before remediating (DESIGN D8: drift found,
+            // no new claims): applying may wait for locks or for another replica, and
+            // meanwhile consumers would claim batches that fail on the drifted schema. In
+            // memory only: `apply_pauses` below lifts it, or replaces it with the stored pause.
+            if inner.policy.applies() {
+                for (tenant, _) in &drifted {
+                    if let Some((fingerprint, report)) = observed.get(tenant.as_str()) {
+                        let mut pause =
+                            guard_pause(report, fingerprint, &inner.expected_fingerprint, None);
+                        pause.reason = format!("remediating {}", pause.reason);
+                        tracing::warn!(tenant = %tenant, reason = %pause.reason, "tenant paused by the guard");
+                        self.update_cell(tenant.as_str(), |state| {
+                            state.drift = Some(Arc::new(pause))
+                        });
+                    }
+                }
+            }
             let mut sub = TenantDirectory::new();
             for (pool, names) in inner.directory.groups() {
                 let mine: Vec<TenantName> = drifted
@@ -570,15 +603,33 @@ impl<DB: PauseStore> Guard<DB> {
                     sub = sub.add(pool.clone(), mine);
                 }
             }
-            let run = remediate(
+            let run = match remediate(
                 &sub,
                 &inner.contracts,
                 &inner.policy,
                 &inner.options,
                 Some(&inner.epoch),
             )
-            .await?;
+            .await
+            {
+                Ok(run) => run,
+                Err(error) => {
+                    // Keep them paused and diff them again next pass.
+                    for (tenant, _) in &drifted {
+                        if let Some(entry) = observed.get_mut(tenant.as_str()) {
+                            entry.0.clear();
+                        }
+                    }
+                    return Err(error);
+                }
+            };
             ::metrics::counter!(metrics::REMEDIATIONS_TOTAL).increment(run.audits.len() as u64);
+            self.schedule_retries(&run);
+            failures = run
+                .failed
+                .iter()
+                .map(|f| (f.tenant.clone(), f.error.clone()))
+                .collect();
             summary.remediated = run.audits.iter().map(|a| a.tenant.clone()).collect();
             for report in &run.after.tenants {
                 if let Some(entry) = observed.get_mut(&report.tenant) {
@@ -600,8 +651,17 @@ impl<DB: PauseStore> Guard<DB> {
                 .collect();
             *inner.log.write().unwrap_or_else(PoisonError::into_inner) = Some(run.log);
         }
-        self.apply_pauses(&observed, &summary.changed, &plan_hashes)
+        self.apply_pauses(&observed, &summary.changed, &plan_hashes, &failures)
             .await?;
+        inner
+            .retry
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .retain(|tenant, _| {
+                observed
+                    .get(tenant)
+                    .is_some_and(|(_, r)| r.verdict != Verdict::Compliant)
+            });
         summary.paused = observed
             .iter()
             .filter(|(_, (_, r))| r.verdict != Verdict::Compliant)
@@ -632,6 +692,7 @@ impl<DB: PauseStore> Guard<DB> {
         observed: &HashMap<String, (String, TenantReport)>,
         changed: &[String],
         plan_hashes: &BTreeMap<String, String>,
+        failures: &BTreeMap<String, String>,
     ) -> Result<()> {
         let inner = &self.inner;
         for tenant in changed {
@@ -639,12 +700,18 @@ impl<DB: PauseStore> Guard<DB> {
                 continue;
             };
             let drift = (report.verdict != Verdict::Compliant).then(|| {
-                Arc::new(guard_pause(
+                let mut pause = guard_pause(
                     report,
                     fingerprint,
                     &inner.expected_fingerprint,
                     plan_hashes.get(tenant),
-                ))
+                );
+                if let Some(error) = failures.get(tenant) {
+                    pause.reason.push_str(&format!(
+                        "; remediation failed and will be retried: {error}"
+                    ));
+                }
+                Arc::new(pause)
             });
             let previous = self.cell_state(tenant).and_then(|s| s.drift);
             if let Some(table) = &inner.pauses {
@@ -664,7 +731,7 @@ impl<DB: PauseStore> Guard<DB> {
                 }
             }
             match (&previous, &drift) {
-                (None, Some(p)) => {
+                (previous, Some(p)) if previous.as_ref().is_none_or(|q| q.reason != p.reason) => {
                     tracing::warn!(tenant = %tenant, reason = %p.reason, plan_hash = ?p.plan_hash, "tenant paused by the guard")
                 }
                 (Some(_), None) => {
@@ -697,6 +764,31 @@ impl<DB: PauseStore> Guard<DB> {
             }
         }
         Ok(())
+    }
+
+    /// Failed tenants are retried after the revalidation interval, doubling per failure
+    /// up to ten minutes (retrying every pass would keep queueing exclusive locks);
+    /// remediated tenants are forgotten.
+    fn schedule_retries(&self, run: &crate::remediate::RemediationRun) {
+        let mut retry = self
+            .inner
+            .retry
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        for audit in &run.audits {
+            retry.remove(&audit.tenant);
+        }
+        let now = Instant::now();
+        for failure in &run.failed {
+            let failures = retry.get(&failure.tenant).map_or(0, |(_, n)| *n) + 1;
+            let delay = self
+                .inner
+                .interval
+                .saturating_mul(1 << (failures - 1).min(12))
+                .min(Duration::from_secs(600));
+            tracing::warn!(tenant = %failure.tenant, error = %failure.error, failures, retry_in = ?delay, "remediation failed");
+            retry.insert(failure.tenant.clone(), (now + delay, failures));
+        }
     }
 
     fn cell_state(&self, tenant: &str) -> Option<TenantState> {

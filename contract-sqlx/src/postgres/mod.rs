@@ -2,7 +2,7 @@
 
 mod apply;
 mod parse;
-mod query;
+pub(crate) mod query;
 mod row;
 
 use std::collections::BTreeSet;

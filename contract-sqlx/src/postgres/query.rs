@@ -10,7 +10,7 @@
 ///
 /// Docs: <https://www.postgresql.org/docs/15/catalog-pg-attribute.html>
 // language=SQL
-pub(super) const COLUMNS: &str = r#"
+pub(crate) const COLUMNS: &str = r#"
 SELECT n.nspname::text                                   AS schema_name,
        c.relname::text                                   AS table_name,
        a.attname::text                                   AS column_name,

@@ -63,9 +63,9 @@ use std::future::Future;
 use contract_core::TenantName;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use sqlx::{Acquire, Database, Pool};
+use sqlx::{Database, Pool};
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::payload::{PayloadContract, Rejection};
 
 pub use table::{PayloadType, Quarantine, QueueTable};
@@ -208,8 +208,8 @@ pub async fn ensure_table<DB: QuarantineStore>(
 }
 
 /// Moves rejected messages from the tenant's queue into quarantine, in the caller's
-/// transaction (pass `&mut *tx`; a bare connection or a pool also works, the move is then
-/// its own transaction), and returns how many moved.
+/// transaction (pass `&mut *tx`; a bare connection, `&mut *pool.acquire().await?`, also
+/// works, the move is then its own transaction), and returns how many moved.
 ///
 /// Each entry is `(message id, raw payload, rejection)`; duplicate ids count once (the
 /// first entry wins). The queue row is deleted and the quarantine row written together:
@@ -222,8 +222,11 @@ pub async fn ensure_table<DB: QuarantineStore>(
 ///
 /// [`crate::Error::Ident`] for unusable names, [`crate::Error::Database`] when a statement
 /// fails (the caller's transaction should then be rolled back: nothing was moved).
-pub async fn quarantine<'c, A, T>(
-    conn: A,
+// The connection is taken as `&mut C`, not as a generic `sqlx::Acquire<'c>`: with
+// `Acquire`, the future was not `Send` for every lifetime (rustc's "implementation of
+// `Send` is not general enough"), so a consumer could not call this in `tokio::spawn`.
+pub async fn quarantine<C, T>(
+    conn: &mut C,
     tenant: &TenantName,
     queue: &str,
     table: &QueueTable,
@@ -232,8 +235,8 @@ pub async fn quarantine<'c, A, T>(
     rejected: &[(i64, &[u8], &Rejection)],
 ) -> Result<u64>
 where
-    A: Acquire<'c>,
-    A::Database: QuarantineStore,
+    C: sqlx::Connection,
+    C::Database: QuarantineStore,
 {
     let mut seen = HashSet::with_capacity(rejected.len());
     let rows: Vec<(i64, &[u8], &Rejection)> = rejected
@@ -250,12 +253,8 @@ where
         table,
         quarantine,
     };
-    let mut conn = conn.acquire().await.map_err(Error::db(
-        "acquiring a connection to quarantine on",
-        Some(tenant.as_str()),
-    ))?;
-    let moved = <A::Database as QuarantineStore>::move_rows(
-        &mut *conn,
+    let moved = <C::Database as QuarantineStore>::move_rows(
+        conn,
         site,
         (contract.name(), contract.fingerprint()),
         &rows,

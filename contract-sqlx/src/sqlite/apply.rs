@@ -2,10 +2,19 @@
 //! Taking the write lock up front is the per-tenant lock (a racing replica waits in
 //! `busy_timeout`); the re-introspection, the statements and the audit row all run inside
 //! it, since SQLite DDL is transactional (schema-diff-prior-art §4 rule 33).
+//!
+//! A type change is a table rebuild (create, copy, drop, rename; see the planner). Its
+//! `DROP TABLE` must not fire foreign-key actions (`ON DELETE CASCADE` in a child table
+//! would empty it), and `PRAGMA foreign_keys` is a no-op inside a transaction: so when a
+//! step has the `table_rebuild` hazard, foreign keys are turned off on the connection
+//! before `BEGIN IMMEDIATE`, `PRAGMA foreign_key_check` must find no violation involving a
+//! rebuilt table before the commit (or everything is rolled back), and the setting is
+//! restored afterwards on every path.
 
 use std::time::{Duration, Instant, SystemTime};
 
 use contract_core::Dialect;
+use contract_core::plan::Hazard;
 use sqlx::sqlite::SqliteConnection;
 use sqlx::{AssertSqlSafe, Connection, SqlSafeStr, Sqlite, SqlitePool};
 
@@ -102,18 +111,126 @@ async fn apply_once(
         .fetch_one(&mut *conn)
         .await
         .map_err(fail("set timeouts"))?;
-    let result = in_transaction(&mut conn, job, attempt, started).await;
-    // Hand the pooled connection back with its own timeout (this also runs the rollback
-    // of a failed transaction); a connection that cannot be reset is closed instead.
-    let restored = sqlx::raw_sql(AssertSqlSafe(format!(
-        "PRAGMA busy_timeout = {busy_timeout}"
-    )))
-    .execute(&mut *conn)
-    .await;
-    if restored.is_err() {
+    let rebuilt = rebuilt_tables(job);
+    // `Some(previous setting)` when a rebuild turned foreign keys off.
+    let foreign_keys = if rebuilt.is_empty() {
+        None
+    } else {
+        Some(
+            foreign_keys_enabled(&mut conn)
+                .await
+                .map_err(fail("turn foreign keys off"))?,
+        )
+    };
+    let result = match foreign_keys_off(&mut conn, foreign_keys).await {
+        Ok(false) => in_transaction(&mut conn, job, attempt, started, &rebuilt).await,
+        // Never rebuild with foreign keys enforced: the DROP TABLE would cascade.
+        Ok(true) => Err(fail("turn foreign keys off")(sqlx::Error::InvalidArgument(
+            "PRAGMA foreign_keys = OFF did not take effect; a table rebuild needs foreign keys off"
+                .into(),
+        ))),
+        Err(error) => Err(fail("turn foreign keys off")(error)),
+    };
+    // Hand the pooled connection back with its own timeout and foreign-key setting (this
+    // also runs the rollback of a failed transaction first); a connection that cannot be
+    // reset is closed instead.
+    let mut reset = format!("PRAGMA busy_timeout = {busy_timeout}");
+    if foreign_keys == Some(true) {
+        reset.push_str("; PRAGMA foreign_keys = ON");
+    }
+    let restored = sqlx::raw_sql(AssertSqlSafe(reset)).execute(&mut *conn).await;
+    let fk_restored = match foreign_keys {
+        Some(previous) => foreign_keys_enabled(&mut conn).await.ok() == Some(previous),
+        None => true,
+    };
+    if restored.is_err() || !fk_restored {
         conn.close_on_drop();
     }
     result
+}
+
+/// The tables a step rebuilds (`table_rebuild` hazard).
+fn rebuilt_tables(job: &ApplyJob<'_, Sqlite>) -> Vec<String> {
+    let mut tables: Vec<String> = job
+        .steps
+        .iter()
+        .filter(|s| s.hazards.contains(&Hazard::TableRebuild))
+        .map(|s| s.table.clone())
+        .collect();
+    tables.dedup();
+    tables
+}
+
+/// Turns foreign-key enforcement off when it was on (`previous`), outside any transaction
+/// where the pragma works, and returns whether it is still on.
+async fn foreign_keys_off(
+    conn: &mut SqliteConnection,
+    previous: Option<bool>,
+) -> sqlx::Result<bool> {
+    if previous != Some(true) {
+        return Ok(false);
+    }
+    sqlx::raw_sql("PRAGMA foreign_keys = OFF")
+        .execute(&mut *conn)
+        .await?;
+    foreign_keys_enabled(conn).await
+}
+
+async fn foreign_keys_enabled(conn: &mut SqliteConnection) -> sqlx::Result<bool> {
+    sqlx::query_scalar::<_, i64>("PRAGMA foreign_keys")
+        .fetch_one(&mut *conn)
+        .await
+        .map(|on| on != 0)
+}
+
+/// One row of `PRAGMA foreign_key_check`.
+#[derive(Debug, sqlx::FromRow)]
+struct ForeignKeyViolation {
+    table: String,
+    rowid: Option<i64>,
+    parent: String,
+}
+
+/// `PRAGMA foreign_key_check` after a rebuild: the violations whose child or parent is a
+/// rebuilt table, described for the error (`None` when there is none).
+async fn foreign_key_violations(
+    conn: &mut SqliteConnection,
+    rebuilt: &[String],
+) -> sqlx::Result<Option<String>> {
+    let rows: Vec<ForeignKeyViolation> = sqlx::query_as("PRAGMA foreign_key_check")
+        .fetch_all(&mut *conn)
+        .await?;
+    let involved = |name: &str| rebuilt.iter().any(|t| t.eq_ignore_ascii_case(name));
+    let found: Vec<String> = rows
+        .iter()
+        .filter(|r| involved(&r.table) || involved(&r.parent))
+        .map(|r| {
+            format!(
+                "row {} of `{}` references a missing row of `{}`",
+                r.rowid.map_or_else(|| "?".to_owned(), |id| id.to_string()),
+                r.table,
+                r.parent
+            )
+        })
+        .collect();
+    Ok((!found.is_empty()).then(|| {
+        let shown = found.iter().take(5).cloned().collect::<Vec<_>>().join("; ");
+        let more = found.len().saturating_sub(5);
+        format!(
+            "PRAGMA foreign_key_check found {} foreign-key violation(s) after rebuilding {}: {shown}{}",
+            found.len(),
+            rebuilt
+                .iter()
+                .map(|t| format!("`{t}`"))
+                .collect::<Vec<_>>()
+                .join(", "),
+            if more > 0 {
+                format!(" (and {more} more)")
+            } else {
+                String::new()
+            }
+        )
+    }))
 }
 
 async fn in_transaction(
@@ -121,6 +238,7 @@ async fn in_transaction(
     job: &ApplyJob<'_, Sqlite>,
     attempt: u32,
     started: Instant,
+    rebuilt: &[String],
 ) -> Result<AuditRecord> {
     let tenant = job.tenant.as_str();
     let fail = |stage: &str| {
@@ -161,6 +279,17 @@ async fn in_transaction(
             .execute(&mut *tx)
             .await
             .map_err(fail(statement))?;
+    }
+    if !rebuilt.is_empty() {
+        // Foreign keys were off for the rebuild: prove nothing dangles before committing.
+        let violations = foreign_key_violations(&mut tx, rebuilt)
+            .await
+            .map_err(fail("foreign key check"))?;
+        if let Some(message) = violations {
+            return Err(fail("foreign key check")(sqlx::Error::InvalidArgument(
+                message,
+            )));
+        }
     }
     let audit_id = new_audit_id(tenant);
     let table = Dialect::Sqlite.quote_qualified(Some("main"), &job.options.audit.table)?;

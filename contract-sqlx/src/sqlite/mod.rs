@@ -188,7 +188,27 @@ pub(crate) async fn introspect_on(
         fks = fks.bind(value);
     }
     let fks = fks.fetch_all(&mut *conn).await?;
-    Ok(parse::tables(rows, fks, &labels))
+    // The definitions a table rebuild needs, from each database that holds a tenant.
+    let mut objects = Vec::new();
+    let mut wanted: Vec<&String> = labels.keys().collect();
+    wanted.sort();
+    for database in wanted {
+        let sql = query::schema_objects(
+            &Dialect::Sqlite
+                .quote(database)
+                .map_err(|e| sqlx::Error::InvalidArgument(e.to_string()))?,
+            tables.len(),
+        );
+        let mut query = sqlx::query_as::<_, row::SchemaObjectRow>(AssertSqlSafe(sql));
+        for value in &tables {
+            query = query.bind(value);
+        }
+        for mut object in query.fetch_all(&mut *conn).await? {
+            object.schema_name.clone_from(database);
+            objects.push(object);
+        }
+    }
+    Ok(parse::tables(rows, fks, objects, &labels))
 }
 
 /// Prepares `SELECT <wanted> FROM <database>.<table>`: sqlx's type info for each declared

@@ -4,16 +4,17 @@ use std::collections::HashMap;
 
 use contract_core::{LiveColumn, LiveForeignKey, LiveTable};
 
-use super::row::{ColumnRow, ForeignKeyRow};
+use super::row::{ColumnRow, ForeignKeyRow, SchemaObjectRow};
 use crate::fingerprint::fingerprint;
 
-/// Groups rows (ordered by database, table, column id) into tables, attaches foreign keys,
-/// and names each table's schema after the tenant(s) its database holds: `labels` maps a
+/// Groups rows (ordered by database, table, column id) into tables, attaches foreign keys
+/// and the schema objects a rebuild needs (see [`attach_objects`]), and names each table's schema after the tenant(s) its database holds: `labels` maps a
 /// connection database (`main` or an attached name) to tenant names; unmapped databases
 /// are dropped.
 pub(super) fn tables(
     rows: Vec<ColumnRow>,
     fks: Vec<ForeignKeyRow>,
+    objects: Vec<SchemaObjectRow>,
     labels: &HashMap<String, Vec<String>>,
 ) -> Vec<LiveTable> {
     let mut tables: Vec<LiveTable> = Vec::new();
@@ -48,6 +49,7 @@ pub(super) fn tables(
         });
     }
     attach_foreign_keys(&mut tables, fks);
+    attach_objects(&mut tables, &objects);
     let mut labelled = Vec::with_capacity(tables.len());
     for table in tables {
         for label in labels.get(&table.schema).into_iter().flatten() {
@@ -67,6 +69,38 @@ pub(super) fn tables(
 /// SQLite's affinity rules and sqlx's declared-type mapping both read).
 pub(super) fn type_key(declared: &str) -> String {
     declared.trim().to_ascii_uppercase()
+}
+
+/// Records each table's `CREATE TABLE` text, the SQL of its explicit indexes and triggers
+/// (in `objects` order: by name), and the views and other tables' triggers whose SQL
+/// mentions its name (a case-insensitive substring: a false positive only makes the
+/// planner refuse a rebuild it could have done).
+fn attach_objects(tables: &mut [LiveTable], objects: &[SchemaObjectRow]) {
+    for table in tables {
+        let needle = table.name.to_lowercase();
+        for object in objects.iter().filter(|o| o.schema_name == table.schema) {
+            let own = object.tbl_name == table.name;
+            match object.kind.as_str() {
+                "table" if own && object.name == table.name => {
+                    table.definition = Some(object.sql.clone());
+                }
+                "index" | "trigger" if own => table.dependents.push(object.sql.clone()),
+                "view" | "trigger" if object.sql.to_lowercase().contains(&needle) => {
+                    let mut what = format!("{} {}", object.kind, quoted(&object.name));
+                    if object.kind == "trigger" {
+                        what.push_str(&format!(" on {}", quoted(&object.tbl_name)));
+                    }
+                    table.referenced_by.push(what);
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
+/// `"name"` for messages (never executed).
+fn quoted(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
 }
 
 fn attach_foreign_keys(tables: &mut [LiveTable], fks: Vec<ForeignKeyRow>) {

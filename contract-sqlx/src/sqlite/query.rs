@@ -58,6 +58,27 @@ ORDER BY t.schema, t.name, f.id, f.seq"#,
     )
 }
 
+/// The schema objects of one database (`<db>` is quoted by the caller) a table rebuild
+/// needs: the contracted tables' `CREATE TABLE` text and the SQL of their indexes and
+/// triggers, plus every view and trigger (to find those that refer to a contracted table).
+/// Automatic indexes (`sql IS NULL`) come back with the `CREATE TABLE`.
+///
+/// Binds: table names.
+///
+/// Docs: <https://sqlite.org/schematab.html>
+pub(super) fn schema_objects(database: &str, tables: usize) -> String {
+    // language=SQL
+    format!(
+        r#"
+SELECT type, name, tbl_name, sql
+FROM {database}.sqlite_schema
+WHERE sql IS NOT NULL
+  AND (type IN ('view', 'trigger') OR (type IN ('table', 'index') AND tbl_name IN ({})))
+ORDER BY name"#,
+        placeholders(tables),
+    )
+}
+
 /// Attached databases (not `main` or `temp`) whose name is `LIKE ?`.
 ///
 /// Docs: <https://sqlite.org/pragma.html#pragma_database_list>

@@ -22,3 +22,15 @@ pub(super) struct ForeignKeyRow {
     pub ref_table: String,
     pub ref_column: Option<String>,
 }
+
+/// One row of [`super::query::schema_objects`], with the database it came from.
+#[derive(Debug, sqlx::FromRow)]
+pub(super) struct SchemaObjectRow {
+    #[sqlx(skip)]
+    pub schema_name: String,
+    #[sqlx(rename = "type")]
+    pub kind: String,
+    pub name: String,
+    pub tbl_name: String,
+    pub sql: String,
+}

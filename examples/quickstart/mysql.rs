@@ -1,0 +1,210 @@
+//! The fleet on a MySQL/MariaDB server (`DATABASE_URL=mysql://…`): one scratch database per
+//! tenant plus one for the guard's pauses, with a unique prefix, dropped by
+//! [`MySqlFleet::drop_all`].
+//!
+//! The library has no quarantine store for MySQL (`QuarantineStore` is implemented for
+//! PostgreSQL and SQLite): poison messages are detected and left in the queue, unacked.
+
+use contract_sqlx::guard::PauseTable;
+use contract_sqlx::payload::Rejection;
+use contract_sqlx::quarantine::{Quarantine, QuarantinedMessage};
+use contract_sqlx::{
+    ApplyOptions, AuditConfig, ContractSet, Dialect, TenantDirectory, TenantName, Tenants,
+};
+use sqlx::mysql::MySqlPoolOptions;
+use sqlx::{MySql, MySqlConnection, MySqlPool};
+
+use super::story::{BoxError, Drift, Event, Fleet, Message, QueueSql, StoryDb};
+
+/// Scratch databases `<prefix>_<tenant>` and `<prefix>_control` on the server.
+#[derive(Debug)]
+pub struct MySqlFleet {
+    pool: MySqlPool,
+    prefix: String,
+    tenants: Vec<TenantName>,
+}
+
+impl MySqlFleet {
+    /// Connects and creates the control database.
+    pub async fn create(url: &str, prefix: &str) -> Result<Self, BoxError> {
+        let pool = MySqlPoolOptions::new()
+            .max_connections(4)
+            .connect(url)
+            .await?;
+        let fleet = Self {
+            pool,
+            prefix: prefix.to_owned(),
+            tenants: Vec::new(),
+        };
+        let control = Dialect::MySql.quote(&fleet.control_db())?;
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {control}")))
+            .execute(&fleet.pool)
+            .await?;
+        Ok(fleet)
+    }
+
+    fn control_db(&self) -> String {
+        format!("{}_control", self.prefix)
+    }
+
+    /// Drops every database this fleet created (even after a failed story) and closes the pool.
+    pub async fn drop_all(self) -> Result<(), BoxError> {
+        let mut databases: Vec<String> = self.tenants.iter().map(ToString::to_string).collect();
+        databases.push(self.control_db());
+        for db in databases {
+            let db = Dialect::MySql.quote(&db)?;
+            sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {db}")))
+                .execute(&self.pool)
+                .await?;
+        }
+        self.pool.close().await;
+        Ok(())
+    }
+}
+
+impl Fleet for MySqlFleet {
+    type DB = MySql;
+
+    fn name(&self) -> &'static str {
+        "MySQL"
+    }
+
+    fn location(&self) -> String {
+        format!("one scratch database per tenant, {}_*", self.prefix)
+    }
+
+    async fn create_tenant(
+        &mut self,
+        short: &str,
+        drift: Drift,
+        messages: &[Message],
+    ) -> Result<TenantName, BoxError> {
+        let tenant = TenantName::new(format!("{}_{short}", self.prefix))?;
+        let db = Dialect::MySql.quote(tenant.as_str())?;
+        self.tenants.push(tenant.clone());
+        let payload = if drift == Drift::RenamedColumn {
+            "body"
+        } else {
+            "payload"
+        };
+        let user_id = if drift == Drift::IncompatibleType {
+            "TEXT"
+        } else {
+            "BIGINT"
+        };
+        let metadata = if drift == Drift::MissingColumn {
+            ""
+        } else {
+            ", event_metadata JSON DEFAULT '{}'"
+        };
+        let ddl = format!(
+            "CREATE DATABASE {db}; \
+             CREATE TABLE {db}.events (id BIGINT PRIMARY KEY, user_id {user_id} NOT NULL, {payload} TEXT NOT NULL{metadata}, \
+             enqueued_at TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP, attempts INT NOT NULL DEFAULT 0)"
+        );
+        sqlx::raw_sql(sqlx::AssertSqlSafe(ddl))
+            .execute(&self.pool)
+            .await?;
+        let insert = format!("INSERT INTO {db}.events (id, user_id, {payload}) VALUES (?, ?, ?)");
+        for (id, user_id, raw) in messages {
+            let query = sqlx::query(sqlx::AssertSqlSafe(insert.as_str())).bind(id);
+            let query = match drift {
+                Drift::IncompatibleType => query.bind(user_id.to_string()),
+                _ => query.bind(user_id),
+            };
+            query.bind(raw).execute(&self.pool).await?;
+        }
+        Ok(tenant)
+    }
+
+    async fn directory(&self) -> Result<TenantDirectory<MySql>, BoxError> {
+        let names = self.tenants.iter().map(ToString::to_string);
+        Ok(TenantDirectory::new()
+            .discover(&self.pool, &Tenants::list(names))
+            .await?)
+    }
+
+    fn control(&self) -> &MySqlPool {
+        &self.pool
+    }
+
+    fn pause_table(&self) -> PauseTable {
+        PauseTable {
+            schema: Some(self.control_db()),
+            table: "contract_pauses".into(),
+        }
+    }
+
+    fn apply_options(&self) -> ApplyOptions {
+        ApplyOptions {
+            audit: AuditConfig {
+                actor: "quickstart".into(),
+                ..AuditConfig::default() // `contract_audit` in each tenant database
+            },
+            ..ApplyOptions::default()
+        }
+    }
+
+    fn queue_sql(&self, tenant: &TenantName) -> Result<QueueSql, BoxError> {
+        let d = Dialect::MySql;
+        let events = d.quote_qualified(Some(tenant.as_str()), "events")?;
+        Ok(QueueSql {
+            claim: format!(
+                "SELECT id, user_id, payload, event_metadata FROM {events} WHERE id > ? ORDER BY id LIMIT 4 \
+                 FOR UPDATE SKIP LOCKED"
+            ),
+            ack: format!("DELETE FROM {events} WHERE id = ?"),
+            count: format!("SELECT COUNT(*) FROM {events}"),
+        })
+    }
+
+    fn quarantine_table(&self) -> Quarantine {
+        Quarantine::default() // unused: no quarantine store on MySQL
+    }
+
+    async fn prepare_quarantine(&self, _pool: &MySqlPool) -> Result<(), BoxError> {
+        Ok(())
+    }
+
+    async fn quarantined(
+        &self,
+        _pool: &MySqlPool,
+        _tenant: &TenantName,
+    ) -> Result<Option<Vec<QuarantinedMessage>>, BoxError> {
+        Ok(None)
+    }
+}
+
+impl StoryDb for MySql {
+    fn contracts() -> ContractSet<MySql> {
+        ContractSet::new().with::<Event>()
+    }
+
+    async fn claim(
+        conn: &mut MySqlConnection,
+        sql: &QueueSql,
+        after: i64,
+    ) -> Result<Vec<Event>, BoxError> {
+        let query = sqlx::query_as(sqlx::AssertSqlSafe(sql.claim.as_str())).bind(after);
+        Ok(query.fetch_all(conn).await?)
+    }
+
+    async fn ack(conn: &mut MySqlConnection, sql: &QueueSql, id: i64) -> Result<u64, BoxError> {
+        let query = sqlx::query(sqlx::AssertSqlSafe(sql.ack.as_str())).bind(id);
+        Ok(query.execute(conn).await?.rows_affected())
+    }
+
+    async fn count(pool: &MySqlPool, sql: &QueueSql) -> Result<i64, BoxError> {
+        let query = sqlx::query_scalar(sqlx::AssertSqlSafe(sql.count.as_str()));
+        Ok(query.fetch_one(pool).await?)
+    }
+
+    async fn quarantine(
+        _conn: &mut MySqlConnection,
+        _tenant: &TenantName,
+        _quarantine: &Quarantine,
+        _rejected: &[(i64, &[u8], &Rejection)],
+    ) -> Result<Option<u64>, BoxError> {
+        Ok(None)
+    }
+}
