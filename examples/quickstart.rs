@@ -95,12 +95,21 @@ fn print(s: &Summary) {
     }
     for (tenant, plan) in &s.safe_only.awaiting_approval {
         let hazards: Vec<&str> = plan.hazards().iter().map(|h| h.as_str()).collect();
-        println!(
-            "  {tenant:<20} awaits approval of plan {} [{}]: {}",
+        let statements: Vec<&str> = plan.statements().collect();
+        let head = format!(
+            "  {tenant:<20} awaits approval of plan {} [{}]",
             plan.short_hash(),
-            hazards.join(", "),
-            plan.statements().collect::<Vec<_>>().join("; ")
+            hazards.join(", ")
         );
+        if let [one] = statements.as_slice() {
+            println!("{head}: {one}");
+        } else {
+            // A table rebuild is several statements: one per line.
+            println!("{head}:");
+            for statement in statements {
+                println!("  {:<20}   {statement}", "");
+            }
+        }
     }
     for plan in &s.safe_only.plans {
         for refusal in &plan.refusals {

@@ -299,10 +299,17 @@ async fn trigger_installer_reports_missing_privilege_clearly() {
 async fn failed_remediation_is_retried_with_backoff_until_it_succeeds() {
     let scratch = PgScratch::create("contract_guard_retry").await;
     seed(&scratch.pool, 2).await;
-    exec(&scratch.pool, "ALTER TABLE tenant_1.events DROP COLUMN event_metadata").await;
+    exec(
+        &scratch.pool,
+        "ALTER TABLE tenant_1.events DROP COLUMN event_metadata",
+    )
+    .await;
     // Another session holds a lock the ALTER needs: the first remediation times out.
     let mut blocker = scratch.pool.begin().await.expect("begin");
-    sqlx::query("LOCK TABLE tenant_1.events IN ACCESS SHARE MODE").execute(&mut *blocker).await.expect("lock");
+    sqlx::query("LOCK TABLE tenant_1.events IN ACCESS SHARE MODE")
+        .execute(&mut *blocker)
+        .await
+        .expect("lock");
     let options = contract_sqlx::ApplyOptions {
         lock_timeout: Duration::from_millis(100),
         max_attempts: 1,
@@ -318,13 +325,21 @@ async fn failed_remediation_is_retried_with_backoff_until_it_succeeds() {
         .await
         .expect("start");
     match guard.gate("tenant_1") {
-        Gate::Paused(why) => assert!(why.reason.contains("remediation failed and will be retried"), "{}", why.reason),
+        Gate::Paused(why) => assert!(
+            why.reason
+                .contains("remediation failed and will be retried"),
+            "{}",
+            why.reason
+        ),
         Gate::Open(_) => panic!("tenant_1 must stay paused while its remediation fails"),
     }
     assert!(guard.gate("tenant_2").is_open());
     let task = guard.spawn();
     blocker.rollback().await.expect("release");
-    assert!(eventually(Duration::from_secs(20), || guard.gate("tenant_1").is_open()).await, "never retried");
+    assert!(
+        eventually(Duration::from_secs(20), || guard.gate("tenant_1").is_open()).await,
+        "never retried"
+    );
     task.abort();
     scratch.drop_db().await;
 }

@@ -262,8 +262,24 @@ async fn sqlite_quickstart_story_end_to_end() {
     fleet.close().await;
     let summary = result.expect("story");
     assert_eq!(summary.backend, "SQLite");
-    // SQLite never automates a type change (table rebuild): hooli is refused.
-    check(&summary, &["hooli"], &["umbrella"]);
+    // SQLite changes hooli's `user_id` TEXT -> INTEGER by a table rebuild, after approval.
+    check(&summary, &[], &["hooli", "umbrella"]);
+    let hooli = summary
+        .approvals
+        .iter()
+        .find(|a| short(&a.tenant) == "hooli")
+        .unwrap();
+    assert_eq!(
+        hooli.plan.hazards(),
+        [Hazard::ValidatesRows, Hazard::TableRebuild]
+    );
+    assert!(
+        hooli.plan.statements().any(|s| s
+            .starts_with(r#"CREATE TABLE "events__contract_rebuild""#)
+            && s.contains("user_id INTEGER NOT NULL")),
+        "{:?}",
+        hooli.plan.steps
+    );
 
     // The audit rows live in the tenant files.
     let initech = scratch.0.join("tenants").join("initech.db");
@@ -278,6 +294,25 @@ async fn sqlite_quickstart_story_end_to_end() {
         .await
         .expect("audit table");
     assert_eq!(audits, [("initech".to_owned(), "applied".to_owned())]);
+    sqlx::Connection::close(conn).await.expect("close initech");
+    let hooli = scratch.0.join("tenants").join("hooli.db");
+    let mut conn = <sqlx::SqliteConnection as sqlx::Connection>::connect(&format!(
+        "sqlite:{}",
+        hooli.display()
+    ))
+    .await
+    .expect("open hooli");
+    let declared: String =
+        sqlx::query_scalar("SELECT type FROM pragma_table_info('events') WHERE name = 'user_id'")
+            .fetch_one(&mut conn)
+            .await
+            .expect("user_id");
+    assert_eq!(declared, "INTEGER");
+    let audits: Vec<(String, String)> = sqlx::query_as("SELECT tenant, status FROM contract_audit")
+        .fetch_all(&mut conn)
+        .await
+        .expect("audit table");
+    assert_eq!(audits, [("hooli".to_owned(), "applied".to_owned())]);
 }
 
 #[tokio::test]

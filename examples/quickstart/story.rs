@@ -26,7 +26,8 @@ pub type BoxError = Box<dyn Error + Send + Sync>;
 
 /// The consumer's row type: the same struct it decodes with `sqlx::FromRow`, and its
 /// schema contract. Remediation may add `event_metadata` (a constant default) on its own;
-/// renaming `body` to `payload` needs an approval of the exact plan.
+/// renaming `body` to `payload`, or changing the type of `user_id`, needs an approval of
+/// the exact plan.
 #[derive(Debug, sqlx::FromRow, Contract)]
 #[contract(table = "events")]
 pub struct Event {
@@ -56,8 +57,9 @@ pub enum Drift {
     /// Still has the old column name `body` where the contract reads `payload`.
     RenamedColumn,
     /// Someone hot-fixed it by hand: `user_id` has a type the struct's `i64` does not
-    /// decode (`int4` on PostgreSQL, which can be widened; `TEXT` on SQLite and MySQL,
-    /// where a type change is never automated).
+    /// decode: `int4` on PostgreSQL (widened in place), `TEXT` on SQLite (the table is
+    /// rebuilt; both after an approval of the exact plan), `TEXT` on MySQL (where a type
+    /// change copies the table and is never automated: refused, the tenant stays paused).
     IncompatibleType,
 }
 

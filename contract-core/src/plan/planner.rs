@@ -16,6 +16,11 @@ use crate::model::ColumnContract;
 /// contract order, then finding order, so the same inputs always give byte-identical SQL
 /// and the same hash. Narrowing, lossy and may-fail casts, drops and undeclared renames are
 /// never planned: they come back as refusals with the reason.
+///
+/// On SQLite a type change is one table rebuild per table (all its changed columns, ahead
+/// of the table's other steps), written from the introspected `CREATE TABLE` text, indexes
+/// and triggers; it always needs an approval (`table_rebuild`, `validates_rows`), and a
+/// definition that cannot be read unambiguously is refused.
 #[must_use]
 pub fn plan_tenant(
     dialect: Dialect,

@@ -10,6 +10,14 @@
 //! schema, so the plan (and its hash) is deterministic; a definition this module cannot
 //! read unambiguously is refused, never guessed.
 //!
+//! The copy is `INSERT INTO <tmp> SELECT * FROM <table>`: values convert by the new
+//! column's affinity (SQLite converts only when the value survives the round trip), and
+//! the check rejects any that did not (`CHECK constraint failed:
+//! <column>_values_convert_to_<class>`). As with `VACUUM`, a rowid table without an
+//! `INTEGER PRIMARY KEY` may get new rowids; an `AUTOINCREMENT` high-water mark is kept.
+//! A view or another table's trigger that mentions the table makes SQLite reject the
+//! rename after the drop, so those are refused up front.
+//!
 //! The apply side (not here) turns `foreign_keys` off on the connection before
 //! `BEGIN IMMEDIATE` for a step with [`Hazard::TableRebuild`], runs
 //! `PRAGMA foreign_key_check` before commit, and restores the setting afterwards.
@@ -470,10 +478,10 @@ fn parse_create_table(sql: &str, table: &str) -> Result<ParsedTable, String> {
             }
             _ => {}
         }
-        if k > open {
-            if let Some(element) = elements.last_mut() {
-                element.push((*token, depth));
-            }
+        if k > open
+            && let Some(element) = elements.last_mut()
+        {
+            element.push((*token, depth));
         }
     }
     let close = close.ok_or("the column list is not closed")?;

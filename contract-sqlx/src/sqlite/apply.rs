@@ -138,7 +138,9 @@ async fn apply_once(
     if foreign_keys == Some(true) {
         reset.push_str("; PRAGMA foreign_keys = ON");
     }
-    let restored = sqlx::raw_sql(AssertSqlSafe(reset)).execute(&mut *conn).await;
+    let restored = sqlx::raw_sql(AssertSqlSafe(reset))
+        .execute(&mut *conn)
+        .await;
     let fk_restored = match foreign_keys {
         Some(previous) => foreign_keys_enabled(&mut conn).await.ok() == Some(previous),
         None => true,

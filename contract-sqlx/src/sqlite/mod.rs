@@ -6,7 +6,8 @@
 //!   A requested tenant that is not an attached database is the pool's `main` database.
 //! * Introspection: `pragma_table_list` ⟕ `pragma_table_xinfo` and
 //!   `pragma_foreign_key_list`, one bulk query each per pool; `LiveTable::schema` is the
-//!   tenant name.
+//!   tenant name. Plus `sqlite_schema` per tenant database: the `CREATE TABLE` text and
+//!   the index and trigger SQL a type change's table rebuild re-creates (see `apply`).
 //! * Types: see `oracle` — the verdict follows the storage classes decoding really sees.
 //!   Nullable columns read into non-`Option` fields are reported by the generic diff
 //!   (`nullability`, at risk); on SQLite that hazard is silent: sqlx decodes NULL as 0,

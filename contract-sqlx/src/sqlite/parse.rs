@@ -8,9 +8,9 @@ use super::row::{ColumnRow, ForeignKeyRow, SchemaObjectRow};
 use crate::fingerprint::fingerprint;
 
 /// Groups rows (ordered by database, table, column id) into tables, attaches foreign keys
-/// and the schema objects a rebuild needs (see [`attach_objects`]), and names each table's schema after the tenant(s) its database holds: `labels` maps a
-/// connection database (`main` or an attached name) to tenant names; unmapped databases
-/// are dropped.
+/// and the schema objects a rebuild needs (see [`attach_objects`]), and names each table's
+/// schema after the tenant(s) its database holds: `labels` maps a connection database
+/// (`main` or an attached name) to tenant names; unmapped databases are dropped.
 pub(super) fn tables(
     rows: Vec<ColumnRow>,
     fks: Vec<ForeignKeyRow>,
@@ -79,7 +79,9 @@ fn attach_objects(tables: &mut [LiveTable], objects: &[SchemaObjectRow]) {
     for table in tables {
         let needle = table.name.to_lowercase();
         for object in objects.iter().filter(|o| o.schema_name == table.schema) {
-            let own = object.tbl_name == table.name;
+            // A trigger's `tbl_name` keeps the spelling of its `ON` clause (SQLite names
+            // are ASCII case-insensitive); an index's is the table's own.
+            let own = object.tbl_name.eq_ignore_ascii_case(&table.name);
             match object.kind.as_str() {
                 "table" if own && object.name == table.name => {
                     table.definition = Some(object.sql.clone());
