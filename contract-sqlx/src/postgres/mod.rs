@@ -5,9 +5,10 @@ mod parse;
 pub(crate) mod query;
 mod row;
 
-use std::collections::BTreeSet;
+use std::collections::HashSet;
 
 use contract_core::{Dialect, LiveColumn, LiveTable, TypeFit};
+use futures_util::TryStreamExt as _;
 use sqlx::{AssertSqlSafe, Column, Executor, PgPool, Postgres, SqlSafeStr, Statement};
 
 use crate::apply::ApplyJob;
@@ -33,12 +34,14 @@ impl Backend for Postgres {
     }
 
     async fn resolve_types(pool: &PgPool, tables: &[LiveTable]) -> Result<TypeMap<Self>> {
-        let keys: BTreeSet<&str> = tables
+        // A hash set (the fleet has few distinct types among many columns), sorted after.
+        let keys: HashSet<&str> = tables
             .iter()
             .flat_map(|t| &t.columns)
             .map(|c| c.type_key.as_str())
             .collect();
-        let keys: Vec<&str> = keys.into_iter().collect();
+        let mut keys: Vec<&str> = keys.into_iter().collect();
+        keys.sort_unstable();
         let mut types = TypeMap::<Self>::new();
         if keys.is_empty() {
             return Ok(types);
@@ -102,7 +105,7 @@ pub(crate) async fn introspect_on<'e>(
     schemas: &[String],
     contracts: &ContractSet<Postgres>,
 ) -> std::result::Result<Vec<LiveTable>, sqlx::Error> {
-    let rows = sqlx::query(query::COLUMNS)
+    let mut rows = sqlx::query(query::COLUMNS)
         .bind(contracts.table_names())
         .bind(schemas)
         .bind(contracts.column_names())
@@ -110,13 +113,12 @@ pub(crate) async fn introspect_on<'e>(
         // switches to a generic plan after five runs that scans every matched table once
         // per schema (measured: 316 ms vs 137 ms at 1,000 tenants).
         .persistent(false)
-        .fetch_all(executor)
-        .await?;
-    let rows = rows
-        .iter()
-        .map(row::ColumnRow::decode)
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok(parse::tables(rows))
+        .fetch(executor);
+    let mut tables = parse::TablesBuilder::default();
+    while let Some(row) = rows.try_next().await? {
+        tables.push(&row::ColumnRow::decode(&row)?);
+    }
+    Ok(tables.finish())
 }
 
 async fn probe(pool: &PgPool, keys: &[&str]) -> Result<Vec<(String, sqlx::postgres::PgTypeInfo)>> {
