@@ -343,3 +343,71 @@ async fn failed_remediation_is_retried_with_backoff_until_it_succeeds() {
     task.abort();
     scratch.drop_db().await;
 }
+
+#[tokio::test]
+async fn connect_installs_the_epoch_hook_and_starts_the_guard_in_one_call() {
+    let scratch = PgScratch::create("contract_guard_connect").await;
+    seed(&scratch.pool, 2).await;
+    exec(
+        &scratch.pool,
+        "ALTER TABLE tenant_2.events ALTER COLUMN user_id TYPE int4",
+    )
+    .await;
+    let (pool, guard) = Guard::<Postgres>::builder()
+        .contract::<Event>()
+        .tenants(Tenants::schemas_like("tenant_%"))
+        .connect(
+            sqlx::postgres::PgPoolOptions::new().max_connections(1),
+            &scratch.url,
+        )
+        .await
+        .expect("connect");
+    // A cached statement on the consumer pool, then a remediation bumps the epoch.
+    let read = |pool: PgPool| async move {
+        sqlx::query("SELECT * FROM tenant_2.events")
+            .fetch_all(&pool)
+            .await
+            .map(|r| r.len())
+            .map_err(|e| e.to_string())
+    };
+    assert_eq!(read(pool.clone()).await, Ok(0));
+    assert!(!guard.gate("tenant_2").is_open());
+    let hash = match guard.gate("tenant_2") {
+        Gate::Paused(why) => why.plan_hash.clone(),
+        Gate::Open(_) => None,
+    };
+    assert!(hash.is_none(), "policy Off plans nothing");
+    let dir = contract_sqlx::TenantDirectory::new()
+        .discover(&pool, &Tenants::list(["tenant_2"]))
+        .await
+        .expect("dir");
+    let contracts = contract_sqlx::ContractSet::<Postgres>::new().with::<Event>();
+    let dry = contract_sqlx::remediate(
+        &dir,
+        &contracts,
+        &Remediation::DryRun,
+        &Default::default(),
+        None,
+    )
+    .await
+    .expect("plan");
+    let hash = dry.awaiting_approval["tenant_2"].hash.clone();
+    contract_sqlx::remediate(
+        &dir,
+        &contracts,
+        &Remediation::Approved(hash),
+        &Default::default(),
+        Some(guard.epoch()),
+    )
+    .await
+    .expect("apply");
+    assert_eq!(
+        read(pool.clone()).await,
+        Ok(0),
+        "the hook recycled the stale connection"
+    );
+    guard.revalidate().await.expect("revalidate");
+    assert!(guard.gate("tenant_2").is_open());
+    pool.close().await;
+    scratch.drop_db().await;
+}

@@ -122,6 +122,45 @@ impl<DB: PauseStore> GuardBuilder<DB> {
         self
     }
 
+    /// The one-line start-up for a consumer: connects the consumer's pool with the
+    /// statement-cache hook installed ([`SchemaEpoch::install`], so remediation DDL never
+    /// surfaces as `cached plan must not change result type`), then starts the guard on it.
+    ///
+    /// ```no_run
+    /// # use contract_sqlx::Contract;
+    /// # #[derive(sqlx::FromRow, Contract)] #[contract(table = "events")] struct Event { id: i64 }
+    /// # async fn demo() -> contract_sqlx::Result<()> {
+    /// use contract_sqlx::{Guard, plan::Remediation};
+    /// let (pool, guard) = Guard::<sqlx::Postgres>::builder()
+    ///     .contract::<Event>()
+    ///     .remediation(Remediation::SafeOnly)
+    ///     .connect(sqlx::postgres::PgPoolOptions::new().max_connections(8), "postgres://…")
+    ///     .await?;
+    /// # let _ = (pool, guard); Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`crate::Error::Database`] when the pool cannot connect (check the URL and that the
+    /// server is up), then the errors of [`GuardBuilder::start`].
+    pub async fn connect(
+        self,
+        options: sqlx::pool::PoolOptions<DB>,
+        url: &str,
+    ) -> Result<(Pool<DB>, Guard<DB>)> {
+        let pool =
+            self.epoch
+                .install(options)
+                .connect(url)
+                .await
+                .map_err(crate::error::Error::db(
+                    "connecting the consumer pool (check the database URL)",
+                    None,
+                ))?;
+        let guard = self.start(&pool).await?;
+        Ok((pool, guard))
+    }
+
     /// Discovers the tenants, checks the whole fleet, applies the remediation policy and
     /// pauses drifted tenants. `pool` is used for discovery and stores the pauses.
     ///
