@@ -330,3 +330,64 @@ async fn consumer_pool_with_epoch_hook_survives_remediation_ddl() {
     unguarded.close().await;
     scratch.drop_db().await;
 }
+
+#[derive(Debug, sqlx::Type)]
+#[sqlx(type_name = "tenant_1.mood", rename_all = "lowercase")]
+enum Mood {
+    Happy,
+    Sad,
+    Meh,
+}
+
+#[derive(Debug, sqlx::FromRow, Contract)]
+#[contract(table = "moods", backends(postgres))]
+#[allow(dead_code)]
+struct MoodRow {
+    id: i64,
+    #[contract(enum_labels = "happy, sad, meh")]
+    mood: Mood,
+}
+
+#[tokio::test]
+async fn missing_enum_labels_are_added_by_safe_only() {
+    let scratch = PgScratch::create("contract_enum").await;
+    sqlx::raw_sql(
+        "CREATE SCHEMA tenant_1; CREATE TYPE tenant_1.mood AS ENUM ('happy', 'sad'); \
+         CREATE TABLE tenant_1.moods (id int8 NOT NULL, mood tenant_1.mood NOT NULL); \
+         INSERT INTO tenant_1.moods VALUES (1, 'sad');",
+    )
+    .execute(&scratch.pool)
+    .await
+    .expect("seed");
+    let contracts = ContractSet::<Postgres>::new().with::<MoodRow>();
+    let dir = directory(&scratch.pool).await;
+    let run = remediate(
+        &dir,
+        &contracts,
+        &Remediation::SafeOnly,
+        &ApplyOptions::default(),
+        None,
+    )
+    .await
+    .expect("run");
+    let finding = run.before.findings().next().expect("finding");
+    assert_eq!(finding.actual, "missing labels: meh");
+    assert_eq!(run.audits.len(), 1, "{:?}", run.failed);
+    assert_eq!(
+        run.audits[0].statements,
+        [r#"ALTER TYPE "tenant_1"."mood" ADD VALUE IF NOT EXISTS 'meh'"#]
+    );
+    assert!(run.after.is_clean(), "{}", run.after);
+    sqlx::query("INSERT INTO tenant_1.moods VALUES (2, $1)")
+        .bind(Mood::Meh)
+        .execute(&scratch.pool)
+        .await
+        .expect("write meh");
+    let rows: Vec<MoodRow> = sqlx::query_as("SELECT id, mood FROM tenant_1.moods ORDER BY id")
+        .fetch_all(&scratch.pool)
+        .await
+        .expect("read");
+    assert!(matches!(rows[1].mood, Mood::Meh));
+    let _ = (Mood::Happy, Mood::Sad);
+    scratch.drop_db().await;
+}

@@ -26,6 +26,31 @@ pub trait TypeOracle {
     fn fit(&self, table: &TableContract, column: &ColumnContract, live: &LiveColumn) -> TypeFit;
 }
 
+/// Prefix of an enum finding's `actual` when the live type has labels the Rust enum lacks.
+pub const UNKNOWN_LABELS: &str = "labels unknown to the Rust enum: ";
+/// Prefix of an enum finding's `actual` when the live type lacks labels of the Rust enum.
+pub const MISSING_LABELS: &str = "missing labels: ";
+
+/// `(expected labels missing in the live type, live labels the contract does not know)`,
+/// each in its list's order.
+#[must_use]
+pub fn enum_label_drift<'a>(
+    expected: &'a [String],
+    actual: &'a [String],
+) -> (Vec<&'a str>, Vec<&'a str>) {
+    let missing = expected
+        .iter()
+        .filter(|l| !actual.contains(l))
+        .map(String::as_str)
+        .collect();
+    let unknown = actual
+        .iter()
+        .filter(|l| !expected.contains(l))
+        .map(String::as_str)
+        .collect();
+    (missing, unknown)
+}
+
 /// Where the diff runs: which tenant, and which schema the table was looked for in.
 #[derive(Debug, Clone, Copy)]
 pub struct DiffScope<'a> {
@@ -114,6 +139,30 @@ pub fn diff(
                 format!("NOT NULL ({} is not an Option)", column.rust_type),
                 "nullable".into(),
             ));
+        }
+        if let (Some(expected), Some(actual)) = (&column.enum_labels, &live_column.enum_labels) {
+            let (missing, unknown) = enum_label_drift(expected, actual);
+            let labels = |l: &[&str]| l.join(", ");
+            if !unknown.is_empty() {
+                // Rows holding these labels fail to decode into the Rust enum.
+                findings.push(finding(
+                    Some(&column.name),
+                    DriftKind::EnumLabels,
+                    Severity::AtRisk,
+                    format!("labels {}", expected.join(", ")),
+                    format!("{UNKNOWN_LABELS}{}", labels(&unknown)),
+                ));
+            }
+            if !missing.is_empty() {
+                // Writing these variants fails; reading is unaffected.
+                findings.push(finding(
+                    Some(&column.name),
+                    DriftKind::EnumLabels,
+                    Severity::AtRisk,
+                    format!("labels {}", expected.join(", ")),
+                    format!("{MISSING_LABELS}{}", labels(&missing)),
+                ));
+            }
         }
     }
     findings.extend(key_findings(&at, live));
@@ -345,6 +394,35 @@ mod tests {
         assert_eq!(
             (f[0].kind, f[0].severity, f[0].actual.as_str()),
             (DriftKind::Width, Severity::AtRisk, "bigint")
+        );
+    }
+
+    #[test]
+    fn diff_reports_enum_labels_both_ways() {
+        let mut mood = col("mood", "mood");
+        mood.enum_labels = Some(vec!["happy".into(), "sad".into(), "meh".into()]);
+        let mut live_mood = LiveColumn::new("mood", "mood").not_null();
+        live_mood.enum_labels = Some(vec!["happy".into(), "sad".into(), "angry".into()]);
+        let live = LiveTable::new("tenant_1", "events").with_column(live_mood);
+        let f = diff(SCOPE, &contract(vec![mood]), Some(&live), &SameName);
+        let actual: Vec<_> = f
+            .iter()
+            .map(|f| (f.kind, f.severity, f.actual.as_str()))
+            .collect();
+        assert_eq!(
+            actual,
+            [
+                (
+                    DriftKind::EnumLabels,
+                    Severity::AtRisk,
+                    "labels unknown to the Rust enum: angry"
+                ),
+                (
+                    DriftKind::EnumLabels,
+                    Severity::AtRisk,
+                    "missing labels: meh"
+                ),
+            ]
         );
     }
 

@@ -20,7 +20,9 @@ pub mod rules;
 mod tenant;
 
 pub use contract::{Columns, Contract};
-pub use diff::{DiffScope, TypeFit, TypeOracle, diff};
+pub use diff::{
+    DiffScope, MISSING_LABELS, TypeFit, TypeOracle, UNKNOWN_LABELS, diff, enum_label_drift,
+};
 pub use digest::{FieldDigest, digest_hex};
 pub use drift::{DriftKind, Finding, Severity};
 pub use error::IdentError;

@@ -12,9 +12,9 @@ use syn::{Attribute, Expr, ExprLit, Lit, LitStr, Token};
 
 use crate::ctxt::Ctxt;
 use crate::symbol::{
-    BACKENDS, CONTRACT, CRATE, DEFAULT, EMBEDDED, FLATTEN, JSON, MYSQL, NULLABLE, POSTGRES,
-    PRIMARY_KEY, REFERENCES, RENAME, RENAME_ALL, RENAMED_FROM, SCHEMA, SKIP, SQL_TYPE, SQLITE,
-    SQLX, Symbol, TABLE, TRY_FROM,
+    BACKENDS, CONTRACT, CRATE, DEFAULT, EMBEDDED, ENUM_LABELS, FLATTEN, JSON, MYSQL, NULLABLE,
+    POSTGRES, PRIMARY_KEY, REFERENCES, RENAME, RENAME_ALL, RENAMED_FROM, SCHEMA, SKIP, SQL_TYPE,
+    SQLITE, SQLX, Symbol, TABLE, TRY_FROM,
 };
 
 /// A parsed value together with the tokens it was written with, for error spans.
@@ -165,7 +165,7 @@ pub(crate) struct Container {
 }
 
 const CONTAINER_KEYS: &str = "table, schema, crate, embedded, backends";
-const FIELD_KEYS: &str = "default, sql_type, primary_key, references, renamed_from";
+const FIELD_KEYS: &str = "default, sql_type, primary_key, references, renamed_from, enum_labels";
 
 impl Container {
     /// Parses the struct's `#[contract(...)]` and `#[sqlx(...)]` attributes.
@@ -281,6 +281,8 @@ pub(crate) struct FieldAttrs {
     pub default_sql: Option<Spanned<String>>,
     /// `#[contract(sql_type = "...")]`
     pub sql_type: Option<Spanned<String>>,
+    /// `#[contract(enum_labels = "a, b")]`: the labels the field's enum type decodes.
+    pub enum_labels: Option<Spanned<Vec<String>>>,
     /// `#[contract(primary_key)]`
     pub primary_key: Option<Spanned<()>>,
     /// `#[contract(references = "...")]`
@@ -306,6 +308,7 @@ impl FieldAttrs {
     pub(crate) fn from_ast(cx: &Ctxt, attrs: &[Attribute]) -> Self {
         let mut default_sql = Attr::none(cx, CONTRACT, DEFAULT);
         let mut sql_type = Attr::none(cx, CONTRACT, SQL_TYPE);
+        let mut enum_labels = Attr::none(cx, CONTRACT, ENUM_LABELS);
         let mut primary_key = Attr::none(cx, CONTRACT, PRIMARY_KEY);
         let mut references = Attr::none(cx, CONTRACT, REFERENCES);
         let mut renamed_from = Attr::none(cx, CONTRACT, RENAMED_FROM);
@@ -328,6 +331,16 @@ impl FieldAttrs {
                         // #[contract(sql_type = "jsonb")]
                         if let Some(s) = get_lit_str(cx, CONTRACT, SQL_TYPE, &meta)? {
                             sql_type.set(&meta.path, s.value());
+                        }
+                    } else if meta.path == ENUM_LABELS {
+                        // #[contract(enum_labels = "happy, sad")]
+                        if let Some(s) = get_lit_str(cx, CONTRACT, ENUM_LABELS, &meta)? {
+                            let labels: Vec<String> = s.value().split(',').map(|l| l.trim().to_owned()).collect();
+                            if labels.iter().any(String::is_empty) {
+                                cx.error_spanned_by(&s, "#[contract(enum_labels = ...)] expects comma-separated labels, for example \"happy, sad\"");
+                            } else {
+                                enum_labels.set(&meta.path, labels);
+                            }
                         }
                     } else if meta.path == PRIMARY_KEY {
                         // #[contract(primary_key)]
@@ -425,6 +438,7 @@ impl FieldAttrs {
         FieldAttrs {
             default_sql: default_sql.get(),
             sql_type: sql_type.get(),
+            enum_labels: enum_labels.get(),
             primary_key: primary_key.get(),
             references: references.get(),
             renamed_from: renamed_from.get(),
@@ -445,6 +459,9 @@ impl FieldAttrs {
         }
         if let Some(a) = &self.sql_type {
             found.push((&a.tokens, "#[contract(sql_type = ...)]"));
+        }
+        if let Some(a) = &self.enum_labels {
+            found.push((&a.tokens, "#[contract(enum_labels = ...)]"));
         }
         if let Some(a) = &self.primary_key {
             found.push((&a.tokens, "#[contract(primary_key)]"));
@@ -540,9 +557,16 @@ fn is_container_key(path: &syn::Path) -> bool {
 }
 
 fn is_field_key(path: &syn::Path) -> bool {
-    [DEFAULT, SQL_TYPE, PRIMARY_KEY, REFERENCES, RENAMED_FROM]
-        .iter()
-        .any(|s| path == *s)
+    [
+        DEFAULT,
+        SQL_TYPE,
+        PRIMARY_KEY,
+        REFERENCES,
+        RENAMED_FROM,
+        ENUM_LABELS,
+    ]
+    .iter()
+    .any(|s| path == *s)
 }
 
 /// How a key is written, for "belongs on ..." messages.

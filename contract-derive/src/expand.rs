@@ -266,6 +266,13 @@ fn column_tokens(krate: &TokenStream, field: &Field, part: &Part) -> TokenStream
             let default_sql = opt_string(attrs.default_sql.as_ref().map(|a| &a.value));
             let sql_type = opt_string(attrs.sql_type.as_ref().map(|a| &a.value));
             let renamed_from = opt_string(attrs.renamed_from.as_ref().map(|a| &a.value));
+            let enum_labels = match &attrs.enum_labels {
+                Some(labels) => {
+                    let labels = &labels.value;
+                    quote!(#private::Option::Some(#private::Vec::from([#(#private::String::from(#labels)),*])))
+                }
+                None => quote!(#private::Option::None),
+            };
             let primary_key = attrs.primary_key.is_some();
             let references = match &attrs.references {
                 Some(target) => {
@@ -292,6 +299,7 @@ fn column_tokens(krate: &TokenStream, field: &Field, part: &Part) -> TokenStream
                     column.default_sql = #default_sql;
                     column.sql_type = #sql_type;
                     column.renamed_from = #renamed_from;
+                    column.enum_labels = #enum_labels;
                     column.primary_key = #primary_key;
                     column.references = #references;
                     column

@@ -25,6 +25,8 @@ pub(crate) const SQLITE: Symbol = Symbol("sqlite");
 // #[contract(...)] on a field.
 pub(crate) const DEFAULT: Symbol = Symbol("default");
 pub(crate) const SQL_TYPE: Symbol = Symbol("sql_type");
+/// `#[contract(enum_labels = "...")]`
+pub(crate) const ENUM_LABELS: Symbol = Symbol("enum_labels");
 pub(crate) const PRIMARY_KEY: Symbol = Symbol("primary_key");
 pub(crate) const REFERENCES: Symbol = Symbol("references");
 pub(crate) const RENAMED_FROM: Symbol = Symbol("renamed_from");

@@ -32,6 +32,10 @@ pub struct ColumnContract {
     pub primary_key: bool,
     /// Foreign key target (`#[contract(references = "users(id)")]`).
     pub references: Option<Reference>,
+    /// The labels the field's enum type decodes (`#[contract(enum_labels = "a, b")]`),
+    /// compared with a live enum column's labels.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enum_labels: Option<Vec<String>>,
 }
 
 impl ColumnContract {
@@ -55,6 +59,7 @@ impl ColumnContract {
             renamed_from: None,
             primary_key: false,
             references: None,
+            enum_labels: None,
         }
     }
 }

@@ -145,7 +145,8 @@ fn plan_finding(target: &Target<'_>, input: &TableInput<'_>, finding: &Finding) 
         (DriftKind::PrimaryKey, _) => {
             Err("primary keys are not changed automatically (they need a unique index built concurrently); migrate by hand".into())
         }
-        (DriftKind::EnumLabels, _) | (_, None) => Ok(None),
+        (DriftKind::EnumLabels, Some(column)) => enum_labels(target, input, column, finding),
+        (_, None) => Ok(None),
     };
     planned.map_err(|e| e.to_string())
 }
@@ -422,5 +423,64 @@ fn add_foreign_key(target: &Target<'_>, column: &ColumnContract) -> Planned {
     ];
     s.lock = LockLevel::ShareRowExclusive;
     s.hazards = vec![Hazard::ValidatesRows, Hazard::LocksReferencedTable];
+    Ok(Some(s))
+}
+
+fn enum_labels(
+    target: &Target<'_>,
+    input: &TableInput<'_>,
+    column: &ColumnContract,
+    finding: &Finding,
+) -> Planned {
+    if finding.actual.starts_with(crate::diff::UNKNOWN_LABELS) {
+        return Err(format!(
+            "the live enum of `{}` has labels the Rust enum does not know; add the variants to the Rust enum \
+             (removing enum labels is destructive and never planned)",
+            column.name
+        ));
+    }
+    let live = input.live.and_then(|t| t.column(&column.name));
+    let (Some(expected), Some(live)) = (&column.enum_labels, live) else {
+        return Ok(None);
+    };
+    let Some(actual) = &live.enum_labels else {
+        return Ok(None);
+    };
+    if target.dialect != Dialect::Postgres {
+        return Err(format!(
+            "adding enum labels to `{}` rewrites the column definition on {}; migrate by hand",
+            column.name, target.dialect
+        ));
+    }
+    // The type as the catalog names it: schema-qualified unless it is on the search path,
+    // which the remediation session pins to pg_catalog, so only qualified names are safe.
+    let Some((schema, name)) = live
+        .type_key
+        .split_once('.')
+        .filter(|_| !live.type_key.contains('"'))
+    else {
+        return Err(format!(
+            "the enum type `{}` of `{}` is not schema-qualified in the catalog (it is on the search path); add the labels by hand",
+            live.type_key, column.name
+        ));
+    };
+    let type_name = format!(
+        "{}.{}",
+        ident(target.dialect.quote(schema))?,
+        ident(target.dialect.quote(name))?
+    );
+    let (missing, _) = crate::diff::enum_label_drift(expected, actual);
+    let mut s = step(
+        target,
+        Some(&column.name),
+        Action::AddEnumLabel,
+        DriftKind::EnumLabels,
+    );
+    for label in missing {
+        s.statements.push(format!(
+            "ALTER TYPE {type_name} ADD VALUE IF NOT EXISTS {}",
+            ident(target.dialect.string_literal(label))?
+        ));
+    }
     Ok(Some(s))
 }

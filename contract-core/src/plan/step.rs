@@ -80,6 +80,8 @@ pub enum Action {
     SetNotNull,
     /// ADD FOREIGN KEY (NOT VALID, then VALIDATE).
     AddForeignKey,
+    /// ALTER TYPE … ADD VALUE (PostgreSQL enum labels).
+    AddEnumLabel,
 }
 
 /// One step of a plan: its SQL, what it fixes, its lock and hazards.

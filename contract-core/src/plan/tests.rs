@@ -713,3 +713,64 @@ fn plan_quotes_hostile_identifiers_and_hashes_long_constraint_names() {
         .unwrap_or_default();
     assert_eq!(fk.len(), 63, "{fk}");
 }
+
+fn mood_column(
+    expected: &[&str],
+    live_labels: &[&str],
+    type_key: &str,
+) -> (TableContract, LiveTable) {
+    let mut mood = column("mood", "Mood");
+    mood.enum_labels = Some(expected.iter().map(|l| (*l).to_owned()).collect());
+    let mut live_mood = LiveColumn::new("mood", type_key).not_null();
+    live_mood.enum_labels = Some(live_labels.iter().map(|l| (*l).to_owned()).collect());
+    (events(vec![mood]), live(vec![live_mood]))
+}
+
+#[test]
+fn plan_adds_missing_enum_labels_safely_and_refuses_to_remove_any() {
+    let (contract, table) = mood_column(
+        &["happy", "sad", "it's meh"],
+        &["happy", "sad"],
+        "tenant_1.mood",
+    );
+    let plan = plan_for(
+        Dialect::Postgres,
+        &contract,
+        Some(&table),
+        &[("mood", "tenant_1.mood")],
+    );
+    assert_eq!(
+        plan.statements().collect::<Vec<_>>(),
+        [r#"ALTER TYPE "tenant_1"."mood" ADD VALUE IF NOT EXISTS 'it''s meh'"#]
+    );
+    assert!(!plan.needs_approval());
+
+    let (contract, table) = mood_column(&["happy"], &["happy", "angry"], "tenant_1.mood");
+    let plan = plan_for(
+        Dialect::Postgres,
+        &contract,
+        Some(&table),
+        &[("mood", "tenant_1.mood")],
+    );
+    assert!(plan.steps.is_empty());
+    assert!(
+        plan.refusals[0]
+            .reason
+            .contains("add the variants to the Rust enum"),
+        "{}",
+        plan.refusals[0].reason
+    );
+
+    let (contract, table) = mood_column(&["happy", "sad"], &["happy"], "mood");
+    let plan = plan_for(
+        Dialect::Postgres,
+        &contract,
+        Some(&table),
+        &[("mood", "mood")],
+    );
+    assert!(
+        plan.refusals[0].reason.contains("not schema-qualified"),
+        "{}",
+        plan.refusals[0].reason
+    );
+}
