@@ -100,6 +100,7 @@ pub struct PgScratch {
     pub name: String,
     pub pool: sqlx::PgPool,
     pub url: String,
+    dropped: bool,
 }
 
 impl PgScratch {
@@ -128,11 +129,12 @@ impl PgScratch {
             name,
             pool,
             url,
+            dropped: false,
         }
     }
 
     /// Closes the pool and drops the database.
-    pub async fn drop_db(self) {
+    pub async fn drop_db(mut self) {
         self.pool.close().await;
         let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
             "DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)",
@@ -140,5 +142,35 @@ impl PgScratch {
         )))
         .execute(&self.admin)
         .await;
+        self.dropped = true;
+    }
+}
+
+/// A test that panics before `drop_db` still leaves nothing behind: the database is dropped
+/// from a thread with its own runtime (the test's runtime may be unwinding).
+impl Drop for PgScratch {
+    fn drop(&mut self) {
+        if self.dropped {
+            return;
+        }
+        let (name, url) = (self.name.clone(), pg_url());
+        let _ = std::thread::spawn(move || {
+            let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            runtime.block_on(async move {
+                use sqlx::Connection as _;
+                if let Ok(mut admin) = sqlx::PgConnection::connect(&url).await {
+                    let drop = format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)");
+                    let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(drop))
+                        .execute(&mut admin)
+                        .await;
+                }
+            });
+        })
+        .join();
     }
 }
