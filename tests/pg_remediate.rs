@@ -391,3 +391,56 @@ async fn missing_enum_labels_are_added_by_safe_only() {
     let _ = (Mood::Happy, Mood::Sad);
     scratch.drop_db().await;
 }
+
+#[derive(Debug, sqlx::FromRow, Contract)]
+#[contract(table = "notes")]
+#[allow(dead_code)]
+struct Note {
+    id: i64,
+    #[contract(sql_type = "varchar(100)")]
+    body: String,
+}
+
+#[tokio::test]
+async fn a_column_narrower_than_the_declared_sql_type_is_widened_in_place() {
+    let scratch = PgScratch::create("contract_widen").await;
+    sqlx::raw_sql(
+        "CREATE SCHEMA tenant_1; CREATE TABLE tenant_1.notes (id int8 NOT NULL, body varchar(50) NOT NULL); \
+         CREATE SCHEMA tenant_2; CREATE TABLE tenant_2.notes (id int8 NOT NULL, body varchar(100) NOT NULL);",
+    )
+    .execute(&scratch.pool)
+    .await
+    .expect("seed");
+    let contracts = ContractSet::<Postgres>::new().with::<Note>();
+    let dir = directory(&scratch.pool).await;
+    let run = remediate(
+        &dir,
+        &contracts,
+        &Remediation::SafeOnly,
+        &ApplyOptions::default(),
+        None,
+    )
+    .await
+    .expect("run");
+    let findings: Vec<_> = run
+        .before
+        .findings()
+        .map(|f| (f.tenant.as_str(), f.kind, f.actual.as_str()))
+        .collect();
+    assert_eq!(
+        findings,
+        [(
+            "tenant_1",
+            contract_sqlx::DriftKind::Width,
+            "character varying(50) (the contract declares varchar(100))"
+        )]
+    );
+    assert_eq!(
+        run.audits[0].statements,
+        [
+            r#"ALTER TABLE "tenant_1"."notes" ALTER COLUMN "body" TYPE varchar(100) USING "body"::varchar(100)"#
+        ]
+    );
+    assert!(run.after.is_clean(), "{}", run.after);
+    scratch.drop_db().await;
+}

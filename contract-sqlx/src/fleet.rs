@@ -2,6 +2,8 @@
 
 use std::collections::HashMap;
 
+use contract_core::Dialect;
+use contract_core::plan::types::pg_typmod_change;
 use contract_core::{
     ColumnContract, DiffScope, FleetReport, LiveColumn, LiveTable, TableContract, TenantReport,
     TypeFit, TypeOracle, Verdict, diff,
@@ -135,7 +137,25 @@ struct Oracle<'a, DB: Backend> {
 impl<DB: Backend> TypeOracle for Oracle<'_, DB> {
     fn fit(&self, _: &TableContract, column: &ColumnContract, live: &LiveColumn) -> TypeFit {
         match self.entry.check(&column.name) {
-            Some(check) => DB::fit(check, live, self.types),
+            Some(check) => {
+                let mut fit = DB::fit(check, live, self.types);
+                // PostgreSQL: a column narrower than the contract's declared SQL type
+                // (`varchar(50)` where `sql_type = "varchar(100)"`) rejects longer writes.
+                if let Some(declared) = column
+                    .sql_type
+                    .as_deref()
+                    .filter(|_| DB::DIALECT == Dialect::Postgres)
+                    && fit.compatible
+                    && fit.risk.is_none()
+                    && pg_typmod_change(&live.data_type, declared).is_some()
+                {
+                    fit.risk = Some(format!(
+                        "{} (the contract declares {declared})",
+                        live.data_type
+                    ));
+                }
+                fit
+            }
             // A contract without a type check for this column cannot be judged: say so.
             None => TypeFit {
                 compatible: false,

@@ -3,7 +3,7 @@
 use super::rebuild::{TypeChange, rebuild_step};
 use super::render::Target;
 use super::step::{Action, Hazard, LockLevel, PlanStep, Refusal};
-use super::types::{PgTypeChange, ddl_type, pg_canonical, pg_type_change};
+use super::types::{PgTypeChange, ddl_type, pg_canonical, pg_type_change, pg_typmod_change};
 use super::{TableInput, TenantPlan};
 use crate::drift::{DriftKind, Finding};
 use crate::error::IdentError;
@@ -138,10 +138,7 @@ fn plan_finding(target: &Target<'_>, input: &TableInput<'_>, finding: &Finding) 
         (DriftKind::TypeMismatch, Some(column)) => change_type(target, input, column),
         (DriftKind::Nullability, Some(column)) => set_not_null(target, column),
         (DriftKind::ForeignKey, Some(column)) => add_foreign_key(target, column),
-        (DriftKind::Width, Some(column)) => Err(format!(
-            "the column holds values wider than `{}`; widen the Rust field type instead (narrowing the column could lose data)",
-            column.rust_type
-        )),
+        (DriftKind::Width, Some(column)) => widen(target, input, column),
         (DriftKind::PrimaryKey, _) => {
             Err("primary keys are not changed automatically (they need a unique index built concurrently); migrate by hand".into())
         }
@@ -482,5 +479,54 @@ fn enum_labels(
             ident(target.dialect.string_literal(label))?
         ));
     }
+    Ok(Some(s))
+}
+
+/// A width finding: on PostgreSQL, a column narrower than the contract's
+/// `#[contract(sql_type = "...")]` is widened in place when that is metadata-only; any
+/// other width finding (a column wider than the field) is fixed in the Rust type.
+fn widen(target: &Target<'_>, input: &TableInput<'_>, column: &ColumnContract) -> Planned {
+    let live_type = input
+        .live
+        .and_then(|t| t.column(&column.name))
+        .map(|c| c.data_type.as_str())
+        .unwrap_or_default();
+    let change = match (&column.sql_type, target.dialect) {
+        (Some(declared), Dialect::Postgres) => {
+            pg_typmod_change(live_type, declared).map(|c| (declared, c))
+        }
+        _ => None,
+    };
+    let Some((declared, change)) = change else {
+        return Err(format!(
+            "the column holds values wider than `{}`; widen the Rust field type instead (narrowing the column could lose data)",
+            column.rust_type
+        ));
+    };
+    let hazards = match change {
+        PgTypeChange::MetadataOnly => vec![],
+        PgTypeChange::Rewrite => vec![Hazard::TableRewrite, Hazard::AccessExclusiveLock],
+        _ => {
+            return Err(format!(
+                "{live_type} -> {declared} on `{}` narrows or loses data; change #[contract(sql_type)] instead",
+                column.name
+            ));
+        }
+    };
+    let name = ident(target.q(&column.name))?;
+    let mut s = step(
+        target,
+        Some(&column.name),
+        Action::ChangeType,
+        DriftKind::Width,
+    );
+    s.statements.push(format!(
+        "ALTER TABLE {} ALTER COLUMN {name} TYPE {declared} USING {name}::{declared}",
+        ident(target.qualified())?
+    ));
+    if !hazards.is_empty() {
+        s.lock = LockLevel::AccessExclusive;
+    }
+    s.hazards = hazards;
     Ok(Some(s))
 }

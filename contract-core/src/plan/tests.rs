@@ -774,3 +774,59 @@ fn plan_adds_missing_enum_labels_safely_and_refuses_to_remove_any() {
         plan.refusals[0].reason
     );
 }
+
+#[test]
+fn plan_widens_a_column_narrower_than_the_declared_sql_type_in_place() {
+    let mut note = column("note", "String");
+    note.sql_type = Some("varchar(100)".into());
+    let contract = events(vec![note.clone()]);
+    let narrow = live(vec![
+        LiveColumn::new("note", "character varying(50)").not_null(),
+    ]);
+    let finding = crate::drift::Finding {
+        tenant: "tenant_1".into(),
+        schema: "tenant_1".into(),
+        table: "events".into(),
+        column: Some("note".into()),
+        kind: crate::drift::DriftKind::Width,
+        severity: crate::drift::Severity::AtRisk,
+        expected: "varchar(100)".into(),
+        actual: "character varying(50)".into(),
+        contract: "Event".into(),
+    };
+    let expected = BTreeMap::from([("note".to_owned(), "TEXT".to_owned())]);
+    let input = TableInput {
+        contract: &contract,
+        live: Some(&narrow),
+        findings: std::slice::from_ref(&finding),
+        expected_types: &expected,
+    };
+    let plan = plan_tenant(Dialect::Postgres, "tenant_1", Some("tenant_1"), &[input]);
+    assert_eq!(
+        plan.statements().collect::<Vec<_>>(),
+        [
+            r#"ALTER TABLE "tenant_1"."events" ALTER COLUMN "note" TYPE varchar(100) USING "note"::varchar(100)"#
+        ]
+    );
+    assert!(
+        !plan.needs_approval(),
+        "varchar(n) -> varchar(m > n) is metadata-only"
+    );
+
+    let wide = live(vec![
+        LiveColumn::new("note", "character varying(200)").not_null(),
+    ]);
+    let input = TableInput {
+        contract: &contract,
+        live: Some(&wide),
+        findings: std::slice::from_ref(&finding),
+        expected_types: &expected,
+    };
+    let plan = plan_tenant(Dialect::Postgres, "tenant_1", Some("tenant_1"), &[input]);
+    assert!(plan.steps.is_empty());
+    assert!(
+        plan.refusals[0].reason.contains("narrows or loses data"),
+        "{}",
+        plan.refusals[0].reason
+    );
+}

@@ -147,6 +147,66 @@ pub fn pg_type_change(from: &str, to: &str) -> PgTypeChange {
     }
 }
 
+/// The type modifiers of a PostgreSQL type name: `character varying(10)` → `[10]`,
+/// `numeric(12,2)` → `[12, 2]`, `timestamp(3) with time zone` → `[3]`, `text` → `[]`.
+#[must_use]
+pub fn pg_typmods(name: &str) -> Vec<u32> {
+    let Some((_, rest)) = name.split_once('(') else {
+        return Vec::new();
+    };
+    let Some((inside, _)) = rest.split_once(')') else {
+        return Vec::new();
+    };
+    inside
+        .split(',')
+        .filter_map(|n| n.trim().parse().ok())
+        .collect()
+}
+
+/// How changing a PostgreSQL column from `live` to `declared` behaves when the two differ
+/// only in their modifiers (`varchar(50)` → `varchar(100)`, `numeric(10,2)` →
+/// `numeric(12,2)`); `None` when the base types differ or nothing differs.
+#[must_use]
+pub fn pg_typmod_change(live: &str, declared: &str) -> Option<PgTypeChange> {
+    use PgTypeChange::{Lossy, MetadataOnly, Rewrite, Unknown};
+    let base = pg_canonical(live);
+    if base != pg_canonical(declared) {
+        return None;
+    }
+    let (from, to) = (pg_typmods(live), pg_typmods(declared));
+    if from == to {
+        return None;
+    }
+    let grows = |a: Option<&u32>, b: Option<&u32>| match (a, b) {
+        (_, None) => true,        // unbounded target
+        (None, Some(_)) => false, // bounding an unbounded column
+        (Some(a), Some(b)) => b >= a,
+    };
+    Some(match base.as_str() {
+        "varchar" | "timestamp" | "timestamptz" | "time" | "timetz" | "interval" | "varbit" => {
+            if grows(from.first(), to.first()) {
+                MetadataOnly
+            } else {
+                Lossy
+            }
+        }
+        "numeric" => match (from.as_slice(), to.as_slice()) {
+            (_, []) => MetadataOnly,
+            ([p, s], [p2, s2]) if s2 == s && p2 >= p => MetadataOnly,
+            ([p, s], [p2, s2]) if s2 >= s && p2 - s2 >= p - s => Rewrite,
+            _ => Lossy,
+        },
+        "bpchar" => {
+            if grows(from.first(), to.first()) {
+                Rewrite
+            } else {
+                Lossy
+            }
+        }
+        _ => Unknown,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -186,6 +246,43 @@ mod tests {
         assert_eq!(pg_type_change("int4[]", "int8[]"), PgTypeChange::Rewrite);
         assert_eq!(pg_type_change("bool", "int4"), PgTypeChange::Unknown);
         assert_eq!(pg_type_change("uuid", "text"), PgTypeChange::Rewrite);
+    }
+
+    #[test]
+    fn pg_typmod_change_widens_without_rewrite_and_refuses_narrowing() {
+        assert_eq!(
+            pg_typmod_change("character varying(50)", "varchar(100)"),
+            Some(PgTypeChange::MetadataOnly)
+        );
+        assert_eq!(
+            pg_typmod_change("character varying(50)", "varchar"),
+            Some(PgTypeChange::MetadataOnly)
+        );
+        assert_eq!(
+            pg_typmod_change("character varying(100)", "varchar(50)"),
+            Some(PgTypeChange::Lossy)
+        );
+        assert_eq!(
+            pg_typmod_change("numeric(10,2)", "numeric(12,2)"),
+            Some(PgTypeChange::MetadataOnly)
+        );
+        assert_eq!(
+            pg_typmod_change("numeric(10,2)", "numeric(12,3)"),
+            Some(PgTypeChange::Rewrite)
+        );
+        assert_eq!(
+            pg_typmod_change("numeric(10,2)", "numeric(10,3)"),
+            Some(PgTypeChange::Lossy)
+        );
+        assert_eq!(
+            pg_typmod_change("timestamp(3) with time zone", "timestamptz(6)"),
+            Some(PgTypeChange::MetadataOnly)
+        );
+        assert_eq!(
+            pg_typmod_change("character varying(50)", "varchar(50)"),
+            None
+        );
+        assert_eq!(pg_typmod_change("integer", "bigint"), None);
     }
 
     #[test]
