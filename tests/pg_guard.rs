@@ -411,3 +411,22 @@ async fn connect_installs_the_epoch_hook_and_starts_the_guard_in_one_call() {
     pool.close().await;
     scratch.drop_db().await;
 }
+
+#[tokio::test]
+async fn replicas_starting_together_all_create_or_find_the_pause_table() {
+    let scratch = PgScratch::create("contract_guard_replicas").await;
+    seed(&scratch.pool, 2).await;
+    let mut starts = tokio::task::JoinSet::new();
+    for _ in 0..6 {
+        let pool = sqlx::postgres::PgPoolOptions::new()
+            .max_connections(2)
+            .connect(&scratch.url)
+            .await
+            .expect("pool");
+        starts.spawn(async move { start(&pool, Remediation::Off).await.tenants().len() });
+    }
+    while let Some(started) = starts.join_next().await {
+        assert_eq!(started.expect("every replica starts"), 2);
+    }
+    scratch.drop_db().await;
+}

@@ -188,13 +188,12 @@ fn sql(
 
 /// Stamps the same code for each backend: only the SQL text differs.
 macro_rules! impl_pause_store {
-    ($feature:literal, $db:ty, $sql:expr) => {
+    ($feature:literal, $db:ty, $sql:expr, $create:path) => {
         #[cfg(feature = $feature)]
         impl PauseStore for $db {
             async fn ensure_pause_table(pool: &sqlx::Pool<Self>, table: &PauseTable) -> Result<()> {
                 let context = "creating the pause table (grant CREATE, or create it beforehand)";
-                sqlx::raw_sql(sql($sql.create, table, Self::DIALECT)?).execute(pool).await.map_err(Error::db(context, None))?;
-                Ok(())
+                $create(pool, sql($sql.create, table, Self::DIALECT)?.0, context).await
             }
 
             async fn load_pauses(pool: &sqlx::Pool<Self>, table: &PauseTable) -> Result<Vec<PauseInfo>> {
@@ -248,6 +247,28 @@ macro_rules! impl_pause_store {
     };
 }
 
-impl_pause_store!("postgres", sqlx::Postgres, PG_SQL);
-impl_pause_store!("sqlite", sqlx::Sqlite, SQLITE_SQL);
-impl_pause_store!("mysql", sqlx::MySql, MYSQL_SQL);
+/// PostgreSQL: under an advisory lock, so replicas starting together do not collide.
+#[cfg(feature = "postgres")]
+async fn create_postgres(pool: &sqlx::PgPool, ddl: String, context: &'static str) -> Result<()> {
+    crate::postgres::ddl::create_under_lock(pool, "contract:pause-table", ddl, context).await
+}
+
+/// SQLite and MySQL: `CREATE TABLE IF NOT EXISTS` is safe against concurrent creators.
+macro_rules! create_plain {
+    ($name:ident, $feature:literal, $pool:ty) => {
+        #[cfg(feature = $feature)]
+        async fn $name(pool: &$pool, ddl: String, context: &'static str) -> Result<()> {
+            sqlx::raw_sql(sqlx::AssertSqlSafe(ddl))
+                .execute(pool)
+                .await
+                .map_err(Error::db(context, None))?;
+            Ok(())
+        }
+    };
+}
+create_plain!(create_sqlite, "sqlite", sqlx::SqlitePool);
+create_plain!(create_mysql, "mysql", sqlx::MySqlPool);
+
+impl_pause_store!("postgres", sqlx::Postgres, PG_SQL, create_postgres);
+impl_pause_store!("sqlite", sqlx::Sqlite, SQLITE_SQL, create_sqlite);
+impl_pause_store!("mysql", sqlx::MySql, MYSQL_SQL, create_mysql);

@@ -32,16 +32,7 @@ pub(super) async fn ensure_audit_table(pool: &PgPool, audit: &AuditConfig) -> Re
             duration_ms int8 NOT NULL)"
     );
     let context = "creating the audit table (grant CREATE on its schema, or create it beforehand)";
-    let mut tx = pool.begin().await.map_err(Error::db(context, None))?;
-    sqlx::query("SELECT pg_advisory_xact_lock(hashtext('contract:audit-table'))")
-        .execute(&mut *tx)
-        .await
-        .map_err(Error::db(context, None))?;
-    sqlx::raw_sql(AssertSqlSafe(ddl))
-        .execute(&mut *tx)
-        .await
-        .map_err(Error::db(context, None))?;
-    tx.commit().await.map_err(Error::db(context, None))
+    super::ddl::create_under_lock(pool, "contract:audit-table", ddl, context).await
 }
 
 /// Applies with bounded retries on lock timeout.

@@ -1,6 +1,7 @@
 //! PostgreSQL: one schema per tenant.
 
 mod apply;
+pub(crate) mod ddl;
 mod parse;
 pub(crate) mod query;
 mod row;

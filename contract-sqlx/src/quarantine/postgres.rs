@@ -47,17 +47,8 @@ impl QuarantineStore for Postgres {
         );
         let context =
             "creating the quarantine table (grant CREATE on its schema, or create it beforehand)";
-        let mut tx = pool.begin().await.map_err(Error::db(context, None))?;
-        // Racing replicas would collide on the catalog (duplicate pg_type row).
-        sqlx::query("SELECT pg_advisory_xact_lock(hashtext('contract:quarantine-table'))")
-            .execute(&mut *tx)
+        crate::postgres::ddl::create_under_lock(pool, "contract:quarantine-table", ddl, context)
             .await
-            .map_err(Error::db(context, None))?;
-        sqlx::raw_sql(AssertSqlSafe(ddl))
-            .execute(&mut *tx)
-            .await
-            .map_err(Error::db(context, None))?;
-        tx.commit().await.map_err(Error::db(context, None))
     }
 
     async fn move_rows(
