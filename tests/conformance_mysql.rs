@@ -6,6 +6,7 @@
 use contract_sqlx::{Backend, ContractSet, TypeCheck};
 use sqlx::types::Json;
 use sqlx::{AssertSqlSafe, MySql};
+use support::conformance::{Guard, Pair, Risks, report};
 
 #[path = "support/mod.rs"]
 mod support;
@@ -55,7 +56,7 @@ const COLUMNS: &[(&str, &str, &str)] = &[
 /// Value-dependent pairs: the guard reports a risk (`compatible()` accepts the column,
 /// decoding fails on some values), and decoding the canonical value may succeed or fail.
 /// (Rust type, columns, reason.) Every other pair must agree exactly.
-const RISKS: &[(&str, &[&str], &str)] = &[
+const RISKS: &Risks = &[
     (
         "i8",
         &["c_smallint", "c_mediumint", "c_int", "c_int_nn", "c_bigint"],
@@ -155,21 +156,6 @@ const RISKS: &[(&str, &[&str], &str)] = &[
     ),
 ];
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Guard {
-    Fits,
-    Risk,
-    Mismatch,
-}
-
-struct Pair {
-    rust: &'static str,
-    column: &'static str,
-    guard: Guard,
-    risk: Option<String>,
-    decoded: Result<(), String>,
-}
-
 macro_rules! matrix {
     ($pool:ident, $db:ident, $table:ident, $types:ident, $out:ident; $($t:ty),* $(,)?) => {$(
         for (column, _, _) in COLUMNS {
@@ -196,6 +182,7 @@ macro_rules! matrix {
 async fn mysql_guard_verdict_equals_real_decoding() {
     let pool = support::mysql_pool().await;
     let db = support::unique_name("ct_my_conf");
+    let _cleanup = support::MySqlDatabases(vec![db.clone()]);
     let ddl: Vec<String> = COLUMNS
         .iter()
         .map(|(c, t, _)| format!("`{c}` {t}"))
@@ -235,7 +222,7 @@ async fn mysql_guard_verdict_equals_real_decoding() {
         .execute(&pool)
         .await
         .unwrap();
-    report(&pairs);
+    report("mysql", &pairs, RISKS, 840, 61);
 }
 
 /// Introspects every column of `conf` through the backend (a contract listing them all).
@@ -268,55 +255,4 @@ fn all_columns_contract() -> ContractSet<MySql> {
         }
     }
     ContractSet::new().with::<All>()
-}
-
-fn report(pairs: &[Pair]) {
-    let mut disagreements = Vec::new();
-    let mut risks = 0;
-    for p in pairs {
-        let listed = RISKS
-            .iter()
-            .any(|(r, cs, _)| *r == p.rust && cs.contains(&p.column));
-        let agree = match p.guard {
-            Guard::Fits => p.decoded.is_ok() && !listed,
-            Guard::Mismatch => p.decoded.is_err() && !listed,
-            Guard::Risk => listed,
-        };
-        if p.guard == Guard::Risk {
-            risks += 1;
-            println!(
-                "risk   {:<55} {:<14} decode={:?} ({})",
-                p.rust,
-                p.column,
-                p.decoded.as_ref().map_err(|e| short(e)),
-                p.risk.as_deref().unwrap_or("")
-            );
-        }
-        if !agree {
-            disagreements.push(format!(
-                "{:<55} {:<14} guard={:?} decode={:?}",
-                p.rust,
-                p.column,
-                p.guard,
-                p.decoded.as_ref().map_err(|e| short(e))
-            ));
-        }
-    }
-    for d in &disagreements {
-        println!("DISAGREE {d}");
-    }
-    println!(
-        "mysql conformance: {} pairs checked, {risks} value-dependent (listed), {} disagreements",
-        pairs.len(),
-        disagreements.len()
-    );
-    assert!(
-        disagreements.is_empty(),
-        "{} disagreements",
-        disagreements.len()
-    );
-}
-
-fn short(e: &str) -> String {
-    e.chars().take(110).collect()
 }

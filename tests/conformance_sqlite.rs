@@ -3,9 +3,13 @@
 //! what really decoding one canonical non-NULL value does. Value-dependent pairs (the
 //! guard says "risk") are listed explicitly in [`RISKS`] with the reason.
 
+#[path = "support/mod.rs"]
+mod support;
+
 use contract_sqlx::{Backend, ContractSet, TypeCheck};
 use sqlx::types::Json;
 use sqlx::{AssertSqlSafe, Sqlite};
+use support::conformance::{Guard, Pair, Risks, report};
 
 /// (column, declared type, canonical value): the declared types of
 /// reference/sqlx-facts.md §2.6, each with a realistic value.
@@ -46,7 +50,7 @@ const COLUMNS: &[(&str, &str, &str)] = &[
 /// Value-dependent pairs: the guard reports a risk (the storage class or the content
 /// decides), and decoding the canonical value may succeed or fail. (Rust type, columns,
 /// reason.) Every other pair must agree exactly.
-const RISKS: &[(&str, &[&str], &str)] = &[
+const RISKS: &Risks = &[
     (
         "i8",
         &[
@@ -419,21 +423,6 @@ const RISKS: &[(&str, &[&str], &str)] = &[
     ),
 ];
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Guard {
-    Fits,
-    Risk,
-    Mismatch,
-}
-
-struct Pair {
-    rust: &'static str,
-    column: &'static str,
-    guard: Guard,
-    risk: Option<String>,
-    decoded: Result<(), String>,
-}
-
 macro_rules! matrix {
     ($pool:ident, $db:ident, $table:ident, $types:ident, $out:ident; $($t:ty),* $(,)?) => {$(
         for (column, _, _) in COLUMNS {
@@ -501,7 +490,7 @@ async fn sqlite_guard_verdict_equals_real_decoding() {
         time::Date, time::PrimitiveDateTime, time::OffsetDateTime, time::Time,
         Option<i64>, Option<String>,
     );
-    report(&out);
+    report("sqlite", &out, RISKS, 702, 190);
 }
 
 /// Introspects every column of `conf` through the backend (a contract listing them all).
@@ -534,55 +523,4 @@ fn all_columns_contract() -> ContractSet<Sqlite> {
         }
     }
     ContractSet::new().with::<All>()
-}
-
-fn report(pairs: &[Pair]) {
-    let mut disagreements = Vec::new();
-    let mut risks = 0;
-    for p in pairs {
-        let listed = RISKS
-            .iter()
-            .any(|(r, cs, _)| *r == p.rust && cs.contains(&p.column));
-        let agree = match p.guard {
-            Guard::Fits => p.decoded.is_ok() && !listed,
-            Guard::Mismatch => p.decoded.is_err() && !listed,
-            Guard::Risk => listed,
-        };
-        if p.guard == Guard::Risk {
-            risks += 1;
-            println!(
-                "risk   {:<55} {:<14} decode={:?} ({})",
-                p.rust,
-                p.column,
-                p.decoded.as_ref().map_err(|e| short(e)),
-                p.risk.as_deref().unwrap_or("")
-            );
-        }
-        if !agree {
-            disagreements.push(format!(
-                "{:<55} {:<14} guard={:?} decode={:?}",
-                p.rust,
-                p.column,
-                p.guard,
-                p.decoded.as_ref().map_err(|e| short(e))
-            ));
-        }
-    }
-    for d in &disagreements {
-        println!("DISAGREE {d}");
-    }
-    println!(
-        "sqlite conformance: {} pairs checked, {risks} value-dependent (listed), {} disagreements",
-        pairs.len(),
-        disagreements.len()
-    );
-    assert!(
-        disagreements.is_empty(),
-        "{} disagreements",
-        disagreements.len()
-    );
-}
-
-fn short(e: &str) -> String {
-    e.chars().take(110).collect()
 }

@@ -90,14 +90,25 @@ async fn seed_events(dir: &Path, tenant: &str, create: &str) {
 }
 
 /// `(status, attempts, statements)` of every audit row of `tenant`.
+/// An absent audit table reads as no rows; any other failure fails the test.
 async fn audit(dir: &Path, tenant: &str) -> Vec<(String, i64, String)> {
     let mut conn = open(dir, tenant).await;
-    let rows = sqlx::query_as(
-        "SELECT status, attempts, statements FROM contract_audit ORDER BY started_at",
+    let exists: bool = sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = 'contract_audit')",
     )
-    .fetch_all(&mut conn)
+    .fetch_one(&mut conn)
     .await
-    .unwrap_or_default();
+    .expect("catalog");
+    let rows = if exists {
+        sqlx::query_as(
+            "SELECT status, attempts, statements FROM contract_audit ORDER BY started_at",
+        )
+        .fetch_all(&mut conn)
+        .await
+        .expect("audit table")
+    } else {
+        Vec::new()
+    };
     conn.close().await.expect("close");
     rows
 }

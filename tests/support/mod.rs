@@ -4,6 +4,8 @@
 //! never skip silently.
 #![allow(dead_code)]
 
+pub mod conformance;
+
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -61,7 +63,49 @@ pub async fn mysql_pool() -> sqlx::MySqlPool {
         })
 }
 
-/// Creates the PostgreSQL schemas and returns a guard that drops them (CASCADE) on drop.
+/// Runs async clean-up from `Drop`: on a thread of its own with its own runtime, since
+/// `Drop` cannot await and the test's runtime may be unwinding after a failed assertion.
+pub fn clean_up_blocking<F, Fut>(work: F)
+where
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()>,
+{
+    let _ = std::thread::spawn(move || {
+        if let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
+            runtime.block_on(work());
+        }
+    })
+    .join();
+}
+
+/// MySQL databases dropped when this guard goes out of scope, even after a failed assertion.
+pub struct MySqlDatabases(pub Vec<String>);
+
+impl Drop for MySqlDatabases {
+    fn drop(&mut self) {
+        let names = std::mem::take(&mut self.0);
+        if names.is_empty() {
+            return;
+        }
+        clean_up_blocking(move || async move {
+            use sqlx::Connection as _;
+            if let Ok(mut conn) = sqlx::MySqlConnection::connect(&mysql_url()).await {
+                for name in names {
+                    let drop = format!("DROP DATABASE IF EXISTS `{}`", name.replace('`', "``"));
+                    let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(drop))
+                        .execute(&mut conn)
+                        .await;
+                }
+            }
+        });
+    }
+}
+
+/// Creates the PostgreSQL schemas and returns a guard that drops them (CASCADE): now with
+/// [`PgSchemas::drop_all`], or on drop when a failed assertion skipped that call.
 pub struct PgSchemas {
     pool: sqlx::PgPool,
     pub names: Vec<String>,
@@ -83,14 +127,34 @@ impl PgSchemas {
 
     /// Drops the schemas now (prefer this to relying on Drop in async tests).
     pub async fn drop_all(mut self) {
-        let names = std::mem::take(&mut self.names);
-        for name in names {
-            let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        for name in std::mem::take(&mut self.names) {
+            sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
                 "DROP SCHEMA IF EXISTS \"{name}\" CASCADE"
             )))
             .execute(&self.pool)
-            .await;
+            .await
+            .unwrap_or_else(|e| panic!("drop schema {name}: {e}"));
         }
+    }
+}
+
+impl Drop for PgSchemas {
+    fn drop(&mut self) {
+        let names = std::mem::take(&mut self.names);
+        if names.is_empty() {
+            return;
+        }
+        clean_up_blocking(move || async move {
+            use sqlx::Connection as _;
+            if let Ok(mut conn) = sqlx::PgConnection::connect(&pg_url()).await {
+                for name in names {
+                    let drop = format!("DROP SCHEMA IF EXISTS \"{name}\" CASCADE");
+                    let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(drop))
+                        .execute(&mut conn)
+                        .await;
+                }
+            }
+        });
     }
 }
 
@@ -133,44 +197,34 @@ impl PgScratch {
         }
     }
 
-    /// Closes the pool and drops the database.
+    /// Closes the pool and drops the database (if that fails, `Drop` tries again).
     pub async fn drop_db(mut self) {
         self.pool.close().await;
-        let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        let dropped = sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
             "DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)",
             self.name
         )))
         .execute(&self.admin)
         .await;
-        self.dropped = true;
+        self.dropped = dropped.is_ok();
     }
 }
 
-/// A test that panics before `drop_db` still leaves nothing behind: the database is dropped
-/// from a thread with its own runtime (the test's runtime may be unwinding).
+/// A test that panics before `drop_db` still leaves nothing behind.
 impl Drop for PgScratch {
     fn drop(&mut self) {
         if self.dropped {
             return;
         }
-        let (name, url) = (self.name.clone(), pg_url());
-        let _ = std::thread::spawn(move || {
-            let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            else {
-                return;
-            };
-            runtime.block_on(async move {
-                use sqlx::Connection as _;
-                if let Ok(mut admin) = sqlx::PgConnection::connect(&url).await {
-                    let drop = format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)");
-                    let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(drop))
-                        .execute(&mut admin)
-                        .await;
-                }
-            });
-        })
-        .join();
+        let name = self.name.clone();
+        clean_up_blocking(move || async move {
+            use sqlx::Connection as _;
+            if let Ok(mut admin) = sqlx::PgConnection::connect(&pg_url()).await {
+                let drop = format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)");
+                let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(drop))
+                    .execute(&mut admin)
+                    .await;
+            }
+        });
     }
 }
