@@ -54,6 +54,20 @@ pub struct TenantReport {
     pub findings: Vec<Finding>,
 }
 
+impl TenantReport {
+    /// A tenant that could not be checked, with the reason.
+    #[must_use]
+    pub fn unreachable(tenant: impl Into<String>, error: impl Into<String>) -> Self {
+        Self {
+            tenant: tenant.into(),
+            verdict: Verdict::Unreachable {
+                error: error.into(),
+            },
+            findings: Vec::new(),
+        }
+    }
+}
+
 /// The result of checking every tenant against every contract.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FleetReport {

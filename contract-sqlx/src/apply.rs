@@ -50,6 +50,13 @@ impl ApplyOptions {
     }
 }
 
+/// Milliseconds since `start`, saturating.
+pub(crate) fn elapsed_ms(start: std::time::Instant) -> u64 {
+    u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX)
+}
+
+/// Random bits for jitter: `RandomState` is seeded randomly per instance, the process id
+/// only adds to it.
 fn random_u64() -> u64 {
     use std::hash::{BuildHasher, Hasher};
     let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();

@@ -52,6 +52,10 @@ pub trait Backend: Database + Sized {
         sql: &'static str,
     ) -> impl Future<Output = Result<Vec<String>>> + Send;
 
+    /// `true` when the audit table lives in each tenant's database (MySQL, SQLite), so it
+    /// is ensured per tenant; `false` when one table serves a whole pool (PostgreSQL).
+    const AUDIT_TABLE_PER_TENANT: bool = true;
+
     /// Creates the audit table if it is missing (for a tenant on MySQL/SQLite, where the
     /// table lives in the tenant's database).
     fn ensure_audit_table(

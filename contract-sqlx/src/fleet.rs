@@ -2,12 +2,12 @@
 
 use std::collections::HashMap;
 
-use contract_core::Dialect;
 use contract_core::plan::types::pg_typmod_change;
 use contract_core::{
     ColumnContract, DiffScope, FleetReport, LiveColumn, LiveTable, TableContract, TenantReport,
     TypeFit, TypeOracle, Verdict, diff,
 };
+use contract_core::{Dialect, TenantName};
 use sqlx::Pool;
 use tracing::Instrument as _;
 
@@ -25,6 +25,16 @@ pub struct FleetSnapshot<DB: Backend> {
     pub types: TypeMap<DB>,
 }
 
+impl<DB: Backend> FleetSnapshot<DB> {
+    /// The live table `contract` reads for `tenant` (its fixed schema, or the tenant's).
+    #[must_use]
+    pub fn table_for(&self, tenant: &str, contract: &TableContract) -> Option<&LiveTable> {
+        let schema = contract.schema.as_deref().unwrap_or(tenant);
+        self.tables
+            .get(&(schema.to_owned(), contract.table.clone()))
+    }
+}
+
 /// Checks every tenant of `directory` against every contract of `contracts`.
 ///
 /// One bulk introspection and one type resolution per pool; a pool that fails marks its
@@ -40,38 +50,50 @@ pub async fn check_fleet<DB: Backend>(
 ) -> Result<FleetReport> {
     let mut tenants = Vec::new();
     for (pool, names) in directory.groups() {
-        let schemas: Vec<String> = names.iter().map(|t| t.as_str().to_owned()).collect();
-        let span = tracing::info_span!("contract.check", dialect = %DB::DIALECT, tenants = schemas.len(), tables = ?contracts.table_names());
-        match snapshot(pool, &schemas, contracts).instrument(span).await {
-            Ok(snapshot) => {
-                for tenant in &schemas {
-                    tenants.push(check_tenant(tenant, contracts, &snapshot));
-                }
-            }
-            Err(error) => {
-                let error = error_chain(&error);
-                for tenant in schemas {
-                    tenants.push(TenantReport {
-                        tenant,
-                        verdict: Verdict::Unreachable {
-                            error: error.clone(),
-                        },
-                        findings: Vec::new(),
-                    });
-                }
-            }
+        tenants.extend(check_group(pool, names, contracts).await.0);
+    }
+    tenants.extend(rejected_reports(directory));
+    Ok(FleetReport::new(DB::DIALECT, contracts.describe(), tenants))
+}
+
+/// Checks the tenants of one pool from one snapshot: their reports, and the snapshot for
+/// planning (`None` when the pool failed; its tenants are then unreachable, with the reason).
+pub(crate) async fn check_group<DB: Backend>(
+    pool: &Pool<DB>,
+    names: &[TenantName],
+    contracts: &ContractSet<DB>,
+) -> (Vec<TenantReport>, Option<FleetSnapshot<DB>>) {
+    let schemas: Vec<String> = names.iter().map(|t| t.as_str().to_owned()).collect();
+    let span = tracing::info_span!("contract.check", dialect = %DB::DIALECT, tenants = schemas.len(), tables = ?contracts.table_names());
+    match snapshot(pool, &schemas, contracts).instrument(span).await {
+        Ok(snap) => (
+            schemas
+                .iter()
+                .map(|t| check_tenant(t, contracts, &snap))
+                .collect(),
+            Some(snap),
+        ),
+        Err(error) => {
+            let error = error_chain(&error);
+            (
+                schemas
+                    .into_iter()
+                    .map(|t| TenantReport::unreachable(t, error.clone()))
+                    .collect(),
+                None,
+            )
         }
     }
-    for (name, error) in directory.rejected() {
-        tenants.push(TenantReport {
-            tenant: name.clone(),
-            verdict: Verdict::Unreachable {
-                error: error.to_string(),
-            },
-            findings: Vec::new(),
-        });
-    }
-    Ok(FleetReport::new(DB::DIALECT, contracts.describe(), tenants))
+}
+
+/// Discovered names that were rejected, as unreachable tenants with the reason.
+pub(crate) fn rejected_reports<DB: Backend>(
+    directory: &TenantDirectory<DB>,
+) -> impl Iterator<Item = TenantReport> + '_ {
+    directory
+        .rejected()
+        .iter()
+        .map(|(name, error)| TenantReport::unreachable(name.clone(), error.to_string()))
 }
 
 /// Introspects `schemas` (plus the contracts' fixed schemas) on `pool` and resolves types.
@@ -105,9 +127,7 @@ pub fn check_tenant<DB: Backend>(
     let mut findings = Vec::new();
     for entry in contracts.entries() {
         let schema = entry.contract.schema.as_deref().unwrap_or(tenant);
-        let live = snapshot
-            .tables
-            .get(&(schema.to_owned(), entry.contract.table.clone()));
+        let live = snapshot.table_for(tenant, &entry.contract);
         let oracle = Oracle {
             entry,
             types: &snapshot.types,

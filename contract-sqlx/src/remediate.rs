@@ -10,13 +10,13 @@ use contract_core::{
 };
 use tracing::Instrument as _;
 
-use crate::apply::{ApplyJob, ApplyOptions};
+use crate::apply::{ApplyJob, ApplyOptions, elapsed_ms};
 use crate::audit::AuditRecord;
 use crate::backend::Backend;
 use crate::contracts::ContractSet;
 use crate::epoch::SchemaEpoch;
 use crate::error::{Error, Result};
-use crate::fleet::{FleetSnapshot, check_fleet, check_tenant, error_chain, snapshot};
+use crate::fleet::{FleetSnapshot, check_group, error_chain, rejected_reports};
 use crate::tenants::TenantDirectory;
 
 /// The result of [`remediate`].
@@ -77,27 +77,14 @@ pub fn plan_for<DB: Backend>(
         .iter()
         .zip(&expected)
         .zip(&findings)
-        .map(|((entry, expected_types), findings)| {
-            let table_schema = entry
-                .contract
-                .schema
-                .clone()
-                .unwrap_or_else(|| tenant.tenant.clone());
-            TableInput {
-                contract: &entry.contract,
-                live: snapshot
-                    .tables
-                    .get(&(table_schema, entry.contract.table.clone())),
-                findings,
-                expected_types,
-            }
+        .map(|((entry, expected_types), findings)| TableInput {
+            contract: &entry.contract,
+            live: snapshot.table_for(&tenant.tenant, &entry.contract),
+            findings,
+            expected_types,
         })
         .collect();
     plan_tenant(DB::DIALECT, &tenant.tenant, schema, &inputs)
-}
-
-fn millis(start: Instant) -> u64 {
-    u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX)
 }
 
 /// Checks the fleet, plans the drifted tenants, applies what `policy` allows (one
@@ -126,28 +113,16 @@ pub async fn remediate<DB: Backend>(
     let mut attempted = false;
     let (mut introspect_ms, mut apply_ms, mut tables) = (0, 0, 0);
     for (pool, names) in directory.groups() {
-        let schemas: Vec<String> = names.iter().map(|t| t.as_str().to_owned()).collect();
         let started = Instant::now();
-        let snap = match snapshot(pool, &schemas, contracts).await {
-            Ok(snap) => snap,
-            Err(error) => {
-                let error = error_chain(&error);
-                reports.extend(schemas.into_iter().map(|tenant| TenantReport {
-                    tenant,
-                    verdict: Verdict::Unreachable {
-                        error: error.clone(),
-                    },
-                    findings: Vec::new(),
-                }));
-                continue;
-            }
+        let (group_reports, snap) = check_group(pool, names, contracts).await;
+        let Some(snap) = snap else {
+            reports.extend(group_reports);
+            continue;
         };
-        introspect_ms += millis(started);
+        // The pool's shared audit table (PostgreSQL) is ensured once, not per tenant.
+        let mut audit_ready = false;
+        introspect_ms += elapsed_ms(started);
         tables += snap.tables.len();
-        let group_reports: Vec<TenantReport> = schemas
-            .iter()
-            .map(|t| check_tenant(t, contracts, &snap))
-            .collect();
         let started = Instant::now();
         for (tenant_name, report) in names.iter().zip(&group_reports) {
             if report.verdict != Verdict::Drifted || !policy.plans() {
@@ -157,9 +132,13 @@ pub async fn remediate<DB: Backend>(
             let selection = policy.select(&plan);
             if !selection.steps.is_empty() {
                 attempted = true;
-                if let Err(error) =
+                let ensured = if audit_ready {
+                    Ok(())
+                } else {
                     DB::ensure_audit_table(pool, &options.audit, tenant_name.as_str()).await
-                {
+                };
+                audit_ready = ensured.is_ok() && !DB::AUDIT_TABLE_PER_TENANT;
+                if let Err(error) = ensured {
                     failed.push(TenantError {
                         tenant: tenant_name.to_string(),
                         error: error_chain(&error),
@@ -170,14 +149,7 @@ pub async fn remediate<DB: Backend>(
                 let planned_on = contracts
                     .entries()
                     .iter()
-                    .filter_map(|e| {
-                        let schema = e
-                            .contract
-                            .schema
-                            .clone()
-                            .unwrap_or_else(|| tenant_name.to_string());
-                        snap.tables.get(&(schema, e.contract.table.clone()))
-                    })
+                    .filter_map(|e| snap.table_for(tenant_name.as_str(), &e.contract))
                     .collect();
                 let job = ApplyJob {
                     tenant: tenant_name,
@@ -210,9 +182,16 @@ pub async fn remediate<DB: Backend>(
             }
             plans.push(plan);
         }
-        apply_ms += millis(started);
+        apply_ms += elapsed_ms(started);
         reports.extend(group_reports);
     }
+    // Like `check_fleet`: rejected tenant names are reported, so before and after agree.
+    reports.extend(
+        directory
+            .rejected()
+            .iter()
+            .map(|(name, e)| TenantReport::unreachable(name.clone(), e.to_string())),
+    );
     let before = FleetReport::new(DB::DIALECT, contracts.describe(), reports);
     log.push(LogAction::Introspect {
         tenants: before.tenants.len(),
@@ -257,7 +236,7 @@ pub async fn remediate<DB: Backend>(
         log.push(LogAction::Verify {
             tenants: after.tenants.len(),
             compliant: after.tenants_with("compliant").count(),
-            duration_ms: millis(started),
+            duration_ms: elapsed_ms(started),
         });
     }
     log.outcome = outcome(&after, &awaiting_approval, &failed);
@@ -304,29 +283,29 @@ async fn verify<DB: Backend>(
     directory: &TenantDirectory<DB>,
     contracts: &ContractSet<DB>,
 ) -> Result<(FleetReport, BTreeMap<String, TenantPlan>)> {
-    let after = check_fleet(directory, contracts).await?;
+    // One snapshot per pool serves both the re-check and the re-plan of what is still drifted.
+    let mut reports = Vec::new();
     let mut awaiting = BTreeMap::new();
     for (pool, names) in directory.groups() {
-        let drifted: Vec<&TenantReport> = after
-            .tenants
-            .iter()
-            .filter(|t| {
-                t.verdict == Verdict::Drifted && names.iter().any(|n| n.as_str() == t.tenant)
-            })
-            .collect();
-        if drifted.is_empty() {
-            continue;
-        }
-        let schemas: Vec<String> = drifted.iter().map(|t| t.tenant.clone()).collect();
-        let snap = snapshot(pool, &schemas, contracts).await?;
-        for tenant in drifted {
-            let plan = plan_for(tenant, contracts, &snap);
-            if plan.needs_approval() {
-                awaiting.insert(tenant.tenant.clone(), plan);
+        let (group_reports, snap) = check_group(pool, names, contracts).await;
+        if let Some(snap) = snap {
+            for report in group_reports
+                .iter()
+                .filter(|r| r.verdict == Verdict::Drifted)
+            {
+                let plan = plan_for(report, contracts, &snap);
+                if plan.needs_approval() {
+                    awaiting.insert(report.tenant.clone(), plan);
+                }
             }
         }
+        reports.extend(group_reports);
     }
-    Ok((after, awaiting))
+    reports.extend(rejected_reports(directory));
+    Ok((
+        FleetReport::new(DB::DIALECT, contracts.describe(), reports),
+        awaiting,
+    ))
 }
 
 fn outcome(

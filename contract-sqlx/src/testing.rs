@@ -139,11 +139,7 @@ where
     let contracts = ContractSet::<DB>::new().with::<T>();
     let fleet = snapshot(pool, &[schema.to_owned()], &contracts).await?;
     let contract = T::contract();
-    let table_schema = contract.schema.clone().unwrap_or_else(|| schema.to_owned());
-    let live = fleet
-        .tables
-        .get(&(table_schema, contract.table.clone()))
-        .cloned();
+    let live = fleet.table_for(schema, &contract).cloned();
     let entry = &contracts.entries()[0];
     let verdicts = contract
         .columns

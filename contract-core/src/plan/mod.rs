@@ -22,6 +22,12 @@ use crate::ident::Dialect;
 use crate::live::LiveTable;
 use crate::model::TableContract;
 
+/// The first 12 hex digits of a plan hash, for display.
+#[must_use]
+pub fn short_hash(hash: &str) -> &str {
+    hash.get(..12).unwrap_or(hash)
+}
+
 /// What the planner needs about one contracted table of a tenant.
 #[derive(Debug, Clone, Copy)]
 pub struct TableInput<'a> {
@@ -110,7 +116,7 @@ impl TenantPlan {
     /// The first 12 hex digits of the hash, for display.
     #[must_use]
     pub fn short_hash(&self) -> &str {
-        &self.hash[..12.min(self.hash.len())]
+        short_hash(&self.hash)
     }
 }
 

@@ -189,8 +189,8 @@ pub(super) fn rebuild_step(
     ]);
     if parsed.autoincrement {
         // Keep the AUTOINCREMENT high-water mark: ids of deleted rows are never reused.
-        let old = literal(table);
-        let new = literal(&tmp_name);
+        let literal = |v: &str| Dialect::Sqlite.string_literal(v).map_err(|e| e.to_string());
+        let (old, new) = (literal(table)?, literal(&tmp_name)?);
         statements.extend([
             format!("DELETE FROM sqlite_sequence WHERE name = {new}"),
             format!(
@@ -232,11 +232,6 @@ fn squash(text: &str) -> String {
         .filter(|c| !c.is_whitespace())
         .flat_map(char::to_uppercase)
         .collect()
-}
-
-/// A single-quoted SQL string literal.
-fn literal(value: &str) -> String {
-    format!("'{}'", value.replace('\'', "''"))
 }
 
 /// What the rebuild needs from a `CREATE TABLE` text.

@@ -589,13 +589,7 @@ impl<DB: PauseStore> Guard<DB> {
                 Err(error) => {
                     let error = error_chain(&error);
                     for tenant in names {
-                        let report = TenantReport {
-                            tenant: tenant.to_string(),
-                            verdict: Verdict::Unreachable {
-                                error: error.clone(),
-                            },
-                            findings: Vec::new(),
-                        };
+                        let report = TenantReport::unreachable(tenant.to_string(), error.clone());
                         observed.insert(tenant.to_string(), (String::new(), report));
                         summary.changed.push(tenant.to_string());
                     }
@@ -902,7 +896,7 @@ fn guard_pause(
     if let Some(hash) = plan_hash {
         reason.push_str(&format!(
             "; plan {} awaits approval",
-            &hash[..12.min(hash.len())]
+            contract_core::plan::short_hash(hash)
         ));
     }
     PauseInfo {
@@ -924,18 +918,12 @@ fn tenant_fingerprint<DB: crate::backend::Backend>(
     contracts: &ContractSet<DB>,
     snap: &crate::fleet::FleetSnapshot<DB>,
 ) -> String {
-    let mut text = String::new();
+    let mut digest = contract_core::FieldDigest::new();
     for entry in contracts.entries() {
-        let schema = entry
-            .contract
-            .schema
-            .clone()
-            .unwrap_or_else(|| tenant.to_owned());
-        let fp = snap
-            .tables
-            .get(&(schema.clone(), entry.contract.table.clone()))
-            .map_or("absent", |t| t.fingerprint.as_str());
-        text.push_str(&format!("{schema}.{}={fp};", entry.contract.table));
+        let table = snap.table_for(tenant, &entry.contract);
+        digest
+            .field(&entry.contract.table)
+            .field(table.map_or("absent", |t| t.fingerprint.as_str()));
     }
-    contract_core::digest_hex(text.as_bytes())
+    digest.finish_hex()
 }

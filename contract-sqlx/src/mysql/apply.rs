@@ -159,7 +159,7 @@ async fn locked(
         }
     }
 
-    let duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+    let duration_ms = crate::apply::elapsed_ms(started);
     let Some((stage, source)) = failure else {
         let settled = audit
             .settle(conn, "applied", attempts, duration_ms, None)

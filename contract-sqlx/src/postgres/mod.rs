@@ -21,6 +21,7 @@ use crate::type_check::TypeCheck;
 
 impl Backend for Postgres {
     const DIALECT: Dialect = Dialect::Postgres;
+    const AUDIT_TABLE_PER_TENANT: bool = false;
 
     async fn introspect(
         pool: &PgPool,

@@ -295,7 +295,7 @@ async fn in_transaction(
     }
     let audit_id = new_audit_id(tenant);
     let table = Dialect::Sqlite.quote_qualified(Some("main"), &job.options.audit.table)?;
-    let duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+    let duration_ms = crate::apply::elapsed_ms(started);
     // language=SQL
     let insert = format!(
         "INSERT INTO {table} (audit_id, tenant, plan_hash, statements, drift_before, status, actor, attempts, started_at, finished_at, duration_ms)
