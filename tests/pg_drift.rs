@@ -232,3 +232,61 @@ async fn a_table_missing_in_every_tenant_gets_a_fleet_note_naming_the_likely_fix
     assert!(report.to_string().contains("note: contract Misspelt"));
     scratch.drop_db().await;
 }
+
+#[derive(Debug, sqlx::FromRow, Contract)]
+#[contract(table = "priced")]
+#[allow(dead_code)]
+struct Priced {
+    id: i64,
+    net: i32,
+    tax: i32,
+    gross: i32,
+    label: String,
+    at: sqlx::types::chrono::DateTime<sqlx::types::chrono::Utc>,
+}
+
+/// The snapshot's defaults are PostgreSQL's own deparse, whether or not the expression
+/// refers to columns (a generated column does; the introspection query deparses plain
+/// defaults without opening the table).
+#[tokio::test]
+async fn defaults_are_deparsed_as_postgres_does_including_generated_columns() {
+    let scratch = PgScratch::create("contract_defaults").await;
+    sqlx::raw_sql(
+        "CREATE SCHEMA tenant_1;
+         CREATE TABLE tenant_1.priced (id bigserial PRIMARY KEY, net int4 NOT NULL DEFAULT 0,
+             tax int4 NOT NULL DEFAULT (1 + 1), gross int4 GENERATED ALWAYS AS (net + tax) STORED,
+             label text NOT NULL DEFAULT 'it''s', at timestamptz NOT NULL DEFAULT now());",
+    )
+    .execute(&scratch.pool)
+    .await
+    .expect("create table");
+    let expected: Vec<(String, Option<String>)> = sqlx::query_as(
+        "SELECT a.attname::text, pg_get_expr(d.adbin, d.adrelid)
+         FROM pg_attribute a LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
+         WHERE a.attrelid = 'tenant_1.priced'::regclass AND a.attnum > 0 ORDER BY a.attnum",
+    )
+    .fetch_all(&scratch.pool)
+    .await
+    .expect("pg_get_expr");
+    assert!(
+        expected
+            .iter()
+            .any(|(name, default)| name == "gross" && default.as_deref() == Some("(net + tax)")),
+        "{expected:?}"
+    );
+
+    let contracts = ContractSet::<Postgres>::new().with::<Priced>();
+    let snapshot = contract_sqlx::snapshot(&scratch.pool, &["tenant_1".to_owned()], &contracts)
+        .await
+        .expect("snapshot");
+    let table = snapshot
+        .table_for("tenant_1", &Priced::contract())
+        .expect("priced table");
+    let actual: Vec<(String, Option<String>)> = table
+        .columns
+        .iter()
+        .map(|c| (c.name.clone(), c.default.clone()))
+        .collect();
+    assert_eq!(actual, expected);
+    scratch.drop_db().await;
+}

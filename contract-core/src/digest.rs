@@ -1,7 +1,6 @@
 //! Stable hex digests (SHA-256) for fingerprints and plan hashes.
 
 use sha2::{Digest, Sha256};
-use std::fmt::Write as _;
 
 /// The SHA-256 of `bytes` as lowercase hex: identical on every machine and run.
 ///
@@ -10,9 +9,16 @@ use std::fmt::Write as _;
 /// ```
 #[must_use]
 pub fn digest_hex(bytes: &[u8]) -> String {
-    let mut out = String::with_capacity(64);
-    for b in Sha256::digest(bytes) {
-        let _ = write!(out, "{b:02x}");
+    hex(&Sha256::digest(bytes))
+}
+
+/// Lowercase hex, two digits per byte (a fleet check digests every table: no `fmt` here).
+fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for &b in bytes {
+        out.push(char::from(DIGITS[usize::from(b >> 4)]));
+        out.push(char::from(DIGITS[usize::from(b & 0x0f)]));
     }
     out
 }
@@ -63,10 +69,22 @@ impl FieldDigest {
     /// The digest as lowercase hex.
     #[must_use]
     pub fn finish_hex(self) -> String {
-        let mut out = String::with_capacity(64);
-        for b in self.0.finalize() {
-            let _ = write!(out, "{b:02x}");
-        }
-        out
+        hex(&self.0.finalize())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{FieldDigest, digest_hex};
+
+    #[test]
+    fn hex_is_the_standard_sha256_spelling() {
+        // FIPS 180-2, appendix B.1.
+        assert_eq!(
+            digest_hex(b"abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+        let hex = FieldDigest::new().finish_hex();
+        assert_eq!(hex, digest_hex(b""));
     }
 }

@@ -16,7 +16,8 @@
 //! `--naive-runs R` timed runs of the naive loop (3), `--naive-sample M` time the naive
 //! loop over the first M tenants only and extrapolate to N (for large fleets),
 //! `--batch B` tenants per DDL batch (50), `--keep` keep the scratch database (to
-//! investigate plans in psql; drop it by hand).
+//! investigate plans in psql; drop it by hand), `--reuse DB` measure a database kept by an
+//! earlier `--keep` run with the same `--tenants` (neither created nor dropped).
 //!
 //! The last stdout line is one JSON object with the medians and ratios.
 
@@ -235,6 +236,7 @@ struct Options {
     naive_sample: Option<usize>,
     batch: usize,
     keep: bool,
+    reuse: Option<String>,
 }
 
 impl Options {
@@ -246,6 +248,7 @@ impl Options {
             naive_sample: None,
             batch: 50,
             keep: false,
+            reuse: None,
         };
         let mut args = std::env::args().skip(1);
         while let Some(arg) = args.next() {
@@ -266,12 +269,23 @@ impl Options {
                 "--naive-sample" => options.naive_sample = Some(value("--naive-sample")?),
                 "--batch" => options.batch = value("--batch")?,
                 "--keep" => options.keep = true,
+                "--reuse" => {
+                    let db = args.next().ok_or("--reuse needs a database name")?;
+                    if !db.starts_with("contract_bench_fleet_")
+                        || !db.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+                    {
+                        return Err(
+                            format!("--reuse {db}: not a database kept by this bench").into()
+                        );
+                    }
+                    options.reuse = Some(db);
+                }
                 // `cargo bench` passes `--bench` to every bench binary.
                 "--bench" => {}
                 other => {
                     return Err(format!(
                         "unknown argument `{other}`; usage: fleet [--tenants N] [--runs R] [--naive-runs R] \
-                         [--naive-sample M] [--batch B] [--keep]"
+                         [--naive-sample M] [--batch B] [--keep] [--reuse DB]"
                     )
                     .into());
                 }
@@ -331,6 +345,15 @@ async fn main_with_scratch_db(options: Options) -> Result<()> {
         format!("cannot connect to PostgreSQL at `{url}` ({where_from}); start a server or set {URL_VAR}: {e}")
     })?;
 
+    if let Some(db_name) = options.reuse.clone() {
+        eprintln!("--reuse: measuring the kept database {db_name}");
+        let _ = admin.close().await;
+        let scratch = admin_options.database(&db_name);
+        return match tokio::task::spawn_local(run(scratch, options)).await {
+            Ok(result) => result,
+            Err(join) => Err(format!("the bench panicked: {join}").into()),
+        };
+    }
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.subsec_nanos());
@@ -379,29 +402,11 @@ async fn run(scratch: PgConnectOptions, options: Options) -> Result<()> {
     let width = n.to_string().len().max(5);
 
     // --- 1. Fleet creation ------------------------------------------------------------
-    let ddl_pool = PgPoolOptions::new()
-        .max_connections(2)
-        .connect_with(scratch.clone())
-        .await?;
-    let started = Instant::now();
-    let injected = create_fleet(&ddl_pool, n, width, options.batch).await?;
-    eprintln!(
-        "created {n} tenants ({injected} drifted) in {:.1} s",
-        started.elapsed().as_secs_f64()
-    );
-    // Fresh catalog statistics, as a long-lived database would have.
-    let started = Instant::now();
-    ddl_pool
-        .execute(
-            "VACUUM ANALYZE pg_catalog.pg_class, pg_catalog.pg_attribute, pg_catalog.pg_namespace, \
-             pg_catalog.pg_constraint, pg_catalog.pg_attrdef, pg_catalog.pg_type",
-        )
-        .await?;
-    eprintln!(
-        "vacuum analyze of the catalogs took {:.1} s",
-        started.elapsed().as_secs_f64()
-    );
-    ddl_pool.close().await;
+    let injected = if options.reuse.is_some() {
+        (1..=n).filter(|&i| is_drifted(i)).count()
+    } else {
+        create_and_analyze(&scratch, n, width, options.batch).await?
+    };
 
     // --- 2. Guard setup -----------------------------------------------------------------
     // One connection: every variant runs on the same warm session (statement cache, catalog
@@ -442,20 +447,34 @@ async fn run(scratch: PgConnectOptions, options: Options) -> Result<()> {
     let runs = options.runs;
     eprintln!("measuring: {PLAN_SETTLE_RUNS} warm-up + {runs} runs each");
 
+    // Guard and raw alternate run by run (the order flipping each round), so that a noisy
+    // spell of this machine lands on both and their ratio stays meaningful.
     let mut report: Option<FleetReport> = None;
-    let guard = measure(PLAN_SETTLE_RUNS, runs, async || {
+    let mut raw_rows = 0;
+    let mut guard_run = async || {
         report = Some(check_fleet(&directory, &contracts).await?);
         Ok(())
-    })
-    .await?;
-    let report = report.ok_or("no guard run")?;
-
-    let mut raw_rows = 0;
-    let raw = measure(1, runs, async || {
+    };
+    let mut raw_run = async || {
         raw_rows = fetch_raw(&pool, &table_names, &schemas, &column_names).await?;
         Ok(())
-    })
-    .await?;
+    };
+    for _ in 0..PLAN_SETTLE_RUNS {
+        guard_run().await?;
+        raw_run().await?;
+    }
+    let (mut guard_samples, mut raw_samples) = (Samples::default(), Samples::default());
+    for round in 0..runs {
+        if round % 2 == 0 {
+            guard_samples.time(&mut guard_run).await?;
+            raw_samples.time(&mut raw_run).await?;
+        } else {
+            raw_samples.time(&mut raw_run).await?;
+            guard_samples.time(&mut guard_run).await?;
+        }
+    }
+    let (guard, raw) = (guard_samples.timing(), raw_samples.timing());
+    let report = report.ok_or("no guard run")?;
 
     // The same query as an unnamed statement (`persistent(false)`): PostgreSQL plans it
     // with the actual parameters on every execution, so it never switches to a generic
@@ -565,8 +584,10 @@ async fn run(scratch: PgConnectOptions, options: Options) -> Result<()> {
     })
     .await?
     .scaled(n, sample);
+    // A key query per tenant costs ~0.1 s: time it on at most 100 tenants and extrapolate.
+    let keys_sample = sample.min(100);
     let with_keys = measure(0, 1, async || {
-        for schema in naive_schemas {
+        for schema in &naive_schemas[..keys_sample] {
             sqlx::query(NAIVE_COLUMNS)
                 .bind(schema)
                 .bind(&table_names)
@@ -581,7 +602,7 @@ async fn run(scratch: PgConnectOptions, options: Options) -> Result<()> {
         Ok(())
     })
     .await?
-    .scaled(n, sample);
+    .scaled(n, keys_sample);
 
     pool.close().await;
 
@@ -602,8 +623,8 @@ async fn run(scratch: PgConnectOptions, options: Options) -> Result<()> {
     println!("{}", report.summary());
     println!();
     println!(
-        "{:<44} {:>10} {:>10} {:>10}  runs",
-        "variant", "median ms", "min ms", "max ms"
+        "{:<44} {:>10} {:>10} {:>10} {:>10}  runs",
+        "variant", "median ms", "min ms", "max ms", "client cpu"
     );
     guard.print("guard: check_fleet (all phases)", runs);
     raw.print("raw: guard's catalog query, rows dropped", runs);
@@ -617,7 +638,13 @@ async fn run(scratch: PgConnectOptions, options: Options) -> Result<()> {
     };
     naive.print(&naive_label, options.naive_runs);
     scoped.print("naive, narrowed to contracted tables", options.naive_runs);
-    with_keys.print("naive, narrowed + key query per tenant", 1);
+    with_keys.print(
+        &format!(
+            "naive, narrowed + keys x{keys_sample} (x{:.1})",
+            ratio(n, keys_sample)
+        ),
+        1,
+    );
     raw_unnamed.print("raw, unnamed statement (persistent(false))", runs);
     for (mode, g, r) in &by_plan {
         g.print(&format!("guard, plan_cache_mode={mode}"), runs);
@@ -676,6 +703,39 @@ async fn run(scratch: PgConnectOptions, options: Options) -> Result<()> {
     json.push('}');
     println!("{json}");
     Ok(())
+}
+
+/// Creates the fleet and refreshes the catalog statistics. Returns how many were drifted.
+async fn create_and_analyze(
+    scratch: &PgConnectOptions,
+    n: usize,
+    width: usize,
+    batch: usize,
+) -> Result<usize> {
+    let ddl_pool = PgPoolOptions::new()
+        .max_connections(2)
+        .connect_with(scratch.clone())
+        .await?;
+    let started = Instant::now();
+    let injected = create_fleet(&ddl_pool, n, width, batch).await?;
+    eprintln!(
+        "created {n} tenants ({injected} drifted) in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    // Fresh catalog statistics, as a long-lived database would have.
+    let started = Instant::now();
+    ddl_pool
+        .execute(
+            "VACUUM ANALYZE pg_catalog.pg_class, pg_catalog.pg_attribute, pg_catalog.pg_namespace, \
+             pg_catalog.pg_constraint, pg_catalog.pg_attrdef, pg_catalog.pg_type",
+        )
+        .await?;
+    eprintln!(
+        "vacuum analyze of the catalogs took {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    ddl_pool.close().await;
+    Ok(injected)
 }
 
 /// Creates `n` tenant schemas in batches of `batch` tenants (one multi-statement string,
@@ -749,6 +809,8 @@ struct Timing {
     median: Duration,
     min: Duration,
     max: Duration,
+    /// Median CPU time of this process per run, where measured.
+    client_cpu: Option<Duration>,
 }
 
 impl Timing {
@@ -765,6 +827,7 @@ impl Timing {
             median,
             min: sorted[0],
             max: sorted[sorted.len() - 1],
+            client_cpu: None,
         }
     }
 
@@ -778,12 +841,16 @@ impl Timing {
             median: self.median.mul_f64(f),
             min: self.min.mul_f64(f),
             max: self.max.mul_f64(f),
+            client_cpu: self.client_cpu.map(|c| c.mul_f64(f)),
         }
     }
 
     fn print(&self, label: &str, runs: usize) {
+        let cpu = self
+            .client_cpu
+            .map_or_else(|| "-".to_owned(), |c| format!("{:.1}", ms(c)));
         println!(
-            "{label:<44} {:>10.1} {:>10.1} {:>10.1}  {runs}",
+            "{label:<44} {:>10.1} {:>10.1} {:>10.1} {cpu:>10}  {runs}",
             ms(self.median),
             ms(self.min),
             ms(self.max)
@@ -800,13 +867,51 @@ async fn measure(
     for _ in 0..warmups {
         f().await?;
     }
-    let mut samples = Vec::with_capacity(runs);
+    let mut samples = Samples::default();
     for _ in 0..runs {
+        samples.time(&mut f).await?;
+    }
+    Ok(samples.timing())
+}
+
+/// Wall-clock samples of one variant, with this process's CPU time over the same runs.
+#[derive(Default)]
+struct Samples {
+    wall: Vec<Duration>,
+    cpu: Vec<Duration>,
+}
+
+impl Samples {
+    async fn time(&mut self, f: &mut impl AsyncFnMut() -> Result<()>) -> Result<()> {
+        let cpu = process_cpu();
         let t = Instant::now();
         f().await?;
-        samples.push(t.elapsed());
+        self.wall.push(t.elapsed());
+        if let (Some(before), Some(after)) = (cpu, process_cpu()) {
+            self.cpu.push(after.saturating_sub(before));
+        }
+        Ok(())
     }
-    Ok(Timing::of(&samples))
+
+    fn timing(&self) -> Timing {
+        let mut timing = Timing::of(&self.wall);
+        if self.cpu.len() == self.wall.len() {
+            timing.client_cpu = Some(Timing::of(&self.cpu).median);
+        }
+        timing
+    }
+}
+
+/// CPU time of every thread of this process (Linux `schedstat`, nanoseconds), or `None`
+/// where that is not available: the client's own share of a run, free of the server's.
+fn process_cpu() -> Option<Duration> {
+    let mut total = 0u64;
+    for task in std::fs::read_dir("/proc/self/task").ok()? {
+        let path = task.ok()?.path().join("schedstat");
+        let text = std::fs::read_to_string(path).ok()?;
+        total += text.split_whitespace().next()?.parse::<u64>().ok()?;
+    }
+    Some(Duration::from_nanos(total))
 }
 
 fn ms(d: Duration) -> f64 {

@@ -14,6 +14,7 @@ use tracing::Instrument as _;
 use crate::backend::{Backend, TypeMap};
 use crate::contracts::{ContractEntry, ContractSet};
 use crate::error::Result;
+use crate::table_key::TableKey;
 use crate::tenants::TenantDirectory;
 
 /// The live schema of a fleet as introspected, with its resolved types.
@@ -31,7 +32,7 @@ impl<DB: Backend> FleetSnapshot<DB> {
     pub fn table_for(&self, tenant: &str, contract: &TableContract) -> Option<&LiveTable> {
         let schema = contract.schema.as_deref().unwrap_or(tenant);
         self.tables
-            .get(&(schema.to_owned(), contract.table.clone()))
+            .get(&(schema, contract.table.as_str()) as &dyn TableKey)
     }
 }
 

@@ -163,6 +163,7 @@ pub mod guard;
 pub mod payload;
 pub mod quarantine;
 mod remediate;
+mod table_key;
 mod tenants;
 pub mod testing;
 mod type_check;

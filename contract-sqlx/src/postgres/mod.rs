@@ -37,11 +37,19 @@ impl Backend for Postgres {
 
     async fn resolve_types(pool: &PgPool, tables: &[LiveTable]) -> Result<TypeMap<Self>> {
         // A hash set (the fleet has few distinct types among many columns), sorted after.
-        let keys: HashSet<&str> = tables
+        // Neighbouring columns mostly share a type: skip repeats before hashing.
+        let mut keys: HashSet<&str> = HashSet::new();
+        let mut previous = None;
+        for key in tables
             .iter()
             .flat_map(|t| &t.columns)
             .map(|c| c.type_key.as_str())
-            .collect();
+        {
+            if previous != Some(key) {
+                keys.insert(key);
+                previous = Some(key);
+            }
+        }
         let mut keys: Vec<&str> = keys.into_iter().collect();
         keys.sort_unstable();
         let mut types = TypeMap::<Self>::new();
