@@ -181,6 +181,9 @@ fn tenant_name(index: usize, width: usize) -> String {
 /// guard's snapshot implies.
 const RAW_COLUMNS: &str = contract_sqlx::__private::PG_INTROSPECTION_SQL;
 
+/// The transaction the guard runs its catalog query in.
+const RAW_BEGIN: &str = contract_sqlx::__private::PG_INTROSPECTION_BEGIN;
+
 /// Runs the guard's catalog query and drops the rows: the floor of the guard's check.
 async fn fetch_raw(
     pool: &PgPool,
@@ -188,13 +191,16 @@ async fn fetch_raw(
     schemas: &[String],
     columns: &[String],
 ) -> Result<usize> {
+    // Exactly as the guard sends it: in its transaction (JIT off), as an unnamed statement.
+    let mut tx = pool.begin_with(RAW_BEGIN).await?;
     let rows = sqlx::query(RAW_COLUMNS)
         .bind(tables)
         .bind(schemas)
         .bind(columns)
-        .persistent(false) // exactly as the guard sends it
-        .fetch_all(pool)
+        .persistent(false)
+        .fetch_all(&mut *tx)
         .await?;
+    tx.commit().await?;
     Ok(rows.len())
 }
 
@@ -809,7 +815,7 @@ struct Timing {
     median: Duration,
     min: Duration,
     max: Duration,
-    /// Median CPU time of this process per run, where measured.
+    /// Mean CPU time of this process per run, where measured.
     client_cpu: Option<Duration>,
 }
 
@@ -878,40 +884,46 @@ async fn measure(
 #[derive(Default)]
 struct Samples {
     wall: Vec<Duration>,
-    cpu: Vec<Duration>,
+    /// Total CPU time over the runs, when every run could read it.
+    cpu: Option<Duration>,
+    cpu_runs: usize,
 }
 
 impl Samples {
     async fn time(&mut self, f: &mut impl AsyncFnMut() -> Result<()>) -> Result<()> {
-        let cpu = process_cpu();
+        let before = process_cpu();
         let t = Instant::now();
         f().await?;
         self.wall.push(t.elapsed());
-        if let (Some(before), Some(after)) = (cpu, process_cpu()) {
-            self.cpu.push(after.saturating_sub(before));
+        if let (Some(before), Some(after)) = (before, process_cpu()) {
+            *self.cpu.get_or_insert_default() += after.saturating_sub(before);
+            self.cpu_runs += 1;
         }
         Ok(())
     }
 
     fn timing(&self) -> Timing {
         let mut timing = Timing::of(&self.wall);
-        if self.cpu.len() == self.wall.len() {
-            timing.client_cpu = Some(Timing::of(&self.cpu).median);
+        if self.cpu_runs == self.wall.len() {
+            timing.client_cpu = self
+                .cpu
+                .map(|total| total / u32::try_from(self.cpu_runs).unwrap_or(u32::MAX));
         }
         timing
     }
 }
 
-/// CPU time of every thread of this process (Linux `schedstat`, nanoseconds), or `None`
-/// where that is not available: the client's own share of a run, free of the server's.
+/// User + system CPU time of this process, all threads including finished ones (Linux
+/// `/proc/self/stat`, in clock ticks of 10 ms: hence a mean over the runs), or `None` where
+/// that is not available: the client's own share of a run, free of the server's.
 fn process_cpu() -> Option<Duration> {
-    let mut total = 0u64;
-    for task in std::fs::read_dir("/proc/self/task").ok()? {
-        let path = task.ok()?.path().join("schedstat");
-        let text = std::fs::read_to_string(path).ok()?;
-        total += text.split_whitespace().next()?.parse::<u64>().ok()?;
-    }
-    Some(Duration::from_nanos(total))
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the command name (which may contain spaces) in parentheses.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let mut fields = rest.split_whitespace();
+    let utime: u64 = fields.nth(11)?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    Some(Duration::from_millis((utime + stime) * 10))
 }
 
 fn ms(d: Duration) -> f64 {

@@ -17,6 +17,11 @@ pub use crate::{
 #[cfg(feature = "postgres")]
 pub const PG_INTROSPECTION_SQL: &str = crate::postgres::query::COLUMNS;
 
+/// The statement that opens the transaction the guard runs that query in (the benchmark's
+/// floor runs under the same settings).
+#[cfg(feature = "postgres")]
+pub const PG_INTROSPECTION_BEGIN: &str = crate::postgres::query::BEGIN_INTROSPECTION;
+
 /// Autoref-specialisation probe: `(&NullProbe::<T>::new()).nullable()` is `true` exactly
 /// when `T` is `Option<_>` (type aliases included), which syntax alone cannot tell.
 pub struct NullProbe<T>(std::marker::PhantomData<T>);

@@ -51,7 +51,11 @@ pub async fn check_fleet<DB: Backend>(
 ) -> Result<FleetReport> {
     let mut tenants = Vec::new();
     for (pool, names) in directory.groups() {
-        tenants.extend(check_group(pool, names, contracts).await.0);
+        let (reports, snapshot) = check_group(pool, names, contracts).await;
+        tenants.extend(reports);
+        if let Some(snapshot) = snapshot {
+            drop_in_background(snapshot);
+        }
     }
     tenants.extend(rejected_reports(directory));
     Ok(FleetReport::new(DB::DIALECT, contracts.describe(), tenants))
@@ -85,6 +89,21 @@ pub(crate) async fn check_group<DB: Backend>(
             )
         }
     }
+}
+
+/// Frees a large snapshot on a short-lived thread: freeing a fleet's worth of live tables
+/// (hundreds of thousands of small allocations at 10,000 tenants) would otherwise delay the
+/// report by a sixth of the check. Small snapshots, or a failed spawn, are dropped here.
+fn drop_in_background<DB: Backend>(snapshot: FleetSnapshot<DB>) {
+    const LARGE: usize = 1_000;
+    if snapshot.tables.len() < LARGE {
+        return;
+    }
+    let spawned = std::thread::Builder::new()
+        .name("contract-snapshot-drop".into())
+        .spawn(move || drop(snapshot));
+    // A failed spawn drops the closure, and the snapshot with it, right here.
+    drop(spawned);
 }
 
 /// Discovered names that were rejected, as unreachable tenants with the reason.

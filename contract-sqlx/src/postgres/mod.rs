@@ -30,7 +30,13 @@ impl Backend for Postgres {
     ) -> Result<Vec<LiveTable>> {
         // One query for the whole fleet. (Splitting it into two concurrent halves was
         // measured slower on a 2-core server: PostgreSQL already runs it with a parallel worker.)
-        introspect_on(pool, schemas, contracts)
+        let introspect = async {
+            let mut tx = pool.begin_with(query::BEGIN_INTROSPECTION).await?;
+            let tables = introspect_on(&mut *tx, schemas, contracts).await?;
+            tx.commit().await?;
+            Ok(tables)
+        };
+        introspect
             .await
             .map_err(Error::db("introspecting tenant schemas", None))
     }
@@ -124,7 +130,14 @@ pub(crate) async fn introspect_on<'e>(
         // per schema (measured: 316 ms vs 137 ms at 1,000 tenants).
         .persistent(false)
         .fetch(executor);
-    let mut tables = parse::TablesBuilder::default();
+    let widest = contracts
+        .entries()
+        .iter()
+        .map(|e| e.contract.columns.len())
+        .max()
+        .unwrap_or(0);
+    let mut tables =
+        parse::TablesBuilder::with_capacity(schemas.len() * contracts.entries().len(), widest);
     while let Some(row) = rows.try_next().await? {
         tables.push(&row::ColumnRow::decode(&row)?);
     }

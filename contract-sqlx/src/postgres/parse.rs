@@ -9,44 +9,52 @@ use super::row::ColumnRow;
 use crate::fingerprint::fingerprint;
 
 /// Accumulates rows (in any order: the query has no ORDER BY, which spills to disk at
-/// fleet scale) and groups them by (schema, table).
+/// fleet scale) and groups them by table (its oid: no names hashed or copied per row).
 #[derive(Debug, Default)]
 pub(super) struct TablesBuilder {
-    index: HashMap<(String, String), usize>,
+    index: HashMap<i64, usize>,
     tables: Vec<Draft>,
+    /// Contracted columns per table, at most (the capacity of each table's column list).
+    columns: usize,
     last: Option<usize>,
 }
 
 /// A table being built: its columns keyed by attnum, each with its primary-key position.
 #[derive(Debug)]
 struct Draft {
+    oid: i64,
     table: LiveTable,
     columns: Vec<(i32, Option<i32>, LiveColumn)>,
 }
 
 impl TablesBuilder {
+    /// A builder sized for about `tables` tables of up to `columns` contracted columns
+    /// (growing a large table list reallocates and copies it, and frees big blocks the
+    /// allocator then consolidates).
+    pub fn with_capacity(tables: usize, columns: usize) -> Self {
+        Self {
+            index: HashMap::with_capacity(tables),
+            tables: Vec::with_capacity(tables),
+            columns,
+            last: None,
+        }
+    }
+
     /// Adds one row.
     pub fn push(&mut self, row: &ColumnRow<'_>) {
         // Rows of one table mostly arrive together: compare with the previous table first.
         let slot = match self.last {
-            Some(i)
-                if self.tables[i].table.schema == row.schema_name
-                    && self.tables[i].table.name == row.table_name =>
-            {
-                i
-            }
+            Some(i) if self.tables[i].oid == row.table_oid => i,
             _ => {
-                let tables = &mut self.tables;
-                *self
-                    .index
-                    .entry((row.schema_name.to_owned(), row.table_name.to_owned()))
-                    .or_insert_with(|| {
-                        tables.push(Draft {
-                            table: LiveTable::new(row.schema_name, row.table_name),
-                            columns: Vec::new(),
-                        });
-                        tables.len() - 1
-                    })
+                let (tables, columns) = (&mut self.tables, self.columns);
+                *self.index.entry(row.table_oid).or_insert_with(|| {
+                    tables.push(Draft {
+                        oid: row.table_oid,
+                        table: LiveTable::new(row.schema_name, row.table_name),
+                        columns: Vec::with_capacity(columns),
+                    });
+                    tables.len() - 1
+                })
             }
         };
         self.last = Some(slot);
@@ -82,12 +90,11 @@ impl TablesBuilder {
         ));
     }
 
-    /// The tables, sorted by (schema, name), columns in attnum order, keys and
-    /// fingerprints filled in: deterministic whatever the row order.
+    /// The tables (in no particular order: the snapshot keys them by name), columns in
+    /// attnum order, keys and fingerprints filled in: each table deterministic whatever
+    /// the row order.
     pub fn finish(self) -> Vec<LiveTable> {
-        let mut tables: Vec<LiveTable> = self.tables.into_iter().map(Draft::finish).collect();
-        tables.sort_by(|a, b| (&a.schema, &a.name).cmp(&(&b.schema, &b.name)));
-        tables
+        self.tables.into_iter().map(Draft::finish).collect()
     }
 }
 

@@ -21,6 +21,7 @@ pub(super) struct ColumnRow<'r> {
     pub ref_schema: Option<&'r str>,
     pub ref_table: Option<&'r str>,
     pub ref_column: Option<&'r str>,
+    pub table_oid: i64,
 }
 
 impl<'r> ColumnRow<'r> {
@@ -41,6 +42,7 @@ impl<'r> ColumnRow<'r> {
             ref_schema: row.try_get_unchecked(10)?,
             ref_table: row.try_get_unchecked(11)?,
             ref_column: row.try_get_unchecked(12)?,
+            table_oid: row.try_get_unchecked(13)?,
         })
     }
 }
