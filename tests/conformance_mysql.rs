@@ -3,10 +3,10 @@
 //! what really decoding one canonical non-NULL value does. Value-dependent pairs (the
 //! guard says "risk") are listed explicitly in [`RISKS`] with the reason.
 
-use contract_sqlx::{Backend, ContractSet, TypeCheck};
+use contract_sqlx::{Backend, TypeCheck};
 use sqlx::types::Json;
 use sqlx::{AssertSqlSafe, MySql};
-use support::conformance::{Guard, Pair, Risks, report};
+use support::conformance::{Guard, Pair, Risks, introspect_all, report};
 
 #[path = "support/mod.rs"]
 mod support;
@@ -204,7 +204,7 @@ async fn mysql_guard_verdict_equals_real_decoding() {
             .unwrap_or_else(|e| panic!("{sql}: {e}"));
     }
     let pairs = async {
-        let live = introspect_all(&pool, &db).await;
+        let live = introspect_all(&pool, &db, COLUMNS).await;
         let types = <MySql as Backend>::resolve_types(&pool, std::slice::from_ref(&live)).await.expect("resolve types");
         let table = live;
         let mut out: Vec<Pair> = Vec::new();
@@ -223,36 +223,4 @@ async fn mysql_guard_verdict_equals_real_decoding() {
         .await
         .unwrap();
     report("mysql", &pairs, RISKS, 840, 61);
-}
-
-/// Introspects every column of `conf` through the backend (a contract listing them all).
-async fn introspect_all(pool: &sqlx::MySqlPool, db: &str) -> contract_sqlx::LiveTable {
-    let contracts = all_columns_contract();
-    let tables = <MySql as Backend>::introspect(pool, &[db.to_owned()], &contracts)
-        .await
-        .expect("introspect");
-    tables.into_iter().next().expect("table conf")
-}
-
-/// A contract over every column of [`COLUMNS`] (names only: the checks are built per pair).
-fn all_columns_contract() -> ContractSet<MySql> {
-    struct All;
-    impl contract_sqlx::Columns for All {
-        fn columns() -> Vec<contract_sqlx::ColumnContract> {
-            COLUMNS
-                .iter()
-                .map(|(c, _, _)| contract_sqlx::ColumnContract::new(*c, "?"))
-                .collect()
-        }
-    }
-    impl contract_sqlx::Contract for All {
-        const STRUCT_NAME: &'static str = "All";
-        const TABLE: &'static str = "conf";
-    }
-    impl contract_sqlx::TypeChecks<MySql> for All {
-        fn type_checks() -> Vec<TypeCheck<MySql>> {
-            Vec::new()
-        }
-    }
-    ContractSet::new().with::<All>()
 }

@@ -6,10 +6,10 @@
 #[path = "support/mod.rs"]
 mod support;
 
-use contract_sqlx::{Backend, ContractSet, TypeCheck};
+use contract_sqlx::{Backend, TypeCheck};
 use sqlx::types::Json;
 use sqlx::{AssertSqlSafe, Sqlite};
-use support::conformance::{Guard, Pair, Risks, report};
+use support::conformance::{Guard, Pair, Risks, introspect_all, report};
 
 /// (column, declared type, canonical value): the declared types of
 /// reference/sqlx-facts.md §2.6, each with a realistic value.
@@ -473,7 +473,7 @@ async fn sqlite_guard_verdict_equals_real_decoding() {
             .await
             .unwrap_or_else(|e| panic!("{sql}: {e}"));
     }
-    let live = introspect_all(&pool, &db).await;
+    let live = introspect_all(&pool, &db, COLUMNS).await;
     assert_eq!(
         live.schema, db,
         "the live table is labelled with the tenant name"
@@ -491,36 +491,4 @@ async fn sqlite_guard_verdict_equals_real_decoding() {
         Option<i64>, Option<String>,
     );
     report("sqlite", &out, RISKS, 702, 190);
-}
-
-/// Introspects every column of `conf` through the backend (a contract listing them all).
-async fn introspect_all(pool: &sqlx::SqlitePool, db: &str) -> contract_sqlx::LiveTable {
-    let contracts = all_columns_contract();
-    let tables = <Sqlite as Backend>::introspect(pool, &[db.to_owned()], &contracts)
-        .await
-        .expect("introspect");
-    tables.into_iter().next().expect("table conf")
-}
-
-/// A contract over every column of [`COLUMNS`] (names only: the checks are built per pair).
-fn all_columns_contract() -> ContractSet<Sqlite> {
-    struct All;
-    impl contract_sqlx::Columns for All {
-        fn columns() -> Vec<contract_sqlx::ColumnContract> {
-            COLUMNS
-                .iter()
-                .map(|(c, _, _)| contract_sqlx::ColumnContract::new(*c, "?"))
-                .collect()
-        }
-    }
-    impl contract_sqlx::Contract for All {
-        const STRUCT_NAME: &'static str = "All";
-        const TABLE: &'static str = "conf";
-    }
-    impl contract_sqlx::TypeChecks<Sqlite> for All {
-        fn type_checks() -> Vec<TypeCheck<Sqlite>> {
-            Vec::new()
-        }
-    }
-    ContractSet::new().with::<All>()
 }

@@ -116,9 +116,8 @@ struct Session {
 
 const CONTRACTED_TABLES: usize = 5;
 
-/// Guard runs before timing: PostgreSQL's plan cache decides custom vs generic plan for a
-/// prepared statement after its 5th execution.
-const PLAN_SETTLE_RUNS: usize = 6;
+/// Untimed guard and raw runs before timing.
+const WARM_UP_RUNS: usize = 6;
 
 /// One tenant's DDL: the 5 contracted tables (matching the contracts above, plus an
 /// uncontracted column or two) and 5 uncontracted tables.
@@ -445,13 +444,10 @@ async fn run(scratch: PgConnectOptions, options: Options) -> Result<()> {
     assert_eq!(contracts.entries().len(), CONTRACTED_TABLES);
 
     // --- 3. Measurements ----------------------------------------------------------------
-    // sqlx prepares the guard's catalog query once per connection and PostgreSQL plans a
-    // prepared statement with its actual parameters for the first 5 executions (custom
-    // plans), then switches to a cached generic plan when it estimates that cheaper. A
-    // long-running guard checks in that steady state, so the warm-up covers the switch.
-    // RAW_COLUMNS is the same text, so it runs on the same prepared statement.
+    // Untimed runs first: a connection's first check fills the server's catalog caches,
+    // and a long-running guard checks in that steady state.
     let runs = options.runs;
-    eprintln!("measuring: {PLAN_SETTLE_RUNS} warm-up + {runs} runs each");
+    eprintln!("measuring: {WARM_UP_RUNS} warm-up + {runs} runs each");
 
     // Guard and raw alternate run by run (the order flipping each round), so that a noisy
     // spell of this machine lands on both and their ratio stays meaningful.
@@ -465,7 +461,7 @@ async fn run(scratch: PgConnectOptions, options: Options) -> Result<()> {
         raw_rows = fetch_raw(&pool, &table_names, &schemas, &column_names).await?;
         Ok(())
     };
-    for _ in 0..PLAN_SETTLE_RUNS {
+    for _ in 0..WARM_UP_RUNS {
         guard_run().await?;
         raw_run().await?;
     }
@@ -482,25 +478,8 @@ async fn run(scratch: PgConnectOptions, options: Options) -> Result<()> {
     let (guard, raw) = (guard_samples.timing(), raw_samples.timing());
     let report = report.ok_or("no guard run")?;
 
-    // The same query as an unnamed statement (`persistent(false)`): PostgreSQL plans it
-    // with the actual parameters on every execution, so it never switches to a generic
-    // plan. Its text differs by a comment: sqlx 0.9 looks the statement cache up before it
-    // looks at `persistent`, so the same text would reuse the named statement above.
-    let unnamed_sql = format!("{RAW_COLUMNS}-- unnamed statement\n");
-    let raw_unnamed = measure(1, runs, async || {
-        let rows = sqlx::query(AssertSqlSafe(unnamed_sql.as_str()))
-            .bind(&table_names)
-            .bind(&schemas)
-            .bind(&column_names)
-            .persistent(false)
-            .fetch_all(&pool)
-            .await?;
-        drop(rows);
-        Ok(())
-    })
-    .await?;
-
-    // The same two under each forced plan mode, to show what the plan switch costs.
+    // Both again under each forced plan mode, to show what a generic plan would cost (the
+    // guard sends an unnamed statement, planned with the actual arrays every time).
     let mut by_plan = Vec::new();
     for mode in ["force_custom_plan", "force_generic_plan"] {
         pool.execute(AssertSqlSafe(format!("SET plan_cache_mode = {mode}")))
@@ -651,7 +630,6 @@ async fn run(scratch: PgConnectOptions, options: Options) -> Result<()> {
         ),
         1,
     );
-    raw_unnamed.print("raw, unnamed statement (persistent(false))", runs);
     for (mode, g, r) in &by_plan {
         g.print(&format!("guard, plan_cache_mode={mode}"), runs);
         r.print(&format!("raw, plan_cache_mode={mode}"), runs);

@@ -97,3 +97,30 @@ pub fn report(
 fn short(e: &str) -> String {
     e.chars().take(110).collect()
 }
+
+/// Introspects every column of the `conf` table in `db` through the backend, with a
+/// contract built at run time that lists `columns` (names only: the type checks are built
+/// per pair by the caller).
+pub async fn introspect_all<DB: contract_sqlx::Backend>(
+    pool: &sqlx::Pool<DB>,
+    db: &str,
+    columns: &[(&str, &str, &str)],
+) -> contract_sqlx::LiveTable {
+    let mut contracts = contract_sqlx::ContractSet::<DB>::new();
+    contracts.push_entry(contract_sqlx::ContractEntry {
+        contract: contract_sqlx::TableContract {
+            struct_name: "All".into(),
+            schema: None,
+            table: "conf".into(),
+            columns: columns
+                .iter()
+                .map(|(c, _, _)| contract_sqlx::ColumnContract::new(*c, "?"))
+                .collect(),
+        },
+        checks: Vec::new(),
+    });
+    let tables = DB::introspect(pool, &[db.to_owned()], &contracts)
+        .await
+        .expect("introspect");
+    tables.into_iter().next().expect("table conf")
+}
