@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use contract_core::plan::{PlanStep, TenantPlan};
-use contract_core::{Finding, LiveTable, TenantName};
+use contract_core::{Finding, LiveTable, TableContract, TenantName};
 
 use crate::audit::AuditConfig;
 use crate::contracts::ContractSet;
@@ -93,21 +93,105 @@ impl<DB: sqlx::Database> ApplyJob<'_, DB> {
             .collect()
     }
 
-    /// `true` when `live` (re-introspected under the lock) still matches what was planned on.
+    /// The schemas to re-introspect under the lock: the tenant's, and the contracts' fixed
+    /// schemas.
+    #[must_use]
+    pub fn schemas(&self) -> Vec<String> {
+        let mut schemas = vec![self.tenant.to_string()];
+        schemas.extend(self.contracts.fixed_schemas());
+        schemas
+    }
+
+    /// `true` when `live` (re-introspected under the lock) still matches what was planned
+    /// on: every table the contracts read in this tenant has the fingerprint it had, or is
+    /// still absent.
     #[must_use]
     pub fn still_matches(&self, live: &[LiveTable]) -> bool {
-        let key = |t: &LiveTable| (t.schema.clone(), t.name.clone(), t.fingerprint.clone());
-        let mut planned: Vec<_> = self.planned_on.iter().map(|t| key(t)).collect();
-        let mut now: Vec<_> = live.iter().map(key).collect();
-        planned.sort();
-        now.sort();
-        planned == now
+        same_tables(
+            self.tenant.as_str(),
+            self.contracts.entries().iter().map(|e| &e.contract),
+            &self.planned_on,
+            live,
+        )
     }
+}
+
+/// Compares, per `(schema, table)` the contracts read in `tenant` (each once, however many
+/// contracts read it), the fingerprint in `planned` with the one in `live`. Tables the
+/// contracts do not read in this tenant (another tenant's table named like a fixed-schema
+/// contract's) play no part.
+fn same_tables<'a>(
+    tenant: &str,
+    contracts: impl Iterator<Item = &'a TableContract>,
+    planned: &[&LiveTable],
+    live: &[LiveTable],
+) -> bool {
+    let mut keys: Vec<(&str, &str)> = contracts
+        .map(|c| (c.schema.as_deref().unwrap_or(tenant), c.table.as_str()))
+        .collect();
+    keys.sort_unstable();
+    keys.dedup();
+    keys.into_iter().all(|(schema, table)| {
+        fingerprint(planned.iter().copied(), schema, table)
+            == fingerprint(live.iter(), schema, table)
+    })
+}
+
+/// The fingerprint of `schema.table` among `tables`, if it is there.
+fn fingerprint<'t>(
+    mut tables: impl Iterator<Item = &'t LiveTable>,
+    schema: &str,
+    table: &str,
+) -> Option<&'t str> {
+    tables
+        .find(|t| t.schema == schema && t.name == table)
+        .map(|t| t.fingerprint.as_str())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn table(schema: &str, name: &str, fingerprint: &str) -> LiveTable {
+        let mut t = LiveTable::new(schema, name);
+        t.fingerprint = fingerprint.to_owned();
+        t
+    }
+
+    fn contract(schema: Option<&str>, table: &str) -> TableContract {
+        TableContract {
+            struct_name: table.to_owned(),
+            schema: schema.map(str::to_owned),
+            table: table.to_owned(),
+            columns: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_table_read_by_two_contracts_is_compared_once() {
+        let events = table("t1", "events", "a");
+        let contracts = [contract(None, "events"), contract(None, "events")];
+        let planned = [&events, &events];
+        let live = [table("t1", "events", "a")];
+        assert!(same_tables("t1", contracts.iter(), &planned, &live));
+        let changed = [table("t1", "events", "b")];
+        assert!(!same_tables("t1", contracts.iter(), &planned, &changed));
+        assert!(!same_tables("t1", contracts.iter(), &planned, &[]));
+    }
+
+    #[test]
+    fn only_the_tables_the_contracts_read_in_the_tenant_count() {
+        // `shared.plans` is a fixed-schema contract; the tenant's own `plans` table is
+        // re-read too (every table name in every schema) but no contract reads it there.
+        let contracts = [contract(None, "events"), contract(Some("shared"), "plans")];
+        let (events, plans) = (table("t1", "events", "a"), table("shared", "plans", "p"));
+        let planned = [&events, &plans];
+        let live = [events.clone(), plans.clone(), table("t1", "plans", "x")];
+        assert!(same_tables("t1", contracts.iter(), &planned, &live));
+        let created = [events.clone(), plans.clone()];
+        let absent_then = [&events];
+        assert!(!same_tables("t1", contracts.iter(), &absent_then, &created));
+    }
 
     #[test]
     fn backoff_doubles_with_bounded_jitter() {

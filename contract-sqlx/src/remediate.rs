@@ -173,7 +173,9 @@ pub async fn remediate<DB: Backend>(
                         audits.push(record);
                     }
                     // Another replica changed the tenant first: the verify step shows the result.
-                    Err(Error::StalePlan { .. }) => {}
+                    Err(error @ Error::StalePlan { .. }) => {
+                        tracing::info!(tenant = %tenant_name, %error, "plan skipped: the tenant changed since it was planned");
+                    }
                     Err(error) => failed.push(TenantError {
                         tenant: tenant_name.to_string(),
                         error: error_chain(&error),
@@ -186,12 +188,7 @@ pub async fn remediate<DB: Backend>(
         reports.extend(group_reports);
     }
     // Like `check_fleet`: rejected tenant names are reported, so before and after agree.
-    reports.extend(
-        directory
-            .rejected()
-            .iter()
-            .map(|(name, e)| TenantReport::unreachable(name.clone(), e.to_string())),
-    );
+    reports.extend(rejected_reports(directory));
     let before = FleetReport::new(DB::DIALECT, contracts.describe(), reports);
     log.push(LogAction::Introspect {
         tenants: before.tenants.len(),

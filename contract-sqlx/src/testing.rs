@@ -29,7 +29,6 @@ use sqlx::Pool;
 use crate::backend::Backend;
 use crate::contracts::ContractSet;
 use crate::fleet::{check_tenant, snapshot};
-use crate::tenants::TenantDirectory;
 use crate::type_check::TypeChecks;
 
 /// Set to `overwrite` to make [`write_snapshot`] callers refresh snapshot files.
@@ -76,10 +75,7 @@ where
 {
     let tenant = TenantName::new(schema)?;
     let contracts = ContractSet::<DB>::new().with::<T>();
-    let directory = TenantDirectory::<DB>::new().add(pool.clone(), vec![tenant]);
-    let (pool, names) = &directory.groups()[0];
-    let schemas: Vec<String> = names.iter().map(|t| t.as_str().to_owned()).collect();
-    let snapshot = snapshot(pool, &schemas, &contracts).await?;
+    let snapshot = snapshot(pool, &[tenant.as_str().to_owned()], &contracts).await?;
     Ok(check_tenant(schema, &contracts, &snapshot).findings)
 }
 

@@ -109,9 +109,7 @@ async fn locked(
         .await
         .map_err(failed(tenant, 1, "set timeouts"))?;
     // Re-verify under the lock: a plan made on another schema is stale.
-    let mut schemas = vec![tenant.to_owned()];
-    schemas.extend(job.contracts.fixed_schemas());
-    let live = super::introspect_on(conn, &schemas, job.contracts)
+    let live = super::introspect_on(conn, &job.schemas(), job.contracts)
         .await
         .map_err(failed(tenant, 1, "re-introspect under lock"))?;
     if !job.still_matches(&live) {
@@ -332,7 +330,7 @@ fn to_json<T: serde::Serialize + ?Sized>(value: &T) -> String {
     serde_json::to_string(value).unwrap_or_else(|_| "null".to_owned())
 }
 
-fn error_number(error: &sqlx::Error) -> Option<u16> {
+pub(super) fn error_number(error: &sqlx::Error) -> Option<u16> {
     error
         .as_database_error()
         .and_then(|e| e.try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>())
@@ -363,10 +361,20 @@ mod tests {
     #[test]
     fn lock_name_fits_mysql_limit() {
         assert_eq!(lock_name("tenant_1"), "contract:tenant:tenant_1");
+        // The longest tenant that fits is kept verbatim; one byte more is digested.
+        let prefix = "contract:tenant:";
+        let fits = "t".repeat(MAX_LOCK_NAME - prefix.len());
+        assert_eq!(lock_name(&fits), format!("{prefix}{fits}"));
         let long = "t".repeat(64);
-        let name = lock_name(&long);
-        assert!(name.len() <= MAX_LOCK_NAME, "{name}");
-        assert_eq!(name, lock_name(&long), "deterministic");
+        for tenant in [format!("{fits}t"), long.clone(), format!("{long}x")] {
+            let name = lock_name(&tenant);
+            assert!(name.len() <= MAX_LOCK_NAME, "{name}");
+            assert!(name.starts_with(prefix), "{name}");
+            assert!(!name.contains(&tenant), "{name} must be a digest");
+        }
+        // Distinct long tenants never share a lock, even with a common prefix.
+        assert_ne!(lock_name(&long), lock_name(&format!("{long}x")));
+        assert_ne!(lock_name(&fits), lock_name(&format!("{fits}t")));
     }
 
     #[test]

@@ -34,6 +34,7 @@ impl Backend for MySql {
         contracts: &ContractSet<Self>,
     ) -> Result<Vec<LiveTable>> {
         let context = "introspecting tenant databases";
+        // Nothing to read: no connection needed.
         if schemas.is_empty() || contracts.table_names().is_empty() {
             return Ok(Vec::new());
         }
@@ -111,6 +112,9 @@ impl Backend for MySql {
     }
 }
 
+/// `ER_BAD_FIELD_ERROR`: MySQL's `CHECK_CONSTRAINTS` has no `TABLE_NAME` or `LEVEL`.
+const BAD_FIELD_ERROR: u16 = 1054;
+
 /// The bulk catalog queries on one connection (a pooled one, or the remediation's
 /// dedicated connection that holds the tenant lock).
 pub(crate) async fn introspect_on(
@@ -143,8 +147,14 @@ pub(crate) async fn introspect_on(
     for value in schemas.iter().chain(&tables) {
         json = json.bind(value);
     }
-    // MySQL proper has a native JSON type and a different CHECK_CONSTRAINTS view.
-    let json = json.fetch_all(&mut *conn).await.unwrap_or_default();
+    // MySQL proper has a native JSON type and a CHECK_CONSTRAINTS view without these
+    // columns: exactly that error means "no MariaDB JSON columns"; any other error (a
+    // timeout, a dropped connection) is an error, not an empty answer.
+    let json = match json.fetch_all(&mut *conn).await {
+        Ok(json) => json,
+        Err(error) if apply::error_number(&error) == Some(BAD_FIELD_ERROR) => Vec::new(),
+        Err(error) => return Err(error),
+    };
     Ok(parse::tables(rows, keys, &json))
 }
 

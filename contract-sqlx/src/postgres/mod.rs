@@ -70,8 +70,13 @@ impl Backend for Postgres {
             Err(_) => {
                 // One bad type must not hide the others: resolve one by one.
                 for key in keys {
-                    if let Ok(resolved) = probe(pool, &[key]).await {
-                        types.extend(resolved);
+                    match probe(pool, &[key]).await {
+                        Ok(resolved) => types.extend(resolved),
+                        Err(error) => tracing::warn!(
+                            type_key = key,
+                            error = %crate::fleet::error_chain(&error),
+                            "live type not resolved: its columns are reported as type mismatches"
+                        ),
                     }
                 }
             }

@@ -10,7 +10,7 @@ use crate::fingerprint::fingerprint;
 
 /// Accumulates rows (in any order: the query has no ORDER BY, which spills to disk at
 /// fleet scale) and groups them by table (its oid: no names hashed or copied per row).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(super) struct TablesBuilder {
     index: HashMap<i64, usize>,
     tables: Vec<Draft>,

@@ -264,9 +264,7 @@ async fn in_transaction(
         .await
         .map_err(fail("set timeouts"))?;
     // Re-verify under the lock: a plan made on another schema is stale.
-    let mut schemas = vec![tenant.to_owned()];
-    schemas.extend(job.contracts.fixed_schemas());
-    let live = super::introspect_on(&mut tx, &schemas, job.contracts)
+    let live = super::introspect_on(&mut tx, &job.schemas(), job.contracts)
         .await
         .map_err(fail("re-introspect under lock"))?;
     if !job.still_matches(&live) {
