@@ -112,8 +112,10 @@ impl Backend for MySql {
     }
 }
 
-/// `ER_BAD_FIELD_ERROR`: MySQL's `CHECK_CONSTRAINTS` has no `TABLE_NAME` or `LEVEL`.
+/// `ER_BAD_FIELD_ERROR`: MySQL 8's `CHECK_CONSTRAINTS` has no `TABLE_NAME` or `LEVEL`.
 const BAD_FIELD_ERROR: u16 = 1054;
+/// `ER_UNKNOWN_TABLE`: MySQL 5.7 has no `CHECK_CONSTRAINTS` view at all.
+const UNKNOWN_TABLE: u16 = 1109;
 
 /// The bulk catalog queries on one connection (a pooled one, or the remediation's
 /// dedicated connection that holds the tenant lock).
@@ -152,7 +154,14 @@ pub(crate) async fn introspect_on(
     // timeout, a dropped connection) is an error, not an empty answer.
     let json = match json.fetch_all(&mut *conn).await {
         Ok(json) => json,
-        Err(error) if apply::error_number(&error) == Some(BAD_FIELD_ERROR) => Vec::new(),
+        Err(error)
+            if matches!(
+                apply::error_number(&error),
+                Some(BAD_FIELD_ERROR | UNKNOWN_TABLE)
+            ) =>
+        {
+            Vec::new()
+        }
         Err(error) => return Err(error),
     };
     Ok(parse::tables(rows, keys, &json))
