@@ -28,6 +28,13 @@ fn column(name: &str, rust: &str) -> ColumnContract {
     ColumnContract::new(name, rust)
 }
 
+/// A nullable (`Option<_>`) contracted column.
+fn nullable(name: &str, rust: &str) -> ColumnContract {
+    let mut c = column(name, rust);
+    c.nullable = true;
+    c
+}
+
 fn events(columns: Vec<ColumnContract>) -> TableContract {
     TableContract {
         struct_name: "Event".into(),
@@ -74,8 +81,7 @@ fn live(columns: Vec<LiveColumn>) -> LiveTable {
 
 #[test]
 fn plan_adds_nullable_column_with_contract_default_safely() {
-    let mut meta = column("event_metadata", "Option<Value>");
-    meta.nullable = true;
+    let mut meta = nullable("event_metadata", "Option<Value>");
     meta.default_sql = Some("'{}'".into());
     let contract = events(vec![column("id", "i64"), meta]);
     let live = live(vec![LiveColumn::new("id", "bigint").not_null()]);
@@ -142,8 +148,7 @@ fn plan_creates_missing_table_with_keys() {
     id.primary_key = true;
     let mut user = column("user_id", "i64");
     user.references = Reference::parse("users(id)");
-    let mut note = column("note", "Option<String>");
-    note.nullable = true;
+    let note = nullable("note", "Option<String>");
     let contract = events(vec![id, user, note]);
     let plan = plan_for(
         Dialect::Postgres,
@@ -335,8 +340,7 @@ fn plan_never_drops_extra_columns() {
 
 #[test]
 fn plan_mysql_adds_instantly_and_refuses_type_changes() {
-    let mut note = column("note", "Option<String>");
-    note.nullable = true;
+    let note = nullable("note", "Option<String>");
     let contract = events(vec![column("id", "i64"), note]);
     let live_table = live(vec![LiveColumn::new("id", "int").not_null()]);
     let plan = plan_for(
@@ -362,16 +366,13 @@ fn plan_mysql_adds_instantly_and_refuses_type_changes() {
 #[test]
 fn plan_mysql_adds_json_fields_as_json_not_binary() {
     // sqlx names the MySQL type of `Json<T>` and `serde_json::Value` `BINARY`, like `Uuid`.
-    let mut meta = column(
+    let mut meta = nullable(
         "event_metadata",
         "Option<sqlx::types::Json<serde_json::Value>>",
     );
-    meta.nullable = true;
     meta.default_sql = Some("'{}'".into());
-    let mut raw = column("raw", "Option<Value>");
-    raw.nullable = true;
-    let mut id = column("user_uuid", "Option<Uuid>");
-    id.nullable = true;
+    let raw = nullable("raw", "Option<Value>");
+    let id = nullable("user_uuid", "Option<Uuid>");
     let contract = events(vec![column("id", "i64"), meta, raw, id]);
     let live_table = live(vec![LiveColumn::new("id", "bigint").not_null()]);
     let plan = plan_for(
@@ -399,11 +400,10 @@ fn plan_mysql_adds_json_fields_as_json_not_binary() {
 fn plan_sqlite_adds_json_fields_as_json_not_text() {
     // sqlx names the SQLite type of `Json<T>` `TEXT`; a `TEXT` column is at risk for a JSON
     // field (the oracle says so), so the remediation must declare `JSON` to converge.
-    let mut meta = column(
+    let mut meta = nullable(
         "event_metadata",
         "Option<sqlx::types::Json<serde_json::Value>>",
     );
-    meta.nullable = true;
     meta.default_sql = Some("'{}'".into());
     let contract = events(vec![column("id", "i64"), meta]);
     let live_table = live(vec![LiveColumn::new("id", "INTEGER").not_null()]);
@@ -429,8 +429,7 @@ fn sqlite_events(columns: Vec<LiveColumn>, definition: &str, dependents: &[&str]
 
 #[test]
 fn plan_sqlite_adds_columns_unqualified_and_rebuilds_for_a_type_change_first() {
-    let mut note = column("note", "Option<String>");
-    note.nullable = true;
+    let note = nullable("note", "Option<String>");
     let contract = events(vec![column("id", "i64"), note]);
     let live_table = sqlite_events(
         vec![LiveColumn::new("id", "TEXT").not_null()],
@@ -482,8 +481,7 @@ fn plan_sqlite_adds_columns_unqualified_and_rebuilds_for_a_type_change_first() {
 #[test]
 fn plan_sqlite_rebuild_rewrites_only_the_type_and_keeps_indexes_triggers_and_expressions() {
     let hostile = "we\"ird) col";
-    let mut note = column("note", "Option<String>");
-    note.nullable = true;
+    let note = nullable("note", "Option<String>");
     let mut score = column("score", "f64");
     score.nullable = false;
     let contract = events(vec![
