@@ -227,6 +227,8 @@ impl<DB: PauseStore> GuardBuilder<DB> {
                 wake: tokio::sync::Notify::new(),
                 gate_metrics: GateMetrics::register(),
                 retry: std::sync::Mutex::new(HashMap::new()),
+                operator_lock: tokio::sync::Mutex::new(()),
+                unpersisted: std::sync::Mutex::new(BTreeSet::new()),
             }),
         };
         guard.revalidate().await?;
@@ -269,6 +271,12 @@ struct Inner<DB: PauseStore> {
     gate_metrics: GateMetrics,
     /// Tenants whose remediation failed: when to try again, and how many failures so far.
     retry: std::sync::Mutex<HashMap<String, (Instant, u32)>>,
+    /// Serialises operator pause/resume with a pass's reload of the operator pauses, so
+    /// the reload never undoes a pause or resume made meanwhile. Taken after `observed`,
+    /// never before it.
+    operator_lock: tokio::sync::Mutex<()>,
+    /// Tenants whose guard pause could not be saved or removed: written again next pass.
+    unpersisted: std::sync::Mutex<BTreeSet<String>>,
 }
 
 /// Metric handles registered once at start (the gate is on every batch's path): install
@@ -471,6 +479,7 @@ impl<DB: PauseStore> Guard<DB> {
             observed_fingerprint: None,
             since: SystemTime::now(),
         };
+        let _serial = self.inner.operator_lock.lock().await;
         if let Some(table) = &self.inner.pauses {
             DB::save_pause(&self.inner.control, table, &info).await?;
         }
@@ -479,6 +488,7 @@ impl<DB: PauseStore> Guard<DB> {
             state.operator.retain(|p| p.queue != info.queue);
             state.operator.push(Arc::new(info));
         });
+        self.publish_gauges();
         Ok(())
     }
 
@@ -489,6 +499,7 @@ impl<DB: PauseStore> Guard<DB> {
     /// An invalid tenant name, or the pause table cannot be written.
     pub async fn resume(&self, tenant: &str, queue: Option<&str>) -> Result<()> {
         let tenant = TenantName::new(tenant)?;
+        let _serial = self.inner.operator_lock.lock().await;
         if let Some(table) = &self.inner.pauses {
             DB::delete_pause(
                 &self.inner.control,
@@ -503,9 +514,12 @@ impl<DB: PauseStore> Guard<DB> {
         self.update_cell(tenant.as_str(), |state| {
             state.operator.retain(|p| p.queue.as_deref() != queue)
         });
+        self.publish_gauges();
         Ok(())
     }
 
+    /// Changes one tenant's gate state atomically (one write lock). Callers publish the
+    /// pause gauge once they are done (`publish_gauges` scans every tenant).
     fn update_cell(&self, tenant: &str, change: impl FnOnce(&mut TenantState)) {
         let cells = self
             .inner
@@ -513,12 +527,8 @@ impl<DB: PauseStore> Guard<DB> {
             .read()
             .unwrap_or_else(PoisonError::into_inner);
         if let Some((_, cell)) = cells.get(tenant) {
-            let mut state = cell.snapshot();
-            change(&mut state);
-            cell.set(state);
+            cell.update(change);
         }
-        drop(cells);
-        self.publish_gauges();
     }
 
     fn publish_gauges(&self) {
@@ -620,7 +630,11 @@ impl<DB: PauseStore> Guard<DB> {
                         pause.reason = format!("remediating {}", pause.reason);
                         tracing::warn!(tenant = %tenant, reason = %pause.reason, "tenant paused by the guard");
                         self.update_cell(tenant.as_str(), |state| {
-                            state.drift = Some(Arc::new(pause))
+                            // Already paused by the guard: paused since then.
+                            if let Some(previous) = &state.drift {
+                                pause.since = previous.since;
+                            }
+                            state.drift = Some(Arc::new(pause));
                         });
                     }
                 }
@@ -653,6 +667,7 @@ impl<DB: PauseStore> Guard<DB> {
                             entry.0.clear();
                         }
                     }
+                    self.publish_gauges();
                     return Err(error);
                 }
             };
@@ -684,8 +699,10 @@ impl<DB: PauseStore> Guard<DB> {
                 .collect();
             *inner.log.write().unwrap_or_else(PoisonError::into_inner) = Some(run.log);
         }
-        self.apply_pauses(&observed, &summary.changed, &plan_hashes, &failures)
-            .await?;
+        // On error the gates are still set (in memory); finish the pass, then report it.
+        let persisted = self
+            .apply_pauses(&observed, &summary.changed, &plan_hashes, &failures)
+            .await;
         inner
             .retry
             .lock()
@@ -703,6 +720,8 @@ impl<DB: PauseStore> Guard<DB> {
             .into_iter()
             .collect();
         let mut tenants: Vec<TenantReport> = observed.values().map(|(_, r)| r.clone()).collect();
+        // Like `check_fleet` and `remediate`: rejected tenant names are reported too.
+        tenants.extend(crate::fleet::rejected_reports(&inner.directory));
         tenants.sort_by(|a, b| a.tenant.cmp(&b.tenant));
         let report = FleetReport::new(DB::DIALECT, inner.contracts.describe(), tenants);
         #[allow(clippy::cast_precision_loss)]
@@ -716,10 +735,15 @@ impl<DB: PauseStore> Guard<DB> {
         ::metrics::histogram!(metrics::REVALIDATION_DURATION)
             .record(started.elapsed().as_secs_f64());
         self.publish_gauges();
+        persisted?;
         Ok(summary)
     }
 
-    /// Sets or lifts guard pauses for changed tenants, persists them, reloads operator pauses.
+    /// Sets or lifts guard pauses for changed tenants, persists them, reloads operator
+    /// pauses. Every gate is set in memory before any write, so a failed write cannot
+    /// leave a gate open; a pause that could not be written is written again next pass.
+    /// After the first failed write the remaining ones are deferred too (the table is
+    /// likely unreachable: no timeout per tenant), and that error is returned.
     async fn apply_pauses(
         &self,
         observed: &HashMap<String, (String, TenantReport)>,
@@ -728,10 +752,27 @@ impl<DB: PauseStore> Guard<DB> {
         failures: &BTreeMap<String, String>,
     ) -> Result<()> {
         let inner = &self.inner;
+        let first_pass = inner
+            .report
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .is_none();
+        let pending = if inner.pauses.is_some() {
+            std::mem::take(
+                &mut *inner
+                    .unpersisted
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner),
+            )
+        } else {
+            BTreeSet::new()
+        };
+        let mut writes: Vec<(String, Option<Arc<PauseInfo>>)> = Vec::new();
         for tenant in changed {
             let Some((fingerprint, report)) = observed.get(tenant) else {
                 continue;
             };
+            let previous = self.cell_state(tenant).and_then(|s| s.drift);
             let drift = (report.verdict != Verdict::Compliant).then(|| {
                 let mut pause = guard_pause(
                     report,
@@ -744,25 +785,12 @@ impl<DB: PauseStore> Guard<DB> {
                         "; remediation failed and will be retried: {error}"
                     ));
                 }
+                // Still paused by the guard: paused since then (the stored row agrees).
+                if let Some(previous) = &previous {
+                    pause.since = previous.since;
+                }
                 Arc::new(pause)
             });
-            let previous = self.cell_state(tenant).and_then(|s| s.drift);
-            if let Some(table) = &inner.pauses {
-                match &drift {
-                    Some(pause) => DB::save_pause(&inner.control, table, pause).await?,
-                    None if previous.is_some()
-                        || inner
-                            .report
-                            .read()
-                            .unwrap_or_else(PoisonError::into_inner)
-                            .is_none() =>
-                    {
-                        DB::delete_pause(&inner.control, table, tenant, None, &PausedBy::Guard)
-                            .await?;
-                    }
-                    None => {}
-                }
-            }
             match (&previous, &drift) {
                 (previous, Some(p)) if previous.as_ref().is_none_or(|q| q.reason != p.reason) => {
                     tracing::warn!(tenant = %tenant, reason = %p.reason, plan_hash = ?p.plan_hash, "tenant paused by the guard")
@@ -772,19 +800,62 @@ impl<DB: PauseStore> Guard<DB> {
                 }
                 _ => {}
             }
-            self.update_cell(tenant, |state| state.drift = drift);
+            self.update_cell(tenant, |state| state.drift.clone_from(&drift));
+            // A stale stored guard pause is removed at start-up, when lifted, or when an
+            // earlier removal failed.
+            if drift.is_some() || previous.is_some() || first_pass || pending.contains(tenant) {
+                writes.push((tenant.clone(), drift));
+            }
         }
-        if let Some(table) = &inner.pauses {
-            let stored = DB::load_pauses(&inner.control, table).await?;
-            let cells = inner.cells.read().unwrap_or_else(PoisonError::into_inner);
-            for (tenant, (_, cell)) in cells.iter() {
-                let operator: Vec<Arc<PauseInfo>> = stored
-                    .iter()
-                    .filter(|p| &p.tenant == tenant && matches!(p.paused_by, PausedBy::Operator(_)))
-                    .cloned()
-                    .map(Arc::new)
-                    .collect();
-                let mut state = cell.snapshot();
+        // Writes that failed in an earlier pass, for tenants unchanged since: what memory holds.
+        for tenant in &pending {
+            if !changed.contains(tenant) {
+                writes.push((
+                    tenant.clone(),
+                    self.cell_state(tenant).and_then(|s| s.drift),
+                ));
+            }
+        }
+        let Some(table) = &inner.pauses else {
+            return Ok(());
+        };
+        let mut first_error = None;
+        for (tenant, drift) in writes {
+            if first_error.is_none() {
+                let written = match &drift {
+                    Some(pause) => DB::save_pause(&inner.control, table, pause).await,
+                    None => {
+                        DB::delete_pause(&inner.control, table, &tenant, None, &PausedBy::Guard)
+                            .await
+                    }
+                };
+                match written {
+                    Ok(()) => continue,
+                    Err(error) => first_error = Some(error),
+                }
+            }
+            inner
+                .unpersisted
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .insert(tenant);
+        }
+        if let Some(error) = first_error {
+            return Err(error);
+        }
+        // Under the operator lock: a pause or resume cannot land between the read and
+        // the update of the cells (the reload would undo it).
+        let _serial = inner.operator_lock.lock().await;
+        let stored = DB::load_pauses(&inner.control, table).await?;
+        let cells = inner.cells.read().unwrap_or_else(PoisonError::into_inner);
+        for (tenant, (_, cell)) in cells.iter() {
+            let operator: Vec<Arc<PauseInfo>> = stored
+                .iter()
+                .filter(|p| &p.tenant == tenant && matches!(p.paused_by, PausedBy::Operator(_)))
+                .cloned()
+                .map(Arc::new)
+                .collect();
+            cell.update(|state| {
                 if state
                     .operator
                     .iter()
@@ -792,9 +863,8 @@ impl<DB: PauseStore> Guard<DB> {
                     .ne(operator.iter().map(|p| (&p.queue, &p.paused_by)))
                 {
                     state.operator = operator;
-                    cell.set(state);
                 }
-            }
+            });
         }
         Ok(())
     }
@@ -926,4 +996,155 @@ fn tenant_fingerprint<DB: crate::backend::Backend>(
             .field(table.map_or("absent", |t| t.fingerprint.as_str()));
     }
     digest.finish_hex()
+}
+
+#[cfg(all(test, feature = "sqlite"))]
+mod tests {
+    use std::path::{Path, PathBuf};
+
+    use contract_core::{ColumnContract, TableContract};
+    use sqlx::Sqlite;
+    use sqlx::sqlite::{SqliteConnectOptions, SqlitePool, SqlitePoolOptions};
+
+    use super::*;
+    use crate::contracts::ContractEntry;
+    use crate::type_check::TypeCheck;
+
+    async fn open(path: &Path) -> SqlitePool {
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true);
+        SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(options)
+            .await
+            .expect("open")
+    }
+
+    async fn exec(pool: &SqlitePool, sql: &str) {
+        sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_owned()))
+            .execute(pool)
+            .await
+            .expect(sql);
+    }
+
+    fn contracts() -> ContractSet<Sqlite> {
+        let mut set = ContractSet::new();
+        set.push_entry(ContractEntry {
+            contract: TableContract {
+                struct_name: "Event".into(),
+                schema: None,
+                table: "events".into(),
+                columns: vec![
+                    ColumnContract::new("id", "i64"),
+                    ColumnContract::new("body", "String"),
+                ],
+            },
+            checks: vec![
+                TypeCheck::of::<i64>("id", "i64"),
+                TypeCheck::of::<String>("body", "String"),
+            ],
+        });
+        set
+    }
+
+    fn since_ms(pause: &PauseInfo) -> u128 {
+        pause
+            .since
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis())
+    }
+
+    fn guard_pause_of(guard: &Guard<Sqlite>, tenant: &str) -> Arc<PauseInfo> {
+        guard
+            .pauses()
+            .into_iter()
+            .find(|p| p.tenant == tenant && p.paused_by == PausedBy::Guard)
+            .expect("a guard pause")
+    }
+
+    /// A pass whose pause writes fail still closes every drifted tenant's gate, and the
+    /// pauses are written by a later pass although the tenants did not change again;
+    /// re-checking a paused tenant keeps when it was paused. Rejected tenant names are
+    /// in the guard's report, as in `check_fleet`.
+    #[tokio::test]
+    async fn failed_pause_writes_close_every_gate_and_are_written_next_pass() {
+        let dir: PathBuf =
+            std::env::temp_dir().join(format!("contract-guard-unit-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let tenants_dir = dir.join("tenants");
+        std::fs::create_dir_all(&tenants_dir).expect("dir");
+        for name in ["tenant_a", "tenant_b", "tenant_c", "bad-name"] {
+            let pool = open(&tenants_dir.join(format!("{name}.db"))).await;
+            exec(
+                &pool,
+                "CREATE TABLE events (id INTEGER NOT NULL, body TEXT NOT NULL)",
+            )
+            .await;
+            pool.close().await;
+        }
+        let control = open(&dir.join("control.db")).await;
+        let guard = Guard::<Sqlite>::builder()
+            .contracts(contracts())
+            .directory(
+                crate::sqlite_tenant_files(&tenants_dir)
+                    .await
+                    .expect("tenant files"),
+            )
+            .start(&control)
+            .await
+            .expect("guard start");
+        assert!(
+            ["tenant_a", "tenant_b", "tenant_c"]
+                .iter()
+                .all(|t| guard.gate(t).is_open())
+        );
+        let rejected = guard
+            .report()
+            .tenants
+            .into_iter()
+            .find(|r| r.tenant == "bad-name")
+            .expect("the rejected name is reported");
+        assert!(matches!(rejected.verdict, Verdict::Unreachable { .. }));
+
+        // The pause table is gone: every pause write fails.
+        exec(&control, "DROP TABLE contract_pauses").await;
+        for tenant in ["tenant_a", "tenant_b"] {
+            let pool = open(&tenants_dir.join(format!("{tenant}.db"))).await;
+            exec(&pool, "ALTER TABLE events DROP COLUMN body").await;
+            pool.close().await;
+        }
+        assert!(guard.revalidate().await.is_err());
+        assert!(!guard.gate("tenant_a").is_open());
+        assert!(!guard.gate("tenant_b").is_open());
+        assert!(guard.gate("tenant_c").is_open());
+        let since = since_ms(&guard_pause_of(&guard, "tenant_a"));
+
+        // The table is back: the next pass writes both pauses, though only tenant_a is
+        // re-checked (and it keeps its start).
+        Sqlite::ensure_pause_table(&control, &PauseTable::default())
+            .await
+            .expect("pause table");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        guard.mark_dirty("tenant_a");
+        let pass = guard.revalidate().await.expect("revalidate");
+        assert_eq!(pass.changed, ["tenant_a"]);
+        assert_eq!(since_ms(&guard_pause_of(&guard, "tenant_a")), since);
+        let stored = Sqlite::load_pauses(&control, &PauseTable::default())
+            .await
+            .expect("load");
+        let stored: Vec<(&str, u128)> = stored
+            .iter()
+            .filter(|p| p.paused_by == PausedBy::Guard)
+            .map(|p| (p.tenant.as_str(), since_ms(p)))
+            .collect();
+        assert_eq!(stored.len(), 2, "{stored:?}");
+        assert_eq!(stored[0], ("tenant_a", since));
+        assert_eq!(stored[1].0, "tenant_b");
+        assert!(!guard.gate("tenant_a").is_open());
+        assert!(!guard.gate("tenant_b").is_open());
+        drop(guard);
+        control.close().await;
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

@@ -131,31 +131,81 @@ impl TenantCell {
             .clone()
     }
 
-    /// Replaces the state; bumps the generation only when the pauses changed, so
-    /// permits stay valid through no-op revalidations.
-    pub fn set(&self, new: TenantState) {
+    /// Changes the state under one write lock (read-modify-write: a concurrent change
+    /// of another field is never lost); bumps the generation only when the pauses
+    /// changed, so permits stay valid through no-op revalidations.
+    pub fn update<R>(&self, change: impl FnOnce(&mut TenantState) -> R) -> R {
         let mut state = self
             .state
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let changed = state
-            .drift
-            .as_ref()
-            .map(|p| (&p.reason, &p.observed_fingerprint))
-            != new
-                .drift
-                .as_ref()
-                .map(|p| (&p.reason, &p.observed_fingerprint))
-            || state.operator.len() != new.operator.len()
-            || state
-                .operator
-                .iter()
-                .zip(&new.operator)
-                .any(|(a, b)| a.queue != b.queue || a.paused_by != b.paused_by);
-        *state = new;
-        if changed {
+        let before = state.clone();
+        let result = change(&mut state);
+        if !same_pauses(&before, &state) {
             self.generation
                 .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
         }
+        result
+    }
+}
+
+/// `true` when `a` and `b` pause the same things for the same reasons (what permits
+/// depend on).
+fn same_pauses(a: &TenantState, b: &TenantState) -> bool {
+    a.drift
+        .as_ref()
+        .map(|p| (&p.reason, &p.observed_fingerprint))
+        == b.drift
+            .as_ref()
+            .map(|p| (&p.reason, &p.observed_fingerprint))
+        && a.operator.len() == b.operator.len()
+        && a.operator
+            .iter()
+            .zip(&b.operator)
+            .all(|(x, y)| x.queue == y.queue && x.paused_by == y.paused_by)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn operator_pause(queue: usize) -> Arc<PauseInfo> {
+        Arc::new(PauseInfo {
+            tenant: "tenant_1".into(),
+            queue: Some(format!("q{queue}")),
+            paused_by: PausedBy::Operator("ops".into()),
+            reason: "maintenance".into(),
+            findings: Vec::new(),
+            plan_hash: None,
+            expected_fingerprint: None,
+            observed_fingerprint: None,
+            since: SystemTime::now(),
+        })
+    }
+
+    /// Concurrent read-modify-writes of one cell: none is lost, each bumps the generation.
+    #[test]
+    fn concurrent_updates_are_never_lost() {
+        const THREADS: usize = 8;
+        const EACH: usize = 500;
+        let cell = Arc::new(TenantCell::default());
+        let workers: Vec<_> = (0..THREADS)
+            .map(|t| {
+                let cell = Arc::clone(&cell);
+                std::thread::spawn(move || {
+                    for i in 0..EACH {
+                        cell.update(|s| s.operator.push(operator_pause(t * EACH + i)));
+                    }
+                })
+            })
+            .collect();
+        for worker in workers {
+            worker.join().expect("worker");
+        }
+        assert_eq!(cell.snapshot().operator.len(), THREADS * EACH);
+        assert_eq!(cell.generation(), (THREADS * EACH) as u64);
+        // A change that leaves the pauses as they were keeps permits valid.
+        cell.update(|s| s.operator.rotate_left(0));
+        assert_eq!(cell.generation(), (THREADS * EACH) as u64);
     }
 }
