@@ -218,9 +218,5 @@ async fn mysql_guard_verdict_equals_real_decoding() {
         out
     }
     .await;
-    sqlx::raw_sql(AssertSqlSafe(format!("DROP DATABASE IF EXISTS `{db}`")))
-        .execute(&pool)
-        .await
-        .unwrap();
     report("mysql", &pairs, RISKS, 840, 61);
 }

@@ -3,8 +3,8 @@
 //! before any SQL is built from them.
 
 use contract_sqlx::{
-    Contract, ContractSet, DriftKind, Error, FleetReport, Severity, TenantDirectory, Tenants,
-    Verdict, check_fleet,
+    Contract, ContractSet, DriftKind, Error, Severity, TenantDirectory, Tenants, Verdict,
+    check_fleet,
 };
 
 #[path = "support/mod.rs"]
@@ -30,18 +30,6 @@ async fn exec(pool: &sqlx::MySqlPool, sql: String) {
         .execute(pool)
         .await
         .unwrap_or_else(|e| panic!("{sql}: {e}"));
-}
-
-fn findings(report: &FleetReport, tenant: &str) -> Vec<(Option<String>, DriftKind, Severity)> {
-    let t = report
-        .tenants
-        .iter()
-        .find(|t| t.tenant == tenant)
-        .unwrap_or_else(|| panic!("no report for {tenant}"));
-    t.findings
-        .iter()
-        .map(|f| (f.column.clone(), f.kind, f.severity))
-        .collect()
 }
 
 #[tokio::test]
@@ -75,71 +63,118 @@ async fn mysql_fleet_reports_exactly_the_injected_drift() {
         .await;
     }
     // A table with none of the contracted columns is drift per column, not a missing table.
-    let result = async {
-        let directory = TenantDirectory::new().discover(&pool, &Tenants::schemas_like(format!("{prefix}\\_t%"))).await?;
-        assert_eq!(directory.tenants().len(), 5);
-        let contracts = ContractSet::<sqlx::MySql>::new().with::<Event>();
-        let report = check_fleet(&directory, &contracts).await?;
-        println!("{}", serde_json::to_string_pretty(&report).unwrap());
-        for tenant in [&names[0], &names[2], &names[4]] {
-            assert_eq!(findings(&report, tenant), [], "{tenant} should be compliant");
-            let verdict = &report.tenants.iter().find(|t| &t.tenant == tenant).unwrap().verdict;
-            assert!(matches!(verdict, Verdict::Compliant), "{tenant}: {verdict:?}");
-        }
+    let directory = TenantDirectory::new()
+        .discover(&pool, &Tenants::schemas_like(format!("{prefix}\\_t%")))
+        .await
+        .expect("discover");
+    assert_eq!(directory.tenants().len(), 5);
+    let contracts = ContractSet::<sqlx::MySql>::new().with::<Event>();
+    let report = check_fleet(&directory, &contracts)
+        .await
+        .expect("fleet check");
+    println!("{}", serde_json::to_string_pretty(&report).unwrap());
+    for tenant in [&names[0], &names[2], &names[4]] {
         assert_eq!(
-            findings(&report, &names[1]),
-            [
-                (Some("kind".into()), DriftKind::TypeMismatch, Severity::Breaks),
-                (Some("created_at".into()), DriftKind::MissingColumn, Severity::Breaks),
-            ]
+            support::findings(&report, tenant),
+            [],
+            "{tenant} should be compliant"
         );
-        assert_eq!(findings(&report, &names[3]), [(Some("user_id".into()), DriftKind::Width, Severity::AtRisk)]);
+        let verdict = &report
+            .tenants
+            .iter()
+            .find(|t| &t.tenant == tenant)
+            .unwrap()
+            .verdict;
+        assert!(
+            matches!(verdict, Verdict::Compliant),
+            "{tenant}: {verdict:?}"
+        );
+    }
+    assert_eq!(
+        support::findings(&report, &names[1]),
+        [
+            (
+                Some("kind".into()),
+                DriftKind::TypeMismatch,
+                Severity::Breaks
+            ),
+            (
+                Some("created_at".into()),
+                DriftKind::MissingColumn,
+                Severity::Breaks
+            ),
+        ]
+    );
+    assert_eq!(
+        support::findings(&report, &names[3]),
+        [(Some("user_id".into()), DriftKind::Width, Severity::AtRisk)]
+    );
 
-        // The decode agrees: tenant 2 breaks on `kind`, tenant 4 on a wide value only.
-        exec(&pool, format!("INSERT INTO `{}`.events (id, user_id, kind) VALUES (1, 1, 'click')", names[1])).await;
-        let read = sqlx::query_as::<_, (String,)>(sqlx::AssertSqlSafe(format!("SELECT kind FROM `{}`.events", names[1])))
-            .fetch_all(&pool)
-            .await;
-        assert!(matches!(&read, Err(sqlx::Error::ColumnDecode { .. })) && read.as_ref().err().is_some_and(|e| e.to_string().contains("mismatched types")), "{read:?}");
-        exec(
-            &pool,
-            format!("INSERT INTO `{}`.events (id, user_id, kind, created_at) VALUES (1, 9999999999, 'a', NOW())", names[3]),
-        )
-        .await;
-        let read = sqlx::query_as::<_, (i32,)>(sqlx::AssertSqlSafe(format!("SELECT user_id FROM `{}`.events", names[3])))
-            .fetch_all(&pool)
-            .await;
-        assert!(matches!(&read, Err(sqlx::Error::ColumnDecode { .. })) && read.as_ref().err().is_some_and(|e| e.to_string().contains("out of range")), "{read:?}");
-        Ok::<_, Error>(())
-    }
+    // The decode agrees: tenant 2 breaks on `kind`, tenant 4 on a wide value only.
+    exec(
+        &pool,
+        format!(
+            "INSERT INTO `{}`.events (id, user_id, kind) VALUES (1, 1, 'click')",
+            names[1]
+        ),
+    )
     .await;
-    for name in &names {
-        exec(&pool, format!("DROP DATABASE IF EXISTS `{name}`")).await;
-    }
-    result.expect("fleet check");
+    let read = sqlx::query_as::<_, (String,)>(sqlx::AssertSqlSafe(format!(
+        "SELECT kind FROM `{}`.events",
+        names[1]
+    )))
+    .fetch_all(&pool)
+    .await;
+    assert!(
+        matches!(&read, Err(sqlx::Error::ColumnDecode { .. }))
+            && read
+                .as_ref()
+                .err()
+                .is_some_and(|e| e.to_string().contains("mismatched types")),
+        "{read:?}"
+    );
+    exec(
+        &pool,
+        format!(
+            "INSERT INTO `{}`.events (id, user_id, kind, created_at) \
+             VALUES (1, 9999999999, 'a', NOW())",
+            names[3]
+        ),
+    )
+    .await;
+    let read = sqlx::query_as::<_, (i32,)>(sqlx::AssertSqlSafe(format!(
+        "SELECT user_id FROM `{}`.events",
+        names[3]
+    )))
+    .fetch_all(&pool)
+    .await;
+    assert!(
+        matches!(&read, Err(sqlx::Error::ColumnDecode { .. }))
+            && read
+                .as_ref()
+                .err()
+                .is_some_and(|e| e.to_string().contains("out of range")),
+        "{read:?}"
+    );
 }
 
 #[tokio::test]
 async fn mysql_table_without_contracted_columns_is_not_missing() {
     let pool = support::mysql_pool().await;
     let name = support::unique_name("ct_my_empty");
+    let _cleanup = support::MySqlDatabases(vec![name.clone()]);
     exec(&pool, format!("CREATE DATABASE `{name}`")).await;
     exec(&pool, format!("CREATE TABLE `{name}`.events (other INT)")).await;
     let directory = TenantDirectory::new()
         .discover(&pool, &Tenants::list([name.as_str()]))
-        .await;
-    let report = match directory {
-        Ok(directory) => {
-            check_fleet(
-                &directory,
-                &ContractSet::<sqlx::MySql>::new().with::<Event>(),
-            )
-            .await
-        }
-        Err(e) => Err(e),
-    };
-    exec(&pool, format!("DROP DATABASE IF EXISTS `{name}`")).await;
-    let report = report.expect("check");
+        .await
+        .expect("discover");
+    let report = check_fleet(
+        &directory,
+        &ContractSet::<sqlx::MySql>::new().with::<Event>(),
+    )
+    .await
+    .expect("check");
     let kinds: Vec<DriftKind> = report.tenants[0].findings.iter().map(|f| f.kind).collect();
     assert!(!kinds.contains(&DriftKind::MissingTable), "{kinds:?}");
     assert_eq!(
@@ -169,6 +204,7 @@ async fn mysql_hostile_database_names_are_rejected_without_sql() {
     let prefix = support::unique_name("ct_my_hostile");
     let hostile = format!("{prefix}_x`; DROP TABLE t; --");
     let good = format!("{prefix}_ok");
+    let _cleanup = support::MySqlDatabases(vec![hostile.clone(), good.clone()]);
     exec(
         &pool,
         format!("CREATE DATABASE `{}`", hostile.replace('`', "``")),
@@ -177,14 +213,8 @@ async fn mysql_hostile_database_names_are_rejected_without_sql() {
     exec(&pool, format!("CREATE DATABASE `{good}`")).await;
     let directory = TenantDirectory::new()
         .discover(&pool, &Tenants::schemas_like(format!("{prefix}%")))
-        .await;
-    exec(
-        &pool,
-        format!("DROP DATABASE IF EXISTS `{}`", hostile.replace('`', "``")),
-    )
-    .await;
-    exec(&pool, format!("DROP DATABASE IF EXISTS `{good}`")).await;
-    let directory = directory.expect("discover");
+        .await
+        .expect("discover");
     assert_eq!(
         directory
             .tenants()

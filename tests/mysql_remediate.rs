@@ -64,13 +64,15 @@ impl Fleet {
     async fn create(pool: &MySqlPool, n: usize) -> Self {
         let prefix = support::unique_name("ct_rem");
         let names: Vec<String> = (1..=n).map(|i| format!("{prefix}_t{i}")).collect();
+        // Before the first CREATE: a failure part way drops the databases already made.
+        let cleanup = support::MySqlDatabases(names.clone());
         for name in &names {
             exec(pool, format!("CREATE DATABASE `{name}`")).await;
         }
         Self {
             pool: pool.clone(),
             prefix,
-            _cleanup: support::MySqlDatabases(names.clone()),
+            _cleanup: cleanup,
             names,
         }
     }
@@ -281,11 +283,7 @@ async fn four_racing_replicas_remediate_each_tenant_once() {
     let mut runs = tokio::task::JoinSet::new();
     for _ in 0..4 {
         // Each replica has its own pool, like a separate process.
-        let replica = sqlx::mysql::MySqlPoolOptions::new()
-            .max_connections(2)
-            .connect(&support::mysql_url())
-            .await
-            .expect("pool");
+        let replica = support::mysql_pool().await;
         let dir = fleet.directory(&replica).await;
         let contracts = contracts.clone();
         runs.spawn(async move {

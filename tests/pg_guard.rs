@@ -4,6 +4,7 @@
 #[path = "support/mod.rs"]
 mod support;
 
+use std::str::FromStr;
 use std::time::Duration;
 
 use contract_sqlx::guard::install_ddl_trigger;
@@ -268,31 +269,81 @@ async fn guard_pause_lifts_itself_after_remediation() {
     scratch.drop_db().await;
 }
 
+/// A server-wide login role, dropped by [`PgRole::drop_now`] or, after a failed
+/// assertion, on drop. Declare it before the scratch database it has privileges in, so
+/// that database is dropped first (its grants would block `DROP ROLE`).
+struct PgRole {
+    name: String,
+    armed: bool,
+}
+
+impl PgRole {
+    async fn drop_now(mut self) {
+        exec(
+            &support::pg_pool().await,
+            &format!("DROP ROLE IF EXISTS \"{}\"", self.name),
+        )
+        .await;
+        self.armed = false;
+    }
+}
+
+impl Drop for PgRole {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        let name = std::mem::take(&mut self.name);
+        support::clean_up_blocking(move || async move {
+            use sqlx::Connection as _;
+            if let Ok(mut admin) = sqlx::PgConnection::connect(&support::pg_url()).await {
+                let drop = format!("DROP ROLE IF EXISTS \"{name}\"");
+                let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(drop))
+                    .execute(&mut admin)
+                    .await;
+            }
+        });
+    }
+}
+
 #[tokio::test]
 async fn trigger_installer_reports_missing_privilege_clearly() {
+    let role = PgRole {
+        name: support::unique_name("contract_role"),
+        armed: true,
+    };
     let scratch = PgScratch::create("contract_guard_priv").await;
-    let role = support::unique_name("contract_role");
+    // A password of its own: whatever user and password the test URL carries, the
+    // connection authenticates as the role (trust, md5 or scram alike).
+    let password = support::unique_name("pw");
     exec(
         &scratch.pool,
-        &format!("CREATE ROLE \"{role}\" LOGIN; GRANT CREATE ON SCHEMA public TO \"{role}\""),
+        &format!(
+            "CREATE ROLE \"{}\" LOGIN PASSWORD '{password}'; GRANT CREATE ON SCHEMA public TO \"{}\"",
+            role.name, role.name
+        ),
     )
     .await;
-    let url = scratch.url.replacen("postgres@", &format!("{role}@"), 1);
+    let options = sqlx::postgres::PgConnectOptions::from_str(&scratch.url)
+        .expect("scratch url")
+        .username(&role.name)
+        .password(&password);
     let limited = sqlx::postgres::PgPoolOptions::new()
         .max_connections(1)
-        .connect(&url)
+        .connect_with(options)
         .await
         .expect("connect as role");
+    let user: String = sqlx::query_scalar("SELECT current_user::text")
+        .fetch_one(&limited)
+        .await
+        .expect("current_user");
+    assert_eq!(user, role.name, "connected as the limited role");
     let err = install_ddl_trigger(&limited).await.expect_err("must fail");
     assert!(matches!(err, Error::Privilege { .. }), "{err}");
     assert!(err.to_string().contains("superuser"), "{err}");
     limited.close().await;
     scratch.drop_db().await;
-    exec(
-        &support::pg_pool().await,
-        &format!("DROP ROLE IF EXISTS \"{role}\""),
-    )
-    .await;
+    role.drop_now().await;
 }
 
 #[tokio::test]

@@ -11,22 +11,12 @@ mod support;
 mod quickstart;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::PathBuf;
 
 use contract_sqlx::plan::Hazard;
 use contract_sqlx::{DriftKind, PausedBy, Verdict};
 use quickstart::postgres::PgFleet;
 use quickstart::sqlite::SqliteFleet;
 use quickstart::story::{self, Drift, Outcome, Summary};
-
-/// A scratch directory removed on drop.
-struct Scratch(PathBuf);
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 /// The tenant's name in the scenario (`acme`), without the server's scratch prefix.
 fn short(tenant: &str) -> &str {
@@ -256,7 +246,7 @@ fn check(s: &Summary, refused: &[&str], approvals: &[&str]) {
 
 #[tokio::test]
 async fn sqlite_quickstart_story_end_to_end() {
-    let scratch = Scratch(std::env::temp_dir().join(support::unique_name("contract_quickstart")));
+    let scratch = support::TempDir::new("contract_quickstart");
     let mut fleet = SqliteFleet::create(&scratch.0).await.expect("fleet");
     let result = story::run(&mut fleet, &scratch.0.join("execution-log.json")).await;
     fleet.close().await;
@@ -318,8 +308,7 @@ async fn sqlite_quickstart_story_end_to_end() {
 #[tokio::test]
 async fn postgres_quickstart_story_end_to_end_and_leaves_nothing_behind() {
     let prefix = support::unique_name("qs");
-    let scratch = Scratch(std::env::temp_dir().join(format!("contract_quickstart_{prefix}")));
-    std::fs::create_dir_all(&scratch.0).expect("scratch dir");
+    let scratch = support::TempDir::new("contract_quickstart_pg");
     let mut fleet = PgFleet::create(&support::pg_url(), &prefix)
         .await
         .unwrap_or_else(|e| {

@@ -1,11 +1,10 @@
 //! SQLite fleet drift: one database file per tenant, drift injected in two tenants, the
 //! guard reports exactly the injected findings; hostile file names are never opened.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use contract_sqlx::{
-    Contract, ContractSet, DriftKind, FleetReport, Severity, Verdict, check_fleet,
-    sqlite_tenant_files,
+    Contract, ContractSet, DriftKind, Severity, Verdict, check_fleet, sqlite_tenant_files,
 };
 use sqlx::sqlite::SqliteConnectOptions;
 use sqlx::{ConnectOptions, Connection};
@@ -28,15 +27,6 @@ struct Event {
 const HEALTHY: &str = "CREATE TABLE events (id INTEGER PRIMARY KEY, user_id BIGINT NOT NULL, kind TEXT NOT NULL, \
                        score REAL NOT NULL, payload JSON, extra BLOB)";
 
-/// A scratch directory removed on drop.
-struct Scratch(PathBuf);
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 async fn create_tenant(dir: &Path, file: &str, ddl: &str) {
     let options = SqliteConnectOptions::new()
         .filename(dir.join(file))
@@ -52,22 +42,9 @@ async fn create_tenant(dir: &Path, file: &str, ddl: &str) {
     conn.close().await.unwrap();
 }
 
-fn findings(report: &FleetReport, tenant: &str) -> Vec<(Option<String>, DriftKind, Severity)> {
-    let t = report
-        .tenants
-        .iter()
-        .find(|t| t.tenant == tenant)
-        .unwrap_or_else(|| panic!("no report for {tenant}"));
-    t.findings
-        .iter()
-        .map(|f| (f.column.clone(), f.kind, f.severity))
-        .collect()
-}
-
 #[tokio::test]
 async fn sqlite_fleet_reports_exactly_the_injected_drift() {
-    let scratch = Scratch(std::env::temp_dir().join(support::unique_name("contract_sqlite_drift")));
-    std::fs::create_dir_all(&scratch.0).unwrap();
+    let scratch = support::TempDir::new("contract_sqlite_drift");
     for i in 1..=5 {
         let ddl = match i {
             // Missing column and an incompatible type (TEXT where f64 is read).
@@ -105,7 +82,7 @@ async fn sqlite_fleet_reports_exactly_the_injected_drift() {
 
     for tenant in ["tenant_1", "tenant_3", "tenant_5"] {
         assert_eq!(
-            findings(&report, tenant),
+            support::findings(&report, tenant),
             [],
             "{tenant} should be compliant"
         );
@@ -121,7 +98,7 @@ async fn sqlite_fleet_reports_exactly_the_injected_drift() {
         );
     }
     assert_eq!(
-        findings(&report, "tenant_2"),
+        support::findings(&report, "tenant_2"),
         [
             (
                 Some("kind".into()),
@@ -136,7 +113,7 @@ async fn sqlite_fleet_reports_exactly_the_injected_drift() {
         ]
     );
     assert_eq!(
-        findings(&report, "tenant_4"),
+        support::findings(&report, "tenant_4"),
         [(
             Some("user_id".into()),
             DriftKind::Nullability,

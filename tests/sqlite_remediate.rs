@@ -7,7 +7,7 @@
 #[path = "support/mod.rs"]
 mod support;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use contract_sqlx::plan::{Hazard, Remediation};
 use contract_sqlx::{
@@ -44,23 +44,6 @@ struct Level {
 
 const FULL: &str = "CREATE TABLE events (id INTEGER PRIMARY KEY, user_id BIGINT NOT NULL, score REAL NOT NULL, \
                     note TEXT, status TEXT NOT NULL DEFAULT 'new')";
-
-/// A scratch directory removed on drop.
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new(prefix: &str) -> Self {
-        let dir = std::env::temp_dir().join(support::unique_name(prefix));
-        std::fs::create_dir_all(&dir).expect("scratch dir");
-        Self(dir)
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 async fn open(dir: &Path, tenant: &str) -> SqliteConnection {
     SqliteConnectOptions::new()
@@ -126,7 +109,7 @@ async fn columns(dir: &Path, tenant: &str, table: &str) -> Vec<String> {
 
 #[tokio::test]
 async fn safe_only_adds_missing_columns_holds_type_change_and_audits_once() {
-    let scratch = Scratch::new("contract_sqlite_remediate");
+    let scratch = support::TempDir::new("contract_sqlite_remediate");
     seed_events(&scratch.0, "tenant_1", FULL).await;
     seed_events(
         &scratch.0,
@@ -228,7 +211,7 @@ async fn safe_only_adds_missing_columns_holds_type_change_and_audits_once() {
 
 #[tokio::test]
 async fn four_racing_replicas_remediate_each_tenant_once() {
-    let scratch = Scratch::new("contract_sqlite_race");
+    let scratch = support::TempDir::new("contract_sqlite_race");
     for i in 1..=6 {
         let create = if i <= 4 {
             "CREATE TABLE events (id INTEGER PRIMARY KEY, user_id BIGINT NOT NULL, score REAL NOT NULL)"
@@ -270,7 +253,7 @@ async fn four_racing_replicas_remediate_each_tenant_once() {
 
 #[tokio::test]
 async fn failing_statement_rolls_back_the_whole_tenant() {
-    let scratch = Scratch::new("contract_sqlite_fail");
+    let scratch = support::TempDir::new("contract_sqlite_fail");
     create_tenant(
         &scratch.0,
         "tenant_1",
@@ -347,7 +330,7 @@ async fn seed_text_user_ids(dir: &Path, tenant: &str, user_ids: &[&str], extra: 
 
 #[tokio::test]
 async fn approved_rebuild_changes_a_column_type_and_keeps_everything_else() {
-    let scratch = Scratch::new("contract_sqlite_rebuild");
+    let scratch = support::TempDir::new("contract_sqlite_rebuild");
     seed_text_user_ids(&scratch.0, "tenant_1", &["7", "42", "9000000000"], "").await;
     let before = schema(&scratch.0, "tenant_1").await;
     let dir = sqlite_tenant_files(&scratch.0).await.expect("tenants");
@@ -484,7 +467,7 @@ async fn approved_rebuild_changes_a_column_type_and_keeps_everything_else() {
 
 #[tokio::test]
 async fn rebuild_that_does_not_convert_or_leaves_dangling_keys_rolls_back() {
-    let scratch = Scratch::new("contract_sqlite_rebuild_fail");
+    let scratch = support::TempDir::new("contract_sqlite_rebuild_fail");
     // A value that is not an integer stays text after the copy.
     seed_text_user_ids(&scratch.0, "tenant_1", &["7", "seven"], "").await;
     // A child row that references no event (written while foreign keys were off).

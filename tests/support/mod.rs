@@ -113,16 +113,19 @@ pub struct PgSchemas {
 
 impl PgSchemas {
     pub async fn create(pool: &sqlx::PgPool, names: Vec<String>) -> Self {
-        for name in &names {
+        // The guard exists before the first CREATE: a failure part way drops those made.
+        let mut guard = Self {
+            pool: pool.clone(),
+            names: Vec::with_capacity(names.len()),
+        };
+        for name in names {
             sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE SCHEMA \"{name}\"")))
                 .execute(pool)
                 .await
                 .unwrap_or_else(|e| panic!("create schema {name}: {e}"));
+            guard.names.push(name);
         }
-        Self {
-            pool: pool.clone(),
-            names,
-        }
+        guard
     }
 
     /// Drops the schemas now (prefer this to relying on Drop in async tests).
@@ -164,24 +167,31 @@ pub struct PgScratch {
     pub name: String,
     pub pool: sqlx::PgPool,
     pub url: String,
-    dropped: bool,
+    /// Drops the database when a failed assertion skipped `drop_db`.
+    guard: PgDatabaseGuard,
 }
 
 impl PgScratch {
     /// Creates the database and connects a pool to it.
     pub async fn create(prefix: &str) -> Self {
-        let admin = pg_pool().await;
         let name = unique_name(prefix);
-        sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{name}\"")))
-            .execute(&admin)
-            .await
-            .unwrap_or_else(|e| panic!("create database {name}: {e}"));
+        // Checked before anything is created, so a bad URL leaves nothing behind.
         let base = pg_url();
         let url = match base.rfind('/') {
             Some(i) if base[..i].contains("://") && !base[i..].contains('@') => {
                 format!("{}/{name}", &base[..i])
             }
             _ => panic!("CONTRACT_TEST_PG_URL must end with /<database>: {base}"),
+        };
+        let admin = pg_pool().await;
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{name}\"")))
+            .execute(&admin)
+            .await
+            .unwrap_or_else(|e| panic!("create database {name}: {e}"));
+        // From here on a panic (a failed connect included) drops the database.
+        let guard = PgDatabaseGuard {
+            name: name.clone(),
+            armed: true,
         };
         let pool = sqlx::postgres::PgPoolOptions::new()
             .max_connections(4)
@@ -193,7 +203,7 @@ impl PgScratch {
             name,
             pool,
             url,
-            dropped: false,
+            guard,
         }
     }
 
@@ -206,17 +216,23 @@ impl PgScratch {
         )))
         .execute(&self.admin)
         .await;
-        self.dropped = dropped.is_ok();
+        self.guard.armed = dropped.is_err();
     }
 }
 
-/// A test that panics before `drop_db` still leaves nothing behind.
-impl Drop for PgScratch {
+/// Drops a scratch database on drop unless disarmed: a test that panics before
+/// `drop_db` (or a `PgScratch::create` that fails after the CREATE) leaves nothing behind.
+struct PgDatabaseGuard {
+    name: String,
+    armed: bool,
+}
+
+impl Drop for PgDatabaseGuard {
     fn drop(&mut self) {
-        if self.dropped {
+        if !self.armed {
             return;
         }
-        let name = self.name.clone();
+        let name = std::mem::take(&mut self.name);
         clean_up_blocking(move || async move {
             use sqlx::Connection as _;
             if let Ok(mut admin) = sqlx::PgConnection::connect(&pg_url()).await {
@@ -227,4 +243,43 @@ impl Drop for PgScratch {
             }
         });
     }
+}
+
+/// A scratch directory under the system temp dir, with a unique name, removed on drop.
+pub struct TempDir(pub std::path::PathBuf);
+
+impl TempDir {
+    /// Creates `<temp>/<prefix>_<unique>`.
+    pub fn new(prefix: &str) -> Self {
+        let dir = std::env::temp_dir().join(unique_name(prefix));
+        std::fs::create_dir_all(&dir)
+            .unwrap_or_else(|e| panic!("scratch dir {}: {e}", dir.display()));
+        Self(dir)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// `(column, kind, severity)` of every finding of `tenant` in a fleet report.
+pub fn findings(
+    report: &contract_sqlx::FleetReport,
+    tenant: &str,
+) -> Vec<(
+    Option<String>,
+    contract_sqlx::DriftKind,
+    contract_sqlx::Severity,
+)> {
+    let t = report
+        .tenants
+        .iter()
+        .find(|t| t.tenant == tenant)
+        .unwrap_or_else(|| panic!("no report for {tenant}"));
+    t.findings
+        .iter()
+        .map(|f| (f.column.clone(), f.kind, f.severity))
+        .collect()
 }

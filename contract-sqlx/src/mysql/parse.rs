@@ -214,18 +214,80 @@ mod tests {
             extra: "",
             has_default: false,
         };
-        let unsigned = TypeKeyParts {
-            column_type: "int(10) unsigned",
-            ..base
-        };
-        let not_null = TypeKeyParts {
-            nullable: false,
-            ..base
-        };
-        let keys = [type_key(&base), type_key(&unsigned), type_key(&not_null)];
-        assert_ne!(keys[0], keys[1]);
-        assert_ne!(keys[0], keys[2]);
-        let copy = TypeKeyParts { ..base };
-        assert_eq!(type_key(&copy), keys[0]);
+        // Each part on its own changes the type info sqlx builds, so each changes the key.
+        let varied = [
+            (
+                "column_type",
+                TypeKeyParts {
+                    column_type: "int(10) unsigned",
+                    ..base
+                },
+            ),
+            (
+                "nullable",
+                TypeKeyParts {
+                    nullable: false,
+                    ..base
+                },
+            ),
+            (
+                "collation",
+                TypeKeyParts {
+                    collation: Some("binary"),
+                    ..base
+                },
+            ),
+            (
+                "column_key",
+                TypeKeyParts {
+                    column_key: "PRI",
+                    ..base
+                },
+            ),
+            (
+                "extra",
+                TypeKeyParts {
+                    extra: "auto_increment",
+                    ..base
+                },
+            ),
+            (
+                "has_default",
+                TypeKeyParts {
+                    has_default: true,
+                    ..base
+                },
+            ),
+        ];
+        let base_key = type_key(&base);
+        for (field, parts) in &varied {
+            assert_ne!(type_key(parts), base_key, "{field} must change the key");
+        }
+        // No two single-part changes collide either.
+        let keys: HashSet<String> = varied.iter().map(|(_, p)| type_key(p)).collect();
+        assert_eq!(keys.len(), varied.len(), "{keys:?}");
+        // Two collations are two keys (`binary` text decodes as bytes).
+        assert_ne!(
+            type_key(&TypeKeyParts {
+                collation: Some("utf8mb4_bin"),
+                ..base
+            }),
+            type_key(&TypeKeyParts {
+                collation: Some("utf8mb4_general_ci"),
+                ..base
+            })
+        );
+        // The catalog's spelling of the type and `EXTRA` varies in case across servers.
+        assert_eq!(
+            type_key(&TypeKeyParts {
+                column_type: "INT(11)",
+                extra: "AUTO_INCREMENT",
+                ..base
+            }),
+            type_key(&TypeKeyParts {
+                extra: "auto_increment",
+                ..base
+            })
+        );
     }
 }
