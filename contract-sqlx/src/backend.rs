@@ -52,24 +52,16 @@ pub trait Backend: Database + Sized {
         sql: &'static str,
     ) -> impl Future<Output = Result<Vec<String>>> + Send;
 
-    /// `true` when the audit table lives in each tenant's database (MySQL, SQLite), so it
-    /// is ensured per tenant; `false` when one table serves a whole pool (PostgreSQL).
-    const AUDIT_TABLE_PER_TENANT: bool = true;
-
-    /// Creates the audit table if it is missing (for a tenant on MySQL/SQLite, where the
-    /// table lives in the tenant's database).
+    /// Creates a pool-wide audit table if it is missing, once per pool before its first
+    /// apply (PostgreSQL: one table for every tenant schema). Where the audit table lives in
+    /// each tenant's database (MySQL, SQLite), `apply` creates it next to the audit row and
+    /// this does nothing.
     fn ensure_audit_table(
         pool: &Pool<Self>,
         audit: &AuditConfig,
-        tenant: &str,
     ) -> impl Future<Output = Result<()>> + Send {
-        let _ = (pool, audit, tenant);
-        async {
-            Err(Error::Unsupported {
-                dialect: Self::DIALECT,
-                what: "remediation",
-            })
-        }
+        let _ = (pool, audit);
+        async { Ok(()) }
     }
 
     /// Applies one tenant's allowed steps: one transaction, timeouts, the per-tenant

@@ -119,7 +119,7 @@ pub async fn remediate<DB: Backend>(
             reports.extend(group_reports);
             continue;
         };
-        // The pool's shared audit table (PostgreSQL) is ensured once, not per tenant.
+        // A pool-wide audit table (PostgreSQL) is ensured once, before the first apply.
         let mut audit_ready = false;
         introspect_ms += elapsed_ms(started);
         tables += snap.tables.len();
@@ -135,9 +135,9 @@ pub async fn remediate<DB: Backend>(
                 let ensured = if audit_ready {
                     Ok(())
                 } else {
-                    DB::ensure_audit_table(pool, &options.audit, tenant_name.as_str()).await
+                    DB::ensure_audit_table(pool, &options.audit).await
                 };
-                audit_ready = ensured.is_ok() && !DB::AUDIT_TABLE_PER_TENANT;
+                audit_ready = ensured.is_ok();
                 if let Err(error) = ensured {
                     failed.push(TenantError {
                         tenant: tenant_name.to_string(),

@@ -23,18 +23,14 @@ const UNKNOWN_SYSTEM_VARIABLE: u16 = 1193;
 /// MySQL rejects user-lock names longer than this (MariaDB has no limit).
 const MAX_LOCK_NAME: usize = 64;
 
-/// Creates the audit table in the tenant's database if it is missing. `CREATE TABLE IF
-/// NOT EXISTS` is safe when replicas race: the server serialises it on the table's
-/// metadata lock.
-pub(super) async fn ensure_audit_table(
-    pool: &MySqlPool,
-    audit: &AuditConfig,
-    tenant: &str,
-) -> Result<()> {
+/// `CREATE TABLE IF NOT EXISTS` for the audit table in the tenant's database, run on the
+/// locked connection before the pending audit row (safe when replicas race: the server
+/// serialises it on the table's metadata lock).
+fn audit_table_ddl(audit: &AuditConfig, tenant: &str) -> Result<String> {
     let table = Dialect::MySql.quote_qualified(Some(tenant), &audit.table)?;
     // `JSON` is a real type on MySQL and a checked `LONGTEXT` alias on MariaDB.
     // language=SQL
-    let ddl = format!(
+    Ok(format!(
         "CREATE TABLE IF NOT EXISTS {table} (
             audit_id VARCHAR(64) NOT NULL PRIMARY KEY,
             tenant VARCHAR(255) NOT NULL,
@@ -48,15 +44,7 @@ pub(super) async fn ensure_audit_table(
             finished_at DATETIME(6) NULL,
             duration_ms BIGINT NULL,
             error TEXT NULL)"
-    );
-    sqlx::raw_sql(AssertSqlSafe(ddl))
-        .execute(pool)
-        .await
-        .map_err(Error::db(
-            "creating the audit table (grant CREATE on the tenant database, or create it beforehand)",
-            Some(tenant),
-        ))?;
-    Ok(())
+    ))
 }
 
 /// Applies one tenant's steps under its user lock, with bounded retries of a statement
@@ -123,6 +111,14 @@ async fn locked(
         table: Dialect::MySql.quote_qualified(Some(tenant), &job.options.audit.table)?,
         id: new_audit_id(tenant),
     };
+    sqlx::raw_sql(AssertSqlSafe(audit_table_ddl(&job.options.audit, tenant)?))
+        .execute(&mut *conn)
+        .await
+        .map_err(failed(
+            tenant,
+            1,
+            "creating the audit table (grant CREATE on the tenant database, or create it beforehand)",
+        ))?;
     // Written and committed before any DDL: a crash mid-way leaves it `pending`.
     audit
         .insert_pending(conn, job, &statements)

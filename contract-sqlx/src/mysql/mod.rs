@@ -19,7 +19,7 @@ use sqlx::mysql::{MySqlConnection, MySqlTypeInfo};
 use sqlx::{AssertSqlSafe, Column, Executor, MySql, MySqlPool, SqlSafeStr, Statement};
 
 use crate::apply::ApplyJob;
-use crate::audit::{AuditConfig, AuditRecord};
+use crate::audit::AuditRecord;
 use crate::backend::{Backend, TypeMap};
 use crate::contracts::ContractSet;
 use crate::error::{Error, Result};
@@ -101,10 +101,6 @@ impl Backend for MySql {
             .fetch_all(pool)
             .await
             .map_err(Error::db("running the tenant registry query", None))
-    }
-
-    async fn ensure_audit_table(pool: &MySqlPool, audit: &AuditConfig, tenant: &str) -> Result<()> {
-        apply::ensure_audit_table(pool, audit, tenant).await
     }
 
     async fn apply(pool: &MySqlPool, job: &ApplyJob<'_, Self>) -> Result<AuditRecord> {

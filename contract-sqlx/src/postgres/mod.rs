@@ -21,7 +21,6 @@ use crate::type_check::TypeCheck;
 
 impl Backend for Postgres {
     const DIALECT: Dialect = Dialect::Postgres;
-    const AUDIT_TABLE_PER_TENANT: bool = false;
 
     async fn introspect(
         pool: &PgPool,
@@ -111,7 +110,7 @@ impl Backend for Postgres {
             .map_err(Error::db("running the tenant registry query", None))
     }
 
-    async fn ensure_audit_table(pool: &PgPool, audit: &AuditConfig, _tenant: &str) -> Result<()> {
+    async fn ensure_audit_table(pool: &PgPool, audit: &AuditConfig) -> Result<()> {
         apply::ensure_audit_table(pool, audit).await
     }
 

@@ -25,23 +25,12 @@ use crate::error::{Error, Result};
 /// The primary result code `SQLITE_BUSY` (extended codes keep it in their low byte).
 const SQLITE_BUSY: i64 = 5;
 
-/// Creates the audit table in the tenant's file if it is missing.
-pub(super) async fn ensure_audit_table(
-    pool: &SqlitePool,
-    audit: &AuditConfig,
-    tenant: &str,
-) -> Result<()> {
-    let context = "creating the audit table";
-    let mut conn = pool
-        .acquire()
-        .await
-        .map_err(Error::db(context, Some(tenant)))?;
-    check_own_file(&mut conn, tenant)
-        .await
-        .map_err(Error::db(context, Some(tenant)))??;
+/// `CREATE TABLE IF NOT EXISTS` for the audit table in the tenant's file: run inside the
+/// apply transaction, right before the audit row (SQLite DDL is transactional).
+fn audit_table_ddl(audit: &AuditConfig) -> Result<String> {
     let table = Dialect::Sqlite.quote_qualified(Some("main"), &audit.table)?;
     // language=SQL
-    let ddl = format!(
+    Ok(format!(
         "CREATE TABLE IF NOT EXISTS {table} (
             audit_id TEXT PRIMARY KEY NOT NULL,
             tenant TEXT NOT NULL,
@@ -55,12 +44,7 @@ pub(super) async fn ensure_audit_table(
             finished_at TEXT,
             duration_ms INTEGER,
             error TEXT)"
-    );
-    sqlx::raw_sql(AssertSqlSafe(ddl))
-        .execute(&mut *conn)
-        .await
-        .map_err(Error::db(context, Some(tenant)))?;
-    Ok(())
+    ))
 }
 
 /// Applies with bounded retries when the commit finds the file busy.
@@ -291,6 +275,10 @@ async fn in_transaction(
             )));
         }
     }
+    sqlx::raw_sql(AssertSqlSafe(audit_table_ddl(&job.options.audit)?))
+        .execute(&mut *tx)
+        .await
+        .map_err(fail("audit table"))?;
     let audit_id = new_audit_id(tenant);
     let table = Dialect::Sqlite.quote_qualified(Some("main"), &job.options.audit.table)?;
     let duration_ms = crate::apply::elapsed_ms(started);

@@ -29,7 +29,7 @@ use sqlx::{
 };
 
 use crate::apply::ApplyJob;
-use crate::audit::{AuditConfig, AuditRecord};
+use crate::audit::AuditRecord;
 use crate::backend::{Backend, TypeMap};
 use crate::contracts::ContractSet;
 use crate::error::{Error, Result};
@@ -130,14 +130,6 @@ impl Backend for Sqlite {
             .fetch_all(pool)
             .await
             .map_err(Error::db("running the tenant registry query", None))
-    }
-
-    async fn ensure_audit_table(
-        pool: &SqlitePool,
-        audit: &AuditConfig,
-        tenant: &str,
-    ) -> Result<()> {
-        apply::ensure_audit_table(pool, audit, tenant).await
     }
 
     async fn apply(pool: &SqlitePool, job: &ApplyJob<'_, Self>) -> Result<AuditRecord> {
