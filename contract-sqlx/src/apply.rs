@@ -7,6 +7,7 @@ use contract_core::{Finding, LiveTable, TableContract, TenantName};
 
 use crate::audit::AuditConfig;
 use crate::contracts::ContractSet;
+use crate::error::Error;
 
 /// How remediation runs (DESIGN D6).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -62,6 +63,22 @@ fn random_u64() -> u64 {
     let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
     hasher.write_u64(u64::from(std::process::id()));
     hasher.finish()
+}
+
+/// Maps a database error at `stage` of applying `tenant`'s plan (attempt `attempts`) to
+/// [`Error::Apply`] (the transaction was rolled back; the tenant is unchanged).
+pub(crate) fn failed(
+    tenant: &str,
+    attempts: u32,
+    stage: &str,
+) -> impl FnOnce(sqlx::Error) -> Error + use<> {
+    let (tenant, stage) = (tenant.to_owned(), stage.to_owned());
+    move |source| Error::Apply {
+        tenant,
+        attempts,
+        stage,
+        source,
+    }
 }
 
 /// Everything one tenant's apply needs.

@@ -10,7 +10,7 @@ use contract_core::Dialect;
 use sqlx::mysql::MySqlConnection;
 use sqlx::{AssertSqlSafe, Connection, MySql, MySqlPool, SqlSafeStr};
 
-use crate::apply::ApplyJob;
+use crate::apply::{ApplyJob, failed};
 use crate::audit::{AuditConfig, AuditRecord, new_audit_id};
 use crate::error::{Error, Result};
 use crate::fleet::error_chain;
@@ -335,19 +335,6 @@ pub(super) fn error_number(error: &sqlx::Error) -> Option<u16> {
 
 fn is_lock_wait_timeout(error: &sqlx::Error) -> bool {
     error_number(error) == Some(LOCK_WAIT_TIMEOUT)
-}
-
-fn failed<'a>(
-    tenant: &'a str,
-    attempts: u32,
-    stage: &'a str,
-) -> impl FnOnce(sqlx::Error) -> Error + 'a {
-    move |source| Error::Apply {
-        tenant: tenant.to_owned(),
-        attempts,
-        stage: stage.to_owned(),
-        source,
-    }
 }
 
 #[cfg(test)]

@@ -4,7 +4,7 @@ use std::time::Instant;
 
 use sqlx::{AssertSqlSafe, PgPool, Postgres, SqlSafeStr, Transaction};
 
-use crate::apply::ApplyJob;
+use crate::apply::{ApplyJob, failed};
 use crate::audit::{AuditConfig, AuditRecord, new_audit_id};
 use crate::error::{Error, Result};
 
@@ -68,15 +68,7 @@ async fn apply_once(
     attempt: u32,
 ) -> Result<AuditRecord> {
     let tenant = job.tenant.as_str();
-    let fail = |stage: &str| {
-        let stage = stage.to_owned();
-        move |source| Error::Apply {
-            tenant: tenant.to_owned(),
-            attempts: attempt,
-            stage,
-            source,
-        }
-    };
+    let fail = |stage: &str| failed(tenant, attempt, stage);
     let started = Instant::now();
     let mut tx = pool.begin().await.map_err(fail("begin"))?;
     set_local(&mut tx, "statement_timeout", job.options.advisory_lock_wait)

@@ -18,7 +18,7 @@ use contract_core::plan::Hazard;
 use sqlx::sqlite::SqliteConnection;
 use sqlx::{AssertSqlSafe, Connection, SqlSafeStr, Sqlite, SqlitePool};
 
-use crate::apply::ApplyJob;
+use crate::apply::{ApplyJob, failed};
 use crate::audit::{AuditConfig, AuditRecord, new_audit_id};
 use crate::error::{Error, Result};
 
@@ -77,15 +77,7 @@ async fn apply_once(
     attempt: u32,
 ) -> Result<AuditRecord> {
     let tenant = job.tenant.as_str();
-    let fail = |stage: &str| {
-        let stage = stage.to_owned();
-        move |source| Error::Apply {
-            tenant: tenant.to_owned(),
-            attempts: attempt,
-            stage,
-            source,
-        }
-    };
+    let fail = |stage: &str| failed(tenant, attempt, stage);
     let started = Instant::now();
     let mut conn = pool.acquire().await.map_err(fail("connect"))?;
     check_own_file(&mut conn, tenant)
@@ -227,15 +219,7 @@ async fn in_transaction(
     rebuilt: &[String],
 ) -> Result<AuditRecord> {
     let tenant = job.tenant.as_str();
-    let fail = |stage: &str| {
-        let stage = stage.to_owned();
-        move |source| Error::Apply {
-            tenant: tenant.to_owned(),
-            attempts: attempt,
-            stage,
-            source,
-        }
-    };
+    let fail = |stage: &str| failed(tenant, attempt, stage);
     // Only one writer per file: a racing replica waits here (DESIGN D10).
     set_busy_timeout(conn, job.options.advisory_lock_wait)
         .await
