@@ -6,8 +6,10 @@ use std::time::{Instant, SystemTime};
 
 use contract_core::plan::{Remediation, TableInput, TenantPlan, plan_tenant};
 use contract_core::{
-    Dialect, ExecutionLog, FleetReport, LogAction, Severity, TenantError, TenantReport, Verdict,
+    Dialect, ExecutionLog, FleetReport, LogAction, Severity, TenantError, TenantName, TenantReport,
+    Verdict,
 };
+use sqlx::Pool;
 use tracing::Instrument as _;
 
 use crate::apply::{ApplyJob, ApplyOptions, elapsed_ms};
@@ -101,6 +103,51 @@ pub async fn remediate<DB: Backend>(
     options: &ApplyOptions,
     epoch: Option<&SchemaEpoch>,
 ) -> Result<RemediationRun> {
+    let started = Instant::now();
+    let mut groups = Vec::new();
+    for (pool, names) in directory.groups() {
+        let (reports, snapshot) = check_group(pool, names, contracts).await;
+        groups.push(CheckedGroup {
+            pool: pool.clone(),
+            names: names.to_vec(),
+            reports,
+            snapshot,
+        });
+    }
+    let checks = Checked {
+        groups,
+        introspect_ms: elapsed_ms(started),
+    };
+    remediate_checked(directory, checks, contracts, policy, options, epoch).await
+}
+
+/// One pool's tenants as checked: their reports (in `names` order) and the snapshot they
+/// came from (`None` when the pool could not be read: the reports say unreachable).
+pub(crate) struct CheckedGroup<DB: Backend> {
+    pub pool: Pool<DB>,
+    pub names: Vec<TenantName>,
+    pub reports: Vec<TenantReport>,
+    pub snapshot: Option<FleetSnapshot<DB>>,
+}
+
+/// The fleet as checked, and how long that took.
+pub(crate) struct Checked<DB: Backend> {
+    pub groups: Vec<CheckedGroup<DB>>,
+    pub introspect_ms: u64,
+}
+
+/// [`remediate`] from a check already made (the guard's pass has just snapshotted these
+/// tenants: they are not introspected again before planning; the re-check under each
+/// tenant's lock still catches a change since). `directory` holds the same tenants, for
+/// the verify step.
+pub(crate) async fn remediate_checked<DB: Backend>(
+    directory: &TenantDirectory<DB>,
+    checked: Checked<DB>,
+    contracts: &ContractSet<DB>,
+    policy: &Remediation,
+    options: &ApplyOptions,
+    epoch: Option<&SchemaEpoch>,
+) -> Result<RemediationRun> {
     let mut log = ExecutionLog::new(
         "remediate",
         humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
@@ -111,17 +158,21 @@ pub async fn remediate<DB: Backend>(
     let mut failed = Vec::new();
     let mut applied = Vec::new();
     let mut attempted = false;
-    let (mut introspect_ms, mut apply_ms, mut tables) = (0, 0, 0);
-    for (pool, names) in directory.groups() {
-        let started = Instant::now();
-        let (group_reports, snap) = check_group(pool, names, contracts).await;
-        let Some(snap) = snap else {
+    let (introspect_ms, mut apply_ms, mut tables) = (checked.introspect_ms, 0, 0);
+    for group in checked.groups {
+        let CheckedGroup {
+            pool,
+            names,
+            reports: group_reports,
+            snapshot,
+        } = group;
+        let Some(snap) = snapshot else {
             reports.extend(group_reports);
             continue;
         };
+        let pool = &pool;
         // A pool-wide audit table (PostgreSQL) is ensured once, before the first apply.
         let mut audit_ready = false;
-        introspect_ms += elapsed_ms(started);
         tables += snap.tables.len();
         let started = Instant::now();
         for (tenant_name, report) in names.iter().zip(&group_reports) {

@@ -28,7 +28,7 @@ use crate::contracts::ContractSet;
 use crate::epoch::SchemaEpoch;
 use crate::error::Result;
 use crate::fleet::{check_tenant, error_chain, snapshot};
-use crate::remediate::remediate;
+use crate::remediate::{Checked, CheckedGroup, remediate_checked};
 use crate::tenants::{TenantDirectory, Tenants};
 use crate::type_check::TypeChecks;
 
@@ -578,22 +578,37 @@ impl<DB: PauseStore> Guard<DB> {
         let dirty = &dirty;
         let mut observed = inner.observed.lock().await;
         let mut summary = Revalidation::default();
-        let mut changed: Vec<(TenantName, Pool<DB>)> = Vec::new();
+        // Per pool, the changed tenants that drifted, with the snapshot they were found in:
+        // remediation plans from it rather than introspecting them again.
+        let mut drifted_groups: Vec<CheckedGroup<DB>> = Vec::new();
+        let introspect_started = Instant::now();
         for (pool, names) in inner.directory.groups() {
             let schemas: Vec<String> = names.iter().map(|t| t.as_str().to_owned()).collect();
             summary.introspected += schemas.len();
             match snapshot(pool, &schemas, &inner.contracts).await {
                 Ok(snap) => {
+                    let (mut drifted, mut reports) = (Vec::new(), Vec::new());
                     for tenant in names {
                         let fingerprint =
                             tenant_fingerprint(tenant.as_str(), &inner.contracts, &snap);
                         let known = observed.get(tenant.as_str()).map(|(fp, _)| fp.as_str());
                         if known != Some(fingerprint.as_str()) || dirty.contains(tenant.as_str()) {
                             let report = check_tenant(tenant.as_str(), &inner.contracts, &snap);
+                            if report.verdict == Verdict::Drifted {
+                                drifted.push(tenant.clone());
+                                reports.push(report.clone());
+                            }
                             observed.insert(tenant.to_string(), (fingerprint, report));
                             summary.changed.push(tenant.to_string());
-                            changed.push((tenant.clone(), pool.clone()));
                         }
+                    }
+                    if !drifted.is_empty() {
+                        drifted_groups.push(CheckedGroup {
+                            pool: pool.clone(),
+                            names: drifted,
+                            reports,
+                            snapshot: Some(snap),
+                        });
                     }
                 }
                 Err(error) => {
@@ -609,13 +624,10 @@ impl<DB: PauseStore> Guard<DB> {
         // Remediate (or plan) the changed tenants that drifted, per policy.
         let mut plan_hashes: BTreeMap<String, String> = BTreeMap::new();
         let mut failures: BTreeMap<String, String> = BTreeMap::new();
-        let drifted: Vec<&(TenantName, Pool<DB>)> = changed
+        let introspect_ms = crate::apply::elapsed_ms(introspect_started);
+        let drifted: Vec<TenantName> = drifted_groups
             .iter()
-            .filter(|(t, _)| {
-                observed
-                    .get(t.as_str())
-                    .is_some_and(|(_, r)| r.verdict == Verdict::Drifted)
-            })
+            .flat_map(|g| g.names.iter().cloned())
             .collect();
         if inner.policy.plans() && !drifted.is_empty() {
             // Close the drifted tenants' gates before remediating (DESIGN D8: drift found,
@@ -623,7 +635,7 @@ impl<DB: PauseStore> Guard<DB> {
             // meanwhile consumers would claim batches that fail on the drifted schema. In
             // memory only: `apply_pauses` below lifts it, or replaces it with the stored pause.
             if inner.policy.applies() {
-                for (tenant, _) in &drifted {
+                for tenant in &drifted {
                     if let Some((fingerprint, report)) = observed.get(tenant.as_str()) {
                         let mut pause =
                             guard_pause(report, fingerprint, &inner.expected_fingerprint, None);
@@ -640,18 +652,16 @@ impl<DB: PauseStore> Guard<DB> {
                 }
             }
             let mut sub = TenantDirectory::new();
-            for (pool, names) in inner.directory.groups() {
-                let mine: Vec<TenantName> = drifted
-                    .iter()
-                    .filter(|(t, _)| names.contains(t))
-                    .map(|(t, _)| t.clone())
-                    .collect();
-                if !mine.is_empty() {
-                    sub = sub.add(pool.clone(), mine);
-                }
+            for group in &drifted_groups {
+                sub = sub.add(group.pool.clone(), group.names.clone());
             }
-            let run = match remediate(
+            let checked = Checked {
+                groups: drifted_groups,
+                introspect_ms,
+            };
+            let run = match remediate_checked(
                 &sub,
+                checked,
                 &inner.contracts,
                 &inner.policy,
                 &inner.options,
@@ -662,7 +672,7 @@ impl<DB: PauseStore> Guard<DB> {
                 Ok(run) => run,
                 Err(error) => {
                     // Keep them paused and diff them again next pass.
-                    for (tenant, _) in &drifted {
+                    for tenant in &drifted {
                         if let Some(entry) = observed.get_mut(tenant.as_str()) {
                             entry.0.clear();
                         }
