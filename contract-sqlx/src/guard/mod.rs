@@ -777,6 +777,23 @@ impl<DB: PauseStore> Guard<DB> {
         } else {
             BTreeSet::new()
         };
+        // At start-up only guard pauses an earlier run stored need removing: one read
+        // instead of a DELETE per compliant tenant (if the read fails, delete them all).
+        let stored_guard: Option<BTreeSet<String>> = match &inner.pauses {
+            Some(table) if first_pass => {
+                DB::load_pauses(&inner.control, table)
+                    .await
+                    .ok()
+                    .map(|stored| {
+                        stored
+                            .into_iter()
+                            .filter(|p| p.paused_by == PausedBy::Guard)
+                            .map(|p| p.tenant)
+                            .collect()
+                    })
+            }
+            _ => None,
+        };
         let mut writes: Vec<(String, Option<Arc<PauseInfo>>)> = Vec::new();
         for tenant in changed {
             let Some((fingerprint, report)) = observed.get(tenant) else {
@@ -813,7 +830,9 @@ impl<DB: PauseStore> Guard<DB> {
             self.update_cell(tenant, |state| state.drift.clone_from(&drift));
             // A stale stored guard pause is removed at start-up, when lifted, or when an
             // earlier removal failed.
-            if drift.is_some() || previous.is_some() || first_pass || pending.contains(tenant) {
+            let stale_at_start =
+                first_pass && stored_guard.as_ref().is_none_or(|s| s.contains(tenant));
+            if drift.is_some() || previous.is_some() || stale_at_start || pending.contains(tenant) {
                 writes.push((tenant.clone(), drift));
             }
         }
@@ -1153,6 +1172,37 @@ mod tests {
         assert_eq!(stored[1].0, "tenant_b");
         assert!(!guard.gate("tenant_a").is_open());
         assert!(!guard.gate("tenant_b").is_open());
+        drop(guard);
+
+        // A restart after tenant_a was fixed: its stored guard pause is removed (found by
+        // one read of the stored pauses), tenant_b's stays.
+        let pool = open(&tenants_dir.join("tenant_a.db")).await;
+        exec(
+            &pool,
+            "ALTER TABLE events ADD COLUMN body TEXT NOT NULL DEFAULT ''",
+        )
+        .await;
+        pool.close().await;
+        let guard = Guard::<Sqlite>::builder()
+            .contracts(contracts())
+            .directory(
+                crate::sqlite_tenant_files(&tenants_dir)
+                    .await
+                    .expect("tenant files"),
+            )
+            .start(&control)
+            .await
+            .expect("guard restart");
+        assert!(guard.gate("tenant_a").is_open());
+        assert!(!guard.gate("tenant_b").is_open());
+        let stored: Vec<String> = Sqlite::load_pauses(&control, &PauseTable::default())
+            .await
+            .expect("load")
+            .into_iter()
+            .filter(|p| p.paused_by == PausedBy::Guard)
+            .map(|p| p.tenant)
+            .collect();
+        assert_eq!(stored, ["tenant_b"]);
         drop(guard);
         control.close().await;
         let _ = std::fs::remove_dir_all(&dir);
