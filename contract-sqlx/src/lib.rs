@@ -163,6 +163,8 @@ pub mod guard;
 pub mod payload;
 pub mod quarantine;
 mod remediate;
+#[cfg(any(feature = "mysql", feature = "sqlite"))]
+mod resolve;
 mod table_key;
 mod tenants;
 pub mod testing;

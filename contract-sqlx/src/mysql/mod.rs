@@ -15,14 +15,15 @@ mod query;
 mod row;
 
 use contract_core::{Dialect, LiveColumn, LiveTable, TypeFit, rules};
-use sqlx::mysql::{MySqlConnection, MySqlTypeInfo};
-use sqlx::{AssertSqlSafe, Column, Executor, MySql, MySqlPool, SqlSafeStr, Statement};
+use sqlx::mysql::MySqlConnection;
+use sqlx::{AssertSqlSafe, MySql, MySqlPool};
 
 use crate::apply::ApplyJob;
 use crate::audit::AuditRecord;
 use crate::backend::{Backend, TypeMap};
 use crate::contracts::ContractSet;
 use crate::error::{Error, Result};
+use crate::resolve::{prepare_types, unresolved};
 use crate::type_check::TypeCheck;
 
 impl Backend for MySql {
@@ -47,18 +48,11 @@ impl Backend for MySql {
     async fn resolve_types(pool: &MySqlPool, tables: &[LiveTable]) -> Result<TypeMap<Self>> {
         let mut types = TypeMap::<Self>::new();
         for table in tables {
-            let mut wanted: Vec<&LiveColumn> = Vec::new();
-            for column in &table.columns {
-                if !types.contains_key(&column.type_key)
-                    && !wanted.iter().any(|w| w.type_key == column.type_key)
-                {
-                    wanted.push(column);
-                }
-            }
+            let wanted = unresolved(table, &types);
             if wanted.is_empty() {
                 continue;
             }
-            match prepare(pool, table, &wanted).await {
+            match prepare_types(pool, &table.schema, table, &wanted).await {
                 Ok(resolved) => types.extend(resolved),
                 // Another tenant with the same definition may still resolve these keys; a
                 // key nobody resolves is reported as a type mismatch with its live type.
@@ -161,37 +155,6 @@ pub(crate) async fn introspect_on(
         Err(error) => return Err(error),
     };
     Ok(parse::tables(rows, keys, &json))
-}
-
-/// Prepares `SELECT <wanted> FROM <db>.<table>`: the columns' type infos, exactly as
-/// decoding sees them.
-async fn prepare(
-    pool: &MySqlPool,
-    table: &LiveTable,
-    wanted: &[&LiveColumn],
-) -> Result<Vec<(String, MySqlTypeInfo)>> {
-    let dialect = Dialect::MySql;
-    let columns = wanted
-        .iter()
-        .map(|c| dialect.quote(&c.name))
-        .collect::<Result<Vec<_>, _>>()?;
-    let sql = format!(
-        "SELECT {} FROM {}",
-        columns.join(", "),
-        dialect.quote_qualified(Some(&table.schema), &table.name)?
-    );
-    let statement = pool
-        .prepare(AssertSqlSafe(sql).into_sql_str())
-        .await
-        .map_err(Error::db(
-            "resolving live column types",
-            Some(&table.schema),
-        ))?;
-    Ok(wanted
-        .iter()
-        .zip(statement.columns())
-        .map(|(c, col)| (c.type_key.clone(), col.type_info().clone()))
-        .collect())
 }
 
 /// Hazards `compatible()` accepts but some values fail to decode.

@@ -23,16 +23,15 @@ mod row;
 use std::collections::HashMap;
 
 use contract_core::{Dialect, LiveColumn, LiveTable, TypeFit};
-use sqlx::sqlite::{SqliteConnection, SqliteTypeInfo};
-use sqlx::{
-    AssertSqlSafe, Column, Executor, Row, SqlSafeStr, Sqlite, SqlitePool, Statement, ValueRef,
-};
+use sqlx::sqlite::SqliteConnection;
+use sqlx::{AssertSqlSafe, Row, Sqlite, SqlitePool, ValueRef};
 
 use crate::apply::ApplyJob;
 use crate::audit::AuditRecord;
 use crate::backend::{Backend, TypeMap};
 use crate::contracts::ContractSet;
 use crate::error::{Error, Result};
+use crate::resolve::{prepare_types, unresolved};
 use crate::type_check::TypeCheck;
 
 pub use files::{sqlite_tenant_files, sqlite_tenant_files_with};
@@ -77,14 +76,7 @@ impl Backend for Sqlite {
             .await
             .map_err(Error::db(context, None))?;
         for table in tables {
-            let mut wanted: Vec<&LiveColumn> = Vec::new();
-            for column in &table.columns {
-                if !types.contains_key(&column.type_key)
-                    && !wanted.iter().any(|w| w.type_key == column.type_key)
-                {
-                    wanted.push(column);
-                }
-            }
+            let wanted = unresolved(table, &types);
             if wanted.is_empty() {
                 continue;
             }
@@ -93,7 +85,7 @@ impl Backend for Sqlite {
             } else {
                 "main"
             };
-            match prepare(pool, database, table, &wanted).await {
+            match prepare_types(pool, database, table, &wanted).await {
                 Ok(resolved) => types.extend(resolved),
                 // Without sqlx's reading the verdict falls back to the affinity rules.
                 Err(error) => tracing::warn!(
@@ -202,36 +194,4 @@ pub(crate) async fn introspect_on(
         }
     }
     Ok(parse::tables(rows, fks, objects, &labels))
-}
-
-/// Prepares `SELECT <wanted> FROM <database>.<table>`: sqlx's type info for each declared
-/// type.
-async fn prepare(
-    pool: &SqlitePool,
-    database: &str,
-    table: &LiveTable,
-    wanted: &[&LiveColumn],
-) -> Result<Vec<(String, SqliteTypeInfo)>> {
-    let dialect = Dialect::Sqlite;
-    let columns = wanted
-        .iter()
-        .map(|c| dialect.quote(&c.name))
-        .collect::<Result<Vec<_>, _>>()?;
-    let sql = format!(
-        "SELECT {} FROM {}",
-        columns.join(", "),
-        dialect.quote_qualified(Some(database), &table.name)?
-    );
-    let statement = pool
-        .prepare(AssertSqlSafe(sql).into_sql_str())
-        .await
-        .map_err(Error::db(
-            "resolving live column types",
-            Some(&table.schema),
-        ))?;
-    Ok(wanted
-        .iter()
-        .zip(statement.columns())
-        .map(|(c, col)| (c.type_key.clone(), col.type_info().clone()))
-        .collect())
 }
