@@ -154,6 +154,8 @@
 mod apply;
 mod audit;
 mod backend;
+#[cfg(any(feature = "mysql", feature = "sqlite"))]
+mod binds;
 mod contracts;
 mod epoch;
 mod error;

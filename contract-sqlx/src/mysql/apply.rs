@@ -11,7 +11,7 @@ use sqlx::mysql::MySqlConnection;
 use sqlx::{AssertSqlSafe, Connection, MySql, MySqlPool, SqlSafeStr};
 
 use crate::apply::{ApplyJob, failed};
-use crate::audit::{AuditConfig, AuditRecord, new_audit_id};
+use crate::audit::{AuditConfig, AuditRecord, new_audit_id, to_json};
 use crate::error::{Error, Result};
 use crate::fleet::error_chain;
 
@@ -320,10 +320,6 @@ fn lock_name(tenant: &str) -> String {
 fn whole_seconds(duration: Duration) -> u64 {
     let secs = duration.as_secs() + u64::from(duration.subsec_nanos() > 0);
     secs.max(1)
-}
-
-fn to_json<T: serde::Serialize + ?Sized>(value: &T) -> String {
-    serde_json::to_string(value).unwrap_or_else(|_| "null".to_owned())
 }
 
 pub(super) fn error_number(error: &sqlx::Error) -> Option<u16> {

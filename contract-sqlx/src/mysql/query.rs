@@ -5,6 +5,8 @@
 //! placeholder per value and every value is bound; only the placeholder count depends on
 //! the input, never its text.
 
+use crate::binds::placeholders;
+
 /// One row per contracted column of each contracted table in the given databases, plus
 /// one row with NULL column fields for a table that has none of the contracted columns
 /// (so it is not reported as missing).
@@ -92,23 +94,12 @@ WHERE CONSTRAINT_SCHEMA IN ({}) AND TABLE_NAME IN ({}) AND LEVEL = 'Column'
 // language=SQL
 pub(super) const SCHEMAS_LIKE: &str = "SELECT SCHEMA_NAME AS schema_name FROM information_schema.SCHEMATA WHERE SCHEMA_NAME LIKE ? ORDER BY SCHEMA_NAME";
 
-/// `?, ?, ?` (`n` ≥ 1), or `NULL` for an empty list so `IN (NULL)` matches nothing.
-fn placeholders(n: usize) -> String {
-    if n == 0 {
-        "NULL".to_owned()
-    } else {
-        vec!["?"; n].join(", ")
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn placeholders_bind_every_value_and_never_paste() {
-        assert_eq!(placeholders(3), "?, ?, ?");
-        assert_eq!(placeholders(0), "NULL");
         let sql = columns(2, 1, 3);
         assert_eq!(sql.matches('?').count(), 6);
     }

@@ -19,7 +19,7 @@ use sqlx::sqlite::SqliteConnection;
 use sqlx::{AssertSqlSafe, Connection, SqlSafeStr, Sqlite, SqlitePool};
 
 use crate::apply::{ApplyJob, failed};
-use crate::audit::{AuditConfig, AuditRecord, new_audit_id};
+use crate::audit::{AuditConfig, AuditRecord, new_audit_id, to_json};
 use crate::error::{Error, Result};
 
 /// The primary result code `SQLITE_BUSY` (extended codes keep it in their low byte).
@@ -327,10 +327,6 @@ async fn set_busy_timeout(conn: &mut SqliteConnection, timeout: Duration) -> sql
 
 fn now() -> String {
     humantime::format_rfc3339_millis(SystemTime::now()).to_string()
-}
-
-fn to_json<T: serde::Serialize + ?Sized>(value: &T) -> String {
-    serde_json::to_string(value).unwrap_or_else(|_| "null".to_owned())
 }
 
 fn is_busy(error: &sqlx::Error) -> bool {

@@ -4,6 +4,8 @@
 //! SQLite has no array parameters, so the `IN (...)` lists are built with one `?`
 //! placeholder per value and every value is bound.
 
+use crate::binds::placeholders;
+
 /// One row per contracted column of each contracted table in every database of the
 /// connection (`main` and attached ones), plus one row with NULL column fields for a table
 /// that has none of the contracted columns. `pk_json` is the whole primary key, in key
@@ -92,12 +94,3 @@ pub(super) const DATABASES: &str = "SELECT name FROM pragma_database_list";
 /// One value of each storage class: their runtime type infos are what decoding checks.
 // language=SQL
 pub(super) const STORAGE_CLASSES: &str = "SELECT 1, 1.5, 'a', x'00', NULL";
-
-/// `?, ?, ?` (`n` ≥ 1), or `NULL` for an empty list so `IN (NULL)` matches nothing.
-fn placeholders(n: usize) -> String {
-    if n == 0 {
-        "NULL".to_owned()
-    } else {
-        vec!["?"; n].join(", ")
-    }
-}
