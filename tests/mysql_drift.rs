@@ -10,6 +10,8 @@ use contract_sqlx::{
 #[path = "support/mod.rs"]
 mod support;
 
+use support::exec;
+
 #[derive(Debug, sqlx::FromRow, Contract)]
 #[contract(table = "events")]
 #[allow(dead_code)]
@@ -24,13 +26,6 @@ struct Event {
 
 const HEALTHY: &str = "CREATE TABLE events (id BIGINT PRIMARY KEY, user_id INT NOT NULL, kind VARCHAR(32) NOT NULL, \
                        payload JSON, created_at DATETIME NOT NULL, extra TEXT)";
-
-async fn exec(pool: &sqlx::MySqlPool, sql: String) {
-    sqlx::raw_sql(sqlx::AssertSqlSafe(sql.clone()))
-        .execute(pool)
-        .await
-        .unwrap_or_else(|e| panic!("{sql}: {e}"));
-}
 
 #[tokio::test]
 async fn mysql_fleet_reports_exactly_the_injected_drift() {

@@ -5,6 +5,8 @@
 #[path = "support/mod.rs"]
 mod support;
 
+use support::exec;
+
 use std::time::Duration;
 
 use contract_sqlx::plan::Remediation;
@@ -43,13 +45,6 @@ struct Level {
 
 const FULL: &str = "(id BIGINT PRIMARY KEY, user_id BIGINT NOT NULL, kind VARCHAR(32) NOT NULL, \
                     note TEXT, status TEXT NOT NULL DEFAULT 'new', event_metadata JSON DEFAULT '{}')";
-
-async fn exec(pool: &MySqlPool, sql: String) {
-    sqlx::raw_sql(sqlx::AssertSqlSafe(sql.clone()))
-        .execute(pool)
-        .await
-        .unwrap_or_else(|e| panic!("{sql}: {e}"));
-}
 
 /// Databases `<prefix>_t1..=n`, dropped when the value is dropped.
 struct Fleet {

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use contract_sqlx::guard::install_ddl_trigger;
 use sqlx::{AssertSqlSafe, Connection, PgPool};
-use support::PgScratch;
+use support::{PgScratch, exec};
 use tokio::time::{Instant, sleep};
 
 const TENANTS: usize = 20;
@@ -66,13 +66,6 @@ fn message(t: usize, i: i64) -> (String, Option<(&'static str, Option<&'static s
 
 fn user_id(t: usize, i: i64) -> i64 {
     i64::try_from(t).unwrap_or(0) * 100_000 + i
-}
-
-async fn exec(pool: &PgPool, sql: &str) {
-    sqlx::raw_sql(AssertSqlSafe(sql.to_owned()))
-        .execute(pool)
-        .await
-        .unwrap_or_else(|e| panic!("{sql}: {e}"));
 }
 
 async fn seed(pool: &PgPool) {

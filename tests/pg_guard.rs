@@ -11,7 +11,7 @@ use contract_sqlx::guard::install_ddl_trigger;
 use contract_sqlx::plan::Remediation;
 use contract_sqlx::{Contract, Error, Gate, Guard, PausedBy, Tenants};
 use sqlx::{PgPool, Postgres};
-use support::PgScratch;
+use support::{PgScratch, exec};
 
 #[derive(Debug, sqlx::FromRow, Contract)]
 #[contract(table = "events")]
@@ -34,13 +34,6 @@ async fn seed(pool: &PgPool, tenants: usize) {
         .execute(pool)
         .await
         .expect("seed");
-}
-
-async fn exec(pool: &PgPool, sql: &str) {
-    sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_owned()))
-        .execute(pool)
-        .await
-        .expect(sql);
 }
 
 async fn start(pool: &PgPool, policy: Remediation) -> Guard<Postgres> {

@@ -11,7 +11,7 @@ use contract_sqlx::payload::{PayloadContract, RejectReason, Rejection};
 use contract_sqlx::quarantine::{self, PayloadType, Quarantine, QueueTable};
 use serde::Deserialize;
 use sqlx::PgPool;
-use support::PgScratch;
+use support::{PgScratch, exec};
 
 #[derive(Debug, Deserialize)]
 #[allow(dead_code)]
@@ -46,13 +46,6 @@ fn payload(i: i64) -> String {
 }
 
 const POISON: i64 = 12;
-
-async fn exec(pool: &PgPool, sql: &str) {
-    sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_owned()))
-        .execute(pool)
-        .await
-        .unwrap_or_else(|e| panic!("{sql}: {e}"));
-}
 
 async fn count(pool: &PgPool, sql: &str) -> i64 {
     sqlx::query_scalar(sqlx::AssertSqlSafe(sql.to_owned()))

@@ -283,3 +283,15 @@ pub fn findings(
         .map(|f| (f.column.clone(), f.kind, f.severity))
         .collect()
 }
+
+/// Runs `sql` (one or more statements) on `pool`, panicking with the SQL and the error.
+pub async fn exec<DB: sqlx::Database>(pool: &sqlx::Pool<DB>, sql: impl AsRef<str>)
+where
+    for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
+{
+    let sql = sql.as_ref();
+    sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_owned()))
+        .execute(pool)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+}
