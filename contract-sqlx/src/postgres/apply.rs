@@ -75,9 +75,7 @@ async fn apply_once(
         .await
         .map_err(fail("set timeouts"))?;
     // Only one replica remediates a tenant at a time (DESIGN D10).
-    sqlx::query("SELECT pg_advisory_xact_lock(hashtext($1))")
-        .bind(format!("contract:tenant:{tenant}"))
-        .execute(&mut *tx)
+    super::ddl::xact_lock(&mut tx, &format!("contract:tenant:{tenant}"))
         .await
         .map_err(fail("advisory lock"))?;
     // Re-verify under the lock: a plan made on another schema is stale.

@@ -1,6 +1,7 @@
-//! Creating the guard's own tables (audit, pauses, quarantine) on PostgreSQL.
+//! Creating the guard's own tables (audit, pauses, quarantine) on PostgreSQL, and the
+//! advisory lock that serialises it (and each tenant's remediation).
 
-use sqlx::{AssertSqlSafe, PgPool};
+use sqlx::{AssertSqlSafe, PgConnection, PgPool};
 
 use crate::error::{Error, Result};
 
@@ -14,9 +15,7 @@ pub(crate) async fn create_under_lock(
     context: &'static str,
 ) -> Result<()> {
     let mut tx = pool.begin().await.map_err(Error::db(context, None))?;
-    sqlx::query("SELECT pg_advisory_xact_lock(hashtext($1))")
-        .bind(lock)
-        .execute(&mut *tx)
+    xact_lock(&mut tx, lock)
         .await
         .map_err(Error::db(context, None))?;
     sqlx::raw_sql(AssertSqlSafe(ddl))
@@ -24,4 +23,13 @@ pub(crate) async fn create_under_lock(
         .await
         .map_err(Error::db(context, None))?;
     tx.commit().await.map_err(Error::db(context, None))
+}
+
+/// Waits for the transaction-scoped advisory lock `name` (released at commit or rollback).
+pub(crate) async fn xact_lock(conn: &mut PgConnection, name: &str) -> Result<(), sqlx::Error> {
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtext($1))")
+        .bind(name)
+        .execute(conn)
+        .await
+        .map(drop)
 }
