@@ -23,7 +23,9 @@ use contract_sqlx::guard::PauseTable;
 use contract_sqlx::payload::PayloadContract;
 use contract_sqlx::plan::Remediation;
 use contract_sqlx::quarantine::{self, PayloadType, Quarantine, QueueTable};
-use contract_sqlx::{ApplyOptions, Contract, Dialect, Gate, Guard, PauseInfo};
+use contract_sqlx::{
+    Contract, Gate, Guard, guard::PauseInfo, model::Dialect, remediation::ApplyOptions,
+};
 use contract_sqlx::{SchemaEpoch, TenantName, Tenants};
 use serde::Deserialize;
 use sqlx::postgres::{PgConnection, PgPool, PgPoolOptions};

@@ -9,7 +9,9 @@
 //! It creates a scratch database next to the one in `DATABASE_URL` and drops it at the end.
 
 use contract_sqlx::plan::Remediation;
-use contract_sqlx::{ApplyOptions, Contract, ContractSet, TenantDirectory, Tenants, remediate};
+use contract_sqlx::{
+    Contract, TenantDirectory, Tenants, check::ContractSet, remediate, remediation::ApplyOptions,
+};
 use sqlx::postgres::PgPoolOptions;
 use sqlx::{AssertSqlSafe, PgPool, Postgres};
 
@@ -68,7 +70,10 @@ async fn run(url: &str, scratch: &str) -> Result<(), Box<dyn std::error::Error>>
         .await?;
     let options = ApplyOptions::default();
 
-    let safe = remediate(&tenants, &contracts, &Remediation::SafeOnly, &options, None).await?;
+    let safe = remediate(&tenants, &contracts, Remediation::SafeOnly)
+        .options(options.clone())
+        .run()
+        .await?;
     println!("{}", safe.before);
     println!("{}", safe.log.to_json_pretty());
     let Some((tenant, plan)) = safe.awaiting_approval.iter().next() else {
@@ -88,10 +93,10 @@ async fn run(url: &str, scratch: &str) -> Result<(), Box<dyn std::error::Error>>
     let approved = remediate(
         &tenants,
         &contracts,
-        &Remediation::Approved(plan.hash.clone()),
-        &options,
-        None,
+        Remediation::Approved(plan.hash.clone()),
     )
+    .options(options.clone())
+    .run()
     .await?;
     println!("{}", approved.log.to_json_pretty());
     println!("{}", approved.after.summary());

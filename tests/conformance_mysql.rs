@@ -3,7 +3,7 @@
 //! what really decoding one canonical non-NULL value does. Value-dependent pairs (the
 //! guard says "risk") are listed explicitly in [`RISKS`] with the reason.
 
-use contract_sqlx::{Backend, TypeCheck};
+use contract_sqlx::{backend::Backend, check::TypeCheck};
 use sqlx::types::Json;
 use sqlx::{AssertSqlSafe, MySql};
 use support::conformance::{Guard, Pair, Risks, introspect_all, report};

@@ -11,8 +11,11 @@ mod support;
 use std::collections::HashMap;
 
 use contract_sqlx::{
-    ColumnContract, ContractEntry, ContractSet, DriftKind, TableContract, TenantDirectory,
-    TypeCheck, check_fleet,
+    TenantDirectory,
+    check::{ContractEntry, ContractSet, TypeCheck},
+    check_fleet,
+    model::{ColumnContract, TableContract},
+    report::DriftKind,
 };
 use sqlx::{PgPool, Postgres, types::Json};
 use support::PgScratch;
@@ -83,7 +86,7 @@ where
     out
 }
 
-fn entry_for<T: contract_sqlx::Decodable<Postgres>>(
+fn entry_for<T: contract_sqlx::check::Decodable<Postgres>>(
     rust_type: &'static str,
 ) -> ContractEntry<Postgres> {
     let columns = COLUMNS

@@ -6,7 +6,7 @@
 #[path = "support/mod.rs"]
 mod support;
 
-use contract_sqlx::{Backend, TypeCheck};
+use contract_sqlx::{backend::Backend, check::TypeCheck};
 use sqlx::types::Json;
 use sqlx::{AssertSqlSafe, Sqlite};
 use support::conformance::{Guard, Pair, Risks, introspect_all, report};

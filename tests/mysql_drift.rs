@@ -3,8 +3,10 @@
 //! before any SQL is built from them.
 
 use contract_sqlx::{
-    Contract, ContractSet, DriftKind, Error, Severity, TenantDirectory, Tenants, Verdict,
+    Contract, Error, TenantDirectory, Tenants,
+    check::ContractSet,
     check_fleet,
+    report::{DriftKind, Severity, Verdict},
 };
 
 #[path = "support/mod.rs"]

@@ -11,7 +11,8 @@ use std::time::Duration;
 
 use contract_sqlx::plan::Remediation;
 use contract_sqlx::{
-    ApplyOptions, Contract, ContractSet, DriftKind, TenantDirectory, Tenants, remediate,
+    Contract, TenantDirectory, Tenants, check::ContractSet, remediate, remediation::ApplyOptions,
+    report::DriftKind,
 };
 use sqlx::types::Json;
 use sqlx::{MySql, MySqlPool};
@@ -163,7 +164,9 @@ async fn safe_only_adds_missing_columns_refuses_type_change_and_audits_once() {
         .await;
     let dir = fleet.directory(&pool).await;
     let contracts = ContractSet::<MySql>::new().with::<Event>();
-    let run = remediate(&dir, &contracts, &Remediation::SafeOnly, &options(), None)
+    let run = remediate(&dir, &contracts, Remediation::SafeOnly)
+        .options(options())
+        .run()
         .await
         .expect("remediate");
     assert!(run.failed.is_empty(), "{:?}", run.failed);
@@ -251,7 +254,9 @@ async fn safe_only_adds_missing_columns_refuses_type_change_and_audits_once() {
     assert!(fleet.audit(4).await.is_empty());
 
     // A second run changes nothing and writes nothing.
-    let again = remediate(&dir, &contracts, &Remediation::SafeOnly, &options(), None)
+    let again = remediate(&dir, &contracts, Remediation::SafeOnly)
+        .options(options())
+        .run()
         .await
         .expect("second run");
     assert!(again.audits.is_empty(), "{:?}", again.audits);
@@ -282,7 +287,10 @@ async fn four_racing_replicas_remediate_each_tenant_once() {
         let dir = fleet.directory(&replica).await;
         let contracts = contracts.clone();
         runs.spawn(async move {
-            let run = remediate(&dir, &contracts, &Remediation::SafeOnly, &options(), None).await;
+            let run = remediate(&dir, &contracts, Remediation::SafeOnly)
+                .options(options())
+                .run()
+                .await;
             replica.close().await;
             run
         });
@@ -325,7 +333,9 @@ async fn failing_statement_leaves_a_failed_audit_row_and_the_applied_part() {
     .await;
     let dir = fleet.directory(&pool).await;
     let contracts = ContractSet::<MySql>::new().with::<Level>();
-    let run = remediate(&dir, &contracts, &Remediation::SafeOnly, &options(), None)
+    let run = remediate(&dir, &contracts, Remediation::SafeOnly)
+        .options(options())
+        .run()
         .await
         .expect("remediate");
     assert!(run.audits.is_empty(), "{:?}", run.audits);
@@ -390,7 +400,10 @@ async fn lock_wait_timeout_is_retried_with_backoff_then_applies() {
     let run = {
         let (dir, contracts, options) = (dir.clone(), contracts.clone(), options.clone());
         tokio::spawn(async move {
-            remediate(&dir, &contracts, &Remediation::SafeOnly, &options, None).await
+            remediate(&dir, &contracts, Remediation::SafeOnly)
+                .options(options.clone())
+                .run()
+                .await
         })
     };
     let mut waited = false;
@@ -446,7 +459,9 @@ async fn lock_wait_timeout_exhausted_fails_with_the_tenant_unchanged() {
         max_attempts: 2,
         ..ApplyOptions::default()
     };
-    let run = remediate(&dir, &contracts, &Remediation::SafeOnly, &options, None)
+    let run = remediate(&dir, &contracts, Remediation::SafeOnly)
+        .options(options.clone())
+        .run()
         .await
         .expect("remediate");
     blocker.rollback().await.expect("release");
@@ -463,7 +478,9 @@ async fn lock_wait_timeout_exhausted_fails_with_the_tenant_unchanged() {
     assert_eq!((rows[0].0.as_str(), rows[0].1), ("failed", 2));
 
     // Once the lock is free the next run applies.
-    let retry = remediate(&dir, &contracts, &Remediation::SafeOnly, &options, None)
+    let retry = remediate(&dir, &contracts, Remediation::SafeOnly)
+        .options(options.clone())
+        .run()
         .await
         .expect("retry");
     assert_eq!(retry.audits.len(), 1, "{:?}", retry.failed);

@@ -8,7 +8,7 @@
 #[path = "support/mod.rs"]
 mod support;
 
-use contract_sqlx::{Contract, TypeChecks};
+use contract_sqlx::{Contract, check::TypeChecks};
 use serde::Deserialize;
 use sqlx::postgres::PgRow;
 use sqlx::sqlite::SqliteRow;

@@ -5,8 +5,10 @@
 mod support;
 
 use contract_sqlx::{
-    Contract, ContractSet, DriftKind, Error, Severity, TenantDirectory, Tenants, Verdict,
+    Contract, Error, TenantDirectory, Tenants,
+    check::ContractSet,
     check_fleet,
+    report::{DriftKind, Severity, Verdict},
 };
 use sqlx::Postgres;
 use support::PgScratch;
@@ -276,9 +278,10 @@ async fn defaults_are_deparsed_as_postgres_does_including_generated_columns() {
     );
 
     let contracts = ContractSet::<Postgres>::new().with::<Priced>();
-    let snapshot = contract_sqlx::snapshot(&scratch.pool, &["tenant_1".to_owned()], &contracts)
-        .await
-        .expect("snapshot");
+    let snapshot =
+        contract_sqlx::check::snapshot(&scratch.pool, &["tenant_1".to_owned()], &contracts)
+            .await
+            .expect("snapshot");
     let table = snapshot
         .table_for("tenant_1", &Priced::contract())
         .expect("priced table");

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use contract_sqlx::guard::install_ddl_trigger;
 use contract_sqlx::plan::Remediation;
-use contract_sqlx::{Contract, Error, Gate, Guard, PausedBy, Tenants};
+use contract_sqlx::{Contract, Error, Gate, Guard, Tenants, guard::PausedBy};
 use sqlx::{PgPool, Postgres};
 use support::{PgScratch, exec};
 
@@ -354,10 +354,10 @@ async fn failed_remediation_is_retried_with_backoff_until_it_succeeds() {
         .execute(&mut *blocker)
         .await
         .expect("lock");
-    let options = contract_sqlx::ApplyOptions {
+    let options = contract_sqlx::remediation::ApplyOptions {
         lock_timeout: Duration::from_millis(100),
         max_attempts: 1,
-        ..contract_sqlx::ApplyOptions::default()
+        ..contract_sqlx::remediation::ApplyOptions::default()
     };
     let guard = Guard::<Postgres>::builder()
         .contract::<Event>()
@@ -425,26 +425,19 @@ async fn connect_installs_the_epoch_hook_and_starts_the_guard_in_one_call() {
         .discover(&pool, &Tenants::list(["tenant_2"]))
         .await
         .expect("dir");
-    let contracts = contract_sqlx::ContractSet::<Postgres>::new().with::<Event>();
-    let dry = contract_sqlx::remediate(
-        &dir,
-        &contracts,
-        &Remediation::DryRun,
-        &Default::default(),
-        None,
-    )
-    .await
-    .expect("plan");
+    let contracts = contract_sqlx::check::ContractSet::<Postgres>::new().with::<Event>();
+    let dry = contract_sqlx::remediate(&dir, &contracts, Remediation::DryRun)
+        .options(Default::default())
+        .run()
+        .await
+        .expect("plan");
     let hash = dry.awaiting_approval["tenant_2"].hash.clone();
-    contract_sqlx::remediate(
-        &dir,
-        &contracts,
-        &Remediation::Approved(hash),
-        &Default::default(),
-        Some(guard.epoch()),
-    )
-    .await
-    .expect("apply");
+    contract_sqlx::remediate(&dir, &contracts, Remediation::Approved(hash))
+        .options(Default::default())
+        .epoch(guard.epoch())
+        .run()
+        .await
+        .expect("apply");
     assert_eq!(
         read(pool.clone()).await,
         Ok(0),

@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use contract_sqlx::plan::{Hazard, Remediation};
 use contract_sqlx::{
-    ApplyOptions, Contract, ContractSet, SchemaEpoch, TenantDirectory, Tenants, remediate,
+    Contract, SchemaEpoch, TenantDirectory, Tenants, check::ContractSet, remediate,
+    remediation::ApplyOptions,
 };
 use sqlx::{PgPool, Postgres};
 use support::PgScratch;
@@ -81,7 +82,9 @@ async fn seed_scenario_safe_only_then_approved_plan() {
     let dir = directory(&scratch.pool).await;
     let options = ApplyOptions::default();
 
-    let safe = remediate(&dir, &contracts, &Remediation::SafeOnly, &options, None)
+    let safe = remediate(&dir, &contracts, Remediation::SafeOnly)
+        .options(options.clone())
+        .run()
         .await
         .expect("safe-only");
     assert_eq!(safe.audits.len(), 1);
@@ -118,24 +121,20 @@ async fn seed_scenario_safe_only_then_approved_plan() {
     );
 
     // A stale or foreign hash applies nothing unsafe.
-    let other = remediate(
-        &dir,
-        &contracts,
-        &Remediation::Approved("0".repeat(64)),
-        &options,
-        None,
-    )
-    .await
-    .expect("run");
+    let other = remediate(&dir, &contracts, Remediation::Approved("0".repeat(64)))
+        .options(options.clone())
+        .run()
+        .await
+        .expect("run");
     assert!(other.audits.is_empty());
 
     let approved = remediate(
         &dir,
         &contracts,
-        &Remediation::Approved(waiting.hash.clone()),
-        &options,
-        None,
+        Remediation::Approved(waiting.hash.clone()),
     )
+    .options(options.clone())
+    .run()
     .await
     .expect("approved");
     assert_eq!(approved.audits.len(), 1);
@@ -175,14 +174,9 @@ async fn eight_racing_guards_remediate_each_tenant_exactly_once() {
         let (contracts, barrier) = (contracts.clone(), barrier.clone());
         runs.spawn(async move {
             barrier.wait().await;
-            remediate(
-                &dir,
-                &contracts,
-                &Remediation::SafeOnly,
-                &ApplyOptions::default(),
-                None,
-            )
-            .await
+            remediate(&dir, &contracts, Remediation::SafeOnly)
+                .run()
+                .await
         });
     }
     let (mut total_audits, mut total_planned) = (0, 0);
@@ -225,7 +219,10 @@ async fn killed_backend_mid_transaction_leaves_tenant_unchanged_and_next_run_suc
     let run = {
         let (dir, contracts, options) = (dir.clone(), contracts.clone(), options.clone());
         tokio::spawn(async move {
-            remediate(&dir, &contracts, &Remediation::SafeOnly, &options, None).await
+            remediate(&dir, &contracts, Remediation::SafeOnly)
+                .options(options.clone())
+                .run()
+                .await
         })
     };
     // Find the remediation backend waiting on the lock and kill it.
@@ -267,15 +264,10 @@ async fn killed_backend_mid_transaction_leaves_tenant_unchanged_and_next_run_suc
     assert!(!has_column, "no partial change");
     assert!(audit_rows(&scratch.pool).await.is_empty(), "no audit row");
 
-    let retry = remediate(
-        &dir,
-        &contracts,
-        &Remediation::SafeOnly,
-        &ApplyOptions::default(),
-        None,
-    )
-    .await
-    .expect("retry");
+    let retry = remediate(&dir, &contracts, Remediation::SafeOnly)
+        .run()
+        .await
+        .expect("retry");
     assert_eq!(retry.audits.len(), 1);
     assert!(retry.after.is_clean());
     scratch.drop_db().await;
@@ -310,25 +302,16 @@ async fn consumer_pool_with_epoch_hook_survives_remediation_ddl() {
     assert_eq!(read_all(&guarded).await, Ok(1));
     assert_eq!(read_all(&unguarded).await, Ok(1));
 
-    let plan = remediate(
-        &dir,
-        &contracts,
-        &Remediation::DryRun,
-        &ApplyOptions::default(),
-        None,
-    )
-    .await
-    .expect("dry run");
+    let plan = remediate(&dir, &contracts, Remediation::DryRun)
+        .run()
+        .await
+        .expect("dry run");
     let hash = plan.awaiting_approval["tenant_1"].hash.clone();
-    let run = remediate(
-        &dir,
-        &contracts,
-        &Remediation::Approved(hash),
-        &ApplyOptions::default(),
-        Some(&epoch),
-    )
-    .await
-    .expect("approved");
+    let run = remediate(&dir, &contracts, Remediation::Approved(hash))
+        .epoch(&epoch)
+        .run()
+        .await
+        .expect("approved");
     assert_eq!(run.audits.len(), 1);
     assert_eq!(epoch.current(), 1);
 
@@ -380,15 +363,10 @@ async fn missing_enum_labels_are_added_by_safe_only() {
     .expect("seed");
     let contracts = ContractSet::<Postgres>::new().with::<MoodRow>();
     let dir = directory(&scratch.pool).await;
-    let run = remediate(
-        &dir,
-        &contracts,
-        &Remediation::SafeOnly,
-        &ApplyOptions::default(),
-        None,
-    )
-    .await
-    .expect("run");
+    let run = remediate(&dir, &contracts, Remediation::SafeOnly)
+        .run()
+        .await
+        .expect("run");
     let finding = run.before.findings().next().expect("finding");
     assert_eq!(finding.actual, "missing labels: meh");
     assert_eq!(run.audits.len(), 1, "{:?}", run.failed);
@@ -440,15 +418,10 @@ async fn a_column_narrower_than_the_declared_sql_type_is_widened_in_place() {
         .expect("relfilenode")
     };
     let before = filenode().await;
-    let run = remediate(
-        &dir,
-        &contracts,
-        &Remediation::SafeOnly,
-        &ApplyOptions::default(),
-        None,
-    )
-    .await
-    .expect("run");
+    let run = remediate(&dir, &contracts, Remediation::SafeOnly)
+        .run()
+        .await
+        .expect("run");
     assert_eq!(run.audits.len(), 1, "{:?}", run.failed);
     assert_eq!(
         filenode().await,
@@ -464,7 +437,7 @@ async fn a_column_narrower_than_the_declared_sql_type_is_widened_in_place() {
         findings,
         [(
             "tenant_1",
-            contract_sqlx::DriftKind::Width,
+            contract_sqlx::report::DriftKind::Width,
             "character varying(50) (the contract declares varchar(100))"
         )]
     );

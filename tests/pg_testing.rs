@@ -3,7 +3,7 @@
 #[path = "support/mod.rs"]
 mod support;
 
-use contract_sqlx::{Contract, DriftKind, testing};
+use contract_sqlx::{Contract, report::DriftKind, testing};
 use sqlx::Postgres;
 use support::PgScratch;
 

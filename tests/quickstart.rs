@@ -13,7 +13,10 @@ mod quickstart;
 use std::collections::{BTreeMap, BTreeSet};
 
 use contract_sqlx::plan::Hazard;
-use contract_sqlx::{DriftKind, PausedBy, Verdict};
+use contract_sqlx::{
+    guard::PausedBy,
+    report::{DriftKind, Verdict},
+};
 use quickstart::postgres::PgFleet;
 use quickstart::sqlite::SqliteFleet;
 use quickstart::story::{self, Drift, Outcome, Summary};
@@ -235,7 +238,7 @@ fn check(s: &Summary, refused: &[&str], approvals: &[&str]) {
 
     // The execution log: one JSON log per remediation run.
     let text = std::fs::read_to_string(&s.log_path).expect("execution log file");
-    let logs: Vec<contract_sqlx::ExecutionLog> =
+    let logs: Vec<contract_sqlx::report::ExecutionLog> =
         serde_json::from_str(&text).expect("the log parses as JSON");
     assert_eq!(logs.len(), 1 + s.approvals.len());
     assert!(

@@ -4,7 +4,11 @@
 use std::path::Path;
 
 use contract_sqlx::{
-    Contract, ContractSet, DriftKind, Severity, Verdict, check_fleet, sqlite_tenant_files,
+    Contract,
+    check::ContractSet,
+    check_fleet,
+    report::{DriftKind, Severity, Verdict},
+    sqlite_tenant_files,
 };
 use sqlx::sqlite::SqliteConnectOptions;
 use sqlx::{ConnectOptions, Connection};

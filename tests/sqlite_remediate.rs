@@ -11,7 +11,8 @@ use std::path::Path;
 
 use contract_sqlx::plan::{Hazard, Remediation};
 use contract_sqlx::{
-    ApplyOptions, Contract, ContractSet, DriftKind, remediate, sqlite_tenant_files,
+    Contract, check::ContractSet, remediate, remediation::ApplyOptions, report::DriftKind,
+    sqlite_tenant_files,
 };
 use sqlx::sqlite::SqliteConnectOptions;
 use sqlx::{ConnectOptions, Connection, Sqlite, SqliteConnection};
@@ -134,7 +135,9 @@ async fn safe_only_adds_missing_columns_holds_type_change_and_audits_once() {
     let contracts = ContractSet::<Sqlite>::new().with::<Event>();
     let options = ApplyOptions::default();
 
-    let run = remediate(&dir, &contracts, &Remediation::SafeOnly, &options, None)
+    let run = remediate(&dir, &contracts, Remediation::SafeOnly)
+        .options(options.clone())
+        .run()
         .await
         .expect("remediate");
     assert!(run.failed.is_empty(), "{:?}", run.failed);
@@ -198,7 +201,9 @@ async fn safe_only_adds_missing_columns_holds_type_change_and_audits_once() {
         "tenant_4 untouched"
     );
 
-    let again = remediate(&dir, &contracts, &Remediation::SafeOnly, &options, None)
+    let again = remediate(&dir, &contracts, Remediation::SafeOnly)
+        .options(options.clone())
+        .run()
         .await
         .expect("second run");
     assert!(again.audits.is_empty(), "{:?}", again.audits);
@@ -227,14 +232,9 @@ async fn four_racing_replicas_remediate_each_tenant_once() {
         let dir = sqlite_tenant_files(&scratch.0).await.expect("tenants");
         let contracts = contracts.clone();
         runs.spawn(async move {
-            remediate(
-                &dir,
-                &contracts,
-                &Remediation::SafeOnly,
-                &ApplyOptions::default(),
-                None,
-            )
-            .await
+            remediate(&dir, &contracts, Remediation::SafeOnly)
+                .run()
+                .await
         });
     }
     let mut total = 0;
@@ -262,15 +262,10 @@ async fn failing_statement_rolls_back_the_whole_tenant() {
     .await;
     let dir = sqlite_tenant_files(&scratch.0).await.expect("tenants");
     let contracts = ContractSet::<Sqlite>::new().with::<Level>();
-    let run = remediate(
-        &dir,
-        &contracts,
-        &Remediation::SafeOnly,
-        &ApplyOptions::default(),
-        None,
-    )
-    .await
-    .expect("remediate");
+    let run = remediate(&dir, &contracts, Remediation::SafeOnly)
+        .run()
+        .await
+        .expect("remediate");
     assert!(run.audits.is_empty(), "{:?}", run.audits);
     assert_eq!(run.failed.len(), 1, "{:?}", run.failed);
     let error = &run.failed[0].error;
@@ -338,7 +333,9 @@ async fn approved_rebuild_changes_a_column_type_and_keeps_everything_else() {
     let options = ApplyOptions::default();
 
     // SafeOnly never rebuilds: the plan waits for an approval of its hash.
-    let run = remediate(&dir, &contracts, &Remediation::SafeOnly, &options, None)
+    let run = remediate(&dir, &contracts, Remediation::SafeOnly)
+        .options(options.clone())
+        .run()
         .await
         .expect("safe only");
     assert!(run.audits.is_empty(), "{:?}", run.audits);
@@ -369,15 +366,11 @@ async fn approved_rebuild_changes_a_column_type_and_keeps_everything_else() {
     );
     assert_eq!(schema(&scratch.0, "tenant_1").await, before);
 
-    let run = remediate(
-        &dir,
-        &contracts,
-        &Remediation::Approved(plan.hash.clone()),
-        &options,
-        None,
-    )
-    .await
-    .expect("approved");
+    let run = remediate(&dir, &contracts, Remediation::Approved(plan.hash.clone()))
+        .options(options.clone())
+        .run()
+        .await
+        .expect("approved");
     assert!(run.failed.is_empty(), "{:?}", run.failed);
     assert_eq!(run.audits.len(), 1, "{:?}", run.audits);
     assert_eq!(run.audits[0].plan_hash, plan.hash);
@@ -493,7 +486,9 @@ async fn rebuild_that_does_not_convert_or_leaves_dangling_keys_rolls_back() {
     let dir = sqlite_tenant_files(&scratch.0).await.expect("tenants");
     let contracts = ContractSet::<Sqlite>::new().with::<Event>();
     let options = ApplyOptions::default();
-    let run = remediate(&dir, &contracts, &Remediation::DryRun, &options, None)
+    let run = remediate(&dir, &contracts, Remediation::DryRun)
+        .options(options.clone())
+        .run()
         .await
         .expect("dry run");
     let plan_of = |tenant: &str| {
@@ -523,15 +518,11 @@ async fn rebuild_that_does_not_convert_or_leaves_dangling_keys_rolls_back() {
     ] {
         let plan = plan_of(tenant);
         assert_eq!(plan.steps.len(), 1, "{tenant}: {:?}", plan.refusals);
-        let run = remediate(
-            &dir,
-            &contracts,
-            &Remediation::Approved(plan.hash.clone()),
-            &options,
-            None,
-        )
-        .await
-        .expect("approved");
+        let run = remediate(&dir, &contracts, Remediation::Approved(plan.hash.clone()))
+            .options(options.clone())
+            .run()
+            .await
+            .expect("approved");
         assert!(run.audits.is_empty(), "{tenant}: {:?}", run.audits);
         assert_eq!(run.failed.len(), 1, "{tenant}: {:?}", run.failed);
         let error = &run.failed[0].error;

@@ -28,8 +28,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use contract_sqlx::{
-    Backend, Contract, ContractSet, FleetReport, TenantDirectory, Tenants, check_fleet,
-    check_tenant, snapshot,
+    Contract, FleetReport, TenantDirectory, Tenants,
+    backend::Backend,
+    check::{ContractSet, check_tenant, snapshot},
+    check_fleet,
 };
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::types::chrono::{DateTime, Utc};

@@ -2,7 +2,7 @@
 //! reaches these items only through `::contract_sqlx::__private::…` (or the path given by
 //! `#[contract(crate = "...")]`).
 
-pub use crate::type_check::{TypeCheck, TypeChecks};
+pub use crate::check::{TypeCheck, TypeChecks};
 pub use contract_core::{ColumnContract, Columns, Contract, Reference};
 pub use sqlx;
 pub use std::{option::Option, string::String, vec::Vec};
@@ -62,7 +62,7 @@ impl<T> NullableViaAny for &NullProbe<T> {}
 
 /// Compile-time helper: the generated code calls it with each field's decode type,
 /// spanned on the field, so an undecodable type is reported on that field.
-pub const fn assert_decodable<DB: sqlx::Database, T: crate::type_check::Decodable<DB>>() {}
+pub const fn assert_decodable<DB: sqlx::Database, T: crate::check::Decodable<DB>>() {}
 
 /// A type sqlx can decode from a PostgreSQL column: the bound `#[derive(Contract)]` puts on
 /// each decoded field type, spanned on the field, so the error names the backend.
@@ -75,10 +75,10 @@ pub const fn assert_decodable<DB: sqlx::Database, T: crate::type_check::Decodabl
             read it through a supported type with `#[sqlx(try_from = \"...\")]`, store it as JSON with `#[sqlx(json)]`, \
             or leave it out of the row with `#[sqlx(skip)]`"
 )]
-pub trait DecodableInPostgres: crate::type_check::Decodable<sqlx::Postgres> {}
+pub trait DecodableInPostgres: crate::check::Decodable<sqlx::Postgres> {}
 
 #[cfg(feature = "postgres")]
-impl<T: crate::type_check::Decodable<sqlx::Postgres>> DecodableInPostgres for T {}
+impl<T: crate::check::Decodable<sqlx::Postgres>> DecodableInPostgres for T {}
 
 /// `TypeCheck::of::<T>` for PostgreSQL, behind the [`DecodableInPostgres`] bound.
 #[cfg(feature = "postgres")]
@@ -101,10 +101,10 @@ pub fn postgres_check<T: DecodableInPostgres>(
             read it through a supported type with `#[sqlx(try_from = \"...\")]`, store it as JSON with `#[sqlx(json)]`, \
             or leave it out of the row with `#[sqlx(skip)]`"
 )]
-pub trait DecodableInMySql: crate::type_check::Decodable<sqlx::MySql> {}
+pub trait DecodableInMySql: crate::check::Decodable<sqlx::MySql> {}
 
 #[cfg(feature = "mysql")]
-impl<T: crate::type_check::Decodable<sqlx::MySql>> DecodableInMySql for T {}
+impl<T: crate::check::Decodable<sqlx::MySql>> DecodableInMySql for T {}
 
 /// `TypeCheck::of::<T>` for MySQL, behind the [`DecodableInMySql`] bound.
 #[cfg(feature = "mysql")]
@@ -127,10 +127,10 @@ pub fn mysql_check<T: DecodableInMySql>(
             read it through a supported type with `#[sqlx(try_from = \"...\")]`, store it as JSON with `#[sqlx(json)]`, \
             or leave it out of the row with `#[sqlx(skip)]`"
 )]
-pub trait DecodableInSqlite: crate::type_check::Decodable<sqlx::Sqlite> {}
+pub trait DecodableInSqlite: crate::check::Decodable<sqlx::Sqlite> {}
 
 #[cfg(feature = "sqlite")]
-impl<T: crate::type_check::Decodable<sqlx::Sqlite>> DecodableInSqlite for T {}
+impl<T: crate::check::Decodable<sqlx::Sqlite>> DecodableInSqlite for T {}
 
 /// `TypeCheck::of::<T>` for SQLite, behind the [`DecodableInSqlite`] bound.
 #[cfg(feature = "sqlite")]

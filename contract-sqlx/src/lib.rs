@@ -7,6 +7,13 @@
 //! verdict, pauses only the drifted tenants, remediates what is safe, and quarantines
 //! payloads the consumer's serde type rejects.
 //!
+//! The path a consumer takes, in order: [derive a contract](#1-a-contract-is-the-struct-you-already-have)
+//! → [check the fleet](#2-check-the-fleet) → [guard the consumer](#3-guard-a-consumer-start-up-check-and-a-gate-per-batch)
+//! → [remediate](#4-remediation-stays-safe) → [payloads and quarantine](#5-payload-contracts-and-quarantine)
+//! → [contract tests in CI](#6-contract-tests-in-your-ci). The plumbing lives in modules:
+//! [`check`], [`guard`], [`remediation`], [`payload`], [`quarantine`], [`testing`],
+//! [`plan`], [`report`], [`model`] and [`backend`].
+//!
 //! # 1. A contract is the struct you already have
 //!
 //! `#[derive(Contract)]` reads `#[sqlx(...)]` exactly as `FromRow` does, so the contract's
@@ -43,7 +50,8 @@
 //! # use contract_sqlx::Contract;
 //! # #[derive(sqlx::FromRow, Contract)] #[contract(table = "events")] struct Event { id: i64 }
 //! # async fn demo(pool: sqlx::PgPool) -> contract_sqlx::Result<()> {
-//! use contract_sqlx::{ContractSet, TenantDirectory, Tenants, check_fleet};
+//! use contract_sqlx::check::ContractSet;
+//! use contract_sqlx::{TenantDirectory, Tenants, check_fleet};
 //!
 //! let contracts = ContractSet::<sqlx::Postgres>::new().with::<Event>();
 //! let tenants = TenantDirectory::new().discover(&pool, &Tenants::schemas_like("tenant_%")).await?;
@@ -83,7 +91,7 @@
 //!
 //! After remediation DDL, pooled connections hold stale prepared statements (PostgreSQL:
 //! `cached plan must not change result type`). Install the guard's [`SchemaEpoch`] on the
-//! consumer's pool: connections opened before the last remediation are recycled.
+//! consumer's pool: connections opened before the last schema change are recycled.
 //!
 //! ```no_run
 //! # async fn demo(epoch: contract_sqlx::SchemaEpoch) -> Result<(), sqlx::Error> {
@@ -104,13 +112,14 @@
 //! # use contract_sqlx::Contract;
 //! # #[derive(sqlx::FromRow, Contract)] #[contract(table = "events")] struct Event { id: i64 }
 //! # async fn demo(tenants: contract_sqlx::TenantDirectory<sqlx::Postgres>) -> contract_sqlx::Result<()> {
+//! use contract_sqlx::check::ContractSet;
 //! use contract_sqlx::plan::Remediation;
-//! use contract_sqlx::{ApplyOptions, ContractSet, remediate};
+//! use contract_sqlx::remediate;
 //!
 //! let contracts = ContractSet::<sqlx::Postgres>::new().with::<Event>();
-//! let run = remediate(&tenants, &contracts, &Remediation::DryRun, &ApplyOptions::default(), None).await?;
+//! let run = remediate(&tenants, &contracts, Remediation::DryRun).run().await?;
 //! for (tenant, plan) in &run.awaiting_approval {
-//!     println!("{tenant}: plan {} {:?}", plan.hash, plan.hazards());
+//!     println!("{tenant}: plan {} awaits approval", plan.hash);
 //! }
 //! println!("{}", run.log.to_json_pretty()); // the execution log of the run
 //! # Ok(()) }
@@ -151,26 +160,15 @@
 #![forbid(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
-mod apply;
-mod audit;
-mod backend;
-#[cfg(any(feature = "mysql", feature = "sqlite"))]
-mod binds;
-mod contracts;
-mod epoch;
+pub mod backend;
+pub mod check;
 mod error;
-mod fingerprint;
-mod fleet;
 pub mod guard;
 pub mod payload;
 pub mod quarantine;
-mod remediate;
-#[cfg(any(feature = "mysql", feature = "sqlite"))]
-mod resolve;
-mod table_key;
+pub mod remediation;
 mod tenants;
 pub mod testing;
-mod type_check;
 
 #[cfg(feature = "mysql")]
 mod mysql;
@@ -178,25 +176,38 @@ mod mysql;
 mod postgres;
 #[cfg(feature = "sqlite")]
 mod sqlite;
-#[cfg(feature = "sqlite")]
-#[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
-pub use sqlite::{sqlite_tenant_files, sqlite_tenant_files_with};
 
 #[doc(hidden)]
 pub mod __private;
 
-pub use apply::{ApplyJob, ApplyOptions};
-pub use audit::{AuditConfig, AuditRecord, new_audit_id};
-pub use backend::{Backend, TypeMap};
-pub use contract_core::*;
+pub use contract_core::plan;
+
+/// The contract model: table and column contracts, live tables as introspected, dialects
+/// and tenant names.
+pub mod model {
+    pub use contract_core::{
+        ColumnContract, Columns, Contract, Dialect, DiffScope, FieldDigest, IdentError, LiveColumn,
+        LiveForeignKey, LiveTable, MAX_TENANT_NAME_LEN, MISSING_LABELS, Reference, TableContract,
+        TenantName, TypeFit, TypeOracle, UNKNOWN_LABELS, diff, digest_hex, enum_label_drift, rules,
+    };
+}
+
+/// What a check or a run reports: verdicts, findings, the execution log.
+pub mod report {
+    pub use contract_core::{
+        DriftKind, ExecutionLog, Finding, FleetReport, LogAction, LogEntry, Severity, TenantError,
+        TenantReport, Verdict,
+    };
+}
+
+pub use check::check_fleet;
+pub use contract_core::{Contract, FleetReport, TenantName};
 #[cfg(feature = "derive")]
 pub use contract_derive::Contract;
-pub use contracts::{ContractEntry, ContractSet};
-pub use epoch::SchemaEpoch;
 pub use error::{Error, Result};
-pub use fingerprint::fingerprint;
-pub use fleet::{FleetSnapshot, check_fleet, check_tenant, snapshot};
-pub use guard::{Gate, Guard, GuardBuilder, PauseInfo, PausedBy, Permit, Revalidation};
-pub use remediate::{RemediationRun, plan_for, remediate};
+pub use guard::{Gate, Guard, GuardBuilder, Permit};
+pub use remediation::{SchemaEpoch, remediate};
+#[cfg(feature = "sqlite")]
+#[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
+pub use sqlite::{sqlite_tenant_files, sqlite_tenant_files_with};
 pub use tenants::{TenantDirectory, Tenants};
-pub use type_check::{Decodable, TypeCheck, TypeChecks};

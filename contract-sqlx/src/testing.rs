@@ -27,9 +27,9 @@ use serde::{Deserialize, Serialize};
 use sqlx::Pool;
 
 use crate::backend::Backend;
-use crate::contracts::ContractSet;
-use crate::fleet::{check_tenant, snapshot};
-use crate::type_check::TypeChecks;
+use crate::check::ContractSet;
+use crate::check::TypeChecks;
+use crate::check::{check_tenant, snapshot};
 
 /// Set to `overwrite` to make [`write_snapshot`] callers refresh snapshot files.
 pub const SNAPSHOT_ENV: &str = "CONTRACT_SNAPSHOT";
@@ -94,7 +94,7 @@ where
         Err(error) => panic!(
             "contract {} could not be checked on `{schema}`: {}",
             T::STRUCT_NAME,
-            crate::fleet::error_chain(&error)
+            crate::error::error_chain(&error)
         ),
     }
 }
@@ -183,7 +183,7 @@ where
             panic!(
                 "snapshot of {} on `{schema}`: {}",
                 T::STRUCT_NAME,
-                crate::fleet::error_chain(&e)
+                crate::error::error_chain(&e)
             )
         });
     let json = serde_json::to_string_pretty(&snapshot)

@@ -9,7 +9,10 @@ use contract_sqlx::guard::PauseTable;
 use contract_sqlx::payload::Rejection;
 use contract_sqlx::quarantine::{Quarantine, QuarantinedMessage};
 use contract_sqlx::{
-    ApplyOptions, AuditConfig, ContractSet, Dialect, TenantDirectory, TenantName, Tenants,
+    TenantDirectory, TenantName, Tenants,
+    check::ContractSet,
+    model::Dialect,
+    remediation::{ApplyOptions, AuditConfig},
 };
 use sqlx::mysql::MySqlPoolOptions;
 use sqlx::{MySql, MySqlConnection, MySqlPool};

@@ -6,7 +6,10 @@ use contract_sqlx::guard::PauseTable;
 use contract_sqlx::payload::Rejection;
 use contract_sqlx::quarantine::{self, PayloadType, Quarantine, QuarantinedMessage, QueueTable};
 use contract_sqlx::{
-    ApplyOptions, AuditConfig, ContractSet, Dialect, TenantDirectory, TenantName, Tenants,
+    TenantDirectory, TenantName, Tenants,
+    check::ContractSet,
+    model::Dialect,
+    remediation::{ApplyOptions, AuditConfig},
 };
 use sqlx::postgres::PgPoolOptions;
 use sqlx::{PgConnection, PgPool, Postgres};

@@ -5,7 +5,12 @@ use std::path::{Path, PathBuf};
 use contract_sqlx::guard::PauseTable;
 use contract_sqlx::payload::Rejection;
 use contract_sqlx::quarantine::{self, Quarantine, QuarantinedMessage, QueueTable};
-use contract_sqlx::{ApplyOptions, AuditConfig, ContractSet, Dialect, TenantDirectory, TenantName};
+use contract_sqlx::{
+    TenantDirectory, TenantName,
+    check::ContractSet,
+    model::Dialect,
+    remediation::{ApplyOptions, AuditConfig},
+};
 use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions};
 use sqlx::{Sqlite, SqliteConnection, SqlitePool};
 

@@ -15,8 +15,11 @@ use contract_sqlx::payload::{PayloadContract, Rejection};
 use contract_sqlx::plan::{Remediation, TenantPlan};
 use contract_sqlx::quarantine::{Quarantine, QuarantinedMessage};
 use contract_sqlx::{
-    ApplyOptions, Contract, ContractSet, FleetReport, Gate, Guard, PauseInfo, RemediationRun,
-    Revalidation, TenantDirectory, TenantName, remediate,
+    Contract, FleetReport, Gate, Guard, TenantDirectory, TenantName,
+    check::ContractSet,
+    guard::{PauseInfo, Revalidation},
+    remediate,
+    remediation::{ApplyOptions, RemediationRun},
 };
 use serde::Deserialize;
 use sqlx::Pool;
@@ -325,14 +328,11 @@ pub async fn run<F: Fleet>(fleet: &mut F, log_path: &Path) -> Result<Summary, Bo
 
     // 4. SafeOnly: additive fixes are applied (audited); the rest waits or is refused.
     let options = fleet.apply_options();
-    let safe_only = remediate(
-        &directory,
-        &contracts,
-        &Remediation::SafeOnly,
-        &options,
-        Some(guard.epoch()),
-    )
-    .await?;
+    let safe_only = remediate(&directory, &contracts, Remediation::SafeOnly)
+        .options(options.clone())
+        .epoch(guard.epoch())
+        .run()
+        .await?;
     let revalidated_after_safe = guard.revalidate().await?;
     let round_safe = consume_fleet(fleet, &guard, &directory).await?;
 
@@ -340,14 +340,11 @@ pub async fn run<F: Fleet>(fleet: &mut F, log_path: &Path) -> Result<Summary, Bo
     let mut approvals = Vec::new();
     for (tenant, plan) in &safe_only.awaiting_approval {
         let policy = Remediation::Approved(plan.hash.clone());
-        let run = remediate(
-            &directory,
-            &contracts,
-            &policy,
-            &options,
-            Some(guard.epoch()),
-        )
-        .await?;
+        let run = remediate(&directory, &contracts, policy)
+            .options(options.clone())
+            .epoch(guard.epoch())
+            .run()
+            .await?;
         approvals.push(Approval {
             tenant: tenant.clone(),
             plan: plan.clone(),

@@ -14,7 +14,7 @@ use std::time::Duration;
 use contract_sqlx::payload::PayloadContract;
 use contract_sqlx::plan::Remediation;
 use contract_sqlx::quarantine::{self, PayloadType, Quarantine, QueueTable};
-use contract_sqlx::{Contract, Dialect, Gate, Guard, SchemaEpoch, TenantName, Tenants};
+use contract_sqlx::{Contract, Gate, Guard, SchemaEpoch, TenantName, Tenants, model::Dialect};
 use serde::Deserialize;
 use sqlx::postgres::{PgPool, PgPoolOptions};
 use sqlx::{AssertSqlSafe, Postgres};

@@ -101,20 +101,20 @@ fn short(e: &str) -> String {
 /// Introspects every column of the `conf` table in `db` through the backend, with a
 /// contract built at run time that lists `columns` (names only: the type checks are built
 /// per pair by the caller).
-pub async fn introspect_all<DB: contract_sqlx::Backend>(
+pub async fn introspect_all<DB: contract_sqlx::backend::Backend>(
     pool: &sqlx::Pool<DB>,
     db: &str,
     columns: &[(&str, &str, &str)],
-) -> contract_sqlx::LiveTable {
-    let mut contracts = contract_sqlx::ContractSet::<DB>::new();
-    contracts.push_entry(contract_sqlx::ContractEntry {
-        contract: contract_sqlx::TableContract {
+) -> contract_sqlx::model::LiveTable {
+    let mut contracts = contract_sqlx::check::ContractSet::<DB>::new();
+    contracts.push_entry(contract_sqlx::check::ContractEntry {
+        contract: contract_sqlx::model::TableContract {
             struct_name: "All".into(),
             schema: None,
             table: "conf".into(),
             columns: columns
                 .iter()
-                .map(|(c, _, _)| contract_sqlx::ColumnContract::new(*c, "?"))
+                .map(|(c, _, _)| contract_sqlx::model::ColumnContract::new(*c, "?"))
                 .collect(),
         },
         checks: Vec::new(),

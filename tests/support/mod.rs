@@ -270,8 +270,8 @@ pub fn findings(
     tenant: &str,
 ) -> Vec<(
     Option<String>,
-    contract_sqlx::DriftKind,
-    contract_sqlx::Severity,
+    contract_sqlx::report::DriftKind,
+    contract_sqlx::report::Severity,
 )> {
     let t = report
         .tenants

@@ -10,10 +10,11 @@ use contract_core::Dialect;
 use sqlx::mysql::MySqlConnection;
 use sqlx::{AssertSqlSafe, Connection, MySql, MySqlPool, SqlSafeStr};
 
-use crate::apply::{ApplyJob, failed};
-use crate::audit::{AuditConfig, AuditRecord, new_audit_id, to_json};
+use crate::error::error_chain;
 use crate::error::{Error, Result};
-use crate::fleet::error_chain;
+use crate::remediation::audit::to_json;
+use crate::remediation::{ApplyJob, failed};
+use crate::remediation::{AuditConfig, AuditRecord, new_audit_id};
 
 /// `ER_LOCK_WAIT_TIMEOUT`: `lock_wait_timeout` (metadata lock) or
 /// `innodb_lock_wait_timeout` (row lock) fired.
@@ -153,7 +154,7 @@ async fn locked(
         }
     }
 
-    let duration_ms = crate::apply::elapsed_ms(started);
+    let duration_ms = crate::remediation::elapsed_ms(started);
     let Some((stage, source)) = failure else {
         let settled = audit
             .settle(conn, "applied", attempts, duration_ms, None)

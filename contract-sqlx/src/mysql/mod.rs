@@ -18,13 +18,13 @@ use contract_core::{Dialect, LiveColumn, LiveTable, TypeFit, rules};
 use sqlx::mysql::MySqlConnection;
 use sqlx::{AssertSqlSafe, MySql, MySqlPool};
 
-use crate::apply::ApplyJob;
-use crate::audit::AuditRecord;
+use crate::backend::resolve::{prepare_types, unresolved};
 use crate::backend::{Backend, TypeMap};
-use crate::contracts::ContractSet;
+use crate::check::ContractSet;
+use crate::check::TypeCheck;
 use crate::error::{Error, Result};
-use crate::resolve::{prepare_types, unresolved};
-use crate::type_check::TypeCheck;
+use crate::remediation::ApplyJob;
+use crate::remediation::AuditRecord;
 
 impl Backend for MySql {
     const DIALECT: Dialect = Dialect::MySql;
@@ -57,7 +57,7 @@ impl Backend for MySql {
                 // Another tenant with the same definition may still resolve these keys; a
                 // key nobody resolves is reported as a type mismatch with its live type.
                 Err(error) => tracing::warn!(
-                    database = %table.schema, table = %table.name, error = %crate::fleet::error_chain(&error),
+                    database = %table.schema, table = %table.name, error = %crate::error::error_chain(&error),
                     "cannot prepare a statement over the table to resolve its column types"
                 ),
             }

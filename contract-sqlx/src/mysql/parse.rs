@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, HashSet};
 use contract_core::{LiveColumn, LiveForeignKey, LiveTable};
 
 use super::row::{ColumnRow, JsonCheckRow, KeyRow};
-use crate::fingerprint::fingerprint;
+use crate::check::fingerprint;
 
 /// Groups rows (ordered by database, table, ordinal position) into tables, then attaches
 /// keys and marks MariaDB `JSON` columns.

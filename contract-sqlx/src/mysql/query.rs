@@ -5,7 +5,7 @@
 //! placeholder per value and every value is bound; only the placeholder count depends on
 //! the input, never its text.
 
-use crate::binds::placeholders;
+use crate::backend::binds::placeholders;
 
 /// One row per contracted column of each contracted table in the given databases, plus
 /// one row with NULL column fields for a table that has none of the contracted columns

@@ -4,9 +4,9 @@ use std::time::Instant;
 
 use sqlx::{AssertSqlSafe, PgPool, Postgres, SqlSafeStr, Transaction};
 
-use crate::apply::{ApplyJob, failed};
-use crate::audit::{AuditConfig, AuditRecord, new_audit_id};
 use crate::error::{Error, Result};
+use crate::remediation::{ApplyJob, failed};
+use crate::remediation::{AuditConfig, AuditRecord, new_audit_id};
 
 /// SQLSTATE `lock_not_available`: `lock_timeout` fired.
 const LOCK_NOT_AVAILABLE: &str = "55P03";
@@ -107,7 +107,7 @@ async fn apply_once(
     let audit_id = new_audit_id(tenant);
     let table = contract_core::Dialect::Postgres
         .quote_qualified(Some(&job.options.audit.schema), &job.options.audit.table)?;
-    let duration_ms = crate::apply::elapsed_ms(started);
+    let duration_ms = crate::remediation::elapsed_ms(started);
     // language=SQL
     let insert = format!(
         "INSERT INTO {table} (audit_id, tenant, plan_hash, statements, drift_before, status, actor, attempts, started_at, finished_at, duration_ms)

@@ -3,6 +3,7 @@
 mod apply;
 pub(crate) mod ddl;
 mod parse;
+mod quarantine;
 pub(crate) mod query;
 mod row;
 
@@ -12,12 +13,12 @@ use contract_core::{Dialect, LiveColumn, LiveTable, TypeFit};
 use futures_util::TryStreamExt as _;
 use sqlx::{AssertSqlSafe, Column, Executor, PgPool, Postgres, SqlSafeStr, Statement};
 
-use crate::apply::ApplyJob;
-use crate::audit::{AuditConfig, AuditRecord};
 use crate::backend::{Backend, TypeMap};
-use crate::contracts::ContractSet;
+use crate::check::ContractSet;
+use crate::check::TypeCheck;
 use crate::error::{Error, Result};
-use crate::type_check::TypeCheck;
+use crate::remediation::ApplyJob;
+use crate::remediation::{AuditConfig, AuditRecord};
 
 impl Backend for Postgres {
     const DIALECT: Dialect = Dialect::Postgres;
@@ -73,7 +74,7 @@ impl Backend for Postgres {
                         Ok(resolved) => types.extend(resolved),
                         Err(error) => tracing::warn!(
                             type_key = key,
-                            error = %crate::fleet::error_chain(&error),
+                            error = %crate::error::error_chain(&error),
                             "live type not resolved: its columns are reported as type mismatches"
                         ),
                     }

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use contract_core::{LiveColumn, LiveForeignKey, LiveTable};
 
 use super::row::ColumnRow;
-use crate::fingerprint::fingerprint;
+use crate::check::fingerprint;
 
 /// Accumulates rows (in any order: the query has no ORDER BY, which spills to disk at
 /// fleet scale) and groups them by table (its oid: no names hashed or copied per row).

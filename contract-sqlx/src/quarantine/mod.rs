@@ -51,11 +51,7 @@
 //! # Ok(()) }
 //! ```
 
-#[cfg(feature = "postgres")]
-mod postgres;
-#[cfg(feature = "sqlite")]
-mod sqlite;
-mod table;
+pub(crate) mod table;
 
 use std::collections::{BTreeMap, HashSet};
 use std::future::Future;
@@ -364,7 +360,7 @@ pub async fn list<DB: QuarantineStore>(
 /// The payload as JSON text for the `payload` column: only when it is a valid JSON
 /// document; otherwise only `payload_raw` holds it.
 #[cfg(any(feature = "postgres", feature = "sqlite"))]
-fn json_text<'a>(raw: &'a [u8], rejection: &Rejection) -> Option<&'a str> {
+pub(crate) fn json_text<'a>(raw: &'a [u8], rejection: &Rejection) -> Option<&'a str> {
     rejection
         .raw_is_json
         .then(|| std::str::from_utf8(raw).ok())

@@ -121,7 +121,7 @@ impl Default for Quarantine {
 
 #[cfg(any(feature = "postgres", feature = "sqlite"))]
 /// Every identifier of one operation, quoted for the dialect: nothing is pasted raw.
-pub(super) struct Quoted {
+pub(crate) struct Quoted {
     pub queue: String,
     pub id: String,
     pub payload: String,
@@ -153,13 +153,13 @@ impl Quoted {
 
 #[cfg(any(feature = "postgres", feature = "sqlite"))]
 /// The quoted quarantine table (schema-qualified on PostgreSQL only).
-pub(super) fn quarantine_table(dialect: Dialect, quarantine: &Quarantine) -> Result<String> {
+pub(crate) fn quarantine_table(dialect: Dialect, quarantine: &Quarantine) -> Result<String> {
     let schema = (dialect == Dialect::Postgres).then_some(quarantine.schema.as_str());
     Ok(dialect.quote_qualified(schema, &quarantine.table)?)
 }
 
 #[cfg(any(feature = "postgres", feature = "sqlite"))]
 /// The quoted name of the quarantine's time index (`<table>_by_time`), unqualified.
-pub(super) fn time_index(dialect: Dialect, quarantine: &Quarantine) -> Result<String> {
+pub(crate) fn time_index(dialect: Dialect, quarantine: &Quarantine) -> Result<String> {
     Ok(dialect.quote(&format!("{}_by_time", quarantine.table))?)
 }

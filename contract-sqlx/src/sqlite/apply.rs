@@ -18,9 +18,10 @@ use contract_core::plan::Hazard;
 use sqlx::sqlite::SqliteConnection;
 use sqlx::{AssertSqlSafe, Connection, SqlSafeStr, Sqlite, SqlitePool};
 
-use crate::apply::{ApplyJob, failed};
-use crate::audit::{AuditConfig, AuditRecord, new_audit_id, to_json};
 use crate::error::{Error, Result};
+use crate::remediation::audit::to_json;
+use crate::remediation::{ApplyJob, failed};
+use crate::remediation::{AuditConfig, AuditRecord, new_audit_id};
 
 /// The primary result code `SQLITE_BUSY` (extended codes keep it in their low byte).
 const SQLITE_BUSY: i64 = 5;
@@ -265,7 +266,7 @@ async fn in_transaction(
         .map_err(fail("audit table"))?;
     let audit_id = new_audit_id(tenant);
     let table = Dialect::Sqlite.quote_qualified(Some("main"), &job.options.audit.table)?;
-    let duration_ms = crate::apply::elapsed_ms(started);
+    let duration_ms = crate::remediation::elapsed_ms(started);
     // language=SQL
     let insert = format!(
         "INSERT INTO {table} (audit_id, tenant, plan_hash, statements, drift_before, status, actor, attempts, started_at, finished_at, duration_ms)

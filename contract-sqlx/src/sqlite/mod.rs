@@ -17,6 +17,7 @@ mod apply;
 mod files;
 mod oracle;
 mod parse;
+mod quarantine;
 mod query;
 mod row;
 
@@ -26,13 +27,13 @@ use contract_core::{Dialect, LiveColumn, LiveTable, TypeFit};
 use sqlx::sqlite::SqliteConnection;
 use sqlx::{AssertSqlSafe, Row, Sqlite, SqlitePool, ValueRef};
 
-use crate::apply::ApplyJob;
-use crate::audit::AuditRecord;
+use crate::backend::resolve::{prepare_types, unresolved};
 use crate::backend::{Backend, TypeMap};
-use crate::contracts::ContractSet;
+use crate::check::ContractSet;
+use crate::check::TypeCheck;
 use crate::error::{Error, Result};
-use crate::resolve::{prepare_types, unresolved};
-use crate::type_check::TypeCheck;
+use crate::remediation::ApplyJob;
+use crate::remediation::AuditRecord;
 
 pub use files::{sqlite_tenant_files, sqlite_tenant_files_with};
 
@@ -89,7 +90,7 @@ impl Backend for Sqlite {
                 Ok(resolved) => types.extend(resolved),
                 // Without sqlx's reading the verdict falls back to the affinity rules.
                 Err(error) => tracing::warn!(
-                    tenant = %table.schema, table = %table.name, error = %crate::fleet::error_chain(&error),
+                    tenant = %table.schema, table = %table.name, error = %crate::error::error_chain(&error),
                     "cannot prepare a statement over the table to read its declared types"
                 ),
             }

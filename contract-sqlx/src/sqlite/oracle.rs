@@ -18,7 +18,7 @@ use sqlx::sqlite::SqliteTypeInfo;
 use sqlx::{Sqlite, TypeInfo};
 
 use crate::backend::TypeMap;
-use crate::type_check::TypeCheck;
+use crate::check::TypeCheck;
 
 /// The storage classes, named as sqlx names their runtime type infos.
 pub(super) const CLASSES: [&str; 5] = ["INTEGER", "REAL", "TEXT", "BLOB", "NULL"];

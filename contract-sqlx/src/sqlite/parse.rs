@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use contract_core::{LiveColumn, LiveForeignKey, LiveTable};
 
 use super::row::{ColumnRow, ForeignKeyRow, SchemaObjectRow};
-use crate::fingerprint::fingerprint;
+use crate::check::fingerprint;
 
 /// Groups rows (ordered by database, table, column id) into tables, attaches foreign keys
 /// and the schema objects a rebuild needs (see [`attach_objects`]), and names each table's

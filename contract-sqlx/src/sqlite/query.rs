@@ -4,7 +4,7 @@
 //! SQLite has no array parameters, so the `IN (...)` lists are built with one `?`
 //! placeholder per value and every value is bound.
 
-use crate::binds::placeholders;
+use crate::backend::binds::placeholders;
 
 /// One row per contracted column of each contracted table in every database of the
 /// connection (`main` and attached ones), plus one row with NULL column fields for a table

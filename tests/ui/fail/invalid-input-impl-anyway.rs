@@ -1,4 +1,4 @@
-use contract_sqlx::{Contract, TypeChecks};
+use contract_sqlx::{Contract, check::TypeChecks};
 
 #[derive(Contract)]
 #[contract(table = "events", primary_key)]

@@ -1,6 +1,6 @@
 #![allow(dead_code)]
 
-use contract_sqlx::{Columns, Contract, Reference};
+use contract_sqlx::{Contract, model::{Columns, Reference}};
 
 #[derive(sqlx::FromRow, Contract)]
 #[contract(embedded)]
@@ -89,7 +89,7 @@ fn main() {
     assert_eq!(col("type").rust_type, "Option<String>");
     assert_eq!(Audit::columns().len(), 2);
 
-    use contract_sqlx::TypeChecks;
+    use contract_sqlx::check::TypeChecks;
     let checks = <Event as TypeChecks<sqlx::Sqlite>>::type_checks();
     let check_names: Vec<_> = checks.iter().map(|c| c.column()).collect();
     assert_eq!(check_names, names);

@@ -1,6 +1,6 @@
 #![allow(dead_code)]
 
-use contract_sqlx::{Contract, TypeChecks};
+use contract_sqlx::{Contract, check::TypeChecks};
 use sqlx::types::Json;
 
 #[derive(serde::Deserialize)]

@@ -5,9 +5,9 @@ use std::time::Duration;
 use contract_core::plan::{PlanStep, TenantPlan};
 use contract_core::{Finding, LiveTable, TableContract, TenantName};
 
-use crate::audit::AuditConfig;
-use crate::contracts::ContractSet;
+use crate::check::ContractSet;
 use crate::error::Error;
+use crate::remediation::AuditConfig;
 
 /// How remediation runs (DESIGN D6).
 #[derive(Debug, Clone, PartialEq, Eq)]

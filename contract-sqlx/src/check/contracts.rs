@@ -3,7 +3,7 @@
 use contract_core::{Contract, TableContract};
 use sqlx::Database;
 
-use crate::type_check::{TypeCheck, TypeChecks};
+use crate::check::{TypeCheck, TypeChecks};
 
 /// A contract with sqlx's type checks for backend `DB`.
 #[derive(Debug)]
@@ -43,7 +43,7 @@ impl<DB: Database> ContractEntry<DB> {
 ///
 /// ```
 /// # #[cfg(feature = "sqlite")] {
-/// use contract_sqlx::{ContractSet, Contract};
+/// use contract_sqlx::{Contract, check::ContractSet};
 ///
 /// #[derive(Contract)]
 /// #[contract(table = "events")]

@@ -2,19 +2,17 @@
 
 use std::collections::HashMap;
 
-use contract_core::plan::types::pg_typmod_change;
 use contract_core::{
-    ColumnContract, DiffScope, FleetReport, LiveColumn, LiveTable, TableContract, TenantReport,
-    TypeFit, TypeOracle, Verdict, diff,
+    DiffScope, FleetReport, LiveTable, TableContract, TenantName, TenantReport, Verdict, diff,
 };
-use contract_core::{Dialect, TenantName};
 use sqlx::Pool;
 use tracing::Instrument as _;
 
+use super::contracts::ContractSet;
+use super::oracle::Oracle;
+use super::table_key::TableKey;
 use crate::backend::{Backend, TypeMap};
-use crate::contracts::{ContractEntry, ContractSet};
-use crate::error::Result;
-use crate::table_key::TableKey;
+use crate::error::{Result, error_chain};
 use crate::tenants::TenantDirectory;
 
 /// The live schema of a fleet as introspected, with its resolved types.
@@ -167,53 +165,4 @@ pub fn check_tenant<DB: Backend>(
         verdict: Verdict::of(&findings),
         findings,
     }
-}
-
-struct Oracle<'a, DB: Backend> {
-    entry: &'a ContractEntry<DB>,
-    types: &'a TypeMap<DB>,
-}
-
-impl<DB: Backend> TypeOracle for Oracle<'_, DB> {
-    fn fit(&self, _: &TableContract, column: &ColumnContract, live: &LiveColumn) -> TypeFit {
-        match self.entry.check(&column.name) {
-            Some(check) => {
-                let mut fit = DB::fit(check, live, self.types);
-                // PostgreSQL: a column narrower than the contract's declared SQL type
-                // (`varchar(50)` where `sql_type = "varchar(100)"`) rejects longer writes.
-                if let Some(declared) = column
-                    .sql_type
-                    .as_deref()
-                    .filter(|_| DB::DIALECT == Dialect::Postgres)
-                    && fit.compatible
-                    && fit.risk.is_none()
-                    && pg_typmod_change(&live.data_type, declared).is_some()
-                {
-                    fit.risk = Some(format!(
-                        "{} (the contract declares {declared})",
-                        live.data_type
-                    ));
-                }
-                fit
-            }
-            // A contract without a type check for this column cannot be judged: say so.
-            None => TypeFit {
-                compatible: false,
-                expected_sql_type: format!("no type check for {}", column.rust_type),
-                risk: None,
-            },
-        }
-    }
-}
-
-/// An error and its sources on one line.
-pub(crate) fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
 }

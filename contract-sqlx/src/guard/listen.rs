@@ -5,8 +5,8 @@ use sqlx::postgres::PgListener;
 use sqlx::{PgPool, Postgres};
 
 use super::Guard;
+use crate::error::error_chain;
 use crate::error::{Error, Result};
-use crate::fleet::error_chain;
 
 /// The `NOTIFY` channel the trigger uses; the payload is the schema name.
 pub const DDL_CHANNEL: &str = "contract_schema_change";

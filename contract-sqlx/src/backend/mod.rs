@@ -2,17 +2,22 @@
 //! resolution and the per-dialect type fit. Implemented directly on sqlx's marker types
 //! (`sqlx::Postgres`, `sqlx::MySql`, `sqlx::Sqlite`).
 
+#[cfg(any(feature = "mysql", feature = "sqlite"))]
+pub(crate) mod binds;
+#[cfg(any(feature = "mysql", feature = "sqlite"))]
+pub(crate) mod resolve;
+
 use std::collections::HashMap;
 use std::future::Future;
 
 use contract_core::{Dialect, LiveColumn, LiveTable, TypeFit};
 use sqlx::{Database, Pool};
 
-use crate::apply::ApplyJob;
-use crate::audit::{AuditConfig, AuditRecord};
-use crate::contracts::ContractSet;
+use crate::check::ContractSet;
+use crate::check::TypeCheck;
 use crate::error::{Error, Result};
-use crate::type_check::TypeCheck;
+use crate::remediation::ApplyJob;
+use crate::remediation::{AuditConfig, AuditRecord};
 
 /// Live type key → the type info row decoding sees for it (DESIGN D1, D3).
 pub type TypeMap<DB> = HashMap<String, <DB as Database>::TypeInfo>;

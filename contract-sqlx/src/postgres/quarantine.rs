@@ -3,10 +3,12 @@
 use contract_core::{Dialect, TenantName};
 use sqlx::{AssertSqlSafe, PgConnection, PgPool, Postgres, SqlSafeStr};
 
-use super::table::{Quoted, quarantine_table, time_index};
-use super::{Quarantine, QuarantineStore, QuarantinedMessage, QueueTable, Site, json_text};
 use crate::error::{Error, Result};
 use crate::payload::Rejection;
+use crate::quarantine::table::{Quoted, quarantine_table, time_index};
+use crate::quarantine::{
+    Quarantine, QuarantineStore, QuarantinedMessage, QueueTable, Site, json_text,
+};
 
 /// RFC 3339 UTC text of a `timestamptz` expression (independent of the session TimeZone).
 macro_rules! utc_text {

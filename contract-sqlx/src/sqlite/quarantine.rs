@@ -4,10 +4,12 @@
 use contract_core::{Dialect, TenantName};
 use sqlx::{AssertSqlSafe, Connection, SqlSafeStr, Sqlite, SqliteConnection, SqlitePool};
 
-use super::table::{Quoted, quarantine_table, time_index};
-use super::{Quarantine, QuarantineStore, QuarantinedMessage, QueueTable, Site, json_text};
 use crate::error::{Error, Result};
 use crate::payload::Rejection;
+use crate::quarantine::table::{Quoted, quarantine_table, time_index};
+use crate::quarantine::{
+    Quarantine, QuarantineStore, QuarantinedMessage, QueueTable, Site, json_text,
+};
 
 /// RFC 3339 UTC now, with milliseconds.
 const NOW: &str = "strftime('%Y-%m-%dT%H:%M:%fZ', 'now')";

@@ -12,13 +12,14 @@ use contract_core::{
 use sqlx::Pool;
 use tracing::Instrument as _;
 
-use crate::apply::{ApplyJob, ApplyOptions, elapsed_ms};
-use crate::audit::AuditRecord;
 use crate::backend::Backend;
-use crate::contracts::ContractSet;
-use crate::epoch::SchemaEpoch;
+use crate::check::ContractSet;
+use crate::check::{FleetSnapshot, check_group, rejected_reports};
+use crate::error::error_chain;
 use crate::error::{Error, Result};
-use crate::fleet::{FleetSnapshot, check_group, error_chain, rejected_reports};
+use crate::remediation::AuditRecord;
+use crate::remediation::SchemaEpoch;
+use crate::remediation::{ApplyJob, ApplyOptions, elapsed_ms};
 use crate::tenants::TenantDirectory;
 
 /// The result of [`remediate`].
@@ -89,36 +90,93 @@ pub fn plan_for<DB: Backend>(
     plan_tenant(DB::DIALECT, &tenant.tenant, schema, &inputs)
 }
 
-/// Checks the fleet, plans the drifted tenants, applies what `policy` allows (one
-/// transaction per tenant, never across tenants), bumps `epoch` if anything changed, and
-/// re-checks.
+/// Starts a remediation run over `directory`: check every tenant, plan the drifted ones,
+/// apply what `policy` allows (one transaction per tenant, never across tenants), bump the
+/// [`SchemaEpoch`] if anything changed, and re-check. Finish with [`Remediate::run`].
 ///
-/// # Errors
+/// ```no_run
+/// # use contract_sqlx::Contract;
+/// # #[derive(sqlx::FromRow, Contract)] #[contract(table = "events")] struct Event { id: i64 }
+/// # async fn demo(tenants: contract_sqlx::TenantDirectory<sqlx::Postgres>) -> contract_sqlx::Result<()> {
+/// use contract_sqlx::check::ContractSet;
+/// use contract_sqlx::plan::Remediation;
+/// use contract_sqlx::remediate;
 ///
-/// Only for invalid contracts; database failures are per tenant (`failed`, `unreachable`).
-pub async fn remediate<DB: Backend>(
-    directory: &TenantDirectory<DB>,
-    contracts: &ContractSet<DB>,
-    policy: &Remediation,
-    options: &ApplyOptions,
-    epoch: Option<&SchemaEpoch>,
-) -> Result<RemediationRun> {
-    let started = Instant::now();
-    let mut groups = Vec::new();
-    for (pool, names) in directory.groups() {
-        let (reports, snapshot) = check_group(pool, names, contracts).await;
-        groups.push(CheckedGroup {
-            pool: pool.clone(),
-            names: names.to_vec(),
-            reports,
-            snapshot,
-        });
+/// let contracts = ContractSet::<sqlx::Postgres>::new().with::<Event>();
+/// let run = remediate(&tenants, &contracts, Remediation::SafeOnly).run().await?;
+/// println!("{}", run.after.summary());
+/// # Ok(()) }
+/// ```
+pub fn remediate<'a, DB: Backend>(
+    directory: &'a TenantDirectory<DB>,
+    contracts: &'a ContractSet<DB>,
+    policy: Remediation,
+) -> Remediate<'a, DB> {
+    Remediate {
+        directory,
+        contracts,
+        policy,
+        options: ApplyOptions::default(),
+        epoch: None,
     }
-    let checks = Checked {
-        groups,
-        introspect_ms: elapsed_ms(started),
-    };
-    remediate_checked(directory, checks, contracts, policy, options, epoch).await
+}
+
+/// A remediation run being set up: see [`remediate`].
+#[derive(Debug)]
+#[must_use = "a remediation does nothing until `.run().await`"]
+pub struct Remediate<'a, DB: Backend> {
+    directory: &'a TenantDirectory<DB>,
+    contracts: &'a ContractSet<DB>,
+    policy: Remediation,
+    options: ApplyOptions,
+    epoch: Option<&'a SchemaEpoch>,
+}
+
+impl<'a, DB: Backend> Remediate<'a, DB> {
+    /// Timeouts, retries and the audit table (default: [`ApplyOptions::default`]).
+    pub fn options(mut self, options: ApplyOptions) -> Self {
+        self.options = options;
+        self
+    }
+
+    /// The schema epoch to bump when anything was applied (the consumer pool's hook).
+    pub fn epoch(mut self, epoch: &'a SchemaEpoch) -> Self {
+        self.epoch = Some(epoch);
+        self
+    }
+
+    /// Runs it.
+    ///
+    /// # Errors
+    ///
+    /// Only for invalid contracts; database failures are per tenant (`failed`,
+    /// `unreachable`).
+    pub async fn run(self) -> Result<RemediationRun> {
+        let started = Instant::now();
+        let mut groups = Vec::new();
+        for (pool, names) in self.directory.groups() {
+            let (reports, snapshot) = check_group(pool, names, self.contracts).await;
+            groups.push(CheckedGroup {
+                pool: pool.clone(),
+                names: names.to_vec(),
+                reports,
+                snapshot,
+            });
+        }
+        let checks = Checked {
+            groups,
+            introspect_ms: elapsed_ms(started),
+        };
+        remediate_checked(
+            self.directory,
+            checks,
+            self.contracts,
+            &self.policy,
+            &self.options,
+            self.epoch,
+        )
+        .await
+    }
 }
 
 /// One pool's tenants as checked: their reports (in `names` order) and the snapshot they

@@ -6,7 +6,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use contract_core::Dialect;
 
-use super::state::{PauseInfo, PausedBy};
+use super::gate::{PauseInfo, PausedBy};
 use crate::backend::Backend;
 use crate::error::{Error, Result};
 

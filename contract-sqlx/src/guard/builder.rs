@@ -1,0 +1,233 @@
+//! Building and starting a [`Guard`]: contracts, tenants, policy, pauses, interval.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use contract_core::plan::Remediation;
+use sqlx::Pool;
+
+use super::gate::TenantCell;
+use super::{GateMetrics, Guard, Inner, PauseStore, PauseTable};
+use crate::check::{ContractSet, TypeChecks};
+use crate::error::Result;
+use crate::remediation::{ApplyOptions, SchemaEpoch};
+use crate::tenants::{TenantDirectory, Tenants};
+
+/// Builds a [`Guard`].
+#[derive(Debug)]
+pub struct GuardBuilder<DB: PauseStore> {
+    contracts: ContractSet<DB>,
+    tenants: Option<Tenants>,
+    directory: Option<TenantDirectory<DB>>,
+    policy: Remediation,
+    options: ApplyOptions,
+    pauses: Option<PauseTable>,
+    interval: Duration,
+    epoch: SchemaEpoch,
+}
+
+impl<DB: PauseStore> GuardBuilder<DB> {
+    /// Guards the contract of `T`.
+    #[must_use]
+    pub fn contract<T: contract_core::Contract + TypeChecks<DB>>(mut self) -> Self {
+        self.contracts.push::<T>();
+        self
+    }
+
+    /// Guards every contract of `contracts`.
+    #[must_use]
+    pub fn contracts(mut self, contracts: ContractSet<DB>) -> Self {
+        for entry in contracts.entries() {
+            self.contracts.push_entry(entry.clone());
+        }
+        self
+    }
+
+    /// Discovers tenants on the start-up pool.
+    #[must_use]
+    pub fn tenants(mut self, tenants: Tenants) -> Self {
+        self.tenants = Some(tenants);
+        self
+    }
+
+    /// Uses a prepared tenant directory (tenants on several servers, SQLite files).
+    #[must_use]
+    pub fn directory(mut self, directory: TenantDirectory<DB>) -> Self {
+        self.directory = Some(directory);
+        self
+    }
+
+    /// What to do about drift (default: [`Remediation::Off`], report and pause only).
+    #[must_use]
+    pub fn remediation(mut self, policy: Remediation) -> Self {
+        self.policy = policy;
+        self
+    }
+
+    /// Timeouts, retries and the audit table for remediation.
+    #[must_use]
+    pub fn apply_options(mut self, options: ApplyOptions) -> Self {
+        self.options = options;
+        self
+    }
+
+    /// Where pauses are persisted (default: `public.contract_pauses` on the start-up pool;
+    /// on SQLite, a `contract_pauses` table in the start-up pool's file).
+    #[must_use]
+    pub fn pause_table(mut self, table: PauseTable) -> Self {
+        self.pauses = Some(table);
+        self
+    }
+
+    /// Keeps pauses in memory only (no table is created).
+    #[must_use]
+    pub fn in_memory_pauses(mut self) -> Self {
+        self.pauses = None;
+        self
+    }
+
+    /// Interval of the periodic revalidation run by [`Guard::spawn`] (default 5 s).
+    #[must_use]
+    pub fn revalidate_every(mut self, interval: Duration) -> Self {
+        self.interval = interval;
+        self
+    }
+
+    /// Shares a schema epoch with the consumer's pool hook ([`SchemaEpoch::install`]).
+    #[must_use]
+    pub fn epoch(mut self, epoch: SchemaEpoch) -> Self {
+        self.epoch = epoch;
+        self
+    }
+
+    /// The one-line start-up for a consumer: connects the consumer's pool with the
+    /// statement-cache hook installed ([`SchemaEpoch::install`], so remediation DDL never
+    /// surfaces as `cached plan must not change result type`), then starts the guard on it.
+    ///
+    /// ```no_run
+    /// # use contract_sqlx::Contract;
+    /// # #[derive(sqlx::FromRow, Contract)] #[contract(table = "events")] struct Event { id: i64 }
+    /// # async fn demo() -> contract_sqlx::Result<()> {
+    /// use contract_sqlx::{Guard, plan::Remediation};
+    /// let (pool, guard) = Guard::<sqlx::Postgres>::builder()
+    ///     .contract::<Event>()
+    ///     .remediation(Remediation::SafeOnly)
+    ///     .connect(sqlx::postgres::PgPoolOptions::new().max_connections(8), "postgres://…")
+    ///     .await?;
+    /// # let _ = (pool, guard); Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`crate::Error::Database`] when the pool cannot connect (check the URL and that the
+    /// server is up), then the errors of [`GuardBuilder::start`].
+    pub async fn connect(
+        self,
+        options: sqlx::pool::PoolOptions<DB>,
+        url: &str,
+    ) -> Result<(Pool<DB>, Guard<DB>)> {
+        let pool =
+            self.epoch
+                .install(options)
+                .connect(url)
+                .await
+                .map_err(crate::error::Error::db(
+                    "connecting the consumer pool (check the database URL)",
+                    None,
+                ))?;
+        let guard = self.start(&pool).await?;
+        Ok((pool, guard))
+    }
+
+    /// Discovers the tenants, checks the whole fleet, applies the remediation policy and
+    /// pauses drifted tenants. `pool` is used for discovery and stores the pauses.
+    ///
+    /// Install your `metrics` recorder (exporter) before this call: the gate's metric
+    /// handles are registered here, once, to keep the gate cheap.
+    ///
+    /// # Errors
+    ///
+    /// Discovery failures, an invalid tenant list, or a pause table that cannot be created.
+    pub async fn start(self, pool: &Pool<DB>) -> Result<Guard<DB>> {
+        let directory = match (self.directory, &self.tenants) {
+            (Some(directory), _) => directory,
+            (None, Some(source)) => TenantDirectory::new().discover(pool, source).await?,
+            (None, None) => {
+                TenantDirectory::new()
+                    .discover(pool, &Tenants::schemas_like("tenant_%"))
+                    .await?
+            }
+        };
+        if let Some(table) = &self.pauses {
+            DB::ensure_pause_table(pool, table).await?;
+        }
+        let cells = directory
+            .tenants()
+            .into_iter()
+            .map(|t| {
+                (
+                    t.as_str().to_owned(),
+                    (
+                        Arc::<str>::from(t.as_str()),
+                        Arc::new(TenantCell::default()),
+                    ),
+                )
+            })
+            .collect();
+        let expected_fingerprint = contract_core::digest_hex(
+            serde_json::to_string(
+                &self
+                    .contracts
+                    .entries()
+                    .iter()
+                    .map(|e| &e.contract)
+                    .collect::<Vec<_>>(),
+            )
+            .unwrap_or_default()
+            .as_bytes(),
+        );
+        let guard = Guard {
+            inner: Arc::new(Inner {
+                contracts: self.contracts,
+                directory,
+                control: pool.clone(),
+                policy: self.policy,
+                options: self.options,
+                pauses: self.pauses,
+                interval: self.interval,
+                epoch: self.epoch,
+                expected_fingerprint,
+                cells: RwLock::new(cells),
+                observed: tokio::sync::Mutex::new(HashMap::new()),
+                report: RwLock::new(None),
+                log: RwLock::new(None),
+                dirty: std::sync::Mutex::new(BTreeSet::new()),
+                wake: tokio::sync::Notify::new(),
+                gate_metrics: GateMetrics::register(),
+                retry: std::sync::Mutex::new(HashMap::new()),
+                operator_lock: tokio::sync::Mutex::new(()),
+                unpersisted: std::sync::Mutex::new(BTreeSet::new()),
+            }),
+        };
+        guard.revalidate().await?;
+        Ok(guard)
+    }
+}
+
+impl<DB: PauseStore> Guard<DB> {
+    /// A builder with no contracts, `Remediation::Off`, pauses in `public.contract_pauses`.
+    #[must_use]
+    pub fn builder() -> GuardBuilder<DB> {
+        GuardBuilder {
+            contracts: ContractSet::new(),
+            tenants: None,
+            directory: None,
+            policy: Remediation::Off,
+            options: ApplyOptions::default(),
+            pauses: Some(PauseTable::default()),
+            interval: Duration::from_secs(5),
+            epoch: SchemaEpoch::new(),
+        }
+    }
+}

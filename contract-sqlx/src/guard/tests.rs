@@ -1,0 +1,182 @@
+//! The guard's pass under failing pause writes, on SQLite files.
+
+use std::path::{Path, PathBuf};
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use contract_core::{ColumnContract, TableContract, Verdict};
+use sqlx::Sqlite;
+use sqlx::sqlite::{SqliteConnectOptions, SqlitePool, SqlitePoolOptions};
+
+use super::{Guard, PauseInfo, PauseStore, PauseTable, PausedBy};
+use crate::check::{ContractEntry, ContractSet, TypeCheck};
+
+async fn open(path: &Path) -> SqlitePool {
+    let options = SqliteConnectOptions::new()
+        .filename(path)
+        .create_if_missing(true);
+    SqlitePoolOptions::new()
+        .max_connections(1)
+        .connect_with(options)
+        .await
+        .expect("open")
+}
+
+async fn exec(pool: &SqlitePool, sql: &str) {
+    sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_owned()))
+        .execute(pool)
+        .await
+        .expect(sql);
+}
+
+fn contracts() -> ContractSet<Sqlite> {
+    let mut set = ContractSet::new();
+    set.push_entry(ContractEntry {
+        contract: TableContract {
+            struct_name: "Event".into(),
+            schema: None,
+            table: "events".into(),
+            columns: vec![
+                ColumnContract::new("id", "i64"),
+                ColumnContract::new("body", "String"),
+            ],
+        },
+        checks: vec![
+            TypeCheck::of::<i64>("id", "i64"),
+            TypeCheck::of::<String>("body", "String"),
+        ],
+    });
+    set
+}
+
+fn since_ms(pause: &PauseInfo) -> u128 {
+    pause
+        .since
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis())
+}
+
+fn guard_pause_of(guard: &Guard<Sqlite>, tenant: &str) -> Arc<PauseInfo> {
+    guard
+        .pauses()
+        .into_iter()
+        .find(|p| p.tenant == tenant && p.paused_by == PausedBy::Guard)
+        .expect("a guard pause")
+}
+
+/// A pass whose pause writes fail still closes every drifted tenant's gate, and the
+/// pauses are written by a later pass although the tenants did not change again;
+/// re-checking a paused tenant keeps when it was paused. Rejected tenant names are
+/// in the guard's report, as in `check_fleet`.
+#[tokio::test]
+async fn failed_pause_writes_close_every_gate_and_are_written_next_pass() {
+    let dir: PathBuf =
+        std::env::temp_dir().join(format!("contract-guard-unit-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let tenants_dir = dir.join("tenants");
+    std::fs::create_dir_all(&tenants_dir).expect("dir");
+    for name in ["tenant_a", "tenant_b", "tenant_c", "bad-name"] {
+        let pool = open(&tenants_dir.join(format!("{name}.db"))).await;
+        exec(
+            &pool,
+            "CREATE TABLE events (id INTEGER NOT NULL, body TEXT NOT NULL)",
+        )
+        .await;
+        pool.close().await;
+    }
+    let control = open(&dir.join("control.db")).await;
+    let guard = Guard::<Sqlite>::builder()
+        .contracts(contracts())
+        .directory(
+            crate::sqlite_tenant_files(&tenants_dir)
+                .await
+                .expect("tenant files"),
+        )
+        .start(&control)
+        .await
+        .expect("guard start");
+    assert!(
+        ["tenant_a", "tenant_b", "tenant_c"]
+            .iter()
+            .all(|t| guard.gate(t).is_open())
+    );
+    let rejected = guard
+        .report()
+        .tenants
+        .into_iter()
+        .find(|r| r.tenant == "bad-name")
+        .expect("the rejected name is reported");
+    assert!(matches!(rejected.verdict, Verdict::Unreachable { .. }));
+
+    // The pause table is gone: every pause write fails.
+    exec(&control, "DROP TABLE contract_pauses").await;
+    for tenant in ["tenant_a", "tenant_b"] {
+        let pool = open(&tenants_dir.join(format!("{tenant}.db"))).await;
+        exec(&pool, "ALTER TABLE events DROP COLUMN body").await;
+        pool.close().await;
+    }
+    assert!(guard.revalidate().await.is_err());
+    assert!(!guard.gate("tenant_a").is_open());
+    assert!(!guard.gate("tenant_b").is_open());
+    assert!(guard.gate("tenant_c").is_open());
+    let since = since_ms(&guard_pause_of(&guard, "tenant_a"));
+
+    // The table is back: the next pass writes both pauses, though only tenant_a is
+    // re-checked (and it keeps its start).
+    Sqlite::ensure_pause_table(&control, &PauseTable::default())
+        .await
+        .expect("pause table");
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    guard.mark_dirty("tenant_a");
+    let pass = guard.revalidate().await.expect("revalidate");
+    assert_eq!(pass.changed, ["tenant_a"]);
+    assert_eq!(since_ms(&guard_pause_of(&guard, "tenant_a")), since);
+    let stored = Sqlite::load_pauses(&control, &PauseTable::default())
+        .await
+        .expect("load");
+    let stored: Vec<(&str, u128)> = stored
+        .iter()
+        .filter(|p| p.paused_by == PausedBy::Guard)
+        .map(|p| (p.tenant.as_str(), since_ms(p)))
+        .collect();
+    assert_eq!(stored.len(), 2, "{stored:?}");
+    assert_eq!(stored[0], ("tenant_a", since));
+    assert_eq!(stored[1].0, "tenant_b");
+    assert!(!guard.gate("tenant_a").is_open());
+    assert!(!guard.gate("tenant_b").is_open());
+    drop(guard);
+
+    // A restart after tenant_a was fixed: its stored guard pause is removed (found by
+    // one read of the stored pauses), tenant_b's stays.
+    let pool = open(&tenants_dir.join("tenant_a.db")).await;
+    exec(
+        &pool,
+        "ALTER TABLE events ADD COLUMN body TEXT NOT NULL DEFAULT ''",
+    )
+    .await;
+    pool.close().await;
+    let guard = Guard::<Sqlite>::builder()
+        .contracts(contracts())
+        .directory(
+            crate::sqlite_tenant_files(&tenants_dir)
+                .await
+                .expect("tenant files"),
+        )
+        .start(&control)
+        .await
+        .expect("guard restart");
+    assert!(guard.gate("tenant_a").is_open());
+    assert!(!guard.gate("tenant_b").is_open());
+    let stored: Vec<String> = Sqlite::load_pauses(&control, &PauseTable::default())
+        .await
+        .expect("load")
+        .into_iter()
+        .filter(|p| p.paused_by == PausedBy::Guard)
+        .map(|p| p.tenant)
+        .collect();
+    assert_eq!(stored, ["tenant_b"]);
+    drop(guard);
+    control.close().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -1,0 +1,15 @@
+//! Remediation: plan a drifted tenant, apply what the policy allows in one audited
+//! transaction per tenant, verify, and bump the [`SchemaEpoch`] so pooled connections drop
+//! their stale statements.
+
+mod apply;
+pub(crate) mod audit;
+mod epoch;
+mod run;
+
+pub use apply::{ApplyJob, ApplyOptions};
+pub(crate) use apply::{elapsed_ms, failed};
+pub use audit::{AuditConfig, AuditRecord, new_audit_id};
+pub use epoch::SchemaEpoch;
+pub(crate) use run::{Checked, CheckedGroup, remediate_checked};
+pub use run::{Remediate, RemediationRun, plan_for, remediate};
