@@ -467,3 +467,68 @@ async fn replicas_starting_together_all_create_or_find_the_pause_table() {
     }
     scratch.drop_db().await;
 }
+
+/// A known tenant's schema changed by someone else (here: a column retyped by hand, then
+/// fixed by another replica) bumps this guard's schema epoch, so the consumer's pooled
+/// connection that prepared its query on the drifted schema is recycled before the gate
+/// reopens (otherwise: `cached plan must not change result type` on every read).
+#[tokio::test]
+async fn epoch_is_bumped_when_another_replica_fixes_a_tenant() {
+    let scratch = PgScratch::create("contract_guard_epoch").await;
+    seed(&scratch.pool, 2).await;
+    exec(
+        &scratch.pool,
+        "INSERT INTO tenant_1.events VALUES (1, 7, NULL)",
+    )
+    .await;
+    let epoch = contract_sqlx::SchemaEpoch::new();
+    let replica_b = Guard::<Postgres>::builder()
+        .contract::<Event>()
+        .tenants(Tenants::schemas_like("tenant_%"))
+        .epoch(epoch.clone())
+        .in_memory_pauses()
+        .start(&scratch.pool)
+        .await
+        .expect("guard start");
+    let consumer = epoch
+        .install(sqlx::postgres::PgPoolOptions::new().max_connections(1))
+        .connect(&scratch.url)
+        .await
+        .expect("consumer pool");
+    let read = |pool: PgPool| async move {
+        // A persistent (cached, named) prepared statement, like a consumer's hot query.
+        sqlx::query_as::<_, (i64, i64)>("SELECT id, user_id FROM tenant_1.events")
+            .fetch_all(&pool)
+            .await
+            .map(|rows| rows.len())
+            .map_err(|e| e.to_string())
+    };
+
+    // Retyped by hand; B's consumer runs a batch before B's guard notices (it prepares the
+    // statement on the drifted schema and fails to decode int4 into i64).
+    exec(
+        &scratch.pool,
+        "ALTER TABLE tenant_1.events ALTER COLUMN user_id TYPE int4",
+    )
+    .await;
+    assert!(read(consumer.clone()).await.is_err());
+    replica_b.revalidate().await.expect("pass");
+    assert!(!replica_b.gate("tenant_1").is_open());
+
+    // Replica A fixes it (as its approved remediation would); B's next pass reopens.
+    exec(
+        &scratch.pool,
+        "ALTER TABLE tenant_1.events ALTER COLUMN user_id TYPE int8 USING user_id::int8",
+    )
+    .await;
+    let before = epoch.current();
+    replica_b.revalidate().await.expect("pass");
+    assert!(replica_b.gate("tenant_1").is_open());
+    assert!(epoch.current() > before, "the schema epoch was not bumped");
+    for _ in 0..3 {
+        assert_eq!(read(consumer.clone()).await, Ok(1));
+    }
+    drop(replica_b);
+    consumer.close().await;
+    scratch.drop_db().await;
+}

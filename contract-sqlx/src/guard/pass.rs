@@ -53,6 +53,10 @@ impl<DB: PauseStore> Guard<DB> {
         // Per pool, the changed tenants that drifted, with the snapshot they were found in:
         // remediation plans from it rather than introspecting them again.
         let mut drifted_groups: Vec<CheckedGroup<DB>> = Vec::new();
+        // A known tenant whose live schema changed, whoever changed it (another replica,
+        // an operator, a migration): pooled connections may hold statements prepared on the
+        // old schema.
+        let mut schema_changed = false;
         let introspect_started = Instant::now();
         for (pool, names) in inner.directory.groups() {
             let schemas: Vec<String> = names.iter().map(|t| t.as_str().to_owned()).collect();
@@ -64,6 +68,10 @@ impl<DB: PauseStore> Guard<DB> {
                         let fingerprint =
                             tenant_fingerprint(tenant.as_str(), &inner.contracts, &snap);
                         let known = observed.get(tenant.as_str()).map(|(fp, _)| fp.as_str());
+                        // An empty fingerprint is unknown (unreachable, or just remediated
+                        // by this guard, which bumped the epoch itself).
+                        schema_changed |=
+                            known.is_some_and(|k| !k.is_empty() && k != fingerprint.as_str());
                         if known != Some(fingerprint.as_str()) || dirty.contains(tenant.as_str()) {
                             let report = check_tenant(tenant.as_str(), &inner.contracts, &snap);
                             if report.verdict == Verdict::Drifted {
@@ -92,6 +100,14 @@ impl<DB: PauseStore> Guard<DB> {
                     }
                 }
             }
+        }
+        // Before any gate reopens below: connections opened before now are recycled.
+        if schema_changed {
+            let epoch = inner.epoch.bump();
+            tracing::info!(
+                epoch,
+                "live schema changed since the last pass; schema epoch bumped"
+            );
         }
         // Remediate (or plan) the changed tenants that drifted, per policy.
         let mut plan_hashes: BTreeMap<String, String> = BTreeMap::new();
