@@ -167,7 +167,7 @@ pub mod guard;
 pub mod payload;
 pub mod quarantine;
 pub mod remediation;
-mod tenants;
+pub mod tenants;
 pub mod testing;
 
 #[cfg(feature = "mysql")]

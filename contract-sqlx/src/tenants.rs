@@ -1,4 +1,8 @@
-//! Which tenants exist, and which pool reaches each of them.
+//! Which tenants exist, and which pool reaches each of them: [`Tenants`] (where names come
+//! from) and [`TenantDirectory`] (tenant → pool, with rejected and duplicate names).
+
+use std::collections::HashMap;
+use std::fmt;
 
 use contract_core::{IdentError, TenantName};
 use sqlx::{Database, Pool};
@@ -45,18 +49,47 @@ impl Tenants {
     }
 }
 
-/// Tenant → pool: tenants may live on several servers (DESIGN D10).
+/// A tenant name reached through more than one pool or file (a tenant being moved between
+/// servers, `tenant_1.db` next to `tenant_1.sqlite`): a configuration error. The name is
+/// never checked, remediated or opened through either: its gate stays closed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct DuplicateTenant {
+    /// The tenant.
+    pub tenant: TenantName,
+    /// Where it was found (pool addresses or file paths), in the order they were added.
+    pub found_in: Vec<String>,
+}
+
+impl fmt::Display for DuplicateTenant {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "duplicate tenant `{}`: found in {}; a tenant must be reached through exactly one \
+             pool or file: remove or rename all but one (its gate stays closed until then)",
+            self.tenant,
+            self.found_in.join(" and ")
+        )
+    }
+}
+
+/// Tenant → pool: tenants may live on several servers (see `ARCHITECTURE.md`).
 #[derive(Debug)]
 pub struct TenantDirectory<DB: Database> {
     groups: Vec<(Pool<DB>, Vec<TenantName>)>,
+    /// Tenant → index of its group in `groups` (duplicates are in neither).
+    index: HashMap<TenantName, usize>,
     rejected: Vec<(String, IdentError)>,
+    duplicates: Vec<DuplicateTenant>,
 }
 
 impl<DB: Database> Clone for TenantDirectory<DB> {
     fn clone(&self) -> Self {
         Self {
             groups: self.groups.clone(),
+            index: self.index.clone(),
             rejected: self.rejected.clone(),
+            duplicates: self.duplicates.clone(),
         }
     }
 }
@@ -65,7 +98,9 @@ impl<DB: Database> Default for TenantDirectory<DB> {
     fn default() -> Self {
         Self {
             groups: Vec::new(),
+            index: HashMap::new(),
             rejected: Vec::new(),
+            duplicates: Vec::new(),
         }
     }
 }
@@ -114,10 +149,33 @@ impl<DB: Backend> TenantDirectory<DB> {
     }
 
     /// Adds tenants reached through `pool`.
+    ///
+    /// A name already reached through another pool (or file) is a configuration error,
+    /// never last-wins: it is removed from both and kept in [`TenantDirectory::duplicates`].
     #[must_use]
     pub fn add(mut self, pool: Pool<DB>, mut tenants: Vec<TenantName>) -> Self {
         tenants.sort();
         tenants.dedup();
+        let group = self.groups.len();
+        let mut here = None;
+        let mut describe_here = || here.get_or_insert_with(|| DB::describe_pool(&pool)).clone();
+        tenants.retain(|tenant| {
+            if let Some(duplicate) = self.duplicates.iter_mut().find(|d| &d.tenant == tenant) {
+                duplicate.found_in.push(describe_here());
+                return false;
+            }
+            let Some(other) = self.index.remove(tenant) else {
+                self.index.insert(tenant.clone(), group);
+                return true;
+            };
+            let (other_pool, names) = &mut self.groups[other];
+            names.retain(|t| t != tenant);
+            self.duplicates.push(DuplicateTenant {
+                tenant: tenant.clone(),
+                found_in: vec![DB::describe_pool(other_pool), describe_here()],
+            });
+            false
+        });
         self.groups.push((pool, tenants));
         self
     }
@@ -142,6 +200,12 @@ impl<DB: Backend> TenantDirectory<DB> {
         &self.rejected
     }
 
+    /// Names reached through more than one pool or file (configuration errors; in no group).
+    #[must_use]
+    pub fn duplicates(&self) -> &[DuplicateTenant] {
+        &self.duplicates
+    }
+
     /// Every tenant, sorted.
     #[must_use]
     pub fn tenants(&self) -> Vec<&TenantName> {
@@ -150,12 +214,10 @@ impl<DB: Backend> TenantDirectory<DB> {
         all
     }
 
-    /// The pool that reaches `tenant`.
+    /// The pool that reaches `tenant` (`None` for an unknown or duplicate tenant).
     #[must_use]
     pub fn pool_of(&self, tenant: &str) -> Option<&Pool<DB>> {
-        self.groups
-            .iter()
-            .find(|(_, ts)| ts.iter().any(|t| t.as_str() == tenant))
-            .map(|(p, _)| p)
+        let tenant = TenantName::new(tenant).ok()?;
+        self.index.get(&tenant).map(|&group| &self.groups[group].0)
     }
 }

@@ -57,6 +57,10 @@ pub trait Backend: Database + Sized {
         sql: &'static str,
     ) -> impl Future<Output = Result<Vec<String>>> + Send;
 
+    /// Where `pool` points, for messages a person reads (`postgres://db1:5432/app`, a
+    /// SQLite file path); never includes a password.
+    fn describe_pool(pool: &Pool<Self>) -> String;
+
     /// Creates a pool-wide audit table if it is missing, once per pool before its first
     /// apply (PostgreSQL: one table for every tenant schema). Where the audit table lives in
     /// each tenant's database (MySQL, SQLite), `apply` creates it next to the audit row and

@@ -104,14 +104,20 @@ fn drop_in_background<DB: Backend>(snapshot: FleetSnapshot<DB>) {
     drop(spawned);
 }
 
-/// Discovered names that were rejected, as unreachable tenants with the reason.
+/// Discovered names that were rejected and names reached twice, as unreachable tenants
+/// with the reason (they are never checked).
 pub(crate) fn rejected_reports<DB: Backend>(
     directory: &TenantDirectory<DB>,
 ) -> impl Iterator<Item = TenantReport> + '_ {
-    directory
+    let rejected = directory
         .rejected()
         .iter()
-        .map(|(name, error)| TenantReport::unreachable(name.clone(), error.to_string()))
+        .map(|(name, error)| TenantReport::unreachable(name.clone(), error.to_string()));
+    let duplicates = directory
+        .duplicates()
+        .iter()
+        .map(|d| TenantReport::unreachable(d.tenant.to_string(), d.to_string()));
+    rejected.chain(duplicates)
 }
 
 /// Introspects `schemas` (plus the contracts' fixed schemas) on `pool` and resolves types.

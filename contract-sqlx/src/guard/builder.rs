@@ -162,7 +162,7 @@ impl<DB: PauseStore> GuardBuilder<DB> {
         if let Some(table) = &self.pauses {
             DB::ensure_pause_table(pool, table).await?;
         }
-        let cells = directory
+        let mut cells: HashMap<_, _> = directory
             .tenants()
             .into_iter()
             .map(|t| {
@@ -175,6 +175,15 @@ impl<DB: PauseStore> GuardBuilder<DB> {
                 )
             })
             .collect();
+        // A name reached twice is a configuration error: closed, never last-wins.
+        for duplicate in directory.duplicates() {
+            let tenant = duplicate.tenant.as_str();
+            let cell = TenantCell::default();
+            let pause = super::configuration_pause(tenant, duplicate.to_string());
+            tracing::error!(tenant, reason = %pause.reason, "tenant paused by the guard");
+            cell.update(|state| state.drift = Some(Arc::new(pause)));
+            cells.insert(tenant.to_owned(), (Arc::from(tenant), Arc::new(cell)));
+        }
         let expected_fingerprint = contract_core::digest_hex(
             serde_json::to_string(
                 &self

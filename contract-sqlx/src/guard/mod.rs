@@ -303,11 +303,20 @@ impl<DB: PauseStore> Guard<DB> {
 }
 
 fn unknown_tenant(tenant: &str) -> PauseInfo {
+    configuration_pause(
+        &tenant.escape_debug().to_string(),
+        "unknown tenant: it is not in the guard's tenant directory; add it and restart the guard"
+            .into(),
+    )
+}
+
+/// A guard pause that no schema change lifts: the tenant's configuration is wrong.
+fn configuration_pause(tenant: &str, reason: String) -> PauseInfo {
     PauseInfo {
-        tenant: tenant.escape_debug().to_string(),
+        tenant: tenant.to_owned(),
         queue: None,
         paused_by: PausedBy::Guard,
-        reason: "unknown tenant: it is not in the guard's tenant directory; add it and restart the guard".into(),
+        reason,
         findings: Vec::new(),
         plan_hash: None,
         expected_fingerprint: None,

@@ -16,7 +16,7 @@ mod row;
 
 use contract_core::{Dialect, LiveColumn, LiveTable, TypeFit, rules};
 use sqlx::mysql::MySqlConnection;
-use sqlx::{AssertSqlSafe, MySql, MySqlPool};
+use sqlx::{AssertSqlSafe, MySql, MySqlPool, Pool};
 
 use crate::backend::resolve::{prepare_types, unresolved};
 use crate::backend::{Backend, TypeMap};
@@ -95,6 +95,19 @@ impl Backend for MySql {
             .fetch_all(pool)
             .await
             .map_err(Error::db("running the tenant registry query", None))
+    }
+
+    fn describe_pool(pool: &Pool<Self>) -> String {
+        let options = pool.connect_options();
+        match options.get_socket() {
+            Some(socket) => format!("mysql://{}", socket.display()),
+            None => format!(
+                "mysql://{}:{}/{}",
+                options.get_host(),
+                options.get_port(),
+                options.get_database().unwrap_or("")
+            ),
+        }
     }
 
     async fn apply(pool: &MySqlPool, job: &ApplyJob<'_, Self>) -> Result<AuditRecord> {

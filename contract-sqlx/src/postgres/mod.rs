@@ -11,7 +11,7 @@ use std::collections::HashSet;
 
 use contract_core::{Dialect, LiveColumn, LiveTable, TypeFit};
 use futures_util::TryStreamExt as _;
-use sqlx::{AssertSqlSafe, Column, Executor, PgPool, Postgres, SqlSafeStr, Statement};
+use sqlx::{AssertSqlSafe, Column, Executor, PgPool, Pool, Postgres, SqlSafeStr, Statement};
 
 use crate::backend::{Backend, TypeMap};
 use crate::check::ContractSet;
@@ -109,6 +109,19 @@ impl Backend for Postgres {
             .fetch_all(pool)
             .await
             .map_err(Error::db("running the tenant registry query", None))
+    }
+
+    fn describe_pool(pool: &Pool<Self>) -> String {
+        let options = pool.connect_options();
+        match options.get_socket() {
+            Some(socket) => format!("postgres://{}", socket.display()),
+            None => format!(
+                "postgres://{}:{}/{}",
+                options.get_host(),
+                options.get_port(),
+                options.get_database().unwrap_or("")
+            ),
+        }
     }
 
     async fn ensure_audit_table(pool: &PgPool, audit: &AuditConfig) -> Result<()> {

@@ -125,6 +125,10 @@ impl Backend for Sqlite {
             .map_err(Error::db("running the tenant registry query", None))
     }
 
+    fn describe_pool(pool: &SqlitePool) -> String {
+        pool.connect_options().get_filename().display().to_string()
+    }
+
     async fn apply(pool: &SqlitePool, job: &ApplyJob<'_, Self>) -> Result<AuditRecord> {
         apply::apply(pool, job).await
     }
