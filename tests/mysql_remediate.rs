@@ -488,3 +488,146 @@ async fn lock_wait_timeout_exhausted_fails_with_the_tenant_unchanged() {
     let statuses: Vec<String> = fleet.audit(1).await.into_iter().map(|r| r.0).collect();
     assert_eq!(statuses, ["failed", "applied"]);
 }
+
+/// An apply interrupted after its DDL (its connection killed while it settled the audit
+/// row) leaves the row `pending`; the next run judges it against the live schema, under
+/// the tenant's lock, and settles it `applied` with the evidence — it never stays pending.
+#[tokio::test]
+async fn pending_audit_row_left_by_an_interrupted_apply_is_reconciled_on_the_next_run() {
+    use sqlx::Connection as _;
+    let pool = support::mysql_pool().await;
+    let fleet = Fleet::create(&pool, 1).await;
+    let db = fleet.names[0].clone();
+    fleet
+        .events(
+            1,
+            "(id BIGINT PRIMARY KEY, user_id BIGINT NOT NULL, kind VARCHAR(32) NOT NULL, \
+             status TEXT NOT NULL DEFAULT 'new', event_metadata JSON DEFAULT '{}')",
+        )
+        .await;
+    let dir = fleet.directory(&pool).await;
+    let contracts = ContractSet::<MySql>::new().with::<Event>();
+    let options = ApplyOptions {
+        lock_timeout: Duration::from_secs(30),
+        ..ApplyOptions::default()
+    };
+    let url = support::mysql_url();
+    // A reader's open transaction holds the table's metadata lock: the ALTER waits for it.
+    let mut reader = sqlx::MySqlConnection::connect(&url).await.expect("reader");
+    exec_on(&mut reader, "START TRANSACTION").await;
+    exec_on(
+        &mut reader,
+        &format!("SELECT id FROM `{db}`.events LIMIT 1"),
+    )
+    .await;
+    let apply = tokio::spawn({
+        let (dir, contracts, options) = (dir.clone(), contracts.clone(), options.clone());
+        async move {
+            remediate(&dir, &contracts, Remediation::SafeOnly)
+                .options(options)
+                .run()
+                .await
+        }
+    });
+    // The pending row is written (and committed) before the DDL.
+    poll(|| async { fleet.audit(1).await.iter().any(|r| r.0 == "pending") }).await;
+    let mut blocker = sqlx::MySqlConnection::connect(&url).await.expect("blocker");
+    exec_on(&mut blocker, "START TRANSACTION").await;
+    exec_on(
+        &mut blocker,
+        &format!("SELECT audit_id FROM `{db}`.contract_audit WHERE status = 'pending' FOR UPDATE"),
+    )
+    .await;
+    exec_on(&mut reader, "COMMIT").await;
+    // The DDL ran; the apply now waits to settle its row: kill its connection there.
+    poll(|| fleet.has_column(1, "events", "note")).await;
+    let settling = || async {
+        sqlx::query_scalar::<_, i64>(
+            "SELECT CAST(ID AS SIGNED) FROM information_schema.PROCESSLIST \
+             WHERE INFO LIKE 'UPDATE %contract_audit%' AND INFO NOT LIKE '%PROCESSLIST%'",
+        )
+        .fetch_optional(&pool)
+        .await
+        .expect("processlist")
+    };
+    poll(|| async { settling().await.is_some() }).await;
+    let id = settling().await.expect("settling connection");
+    exec(&pool, format!("KILL CONNECTION {id}")).await;
+    exec_on(&mut blocker, "ROLLBACK").await;
+    let interrupted = apply.await.expect("join").expect("run");
+    assert_eq!(interrupted.failed.len(), 1, "{:?}", interrupted.failed);
+    let rows = fleet.audit(1).await;
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].0, "pending", "the interrupted apply left {rows:?}");
+
+    // While another replica holds the tenant's lock (its apply may be running) the row is
+    // left alone.
+    let mut other = sqlx::MySqlConnection::connect(&url)
+        .await
+        .expect("other replica");
+    let held: i64 = sqlx::query_scalar("SELECT GET_LOCK(?, 0)")
+        .bind(format!("contract:tenant:{db}"))
+        .fetch_one(&mut other)
+        .await
+        .expect("lock");
+    assert_eq!(held, 1);
+    let during = remediate(&dir, &contracts, Remediation::SafeOnly)
+        .options(options.clone())
+        .run()
+        .await
+        .expect("run while locked");
+    assert!(during.reconciled.is_empty());
+    assert_eq!(fleet.audit(1).await[0].0, "pending");
+    other.close().await.expect("release");
+
+    // The next run finds no drift to fix, and still settles the row.
+    let next = remediate(&dir, &contracts, Remediation::SafeOnly)
+        .options(options)
+        .run()
+        .await
+        .expect("next run");
+    assert!(next.audits.is_empty());
+    let rows = fleet.audit(1).await;
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].0, "applied", "after reconciliation: {rows:?}");
+    let evidence: Option<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        "SELECT evidence FROM `{db}`.contract_audit"
+    )))
+    .fetch_one(&pool)
+    .await
+    .expect("evidence");
+    let evidence = evidence.expect("evidence recorded");
+    assert!(
+        evidence.contains("no longer shows") && evidence.contains("note"),
+        "{evidence}"
+    );
+    assert_eq!(next.reconciled.len(), 1);
+    assert_eq!(
+        next.reconciled[0].outcome,
+        contract_sqlx::remediation::ReconcileOutcome::Applied
+    );
+    reader.close().await.expect("close");
+    blocker.close().await.expect("close");
+}
+
+async fn exec_on(conn: &mut sqlx::MySqlConnection, sql: &str) {
+    sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_owned()))
+        .execute(conn)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+}
+
+/// Polls `check` every 20 ms for up to 30 s (a generous bound, not a timing assertion).
+async fn poll<F, Fut>(mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    for _ in 0..1500 {
+        if check().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("condition not reached within 30 s");
+}

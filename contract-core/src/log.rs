@@ -61,6 +61,11 @@ pub enum LogAction {
         /// Tenants unreachable.
         unreachable: usize,
     },
+    /// Audit rows an interrupted apply had left pending, settled against the live schema.
+    Reconcile {
+        /// One line per row: tenant, audit id, plan, outcome and evidence.
+        settled: Vec<String>,
+    },
     /// Remediation planning.
     Plan {
         /// Every planned statement, tenant by tenant.

@@ -10,14 +10,14 @@ pub(crate) mod resolve;
 use std::collections::HashMap;
 use std::future::Future;
 
-use contract_core::{Dialect, LiveColumn, LiveTable, TypeFit};
+use contract_core::{Dialect, LiveColumn, LiveTable, TenantName, TypeFit};
 use sqlx::{Database, Pool};
 
 use crate::check::ContractSet;
 use crate::check::TypeCheck;
 use crate::error::{Error, Result};
 use crate::remediation::ApplyJob;
-use crate::remediation::{AuditConfig, AuditRecord};
+use crate::remediation::{AuditConfig, AuditRecord, ReconciledAudit};
 
 /// Live type key → the type info row decoding sees for it (DESIGN D1, D3).
 pub type TypeMap<DB> = HashMap<String, <DB as Database>::TypeInfo>;
@@ -71,6 +71,22 @@ pub trait Backend: Database + Sized {
     ) -> impl Future<Output = Result<()>> + Send {
         let _ = (pool, audit);
         async { Ok(()) }
+    }
+
+    /// Settles audit rows an interrupted apply left `pending` in `tenants` (MySQL writes the
+    /// row before DDL that commits implicitly): each is judged against the tenant's live
+    /// schema, checked under the tenant's lock, and becomes `applied`, `failed` or
+    /// `unknown` with the evidence. Best effort: a failure is logged and the row stays
+    /// pending for the next run. Where the audit row commits with the DDL (PostgreSQL,
+    /// SQLite) there is never a pending row, and this does nothing.
+    fn reconcile_audits(
+        pool: &Pool<Self>,
+        tenants: &[TenantName],
+        contracts: &ContractSet<Self>,
+        audit: &AuditConfig,
+    ) -> impl Future<Output = Vec<ReconciledAudit>> + Send {
+        let _ = (pool, tenants, contracts, audit);
+        async { Vec::new() }
     }
 
     /// Applies one tenant's allowed steps: one transaction, timeouts, the per-tenant

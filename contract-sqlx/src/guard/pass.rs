@@ -49,6 +49,18 @@ impl<DB: PauseStore> Guard<DB> {
         );
         let dirty = &dirty;
         let mut observed = inner.observed.lock().await;
+        // At start-up, audit rows an interrupted apply left pending (a killed process, a cut
+        // connection) are settled against the live schema before anything is applied.
+        let first_pass = inner
+            .report
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .is_none();
+        if first_pass && inner.policy.applies() {
+            for (pool, names) in inner.directory.groups() {
+                DB::reconcile_audits(pool, names, &inner.contracts, &inner.options.audit).await;
+            }
+        }
         let mut summary = Revalidation::default();
         // Per pool, the changed tenants that drifted, with the snapshot they were found in:
         // remediation plans from it rather than introspecting them again.

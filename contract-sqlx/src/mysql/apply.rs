@@ -44,7 +44,8 @@ fn audit_table_ddl(audit: &AuditConfig, tenant: &str) -> Result<String> {
             started_at DATETIME(6) NOT NULL,
             finished_at DATETIME(6) NULL,
             duration_ms BIGINT NULL,
-            error TEXT NULL)"
+            error TEXT NULL,
+            evidence TEXT NULL)"
     ))
 }
 
@@ -305,7 +306,7 @@ async fn set_timeouts(conn: &mut MySqlConnection, job: &ApplyJob<'_, MySql>) -> 
 }
 
 /// `contract:tenant:<tenant>`, or a digest of it when it would exceed MySQL's limit.
-fn lock_name(tenant: &str) -> String {
+pub(super) fn lock_name(tenant: &str) -> String {
     let name = format!("contract:tenant:{tenant}");
     if name.len() <= MAX_LOCK_NAME {
         name

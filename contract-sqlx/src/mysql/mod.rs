@@ -12,9 +12,10 @@
 mod apply;
 mod parse;
 mod query;
+mod reconcile;
 mod row;
 
-use contract_core::{Dialect, LiveColumn, LiveTable, TypeFit, rules};
+use contract_core::{Dialect, LiveColumn, LiveTable, TenantName, TypeFit, rules};
 use sqlx::mysql::MySqlConnection;
 use sqlx::{AssertSqlSafe, MySql, MySqlPool, Pool};
 
@@ -24,7 +25,7 @@ use crate::check::ContractSet;
 use crate::check::TypeCheck;
 use crate::error::{Error, Result};
 use crate::remediation::ApplyJob;
-use crate::remediation::AuditRecord;
+use crate::remediation::{AuditConfig, AuditRecord, ReconciledAudit};
 
 impl Backend for MySql {
     const DIALECT: Dialect = Dialect::MySql;
@@ -108,6 +109,15 @@ impl Backend for MySql {
                 options.get_database().unwrap_or("")
             ),
         }
+    }
+
+    async fn reconcile_audits(
+        pool: &MySqlPool,
+        tenants: &[TenantName],
+        contracts: &ContractSet<Self>,
+        audit: &AuditConfig,
+    ) -> Vec<ReconciledAudit> {
+        reconcile::reconcile(pool, tenants, contracts, audit).await
     }
 
     async fn apply(pool: &MySqlPool, job: &ApplyJob<'_, Self>) -> Result<AuditRecord> {

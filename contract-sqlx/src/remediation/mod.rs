@@ -5,11 +5,15 @@
 mod apply;
 pub(crate) mod audit;
 mod epoch;
+mod reconcile;
 mod run;
 
 pub use apply::{ApplyJob, ApplyOptions};
 pub(crate) use apply::{elapsed_ms, failed};
 pub use audit::{AuditConfig, AuditRecord, new_audit_id};
 pub use epoch::SchemaEpoch;
+#[cfg(feature = "mysql")]
+pub(crate) use reconcile::judge;
+pub use reconcile::{ReconcileOutcome, ReconciledAudit};
 pub(crate) use run::{Checked, CheckedGroup, remediate_checked};
 pub use run::{Remediate, RemediationRun, plan_for, remediate};

@@ -4,22 +4,20 @@
 use std::collections::BTreeMap;
 use std::time::{Instant, SystemTime};
 
-use contract_core::plan::{Remediation, TableInput, TenantPlan, plan_tenant};
+use contract_core::plan::{PlanStep, Remediation, TableInput, TenantPlan, plan_tenant};
 use contract_core::{
-    Dialect, ExecutionLog, FleetReport, LogAction, Severity, TenantError, TenantName, TenantReport,
-    Verdict,
+    Dialect, ExecutionLog, Finding, FleetReport, LogAction, Severity, TenantError, TenantName,
+    TenantReport, Verdict,
 };
 use sqlx::Pool;
 use tracing::Instrument as _;
 
 use crate::backend::Backend;
-use crate::check::ContractSet;
-use crate::check::{FleetSnapshot, check_group, rejected_reports};
-use crate::error::error_chain;
-use crate::error::{Error, Result};
-use crate::remediation::AuditRecord;
-use crate::remediation::SchemaEpoch;
-use crate::remediation::{ApplyJob, ApplyOptions, elapsed_ms};
+use crate::check::{ContractSet, FleetSnapshot, check_group, rejected_reports};
+use crate::error::{Error, Result, error_chain};
+use crate::remediation::{
+    ApplyJob, ApplyOptions, AuditRecord, ReconciledAudit, SchemaEpoch, elapsed_ms,
+};
 use crate::tenants::TenantDirectory;
 
 /// The result of [`remediate`].
@@ -33,6 +31,8 @@ pub struct RemediationRun {
     pub audits: Vec<AuditRecord>,
     /// Tenants whose remediation failed (rolled back, unchanged).
     pub failed: Vec<TenantError>,
+    /// Audit rows an earlier, interrupted apply had left `pending`, settled by this run.
+    pub reconciled: Vec<ReconciledAudit>,
     /// The fleet after (equal to `before` when nothing was applied).
     pub after: FleetReport,
     /// Tenants still drifted whose remaining plan waits for approval: tenant → plan.
@@ -214,6 +214,7 @@ pub(crate) async fn remediate_checked<DB: Backend>(
     let mut plans = Vec::new();
     let mut audits = Vec::new();
     let mut failed = Vec::new();
+    let mut reconciled = Vec::new();
     let mut applied = Vec::new();
     let mut attempted = false;
     let (introspect_ms, mut apply_ms, mut tables) = (checked.introspect_ms, 0, 0);
@@ -229,6 +230,9 @@ pub(crate) async fn remediate_checked<DB: Backend>(
             continue;
         };
         let pool = &pool;
+        if policy.applies() {
+            reconciled.extend(DB::reconcile_audits(pool, &names, contracts, &options.audit).await);
+        }
         // A pool-wide audit table (PostgreSQL) is ensured once, before the first apply.
         let mut audit_ready = false;
         tables += snap.tables.len();
@@ -266,7 +270,7 @@ pub(crate) async fn remediate_checked<DB: Backend>(
                     steps: selection.steps.clone(),
                     planned_on,
                     contracts,
-                    drift_before: report.findings.iter().collect(),
+                    drift_before: fixed_by(&selection.steps, &report.findings),
                     options,
                 };
                 let span = tracing::info_span!(
@@ -314,6 +318,11 @@ pub(crate) async fn remediate_checked<DB: Backend>(
         drifted: before.tenants_with("drifted").count(),
         unreachable: before.tenants_with("unreachable").count(),
     });
+    if !reconciled.is_empty() {
+        log.push(LogAction::Reconcile {
+            settled: reconciled.iter().map(ToString::to_string).collect(),
+        });
+    }
     if policy.plans() {
         log.push(plan_entry(&plans));
     }
@@ -351,10 +360,26 @@ pub(crate) async fn remediate_checked<DB: Backend>(
         plans,
         audits,
         failed,
+        reconciled,
         after,
         awaiting_approval,
         log,
     })
+}
+
+/// The findings `steps` fix (what the audit row records as the drift before): a reconciled
+/// audit row is judged by whether exactly these are gone.
+fn fixed_by<'f>(steps: &[&PlanStep], findings: &'f [Finding]) -> Vec<&'f Finding> {
+    findings
+        .iter()
+        .filter(|f| {
+            steps.iter().any(|s| {
+                s.table == f.table
+                    && s.fixes == f.kind
+                    && (s.column.is_none() || s.column == f.column)
+            })
+        })
+        .collect()
 }
 
 fn plan_entry(plans: &[TenantPlan]) -> LogAction {

@@ -1,0 +1,171 @@
+//! Settling audit rows an interrupted apply left `pending` (MySQL writes the row before its
+//! DDL, which commits implicitly): on the next run the row is judged against the live schema
+//! and becomes `applied`, `failed` or `unknown`, with the evidence.
+
+use std::fmt;
+
+use contract_core::{Finding, TenantReport};
+use serde::{Deserialize, Serialize};
+
+/// What a reconciled audit row turned out to be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum ReconcileOutcome {
+    /// Every finding the plan fixed is gone: its statements took effect.
+    Applied,
+    /// Every finding the plan fixed is still there: nothing it planned is visible.
+    Failed,
+    /// Some are gone, some are not (or the row records none): check the tenant by hand.
+    Unknown,
+}
+
+impl ReconcileOutcome {
+    /// The status written to the audit row (`applied`, `failed`, `unknown`).
+    #[must_use]
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            ReconcileOutcome::Applied => "applied",
+            ReconcileOutcome::Failed => "failed",
+            ReconcileOutcome::Unknown => "unknown",
+        }
+    }
+}
+
+impl fmt::Display for ReconcileOutcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One audit row that was `pending` and has been settled.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct ReconciledAudit {
+    /// The audit row.
+    pub audit_id: String,
+    /// The tenant.
+    pub tenant: String,
+    /// The plan the interrupted apply ran.
+    pub plan_hash: String,
+    /// What it turned out to be.
+    pub outcome: ReconcileOutcome,
+    /// Why: which of the findings it fixed are gone and which are still there.
+    pub evidence: String,
+}
+
+impl fmt::Display for ReconciledAudit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}: audit row {} (plan {}) was pending, now {}: {}",
+            self.tenant,
+            self.audit_id,
+            contract_core::plan::short_hash(&self.plan_hash),
+            self.outcome,
+            self.evidence
+        )
+    }
+}
+
+/// Judges a pending row from the findings its plan fixed (`drift_before`) and the tenant's
+/// live state now (checked under the tenant's lock).
+/// Only MySQL leaves pending rows today.
+#[cfg_attr(not(feature = "mysql"), allow(dead_code))]
+pub(crate) fn judge(drift_before: &[Finding], now: &TenantReport) -> (ReconcileOutcome, String) {
+    if drift_before.is_empty() {
+        return (
+            ReconcileOutcome::Unknown,
+            "the row records no finding to compare with the live schema".into(),
+        );
+    }
+    let still = |f: &Finding| {
+        now.findings.iter().any(|n| {
+            n.table == f.table && n.column == f.column && n.kind == f.kind && n.schema == f.schema
+        })
+    };
+    let (present, gone): (Vec<&Finding>, Vec<&Finding>) =
+        drift_before.iter().partition(|f| still(f));
+    let list = |findings: &[&Finding]| {
+        findings
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("; ")
+    };
+    if present.is_empty() {
+        (
+            ReconcileOutcome::Applied,
+            format!(
+                "the live schema no longer shows the drift it fixed ({})",
+                list(&gone)
+            ),
+        )
+    } else if gone.is_empty() {
+        (
+            ReconcileOutcome::Failed,
+            format!("the drift it fixed is still there ({})", list(&present)),
+        )
+    } else {
+        (
+            ReconcileOutcome::Unknown,
+            format!(
+                "partly visible: gone ({}); still there ({})",
+                list(&gone),
+                list(&present)
+            ),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use contract_core::{DriftKind, Severity, Verdict};
+
+    use super::*;
+
+    fn finding(column: &str) -> Finding {
+        Finding {
+            tenant: "t".into(),
+            schema: "t".into(),
+            table: "events".into(),
+            column: Some(column.into()),
+            kind: DriftKind::MissingColumn,
+            severity: Severity::Breaks,
+            expected: "i64".into(),
+            actual: "absent".into(),
+            contract: "Event".into(),
+        }
+    }
+
+    fn now(findings: Vec<Finding>) -> TenantReport {
+        TenantReport {
+            tenant: "t".into(),
+            verdict: Verdict::of(&findings),
+            findings,
+        }
+    }
+
+    #[test]
+    fn judge_says_applied_failed_or_unknown_from_the_findings_it_fixed() {
+        let fixed = [finding("a"), finding("b")];
+        assert_eq!(judge(&fixed, &now(vec![])).0, ReconcileOutcome::Applied);
+        assert_eq!(
+            judge(&fixed, &now(fixed.to_vec())).0,
+            ReconcileOutcome::Failed
+        );
+        let (outcome, evidence) = judge(&fixed, &now(vec![finding("b")]));
+        assert_eq!(outcome, ReconcileOutcome::Unknown);
+        assert!(
+            evidence.contains("still there (t.events: missing column b")
+                && evidence.contains("gone (t.events: missing column a"),
+            "{evidence}"
+        );
+        // Drift the plan did not fix plays no part.
+        assert_eq!(
+            judge(&fixed, &now(vec![finding("c")])).0,
+            ReconcileOutcome::Applied
+        );
+        assert_eq!(judge(&[], &now(vec![])).0, ReconcileOutcome::Unknown);
+    }
+}
