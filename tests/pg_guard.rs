@@ -203,11 +203,16 @@ async fn operator_pause_survives_restart_and_is_never_lifted_by_the_guard() {
     seed(&scratch.pool, 3).await;
     let first = start(&scratch.pool, Remediation::Off).await;
     first
-        .pause("tenant_2", None, "alice", "investigating an incident")
+        .pause("tenant_2")
+        .by("alice")
+        .reason("investigating an incident")
         .await
         .expect("pause");
     first
-        .pause("tenant_1", Some("emails"), "bob", "provider outage")
+        .pause("tenant_1")
+        .queue("emails")
+        .by("bob")
+        .reason("provider outage")
         .await
         .expect("queue pause");
     assert!(!first.gate("tenant_2").is_open());
@@ -225,7 +230,7 @@ async fn operator_pause_survives_restart_and_is_never_lifted_by_the_guard() {
         Gate::Open(_) => panic!("operator pause lost on restart"),
     }
     assert!(!second.gate_queue("tenant_1", "emails").is_open());
-    second.resume("tenant_2", None).await.expect("resume");
+    second.resume("tenant_2").await.expect("resume");
     assert!(second.gate("tenant_2").is_open());
     second.revalidate().await.expect("revalidate");
     assert!(second.gate("tenant_2").is_open());

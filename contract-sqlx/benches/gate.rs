@@ -1,12 +1,18 @@
 //! Cost of `Guard::gate` when nothing changed, against a baseline measured in the same
 //! run: a plain `HashMap<String, bool>` lookup of the same tenant names (the least any
-//! in-memory gate must do). Embedded SQLite tenants; no server needed.
+//! in-memory gate must do). Embedded SQLite tenants; no server needed. A metrics recorder
+//! is installed first, as in production (a cheap one: atomic counters, a histogram that
+//! sums), so the gate's metric calls cost what they cost there.
 //!
 //! `cargo bench -p contract-sqlx --bench gate` — last stdout line is one JSON object.
 
 use std::collections::HashMap;
 use std::hint::black_box;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
+
+use metrics::{Counter, Gauge, Histogram, Key, KeyName, Metadata, Recorder, SharedString, Unit};
 
 use contract_sqlx::{Contract, Guard, sqlite_tenant_files};
 use sqlx::Sqlite;
@@ -22,6 +28,41 @@ struct Event {
 
 const TENANTS: usize = 200;
 const CALLS: usize = 2_000_000;
+
+/// A recorder as cheap as a real exporter can be: atomics only.
+#[derive(Debug, Default)]
+struct AtomicRecorder;
+
+/// A histogram that keeps count and sum.
+#[derive(Debug, Default)]
+struct Summary {
+    count: AtomicU64,
+    sum_nanos: AtomicU64,
+}
+
+impl metrics::HistogramFn for Summary {
+    fn record(&self, value: f64) {
+        self.count.fetch_add(1, Ordering::Relaxed);
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+        self.sum_nanos
+            .fetch_add((value * 1e9) as u64, Ordering::Relaxed);
+    }
+}
+
+impl Recorder for AtomicRecorder {
+    fn describe_counter(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+    fn describe_gauge(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+    fn describe_histogram(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+    fn register_counter(&self, _: &Key, _: &Metadata<'_>) -> Counter {
+        Counter::from_arc(Arc::new(AtomicU64::new(0)))
+    }
+    fn register_gauge(&self, _: &Key, _: &Metadata<'_>) -> Gauge {
+        Gauge::from_arc(Arc::new(AtomicU64::new(0)))
+    }
+    fn register_histogram(&self, _: &Key, _: &Metadata<'_>) -> Histogram {
+        Histogram::from_arc(Arc::new(Summary::default()))
+    }
+}
 
 fn median(mut runs: Vec<f64>) -> f64 {
     runs.sort_by(f64::total_cmp);
@@ -42,6 +83,8 @@ fn time_per_call(names: &[String], mut f: impl FnMut(&str) -> bool) -> f64 {
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    metrics::set_global_recorder(AtomicRecorder)
+        .map_err(|e| format!("cannot install the metrics recorder: {e}"))?;
     let dir = std::env::temp_dir().join(format!("contract-gate-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     let names: Vec<String> = (0..TENANTS).map(|i| format!("tenant_{i}")).collect();

@@ -19,6 +19,18 @@ pub enum Remediation {
     Approved(String),
 }
 
+/// The words the JSON uses: `off`, `dry_run`, `safe_only`, `approved <full plan hash>`.
+impl std::fmt::Display for Remediation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Remediation::Off => f.write_str("off"),
+            Remediation::DryRun => f.write_str("dry_run"),
+            Remediation::SafeOnly => f.write_str("safe_only"),
+            Remediation::Approved(hash) => write!(f, "approved {hash}"),
+        }
+    }
+}
+
 /// The steps a policy lets run for one plan.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Selection<'a> {

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use contract_core::plan::Remediation;
 use sqlx::Pool;
+use tracing::Instrument as _;
 
 use super::gate::TenantCell;
 use super::{GateMetrics, Guard, Inner, PauseStore, PauseTable};
@@ -219,7 +220,13 @@ impl<DB: PauseStore> GuardBuilder<DB> {
                 unpersisted: std::sync::Mutex::new(BTreeSet::new()),
             }),
         };
-        guard.revalidate().await?;
+        let span = tracing::info_span!(
+            "contract.guard.start",
+            dialect = %DB::DIALECT,
+            tenants = guard.inner.directory.tenants().len(),
+            policy = %guard.inner.policy,
+        );
+        guard.revalidate().instrument(span).await?;
         Ok(guard)
     }
 }

@@ -16,6 +16,15 @@ pub enum PausedBy {
     Operator(String),
 }
 
+impl std::fmt::Display for PausedBy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PausedBy::Guard => f.write_str("the guard"),
+            PausedBy::Operator(name) => write!(f, "operator {name}"),
+        }
+    }
+}
+
 /// Why a tenant (or one of its queues) is paused.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PauseInfo {

@@ -1,9 +1,8 @@
 //! Metric names (Prometheus conventions: `_total` counters, `_seconds` histograms, no
 //! tenant label by default — tenants are on spans, logs and pause rows instead).
 
-/// Histogram: time to answer one `gate` call.
-pub const GATE_DURATION: &str = "contract_gate_duration_seconds";
-/// Counter: gate answers, by `outcome` (`open` / `paused`).
+/// Counter: gate answers, by `outcome` (`open` / `paused`). (The gate answers in about a
+/// hundred nanoseconds from memory; timing every call would cost more than the call.)
 pub const GATE_TOTAL: &str = "contract_gate_total";
 /// Gauge: tenants currently paused (guard or operator).
 pub const PAUSED_TENANTS: &str = "contract_paused_tenants";
@@ -13,6 +12,10 @@ pub const DRIFT_FINDINGS: &str = "contract_drift_findings";
 pub const REVALIDATION_DURATION: &str = "contract_revalidation_duration_seconds";
 /// Counter: remediations applied.
 pub const REMEDIATIONS_TOTAL: &str = "contract_remediations_total";
+/// Counter: tenant remediations that failed (rolled back; retried with backoff).
+pub const REMEDIATION_FAILURES_TOTAL: &str = "contract_remediation_failures_total";
+/// Counter: revalidation passes (or pools within one) that could not read the live schema.
+pub const REVALIDATION_ERRORS_TOTAL: &str = "contract_revalidation_errors_total";
 /// Counter: messages by `queue` and `outcome` (`accepted`, `quarantined`, `released`).
 pub const MESSAGES_TOTAL: &str = "contract_messages_total";
 /// Counter: quarantined messages by `queue` and `reason`.

@@ -31,6 +31,7 @@ pub use builder::GuardBuilder;
 pub use gate::{Gate, PauseInfo, PausedBy, Permit};
 #[cfg(feature = "postgres")]
 pub use listen::{DDL_CHANNEL, install_ddl_trigger};
+pub use operator::{OperatorPause, OperatorResume};
 pub use pauses::{PauseStore, PauseTable};
 
 use gate::{TenantCell, TenantState};
@@ -92,7 +93,6 @@ struct Inner<DB: PauseStore> {
 struct GateMetrics {
     open: ::metrics::Counter,
     paused: ::metrics::Counter,
-    duration: ::metrics::Histogram,
 }
 
 impl GateMetrics {
@@ -100,7 +100,6 @@ impl GateMetrics {
         Self {
             open: ::metrics::counter!(metrics::GATE_TOTAL, "outcome" => "open"),
             paused: ::metrics::counter!(metrics::GATE_TOTAL, "outcome" => "paused"),
-            duration: ::metrics::histogram!(metrics::GATE_DURATION),
         }
     }
 }
@@ -133,7 +132,6 @@ impl<DB: PauseStore> Guard<DB> {
     }
 
     fn gate_queue_opt(&self, tenant: &str, queue: Option<&str>) -> Gate {
-        let started = Instant::now();
         let gate = {
             let cells = self
                 .inner
@@ -162,7 +160,6 @@ impl<DB: PauseStore> Guard<DB> {
             &handles.paused
         }
         .increment(1);
-        handles.duration.record(started.elapsed().as_secs_f64());
         gate
     }
 
@@ -295,6 +292,7 @@ impl<DB: PauseStore> Guard<DB> {
                 }
                 let guard = Guard { inner };
                 if let Err(error) = guard.revalidate().await {
+                    ::metrics::counter!(metrics::REVALIDATION_ERRORS_TOTAL).increment(1);
                     tracing::error!(error = %error_chain(&error), "revalidation failed; retrying next interval");
                 }
             }

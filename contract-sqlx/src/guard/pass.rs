@@ -5,11 +5,14 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
+use tracing::Instrument as _;
+
 use contract_core::{FleetReport, Severity, TenantName, TenantReport, Verdict};
 
 use super::{Guard, PauseInfo, PauseStore, PausedBy, Revalidation, metrics};
 use crate::check::{ContractSet, FleetSnapshot, check_tenant, snapshot};
 use crate::error::{Result, error_chain};
+use crate::remediation::backoff::Backoff;
 use crate::remediation::{Checked, CheckedGroup, RemediationRun, remediate_checked};
 use crate::tenants::TenantDirectory;
 
@@ -30,7 +33,18 @@ impl<DB: PauseStore> Guard<DB> {
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner),
         );
-        self.pass(&dirty).await
+        let span = tracing::info_span!(
+            "contract.guard.pass",
+            dirty = dirty.len(),
+            changed = tracing::field::Empty,
+            paused = tracing::field::Empty,
+        );
+        let pass = self.pass(&dirty).instrument(span.clone()).await;
+        if let Ok(summary) = &pass {
+            span.record("changed", summary.changed.len());
+            span.record("paused", summary.paused.len());
+        }
+        pass
     }
 
     async fn pass(&self, dirty: &BTreeSet<String>) -> Result<Revalidation> {
@@ -104,7 +118,9 @@ impl<DB: PauseStore> Guard<DB> {
                     }
                 }
                 Err(error) => {
+                    ::metrics::counter!(metrics::REVALIDATION_ERRORS_TOTAL).increment(1);
                     let error = error_chain(&error);
+                    tracing::warn!(pool = %DB::describe_pool(pool), tenants = names.len(), %error, "revalidation could not read a pool; its tenants are paused as unreachable");
                     for tenant in names {
                         let report = TenantReport::unreachable(tenant.to_string(), error.clone());
                         observed.insert(tenant.to_string(), (String::new(), report));
@@ -182,6 +198,8 @@ impl<DB: PauseStore> Guard<DB> {
                 }
             };
             ::metrics::counter!(metrics::REMEDIATIONS_TOTAL).increment(run.audits.len() as u64);
+            ::metrics::counter!(metrics::REMEDIATION_FAILURES_TOTAL)
+                .increment(run.failed.len() as u64);
             self.schedule_retries(&run);
             failures = run
                 .failed
@@ -399,8 +417,8 @@ impl<DB: PauseStore> Guard<DB> {
     }
 
     /// Failed tenants are retried after the revalidation interval, doubling per failure
-    /// up to ten minutes (retrying every pass would keep queueing exclusive locks);
-    /// remediated tenants are forgotten.
+    /// up to ten minutes, with jitter (retrying every pass would keep queueing exclusive
+    /// locks); remediated tenants are forgotten.
     fn schedule_retries(&self, run: &RemediationRun) {
         let mut retry = self
             .inner
@@ -413,12 +431,12 @@ impl<DB: PauseStore> Guard<DB> {
         let now = Instant::now();
         for failure in &run.failed {
             let failures = retry.get(&failure.tenant).map_or(0, |(_, n)| *n) + 1;
-            let delay = self
-                .inner
-                .interval
-                .saturating_mul(1 << (failures - 1).min(12))
-                .min(Duration::from_secs(600));
-            tracing::warn!(tenant = %failure.tenant, error = %failure.error, failures, retry_in = ?delay, "remediation failed");
+            let delay = Backoff {
+                base: self.inner.interval,
+                max: Duration::from_secs(600),
+            }
+            .delay(failures);
+            tracing::warn!(tenant = %failure.tenant, error = %failure.error, failures, retry_in_ms = crate::remediation::elapsed_ms_of(delay), "remediation failed; retried later");
             retry.insert(failure.tenant.clone(), (now + delay, failures));
         }
     }

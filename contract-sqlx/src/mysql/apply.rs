@@ -111,7 +111,7 @@ async fn locked(
     let statements = job.statements();
     let audit = Audit {
         table: Dialect::MySql.quote_qualified(Some(tenant), &job.options.audit.table)?,
-        id: new_audit_id(tenant),
+        id: new_audit_id(),
     };
     sqlx::raw_sql(AssertSqlSafe(audit_table_ddl(&job.options.audit, tenant)?))
         .execute(&mut *conn)

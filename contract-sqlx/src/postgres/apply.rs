@@ -104,7 +104,7 @@ async fn apply_once(
             .await
             .map_err(fail(statement))?;
     }
-    let audit_id = new_audit_id(tenant);
+    let audit_id = new_audit_id();
     let table = contract_core::Dialect::Postgres
         .quote_qualified(Some(&job.options.audit.schema), &job.options.audit.table)?;
     let duration_ms = crate::remediation::elapsed_ms(started);

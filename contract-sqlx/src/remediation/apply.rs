@@ -5,6 +5,7 @@ use std::time::Duration;
 use contract_core::plan::{PlanStep, TenantPlan};
 use contract_core::{Finding, LiveTable, TableContract, TenantName};
 
+use super::backoff::Backoff;
 use crate::check::ContractSet;
 use crate::error::Error;
 use crate::remediation::AuditConfig;
@@ -40,29 +41,26 @@ impl Default for ApplyOptions {
 }
 
 impl ApplyOptions {
-    /// The backoff before attempt `attempt + 1`: `base * 2^(attempt-1)` plus up to 50% jitter.
+    /// The backoff before attempt `attempt + 1`: `base · 2^(attempt − 1)` (at most a
+    /// minute) plus up to 50% jitter.
     #[must_use]
     pub fn backoff(&self, attempt: u32) -> Duration {
-        let exp = self
-            .base_backoff
-            .saturating_mul(1 << attempt.saturating_sub(1).min(16));
-        let jitter_permille = u32::try_from(random_u64() % 500).unwrap_or(0);
-        exp + exp * jitter_permille / 1000
+        Backoff {
+            base: self.base_backoff,
+            max: Duration::from_secs(60),
+        }
+        .delay(attempt)
     }
 }
 
 /// Milliseconds since `start`, saturating.
 pub(crate) fn elapsed_ms(start: std::time::Instant) -> u64 {
-    u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX)
+    elapsed_ms_of(start.elapsed())
 }
 
-/// Random bits for jitter: `RandomState` is seeded randomly per instance, the process id
-/// only adds to it.
-fn random_u64() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-    hasher.write_u64(u64::from(std::process::id()));
-    hasher.finish()
+/// `duration` in whole milliseconds, saturating.
+pub(crate) fn elapsed_ms_of(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }
 
 /// Maps a database error at `stage` of applying `tenant`'s plan (attempt `attempts`) to

@@ -1,8 +1,6 @@
 //! The audit log of remediations: one row per applied tenant plan.
 
 use serde::{Deserialize, Serialize};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Where audit rows go and who is recorded as the actor.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -27,7 +25,8 @@ impl Default for AuditConfig {
 }
 
 fn default_actor() -> String {
-    let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "localhost".into());
+    let host =
+        hostname::get().map_or_else(|_| "localhost".into(), |h| h.to_string_lossy().into_owned());
     format!("contract-guard@{host}/{}", std::process::id())
 }
 
@@ -50,20 +49,10 @@ pub struct AuditRecord {
     pub duration_ms: u64,
 }
 
-/// A new unique audit id: time, process and a counter, hashed.
+/// A new unique audit id: a UUIDv7, so ids sort by creation time.
 #[must_use]
-pub fn new_audit_id(tenant: &str) -> String {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0);
-    let seed = format!(
-        "{tenant}\u{1e}{nanos}\u{1e}{}\u{1e}{}",
-        std::process::id(),
-        COUNTER.fetch_add(1, Ordering::Relaxed)
-    );
-    contract_core::digest_hex(seed.as_bytes())[..32].to_owned()
+pub fn new_audit_id() -> String {
+    uuid::Uuid::now_v7().to_string()
 }
 
 /// `value` as JSON text, for the audit columns of dialects that bind JSON as text (MySQL,

@@ -4,12 +4,13 @@
 
 mod apply;
 pub(crate) mod audit;
+pub(crate) mod backoff;
 mod epoch;
 mod reconcile;
 mod run;
 
 pub use apply::{ApplyJob, ApplyOptions};
-pub(crate) use apply::{elapsed_ms, failed};
+pub(crate) use apply::{elapsed_ms, elapsed_ms_of, failed};
 pub use audit::{AuditConfig, AuditRecord, new_audit_id};
 pub use epoch::SchemaEpoch;
 #[cfg(feature = "mysql")]

@@ -264,7 +264,7 @@ async fn in_transaction(
         .execute(&mut *tx)
         .await
         .map_err(fail("audit table"))?;
-    let audit_id = new_audit_id(tenant);
+    let audit_id = new_audit_id();
     let table = Dialect::Sqlite.quote_qualified(Some("main"), &job.options.audit.table)?;
     let duration_ms = crate::remediation::elapsed_ms(started);
     // language=SQL
