@@ -8,7 +8,7 @@ mod epoch;
 mod run;
 
 pub use apply::{ApplyJob, ApplyOptions};
-pub(crate) use apply::{elapsed_ms, failed};
+pub(crate) use apply::{elapsed_ms, failed, outcome_unknown};
 pub use audit::{AuditConfig, AuditRecord, new_audit_id};
 pub use epoch::SchemaEpoch;
 pub(crate) use run::{Checked, CheckedGroup, remediate_checked};

@@ -31,7 +31,7 @@ pub struct RemediationRun {
     pub plans: Vec<TenantPlan>,
     /// Audit rows written.
     pub audits: Vec<AuditRecord>,
-    /// Tenants whose remediation failed (rolled back, unchanged).
+    /// Tenants whose remediation failed; each error says whether the tenant is unchanged.
     pub failed: Vec<TenantError>,
     /// The fleet after (equal to `before` when nothing was applied).
     pub after: FleetReport,
