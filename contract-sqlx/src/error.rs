@@ -76,6 +76,25 @@ pub enum Error {
         #[source]
         source: Box<sqlx::Error>,
     },
+    /// The connection was lost at a moment the server may have completed the step
+    /// (PostgreSQL: after `COMMIT` was sent; MySQL/MariaDB: during a DDL statement, which
+    /// commits implicitly): whether the remediation took effect is unknown until the tenant
+    /// is checked again.
+    #[error(
+        "remediation of tenant `{tenant}` lost its connection at `{stage}`, so whether it took effect is unknown (audit row `{audit_id}`); the next check shows the tenant's schema and the next run applies what is still missing"
+    )]
+    OutcomeUnknown {
+        /// The tenant.
+        tenant: String,
+        /// What was running (`commit`, or a statement).
+        stage: String,
+        /// The audit row of this remediation (PostgreSQL: it exists if and only if the
+        /// commit took effect; MySQL/MariaDB: it stays `pending`).
+        audit_id: String,
+        /// The driver's error.
+        #[source]
+        source: sqlx::Error,
+    },
     /// The database role lacks a privilege the feature needs.
     #[error("the database role may not {what}; {hint}")]
     Privilege {

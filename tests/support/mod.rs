@@ -5,6 +5,8 @@
 #![allow(dead_code)]
 
 pub mod conformance;
+pub mod faults;
+pub mod proxy;
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};

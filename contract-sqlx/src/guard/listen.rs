@@ -93,8 +93,10 @@ pub async fn install_ddl_trigger(pool: &PgPool) -> Result<()> {
 impl Guard<Postgres> {
     /// Listens on [`DDL_CHANNEL`] on a dedicated connection of the guard's start-up pool and
     /// marks the named tenant dirty, so its gate closes promptly after DDL (needs
-    /// [`install_ddl_trigger`]; harmless without it). Reconnects after connection loss.
-    /// Stops when every clone of the guard is dropped.
+    /// [`install_ddl_trigger`]; harmless without it). Reconnects after connection loss and
+    /// then wakes a pass of the background task ([`Guard::spawn`]): DDL made while the
+    /// connection was down was never notified. Stops when every clone of the guard is
+    /// dropped.
     ///
     /// # Errors
     ///
@@ -103,21 +105,48 @@ impl Guard<Postgres> {
         let mut listener = PgListener::connect_with(&self.inner.control)
             .await
             .map_err(Error::db("listening for DDL notifications", None))?;
+        // Reconnect here, not silently inside `try_recv`: the pass must follow the new LISTEN.
+        listener.eager_reconnect(false);
         listener
             .listen(DDL_CHANNEL)
             .await
             .map_err(Error::db("listening for DDL notifications", None))?;
         let weak = std::sync::Arc::downgrade(&self.inner);
         Ok(tokio::spawn(async move {
+            let mut lost = false;
             loop {
+                if lost {
+                    // A query on the listener reconnects and listens again; only then is a
+                    // pass sure to see every change the lost connection was not told about.
+                    match sqlx::query("SELECT 1").execute(&mut listener).await {
+                        Ok(_) => {
+                            let Some(inner) = weak.upgrade() else { return };
+                            tracing::info!(
+                                "DDL listener reconnected; re-checking every tenant for changes made meanwhile"
+                            );
+                            inner.wake.notify_one();
+                            lost = false;
+                        }
+                        Err(error) => {
+                            tracing::warn!(error = %error_chain(&error), "DDL listener cannot reconnect yet; retrying");
+                            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                        }
+                    }
+                }
                 let received =
-                    tokio::time::timeout(std::time::Duration::from_secs(1), listener.recv()).await;
+                    tokio::time::timeout(std::time::Duration::from_secs(1), listener.try_recv())
+                        .await;
                 let Some(inner) = weak.upgrade() else { return };
                 let guard = Guard { inner };
                 match received {
-                    Ok(Ok(notification)) => guard.mark_dirty(notification.payload()),
+                    Ok(Ok(Some(notification))) => guard.mark_dirty(notification.payload()),
+                    Ok(Ok(None)) => {
+                        tracing::warn!("DDL listener lost its connection; reconnecting");
+                        lost = true;
+                    }
                     Ok(Err(error)) => {
                         tracing::warn!(error = %error_chain(&error), "DDL listener lost its connection; reconnecting");
+                        lost = true;
                         tokio::time::sleep(std::time::Duration::from_millis(500)).await;
                     }
                     Err(_elapsed) => {}

@@ -13,7 +13,7 @@ use sqlx::{AssertSqlSafe, Connection, MySql, MySqlPool, SqlSafeStr};
 use crate::error::error_chain;
 use crate::error::{Error, Result};
 use crate::remediation::audit::to_json;
-use crate::remediation::{ApplyJob, failed};
+use crate::remediation::{ApplyJob, failed, outcome_unknown};
 use crate::remediation::{AuditConfig, AuditRecord, new_audit_id};
 
 /// `ER_LOCK_WAIT_TIMEOUT`: `lock_wait_timeout` (metadata lock) or
@@ -179,6 +179,16 @@ async fn locked(
             }),
         };
     };
+    if outcome_unknown(&source) {
+        // The connection was lost during the statement: the server may have run it (DDL
+        // commits implicitly). `failed` could be a lie; the row stays `pending`.
+        return Err(Error::OutcomeUnknown {
+            tenant: tenant.to_owned(),
+            stage,
+            audit_id: audit.id,
+            source,
+        });
+    }
     let text = error_chain(&source);
     let settled = audit
         .settle(conn, "failed", attempts, duration_ms, Some(&text))

@@ -5,7 +5,7 @@ use std::time::Instant;
 use sqlx::{AssertSqlSafe, PgPool, Postgres, SqlSafeStr, Transaction};
 
 use crate::error::{Error, Result};
-use crate::remediation::{ApplyJob, failed};
+use crate::remediation::{ApplyJob, failed, outcome_unknown};
 use crate::remediation::{AuditConfig, AuditRecord, new_audit_id};
 
 /// SQLSTATE `lock_not_available`: `lock_timeout` fired.
@@ -125,7 +125,19 @@ async fn apply_once(
         .execute(&mut *tx)
         .await
         .map_err(fail("audit row"))?;
-    tx.commit().await.map_err(fail("commit"))?;
+    // A commit whose answer was lost may have taken effect: never report it unchanged.
+    tx.commit().await.map_err(|source| {
+        if outcome_unknown(&source) {
+            Error::OutcomeUnknown {
+                tenant: tenant.to_owned(),
+                stage: "commit".into(),
+                audit_id: audit_id.clone(),
+                source,
+            }
+        } else {
+            fail("commit")(source)
+        }
+    })?;
     Ok(AuditRecord {
         audit_id,
         tenant: tenant.to_owned(),

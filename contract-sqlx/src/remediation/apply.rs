@@ -79,6 +79,12 @@ pub(crate) fn failed(
     }
 }
 
+/// `true` when `error` is not the server's answer but a lost connection (or another
+/// client-side failure): a statement sent before it may or may not have taken effect.
+pub(crate) fn outcome_unknown(error: &sqlx::Error) -> bool {
+    error.as_database_error().is_none()
+}
+
 /// Everything one tenant's apply needs.
 #[derive(Debug)]
 pub struct ApplyJob<'a, DB: sqlx::Database> {

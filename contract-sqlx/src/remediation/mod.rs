@@ -10,7 +10,7 @@ mod reconcile;
 mod run;
 
 pub use apply::{ApplyJob, ApplyOptions};
-pub(crate) use apply::{elapsed_ms, elapsed_ms_of, failed};
+pub(crate) use apply::{elapsed_ms, elapsed_ms_of, failed, outcome_unknown};
 pub use audit::{AuditConfig, AuditRecord, new_audit_id};
 pub use epoch::SchemaEpoch;
 #[cfg(feature = "mysql")]

@@ -29,7 +29,7 @@ pub struct RemediationRun {
     pub plans: Vec<TenantPlan>,
     /// Audit rows written.
     pub audits: Vec<AuditRecord>,
-    /// Tenants whose remediation failed (rolled back, unchanged).
+    /// Tenants whose remediation failed; each error says whether the tenant is unchanged.
     pub failed: Vec<TenantError>,
     /// Audit rows an earlier, interrupted apply had left `pending`, settled by this run.
     pub reconciled: Vec<ReconciledAudit>,
