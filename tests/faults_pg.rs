@@ -772,3 +772,42 @@ async fn thirty_second_outage_with_passes_running() {
     pool.close().await;
     scratch.drop_db().await;
 }
+
+/// With the pool's own `acquire_timeout` at sqlx's default (30 s), a pass would wait that
+/// long for a refused server, and every gate would stay open meanwhile; the guard's
+/// `check_timeout` bounds it: the gates close within a pass or two of it.
+#[tokio::test]
+async fn gates_close_within_the_check_timeout_while_connections_are_refused() {
+    let scratch = PgScratch::create("contract_fault_check_timeout").await;
+    seed(&scratch.pool, &[FULL, FULL]).await;
+    let proxy = proxy_to_pg().await;
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(4)
+        .acquire_timeout(Duration::from_secs(30))
+        .connect_lazy_with(support::proxy::pg_options(&proxy, &scratch.url));
+    let guard = guard_builder()
+        .in_memory_pauses()
+        .revalidate_every(Duration::from_millis(200))
+        .check_timeout(Duration::from_secs(1))
+        .start(&pool)
+        .await
+        .expect("start");
+    assert_eq!(open_gates(&guard).len(), 2);
+    let task = guard.spawn();
+    proxy.refuse(Refusal::Down).await;
+    proxy.cut_all();
+    // Well under the pool's 30 s acquire timeout (a bound on the outcome, not a timing).
+    assert!(
+        eventually(Duration::from_secs(15), || all_paused_unreachable(&guard)).await,
+        "gates still open: {:?}",
+        open_gates(&guard)
+    );
+    proxy.heal().await;
+    assert!(
+        eventually(Duration::from_secs(30), || open_gates(&guard).len() == 2).await,
+        "gates did not reopen"
+    );
+    task.abort();
+    pool.close().await;
+    scratch.drop_db().await;
+}

@@ -106,6 +106,17 @@ pub enum Error {
         #[source]
         source: sqlx::Error,
     },
+    /// A guard pass could not read a pool's live schema in time; its tenants are paused as
+    /// unreachable until a pass succeeds.
+    #[error(
+        "the live schema on {pool} could not be read within {}; is the server up? (the guard's check_timeout)", humantime::format_duration(*.after)
+    )]
+    CheckTimeout {
+        /// Where the pool points.
+        pool: String,
+        /// The guard's `check_timeout`.
+        after: std::time::Duration,
+    },
     /// A SQLite tenant directory could not be read.
     #[error("cannot read tenant directory `{path}`")]
     TenantDirectory {

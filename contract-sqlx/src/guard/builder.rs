@@ -25,6 +25,7 @@ pub struct GuardBuilder<DB: PauseStore> {
     options: ApplyOptions,
     pauses: Option<PauseTable>,
     interval: Duration,
+    check_timeout: Duration,
     epoch: SchemaEpoch,
 }
 
@@ -92,6 +93,16 @@ impl<DB: PauseStore> GuardBuilder<DB> {
     #[must_use]
     pub fn revalidate_every(mut self, interval: Duration) -> Self {
         self.interval = interval;
+        self
+    }
+
+    /// How long one pass may wait for a pool's live schema before its tenants are paused as
+    /// unreachable (default 10 s). It bounds how long gates stay open while a server is
+    /// away: without it a pass waits for the pool's own `acquire_timeout` (sqlx: 30 s) while
+    /// connections are refused. Raise it for very large fleets on slow servers.
+    #[must_use]
+    pub fn check_timeout(mut self, timeout: Duration) -> Self {
+        self.check_timeout = timeout;
         self
     }
 
@@ -206,6 +217,7 @@ impl<DB: PauseStore> GuardBuilder<DB> {
                 options: self.options,
                 pauses: self.pauses,
                 interval: self.interval,
+                check_timeout: self.check_timeout,
                 epoch: self.epoch,
                 expected_fingerprint,
                 cells: RwLock::new(cells),
@@ -243,6 +255,7 @@ impl<DB: PauseStore> Guard<DB> {
             options: ApplyOptions::default(),
             pauses: Some(PauseTable::default()),
             interval: Duration::from_secs(5),
+            check_timeout: Duration::from_secs(10),
             epoch: SchemaEpoch::new(),
         }
     }

@@ -67,6 +67,8 @@ struct Inner<DB: PauseStore> {
     options: ApplyOptions,
     pauses: Option<PauseTable>,
     interval: Duration,
+    /// How long a pass waits for one pool's live schema (then: unreachable).
+    check_timeout: Duration,
     epoch: SchemaEpoch,
     expected_fingerprint: String,
     cells: RwLock<Cells>,

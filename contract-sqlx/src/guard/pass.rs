@@ -87,7 +87,16 @@ impl<DB: PauseStore> Guard<DB> {
         for (pool, names) in inner.directory.groups() {
             let schemas: Vec<String> = names.iter().map(|t| t.as_str().to_owned()).collect();
             summary.introspected += schemas.len();
-            match snapshot(pool, &schemas, &inner.contracts).await {
+            let read = tokio::time::timeout(
+                inner.check_timeout,
+                snapshot(pool, &schemas, &inner.contracts),
+            )
+            .await
+            .unwrap_or(Err(crate::error::Error::CheckTimeout {
+                pool: DB::describe_pool(pool),
+                after: inner.check_timeout,
+            }));
+            match read {
                 Ok(snap) => {
                     let (mut drifted, mut reports) = (Vec::new(), Vec::new());
                     for tenant in names {
