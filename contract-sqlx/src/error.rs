@@ -95,6 +95,21 @@ pub enum Error {
         #[source]
         source: sqlx::Error,
     },
+    /// Every statement of a MySQL/MariaDB remediation ran, but its audit row could not be
+    /// marked `applied` (the connection was lost or the write failed): it stays `pending`
+    /// and the next run reconciles it against the live schema.
+    #[error(
+        "remediation of tenant `{tenant}` applied every statement, but its audit row `{audit_id}` could not be marked applied and stays pending; the next run reconciles it against the live schema"
+    )]
+    AuditNotSettled {
+        /// The tenant.
+        tenant: String,
+        /// The audit row.
+        audit_id: String,
+        /// The driver's error.
+        #[source]
+        source: sqlx::Error,
+    },
     /// The database role lacks a privilege the feature needs.
     #[error("the database role may not {what}; {hint}")]
     Privilege {

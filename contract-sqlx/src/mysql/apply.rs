@@ -170,12 +170,10 @@ async fn locked(
                 attempts,
                 duration_ms,
             }),
-            Err(source) => Err(Error::PartiallyApplied {
+            Err(source) => Err(Error::AuditNotSettled {
                 tenant: tenant.to_owned(),
-                stage: "audit row".into(),
-                applied,
                 audit_id: audit.id,
-                source: Box::new(source),
+                source,
             }),
         };
     };
