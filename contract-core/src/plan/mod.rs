@@ -11,12 +11,13 @@ pub mod types;
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+use std::fmt;
 
 pub use planner::plan_tenant;
 pub use policy::{Remediation, Selection};
 pub use step::{Action, Hazard, LockLevel, PlanStep, Refusal};
 
-use crate::digest::digest_hex;
+use crate::digest::{FieldDigest, digest_hex};
 use crate::drift::Finding;
 use crate::ident::Dialect;
 use crate::live::LiveTable;
@@ -55,6 +56,11 @@ pub struct TenantPlan {
     /// SHA-256 over the dialect, tenant and every statement: the same inputs give the same
     /// hash on every run and machine. Approve a plan with exactly this value.
     pub hash: String,
+    /// The change shape: SHA-256 over the dialect and each step (action, lock, hazards and
+    /// statements) with the tenant's own schema replaced by a placeholder. Tenants that
+    /// drifted the same way share it, so one approval of the shape covers all of them.
+    #[serde(default)]
+    pub shape: String,
 }
 
 impl TenantPlan {
@@ -72,12 +78,14 @@ impl TenantPlan {
             }
         }
         let hash = digest_hex(text.as_bytes());
+        let shape = shape_of(tenant, dialect, &steps);
         Self {
             tenant: tenant.to_owned(),
             dialect,
             steps,
             refusals,
             hash,
+            shape,
         }
     }
 
@@ -117,6 +125,77 @@ impl TenantPlan {
     #[must_use]
     pub fn short_hash(&self) -> &str {
         short_hash(&self.hash)
+    }
+
+    /// The strongest lock any step takes (`None` when there is no step).
+    #[must_use]
+    pub fn strongest_lock(&self) -> Option<LockLevel> {
+        self.steps.iter().map(|s| s.lock).max()
+    }
+}
+
+/// The placeholder that stands for the tenant's schema in a change shape.
+pub const SHAPE_TENANT: &str = "{tenant}";
+
+/// The change shape of `steps` planned for `tenant` (see [`TenantPlan::shape`]).
+fn shape_of(tenant: &str, dialect: Dialect, steps: &[PlanStep]) -> String {
+    // Tenant names are plain identifiers, so the quoted qualifier is exact text.
+    let qualifier = dialect.quote(tenant).map(|q| format!("{q}.")).ok();
+    let placeholder = format!("{SHAPE_TENANT}.");
+    let mut digest = FieldDigest::new();
+    digest.field(dialect.to_string());
+    for step in steps {
+        digest
+            .field(step.action.as_str())
+            .field(step.lock.as_str())
+            .field(&step.table)
+            .optional(step.column.as_deref());
+        for hazard in &step.hazards {
+            digest.field(hazard.as_str());
+        }
+        for statement in &step.statements {
+            match &qualifier {
+                Some(q) => digest.field(statement.replace(q.as_str(), &placeholder)),
+                None => digest.field(statement),
+            };
+        }
+    }
+    digest.finish_hex()
+}
+
+/// A plan as a person reads it: hash, shape, each step with its lock and hazards in words,
+/// the statements, and what is refused.
+impl fmt::Display for TenantPlan {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "plan {} for tenant {} ({}; shape {})",
+            self.hash,
+            self.tenant,
+            self.dialect,
+            short_hash(&self.shape)
+        )?;
+        if self.steps.is_empty() {
+            writeln!(f, "  nothing to apply")?;
+        }
+        for (i, step) in self.steps.iter().enumerate() {
+            writeln!(f, "  {}. {step}", i + 1)?;
+            for statement in &step.statements {
+                writeln!(f, "       {statement}")?;
+            }
+        }
+        for refusal in &self.refusals {
+            writeln!(f, "  refused: {refusal}")?;
+        }
+        if self.needs_approval() {
+            write!(
+                f,
+                "  waits for approval of plan {} (or of shape {})",
+                self.hash, self.shape
+            )
+        } else {
+            write!(f, "  safe to apply unattended")
+        }
     }
 }
 

@@ -42,6 +42,24 @@ impl Hazard {
     }
 }
 
+impl Hazard {
+    /// What the hazard means, in words, for an operator deciding on an approval.
+    #[must_use]
+    pub const fn describe(self) -> &'static str {
+        match self {
+            Hazard::TableRewrite => "rewrites the whole table",
+            Hazard::AccessExclusiveLock => {
+                "holds an ACCESS EXCLUSIVE lock (readers and writers wait) while it runs"
+            }
+            Hazard::IndexRebuild => "rebuilds every index on the column",
+            Hazard::ValidatesRows => "reads every row and fails if one violates the new rule",
+            Hazard::RenamesColumn => "renames a column: readers of the old name break",
+            Hazard::TableRebuild => "rebuilds the table (create, copy, drop, rename)",
+            Hazard::LocksReferencedTable => "also locks the referenced (parent) table",
+        }
+    }
+}
+
 impl fmt::Display for Hazard {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
@@ -64,6 +82,38 @@ pub enum LockLevel {
     AccessExclusive,
 }
 
+impl LockLevel {
+    /// The level's snake_case name (the JSON form).
+    #[must_use]
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            LockLevel::None => "none",
+            LockLevel::ShareUpdateExclusive => "share_update_exclusive",
+            LockLevel::ShareRowExclusive => "share_row_exclusive",
+            LockLevel::AccessExclusiveBrief => "access_exclusive_brief",
+            LockLevel::AccessExclusive => "access_exclusive",
+        }
+    }
+
+    /// What the lock means for the tenant's readers and writers, in words.
+    #[must_use]
+    pub const fn describe(self) -> &'static str {
+        match self {
+            LockLevel::None => "no lock on existing tables",
+            LockLevel::ShareUpdateExclusive => "SHARE UPDATE EXCLUSIVE (reads and writes continue)",
+            LockLevel::ShareRowExclusive => "SHARE ROW EXCLUSIVE (writes wait)",
+            LockLevel::AccessExclusiveBrief => "ACCESS EXCLUSIVE, briefly (metadata only)",
+            LockLevel::AccessExclusive => "ACCESS EXCLUSIVE for the whole step",
+        }
+    }
+}
+
+impl fmt::Display for LockLevel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// What a step does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -82,6 +132,28 @@ pub enum Action {
     AddForeignKey,
     /// ALTER TYPE … ADD VALUE (PostgreSQL enum labels).
     AddEnumLabel,
+}
+
+impl Action {
+    /// The action's snake_case name (the JSON form).
+    #[must_use]
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Action::CreateTable => "create_table",
+            Action::AddColumn => "add_column",
+            Action::RenameColumn => "rename_column",
+            Action::ChangeType => "change_type",
+            Action::SetNotNull => "set_not_null",
+            Action::AddForeignKey => "add_foreign_key",
+            Action::AddEnumLabel => "add_enum_label",
+        }
+    }
+}
+
+impl fmt::Display for Action {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// One step of a plan: its SQL, what it fixes, its lock and hazards.
@@ -111,6 +183,32 @@ impl PlanStep {
     }
 }
 
+/// `add_column events.note (fixes missing_column); lock: …; hazards: none`.
+impl fmt::Display for PlanStep {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}", self.action, self.table)?;
+        if let Some(column) = &self.column {
+            write!(f, ".{column}")?;
+        }
+        write!(
+            f,
+            " (fixes {}); lock: {}; hazards: ",
+            self.fixes,
+            self.lock.describe()
+        )?;
+        if self.hazards.is_empty() {
+            return f.write_str("none, safe to apply unattended");
+        }
+        for (i, hazard) in self.hazards.iter().enumerate() {
+            if i > 0 {
+                f.write_str(", ")?;
+            }
+            write!(f, "{} ({})", hazard, hazard.describe())?;
+        }
+        Ok(())
+    }
+}
+
 /// A finding the planner will not fix, and why.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Refusal {
@@ -122,4 +220,14 @@ pub struct Refusal {
     pub kind: DriftKind,
     /// Why, and what to do instead.
     pub reason: String,
+}
+
+impl fmt::Display for Refusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.table)?;
+        if let Some(column) = &self.column {
+            write!(f, ".{column}")?;
+        }
+        write!(f, " ({}): {}", self.kind, self.reason)
+    }
 }

@@ -50,14 +50,24 @@ fn plan_for(
     live: Option<&LiveTable>,
     types: &[(&str, &str)],
 ) -> TenantPlan {
+    plan_for_tenant("tenant_1", dialect, contract, live, types)
+}
+
+fn plan_for_tenant(
+    tenant: &str,
+    dialect: Dialect,
+    contract: &TableContract,
+    live: Option<&LiveTable>,
+    types: &[(&str, &str)],
+) -> TenantPlan {
     let expected: BTreeMap<String, String> = types
         .iter()
         .map(|(c, t)| ((*c).to_owned(), (*t).to_owned()))
         .collect();
     let findings = diff(
         DiffScope {
-            tenant: "tenant_1",
-            schema: "tenant_1",
+            tenant,
+            schema: tenant,
         },
         contract,
         live,
@@ -69,8 +79,8 @@ fn plan_for(
         findings: &findings,
         expected_types: &expected,
     };
-    let schema = (dialect != Dialect::Sqlite).then_some("tenant_1");
-    plan_tenant(dialect, "tenant_1", schema, &[input])
+    let schema = (dialect != Dialect::Sqlite).then_some(tenant);
+    plan_tenant(dialect, tenant, schema, &[input])
 }
 
 fn live(columns: Vec<LiveColumn>) -> LiveTable {
@@ -826,5 +836,60 @@ fn plan_widens_a_column_narrower_than_the_declared_sql_type_in_place() {
         plan.refusals[0].reason.contains("narrows or loses data"),
         "{}",
         plan.refusals[0].reason
+    );
+}
+
+#[test]
+fn tenants_with_the_same_drift_share_a_shape_but_not_a_hash() {
+    let contract = events(vec![
+        column("id", "i64"),
+        nullable("note", "String"),
+        nullable("kind", "String"),
+    ]);
+    let missing = |tenant: &str, present: &str| {
+        let mut t = LiveTable::new(tenant, "events");
+        t.columns = vec![
+            LiveColumn::new("id", "int8").not_null(),
+            LiveColumn::new(present, "text"),
+        ];
+        t
+    };
+    let types = [("id", "int8"), ("note", "text"), ("kind", "text")];
+    for dialect in [Dialect::Postgres, Dialect::MySql] {
+        let (one, two) = (missing("tenant_1", "kind"), missing("tenant_20", "kind"));
+        let a = plan_for_tenant("tenant_1", dialect, &contract, Some(&one), &types);
+        let b = plan_for_tenant("tenant_20", dialect, &contract, Some(&two), &types);
+        assert!(!a.steps.is_empty(), "{dialect}: {a:?}");
+        assert!(a.statements().all(|s| s.contains("tenant_1")), "{dialect}");
+        assert_ne!(a.hash, b.hash, "{dialect}: the hash names the tenant");
+        assert_eq!(a.shape, b.shape, "{dialect}: same drift, same shape");
+        // A different drift has a different shape.
+        let other = missing("tenant_1", "note");
+        let c = plan_for_tenant("tenant_1", dialect, &contract, Some(&other), &types);
+        assert_ne!(a.shape, c.shape, "{dialect}");
+    }
+}
+
+#[test]
+fn a_plan_reads_in_words_with_its_full_hash() {
+    let contract = events(vec![column("id", "i64"), column("user_id", "i64")]);
+    let live = live(vec![
+        LiveColumn::new("id", "int8").not_null(),
+        LiveColumn::new("user_id", "int4").not_null(),
+    ]);
+    let plan = plan_for(
+        Dialect::Postgres,
+        &contract,
+        Some(&live),
+        &[("id", "int8"), ("user_id", "int8")],
+    );
+    let text = plan.to_string();
+    assert!(text.contains(&plan.hash), "{text}");
+    assert!(text.contains("rewrites the whole table"), "{text}");
+    assert!(text.contains("ACCESS EXCLUSIVE"), "{text}");
+    assert!(text.contains("waits for approval"), "{text}");
+    assert!(
+        !text.contains("TableRewrite") && !text.contains('['),
+        "{text}"
     );
 }
