@@ -11,7 +11,7 @@ use contract_sqlx::{
     Contract, SchemaEpoch, TenantDirectory, Tenants, check::ContractSet, remediate,
     remediation::ApplyOptions,
 };
-use sqlx::{PgPool, Postgres};
+use sqlx::{AssertSqlSafe, PgPool, Postgres};
 use support::PgScratch;
 
 #[derive(Debug, sqlx::FromRow, Contract)]
@@ -448,5 +448,107 @@ async fn a_column_narrower_than_the_declared_sql_type_is_widened_in_place() {
         ]
     );
     assert!(run.after.is_clean(), "{}", run.after);
+    scratch.drop_db().await;
+}
+
+/// Two tenants whose remediation-lock names share a 32-bit `hashtext` value (found with
+/// `generate_series` over `tenant_1..200000`; the test checks it on the server).
+const COLLIDING_TENANTS: [&str; 2] = ["tenant_1754", "tenant_128957"];
+
+async fn list_directory(pool: &PgPool, tenant: &str) -> TenantDirectory<Postgres> {
+    TenantDirectory::new()
+        .discover(pool, &Tenants::list([tenant]))
+        .await
+        .expect("discover")
+}
+
+#[tokio::test]
+async fn advisory_lock_keys_collide_across_tenants() {
+    let scratch = PgScratch::create("contract_lock_keys").await;
+    let [held, other] = COLLIDING_TENANTS;
+    let collide: bool = sqlx::query_scalar("SELECT hashtext($1) = hashtext($2)")
+        .bind(format!("contract:tenant:{held}"))
+        .bind(format!("contract:tenant:{other}"))
+        .fetch_one(&scratch.pool)
+        .await
+        .expect("hashtext");
+    assert!(collide, "the pair must collide under a 32-bit hashtext key");
+    for tenant in COLLIDING_TENANTS {
+        // `event_metadata` is missing: a safe ADD COLUMN.
+        support::exec(
+            &scratch.pool,
+            format!(
+                "CREATE SCHEMA {tenant}; CREATE TABLE {tenant}.events (id int8 PRIMARY KEY, \
+                 user_id int8 NOT NULL, event_data jsonb NOT NULL);"
+            ),
+        )
+        .await;
+    }
+    let contracts = ContractSet::<Postgres>::new().with::<Event>();
+
+    // Replica A remediates `held` and stalls on a reader's table lock, holding `held`'s
+    // remediation lock all the while.
+    let mut reader = scratch.pool.begin().await.expect("begin");
+    sqlx::query(AssertSqlSafe(format!(
+        "LOCK TABLE {held}.events IN ACCESS SHARE MODE"
+    )))
+    .execute(&mut *reader)
+    .await
+    .expect("lock");
+    let replica_a = {
+        let (dir, contracts) = (list_directory(&scratch.pool, held).await, contracts.clone());
+        let options = ApplyOptions {
+            lock_timeout: Duration::from_secs(60),
+            ..ApplyOptions::default()
+        };
+        tokio::spawn(async move {
+            remediate(&dir, &contracts, Remediation::SafeOnly)
+                .options(options)
+                .run()
+                .await
+        })
+    };
+    let mut stalled = false;
+    for _ in 0..200 {
+        let waiting: Option<i32> = sqlx::query_scalar(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() \
+             AND wait_event_type = 'Lock' AND query LIKE 'ALTER TABLE \"tenant_1754\"%'",
+        )
+        .fetch_optional(&scratch.pool)
+        .await
+        .expect("activity");
+        if waiting.is_some() {
+            stalled = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(stalled, "replica A never reached its DDL");
+
+    // Replica B remediates `other` meanwhile: a different tenant, so it must not wait for A.
+    let dir = list_directory(&scratch.pool, other).await;
+    let options = ApplyOptions {
+        advisory_lock_wait: Duration::from_secs(3),
+        ..ApplyOptions::default()
+    };
+    let run = remediate(&dir, &contracts, Remediation::SafeOnly)
+        .options(options)
+        .run()
+        .await
+        .expect("remediate");
+    let failures: Vec<String> = run
+        .failed
+        .iter()
+        .map(|f| format!("{}: {}", f.tenant, f.error))
+        .collect();
+    assert!(failures.is_empty(), "{failures:?}");
+    assert_eq!(run.audits.len(), 1);
+    assert_eq!(run.audits[0].tenant, other);
+    assert!(run.after.is_clean(), "{}", run.after);
+
+    reader.rollback().await.expect("release");
+    let run_a = replica_a.await.expect("task").expect("remediate");
+    assert!(run_a.failed.is_empty(), "{:?}", run_a.failed);
+    assert_eq!(run_a.audits.len(), 1);
     scratch.drop_db().await;
 }

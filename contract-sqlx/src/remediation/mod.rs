@@ -13,3 +13,7 @@ pub use audit::{AuditConfig, AuditRecord, new_audit_id};
 pub use epoch::SchemaEpoch;
 pub(crate) use run::{Checked, CheckedGroup, remediate_checked};
 pub use run::{Remediate, RemediationRun, plan_for, remediate};
+
+#[cfg(feature = "postgres")]
+#[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
+pub use crate::postgres::ddl::tenant_lock_key;
