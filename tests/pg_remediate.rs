@@ -7,6 +7,7 @@ mod support;
 use std::time::Duration;
 
 use contract_sqlx::plan::{Hazard, Remediation};
+use contract_sqlx::report::{DriftKind, Severity};
 use contract_sqlx::{
     Contract, SchemaEpoch, TenantDirectory, Tenants, check::ContractSet, remediate,
     remediation::ApplyOptions,
@@ -550,5 +551,65 @@ async fn advisory_lock_keys_collide_across_tenants() {
     let run_a = replica_a.await.expect("task").expect("remediate");
     assert!(run_a.failed.is_empty(), "{:?}", run_a.failed);
     assert_eq!(run_a.audits.len(), 1);
+    scratch.drop_db().await;
+}
+
+#[tokio::test]
+async fn a_not_null_fix_is_planned_on_a_view() {
+    let scratch = PgScratch::create("contract_view_plan").await;
+    // tenant_1: every contracted column of the view is a NOT NULL base column.
+    // tenant_2: user_id comes from a nullable base column: drift, but not a table to alter.
+    support::exec(
+        &scratch.pool,
+        "CREATE SCHEMA tenant_1; CREATE TABLE tenant_1.base (id int8 PRIMARY KEY, \
+         user_id int8 NOT NULL, event_data jsonb NOT NULL, event_metadata jsonb); \
+         CREATE VIEW tenant_1.events AS SELECT * FROM tenant_1.base; \
+         CREATE SCHEMA tenant_2; CREATE TABLE tenant_2.base (id int8 PRIMARY KEY, \
+         user_id int8, event_data jsonb NOT NULL, event_metadata jsonb); \
+         CREATE VIEW tenant_2.events AS SELECT * FROM tenant_2.base;",
+    )
+    .await;
+    let contracts = ContractSet::<Postgres>::new().with::<Event>();
+    let dir = directory(&scratch.pool).await;
+    let dry = remediate(&dir, &contracts, Remediation::DryRun)
+        .run()
+        .await
+        .expect("dry run");
+    // A view has no primary key: an info finding, the only one of tenant_1.
+    let at_risk = |tenant| {
+        support::findings(&dry.before, tenant)
+            .into_iter()
+            .filter(|(_, _, severity)| *severity >= Severity::AtRisk)
+            .map(|(column, kind, _)| (column.unwrap_or_default(), kind))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(at_risk("tenant_1"), [], "{}", dry.before);
+    assert_eq!(
+        at_risk("tenant_2"),
+        [("user_id".to_owned(), DriftKind::Nullability)],
+        "{}",
+        dry.before
+    );
+    let plan = dry
+        .plans
+        .iter()
+        .find(|p| p.tenant == "tenant_2")
+        .expect("tenant_2 plan");
+    assert_eq!(plan.statements().count(), 0, "{:?}", plan.steps);
+    assert_eq!(plan.refusals.len(), 1);
+    assert!(
+        plan.refusals[0]
+            .reason
+            .starts_with("not remediable: relation `tenant_2.events` is a view"),
+        "{}",
+        plan.refusals[0].reason
+    );
+    // Approving what was planned changes nothing and fails nothing.
+    let approved = remediate(&dir, &contracts, Remediation::Approved(plan.hash.clone()))
+        .run()
+        .await
+        .expect("approved");
+    assert!(approved.failed.is_empty(), "{:?}", approved.failed);
+    assert!(approved.audits.is_empty());
     scratch.drop_db().await;
 }

@@ -101,6 +101,10 @@ fn sqlite_type_changes(
         let Some(live) = input.live.and_then(|t| t.column(&column.name)) else {
             continue;
         };
+        if let Some(reason) = not_a_table(input, finding) {
+            refuse(finding, reason);
+            continue;
+        }
         match sql_type(target, input, column) {
             Ok(to) => {
                 changes.push(TypeChange {
@@ -127,7 +131,35 @@ fn sqlite_type_changes(
     }
 }
 
+/// Why `finding` cannot be fixed when the live relation is not a table (a view, a
+/// materialized view, a foreign table): every fix but a missing table's and an enum's
+/// labels is an `ALTER TABLE` of that relation, which PostgreSQL refuses.
+fn not_a_table(input: &TableInput<'_>, finding: &Finding) -> Option<String> {
+    let live = input.live.filter(|t| !t.kind.is_table())?;
+    if matches!(
+        finding.kind,
+        DriftKind::MissingTable | DriftKind::EnumLabels
+    ) {
+        return None;
+    }
+    let hint = match (finding.kind, finding.column.as_deref()) {
+        (DriftKind::Nullability, Some(column)) => format!(
+            "its column `{column}` can return NULL (a nullable base column, or one PostgreSQL \
+             cannot follow through joins or expressions); make the field an Option, or make \
+             the base column NOT NULL and select it as a plain column"
+        ),
+        _ => format!("change the {} (or the table it reads) by hand", live.kind),
+    };
+    Some(format!(
+        "not remediable: relation `{}.{}` is a {} (ALTER TABLE cannot change it); {hint}",
+        live.schema, live.name, live.kind
+    ))
+}
+
 fn plan_finding(target: &Target<'_>, input: &TableInput<'_>, finding: &Finding) -> Planned {
+    if let Some(reason) = not_a_table(input, finding) {
+        return Err(reason);
+    }
     let column = finding
         .column
         .as_deref()

@@ -828,3 +828,51 @@ fn plan_widens_a_column_narrower_than_the_declared_sql_type_in_place() {
         plan.refusals[0].reason
     );
 }
+
+#[test]
+fn nothing_is_altered_on_a_relation_that_is_not_a_table() {
+    let mut meta = nullable("event_metadata", "Option<Value>");
+    meta.default_sql = Some("'{}'".into());
+    let contract = events(vec![column("id", "i64"), column("user_id", "i64"), meta]);
+    for kind in [
+        crate::live::RelationKind::View,
+        crate::live::RelationKind::MaterializedView,
+        crate::live::RelationKind::ForeignTable,
+    ] {
+        let mut view = live(vec![
+            LiveColumn::new("id", "bigint").not_null(),
+            LiveColumn::new("user_id", "bigint"),
+        ]);
+        view.kind = kind;
+        let plan = plan_for(
+            Dialect::Postgres,
+            &contract,
+            Some(&view),
+            &[
+                ("id", "INT8"),
+                ("user_id", "INT8"),
+                ("event_metadata", "JSONB"),
+            ],
+        );
+        assert!(plan.steps.is_empty(), "{kind}: {:?}", plan.steps);
+        let refused: Vec<(Option<&str>, DriftKind)> = plan
+            .refusals
+            .iter()
+            .map(|r| (r.column.as_deref(), r.kind))
+            .collect();
+        assert_eq!(
+            refused,
+            [
+                (Some("user_id"), DriftKind::Nullability),
+                (Some("event_metadata"), DriftKind::MissingColumn)
+            ]
+        );
+        let reason = &plan.refusals[0].reason;
+        assert!(
+            reason.starts_with(&format!(
+                "not remediable: relation `tenant_1.events` is a {kind} (ALTER TABLE cannot change it)"
+            )) && reason.contains("make the field an Option"),
+            "{reason}"
+        );
+    }
+}
