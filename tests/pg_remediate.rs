@@ -613,3 +613,158 @@ async fn a_not_null_fix_is_planned_on_a_view() {
     assert!(approved.audits.is_empty());
     scratch.drop_db().await;
 }
+
+/// An enum type the fleet has under an unqualified name (in `public`, or a tenant's own).
+#[derive(Debug, sqlx::Type)]
+#[sqlx(type_name = "mood", rename_all = "lowercase")]
+#[allow(dead_code)] // only decoded
+enum SharedMood {
+    Happy,
+    Sad,
+    Meh,
+}
+
+#[derive(Debug, sqlx::FromRow, Contract)]
+#[contract(table = "diary", backends(postgres))]
+#[allow(dead_code)]
+struct DiaryEntry {
+    #[contract(primary_key)]
+    id: i64,
+    #[contract(enum_labels = "happy, sad, meh")]
+    mood: SharedMood,
+    #[contract(enum_labels = "happy, sad, meh")]
+    previous_mood: Option<SharedMood>,
+}
+
+/// An enum type no schema has until the test creates it.
+#[derive(Debug, sqlx::Type)]
+#[sqlx(type_name = "weather", rename_all = "lowercase")]
+#[allow(dead_code)] // only decoded
+enum Weather {
+    Sun,
+    Rain,
+}
+
+#[derive(Debug, sqlx::FromRow, Contract)]
+#[contract(table = "forecast", backends(postgres))]
+#[allow(dead_code)]
+struct Forecast {
+    id: i64,
+    #[contract(enum_labels = "sun, rain")]
+    weather: Weather,
+}
+
+const MOOD_TYPE: &str = "CREATE TYPE {s}.mood AS ENUM ('happy', 'sad', 'meh');";
+
+#[tokio::test]
+async fn safe_only_cannot_create_a_missing_table_whose_columns_use_a_custom_type() {
+    let scratch = PgScratch::create("contract_custom_type").await;
+    // `public.mood` is the fleet's type. tenant_1: no `diary`. tenant_2: a `diary` without
+    // `previous_mood`. tenant_3: no `diary`, and a `mood` of its own. No `weather` anywhere.
+    support::exec(
+        &scratch.pool,
+        format!(
+            "{} CREATE SCHEMA tenant_1; CREATE SCHEMA tenant_2; \
+             CREATE TABLE tenant_2.diary (id int8 PRIMARY KEY, mood public.mood NOT NULL); \
+             CREATE SCHEMA tenant_3; {}",
+            MOOD_TYPE.replace("{s}", "public"),
+            MOOD_TYPE.replace("{s}", "tenant_3"),
+        ),
+    )
+    .await;
+    let contracts = ContractSet::<Postgres>::new()
+        .with::<DiaryEntry>()
+        .with::<Forecast>();
+    let dir = directory(&scratch.pool).await;
+    let run = remediate(&dir, &contracts, Remediation::SafeOnly)
+        .run()
+        .await
+        .expect("run");
+    let failures: Vec<String> = run
+        .failed
+        .iter()
+        .map(|f| format!("{}: {}", f.tenant, f.error))
+        .collect();
+    assert!(failures.is_empty(), "{failures:?}");
+    let statements: Vec<(&str, Vec<&str>)> = run
+        .audits
+        .iter()
+        .map(|a| {
+            let statements = a.statements.iter().map(String::as_str).collect();
+            (a.tenant.as_str(), statements)
+        })
+        .collect();
+    assert_eq!(
+        statements,
+        [
+            (
+                "tenant_1",
+                vec![
+                    r#"CREATE TABLE "tenant_1"."diary" ("id" int8 NOT NULL, "mood" "public"."mood" NOT NULL, "previous_mood" "public"."mood", PRIMARY KEY ("id"))"#
+                ]
+            ),
+            (
+                "tenant_2",
+                vec![
+                    r#"ALTER TABLE "tenant_2"."diary" ADD COLUMN "previous_mood" "public"."mood""#
+                ]
+            ),
+            // The tenant's own type comes first.
+            (
+                "tenant_3",
+                vec![
+                    r#"CREATE TABLE "tenant_3"."diary" ("id" int8 NOT NULL, "mood" "tenant_3"."mood" NOT NULL, "previous_mood" "tenant_3"."mood", PRIMARY KEY ("id"))"#
+                ]
+            ),
+        ]
+    );
+    for plan in &run.plans {
+        let refused: Vec<&str> = plan.refusals.iter().map(|r| r.reason.as_str()).collect();
+        assert_eq!(refused.len(), 1, "{refused:?}");
+        assert!(
+            refused[0].contains(&format!(
+                "has type `weather`, which exists in none of the schemas `{}`, `public`",
+                plan.tenant
+            )) && refused[0].contains("create the type there"),
+            "{}",
+            refused[0]
+        );
+    }
+    let compliant_diaries = |report: &contract_sqlx::FleetReport| {
+        ["tenant_1", "tenant_2"].map(|tenant| {
+            support::findings(report, tenant)
+                .iter()
+                .all(|(_, kind, _)| *kind == DriftKind::MissingTable)
+        })
+    };
+    assert_eq!(compliant_diaries(&run.after), [true, true], "{}", run.after);
+
+    // Once `public` has the type, the `forecast` tables are created with it.
+    support::exec(
+        &scratch.pool,
+        "CREATE TYPE public.weather AS ENUM ('sun', 'rain')",
+    )
+    .await;
+    let run = remediate(&dir, &contracts, Remediation::SafeOnly)
+        .run()
+        .await
+        .expect("run");
+    assert!(run.failed.is_empty(), "{:?}", run.failed);
+    assert_eq!(run.audits.len(), 3);
+    for audit in &run.audits {
+        assert_eq!(
+            audit.statements,
+            [format!(
+                r#"CREATE TABLE "{}"."forecast" ("id" int8 NOT NULL, "weather" "public"."weather" NOT NULL)"#,
+                audit.tenant
+            )]
+        );
+    }
+    assert_eq!(compliant_diaries(&run.after), [true, true], "{}", run.after);
+    assert!(
+        support::findings(&run.after, "tenant_1").is_empty(),
+        "{}",
+        run.after
+    );
+    scratch.drop_db().await;
+}

@@ -70,7 +70,7 @@ fn plan_for(
         expected_types: &expected,
     };
     let schema = (dialect != Dialect::Sqlite).then_some("tenant_1");
-    plan_tenant(dialect, "tenant_1", schema, &[input])
+    plan_tenant(dialect, "tenant_1", schema, &[input], &TypeCatalog::new())
 }
 
 fn live(columns: Vec<LiveColumn>) -> LiveTable {
@@ -799,7 +799,13 @@ fn plan_widens_a_column_narrower_than_the_declared_sql_type_in_place() {
         findings: std::slice::from_ref(&finding),
         expected_types: &expected,
     };
-    let plan = plan_tenant(Dialect::Postgres, "tenant_1", Some("tenant_1"), &[input]);
+    let plan = plan_tenant(
+        Dialect::Postgres,
+        "tenant_1",
+        Some("tenant_1"),
+        &[input],
+        &TypeCatalog::new(),
+    );
     assert_eq!(
         plan.statements().collect::<Vec<_>>(),
         [
@@ -820,7 +826,13 @@ fn plan_widens_a_column_narrower_than_the_declared_sql_type_in_place() {
         findings: std::slice::from_ref(&finding),
         expected_types: &expected,
     };
-    let plan = plan_tenant(Dialect::Postgres, "tenant_1", Some("tenant_1"), &[input]);
+    let plan = plan_tenant(
+        Dialect::Postgres,
+        "tenant_1",
+        Some("tenant_1"),
+        &[input],
+        &TypeCatalog::new(),
+    );
     assert!(plan.steps.is_empty());
     assert!(
         plan.refusals[0].reason.contains("narrows or loses data"),
@@ -875,4 +887,59 @@ fn nothing_is_altered_on_a_relation_that_is_not_a_table() {
             "{reason}"
         );
     }
+}
+
+#[test]
+fn custom_types_are_written_with_the_schema_the_fleet_has_them_in() {
+    let mut mood = column("mood", "Mood");
+    mood.nullable = true;
+    let contract = events(vec![column("id", "i64"), mood]);
+    let expected: BTreeMap<String, String> = [("id", "INT8"), ("mood", "mood")]
+        .iter()
+        .map(|(c, t)| ((*c).to_owned(), (*t).to_owned()))
+        .collect();
+    let mut types = TypeCatalog::new();
+    types.builtin("int8").found_in("mood", "tenant_1");
+    let plan = |live: Option<&LiveTable>, tenant: &str| {
+        let findings = diff(
+            DiffScope {
+                tenant,
+                schema: tenant,
+            },
+            &contract,
+            live,
+            &ByName(&expected),
+        );
+        let input = TableInput {
+            contract: &contract,
+            live,
+            findings: &findings,
+            expected_types: &expected,
+        };
+        plan_tenant(Dialect::Postgres, tenant, Some(tenant), &[input], &types)
+    };
+    let created = plan(None, "tenant_1");
+    assert_eq!(
+        created.statements().collect::<Vec<_>>(),
+        [r#"CREATE TABLE "tenant_1"."events" ("id" int8 NOT NULL, "mood" "tenant_1"."mood")"#]
+    );
+    let mut without_mood = LiveTable::new("tenant_1", "events");
+    without_mood.columns = vec![LiveColumn::new("id", "bigint").not_null()];
+    assert_eq!(
+        plan(Some(&without_mood), "tenant_1")
+            .statements()
+            .collect::<Vec<_>>(),
+        [r#"ALTER TABLE "tenant_1"."events" ADD COLUMN "mood" "tenant_1"."mood""#]
+    );
+    // tenant_2 has no `mood`, nor has `public`: refused, with what to do.
+    let refused = plan(None, "tenant_2");
+    assert!(refused.steps.is_empty());
+    assert_eq!(refused.refusals.len(), 1);
+    assert!(
+        refused.refusals[0]
+            .reason
+            .contains("has type `mood`, which exists in none of the schemas `tenant_2`, `public`"),
+        "{}",
+        refused.refusals[0].reason
+    );
 }

@@ -6,10 +6,12 @@ mod parse;
 mod quarantine;
 pub(crate) mod query;
 mod row;
+mod types;
 mod views;
 
 use std::collections::HashSet;
 
+use contract_core::plan::TypeCatalog;
 use contract_core::{Dialect, LiveColumn, LiveTable, TypeFit};
 use futures_util::TryStreamExt as _;
 use sqlx::{AssertSqlSafe, Column, Executor, PgPool, Postgres, SqlSafeStr, Statement};
@@ -114,6 +116,14 @@ impl Backend for Postgres {
 
     async fn ensure_audit_table(pool: &PgPool, audit: &AuditConfig) -> Result<()> {
         apply::ensure_audit_table(pool, audit).await
+    }
+
+    async fn type_catalog(
+        pool: &PgPool,
+        schemas: &[String],
+        contracts: &ContractSet<Self>,
+    ) -> Result<TypeCatalog> {
+        types::type_catalog(pool, schemas, contracts).await
     }
 
     async fn apply(pool: &PgPool, job: &ApplyJob<'_, Self>) -> Result<AuditRecord> {
