@@ -79,7 +79,7 @@ async fn apply_once(
         .await
         .map_err(fail("advisory lock"))?;
     // Re-verify under the lock: a plan made on another schema is stale.
-    let live = super::introspect_on(&mut *tx, &job.schemas(), job.contracts)
+    let live = super::introspect_on(&mut tx, &job.schemas(), job.contracts)
         .await
         .map_err(fail("re-introspect under lock"))?;
     if !job.still_matches(&live) {

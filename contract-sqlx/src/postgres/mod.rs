@@ -35,7 +35,7 @@ impl Backend for Postgres {
         // measured slower on a 2-core server: PostgreSQL already runs it with a parallel worker.)
         let introspect = async {
             let mut tx = pool.begin_with(query::BEGIN_INTROSPECTION).await?;
-            let tables = introspect_on(&mut *tx, schemas, contracts).await?;
+            let tables = introspect_on(&mut tx, schemas, contracts).await?;
             tx.commit().await?;
             Ok(tables)
         };
