@@ -238,8 +238,12 @@ enum Stage {
 impl Stage {
     fn arm(self, proxy: &Proxy) -> Fault {
         match self {
-            // The tenant lock's name is a bound parameter of `pg_advisory_xact_lock`.
-            Stage::BeforeTenantLock => proxy.arm(&["contract:tenant:"], Cut::BeforeSending),
+            // The tenant lock's 64-bit key is a bound parameter of `pg_advisory_xact_lock`
+            // (an int8, sent big-endian in binary form).
+            Stage::BeforeTenantLock => proxy.arm_bytes(
+                &[&contract_sqlx::remediation::tenant_lock_key("tenant_1").to_be_bytes()],
+                Cut::BeforeSending,
+            ),
             Stage::AfterDdl => proxy.arm(&["ALTER TABLE"], Cut::BeforeAnswer),
             Stage::BeforeCommit => proxy.arm(&["ALTER TABLE", "COMMIT"], Cut::BeforeSending),
             Stage::DuringCommit => proxy.arm(&["ALTER TABLE", "COMMIT"], Cut::BeforeAnswer),

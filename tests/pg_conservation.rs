@@ -240,8 +240,8 @@ async fn every_message_is_processed_or_quarantined_exactly_once_through_drift_an
     .await;
     let mut replica = sqlx::PgConnection::connect(&db.url).await.expect("connect");
     for t in DDL_TENANTS {
-        sqlx::query("SELECT pg_advisory_lock(hashtext($1))")
-            .bind(format!("contract:tenant:{}", tenant(t)))
+        sqlx::query("SELECT pg_advisory_lock($1)")
+            .bind(contract_sqlx::remediation::tenant_lock_key(&tenant(t)))
             .execute(&mut replica)
             .await
             .expect("advisory lock");

@@ -293,3 +293,81 @@ async fn defaults_are_deparsed_as_postgres_does_including_generated_columns() {
     assert_eq!(actual, expected);
     scratch.drop_db().await;
 }
+
+/// `events` as a view in every tenant, over `base` (the contract's columns, NOT NULL where
+/// the contract says so) and `users`.
+const VIEW_BASES: &str = "CREATE TABLE {s}.base (id int8 PRIMARY KEY, uid int8 NOT NULL, \
+     data jsonb NOT NULL, meta jsonb, maybe_uid int8); \
+     CREATE TABLE {s}.users (id int8 PRIMARY KEY, uid int8 NOT NULL);";
+
+#[tokio::test]
+async fn a_view_over_not_null_columns_is_reported_nullable() {
+    let scratch = PgScratch::create("contract_views").await;
+    let views = [
+        // Plain references to NOT NULL columns, renamed by the view's column list.
+        (
+            "tenant_1",
+            "CREATE VIEW tenant_1.events (id, user_id, event_data, event_metadata) AS \
+             SELECT id, uid, data, meta FROM tenant_1.base",
+        ),
+        // A view over a view over the table.
+        (
+            "tenant_2",
+            "CREATE VIEW tenant_2.inner_events AS SELECT id, uid AS user_id, data AS event_data, \
+             meta AS event_metadata FROM tenant_2.base WHERE id > 0; \
+             CREATE VIEW tenant_2.events AS SELECT * FROM tenant_2.inner_events",
+        ),
+        // user_id through an outer join: NULL for a base row without a user.
+        (
+            "tenant_3",
+            "CREATE VIEW tenant_3.events AS SELECT b.id, u.uid AS user_id, b.data AS event_data, \
+             b.meta AS event_metadata FROM tenant_3.base b LEFT JOIN tenant_3.users u ON u.id = b.id",
+        ),
+        // user_id from a nullable column, and event_data from an expression.
+        (
+            "tenant_4",
+            "CREATE VIEW tenant_4.events AS SELECT id, maybe_uid AS user_id, \
+             data || '{}' AS event_data, meta AS event_metadata FROM tenant_4.base",
+        ),
+    ];
+    let mut ddl = String::new();
+    for (schema, view) in views {
+        ddl.push_str(&format!("CREATE SCHEMA {schema};"));
+        ddl.push_str(&VIEW_BASES.replace("{s}", schema));
+        ddl.push_str(view);
+        ddl.push(';');
+    }
+    support::exec(&scratch.pool, ddl).await;
+    let contracts = ContractSet::<Postgres>::new().with::<Event>();
+    let directory = TenantDirectory::new()
+        .discover(&scratch.pool, &Tenants::schemas_like("tenant_%"))
+        .await
+        .expect("discover");
+    let report = check_fleet(&directory, &contracts).await.expect("check");
+    let nullability = |tenant| {
+        support::findings(&report, tenant)
+            .into_iter()
+            // A view has no primary key: an info finding.
+            .filter(|(_, _, severity)| *severity >= Severity::AtRisk)
+            .map(|(column, kind, severity)| {
+                assert_eq!((kind, severity), (DriftKind::Nullability, Severity::AtRisk));
+                column.unwrap_or_default()
+            })
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(nullability("tenant_1"), Vec::<String>::new(), "{report}");
+    assert_eq!(nullability("tenant_2"), Vec::<String>::new(), "{report}");
+    // An outer join is not followed (which side a column comes from is not traced): the
+    // view stays as PostgreSQL reports it, every column nullable. user_id really is.
+    assert_eq!(
+        nullability("tenant_3"),
+        ["id", "user_id", "event_data"],
+        "{report}"
+    );
+    assert_eq!(
+        nullability("tenant_4"),
+        ["user_id", "event_data"],
+        "{report}"
+    );
+    scratch.drop_db().await;
+}

@@ -7,11 +7,12 @@ mod support;
 use std::time::Duration;
 
 use contract_sqlx::plan::{Hazard, Remediation};
+use contract_sqlx::report::{DriftKind, Severity};
 use contract_sqlx::{
     Contract, SchemaEpoch, TenantDirectory, Tenants, check::ContractSet, remediate,
     remediation::ApplyOptions,
 };
-use sqlx::{PgPool, Postgres};
+use sqlx::{AssertSqlSafe, PgPool, Postgres};
 use support::PgScratch;
 
 #[derive(Debug, sqlx::FromRow, Contract)]
@@ -448,5 +449,322 @@ async fn a_column_narrower_than_the_declared_sql_type_is_widened_in_place() {
         ]
     );
     assert!(run.after.is_clean(), "{}", run.after);
+    scratch.drop_db().await;
+}
+
+/// Two tenants whose remediation-lock names share a 32-bit `hashtext` value (found with
+/// `generate_series` over `tenant_1..200000`; the test checks it on the server).
+const COLLIDING_TENANTS: [&str; 2] = ["tenant_1754", "tenant_128957"];
+
+async fn list_directory(pool: &PgPool, tenant: &str) -> TenantDirectory<Postgres> {
+    TenantDirectory::new()
+        .discover(pool, &Tenants::list([tenant]))
+        .await
+        .expect("discover")
+}
+
+#[tokio::test]
+async fn advisory_lock_keys_collide_across_tenants() {
+    let scratch = PgScratch::create("contract_lock_keys").await;
+    let [held, other] = COLLIDING_TENANTS;
+    let collide: bool = sqlx::query_scalar("SELECT hashtext($1) = hashtext($2)")
+        .bind(format!("contract:tenant:{held}"))
+        .bind(format!("contract:tenant:{other}"))
+        .fetch_one(&scratch.pool)
+        .await
+        .expect("hashtext");
+    assert!(collide, "the pair must collide under a 32-bit hashtext key");
+    for tenant in COLLIDING_TENANTS {
+        // `event_metadata` is missing: a safe ADD COLUMN.
+        support::exec(
+            &scratch.pool,
+            format!(
+                "CREATE SCHEMA {tenant}; CREATE TABLE {tenant}.events (id int8 PRIMARY KEY, \
+                 user_id int8 NOT NULL, event_data jsonb NOT NULL);"
+            ),
+        )
+        .await;
+    }
+    let contracts = ContractSet::<Postgres>::new().with::<Event>();
+
+    // Replica A remediates `held` and stalls on a reader's table lock, holding `held`'s
+    // remediation lock all the while.
+    let mut reader = scratch.pool.begin().await.expect("begin");
+    sqlx::query(AssertSqlSafe(format!(
+        "LOCK TABLE {held}.events IN ACCESS SHARE MODE"
+    )))
+    .execute(&mut *reader)
+    .await
+    .expect("lock");
+    let replica_a = {
+        let (dir, contracts) = (list_directory(&scratch.pool, held).await, contracts.clone());
+        let options = ApplyOptions {
+            lock_timeout: Duration::from_secs(60),
+            ..ApplyOptions::default()
+        };
+        tokio::spawn(async move {
+            remediate(&dir, &contracts, Remediation::SafeOnly)
+                .options(options)
+                .run()
+                .await
+        })
+    };
+    let mut stalled = false;
+    for _ in 0..200 {
+        let waiting: Option<i32> = sqlx::query_scalar(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() \
+             AND wait_event_type = 'Lock' AND query LIKE 'ALTER TABLE \"tenant_1754\"%'",
+        )
+        .fetch_optional(&scratch.pool)
+        .await
+        .expect("activity");
+        if waiting.is_some() {
+            stalled = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(stalled, "replica A never reached its DDL");
+
+    // Replica B remediates `other` meanwhile: a different tenant, so it must not wait for A.
+    let dir = list_directory(&scratch.pool, other).await;
+    let options = ApplyOptions {
+        advisory_lock_wait: Duration::from_secs(3),
+        ..ApplyOptions::default()
+    };
+    let run = remediate(&dir, &contracts, Remediation::SafeOnly)
+        .options(options)
+        .run()
+        .await
+        .expect("remediate");
+    let failures: Vec<String> = run
+        .failed
+        .iter()
+        .map(|f| format!("{}: {}", f.tenant, f.error))
+        .collect();
+    assert!(failures.is_empty(), "{failures:?}");
+    assert_eq!(run.audits.len(), 1);
+    assert_eq!(run.audits[0].tenant, other);
+    assert!(run.after.is_clean(), "{}", run.after);
+
+    reader.rollback().await.expect("release");
+    let run_a = replica_a.await.expect("task").expect("remediate");
+    assert!(run_a.failed.is_empty(), "{:?}", run_a.failed);
+    assert_eq!(run_a.audits.len(), 1);
+    scratch.drop_db().await;
+}
+
+#[tokio::test]
+async fn a_not_null_fix_is_planned_on_a_view() {
+    let scratch = PgScratch::create("contract_view_plan").await;
+    // tenant_1: every contracted column of the view is a NOT NULL base column.
+    // tenant_2: user_id comes from a nullable base column: drift, but not a table to alter.
+    support::exec(
+        &scratch.pool,
+        "CREATE SCHEMA tenant_1; CREATE TABLE tenant_1.base (id int8 PRIMARY KEY, \
+         user_id int8 NOT NULL, event_data jsonb NOT NULL, event_metadata jsonb); \
+         CREATE VIEW tenant_1.events AS SELECT * FROM tenant_1.base; \
+         CREATE SCHEMA tenant_2; CREATE TABLE tenant_2.base (id int8 PRIMARY KEY, \
+         user_id int8, event_data jsonb NOT NULL, event_metadata jsonb); \
+         CREATE VIEW tenant_2.events AS SELECT * FROM tenant_2.base;",
+    )
+    .await;
+    let contracts = ContractSet::<Postgres>::new().with::<Event>();
+    let dir = directory(&scratch.pool).await;
+    let dry = remediate(&dir, &contracts, Remediation::DryRun)
+        .run()
+        .await
+        .expect("dry run");
+    // A view has no primary key: an info finding, the only one of tenant_1.
+    let at_risk = |tenant| {
+        support::findings(&dry.before, tenant)
+            .into_iter()
+            .filter(|(_, _, severity)| *severity >= Severity::AtRisk)
+            .map(|(column, kind, _)| (column.unwrap_or_default(), kind))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(at_risk("tenant_1"), [], "{}", dry.before);
+    assert_eq!(
+        at_risk("tenant_2"),
+        [("user_id".to_owned(), DriftKind::Nullability)],
+        "{}",
+        dry.before
+    );
+    let plan = dry
+        .plans
+        .iter()
+        .find(|p| p.tenant == "tenant_2")
+        .expect("tenant_2 plan");
+    assert_eq!(plan.statements().count(), 0, "{:?}", plan.steps);
+    assert_eq!(plan.refusals.len(), 1);
+    assert!(
+        plan.refusals[0]
+            .reason
+            .starts_with("not remediable: relation `tenant_2.events` is a view"),
+        "{}",
+        plan.refusals[0].reason
+    );
+    // Approving what was planned changes nothing and fails nothing.
+    let approved = remediate(&dir, &contracts, Remediation::Approved(plan.hash.clone()))
+        .run()
+        .await
+        .expect("approved");
+    assert!(approved.failed.is_empty(), "{:?}", approved.failed);
+    assert!(approved.audits.is_empty());
+    scratch.drop_db().await;
+}
+
+/// An enum type the fleet has under an unqualified name (in `public`, or a tenant's own).
+#[derive(Debug, sqlx::Type)]
+#[sqlx(type_name = "mood", rename_all = "lowercase")]
+#[allow(dead_code)] // only decoded
+enum SharedMood {
+    Happy,
+    Sad,
+    Meh,
+}
+
+#[derive(Debug, sqlx::FromRow, Contract)]
+#[contract(table = "diary", backends(postgres))]
+#[allow(dead_code)]
+struct DiaryEntry {
+    #[contract(primary_key)]
+    id: i64,
+    #[contract(enum_labels = "happy, sad, meh")]
+    mood: SharedMood,
+    #[contract(enum_labels = "happy, sad, meh")]
+    previous_mood: Option<SharedMood>,
+}
+
+/// An enum type no schema has until the test creates it.
+#[derive(Debug, sqlx::Type)]
+#[sqlx(type_name = "weather", rename_all = "lowercase")]
+#[allow(dead_code)] // only decoded
+enum Weather {
+    Sun,
+    Rain,
+}
+
+#[derive(Debug, sqlx::FromRow, Contract)]
+#[contract(table = "forecast", backends(postgres))]
+#[allow(dead_code)]
+struct Forecast {
+    id: i64,
+    #[contract(enum_labels = "sun, rain")]
+    weather: Weather,
+}
+
+const MOOD_TYPE: &str = "CREATE TYPE {s}.mood AS ENUM ('happy', 'sad', 'meh');";
+
+#[tokio::test]
+async fn safe_only_cannot_create_a_missing_table_whose_columns_use_a_custom_type() {
+    let scratch = PgScratch::create("contract_custom_type").await;
+    // `public.mood` is the fleet's type. tenant_1: no `diary`. tenant_2: a `diary` without
+    // `previous_mood`. tenant_3: no `diary`, and a `mood` of its own. No `weather` anywhere.
+    support::exec(
+        &scratch.pool,
+        format!(
+            "{} CREATE SCHEMA tenant_1; CREATE SCHEMA tenant_2; \
+             CREATE TABLE tenant_2.diary (id int8 PRIMARY KEY, mood public.mood NOT NULL); \
+             CREATE SCHEMA tenant_3; {}",
+            MOOD_TYPE.replace("{s}", "public"),
+            MOOD_TYPE.replace("{s}", "tenant_3"),
+        ),
+    )
+    .await;
+    let contracts = ContractSet::<Postgres>::new()
+        .with::<DiaryEntry>()
+        .with::<Forecast>();
+    let dir = directory(&scratch.pool).await;
+    let run = remediate(&dir, &contracts, Remediation::SafeOnly)
+        .run()
+        .await
+        .expect("run");
+    let failures: Vec<String> = run
+        .failed
+        .iter()
+        .map(|f| format!("{}: {}", f.tenant, f.error))
+        .collect();
+    assert!(failures.is_empty(), "{failures:?}");
+    let statements: Vec<(&str, Vec<&str>)> = run
+        .audits
+        .iter()
+        .map(|a| {
+            let statements = a.statements.iter().map(String::as_str).collect();
+            (a.tenant.as_str(), statements)
+        })
+        .collect();
+    assert_eq!(
+        statements,
+        [
+            (
+                "tenant_1",
+                vec![
+                    r#"CREATE TABLE "tenant_1"."diary" ("id" int8 NOT NULL, "mood" "public"."mood" NOT NULL, "previous_mood" "public"."mood", PRIMARY KEY ("id"))"#
+                ]
+            ),
+            (
+                "tenant_2",
+                vec![
+                    r#"ALTER TABLE "tenant_2"."diary" ADD COLUMN "previous_mood" "public"."mood""#
+                ]
+            ),
+            // The tenant's own type comes first.
+            (
+                "tenant_3",
+                vec![
+                    r#"CREATE TABLE "tenant_3"."diary" ("id" int8 NOT NULL, "mood" "tenant_3"."mood" NOT NULL, "previous_mood" "tenant_3"."mood", PRIMARY KEY ("id"))"#
+                ]
+            ),
+        ]
+    );
+    for plan in &run.plans {
+        let refused: Vec<&str> = plan.refusals.iter().map(|r| r.reason.as_str()).collect();
+        assert_eq!(refused.len(), 1, "{refused:?}");
+        assert!(
+            refused[0].contains(&format!(
+                "has type `weather`, which exists in none of the schemas `{}`, `public`",
+                plan.tenant
+            )) && refused[0].contains("create the type there"),
+            "{}",
+            refused[0]
+        );
+    }
+    let compliant_diaries = |report: &contract_sqlx::FleetReport| {
+        ["tenant_1", "tenant_2"].map(|tenant| {
+            support::findings(report, tenant)
+                .iter()
+                .all(|(_, kind, _)| *kind == DriftKind::MissingTable)
+        })
+    };
+    assert_eq!(compliant_diaries(&run.after), [true, true], "{}", run.after);
+
+    // Once `public` has the type, the `forecast` tables are created with it.
+    support::exec(
+        &scratch.pool,
+        "CREATE TYPE public.weather AS ENUM ('sun', 'rain')",
+    )
+    .await;
+    let run = remediate(&dir, &contracts, Remediation::SafeOnly)
+        .run()
+        .await
+        .expect("run");
+    assert!(run.failed.is_empty(), "{:?}", run.failed);
+    assert_eq!(run.audits.len(), 3);
+    for audit in &run.audits {
+        assert_eq!(
+            audit.statements,
+            [format!(
+                r#"CREATE TABLE "{}"."forecast" ("id" int8 NOT NULL, "weather" "public"."weather" NOT NULL)"#,
+                audit.tenant
+            )]
+        );
+    }
+    assert_eq!(compliant_diaries(&run.after), [true, true], "{}", run.after);
+    assert!(
+        support::findings(&run.after, "tenant_1").is_empty(),
+        "{}",
+        run.after
+    );
     scratch.drop_db().await;
 }

@@ -27,11 +27,26 @@ pub enum IdentError {
         /// The dialect.
         dialect: Dialect,
     },
-    /// MySQL does not allow identifiers that end with a space.
-    #[error("identifier `{name}` ends with a space, which MySQL does not allow; remove it")]
+    /// MySQL does not allow names that end with whitespace (a space, tab, line break,
+    /// vertical tab or form feed).
+    #[error("identifier `{name}` ends with whitespace, which MySQL does not allow; remove it")]
     TrailingSpace {
+        /// The name, with control characters escaped.
+        name: String,
+    },
+    /// MySQL keeps names in a 3-byte UTF-8 (`utf8mb3`): characters outside the Basic
+    /// Multilingual Plane (most emoji, rare CJK ideographs) are refused.
+    #[error(
+        "identifier `{name}` contains `{character}` (U+{:04X}), which {dialect} does not allow in names (only characters up to U+FFFF); remove it",
+        u32::from(*.character)
+    )]
+    UnsupportedCharacter {
         /// The name.
         name: String,
+        /// The first character refused.
+        character: char,
+        /// The dialect.
+        dialect: Dialect,
     },
     /// A tenant name outside the accepted alphabet: no SQL was built from it.
     #[error(

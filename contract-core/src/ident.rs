@@ -39,7 +39,7 @@ impl Dialect {
     /// # Errors
     ///
     /// [`IdentError`] when the name is empty, contains NUL, is longer than the dialect keeps,
-    /// or (MySQL) ends with a space.
+    /// or (MySQL) ends with whitespace or has a character beyond U+FFFF.
     pub fn validate(self, name: &str) -> Result<(), IdentError> {
         if name.is_empty() {
             return Err(IdentError::Empty);
@@ -63,10 +63,20 @@ impl Dialect {
                 dialect: self,
             });
         }
-        if self == Dialect::MySql && name.ends_with(' ') {
-            return Err(IdentError::TrailingSpace {
-                name: name.to_owned(),
-            });
+        if self == Dialect::MySql {
+            // MySQL/MariaDB's `my_isspace`, checked by the server on table and column names.
+            if name.ends_with([' ', '\t', '\n', '\r', '\u{b}', '\u{c}']) {
+                return Err(IdentError::TrailingSpace {
+                    name: name.escape_debug().to_string(),
+                });
+            }
+            if let Some(character) = name.chars().find(|c| u32::from(*c) > 0xFFFF) {
+                return Err(IdentError::UnsupportedCharacter {
+                    name: name.to_owned(),
+                    character,
+                    dialect: self,
+                });
+            }
         }
         Ok(())
     }
@@ -202,11 +212,30 @@ mod tests {
 
     #[test]
     fn quote_rejects_mysql_trailing_space() {
-        assert!(matches!(
-            Dialect::MySql.quote("a "),
-            Err(IdentError::TrailingSpace { .. })
-        ));
-        assert!(Dialect::Postgres.quote("a ").is_ok());
+        for name in ["a ", "a\t", "a\n", "a\r", "a\u{b}", "a\u{c}"] {
+            assert!(
+                matches!(
+                    Dialect::MySql.quote(name),
+                    Err(IdentError::TrailingSpace { .. })
+                ),
+                "{name:?}"
+            );
+            assert!(Dialect::Postgres.quote(name).is_ok());
+        }
+        // A no-break space is not whitespace to MySQL.
+        assert!(Dialect::MySql.quote("a\u{a0}").is_ok());
+    }
+
+    #[test]
+    fn quote_rejects_mysql_characters_beyond_the_basic_multilingual_plane() {
+        let error = Dialect::MySql.quote("a🦀b").unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "identifier `a🦀b` contains `🦀` (U+1F980), which MySQL does not allow in names \
+             (only characters up to U+FFFF); remove it"
+        );
+        assert!(Dialect::MySql.quote("日本\u{fffd}").is_ok());
+        assert!(Dialect::Postgres.quote("a🦀b").is_ok());
     }
 
     #[test]

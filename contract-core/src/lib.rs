@@ -27,7 +27,7 @@ pub use digest::{FieldDigest, digest_hex};
 pub use drift::{DriftKind, Finding, Severity};
 pub use error::IdentError;
 pub use ident::Dialect;
-pub use live::{LiveColumn, LiveForeignKey, LiveTable};
+pub use live::{LiveColumn, LiveForeignKey, LiveTable, RelationKind};
 pub use log::{ExecutionLog, LogAction, LogEntry, TenantError};
 pub use model::{ColumnContract, Reference, TableContract};
 pub use report::{FleetReport, TenantReport, Verdict};

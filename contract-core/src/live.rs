@@ -13,7 +13,10 @@ pub struct LiveColumn {
     /// The type without modifiers, schema-qualified when not on the search path
     /// (`tenant_42.mood`); the key the type oracle resolves.
     pub type_key: String,
-    /// `true` unless the column is declared `NOT NULL`.
+    /// `true` when the column can hold NULL: unless it is declared `NOT NULL`, or, in a
+    /// view, unless what the view returns for it cannot be NULL (PostgreSQL: a plain
+    /// reference to a `NOT NULL` base-table column, with no outer join or grouping sets on
+    /// the way).
     pub nullable: bool,
     /// The column default expression, if any.
     pub default: Option<String>,
@@ -57,13 +60,58 @@ pub struct LiveForeignKey {
     pub ref_column: String,
 }
 
-/// One live table.
+/// What kind of relation a contracted name is: remediation changes only tables.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum RelationKind {
+    /// A table (PostgreSQL: also a partitioned table).
+    #[default]
+    Table,
+    /// A view.
+    View,
+    /// A materialized view (PostgreSQL).
+    MaterializedView,
+    /// A foreign table (PostgreSQL).
+    ForeignTable,
+}
+
+impl RelationKind {
+    /// `true` for [`RelationKind::Table`].
+    #[must_use]
+    pub fn is_table(&self) -> bool {
+        *self == RelationKind::Table
+    }
+
+    /// The kind in words (`view`, `materialized view`).
+    #[must_use]
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            RelationKind::Table => "table",
+            RelationKind::View => "view",
+            RelationKind::MaterializedView => "materialized view",
+            RelationKind::ForeignTable => "foreign table",
+        }
+    }
+}
+
+impl std::fmt::Display for RelationKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One live table (or view: see [`LiveTable::kind`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LiveTable {
     /// Schema (PostgreSQL), database (MySQL) or tenant file stem (SQLite).
     pub schema: String,
     /// Table name.
     pub name: String,
+    /// A table, or a view the consumer reads like one (snapshots taken before this field
+    /// existed read as tables).
+    #[serde(default, skip_serializing_if = "RelationKind::is_table")]
+    pub kind: RelationKind,
     /// Columns in ordinal order.
     pub columns: Vec<LiveColumn>,
     /// Primary-key columns, in key order.
@@ -95,6 +143,7 @@ impl LiveTable {
         Self {
             schema: schema.into(),
             name: name.into(),
+            kind: RelationKind::Table,
             columns: Vec::new(),
             primary_key: Vec::new(),
             foreign_keys: Vec::new(),
@@ -116,5 +165,26 @@ impl LiveTable {
     pub fn with_column(mut self, column: LiveColumn) -> Self {
         self.columns.push(column);
         self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{LiveTable, RelationKind};
+
+    #[test]
+    fn snapshots_without_a_kind_read_as_tables_and_tables_write_none() {
+        let old = r#"{"schema":"t","name":"events","columns":[],"primary_key":[],"foreign_keys":[],"fingerprint":""}"#;
+        let table: LiveTable = serde_json::from_str(old).expect("parse");
+        assert_eq!(table.kind, RelationKind::Table);
+        assert_eq!(serde_json::to_string(&table).expect("json"), old);
+        let mut view = table;
+        view.kind = RelationKind::MaterializedView;
+        let json = serde_json::to_string(&view).expect("json");
+        assert!(json.contains(r#""kind":"materialized_view""#), "{json}");
+        assert_eq!(
+            serde_json::from_str::<LiveTable>(&json).expect("parse"),
+            view
+        );
     }
 }

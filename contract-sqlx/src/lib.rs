@@ -187,8 +187,9 @@ pub use contract_core::plan;
 pub mod model {
     pub use contract_core::{
         ColumnContract, Columns, Contract, Dialect, DiffScope, FieldDigest, IdentError, LiveColumn,
-        LiveForeignKey, LiveTable, MAX_TENANT_NAME_LEN, MISSING_LABELS, Reference, TableContract,
-        TenantName, TypeFit, TypeOracle, UNKNOWN_LABELS, diff, digest_hex, enum_label_drift, rules,
+        LiveForeignKey, LiveTable, MAX_TENANT_NAME_LEN, MISSING_LABELS, Reference, RelationKind,
+        TableContract, TenantName, TypeFit, TypeOracle, UNKNOWN_LABELS, diff, digest_hex,
+        enum_label_drift, rules,
     };
 }
 

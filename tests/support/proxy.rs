@@ -171,6 +171,12 @@ impl Proxy {
     /// Arms a one-shot fault (replacing one not fired yet): the first connection whose
     /// client→server stream contains `patterns` in that order is cut at `cut`.
     pub fn arm(&self, patterns: &[&str], cut: Cut) -> Fault {
+        let patterns: Vec<&[u8]> = patterns.iter().map(|p| p.as_bytes()).collect();
+        self.arm_bytes(&patterns, cut)
+    }
+
+    /// [`Proxy::arm`] with byte patterns (a bound parameter in binary form, for example).
+    pub fn arm_bytes(&self, patterns: &[&[u8]], cut: Cut) -> Fault {
         assert!(
             !patterns.is_empty() && patterns.iter().all(|p| !p.is_empty()),
             "empty pattern"
@@ -178,7 +184,7 @@ impl Proxy {
         let fired = Arc::new(AtomicBool::new(false));
         *lock(&self.shared.armed) = Some(Armed {
             id: self.shared.next_id.fetch_add(1, Ordering::SeqCst),
-            patterns: patterns.iter().map(|p| p.as_bytes().to_vec()).collect(),
+            patterns: patterns.iter().map(|p| p.to_vec()).collect(),
             cut,
             fired: Arc::clone(&fired),
             answering: None,

@@ -2,6 +2,7 @@
 //! plan of quoted DDL steps, each with its lock and hazards, plus the findings it refuses
 //! to fix and why.
 
+mod catalog;
 mod planner;
 mod policy;
 mod rebuild;
@@ -13,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt;
 
+pub use catalog::{TypeCatalog, type_names};
 pub use planner::plan_tenant;
 pub use policy::{Remediation, Selection};
 pub use step::{Action, Hazard, LockLevel, PlanStep, Refusal};

@@ -4,7 +4,9 @@ use super::rebuild::{TypeChange, rebuild_step};
 use super::render::Target;
 use super::step::{Action, Hazard, LockLevel, PlanStep, Refusal};
 use super::types::{PgTypeChange, ddl_type, pg_canonical, pg_type_change, pg_typmod_change};
-use super::{TableInput, TenantPlan};
+use super::{TableInput, TenantPlan, TypeCatalog};
+use std::collections::BTreeMap;
+
 use crate::drift::{DriftKind, Finding};
 use crate::error::IdentError;
 use crate::ident::Dialect;
@@ -21,12 +23,18 @@ use crate::model::ColumnContract;
 /// of the table's other steps), written from the introspected `CREATE TABLE` text, indexes
 /// and triggers; it always needs an approval (`table_rebuild`, `validates_rows`), and a
 /// definition that cannot be read unambiguously is refused.
+///
+/// On PostgreSQL a column type the contract names without a schema is written qualified
+/// with the first schema `types` has it in among the tenant's, the contract's and
+/// `public` (remediation pins `search_path` to `pg_catalog`); one that none of them has is
+/// refused. Built-in types, and types `types` did not look up, stay as written.
 #[must_use]
 pub fn plan_tenant(
     dialect: Dialect,
     tenant: &str,
     schema: Option<&str>,
     tables: &[TableInput<'_>],
+    types: &TypeCatalog,
 ) -> TenantPlan {
     let mut steps = Vec::new();
     let mut refusals = Vec::new();
@@ -35,10 +43,18 @@ pub fn plan_tenant(
             Dialect::Sqlite => None,
             _ => input.contract.schema.as_deref().or(schema),
         };
+        let mut type_schemas: Vec<&str> = schema
+            .into_iter()
+            .chain(input.contract.schema.as_deref())
+            .chain(["public"])
+            .collect();
+        type_schemas.dedup();
         let target = Target {
             dialect,
             schema: table_schema,
             table: &input.contract.table,
+            types,
+            type_schemas: &type_schemas,
         };
         // SQLite changes types by rebuilding the table from its current definition: once
         // per table, for all its changed columns, before the table's other steps.
@@ -101,6 +117,10 @@ fn sqlite_type_changes(
         let Some(live) = input.live.and_then(|t| t.column(&column.name)) else {
             continue;
         };
+        if let Some(reason) = not_a_table(input, finding) {
+            refuse(finding, reason);
+            continue;
+        }
         match sql_type(target, input, column) {
             Ok(to) => {
                 changes.push(TypeChange {
@@ -127,7 +147,35 @@ fn sqlite_type_changes(
     }
 }
 
+/// Why `finding` cannot be fixed when the live relation is not a table (a view, a
+/// materialized view, a foreign table): every fix but a missing table's and an enum's
+/// labels is an `ALTER TABLE` of that relation, which PostgreSQL refuses.
+fn not_a_table(input: &TableInput<'_>, finding: &Finding) -> Option<String> {
+    let live = input.live.filter(|t| !t.kind.is_table())?;
+    if matches!(
+        finding.kind,
+        DriftKind::MissingTable | DriftKind::EnumLabels
+    ) {
+        return None;
+    }
+    let hint = match (finding.kind, finding.column.as_deref()) {
+        (DriftKind::Nullability, Some(column)) => format!(
+            "its column `{column}` can return NULL (a nullable base column, or one PostgreSQL \
+             cannot follow through joins or expressions); make the field an Option, or make \
+             the base column NOT NULL and select it as a plain column"
+        ),
+        _ => format!("change the {} (or the table it reads) by hand", live.kind),
+    };
+    Some(format!(
+        "not remediable: relation `{}.{}` is a {} (ALTER TABLE cannot change it); {hint}",
+        live.schema, live.name, live.kind
+    ))
+}
+
 fn plan_finding(target: &Target<'_>, input: &TableInput<'_>, finding: &Finding) -> Planned {
+    if let Some(reason) = not_a_table(input, finding) {
+        return Err(reason);
+    }
     let column = finding
         .column
         .as_deref()
@@ -152,10 +200,25 @@ fn ident(result: Result<String, IdentError>) -> Result<String, String> {
     result.map_err(|e| e.to_string())
 }
 
+/// The DDL type of `column` for `target`: as the contract or sqlx names it, custom types
+/// qualified with the schema the fleet has them in (PostgreSQL).
 fn sql_type(
     target: &Target<'_>,
     input: &TableInput<'_>,
     column: &ColumnContract,
+) -> Result<String, String> {
+    let written = written_type(target.dialect, column, input.expected_types)?;
+    match target.dialect {
+        Dialect::Postgres => target.types.qualify(column, &written, target.type_schemas),
+        Dialect::MySql | Dialect::Sqlite => Ok(written),
+    }
+}
+
+/// The type as the contract (`#[contract(sql_type)]`) or sqlx names it.
+pub(super) fn written_type(
+    dialect: Dialect,
+    column: &ColumnContract,
+    expected_types: &BTreeMap<String, String>,
 ) -> Result<String, String> {
     if let Some(sql_type) = &column.sql_type {
         return Ok(sql_type.clone());
@@ -164,7 +227,7 @@ fn sql_type(
     // as a UUID's): the field type decides, or a JSON field would become `BINARY(16)`.
     // On SQLite sqlx names it `TEXT`, but a column declared `TEXT` is (rightly) reported at
     // risk for a JSON field; declaring it `JSON` is what makes the added column comply.
-    if matches!(target.dialect, Dialect::MySql | Dialect::Sqlite)
+    if matches!(dialect, Dialect::MySql | Dialect::Sqlite)
         && matches!(
             crate::rules::rust_type_name(&column.rust_type),
             "Json" | "Value" | "JsonValue" | "RawValue"
@@ -172,13 +235,13 @@ fn sql_type(
     {
         return Ok("JSON".to_owned());
     }
-    let expected = input.expected_types.get(&column.name).ok_or_else(|| {
+    let expected = expected_types.get(&column.name).ok_or_else(|| {
         format!(
             "no SQL type is known for `{}`; add #[contract(sql_type = \"...\")] to the field",
             column.name
         )
     })?;
-    ident(ddl_type(target.dialect, expected))
+    ident(ddl_type(dialect, expected))
 }
 
 fn step(target: &Target<'_>, column: Option<&str>, action: Action, fixes: DriftKind) -> PlanStep {

@@ -1,5 +1,6 @@
 //! SQL text per dialect. Every identifier goes through [`Dialect::quote`].
 
+use super::TypeCatalog;
 use crate::digest::digest_hex;
 use crate::error::IdentError;
 use crate::ident::Dialect;
@@ -12,6 +13,10 @@ pub(super) struct Target<'a> {
     pub dialect: Dialect,
     pub schema: Option<&'a str>,
     pub table: &'a str,
+    /// Where the fleet has the custom types a column may use (PostgreSQL).
+    pub types: &'a TypeCatalog,
+    /// The schemas a custom type is looked for in, in order.
+    pub type_schemas: &'a [&'a str],
 }
 
 impl Target<'_> {

@@ -80,7 +80,7 @@ fn plan_for_tenant(
         expected_types: &expected,
     };
     let schema = (dialect != Dialect::Sqlite).then_some(tenant);
-    plan_tenant(dialect, tenant, schema, &[input])
+    plan_tenant(dialect, tenant, schema, &[input], &TypeCatalog::new())
 }
 
 fn live(columns: Vec<LiveColumn>) -> LiveTable {
@@ -809,7 +809,13 @@ fn plan_widens_a_column_narrower_than_the_declared_sql_type_in_place() {
         findings: std::slice::from_ref(&finding),
         expected_types: &expected,
     };
-    let plan = plan_tenant(Dialect::Postgres, "tenant_1", Some("tenant_1"), &[input]);
+    let plan = plan_tenant(
+        Dialect::Postgres,
+        "tenant_1",
+        Some("tenant_1"),
+        &[input],
+        &TypeCatalog::new(),
+    );
     assert_eq!(
         plan.statements().collect::<Vec<_>>(),
         [
@@ -830,12 +836,121 @@ fn plan_widens_a_column_narrower_than_the_declared_sql_type_in_place() {
         findings: std::slice::from_ref(&finding),
         expected_types: &expected,
     };
-    let plan = plan_tenant(Dialect::Postgres, "tenant_1", Some("tenant_1"), &[input]);
+    let plan = plan_tenant(
+        Dialect::Postgres,
+        "tenant_1",
+        Some("tenant_1"),
+        &[input],
+        &TypeCatalog::new(),
+    );
     assert!(plan.steps.is_empty());
     assert!(
         plan.refusals[0].reason.contains("narrows or loses data"),
         "{}",
         plan.refusals[0].reason
+    );
+}
+
+#[test]
+fn nothing_is_altered_on_a_relation_that_is_not_a_table() {
+    let mut meta = nullable("event_metadata", "Option<Value>");
+    meta.default_sql = Some("'{}'".into());
+    let contract = events(vec![column("id", "i64"), column("user_id", "i64"), meta]);
+    for kind in [
+        crate::live::RelationKind::View,
+        crate::live::RelationKind::MaterializedView,
+        crate::live::RelationKind::ForeignTable,
+    ] {
+        let mut view = live(vec![
+            LiveColumn::new("id", "bigint").not_null(),
+            LiveColumn::new("user_id", "bigint"),
+        ]);
+        view.kind = kind;
+        let plan = plan_for(
+            Dialect::Postgres,
+            &contract,
+            Some(&view),
+            &[
+                ("id", "INT8"),
+                ("user_id", "INT8"),
+                ("event_metadata", "JSONB"),
+            ],
+        );
+        assert!(plan.steps.is_empty(), "{kind}: {:?}", plan.steps);
+        let refused: Vec<(Option<&str>, DriftKind)> = plan
+            .refusals
+            .iter()
+            .map(|r| (r.column.as_deref(), r.kind))
+            .collect();
+        assert_eq!(
+            refused,
+            [
+                (Some("user_id"), DriftKind::Nullability),
+                (Some("event_metadata"), DriftKind::MissingColumn)
+            ]
+        );
+        let reason = &plan.refusals[0].reason;
+        assert!(
+            reason.starts_with(&format!(
+                "not remediable: relation `tenant_1.events` is a {kind} (ALTER TABLE cannot change it)"
+            )) && reason.contains("make the field an Option"),
+            "{reason}"
+        );
+    }
+}
+
+#[test]
+fn custom_types_are_written_with_the_schema_the_fleet_has_them_in() {
+    let mut mood = column("mood", "Mood");
+    mood.nullable = true;
+    let contract = events(vec![column("id", "i64"), mood]);
+    let expected: BTreeMap<String, String> = [("id", "INT8"), ("mood", "mood")]
+        .iter()
+        .map(|(c, t)| ((*c).to_owned(), (*t).to_owned()))
+        .collect();
+    let mut types = TypeCatalog::new();
+    types.builtin("int8").found_in("mood", "tenant_1");
+    let plan = |live: Option<&LiveTable>, tenant: &str| {
+        let findings = diff(
+            DiffScope {
+                tenant,
+                schema: tenant,
+            },
+            &contract,
+            live,
+            &ByName(&expected),
+        );
+        let input = TableInput {
+            contract: &contract,
+            live,
+            findings: &findings,
+            expected_types: &expected,
+        };
+        plan_tenant(Dialect::Postgres, tenant, Some(tenant), &[input], &types)
+    };
+    let created = plan(None, "tenant_1");
+    assert_eq!(
+        created.statements().collect::<Vec<_>>(),
+        [r#"CREATE TABLE "tenant_1"."events" ("id" int8 NOT NULL, "mood" "tenant_1"."mood")"#]
+    );
+    let mut without_mood = LiveTable::new("tenant_1", "events");
+    without_mood.columns = vec![LiveColumn::new("id", "bigint").not_null()];
+    assert_eq!(
+        plan(Some(&without_mood), "tenant_1")
+            .statements()
+            .collect::<Vec<_>>(),
+        [r#"ALTER TABLE "tenant_1"."events" ADD COLUMN "mood" "tenant_1"."mood""#]
+    );
+    // tenant_2 has no `mood`, nor has `public`: refused, with what to do.
+    let refused = plan(None, "tenant_2");
+    assert!(refused.steps.is_empty());
+    assert_eq!(refused.refusals.len(), 1);
+    assert!(
+        refused.refusals[0]
+            .reason
+            .contains("has type `mood`, which exists in none of the schemas `tenant_2`, `public`"),
+        "{}",
+        refused.refusals[0].reason
     );
 }
 

@@ -10,6 +10,7 @@ pub(crate) mod resolve;
 use std::collections::HashMap;
 use std::future::Future;
 
+use contract_core::plan::TypeCatalog;
 use contract_core::{Dialect, LiveColumn, LiveTable, TenantName, TypeFit};
 use sqlx::{Database, Pool};
 
@@ -87,6 +88,19 @@ pub trait Backend: Database + Sized {
     ) -> impl Future<Output = Vec<ReconciledAudit>> + Send {
         let _ = (pool, tenants, contracts, audit);
         async { Vec::new() }
+    }
+
+    /// Where the fleet has the column types the contracts' DDL names without a schema,
+    /// looked up once per plan run for the tenants `schemas` of `pool` (PostgreSQL, whose
+    /// remediation session resolves only qualified custom types). Elsewhere nothing is
+    /// looked up and types are written as named.
+    fn type_catalog(
+        pool: &Pool<Self>,
+        schemas: &[String],
+        contracts: &ContractSet<Self>,
+    ) -> impl Future<Output = Result<TypeCatalog>> + Send {
+        let _ = (pool, schemas, contracts);
+        async { Ok(TypeCatalog::new()) }
     }
 
     /// Applies one tenant's allowed steps: one transaction, timeouts, the per-tenant

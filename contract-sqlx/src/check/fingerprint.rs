@@ -3,7 +3,7 @@
 use contract_core::{FieldDigest, LiveTable};
 
 /// A digest of the introspected part of a table: names, types, nullability, defaults,
-/// enum labels and keys; on SQLite also the `CREATE TABLE` text, the SQL of its indexes
+/// enum labels, keys and the relation kind (a view is not a table); on SQLite also the `CREATE TABLE` text, the SQL of its indexes
 /// and triggers, and the objects referring to it (a table rebuild re-creates them, so a
 /// changed index makes a rebuild plan stale). Equal digests mean an equal contracted
 /// definition. The SQLite-only parts are absent elsewhere and leave those digests as they
@@ -33,6 +33,9 @@ pub fn fingerprint(table: &LiveTable) -> String {
             .field(&fk.ref_schema)
             .field(&fk.ref_table)
             .field(&fk.ref_column);
+    }
+    if !table.kind.is_table() {
+        digest.field("kind").field(table.kind.as_str());
     }
     if table.definition.is_some() || !table.dependents.is_empty() || !table.referenced_by.is_empty()
     {

@@ -74,12 +74,12 @@ async fn apply_once(
     set_local(&mut tx, "statement_timeout", job.options.advisory_lock_wait)
         .await
         .map_err(fail("set timeouts"))?;
-    // Only one replica remediates a tenant at a time (DESIGN D10).
-    super::ddl::xact_lock(&mut tx, &format!("contract:tenant:{tenant}"))
+    // Only one replica remediates a tenant at a time.
+    super::ddl::xact_lock(&mut tx, &super::ddl::tenant_lock_name(tenant))
         .await
         .map_err(fail("advisory lock"))?;
     // Re-verify under the lock: a plan made on another schema is stale.
-    let live = super::introspect_on(&mut *tx, &job.schemas(), job.contracts)
+    let live = super::introspect_on(&mut tx, &job.schemas(), job.contracts)
         .await
         .map_err(fail("re-introspect under lock"))?;
     if !job.still_matches(&live) {

@@ -3,9 +3,10 @@
 
 use std::collections::HashMap;
 
-use contract_core::{LiveColumn, LiveForeignKey, LiveTable};
+use contract_core::{LiveColumn, LiveForeignKey, LiveTable, RelationKind};
 
 use super::row::ColumnRow;
+use super::views::ViewColumns;
 use crate::check::fingerprint;
 
 /// Accumulates rows (in any order: the query has no ORDER BY, which spills to disk at
@@ -48,9 +49,11 @@ impl TablesBuilder {
             _ => {
                 let (tables, columns) = (&mut self.tables, self.columns);
                 *self.index.entry(row.table_oid).or_insert_with(|| {
+                    let mut table = LiveTable::new(row.schema_name, row.table_name);
+                    table.kind = relation_kind(row.relkind);
                     tables.push(Draft {
                         oid: row.table_oid,
-                        table: LiveTable::new(row.schema_name, row.table_name),
+                        table,
                         columns: Vec::with_capacity(columns),
                     });
                     tables.len() - 1
@@ -92,15 +95,52 @@ impl TablesBuilder {
 
     /// The tables (in no particular order: the snapshot keys them by name), columns in
     /// attnum order, keys and fingerprints filled in: each table deterministic whatever
-    /// the row order.
-    pub fn finish(self) -> Vec<LiveTable> {
-        self.tables.into_iter().map(Draft::finish).collect()
+    /// the row order. Plus, per view, the attnums of its nullable contracted columns (what
+    /// a view can return is settled afterwards, from the tables it reads).
+    pub fn finish(self) -> (Vec<LiveTable>, Vec<ViewColumns>) {
+        let mut views = Vec::new();
+        let tables = self
+            .tables
+            .into_iter()
+            .enumerate()
+            .map(|(index, mut draft)| {
+                draft.columns.sort_by_key(|(attnum, _, _)| *attnum);
+                if draft.table.kind == RelationKind::View {
+                    let columns: Vec<(i32, usize)> = draft
+                        .columns
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, (_, _, c))| c.nullable)
+                        .map(|(i, (attnum, _, _))| (*attnum, i))
+                        .collect();
+                    if !columns.is_empty() {
+                        views.push(ViewColumns {
+                            table: index,
+                            oid: draft.oid,
+                            columns,
+                        });
+                    }
+                }
+                draft.finish()
+            })
+            .collect();
+        (tables, views)
+    }
+}
+
+/// `pg_class.relkind` → the relation kind (tables and partitioned tables are tables).
+fn relation_kind(relkind: &str) -> RelationKind {
+    match relkind {
+        "v" => RelationKind::View,
+        "m" => RelationKind::MaterializedView,
+        "f" => RelationKind::ForeignTable,
+        _ => RelationKind::Table,
     }
 }
 
 impl Draft {
-    fn finish(mut self) -> LiveTable {
-        self.columns.sort_by_key(|(attnum, _, _)| *attnum);
+    /// Columns already in attnum order.
+    fn finish(self) -> LiveTable {
         let mut pk: Vec<(i32, String)> = self
             .columns
             .iter()

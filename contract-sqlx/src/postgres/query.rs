@@ -30,7 +30,8 @@ SELECT n.nspname::text                                   AS schema_name,
        END                                               AS enum_labels,
        array_position(pk.conkey, a.attnum)               AS pk_position,
        fn.nspname::text AS ref_schema, fc.relname::text AS ref_table, fa.attname::text AS ref_column,
-       c.oid::int8                                       AS table_oid
+       c.oid::int8                                       AS table_oid,
+       c.relkind::text                                   AS relkind
 FROM pg_class c
 JOIN pg_namespace n ON n.oid = c.relnamespace
 LEFT JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped AND a.attname = ANY($3)

@@ -22,6 +22,9 @@ pub(super) struct ColumnRow<'r> {
     pub ref_table: Option<&'r str>,
     pub ref_column: Option<&'r str>,
     pub table_oid: i64,
+    /// `pg_class.relkind`: `r` table, `p` partitioned table, `v` view, `m` materialized
+    /// view, `f` foreign table.
+    pub relkind: &'r str,
 }
 
 impl<'r> ColumnRow<'r> {
@@ -43,6 +46,7 @@ impl<'r> ColumnRow<'r> {
             ref_table: row.try_get_unchecked(11)?,
             ref_column: row.try_get_unchecked(12)?,
             table_oid: row.try_get_unchecked(13)?,
+            relkind: row.try_get_unchecked(14)?,
         })
     }
 }

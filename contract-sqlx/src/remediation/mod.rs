@@ -18,3 +18,7 @@ pub(crate) use reconcile::judge;
 pub use reconcile::{ReconcileOutcome, ReconciledAudit};
 pub(crate) use run::{Checked, CheckedGroup, remediate_checked};
 pub use run::{Remediate, RemediationRun, plan_for, remediate};
+
+#[cfg(feature = "postgres")]
+#[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
+pub use crate::postgres::ddl::tenant_lock_key;

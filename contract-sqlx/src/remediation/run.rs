@@ -4,7 +4,9 @@
 use std::collections::BTreeMap;
 use std::time::{Instant, SystemTime};
 
-use contract_core::plan::{PlanStep, Remediation, TableInput, TenantPlan, plan_tenant};
+use contract_core::plan::{
+    PlanStep, Remediation, TableInput, TenantPlan, TypeCatalog, plan_tenant,
+};
 use contract_core::{
     Dialect, ExecutionLog, Finding, FleetReport, LogAction, Severity, TenantError, TenantName,
     TenantReport, Verdict,
@@ -41,12 +43,14 @@ pub struct RemediationRun {
     pub log: ExecutionLog,
 }
 
-/// Plans one tenant from a snapshot (its drift only).
+/// Plans one tenant from a snapshot (its drift only), with custom column types written
+/// where `types` (from [`Backend::type_catalog`], once per run) found them.
 #[must_use]
 pub fn plan_for<DB: Backend>(
     tenant: &TenantReport,
     contracts: &ContractSet<DB>,
     snapshot: &FleetSnapshot<DB>,
+    types: &TypeCatalog,
 ) -> TenantPlan {
     let schema = (DB::DIALECT != Dialect::Sqlite).then_some(tenant.tenant.as_str());
     let expected: Vec<BTreeMap<String, String>> = contracts
@@ -87,7 +91,25 @@ pub fn plan_for<DB: Backend>(
             expected_types,
         })
         .collect();
-    plan_tenant(DB::DIALECT, &tenant.tenant, schema, &inputs)
+    plan_tenant(DB::DIALECT, &tenant.tenant, schema, &inputs, types)
+}
+
+/// The type catalog for planning `reports`' drifted tenants of `pool`: one lookup, and
+/// none when no tenant drifted.
+async fn types_for<DB: Backend>(
+    pool: &Pool<DB>,
+    reports: &[TenantReport],
+    contracts: &ContractSet<DB>,
+) -> Result<TypeCatalog> {
+    let drifted: Vec<String> = reports
+        .iter()
+        .filter(|r| r.verdict == Verdict::Drifted)
+        .map(|r| r.tenant.clone())
+        .collect();
+    if drifted.is_empty() {
+        return Ok(TypeCatalog::new());
+    }
+    DB::type_catalog(pool, &drifted, contracts).await
 }
 
 /// Starts a remediation run over `directory`: check every tenant, plan the drifted ones,
@@ -233,6 +255,28 @@ pub(crate) async fn remediate_checked<DB: Backend>(
         if policy.applies() {
             reconciled.extend(DB::reconcile_audits(pool, &names, contracts, &options.audit).await);
         }
+        let types = if policy.plans() {
+            types_for(pool, &group_reports, contracts).await
+        } else {
+            Ok(TypeCatalog::new())
+        };
+        let types = match types {
+            Ok(types) => types,
+            Err(error) => {
+                let error = error_chain(&error);
+                failed.extend(
+                    group_reports
+                        .iter()
+                        .filter(|r| r.verdict == Verdict::Drifted)
+                        .map(|r| TenantError {
+                            tenant: r.tenant.clone(),
+                            error: error.clone(),
+                        }),
+                );
+                reports.extend(group_reports);
+                continue;
+            }
+        };
         // A pool-wide audit table (PostgreSQL) is ensured once, before the first apply.
         let mut audit_ready = false;
         tables += snap.tables.len();
@@ -241,7 +285,7 @@ pub(crate) async fn remediate_checked<DB: Backend>(
             if report.verdict != Verdict::Drifted || !policy.plans() {
                 continue;
             }
-            let plan = plan_for(report, contracts, &snap);
+            let plan = plan_for(report, contracts, &snap, &types);
             let selection = policy.select(&plan);
             if !selection.steps.is_empty() {
                 attempted = true;
@@ -420,11 +464,20 @@ async fn verify<DB: Backend>(
     for (pool, names) in directory.groups() {
         let (group_reports, snap) = check_group(pool, names, contracts).await;
         if let Some(snap) = snap {
+            let types = match types_for(pool, &group_reports, contracts).await {
+                Ok(types) => types,
+                Err(error) => {
+                    // A plan made without it could carry another hash than the real one.
+                    tracing::warn!(error = %error_chain(&error), "plans awaiting approval not re-made for this pool");
+                    reports.extend(group_reports);
+                    continue;
+                }
+            };
             for report in group_reports
                 .iter()
                 .filter(|r| r.verdict == Verdict::Drifted)
             {
-                let plan = plan_for(report, contracts, &snap);
+                let plan = plan_for(report, contracts, &snap, &types);
                 if plan.needs_approval() {
                     awaiting.insert(report.tenant.clone(), plan);
                 }
