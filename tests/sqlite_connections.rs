@@ -68,7 +68,10 @@ async fn cancelled_rebuild_never_pools_a_connection_with_foreign_keys_off() {
         .run()
         .await
         .expect("dry run");
-    let plan = dry.awaiting_approval.get("tenant_1").expect("a rebuild plan");
+    let plan = dry
+        .awaiting_approval
+        .get("tenant_1")
+        .expect("a rebuild plan");
     assert_eq!(plan.steps.len(), 1, "{:?}", plan.refusals);
 
     // Another writer holds the file's write lock: the rebuild waits in `BEGIN IMMEDIATE`,
@@ -110,6 +113,10 @@ async fn cancelled_rebuild_never_pools_a_connection_with_foreign_keys_off() {
         (1, 0, true),
         "PRAGMA foreign_keys = {enforced}; children left after deleting their parent: {orphans}; \
          a child of a missing parent was {}",
-        if dangling.is_ok() { "accepted" } else { "refused" }
+        if dangling.is_ok() {
+            "accepted"
+        } else {
+            "refused"
+        }
     );
 }
