@@ -263,7 +263,7 @@ mod tests {
             "t1",
             contracts.iter(),
             &[&planned],
-            &[planned.clone()]
+            std::slice::from_ref(&planned)
         ));
         // PostgreSQL: `"Events"` is another table; `events` is absent both times.
         assert!(same_tables(
