@@ -1,5 +1,8 @@
 //! Which tenants exist, and which pool reaches each of them.
 
+use std::any::Any;
+use std::sync::Arc;
+
 use contract_core::{IdentError, TenantName};
 use sqlx::{Database, Pool};
 
@@ -50,6 +53,9 @@ impl Tenants {
 pub struct TenantDirectory<DB: Database> {
     groups: Vec<(Pool<DB>, Vec<TenantName>)>,
     rejected: Vec<(String, IdentError)>,
+    /// State the pools' hooks hold weakly, alive as long as the directory (the SQLite
+    /// connection budget).
+    kept_alive: Vec<Arc<dyn Any + Send + Sync>>,
 }
 
 impl<DB: Database> Clone for TenantDirectory<DB> {
@@ -57,6 +63,7 @@ impl<DB: Database> Clone for TenantDirectory<DB> {
         Self {
             groups: self.groups.clone(),
             rejected: self.rejected.clone(),
+            kept_alive: self.kept_alive.clone(),
         }
     }
 }
@@ -66,6 +73,7 @@ impl<DB: Database> Default for TenantDirectory<DB> {
         Self {
             groups: Vec::new(),
             rejected: Vec::new(),
+            kept_alive: Vec::new(),
         }
     }
 }
@@ -127,6 +135,14 @@ impl<DB: Backend> TenantDirectory<DB> {
     #[cfg(feature = "sqlite")]
     pub(crate) fn reject(mut self, name: &str, error: IdentError) -> Self {
         self.rejected.push((name.escape_debug().to_string(), error));
+        self
+    }
+
+    /// Keeps `state` alive as long as the directory (and its clones).
+    #[must_use]
+    #[cfg(feature = "sqlite")]
+    pub(crate) fn keep_alive(mut self, state: Arc<dyn Any + Send + Sync>) -> Self {
+        self.kept_alive.push(state);
         self
     }
 

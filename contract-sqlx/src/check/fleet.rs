@@ -129,8 +129,7 @@ pub async fn snapshot<DB: Backend>(
 ) -> Result<FleetSnapshot<DB>> {
     let mut all_schemas = schemas.to_vec();
     all_schemas.extend(contracts.fixed_schemas());
-    let live = DB::introspect(pool, &all_schemas, contracts).await?;
-    let types = DB::resolve_types(pool, &live).await?;
+    let (live, types) = DB::introspect_resolved(pool, &all_schemas, contracts).await?;
     let tables = match DB::DIALECT {
         // Table names are case-insensitive there: key by the contracts' spelling.
         Dialect::Sqlite => keyed_as_contracted(live, &contracts.table_names(), DB::DIALECT),
