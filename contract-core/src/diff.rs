@@ -1,6 +1,7 @@
 //! The pure drift `diff`: one contract against one tenant's live table.
 
 use crate::drift::{DriftKind, Finding, Severity};
+use crate::ident::Dialect;
 use crate::live::{LiveColumn, LiveTable};
 use crate::model::{ColumnContract, TableContract};
 
@@ -51,19 +52,27 @@ pub fn enum_label_drift<'a>(
     (missing, unknown)
 }
 
-/// Where the diff runs: which tenant, and which schema the table was looked for in.
+/// Where the diff runs: which tenant, which schema the table was looked for in, and the
+/// dialect whose name rules apply ([`Dialect::same_column`], [`Dialect::same_table`]).
 #[derive(Debug, Clone, Copy)]
 pub struct DiffScope<'a> {
     /// The tenant.
     pub tenant: &'a str,
     /// The schema (the tenant's, or the contract's fixed schema).
     pub schema: &'a str,
+    /// The dialect of the live table.
+    pub dialect: Dialect,
 }
 
 /// Compares one contract with one live table (`None`: the table does not exist).
 ///
 /// Only what the consumer reads matters: extra columns are never findings (DESIGN D2).
 /// Findings come out in contract column order, so the result is deterministic.
+///
+/// Columns are matched as the dialect resolves names: on SQLite and MySQL a column
+/// declared `User_Id` is the contract's `user_id` (adding it would fail), yet still a
+/// `missing_column` finding, since rows name it `User_Id` and sqlx's `FromRow` finds
+/// columns by exact name; its type and nullability are judged as usual.
 #[must_use]
 pub fn diff(
     scope: DiffScope<'_>,
@@ -87,7 +96,7 @@ pub fn diff(
     };
     let mut findings = Vec::new();
     for column in &contract.columns {
-        let Some(live_column) = live.column(&column.name) else {
+        let Some(live_column) = live.column_in(scope.dialect, &column.name) else {
             if !column.optional {
                 let expected = match &column.sql_type {
                     Some(sql_type) => format!("{sql_type} ({})", column.rust_type),
@@ -103,6 +112,20 @@ pub fn diff(
             }
             continue;
         };
+        if live_column.name != column.name {
+            findings.push(finding(
+                Some(&column.name),
+                DriftKind::MissingColumn,
+                // An optional field silently reads its default instead of the value.
+                if column.optional {
+                    Severity::AtRisk
+                } else {
+                    Severity::Breaks
+                },
+                format!("a column named `{}`", column.name),
+                case_only(scope.dialect, &live_column.name, &column.name),
+            ));
+        }
         let fit = oracle.fit(contract, column, live_column);
         // Built only when a finding needs it: this loop runs for every column of the fleet.
         let expected = || {
@@ -169,6 +192,18 @@ pub fn diff(
     findings
 }
 
+/// The `actual` of a column whose name differs from the field's only in case.
+fn case_only(dialect: Dialect, live: &str, field: &str) -> String {
+    let rows = match dialect {
+        // SQLite names a result column as declared, even for `SELECT user_id`.
+        Dialect::Sqlite => "rows name it",
+        Dialect::MySql | Dialect::Postgres => "`SELECT *` rows name it",
+    };
+    format!(
+        "`{live}` (only the case differs: {rows} `{live}`, and sqlx finds `{field}` by exact name)"
+    )
+}
+
 /// Where findings are made: builds them with the scope and contract filled in.
 struct At<'a> {
     scope: DiffScope<'a>,
@@ -203,16 +238,15 @@ fn key_findings(at: &At<'_>, live: &LiveTable) -> Vec<Finding> {
     let finding = |column: Option<&str>, kind, severity, expected: String, actual: String| {
         at.finding(column, kind, severity, expected, actual)
     };
+    let dialect = at.scope.dialect;
     let mut findings = Vec::new();
     let expected_pk = contract.primary_key();
-    if !expected_pk.is_empty()
+    let same_pk = expected_pk.len() == live.primary_key.len()
         && expected_pk
-            != live
-                .primary_key
-                .iter()
-                .map(String::as_str)
-                .collect::<Vec<_>>()
-    {
+            .iter()
+            .zip(&live.primary_key)
+            .all(|(e, l)| dialect.same_column(e, l));
+    if !expected_pk.is_empty() && !same_pk {
         let actual = if live.primary_key.is_empty() {
             "none".to_owned()
         } else {
@@ -229,12 +263,12 @@ fn key_findings(at: &At<'_>, live: &LiveTable) -> Vec<Finding> {
     for (column, reference) in contract.foreign_keys() {
         let ref_schema = reference.schema.as_deref().unwrap_or(&live.schema);
         let present = live.foreign_keys.iter().any(|fk| {
-            fk.column == column
+            dialect.same_column(&fk.column, column)
                 && fk.ref_schema == ref_schema
-                && fk.ref_table == reference.table
-                && fk.ref_column == reference.column
+                && dialect.same_table(&fk.ref_table, &reference.table)
+                && dialect.same_column(&fk.ref_column, &reference.column)
         });
-        if !present && live.column(column).is_some() {
+        if !present && live.column_in(dialect, column).is_some() {
             findings.push(finding(
                 Some(column),
                 DriftKind::ForeignKey,
@@ -287,6 +321,7 @@ mod tests {
     const SCOPE: DiffScope<'static> = DiffScope {
         tenant: "tenant_1",
         schema: "tenant_1",
+        dialect: Dialect::Postgres,
     };
 
     #[test]
@@ -445,5 +480,55 @@ mod tests {
             ]
         );
         assert_eq!(f[1].expected, "references tenant_1.users(id)");
+    }
+
+    #[test]
+    fn diff_finds_columns_as_the_dialect_resolves_names() {
+        let mut id = col("id", "int8");
+        id.primary_key = true;
+        let mut user = col("user_id", "int8");
+        user.references = Reference::parse("users(id)");
+        let mut live = LiveTable::new("tenant_1", "Events")
+            .with_column(LiveColumn::new("ID", "int8").not_null())
+            .with_column(LiveColumn::new("User_Id", "int8").not_null());
+        live.primary_key = vec!["ID".into()];
+        live.foreign_keys.push(crate::live::LiveForeignKey {
+            column: "User_Id".into(),
+            ref_schema: "tenant_1".into(),
+            ref_table: "Users".into(),
+            ref_column: "Id".into(),
+        });
+        let contract = contract(vec![id, user]);
+        let sqlite = DiffScope {
+            dialect: Dialect::Sqlite,
+            ..SCOPE
+        };
+        // The same columns, key and foreign key; the spelling rows carry still breaks
+        // `FromRow`, which is all that is reported (types are judged on the found column).
+        let f = diff(sqlite, &contract, Some(&live), &SameName);
+        let found: Vec<_> = f
+            .iter()
+            .map(|f| (f.column.as_deref(), f.kind, f.severity))
+            .collect();
+        assert_eq!(
+            found,
+            [
+                (Some("id"), DriftKind::MissingColumn, Severity::Breaks),
+                (Some("user_id"), DriftKind::MissingColumn, Severity::Breaks),
+            ]
+        );
+        assert_eq!(
+            f[1].actual,
+            "`User_Id` (only the case differs: rows name it `User_Id`, and sqlx finds `user_id` by exact name)"
+        );
+        // PostgreSQL keeps quoted names apart: both columns are absent.
+        let f = diff(SCOPE, &contract, Some(&live), &SameName);
+        assert!(
+            f.iter()
+                .filter(|f| f.kind == DriftKind::MissingColumn)
+                .all(|f| f.actual == "absent"),
+            "{f:?}"
+        );
+        assert!(f.iter().any(|f| f.kind == DriftKind::PrimaryKey), "{f:?}");
     }
 }

@@ -120,6 +120,44 @@ impl Dialect {
         }
     }
 
+    /// Whether the column names `a` and `b` name the same column: ASCII-case-insensitive
+    /// on SQLite and MySQL (where `User_Id` and `user_id` are one column, so adding the
+    /// other fails), exact on PostgreSQL (a quoted identifier keeps its case).
+    ///
+    /// The same column is not the same result-column name: sqlx looks row columns up by
+    /// exact name, and SQLite names a result column as declared (MySQL too for `*`).
+    ///
+    /// ```
+    /// use contract_core::Dialect;
+    /// assert!(Dialect::Sqlite.same_column("User_Id", "user_id"));
+    /// assert!(!Dialect::Postgres.same_column("User_Id", "user_id"));
+    /// ```
+    #[must_use]
+    pub fn same_column(self, a: &str, b: &str) -> bool {
+        match self {
+            Dialect::Postgres => a == b,
+            Dialect::MySql | Dialect::Sqlite => a.eq_ignore_ascii_case(b),
+        }
+    }
+
+    /// Whether the table names `a` and `b` name the same table: ASCII-case-insensitive on
+    /// SQLite (`Events` is the table `FROM events` reads), exact on PostgreSQL and on MySQL
+    /// (whose table names are file names: case-sensitive unless the server sets
+    /// `lower_case_table_names`, which then stores and reports them in lower case).
+    ///
+    /// ```
+    /// use contract_core::Dialect;
+    /// assert!(Dialect::Sqlite.same_table("Events", "events"));
+    /// assert!(!Dialect::MySql.same_table("Events", "events"));
+    /// ```
+    #[must_use]
+    pub fn same_table(self, a: &str, b: &str) -> bool {
+        match self {
+            Dialect::Postgres | Dialect::MySql => a == b,
+            Dialect::Sqlite => a.eq_ignore_ascii_case(b),
+        }
+    }
+
     /// Renders `value` as a single-quoted SQL string literal.
     ///
     /// # Errors

@@ -2,6 +2,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::ident::Dialect;
+
 /// One live column.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LiveColumn {
@@ -154,10 +156,21 @@ impl LiveTable {
         }
     }
 
-    /// Looks a column up by exact name.
+    /// Looks a column up by exact name (PostgreSQL's rule; see [`LiveTable::column_in`]).
     #[must_use]
     pub fn column(&self, name: &str) -> Option<&LiveColumn> {
         self.columns.iter().find(|c| c.name == name)
+    }
+
+    /// Looks a column up as `dialect` resolves column names ([`Dialect::same_column`]): on
+    /// SQLite and MySQL `user_id` finds a column declared `User_Id`. An exact match wins.
+    #[must_use]
+    pub fn column_in(&self, dialect: Dialect, name: &str) -> Option<&LiveColumn> {
+        self.column(name).or_else(|| {
+            self.columns
+                .iter()
+                .find(|c| dialect.same_column(&c.name, name))
+        })
     }
 
     /// Adds a column (builder style, for tests and snapshots).

@@ -210,5 +210,5 @@ pub use guard::{Gate, Guard, GuardBuilder, Permit};
 pub use remediation::{SchemaEpoch, remediate};
 #[cfg(feature = "sqlite")]
 #[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
-pub use sqlite::{sqlite_tenant_files, sqlite_tenant_files_with};
+pub use sqlite::{ConnectionBudget, sqlite_tenant_files, sqlite_tenant_files_with};
 pub use tenants::{TenantDirectory, Tenants};

@@ -4,6 +4,9 @@
 use std::collections::HashMap;
 use std::fmt;
 
+use std::any::Any;
+use std::sync::Arc;
+
 use contract_core::{IdentError, TenantName};
 use sqlx::{Database, Pool};
 
@@ -81,6 +84,9 @@ pub struct TenantDirectory<DB: Database> {
     index: HashMap<TenantName, usize>,
     rejected: Vec<(String, IdentError)>,
     duplicates: Vec<DuplicateTenant>,
+    /// State the pools' hooks hold weakly, alive as long as the directory (the SQLite
+    /// connection budget).
+    kept_alive: Vec<Arc<dyn Any + Send + Sync>>,
 }
 
 impl<DB: Database> Clone for TenantDirectory<DB> {
@@ -90,6 +96,7 @@ impl<DB: Database> Clone for TenantDirectory<DB> {
             index: self.index.clone(),
             rejected: self.rejected.clone(),
             duplicates: self.duplicates.clone(),
+            kept_alive: self.kept_alive.clone(),
         }
     }
 }
@@ -101,6 +108,7 @@ impl<DB: Database> Default for TenantDirectory<DB> {
             index: HashMap::new(),
             rejected: Vec::new(),
             duplicates: Vec::new(),
+            kept_alive: Vec::new(),
         }
     }
 }
@@ -185,6 +193,14 @@ impl<DB: Backend> TenantDirectory<DB> {
     #[cfg(feature = "sqlite")]
     pub(crate) fn reject(mut self, name: &str, error: IdentError) -> Self {
         self.rejected.push((name.escape_debug().to_string(), error));
+        self
+    }
+
+    /// Keeps `state` alive as long as the directory (and its clones).
+    #[must_use]
+    #[cfg(feature = "sqlite")]
+    pub(crate) fn keep_alive(mut self, state: Arc<dyn Any + Send + Sync>) -> Self {
+        self.kept_alive.push(state);
         self
     }
 

@@ -141,7 +141,7 @@ where
         .columns
         .iter()
         .filter_map(|column| {
-            let live_column = live.as_ref()?.column(&column.name)?;
+            let live_column = live.as_ref()?.column_in(DB::DIALECT, &column.name)?;
             let check = entry.check(&column.name)?;
             let fit = DB::fit(check, live_column, &fleet.types);
             Some(SnapshotVerdict {
@@ -250,6 +250,7 @@ pub fn snapshot_findings(contract: &TableContract, snapshot: &Snapshot) -> Vec<F
         DiffScope {
             tenant: "snapshot",
             schema,
+            dialect: snapshot.dialect,
         },
         contract,
         snapshot.live.as_ref(),

@@ -114,7 +114,10 @@ fn sqlite_type_changes(
         else {
             continue;
         };
-        let Some(live) = input.live.and_then(|t| t.column(&column.name)) else {
+        let Some(live) = input
+            .live
+            .and_then(|t| t.column_in(target.dialect, &column.name))
+        else {
             continue;
         };
         if let Some(reason) = not_a_table(input, finding) {
@@ -307,11 +310,14 @@ fn add_or_rename_column(
     column: &ColumnContract,
 ) -> Planned {
     let table = ident(target.qualified())?;
-    if let Some(old) = column
-        .renamed_from
-        .as_deref()
-        .filter(|old| input.live.is_some_and(|t| t.column(old).is_some()))
-    {
+    let live = |name: &str| input.live.and_then(|t| t.column_in(target.dialect, name));
+    // The column is there under another name: the same name in another case (SQLite,
+    // MySQL: adding it would collide), or the one declared with `renamed_from`.
+    let old = live(&column.name)
+        .filter(|c| c.name != column.name)
+        .or_else(|| column.renamed_from.as_deref().and_then(live))
+        .map(|c| c.name.as_str());
+    if let Some(old) = old {
         let mut s = step(
             target,
             Some(&column.name),
@@ -363,7 +369,7 @@ fn add_or_rename_column(
 fn change_type(target: &Target<'_>, input: &TableInput<'_>, column: &ColumnContract) -> Planned {
     let live_type = input
         .live
-        .and_then(|t| t.column(&column.name))
+        .and_then(|t| t.column_in(target.dialect, &column.name))
         .map(|c| c.data_type.clone())
         .unwrap_or_default();
     let new_type = sql_type(target, input, column)?;

@@ -122,7 +122,8 @@ pub enum Action {
     CreateTable,
     /// ADD COLUMN.
     AddColumn,
-    /// RENAME COLUMN (declared with `renamed_from`).
+    /// RENAME COLUMN (declared with `renamed_from`, or a name that differs only in case on
+    /// SQLite and MySQL).
     RenameColumn,
     /// ALTER COLUMN TYPE.
     ChangeType,

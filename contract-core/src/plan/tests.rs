@@ -68,6 +68,7 @@ fn plan_for_tenant(
         DiffScope {
             tenant,
             schema: tenant,
+            dialect,
         },
         contract,
         live,
@@ -426,6 +427,73 @@ fn plan_sqlite_adds_json_fields_as_json_not_text() {
     assert_eq!(
         plan.statements().collect::<Vec<_>>(),
         [r#"ALTER TABLE "events" ADD COLUMN "event_metadata" JSON DEFAULT '{}'"#]
+    );
+}
+
+#[test]
+fn plan_renames_a_column_whose_name_differs_only_in_case() {
+    let contract = events(vec![column("id", "i64"), column("user_id", "i64")]);
+    let mixed = live(vec![
+        LiveColumn::new("id", "BIGINT").not_null(),
+        LiveColumn::new("User_Id", "BIGINT").not_null(),
+    ]);
+    let types = [("id", "BIGINT"), ("user_id", "BIGINT")];
+    // SQLite and MySQL: adding `user_id` would collide with `User_Id`; renaming fixes the
+    // spelling rows carry (an approval: readers of `User_Id` by exact name would break).
+    for (dialect, statement) in [
+        (
+            Dialect::Sqlite,
+            r#"ALTER TABLE "events" RENAME COLUMN "User_Id" TO "user_id""#,
+        ),
+        (
+            Dialect::MySql,
+            "ALTER TABLE `tenant_1`.`events` RENAME COLUMN `User_Id` TO `user_id`",
+        ),
+    ] {
+        let plan = plan_for(dialect, &contract, Some(&mixed), &types);
+        assert_eq!(plan.statements().collect::<Vec<_>>(), [statement]);
+        assert_eq!(plan.hazards(), [Hazard::RenamesColumn]);
+    }
+    // PostgreSQL: `"User_Id"` is another column; `user_id` is added (refused here: NOT
+    // NULL without a default).
+    let plan = plan_for(Dialect::Postgres, &contract, Some(&mixed), &types);
+    assert!(plan.steps.is_empty());
+    assert!(plan.refusals[0].reason.contains("NOT NULL with no default"));
+}
+
+#[test]
+fn plan_sqlite_rebuilds_a_table_named_in_another_case_under_its_own_name() {
+    let contract = events(vec![column("id", "i64"), column("user_id", "i64")]);
+    let mut live_table = sqlite_events(
+        vec![
+            LiveColumn::new("id", "INTEGER").not_null(),
+            LiveColumn::new("USER_ID", "TEXT").not_null(),
+        ],
+        "CREATE TABLE Events (id INTEGER PRIMARY KEY, USER_ID TEXT NOT NULL)",
+        &["CREATE INDEX events_user ON Events (USER_ID)"],
+    );
+    live_table.name = "Events".into();
+    let plan = plan_for(
+        Dialect::Sqlite,
+        &contract,
+        Some(&live_table),
+        &[("id", "INTEGER"), ("user_id", "INTEGER")],
+    );
+    assert!(plan.refusals.is_empty(), "{:?}", plan.refusals);
+    let statements: Vec<&str> = plan.statements().collect();
+    assert_eq!(
+        statements[0],
+        r#"CREATE TABLE "Events__contract_rebuild" (id INTEGER PRIMARY KEY, USER_ID INTEGER NOT NULL)"#
+    );
+    // The rebuild keeps the live names; the rename of the column's spelling comes after.
+    assert_eq!(
+        &statements[statements.len() - 4..],
+        [
+            r#"DROP TABLE "Events""#,
+            r#"ALTER TABLE "Events__contract_rebuild" RENAME TO "Events""#,
+            "CREATE INDEX events_user ON Events (USER_ID)",
+            r#"ALTER TABLE "events" RENAME COLUMN "USER_ID" TO "user_id""#,
+        ]
     );
 }
 
@@ -915,6 +983,7 @@ fn custom_types_are_written_with_the_schema_the_fleet_has_them_in() {
             DiffScope {
                 tenant,
                 schema: tenant,
+                dialect: Dialect::Postgres,
             },
             &contract,
             live,

@@ -43,6 +43,21 @@ pub trait Backend: Database + Sized {
         tables: &[LiveTable],
     ) -> impl Future<Output = Result<TypeMap<Self>>> + Send;
 
+    /// [`Backend::introspect`], then [`Backend::resolve_types`] of what it found: what a
+    /// fleet snapshot takes. A backend may do both on one connection (SQLite: each pool
+    /// is one tenant file, and every connection it opens is a thread and an open file).
+    fn introspect_resolved(
+        pool: &Pool<Self>,
+        schemas: &[String],
+        contracts: &ContractSet<Self>,
+    ) -> impl Future<Output = Result<(Vec<LiveTable>, TypeMap<Self>)>> + Send {
+        async move {
+            let live = Self::introspect(pool, schemas, contracts).await?;
+            let types = Self::resolve_types(pool, &live).await?;
+            Ok((live, types))
+        }
+    }
+
     /// sqlx's verdict plus this dialect's extra rules, for one column.
     fn fit(check: &TypeCheck<Self>, live: &LiveColumn, types: &TypeMap<Self>) -> TypeFit;
 

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 
 use contract_core::{Dialect, LiveColumn, LiveTable};
-use sqlx::{AssertSqlSafe, Column, Executor, Pool, SqlSafeStr, Statement};
+use sqlx::{AssertSqlSafe, Column, Executor, SqlSafeStr, Statement};
 
 use crate::backend::Backend;
 use crate::error::{Error, Result};
@@ -25,17 +25,15 @@ pub(crate) fn unresolved<'t, T>(
     wanted
 }
 
-/// Prepares `SELECT <wanted> FROM <schema>.<table>` (never executed) and pairs each wanted
-/// column's type key with the type info the statement reports for it.
-pub(crate) async fn prepare_types<DB: Backend>(
-    pool: &Pool<DB>,
+/// Prepares `SELECT <wanted> FROM <schema>.<table>` (never executed) on `executor` (a
+/// pool or a connection) and pairs each wanted column's type key with the type info the
+/// statement reports for it.
+pub(crate) async fn prepare_types<'e, DB: Backend>(
+    executor: impl Executor<'e, Database = DB>,
     schema: &str,
     table: &LiveTable,
     wanted: &[&LiveColumn],
-) -> Result<Vec<(String, DB::TypeInfo)>>
-where
-    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
-{
+) -> Result<Vec<(String, DB::TypeInfo)>> {
     let dialect: Dialect = DB::DIALECT;
     let columns = wanted
         .iter()
@@ -46,7 +44,7 @@ where
         columns.join(", "),
         dialect.quote_qualified(Some(schema), &table.name)?
     );
-    let statement = pool
+    let statement = executor
         .prepare(AssertSqlSafe(sql).into_sql_str())
         .await
         .map_err(Error::db(

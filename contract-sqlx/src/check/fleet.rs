@@ -3,7 +3,8 @@
 use std::collections::HashMap;
 
 use contract_core::{
-    DiffScope, FleetReport, LiveTable, TableContract, TenantName, TenantReport, Verdict, diff,
+    Dialect, DiffScope, FleetReport, LiveTable, TableContract, TenantName, TenantReport, Verdict,
+    diff,
 };
 use sqlx::Pool;
 use tracing::Instrument as _;
@@ -18,7 +19,9 @@ use crate::tenants::TenantDirectory;
 /// The live schema of a fleet as introspected, with its resolved types.
 #[derive(Debug)]
 pub struct FleetSnapshot<DB: Backend> {
-    /// Live tables keyed by (schema, table).
+    /// Live tables keyed by (schema, table as the contracts spell it): on SQLite, whose
+    /// table names are ASCII-case-insensitive, a table created as `Events` is keyed
+    /// `events` when that is what a contract reads (its [`LiveTable::name`] stays `Events`).
     pub tables: HashMap<(String, String), LiveTable>,
     /// Resolved live types.
     pub types: TypeMap<DB>,
@@ -132,13 +135,37 @@ pub async fn snapshot<DB: Backend>(
 ) -> Result<FleetSnapshot<DB>> {
     let mut all_schemas = schemas.to_vec();
     all_schemas.extend(contracts.fixed_schemas());
-    let live = DB::introspect(pool, &all_schemas, contracts).await?;
-    let types = DB::resolve_types(pool, &live).await?;
-    let tables = live
-        .into_iter()
-        .map(|t| ((t.schema.clone(), t.name.clone()), t))
-        .collect();
+    let (live, types) = DB::introspect_resolved(pool, &all_schemas, contracts).await?;
+    let tables = match DB::DIALECT {
+        // Table names are case-insensitive there: key by the contracts' spelling.
+        Dialect::Sqlite => keyed_as_contracted(live, &contracts.table_names(), DB::DIALECT),
+        Dialect::Postgres | Dialect::MySql => live
+            .into_iter()
+            .map(|t| ((t.schema.clone(), t.name.clone()), t))
+            .collect(),
+    };
     Ok(FleetSnapshot { tables, types })
+}
+
+/// Keys each live table by the contracted name(s) that name it (`Events` under `events`),
+/// so lookups stay exact: a table two contracts spell differently is keyed under both.
+fn keyed_as_contracted(
+    live: Vec<LiveTable>,
+    contracted: &[String],
+    dialect: Dialect,
+) -> HashMap<(String, String), LiveTable> {
+    let mut tables = HashMap::with_capacity(live.len());
+    for table in live {
+        let mut names = contracted
+            .iter()
+            .filter(|name| dialect.same_table(name, &table.name));
+        let first = names.next().unwrap_or(&table.name).clone();
+        for other in names {
+            tables.insert((table.schema.clone(), other.clone()), table.clone());
+        }
+        tables.insert((table.schema.clone(), first), table);
+    }
+    tables
 }
 
 /// Diffs one tenant against every contract using an introspected snapshot.
@@ -157,7 +184,11 @@ pub fn check_tenant<DB: Backend>(
             types: &snapshot.types,
         };
         findings.extend(diff(
-            DiffScope { tenant, schema },
+            DiffScope {
+                tenant,
+                schema,
+                dialect: DB::DIALECT,
+            },
             &entry.contract,
             live,
             &oracle,

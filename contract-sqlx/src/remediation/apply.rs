@@ -3,9 +3,10 @@
 use std::time::Duration;
 
 use contract_core::plan::{PlanStep, TenantPlan};
-use contract_core::{Finding, LiveTable, TableContract, TenantName};
+use contract_core::{Dialect, Finding, LiveTable, TableContract, TenantName};
 
 use super::backoff::Backoff;
+use crate::backend::Backend;
 use crate::check::ContractSet;
 use crate::error::Error;
 use crate::remediation::AuditConfig;
@@ -104,7 +105,7 @@ pub struct ApplyJob<'a, DB: sqlx::Database> {
     pub options: &'a ApplyOptions,
 }
 
-impl<DB: sqlx::Database> ApplyJob<'_, DB> {
+impl<DB: Backend> ApplyJob<'_, DB> {
     /// The statements to run, in order.
     #[must_use]
     pub fn statements(&self) -> Vec<String> {
@@ -125,10 +126,12 @@ impl<DB: sqlx::Database> ApplyJob<'_, DB> {
 
     /// `true` when `live` (re-introspected under the lock) still matches what was planned
     /// on: every table the contracts read in this tenant has the fingerprint it had, or is
-    /// still absent.
+    /// still absent. Tables are found as the dialect compares table names
+    /// ([`Dialect::same_table`]: `Events` is the `events` a contract reads on SQLite).
     #[must_use]
     pub fn still_matches(&self, live: &[LiveTable]) -> bool {
         same_tables(
+            DB::DIALECT,
             self.tenant.as_str(),
             self.contracts.entries().iter().map(|e| &e.contract),
             &self.planned_on,
@@ -142,6 +145,7 @@ impl<DB: sqlx::Database> ApplyJob<'_, DB> {
 /// contracts do not read in this tenant (another tenant's table named like a fixed-schema
 /// contract's) play no part.
 fn same_tables<'a>(
+    dialect: Dialect,
     tenant: &str,
     contracts: impl Iterator<Item = &'a TableContract>,
     planned: &[&LiveTable],
@@ -153,19 +157,20 @@ fn same_tables<'a>(
     keys.sort_unstable();
     keys.dedup();
     keys.into_iter().all(|(schema, table)| {
-        fingerprint(planned.iter().copied(), schema, table)
-            == fingerprint(live.iter(), schema, table)
+        fingerprint(dialect, planned.iter().copied(), schema, table)
+            == fingerprint(dialect, live.iter(), schema, table)
     })
 }
 
 /// The fingerprint of `schema.table` among `tables`, if it is there.
 fn fingerprint<'t>(
+    dialect: Dialect,
     mut tables: impl Iterator<Item = &'t LiveTable>,
     schema: &str,
     table: &str,
 ) -> Option<&'t str> {
     tables
-        .find(|t| t.schema == schema && t.name == table)
+        .find(|t| t.schema == schema && dialect.same_table(&t.name, table))
         .map(|t| t.fingerprint.as_str())
 }
 
@@ -194,10 +199,28 @@ mod tests {
         let contracts = [contract(None, "events"), contract(None, "events")];
         let planned = [&events, &events];
         let live = [table("t1", "events", "a")];
-        assert!(same_tables("t1", contracts.iter(), &planned, &live));
+        assert!(same_tables(
+            Dialect::Postgres,
+            "t1",
+            contracts.iter(),
+            &planned,
+            &live
+        ));
         let changed = [table("t1", "events", "b")];
-        assert!(!same_tables("t1", contracts.iter(), &planned, &changed));
-        assert!(!same_tables("t1", contracts.iter(), &planned, &[]));
+        assert!(!same_tables(
+            Dialect::Postgres,
+            "t1",
+            contracts.iter(),
+            &planned,
+            &changed
+        ));
+        assert!(!same_tables(
+            Dialect::Postgres,
+            "t1",
+            contracts.iter(),
+            &planned,
+            &[]
+        ));
     }
 
     #[test]
@@ -208,10 +231,52 @@ mod tests {
         let (events, plans) = (table("t1", "events", "a"), table("shared", "plans", "p"));
         let planned = [&events, &plans];
         let live = [events.clone(), plans.clone(), table("t1", "plans", "x")];
-        assert!(same_tables("t1", contracts.iter(), &planned, &live));
+        assert!(same_tables(
+            Dialect::Postgres,
+            "t1",
+            contracts.iter(),
+            &planned,
+            &live
+        ));
         let created = [events.clone(), plans.clone()];
         let absent_then = [&events];
-        assert!(!same_tables("t1", contracts.iter(), &absent_then, &created));
+        assert!(!same_tables(
+            Dialect::Postgres,
+            "t1",
+            contracts.iter(),
+            &absent_then,
+            &created
+        ));
+    }
+
+    #[test]
+    fn tables_are_found_as_the_dialect_compares_names() {
+        // SQLite: `Events` is the table `events` reads, so a changed `Events` is stale.
+        let contracts = [contract(None, "events")];
+        let planned = table("t1", "Events", "a");
+        let changed = [table("t1", "Events", "b")];
+        assert!(!same_tables(
+            Dialect::Sqlite,
+            "t1",
+            contracts.iter(),
+            &[&planned],
+            &changed
+        ));
+        assert!(same_tables(
+            Dialect::Sqlite,
+            "t1",
+            contracts.iter(),
+            &[&planned],
+            std::slice::from_ref(&planned)
+        ));
+        // PostgreSQL: `"Events"` is another table; `events` is absent both times.
+        assert!(same_tables(
+            Dialect::Postgres,
+            "t1",
+            contracts.iter(),
+            &[&planned],
+            &changed
+        ));
     }
 
     #[test]

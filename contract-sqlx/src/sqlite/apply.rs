@@ -9,12 +9,17 @@
 //! step has the `table_rebuild` hazard, foreign keys are turned off on the connection
 //! before `BEGIN IMMEDIATE`, `PRAGMA foreign_key_check` must find no violation involving a
 //! rebuilt table before the commit (or everything is rolled back), and the setting is
-//! restored afterwards on every path.
+//! restored afterwards. A connection whose settings were not verified restored (an error
+//! while restoring, or the caller dropping the future at any await, for example on a
+//! timeout while `BEGIN IMMEDIATE` waits for another writer) is closed instead of going
+//! back to the pool the consumers share (see `AlteredConnection`).
 
+use std::ops::{Deref, DerefMut};
 use std::time::{Duration, Instant, SystemTime};
 
 use contract_core::Dialect;
 use contract_core::plan::Hazard;
+use sqlx::pool::PoolConnection;
 use sqlx::sqlite::SqliteConnection;
 use sqlx::{AssertSqlSafe, Connection, SqlSafeStr, Sqlite, SqlitePool};
 
@@ -80,7 +85,7 @@ async fn apply_once(
     let tenant = job.tenant.as_str();
     let fail = |stage: &str| failed(tenant, attempt, stage);
     let started = Instant::now();
-    let mut conn = pool.acquire().await.map_err(fail("connect"))?;
+    let mut conn = AlteredConnection::new(pool.acquire().await.map_err(fail("connect"))?);
     check_own_file(&mut conn, tenant)
         .await
         .map_err(fail("connect"))??;
@@ -110,7 +115,7 @@ async fn apply_once(
     };
     // Hand the pooled connection back with its own timeout and foreign-key setting (this
     // also runs the rollback of a failed transaction first); a connection that cannot be
-    // reset is closed instead.
+    // reset, or whose future is dropped before it is, is closed instead.
     let mut reset = format!("PRAGMA busy_timeout = {busy_timeout}");
     if foreign_keys == Some(true) {
         reset.push_str("; PRAGMA foreign_keys = ON");
@@ -122,10 +127,56 @@ async fn apply_once(
         Some(previous) => foreign_keys_enabled(&mut conn).await.ok() == Some(previous),
         None => true,
     };
-    if restored.is_err() || !fk_restored {
-        conn.close_on_drop();
+    if restored.is_ok() && fk_restored {
+        conn.restored();
     }
     result
+}
+
+/// A pooled connection whose session settings (`busy_timeout`, `foreign_keys`) an apply
+/// changes. Dropped without [`AlteredConnection::restored`] (an error, or the future
+/// dropped at any await) it is closed rather than returned to the pool: the pool is the
+/// consumers' too, and a connection with foreign keys off would let their deletes skip
+/// `ON DELETE CASCADE` and accept children of missing parents.
+struct AlteredConnection {
+    conn: PoolConnection<Sqlite>,
+    restored: bool,
+}
+
+impl AlteredConnection {
+    fn new(conn: PoolConnection<Sqlite>) -> Self {
+        Self {
+            conn,
+            restored: false,
+        }
+    }
+
+    /// The settings are verified restored: dropping `self` returns it to the pool.
+    fn restored(mut self) {
+        self.restored = true;
+    }
+}
+
+impl Drop for AlteredConnection {
+    fn drop(&mut self) {
+        if !self.restored {
+            self.conn.close_on_drop();
+        }
+    }
+}
+
+impl Deref for AlteredConnection {
+    type Target = SqliteConnection;
+
+    fn deref(&self) -> &SqliteConnection {
+        &self.conn
+    }
+}
+
+impl DerefMut for AlteredConnection {
+    fn deref_mut(&mut self) -> &mut SqliteConnection {
+        &mut self.conn
+    }
 }
 
 /// The tables a step rebuilds (`table_rebuild` hazard).

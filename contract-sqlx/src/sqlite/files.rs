@@ -6,6 +6,7 @@ use contract_core::TenantName;
 use sqlx::Sqlite;
 use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions};
 
+use super::budget::{ConnectionBudget, Fleet};
 use crate::error::{Error, Result};
 use crate::tenants::TenantDirectory;
 
@@ -13,7 +14,8 @@ use crate::tenants::TenantDirectory;
 const EXTENSIONS: [&str; 3] = ["db", "sqlite", "sqlite3"];
 
 /// Opens every SQLite database file of `dir` (`*.db`, `*.sqlite`, `*.sqlite3`) as one
-/// tenant, named after the file stem, each with its own lazily connecting pool.
+/// tenant, named after the file stem, each with its own lazily connecting pool (at most 2
+/// connections per file), within the default [`ConnectionBudget`] for the whole directory.
 ///
 /// A stem that is not a valid [`TenantName`] is never opened: it is recorded in
 /// [`TenantDirectory::rejected`] and reported as unreachable with the reason, as
@@ -37,12 +39,47 @@ pub async fn sqlite_tenant_files(dir: impl AsRef<Path>) -> Result<TenantDirector
         dir,
         SqlitePoolOptions::new().max_connections(2),
         SqliteConnectOptions::new(),
+        ConnectionBudget::default(),
     )
     .await
 }
 
 /// [`sqlite_tenant_files`] with the pool and connection options of each tenant (the
-/// file name is set per tenant; `create_if_missing` is forced off).
+/// file name is set per tenant; `create_if_missing` is forced off) and the connection
+/// budget of the whole directory.
+///
+/// Each SQLite connection is a thread and an open file, so a directory of files must not
+/// keep a pool's worth of connections open in every file: `budget` bounds the connections
+/// the pools keep open together. A connection released while the directory is over budget
+/// goes back to its pool only after idle connections of the files used least recently
+/// are closed to make room; when none is idle, it is closed itself. Connections in use
+/// are never closed or waited for, so batches on the same pools are never cut or
+/// blocked: at rest the directory holds at most `budget` connections, under load that
+/// plus the connections in use (each pool still caps its own with `max_connections`).
+/// Choose it from the files in use at once: the guard uses one file at a time, and a batch
+/// worker one per batch; files beyond the budget reopen their file when used (cheap
+/// compared with a network connection).
+///
+/// `pool` applies to every file's pool, with its `after_connect` and `before_acquire`
+/// hooks (for example [`SchemaEpoch::install`](crate::SchemaEpoch::install)) kept; its
+/// `after_release` hook is replaced by the budget's, and `min_connections` is set to 0 (a
+/// minimum per file would hold connections open in every file).
+///
+/// ```no_run
+/// # async fn run() -> contract_sqlx::Result<()> {
+/// use contract_sqlx::{ConnectionBudget, sqlite_tenant_files_with};
+/// use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions};
+///
+/// // Up to 64 connections open across every file of the directory.
+/// let tenants = sqlite_tenant_files_with(
+///     "./tenants",
+///     SqlitePoolOptions::new().max_connections(2),
+///     SqliteConnectOptions::new(),
+///     ConnectionBudget::new(64),
+/// )
+/// .await?;
+/// # let _ = tenants; Ok(()) }
+/// ```
 ///
 /// # Errors
 ///
@@ -51,6 +88,7 @@ pub async fn sqlite_tenant_files_with(
     dir: impl AsRef<Path>,
     pool: SqlitePoolOptions,
     connect: SqliteConnectOptions,
+    budget: ConnectionBudget,
 ) -> Result<TenantDirectory<Sqlite>> {
     let dir = dir.as_ref();
     let unreadable = |source| Error::TenantDirectory {
@@ -74,6 +112,8 @@ pub async fn sqlite_tenant_files_with(
             source_description: format!("SQLite files in `{}`", dir.display()),
         });
     }
+    let fleet = Fleet::new(budget);
+    let mut pools = Vec::new();
     let mut directory = TenantDirectory::new();
     for path in files {
         let stem = path
@@ -83,10 +123,16 @@ pub async fn sqlite_tenant_files_with(
         match TenantName::new(stem.as_str()) {
             Ok(tenant) => {
                 let options = connect.clone().filename(&path).create_if_missing(false);
-                directory = directory.add(pool.clone().connect_lazy_with(options), vec![tenant]);
+                let tenant_pool = fleet
+                    .pool_options(pools.len(), pool.clone())
+                    .connect_lazy_with(options);
+                pools.push(tenant_pool.clone());
+                directory = directory.add(tenant_pool, vec![tenant]);
             }
             Err(error) => directory = directory.reject(&stem, error),
         }
     }
-    Ok(directory)
+    fleet.set_pools(pools);
+    // The pools' hooks hold the fleet weakly: it lives as long as the directory.
+    Ok(directory.keep_alive(fleet))
 }

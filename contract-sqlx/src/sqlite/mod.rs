@@ -1,6 +1,7 @@
 //! SQLite: one database file per tenant.
 //!
-//! * Tenants: [`sqlite_tenant_files`] opens one pool per file (file stem = tenant name).
+//! * Tenants: [`sqlite_tenant_files`] opens one pool per file (file stem = tenant name),
+//!   all within one [`ConnectionBudget`] (see `budget`).
 //!   A pool may also reach several tenants as attached databases (`ATTACH ... AS
 //!   tenant_1`, for example in `after_connect`): [`Backend::schemas_like`] lists those.
 //!   A requested tenant that is not an attached database is the pool's `main` database.
@@ -14,6 +15,7 @@
 //!   0.0, "" or an empty blob instead of failing.
 
 mod apply;
+mod budget;
 mod files;
 mod oracle;
 mod parse;
@@ -35,7 +37,11 @@ use crate::error::{Error, Result};
 use crate::remediation::ApplyJob;
 use crate::remediation::AuditRecord;
 
+pub use budget::ConnectionBudget;
 pub use files::{sqlite_tenant_files, sqlite_tenant_files_with};
+
+const INTROSPECTING: &str = "introspecting tenant databases";
+const RESOLVING: &str = "resolving live column types";
 
 impl Backend for Sqlite {
     const DIALECT: Dialect = Dialect::Sqlite;
@@ -45,57 +51,41 @@ impl Backend for Sqlite {
         schemas: &[String],
         contracts: &ContractSet<Self>,
     ) -> Result<Vec<LiveTable>> {
-        let context = "introspecting tenant databases";
         let tenant = (schemas.len() == 1).then(|| schemas[0].as_str());
         if schemas.is_empty() || contracts.table_names().is_empty() {
             return Ok(Vec::new());
         }
-        let mut conn = pool.acquire().await.map_err(Error::db(context, tenant))?;
+        let mut conn = pool
+            .acquire()
+            .await
+            .map_err(Error::db(INTROSPECTING, tenant))?;
         introspect_on(&mut conn, schemas, contracts)
             .await
-            .map_err(Error::db(context, tenant))
+            .map_err(Error::db(INTROSPECTING, tenant))
     }
 
     async fn resolve_types(pool: &SqlitePool, tables: &[LiveTable]) -> Result<TypeMap<Self>> {
-        let context = "resolving live column types";
-        let mut types = TypeMap::<Self>::new();
-        // The runtime type info of one value per storage class: what decoding checks.
-        let row = sqlx::query(query::STORAGE_CLASSES)
-            .fetch_one(pool)
+        let mut conn = pool.acquire().await.map_err(Error::db(RESOLVING, None))?;
+        resolve_on(&mut conn, tables).await
+    }
+
+    /// Both on one connection: acquiring twice from the tenant's pool would open a second
+    /// connection (a thread and a file) while the first is still being handed back.
+    async fn introspect_resolved(
+        pool: &SqlitePool,
+        schemas: &[String],
+        contracts: &ContractSet<Self>,
+    ) -> Result<(Vec<LiveTable>, TypeMap<Self>)> {
+        let tenant = (schemas.len() == 1).then(|| schemas[0].as_str());
+        let mut conn = pool
+            .acquire()
             .await
-            .map_err(Error::db(context, None))?;
-        for (i, class) in oracle::CLASSES.iter().enumerate() {
-            let value = row.try_get_raw(i).map_err(Error::db(context, None))?;
-            types.insert(oracle::class_key(class), value.type_info().into_owned());
-        }
-        if tables.is_empty() {
-            return Ok(types);
-        }
-        // sqlx's reading of each declared type, from a statement over a real column.
-        let databases: Vec<String> = sqlx::query_scalar(query::DATABASES)
-            .fetch_all(pool)
+            .map_err(Error::db(INTROSPECTING, tenant))?;
+        let live = introspect_on(&mut conn, schemas, contracts)
             .await
-            .map_err(Error::db(context, None))?;
-        for table in tables {
-            let wanted = unresolved(table, &types);
-            if wanted.is_empty() {
-                continue;
-            }
-            let database = if databases.contains(&table.schema) {
-                table.schema.as_str()
-            } else {
-                "main"
-            };
-            match prepare_types(pool, database, table, &wanted).await {
-                Ok(resolved) => types.extend(resolved),
-                // Without sqlx's reading the verdict falls back to the affinity rules.
-                Err(error) => tracing::warn!(
-                    tenant = %table.schema, table = %table.name, error = %crate::error::error_chain(&error),
-                    "cannot prepare a statement over the table to read its declared types"
-                ),
-            }
-        }
-        Ok(types)
+            .map_err(Error::db(INTROSPECTING, tenant))?;
+        let types = resolve_on(&mut conn, &live).await?;
+        Ok((live, types))
     }
 
     fn fit(check: &TypeCheck<Self>, live: &LiveColumn, types: &TypeMap<Self>) -> TypeFit {
@@ -132,6 +122,50 @@ impl Backend for Sqlite {
     async fn apply(pool: &SqlitePool, job: &ApplyJob<'_, Self>) -> Result<AuditRecord> {
         apply::apply(pool, job).await
     }
+}
+
+/// The type infos decoding sees for the live types of `tables` (see `oracle`), on one
+/// connection.
+async fn resolve_on(conn: &mut SqliteConnection, tables: &[LiveTable]) -> Result<TypeMap<Sqlite>> {
+    let context = RESOLVING;
+    let mut types = TypeMap::<Sqlite>::new();
+    // The runtime type info of one value per storage class: what decoding checks.
+    let row = sqlx::query(query::STORAGE_CLASSES)
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(Error::db(context, None))?;
+    for (i, class) in oracle::CLASSES.iter().enumerate() {
+        let value = row.try_get_raw(i).map_err(Error::db(context, None))?;
+        types.insert(oracle::class_key(class), value.type_info().into_owned());
+    }
+    if tables.is_empty() {
+        return Ok(types);
+    }
+    // sqlx's reading of each declared type, from a statement over a real column.
+    let databases: Vec<String> = sqlx::query_scalar(query::DATABASES)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(Error::db(context, None))?;
+    for table in tables {
+        let wanted = unresolved(table, &types);
+        if wanted.is_empty() {
+            continue;
+        }
+        let database = if databases.contains(&table.schema) {
+            table.schema.as_str()
+        } else {
+            "main"
+        };
+        match prepare_types(&mut *conn, database, table, &wanted).await {
+            Ok(resolved) => types.extend(resolved),
+            // Without sqlx's reading the verdict falls back to the affinity rules.
+            Err(error) => tracing::warn!(
+                tenant = %table.schema, table = %table.name, error = %crate::error::error_chain(&error),
+                "cannot prepare a statement over the table to read its declared types"
+            ),
+        }
+    }
+    Ok(types)
 }
 
 /// The bulk catalog queries on one connection (a pooled one, or the remediation's

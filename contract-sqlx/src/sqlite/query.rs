@@ -2,7 +2,9 @@
 //! covering `main` and every attached database (DESIGN D3).
 //!
 //! SQLite has no array parameters, so the `IN (...)` lists are built with one `?`
-//! placeholder per value and every value is bound.
+//! placeholder per value and every value is bound. Table and column names are compared
+//! `COLLATE NOCASE` (ASCII case folding), as SQLite resolves identifiers: a table created
+//! as `Events` is the one `FROM events` reads.
 
 use crate::backend::binds::placeholders;
 
@@ -29,8 +31,8 @@ SELECT t.schema            AS schema_name,
           FROM (SELECT name FROM pragma_table_xinfo(t.name, t.schema) WHERE pk > 0 ORDER BY pk) k
        )                   AS pk_json
 FROM pragma_table_list t
-LEFT JOIN pragma_table_xinfo(t.name, t.schema) c ON c.name IN ({})
-WHERE t.name IN ({}) AND t.type IN ('table', 'view') AND t.schema <> 'temp'
+LEFT JOIN pragma_table_xinfo(t.name, t.schema) c ON c.name COLLATE NOCASE IN ({})
+WHERE t.name COLLATE NOCASE IN ({}) AND t.type IN ('table', 'view') AND t.schema <> 'temp'
 ORDER BY t.schema, t.name, c.cid"#,
         placeholders(columns),
         placeholders(tables),
@@ -54,7 +56,7 @@ SELECT t.schema  AS schema_name,
        f."to"    AS ref_column
 FROM pragma_table_list t
 JOIN pragma_foreign_key_list(t.name, t.schema) f
-WHERE t.name IN ({}) AND t.type = 'table' AND t.schema <> 'temp'
+WHERE t.name COLLATE NOCASE IN ({}) AND t.type = 'table' AND t.schema <> 'temp'
 ORDER BY t.schema, t.name, f.id, f.seq"#,
         placeholders(tables),
     )
@@ -75,7 +77,7 @@ pub(super) fn schema_objects(database: &str, tables: usize) -> String {
 SELECT type, name, tbl_name, sql
 FROM {database}.sqlite_schema
 WHERE sql IS NOT NULL
-  AND (type IN ('view', 'trigger') OR (type IN ('table', 'index') AND tbl_name IN ({})))
+  AND (type IN ('view', 'trigger') OR (type IN ('table', 'index') AND tbl_name COLLATE NOCASE IN ({})))
 ORDER BY name"#,
         placeholders(tables),
     )
