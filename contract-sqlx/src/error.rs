@@ -87,6 +87,10 @@ pub enum Error {
         #[source]
         source: sqlx::Error,
     },
+    /// A quarantine operation failed: which table is missing, or what the database
+    /// refused, naming the tenant and the queue.
+    #[error(transparent)]
+    Quarantine(Box<crate::quarantine::QuarantineError>),
     /// A SQLite tenant directory could not be read.
     #[error("cannot read tenant directory `{path}`")]
     TenantDirectory {
