@@ -74,6 +74,16 @@ pub fn message(t: usize, i: i64, column: Column) -> (String, Expect) {
             format!(r#"{{"user_id": {i}.5, "kind": "view"}}"#),
             Some(("contract_mismatch", Some("user_id"))),
         ),
+        // 40 levels deep: MariaDB's `JSON_VALID` stops at 32, so the quarantine there
+        // stores it without a parsed copy after the database refused one.
+        _ if (i / 50) % 10 == 9 => (
+            format!(
+                r#"{{"user_id": "x", "deep": {}{}}}"#,
+                "[".repeat(40),
+                "]".repeat(40)
+            ),
+            Some(("contract_mismatch", Some("user_id"))),
+        ),
         // A lone surrogate escape: valid JSON text, refused by the quarantine's JSON
         // column (`jsonb`, MariaDB's `JSON_VALID`).
         _ => (

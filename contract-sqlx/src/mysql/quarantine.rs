@@ -1,7 +1,7 @@
 //! Quarantine on MySQL / MariaDB: a table in each tenant database, beside the queue (like
 //! the remediation audit table), InnoDB so that the move is part of the caller's
-//! transaction. The rows to move are locked first (`FOR UPDATE`), then copied and deleted:
-//! MySQL has no `DELETE … RETURNING`.
+//! transaction. Each row to move is locked first (`FOR UPDATE`, by primary key), then
+//! copied and deleted: MySQL has no `DELETE … RETURNING`.
 
 use sqlx::mysql::MySqlConnection;
 use sqlx::{AssertSqlSafe, MySql, MySqlPool, SqlSafeStr, Transaction};
@@ -71,22 +71,14 @@ impl QuarantineStore for MySql {
         let q = &target.sql;
         let (queue, id, enqueued_at, attempts, quarantine) =
             (&q.queue, &q.id, &q.enqueued_at, &q.attempts, &q.quarantine);
-        // 1. Lock the rows still queued: a concurrent move of the same message waits here,
-        //    then finds it gone (a repeat is a no-op).
+        // Row by row, by primary key only: a lookup of one id locks that row and nothing
+        // else (a statement over a list of ids may scan a range and, under REPEATABLE READ,
+        // lock rows other consumers hold). Poison is rare, so this costs little.
+        // 1. Lock the row if it is still queued: a concurrent move of the same message
+        //    waits here, then finds it gone (a repeat is a no-op).
         // language=SQL
-        let lock = format!(
-            "SELECT CAST({id} AS SIGNED) FROM {queue} WHERE {id} IN ({}) FOR UPDATE",
-            placeholders(rows.len())
-        );
-        let mut query = sqlx::query_scalar(AssertSqlSafe(lock).into_sql_str());
-        for row in rows {
-            query = query.bind(row.source_id);
-        }
-        let present: Vec<i64> = query.fetch_all(&mut *conn).await?;
-        if present.is_empty() {
-            return Ok(0);
-        }
-        // 2. Copy each locked row (its enqueue time and attempts) with the rejection.
+        let lock = format!("SELECT CAST({id} AS SIGNED) FROM {queue} WHERE {id} = ? FOR UPDATE");
+        // 2. Copy it (its enqueue time and attempts) with the rejection.
         // language=SQL
         let insert = format!(
             "INSERT INTO {quarantine} (tenant, queue, source_id, payload, payload_raw,
@@ -96,8 +88,19 @@ impl QuarantineStore for MySql {
                 UTC_TIMESTAMP(6)
              FROM {queue} AS s WHERE s.{id} = ?"
         );
+        // 3. Delete it from the queue.
+        // language=SQL
+        let delete = format!("DELETE FROM {queue} WHERE {id} = ?");
         let mut moved = 0;
-        for row in rows.iter().filter(|r| present.contains(&r.source_id)) {
+        for row in rows {
+            let present: Option<i64> =
+                sqlx::query_scalar(AssertSqlSafe(lock.as_str()).into_sql_str())
+                    .bind(row.source_id)
+                    .fetch_optional(&mut *conn)
+                    .await?;
+            if present.is_none() {
+                continue;
+            }
             moved += sqlx::query(AssertSqlSafe(insert.as_str()).into_sql_str())
                 .bind(target.tenant)
                 .bind(target.queue)
@@ -112,23 +115,19 @@ impl QuarantineStore for MySql {
                 .execute(&mut *conn)
                 .await?
                 .rows_affected();
+            sqlx::query(AssertSqlSafe(delete.as_str()).into_sql_str())
+                .bind(row.source_id)
+                .execute(&mut *conn)
+                .await?;
         }
-        // 3. Delete them from the queue.
-        // language=SQL
-        let delete = format!(
-            "DELETE FROM {queue} WHERE {id} IN ({})",
-            placeholders(present.len())
-        );
-        let mut query = sqlx::query(AssertSqlSafe(delete).into_sql_str());
-        for source_id in &present {
-            query = query.bind(source_id);
-        }
-        query.execute(&mut *conn).await?;
         Ok(moved)
     }
 
     async fn begin_write(pool: &MySqlPool) -> Result<Transaction<'static, MySql>, sqlx::Error> {
-        pool.begin().await
+        // READ COMMITTED: the page's locking read locks the waiting rows it returns, not
+        // the gaps around them, so consumers quarantining meanwhile do not wait on it.
+        pool.begin_with("SET TRANSACTION ISOLATION LEVEL READ COMMITTED; START TRANSACTION")
+            .await
     }
 
     async fn waiting_page(

@@ -85,6 +85,10 @@
 //!   beside the queue, like the remediation audit table: the move stays within one
 //!   database, a tenant's quarantine goes with its database (dropped, moved or restored
 //!   together) and needs no privilege outside it. InnoDB makes the move transactional.
+//!   The move locks and deletes each row by primary key only. Consumers on InnoDB are
+//!   best run at `READ COMMITTED`: under `REPEATABLE READ`, a statement over a batch of ids
+//!   (`DELETE … WHERE id IN (…)`) may be executed as a scan that waits on the rows another
+//!   consumer claimed, and deadlocks with it.
 //! * SQLite: a table in each tenant file, beside the queue (one file is one database).
 //!
 //! # Upgrading from tables created by earlier releases
