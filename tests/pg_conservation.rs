@@ -204,7 +204,7 @@ async fn every_message_is_processed_or_quarantined_exactly_once_through_drift_an
 
     // 2. Restart; while it consumes, drop `processed.note` on 3 tenants in one DDL
     //    transaction. Another replica "remediating" them (holding the per-tenant advisory
-    //    lock the guard takes, DESIGN D10) keeps the repair waiting, so the pause lasts.
+    //    lock the guard takes) keeps the repair waiting, so the pause lasts.
     let mut second = start_consumer(&db.url, "second");
     let two_fifths = || async { done(pool).await >= TOTAL * 2 / 5 };
     wait_for(deadline, "40% done", &mut second, two_fifths, unexpected).await;
