@@ -22,7 +22,7 @@ use std::time::Duration;
 use contract_sqlx::guard::PauseTable;
 use contract_sqlx::payload::PayloadContract;
 use contract_sqlx::plan::Remediation;
-use contract_sqlx::quarantine::{self, PayloadType, Quarantine, QueueTable};
+use contract_sqlx::quarantine::{PayloadType, Quarantine, QueueQuarantine, QueueTable};
 use contract_sqlx::{
     Contract, Gate, Guard, guard::PauseInfo, model::Dialect, remediation::ApplyOptions,
 };
@@ -66,8 +66,8 @@ struct Consumer {
     pool: PgPool,
     guard: Guard<Postgres>,
     contract: PayloadContract<Message>,
-    queue: QueueTable,
-    quarantine: Quarantine,
+    /// Each tenant's queue and where its poison goes.
+    sites: HashMap<TenantName, QueueQuarantine>,
     batch_size: i64,
 }
 
@@ -105,9 +105,8 @@ impl Consumer {
             .iter()
             .map(|(i, raw, why)| (*i, *raw, why))
             .collect();
-        let (queue, q) = (&self.queue, &self.quarantine);
-        quarantine::quarantine(&mut *tx, tenant, "queue", queue, q, &self.contract, &poison)
-            .await?;
+        let site = self.sites.get(tenant).ok_or("tenant without a queue")?;
+        site.quarantine(&mut *tx, &self.contract, &poison).await?;
         // 5. The handler, in the same transaction: its writes commit with the ack.
         for (id, message) in &accepted {
             handle(&mut tx, &schema, *id, message).await?;
@@ -209,11 +208,7 @@ async fn run() -> Result<(), BoxError> {
         schema: Some(ops.clone()),
         ..PauseTable::default()
     };
-    let quarantine = Quarantine {
-        schema: ops.clone(),
-        ..Quarantine::default()
-    };
-    quarantine::ensure_table(&pool, &quarantine).await?;
+    let quarantine = Quarantine::default().with_schema(ops.clone());
     let guard = Guard::<Postgres>::builder()
         .contract::<Event>()
         .tenants(tenants)
@@ -229,12 +224,20 @@ async fn run() -> Result<(), BoxError> {
     }
     let _revalidation = guard.spawn(); // re-checks the tenants every 5 s
     let _ddl = guard.listen_for_ddl().await?; // and promptly, once `install_ddl_trigger` ran
+    // One site per tenant queue; on PostgreSQL they share one quarantine table.
+    let mut sites = HashMap::new();
+    for tenant in guard.tenants() {
+        let tenant = TenantName::new(tenant)?;
+        let queue = QueueTable::new("queue").with_payload("payload", PayloadType::Text);
+        let site = QueueQuarantine::new(tenant.clone(), queue).with_quarantine(quarantine.clone());
+        site.ensure_table(&pool).await?; // creates (or upgrades) it once; then a no-op
+        sites.insert(tenant, site);
+    }
     let consumer = Consumer {
         pool: pool.clone(),
         guard,
         contract: PayloadContract::named("event-message").with_version("1"),
-        queue: QueueTable::new("queue").with_payload("payload", PayloadType::Text),
-        quarantine,
+        sites,
         batch_size: 100,
     };
     consumer.run(demo).await?;

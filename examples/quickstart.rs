@@ -165,7 +165,7 @@ fn print(s: &Summary) {
             }
         }
         None => println!(
-            "  quarantine skipped: the library has no quarantine store for {} (PostgreSQL and SQLite only); poison messages stay in the queue, unacked",
+            "  quarantine skipped: no quarantine store for {}; poison messages stay in the queue, unacked",
             s.backend
         ),
     }

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use contract_sqlx::guard::install_ddl_trigger;
 use contract_sqlx::payload::{PayloadContract, Rejection};
 use contract_sqlx::plan::Remediation;
-use contract_sqlx::quarantine::{self, Quarantine, QueueTable};
+use contract_sqlx::quarantine::{QueueQuarantine, QueueTable};
 use contract_sqlx::{
     Contract, Guard, TenantDirectory, TenantName, Tenants, check::ContractSet, remediate,
 };
@@ -427,7 +427,7 @@ const POISON: [i64; 2] = [2, 5];
 
 /// One consumer batch in one transaction: claim all, quarantine the poison, ack the rest.
 async fn consume_batch(pool: &PgPool, tenant: &TenantName) -> Result<(), String> {
-    let (table, q) = (QueueTable::new("jobs"), Quarantine::default());
+    let site = QueueQuarantine::new(tenant.clone(), QueueTable::new("jobs"));
     let contract = PayloadContract::<Job>::named("job");
     let mut tx = pool.begin().await.map_err(|e| e.to_string())?;
     let claim = format!(
@@ -452,7 +452,7 @@ async fn consume_batch(pool: &PgPool, tenant: &TenantName) -> Result<(), String>
         .filter(|(_, _, r)| r.is_ok())
         .map(|(id, _, _)| *id)
         .collect();
-    quarantine::quarantine(&mut *tx, tenant, "jobs", &table, &q, &contract, &rejected)
+    site.quarantine(&mut *tx, &contract, &rejected)
         .await
         .map_err(|e| e.to_string())?;
     sqlx::query(sqlx::AssertSqlSafe(format!(
@@ -486,7 +486,9 @@ async fn where_messages_are(pool: &PgPool, tenant: &str) -> (Vec<i64>, Vec<i64>)
 #[tokio::test]
 async fn quarantine_cut_mid_move_keeps_each_message_in_exactly_one_place() {
     let scratch = PgScratch::create("contract_fault_quarantine").await;
-    quarantine::ensure_table(&scratch.pool, &Quarantine::default())
+    let any_tenant = TenantName::new("tenant_1").expect("tenant name");
+    QueueQuarantine::new(any_tenant, QueueTable::new("jobs"))
+        .ensure_table(&scratch.pool)
         .await
         .expect("quarantine table");
     let proxy = proxy_to_pg().await;

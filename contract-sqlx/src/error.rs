@@ -132,6 +132,10 @@ pub enum Error {
         /// The guard's `check_timeout`.
         after: std::time::Duration,
     },
+    /// A quarantine operation failed: which table is missing, or what the database
+    /// refused, naming the tenant and the queue.
+    #[error(transparent)]
+    Quarantine(Box<crate::quarantine::QuarantineError>),
     /// A SQLite tenant directory could not be read.
     #[error("cannot read tenant directory `{path}`")]
     TenantDirectory {

@@ -130,7 +130,7 @@
 //! Queued JSON is checked with the consumer's own serde type (the parsed value goes to the
 //! handler); rejected messages move to a quarantine table in the transaction that removes
 //! them from the queue, and can be replayed once the contract is fixed
-//! ([`quarantine::quarantine`], [`quarantine::replay`], [`quarantine::backlog_scan`]).
+//! ([`quarantine::QueueQuarantine`]: `quarantine`, `replay`, `backlog_scan`).
 //!
 //! ```
 //! use contract_sqlx::payload::{PayloadContract, RejectReason};

@@ -1,13 +1,13 @@
 //! The fleet on a MySQL/MariaDB server (`DATABASE_URL=mysql://…`): one scratch database per
 //! tenant plus one for the guard's pauses, with a unique prefix, dropped by
 //! [`MySqlFleet::drop_all`].
-//!
-//! The library has no quarantine store for MySQL (`QuarantineStore` is implemented for
-//! PostgreSQL and SQLite): poison messages are detected and left in the queue, unacked.
+//! Poison messages go to `contract_quarantine` in each tenant database.
 
 use contract_sqlx::guard::PauseTable;
 use contract_sqlx::payload::Rejection;
-use contract_sqlx::quarantine::{Quarantine, QuarantinedMessage};
+use contract_sqlx::quarantine::{
+    PayloadType, Quarantine, QuarantinedMessage, QueueQuarantine, QueueTable,
+};
 use contract_sqlx::{
     TenantDirectory, TenantName, Tenants,
     check::ContractSet,
@@ -17,7 +17,7 @@ use contract_sqlx::{
 use sqlx::mysql::MySqlPoolOptions;
 use sqlx::{MySql, MySqlConnection, MySqlPool};
 
-use super::story::{BoxError, Drift, Event, Fleet, Message, QueueSql, StoryDb};
+use super::story::{BoxError, Drift, Event, Fleet, Message, QueueSql, StoryDb, payload_contract};
 
 /// Scratch databases `<prefix>_<tenant>` and `<prefix>_control` on the server.
 #[derive(Debug)]
@@ -162,19 +162,29 @@ impl Fleet for MySqlFleet {
     }
 
     fn quarantine_table(&self) -> Quarantine {
-        Quarantine::default() // unused: no quarantine store on MySQL
+        Quarantine::default() // on MySQL: `contract_quarantine` in each tenant database
     }
 
-    async fn prepare_quarantine(&self, _pool: &MySqlPool) -> Result<(), BoxError> {
+    async fn prepare_quarantine(
+        &self,
+        pool: &MySqlPool,
+        tenants: &[TenantName],
+    ) -> Result<(), BoxError> {
+        for tenant in tenants {
+            events(tenant, &self.quarantine_table())
+                .ensure_table(pool)
+                .await?;
+        }
         Ok(())
     }
 
     async fn quarantined(
         &self,
-        _pool: &MySqlPool,
-        _tenant: &TenantName,
+        pool: &MySqlPool,
+        tenant: &TenantName,
     ) -> Result<Option<Vec<QuarantinedMessage>>, BoxError> {
-        Ok(None)
+        let site = events(tenant, &self.quarantine_table());
+        Ok(Some(site.list(pool).await?))
     }
 }
 
@@ -203,11 +213,19 @@ impl StoryDb for MySql {
     }
 
     async fn quarantine(
-        _conn: &mut MySqlConnection,
-        _tenant: &TenantName,
-        _quarantine: &Quarantine,
-        _rejected: &[(i64, &[u8], &Rejection)],
+        conn: &mut MySqlConnection,
+        tenant: &TenantName,
+        quarantine: &Quarantine,
+        rejected: &[(i64, &[u8], &Rejection)],
     ) -> Result<Option<u64>, BoxError> {
-        Ok(None)
+        let site = events(tenant, quarantine);
+        let moved = site.quarantine(conn, &payload_contract(), rejected).await?;
+        Ok(Some(moved))
     }
+}
+
+/// The tenant's `events` queue (payload as text) and where its poison goes.
+fn events(tenant: &TenantName, quarantine: &Quarantine) -> QueueQuarantine {
+    let table = QueueTable::new("events").with_payload("payload", PayloadType::Text);
+    QueueQuarantine::new(tenant.clone(), table).with_quarantine(quarantine.clone())
 }

@@ -4,7 +4,9 @@
 
 use contract_sqlx::guard::PauseTable;
 use contract_sqlx::payload::Rejection;
-use contract_sqlx::quarantine::{self, PayloadType, Quarantine, QuarantinedMessage, QueueTable};
+use contract_sqlx::quarantine::{
+    PayloadType, Quarantine, QuarantinedMessage, QueueQuarantine, QueueTable,
+};
 use contract_sqlx::{
     TenantDirectory, TenantName, Tenants,
     check::ContractSet,
@@ -162,14 +164,21 @@ impl Fleet for PgFleet {
     }
 
     fn quarantine_table(&self) -> Quarantine {
-        Quarantine {
-            schema: self.control_schema(),
-            table: "contract_quarantine".into(),
-        }
+        Quarantine::default().with_schema(self.control_schema())
     }
 
-    async fn prepare_quarantine(&self, pool: &PgPool) -> Result<(), BoxError> {
-        Ok(quarantine::ensure_table(pool, &self.quarantine_table()).await?)
+    async fn prepare_quarantine(
+        &self,
+        pool: &PgPool,
+        tenants: &[TenantName],
+    ) -> Result<(), BoxError> {
+        // One table for every tenant: created once.
+        if let Some(tenant) = tenants.first() {
+            events(tenant, &self.quarantine_table())
+                .ensure_table(pool)
+                .await?;
+        }
+        Ok(())
     }
 
     async fn quarantined(
@@ -177,8 +186,8 @@ impl Fleet for PgFleet {
         pool: &PgPool,
         tenant: &TenantName,
     ) -> Result<Option<Vec<QuarantinedMessage>>, BoxError> {
-        let rows = quarantine::list(pool, tenant, "events", &self.quarantine_table()).await?;
-        Ok(Some(rows))
+        let site = events(tenant, &self.quarantine_table());
+        Ok(Some(site.list(pool).await?))
     }
 }
 
@@ -212,17 +221,14 @@ impl StoryDb for Postgres {
         quarantine: &Quarantine,
         rejected: &[(i64, &[u8], &Rejection)],
     ) -> Result<Option<u64>, BoxError> {
-        let queue = QueueTable::new("events").with_payload("payload", PayloadType::Text);
-        let moved = quarantine::quarantine(
-            conn,
-            tenant,
-            "events",
-            &queue,
-            quarantine,
-            &payload_contract(),
-            rejected,
-        )
-        .await?;
+        let site = events(tenant, quarantine);
+        let moved = site.quarantine(conn, &payload_contract(), rejected).await?;
         Ok(Some(moved))
     }
+}
+
+/// The tenant's `events` queue (payload as text) and where its poison goes.
+fn events(tenant: &TenantName, quarantine: &Quarantine) -> QueueQuarantine {
+    let table = QueueTable::new("events").with_payload("payload", PayloadType::Text);
+    QueueQuarantine::new(tenant.clone(), table).with_quarantine(quarantine.clone())
 }

@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 
 use contract_sqlx::guard::PauseTable;
 use contract_sqlx::payload::Rejection;
-use contract_sqlx::quarantine::{self, Quarantine, QuarantinedMessage, QueueTable};
+use contract_sqlx::quarantine::{Quarantine, QuarantinedMessage, QueueQuarantine, QueueTable};
 use contract_sqlx::{
     TenantDirectory, TenantName,
     check::ContractSet,
@@ -148,8 +148,18 @@ impl Fleet for SqliteFleet {
         Quarantine::default() // on SQLite: `contract_quarantine` in each tenant file
     }
 
-    async fn prepare_quarantine(&self, pool: &SqlitePool) -> Result<(), BoxError> {
-        Ok(quarantine::ensure_table(pool, &Quarantine::default()).await?)
+    async fn prepare_quarantine(
+        &self,
+        pool: &SqlitePool,
+        tenants: &[TenantName],
+    ) -> Result<(), BoxError> {
+        // The pool is one tenant file: its quarantine table lives there.
+        for tenant in tenants {
+            events(tenant, &self.quarantine_table())
+                .ensure_table(pool)
+                .await?;
+        }
+        Ok(())
     }
 
     async fn quarantined(
@@ -157,9 +167,8 @@ impl Fleet for SqliteFleet {
         pool: &SqlitePool,
         tenant: &TenantName,
     ) -> Result<Option<Vec<QuarantinedMessage>>, BoxError> {
-        Ok(Some(
-            quarantine::list(pool, tenant, "events", &Quarantine::default()).await?,
-        ))
+        let site = events(tenant, &self.quarantine_table());
+        Ok(Some(site.list(pool).await?))
     }
 }
 
@@ -193,16 +202,14 @@ impl StoryDb for Sqlite {
         quarantine: &Quarantine,
         rejected: &[(i64, &[u8], &Rejection)],
     ) -> Result<Option<u64>, BoxError> {
-        let moved = quarantine::quarantine(
-            conn,
-            tenant,
-            "events",
-            &QueueTable::new("events"),
-            quarantine,
-            &payload_contract(),
-            rejected,
-        )
-        .await?;
+        let site = events(tenant, quarantine);
+        let moved = site.quarantine(conn, &payload_contract(), rejected).await?;
         Ok(Some(moved))
     }
+}
+
+/// The tenant's `events` queue and where its poison goes.
+fn events(tenant: &TenantName, quarantine: &Quarantine) -> QueueQuarantine {
+    QueueQuarantine::new(tenant.clone(), QueueTable::new("events"))
+        .with_quarantine(quarantine.clone())
 }

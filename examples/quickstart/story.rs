@@ -176,8 +176,13 @@ pub trait Fleet {
     fn queue_sql(&self, tenant: &TenantName) -> Result<QueueSql, BoxError>;
     /// Where quarantined messages go.
     fn quarantine_table(&self) -> Quarantine;
-    /// Creates the quarantine table(s) reached through `pool`, if the backend has one.
-    async fn prepare_quarantine(&self, pool: &Pool<Self::DB>) -> Result<(), BoxError>;
+    /// Creates the quarantine table(s) of `tenants`, reached through `pool`, if the
+    /// backend has one.
+    async fn prepare_quarantine(
+        &self,
+        pool: &Pool<Self::DB>,
+        tenants: &[TenantName],
+    ) -> Result<(), BoxError>;
     /// Quarantined messages of a tenant; `None` when the backend has no quarantine store.
     async fn quarantined(
         &self,
@@ -321,8 +326,8 @@ pub async fn run<F: Fleet>(fleet: &mut F, log_path: &Path) -> Result<Summary, Bo
     let startup_pauses = guard.pauses().iter().map(|p| (**p).clone()).collect();
 
     // 3. Consumers go through the gate: healthy tenants flow, drifted ones wait.
-    for (pool, _) in directory.groups() {
-        fleet.prepare_quarantine(pool).await?;
+    for (pool, tenants) in directory.groups() {
+        fleet.prepare_quarantine(pool, tenants).await?;
     }
     let round_startup = consume_fleet(fleet, &guard, &directory).await?;
 

@@ -3,17 +3,19 @@
 //! source message id) in the transaction that acks, with a `pause_log` row whenever it
 //! finds a gate paused and a `consumer_errors` row for every rolled-back batch.
 //!
-//! `conservation_consumer <database url> <tenant,tenant,...> <batch size> [workers]`
+//! `conservation_consumer <database url> <tenant,tenant,...> <batch size> [workers]
+//! [json tenant,...]` (the tenants whose queue payload column is `json` rather than `text`)
 //!
 //! Exits 0 once every queue is empty and no tenant was paused for 3 consecutive rounds;
 //! exits 3 if a message would be processed twice (a unique violation on `processed`).
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use contract_sqlx::payload::PayloadContract;
 use contract_sqlx::plan::Remediation;
-use contract_sqlx::quarantine::{self, PayloadType, Quarantine, QueueTable};
+use contract_sqlx::quarantine::{PayloadType, QueueQuarantine, QueueTable};
 use contract_sqlx::{Contract, Gate, Guard, SchemaEpoch, TenantName, Tenants, model::Dialect};
 use serde::Deserialize;
 use sqlx::postgres::{PgPool, PgPoolOptions};
@@ -62,8 +64,8 @@ struct Consumer {
     pool: PgPool,
     guard: Guard<Postgres>,
     contract: PayloadContract<Message>,
-    queue: QueueTable,
-    quarantine: Quarantine,
+    /// Each tenant's queue and quarantine.
+    sites: HashMap<TenantName, QueueQuarantine>,
     batch_size: i64,
 }
 
@@ -84,7 +86,7 @@ impl Consumer {
         let mut tx = self.pool.begin().await?;
         let claimed: Vec<(i64, String)> = sqlx::query_as(AssertSqlSafe(format!(
             "WITH c AS (SELECT id FROM {schema}.queue ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED)
-             SELECT q.id, q.payload FROM {schema}.queue q JOIN c USING (id) ORDER BY q.id"
+             SELECT q.id, q.payload::text FROM {schema}.queue q JOIN c USING (id) ORDER BY q.id"
         )))
         .bind(self.batch_size)
         .fetch_all(&mut *tx)
@@ -103,9 +105,8 @@ impl Consumer {
             .iter()
             .map(|(i, raw, why)| (*i, *raw, why))
             .collect();
-        let (queue, q) = (&self.queue, &self.quarantine);
-        quarantine::quarantine(&mut *tx, tenant, "queue", queue, q, &self.contract, &poison)
-            .await?;
+        let site = self.sites.get(tenant).ok_or("unknown tenant")?;
+        site.quarantine(&mut *tx, &self.contract, &poison).await?;
         let ids: Vec<i64> = accepted.iter().map(|(id, _)| *id).collect();
         let users: Vec<i64> = accepted.iter().map(|(_, m)| m.user_id).collect();
         let kinds: Vec<&str> = accepted.iter().map(|(_, m)| m.kind.as_str()).collect();
@@ -226,10 +227,11 @@ async fn main() -> Result<(), BoxError> {
     let args: Vec<String> = std::env::args().collect();
     let [_, url, tenants, batch, rest @ ..] = args.as_slice() else {
         return Err(
-            "usage: conservation_consumer <url> <tenant,...> <batch size> [workers]".into(),
+            "usage: conservation_consumer <url> <tenant,...> <batch size> [workers] [json tenant,...]".into(),
         );
     };
     let workers: usize = rest.first().map_or(Ok(2), |w| w.parse())?;
+    let json: Vec<&str> = rest.get(1).map_or(Vec::new(), |t| t.split(',').collect());
     let names: Vec<TenantName> =
         (tenants.split(',').map(TenantName::new)).collect::<Result<_, _>>()?;
     let epoch = SchemaEpoch::new();
@@ -247,14 +249,26 @@ async fn main() -> Result<(), BoxError> {
         .await?;
     let _revalidation = guard.spawn();
     let _ddl = guard.listen_for_ddl().await?;
-    let quarantine = Quarantine::default();
-    quarantine::ensure_table(&pool, &quarantine).await?;
+    // One quarantine table (`public.contract_quarantine`) for every tenant on PostgreSQL.
+    let sites: HashMap<TenantName, QueueQuarantine> = names
+        .iter()
+        .map(|tenant| {
+            let ty = match json.contains(&tenant.as_str()) {
+                true => PayloadType::Json,
+                false => PayloadType::Text,
+            };
+            let table = QueueTable::new("queue").with_payload("payload", ty);
+            (tenant.clone(), QueueQuarantine::new(tenant.clone(), table))
+        })
+        .collect();
+    if let Some(site) = sites.values().next() {
+        site.ensure_table(&pool).await?;
+    }
     let consumer = Arc::new(Consumer {
         pool,
         guard,
         contract: PayloadContract::named("conservation-message").with_version("1"),
-        queue: QueueTable::new("queue").with_payload("payload", PayloadType::Text),
-        quarantine,
+        sites,
         batch_size: batch.parse()?,
     });
     let names = Arc::new(names);

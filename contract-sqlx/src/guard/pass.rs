@@ -354,7 +354,11 @@ impl<DB: PauseStore> Guard<DB> {
                 }
                 _ => {}
             }
-            self.update_cell(tenant, |state| state.drift.clone_from(&drift));
+            // A pause closes the gate at once; a lift opens it only once the stored pause
+            // is gone (below), so a failed write never leaves a gate open.
+            if drift.is_some() || inner.pauses.is_none() {
+                self.update_cell(tenant, |state| state.drift.clone_from(&drift));
+            }
             // A stale stored guard pause is removed at start-up, when lifted, or when an
             // earlier removal failed.
             let stale_at_start =
@@ -363,13 +367,19 @@ impl<DB: PauseStore> Guard<DB> {
                 writes.push((tenant.clone(), drift));
             }
         }
-        // Writes that failed in an earlier pass, for tenants unchanged since: what memory holds.
+        // Writes that failed in an earlier pass, for tenants unchanged since: a lift if the
+        // tenant complies, otherwise the pause memory holds.
         for tenant in &pending {
             if !changed.contains(tenant) {
-                writes.push((
-                    tenant.clone(),
-                    self.cell_state(tenant).and_then(|s| s.drift),
-                ));
+                let complies = observed
+                    .get(tenant)
+                    .is_some_and(|(_, r)| r.verdict == Verdict::Compliant);
+                let drift = if complies {
+                    None
+                } else {
+                    self.cell_state(tenant).and_then(|s| s.drift)
+                };
+                writes.push((tenant.clone(), drift));
             }
         }
         let Some(table) = &inner.pauses else {
@@ -386,7 +396,12 @@ impl<DB: PauseStore> Guard<DB> {
                     }
                 };
                 match written {
-                    Ok(()) => continue,
+                    Ok(()) => {
+                        if drift.is_none() {
+                            self.update_cell(&tenant, |state| state.drift = None);
+                        }
+                        continue;
+                    }
                     Err(error) => first_error = Some(error),
                 }
             }

@@ -145,6 +145,46 @@ async fn failed_pause_writes_close_every_gate_and_are_written_next_pass() {
     assert_eq!(stored[1].0, "tenant_b");
     assert!(!guard.gate("tenant_a").is_open());
     assert!(!guard.gate("tenant_b").is_open());
+
+    // A lift is persisted before the gate opens: tenant_b is fixed while its stored pause
+    // cannot be removed, so its gate stays closed (fail closed), and it opens on the first
+    // pass that removes the row.
+    exec(
+        &control,
+        "ALTER TABLE contract_pauses RENAME TO contract_pauses_away",
+    )
+    .await;
+    let pool = open(&tenants_dir.join("tenant_b.db")).await;
+    exec(
+        &pool,
+        "ALTER TABLE events ADD COLUMN body TEXT NOT NULL DEFAULT ''",
+    )
+    .await;
+    pool.close().await;
+    assert!(guard.revalidate().await.is_err());
+    assert!(
+        !guard.gate("tenant_b").is_open(),
+        "lifted before the row was removed"
+    );
+    exec(
+        &control,
+        "ALTER TABLE contract_pauses_away RENAME TO contract_pauses",
+    )
+    .await;
+    guard.revalidate().await.expect("revalidate");
+    assert!(guard.gate("tenant_b").is_open());
+    let stored: Vec<String> = Sqlite::load_pauses(&control, &PauseTable::default())
+        .await
+        .expect("load")
+        .into_iter()
+        .map(|p| p.tenant)
+        .collect();
+    assert_eq!(stored, ["tenant_a"]);
+    // Broken again for the restart below.
+    let pool = open(&tenants_dir.join("tenant_b.db")).await;
+    exec(&pool, "ALTER TABLE events DROP COLUMN body").await;
+    pool.close().await;
+    guard.revalidate().await.expect("revalidate");
     drop(guard);
 
     // A restart after tenant_a was fixed: its stored guard pause is removed (found by

@@ -11,6 +11,7 @@
 
 mod apply;
 mod parse;
+mod quarantine;
 mod query;
 mod reconcile;
 mod row;

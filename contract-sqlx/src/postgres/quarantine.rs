@@ -1,14 +1,8 @@
 //! Quarantine on PostgreSQL: one table for every tenant, set-based moves over `unnest`.
 
-use contract_core::{Dialect, TenantName};
-use sqlx::{AssertSqlSafe, PgConnection, PgPool, Postgres, SqlSafeStr};
+use sqlx::{AssertSqlSafe, PgConnection, PgPool, Postgres, SqlSafeStr, Transaction};
 
-use crate::error::{Error, Result};
-use crate::payload::Rejection;
-use crate::quarantine::table::{Quoted, quarantine_table, time_index};
-use crate::quarantine::{
-    Quarantine, QuarantineStore, QuarantinedMessage, QueueTable, Site, json_text,
-};
+use crate::quarantine::{Poison, QuarantineStore, QuarantinedMessage, Target, WaitingRow};
 
 /// RFC 3339 UTC text of a `timestamptz` expression (independent of the session TimeZone).
 macro_rules! utc_text {
@@ -22,9 +16,11 @@ macro_rules! utc_text {
 }
 
 impl QuarantineStore for Postgres {
-    async fn create_table(pool: &PgPool, quarantine: &Quarantine) -> Result<()> {
-        let table = quarantine_table(Dialect::Postgres, quarantine)?;
-        let index = time_index(Dialect::Postgres, quarantine)?;
+    async fn create_table(pool: &PgPool, target: &Target<'_>) -> Result<(), sqlx::Error> {
+        let q = &target.sql;
+        let (table, time_index, waiting_index) = (&q.quarantine, &q.time_index, &q.waiting_index);
+        // No unique key on (tenant, queue, source_id): a reused queue id gets a row of its
+        // own instead of overwriting a waiting one.
         // language=SQL
         let ddl = format!(
             "CREATE TABLE IF NOT EXISTS {table} (
@@ -43,40 +39,53 @@ impl QuarantineStore for Postgres {
                 contract_fingerprint text NOT NULL,
                 quarantined_at timestamptz NOT NULL DEFAULT now(),
                 replayed_at timestamptz,
-                replay_count int4 NOT NULL DEFAULT 0,
-                UNIQUE (tenant, queue, source_id));
-             CREATE INDEX IF NOT EXISTS {index} ON {table} (tenant, queue, quarantined_at)"
+                replay_count int4 NOT NULL DEFAULT 0);
+             CREATE INDEX IF NOT EXISTS {time_index} ON {table} (tenant, queue, quarantined_at);
+             CREATE INDEX IF NOT EXISTS {waiting_index} ON {table} (tenant, queue, id)
+                WHERE replayed_at IS NULL"
         );
-        let context =
-            "creating the quarantine table (grant CREATE on its schema, or create it beforehand)";
-        crate::postgres::ddl::create_under_lock(pool, "contract:quarantine-table", ddl, context)
-            .await
+        // One transaction under the advisory lock: replicas starting together would
+        // otherwise collide on the catalog.
+        let mut tx = pool.begin().await?;
+        crate::postgres::ddl::xact_lock(&mut tx, "contract:quarantine-table").await?;
+        sqlx::raw_sql(AssertSqlSafe(ddl)).execute(&mut *tx).await?;
+        // Upgrade: earlier releases had `UNIQUE (tenant, queue, source_id)`.
+        // language=SQL
+        let unique: Vec<String> = sqlx::query_scalar(
+            "SELECT c.conname::text FROM pg_constraint AS c
+             WHERE c.conrelid = to_regclass($1) AND c.contype = 'u'
+               AND (SELECT array_agg(a.attname::text ORDER BY a.attname::text)
+                    FROM pg_attribute AS a
+                    WHERE a.attrelid = c.conrelid AND a.attnum = ANY (c.conkey))
+                   = ARRAY['queue', 'source_id', 'tenant']",
+        )
+        .bind(table)
+        .fetch_all(&mut *tx)
+        .await?;
+        for name in unique {
+            // A catalog name always quotes; the guard keeps the SQL free of raw names.
+            let Ok(constraint) = contract_core::Dialect::Postgres.quote(&name) else {
+                tracing::warn!(table = %table, constraint = %name, "cannot quote the old unique constraint of the quarantine table; drop it by hand");
+                continue;
+            };
+            let drop = format!("ALTER TABLE {table} DROP CONSTRAINT {constraint}");
+            sqlx::raw_sql(AssertSqlSafe(drop)).execute(&mut *tx).await?;
+            tracing::info!(table = %table, constraint = %name, "quarantine table upgraded: unique key on (tenant, queue, source_id) dropped");
+        }
+        tx.commit().await
     }
 
     async fn move_rows(
         conn: &mut PgConnection,
-        site: Site<'_>,
+        target: &Target<'_>,
         contract: (&str, &str),
-        rows: &[(i64, &[u8], &Rejection)],
-    ) -> Result<u64> {
-        let q = Quoted::new(Dialect::Postgres, site.tenant, site.table, site.quarantine)?;
-        let Quoted {
-            queue,
-            id,
-            enqueued_at,
-            attempts,
-            quarantine,
-            ..
-        } = &q;
-        // jsonb refuses `\u0000` (it cannot become text); such a payload is kept in
-        // `payload_raw` only, so the move never fails on it.
-        let payloads: Vec<Option<&str>> = rows
-            .iter()
-            .map(|(_, raw, r)| json_text(raw, r).filter(|t| !t.contains("\\u0000")))
-            .collect();
-        // One statement: the delete and the insert succeed or fail together. The upsert
-        // keeps a message that was replayed and is rejected again (never DO NOTHING after
-        // a delete: that would lose it).
+        rows: &[Poison<'_>],
+    ) -> Result<u64, sqlx::Error> {
+        let q = &target.sql;
+        let (queue, id, enqueued_at, attempts, quarantine) =
+            (&q.queue, &q.id, &q.enqueued_at, &q.attempts, &q.quarantine);
+        // One statement: the delete and the insert succeed or fail together, and only rows
+        // actually deleted are inserted (a repeat is a no-op).
         // language=SQL
         let sql = format!(
             "WITH input AS (
@@ -86,97 +95,118 @@ impl QuarantineStore for Postgres {
                 DELETE FROM {queue} AS q USING input AS i WHERE q.{id} = i.source_id
                 RETURNING q.{id} AS source_id, q.{enqueued_at} AS enqueued_at, q.{attempts} AS attempts
              ), stored AS (
-                INSERT INTO {quarantine} AS t (tenant, queue, source_id, payload, payload_raw,
+                INSERT INTO {quarantine} (tenant, queue, source_id, payload, payload_raw,
                     enqueued_at, attempts, reason, field_path, error, contract_name, contract_fingerprint)
                 SELECT $7, $8, m.source_id, i.payload::jsonb, i.payload_raw,
                     m.enqueued_at, COALESCE(m.attempts, 0), i.reason, i.field_path, i.error, $9, $10
                 FROM moved AS m JOIN input AS i ON i.source_id = m.source_id
-                ON CONFLICT (tenant, queue, source_id) DO UPDATE SET
-                    payload = EXCLUDED.payload, payload_raw = EXCLUDED.payload_raw,
-                    enqueued_at = EXCLUDED.enqueued_at, attempts = EXCLUDED.attempts,
-                    reason = EXCLUDED.reason, field_path = EXCLUDED.field_path, error = EXCLUDED.error,
-                    contract_name = EXCLUDED.contract_name,
-                    contract_fingerprint = EXCLUDED.contract_fingerprint,
-                    quarantined_at = now(), replayed_at = NULL
                 RETURNING 1
              )
              SELECT count(*) FROM stored"
         );
         let moved: i64 = sqlx::query_scalar(AssertSqlSafe(sql).into_sql_str())
-            .bind(rows.iter().map(|r| r.0).collect::<Vec<i64>>())
-            .bind(rows.iter().map(|r| r.1).collect::<Vec<&[u8]>>())
-            .bind(payloads)
-            .bind(rows.iter().map(|r| r.2.reason.as_str()).collect::<Vec<&str>>())
-            .bind(rows.iter().map(|r| r.2.path.as_deref()).collect::<Vec<Option<&str>>>())
-            .bind(rows.iter().map(|r| r.2.message.as_str()).collect::<Vec<&str>>())
-            .bind(site.tenant.as_str())
-            .bind(site.queue)
+            .bind(rows.iter().map(|r| r.source_id).collect::<Vec<i64>>())
+            .bind(rows.iter().map(|r| r.raw).collect::<Vec<&[u8]>>())
+            .bind(rows.iter().map(|r| r.parsed).collect::<Vec<Option<&str>>>())
+            .bind(rows.iter().map(|r| r.reason).collect::<Vec<&str>>())
+            .bind(
+                rows.iter()
+                    .map(|r| r.path.as_deref())
+                    .collect::<Vec<Option<&str>>>(),
+            )
+            .bind(rows.iter().map(|r| &*r.error).collect::<Vec<&str>>())
+            .bind(target.tenant)
+            .bind(target.queue)
             .bind(contract.0)
             .bind(contract.1)
             .fetch_one(&mut *conn)
-            .await
-            .map_err(Error::db(
-                "quarantining rejected messages (is the quarantine table created? see quarantine::ensure_table)",
-                Some(site.tenant.as_str()),
-            ))?;
+            .await?;
         Ok(u64::try_from(moved).unwrap_or(0))
     }
 
-    async fn replay_rows(pool: &PgPool, site: Site<'_>) -> Result<u64> {
-        let q = Quoted::new(Dialect::Postgres, site.tenant, site.table, site.quarantine)?;
-        let Quoted {
-            queue,
-            id,
-            payload,
-            enqueued_at,
-            attempts,
-            quarantine,
-        } = &q;
-        let ty = site.table.payload_type.pg_name();
-        // One statement: re-enqueue and mark, all or nothing. An id already back in the
-        // queue conflicts, is skipped and stays waiting in quarantine.
+    async fn begin_write(pool: &PgPool) -> Result<Transaction<'static, Postgres>, sqlx::Error> {
+        pool.begin().await
+    }
+
+    async fn waiting_page(
+        conn: &mut PgConnection,
+        target: &Target<'_>,
+        after: i64,
+        limit: i64,
+    ) -> Result<Vec<WaitingRow>, sqlx::Error> {
+        let quarantine = &target.sql.quarantine;
         // language=SQL
         let sql = format!(
-            "WITH picked AS (
-                SELECT source_id, payload_raw, enqueued_at FROM {quarantine}
-                WHERE tenant = $1 AND queue = $2 AND replayed_at IS NULL
-                ORDER BY source_id
-                FOR UPDATE
-             ), restored AS (
-                INSERT INTO {queue} ({id}, {payload}, {enqueued_at}, {attempts}) OVERRIDING SYSTEM VALUE
-                SELECT source_id, convert_from(payload_raw, 'UTF8')::{ty}, enqueued_at, 0 FROM picked
-                ON CONFLICT DO NOTHING
-                RETURNING {id} AS source_id
-             ), marked AS (
-                UPDATE {quarantine} AS t SET replayed_at = now(), replay_count = t.replay_count + 1
-                FROM restored AS r
-                WHERE t.tenant = $1 AND t.queue = $2 AND t.source_id = r.source_id
-                RETURNING 1
-             )
-             SELECT count(*) FROM marked"
+            "SELECT id, source_id, payload_raw FROM {quarantine}
+             WHERE tenant = $1 AND queue = $2 AND replayed_at IS NULL AND id > $3
+             ORDER BY id LIMIT $4
+             FOR UPDATE"
         );
-        let replayed: i64 = sqlx::query_scalar(AssertSqlSafe(sql).into_sql_str())
-            .bind(site.tenant.as_str())
-            .bind(site.queue)
-            .fetch_one(pool)
+        sqlx::query_as(AssertSqlSafe(sql).into_sql_str())
+            .bind(target.tenant)
+            .bind(target.queue)
+            .bind(after)
+            .bind(limit)
+            .fetch_all(conn)
             .await
-            .map_err(Error::db(
-                "replaying quarantined messages (nothing was replayed; a payload that is not UTF-8, or not JSON for a json/jsonb queue, cannot go back)",
-                Some(site.tenant.as_str()),
-            ))?;
-        Ok(u64::try_from(replayed).unwrap_or(0))
+    }
+
+    async fn restore(
+        conn: &mut PgConnection,
+        target: &Target<'_>,
+        row: i64,
+    ) -> Result<bool, sqlx::Error> {
+        let q = &target.sql;
+        let (queue, id, payload, enqueued_at, attempts, quarantine) = (
+            &q.queue,
+            &q.id,
+            &q.payload,
+            &q.enqueued_at,
+            &q.attempts,
+            &q.quarantine,
+        );
+        let ty = target.payload_type.pg_name();
+        // An id already in the queue conflicts: nothing is inserted.
+        // language=SQL
+        let sql = format!(
+            "INSERT INTO {queue} ({id}, {payload}, {enqueued_at}, {attempts}) OVERRIDING SYSTEM VALUE
+             SELECT source_id, convert_from(payload_raw, 'UTF8')::{ty}, enqueued_at, 0
+             FROM {quarantine} WHERE id = $1
+             ON CONFLICT DO NOTHING"
+        );
+        let inserted = sqlx::query(AssertSqlSafe(sql).into_sql_str())
+            .bind(row)
+            .execute(conn)
+            .await?;
+        Ok(inserted.rows_affected() > 0)
+    }
+
+    async fn mark_replayed(
+        conn: &mut PgConnection,
+        target: &Target<'_>,
+        ids: &[i64],
+    ) -> Result<(), sqlx::Error> {
+        let quarantine = &target.sql.quarantine;
+        // language=SQL
+        let sql = format!(
+            "UPDATE {quarantine} SET replayed_at = now(), replay_count = replay_count + 1
+             WHERE id = ANY($1)"
+        );
+        sqlx::query(AssertSqlSafe(sql).into_sql_str())
+            .bind(ids)
+            .execute(conn)
+            .await
+            .map(drop)
     }
 
     async fn queue_page(
         pool: &PgPool,
-        tenant: &TenantName,
-        table: &QueueTable,
+        target: &Target<'_>,
         after: Option<i64>,
         limit: i64,
-    ) -> Result<Vec<(i64, Vec<u8>)>> {
-        let d = Dialect::Postgres;
-        let queue = d.quote_qualified(Some(tenant.as_str()), &table.table)?;
-        let (id, payload) = (d.quote(&table.id)?, d.quote(&table.payload)?);
+    ) -> Result<Vec<(i64, Vec<u8>)>, sqlx::Error> {
+        let q = &target.sql;
+        let (queue, id, payload) = (&q.queue, &q.id, &q.payload);
         // language=SQL
         let sql = format!(
             "SELECT {id}::int8, {payload}::text FROM {queue}
@@ -187,11 +217,7 @@ impl QuarantineStore for Postgres {
             .bind(after)
             .bind(limit)
             .fetch_all(pool)
-            .await
-            .map_err(Error::db(
-                "scanning the queue backlog",
-                Some(tenant.as_str()),
-            ))?;
+            .await?;
         Ok(rows
             .into_iter()
             .map(|(id, raw)| (id, raw.unwrap_or_default().into_bytes()))
@@ -200,30 +226,57 @@ impl QuarantineStore for Postgres {
 
     async fn list_rows(
         pool: &PgPool,
-        tenant: &TenantName,
-        queue: &str,
-        quarantine: &Quarantine,
-    ) -> Result<Vec<QuarantinedMessage>> {
-        let table = quarantine_table(Dialect::Postgres, quarantine)?;
+        target: &Target<'_>,
+    ) -> Result<Vec<QuarantinedMessage>, sqlx::Error> {
+        let table = &target.sql.quarantine;
         // language=SQL
         let sql = format!(
             "SELECT id, tenant, queue, source_id, payload::text AS payload, payload_raw,
                 {} AS enqueued_at, attempts, reason, field_path, error,
                 contract_name, contract_fingerprint, {} AS quarantined_at,
                 {} AS replayed_at, replay_count::int8 AS replay_count
-             FROM {table} WHERE tenant = $1 AND queue = $2 ORDER BY source_id",
+             FROM {table} WHERE tenant = $1 AND queue = $2 ORDER BY source_id, id",
             utc_text!("enqueued_at"),
             utc_text!("quarantined_at"),
             utc_text!("replayed_at"),
         );
         sqlx::query_as(AssertSqlSafe(sql).into_sql_str())
-            .bind(tenant.as_str())
-            .bind(queue)
+            .bind(target.tenant)
+            .bind(target.queue)
             .fetch_all(pool)
             .await
-            .map_err(Error::db(
-                "listing quarantined messages",
-                Some(tenant.as_str()),
-            ))
     }
+
+    async fn table_exists(
+        conn: &mut PgConnection,
+        schema: Option<&str>,
+        table: &str,
+    ) -> Result<bool, sqlx::Error> {
+        // Quoted by the server: the names are plain text here.
+        sqlx::query_scalar(
+            "SELECT to_regclass(quote_ident(COALESCE($1, current_schema())) || '.' || quote_ident($2))
+                IS NOT NULL",
+        )
+        .bind(schema)
+        .bind(table)
+        .fetch_one(conn)
+        .await
+    }
+
+    fn is_missing_table(error: &sqlx::Error) -> bool {
+        sqlstate(error).is_some_and(|code| code == "42P01")
+    }
+
+    fn is_data_error(error: &sqlx::Error) -> bool {
+        // Class 22 (data exception): `invalid input syntax for type json`, untranslatable
+        // characters, numeric overflow.
+        sqlstate(error).is_some_and(|code| code.starts_with("22"))
+    }
+}
+
+fn sqlstate(error: &sqlx::Error) -> Option<String> {
+    error
+        .as_database_error()
+        .and_then(|db| db.code())
+        .map(|code| code.into_owned())
 }

@@ -1,12 +1,11 @@
 //! Where the queue and the quarantine live: table and column names, quoted per dialect.
 
-#[cfg(any(feature = "postgres", feature = "sqlite"))]
 use contract_core::{Dialect, TenantName};
 
-#[cfg(any(feature = "postgres", feature = "sqlite"))]
 use crate::error::Result;
 
-/// The SQL type of the queue's payload column on PostgreSQL (SQLite stores `TEXT`).
+/// The SQL type of the queue's payload column on PostgreSQL (SQLite and MySQL convert the
+/// stored text themselves).
 ///
 /// Replay casts the stored raw payload back to this type, so it must match the column.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -33,13 +32,15 @@ impl PayloadType {
     }
 }
 
-/// A tenant's queue table: in the tenant's schema on PostgreSQL, in the tenant's file
-/// (the pool's `main` database) on SQLite.
+/// A tenant's queue table: in the tenant's schema on PostgreSQL, in the tenant's database
+/// on MySQL/MariaDB, in the tenant's file (the pool's `main` database) on SQLite.
 ///
-/// The id column is the message id (`int8` / `INTEGER`), also the source id recorded in
-/// quarantine and restored on replay. `enqueued_at` is a `timestamptz` (or `timestamp`)
-/// on PostgreSQL and any value on SQLite; `attempts` is an integer.
+/// The id column is the message id (`int8` / `BIGINT` / `INTEGER`), also the source id
+/// recorded in quarantine and restored on replay. `enqueued_at` is a `timestamptz` (or
+/// `timestamp`) on PostgreSQL, a `DATETIME`/`TIMESTAMP` on MySQL and any value on SQLite;
+/// `attempts` is an integer.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct QueueTable {
     /// Table name, unqualified.
     pub table: String,
@@ -101,10 +102,14 @@ impl QueueTable {
 }
 
 /// Where quarantined messages go.
+///
+/// * PostgreSQL: `<schema>.<table>`, one table for every tenant, keyed by a `tenant` column.
+/// * MySQL/MariaDB: `<tenant database>.<table>`, beside the queue (`schema` is not used).
+/// * SQLite: `<table>` in each tenant file, beside the queue (`schema` is not used).
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Quarantine {
-    /// Schema of the quarantine table on PostgreSQL (`public`): one table for every
-    /// tenant, keyed by a `tenant` column. On SQLite the table lives in each tenant file.
+    /// Schema of the quarantine table on PostgreSQL (`public`).
     pub schema: String,
     /// Table name (`contract_quarantine`).
     pub table: String,
@@ -119,8 +124,50 @@ impl Default for Quarantine {
     }
 }
 
-#[cfg(any(feature = "postgres", feature = "sqlite"))]
-/// Every identifier of one operation, quoted for the dialect: nothing is pasted raw.
+impl Quarantine {
+    /// Sets the schema of the quarantine table (PostgreSQL only).
+    #[must_use]
+    pub fn with_schema(mut self, schema: impl Into<String>) -> Self {
+        self.schema = schema.into();
+        self
+    }
+
+    /// Sets the name of the quarantine table.
+    #[must_use]
+    pub fn with_table(mut self, table: impl Into<String>) -> Self {
+        self.table = table.into();
+        self
+    }
+
+    /// `(schema, table)` of the quarantine of `tenant`: the schema is the configured one on
+    /// PostgreSQL, the tenant database on MySQL, none (the tenant file) on SQLite.
+    pub(crate) fn location<'a>(
+        &'a self,
+        dialect: Dialect,
+        tenant: &'a TenantName,
+    ) -> (Option<&'a str>, &'a str) {
+        let schema = match dialect {
+            Dialect::Postgres => Some(self.schema.as_str()),
+            Dialect::MySql => Some(tenant.as_str()),
+            Dialect::Sqlite => None,
+        };
+        (schema, &self.table)
+    }
+}
+
+/// `(schema, table)` of a tenant's queue: the tenant schema or database, none on SQLite.
+pub(crate) fn queue_location<'a>(
+    dialect: Dialect,
+    tenant: &'a TenantName,
+    table: &'a QueueTable,
+) -> (Option<&'a str>, &'a str) {
+    let schema = (dialect != Dialect::Sqlite).then_some(tenant.as_str());
+    (schema, &table.table)
+}
+
+/// Every identifier of one tenant queue and its quarantine, quoted for the dialect:
+/// nothing is pasted raw. Built once per operation, before any SQL is sent.
+#[derive(Debug, Clone)]
 pub(crate) struct Quoted {
     pub queue: String,
     pub id: String,
@@ -128,38 +175,35 @@ pub(crate) struct Quoted {
     pub enqueued_at: String,
     pub attempts: String,
     pub quarantine: String,
+    /// `<table>_by_time`, unqualified.
+    pub time_index: String,
+    /// `<table>_waiting`, unqualified.
+    pub waiting_index: String,
+    /// `<table>_upgrade`, unqualified: the rebuilt table of an upgrade on SQLite.
+    #[cfg_attr(not(feature = "sqlite"), allow(dead_code))]
+    pub upgrade: String,
 }
 
-#[cfg(any(feature = "postgres", feature = "sqlite"))]
 impl Quoted {
-    /// Quotes the queue table (in the tenant's schema on PostgreSQL) and the quarantine.
+    /// Quotes the queue table and the quarantine of `tenant`.
     pub fn new(
         dialect: Dialect,
         tenant: &TenantName,
         table: &QueueTable,
         quarantine: &Quarantine,
     ) -> Result<Self> {
-        let schema = (dialect == Dialect::Postgres).then_some(tenant.as_str());
+        let (queue_schema, queue) = queue_location(dialect, tenant, table);
+        let (schema, name) = quarantine.location(dialect, tenant);
         Ok(Self {
-            queue: dialect.quote_qualified(schema, &table.table)?,
+            queue: dialect.quote_qualified(queue_schema, queue)?,
             id: dialect.quote(&table.id)?,
             payload: dialect.quote(&table.payload)?,
             enqueued_at: dialect.quote(&table.enqueued_at)?,
             attempts: dialect.quote(&table.attempts)?,
-            quarantine: quarantine_table(dialect, quarantine)?,
+            quarantine: dialect.quote_qualified(schema, name)?,
+            time_index: dialect.quote(&format!("{name}_by_time"))?,
+            waiting_index: dialect.quote(&format!("{name}_waiting"))?,
+            upgrade: dialect.quote(&format!("{name}_upgrade"))?,
         })
     }
-}
-
-#[cfg(any(feature = "postgres", feature = "sqlite"))]
-/// The quoted quarantine table (schema-qualified on PostgreSQL only).
-pub(crate) fn quarantine_table(dialect: Dialect, quarantine: &Quarantine) -> Result<String> {
-    let schema = (dialect == Dialect::Postgres).then_some(quarantine.schema.as_str());
-    Ok(dialect.quote_qualified(schema, &quarantine.table)?)
-}
-
-#[cfg(any(feature = "postgres", feature = "sqlite"))]
-/// The quoted name of the quarantine's time index (`<table>_by_time`), unqualified.
-pub(crate) fn time_index(dialect: Dialect, quarantine: &Quarantine) -> Result<String> {
-    Ok(dialect.quote(&format!("{}_by_time", quarantine.table))?)
 }
