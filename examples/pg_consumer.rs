@@ -19,7 +19,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use contract_sqlx::guard::PauseTable;
+use contract_sqlx::control::ControlPlane;
 use contract_sqlx::payload::PayloadContract;
 use contract_sqlx::plan::Remediation;
 use contract_sqlx::quarantine::{PayloadType, Quarantine, QueueQuarantine, QueueTable};
@@ -204,17 +204,14 @@ async fn run() -> Result<(), BoxError> {
     // The guard's own tables (pauses, audit, quarantine) live in `public` by default.
     let mut apply = ApplyOptions::default();
     apply.audit.schema = ops.clone();
-    let pauses = PauseTable {
-        schema: Some(ops.clone()),
-        ..PauseTable::default()
-    };
+    let pauses = ControlPlane::default().with_schema(ops.clone());
     let quarantine = Quarantine::default().with_schema(ops.clone());
     let guard = Guard::<Postgres>::builder()
         .contract::<Event>()
         .tenants(tenants)
         .remediation(Remediation::SafeOnly) // additive fixes only; rewrites wait for approval
         .apply_options(apply)
-        .pause_table(pauses)
+        .control_plane(pauses)
         .epoch(epoch)
         .start(&pool) // checks every tenant, remediates what it may, pauses the rest
         .await?;

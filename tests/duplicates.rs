@@ -62,7 +62,7 @@ fn assert_reported_once_as_duplicate(report: &FleetReport, tenant: &str, places:
     }
 }
 
-fn assert_closed_as_duplicate<DB: contract_sqlx::guard::PauseStore>(
+fn assert_closed_as_duplicate<DB: contract_sqlx::control::ControlStore>(
     guard: &Guard<DB>,
     tenant: &str,
 ) {
@@ -167,7 +167,7 @@ async fn one_schema_on_two_postgres_servers_closes_the_gate_instead_of_last_wins
     let guard = Guard::<Postgres>::builder()
         .contracts(contracts)
         .directory(directory)
-        .in_memory_pauses()
+        .in_memory_control()
         .start(&first.pool)
         .await
         .expect("guard start");

@@ -8,7 +8,7 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use contract_sqlx::guard::PauseTable;
+use contract_sqlx::control::ControlPlane;
 use contract_sqlx::plan::Remediation;
 use contract_sqlx::{Contract, Guard, TenantDirectory, Tenants, check::ContractSet, remediate};
 use sqlx::{Connection as _, MySql, MySqlPool};
@@ -86,11 +86,8 @@ impl Fleet {
             .expect("discover")
     }
 
-    fn pause_table(&self) -> PauseTable {
-        PauseTable {
-            schema: Some(self.control.clone()),
-            table: "contract_pauses".into(),
-        }
+    fn control_plane(&self) -> ControlPlane {
+        ControlPlane::default().with_schema(self.control.clone())
     }
 
     /// Statuses of tenant `i`'s audit rows, oldest first (none without the table).
@@ -406,7 +403,7 @@ fn guard_builder(fleet: &Fleet) -> contract_sqlx::GuardBuilder<MySql> {
     Guard::<MySql>::builder()
         .contract::<Event>()
         .tenants(fleet.tenants())
-        .pause_table(fleet.pause_table())
+        .control_plane(fleet.control_plane())
 }
 
 #[tokio::test]
@@ -479,13 +476,15 @@ async fn guard_start_with_the_server_unreachable_opens_no_gate() {
         .await
         .expect_err("no pause table");
     assert!(
-        error.to_string().contains("creating the pause table"),
+        error
+            .to_string()
+            .contains("creating the control plane tables"),
         "{error}"
     );
     proxy.refuse(Refusal::Down).await;
     let guard = guard_builder(&fleet)
         .tenants(listed())
-        .in_memory_pauses()
+        .in_memory_control()
         .start(&pool)
         .await
         .expect("a guard with every gate closed");

@@ -244,12 +244,16 @@ impl Stage {
                 &[&contract_sqlx::remediation::tenant_lock_key("tenant_1").to_be_bytes()],
                 Cut::BeforeSending,
             ),
-            Stage::AfterDdl => proxy.arm(&["ALTER TABLE"], Cut::BeforeAnswer),
-            Stage::BeforeCommit => proxy.arm(&["ALTER TABLE", "COMMIT"], Cut::BeforeSending),
-            Stage::DuringCommit => proxy.arm(&["ALTER TABLE", "COMMIT"], Cut::BeforeAnswer),
+            // tenant_1's own DDL (the audit table's upgrade is an ALTER TABLE too).
+            Stage::AfterDdl => proxy.arm(&[TENANT_1_DDL], Cut::BeforeAnswer),
+            Stage::BeforeCommit => proxy.arm(&[TENANT_1_DDL, "COMMIT"], Cut::BeforeSending),
+            Stage::DuringCommit => proxy.arm(&[TENANT_1_DDL, "COMMIT"], Cut::BeforeAnswer),
         }
     }
 }
+
+/// The start of tenant_1's remediation DDL, as sent.
+const TENANT_1_DDL: &str = "ALTER TABLE \"tenant_1\"";
 
 /// tenant_1 and tenant_2 lack two columns, tenant_3 complies; the cut hits tenant_1's
 /// apply (the first). All or nothing for tenant_1, the failure reported, tenant_2
@@ -269,7 +273,12 @@ async fn remediation_cut(stage: Stage) {
         .expect("run");
     assert!(fault.fired(), "{stage:?}: the cut never happened");
     let failed: Vec<&str> = run.failed.iter().map(|f| f.tenant.as_str()).collect();
-    assert_eq!(failed, ["tenant_1"], "{stage:?}: the failure is reported");
+    assert_eq!(
+        failed,
+        ["tenant_1"],
+        "{stage:?}: the failure is reported: {:?}",
+        run.failed
+    );
     assert!(
         run.log.outcome.contains("tenant_1 failed"),
         "{}",
@@ -710,7 +719,9 @@ async fn guard_start_with_the_server_unreachable_opens_no_gate() {
         .await
         .expect_err("no pause table");
     assert!(
-        error.to_string().contains("creating the pause table"),
+        error
+            .to_string()
+            .contains("creating the control plane tables"),
         "{error}"
     );
     // In-memory pauses: a guard whose every gate is closed as unreachable (refused as by
@@ -718,7 +729,7 @@ async fn guard_start_with_the_server_unreachable_opens_no_gate() {
     proxy.refuse(Refusal::Down).await;
     let guard = guard_builder()
         .tenants(listed())
-        .in_memory_pauses()
+        .in_memory_control()
         .start(&pool)
         .await
         .expect("a guard with every gate closed");
@@ -792,7 +803,7 @@ async fn gates_close_within_the_check_timeout_while_connections_are_refused() {
         .acquire_timeout(Duration::from_secs(30))
         .connect_lazy_with(support::proxy::pg_options(&proxy, &scratch.url));
     let guard = guard_builder()
-        .in_memory_pauses()
+        .in_memory_control()
         .revalidate_every(Duration::from_millis(200))
         .check_timeout(Duration::from_secs(1))
         .start(&pool)

@@ -255,10 +255,18 @@ async fn guard_pause_lifts_itself_after_remediation() {
     assert_eq!(guard.epoch().current(), 1);
     let log = guard.execution_log().expect("log");
     assert!(
-        log.outcome.starts_with("1 of 1 tenants compliant"),
+        log.outcome
+            .starts_with("3 compliant, 0 drifted, 0 unreachable of 3 tenants"),
         "{}",
         log.outcome
     );
+    let entry = log.tenant("tenant_1").expect("tenant_1's entry");
+    assert_eq!(entry.outcome, contract_sqlx::report::TenantOutcome::Applied);
+    assert!(
+        entry.audit_id.is_some() && !entry.statements.is_empty(),
+        "{entry:?}"
+    );
+    assert_eq!(entry.policy, "safe_only");
     let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM public.contract_pauses")
         .fetch_one(&scratch.pool)
         .await
@@ -491,7 +499,7 @@ async fn epoch_is_bumped_when_another_replica_fixes_a_tenant() {
         .contract::<Event>()
         .tenants(Tenants::schemas_like("tenant_%"))
         .epoch(epoch.clone())
-        .in_memory_pauses()
+        .in_memory_control()
         .start(&scratch.pool)
         .await
         .expect("guard start");

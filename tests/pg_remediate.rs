@@ -113,7 +113,14 @@ async fn seed_scenario_safe_only_then_approved_plan() {
     let log: serde_json::Value =
         serde_json::from_str(&safe.log.to_json_pretty()).expect("log json");
     assert_eq!(log["task"], "remediate");
-    assert_eq!(log["steps"][3]["awaiting_approval"][0], "tenant_19");
+    let awaiting: Vec<&str> = log["tenants"]
+        .as_array()
+        .expect("tenant entries")
+        .iter()
+        .filter(|t| t["outcome"] == "awaiting_approval")
+        .filter_map(|t| t["tenant"].as_str())
+        .collect();
+    assert_eq!(awaiting, ["tenant_19"]);
     assert!(
         log["outcome"]
             .as_str()

@@ -146,7 +146,7 @@ async fn guard_over_300_tenant_files_stays_within_the_connection_budget() {
     let guard = Guard::<Sqlite>::builder()
         .contracts(ContractSet::new().with::<Event>())
         .directory(sqlite_tenant_files(&tenants).await.expect("tenant files"))
-        .in_memory_pauses()
+        .in_memory_control()
         .start(&control)
         .await
         .expect("guard start");

@@ -213,7 +213,7 @@ async fn connection_budget_never_cuts_or_blocks_batches_and_keeps_consumer_hooks
     let guard = Guard::<Sqlite>::builder()
         .contract::<Event>()
         .directory(dir.clone())
-        .in_memory_pauses()
+        .in_memory_control()
         .start(&control)
         .await
         .expect("guard");

@@ -198,7 +198,7 @@ async fn sqlite_names_are_compared_case_insensitively() {
         .contract::<Event>()
         .directory(directory.clone())
         .remediation(Remediation::SafeOnly)
-        .in_memory_pauses()
+        .in_memory_control()
         .start(&control)
         .await
         .expect("guard");

@@ -1,25 +1,38 @@
-//! The JSON execution log of one run: what was introspected, found, planned and applied.
+//! The JSON execution log of one run: what was introspected and found, and per tenant what
+//! was planned, decided and applied, by whom, with which outcome.
 
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
+use std::fmt;
 
-use crate::plan::Hazard;
+use crate::drift::Finding;
+use crate::plan::{Hazard, TenantPlan};
 
 /// One run of the guard or the remediator, as a document.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct ExecutionLog {
-    /// What ran (`check`, `remediate`, `guard`).
+    /// What ran (`remediate`, `guard`).
     pub task: String,
     /// RFC 3339 UTC start time.
     pub started_at: String,
-    /// The steps, numbered from 1.
+    /// RFC 3339 UTC end time.
+    #[serde(default)]
+    pub finished_at: String,
+    /// The remediation policy (`off`, `dry_run`, `safe_only`, `approved <hash>`).
+    #[serde(default)]
+    pub policy: String,
+    /// The run's fleet-wide steps (introspect, detect, reconcile, verify), numbered from 1.
     pub steps: Vec<LogEntry>,
+    /// One entry per tenant the run planned something for, by tenant.
+    #[serde(default)]
+    pub tenants: Vec<TenantLog>,
     /// One sentence: the result.
     pub outcome: String,
 }
 
-/// A numbered step of an [`ExecutionLog`].
+/// A numbered fleet-wide step of an [`ExecutionLog`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct LogEntry {
     /// 1-based position.
     pub step: usize,
@@ -30,6 +43,7 @@ pub struct LogEntry {
 
 /// A tenant whose remediation failed, with the reason.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct TenantError {
     /// The tenant.
     pub tenant: String,
@@ -37,9 +51,21 @@ pub struct TenantError {
     pub error: String,
 }
 
-/// What a log step did.
+impl TenantError {
+    /// A failure of `tenant`.
+    #[must_use]
+    pub fn new(tenant: impl Into<String>, error: impl Into<String>) -> Self {
+        Self {
+            tenant: tenant.into(),
+            error: error.into(),
+        }
+    }
+}
+
+/// What a fleet-wide log step did.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "action", rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum LogAction {
     /// Bulk introspection of the fleet.
     Introspect {
@@ -66,30 +92,6 @@ pub enum LogAction {
         /// One line per row: tenant, audit id, plan, outcome and evidence.
         settled: Vec<String>,
     },
-    /// Remediation planning.
-    Plan {
-        /// Every planned statement, tenant by tenant.
-        migrations: Vec<String>,
-        /// Hazards per tenant (only tenants with hazards).
-        hazards: BTreeMap<String, Vec<Hazard>>,
-        /// Plan hash per tenant with a non-empty plan.
-        plan_hashes: BTreeMap<String, String>,
-        /// Refused fixes, one line each.
-        refused: Vec<String>,
-    },
-    /// Applying the allowed steps, tenant by tenant.
-    Apply {
-        /// Tenants changed.
-        applied: Vec<String>,
-        /// Tenants left waiting for approval.
-        awaiting_approval: Vec<String>,
-        /// Tenants whose remediation failed (rolled back).
-        failed: Vec<TenantError>,
-        /// Audit ids written.
-        audit_ids: Vec<String>,
-        /// Wall time.
-        duration_ms: u64,
-    },
     /// Re-check after applying.
     Verify {
         /// Tenants re-checked.
@@ -101,6 +103,116 @@ pub enum LogAction {
     },
 }
 
+/// What became of one tenant's plan in a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum TenantOutcome {
+    /// Steps were applied (all of the plan, or its safe part).
+    Applied,
+    /// Planned only (dry run, or nothing the policy lets run).
+    Planned,
+    /// Hazardous steps wait for an approval of the plan hash or its change shape.
+    AwaitingApproval,
+    /// Steps wait while a consumer version they would break is still running.
+    WaitingForVersion,
+    /// The apply failed; see `error` (rolled back unless the error says otherwise).
+    Failed,
+    /// The tenant changed since it was planned (another replica was first); nothing ran.
+    Stale,
+    /// Every finding is refused (nothing can be planned); see the plan's refusals.
+    Refused,
+}
+
+impl TenantOutcome {
+    /// The outcome's snake_case name (the JSON form).
+    #[must_use]
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            TenantOutcome::Applied => "applied",
+            TenantOutcome::Planned => "planned",
+            TenantOutcome::AwaitingApproval => "awaiting_approval",
+            TenantOutcome::WaitingForVersion => "waiting_for_version",
+            TenantOutcome::Failed => "failed",
+            TenantOutcome::Stale => "stale",
+            TenantOutcome::Refused => "refused",
+        }
+    }
+}
+
+impl fmt::Display for TenantOutcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One tenant's part of a run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct TenantLog {
+    /// The tenant.
+    pub tenant: String,
+    /// The findings at `at_risk` or worse that were planned for.
+    pub findings: Vec<Finding>,
+    /// The plan's full hash (approve exactly this).
+    pub plan_hash: String,
+    /// The plan's change shape (approve it to cover every tenant with the same drift).
+    pub shape: String,
+    /// The statements that ran (or would run), in order.
+    pub statements: Vec<String>,
+    /// The hazards of the steps that ran (or wait).
+    pub hazards: Vec<Hazard>,
+    /// Refused findings, one line each.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub refused: Vec<String>,
+    /// The policy that decided (`safe_only`, `approved <hash>`, `approval <id>`, …).
+    pub policy: String,
+    /// The approval that covered the hazardous steps, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval_id: Option<String>,
+    /// Who approved it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approver: Option<String>,
+    /// The audit row written.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audit_id: Option<String>,
+    /// What became of it.
+    pub outcome: TenantOutcome,
+    /// Why it waits, or what failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+    /// Wall time of the apply (0 when nothing ran).
+    pub duration_ms: u64,
+}
+
+impl TenantLog {
+    /// An entry for `plan` with `outcome`; the statements and hazards are the plan's.
+    #[must_use]
+    pub fn new(
+        plan: &TenantPlan,
+        findings: Vec<Finding>,
+        policy: String,
+        outcome: TenantOutcome,
+    ) -> Self {
+        Self {
+            tenant: plan.tenant.clone(),
+            findings,
+            plan_hash: plan.hash.clone(),
+            shape: plan.shape.clone(),
+            statements: plan.statements().map(str::to_owned).collect(),
+            hazards: plan.hazards(),
+            refused: plan.refusals.iter().map(ToString::to_string).collect(),
+            policy,
+            approval_id: None,
+            approver: None,
+            audit_id: None,
+            outcome,
+            detail: None,
+            duration_ms: 0,
+        }
+    }
+}
+
 impl ExecutionLog {
     /// An empty log for `task` started at `started_at`.
     #[must_use]
@@ -108,12 +220,15 @@ impl ExecutionLog {
         Self {
             task: task.into(),
             started_at: started_at.into(),
+            finished_at: String::new(),
+            policy: String::new(),
             steps: Vec::new(),
+            tenants: Vec::new(),
             outcome: String::new(),
         }
     }
 
-    /// Appends a step, numbering it.
+    /// Appends a fleet-wide step, numbering it.
     pub fn push(&mut self, action: LogAction) {
         self.steps.push(LogEntry {
             step: self.steps.len() + 1,
@@ -121,9 +236,21 @@ impl ExecutionLog {
         });
     }
 
+    /// The entry of `tenant`, if the run has one.
+    #[must_use]
+    pub fn tenant(&self, tenant: &str) -> Option<&TenantLog> {
+        self.tenants.iter().find(|t| t.tenant == tenant)
+    }
+
     /// The log as pretty JSON.
     #[must_use]
     pub fn to_json_pretty(&self) -> String {
         serde_json::to_string_pretty(self).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
+    }
+
+    /// The log as one line of JSON (for a JSON Lines file).
+    #[must_use]
+    pub fn to_json_line(&self) -> String {
+        serde_json::to_string(self).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
     }
 }

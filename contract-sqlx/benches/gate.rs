@@ -105,7 +105,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let guard = Guard::<Sqlite>::builder()
         .contract::<Event>()
         .directory(sqlite_tenant_files(&dir).await?)
-        .in_memory_pauses()
+        .in_memory_control()
         .start(&control)
         .await?;
     let baseline_map: HashMap<String, bool> = names.iter().map(|n| (n.clone(), true)).collect();

@@ -136,6 +136,27 @@ pub enum Error {
     /// refused, naming the tenant and the queue.
     #[error(transparent)]
     Quarantine(Box<crate::quarantine::QuarantineError>),
+    /// The audit table a remediation writes its row to could not be created: nothing was
+    /// applied to the tenant.
+    #[error(
+        "remediation of tenant `{tenant}` did not start: the audit table could not be created ({error}); grant CREATE on its schema, or create it beforehand"
+    )]
+    AuditTable {
+        /// The tenant.
+        tenant: String,
+        /// What failed, with its causes.
+        error: String,
+    },
+    /// An approval names something that is not a full plan hash or change shape.
+    #[error(
+        "cannot approve {what} `{value}`: it must be the full 64-hex-digit {what} as `contract plans` shows it"
+    )]
+    InvalidApproval {
+        /// `plan` or `shape`.
+        what: &'static str,
+        /// What was given.
+        value: String,
+    },
     /// A SQLite tenant directory could not be read.
     #[error("cannot read tenant directory `{path}`")]
     TenantDirectory {

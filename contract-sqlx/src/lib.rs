@@ -162,6 +162,7 @@
 
 pub mod backend;
 pub mod check;
+pub mod control;
 mod error;
 pub mod guard;
 pub mod payload;
@@ -197,7 +198,7 @@ pub mod model {
 pub mod report {
     pub use contract_core::{
         DriftKind, ExecutionLog, Finding, FleetReport, LogAction, LogEntry, Severity, TenantError,
-        TenantReport, Verdict,
+        TenantLog, TenantOutcome, TenantReport, Verdict,
     };
 }
 

@@ -3,7 +3,7 @@
 //! [`MySqlFleet::drop_all`].
 //! Poison messages go to `contract_quarantine` in each tenant database.
 
-use contract_sqlx::guard::PauseTable;
+use contract_sqlx::control::ControlPlane;
 use contract_sqlx::payload::Rejection;
 use contract_sqlx::quarantine::{
     PayloadType, Quarantine, QuarantinedMessage, QueueQuarantine, QueueTable,
@@ -131,11 +131,8 @@ impl Fleet for MySqlFleet {
         &self.pool
     }
 
-    fn pause_table(&self) -> PauseTable {
-        PauseTable {
-            schema: Some(self.control_db()),
-            table: "contract_pauses".into(),
-        }
+    fn control_plane(&self) -> ControlPlane {
+        ControlPlane::default().with_schema(self.control_db())
     }
 
     fn apply_options(&self) -> ApplyOptions {

@@ -2,7 +2,7 @@
 //! tenant plus one for the guard's pauses, the audit and the quarantine, all with a
 //! unique prefix, dropped by [`PgFleet::drop_all`].
 
-use contract_sqlx::guard::PauseTable;
+use contract_sqlx::control::ControlPlane;
 use contract_sqlx::payload::Rejection;
 use contract_sqlx::quarantine::{
     PayloadType, Quarantine, QuarantinedMessage, QueueQuarantine, QueueTable,
@@ -132,11 +132,8 @@ impl Fleet for PgFleet {
         &self.pool
     }
 
-    fn pause_table(&self) -> PauseTable {
-        PauseTable {
-            schema: Some(self.control_schema()),
-            table: "contract_pauses".into(),
-        }
+    fn control_plane(&self) -> ControlPlane {
+        ControlPlane::default().with_schema(self.control_schema())
     }
 
     fn apply_options(&self) -> ApplyOptions {

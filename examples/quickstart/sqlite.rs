@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use contract_sqlx::guard::PauseTable;
+use contract_sqlx::control::ControlPlane;
 use contract_sqlx::payload::Rejection;
 use contract_sqlx::quarantine::{Quarantine, QuarantinedMessage, QueueQuarantine, QueueTable};
 use contract_sqlx::{
@@ -119,8 +119,8 @@ impl Fleet for SqliteFleet {
         &self.control
     }
 
-    fn pause_table(&self) -> PauseTable {
-        PauseTable::default() // `contract_pauses` in the control file
+    fn control_plane(&self) -> ControlPlane {
+        ControlPlane::default() // `contract_pauses` in the control file
     }
 
     fn apply_options(&self) -> ApplyOptions {

@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::error::Error;
 use std::path::{Path, PathBuf};
 
-use contract_sqlx::guard::{PauseStore, PauseTable};
+use contract_sqlx::control::{ControlPlane, ControlStore};
 use contract_sqlx::payload::{PayloadContract, Rejection};
 use contract_sqlx::plan::{Remediation, TenantPlan};
 use contract_sqlx::quarantine::{Quarantine, QuarantinedMessage};
@@ -169,7 +169,7 @@ pub trait Fleet {
     /// The pool the guard starts on (it stores the pauses).
     fn control(&self) -> &Pool<Self::DB>;
     /// Where the guard persists pauses.
-    fn pause_table(&self) -> PauseTable;
+    fn control_plane(&self) -> ControlPlane;
     /// Remediation options (where audit rows go, who the actor is).
     fn apply_options(&self) -> ApplyOptions;
     /// The consumer's SQL for a tenant's queue.
@@ -194,7 +194,7 @@ pub trait Fleet {
 /// A backend the story runs on: the consumer's few queries on its queue, and quarantine
 /// (or the honest lack of it). Implemented in `sqlite.rs`, `postgres.rs`, `mysql.rs`.
 #[allow(async_fn_in_trait)]
-pub trait StoryDb: PauseStore {
+pub trait StoryDb: ControlStore {
     /// The contracts the guard checks: here only [`Event`].
     fn contracts() -> ContractSet<Self>;
     /// Claims the next batch after message `after` (`QueueSql::claim`).
@@ -319,7 +319,7 @@ pub async fn run<F: Fleet>(fleet: &mut F, log_path: &Path) -> Result<Summary, Bo
         .contracts(contracts.clone())
         .directory(directory.clone())
         .remediation(Remediation::Off) // report and pause; remediation is step 4
-        .pause_table(fleet.pause_table())
+        .control_plane(fleet.control_plane())
         .start(fleet.control())
         .await?;
     let startup = guard.report();

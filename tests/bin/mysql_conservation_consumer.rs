@@ -14,7 +14,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use contract_sqlx::guard::PauseTable;
+use contract_sqlx::control::ControlPlane;
 use contract_sqlx::payload::PayloadContract;
 use contract_sqlx::plan::Remediation;
 use contract_sqlx::quarantine::{PayloadType, QueueQuarantine, QueueTable};
@@ -274,10 +274,7 @@ async fn main() -> Result<(), BoxError> {
         .apply_options(apply)
         .tenants(Tenants::list(names.iter().map(|t| t.as_str().to_owned())))
         .remediation(Remediation::SafeOnly)
-        .pause_table(PauseTable {
-            schema: Some(control.clone()),
-            table: "contract_pauses".into(),
-        })
+        .control_plane(ControlPlane::default().with_schema(control.clone()))
         .revalidate_every(Duration::from_millis(200))
         .epoch(epoch)
         .start(&pool)

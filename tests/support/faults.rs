@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use contract_sqlx::guard::PauseStore;
+use contract_sqlx::control::ControlStore;
 use contract_sqlx::{Gate, Guard};
 
 use super::proxy::{Proxy, Refusal, mysql_options, pg_options};
@@ -43,7 +43,7 @@ pub async fn eventually(bound: Duration, mut check: impl FnMut() -> bool) -> boo
 }
 
 /// The guard's tenants whose gate is open.
-pub fn open_gates<DB: PauseStore>(guard: &Guard<DB>) -> Vec<String> {
+pub fn open_gates<DB: ControlStore>(guard: &Guard<DB>) -> Vec<String> {
     guard
         .tenants()
         .into_iter()
@@ -52,7 +52,7 @@ pub fn open_gates<DB: PauseStore>(guard: &Guard<DB>) -> Vec<String> {
 }
 
 /// `true` when every gate is closed by the guard because the tenant is unreachable.
-pub fn all_paused_unreachable<DB: PauseStore>(guard: &Guard<DB>) -> bool {
+pub fn all_paused_unreachable<DB: ControlStore>(guard: &Guard<DB>) -> bool {
     guard.tenants().iter().all(|t| match guard.gate(t) {
         Gate::Paused(why) => why.reason.starts_with("unreachable"),
         Gate::Open(_) => false,
@@ -60,7 +60,7 @@ pub fn all_paused_unreachable<DB: PauseStore>(guard: &Guard<DB>) -> bool {
 }
 
 /// The reason `tenant`'s gate is closed, or `None` when it is open.
-pub fn pause_reason<DB: PauseStore>(guard: &Guard<DB>, tenant: &str) -> Option<String> {
+pub fn pause_reason<DB: ControlStore>(guard: &Guard<DB>, tenant: &str) -> Option<String> {
     match guard.gate(tenant) {
         Gate::Paused(why) => Some(why.reason.clone()),
         Gate::Open(_) => None,
@@ -68,7 +68,7 @@ pub fn pause_reason<DB: PauseStore>(guard: &Guard<DB>, tenant: &str) -> Option<S
 }
 
 /// Runs passes until every gate is open, at most `max`; returns how many it took.
-pub async fn passes_to_reopen<DB: PauseStore>(guard: &Guard<DB>, max: usize) -> Option<usize> {
+pub async fn passes_to_reopen<DB: ControlStore>(guard: &Guard<DB>, max: usize) -> Option<usize> {
     for pass in 1..=max {
         let _ = guard.revalidate().await;
         if open_gates(guard).len() == guard.tenants().len() {
@@ -84,7 +84,7 @@ pub async fn passes_to_reopen<DB: PauseStore>(guard: &Guard<DB>, max: usize) -> 
 /// server is away, and that after healing every gate reopens before a third pass
 /// finishes (a pass still waiting on the dead server when it came back may finish
 /// first). Returns how long the gates took to close.
-pub async fn ride_out_outage<DB: PauseStore>(
+pub async fn ride_out_outage<DB: ControlStore>(
     guard: &Guard<DB>,
     proxy: &Proxy,
     passes: &PassCounter,

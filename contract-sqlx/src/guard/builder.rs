@@ -1,35 +1,37 @@
-//! Building and starting a [`Guard`]: contracts, tenants, policy, pauses, interval.
+//! Building and starting a [`Guard`]: contracts, tenants, policy, control plane, interval.
 
 use std::collections::{BTreeSet, HashMap};
+use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use contract_core::plan::Remediation;
 use sqlx::Pool;
 use tracing::Instrument as _;
 
-use super::gate::TenantCell;
-use super::{GateMetrics, Guard, Inner, PauseStore, PauseTable};
+use super::{Dirty, GateMetrics, Guard, Inner, PassState};
 use crate::check::{ContractSet, TypeChecks};
+use crate::control::{ControlPlane, ControlStore, Replica};
 use crate::error::Result;
 use crate::remediation::{ApplyOptions, SchemaEpoch};
 use crate::tenants::{TenantDirectory, Tenants};
 
 /// Builds a [`Guard`].
 #[derive(Debug)]
-pub struct GuardBuilder<DB: PauseStore> {
+pub struct GuardBuilder<DB: ControlStore> {
     contracts: ContractSet<DB>,
     tenants: Option<Tenants>,
     directory: Option<TenantDirectory<DB>>,
     policy: Remediation,
     options: ApplyOptions,
-    pauses: Option<PauseTable>,
+    plane: Option<ControlPlane>,
+    log_file: Option<PathBuf>,
     interval: Duration,
     check_timeout: Duration,
     epoch: SchemaEpoch,
 }
 
-impl<DB: PauseStore> GuardBuilder<DB> {
+impl<DB: ControlStore> GuardBuilder<DB> {
     /// Guards the contract of `T`.
     #[must_use]
     pub fn contract<T: contract_core::Contract + TypeChecks<DB>>(mut self) -> Self {
@@ -74,18 +76,28 @@ impl<DB: PauseStore> GuardBuilder<DB> {
         self
     }
 
-    /// Where pauses are persisted (default: `public.contract_pauses` on the start-up pool;
-    /// on SQLite, a `contract_pauses` table in the start-up pool's file).
+    /// Where the control plane's tables are (default: [`ControlPlane::default`], on the
+    /// start-up pool): pauses, tenant status, approvals and replicas, shared by every
+    /// replica and read by the `contract` CLI.
     #[must_use]
-    pub fn pause_table(mut self, table: PauseTable) -> Self {
-        self.pauses = Some(table);
+    pub fn control_plane(mut self, plane: ControlPlane) -> Self {
+        self.plane = Some(plane);
         self
     }
 
-    /// Keeps pauses in memory only (no table is created).
+    /// Keeps pauses and status in memory only (no table is created; approvals can then
+    /// only come from the policy, and the CLI sees nothing of this guard).
     #[must_use]
-    pub fn in_memory_pauses(mut self) -> Self {
-        self.pauses = None;
+    pub fn in_memory_control(mut self) -> Self {
+        self.plane = None;
+        self
+    }
+
+    /// Appends each pass's execution log that planned or applied something to `path`, one
+    /// JSON document per line (JSON Lines), so a long-running guard keeps one file.
+    #[must_use]
+    pub fn execution_log_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.log_file = Some(path.into());
         self
     }
 
@@ -171,63 +183,52 @@ impl<DB: PauseStore> GuardBuilder<DB> {
                     .await?
             }
         };
-        if let Some(table) = &self.pauses {
-            DB::ensure_pause_table(pool, table).await?;
+        if let Some(plane) = &self.plane {
+            DB::ensure(pool, plane).await?;
         }
-        let mut cells: HashMap<_, _> = directory
-            .tenants()
-            .into_iter()
-            .map(|t| {
-                (
-                    t.as_str().to_owned(),
-                    (
-                        Arc::<str>::from(t.as_str()),
-                        Arc::new(TenantCell::default()),
-                    ),
-                )
-            })
+        let contracts: Vec<_> = self
+            .contracts
+            .entries()
+            .iter()
+            .map(|e| e.contract.clone())
             .collect();
-        // A name reached twice is a configuration error: closed, never last-wins.
-        for duplicate in directory.duplicates() {
-            let tenant = duplicate.tenant.as_str();
-            let cell = TenantCell::default();
-            let pause = super::configuration_pause(tenant, duplicate.to_string());
-            tracing::error!(tenant, reason = %pause.reason, "tenant paused by the guard");
-            cell.update(|state| state.drift = Some(Arc::new(pause)));
-            cells.insert(tenant.to_owned(), (Arc::from(tenant), Arc::new(cell)));
-        }
-        let expected_fingerprint = contract_core::digest_hex(
-            serde_json::to_string(
-                &self
-                    .contracts
-                    .entries()
-                    .iter()
-                    .map(|e| &e.contract)
-                    .collect::<Vec<_>>(),
-            )
-            .unwrap_or_default()
-            .as_bytes(),
+        let version = contract_core::digest_hex(
+            serde_json::to_string(&contracts)
+                .unwrap_or_default()
+                .as_bytes(),
         );
+        let now = SystemTime::now();
+        let replica = Replica {
+            replica_id: uuid::Uuid::now_v7().to_string(),
+            host: hostname::get()
+                .map_or_else(|_| "localhost".into(), |h| h.to_string_lossy().into_owned()),
+            pid: i64::from(std::process::id()),
+            version,
+            contracts,
+            started_at: now,
+            heartbeat_at: now,
+        };
+        let tenants = directory.tenants().len();
         let guard = Guard {
             inner: Arc::new(Inner {
                 contracts: self.contracts,
-                directory,
+                directory: RwLock::new(Arc::new(directory)),
                 control: pool.clone(),
-                policy: self.policy,
+                plane: self.plane,
+                policy: RwLock::new(self.policy),
                 options: self.options,
-                pauses: self.pauses,
                 interval: self.interval,
                 check_timeout: self.check_timeout,
                 epoch: self.epoch,
-                expected_fingerprint,
-                cells: RwLock::new(cells),
-                observed: tokio::sync::Mutex::new(HashMap::new()),
+                replica,
+                cells: RwLock::new(HashMap::new()),
+                state: tokio::sync::Mutex::new(PassState::default()),
                 report: RwLock::new(None),
                 log: RwLock::new(None),
-                dirty: std::sync::Mutex::new(BTreeSet::new()),
+                log_file: self.log_file,
+                dirty: std::sync::Mutex::new(Dirty::default()),
                 wake: tokio::sync::Notify::new(),
                 gate_metrics: GateMetrics::register(),
-                retry: std::sync::Mutex::new(HashMap::new()),
                 operator_lock: tokio::sync::Mutex::new(()),
                 unpersisted: std::sync::Mutex::new(BTreeSet::new()),
             }),
@@ -235,16 +236,17 @@ impl<DB: PauseStore> GuardBuilder<DB> {
         let span = tracing::info_span!(
             "contract.guard.start",
             dialect = %DB::DIALECT,
-            tenants = guard.inner.directory.tenants().len(),
-            policy = %guard.inner.policy,
+            tenants,
+            policy = %guard.policy(),
         );
         guard.revalidate().instrument(span).await?;
         Ok(guard)
     }
 }
 
-impl<DB: PauseStore> Guard<DB> {
-    /// A builder with no contracts, `Remediation::Off`, pauses in `public.contract_pauses`.
+impl<DB: ControlStore> Guard<DB> {
+    /// A builder with no contracts, `Remediation::Off`, the control plane in its default
+    /// place on the start-up pool, passes every 5 s.
     #[must_use]
     pub fn builder() -> GuardBuilder<DB> {
         GuardBuilder {
@@ -253,7 +255,8 @@ impl<DB: PauseStore> Guard<DB> {
             directory: None,
             policy: Remediation::Off,
             options: ApplyOptions::default(),
-            pauses: Some(PauseTable::default()),
+            plane: Some(ControlPlane::default()),
+            log_file: None,
             interval: Duration::from_secs(5),
             check_timeout: Duration::from_secs(10),
             epoch: SchemaEpoch::new(),

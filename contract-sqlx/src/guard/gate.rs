@@ -102,6 +102,8 @@ pub(super) struct TenantState {
     pub drift: Option<Arc<PauseInfo>>,
     /// Operator pauses: `None` queue = every queue.
     pub operator: Vec<Arc<PauseInfo>>,
+    /// Set while a newly listed tenant waits for its first check (memory only).
+    pub checking: Option<Arc<PauseInfo>>,
 }
 
 impl TenantCell {
@@ -114,7 +116,9 @@ impl TenantCell {
             .state
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        state.drift.is_none() && state.operator.iter().all(|p| p.queue.is_some())
+        state.drift.is_none()
+            && state.checking.is_none()
+            && state.operator.iter().all(|p| p.queue.is_some())
     }
 
     /// The pause that applies to `queue` (`None`: the tenant as a whole).
@@ -123,8 +127,8 @@ impl TenantCell {
             .state
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some(drift) = &state.drift {
-            return Some(Arc::clone(drift));
+        if let Some(pause) = state.drift.as_ref().or(state.checking.as_ref()) {
+            return Some(Arc::clone(pause));
         }
         state
             .operator
@@ -167,6 +171,7 @@ fn same_pauses(a: &TenantState, b: &TenantState) -> bool {
         == b.drift
             .as_ref()
             .map(|p| (&p.reason, &p.observed_fingerprint))
+        && a.checking.is_some() == b.checking.is_some()
         && a.operator.len() == b.operator.len()
         && a.operator
             .iter()

@@ -15,7 +15,7 @@ pub const DDL_CHANNEL: &str = "contract_schema_change";
 const INSUFFICIENT_PRIVILEGE: &str = "42501";
 
 // language=SQL
-const INSTALL: &str = r"
+const INSTALL: &str = r#"
 CREATE TABLE IF NOT EXISTS public.contract_schema_version (
     schema_name text PRIMARY KEY,
     version int8 NOT NULL,
@@ -26,8 +26,11 @@ LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE r record;
 BEGIN
     FOR r IN
-        SELECT DISTINCT schema_name FROM pg_event_trigger_ddl_commands()
-        WHERE schema_name IS NOT NULL AND schema_name NOT LIKE 'pg\_temp%' AND schema_name NOT LIKE 'pg\_toast%'
+        SELECT DISTINCT s.schema_name FROM (
+            SELECT COALESCE(c.schema_name,
+                            CASE WHEN c.object_type = 'schema' THEN trim(both '"' from c.object_identity) END) AS schema_name
+            FROM pg_event_trigger_ddl_commands() AS c) AS s
+        WHERE s.schema_name IS NOT NULL AND s.schema_name NOT LIKE 'pg\_temp%' AND s.schema_name NOT LIKE 'pg\_toast%'
     LOOP
         INSERT INTO public.contract_schema_version AS v (schema_name, version, changed_at)
         VALUES (r.schema_name, 1, now())
@@ -40,8 +43,11 @@ LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE r record;
 BEGIN
     FOR r IN
-        SELECT DISTINCT schema_name FROM pg_event_trigger_dropped_objects()
-        WHERE schema_name IS NOT NULL AND schema_name NOT LIKE 'pg\_temp%' AND schema_name NOT LIKE 'pg\_toast%'
+        SELECT DISTINCT s.schema_name FROM (
+            SELECT COALESCE(d.schema_name,
+                            CASE WHEN d.object_type = 'schema' THEN d.object_name END) AS schema_name
+            FROM pg_event_trigger_dropped_objects() AS d) AS s
+        WHERE s.schema_name IS NOT NULL AND s.schema_name NOT LIKE 'pg\_temp%' AND s.schema_name NOT LIKE 'pg\_toast%'
     LOOP
         INSERT INTO public.contract_schema_version AS v (schema_name, version, changed_at)
         VALUES (r.schema_name, 1, now())
@@ -53,7 +59,7 @@ DROP EVENT TRIGGER IF EXISTS contract_ddl_notify;
 CREATE EVENT TRIGGER contract_ddl_notify ON ddl_command_end EXECUTE FUNCTION public.contract_ddl_notify();
 DROP EVENT TRIGGER IF EXISTS contract_drop_notify;
 CREATE EVENT TRIGGER contract_drop_notify ON sql_drop EXECUTE FUNCTION public.contract_drop_notify();
-";
+"#;
 
 /// Installs the DDL event trigger in the pool's database (idempotent). Event triggers need
 /// a superuser (or a managed-cloud equivalent): without the privilege this returns

@@ -4,6 +4,8 @@
 /// Counter: gate answers, by `outcome` (`open` / `paused`). (The gate answers in about a
 /// hundred nanoseconds from memory; timing every call would cost more than the call.)
 pub const GATE_TOTAL: &str = "contract_gate_total";
+/// Gauge: tenants the guard knows (listed by its tenant sources, retired ones until pruned).
+pub const TENANTS: &str = "contract_tenants";
 /// Gauge: tenants currently paused (guard or operator).
 pub const PAUSED_TENANTS: &str = "contract_paused_tenants";
 /// Gauge: drift findings at `at_risk` or worse across the fleet.

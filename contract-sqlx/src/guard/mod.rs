@@ -1,25 +1,33 @@
 //! The guard at run time: a start-up check of the whole fleet, a batch gate answered from
-//! memory, revalidation that re-checks only changed tenants, pauses that survive restarts,
-//! and remediation by policy (see `ARCHITECTURE.md`, "The guard").
+//! memory, passes that re-check what changed, pauses that survive restarts, remediation by
+//! policy and by approvals recorded in the control plane (see `ARCHITECTURE.md` D7–D10,
+//! D13).
 //!
-//! * [`builder`](Guard::builder) / [`GuardBuilder::start`]: contracts, tenants, policy.
-//! * [`Guard::gate`]: the batch gate, from memory.
-//! * [`Guard::revalidate`] / [`Guard::spawn`]: passes (`pass.rs`).
-//! * [`Guard::pause`] / [`Guard::resume`]: operator pauses (`operator.rs`), stored with
-//!   the guard's own in the pause table (`pauses.rs`).
+//! * [`Guard::builder`] / [`GuardBuilder::start`] (`builder.rs`): contracts, tenants,
+//!   policy; the first pass.
+//! * [`Guard::gate`] (`gate.rs`): the batch gate, from memory.
+//! * [`Guard::revalidate`] / [`Guard::spawn`] (`pass.rs`): one pass lists the tenants again
+//!   (`discovery.rs`), checks the changed ones, decides per tenant what may run
+//!   (`decide.rs`: policy, approvals, contract versions still running in `versions.rs`),
+//!   applies, and writes pauses and tenant status to the control plane (`persist.rs`).
+//! * [`Guard::pause`], [`Guard::approve`], … (`operator.rs`): what an operator changes.
 
 mod builder;
+mod decide;
+mod discovery;
 mod gate;
 #[cfg(feature = "postgres")]
 mod listen;
 pub mod metrics;
 mod operator;
 mod pass;
-mod pauses;
+mod persist;
 #[cfg(all(test, feature = "sqlite"))]
 mod tests;
+mod versions;
 
 use std::collections::{BTreeSet, HashMap};
+use std::path::PathBuf;
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -32,13 +40,13 @@ pub use gate::{Gate, PauseInfo, PausedBy, Permit};
 #[cfg(feature = "postgres")]
 pub use listen::{DDL_CHANNEL, install_ddl_trigger};
 pub use operator::{OperatorPause, OperatorResume};
-pub use pauses::{PauseStore, PauseTable};
 
 use gate::{TenantCell, TenantState};
 
 use crate::check::ContractSet;
+use crate::control::{ControlPlane, ControlStore, Replica};
 use crate::error::error_chain;
-use crate::remediation::{ApplyOptions, SchemaEpoch};
+use crate::remediation::{ApplyOptions, Planned, SchemaEpoch};
 use crate::tenants::TenantDirectory;
 
 /// Tenant name → (shared name for permits, gate state).
@@ -46,11 +54,11 @@ type Cells = HashMap<String, (Arc<str>, Arc<TenantCell>)>;
 
 /// The runtime guard. Cheap to clone; clones share state.
 #[derive(Debug)]
-pub struct Guard<DB: PauseStore> {
+pub struct Guard<DB: ControlStore> {
     inner: Arc<Inner<DB>>,
 }
 
-impl<DB: PauseStore> Clone for Guard<DB> {
+impl<DB: ControlStore> Clone for Guard<DB> {
     fn clone(&self) -> Self {
         Self {
             inner: Arc::clone(&self.inner),
@@ -59,34 +67,69 @@ impl<DB: PauseStore> Clone for Guard<DB> {
 }
 
 #[derive(Debug)]
-struct Inner<DB: PauseStore> {
+struct Inner<DB: ControlStore> {
     contracts: ContractSet<DB>,
-    directory: TenantDirectory<DB>,
+    /// The tenant directory as of the last pass (listed again every pass).
+    directory: RwLock<Arc<TenantDirectory<DB>>>,
+    /// Where the control plane lives (and discovery ran at start).
     control: Pool<DB>,
-    policy: Remediation,
+    /// `None`: pauses and status in memory only.
+    plane: Option<ControlPlane>,
+    policy: RwLock<Remediation>,
     options: ApplyOptions,
-    pauses: Option<PauseTable>,
     interval: Duration,
     /// How long a pass waits for one pool's live schema (then: unreachable).
     check_timeout: Duration,
     epoch: SchemaEpoch,
-    expected_fingerprint: String,
+    /// This guard's registration: its id and contract version (a digest of its contracts).
+    replica: Replica,
     cells: RwLock<Cells>,
-    /// Observed fingerprint and last report per tenant; also serialises passes.
-    observed: tokio::sync::Mutex<HashMap<String, (String, TenantReport)>>,
+    /// What the passes know; also serialises passes.
+    state: tokio::sync::Mutex<PassState>,
     report: RwLock<Option<FleetReport>>,
     log: RwLock<Option<ExecutionLog>>,
-    dirty: std::sync::Mutex<BTreeSet<String>>,
+    /// Appends each pass's execution log as one JSON line, if set.
+    log_file: Option<PathBuf>,
+    dirty: std::sync::Mutex<Dirty>,
     wake: tokio::sync::Notify,
     gate_metrics: GateMetrics,
-    /// Tenants whose remediation failed: when to try again, and how many failures so far.
-    retry: std::sync::Mutex<HashMap<String, (Instant, u32)>>,
     /// Serialises operator pause/resume with a pass's reload of the operator pauses, so
-    /// the reload never undoes a pause or resume made meanwhile. Taken after `observed`,
+    /// the reload never undoes a pause or resume made meanwhile. Taken after `state`,
     /// never before it.
     operator_lock: tokio::sync::Mutex<()>,
     /// Tenants whose guard pause could not be saved or removed: written again next pass.
     unpersisted: std::sync::Mutex<BTreeSet<String>>,
+}
+
+/// What the next pass must look at beyond the periodic check.
+#[derive(Debug, Default)]
+struct Dirty {
+    /// Tenants to re-check even if their fingerprint did not change.
+    tenants: BTreeSet<String>,
+}
+
+/// What the guard knows between passes.
+#[derive(Debug, Default)]
+struct PassState {
+    observed: HashMap<String, Observed>,
+    /// Tenants whose remediation failed: when to try again, and how many failures so far.
+    retry: HashMap<String, (Instant, u32)>,
+    /// Tenants no longer listed, and since when (their gate says why until pruned).
+    retired: HashMap<String, SystemTime>,
+    /// A digest of each tenant's status as last written to the control plane.
+    persisted: HashMap<String, String>,
+}
+
+/// One tenant as last checked.
+#[derive(Debug, Clone)]
+struct Observed {
+    /// The digest of its contracted live tables (empty: unknown, check again).
+    fingerprint: String,
+    report: TenantReport,
+    /// Its pending plan while it is drifted, with what it was planned on.
+    planned: Option<Planned>,
+    /// Why the plan does not run yet, if it does not.
+    waiting: Option<String>,
 }
 
 /// Metric handles registered once at start (the gate is on every batch's path): install
@@ -108,6 +151,7 @@ impl GateMetrics {
 
 /// What one revalidation pass did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Revalidation {
     /// Tenants introspected.
     pub introspected: usize,
@@ -117,9 +161,13 @@ pub struct Revalidation {
     pub paused: Vec<String>,
     /// Tenants remediated in this pass.
     pub remediated: Vec<String>,
+    /// Tenants the tenant sources listed for the first time.
+    pub discovered: Vec<String>,
+    /// Tenants the tenant sources no longer list (their gates are closed).
+    pub retired: Vec<String>,
 }
 
-impl<DB: PauseStore> Guard<DB> {
+impl<DB: ControlStore> Guard<DB> {
     /// The batch gate: open with a permit, or paused with the reason. Answered from
     /// memory (no I/O).
     #[must_use]
@@ -186,13 +234,31 @@ impl<DB: PauseStore> Guard<DB> {
             .clone()
     }
 
-    /// The schema epoch bumped after each remediation.
+    /// The schema epoch, bumped after each remediation and whenever a pass sees a known
+    /// tenant's schema changed.
     #[must_use]
     pub fn epoch(&self) -> &SchemaEpoch {
         &self.inner.epoch
     }
 
-    /// The tenants the guard knows.
+    /// This guard's registration in the control plane: its replica id and contract
+    /// version.
+    #[must_use]
+    pub fn replica(&self) -> &Replica {
+        &self.inner.replica
+    }
+
+    /// The remediation policy in force.
+    #[must_use]
+    pub fn policy(&self) -> Remediation {
+        self.inner
+            .policy
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// The tenants the guard knows (retired ones until they are pruned).
     #[must_use]
     pub fn tenants(&self) -> Vec<String> {
         let mut names: Vec<String> = self
@@ -226,23 +292,16 @@ impl<DB: PauseStore> Guard<DB> {
         all
     }
 
-    /// Marks a tenant for a prompt re-check (called by the DDL listener) and wakes the
-    /// background task.
+    /// Marks a tenant (or a schema the DDL listener heard of) for a prompt re-check and
+    /// wakes the background task; an unknown name makes the next pass list the tenants.
     pub fn mark_dirty(&self, tenant: &str) {
-        if self
-            .inner
-            .cells
-            .read()
+        self.inner
+            .dirty
+            .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .contains_key(tenant)
-        {
-            self.inner
-                .dirty
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .insert(tenant.to_owned());
-            self.inner.wake.notify_one();
-        }
+            .tenants
+            .insert(tenant.to_owned());
+        self.inner.wake.notify_one();
     }
 
     /// Changes one tenant's gate state atomically (one write lock). Callers publish the
@@ -267,6 +326,8 @@ impl<DB: PauseStore> Guard<DB> {
         let paused = cells.values().filter(|(_, c)| !c.open()).count();
         #[allow(clippy::cast_precision_loss)]
         ::metrics::gauge!(metrics::PAUSED_TENANTS).set(paused as f64);
+        #[allow(clippy::cast_precision_loss)]
+        ::metrics::gauge!(metrics::TENANTS).set(cells.len() as f64);
     }
 
     fn cell_state(&self, tenant: &str) -> Option<TenantState> {
@@ -278,8 +339,9 @@ impl<DB: PauseStore> Guard<DB> {
             .map(|(_, c)| c.snapshot())
     }
 
-    /// Runs revalidation in the background: every interval, and promptly when a tenant
-    /// is marked dirty. The task stops when every clone of the guard is dropped.
+    /// Runs passes in the background: every interval, and promptly when a tenant is
+    /// marked dirty or an approval is made. The task stops when every clone of the guard is
+    /// dropped.
     #[must_use]
     pub fn spawn(&self) -> tokio::task::JoinHandle<()> {
         let weak = Arc::downgrade(&self.inner);
@@ -300,17 +362,34 @@ impl<DB: PauseStore> Guard<DB> {
             }
         })
     }
+
+    /// Stops registering this guard's contract version: other replicas stop waiting for it
+    /// at once instead of after its heartbeat expires. Call it when shutting down.
+    ///
+    /// # Errors
+    ///
+    /// When the control plane cannot be written (the registration then expires by itself).
+    pub async fn deregister(&self) -> crate::Result<()> {
+        match &self.inner.plane {
+            Some(plane) => {
+                DB::deregister(&self.inner.control, plane, &self.inner.replica.replica_id).await
+            }
+            None => Ok(()),
+        }
+    }
 }
 
 fn unknown_tenant(tenant: &str) -> PauseInfo {
     configuration_pause(
         &tenant.escape_debug().to_string(),
-        "unknown tenant: it is not in the guard's tenant directory; add it and restart the guard"
+        "unknown tenant: no tenant source of the guard lists it (yet); a tenant created since \
+         is picked up by the next pass"
             .into(),
     )
 }
 
-/// A guard pause that no schema change lifts: the tenant's configuration is wrong.
+/// A guard pause that no schema change lifts: the tenant's configuration is wrong, or it
+/// is no longer listed.
 fn configuration_pause(tenant: &str, reason: String) -> PauseInfo {
     PauseInfo {
         tenant: tenant.to_owned(),

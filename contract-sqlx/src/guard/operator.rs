@@ -15,7 +15,8 @@ use std::time::SystemTime;
 
 use contract_core::TenantName;
 
-use super::{Guard, PauseInfo, PauseStore, PausedBy};
+use super::{Guard, PauseInfo, PausedBy};
+use crate::control::{Approval, ApprovalRequest, ControlStore};
 use crate::error::Result;
 
 /// The reason recorded when none is given.
@@ -24,7 +25,7 @@ const NO_REASON: &str = "paused by an operator";
 /// An operator pause being set up by [`Guard::pause`]; `.await` it to apply.
 #[derive(Debug)]
 #[must_use = "an operator pause does nothing until it is awaited"]
-pub struct OperatorPause<'g, DB: PauseStore> {
+pub struct OperatorPause<'g, DB: ControlStore> {
     guard: &'g Guard<DB>,
     tenant: String,
     queue: Option<String>,
@@ -32,7 +33,7 @@ pub struct OperatorPause<'g, DB: PauseStore> {
     reason: String,
 }
 
-impl<DB: PauseStore> OperatorPause<'_, DB> {
+impl<DB: ControlStore> OperatorPause<'_, DB> {
     /// Pauses only this queue of the tenant (default: every queue).
     pub fn queue(mut self, queue: impl Into<String>) -> Self {
         self.queue = Some(queue.into());
@@ -52,7 +53,7 @@ impl<DB: PauseStore> OperatorPause<'_, DB> {
     }
 }
 
-impl<'g, DB: PauseStore> IntoFuture for OperatorPause<'g, DB> {
+impl<'g, DB: ControlStore> IntoFuture for OperatorPause<'g, DB> {
     type Output = Result<()>;
     type IntoFuture = Pin<Box<dyn Future<Output = Result<()>> + Send + 'g>>;
 
@@ -71,13 +72,13 @@ impl<'g, DB: PauseStore> IntoFuture for OperatorPause<'g, DB> {
 /// Lifting an operator pause, set up by [`Guard::resume`]; `.await` it to apply.
 #[derive(Debug)]
 #[must_use = "a resume does nothing until it is awaited"]
-pub struct OperatorResume<'g, DB: PauseStore> {
+pub struct OperatorResume<'g, DB: ControlStore> {
     guard: &'g Guard<DB>,
     tenant: String,
     queue: Option<String>,
 }
 
-impl<DB: PauseStore> OperatorResume<'_, DB> {
+impl<DB: ControlStore> OperatorResume<'_, DB> {
     /// Lifts only the pause of this queue (default: the pause of every queue).
     pub fn queue(mut self, queue: impl Into<String>) -> Self {
         self.queue = Some(queue.into());
@@ -85,7 +86,7 @@ impl<DB: PauseStore> OperatorResume<'_, DB> {
     }
 }
 
-impl<'g, DB: PauseStore> IntoFuture for OperatorResume<'g, DB> {
+impl<'g, DB: ControlStore> IntoFuture for OperatorResume<'g, DB> {
     type Output = Result<()>;
     type IntoFuture = Pin<Box<dyn Future<Output = Result<()>> + Send + 'g>>;
 
@@ -98,7 +99,7 @@ impl<'g, DB: PauseStore> IntoFuture for OperatorResume<'g, DB> {
     }
 }
 
-impl<DB: PauseStore> Guard<DB> {
+impl<DB: ControlStore> Guard<DB> {
     /// Pauses a tenant (every queue, or one with `.queue(..)`) on behalf of an operator.
     /// Persisted; only [`Guard::resume`] lifts it — the guard never does. Await the
     /// returned value; it fails on an invalid tenant name or when the pause table cannot
@@ -144,8 +145,8 @@ impl<DB: PauseStore> Guard<DB> {
             since: SystemTime::now(),
         };
         let _serial = self.inner.operator_lock.lock().await;
-        if let Some(table) = &self.inner.pauses {
-            DB::save_pause(&self.inner.control, table, &info).await?;
+        if let Some(plane) = &self.inner.plane {
+            DB::save_pause(&self.inner.control, plane, &info).await?;
         }
         tracing::info!(tenant = %tenant, queue = info.queue.as_deref().unwrap_or("*"), paused_by = %info.paused_by, reason = %info.reason, "operator paused tenant");
         self.update_cell(tenant.as_str(), |state| {
@@ -159,10 +160,10 @@ impl<DB: PauseStore> Guard<DB> {
     async fn apply_resume(&self, tenant: &str, queue: Option<&str>) -> Result<()> {
         let tenant = TenantName::new(tenant)?;
         let _serial = self.inner.operator_lock.lock().await;
-        if let Some(table) = &self.inner.pauses {
+        if let Some(plane) = &self.inner.plane {
             DB::delete_pause(
                 &self.inner.control,
-                table,
+                plane,
                 tenant.as_str(),
                 queue,
                 &PausedBy::Operator(String::new()),
@@ -175,5 +176,68 @@ impl<DB: PauseStore> Guard<DB> {
         });
         self.publish_gauges();
         Ok(())
+    }
+
+    /// Records an approval in the control plane (a plan by its full hash, or a change shape
+    /// for every tenant whose plan has it) and wakes a pass: every replica's guard applies
+    /// what it covers on its next pass, exactly once per tenant, when its policy applies.
+    ///
+    /// ```no_run
+    /// # async fn demo(guard: contract_sqlx::Guard<sqlx::Postgres>, shape: String) -> contract_sqlx::Result<()> {
+    /// use contract_sqlx::control::ApprovalRequest;
+    /// let approval = guard
+    ///     .approve(ApprovalRequest::shape(shape, "alice").with_note("INC-4211").tenant_cap(300))
+    ///     .await?;
+    /// println!("{approval}");
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`crate::Error::InvalidApproval`] for a malformed hash or shape,
+    /// [`crate::Error::Unsupported`] for a guard without a control plane
+    /// ([`crate::GuardBuilder::in_memory_control`]), or the table cannot be written.
+    pub async fn approve(&self, request: ApprovalRequest) -> Result<Approval> {
+        let plane = self.plane("approvals")?;
+        let approval = plane.approve(&self.inner.control, request).await?;
+        self.inner.wake.notify_one();
+        Ok(approval)
+    }
+
+    /// Revokes an approval (it covers no new apply); `false` when there is no such active
+    /// approval.
+    ///
+    /// # Errors
+    ///
+    /// As [`Guard::approve`].
+    pub async fn revoke(&self, approval_id: &str, by: &str) -> Result<bool> {
+        let plane = self.plane("approvals")?;
+        plane.revoke(&self.inner.control, approval_id, by).await
+    }
+
+    /// Changes the remediation policy from the next pass on (this replica only; each
+    /// replica has its own).
+    pub fn set_policy(&self, policy: contract_core::plan::Remediation) {
+        tracing::info!(policy = %policy, "remediation policy changed");
+        *self
+            .inner
+            .policy
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = policy;
+        self.inner.wake.notify_one();
+    }
+
+    fn plane(&self, what: &'static str) -> Result<&crate::control::ControlPlane> {
+        self.inner
+            .plane
+            .as_ref()
+            .ok_or(crate::error::Error::Unsupported {
+                dialect: DB::DIALECT,
+                what: if what == "approvals" {
+                    "approvals without a control plane (the guard keeps pauses in memory only)"
+                } else {
+                    what
+                },
+            })
     }
 }

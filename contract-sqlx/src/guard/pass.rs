@@ -1,32 +1,48 @@
-//! One revalidation pass: introspect, diff what changed, remediate by policy, set or lift
-//! guard pauses, persist them, reload operator pauses.
+//! One pass: list the tenants again, check what changed, plan the drifted ones, decide per
+//! tenant what may run (policy, approvals, versions still running), apply, re-check what
+//! was applied, then set or lift pauses and write status to the control plane.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, PoisonError};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
+use contract_core::{
+    ExecutionLog, FleetReport, LogAction, Severity, TenantLog, TenantName, TenantOutcome,
+    TenantReport, Verdict,
+};
+use sqlx::Pool;
 use tracing::Instrument as _;
 
-use contract_core::{FleetReport, Severity, TenantName, TenantReport, Verdict};
-
-use super::{Guard, PauseInfo, PauseStore, PausedBy, Revalidation, metrics};
+use super::decide::{Decision, decide};
+use super::{Dirty, Guard, Observed, PassState, Revalidation, metrics};
 use crate::check::{ContractSet, FleetSnapshot, check_tenant, snapshot};
-use crate::error::{Result, error_chain};
+use crate::control::{Approval, ControlStore, Replica, heartbeat_expiry};
+use crate::error::{Error, Result, error_chain};
 use crate::remediation::backoff::Backoff;
-use crate::remediation::{Checked, CheckedGroup, RemediationRun, remediate_checked};
-use crate::tenants::TenantDirectory;
+use crate::remediation::{
+    ApprovalRef, Planned, Task, apply_all, elapsed_ms, elapsed_ms_of, plan_group,
+};
 
-impl<DB: PauseStore> Guard<DB> {
-    /// One revalidation pass over every tenant: bulk introspection, a diff only where the
-    /// live fingerprint changed (or the tenant was marked dirty), remediation by policy,
-    /// pauses set or lifted, operator pauses reloaded from the table.
+/// One pool's tenants that changed and drifted, with the snapshot they were checked in.
+struct ToPlan<DB: ControlStore> {
+    pool: Pool<DB>,
+    names: Vec<TenantName>,
+    reports: Vec<TenantReport>,
+    snapshot: FleetSnapshot<DB>,
+}
+
+impl<DB: ControlStore> Guard<DB> {
+    /// One pass over every tenant: the tenant sources listed again, a bulk introspection,
+    /// a diff only where the live fingerprint changed (or the tenant was marked dirty),
+    /// remediation by policy and approvals, pauses set or lifted, status written to the
+    /// control plane, operator pauses reloaded.
     ///
     /// # Errors
     ///
-    /// Only when the pause table cannot be read or written; database failures of a pool
+    /// Only when the control plane cannot be read or written; database failures of a pool
     /// mark its tenants paused as unreachable.
     pub async fn revalidate(&self) -> Result<Revalidation> {
-        let dirty: BTreeSet<String> = std::mem::take(
+        let dirty = std::mem::take(
             &mut *self
                 .inner
                 .dirty
@@ -35,11 +51,11 @@ impl<DB: PauseStore> Guard<DB> {
         );
         let span = tracing::info_span!(
             "contract.guard.pass",
-            dirty = dirty.len(),
+            dirty = dirty.tenants.len(),
             changed = tracing::field::Empty,
             paused = tracing::field::Empty,
         );
-        let pass = self.pass(&dirty).instrument(span.clone()).await;
+        let pass = self.pass(dirty).instrument(span.clone()).await;
         if let Ok(summary) = &pass {
             span.record("changed", summary.changed.len());
             span.record("paused", summary.paused.len());
@@ -47,97 +63,126 @@ impl<DB: PauseStore> Guard<DB> {
         pass
     }
 
-    async fn pass(&self, dirty: &BTreeSet<String>) -> Result<Revalidation> {
+    async fn pass(&self, dirty: Dirty) -> Result<Revalidation> {
         let inner = &self.inner;
         let started = Instant::now();
-        // Failed remediations are retried with a growing delay (re-checked as if dirty).
-        let mut dirty = dirty.clone();
-        dirty.extend(
-            inner
-                .retry
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .iter()
-                .filter(|(_, (at, _))| *at <= started)
-                .map(|(tenant, _)| tenant.clone()),
-        );
-        let dirty = &dirty;
-        let mut observed = inner.observed.lock().await;
-        // At start-up, audit rows an interrupted apply left pending (a killed process, a cut
-        // connection) are settled against the live schema before anything is applied.
-        let first_pass = inner
+        let mut locked = inner.state.lock().await;
+        let state: &mut PassState = &mut locked;
+        let first = inner
             .report
             .read()
             .unwrap_or_else(PoisonError::into_inner)
             .is_none();
-        if first_pass && inner.policy.applies() {
-            for (pool, names) in inner.directory.groups() {
+        let policy = self.policy();
+        let mut log = ExecutionLog::new("guard", crate::remediation::now_text());
+        log.policy = policy.to_string();
+
+        let found = self.discover(state, first).await;
+        let directory = Arc::clone(&found.directory);
+        let mut summary = Revalidation {
+            discovered: if first {
+                Vec::new()
+            } else {
+                found.added.clone()
+            },
+            retired: found.retired.clone(),
+            ..Revalidation::default()
+        };
+        // At start-up, audit rows an interrupted apply left pending (a killed process, a cut
+        // connection) are settled against the live schema before anything is applied.
+        if first && policy.applies() {
+            for (pool, names) in directory.groups() {
                 DB::reconcile_audits(pool, names, &inner.contracts, &inner.options.audit).await;
             }
         }
-        let mut summary = Revalidation::default();
-        // Per pool, the changed tenants that drifted, with the snapshot they were found in:
-        // remediation plans from it rather than introspecting them again.
-        let mut drifted_groups: Vec<CheckedGroup<DB>> = Vec::new();
-        // A known tenant whose live schema changed, whoever changed it (another replica,
-        // an operator, a migration): pooled connections may hold statements prepared on the
-        // old schema.
+
+        // Check: every pool in bulk; diff the tenants whose fingerprint changed.
+        let retry_due: BTreeSet<String> = state
+            .retry
+            .iter()
+            .filter(|(_, (at, _))| *at <= started)
+            .map(|(t, _)| t.clone())
+            .collect();
+        let mut touched: BTreeSet<String> = BTreeSet::new();
+        let mut to_plan: Vec<ToPlan<DB>> = Vec::new();
         let mut schema_changed = false;
         let introspect_started = Instant::now();
-        for (pool, names) in inner.directory.groups() {
-            let schemas: Vec<String> = names.iter().map(|t| t.as_str().to_owned()).collect();
-            summary.introspected += schemas.len();
+        for (pool, names) in directory.groups() {
+            summary.introspected += names.len();
+            let schemas: Vec<String> = names.iter().map(ToString::to_string).collect();
             let read = tokio::time::timeout(
                 inner.check_timeout,
                 snapshot(pool, &schemas, &inner.contracts),
             )
             .await
-            .unwrap_or(Err(crate::error::Error::CheckTimeout {
+            .unwrap_or(Err(Error::CheckTimeout {
                 pool: DB::describe_pool(pool),
                 after: inner.check_timeout,
             }));
             match read {
                 Ok(snap) => {
-                    let (mut drifted, mut reports) = (Vec::new(), Vec::new());
+                    let mut plan = ToPlan {
+                        pool: pool.clone(),
+                        names: Vec::new(),
+                        reports: Vec::new(),
+                        snapshot: snap,
+                    };
                     for tenant in names {
+                        let name = tenant.as_str();
                         let fingerprint =
-                            tenant_fingerprint(tenant.as_str(), &inner.contracts, &snap);
-                        let known = observed.get(tenant.as_str()).map(|(fp, _)| fp.as_str());
-                        // An empty fingerprint is unknown (unreachable, or just remediated
-                        // by this guard, which bumped the epoch itself).
-                        schema_changed |=
-                            known.is_some_and(|k| !k.is_empty() && k != fingerprint.as_str());
-                        if known != Some(fingerprint.as_str()) || dirty.contains(tenant.as_str()) {
-                            let report = check_tenant(tenant.as_str(), &inner.contracts, &snap);
-                            if report.verdict == Verdict::Drifted {
-                                drifted.push(tenant.clone());
-                                reports.push(report.clone());
-                            }
-                            observed.insert(tenant.to_string(), (fingerprint, report));
-                            summary.changed.push(tenant.to_string());
+                            tenant_fingerprint(name, &inner.contracts, &plan.snapshot);
+                        let known = state.observed.get(name).map(|o| o.fingerprint.as_str());
+                        // An empty fingerprint is unknown (unreachable, or just remediated).
+                        schema_changed |= known.is_some_and(|k| !k.is_empty() && k != fingerprint);
+                        if known == Some(fingerprint.as_str())
+                            && !dirty.tenants.contains(name)
+                            && !retry_due.contains(name)
+                        {
+                            continue;
                         }
+                        let report = check_tenant(name, &inner.contracts, &plan.snapshot);
+                        if report.verdict == Verdict::Drifted {
+                            plan.names.push(tenant.clone());
+                            plan.reports.push(report.clone());
+                        }
+                        state.observed.insert(
+                            name.to_owned(),
+                            Observed {
+                                fingerprint,
+                                report,
+                                planned: None,
+                                waiting: None,
+                            },
+                        );
+                        touched.insert(name.to_owned());
                     }
-                    if !drifted.is_empty() {
-                        drifted_groups.push(CheckedGroup {
-                            pool: pool.clone(),
-                            names: drifted,
-                            reports,
-                            snapshot: Some(snap),
-                        });
+                    if !plan.names.is_empty() {
+                        to_plan.push(plan);
                     }
                 }
                 Err(error) => {
                     ::metrics::counter!(metrics::REVALIDATION_ERRORS_TOTAL).increment(1);
                     let error = error_chain(&error);
-                    tracing::warn!(pool = %DB::describe_pool(pool), tenants = names.len(), %error, "revalidation could not read a pool; its tenants are paused as unreachable");
+                    tracing::warn!(pool = %DB::describe_pool(pool), tenants = names.len(), %error, "a pass could not read a pool; its tenants are paused as unreachable");
                     for tenant in names {
-                        let report = TenantReport::unreachable(tenant.to_string(), error.clone());
-                        observed.insert(tenant.to_string(), (String::new(), report));
-                        summary.changed.push(tenant.to_string());
+                        state.observed.insert(
+                            tenant.to_string(),
+                            Observed {
+                                fingerprint: String::new(),
+                                report: TenantReport::unreachable(
+                                    tenant.to_string(),
+                                    error.clone(),
+                                ),
+                                planned: None,
+                                waiting: None,
+                            },
+                        );
+                        touched.insert(tenant.to_string());
                     }
                 }
             }
         }
+        let introspect_ms = elapsed_ms(introspect_started);
         // Before any gate reopens below: connections opened before now are recycled.
         if schema_changed {
             let epoch = inner.epoch.bump();
@@ -146,120 +191,154 @@ impl<DB: PauseStore> Guard<DB> {
                 "live schema changed since the last pass; schema epoch bumped"
             );
         }
-        // Remediate (or plan) the changed tenants that drifted, per policy.
-        let mut plan_hashes: BTreeMap<String, String> = BTreeMap::new();
-        let mut failures: BTreeMap<String, String> = BTreeMap::new();
-        let introspect_ms = crate::remediation::elapsed_ms(introspect_started);
-        let drifted: Vec<TenantName> = drifted_groups
-            .iter()
-            .flat_map(|g| g.names.iter().cloned())
-            .collect();
-        if inner.policy.plans() && !drifted.is_empty() {
-            // Close the drifted tenants' gates before remediating (DESIGN D8: drift found,
-            // no new claims): applying may wait for locks or for another replica, and
-            // meanwhile consumers would claim batches that fail on the drifted schema. In
-            // memory only: `apply_pauses` below lifts it, or replaces it with the stored pause.
-            if inner.policy.applies() {
-                for tenant in &drifted {
-                    if let Some((fingerprint, report)) = observed.get(tenant.as_str()) {
-                        let mut pause =
-                            guard_pause(report, fingerprint, &inner.expected_fingerprint, None);
-                        pause.reason = format!("remediating {}", pause.reason);
-                        tracing::warn!(tenant = %tenant, reason = %pause.reason, "tenant paused by the guard");
-                        self.update_cell(tenant.as_str(), |state| {
-                            // Already paused by the guard: paused since then.
-                            if let Some(previous) = &state.drift {
-                                pause.since = previous.since;
+        summary.changed = touched.iter().cloned().collect();
+
+        // Plan the changed tenants that drifted (one type lookup per pool).
+        if policy.plans() {
+            for group in &to_plan {
+                match plan_group(
+                    &group.pool,
+                    &group.names,
+                    &group.reports,
+                    &group.snapshot,
+                    &inner.contracts,
+                )
+                .await
+                {
+                    Ok(planned) => {
+                        for planned in planned {
+                            if let Some(observed) = state.observed.get_mut(planned.tenant.as_str())
+                            {
+                                observed.planned = Some(planned);
                             }
-                            state.drift = Some(Arc::new(pause));
-                        });
-                    }
-                }
-            }
-            let mut sub = TenantDirectory::new();
-            for group in &drifted_groups {
-                sub = sub.add(group.pool.clone(), group.names.clone());
-            }
-            let checked = Checked {
-                groups: drifted_groups,
-                introspect_ms,
-            };
-            let run = match remediate_checked(
-                &sub,
-                checked,
-                &inner.contracts,
-                &inner.policy,
-                &inner.options,
-                Some(&inner.epoch),
-            )
-            .await
-            {
-                Ok(run) => run,
-                Err(error) => {
-                    // Keep them paused and diff them again next pass.
-                    for tenant in &drifted {
-                        if let Some(entry) = observed.get_mut(tenant.as_str()) {
-                            entry.0.clear();
                         }
                     }
-                    self.publish_gauges();
-                    return Err(error);
-                }
-            };
-            ::metrics::counter!(metrics::REMEDIATIONS_TOTAL).increment(run.audits.len() as u64);
-            ::metrics::counter!(metrics::REMEDIATION_FAILURES_TOTAL)
-                .increment(run.failed.len() as u64);
-            self.schedule_retries(&run);
-            failures = run
-                .failed
-                .iter()
-                .map(|f| (f.tenant.clone(), f.error.clone()))
-                .collect();
-            summary.remediated = run.audits.iter().map(|a| a.tenant.clone()).collect();
-            for report in &run.after.tenants {
-                if let Some(entry) = observed.get_mut(&report.tenant) {
-                    entry.1 = report.clone();
-                }
-            }
-            if !run.audits.is_empty() {
-                // The schema changed under us: next pass must see the new fingerprints.
-                for audit in &run.audits {
-                    if let Some(entry) = observed.get_mut(&audit.tenant) {
-                        entry.0.clear();
+                    Err(error) => {
+                        let error = format!("cannot plan: {}", error_chain(&error));
+                        for name in &group.names {
+                            if let Some(observed) = state.observed.get_mut(name.as_str()) {
+                                observed.waiting = Some(error.clone());
+                            }
+                        }
                     }
                 }
             }
-            plan_hashes = run
-                .awaiting_approval
-                .iter()
-                .map(|(t, p)| (t.clone(), p.hash.clone()))
-                .collect();
-            *inner.log.write().unwrap_or_else(PoisonError::into_inner) = Some(run.log);
         }
-        // On error the gates are still set (in memory); finish the pass, then report it.
-        let persisted = self
-            .apply_pauses(&observed, &summary.changed, &plan_hashes, &failures)
-            .await;
-        inner
-            .retry
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .retain(|tenant, _| {
-                observed
-                    .get(tenant)
-                    .is_some_and(|(_, r)| r.verdict != Verdict::Compliant)
-            });
-        summary.paused = observed
+        drop(to_plan);
+
+        // Decide every tenant with a pending plan (changed ones, and those waiting for an
+        // approval or for a version to go away).
+        let pending: Vec<String> = state
+            .observed
             .iter()
-            .filter(|(_, (_, r))| r.verdict != Verdict::Compliant)
+            .filter(|(_, o)| o.planned.is_some())
+            .map(|(t, _)| t.clone())
+            .collect();
+        let (approvals, others) = self.approvals_and_versions(state, &pending, &policy).await;
+        let ours: Vec<_> = inner
+            .contracts
+            .entries()
+            .iter()
+            .map(|e| e.contract.clone())
+            .collect();
+        let mut tasks: Vec<Task<DB>> = Vec::new();
+        for tenant in &pending {
+            let Some(observed) = state.observed.get_mut(tenant) else {
+                continue;
+            };
+            let Some(planned) = &observed.planned else {
+                continue;
+            };
+            let backing_off = state.retry.get(tenant).is_some_and(|(at, _)| *at > started);
+            let decision = decide(&planned.plan, &policy, &approvals, &ours, &others);
+            if decision.waiting != observed.waiting {
+                touched.insert(tenant.clone());
+                observed.waiting.clone_from(&decision.waiting);
+            }
+            if touched.contains(tenant) || !decision.steps.is_empty() {
+                log.tenants.push(log_entry(planned, &decision, &policy));
+            }
+            if decision.steps.is_empty() || backing_off {
+                continue;
+            }
+            let Some(pool) = directory.pool_of(tenant) else {
+                continue;
+            };
+            tasks.push(Task::new(
+                pool.clone(),
+                planned.clone(),
+                decision.steps.clone(),
+                approval_ref(&decision),
+            ));
+        }
+        let tasks = self.reserve(tasks, &mut log).await;
+
+        // Apply: their gates close first (drift found, no new claims; applying may wait
+        // for locks or for another replica), in memory; the pauses below settle them.
+        let mut remediated = Vec::new();
+        if !tasks.is_empty() {
+            for task in &tasks {
+                if let Some(observed) = state.observed.get(task.tenant.as_str()) {
+                    let mut pause = super::persist::guard_pause(observed, &inner.replica.version);
+                    pause.reason = format!("remediating {}", pause.reason);
+                    self.update_cell(task.tenant.as_str(), |cell| {
+                        if let Some(previous) = &cell.drift {
+                            pause.since = previous.since;
+                        }
+                        cell.drift = Some(Arc::new(pause));
+                    });
+                }
+            }
+            let done = apply_all(&tasks, &inner.contracts, &inner.options).await;
+            let mut failed = Vec::new();
+            let audits = crate::remediation::record(done, &mut log, &mut failed);
+            ::metrics::counter!(metrics::REMEDIATIONS_TOTAL).increment(audits.len() as u64);
+            ::metrics::counter!(metrics::REMEDIATION_FAILURES_TOTAL).increment(failed.len() as u64);
+            self.release_unused(&tasks, &audits).await;
+            self.schedule_retries(state, &audits, &failed);
+            if !audits.is_empty() {
+                inner.epoch.bump();
+            }
+            for failure in &failed {
+                if let Some(observed) = state.observed.get_mut(&failure.tenant) {
+                    observed.waiting = Some(format!(
+                        "remediation failed and will be retried: {}",
+                        failure.error
+                    ));
+                }
+            }
+            remediated = audits.iter().map(|a| a.tenant.clone()).collect::<Vec<_>>();
+            // Re-check what ran (stale and failed ones too: another replica may have fixed
+            // them), so gates reopen in this pass.
+            let applied: BTreeSet<String> = tasks.iter().map(|t| t.tenant.to_string()).collect();
+            self.recheck(state, &directory, &applied, &policy).await;
+            touched.extend(applied);
+        }
+        summary.remediated = remediated;
+
+        // Pauses, status, heartbeat.
+        let persisted = self.apply_pauses(state, &touched, first).await;
+        let stored = self
+            .persist_status(state, &directory, &touched, &found.retired, &found.pruned)
+            .await;
+        let observed = &state.observed;
+        state.retry.retain(|tenant, _| {
+            observed
+                .get(tenant)
+                .is_some_and(|o| o.report.verdict != Verdict::Compliant)
+        });
+        summary.paused = state
+            .observed
+            .iter()
+            .filter(|(_, o)| o.report.verdict != Verdict::Compliant)
             .map(|(t, _)| t.clone())
             .collect::<BTreeSet<_>>()
             .into_iter()
             .collect();
-        let mut tenants: Vec<TenantReport> = observed.values().map(|(_, r)| r.clone()).collect();
-        // Like `check_fleet` and `remediate`: rejected tenant names are reported too.
-        tenants.extend(crate::check::rejected_reports(&inner.directory));
-        tenants.sort_by(|a, b| a.tenant.cmp(&b.tenant));
+        let mut tenants: Vec<TenantReport> =
+            state.observed.values().map(|o| o.report.clone()).collect();
+        // Like `check_fleet`: rejected and duplicate tenant names are reported too.
+        tenants.extend(crate::check::rejected_reports(&directory));
         let report = FleetReport::new(DB::DIALECT, inner.contracts.describe(), tenants);
         #[allow(clippy::cast_precision_loss)]
         ::metrics::gauge!(metrics::DRIFT_FINDINGS).set(
@@ -268,243 +347,315 @@ impl<DB: PauseStore> Guard<DB> {
                 .filter(|f| f.severity >= Severity::AtRisk)
                 .count() as f64,
         );
+        if !log.tenants.is_empty() {
+            self.finish_log(log, &report, introspect_ms, started);
+        }
         *inner.report.write().unwrap_or_else(PoisonError::into_inner) = Some(report);
         ::metrics::histogram!(metrics::REVALIDATION_DURATION)
             .record(started.elapsed().as_secs_f64());
         self.publish_gauges();
         persisted?;
+        stored?;
         Ok(summary)
     }
 
-    /// Sets or lifts guard pauses for changed tenants, persists them, reloads operator
-    /// pauses. Every gate is set in memory before any write, so a failed write cannot
-    /// leave a gate open; a pause that could not be written is written again next pass.
-    /// After the first failed write the remaining ones are deferred too (the table is
-    /// likely unreachable: no timeout per tenant), and that error is returned.
-    async fn apply_pauses(
+    /// The active approvals and the other live replicas, read only when some pending plan
+    /// could use them (the policy applies and a plan has hazardous steps).
+    async fn approvals_and_versions(
         &self,
-        observed: &HashMap<String, (String, TenantReport)>,
-        changed: &[String],
-        plan_hashes: &BTreeMap<String, String>,
-        failures: &BTreeMap<String, String>,
-    ) -> Result<()> {
+        state: &PassState,
+        pending: &[String],
+        policy: &contract_core::plan::Remediation,
+    ) -> (Vec<Approval>, Vec<Replica>) {
         let inner = &self.inner;
-        let first_pass = inner
-            .report
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .is_none();
-        let pending = if inner.pauses.is_some() {
-            std::mem::take(
-                &mut *inner
-                    .unpersisted
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner),
-            )
-        } else {
-            BTreeSet::new()
+        let Some(plane) = &inner.plane else {
+            return (Vec::new(), Vec::new());
         };
-        // At start-up only guard pauses an earlier run stored need removing: one read
-        // instead of a DELETE per compliant tenant (if the read fails, delete them all).
-        let stored_guard: Option<BTreeSet<String>> = match &inner.pauses {
-            Some(table) if first_pass => {
-                DB::load_pauses(&inner.control, table)
-                    .await
-                    .ok()
-                    .map(|stored| {
-                        stored
-                            .into_iter()
-                            .filter(|p| p.paused_by == PausedBy::Guard)
-                            .map(|p| p.tenant)
-                            .collect()
-                    })
+        let hazardous = pending.iter().any(|t| {
+            state
+                .observed
+                .get(t)
+                .and_then(|o| o.planned.as_ref())
+                .is_some_and(|p| p.plan.needs_approval())
+        });
+        if !policy.applies() || !hazardous {
+            return (Vec::new(), Vec::new());
+        }
+        let approvals = DB::load_approvals(&inner.control, plane).await.unwrap_or_else(|error| {
+            tracing::warn!(error = %error_chain(&error), "approvals could not be read; hazardous steps wait");
+            Vec::new()
+        });
+        let expiry = heartbeat_expiry(inner.interval);
+        let now = std::time::SystemTime::now();
+        let others = match DB::load_replicas(&inner.control, plane).await {
+            Ok(replicas) => replicas
+                .into_iter()
+                .filter(|r| {
+                    r.replica_id != inner.replica.replica_id && r.version != inner.replica.version
+                })
+                .filter(|r| {
+                    now.duration_since(r.heartbeat_at)
+                        .map_or(true, |age| age <= expiry)
+                })
+                .collect(),
+            Err(error) => {
+                tracing::warn!(error = %error_chain(&error), "replicas could not be read; hazardous steps wait");
+                // Unknown versions in flight: hold every approved hazardous step back.
+                return (Vec::new(), Vec::new());
             }
-            _ => None,
         };
-        let mut writes: Vec<(String, Option<Arc<PauseInfo>>)> = Vec::new();
-        for tenant in changed {
-            let Some((fingerprint, report)) = observed.get(tenant) else {
-                continue;
-            };
-            let previous = self.cell_state(tenant).and_then(|s| s.drift);
-            let drift = (report.verdict != Verdict::Compliant).then(|| {
-                let mut pause = guard_pause(
-                    report,
-                    fingerprint,
-                    &inner.expected_fingerprint,
-                    plan_hashes.get(tenant),
-                );
-                if let Some(error) = failures.get(tenant) {
-                    pause.reason.push_str(&format!(
-                        "; remediation failed and will be retried: {error}"
-                    ));
-                }
-                // Still paused by the guard: paused since then (the stored row agrees).
-                if let Some(previous) = &previous {
-                    pause.since = previous.since;
-                }
-                Arc::new(pause)
-            });
-            match (&previous, &drift) {
-                (previous, Some(p)) if previous.as_ref().is_none_or(|q| q.reason != p.reason) => {
-                    tracing::warn!(tenant = %tenant, reason = %p.reason, plan_hash = ?p.plan_hash, "tenant paused by the guard")
-                }
-                (Some(_), None) => {
-                    tracing::info!(tenant = %tenant, "tenant complies again; guard pause lifted")
-                }
-                _ => {}
-            }
-            // A pause closes the gate at once; a lift opens it only once the stored pause
-            // is gone (below), so a failed write never leaves a gate open.
-            if drift.is_some() || inner.pauses.is_none() {
-                self.update_cell(tenant, |state| state.drift.clone_from(&drift));
-            }
-            // A stale stored guard pause is removed at start-up, when lifted, or when an
-            // earlier removal failed.
-            let stale_at_start =
-                first_pass && stored_guard.as_ref().is_none_or(|s| s.contains(tenant));
-            if drift.is_some() || previous.is_some() || stale_at_start || pending.contains(tenant) {
-                writes.push((tenant.clone(), drift));
-            }
-        }
-        // Writes that failed in an earlier pass, for tenants unchanged since: a lift if the
-        // tenant complies, otherwise the pause memory holds.
-        for tenant in &pending {
-            if !changed.contains(tenant) {
-                let complies = observed
-                    .get(tenant)
-                    .is_some_and(|(_, r)| r.verdict == Verdict::Compliant);
-                let drift = if complies {
-                    None
-                } else {
-                    self.cell_state(tenant).and_then(|s| s.drift)
-                };
-                writes.push((tenant.clone(), drift));
-            }
-        }
-        let Some(table) = &inner.pauses else {
-            return Ok(());
-        };
-        let mut first_error = None;
-        for (tenant, drift) in writes {
-            if first_error.is_none() {
-                let written = match &drift {
-                    Some(pause) => DB::save_pause(&inner.control, table, pause).await,
-                    None => {
-                        DB::delete_pause(&inner.control, table, &tenant, None, &PausedBy::Guard)
-                            .await
-                    }
-                };
-                match written {
-                    Ok(()) => {
-                        if drift.is_none() {
-                            self.update_cell(&tenant, |state| state.drift = None);
-                        }
-                        continue;
-                    }
-                    Err(error) => first_error = Some(error),
-                }
-            }
-            inner
-                .unpersisted
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .insert(tenant);
-        }
-        if let Some(error) = first_error {
-            return Err(error);
-        }
-        // Under the operator lock: a pause or resume cannot land between the read and
-        // the update of the cells (the reload would undo it).
-        let _serial = inner.operator_lock.lock().await;
-        let stored = DB::load_pauses(&inner.control, table).await?;
-        let cells = inner.cells.read().unwrap_or_else(PoisonError::into_inner);
-        for (tenant, (_, cell)) in cells.iter() {
-            let operator: Vec<Arc<PauseInfo>> = stored
-                .iter()
-                .filter(|p| &p.tenant == tenant && matches!(p.paused_by, PausedBy::Operator(_)))
-                .cloned()
-                .map(Arc::new)
-                .collect();
-            cell.update(|state| {
-                if state
-                    .operator
-                    .iter()
-                    .map(|p| (&p.queue, &p.paused_by))
-                    .ne(operator.iter().map(|p| (&p.queue, &p.paused_by)))
-                {
-                    state.operator = operator;
-                }
-            });
-        }
-        Ok(())
+        (approvals, others)
     }
 
-    /// Failed tenants are retried after the revalidation interval, doubling per failure
-    /// up to ten minutes, with jitter (retrying every pass would keep queueing exclusive
+    /// Counts each task's approval against its tenant cap before applying; a task whose
+    /// approval is used up (or revoked meanwhile) runs its safe steps only.
+    async fn reserve(&self, tasks: Vec<Task<DB>>, log: &mut ExecutionLog) -> Vec<Task<DB>> {
+        let inner = &self.inner;
+        let Some(plane) = &inner.plane else {
+            return tasks;
+        };
+        let mut kept = Vec::with_capacity(tasks.len());
+        for mut task in tasks {
+            let Some(id) = task.approval.as_ref().and_then(|a| a.id.clone()) else {
+                kept.push(task);
+                continue;
+            };
+            match DB::reserve_approval(&inner.control, plane, &id).await {
+                Ok(true) => kept.push(task),
+                outcome => {
+                    if let Err(error) = outcome {
+                        tracing::warn!(error = %error_chain(&error), "approval could not be counted; its steps wait");
+                    }
+                    task.steps.retain(|&i| task.plan.steps[i].is_safe());
+                    task.approval = None;
+                    if let Some(entry) = log
+                        .tenants
+                        .iter_mut()
+                        .find(|t| t.tenant == task.tenant.as_str())
+                    {
+                        entry.detail = Some(format!(
+                            "approval {id} is used up, expired or revoked; hazardous steps wait"
+                        ));
+                        entry.approval_id = None;
+                        entry.approver = None;
+                        if task.steps.is_empty() {
+                            entry.outcome = TenantOutcome::AwaitingApproval;
+                        }
+                    }
+                    if !task.steps.is_empty() {
+                        kept.push(task);
+                    }
+                }
+            }
+        }
+        kept
+    }
+
+    /// Gives back the tenant-cap count of approvals whose apply did not happen (failed, or
+    /// another replica was first).
+    async fn release_unused(&self, tasks: &[Task<DB>], audits: &[crate::remediation::AuditRecord]) {
+        let inner = &self.inner;
+        let Some(plane) = &inner.plane else {
+            return;
+        };
+        for task in tasks {
+            let Some(id) = task.approval.as_ref().and_then(|a| a.id.as_deref()) else {
+                continue;
+            };
+            if audits.iter().any(|a| a.tenant == task.tenant.as_str()) {
+                continue;
+            }
+            if let Err(error) = DB::release_approval(&inner.control, plane, id).await {
+                tracing::warn!(error = %error_chain(&error), approval = id, "approval count not given back");
+            }
+        }
+    }
+
+    /// Re-checks (and re-plans) the tenants whose remediation just ran, by pool.
+    async fn recheck(
+        &self,
+        state: &mut PassState,
+        directory: &crate::tenants::TenantDirectory<DB>,
+        tenants: &BTreeSet<String>,
+        policy: &contract_core::plan::Remediation,
+    ) {
+        let inner = &self.inner;
+        for (pool, names) in directory.groups() {
+            let names: Vec<TenantName> = names
+                .iter()
+                .filter(|t| tenants.contains(t.as_str()))
+                .cloned()
+                .collect();
+            if names.is_empty() {
+                continue;
+            }
+            let (reports, snap) = crate::check::check_group(pool, &names, &inner.contracts).await;
+            let planned: HashMap<String, Planned> = match (&snap, policy.plans()) {
+                (Some(snap), true) => plan_group(pool, &names, &reports, snap, &inner.contracts)
+                    .await
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|p| (p.tenant.to_string(), p))
+                    .collect(),
+                _ => HashMap::new(),
+            };
+            let mut planned = planned;
+            for (tenant, report) in names.iter().zip(reports) {
+                let fingerprint = snap
+                    .as_ref()
+                    .map(|s| tenant_fingerprint(tenant.as_str(), &inner.contracts, s))
+                    .unwrap_or_default();
+                let previous_waiting = state
+                    .observed
+                    .get(tenant.as_str())
+                    .and_then(|o| o.waiting.clone());
+                let planned = planned.remove(tenant.as_str());
+                let waiting = planned
+                    .as_ref()
+                    .and_then(|p| decide(&p.plan, policy, &[], &[], &[]).waiting);
+                state.observed.insert(
+                    tenant.to_string(),
+                    Observed {
+                        fingerprint,
+                        report,
+                        waiting: waiting
+                            .or(previous_waiting.filter(|w| w.starts_with("remediation failed"))),
+                        planned,
+                    },
+                );
+            }
+        }
+    }
+
+    /// Failed tenants are retried after the revalidation interval, doubling per failure up
+    /// to ten minutes, with jitter (retrying every pass would keep queueing exclusive
     /// locks); remediated tenants are forgotten.
-    fn schedule_retries(&self, run: &RemediationRun) {
-        let mut retry = self
-            .inner
-            .retry
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        for audit in &run.audits {
-            retry.remove(&audit.tenant);
+    fn schedule_retries(
+        &self,
+        state: &mut PassState,
+        audits: &[crate::remediation::AuditRecord],
+        failed: &[contract_core::TenantError],
+    ) {
+        for audit in audits {
+            state.retry.remove(&audit.tenant);
         }
         let now = Instant::now();
-        for failure in &run.failed {
-            let failures = retry.get(&failure.tenant).map_or(0, |(_, n)| *n) + 1;
+        for failure in failed {
+            let failures = state.retry.get(&failure.tenant).map_or(0, |(_, n)| *n) + 1;
             let delay = Backoff {
                 base: self.inner.interval,
                 max: Duration::from_secs(600),
             }
             .delay(failures);
-            tracing::warn!(tenant = %failure.tenant, error = %failure.error, failures, retry_in_ms = crate::remediation::elapsed_ms_of(delay), "remediation failed; retried later");
-            retry.insert(failure.tenant.clone(), (now + delay, failures));
+            tracing::warn!(tenant = %failure.tenant, error = %failure.error, failures, retry_in_ms = elapsed_ms_of(delay), "remediation failed; retried later");
+            state
+                .retry
+                .insert(failure.tenant.clone(), (now + delay, failures));
         }
+    }
+
+    /// Completes the pass's execution log, keeps it, and appends it to the log file.
+    fn finish_log(
+        &self,
+        mut log: ExecutionLog,
+        report: &FleetReport,
+        introspect_ms: u64,
+        started: Instant,
+    ) {
+        log.push(LogAction::Introspect {
+            tenants: report.tenants.len(),
+            tables: 0,
+            duration_ms: introspect_ms,
+        });
+        log.push(LogAction::DetectDrift {
+            findings: report
+                .findings()
+                .filter(|f| f.severity >= Severity::AtRisk)
+                .map(ToString::to_string)
+                .collect(),
+            compliant: report.tenants_with("compliant").count(),
+            drifted: report.tenants_with("drifted").count(),
+            unreachable: report.tenants_with("unreachable").count(),
+        });
+        log.tenants.sort_by(|a, b| a.tenant.cmp(&b.tenant));
+        log.outcome = format!(
+            "{}; {} tenant(s) applied, {} waiting, {} failed, in {} ms",
+            report.summary(),
+            log.tenants
+                .iter()
+                .filter(|t| t.outcome == TenantOutcome::Applied && t.audit_id.is_some())
+                .count(),
+            log.tenants
+                .iter()
+                .filter(|t| matches!(
+                    t.outcome,
+                    TenantOutcome::AwaitingApproval | TenantOutcome::WaitingForVersion
+                ))
+                .count(),
+            log.tenants
+                .iter()
+                .filter(|t| t.outcome == TenantOutcome::Failed)
+                .count(),
+            elapsed_ms(started),
+        );
+        log.finished_at = crate::remediation::now_text();
+        if let Some(path) = &self.inner.log_file {
+            append_line(path, &log.to_json_line());
+        }
+        *self
+            .inner
+            .log
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = Some(log);
     }
 }
 
-fn guard_pause(
-    report: &TenantReport,
-    observed: &str,
-    expected: &str,
-    plan_hash: Option<&String>,
-) -> PauseInfo {
-    let findings: Vec<_> = report
-        .findings
-        .iter()
-        .filter(|f| f.severity >= Severity::AtRisk)
-        .cloned()
-        .collect();
-    let mut reason = match &report.verdict {
-        Verdict::Unreachable { error } => format!("unreachable: {error}"),
-        _ => format!(
-            "drift: {}",
-            findings
-                .iter()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>()
-                .join("; ")
-        ),
-    };
-    if let Some(hash) = plan_hash {
-        reason.push_str(&format!(
-            "; plan {} awaits approval",
-            contract_core::plan::short_hash(hash)
-        ));
+/// The approval a decision's hazardous steps run under, for the audit row.
+fn approval_ref(decision: &Decision) -> Option<ApprovalRef> {
+    match (&decision.approval, decision.approved_by_policy) {
+        (Some(approval), _) => Some(ApprovalRef {
+            id: Some(approval.id.clone()),
+            approver: approval.approver.clone(),
+        }),
+        (None, true) => Some(ApprovalRef {
+            id: None,
+            approver: "Remediation::Approved".into(),
+        }),
+        (None, false) => None,
     }
-    PauseInfo {
-        tenant: report.tenant.clone(),
-        queue: None,
-        paused_by: PausedBy::Guard,
-        reason,
-        findings,
-        plan_hash: plan_hash.cloned(),
-        expected_fingerprint: Some(expected.to_owned()),
-        observed_fingerprint: (!observed.is_empty()).then(|| observed.to_owned()),
-        since: SystemTime::now(),
+}
+
+fn log_entry(
+    planned: &Planned,
+    decision: &Decision,
+    policy: &contract_core::plan::Remediation,
+) -> TenantLog {
+    let policy = match &decision.approval {
+        Some(approval) => format!("{policy}, {approval}"),
+        None => policy.to_string(),
+    };
+    let mut entry = TenantLog::new(
+        &planned.plan,
+        planned.findings.clone(),
+        policy,
+        decision.outcome,
+    );
+    entry.approval_id = decision.approval.as_ref().map(|a| a.id.clone());
+    entry.approver = decision.approval.as_ref().map(|a| a.approver.clone());
+    entry.detail.clone_from(&decision.waiting);
+    entry
+}
+
+/// Appends one line to the JSON Lines file (a failure is logged, never fails the pass).
+fn append_line(path: &std::path::Path, line: &str) {
+    use std::io::Write as _;
+    let written = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .and_then(|mut file| writeln!(file, "{line}"));
+    if let Err(error) = written {
+        tracing::warn!(path = %path.display(), %error, "cannot append the execution log");
     }
 }
 

@@ -9,8 +9,9 @@ use contract_core::{ColumnContract, TableContract, Verdict};
 use sqlx::Sqlite;
 use sqlx::sqlite::{SqliteConnectOptions, SqlitePool, SqlitePoolOptions};
 
-use super::{Guard, PauseInfo, PauseStore, PauseTable, PausedBy};
+use super::{Guard, PauseInfo, PausedBy};
 use crate::check::{ContractEntry, ContractSet, TypeCheck};
+use crate::control::{ControlPlane, ControlStore};
 
 async fn open(path: &Path) -> SqlitePool {
     let options = SqliteConnectOptions::new()
@@ -124,7 +125,7 @@ async fn failed_pause_writes_close_every_gate_and_are_written_next_pass() {
 
     // The table is back: the next pass writes both pauses, though only tenant_a is
     // re-checked (and it keeps its start).
-    Sqlite::ensure_pause_table(&control, &PauseTable::default())
+    Sqlite::ensure(&control, &ControlPlane::default())
         .await
         .expect("pause table");
     tokio::time::sleep(Duration::from_millis(20)).await;
@@ -132,7 +133,7 @@ async fn failed_pause_writes_close_every_gate_and_are_written_next_pass() {
     let pass = guard.revalidate().await.expect("revalidate");
     assert_eq!(pass.changed, ["tenant_a"]);
     assert_eq!(since_ms(&guard_pause_of(&guard, "tenant_a")), since);
-    let stored = Sqlite::load_pauses(&control, &PauseTable::default())
+    let stored = Sqlite::load_pauses(&control, &ControlPlane::default())
         .await
         .expect("load");
     let stored: Vec<(&str, u128)> = stored
@@ -173,7 +174,7 @@ async fn failed_pause_writes_close_every_gate_and_are_written_next_pass() {
     .await;
     guard.revalidate().await.expect("revalidate");
     assert!(guard.gate("tenant_b").is_open());
-    let stored: Vec<String> = Sqlite::load_pauses(&control, &PauseTable::default())
+    let stored: Vec<String> = Sqlite::load_pauses(&control, &ControlPlane::default())
         .await
         .expect("load")
         .into_iter()
@@ -208,7 +209,7 @@ async fn failed_pause_writes_close_every_gate_and_are_written_next_pass() {
         .expect("guard restart");
     assert!(guard.gate("tenant_a").is_open());
     assert!(!guard.gate("tenant_b").is_open());
-    let stored: Vec<String> = Sqlite::load_pauses(&control, &PauseTable::default())
+    let stored: Vec<String> = Sqlite::load_pauses(&control, &ControlPlane::default())
         .await
         .expect("load")
         .into_iter()

@@ -45,8 +45,50 @@ fn audit_table_ddl(audit: &AuditConfig, tenant: &str) -> Result<String> {
             finished_at DATETIME(6) NULL,
             duration_ms BIGINT NULL,
             error TEXT NULL,
-            evidence TEXT NULL)"
+            evidence TEXT NULL,
+            approval_id VARCHAR(64) NULL,
+            approved_by TEXT NULL)"
     ))
+}
+
+/// Columns later releases added to the audit table, added to a table an older one created.
+const LATER_COLUMNS: [(&str, &str); 3] = [
+    ("evidence", "TEXT NULL"),
+    ("approval_id", "VARCHAR(64) NULL"),
+    ("approved_by", "TEXT NULL"),
+];
+
+/// Adds the [`LATER_COLUMNS`] a tenant's audit table lacks (one catalog read when none).
+pub(super) async fn upgrade_audit_table(
+    conn: &mut MySqlConnection,
+    tenant: &str,
+    audit: &AuditConfig,
+) -> sqlx::Result<()> {
+    let present: Vec<String> = sqlx::query_scalar(
+        "SELECT COLUMN_NAME FROM information_schema.COLUMNS \
+         WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? AND COLUMN_NAME IN (?, ?, ?)",
+    )
+    .bind(tenant)
+    .bind(&audit.table)
+    .bind(LATER_COLUMNS[0].0)
+    .bind(LATER_COLUMNS[1].0)
+    .bind(LATER_COLUMNS[2].0)
+    .fetch_all(&mut *conn)
+    .await?;
+    let table = Dialect::MySql
+        .quote_qualified(Some(tenant), &audit.table)
+        .map_err(|e| sqlx::Error::InvalidArgument(e.to_string()))?;
+    for (column, definition) in LATER_COLUMNS {
+        if !present.iter().any(|p| p.eq_ignore_ascii_case(column)) {
+            // Only a quoted identifier and fixed text are formatted in.
+            sqlx::raw_sql(AssertSqlSafe(format!(
+                "ALTER TABLE {table} ADD COLUMN {column} {definition}"
+            )))
+            .execute(&mut *conn)
+            .await?;
+        }
+    }
+    Ok(())
 }
 
 /// Applies one tenant's steps under its user lock, with bounded retries of a statement
@@ -121,6 +163,9 @@ async fn locked(
             1,
             "creating the audit table (grant CREATE on the tenant database, or create it beforehand)",
         ))?;
+    upgrade_audit_table(conn, tenant, &job.options.audit)
+        .await
+        .map_err(failed(tenant, 1, "upgrading the audit table"))?;
     // Written and committed before any DDL: a crash mid-way leaves it `pending`.
     audit
         .insert_pending(conn, job, &statements)
@@ -161,15 +206,13 @@ async fn locked(
             .settle(conn, "applied", attempts, duration_ms, None)
             .await;
         return match settled {
-            Ok(()) => Ok(AuditRecord {
-                audit_id: audit.id,
-                tenant: tenant.to_owned(),
-                plan_hash: job.plan.hash.clone(),
+            Ok(()) => Ok(AuditRecord::applied(
+                job,
+                audit.id,
                 statements,
-                status: "applied".into(),
                 attempts,
                 duration_ms,
-            }),
+            )),
             Err(source) => Err(Error::AuditNotSettled {
                 tenant: tenant.to_owned(),
                 audit_id: audit.id,
@@ -238,8 +281,8 @@ impl Audit {
         let table = &self.table;
         // language=SQL
         let insert = format!(
-            "INSERT INTO {table} (audit_id, tenant, plan_hash, statements, drift_before, status, actor, attempts, started_at)
-             VALUES (?, ?, ?, ?, ?, 'pending', ?, 1, UTC_TIMESTAMP(6))"
+            "INSERT INTO {table} (audit_id, tenant, plan_hash, statements, drift_before, status, actor, attempts, started_at, approval_id, approved_by)
+             VALUES (?, ?, ?, ?, ?, 'pending', ?, 1, UTC_TIMESTAMP(6), ?, ?)"
         );
         sqlx::query(AssertSqlSafe(insert).into_sql_str())
             .bind(&self.id)
@@ -248,6 +291,8 @@ impl Audit {
             .bind(to_json(&statements))
             .bind(to_json(&job.drift_before))
             .bind(&job.options.audit.actor)
+            .bind(job.approval.and_then(|a| a.id.as_deref()))
+            .bind(job.approval.map(|a| a.approver.as_str()))
             .execute(conn)
             .await
             .map(|_| ())

@@ -8,14 +8,12 @@ use contract_core::{Dialect, Finding, TenantName};
 use sqlx::mysql::MySqlConnection;
 use sqlx::{AssertSqlSafe, MySql, MySqlPool, SqlSafeStr};
 
-use super::apply::{error_number, lock_name};
+use super::apply::lock_name;
 use crate::backend::binds::placeholders;
 use crate::check::{ContractSet, check_tenant, snapshot};
 use crate::error::{Error, Result, error_chain};
 use crate::remediation::{AuditConfig, ReconciledAudit, judge};
 
-/// `ER_DUP_FIELDNAME`: the column exists already.
-const DUP_FIELDNAME: u16 = 1060;
 /// Tenant databases read per `UNION ALL` query.
 const CHUNK: usize = 200;
 
@@ -171,14 +169,9 @@ async fn settle_locked(
     let evidence = format!("reconciled by {}: {evidence}", audit.actor);
     let table = Dialect::MySql.quote_qualified(Some(tenant.as_str()), &audit.table)?;
     // Audit tables created before the `evidence` column existed gain it here.
-    // language=SQL
-    let add = format!("ALTER TABLE {table} ADD COLUMN evidence TEXT NULL");
-    match sqlx::raw_sql(AssertSqlSafe(add)).execute(&mut *conn).await {
-        Err(error) if error_number(&error) != Some(DUP_FIELDNAME) => {
-            return Err(Error::db(context, Some(tenant.as_str()))(error));
-        }
-        _ => {}
-    }
+    super::apply::upgrade_audit_table(conn, tenant.as_str(), audit)
+        .await
+        .map_err(Error::db(context, Some(tenant.as_str())))?;
     // language=SQL
     let update = format!(
         "UPDATE {table} SET status = ?, finished_at = UTC_TIMESTAMP(6), evidence = ? \

@@ -29,7 +29,11 @@ pub(super) async fn ensure_audit_table(pool: &PgPool, audit: &AuditConfig) -> Re
             attempts int4 NOT NULL,
             started_at timestamptz NOT NULL,
             finished_at timestamptz NOT NULL,
-            duration_ms int8 NOT NULL)"
+            duration_ms int8 NOT NULL,
+            approval_id text,
+            approved_by text);
+         ALTER TABLE {table} ADD COLUMN IF NOT EXISTS approval_id text,
+             ADD COLUMN IF NOT EXISTS approved_by text"
     );
     let context = "creating the audit table (grant CREATE on its schema, or create it beforehand)";
     super::ddl::create_under_lock(pool, "contract:audit-table", ddl, context).await
@@ -110,8 +114,8 @@ async fn apply_once(
     let duration_ms = crate::remediation::elapsed_ms(started);
     // language=SQL
     let insert = format!(
-        "INSERT INTO {table} (audit_id, tenant, plan_hash, statements, drift_before, status, actor, attempts, started_at, finished_at, duration_ms)
-         VALUES ($1, $2, $3, $4, $5, 'applied', $6, $7, now(), clock_timestamp(), $8)"
+        "INSERT INTO {table} (audit_id, tenant, plan_hash, statements, drift_before, status, actor, attempts, started_at, finished_at, duration_ms, approval_id, approved_by)
+         VALUES ($1, $2, $3, $4, $5, 'applied', $6, $7, now(), clock_timestamp(), $8, $9, $10)"
     );
     sqlx::query(AssertSqlSafe(insert).into_sql_str())
         .bind(&audit_id)
@@ -122,6 +126,8 @@ async fn apply_once(
         .bind(&job.options.audit.actor)
         .bind(i32::try_from(attempt).unwrap_or(i32::MAX))
         .bind(i64::try_from(duration_ms).unwrap_or(i64::MAX))
+        .bind(job.approval.and_then(|a| a.id.as_deref()))
+        .bind(job.approval.map(|a| a.approver.as_str()))
         .execute(&mut *tx)
         .await
         .map_err(fail("audit row"))?;
@@ -138,15 +144,13 @@ async fn apply_once(
             fail("commit")(source)
         }
     })?;
-    Ok(AuditRecord {
+    Ok(AuditRecord::applied(
+        job,
         audit_id,
-        tenant: tenant.to_owned(),
-        plan_hash: job.plan.hash.clone(),
         statements,
-        status: "applied".into(),
-        attempts: attempt,
+        attempt,
         duration_ms,
-    })
+    ))
 }
 
 async fn set_local(

@@ -26,6 +26,9 @@ pub struct ApplyOptions {
     pub base_backoff: Duration,
     /// Audit table and actor.
     pub audit: AuditConfig,
+    /// How many tenants are remediated at once (each in its own transaction, on its own
+    /// connection); default 4.
+    pub parallelism: usize,
 }
 
 impl Default for ApplyOptions {
@@ -37,6 +40,7 @@ impl Default for ApplyOptions {
             max_attempts: 5,
             base_backoff: Duration::from_millis(100),
             audit: AuditConfig::default(),
+            parallelism: 4,
         }
     }
 }
@@ -103,6 +107,8 @@ pub struct ApplyJob<'a, DB: sqlx::Database> {
     pub drift_before: Vec<&'a Finding>,
     /// Timeouts, retries and audit settings.
     pub options: &'a ApplyOptions,
+    /// The approval covering the hazardous steps, recorded in the audit row.
+    pub approval: Option<&'a super::ApprovalRef>,
 }
 
 impl<DB: Backend> ApplyJob<'_, DB> {

@@ -47,6 +47,12 @@ pub struct AuditRecord {
     pub attempts: u32,
     /// Wall time of the successful attempt.
     pub duration_ms: u64,
+    /// The approval that covered the plan's hazardous steps, if one did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval_id: Option<String>,
+    /// Who approved them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approved_by: Option<String>,
 }
 
 /// A new unique audit id: a UUIDv7, so ids sort by creation time.
@@ -60,4 +66,27 @@ pub fn new_audit_id() -> String {
 #[cfg(any(feature = "mysql", feature = "sqlite"))]
 pub(crate) fn to_json<T: serde::Serialize + ?Sized>(value: &T) -> String {
     serde_json::to_string(value).unwrap_or_else(|_| "null".to_owned())
+}
+
+impl AuditRecord {
+    /// The record of `job`'s applied statements.
+    pub(crate) fn applied<DB: sqlx::Database>(
+        job: &super::ApplyJob<'_, DB>,
+        audit_id: String,
+        statements: Vec<String>,
+        attempts: u32,
+        duration_ms: u64,
+    ) -> Self {
+        Self {
+            audit_id,
+            tenant: job.tenant.to_string(),
+            plan_hash: job.plan.hash.clone(),
+            statements,
+            status: "applied".into(),
+            attempts,
+            duration_ms,
+            approval_id: job.approval.and_then(|a| a.id.clone()),
+            approved_by: job.approval.map(|a| a.approver.clone()),
+        }
+    }
 }

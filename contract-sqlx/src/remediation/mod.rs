@@ -6,6 +6,8 @@ mod apply;
 pub(crate) mod audit;
 pub(crate) mod backoff;
 mod epoch;
+mod execute;
+mod plan;
 mod reconcile;
 mod run;
 
@@ -13,11 +15,15 @@ pub use apply::{ApplyJob, ApplyOptions};
 pub(crate) use apply::{elapsed_ms, elapsed_ms_of, failed, outcome_unknown};
 pub use audit::{AuditConfig, AuditRecord, new_audit_id};
 pub use epoch::SchemaEpoch;
+pub use execute::ApprovalRef;
+pub(crate) use execute::{Task, apply_all};
+pub use plan::plan_for;
+pub(crate) use plan::{Planned, plan_group};
 #[cfg(feature = "mysql")]
 pub(crate) use reconcile::judge;
 pub use reconcile::{ReconcileOutcome, ReconciledAudit};
-pub(crate) use run::{Checked, CheckedGroup, remediate_checked};
-pub use run::{Remediate, RemediationRun, plan_for, remediate};
+pub use run::{Remediate, RemediationRun, remediate};
+pub(crate) use run::{now_text, record};
 
 #[cfg(feature = "postgres")]
 #[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]

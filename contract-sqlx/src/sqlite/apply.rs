@@ -49,8 +49,34 @@ fn audit_table_ddl(audit: &AuditConfig) -> Result<String> {
             started_at TEXT NOT NULL,
             finished_at TEXT,
             duration_ms INTEGER,
-            error TEXT)"
+            error TEXT,
+            approval_id TEXT,
+            approved_by TEXT)"
     ))
+}
+
+/// Adds the approval columns to an audit table created before they existed.
+async fn upgrade_audit_table(conn: &mut SqliteConnection, audit: &AuditConfig) -> sqlx::Result<()> {
+    for column in ["approval_id", "approved_by"] {
+        let present: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM pragma_table_info(?, 'main') WHERE name = ?")
+                .bind(&audit.table)
+                .bind(column)
+                .fetch_one(&mut *conn)
+                .await?;
+        if present == 0 {
+            let table = Dialect::Sqlite
+                .quote_qualified(Some("main"), &audit.table)
+                .map_err(|e| sqlx::Error::InvalidArgument(e.to_string()))?;
+            // Only quoted identifiers are formatted in.
+            sqlx::raw_sql(AssertSqlSafe(format!(
+                "ALTER TABLE {table} ADD COLUMN {column} TEXT"
+            )))
+            .execute(&mut *conn)
+            .await?;
+        }
+    }
+    Ok(())
 }
 
 /// Applies with bounded retries when the commit finds the file busy.
@@ -315,13 +341,16 @@ async fn in_transaction(
         .execute(&mut *tx)
         .await
         .map_err(fail("audit table"))?;
+    upgrade_audit_table(&mut tx, &job.options.audit)
+        .await
+        .map_err(fail("audit table"))?;
     let audit_id = new_audit_id();
     let table = Dialect::Sqlite.quote_qualified(Some("main"), &job.options.audit.table)?;
     let duration_ms = crate::remediation::elapsed_ms(started);
     // language=SQL
     let insert = format!(
-        "INSERT INTO {table} (audit_id, tenant, plan_hash, statements, drift_before, status, actor, attempts, started_at, finished_at, duration_ms)
-         VALUES (?, ?, ?, ?, ?, 'applied', ?, ?, ?, ?, ?)"
+        "INSERT INTO {table} (audit_id, tenant, plan_hash, statements, drift_before, status, actor, attempts, started_at, finished_at, duration_ms, approval_id, approved_by)
+         VALUES (?, ?, ?, ?, ?, 'applied', ?, ?, ?, ?, ?, ?, ?)"
     );
     sqlx::query(AssertSqlSafe(insert).into_sql_str())
         .bind(&audit_id)
@@ -334,19 +363,19 @@ async fn in_transaction(
         .bind(started_at)
         .bind(now())
         .bind(i64::try_from(duration_ms).unwrap_or(i64::MAX))
+        .bind(job.approval.and_then(|a| a.id.as_deref()))
+        .bind(job.approval.map(|a| a.approver.as_str()))
         .execute(&mut *tx)
         .await
         .map_err(fail("audit row"))?;
     tx.commit().await.map_err(fail("commit"))?;
-    Ok(AuditRecord {
+    Ok(AuditRecord::applied(
+        job,
         audit_id,
-        tenant: tenant.to_owned(),
-        plan_hash: job.plan.hash.clone(),
         statements,
-        status: "applied".into(),
-        attempts: attempt,
+        attempt,
         duration_ms,
-    })
+    ))
 }
 
 /// The planner writes SQLite statements unqualified (one file per tenant), so a tenant

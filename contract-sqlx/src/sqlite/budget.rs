@@ -16,7 +16,7 @@
 //! `Pool::size` at once, so the count never drifts.
 
 use std::collections::VecDeque;
-use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 use sqlx::SqlitePool;
 use sqlx::sqlite::SqlitePoolOptions;
@@ -71,7 +71,8 @@ impl Default for ConnectionBudget {
 /// by their `after_release` hooks (which hold it weakly: the directory keeps it alive).
 #[derive(Debug)]
 pub(super) struct Fleet {
-    pools: OnceLock<Vec<SqlitePool>>,
+    /// The pools by index; replaced (copy on write) when a new file joins the directory.
+    pools: RwLock<Arc<Vec<SqlitePool>>>,
     /// Indexes of the pools that may hold connections, least recently released first.
     recent: Mutex<VecDeque<usize>>,
     connections: u64,
@@ -80,22 +81,24 @@ pub(super) struct Fleet {
 impl Fleet {
     pub(super) fn new(budget: ConnectionBudget) -> Arc<Self> {
         Arc::new(Self {
-            pools: OnceLock::new(),
+            pools: RwLock::new(Arc::new(Vec::new())),
             recent: Mutex::new(VecDeque::new()),
             connections: u64::from(budget.connections),
         })
     }
 
-    /// The options of the pool at `index` of the fleet: `min_connections` 0 (a minimum
-    /// per file would keep connections open in every file) and the budget's
+    /// A lazily connecting pool for one more file of the directory: `min_connections` 0
+    /// (a minimum per file would keep connections open in every file) and the budget's
     /// `after_release` hook.
-    pub(super) fn pool_options(
+    pub(super) fn add_pool(
         self: &Arc<Self>,
-        index: usize,
         options: SqlitePoolOptions,
-    ) -> SqlitePoolOptions {
+        connect: sqlx::sqlite::SqliteConnectOptions,
+    ) -> SqlitePool {
+        let mut pools = self.pools.write().unwrap_or_else(PoisonError::into_inner);
+        let index = pools.len();
         let fleet = Arc::downgrade(self);
-        options
+        let pool = options
             .min_connections(0)
             .after_release(move |_conn, _meta| {
                 let fleet = fleet.upgrade();
@@ -107,21 +110,19 @@ impl Fleet {
                     })
                 })
             })
-    }
-
-    /// The pools, in the indexes given to [`Fleet::pool_options`].
-    pub(super) fn set_pools(&self, pools: Vec<SqlitePool>) {
-        // Set once, right after the pools are made and before any is used.
-        let _ = self.pools.set(pools);
+            .connect_lazy_with(connect);
+        let mut next = Vec::with_capacity(pools.len() + 1);
+        next.extend(pools.iter().cloned());
+        next.push(pool.clone());
+        *pools = Arc::new(next);
+        pool
     }
 
     /// A connection of pool `index` is being released: whether it may stay open (idle).
     /// Over the budget, idle connections of the least recently released pools are closed
     /// first; if that is not enough, the released one is closed.
     async fn make_room(&self, index: usize) -> bool {
-        let Some(pools) = self.pools.get() else {
-            return false;
-        };
+        let pools = Arc::clone(&self.pools.read().unwrap_or_else(PoisonError::into_inner));
         let (mut over, candidates) = {
             let mut recent = self.recent.lock().unwrap_or_else(PoisonError::into_inner);
             recent.retain(|&i| i != index);

@@ -1,14 +1,17 @@
 //! A tenant directory made of SQLite files: one database file per tenant.
 
-use std::path::Path;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use contract_core::TenantName;
-use sqlx::Sqlite;
+use futures_util::future::BoxFuture;
 use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions};
+use sqlx::{Sqlite, SqlitePool};
 
 use super::budget::{ConnectionBudget, Fleet};
 use crate::error::{Error, Result};
-use crate::tenants::TenantDirectory;
+use crate::tenants::{Listing, Source, TenantDirectory};
 
 /// File extensions recognised as SQLite databases.
 const EXTENSIONS: [&str; 3] = ["db", "sqlite", "sqlite3"];
@@ -90,49 +93,102 @@ pub async fn sqlite_tenant_files_with(
     connect: SqliteConnectOptions,
     budget: ConnectionBudget,
 ) -> Result<TenantDirectory<Sqlite>> {
-    let dir = dir.as_ref();
-    let unreadable = |source| Error::TenantDirectory {
-        path: dir.display().to_string(),
-        source,
-    };
-    let mut files = Vec::new();
-    for entry in std::fs::read_dir(dir).map_err(unreadable)? {
-        let path = entry.map_err(unreadable)?.path();
-        let is_db = path
-            .extension()
-            .and_then(|e| e.to_str())
-            .is_some_and(|e| EXTENSIONS.contains(&e));
-        if is_db && path.is_file() {
-            files.push(path);
-        }
-    }
-    files.sort();
-    if files.is_empty() {
+    let files = Arc::new(SqliteFiles {
+        dir: dir.as_ref().to_owned(),
+        pool,
+        connect,
+        fleet: Fleet::new(budget),
+        open: Mutex::new(BTreeMap::new()),
+    });
+    let listing = files.list().await?;
+    if listing.groups.is_empty() && listing.rejected.is_empty() {
         return Err(Error::NoTenants {
-            source_description: format!("SQLite files in `{}`", dir.display()),
+            source_description: files.describe(),
         });
     }
-    let fleet = Fleet::new(budget);
-    let mut pools = Vec::new();
-    let mut directory = TenantDirectory::new();
-    for path in files {
-        let stem = path
-            .file_stem()
-            .map(|s| s.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        match TenantName::new(stem.as_str()) {
-            Ok(tenant) => {
-                let options = connect.clone().filename(&path).create_if_missing(false);
-                let tenant_pool = fleet
-                    .pool_options(pools.len(), pool.clone())
-                    .connect_lazy_with(options);
-                pools.push(tenant_pool.clone());
-                directory = directory.add(tenant_pool, vec![tenant]);
+    Ok(TenantDirectory::new().with_source(files, listing))
+}
+
+/// A directory of tenant files, listed again on every refresh: a new file gets its pool
+/// (within the same budget), a removed file's pool is closed.
+#[derive(Debug)]
+struct SqliteFiles {
+    dir: PathBuf,
+    pool: SqlitePoolOptions,
+    connect: SqliteConnectOptions,
+    /// The budget's state; the pools' hooks hold it weakly, this source keeps it alive.
+    fleet: Arc<Fleet>,
+    /// The pool of each file listed so far.
+    open: Mutex<BTreeMap<PathBuf, SqlitePool>>,
+}
+
+impl SqliteFiles {
+    /// The database files of the directory, sorted.
+    fn files(&self) -> Result<Vec<PathBuf>> {
+        let unreadable = |source| Error::TenantDirectory {
+            path: self.dir.display().to_string(),
+            source,
+        };
+        let mut files = Vec::new();
+        for entry in std::fs::read_dir(&self.dir).map_err(unreadable)? {
+            let path = entry.map_err(unreadable)?.path();
+            let is_db = path
+                .extension()
+                .and_then(|e| e.to_str())
+                .is_some_and(|e| EXTENSIONS.contains(&e));
+            if is_db && path.is_file() {
+                files.push(path);
             }
-            Err(error) => directory = directory.reject(&stem, error),
         }
+        files.sort();
+        Ok(files)
     }
-    fleet.set_pools(pools);
-    // The pools' hooks hold the fleet weakly: it lives as long as the directory.
-    Ok(directory.keep_alive(fleet))
+}
+
+impl Source<Sqlite> for SqliteFiles {
+    fn list(&self) -> BoxFuture<'_, Result<Listing<Sqlite>>> {
+        Box::pin(async move {
+            let files = self.files()?;
+            let mut listing = Listing {
+                groups: Vec::new(),
+                rejected: Vec::new(),
+            };
+            let closed: Vec<SqlitePool> = {
+                let mut open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
+                for path in &files {
+                    let stem = path
+                        .file_stem()
+                        .map(|s| s.to_string_lossy().into_owned())
+                        .unwrap_or_default();
+                    match TenantName::new(stem.as_str()) {
+                        Ok(tenant) => {
+                            let pool = open.entry(path.clone()).or_insert_with(|| {
+                                let options =
+                                    self.connect.clone().filename(path).create_if_missing(false);
+                                self.fleet.add_pool(self.pool.clone(), options)
+                            });
+                            listing.groups.push((pool.clone(), vec![tenant]));
+                        }
+                        Err(error) => listing
+                            .rejected
+                            .push((stem.escape_debug().to_string(), error)),
+                    }
+                }
+                let gone: Vec<PathBuf> = open
+                    .keys()
+                    .filter(|p| !files.contains(p))
+                    .cloned()
+                    .collect();
+                gone.iter().filter_map(|p| open.remove(p)).collect()
+            };
+            for pool in closed {
+                pool.close().await;
+            }
+            Ok(listing)
+        })
+    }
+
+    fn describe(&self) -> String {
+        format!("SQLite files in `{}`", self.dir.display())
+    }
 }

@@ -1,17 +1,20 @@
 //! Which tenants exist, and which pool reaches each of them: [`Tenants`] (where names come
 //! from) and [`TenantDirectory`] (tenant → pool, with rejected and duplicate names).
 
-use std::collections::HashMap;
-use std::fmt;
+mod source;
 
-use std::any::Any;
+use std::collections::{BTreeSet, HashMap};
+use std::fmt;
 use std::sync::Arc;
 
 use contract_core::{IdentError, TenantName};
 use sqlx::{Database, Pool};
 
 use crate::backend::Backend;
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, error_chain};
+
+use source::{Discovery, Fixed};
+pub(crate) use source::{Listing, Source};
 
 /// Where tenant names come from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -43,7 +46,7 @@ impl Tenants {
         Tenants::Query(sql)
     }
 
-    fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         match self {
             Tenants::SchemasLike(p) => format!("schemas like `{p}`"),
             Tenants::List(_) => "the tenant list".into(),
@@ -76,27 +79,29 @@ impl fmt::Display for DuplicateTenant {
     }
 }
 
-/// Tenant → pool: tenants may live on several servers (see `ARCHITECTURE.md`).
+/// Tenant → pool: tenants may live on several servers (see `ARCHITECTURE.md` D10). The
+/// directory remembers where its tenants came from, so a running guard lists them again on
+/// every pass ([`TenantDirectory::refresh`]): tenants created later are picked up, dropped
+/// ones retired, without a restart (D13).
 #[derive(Debug)]
 pub struct TenantDirectory<DB: Database> {
+    /// Each source with what it listed last.
+    sources: Vec<(Arc<dyn Source<DB>>, Listing<DB>)>,
     groups: Vec<(Pool<DB>, Vec<TenantName>)>,
     /// Tenant → index of its group in `groups` (duplicates are in neither).
     index: HashMap<TenantName, usize>,
     rejected: Vec<(String, IdentError)>,
     duplicates: Vec<DuplicateTenant>,
-    /// State the pools' hooks hold weakly, alive as long as the directory (the SQLite
-    /// connection budget).
-    kept_alive: Vec<Arc<dyn Any + Send + Sync>>,
 }
 
 impl<DB: Database> Clone for TenantDirectory<DB> {
     fn clone(&self) -> Self {
         Self {
+            sources: self.sources.clone(),
             groups: self.groups.clone(),
             index: self.index.clone(),
             rejected: self.rejected.clone(),
             duplicates: self.duplicates.clone(),
-            kept_alive: self.kept_alive.clone(),
         }
     }
 }
@@ -104,13 +109,26 @@ impl<DB: Database> Clone for TenantDirectory<DB> {
 impl<DB: Database> Default for TenantDirectory<DB> {
     fn default() -> Self {
         Self {
+            sources: Vec::new(),
             groups: Vec::new(),
             index: HashMap::new(),
             rejected: Vec::new(),
             duplicates: Vec::new(),
-            kept_alive: Vec::new(),
         }
     }
+}
+
+/// What a [`TenantDirectory::refresh`] changed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct DirectoryChange {
+    /// Tenants listed now and not before.
+    pub added: Vec<TenantName>,
+    /// Tenants listed before and not now (sources that failed to list keep their tenants).
+    pub removed: Vec<TenantName>,
+    /// Sources that could not be listed, with the reason (their tenants are kept as they
+    /// were: an unreachable server never retires its tenants).
+    pub failed: Vec<String>,
 }
 
 impl<DB: Backend> TenantDirectory<DB> {
@@ -120,7 +138,8 @@ impl<DB: Backend> TenantDirectory<DB> {
         Self::default()
     }
 
-    /// Discovers the tenants of `source` on `pool` and adds them.
+    /// Discovers the tenants of `source` on `pool` and adds them; [`refresh`] lists them
+    /// again with the same query.
     ///
     /// Discovered names that are not valid tenant names are not queried: they are kept as
     /// [`TenantDirectory::rejected`] and reported as unreachable with the reason.
@@ -129,39 +148,100 @@ impl<DB: Backend> TenantDirectory<DB> {
     ///
     /// [`Error::Ident`] for an invalid name in an explicit list (no SQL is sent),
     /// [`Error::Database`] when discovery fails, [`Error::NoTenants`] when it finds none.
-    pub async fn discover(mut self, pool: &Pool<DB>, source: &Tenants) -> Result<Self> {
-        let names = match source {
-            Tenants::List(names) => {
-                let tenants = names
-                    .iter()
-                    .map(|n| TenantName::new(n.as_str()))
-                    .collect::<Result<Vec<_>, _>>()?;
-                return Ok(self.add(pool.clone(), tenants));
+    ///
+    /// [`refresh`]: TenantDirectory::refresh
+    pub async fn discover(self, pool: &Pool<DB>, source: &Tenants) -> Result<Self> {
+        if let Tenants::List(names) = source {
+            for name in names {
+                TenantName::new(name.as_str())?;
             }
-            Tenants::SchemasLike(pattern) => DB::schemas_like(pool, pattern).await?,
-            Tenants::Query(sql) => DB::registry_names(pool, sql).await?,
+        }
+        let discovery = Discovery {
+            pool: pool.clone(),
+            tenants: source.clone(),
         };
-        if names.is_empty() {
+        let listing = discovery.list().await?;
+        if listing.groups.iter().all(|(_, t)| t.is_empty()) && listing.rejected.is_empty() {
             return Err(Error::NoTenants {
                 source_description: source.describe(),
             });
         }
-        let mut tenants = Vec::with_capacity(names.len());
-        for name in names {
-            match TenantName::new(name.as_str()) {
-                Ok(t) => tenants.push(t),
-                Err(e) => self.rejected.push((name.escape_debug().to_string(), e)),
-            }
-        }
-        Ok(self.add(pool.clone(), tenants))
+        Ok(self.with_source(Arc::new(discovery), listing))
     }
 
-    /// Adds tenants reached through `pool`.
+    /// Adds tenants reached through `pool` (listed the same on every refresh).
     ///
     /// A name already reached through another pool (or file) is a configuration error,
     /// never last-wins: it is removed from both and kept in [`TenantDirectory::duplicates`].
     #[must_use]
-    pub fn add(mut self, pool: Pool<DB>, mut tenants: Vec<TenantName>) -> Self {
+    pub fn add(self, pool: Pool<DB>, tenants: Vec<TenantName>) -> Self {
+        let fixed = Fixed { pool, tenants };
+        let listing = Listing {
+            groups: vec![(fixed.pool.clone(), fixed.tenants.clone())],
+            rejected: Vec::new(),
+        };
+        self.with_source(Arc::new(fixed), listing)
+    }
+
+    /// Adds a source with what it listed.
+    #[must_use]
+    pub(crate) fn with_source(mut self, source: Arc<dyn Source<DB>>, listing: Listing<DB>) -> Self {
+        self.sources.push((source, listing));
+        self.rebuild();
+        self
+    }
+
+    /// Lists every source again (one query per discovery pool, one read per SQLite
+    /// directory) and returns the directory as it is now, with what changed. A source that
+    /// cannot be listed keeps what it listed last.
+    pub async fn refresh(&self) -> (Self, DirectoryChange) {
+        let before: BTreeSet<&TenantName> = self.all_names().collect();
+        let mut next = Self::default();
+        let mut change = DirectoryChange::default();
+        for (source, listing) in &self.sources {
+            let listing = match source.list().await {
+                Ok(listing) => listing,
+                Err(error) => {
+                    let error = format!("{}: {}", source.describe(), error_chain(&error));
+                    tracing::warn!(%error, "tenant source could not be listed; its tenants are kept");
+                    change.failed.push(error);
+                    listing.clone()
+                }
+            };
+            next.sources.push((Arc::clone(source), listing));
+        }
+        next.rebuild();
+        let after: BTreeSet<&TenantName> = next.all_names().collect();
+        change.added = after.difference(&before).map(|t| (*t).clone()).collect();
+        change.removed = before.difference(&after).map(|t| (*t).clone()).collect();
+        (next, change)
+    }
+
+    /// Every name the sources list, duplicates included.
+    fn all_names(&self) -> impl Iterator<Item = &TenantName> {
+        self.groups
+            .iter()
+            .flat_map(|(_, t)| t)
+            .chain(self.duplicates.iter().map(|d| &d.tenant))
+    }
+
+    /// Groups, index, rejected names and duplicates from the sources' listings.
+    fn rebuild(&mut self) {
+        self.groups.clear();
+        self.index.clear();
+        self.rejected.clear();
+        self.duplicates.clear();
+        let listings: Vec<Listing<DB>> = self.sources.iter().map(|(_, l)| l.clone()).collect();
+        for listing in listings {
+            self.rejected.extend(listing.rejected);
+            for (pool, tenants) in listing.groups {
+                self.add_group(pool, tenants);
+            }
+        }
+    }
+
+    /// Adds one pool's tenants; a name another group has is moved to the duplicates.
+    fn add_group(&mut self, pool: Pool<DB>, mut tenants: Vec<TenantName>) {
         tenants.sort();
         tenants.dedup();
         let group = self.groups.len();
@@ -185,23 +265,6 @@ impl<DB: Backend> TenantDirectory<DB> {
             false
         });
         self.groups.push((pool, tenants));
-        self
-    }
-
-    /// Records a discovered name that is not a valid tenant name (never queried).
-    #[must_use]
-    #[cfg(feature = "sqlite")]
-    pub(crate) fn reject(mut self, name: &str, error: IdentError) -> Self {
-        self.rejected.push((name.escape_debug().to_string(), error));
-        self
-    }
-
-    /// Keeps `state` alive as long as the directory (and its clones).
-    #[must_use]
-    #[cfg(feature = "sqlite")]
-    pub(crate) fn keep_alive(mut self, state: Arc<dyn Any + Send + Sync>) -> Self {
-        self.kept_alive.push(state);
-        self
     }
 
     /// Pools with the tenants they reach.
@@ -235,5 +298,11 @@ impl<DB: Backend> TenantDirectory<DB> {
     pub fn pool_of(&self, tenant: &str) -> Option<&Pool<DB>> {
         let tenant = TenantName::new(tenant).ok()?;
         self.index.get(&tenant).map(|&group| &self.groups[group].0)
+    }
+
+    /// Where `tenant` lives, as [`crate::backend::Backend::describe_pool`] says.
+    #[must_use]
+    pub fn location_of(&self, tenant: &str) -> Option<String> {
+        self.pool_of(tenant).map(DB::describe_pool)
     }
 }

@@ -1,0 +1,119 @@
+//! Planning drifted tenants from the snapshot they were checked in.
+
+use std::collections::BTreeMap;
+
+use contract_core::plan::{TableInput, TenantPlan, TypeCatalog, plan_tenant};
+use contract_core::{Dialect, Finding, LiveTable, Severity, TenantName, TenantReport, Verdict};
+use sqlx::Pool;
+
+use crate::backend::Backend;
+use crate::check::{ContractSet, FleetSnapshot};
+use crate::error::Result;
+
+/// A drifted tenant's plan, with what it was planned on (for the re-check under the
+/// tenant's lock) and the findings it fixes.
+#[derive(Debug, Clone)]
+pub(crate) struct Planned {
+    pub tenant: TenantName,
+    pub plan: TenantPlan,
+    /// The tenant's contracted live tables as planned on.
+    pub planned_on: Vec<LiveTable>,
+    /// The findings at `at_risk` or worse.
+    pub findings: Vec<Finding>,
+}
+
+/// Plans one tenant from a snapshot (its drift only), with custom column types written
+/// where `types` (from [`Backend::type_catalog`], once per run) found them.
+#[must_use]
+pub fn plan_for<DB: Backend>(
+    tenant: &TenantReport,
+    contracts: &ContractSet<DB>,
+    snapshot: &FleetSnapshot<DB>,
+    types: &TypeCatalog,
+) -> TenantPlan {
+    let schema = (DB::DIALECT != Dialect::Sqlite).then_some(tenant.tenant.as_str());
+    let expected: Vec<BTreeMap<String, String>> = contracts
+        .entries()
+        .iter()
+        .map(|e| {
+            e.checks
+                .iter()
+                .map(|c| (c.column().to_owned(), c.expected_sql_type()))
+                .collect()
+        })
+        .collect();
+    let findings: Vec<Vec<_>> = contracts
+        .entries()
+        .iter()
+        .map(|e| {
+            tenant
+                .findings
+                .iter()
+                .filter(|f| {
+                    f.severity >= Severity::AtRisk
+                        && f.contract == e.contract.struct_name
+                        && f.table == e.contract.table
+                })
+                .cloned()
+                .collect()
+        })
+        .collect();
+    let inputs: Vec<TableInput<'_>> = contracts
+        .entries()
+        .iter()
+        .zip(&expected)
+        .zip(&findings)
+        .map(|((entry, expected_types), findings)| TableInput {
+            contract: &entry.contract,
+            live: snapshot.table_for(&tenant.tenant, &entry.contract),
+            findings,
+            expected_types,
+        })
+        .collect();
+    plan_tenant(DB::DIALECT, &tenant.tenant, schema, &inputs, types)
+}
+
+/// Plans every drifted tenant of one pool's check (`reports` in `names` order): one type
+/// catalog lookup for the pool, then one plan per drifted tenant.
+///
+/// # Errors
+///
+/// The type catalog lookup's (then no tenant of the pool can be planned safely: a plan
+/// made without it could name a type that does not resolve).
+pub(crate) async fn plan_group<DB: Backend>(
+    pool: &Pool<DB>,
+    names: &[TenantName],
+    reports: &[TenantReport],
+    snapshot: &FleetSnapshot<DB>,
+    contracts: &ContractSet<DB>,
+) -> Result<Vec<Planned>> {
+    let drifted: Vec<(&TenantName, &TenantReport)> = names
+        .iter()
+        .zip(reports)
+        .filter(|(_, r)| r.verdict == Verdict::Drifted)
+        .collect();
+    if drifted.is_empty() {
+        return Ok(Vec::new());
+    }
+    let schemas: Vec<String> = drifted.iter().map(|(t, _)| t.to_string()).collect();
+    let types = DB::type_catalog(pool, &schemas, contracts).await?;
+    Ok(drifted
+        .into_iter()
+        .map(|(tenant, report)| Planned {
+            tenant: tenant.clone(),
+            plan: plan_for(report, contracts, snapshot, &types),
+            planned_on: contracts
+                .entries()
+                .iter()
+                .filter_map(|e| snapshot.table_for(tenant.as_str(), &e.contract))
+                .cloned()
+                .collect(),
+            findings: report
+                .findings
+                .iter()
+                .filter(|f| f.severity >= Severity::AtRisk)
+                .cloned()
+                .collect(),
+        })
+        .collect())
+}
