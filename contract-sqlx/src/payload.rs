@@ -30,6 +30,8 @@ use serde::de::{DeserializeOwned, IgnoredAny};
 use serde::{Deserialize, Serialize};
 use serde_json::error::Category;
 
+mod quoted;
+
 /// The default size limit of a payload: 1 MiB.
 pub const DEFAULT_MAX_BYTES: usize = 1024 * 1024;
 
@@ -317,9 +319,10 @@ fn path_of(path: &serde_path_to_error::Path) -> Option<String> {
     (!known.is_empty() && known != ".").then(|| known.to_owned())
 }
 
-/// The serde error text, capped at [`MAX_DETAIL_CHARS`] characters.
+/// The serde error text, with offending values quoted as JSON (see [`quoted`]), capped at
+/// [`MAX_DETAIL_CHARS`] characters.
 fn detail(error: &serde_json::Error) -> String {
-    let text = error.to_string();
+    let text = quoted::json_quoted(&error.to_string()).into_owned();
     match text.char_indices().nth(MAX_DETAIL_CHARS) {
         Some((cut, _)) => format!("{}… (truncated)", &text[..cut]),
         None => text,
