@@ -92,6 +92,11 @@ pub enum LogAction {
         /// One line per row: tenant, audit id, plan, outcome and evidence.
         settled: Vec<String>,
     },
+    /// Resumed tenants whose waiting messages were cleared (how many, how fast).
+    BacklogCleared {
+        /// One line per tenant.
+        tenants: Vec<String>,
+    },
     /// Re-check after applying.
     Verify {
         /// Tenants re-checked.

@@ -52,9 +52,23 @@ pub struct TenantReport {
     pub verdict: Verdict,
     /// Its findings, in contract order (info findings included).
     pub findings: Vec<Finding>,
+    /// Messages waiting for it, where a backlog monitor counted them (guard reports).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backlog: Option<u64>,
 }
 
 impl TenantReport {
+    /// A checked tenant: its verdict follows from its findings.
+    #[must_use]
+    pub fn checked(tenant: impl Into<String>, findings: Vec<Finding>) -> Self {
+        Self {
+            tenant: tenant.into(),
+            verdict: Verdict::of(&findings),
+            findings,
+            backlog: None,
+        }
+    }
+
     /// A tenant that could not be checked, with the reason.
     #[must_use]
     pub fn unreachable(tenant: impl Into<String>, error: impl Into<String>) -> Self {
@@ -64,6 +78,7 @@ impl TenantReport {
                 error: error.into(),
             },
             findings: Vec::new(),
+            backlog: None,
         }
     }
 }

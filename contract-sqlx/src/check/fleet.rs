@@ -3,8 +3,7 @@
 use std::collections::HashMap;
 
 use contract_core::{
-    Dialect, DiffScope, FleetReport, LiveTable, TableContract, TenantName, TenantReport, Verdict,
-    diff,
+    Dialect, DiffScope, FleetReport, LiveTable, TableContract, TenantName, TenantReport, diff,
 };
 use sqlx::Pool;
 use tracing::Instrument as _;
@@ -197,9 +196,5 @@ pub fn check_tenant<DB: Backend>(
     for f in &findings {
         tracing::debug!(tenant, table = %f.table, column = ?f.column, kind = %f.kind, severity = %f.severity, "drift finding");
     }
-    TenantReport {
-        tenant: tenant.to_owned(),
-        verdict: Verdict::of(&findings),
-        findings,
-    }
+    TenantReport::checked(tenant.to_owned(), findings)
 }

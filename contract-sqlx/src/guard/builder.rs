@@ -9,7 +9,7 @@ use contract_core::plan::Remediation;
 use sqlx::Pool;
 use tracing::Instrument as _;
 
-use super::{Dirty, GateMetrics, Guard, Inner, PassState};
+use super::{BacklogSource, Dirty, GateMetrics, Guard, Inner, PassState};
 use crate::check::{ContractSet, TypeChecks};
 use crate::control::{ControlPlane, ControlStore, Replica};
 use crate::error::Result;
@@ -26,6 +26,7 @@ pub struct GuardBuilder<DB: ControlStore> {
     options: ApplyOptions,
     plane: Option<ControlPlane>,
     log_file: Option<PathBuf>,
+    backlog: Option<Arc<dyn BacklogSource<DB>>>,
     interval: Duration,
     check_timeout: Duration,
     epoch: SchemaEpoch,
@@ -90,6 +91,17 @@ impl<DB: ControlStore> GuardBuilder<DB> {
     #[must_use]
     pub fn in_memory_control(mut self) -> Self {
         self.plane = None;
+        self
+    }
+
+    /// Counts each tenant's waiting messages with `source` (a queue table:
+    /// [`crate::quarantine::QueueBacklog`]; a broker queue): paused and resumed tenants every
+    /// pass, the whole fleet every [`super::FULL_SWEEP`]. The depths are in the guard's
+    /// report, each tenant's status and two gauges (total, largest; no tenant label), and
+    /// [`Guard::backlog_cleared`] says how fast a resumed tenant's backlog drained.
+    #[must_use]
+    pub fn backlog(mut self, source: impl BacklogSource<DB>) -> Self {
+        self.backlog = Some(Arc::new(source));
         self
     }
 
@@ -226,6 +238,7 @@ impl<DB: ControlStore> GuardBuilder<DB> {
                 report: RwLock::new(None),
                 log: RwLock::new(None),
                 log_file: self.log_file,
+                backlog: self.backlog,
                 dirty: std::sync::Mutex::new(Dirty::default()),
                 wake: tokio::sync::Notify::new(),
                 gate_metrics: GateMetrics::register(),
@@ -257,6 +270,7 @@ impl<DB: ControlStore> Guard<DB> {
             options: ApplyOptions::default(),
             plane: Some(ControlPlane::default()),
             log_file: None,
+            backlog: None,
             interval: Duration::from_secs(5),
             check_timeout: Duration::from_secs(10),
             epoch: SchemaEpoch::new(),

@@ -6,6 +6,10 @@
 pub const GATE_TOTAL: &str = "contract_gate_total";
 /// Gauge: tenants the guard knows (listed by its tenant sources, retired ones until pruned).
 pub const TENANTS: &str = "contract_tenants";
+/// Gauge: messages waiting across the fleet, where a backlog source counts them.
+pub const BACKLOG_MESSAGES: &str = "contract_backlog_messages";
+/// Gauge: the largest backlog of one tenant (no tenant label: the name is in the report).
+pub const BACKLOG_MAX_MESSAGES: &str = "contract_backlog_max_messages";
 /// Gauge: tenants currently paused (guard or operator).
 pub const PAUSED_TENANTS: &str = "contract_paused_tenants";
 /// Gauge: drift findings at `at_risk` or worse across the fleet.

@@ -12,6 +12,7 @@
 //!   applies, and writes pauses and tenant status to the control plane (`persist.rs`).
 //! * [`Guard::pause`], [`Guard::approve`], … (`operator.rs`): what an operator changes.
 
+mod backlog;
 mod builder;
 mod decide;
 mod discovery;
@@ -35,6 +36,7 @@ use contract_core::plan::Remediation;
 use contract_core::{ExecutionLog, FleetReport, TenantReport};
 use sqlx::Pool;
 
+pub use backlog::{BacklogCleared, BacklogSource, FULL_SWEEP};
 pub use builder::GuardBuilder;
 pub use gate::{Gate, PauseInfo, PausedBy, Permit};
 #[cfg(feature = "postgres")]
@@ -90,6 +92,8 @@ struct Inner<DB: ControlStore> {
     log: RwLock<Option<ExecutionLog>>,
     /// Appends each pass's execution log as one JSON line, if set.
     log_file: Option<PathBuf>,
+    /// Counts each tenant's waiting messages, if set.
+    backlog: Option<Arc<dyn BacklogSource<DB>>>,
     dirty: std::sync::Mutex<Dirty>,
     wake: tokio::sync::Notify,
     gate_metrics: GateMetrics,
@@ -118,6 +122,8 @@ struct PassState {
     retired: HashMap<String, SystemTime>,
     /// A digest of each tenant's status as last written to the control plane.
     persisted: HashMap<String, String>,
+    /// Backlog depths and the resumed tenants being followed.
+    backlog: backlog::BacklogState,
 }
 
 /// One tenant as last checked.
@@ -246,6 +252,19 @@ impl<DB: ControlStore> Guard<DB> {
     #[must_use]
     pub fn replica(&self) -> &Replica {
         &self.inner.replica
+    }
+
+    /// How the backlogs of recently resumed tenants drained (the last 256), oldest first.
+    pub async fn backlog_cleared(&self) -> Vec<BacklogCleared> {
+        self.inner
+            .state
+            .lock()
+            .await
+            .backlog
+            .cleared
+            .iter()
+            .cloned()
+            .collect()
     }
 
     /// The remediation policy in force.

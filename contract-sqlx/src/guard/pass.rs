@@ -316,8 +316,13 @@ impl<DB: ControlStore> Guard<DB> {
         }
         summary.remediated = remediated;
 
-        // Pauses, status, heartbeat.
+        // Pauses, backlog, status, heartbeat.
+        let closed_before = self.closed_tenants();
         let persisted = self.apply_pauses(state, &touched, first).await;
+        let cleared = self
+            .measure_backlog(state, &directory, &closed_before, &mut touched)
+            .await;
+        log_backlog(&mut log, &cleared);
         let stored = self
             .persist_status(state, &directory, &touched, &found.retired, &found.pruned)
             .await;
@@ -335,8 +340,16 @@ impl<DB: ControlStore> Guard<DB> {
             .collect::<BTreeSet<_>>()
             .into_iter()
             .collect();
-        let mut tenants: Vec<TenantReport> =
-            state.observed.values().map(|o| o.report.clone()).collect();
+        let depths = &state.backlog.depths;
+        let mut tenants: Vec<TenantReport> = state
+            .observed
+            .values()
+            .map(|o| {
+                let mut report = o.report.clone();
+                report.backlog = depths.get(&report.tenant).copied();
+                report
+            })
+            .collect();
         // Like `check_fleet`: rejected and duplicate tenant names are reported too.
         tenants.extend(crate::check::rejected_reports(&directory));
         let report = FleetReport::new(DB::DIALECT, inner.contracts.describe(), tenants);
@@ -347,7 +360,7 @@ impl<DB: ControlStore> Guard<DB> {
                 .filter(|f| f.severity >= Severity::AtRisk)
                 .count() as f64,
         );
-        if !log.tenants.is_empty() {
+        if !log.tenants.is_empty() || !log.steps.is_empty() {
             self.finish_log(log, &report, introspect_ms, started);
         }
         *inner.report.write().unwrap_or_else(PoisonError::into_inner) = Some(report);
@@ -357,6 +370,72 @@ impl<DB: ControlStore> Guard<DB> {
         persisted?;
         stored?;
         Ok(summary)
+    }
+
+    /// The tenants whose gate is closed now.
+    fn closed_tenants(&self) -> BTreeSet<String> {
+        self.inner
+            .cells
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .filter(|(_, (_, cell))| !cell.open())
+            .map(|(t, _)| t.clone())
+            .collect()
+    }
+
+    /// Counts the backlog of the tenants due (paused, resumed, or all on a full sweep),
+    /// notes which reopened this pass, and returns the resumed backlogs now cleared.
+    /// Paused tenants whose depth changed are `touched` (their status shows it).
+    async fn measure_backlog(
+        &self,
+        state: &mut PassState,
+        directory: &crate::tenants::TenantDirectory<DB>,
+        closed_before: &BTreeSet<String>,
+        touched: &mut BTreeSet<String>,
+    ) -> Vec<super::BacklogCleared> {
+        let inner = &self.inner;
+        let Some(source) = &inner.backlog else {
+            return Vec::new();
+        };
+        let closed_now = self.closed_tenants();
+        let reopened: Vec<String> = closed_before.difference(&closed_now).cloned().collect();
+        let all: Vec<String> = directory
+            .tenants()
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        let paused: Vec<String> = closed_now.iter().cloned().collect();
+        let mut wanted = state.backlog.due(&all, &paused);
+        wanted.extend(reopened.iter().cloned());
+        wanted.sort();
+        wanted.dedup();
+        let measured =
+            tokio::time::timeout(inner.check_timeout, source.depths(directory, &wanted)).await;
+        let depths = match measured {
+            Ok(Ok(depths)) => depths,
+            Ok(Err(error)) => {
+                tracing::warn!(source = %source.describe(), error = %error_chain(&error), "backlog not counted this pass");
+                return Vec::new();
+            }
+            Err(_) => {
+                tracing::warn!(source = %source.describe(), "backlog not counted in time this pass");
+                return Vec::new();
+            }
+        };
+        for (tenant, depth) in &depths {
+            if closed_now.contains(tenant) && state.backlog.depths.get(tenant) != Some(depth) {
+                touched.insert(tenant.clone());
+            }
+        }
+        let cleared = state.backlog.record(depths, &reopened);
+        let (total, max) = state.backlog.totals();
+        #[allow(clippy::cast_precision_loss)]
+        {
+            ::metrics::gauge!(metrics::BACKLOG_MESSAGES).set(total as f64);
+            ::metrics::gauge!(metrics::BACKLOG_MAX_MESSAGES).set(max as f64);
+        }
+        cleared
     }
 
     /// The active approvals and the other live replicas, read only when some pending plan
@@ -607,6 +686,15 @@ impl<DB: ControlStore> Guard<DB> {
             .log
             .write()
             .unwrap_or_else(PoisonError::into_inner) = Some(log);
+    }
+}
+
+/// Adds the cleared backlogs to the pass's log (a log is kept when it has any).
+fn log_backlog(log: &mut ExecutionLog, cleared: &[super::BacklogCleared]) {
+    if !cleared.is_empty() {
+        log.push(LogAction::BacklogCleared {
+            tenants: cleared.iter().map(ToString::to_string).collect(),
+        });
     }
 }
 

@@ -204,12 +204,17 @@ impl<DB: ControlStore> Guard<DB> {
             .iter()
             .filter_map(|t| state.observed.get(t).map(|o| (t, o)))
         {
-            let status = status_of(
+            let mut status = status_of(
                 observed,
                 directory.location_of(tenant).unwrap_or_default(),
                 &inner.replica.replica_id,
                 now,
             );
+            status.backlog = state
+                .backlog
+                .depths
+                .get(tenant)
+                .map(|d| i64::try_from(*d).unwrap_or(i64::MAX));
             let digest = status_digest(&status);
             if state.persisted.get(tenant) != Some(&digest) {
                 digests.push((tenant.clone(), digest));
@@ -287,6 +292,7 @@ fn status_digest(status: &TenantStatus) -> String {
         .field(serde_json::to_string(&status.findings).unwrap_or_default())
         .optional(status.plan.as_ref().map(|p| p.hash.as_str()))
         .optional(status.waiting.as_ref())
+        .optional(status.backlog.map(|b| b.to_le_bytes()))
         .field(&status.location);
     digest.finish_hex()
 }

@@ -106,6 +106,7 @@
     allow(dead_code)
 )]
 
+mod depth;
 mod error;
 mod replay;
 mod report;
@@ -120,6 +121,7 @@ use sqlx::{Pool, Transaction};
 use crate::backend::Backend;
 use crate::payload::PayloadContract;
 
+pub use depth::QueueBacklog;
 pub use error::{QuarantineAction, QuarantineError};
 pub use report::{BacklogScan, Held, HeldReason, QuarantinedMessage, ReplayReport, StillRejected};
 pub use site::QueueQuarantine;

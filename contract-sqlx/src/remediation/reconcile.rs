@@ -120,7 +120,7 @@ pub(crate) fn judge(drift_before: &[Finding], now: &TenantReport) -> (ReconcileO
 
 #[cfg(test)]
 mod tests {
-    use contract_core::{DriftKind, Severity, Verdict};
+    use contract_core::{DriftKind, Severity};
 
     use super::*;
 
@@ -139,11 +139,7 @@ mod tests {
     }
 
     fn now(findings: Vec<Finding>) -> TenantReport {
-        TenantReport {
-            tenant: "t".into(),
-            verdict: Verdict::of(&findings),
-            findings,
-        }
+        TenantReport::checked("t", findings)
     }
 
     #[test]
