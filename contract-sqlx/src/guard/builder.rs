@@ -168,8 +168,9 @@ impl<DB: ControlStore> GuardBuilder<DB> {
                 .install(options)
                 .connect(url)
                 .await
-                .map_err(crate::error::Error::db(
-                    "connecting the consumer pool (check the database URL)",
+                .map_err(crate::error::Error::db_hint(
+                    "connecting the consumer pool",
+                    crate::error::hint::CONNECT,
                     None,
                 ))?;
         let guard = self.start(&pool).await?;
