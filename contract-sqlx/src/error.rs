@@ -181,7 +181,8 @@ fn tenant_suffix(tenant: &Option<String>) -> String {
 /// What to check when a database call fails, by what the call was doing.
 pub(crate) mod hint {
     /// Reading the catalog: introspection, type resolution, tenant discovery.
-    pub(crate) const CATALOG: &str = "check that the server is up and the role may read the catalog";
+    pub(crate) const CATALOG: &str =
+        "check that the server is up and the role may read the catalog";
     /// Reading or writing the guard's control-plane tables (pauses, tenant status, approvals,
     /// replicas).
     pub(crate) const CONTROL_PLANE: &str = "check that the server is up and the role may read and write the control-plane tables (`ControlPlane::ensure` creates them)";
@@ -189,12 +190,12 @@ pub(crate) mod hint {
     pub(crate) const CREATE_TABLES: &str =
         "grant CREATE on the schema or database, or create the tables beforehand";
     /// Running the user's tenant registry query.
-    pub(crate) const REGISTRY: &str =
-        "check the registry query and that the role may run it";
+    pub(crate) const REGISTRY: &str = "check the registry query and that the role may run it";
     /// Connecting a pool.
     pub(crate) const CONNECT: &str = "check the database URL and that the server is up";
     /// Reading or writing a table of the consumer's (a queue, the audit table).
-    pub(crate) const TABLE: &str = "check that the server is up and the table exists and the role may use it";
+    pub(crate) const TABLE: &str =
+        "check that the server is up and the table exists and the role may use it";
     /// Anything else: only the connection is in doubt.
     pub(crate) const SERVER: &str = "check that the server is up and reachable";
 }

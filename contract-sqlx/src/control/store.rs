@@ -458,7 +458,10 @@ macro_rules! impl_control_store {
                 .bind(id)
                 .execute(pool)
                 .await
-                .map_err(Error::control("counting a tenant against an approval", None))?;
+                .map_err(Error::control(
+                    "counting a tenant against an approval",
+                    None,
+                ))?;
                 Ok(done.rows_affected() == 1)
             }
 
@@ -475,7 +478,10 @@ macro_rules! impl_control_store {
                 .bind(id)
                 .execute(pool)
                 .await
-                .map_err(Error::control("returning a tenant to an approval's cap", None))?;
+                .map_err(Error::control(
+                    "returning a tenant to an approval's cap",
+                    None,
+                ))?;
                 Ok(())
             }
 

@@ -96,7 +96,11 @@ impl Backend for MySql {
         sqlx::query_scalar(sql)
             .fetch_all(pool)
             .await
-            .map_err(Error::db_hint("running the tenant registry query", hint::REGISTRY, None))
+            .map_err(Error::db_hint(
+                "running the tenant registry query",
+                hint::REGISTRY,
+                None,
+            ))
     }
 
     fn describe_pool(pool: &Pool<Self>) -> String {

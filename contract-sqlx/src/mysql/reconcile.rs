@@ -90,10 +90,11 @@ async fn pending_rows(
     for tenant in tenants {
         query = query.bind(tenant.as_str());
     }
-    let databases = query
-        .fetch_all(pool)
-        .await
-        .map_err(Error::db_hint(context, hint::TABLE, None))?;
+    let databases =
+        query
+            .fetch_all(pool)
+            .await
+            .map_err(Error::db_hint(context, hint::TABLE, None))?;
     let mut rows = Vec::new();
     for chunk in databases.chunks(CHUNK) {
         let mut selects = Vec::with_capacity(chunk.len());
@@ -111,12 +112,11 @@ async fn pending_rows(
         for database in chunk {
             query = query.bind(database);
         }
-        rows.extend(
-            query
-                .fetch_all(pool)
-                .await
-                .map_err(Error::db_hint(context, hint::TABLE, None))?,
-        );
+        rows.extend(query.fetch_all(pool).await.map_err(Error::db_hint(
+            context,
+            hint::TABLE,
+            None,
+        ))?);
     }
     Ok(rows)
 }

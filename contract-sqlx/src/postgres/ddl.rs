@@ -15,7 +15,10 @@ pub(crate) async fn create_under_lock(
     ddl: String,
     context: &'static str,
 ) -> Result<()> {
-    let mut tx = pool.begin().await.map_err(Error::db_hint(context, hint::CREATE_TABLES, None))?;
+    let mut tx = pool
+        .begin()
+        .await
+        .map_err(Error::db_hint(context, hint::CREATE_TABLES, None))?;
     xact_lock(&mut tx, lock)
         .await
         .map_err(Error::db_hint(context, hint::CREATE_TABLES, None))?;
@@ -23,7 +26,9 @@ pub(crate) async fn create_under_lock(
         .execute(&mut *tx)
         .await
         .map_err(Error::db_hint(context, hint::CREATE_TABLES, None))?;
-    tx.commit().await.map_err(Error::db_hint(context, hint::CREATE_TABLES, None))
+    tx.commit()
+        .await
+        .map_err(Error::db_hint(context, hint::CREATE_TABLES, None))
 }
 
 /// Waits for the transaction-scoped advisory lock `name` (released at commit or rollback).

@@ -111,7 +111,11 @@ impl Backend for Postgres {
         sqlx::query_scalar(sql)
             .fetch_all(pool)
             .await
-            .map_err(Error::db_hint("running the tenant registry query", hint::REGISTRY, None))
+            .map_err(Error::db_hint(
+                "running the tenant registry query",
+                hint::REGISTRY,
+                None,
+            ))
     }
 
     fn describe_pool(pool: &Pool<Self>) -> String {
