@@ -19,6 +19,7 @@
 
 mod planner_properties {
     pub mod apply;
+    pub mod build;
     pub mod cases;
     pub mod narrowing;
     pub mod sql;
@@ -33,7 +34,8 @@ use contract_core::plan::{
 };
 use contract_core::{Dialect, DiffScope, DriftKind, Finding, LiveTable, Severity, diff};
 use planner_properties::apply::Model;
-use planner_properties::cases::{Case, build, case_spec};
+use planner_properties::build::build;
+use planner_properties::cases::{Case, case_spec};
 use planner_properties::types::{Oracle, PG_BUILTIN};
 use proptest::test_runner::{Config, RngSeed, TestCaseError, TestRunner};
 
@@ -63,6 +65,18 @@ fn run(property: &str, test: impl Fn(&Case) -> Result<(), String>) {
     if let Err(error) = result {
         panic!("{property} failed (PLANNER_PROPERTIES_SEED={seed}):\n{error}");
     }
+}
+
+/// The case's live schema as a database model.
+fn model_of(case: &Case) -> Model {
+    let mut model = Model::new(case.dialect, &case.live, &case.enums);
+    model.renames = case
+        .contracts
+        .iter()
+        .flat_map(|t| &t.columns)
+        .filter_map(|c| Some((c.name.clone(), c.renamed_from.clone()?)))
+        .collect();
+    model
 }
 
 /// The live model as the planner gets it, looked up per contract.
@@ -221,7 +235,7 @@ fn id(step: &contract_core::plan::PlanStep) -> StepId {
 #[test]
 fn plans_are_deterministic_whatever_the_order_the_live_model_is_built_in() {
     run("determinism", |case| {
-        let model = Model::new(case.dialect, &case.live, &case.enums);
+        let model = model_of(case);
         let (first, _) = plan(case, &model, 0);
         let (again, _) = plan(case, &model, 0);
         let (shuffled, _) = plan(case, &model, case.shuffle | 1);
@@ -246,7 +260,7 @@ fn plans_are_deterministic_whatever_the_order_the_live_model_is_built_in() {
 #[test]
 fn refusals_read_as_sentences_and_plans_as_text() {
     run("readable refusals", |case| {
-        let model = Model::new(case.dialect, &case.live, &case.enums);
+        let model = model_of(case);
         let (plan, _) = plan(case, &model, 0);
         let text = plan.to_string();
         if plan.hash.len() != 64 || !plan.hash.bytes().all(|b| b.is_ascii_hexdigit()) {
@@ -272,7 +286,7 @@ fn refusals_read_as_sentences_and_plans_as_text() {
 fn applied_plans_leave_nothing_to_do_and_keep_every_column_of_data() {
     let coverage = std::sync::Mutex::new(std::collections::BTreeMap::<String, usize>::new());
     run("idempotence and data", |case| {
-        let start = Model::new(case.dialect, &case.live, &case.enums);
+        let start = model_of(case);
         let (first, _) = plan(case, &start, 0);
         for policy in [
             Remediation::SafeOnly,

@@ -10,6 +10,8 @@ use contract_core::plan::PlanStep;
 use contract_core::{Dialect, LiveColumn, LiveForeignKey, LiveTable};
 
 use super::sql::{Cursor, Kind, column_def, tokenize};
+
+mod alter;
 use super::types::{PG_BUILTIN, pg_family, type_key};
 
 #[derive(Debug, Clone)]
@@ -24,6 +26,9 @@ pub struct Model {
     pub dialect: Dialect,
     pub tables: Vec<Table>,
     pub enums: BTreeMap<(String, String), Vec<String>>,
+    /// `(column, renamed_from)` of the contracts: a step for a column may name the column
+    /// by its former name (it runs before the rename).
+    pub renames: Vec<(String, String)>,
     next_id: u64,
 }
 
@@ -47,6 +52,7 @@ impl Model {
             dialect,
             tables: Vec::new(),
             enums: enums.clone(),
+            renames: Vec::new(),
             next_id: 0,
         };
         for table in live {
@@ -59,7 +65,7 @@ impl Model {
         model
     }
 
-    fn fresh(&mut self) -> u64 {
+    pub(super) fn fresh(&mut self) -> u64 {
         self.next_id += 1;
         self.next_id
     }
@@ -150,7 +156,10 @@ impl Model {
 
     /// A column type as the server would resolve it (remediation pins `search_path` to
     /// `pg_catalog` on PostgreSQL): a custom type must be qualified and exist.
-    fn column_type(&self, written: &str) -> Result<(String, String, Option<Vec<String>>), String> {
+    pub(super) fn column_type(
+        &self,
+        written: &str,
+    ) -> Result<(String, String, Option<Vec<String>>), String> {
         if self.dialect != Dialect::Postgres {
             return Ok((written.to_owned(), type_key(self.dialect, written), None));
         }
@@ -180,7 +189,7 @@ impl Model {
         }
     }
 
-    fn live_column(&self, def: &super::sql::ColumnDef) -> Result<LiveColumn, String> {
+    pub(super) fn live_column(&self, def: &super::sql::ColumnDef) -> Result<LiveColumn, String> {
         let (data_type, type_key, labels) = self.column_type(&def.data_type)?;
         let mut column = LiveColumn::new(def.name.clone(), data_type);
         column.type_key = type_key;
@@ -252,7 +261,8 @@ impl Model {
                         let ref_schema = ref_schema.unwrap_or_else(|| schema.clone());
                         let referenced = self.find(&ref_schema, &ref_table).is_some()
                             || (ref_schema == schema && dialect.same_table(&ref_table, &name));
-                        if !referenced && schema != "temp" {
+                        // SQLite checks references when rows change, not here.
+                        if !referenced && schema != "temp" && dialect != Dialect::Sqlite {
                             return Err(format!(
                                 "referenced relation {ref_schema}.{ref_table} does not exist"
                             ));
@@ -403,210 +413,4 @@ impl Model {
         }
         Err("no ON <table>".into())
     }
-
-    fn alter_table(
-        &mut self,
-        c: &mut Cursor<'_>,
-        t: usize,
-        step: &PlanStep,
-        state: &mut StepState,
-    ) -> Result<(), String> {
-        let dialect = self.dialect;
-        let column_of = |model: &Self, name: &str| {
-            model.tables[t]
-                .live
-                .columns
-                .iter()
-                .position(|col| dialect.same_column(&col.name, name))
-                .ok_or_else(|| format!("column `{name}` does not exist"))
-        };
-        let step_column = |name: &str| -> Result<(), String> {
-            match &step.column {
-                Some(col) if col == name => Ok(()),
-                _ => Err(format!(
-                    "the step for column {:?} changes `{name}`",
-                    step.column
-                )),
-            }
-        };
-        if c.eat("ADD") {
-            if c.eat("COLUMN") {
-                let start = c.peek().map_or(0, |t| t.start);
-                let def = column_def(c)?;
-                let end = c.peek().map_or(c.sql.len(), |t| t.start);
-                if c.eat_punct(',') {
-                    c.expect(&["ALGORITHM"])?;
-                    c.expect_punct('=')?;
-                    c.expect(&["INSTANT"])?;
-                }
-                if !c.done() {
-                    return Err("text after the column definition".into());
-                }
-                step_column(&def.name)?;
-                if column_of(self, &def.name).is_ok() {
-                    return Err(format!("column `{}` already exists", def.name));
-                }
-                let column = self.live_column(&def)?;
-                let id = self.fresh();
-                let table = &mut self.tables[t];
-                if let Some(definition) = &mut table.live.definition {
-                    // SQLite appends the definition as written to the stored CREATE TABLE.
-                    let close = definition.rfind(')').ok_or("a definition without )")?;
-                    definition.insert_str(close, &format!(", {}", c.sql[start..end].trim_end()));
-                }
-                table.live.columns.push(column);
-                table.data.push(id);
-                return Ok(());
-            }
-            c.expect(&["CONSTRAINT"])?;
-            let constraint = c.name()?;
-            if c.eat("CHECK") {
-                c.group()?;
-                c.expect(&["NOT", "VALID"])?;
-                state.checks_added.insert(constraint);
-                return Ok(());
-            }
-            c.expect(&["FOREIGN", "KEY"])?;
-            let column = c.group()?.trim().to_owned();
-            c.expect(&["REFERENCES"])?;
-            let (ref_schema, ref_table) = c.qualified()?;
-            let ref_column = c.group()?.trim().to_owned();
-            c.expect(&["NOT", "VALID"])?;
-            let unq = |s: &str| {
-                tokenize(s).map(|t| t.first().map(|t| t.text.clone()).unwrap_or_default())
-            };
-            let ref_schema = ref_schema.ok_or("REFERENCES without a schema")?;
-            if self.find(&ref_schema, &ref_table).is_none() {
-                return Err(format!(
-                    "referenced relation {ref_schema}.{ref_table} does not exist"
-                ));
-            }
-            let fk = LiveForeignKey {
-                column: unq(&column)?,
-                ref_schema,
-                ref_table,
-                ref_column: unq(&ref_column)?,
-            };
-            step_column(&fk.column)?;
-            self.tables[t].live.foreign_keys.push(fk);
-            state.checks_added.insert(constraint);
-            return Ok(());
-        }
-        if c.eat("VALIDATE") {
-            c.expect(&["CONSTRAINT"])?;
-            let constraint = c.name()?;
-            return if state.checks_added.contains(&constraint) {
-                Ok(())
-            } else {
-                Err(format!("constraint `{constraint}` does not exist"))
-            };
-        }
-        if c.eat("DROP") {
-            c.expect(&["CONSTRAINT"])?;
-            let constraint = c.name()?;
-            return if state.checks_added.remove(&constraint) {
-                Ok(())
-            } else {
-                Err(format!(
-                    "drops constraint `{constraint}`, which the step did not add"
-                ))
-            };
-        }
-        if c.eat("RENAME") {
-            if c.eat("TO") {
-                let (_, new) = c.qualified()?;
-                let old = self.tables[t].live.name.clone();
-                if old.ends_with("__contract_rebuild") {
-                    let schema = self.tables[t].live.schema.clone();
-                    if self.find(&schema, &new).is_some() {
-                        return Err(format!("relation `{new}` already exists"));
-                    }
-                } else {
-                    return Err("renames a table".into());
-                }
-                let table = &mut self.tables[t];
-                table.live.name = new.clone();
-                if let Some(definition) = &mut table.live.definition {
-                    *definition = rename_in(definition, &old, &new, true)?;
-                }
-                return Ok(());
-            }
-            c.expect(&["COLUMN"])?;
-            let old = c.name()?;
-            c.expect(&["TO"])?;
-            let new = c.name()?;
-            step_column(&new)?;
-            let i = column_of(self, &old)?;
-            if let Ok(j) = column_of(self, &new)
-                && j != i
-            {
-                return Err(format!("column `{new}` already exists"));
-            }
-            let table = &mut self.tables[t];
-            table.live.columns[i].name = new.clone();
-            for key in &mut table.live.primary_key {
-                if dialect.same_column(key, &old) {
-                    key.clone_from(&new);
-                }
-            }
-            for fk in &mut table.live.foreign_keys {
-                if dialect.same_column(&fk.column, &old) {
-                    fk.column.clone_from(&new);
-                }
-            }
-            if let Some(definition) = &mut table.live.definition {
-                *definition = rename_in(definition, &old, &new, false)?;
-            }
-            return Ok(());
-        }
-        c.expect(&["ALTER", "COLUMN"])?;
-        let name = c.name()?;
-        step_column(&name)?;
-        let i = column_of(self, &name)?;
-        if c.eat("SET") {
-            c.expect(&["NOT", "NULL"])?;
-            self.tables[t].live.columns[i].nullable = false;
-            return Ok(());
-        }
-        c.expect(&["TYPE"])?;
-        let start = c.peek().map_or(0, |t| t.start);
-        while c.peek().is_some_and(|t| !t.is("USING")) {
-            c.at += 1;
-        }
-        let end = c.peek().map_or(c.sql.len(), |t| t.start);
-        let written = c.sql[start..end].trim().to_owned();
-        let from = self.tables[t].live.columns[i].data_type.clone();
-        if let Some(why) = super::narrowing::narrows(&from, &written) {
-            return Err(format!("{from} -> {written} {why}"));
-        }
-        let (data_type, type_key, labels) = self.column_type(&written)?;
-        let column = &mut self.tables[t].live.columns[i];
-        column.data_type = data_type;
-        column.type_key = type_key;
-        column.enum_labels = labels;
-        let _ = state;
-        Ok(())
-    }
-}
-
-/// `definition` with the name `old` (a column, or the table when `table`) renamed.
-fn rename_in(definition: &str, old: &str, new: &str, table: bool) -> Result<String, String> {
-    let q = Dialect::Sqlite.quote(new).map_err(|e| e.to_string())?;
-    let toks = tokenize(definition)?;
-    let mut out = String::new();
-    let mut at = 0;
-    for (i, tok) in toks.iter().enumerate() {
-        let is_name = if table {
-            i == 2
-        } else {
-            tok.kind == Kind::Ident && tok.text.eq_ignore_ascii_case(old)
-        };
-        if is_name {
-            out.push_str(&definition[at..tok.start]);
-            out.push_str(&q);
-            at = tok.end;
-        }
-    }
-    out.push_str(&definition[at..]);
-    Ok(out)
 }
