@@ -126,7 +126,7 @@ pub fn build(spec: &CaseSpec) -> Case {
         let (contract, types, columns) = contract(&ctx, t, table, names);
         let live_schema = names.schema.clone().unwrap_or_else(|| tenant.clone());
         if names.root == t {
-            if let Some(lt) = live_table(&ctx, table, &contract, &live_schema, columns, &names) {
+            if let Some(lt) = live_table(&ctx, table, &contract, &live_schema, columns, names) {
                 live.push(lt);
             }
         } else if let Some(lt) = live
