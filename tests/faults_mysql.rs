@@ -243,7 +243,11 @@ async fn remediation_cut(stage: Stage) {
         .expect("run");
     assert!(fault.fired(), "{stage:?}: the cut never happened");
     let failed: Vec<&str> = run.failed.iter().map(|f| f.tenant.as_str()).collect();
-    assert_eq!(failed.len(), 1, "{stage:?}: one failure is reported: {failed:?}");
+    assert_eq!(
+        failed.len(),
+        1,
+        "{stage:?}: one failure is reported: {failed:?}"
+    );
     // The tenant the cut hit (1 or 2, by position) and the drifted one it spared.
     let hit = match fleet.names.iter().position(|n| n == failed[0]) {
         Some(index @ (0 | 1)) => index + 1,
@@ -344,10 +348,8 @@ async fn remediation_future_dropped_mid_ddl_is_settled_by_the_next_run() {
     .execute(&mut *blocker)
     .await
     .expect("read");
-    let options = contract_sqlx::remediation::ApplyOptions {
-        lock_timeout: Duration::from_secs(60),
-        ..Default::default()
-    };
+    let options = contract_sqlx::remediation::ApplyOptions::default()
+        .with_lock_timeout(Duration::from_secs(60));
     let run = {
         let (dir, contracts) = (dir.clone(), contracts.clone());
         tokio::spawn(async move {
@@ -402,7 +404,7 @@ async fn remediation_future_dropped_mid_ddl_is_settled_by_the_next_run() {
 
 // ---- the guard ----
 
-fn guard_builder(fleet: &Fleet) -> contract_sqlx::GuardBuilder<MySql> {
+fn guard_builder(fleet: &Fleet) -> contract_sqlx::guard::GuardBuilder<MySql> {
     Guard::<MySql>::builder()
         .contract::<Event>()
         .tenants(fleet.tenants())
