@@ -162,6 +162,7 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod backend;
+pub mod broker;
 pub mod check;
 pub mod control;
 mod error;
