@@ -1,4 +1,4 @@
-//! Typed drift findings (DESIGN D4).
+//! Typed drift findings (`ARCHITECTURE.md` D4).
 
 use serde::{Deserialize, Serialize};
 use std::fmt;

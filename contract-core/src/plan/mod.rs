@@ -1,4 +1,4 @@
-//! Remediation planning (DESIGN D5): from a tenant's drift to an ordered, deterministic
+//! Remediation planning (`ARCHITECTURE.md` D5): from a tenant's drift to an ordered, deterministic
 //! plan of quoted DDL steps, each with its lock and hazards, plus the findings it refuses
 //! to fix and why.
 

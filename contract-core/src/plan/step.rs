@@ -5,7 +5,7 @@ use std::fmt;
 
 use crate::drift::DriftKind;
 
-/// Why a step is not safe to run unattended (DESIGN D5). Every hazard needs an approval
+/// Why a step is not safe to run unattended (`ARCHITECTURE.md` D5). Every hazard needs an approval
 /// of the exact plan hash.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

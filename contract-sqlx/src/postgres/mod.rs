@@ -19,7 +19,7 @@ use sqlx::{AssertSqlSafe, Column, Executor, PgPool, Pool, Postgres, SqlSafeStr, 
 use crate::backend::{Backend, Signatures, TypeMap};
 use crate::check::ContractSet;
 use crate::check::TypeCheck;
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, hint};
 use crate::remediation::ApplyJob;
 use crate::remediation::{AuditConfig, AuditRecord};
 
@@ -140,7 +140,11 @@ impl Backend for Postgres {
         sqlx::query_scalar(sql)
             .fetch_all(pool)
             .await
-            .map_err(Error::db("running the tenant registry query", None))
+            .map_err(Error::db_hint(
+                "running the tenant registry query",
+                hint::REGISTRY,
+                None,
+            ))
     }
 
     fn describe_pool(pool: &Pool<Self>) -> String {

@@ -11,7 +11,7 @@ use crate::check::ContractSet;
 use crate::error::Error;
 use crate::remediation::AuditConfig;
 
-/// How remediation runs (DESIGN D6).
+/// How remediation runs (`ARCHITECTURE.md` D6).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApplyOptions {
     /// `lock_timeout` for the DDL (PostgreSQL) / `lock_wait_timeout` (MySQL).

@@ -82,7 +82,7 @@ impl fmt::Display for DuplicateTenant {
 /// Tenant → pool: tenants may live on several servers (see `ARCHITECTURE.md` D10). The
 /// directory remembers where its tenants came from, so a running guard lists them again on
 /// every pass ([`TenantDirectory::refresh`]): tenants created later are picked up, dropped
-/// ones retired, without a restart (D13).
+/// ones retired, without a restart (`ARCHITECTURE.md` D13).
 #[derive(Debug)]
 pub struct TenantDirectory<DB: Database> {
     /// Each source with what it listed last.
