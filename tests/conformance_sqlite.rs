@@ -11,8 +11,8 @@ use sqlx::types::Json;
 use sqlx::{AssertSqlSafe, Sqlite};
 use support::conformance::{Guard, Pair, Risks, introspect_all, report};
 
-/// (column, declared type, canonical value): the declared types of
-/// reference/sqlx-facts.md §2.6, each with a realistic value.
+/// (column, declared type, canonical value): the declared types whose affinity the SQLite
+/// verdict distinguishes, each with a realistic value.
 const COLUMNS: &[(&str, &str, &str)] = &[
     ("c_integer", "INTEGER", "42"),
     ("c_integer_nn", "INTEGER NOT NULL", "7"),

@@ -250,7 +250,7 @@ pub(crate) fn error_chain(error: &dyn std::error::Error) -> String {
 
 #[cfg(all(test, feature = "sqlite"))]
 mod tests {
-    use crate::control::ControlPlane;
+    use crate::control::{ControlPlane, PauseRequest};
 
     /// A failed pause write names the control-plane tables, not the catalog (the catalog
     /// hint used to be on every database error).
@@ -261,7 +261,7 @@ mod tests {
             .expect("in-memory SQLite");
         // No `ensure`: the pauses table is missing.
         let error = ControlPlane::default()
-            .pause(&pool, "tenant_1", None, "alice", "maintenance")
+            .pause(&pool, PauseRequest::tenant("tenant_1").by("alice"))
             .await
             .expect_err("no control-plane tables");
         let message = error.to_string();

@@ -46,6 +46,7 @@ pub struct TableInput<'a> {
 
 /// The plan for one tenant: steps in order, refusals, and the hash that approves it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct TenantPlan {
     /// The tenant.
     pub tenant: String,
@@ -201,5 +202,7 @@ impl fmt::Display for TenantPlan {
     }
 }
 
+#[cfg(test)]
+mod regressions;
 #[cfg(test)]
 mod tests;

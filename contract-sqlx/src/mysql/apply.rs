@@ -1,7 +1,7 @@
 //! Remediation on MySQL / MariaDB (`ARCHITECTURE.md` D6). DDL commits implicitly, so there is no
 //! transaction to put the audit row in: it is written `pending` before the first
-//! statement and settled `applied` or `failed` afterwards (schema-diff-prior-art §4 rule
-//! 32). One dedicated connection per tenant holds the per-tenant user lock
+//! statement and settled `applied` or `failed` afterwards (`ARCHITECTURE.md` D6 and
+//! section 5). One dedicated connection per tenant holds the per-tenant user lock
 //! (`GET_LOCK`), the re-introspection under it, the session timeouts and the statements.
 
 use std::time::{Duration, Instant};

@@ -66,7 +66,7 @@ impl Backend for Postgres {
             return Ok(types);
         }
         // One prepared probe gives, per column, exactly the type info decoding sees
-        // (reference/sqlx-0.9-probe.md). The type names are `format_type` output, which
+        // (`ARCHITECTURE.md` D3). The type names are `format_type` output, which
         // PostgreSQL itself quotes; they come from the catalog, never from user input.
         match probe(pool, &keys).await {
             Ok(resolved) => types.extend(resolved),

@@ -31,6 +31,7 @@ const CHUNK: usize = 100;
 /// # let _ = guard; Ok(()) }
 /// ```
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct QueueBacklog {
     table: QueueTable,
 }

@@ -1,7 +1,7 @@
 //! Remediation on SQLite (`ARCHITECTURE.md` D6): one `BEGIN IMMEDIATE` transaction per tenant file.
 //! Taking the write lock up front is the per-tenant lock (a racing replica waits in
 //! `busy_timeout`); the re-introspection, the statements and the audit row all run inside
-//! it, since SQLite DDL is transactional (schema-diff-prior-art §4 rule 33).
+//! it, since SQLite DDL is transactional (`ARCHITECTURE.md` section 5).
 //!
 //! A type change is a table rebuild (create, copy, drop, rename; see the planner). Its
 //! `DROP TABLE` must not fire foreign-key actions (`ON DELETE CASCADE` in a child table

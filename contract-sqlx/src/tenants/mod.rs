@@ -16,6 +16,10 @@ use crate::error::{Error, Result, error_chain};
 use source::{Discovery, Fixed};
 pub(crate) use source::{Listing, Source};
 
+#[cfg(feature = "sqlite")]
+#[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
+pub use crate::sqlite::{ConnectionBudget, sqlite_tenant_files, sqlite_tenant_files_with};
+
 /// Where tenant names come from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
