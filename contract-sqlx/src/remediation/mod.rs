@@ -8,6 +8,7 @@ mod audit_log;
 pub(crate) mod backoff;
 mod epoch;
 mod execute;
+mod options;
 mod plan;
 mod reconcile;
 mod run;
