@@ -11,7 +11,7 @@ use super::args::{ApproveArgs, PauseArgs, ResumeArgs, RevokeArgs};
 use super::error::CliError;
 use super::render;
 use super::status::PauseLine;
-use crate::control::{Approval, ApprovalRequest, ControlPlane, ControlStore};
+use crate::control::{Approval, ApprovalRequest, ControlPlane, ControlStore, PauseRequest};
 use crate::guard::PausedBy;
 
 /// What `contract approve` prints.
@@ -140,15 +140,13 @@ pub(crate) async fn pause<DB: ControlStore>(
     args: &PauseArgs,
 ) -> Result<Paused, CliError> {
     plane.ensure(pool).await?;
-    let pause = plane
-        .pause(
-            pool,
-            &args.tenant,
-            args.queue.as_deref(),
-            &args.by,
-            &args.reason,
-        )
-        .await?;
+    let mut request = PauseRequest::tenant(&args.tenant)
+        .by(&args.by)
+        .reason(&args.reason);
+    if let Some(queue) = &args.queue {
+        request = request.queue(queue);
+    }
+    let pause = plane.pause(pool, request).await?;
     Ok(Paused {
         tenant: pause.tenant.clone(),
         pause: PauseLine::from(&pause),
