@@ -203,4 +203,6 @@ impl fmt::Display for TenantPlan {
 }
 
 #[cfg(test)]
+mod regressions;
+#[cfg(test)]
 mod tests;
