@@ -243,7 +243,11 @@ async fn remediation_cut(stage: Stage) {
         .expect("run");
     assert!(fault.fired(), "{stage:?}: the cut never happened");
     let failed: Vec<&str> = run.failed.iter().map(|f| f.tenant.as_str()).collect();
-    assert_eq!(failed.len(), 1, "{stage:?}: one failure is reported: {failed:?}");
+    assert_eq!(
+        failed.len(),
+        1,
+        "{stage:?}: one failure is reported: {failed:?}"
+    );
     // The tenant the cut hit (1 or 2, by position) and the drifted one it spared.
     let hit = match fleet.names.iter().position(|n| n == failed[0]) {
         Some(index @ (0 | 1)) => index + 1,

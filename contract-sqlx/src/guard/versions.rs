@@ -115,6 +115,7 @@ mod tests {
             statements: Vec::new(),
             lock: LockLevel::AccessExclusiveBrief,
             hazards: Vec::new(),
+            phases: Vec::new(),
         }
     }
 
