@@ -348,10 +348,8 @@ async fn remediation_future_dropped_mid_ddl_is_settled_by_the_next_run() {
     .execute(&mut *blocker)
     .await
     .expect("read");
-    let options = contract_sqlx::remediation::ApplyOptions {
-        lock_timeout: Duration::from_secs(60),
-        ..Default::default()
-    };
+    let options = contract_sqlx::remediation::ApplyOptions::default()
+        .with_lock_timeout(Duration::from_secs(60));
     let run = {
         let (dir, contracts) = (dir.clone(), contracts.clone());
         tokio::spawn(async move {
@@ -406,7 +404,7 @@ async fn remediation_future_dropped_mid_ddl_is_settled_by_the_next_run() {
 
 // ---- the guard ----
 
-fn guard_builder(fleet: &Fleet) -> contract_sqlx::GuardBuilder<MySql> {
+fn guard_builder(fleet: &Fleet) -> contract_sqlx::guard::GuardBuilder<MySql> {
     Guard::<MySql>::builder()
         .contract::<Event>()
         .tenants(fleet.tenants())

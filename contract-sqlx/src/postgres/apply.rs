@@ -37,7 +37,7 @@ pub(super) async fn ensure_audit_table(pool: &PgPool, audit: &AuditConfig) -> Re
              ADD COLUMN IF NOT EXISTS phase int4,
              ADD COLUMN IF NOT EXISTS transactions jsonb"
     );
-    let context = "creating the audit table (grant CREATE on its schema, or create it beforehand)";
+    let context = "creating the audit table";
     super::ddl::create_under_lock(pool, "contract:audit-table", ddl, context).await
 }
 

@@ -7,6 +7,7 @@ pub(crate) mod audit;
 pub(crate) mod backoff;
 mod epoch;
 mod execute;
+mod options;
 pub(crate) mod phases;
 mod plan;
 mod reconcile;
