@@ -225,4 +225,6 @@ impl fmt::Display for TenantPlan {
 }
 
 #[cfg(test)]
+mod regressions;
+#[cfg(test)]
 mod tests;
