@@ -1,5 +1,6 @@
 //! Findings → steps and refusals, per dialect (the rules are in `ARCHITECTURE.md` section 5).
 
+use super::order::creations_first;
 use super::rebuild::{TypeChange, rebuild_step};
 use super::render::Target;
 use super::step::{Action, Hazard, LockLevel, PlanStep, Refusal};
@@ -17,8 +18,10 @@ use crate::model::ColumnContract;
 ///
 /// `schema` is where the tenant's tables live (`None` on SQLite). Steps come out in
 /// contract order, then finding order, so the same inputs always give byte-identical SQL
-/// and the same hash. Narrowing, lossy and may-fail casts, drops and undeclared renames are
-/// never planned: they come back as refusals with the reason.
+/// and the same hash; except that missing tables are created first, each after the new
+/// tables it references, and a table's renames come after its other steps (which name the
+/// columns as they are live). Narrowing, lossy and may-fail casts, drops and undeclared
+/// renames are never planned: they come back as refusals with the reason.
 ///
 /// On SQLite a type change is one table rebuild per table (all its changed columns, ahead
 /// of the table's other steps), written from the introspected `CREATE TABLE` text, indexes
@@ -39,6 +42,8 @@ pub fn plan_tenant(
 ) -> TenantPlan {
     let mut steps = Vec::new();
     let mut refusals = Vec::new();
+    // The index in `steps` of each table's CREATE TABLE.
+    let mut created = Vec::with_capacity(tables.len());
     for input in tables {
         let table_schema = match dialect {
             Dialect::Sqlite => None,
@@ -101,7 +106,14 @@ pub fn plan_tenant(
             .partition(|s| s.action == Action::RenameColumn);
         steps.extend(others);
         steps.extend(renames);
+        created.push(
+            steps[first..]
+                .iter()
+                .position(|s| s.action == Action::CreateTable)
+                .map(|at| first + at),
+        );
     }
+    let steps = creations_first(dialect, schema, tables, &created, steps, &mut refusals);
     TenantPlan::new(tenant, dialect, steps, refusals)
 }
 
