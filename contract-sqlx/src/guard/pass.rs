@@ -22,6 +22,7 @@ use crate::remediation::backoff::Backoff;
 use crate::remediation::{
     ApprovalRef, Planned, Task, apply_all, elapsed_ms, elapsed_ms_of, plan_group,
 };
+use crate::telemetry;
 
 /// One pool's tenants that changed and drifted, with the snapshot they were checked in.
 struct ToPlan<DB: ControlStore> {
@@ -161,7 +162,7 @@ impl<DB: ControlStore> Guard<DB> {
                     }
                 }
                 Err(error) => {
-                    ::metrics::counter!(metrics::REVALIDATION_ERRORS_TOTAL).increment(1);
+                    telemetry::count(metrics::REVALIDATION_ERRORS_TOTAL, 1);
                     let error = error_chain(&error);
                     tracing::warn!(pool = %DB::describe_pool(pool), tenants = names.len(), %error, "a pass could not read a pool; its tenants are paused as unreachable");
                     for tenant in names {
@@ -292,8 +293,8 @@ impl<DB: ControlStore> Guard<DB> {
             let done = apply_all(&tasks, &inner.contracts, &inner.options).await;
             let mut failed = Vec::new();
             let audits = crate::remediation::record(done, &mut log, &mut failed);
-            ::metrics::counter!(metrics::REMEDIATIONS_TOTAL).increment(audits.len() as u64);
-            ::metrics::counter!(metrics::REMEDIATION_FAILURES_TOTAL).increment(failed.len() as u64);
+            telemetry::count(metrics::REMEDIATIONS_TOTAL, audits.len() as u64);
+            telemetry::count(metrics::REMEDIATION_FAILURES_TOTAL, failed.len() as u64);
             self.release_unused(&tasks, &audits).await;
             self.schedule_retries(state, &audits, &failed);
             if !audits.is_empty() {
@@ -353,19 +354,18 @@ impl<DB: ControlStore> Guard<DB> {
         // Like `check_fleet`: rejected and duplicate tenant names are reported too.
         tenants.extend(crate::check::rejected_reports(&directory));
         let report = FleetReport::new(DB::DIALECT, inner.contracts.describe(), tenants);
-        #[allow(clippy::cast_precision_loss)]
-        ::metrics::gauge!(metrics::DRIFT_FINDINGS).set(
+        telemetry::gauge(
+            metrics::DRIFT_FINDINGS,
             report
                 .findings()
                 .filter(|f| f.severity >= Severity::AtRisk)
-                .count() as f64,
+                .count() as u64,
         );
         if !log.tenants.is_empty() || !log.steps.is_empty() {
             self.finish_log(log, &report, introspect_ms, started);
         }
         *inner.report.write().unwrap_or_else(PoisonError::into_inner) = Some(report);
-        ::metrics::histogram!(metrics::REVALIDATION_DURATION)
-            .record(started.elapsed().as_secs_f64());
+        telemetry::seconds(metrics::REVALIDATION_DURATION, started.elapsed());
         self.publish_gauges();
         persisted?;
         stored?;
@@ -430,11 +430,8 @@ impl<DB: ControlStore> Guard<DB> {
         }
         let cleared = state.backlog.record(depths, &reopened);
         let (total, max) = state.backlog.totals();
-        #[allow(clippy::cast_precision_loss)]
-        {
-            ::metrics::gauge!(metrics::BACKLOG_MESSAGES).set(total as f64);
-            ::metrics::gauge!(metrics::BACKLOG_MAX_MESSAGES).set(max as f64);
-        }
+        telemetry::gauge(metrics::BACKLOG_MESSAGES, total);
+        telemetry::gauge(metrics::BACKLOG_MAX_MESSAGES, max);
         cleared
     }
 
