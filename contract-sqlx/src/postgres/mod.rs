@@ -5,6 +5,7 @@ pub(crate) mod ddl;
 mod parse;
 mod quarantine;
 pub(crate) mod query;
+mod recheck;
 mod row;
 mod types;
 mod views;
