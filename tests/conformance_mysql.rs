@@ -1,4 +1,4 @@
-//! Conformance (DESIGN D1): for every Rust field type × MySQL/MariaDB column type, the
+//! Conformance (`ARCHITECTURE.md` D1): for every Rust field type × MySQL/MariaDB column type, the
 //! guard's verdict (`Backend::fit` on the introspected, resolved live column) must equal
 //! what really decoding one canonical non-NULL value does. Value-dependent pairs (the
 //! guard says "risk") are listed explicitly in [`RISKS`] with the reason.

@@ -1,5 +1,5 @@
 //! Conformance on PostgreSQL: for every (Rust field type, column type) pair, the guard's
-//! verdict equals what real decoding does with a non-NULL row (DESIGN D1).
+//! verdict equals what real decoding does with a non-NULL row (`ARCHITECTURE.md` D1).
 //!
 //! The guard side runs the real pipeline: bulk introspection, the fleet-wide type probe,
 //! sqlx's `compatible()`, the diff. The decoding side reads one non-NULL row with

@@ -1,4 +1,4 @@
-//! Conformance (DESIGN D1): for every Rust field type × SQLite declared column type, the
+//! Conformance (`ARCHITECTURE.md` D1): for every Rust field type × SQLite declared column type, the
 //! guard's verdict (`Backend::fit` on the introspected, resolved live column) must equal
 //! what really decoding one canonical non-NULL value does. Value-dependent pairs (the
 //! guard says "risk") are listed explicitly in [`RISKS`] with the reason.
@@ -11,8 +11,8 @@ use sqlx::types::Json;
 use sqlx::{AssertSqlSafe, Sqlite};
 use support::conformance::{Guard, Pair, Risks, introspect_all, report};
 
-/// (column, declared type, canonical value): the declared types of
-/// reference/sqlx-facts.md §2.6, each with a realistic value.
+/// (column, declared type, canonical value): the declared types whose affinity the SQLite
+/// verdict distinguishes, each with a realistic value.
 const COLUMNS: &[(&str, &str, &str)] = &[
     ("c_integer", "INTEGER", "42"),
     ("c_integer_nn", "INTEGER NOT NULL", "7"),

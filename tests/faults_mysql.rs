@@ -224,9 +224,10 @@ impl Stage {
     }
 }
 
-/// t1 and t2 lack two columns, t3 complies; the cut hits t1's apply (the first). The run
-/// reports it, t1's audit row tells what happened, t2 is remediated in the same run, and
-/// the next run converges: compliant, one `applied` row per tenant, none left `pending`.
+/// t1 and t2 lack two columns, t3 complies; the cut hits whichever drifted tenant's apply
+/// reaches the armed stage first (tenants are applied in parallel). The run reports it, the
+/// hit tenant's audit row tells what happened, the other one is remediated in the same run,
+/// and the next run converges: compliant, one `applied` row per tenant, none left `pending`.
 async fn remediation_cut(stage: Stage) {
     let direct = support::mysql_pool().await;
     let fleet = Fleet::create(&direct, &[DRIFTED, DRIFTED, FULL]).await;
@@ -243,12 +244,18 @@ async fn remediation_cut(stage: Stage) {
     assert!(fault.fired(), "{stage:?}: the cut never happened");
     let failed: Vec<&str> = run.failed.iter().map(|f| f.tenant.as_str()).collect();
     assert_eq!(
-        failed,
-        [fleet.names[0].as_str()],
-        "{stage:?}: the failure is reported"
+        failed.len(),
+        1,
+        "{stage:?}: one failure is reported: {failed:?}"
     );
+    // The tenant the cut hit (1 or 2, by position) and the drifted one it spared.
+    let hit = match fleet.names.iter().position(|n| n == failed[0]) {
+        Some(index @ (0 | 1)) => index + 1,
+        _ => panic!("{stage:?}: the failure names a drifted tenant: {failed:?}"),
+    };
+    let other = 3 - hit;
     let error = &run.failed[0].error;
-    // What the server did to t1 before the cut, and what its audit row must say.
+    // What the server did to the hit tenant before the cut, and what its audit row must say.
     let (columns, rows): (i64, &[&str]) = match stage {
         Stage::BeforeTenantLock => (0, &[]),
         // The first ALTER ran; the client cannot know it: the row stays `pending`.
@@ -256,9 +263,9 @@ async fn remediation_cut(stage: Stage) {
         Stage::BeforeSettling => (2, &["pending"]),
         Stage::DuringSettling => (2, &["applied"]),
     };
-    assert_eq!(fleet.added_columns(1).await, columns, "{stage:?}");
+    assert_eq!(fleet.added_columns(hit).await, columns, "{stage:?}");
     assert_eq!(
-        fleet.audit(1).await,
+        fleet.audit(hit).await,
         rows,
         "{stage:?}: the audit row tells the truth"
     );
@@ -267,10 +274,10 @@ async fn remediation_cut(stage: Stage) {
         columns == 0,
         "{stage:?}: the error says the tenant is unchanged exactly when it is: {error}"
     );
-    assert_eq!(fleet.added_columns(2).await, 2);
-    assert_eq!(fleet.audit(2).await, ["applied"]);
+    assert_eq!(fleet.added_columns(other).await, 2);
+    assert_eq!(fleet.audit(other).await, ["applied"]);
     assert!(
-        fleet.tenant_lock_free(1).await,
+        fleet.tenant_lock_free(hit).await,
         "{stage:?}: the tenant lock was left held"
     );
 
@@ -280,24 +287,24 @@ async fn remediation_cut(stage: Stage) {
         .expect("next run");
     assert!(next.failed.is_empty(), "{:?}", next.failed);
     assert!(next.after.is_clean(), "{}", next.after);
-    assert_eq!(fleet.added_columns(1).await, 2);
-    let t1 = fleet.audit(1).await;
+    assert_eq!(fleet.added_columns(hit).await, 2);
+    let hit_rows = fleet.audit(hit).await;
     assert!(
-        !t1.iter().any(|s| s == "pending"),
-        "{stage:?}: the next run settles the pending audit row: {t1:?}"
+        !hit_rows.iter().any(|s| s == "pending"),
+        "{stage:?}: the next run settles the pending audit row: {hit_rows:?}"
     );
     assert_eq!(
-        t1.iter().filter(|s| *s == "applied").count(),
+        hit_rows.iter().filter(|s| *s == "applied").count(),
         1,
-        "{stage:?}: exactly one applied audit row: {t1:?}"
+        "{stage:?}: exactly one applied audit row: {hit_rows:?}"
     );
     // Only a partial apply needs a second remediation.
     assert_eq!(
-        t1.len(),
+        hit_rows.len(),
         if stage == Stage::AfterFirstDdl { 2 } else { 1 },
-        "{t1:?}"
+        "{hit_rows:?}"
     );
-    assert_eq!(fleet.audit(2).await, ["applied"]);
+    assert_eq!(fleet.audit(other).await, ["applied"]);
     assert!(fleet.audit(3).await.is_empty());
     pool.close().await;
 }
@@ -341,10 +348,8 @@ async fn remediation_future_dropped_mid_ddl_is_settled_by_the_next_run() {
     .execute(&mut *blocker)
     .await
     .expect("read");
-    let options = contract_sqlx::remediation::ApplyOptions {
-        lock_timeout: Duration::from_secs(60),
-        ..Default::default()
-    };
+    let options = contract_sqlx::remediation::ApplyOptions::default()
+        .with_lock_timeout(Duration::from_secs(60));
     let run = {
         let (dir, contracts) = (dir.clone(), contracts.clone());
         tokio::spawn(async move {
@@ -399,7 +404,7 @@ async fn remediation_future_dropped_mid_ddl_is_settled_by_the_next_run() {
 
 // ---- the guard ----
 
-fn guard_builder(fleet: &Fleet) -> contract_sqlx::GuardBuilder<MySql> {
+fn guard_builder(fleet: &Fleet) -> contract_sqlx::guard::GuardBuilder<MySql> {
     Guard::<MySql>::builder()
         .contract::<Event>()
         .tenants(fleet.tenants())

@@ -368,10 +368,8 @@ async fn remediation_future_dropped_mid_ddl_applies_nothing_and_leaves_nothing_o
         "LOCK TABLE tenant_1.events IN ACCESS SHARE MODE",
     )
     .await;
-    let options = contract_sqlx::remediation::ApplyOptions {
-        lock_timeout: Duration::from_secs(60),
-        ..Default::default()
-    };
+    let options = contract_sqlx::remediation::ApplyOptions::default()
+        .with_lock_timeout(Duration::from_secs(60));
     let run = {
         let (dir, contracts) = (dir.clone(), contracts.clone());
         tokio::spawn(async move {
@@ -564,7 +562,7 @@ async fn quarantine_cut_mid_move_keeps_each_message_in_exactly_one_place() {
 
 // ---- the guard ----
 
-fn guard_builder() -> contract_sqlx::GuardBuilder<Postgres> {
+fn guard_builder() -> contract_sqlx::guard::GuardBuilder<Postgres> {
     Guard::<Postgres>::builder()
         .contract::<Event>()
         .tenants(Tenants::schemas_like("tenant_%"))

@@ -134,10 +134,7 @@ impl Fleet {
 }
 
 fn options() -> ApplyOptions {
-    ApplyOptions {
-        lock_timeout: Duration::from_secs(5),
-        ..ApplyOptions::default()
-    }
+    ApplyOptions::default().with_lock_timeout(Duration::from_secs(5))
 }
 
 #[tokio::test]
@@ -391,12 +388,10 @@ async fn lock_wait_timeout_is_retried_with_backoff_then_applies() {
     .execute(&mut *blocker)
     .await
     .expect("read");
-    let options = ApplyOptions {
-        lock_timeout: Duration::from_secs(1),
-        base_backoff: Duration::from_secs(1),
-        max_attempts: 3,
-        ..ApplyOptions::default()
-    };
+    let options = ApplyOptions::default()
+        .with_lock_timeout(Duration::from_secs(1))
+        .with_base_backoff(Duration::from_secs(1))
+        .with_max_attempts(3);
     let run = {
         let (dir, contracts, options) = (dir.clone(), contracts.clone(), options.clone());
         tokio::spawn(async move {
@@ -453,12 +448,10 @@ async fn lock_wait_timeout_exhausted_fails_with_the_tenant_unchanged() {
     .execute(&mut *blocker)
     .await
     .expect("read");
-    let options = ApplyOptions {
-        lock_timeout: Duration::from_secs(1),
-        base_backoff: Duration::from_millis(50),
-        max_attempts: 2,
-        ..ApplyOptions::default()
-    };
+    let options = ApplyOptions::default()
+        .with_lock_timeout(Duration::from_secs(1))
+        .with_base_backoff(Duration::from_millis(50))
+        .with_max_attempts(2);
     let run = remediate(&dir, &contracts, Remediation::SafeOnly)
         .options(options.clone())
         .run()
@@ -507,10 +500,7 @@ async fn pending_audit_row_left_by_an_interrupted_apply_is_reconciled_on_the_nex
         .await;
     let dir = fleet.directory(&pool).await;
     let contracts = ContractSet::<MySql>::new().with::<Event>();
-    let options = ApplyOptions {
-        lock_timeout: Duration::from_secs(30),
-        ..ApplyOptions::default()
-    };
+    let options = ApplyOptions::default().with_lock_timeout(Duration::from_secs(30));
     let url = support::mysql_url();
     // A reader's open transaction holds the table's metadata lock: the ALTER waits for it.
     let mut reader = sqlx::MySqlConnection::connect(&url).await.expect("reader");

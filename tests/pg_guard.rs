@@ -367,11 +367,9 @@ async fn failed_remediation_is_retried_with_backoff_until_it_succeeds() {
         .execute(&mut *blocker)
         .await
         .expect("lock");
-    let options = contract_sqlx::remediation::ApplyOptions {
-        lock_timeout: Duration::from_millis(100),
-        max_attempts: 1,
-        ..contract_sqlx::remediation::ApplyOptions::default()
-    };
+    let options = contract_sqlx::remediation::ApplyOptions::default()
+        .with_lock_timeout(Duration::from_millis(100))
+        .with_max_attempts(1);
     let guard = Guard::<Postgres>::builder()
         .contract::<Event>()
         .tenants(Tenants::schemas_like("tenant_%"))

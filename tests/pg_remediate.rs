@@ -220,10 +220,7 @@ async fn killed_backend_mid_transaction_leaves_tenant_unchanged_and_next_run_suc
         .execute(&mut *blocker)
         .await
         .expect("lock");
-    let options = ApplyOptions {
-        lock_timeout: Duration::from_secs(60),
-        ..ApplyOptions::default()
-    };
+    let options = ApplyOptions::default().with_lock_timeout(Duration::from_secs(60));
     let run = {
         let (dir, contracts, options) = (dir.clone(), contracts.clone(), options.clone());
         tokio::spawn(async move {
@@ -505,10 +502,7 @@ async fn advisory_lock_keys_collide_across_tenants() {
     .expect("lock");
     let replica_a = {
         let (dir, contracts) = (list_directory(&scratch.pool, held).await, contracts.clone());
-        let options = ApplyOptions {
-            lock_timeout: Duration::from_secs(60),
-            ..ApplyOptions::default()
-        };
+        let options = ApplyOptions::default().with_lock_timeout(Duration::from_secs(60));
         tokio::spawn(async move {
             remediate(&dir, &contracts, Remediation::SafeOnly)
                 .options(options)
@@ -535,10 +529,7 @@ async fn advisory_lock_keys_collide_across_tenants() {
 
     // Replica B remediates `other` meanwhile: a different tenant, so it must not wait for A.
     let dir = list_directory(&scratch.pool, other).await;
-    let options = ApplyOptions {
-        advisory_lock_wait: Duration::from_secs(3),
-        ..ApplyOptions::default()
-    };
+    let options = ApplyOptions::default().with_advisory_lock_wait(Duration::from_secs(3));
     let run = remediate(&dir, &contracts, Remediation::SafeOnly)
         .options(options)
         .run()

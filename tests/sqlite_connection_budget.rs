@@ -13,7 +13,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use contract_sqlx::{ConnectionBudget, Contract, Guard, check::ContractSet, sqlite_tenant_files};
+use contract_sqlx::tenants::ConnectionBudget;
+use contract_sqlx::{Contract, Guard, check::ContractSet, sqlite_tenant_files};
 use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions};
 use sqlx::{ConnectOptions, Connection, Sqlite};
 

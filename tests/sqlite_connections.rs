@@ -11,8 +11,10 @@ use std::time::Duration;
 
 use contract_sqlx::plan::Remediation;
 use contract_sqlx::{
-    ConnectionBudget, Contract, Guard, SchemaEpoch, check::ContractSet, remediate,
-    sqlite_tenant_files_with,
+    Contract, Guard, SchemaEpoch,
+    check::ContractSet,
+    remediate,
+    tenants::{ConnectionBudget, sqlite_tenant_files_with},
 };
 use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions};
 use sqlx::{ConnectOptions, Connection, Sqlite, SqliteConnection};

@@ -8,7 +8,7 @@ use crate::model::{ColumnContract, TableContract};
 /// What the type oracle says about one (contracted column, live column) pair.
 ///
 /// The verdict itself is sqlx's (`compatible()` on the type info the driver reports for
-/// the live column, DESIGN D1); the oracle adds the dialect rules `compatible()` lacks.
+/// the live column, `ARCHITECTURE.md` D1); the oracle adds the dialect rules `compatible()` lacks.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TypeFit {
     /// sqlx's verdict: a non-NULL value of the live type decodes into the field type.
@@ -66,7 +66,7 @@ pub struct DiffScope<'a> {
 
 /// Compares one contract with one live table (`None`: the table does not exist).
 ///
-/// Only what the consumer reads matters: extra columns are never findings (DESIGN D2).
+/// Only what the consumer reads matters: extra columns are never findings (`ARCHITECTURE.md` D2).
 /// Findings come out in contract column order, so the result is deterministic.
 ///
 /// Columns are matched as the dialect resolves names: on SQLite and MySQL a column

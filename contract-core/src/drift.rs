@@ -1,4 +1,4 @@
-//! Typed drift findings (DESIGN D4).
+//! Typed drift findings (`ARCHITECTURE.md` D4).
 
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -6,6 +6,7 @@ use std::fmt;
 /// What kind of difference a finding is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum DriftKind {
     /// The contracted table does not exist.
     MissingTable,
@@ -52,6 +53,7 @@ impl fmt::Display for DriftKind {
 /// How bad a finding is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum Severity {
     /// Worth knowing, never fails decoding.
     Info,
@@ -81,6 +83,7 @@ impl fmt::Display for Severity {
 
 /// One difference between a contract and a tenant's live schema.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct Finding {
     /// The tenant.
     pub tenant: String,

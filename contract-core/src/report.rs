@@ -9,6 +9,7 @@ use crate::ident::Dialect;
 /// A tenant's verdict.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "status", rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum Verdict {
     /// No finding at `at_risk` or worse.
     Compliant,
@@ -45,6 +46,7 @@ impl Verdict {
 
 /// One tenant in a fleet report.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct TenantReport {
     /// The tenant.
     pub tenant: String,
@@ -85,6 +87,7 @@ impl TenantReport {
 
 /// The result of checking every tenant against every contract.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct FleetReport {
     /// The backend.
     pub dialect: Dialect,

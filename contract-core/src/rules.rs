@@ -1,4 +1,4 @@
-//! Dialect rules that sqlx's `compatible()` does not cover (DESIGN D1): MySQL integer
+//! Dialect rules that sqlx's `compatible()` does not cover (`ARCHITECTURE.md` D1): MySQL integer
 //! width and SQLite type affinity. Pure functions, used by the backends' type oracles.
 
 use serde::{Deserialize, Serialize};

@@ -585,7 +585,7 @@ fn syntax(path: &syn::Path) -> String {
 mod tests {
     use super::*;
 
-    // The table in `reference/sqlx-facts.md` §3, observed from FromRow's own errors.
+    // FromRow's `rename_all` names, as observed from FromRow's own errors.
     #[test]
     fn rename_all_matches_observed_from_row_names() {
         let table = [

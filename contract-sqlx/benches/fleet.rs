@@ -1,6 +1,7 @@
-//! Fleet check benchmark (DESIGN D3): the guard's full fleet check against the floor (the
-//! same single catalog query, rows fetched and dropped) and against the naive approach (per
-//! tenant, `information_schema` queries for the same columns and keys), measured in one run.
+//! Fleet check benchmark (`ARCHITECTURE.md` D3): the guard's full fleet check against the
+//! floor (the same single catalog query, rows fetched and dropped) and against the naive
+//! approach (per tenant, `information_schema` queries for the same columns and keys),
+//! measured in one run.
 //!
 //! ```text
 //! cargo bench -p contract-sqlx --bench fleet -- --tenants 1000

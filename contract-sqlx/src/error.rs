@@ -10,10 +10,13 @@ pub enum Error {
     #[error(transparent)]
     Ident(#[from] IdentError),
     /// A database call failed.
-    #[error("{context} failed{}; check that the server is up and the role may read the catalog", tenant_suffix(.tenant))]
+    #[error("{context} failed{}; {hint}", tenant_suffix(.tenant))]
     Database {
-        /// What was being done (`introspecting tenants`, `resolving live types`, ...).
+        /// What was being done (`introspecting tenants`, `saving a pause`, ...).
         context: &'static str,
+        /// What to check, specific to what was being done (the catalog's privileges for an
+        /// introspection, the control-plane tables for a pause, ...).
+        hint: &'static str,
         /// The tenant concerned, if one.
         tenant: Option<String>,
         /// The driver's error.
@@ -175,15 +178,55 @@ fn tenant_suffix(tenant: &Option<String>) -> String {
         .unwrap_or_default()
 }
 
+/// What to check when a database call fails, by what the call was doing.
+pub(crate) mod hint {
+    /// Reading the catalog: introspection, type resolution, tenant discovery.
+    pub(crate) const CATALOG: &str =
+        "check that the server is up and the role may read the catalog";
+    /// Reading or writing the guard's control-plane tables (pauses, tenant status, approvals,
+    /// replicas).
+    pub(crate) const CONTROL_PLANE: &str = "check that the server is up and the role may read and write the control-plane tables (`ControlPlane::ensure` creates them)";
+    /// Creating the guard's own tables.
+    pub(crate) const CREATE_TABLES: &str =
+        "grant CREATE on the schema or database, or create the tables beforehand";
+    /// Running the user's tenant registry query.
+    pub(crate) const REGISTRY: &str = "check the registry query and that the role may run it";
+    /// Connecting a pool.
+    pub(crate) const CONNECT: &str = "check the database URL and that the server is up";
+    /// Reading or writing a table of the consumer's (a queue, the audit table).
+    pub(crate) const TABLE: &str =
+        "check that the server is up and the table exists and the role may use it";
+    /// Anything else: only the connection is in doubt.
+    pub(crate) const SERVER: &str = "check that the server is up and reachable";
+}
+
 impl Error {
-    /// A database error with context.
+    /// A failed catalog read (introspection, type resolution, tenant discovery).
     pub(crate) fn db(
         context: &'static str,
+        tenant: Option<&str>,
+    ) -> impl FnOnce(sqlx::Error) -> Self {
+        Self::db_hint(context, hint::CATALOG, tenant)
+    }
+
+    /// A failed read or write of the control-plane tables.
+    pub(crate) fn control(
+        context: &'static str,
+        tenant: Option<&str>,
+    ) -> impl FnOnce(sqlx::Error) -> Self {
+        Self::db_hint(context, hint::CONTROL_PLANE, tenant)
+    }
+
+    /// A failed database call, with what to check (one of [`hint`]'s constants).
+    pub(crate) fn db_hint(
+        context: &'static str,
+        hint: &'static str,
         tenant: Option<&str>,
     ) -> impl FnOnce(sqlx::Error) -> Self {
         let tenant = tenant.map(str::to_owned);
         move |source| Error::Database {
             context,
+            hint,
             tenant,
             source,
         }
@@ -203,4 +246,30 @@ pub(crate) fn error_chain(error: &dyn std::error::Error) -> String {
         source = s.source();
     }
     text
+}
+
+#[cfg(all(test, feature = "sqlite"))]
+mod tests {
+    use crate::control::{ControlPlane, PauseRequest};
+
+    /// A failed pause write names the control-plane tables, not the catalog (the catalog
+    /// hint used to be on every database error).
+    #[tokio::test]
+    async fn a_failed_pause_write_says_what_to_check() {
+        let pool = sqlx::SqlitePool::connect("sqlite::memory:")
+            .await
+            .expect("in-memory SQLite");
+        // No `ensure`: the pauses table is missing.
+        let error = ControlPlane::default()
+            .pause(&pool, PauseRequest::tenant("tenant_1").by("alice"))
+            .await
+            .expect_err("no control-plane tables");
+        let message = error.to_string();
+        assert!(
+            message.starts_with("saving a pause failed for tenant `tenant_1`;"),
+            "{message}"
+        );
+        assert!(message.contains("control-plane tables"), "{message}");
+        assert!(!message.contains("catalog"), "{message}");
+    }
 }

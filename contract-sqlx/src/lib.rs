@@ -10,8 +10,9 @@
 //! The path a consumer takes, in order: [derive a contract](#1-a-contract-is-the-struct-you-already-have)
 //! → [check the fleet](#2-check-the-fleet) → [guard the consumer](#3-guard-a-consumer-start-up-check-and-a-gate-per-batch)
 //! → [remediate](#4-remediation-stays-safe) → [payloads and quarantine](#5-payload-contracts-and-quarantine)
-//! → [contract tests in CI](#6-contract-tests-in-your-ci). The plumbing lives in modules:
-//! [`check`], [`guard`], [`remediation`], [`payload`], [`quarantine`], [`testing`],
+//! → [contract tests in CI](#6-contract-tests-in-your-ci). The root holds only what that path
+//! names; the plumbing lives in modules: [`check`], [`tenants`], [`guard`], [`control`]
+//! (the state replicas share), [`remediation`], [`payload`], [`quarantine`], [`testing`],
 //! [`plan`], [`report`], [`model`] and [`backend`].
 //!
 //! # 1. A contract is the struct you already have
@@ -207,9 +208,9 @@ pub use contract_core::{Contract, FleetReport, TenantName};
 #[cfg(feature = "derive")]
 pub use contract_derive::Contract;
 pub use error::{Error, Result};
-pub use guard::{Gate, Guard, GuardBuilder, Permit};
+pub use guard::{Gate, Guard, Permit};
 pub use remediation::{SchemaEpoch, remediate};
 #[cfg(feature = "sqlite")]
 #[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
-pub use sqlite::{ConnectionBudget, sqlite_tenant_files, sqlite_tenant_files_with};
+pub use sqlite::sqlite_tenant_files;
 pub use tenants::{TenantDirectory, Tenants};

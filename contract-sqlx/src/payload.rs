@@ -77,6 +77,7 @@ impl fmt::Display for RejectReason {
 /// A payload the contract rejected: what is wrong and where.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
 #[error("{message}")]
+#[non_exhaustive]
 pub struct Rejection {
     /// The kind of failure.
     pub reason: RejectReason,

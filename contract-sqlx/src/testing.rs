@@ -50,6 +50,7 @@ pub struct Snapshot {
 
 /// sqlx's verdict for one column, as recorded in a [`Snapshot`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct SnapshotVerdict {
     /// Column name.
     pub column: String,

@@ -136,13 +136,8 @@ impl Fleet for MySqlFleet {
     }
 
     fn apply_options(&self) -> ApplyOptions {
-        ApplyOptions {
-            audit: AuditConfig {
-                actor: "quickstart".into(),
-                ..AuditConfig::default() // `contract_audit` in each tenant database
-            },
-            ..ApplyOptions::default()
-        }
+        // `contract_audit` in each tenant database
+        ApplyOptions::default().with_audit(AuditConfig::default().with_actor("quickstart"))
     }
 
     fn queue_sql(&self, tenant: &TenantName) -> Result<QueueSql, BoxError> {

@@ -137,14 +137,11 @@ impl Fleet for PgFleet {
     }
 
     fn apply_options(&self) -> ApplyOptions {
-        ApplyOptions {
-            audit: AuditConfig {
-                schema: self.control_schema(),
-                table: "contract_audit".into(),
-                actor: "quickstart".into(),
-            },
-            ..ApplyOptions::default()
-        }
+        ApplyOptions::default().with_audit(
+            AuditConfig::default()
+                .with_schema(self.control_schema())
+                .with_actor("quickstart"),
+        )
     }
 
     fn queue_sql(&self, tenant: &TenantName) -> Result<QueueSql, BoxError> {

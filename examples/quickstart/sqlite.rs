@@ -124,13 +124,8 @@ impl Fleet for SqliteFleet {
     }
 
     fn apply_options(&self) -> ApplyOptions {
-        ApplyOptions {
-            audit: AuditConfig {
-                actor: "quickstart".into(),
-                ..AuditConfig::default() // `contract_audit` in each tenant file
-            },
-            ..ApplyOptions::default()
-        }
+        // `contract_audit` in each tenant file
+        ApplyOptions::default().with_audit(AuditConfig::default().with_actor("quickstart"))
     }
 
     fn queue_sql(&self, _tenant: &TenantName) -> Result<QueueSql, BoxError> {

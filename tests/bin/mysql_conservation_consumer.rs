@@ -265,10 +265,7 @@ async fn main() -> Result<(), BoxError> {
     // MySQL cannot drop the column on 3 tenants in one transaction: a pass may see the
     // first drift alone and wait for the tenant's lock (held by the test's "other
     // replica") while the other two drift unseen. A short wait keeps passes going.
-    let apply = ApplyOptions {
-        advisory_lock_wait: Duration::from_secs(1),
-        ..ApplyOptions::default()
-    };
+    let apply = ApplyOptions::default().with_advisory_lock_wait(Duration::from_secs(1));
     let guard = Guard::<MySql>::builder()
         .contract::<Processed>()
         .apply_options(apply)

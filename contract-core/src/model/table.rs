@@ -7,7 +7,7 @@ use super::column::{ColumnContract, Reference};
 /// The schema contract of one consumer struct: the table and the columns it reads.
 ///
 /// Extra live columns, tables and indexes are never drift: only what the consumer reads
-/// (DESIGN D2).
+/// (`ARCHITECTURE.md` D2).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TableContract {
     /// Name of the Rust struct the contract was derived from.

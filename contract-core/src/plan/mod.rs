@@ -1,4 +1,4 @@
-//! Remediation planning (DESIGN D5): from a tenant's drift to an ordered, deterministic
+//! Remediation planning (`ARCHITECTURE.md` D5): from a tenant's drift to an ordered, deterministic
 //! plan of quoted DDL steps, each with its lock and hazards, plus the findings it refuses
 //! to fix and why.
 
@@ -46,6 +46,7 @@ pub struct TableInput<'a> {
 
 /// The plan for one tenant: steps in order, refusals, and the hash that approves it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct TenantPlan {
     /// The tenant.
     pub tenant: String,

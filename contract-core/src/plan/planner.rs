@@ -1,4 +1,4 @@
-//! Findings → steps and refusals, per dialect (rules: schema-diff-prior-art §4, §5, §7).
+//! Findings → steps and refusals, per dialect (the rules are in `ARCHITECTURE.md` section 5).
 
 use super::rebuild::{TypeChange, rebuild_step};
 use super::render::Target;

@@ -7,6 +7,7 @@ use super::{PlanStep, TenantPlan};
 /// What the guard may do about drift.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "mode", content = "plan_hash", rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum Remediation {
     /// Report only; no plan is made.
     Off,

@@ -1,4 +1,4 @@
-//! SQLite type changes by table rebuild (schema-diff-prior-art §4 rule 33; sqlite.org
+//! SQLite type changes by table rebuild (`ARCHITECTURE.md` section 5, SQLite; sqlite.org
 //! "Making Other Kinds Of Table Schema Changes").
 //!
 //! SQLite's `ALTER TABLE` cannot change a column's type, so the table is re-created from

@@ -5,10 +5,11 @@ use std::fmt;
 
 use crate::drift::DriftKind;
 
-/// Why a step is not safe to run unattended (DESIGN D5). Every hazard needs an approval
+/// Why a step is not safe to run unattended (`ARCHITECTURE.md` D5). Every hazard needs an approval
 /// of the exact plan hash.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum Hazard {
     /// The table (and its indexes) is rewritten.
     TableRewrite,
@@ -69,6 +70,7 @@ impl fmt::Display for Hazard {
 /// The strongest lock a step takes (PostgreSQL names; MySQL/SQLite map onto them).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum LockLevel {
     /// No lock on existing tables (a new table).
     None,
@@ -117,6 +119,7 @@ impl fmt::Display for LockLevel {
 /// What a step does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum Action {
     /// CREATE TABLE.
     CreateTable,
@@ -159,6 +162,7 @@ impl fmt::Display for Action {
 
 /// One step of a plan: its SQL, what it fixes, its lock and hazards.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct PlanStep {
     /// The table changed.
     pub table: String,
@@ -212,6 +216,7 @@ impl fmt::Display for PlanStep {
 
 /// A finding the planner will not fix, and why.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct Refusal {
     /// The table.
     pub table: String,

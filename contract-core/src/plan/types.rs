@@ -92,8 +92,9 @@ pub fn pg_canonical(name: &str) -> String {
 }
 
 /// How a PostgreSQL `ALTER COLUMN TYPE` from `from` to `to` behaves
-/// (reference: schema-diff-prior-art §5, measured on PostgreSQL 15).
+/// (`ARCHITECTURE.md` section 5, type changes; measured on PostgreSQL 15).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum PgTypeChange {
     /// Metadata-only: brief ACCESS EXCLUSIVE.
     MetadataOnly,

@@ -20,7 +20,7 @@ use crate::error::{Error, Result};
 use crate::remediation::ApplyJob;
 use crate::remediation::{AuditConfig, AuditRecord, ReconciledAudit};
 
-/// Live type key → the type info row decoding sees for it (DESIGN D1, D3).
+/// Live type key → the type info row decoding sees for it (`ARCHITECTURE.md` D1, D3).
 pub type TypeMap<DB> = HashMap<String, <DB as Database>::TypeInfo>;
 
 /// A backend the guard can check: one per enabled sqlx driver.

@@ -43,7 +43,7 @@ use sqlx::Pool;
 
 pub use store::ControlStore;
 pub(crate) use store::heartbeat_expiry;
-pub use types::{Approval, ApprovalRequest, ApprovalTarget, Replica, TenantStatus};
+pub use types::{Approval, ApprovalRequest, ApprovalTarget, PauseRequest, Replica, TenantStatus};
 
 use crate::error::{Error, Result};
 use crate::guard::{PauseInfo, PausedBy};
@@ -134,17 +134,14 @@ impl ControlPlane {
     pub async fn pause<DB: ControlStore>(
         &self,
         pool: &Pool<DB>,
-        tenant: &str,
-        queue: Option<&str>,
-        operator: &str,
-        reason: &str,
+        request: PauseRequest,
     ) -> Result<PauseInfo> {
-        let tenant = contract_core::TenantName::new(tenant)?;
+        let tenant = contract_core::TenantName::new(&request.tenant)?;
         let pause = PauseInfo {
             tenant: tenant.to_string(),
-            queue: queue.map(str::to_owned),
-            paused_by: PausedBy::Operator(operator.to_owned()),
-            reason: reason.to_owned(),
+            queue: request.queue,
+            paused_by: PausedBy::Operator(request.operator),
+            reason: request.reason,
             findings: Vec::new(),
             plan_hash: None,
             expected_fingerprint: None,

@@ -9,7 +9,7 @@ use sqlx::Row;
 use super::sql::ControlSql;
 use super::{Approval, ApprovalTarget, ControlPlane, Replica, TenantStatus};
 use crate::backend::Backend;
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, hint};
 use crate::guard::{PauseInfo, PausedBy};
 
 /// A backend that can hold the control plane: PostgreSQL, MySQL/MariaDB and SQLite. Its
@@ -246,8 +246,7 @@ macro_rules! impl_control_store {
         #[cfg(feature = $feature)]
         impl ControlStore for $db {
             async fn ensure(pool: &sqlx::Pool<Self>, plane: &ControlPlane) -> Result<()> {
-                let context =
-                    "creating the control plane tables (grant CREATE, or create them beforehand)";
+                let context = "creating the control-plane tables";
                 $create(pool, sql(SQL.create, plane, Self::DIALECT)?, context).await
             }
 
@@ -262,11 +261,11 @@ macro_rules! impl_control_store {
                 )?))
                 .fetch_all(pool)
                 .await
-                .map_err(Error::db("reading pauses", None))?;
+                .map_err(Error::control("reading pauses", None))?;
                 rows.iter()
                     .map(|row| Ok(decode!(pause, row)))
                     .collect::<std::result::Result<_, sqlx::Error>>()
-                    .map_err(Error::db("reading pauses", None))
+                    .map_err(Error::control("reading pauses", None))
             }
 
             async fn save_pause(
@@ -291,7 +290,7 @@ macro_rules! impl_control_store {
                 .bind(time_text(pause.since))
                 .execute(pool)
                 .await
-                .map_err(Error::db("saving a pause", Some(&pause.tenant)))?;
+                .map_err(Error::control("saving a pause", Some(&pause.tenant)))?;
                 Ok(())
             }
 
@@ -312,7 +311,7 @@ macro_rules! impl_control_store {
                 .bind(kind(by))
                 .execute(pool)
                 .await
-                .map_err(Error::db("removing a pause", Some(tenant)))?;
+                .map_err(Error::control("removing a pause", Some(tenant)))?;
                 Ok(())
             }
 
@@ -328,11 +327,11 @@ macro_rules! impl_control_store {
                 )?))
                 .fetch_all(pool)
                 .await
-                .map_err(Error::db(context, None))?;
+                .map_err(Error::control(context, None))?;
                 rows.iter()
                     .map(|row| Ok(decode!(tenant, row)))
                     .collect::<std::result::Result<_, sqlx::Error>>()
-                    .map_err(Error::db(context, None))
+                    .map_err(Error::control(context, None))
             }
 
             async fn save_tenants(
@@ -345,7 +344,7 @@ macro_rules! impl_control_store {
                     return Ok(());
                 }
                 let statement = sql(SQL.save_tenant, plane, Self::DIALECT)?;
-                let mut tx = pool.begin().await.map_err(Error::db(context, None))?;
+                let mut tx = pool.begin().await.map_err(Error::control(context, None))?;
                 for status in statuses {
                     sqlx::query(sqlx::AssertSqlSafe(statement.as_str()))
                         .bind(&status.tenant)
@@ -363,9 +362,9 @@ macro_rules! impl_control_store {
                         .bind(&status.replica)
                         .execute(&mut *tx)
                         .await
-                        .map_err(Error::db(context, Some(&status.tenant)))?;
+                        .map_err(Error::control(context, Some(&status.tenant)))?;
                 }
-                tx.commit().await.map_err(Error::db(context, None))
+                tx.commit().await.map_err(Error::control(context, None))
             }
 
             async fn delete_tenants(
@@ -380,7 +379,7 @@ macro_rules! impl_control_store {
                         .bind(tenant)
                         .execute(pool)
                         .await
-                        .map_err(Error::db(context, Some(tenant)))?;
+                        .map_err(Error::control(context, Some(tenant)))?;
                 }
                 Ok(())
             }
@@ -404,7 +403,7 @@ macro_rules! impl_control_store {
                 .bind(signed(approval.tenant_cap))
                 .execute(pool)
                 .await
-                .map_err(Error::db("recording an approval", None))?;
+                .map_err(Error::control("recording an approval", None))?;
                 Ok(())
             }
 
@@ -423,7 +422,7 @@ macro_rules! impl_control_store {
                 .bind(id)
                 .execute(pool)
                 .await
-                .map_err(Error::db("revoking an approval", None))?;
+                .map_err(Error::control("revoking an approval", None))?;
                 Ok(done.rows_affected() == 1)
             }
 
@@ -439,11 +438,11 @@ macro_rules! impl_control_store {
                 )?))
                 .fetch_all(pool)
                 .await
-                .map_err(Error::db(context, None))?;
+                .map_err(Error::control(context, None))?;
                 rows.iter()
                     .map(|row| Ok(decode!(approval, row)))
                     .collect::<std::result::Result<_, sqlx::Error>>()
-                    .map_err(Error::db(context, None))
+                    .map_err(Error::control(context, None))
             }
 
             async fn reserve_approval(
@@ -459,7 +458,10 @@ macro_rules! impl_control_store {
                 .bind(id)
                 .execute(pool)
                 .await
-                .map_err(Error::db("counting a tenant against an approval", None))?;
+                .map_err(Error::control(
+                    "counting a tenant against an approval",
+                    None,
+                ))?;
                 Ok(done.rows_affected() == 1)
             }
 
@@ -476,7 +478,10 @@ macro_rules! impl_control_store {
                 .bind(id)
                 .execute(pool)
                 .await
-                .map_err(Error::db("returning a tenant to an approval's cap", None))?;
+                .map_err(Error::control(
+                    "returning a tenant to an approval's cap",
+                    None,
+                ))?;
                 Ok(())
             }
 
@@ -498,7 +503,7 @@ macro_rules! impl_control_store {
                 .bind(time_text(replica.started_at))
                 .execute(pool)
                 .await
-                .map_err(Error::db("recording the replica's heartbeat", None))?;
+                .map_err(Error::control("recording the replica's heartbeat", None))?;
                 Ok(())
             }
 
@@ -515,7 +520,7 @@ macro_rules! impl_control_store {
                 .bind(replica_id)
                 .execute(pool)
                 .await
-                .map_err(Error::db("removing the replica's registration", None))?;
+                .map_err(Error::control("removing the replica's registration", None))?;
                 Ok(())
             }
 
@@ -531,11 +536,11 @@ macro_rules! impl_control_store {
                 )?))
                 .fetch_all(pool)
                 .await
-                .map_err(Error::db(context, None))?;
+                .map_err(Error::control(context, None))?;
                 rows.iter()
                     .map(|row| Ok(decode!(replica, row)))
                     .collect::<std::result::Result<_, sqlx::Error>>()
-                    .map_err(Error::db(context, None))
+                    .map_err(Error::control(context, None))
             }
         }
     };
@@ -555,7 +560,7 @@ macro_rules! create_plain {
             sqlx::raw_sql(sqlx::AssertSqlSafe(ddl))
                 .execute(pool)
                 .await
-                .map_err(Error::db(context, None))?;
+                .map_err(Error::db_hint(context, hint::CREATE_TABLES, None))?;
             Ok(())
         }
     };

@@ -209,6 +209,65 @@ impl ApprovalRequest {
     }
 }
 
+/// An operator pause to record with [`super::ControlPlane::pause`]: a tenant (or one of its
+/// queues), who pauses and why.
+///
+/// ```
+/// use contract_sqlx::control::PauseRequest;
+///
+/// let request = PauseRequest::tenant("tenant_42")
+///     .queue("emails")
+///     .by("alice")
+///     .reason("provider outage");
+/// assert_eq!(request.operator, "alice");
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PauseRequest {
+    /// The tenant.
+    pub tenant: String,
+    /// The queue, when only one queue is paused.
+    pub queue: Option<String>,
+    /// Who pauses (default: `contract-guard@<host>/<pid>`).
+    pub operator: String,
+    /// Why, in one sentence (default: `paused by an operator`).
+    pub reason: String,
+}
+
+impl PauseRequest {
+    /// Pauses every queue of `tenant`.
+    #[must_use]
+    pub fn tenant(tenant: impl Into<String>) -> Self {
+        Self {
+            tenant: tenant.into(),
+            queue: None,
+            operator: crate::remediation::AuditConfig::default().actor,
+            reason: "paused by an operator".to_owned(),
+        }
+    }
+
+    /// Pauses only this queue of the tenant.
+    #[must_use]
+    pub fn queue(mut self, queue: impl Into<String>) -> Self {
+        self.queue = Some(queue.into());
+        self
+    }
+
+    /// Who pauses.
+    #[must_use]
+    pub fn by(mut self, operator: impl Into<String>) -> Self {
+        self.operator = operator.into();
+        self
+    }
+
+    /// Why, in one sentence (shown by the gate and stored with the pause).
+    #[must_use]
+    pub fn reason(mut self, reason: impl Into<String>) -> Self {
+        self.reason = reason.into();
+        self
+    }
+}
+
 /// A running guard, as it registers itself with a heartbeat: which contract version it
 /// serves, so a plan that would break that version waits while it runs.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -163,15 +163,13 @@ impl<DB: ControlStore> GuardBuilder<DB> {
         options: sqlx::pool::PoolOptions<DB>,
         url: &str,
     ) -> Result<(Pool<DB>, Guard<DB>)> {
-        let pool =
-            self.epoch
-                .install(options)
-                .connect(url)
-                .await
-                .map_err(crate::error::Error::db(
-                    "connecting the consumer pool (check the database URL)",
-                    None,
-                ))?;
+        let pool = self.epoch.install(options).connect(url).await.map_err(
+            crate::error::Error::db_hint(
+                "connecting the consumer pool",
+                crate::error::hint::CONNECT,
+                None,
+            ),
+        )?;
         let guard = self.start(&pool).await?;
         Ok((pool, guard))
     }

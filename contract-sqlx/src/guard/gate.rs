@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 /// Who paused a tenant.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(tag = "kind", content = "name", rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum PausedBy {
     /// The guard, because of drift; lifts itself when the tenant complies again.
     Guard,
@@ -27,6 +28,7 @@ impl std::fmt::Display for PausedBy {
 
 /// Why a tenant (or one of its queues) is paused.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct PauseInfo {
     /// The tenant.
     pub tenant: String,

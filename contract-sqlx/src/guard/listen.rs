@@ -6,7 +6,7 @@ use sqlx::{PgPool, Postgres};
 
 use super::Guard;
 use crate::error::error_chain;
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, hint};
 
 /// The `NOTIFY` channel the trigger uses; the payload is the schema name.
 pub const DDL_CHANNEL: &str = "contract_schema_change";
@@ -70,16 +70,18 @@ CREATE EVENT TRIGGER contract_drop_notify ON sql_drop EXECUTE FUNCTION public.co
 /// [`Error::Privilege`] when the role may not create event triggers; [`Error::Database`]
 /// for other failures.
 pub async fn install_ddl_trigger(pool: &PgPool) -> Result<()> {
-    let mut tx = pool
-        .begin()
-        .await
-        .map_err(Error::db("installing the DDL event trigger", None))?;
+    let mut tx = pool.begin().await.map_err(Error::db_hint(
+        "installing the DDL event trigger",
+        hint::SERVER,
+        None,
+    ))?;
     let installed = sqlx::raw_sql(INSTALL).execute(&mut *tx).await;
     match installed {
-        Ok(_) => tx
-            .commit()
-            .await
-            .map_err(Error::db("installing the DDL event trigger", None)),
+        Ok(_) => tx.commit().await.map_err(Error::db_hint(
+            "installing the DDL event trigger",
+            hint::SERVER,
+            None,
+        )),
         Err(e)
             if e.as_database_error()
                 .and_then(|d| d.code())
@@ -92,7 +94,11 @@ pub async fn install_ddl_trigger(pool: &PgPool) -> Result<()> {
                 source: e,
             })
         }
-        Err(e) => Err(Error::db("installing the DDL event trigger", None)(e)),
+        Err(e) => Err(Error::db_hint(
+            "installing the DDL event trigger",
+            hint::SERVER,
+            None,
+        )(e)),
     }
 }
 
@@ -110,13 +116,18 @@ impl Guard<Postgres> {
     pub async fn listen_for_ddl(&self) -> Result<tokio::task::JoinHandle<()>> {
         let mut listener = PgListener::connect_with(&self.inner.control)
             .await
-            .map_err(Error::db("listening for DDL notifications", None))?;
+            .map_err(Error::db_hint(
+                "listening for DDL notifications",
+                hint::SERVER,
+                None,
+            ))?;
         // Reconnect here, not silently inside `try_recv`: the pass must follow the new LISTEN.
         listener.eager_reconnect(false);
-        listener
-            .listen(DDL_CHANNEL)
-            .await
-            .map_err(Error::db("listening for DDL notifications", None))?;
+        listener.listen(DDL_CHANNEL).await.map_err(Error::db_hint(
+            "listening for DDL notifications",
+            hint::SERVER,
+            None,
+        ))?;
         let weak = std::sync::Arc::downgrade(&self.inner);
         Ok(tokio::spawn(async move {
             let mut lost = false;

@@ -196,7 +196,7 @@ impl<DB: ControlStore> Guard<DB> {
     ///
     /// [`crate::Error::InvalidApproval`] for a malformed hash or shape,
     /// [`crate::Error::Unsupported`] for a guard without a control plane
-    /// ([`crate::GuardBuilder::in_memory_control`]), or the table cannot be written.
+    /// ([`crate::guard::GuardBuilder::in_memory_control`]), or the table cannot be written.
     pub async fn approve(&self, request: ApprovalRequest) -> Result<Approval> {
         let plane = self.plane("approvals")?;
         let approval = plane.approve(&self.inner.control, request).await?;

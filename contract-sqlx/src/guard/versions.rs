@@ -107,15 +107,12 @@ mod tests {
     }
 
     fn step(action: Action, column: &str) -> PlanStep {
-        PlanStep {
-            table: "events".into(),
-            column: Some(column.into()),
-            action,
-            fixes: DriftKind::MissingColumn,
-            statements: Vec::new(),
-            lock: LockLevel::AccessExclusiveBrief,
-            hazards: Vec::new(),
-        }
+        serde_json::from_value(serde_json::json!({
+            "table": "events", "column": column, "action": action,
+            "fixes": DriftKind::MissingColumn, "statements": [],
+            "lock": LockLevel::AccessExclusiveBrief, "hazards": [],
+        }))
+        .expect("step")
     }
 
     #[test]

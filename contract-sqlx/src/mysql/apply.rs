@@ -1,7 +1,7 @@
-//! Remediation on MySQL / MariaDB (DESIGN D6). DDL commits implicitly, so there is no
+//! Remediation on MySQL / MariaDB (`ARCHITECTURE.md` D6). DDL commits implicitly, so there is no
 //! transaction to put the audit row in: it is written `pending` before the first
-//! statement and settled `applied` or `failed` afterwards (schema-diff-prior-art §4 rule
-//! 32). One dedicated connection per tenant holds the per-tenant user lock
+//! statement and settled `applied` or `failed` afterwards (`ARCHITECTURE.md` D6 and
+//! section 5). One dedicated connection per tenant holds the per-tenant user lock
 //! (`GET_LOCK`), the re-introspection under it, the session timeouts and the statements.
 
 use std::time::{Duration, Instant};
@@ -102,7 +102,7 @@ pub(super) async fn apply(pool: &MySqlPool, job: &ApplyJob<'_, MySql>) -> Result
     // closing it releases the lock.
     conn.close_on_drop();
     let lock = lock_name(tenant);
-    // Only one replica remediates a tenant at a time (DESIGN D10).
+    // Only one replica remediates a tenant at a time (`ARCHITECTURE.md` D10).
     let acquired: i64 = sqlx::query_scalar("SELECT COALESCE(GET_LOCK(?, ?), -1)")
         .bind(&lock)
         .bind(whole_seconds(job.options.advisory_lock_wait))

@@ -2,11 +2,11 @@
 //!
 //! * Introspection: `information_schema` (`TABLES` ⟕ `COLUMNS`, `KEY_COLUMN_USAGE`, and
 //!   MariaDB's `CHECK_CONSTRAINTS` to recognise its `JSON` alias), each one bulk query over
-//!   every tenant database, filtered on the contracted tables and columns (DESIGN D3).
+//!   every tenant database, filtered on the contracted tables and columns (`ARCHITECTURE.md` D3).
 //! * Types: `MySqlTypeInfo` has no public constructor, so each distinct live type key is
 //!   resolved by preparing `SELECT <columns> FROM <db>.<table>` on the first table that
 //!   has it: a fleet of identical tenants costs one prepare per distinct definition.
-//! * Fit: sqlx's `compatible()` (DESIGN D1) plus the value-dependent hazards it does not
+//! * Fit: sqlx's `compatible()` (`ARCHITECTURE.md` D1) plus the value-dependent hazards it does not
 //!   see: integer width, JSON text in a non-JSON column, UUID byte length.
 
 mod apply;
@@ -24,7 +24,7 @@ use crate::backend::resolve::{prepare_types, unresolved};
 use crate::backend::{Backend, TypeMap};
 use crate::check::ContractSet;
 use crate::check::TypeCheck;
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, hint};
 use crate::remediation::ApplyJob;
 use crate::remediation::{AuditConfig, AuditRecord, ReconciledAudit};
 
@@ -96,7 +96,11 @@ impl Backend for MySql {
         sqlx::query_scalar(sql)
             .fetch_all(pool)
             .await
-            .map_err(Error::db("running the tenant registry query", None))
+            .map_err(Error::db_hint(
+                "running the tenant registry query",
+                hint::REGISTRY,
+                None,
+            ))
     }
 
     fn describe_pool(pool: &Pool<Self>) -> String {

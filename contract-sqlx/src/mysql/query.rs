@@ -1,5 +1,5 @@
 //! Catalog SQL for MySQL / MariaDB: `information_schema`, one round trip per query for
-//! every tenant database's contracted tables (DESIGN D3).
+//! every tenant database's contracted tables (`ARCHITECTURE.md` D3).
 //!
 //! MySQL has no array parameters, so the `IN (...)` lists are built with one `?`
 //! placeholder per value and every value is bound; only the placeholder count depends on

@@ -11,7 +11,7 @@ use sqlx::{AssertSqlSafe, MySql, MySqlPool, SqlSafeStr};
 use super::apply::lock_name;
 use crate::backend::binds::placeholders;
 use crate::check::{ContractSet, check_tenant, snapshot};
-use crate::error::{Error, Result, error_chain};
+use crate::error::{Error, Result, error_chain, hint};
 use crate::remediation::{AuditConfig, ReconciledAudit, judge};
 
 /// Tenant databases read per `UNION ALL` query.
@@ -90,10 +90,11 @@ async fn pending_rows(
     for tenant in tenants {
         query = query.bind(tenant.as_str());
     }
-    let databases = query
-        .fetch_all(pool)
-        .await
-        .map_err(Error::db(context, None))?;
+    let databases =
+        query
+            .fetch_all(pool)
+            .await
+            .map_err(Error::db_hint(context, hint::TABLE, None))?;
     let mut rows = Vec::new();
     for chunk in databases.chunks(CHUNK) {
         let mut selects = Vec::with_capacity(chunk.len());
@@ -111,12 +112,11 @@ async fn pending_rows(
         for database in chunk {
             query = query.bind(database);
         }
-        rows.extend(
-            query
-                .fetch_all(pool)
-                .await
-                .map_err(Error::db(context, None))?,
-        );
+        rows.extend(query.fetch_all(pool).await.map_err(Error::db_hint(
+            context,
+            hint::TABLE,
+            None,
+        ))?);
     }
     Ok(rows)
 }
@@ -137,7 +137,7 @@ async fn settle(
         .bind(&lock)
         .fetch_one(&mut *conn)
         .await
-        .map_err(Error::db(context, Some(tenant.as_str())))?;
+        .map_err(Error::db_hint(context, hint::TABLE, Some(tenant.as_str())))?;
     if locked != Some(1) {
         return Ok(None);
     }
@@ -147,7 +147,7 @@ async fn settle(
         .execute(&mut *conn)
         .await;
     let settled = settled?;
-    released.map_err(Error::db(context, Some(tenant.as_str())))?;
+    released.map_err(Error::db_hint(context, hint::TABLE, Some(tenant.as_str())))?;
     Ok(settled)
 }
 
@@ -171,7 +171,7 @@ async fn settle_locked(
     // Audit tables created before the `evidence` column existed gain it here.
     super::apply::upgrade_audit_table(conn, tenant.as_str(), audit)
         .await
-        .map_err(Error::db(context, Some(tenant.as_str())))?;
+        .map_err(Error::db_hint(context, hint::TABLE, Some(tenant.as_str())))?;
     // language=SQL
     let update = format!(
         "UPDATE {table} SET status = ?, finished_at = UTC_TIMESTAMP(6), evidence = ? \
@@ -183,7 +183,7 @@ async fn settle_locked(
         .bind(&row.audit_id)
         .execute(&mut *conn)
         .await
-        .map_err(Error::db(context, Some(tenant.as_str())))?;
+        .map_err(Error::db_hint(context, hint::TABLE, Some(tenant.as_str())))?;
     Ok((updated.rows_affected() == 1).then(|| ReconciledAudit {
         audit_id: row.audit_id,
         tenant: tenant.to_string(),

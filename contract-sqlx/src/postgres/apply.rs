@@ -35,7 +35,7 @@ pub(super) async fn ensure_audit_table(pool: &PgPool, audit: &AuditConfig) -> Re
          ALTER TABLE {table} ADD COLUMN IF NOT EXISTS approval_id text,
              ADD COLUMN IF NOT EXISTS approved_by text"
     );
-    let context = "creating the audit table (grant CREATE on its schema, or create it beforehand)";
+    let context = "creating the audit table";
     super::ddl::create_under_lock(pool, "contract:audit-table", ddl, context).await
 }
 

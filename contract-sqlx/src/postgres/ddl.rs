@@ -4,7 +4,7 @@
 use sha2::{Digest, Sha256};
 use sqlx::{AssertSqlSafe, PgConnection, PgPool};
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, hint};
 
 /// Runs `ddl` (idempotent `CREATE … IF NOT EXISTS` statements) in one transaction under
 /// the advisory lock `lock`: replicas starting together would otherwise collide on the
@@ -15,15 +15,20 @@ pub(crate) async fn create_under_lock(
     ddl: String,
     context: &'static str,
 ) -> Result<()> {
-    let mut tx = pool.begin().await.map_err(Error::db(context, None))?;
+    let mut tx = pool
+        .begin()
+        .await
+        .map_err(Error::db_hint(context, hint::CREATE_TABLES, None))?;
     xact_lock(&mut tx, lock)
         .await
-        .map_err(Error::db(context, None))?;
+        .map_err(Error::db_hint(context, hint::CREATE_TABLES, None))?;
     sqlx::raw_sql(AssertSqlSafe(ddl))
         .execute(&mut *tx)
         .await
-        .map_err(Error::db(context, None))?;
-    tx.commit().await.map_err(Error::db(context, None))
+        .map_err(Error::db_hint(context, hint::CREATE_TABLES, None))?;
+    tx.commit()
+        .await
+        .map_err(Error::db_hint(context, hint::CREATE_TABLES, None))
 }
 
 /// Waits for the transaction-scoped advisory lock `name` (released at commit or rollback).

@@ -20,7 +20,7 @@ use sqlx::{AssertSqlSafe, Column, Executor, PgPool, Pool, Postgres, SqlSafeStr, 
 use crate::backend::{Backend, TypeMap};
 use crate::check::ContractSet;
 use crate::check::TypeCheck;
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, hint};
 use crate::remediation::ApplyJob;
 use crate::remediation::{AuditConfig, AuditRecord};
 
@@ -67,7 +67,7 @@ impl Backend for Postgres {
             return Ok(types);
         }
         // One prepared probe gives, per column, exactly the type info decoding sees
-        // (reference/sqlx-0.9-probe.md). The type names are `format_type` output, which
+        // (`ARCHITECTURE.md` D3). The type names are `format_type` output, which
         // PostgreSQL itself quotes; they come from the catalog, never from user input.
         match probe(pool, &keys).await {
             Ok(resolved) => types.extend(resolved),
@@ -112,7 +112,11 @@ impl Backend for Postgres {
         sqlx::query_scalar(sql)
             .fetch_all(pool)
             .await
-            .map_err(Error::db("running the tenant registry query", None))
+            .map_err(Error::db_hint(
+                "running the tenant registry query",
+                hint::REGISTRY,
+                None,
+            ))
     }
 
     fn describe_pool(pool: &Pool<Self>) -> String {

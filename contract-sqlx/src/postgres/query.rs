@@ -1,5 +1,5 @@
 //! Catalog SQL for PostgreSQL. `pg_catalog` only (never `information_schema` on a hot
-//! path), one round trip for every tenant's contracted tables (DESIGN D3).
+//! path), one round trip for every tenant's contracted tables (`ARCHITECTURE.md` D3).
 
 /// One row per contracted column of each contracted table in the given schemas, plus one
 /// row with NULL column fields for a table that has none of the contracted columns.

@@ -8,7 +8,7 @@ use futures_util::future::BoxFuture;
 use sqlx::Row as _;
 
 use super::QueueTable;
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, hint};
 use crate::guard::BacklogSource;
 use crate::tenants::TenantDirectory;
 
@@ -31,6 +31,7 @@ const CHUNK: usize = 100;
 /// # let _ = guard; Ok(()) }
 /// ```
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct QueueBacklog {
     table: QueueTable,
 }
@@ -134,18 +135,23 @@ where
     for tenant in tenants {
         query = query.bind(*tenant);
     }
-    let rows = query
-        .fetch_all(pool)
-        .await
-        .map_err(Error::db("counting the queue backlog", None))?;
+    let rows = query.fetch_all(pool).await.map_err(Error::db_hint(
+        "counting the queue backlog",
+        hint::TABLE,
+        None,
+    ))?;
     let mut depths = HashMap::new();
     for row in rows {
-        let tenant: String = row
-            .try_get(0)
-            .map_err(Error::db("counting the queue backlog", None))?;
-        let depth: i64 = row
-            .try_get(1)
-            .map_err(Error::db("counting the queue backlog", None))?;
+        let tenant: String = row.try_get(0).map_err(Error::db_hint(
+            "counting the queue backlog",
+            hint::TABLE,
+            None,
+        ))?;
+        let depth: i64 = row.try_get(1).map_err(Error::db_hint(
+            "counting the queue backlog",
+            hint::TABLE,
+            None,
+        ))?;
         depths.insert(tenant, u64::try_from(depth).unwrap_or(0));
     }
     Ok(depths)

@@ -11,8 +11,9 @@ use crate::check::ContractSet;
 use crate::error::Error;
 use crate::remediation::AuditConfig;
 
-/// How remediation runs (DESIGN D6).
+/// How remediation runs (`ARCHITECTURE.md` D6).
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct ApplyOptions {
     /// `lock_timeout` for the DDL (PostgreSQL) / `lock_wait_timeout` (MySQL).
     pub lock_timeout: Duration,

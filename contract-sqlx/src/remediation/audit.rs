@@ -4,6 +4,7 @@ use serde::{Deserialize, Serialize};
 
 /// Where audit rows go and who is recorded as the actor.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct AuditConfig {
     /// Schema of the audit table on PostgreSQL (`public` by default). On MySQL and
     /// SQLite the table lives in each tenant's database, next to the tables it changed.
@@ -32,6 +33,7 @@ fn default_actor() -> String {
 
 /// One applied (or, on MySQL, pending) remediation.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct AuditRecord {
     /// Unique id of the row.
     pub audit_id: String,

@@ -1,4 +1,4 @@
-//! The schema epoch (DESIGN D7): after remediation DDL, pooled connections hold prepared
+//! The schema epoch (`ARCHITECTURE.md` D7): after remediation DDL, pooled connections hold prepared
 //! statements (and, on PostgreSQL, custom-type OIDs) of the old schema, and PostgreSQL
 //! answers `cached plan must not change result type` on every retry. The guard bumps the
 //! epoch after each committed remediation; the pool hook recycles connections opened

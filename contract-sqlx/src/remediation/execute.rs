@@ -18,6 +18,7 @@ use crate::error::{Error, Result};
 
 /// The approval that covers a plan's hazardous steps (recorded in the audit row).
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct ApprovalRef {
     /// The approval's id (`Approved(hash)` policies have none).
     pub id: Option<String>,

@@ -7,6 +7,7 @@ pub(crate) mod audit;
 pub(crate) mod backoff;
 mod epoch;
 mod execute;
+mod options;
 mod plan;
 mod reconcile;
 mod run;

@@ -124,18 +124,14 @@ mod tests {
 
     use super::*;
 
+    // `Finding` is `#[non_exhaustive]`: built from its stable JSON shape, as a user would.
     fn finding(column: &str) -> Finding {
-        Finding {
-            tenant: "t".into(),
-            schema: "t".into(),
-            table: "events".into(),
-            column: Some(column.into()),
-            kind: DriftKind::MissingColumn,
-            severity: Severity::Breaks,
-            expected: "i64".into(),
-            actual: "absent".into(),
-            contract: "Event".into(),
-        }
+        serde_json::from_value(serde_json::json!({
+            "tenant": "t", "schema": "t", "table": "events", "column": column,
+            "kind": DriftKind::MissingColumn, "severity": Severity::Breaks,
+            "expected": "i64", "actual": "absent", "contract": "Event",
+        }))
+        .expect("finding")
     }
 
     fn now(findings: Vec<Finding>) -> TenantReport {

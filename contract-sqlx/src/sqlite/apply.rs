@@ -1,7 +1,7 @@
-//! Remediation on SQLite (DESIGN D6): one `BEGIN IMMEDIATE` transaction per tenant file.
+//! Remediation on SQLite (`ARCHITECTURE.md` D6): one `BEGIN IMMEDIATE` transaction per tenant file.
 //! Taking the write lock up front is the per-tenant lock (a racing replica waits in
 //! `busy_timeout`); the re-introspection, the statements and the audit row all run inside
-//! it, since SQLite DDL is transactional (schema-diff-prior-art §4 rule 33).
+//! it, since SQLite DDL is transactional (`ARCHITECTURE.md` section 5).
 //!
 //! A type change is a table rebuild (create, copy, drop, rename; see the planner). Its
 //! `DROP TABLE` must not fire foreign-key actions (`ON DELETE CASCADE` in a child table
@@ -298,7 +298,7 @@ async fn in_transaction(
 ) -> Result<AuditRecord> {
     let tenant = job.tenant.as_str();
     let fail = |stage: &str| failed(tenant, attempt, stage);
-    // Only one writer per file: a racing replica waits here (DESIGN D10).
+    // Only one writer per file: a racing replica waits here (`ARCHITECTURE.md` D10).
     set_busy_timeout(conn, job.options.advisory_lock_wait)
         .await
         .map_err(fail("set timeouts"))?;

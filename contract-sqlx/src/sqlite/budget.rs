@@ -23,7 +23,7 @@ use sqlx::sqlite::SqlitePoolOptions;
 
 /// How many connections a directory of SQLite tenant files keeps open across all its
 /// files (each one is a thread and an open file). Set it with
-/// [`sqlite_tenant_files_with`](crate::sqlite_tenant_files_with); the default is
+/// [`sqlite_tenant_files_with`](crate::tenants::sqlite_tenant_files_with); the default is
 /// [`ConnectionBudget::DEFAULT_CONNECTIONS`].
 ///
 /// Connections in use are not limited (a pool's own `max_connections` still is): a
@@ -32,7 +32,7 @@ use sqlx::sqlite::SqlitePoolOptions;
 /// most this many, and under load this many plus those in use at the moment.
 ///
 /// ```
-/// use contract_sqlx::ConnectionBudget;
+/// use contract_sqlx::tenants::ConnectionBudget;
 /// assert_eq!(ConnectionBudget::default().connections(), 16);
 /// assert_eq!(ConnectionBudget::new(64).connections(), 64);
 /// ```

@@ -70,7 +70,7 @@ pub async fn sqlite_tenant_files(dir: impl AsRef<Path>) -> Result<TenantDirector
 ///
 /// ```no_run
 /// # async fn run() -> contract_sqlx::Result<()> {
-/// use contract_sqlx::{ConnectionBudget, sqlite_tenant_files_with};
+/// use contract_sqlx::tenants::{ConnectionBudget, sqlite_tenant_files_with};
 /// use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions};
 ///
 /// // Up to 64 connections open across every file of the directory.

@@ -33,7 +33,7 @@ use crate::backend::resolve::{prepare_types, unresolved};
 use crate::backend::{Backend, TypeMap};
 use crate::check::ContractSet;
 use crate::check::TypeCheck;
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, hint};
 use crate::remediation::ApplyJob;
 use crate::remediation::AuditRecord;
 
@@ -112,7 +112,11 @@ impl Backend for Sqlite {
         sqlx::query_scalar(sql)
             .fetch_all(pool)
             .await
-            .map_err(Error::db("running the tenant registry query", None))
+            .map_err(Error::db_hint(
+                "running the tenant registry query",
+                hint::REGISTRY,
+                None,
+            ))
     }
 
     fn describe_pool(pool: &SqlitePool) -> String {

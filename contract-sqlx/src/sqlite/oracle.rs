@@ -1,7 +1,7 @@
 //! The SQLite type verdict.
 //!
 //! SQLite decoding checks the *value's* storage class (`sqlite3_value_type`), not the
-//! declared type (reference/sqlx-facts.md §2.6). So the verdict predicts which storage
+//! declared type (`ARCHITECTURE.md` section 4, SQLite). So the verdict predicts which storage
 //! classes the column's typical values have — from SQLite's affinity rules
 //! ([`contract_core::rules::sqlite_affinity`]) refined by sqlx's own reading of the
 //! declared type — and asks sqlx's `compatible()` about the *real* runtime type info of

@@ -1,5 +1,5 @@
 //! Catalog SQL for SQLite: the table-valued pragma functions, one round trip per pool
-//! covering `main` and every attached database (DESIGN D3).
+//! covering `main` and every attached database (`ARCHITECTURE.md` D3).
 //!
 //! SQLite has no array parameters, so the `IN (...)` lists are built with one `?`
 //! placeholder per value and every value is bound. Table and column names are compared

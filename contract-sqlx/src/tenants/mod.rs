@@ -16,6 +16,10 @@ use crate::error::{Error, Result, error_chain};
 use source::{Discovery, Fixed};
 pub(crate) use source::{Listing, Source};
 
+#[cfg(feature = "sqlite")]
+#[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
+pub use crate::sqlite::{ConnectionBudget, sqlite_tenant_files, sqlite_tenant_files_with};
+
 /// Where tenant names come from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
@@ -82,7 +86,7 @@ impl fmt::Display for DuplicateTenant {
 /// Tenant → pool: tenants may live on several servers (see `ARCHITECTURE.md` D10). The
 /// directory remembers where its tenants came from, so a running guard lists them again on
 /// every pass ([`TenantDirectory::refresh`]): tenants created later are picked up, dropped
-/// ones retired, without a restart (D13).
+/// ones retired, without a restart (`ARCHITECTURE.md` D13).
 #[derive(Debug)]
 pub struct TenantDirectory<DB: Database> {
     /// Each source with what it listed last.
