@@ -96,13 +96,14 @@ mod tests {
         let fleet = select(COLUMNS, "FROM pg_class c");
         assert!(fleet.contains("AS relkind"), "{fleet}");
         assert_eq!(fleet, select(SCOPED_COLUMNS, "FROM unnest("));
-        // Every join of the fleet query has its keyed twin.
-        for alias in [
-            " c ", " n ", " a ", " t ", " d ", " pk ", " f ", " fc ", " fn ", " fa ",
-        ] {
+        // Every relation the fleet query joins has its keyed twin.
+        for alias in ["c", "n", "a", "t", "d", "pk", "f", "fc", "fn", "fa"] {
+            let joined = COLUMNS.contains(&format!(" {alias} ON "))
+                || COLUMNS.contains(&format!(" {alias}\n"));
+            assert!(joined, "fleet query: {alias}");
             assert!(
-                COLUMNS.contains(alias) && SCOPED_COLUMNS.contains(&format!("){alias}ON")),
-                "{alias}"
+                SCOPED_COLUMNS.contains(&format!(") {alias} ON true")),
+                "scoped query: {alias}"
             );
         }
     }
