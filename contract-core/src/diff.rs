@@ -67,7 +67,9 @@ pub struct DiffScope<'a> {
 /// Compares one contract with one live table (`None`: the table does not exist).
 ///
 /// Only what the consumer reads matters: extra columns are never findings (`ARCHITECTURE.md` D2).
-/// Findings come out in contract column order, so the result is deterministic.
+/// Findings come out in contract column order, so the result is deterministic. A column
+/// missing under its name but present under its `renamed_from` name is reported missing,
+/// and that column's type and nullability are judged as the renamed column's.
 ///
 /// Columns are matched as the dialect resolves names: on SQLite and MySQL a column
 /// declared `User_Id` is the contract's `user_id` (adding it would fail), yet still a
@@ -96,8 +98,10 @@ pub fn diff(
     };
     let mut findings = Vec::new();
     for column in &contract.columns {
-        let Some(live_column) = live.column_in(scope.dialect, &column.name) else {
-            if !column.optional {
+        let (live_column, renamed) = match live.column_in(scope.dialect, &column.name) {
+            Some(live_column) => (live_column, false),
+            None if column.optional => continue,
+            None => {
                 let expected = match &column.sql_type {
                     Some(sql_type) => format!("{sql_type} ({})", column.rust_type),
                     None => column.rust_type.clone(),
@@ -109,10 +113,20 @@ pub fn diff(
                     expected,
                     "absent".into(),
                 ));
+                // A column still under its declared former name is judged as the column
+                // the remediation renames it to: its type and nullability show now, not
+                // only after the rename.
+                match column
+                    .renamed_from
+                    .as_deref()
+                    .and_then(|old| live.column_in(scope.dialect, old))
+                {
+                    Some(old) => (old, true),
+                    None => continue,
+                }
             }
-            continue;
         };
-        if live_column.name != column.name {
+        if !renamed && live_column.name != column.name {
             findings.push(finding(
                 Some(&column.name),
                 DriftKind::MissingColumn,

@@ -3,6 +3,7 @@
 //! to fix and why.
 
 mod catalog;
+mod order;
 mod planner;
 mod policy;
 mod rebuild;
@@ -202,5 +203,7 @@ impl fmt::Display for TenantPlan {
     }
 }
 
+#[cfg(test)]
+mod regressions;
 #[cfg(test)]
 mod tests;

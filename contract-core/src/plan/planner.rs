@@ -1,5 +1,6 @@
 //! Findings → steps and refusals, per dialect (the rules are in `ARCHITECTURE.md` section 5).
 
+use super::order::creations_first;
 use super::rebuild::{TypeChange, rebuild_step};
 use super::render::Target;
 use super::step::{Action, Hazard, LockLevel, PlanStep, Refusal};
@@ -16,8 +17,10 @@ use crate::model::ColumnContract;
 ///
 /// `schema` is where the tenant's tables live (`None` on SQLite). Steps come out in
 /// contract order, then finding order, so the same inputs always give byte-identical SQL
-/// and the same hash. Narrowing, lossy and may-fail casts, drops and undeclared renames are
-/// never planned: they come back as refusals with the reason.
+/// and the same hash; except that missing tables are created first, each after the new
+/// tables it references, and a table's renames come after its other steps (which name the
+/// columns as they are live). Narrowing, lossy and may-fail casts, drops and undeclared
+/// renames are never planned: they come back as refusals with the reason.
 ///
 /// On SQLite a type change is one table rebuild per table (all its changed columns, ahead
 /// of the table's other steps), written from the introspected `CREATE TABLE` text, indexes
@@ -38,6 +41,8 @@ pub fn plan_tenant(
 ) -> TenantPlan {
     let mut steps = Vec::new();
     let mut refusals = Vec::new();
+    // The index in `steps` of each table's CREATE TABLE.
+    let mut created = Vec::with_capacity(tables.len());
     for input in tables {
         let table_schema = match dialect {
             Dialect::Sqlite => None,
@@ -58,32 +63,113 @@ pub fn plan_tenant(
         };
         // SQLite changes types by rebuilding the table from its current definition: once
         // per table, for all its changed columns, before the table's other steps.
+        let first = steps.len();
         let rebuilt = dialect == Dialect::Sqlite;
+        let mut rebuild_planned = false;
         if rebuilt {
             let (step, refused) = sqlite_type_changes(&target, input);
+            rebuild_planned = step.is_some();
             steps.extend(step);
             refusals.extend(refused);
         }
         for finding in input.findings {
-            if rebuilt && finding.kind == DriftKind::TypeMismatch {
-                continue;
-            }
-            match plan_finding(&target, input, finding) {
-                Ok(Some(step)) => steps.push(step),
-                Ok(None) => {}
-                Err(reason) => refusals.push(Refusal {
-                    table: finding.table.clone(),
-                    column: finding.column.clone(),
-                    kind: finding.kind,
-                    reason,
-                }),
+            let retyped = if rebuilt && finding.kind == DriftKind::TypeMismatch {
+                // Changed by the table's rebuild, unless this column's change was refused.
+                rebuild_planned
+                    && !refusals.iter().any(|r| {
+                        r.kind == DriftKind::TypeMismatch
+                            && r.table == finding.table
+                            && r.column == finding.column
+                    })
+            } else {
+                let planned = plan_finding(&target, input, finding);
+                let retyped =
+                    finding.kind == DriftKind::TypeMismatch && matches!(planned, Ok(Some(_)));
+                push_planned(planned, finding, &mut steps, &mut refusals);
+                retyped
+            };
+            // The diff judges nothing else of a column whose type does not fit; once the
+            // type is changed, its nullability shows. Plan that now, so an approved plan
+            // leaves no second approval behind.
+            if let Some(hidden) = retyped
+                .then(|| hidden_nullability(target.dialect, input, finding))
+                .flatten()
+            {
+                let planned = plan_finding(&target, input, &hidden);
+                push_planned(planned, &hidden, &mut steps, &mut refusals);
             }
         }
+        // Renames last: the table's other steps name the columns as they are live.
+        let (renames, others): (Vec<PlanStep>, Vec<PlanStep>) = steps
+            .drain(first..)
+            .partition(|s| s.action == Action::RenameColumn);
+        steps.extend(others);
+        steps.extend(renames);
+        created.push(
+            steps[first..]
+                .iter()
+                .position(|s| s.action == Action::CreateTable)
+                .map(|at| first + at),
+        );
     }
+    let steps = creations_first(dialect, schema, tables, &created, steps, &mut refusals);
     TenantPlan::new(tenant, dialect, steps, refusals)
 }
 
+fn push_planned(
+    planned: Planned,
+    finding: &Finding,
+    steps: &mut Vec<PlanStep>,
+    refusals: &mut Vec<Refusal>,
+) {
+    match planned {
+        Ok(Some(step)) => steps.push(step),
+        Ok(None) => {}
+        Err(reason) => refusals.push(Refusal {
+            table: finding.table.clone(),
+            column: finding.column.clone(),
+            kind: finding.kind,
+            reason,
+        }),
+    }
+}
+
+/// The nullability finding a type mismatch hides: the live column accepts NULL and the
+/// field is not an `Option` (the finding the diff makes once the type fits).
+fn hidden_nullability(
+    dialect: Dialect,
+    input: &TableInput<'_>,
+    mismatch: &Finding,
+) -> Option<Finding> {
+    let column = input.contract.column(mismatch.column.as_deref()?)?;
+    let live = live_column(dialect, input, column)?;
+    (live.nullable && !column.nullable).then(|| Finding {
+        kind: DriftKind::Nullability,
+        severity: crate::drift::Severity::AtRisk,
+        expected: format!("NOT NULL ({} is not an Option)", column.rust_type),
+        actual: "nullable".into(),
+        ..mismatch.clone()
+    })
+}
+
 type Planned = Result<Option<PlanStep>, String>;
+
+/// The live column a contracted column is: under its name as the dialect resolves names,
+/// or under its declared former name (`renamed_from`). Steps for the column write the live
+/// name; the rename comes after them, so each step runs whether or not the rename does.
+fn live_column<'a>(
+    dialect: Dialect,
+    input: &TableInput<'a>,
+    column: &ColumnContract,
+) -> Option<&'a crate::live::LiveColumn> {
+    let live = input.live?;
+    live.column_in(dialect, &column.name).or_else(|| {
+        column
+            .renamed_from
+            .as_deref()
+            .and_then(|old| live.column_in(dialect, old))
+    })
+}
 
 /// The one rebuild step for a SQLite table's type mismatches, and the refusals of those it
 /// cannot change (each with its reason).
@@ -114,10 +200,7 @@ fn sqlite_type_changes(
         else {
             continue;
         };
-        let Some(live) = input
-            .live
-            .and_then(|t| t.column_in(target.dialect, &column.name))
-        else {
+        let Some(live) = live_column(target.dialect, input, column) else {
             continue;
         };
         if let Some(reason) = not_a_table(input, finding) {
@@ -187,7 +270,7 @@ fn plan_finding(target: &Target<'_>, input: &TableInput<'_>, finding: &Finding) 
         (DriftKind::MissingTable, _) => create_table(target, input),
         (DriftKind::MissingColumn, Some(column)) => add_or_rename_column(target, input, column),
         (DriftKind::TypeMismatch, Some(column)) => change_type(target, input, column),
-        (DriftKind::Nullability, Some(column)) => set_not_null(target, column),
+        (DriftKind::Nullability, Some(column)) => set_not_null(target, input, column),
         (DriftKind::ForeignKey, Some(column)) => add_foreign_key(target, column),
         (DriftKind::Width, Some(column)) => widen(target, input, column),
         (DriftKind::PrimaryKey, _) => {
@@ -367,11 +450,8 @@ fn add_or_rename_column(
 }
 
 fn change_type(target: &Target<'_>, input: &TableInput<'_>, column: &ColumnContract) -> Planned {
-    let live_type = input
-        .live
-        .and_then(|t| t.column_in(target.dialect, &column.name))
-        .map(|c| c.data_type.clone())
-        .unwrap_or_default();
+    let live = live_column(target.dialect, input, column);
+    let live_type = live.map(|c| c.data_type.clone()).unwrap_or_default();
     let new_type = sql_type(target, input, column)?;
     match target.dialect {
         Dialect::Postgres => {}
@@ -411,7 +491,7 @@ fn change_type(target: &Target<'_>, input: &TableInput<'_>, column: &ColumnContr
             ));
         }
     };
-    let name = ident(target.q(&column.name))?;
+    let name = ident(target.q(live.map_or(column.name.as_str(), |c| c.name.as_str())))?;
     let mut s = step(
         target,
         Some(&column.name),
@@ -435,7 +515,7 @@ fn change_type(target: &Target<'_>, input: &TableInput<'_>, column: &ColumnContr
     Ok(Some(s))
 }
 
-fn set_not_null(target: &Target<'_>, column: &ColumnContract) -> Planned {
+fn set_not_null(target: &Target<'_>, input: &TableInput<'_>, column: &ColumnContract) -> Planned {
     if target.dialect != Dialect::Postgres {
         return Err(format!(
             "`{}` is nullable but the field is not an Option; make the field an Option (setting NOT NULL rebuilds the table on {})",
@@ -443,7 +523,8 @@ fn set_not_null(target: &Target<'_>, column: &ColumnContract) -> Planned {
         ));
     }
     let table = ident(target.qualified())?;
-    let name = ident(target.q(&column.name))?;
+    let live = live_column(target.dialect, input, column);
+    let name = ident(target.q(live.map_or(column.name.as_str(), |c| c.name.as_str())))?;
     let check = ident(target.q(&target.constraint_name(&column.name, "not_null")))?;
     let mut s = step(
         target,
@@ -505,7 +586,7 @@ fn enum_labels(
             column.name
         ));
     }
-    let live = input.live.and_then(|t| t.column(&column.name));
+    let live = live_column(target.dialect, input, column);
     let (Some(expected), Some(live)) = (&column.enum_labels, live) else {
         return Ok(None);
     };
@@ -555,11 +636,8 @@ fn enum_labels(
 /// `#[contract(sql_type = "...")]` is widened in place when that is metadata-only; any
 /// other width finding (a column wider than the field) is fixed in the Rust type.
 fn widen(target: &Target<'_>, input: &TableInput<'_>, column: &ColumnContract) -> Planned {
-    let live_type = input
-        .live
-        .and_then(|t| t.column(&column.name))
-        .map(|c| c.data_type.as_str())
-        .unwrap_or_default();
+    let live = live_column(target.dialect, input, column);
+    let live_type = live.map(|c| c.data_type.as_str()).unwrap_or_default();
     let change = match (&column.sql_type, target.dialect) {
         (Some(declared), Dialect::Postgres) => {
             pg_typmod_change(live_type, declared).map(|c| (declared, c))
@@ -582,7 +660,7 @@ fn widen(target: &Target<'_>, input: &TableInput<'_>, column: &ColumnContract) -
             ));
         }
     };
-    let name = ident(target.q(&column.name))?;
+    let name = ident(target.q(live.map_or(column.name.as_str(), |c| c.name.as_str())))?;
     let mut s = step(
         target,
         Some(&column.name),

@@ -9,7 +9,7 @@ use crate::live::{LiveColumn, LiveTable};
 use crate::model::{ColumnContract, Reference};
 
 /// Judges by canonical PostgreSQL name, like sqlx would for built-ins.
-struct ByName<'a>(&'a BTreeMap<String, String>);
+pub(super) struct ByName<'a>(pub(super) &'a BTreeMap<String, String>);
 impl TypeOracle for ByName<'_> {
     fn fit(&self, _: &TableContract, column: &ColumnContract, live: &LiveColumn) -> TypeFit {
         let expected = self.0.get(&column.name).cloned().unwrap_or_default();
@@ -24,18 +24,18 @@ impl TypeOracle for ByName<'_> {
     }
 }
 
-fn column(name: &str, rust: &str) -> ColumnContract {
+pub(super) fn column(name: &str, rust: &str) -> ColumnContract {
     ColumnContract::new(name, rust)
 }
 
 /// A nullable (`Option<_>`) contracted column.
-fn nullable(name: &str, rust: &str) -> ColumnContract {
+pub(super) fn nullable(name: &str, rust: &str) -> ColumnContract {
     let mut c = column(name, rust);
     c.nullable = true;
     c
 }
 
-fn events(columns: Vec<ColumnContract>) -> TableContract {
+pub(super) fn events(columns: Vec<ColumnContract>) -> TableContract {
     TableContract {
         struct_name: "Event".into(),
         schema: None,
@@ -44,7 +44,7 @@ fn events(columns: Vec<ColumnContract>) -> TableContract {
     }
 }
 
-fn plan_for(
+pub(super) fn plan_for(
     dialect: Dialect,
     contract: &TableContract,
     live: Option<&LiveTable>,
@@ -84,7 +84,7 @@ fn plan_for_tenant(
     plan_tenant(dialect, tenant, schema, &[input], &TypeCatalog::new())
 }
 
-fn live(columns: Vec<LiveColumn>) -> LiveTable {
+pub(super) fn live(columns: Vec<LiveColumn>) -> LiveTable {
     let mut t = LiveTable::new("tenant_1", "events");
     t.columns = columns;
     t
@@ -498,7 +498,11 @@ fn plan_sqlite_rebuilds_a_table_named_in_another_case_under_its_own_name() {
 }
 
 /// A SQLite `events` table as introspected, with its definition text and dependents.
-fn sqlite_events(columns: Vec<LiveColumn>, definition: &str, dependents: &[&str]) -> LiveTable {
+pub(super) fn sqlite_events(
+    columns: Vec<LiveColumn>,
+    definition: &str,
+    dependents: &[&str],
+) -> LiveTable {
     let mut t = live(columns);
     t.definition = Some(definition.to_owned());
     t.dependents = dependents.iter().map(|d| (*d).to_owned()).collect();

@@ -1,6 +1,10 @@
+//! ui pass case: every supported `#[contract]` and `#[sqlx]` attribute compiles and shapes the contract.
 #![allow(dead_code)]
 
-use contract_sqlx::{Contract, model::{Columns, Reference}};
+use contract_sqlx::{
+    Contract,
+    model::{Columns, Reference},
+};
 
 #[derive(sqlx::FromRow, Contract)]
 #[contract(embedded)]
