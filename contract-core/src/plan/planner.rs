@@ -5,6 +5,7 @@ use super::rebuild::{TypeChange, rebuild_step};
 use super::render::Target;
 use super::step::{Action, Hazard, LockLevel, PlanStep, Refusal};
 use super::types::{PgTypeChange, ddl_type, pg_canonical, pg_type_change, pg_typmod_change};
+use super::{Phase, PhaseKind};
 use super::{TableInput, TenantPlan, TypeCatalog};
 use std::collections::BTreeMap;
 
@@ -339,6 +340,7 @@ fn step(target: &Target<'_>, column: Option<&str>, action: Action, fixes: DriftK
         statements: Vec::new(),
         lock: LockLevel::AccessExclusiveBrief,
         hazards: Vec::new(),
+        phases: Vec::new(),
     }
 }
 
@@ -538,6 +540,12 @@ fn set_not_null(target: &Target<'_>, input: &TableInput<'_>, column: &ColumnCont
         format!("ALTER TABLE {table} ALTER COLUMN {name} SET NOT NULL"),
         format!("ALTER TABLE {table} DROP CONSTRAINT {check}"),
     ];
+    // Three transactions: the scan of VALIDATE never runs under the ACCESS EXCLUSIVE lock.
+    s.phases = vec![
+        Phase::new(PhaseKind::AddNotValid, LockLevel::AccessExclusiveBrief, 1),
+        Phase::new(PhaseKind::Validate, LockLevel::ShareUpdateExclusive, 1),
+        Phase::new(PhaseKind::SetNotNull, LockLevel::AccessExclusiveBrief, 2),
+    ];
     s.hazards.push(Hazard::ValidatesRows);
     Ok(Some(s))
 }
@@ -567,6 +575,10 @@ fn add_foreign_key(target: &Target<'_>, column: &ColumnContract) -> Planned {
             ident(target.references(reference))?
         ),
         format!("ALTER TABLE {table} VALIDATE CONSTRAINT {name}"),
+    ];
+    s.phases = vec![
+        Phase::new(PhaseKind::AddNotValid, LockLevel::ShareRowExclusive, 1),
+        Phase::new(PhaseKind::Validate, LockLevel::ShareUpdateExclusive, 1),
     ];
     s.lock = LockLevel::ShareRowExclusive;
     s.hazards = vec![Hazard::ValidatesRows, Hazard::LocksReferencedTable];

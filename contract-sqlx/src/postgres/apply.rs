@@ -2,7 +2,7 @@
 
 use std::time::Instant;
 
-use sqlx::{AssertSqlSafe, PgPool, Postgres, SqlSafeStr};
+use sqlx::{AssertSqlSafe, PgPool, Postgres, SqlSafeStr, Transaction};
 
 use crate::error::{Error, Result};
 use crate::remediation::{ApplyJob, failed, outcome_unknown};
@@ -33,7 +33,9 @@ pub(super) async fn ensure_audit_table(pool: &PgPool, audit: &AuditConfig) -> Re
             approval_id text,
             approved_by text);
          ALTER TABLE {table} ADD COLUMN IF NOT EXISTS approval_id text,
-             ADD COLUMN IF NOT EXISTS approved_by text"
+             ADD COLUMN IF NOT EXISTS approved_by text,
+             ADD COLUMN IF NOT EXISTS phase int4,
+             ADD COLUMN IF NOT EXISTS transactions jsonb"
     );
     let context = "creating the audit table";
     super::ddl::create_under_lock(pool, "contract:audit-table", ddl, context).await
@@ -41,6 +43,9 @@ pub(super) async fn ensure_audit_table(pool: &PgPool, audit: &AuditConfig) -> Re
 
 /// Applies with bounded retries on lock timeout.
 pub(super) async fn apply(pool: &PgPool, job: &ApplyJob<'_, Postgres>) -> Result<AuditRecord> {
+    if crate::remediation::phases::is_phased(&job.steps) {
+        return super::online::apply_phased(pool, job).await;
+    }
     let mut attempt = 1;
     loop {
         match apply_once(pool, job, attempt).await {
@@ -59,7 +64,7 @@ pub(super) async fn apply(pool: &PgPool, job: &ApplyJob<'_, Postgres>) -> Result
     }
 }
 
-fn is_lock_timeout(error: &sqlx::Error) -> bool {
+pub(super) fn is_lock_timeout(error: &sqlx::Error) -> bool {
     error
         .as_database_error()
         .and_then(|e| e.code())
@@ -162,4 +167,18 @@ async fn apply_once(
 /// A duration as a PostgreSQL setting value (`"2000ms"`).
 fn millis(value: std::time::Duration) -> String {
     format!("{}ms", value.as_millis())
+}
+
+/// `SET LOCAL name = value` for a duration setting, as one statement.
+pub(super) async fn set_local(
+    tx: &mut Transaction<'_, Postgres>,
+    name: &str,
+    value: std::time::Duration,
+) -> sqlx::Result<()> {
+    sqlx::query("SELECT set_config($1, $2, true)")
+        .bind(name)
+        .bind(millis(value))
+        .execute(&mut **tx)
+        .await
+        .map(|_| ())
 }

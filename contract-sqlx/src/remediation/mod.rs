@@ -8,6 +8,7 @@ pub(crate) mod backoff;
 mod epoch;
 mod execute;
 mod options;
+pub(crate) mod phases;
 mod plan;
 mod reconcile;
 mod run;
