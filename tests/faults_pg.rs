@@ -581,15 +581,20 @@ async fn guard_pass_cut_closes_the_gates_and_they_reopen_within_two_passes() {
     seed(&scratch.pool, &[FULL, FULL, FULL]).await;
     let proxy = proxy_to_pg().await;
     let pool = pg_pool_through(&proxy, &scratch.url);
+    // Every pass a full check: an unchanged fleet's sweep would not introspect at all.
     let guard = guard_builder()
         .revalidate_every(Duration::from_secs(3600))
+        .full_check_every(1)
         .start(&pool)
         .await
         .expect("start");
     assert_eq!(open_gates(&guard).len(), 3);
 
-    // The pass's introspection (the one statement binding every tenant) is cut.
-    let fault = proxy.arm(&["tenant_1", "tenant_2", "tenant_3"], Cut::BeforeSending);
+    // The pass's introspection (the one catalog query binding every tenant) is cut.
+    let fault = proxy.arm(
+        &["format_type", "tenant_1", "tenant_2", "tenant_3"],
+        Cut::BeforeSending,
+    );
     guard
         .revalidate()
         .await

@@ -1,9 +1,11 @@
 //! Findings → steps and refusals, per dialect (the rules are in `ARCHITECTURE.md` section 5).
 
+use super::order::creations_first;
 use super::rebuild::{TypeChange, rebuild_step};
 use super::render::Target;
 use super::step::{Action, Hazard, LockLevel, PlanStep, Refusal};
 use super::types::{PgTypeChange, ddl_type, pg_canonical, pg_type_change, pg_typmod_change};
+use super::{Phase, PhaseKind};
 use super::{TableInput, TenantPlan, TypeCatalog};
 use std::collections::BTreeMap;
 
@@ -16,8 +18,10 @@ use crate::model::ColumnContract;
 ///
 /// `schema` is where the tenant's tables live (`None` on SQLite). Steps come out in
 /// contract order, then finding order, so the same inputs always give byte-identical SQL
-/// and the same hash. Narrowing, lossy and may-fail casts, drops and undeclared renames are
-/// never planned: they come back as refusals with the reason.
+/// and the same hash; except that missing tables are created first, each after the new
+/// tables it references, and a table's renames come after its other steps (which name the
+/// columns as they are live). Narrowing, lossy and may-fail casts, drops and undeclared
+/// renames are never planned: they come back as refusals with the reason.
 ///
 /// On SQLite a type change is one table rebuild per table (all its changed columns, ahead
 /// of the table's other steps), written from the introspected `CREATE TABLE` text, indexes
@@ -38,6 +42,8 @@ pub fn plan_tenant(
 ) -> TenantPlan {
     let mut steps = Vec::new();
     let mut refusals = Vec::new();
+    // The index in `steps` of each table's CREATE TABLE.
+    let mut created = Vec::with_capacity(tables.len());
     for input in tables {
         let table_schema = match dialect {
             Dialect::Sqlite => None,
@@ -100,7 +106,14 @@ pub fn plan_tenant(
             .partition(|s| s.action == Action::RenameColumn);
         steps.extend(others);
         steps.extend(renames);
+        created.push(
+            steps[first..]
+                .iter()
+                .position(|s| s.action == Action::CreateTable)
+                .map(|at| first + at),
+        );
     }
+    let steps = creations_first(dialect, schema, tables, &created, steps, &mut refusals);
     TenantPlan::new(tenant, dialect, steps, refusals)
 }
 
@@ -327,6 +340,7 @@ fn step(target: &Target<'_>, column: Option<&str>, action: Action, fixes: DriftK
         statements: Vec::new(),
         lock: LockLevel::AccessExclusiveBrief,
         hazards: Vec::new(),
+        phases: Vec::new(),
     }
 }
 
@@ -526,6 +540,12 @@ fn set_not_null(target: &Target<'_>, input: &TableInput<'_>, column: &ColumnCont
         format!("ALTER TABLE {table} ALTER COLUMN {name} SET NOT NULL"),
         format!("ALTER TABLE {table} DROP CONSTRAINT {check}"),
     ];
+    // Three transactions: the scan of VALIDATE never runs under the ACCESS EXCLUSIVE lock.
+    s.phases = vec![
+        Phase::new(PhaseKind::AddNotValid, LockLevel::AccessExclusiveBrief, 1),
+        Phase::new(PhaseKind::Validate, LockLevel::ShareUpdateExclusive, 1),
+        Phase::new(PhaseKind::SetNotNull, LockLevel::AccessExclusiveBrief, 2),
+    ];
     s.hazards.push(Hazard::ValidatesRows);
     Ok(Some(s))
 }
@@ -555,6 +575,10 @@ fn add_foreign_key(target: &Target<'_>, column: &ColumnContract) -> Planned {
             ident(target.references(reference))?
         ),
         format!("ALTER TABLE {table} VALIDATE CONSTRAINT {name}"),
+    ];
+    s.phases = vec![
+        Phase::new(PhaseKind::AddNotValid, LockLevel::ShareRowExclusive, 1),
+        Phase::new(PhaseKind::Validate, LockLevel::ShareUpdateExclusive, 1),
     ];
     s.lock = LockLevel::ShareRowExclusive;
     s.hazards = vec![Hazard::ValidatesRows, Hazard::LocksReferencedTable];

@@ -1,7 +1,7 @@
 //! Regression tests for planner bugs the property tests
 //! (`contract-core/tests/planner_properties.rs`) found, each named after its bug.
 
-use super::tests::{column, live, plan_for, sqlite_events};
+use super::tests::{column, live, nullable, plan_for, sqlite_events};
 use super::*;
 use crate::drift::DriftKind;
 use crate::live::LiveColumn;
@@ -110,4 +110,97 @@ fn a_renamed_column_hid_its_drift_until_after_the_approved_rename() {
     let safe = Remediation::SafeOnly.select(&plan);
     assert_eq!(safe.steps.len(), 1);
     assert_eq!(safe.steps[0].action, Action::ChangeType);
+}
+
+/// A new table referencing a table the same plan creates later failed to apply on
+/// PostgreSQL and MySQL (`relation "users" does not exist`), rolling the plan back on every
+/// pass; so did one referencing a missing table whose creation was refused.
+#[test]
+fn a_created_table_referenced_a_table_the_plan_created_after_it() {
+    let mut order_id = column("id", "i64");
+    order_id.primary_key = true;
+    let mut user_id = column("user_id", "i64");
+    user_id.references = crate::model::Reference::parse("users(id)");
+    let orders = TableContract {
+        table: "orders".into(),
+        ..super::tests::events(vec![order_id, user_id])
+    };
+    let mut id = column("id", "i64");
+    id.primary_key = true;
+    let users = TableContract {
+        table: "users".into(),
+        ..super::tests::events(vec![id])
+    };
+    let plan = plan_tables(
+        Dialect::Postgres,
+        &[&orders, &users],
+        &[("id", "INT8"), ("user_id", "INT8")],
+    );
+    let created: Vec<&str> = plan.steps.iter().map(|s| s.table.as_str()).collect();
+    assert_eq!(created, ["users", "orders"], "{plan}");
+    // `users` cannot be created (a column name with NUL): neither can `orders`.
+    let mut users = users;
+    users.columns.push(nullable("bad\0name", "Option<i64>"));
+    let plan = plan_tables(
+        Dialect::Postgres,
+        &[&orders, &users],
+        &[("id", "INT8"), ("user_id", "INT8")],
+    );
+    assert!(plan.steps.is_empty(), "{plan}");
+    let refused: Vec<&str> = plan.refusals.iter().map(|r| r.table.as_str()).collect();
+    assert_eq!(refused, ["users", "orders"], "{plan}");
+    assert!(
+        plan.refusals[1]
+            .reason
+            .contains("which is missing and not created"),
+        "{plan}"
+    );
+    // SQLite checks references only when rows change: `orders` is still created.
+    let plan = plan_tables(
+        Dialect::Sqlite,
+        &[&orders, &users],
+        &[("id", "INTEGER"), ("user_id", "INTEGER")],
+    );
+    let created: Vec<&str> = plan.steps.iter().map(|s| s.table.as_str()).collect();
+    assert_eq!(created, ["orders"], "{plan}");
+    assert_eq!(plan.refusals.len(), 1, "{plan}");
+}
+
+/// Plans missing `contracts` together.
+fn plan_tables(
+    dialect: Dialect,
+    contracts: &[&TableContract],
+    types: &[(&str, &str)],
+) -> TenantPlan {
+    let expected: std::collections::BTreeMap<String, String> = types
+        .iter()
+        .map(|(c, t)| ((*c).to_owned(), (*t).to_owned()))
+        .collect();
+    let findings: Vec<Vec<crate::drift::Finding>> = contracts
+        .iter()
+        .map(|c| {
+            crate::diff::diff(
+                crate::diff::DiffScope {
+                    tenant: "tenant_1",
+                    schema: "tenant_1",
+                    dialect,
+                },
+                c,
+                None,
+                &super::tests::ByName(&expected),
+            )
+        })
+        .collect();
+    let inputs: Vec<TableInput<'_>> = contracts
+        .iter()
+        .zip(&findings)
+        .map(|(contract, findings)| TableInput {
+            contract,
+            live: None,
+            findings,
+            expected_types: &expected,
+        })
+        .collect();
+    let schema = (dialect != Dialect::Sqlite).then_some("tenant_1");
+    plan_tenant(dialect, "tenant_1", schema, &inputs, &TypeCatalog::new())
 }

@@ -9,7 +9,7 @@ use crate::live::{LiveColumn, LiveTable};
 use crate::model::{ColumnContract, Reference};
 
 /// Judges by canonical PostgreSQL name, like sqlx would for built-ins.
-struct ByName<'a>(&'a BTreeMap<String, String>);
+pub(super) struct ByName<'a>(pub(super) &'a BTreeMap<String, String>);
 impl TypeOracle for ByName<'_> {
     fn fit(&self, _: &TableContract, column: &ColumnContract, live: &LiveColumn) -> TypeFit {
         let expected = self.0.get(&column.name).cloned().unwrap_or_default();

@@ -65,7 +65,7 @@ struct Names {
 type Key = (String, Option<String>, String, usize, usize);
 
 /// Whether a contract may reference a table that comes later in the case (or itself).
-const REFERENCES_LATER: bool = false;
+const REFERENCES_LATER: bool = true;
 
 /// What every table of a case is built with.
 struct Ctx<'a> {

@@ -23,6 +23,11 @@ use crate::remediation::{AuditConfig, AuditRecord, ReconciledAudit};
 /// Live type key → the type info row decoding sees for it (`ARCHITECTURE.md` D1, D3).
 pub type TypeMap<DB> = HashMap<String, <DB as Database>::TypeInfo>;
 
+/// Schema (tenant) → a short digest of the catalog rows its contracted relations are read
+/// from ([`Backend::signatures`]); `None`: no trustworthy digest for that schema (it is
+/// introspected every pass).
+pub type Signatures = HashMap<String, Option<String>>;
+
 /// A backend the guard can check: one per enabled sqlx driver.
 pub trait Backend: Database + Sized {
     /// The SQL dialect.
@@ -56,6 +61,23 @@ pub trait Backend: Database + Sized {
             let types = Self::resolve_types(pool, &live).await?;
             Ok((live, types))
         }
+    }
+
+    /// A cheap change signal: per schema of `schemas`, a short digest that changes whenever
+    /// a contracted relation's introspected definition can have changed (PostgreSQL: the
+    /// row versions of the catalog rows introspection reads; SQLite: `PRAGMA
+    /// schema_version`). A pass introspects only the schemas whose digest moved. Every
+    /// requested schema is in the answer (one without contracted relations too).
+    /// `Ok(None)`: this backend has no trustworthy signal, every pass introspects every
+    /// tenant (MySQL: `information_schema` exposes no row versions, and its table
+    /// timestamps miss column changes that need no table rebuild).
+    fn signatures(
+        pool: &Pool<Self>,
+        schemas: &[String],
+        contracts: &ContractSet<Self>,
+    ) -> impl Future<Output = Result<Option<Signatures>>> + Send {
+        let _ = (pool, schemas, contracts);
+        async { Ok(None) }
     }
 
     /// sqlx's verdict plus this dialect's extra rules, for one column.

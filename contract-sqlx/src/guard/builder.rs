@@ -28,6 +28,7 @@ pub struct GuardBuilder<DB: ControlStore> {
     log_file: Option<PathBuf>,
     backlog: Option<Arc<dyn BacklogSource<DB>>>,
     interval: Duration,
+    full_check_every: u32,
     check_timeout: Duration,
     epoch: SchemaEpoch,
 }
@@ -117,6 +118,16 @@ impl<DB: ControlStore> GuardBuilder<DB> {
     #[must_use]
     pub fn revalidate_every(mut self, interval: Duration) -> Self {
         self.interval = interval;
+        self
+    }
+
+    /// Every `n`-th sweep introspects every tenant (default 12; 1: every sweep does). The
+    /// other sweeps introspect only the tenants whose catalog signature moved (see
+    /// [`super::ChangeSignal`]): the full check bounds how long a change the signal could
+    /// miss goes unseen. Backends without a trustworthy signal (MySQL) always check fully.
+    #[must_use]
+    pub fn full_check_every(mut self, n: u32) -> Self {
+        self.full_check_every = n.max(1);
         self
     }
 
@@ -228,12 +239,14 @@ impl<DB: ControlStore> GuardBuilder<DB> {
                 policy: RwLock::new(self.policy),
                 options: self.options,
                 interval: self.interval,
+                full_check_every: self.full_check_every,
                 check_timeout: self.check_timeout,
                 epoch: self.epoch,
                 replica,
                 cells: RwLock::new(HashMap::new()),
                 state: tokio::sync::Mutex::new(PassState::default()),
                 report: RwLock::new(None),
+                last_pass: RwLock::new(None),
                 log: RwLock::new(None),
                 log_file: self.log_file,
                 backlog: self.backlog,
@@ -270,6 +283,7 @@ impl<DB: ControlStore> Guard<DB> {
             log_file: None,
             backlog: None,
             interval: Duration::from_secs(5),
+            full_check_every: 12,
             check_timeout: Duration::from_secs(10),
             epoch: SchemaEpoch::new(),
         }

@@ -24,9 +24,26 @@ pub(super) struct Discovered<DB: ControlStore> {
 }
 
 impl<DB: ControlStore> Guard<DB> {
-    /// Lists the tenants again (on the first pass, takes the directory as built) and
-    /// brings the gates in line: new tenants closed until checked, removed ones retired.
-    pub(super) async fn discover(&self, state: &mut PassState, first: bool) -> Discovered<DB> {
+    /// Whether `name` is a tenant the guard checks (listed, not retired).
+    pub(super) fn knows(&self, state: &PassState, name: &str) -> bool {
+        !state.retired.contains_key(name)
+            && self
+                .inner
+                .cells
+                .read()
+                .unwrap_or_else(PoisonError::into_inner)
+                .contains_key(name)
+    }
+
+    /// Lists the tenants again (on the first pass, or when `list` is false, takes the
+    /// directory as it is) and brings the gates in line: new tenants closed until checked,
+    /// removed ones retired.
+    pub(super) async fn discover(
+        &self,
+        state: &mut PassState,
+        first: bool,
+        list: bool,
+    ) -> Discovered<DB> {
         let inner = &self.inner;
         let current = Arc::clone(
             &inner
@@ -34,7 +51,7 @@ impl<DB: ControlStore> Guard<DB> {
                 .read()
                 .unwrap_or_else(PoisonError::into_inner),
         );
-        let (directory, removed) = if first {
+        let (directory, removed) = if first || !list {
             (current, Vec::new())
         } else {
             // Bounded like the check: a server that refuses connections must not hold the

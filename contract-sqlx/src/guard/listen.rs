@@ -105,9 +105,10 @@ pub async fn install_ddl_trigger(pool: &PgPool) -> Result<()> {
 impl Guard<Postgres> {
     /// Listens on [`DDL_CHANNEL`] on a dedicated connection of the guard's start-up pool and
     /// marks the named tenant dirty, so its gate closes promptly after DDL (needs
-    /// [`install_ddl_trigger`]; harmless without it). Reconnects after connection loss and
-    /// then wakes a pass of the background task ([`Guard::spawn`]): DDL made while the
-    /// connection was down was never notified. Stops when every clone of the guard is
+    /// [`install_ddl_trigger`]; harmless without it): the background task ([`Guard::spawn`])
+    /// then introspects only the named tenants, so the delay does not grow with the fleet.
+    /// Reconnects after connection loss and then asks the background task for a sweep: DDL
+    /// made while the connection was down was never notified. Stops when every clone of the guard is
     /// dropped.
     ///
     /// # Errors
@@ -139,9 +140,9 @@ impl Guard<Postgres> {
                         Ok(_) => {
                             let Some(inner) = weak.upgrade() else { return };
                             tracing::info!(
-                                "DDL listener reconnected; re-checking every tenant for changes made meanwhile"
+                                "DDL listener reconnected; sweeping every tenant for changes made meanwhile"
                             );
-                            inner.wake.notify_one();
+                            Guard { inner }.request_sweep();
                             lost = false;
                         }
                         Err(error) => {

@@ -20,6 +20,9 @@ mod gate;
 #[cfg(feature = "postgres")]
 mod listen;
 pub mod metrics;
+mod observe;
+#[cfg(all(test, feature = "sqlite"))]
+mod observe_tests;
 mod operator;
 mod pass;
 mod persist;
@@ -41,6 +44,7 @@ pub use builder::GuardBuilder;
 pub use gate::{Gate, PauseInfo, PausedBy, Permit};
 #[cfg(feature = "postgres")]
 pub use listen::{DDL_CHANNEL, install_ddl_trigger};
+pub use observe::ChangeSignal;
 pub use operator::{OperatorPause, OperatorResume};
 
 use gate::{TenantCell, TenantState};
@@ -80,6 +84,8 @@ struct Inner<DB: ControlStore> {
     policy: RwLock<Remediation>,
     options: ApplyOptions,
     interval: Duration,
+    /// Every this many sweeps, one is a full check.
+    full_check_every: u32,
     /// How long a pass waits for one pool's live schema (then: unreachable).
     check_timeout: Duration,
     epoch: SchemaEpoch,
@@ -89,6 +95,8 @@ struct Inner<DB: ControlStore> {
     /// What the passes know; also serialises passes.
     state: tokio::sync::Mutex<PassState>,
     report: RwLock<Option<FleetReport>>,
+    /// What the last pass did (the background task's passes included).
+    last_pass: RwLock<Option<Revalidation>>,
     log: RwLock<Option<ExecutionLog>>,
     /// Appends each pass's execution log as one JSON line, if set.
     log_file: Option<PathBuf>,
@@ -110,6 +118,9 @@ struct Inner<DB: ControlStore> {
 struct Dirty {
     /// Tenants to re-check even if their fingerprint did not change.
     tenants: BTreeSet<String>,
+    /// The next pass must be a sweep (the DDL listener reconnected: changes made meanwhile
+    /// were never notified).
+    sweep: bool,
 }
 
 /// What the guard knows between passes.
@@ -124,6 +135,12 @@ struct PassState {
     persisted: HashMap<String, String>,
     /// Backlog depths and the resumed tenants being followed.
     backlog: backlog::BacklogState,
+    /// Each tenant's catalog signature as of its last introspection.
+    signatures: observe::Kept,
+    /// The contracts' fixed schemas' signatures, per pool.
+    fixed_signatures: observe::Kept,
+    /// Sweeps since the last full check.
+    sweeps: u32,
 }
 
 /// One tenant as last checked.
@@ -159,6 +176,8 @@ impl GateMetrics {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Revalidation {
+    /// The change signal that chose the tenants introspected.
+    pub signal: ChangeSignal,
     /// Tenants introspected.
     pub introspected: usize,
     /// Tenants whose live schema changed since the last pass (diffed again).
@@ -228,6 +247,17 @@ impl<DB: ControlStore> Guard<DB> {
             .unwrap_or_else(PoisonError::into_inner)
             .clone()
             .unwrap_or_else(|| FleetReport::new(DB::DIALECT, Vec::new(), Vec::new()))
+    }
+
+    /// What the last completed pass did: which change signal chose its tenants, how many it
+    /// introspected, what changed (the background task's passes included).
+    #[must_use]
+    pub fn last_pass(&self) -> Option<Revalidation> {
+        self.inner
+            .last_pass
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     /// The execution log of the last pass that planned or applied a remediation.
@@ -358,28 +388,47 @@ impl<DB: ControlStore> Guard<DB> {
             .map(|(_, c)| c.snapshot())
     }
 
-    /// Runs passes in the background: every interval, and promptly when a tenant is
-    /// marked dirty or an approval is made. The task stops when every clone of the guard is
-    /// dropped.
+    /// Runs passes in the background: a sweep every interval, and promptly when a tenant is
+    /// marked dirty (a pass over just the marked tenants) or an approval is made. The task
+    /// stops when every clone of the guard is dropped.
     #[must_use]
     pub fn spawn(&self) -> tokio::task::JoinHandle<()> {
         let weak = Arc::downgrade(&self.inner);
         let interval = self.inner.interval;
         tokio::spawn(async move {
+            // Wake-ups do not postpone the periodic sweep.
+            let mut next_sweep = tokio::time::Instant::now() + interval;
             loop {
                 let Some(inner) = weak.upgrade() else { return };
                 let wake = async { inner.wake.notified().await };
-                tokio::select! {
-                    () = tokio::time::sleep(interval) => {}
-                    () = wake => {}
-                }
+                let swept = tokio::select! {
+                    () = tokio::time::sleep_until(next_sweep) => true,
+                    () = wake => false,
+                };
                 let guard = Guard { inner };
-                if let Err(error) = guard.revalidate().await {
+                let pass = if swept {
+                    next_sweep = tokio::time::Instant::now() + interval;
+                    guard.revalidate().await
+                } else {
+                    guard.revalidate_woken().await
+                };
+                if let Err(error) = pass {
                     ::metrics::counter!(metrics::REVALIDATION_ERRORS_TOTAL).increment(1);
                     tracing::error!(error = %error_chain(&error), "revalidation failed; retrying next interval");
                 }
             }
         })
+    }
+
+    /// Makes the next pass a sweep and wakes the background task (the DDL listener
+    /// reconnected: changes made while it was away were never notified).
+    pub(crate) fn request_sweep(&self) {
+        self.inner
+            .dirty
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .sweep = true;
+        self.inner.wake.notify_one();
     }
 
     /// Stops registering this guard's contract version: other replicas stop waiting for it

@@ -10,26 +10,18 @@ use contract_core::{
     ExecutionLog, FleetReport, LogAction, Severity, TenantLog, TenantName, TenantOutcome,
     TenantReport, Verdict,
 };
-use sqlx::Pool;
 use tracing::Instrument as _;
 
 use super::decide::{Decision, decide};
+use super::observe::{Forced, Observation, Scope};
 use super::{Dirty, Guard, Observed, PassState, Revalidation, metrics};
-use crate::check::{ContractSet, FleetSnapshot, check_tenant, snapshot};
+use crate::check::{ContractSet, FleetSnapshot};
 use crate::control::{Approval, ControlStore, Replica, heartbeat_expiry};
-use crate::error::{Error, Result, error_chain};
+use crate::error::{Result, error_chain};
 use crate::remediation::backoff::Backoff;
 use crate::remediation::{
     ApprovalRef, Planned, Task, apply_all, elapsed_ms, elapsed_ms_of, plan_group,
 };
-
-/// One pool's tenants that changed and drifted, with the snapshot they were checked in.
-struct ToPlan<DB: ControlStore> {
-    pool: Pool<DB>,
-    names: Vec<TenantName>,
-    reports: Vec<TenantReport>,
-    snapshot: FleetSnapshot<DB>,
-}
 
 impl<DB: ControlStore> Guard<DB> {
     /// One pass over every tenant: the tenant sources listed again, a bulk introspection,
@@ -42,6 +34,17 @@ impl<DB: ControlStore> Guard<DB> {
     /// Only when the control plane cannot be read or written; database failures of a pool
     /// mark its tenants paused as unreachable.
     pub async fn revalidate(&self) -> Result<Revalidation> {
+        self.revalidate_with(false).await
+    }
+
+    /// The background task's pass after a wake-up: only the tenants the DDL listener named
+    /// when that is all that happened (discovery only for names not known yet), a sweep
+    /// otherwise (an approval, a listener that reconnected).
+    pub(super) async fn revalidate_woken(&self) -> Result<Revalidation> {
+        self.revalidate_with(true).await
+    }
+
+    async fn revalidate_with(&self, woken: bool) -> Result<Revalidation> {
         let dirty = std::mem::take(
             &mut *self
                 .inner
@@ -49,21 +52,35 @@ impl<DB: ControlStore> Guard<DB> {
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner),
         );
+        let scope = if woken && !dirty.sweep && !dirty.tenants.is_empty() {
+            Scope::Targeted(dirty.tenants.clone())
+        } else {
+            Scope::Sweep
+        };
         let span = tracing::info_span!(
             "contract.guard.pass",
             dirty = dirty.tenants.len(),
+            signal = tracing::field::Empty,
+            introspected = tracing::field::Empty,
             changed = tracing::field::Empty,
             paused = tracing::field::Empty,
         );
-        let pass = self.pass(dirty).instrument(span.clone()).await;
+        let pass = self.pass(dirty, scope).instrument(span.clone()).await;
         if let Ok(summary) = &pass {
+            *self
+                .inner
+                .last_pass
+                .write()
+                .unwrap_or_else(PoisonError::into_inner) = Some(summary.clone());
+            span.record("signal", tracing::field::display(summary.signal));
+            span.record("introspected", summary.introspected);
             span.record("changed", summary.changed.len());
             span.record("paused", summary.paused.len());
         }
         pass
     }
 
-    async fn pass(&self, dirty: Dirty) -> Result<Revalidation> {
+    async fn pass(&self, dirty: Dirty, scope: Scope) -> Result<Revalidation> {
         let inner = &self.inner;
         let started = Instant::now();
         let mut locked = inner.state.lock().await;
@@ -73,11 +90,26 @@ impl<DB: ControlStore> Guard<DB> {
             .read()
             .unwrap_or_else(PoisonError::into_inner)
             .is_none();
+        let scope = match scope {
+            _ if first => Scope::Full,
+            Scope::Sweep if state.sweeps + 1 >= inner.full_check_every => Scope::Full,
+            other => other,
+        };
+        match &scope {
+            Scope::Full => state.sweeps = 0,
+            Scope::Sweep => state.sweeps += 1,
+            Scope::Targeted(_) => {}
+        }
+        // A targeted pass lists the tenants only when it was told of a name it does not know.
+        let list = match &scope {
+            Scope::Targeted(names) => names.iter().any(|n| !self.knows(state, n)),
+            Scope::Full | Scope::Sweep => true,
+        };
         let policy = self.policy();
         let mut log = ExecutionLog::new("guard", crate::remediation::now_text());
         log.policy = policy.to_string();
 
-        let found = self.discover(state, first).await;
+        let found = self.discover(state, first, list).await;
         let directory = Arc::clone(&found.directory);
         let mut summary = Revalidation {
             discovered: if first {
@@ -96,92 +128,28 @@ impl<DB: ControlStore> Guard<DB> {
             }
         }
 
-        // Check: every pool in bulk; diff the tenants whose fingerprint changed.
+        // Check: the tenants the scope asks for (on a sweep, those whose catalog signature
+        // moved), in chunks; diff the tenants whose fingerprint changed.
         let retry_due: BTreeSet<String> = state
             .retry
             .iter()
             .filter(|(_, (at, _))| *at <= started)
             .map(|(t, _)| t.clone())
             .collect();
-        let mut touched: BTreeSet<String> = BTreeSet::new();
-        let mut to_plan: Vec<ToPlan<DB>> = Vec::new();
-        let mut schema_changed = false;
         let introspect_started = Instant::now();
-        for (pool, names) in directory.groups() {
-            summary.introspected += names.len();
-            let schemas: Vec<String> = names.iter().map(ToString::to_string).collect();
-            let read = tokio::time::timeout(
-                inner.check_timeout,
-                snapshot(pool, &schemas, &inner.contracts),
-            )
-            .await
-            .unwrap_or(Err(Error::CheckTimeout {
-                pool: DB::describe_pool(pool),
-                after: inner.check_timeout,
-            }));
-            match read {
-                Ok(snap) => {
-                    let mut plan = ToPlan {
-                        pool: pool.clone(),
-                        names: Vec::new(),
-                        reports: Vec::new(),
-                        snapshot: snap,
-                    };
-                    for tenant in names {
-                        let name = tenant.as_str();
-                        let fingerprint =
-                            tenant_fingerprint(name, &inner.contracts, &plan.snapshot);
-                        let known = state.observed.get(name).map(|o| o.fingerprint.as_str());
-                        // An empty fingerprint is unknown (unreachable, or just remediated).
-                        schema_changed |= known.is_some_and(|k| !k.is_empty() && k != fingerprint);
-                        if known == Some(fingerprint.as_str())
-                            && !dirty.tenants.contains(name)
-                            && !retry_due.contains(name)
-                        {
-                            continue;
-                        }
-                        let report = check_tenant(name, &inner.contracts, &plan.snapshot);
-                        if report.verdict == Verdict::Drifted {
-                            plan.names.push(tenant.clone());
-                            plan.reports.push(report.clone());
-                        }
-                        state.observed.insert(
-                            name.to_owned(),
-                            Observed {
-                                fingerprint,
-                                report,
-                                planned: None,
-                                waiting: None,
-                            },
-                        );
-                        touched.insert(name.to_owned());
-                    }
-                    if !plan.names.is_empty() {
-                        to_plan.push(plan);
-                    }
-                }
-                Err(error) => {
-                    ::metrics::counter!(metrics::REVALIDATION_ERRORS_TOTAL).increment(1);
-                    let error = error_chain(&error);
-                    tracing::warn!(pool = %DB::describe_pool(pool), tenants = names.len(), %error, "a pass could not read a pool; its tenants are paused as unreachable");
-                    for tenant in names {
-                        state.observed.insert(
-                            tenant.to_string(),
-                            Observed {
-                                fingerprint: String::new(),
-                                report: TenantReport::unreachable(
-                                    tenant.to_string(),
-                                    error.clone(),
-                                ),
-                                planned: None,
-                                waiting: None,
-                            },
-                        );
-                        touched.insert(tenant.to_string());
-                    }
-                }
-            }
-        }
+        let forced = Forced {
+            dirty: &dirty.tenants,
+            retry_due: &retry_due,
+        };
+        let Observation {
+            mut touched,
+            to_plan,
+            schema_changed,
+            introspected,
+            signal,
+        } = self.observe(state, &directory, &scope, &forced).await;
+        summary.introspected = introspected;
+        summary.signal = signal;
         let introspect_ms = elapsed_ms(introspect_started);
         // Before any gate reopens below: connections opened before now are recycled.
         if schema_changed {
@@ -748,7 +716,7 @@ fn append_line(path: &std::path::Path, line: &str) {
 }
 
 /// A digest of a tenant's contracted live tables (absent tables included).
-fn tenant_fingerprint<DB: crate::backend::Backend>(
+pub(super) fn tenant_fingerprint<DB: crate::backend::Backend>(
     tenant: &str,
     contracts: &ContractSet<DB>,
     snap: &FleetSnapshot<DB>,

@@ -2,6 +2,7 @@
 
 mod apply;
 pub(crate) mod ddl;
+mod online;
 mod parse;
 mod quarantine;
 pub(crate) mod query;
@@ -16,7 +17,7 @@ use contract_core::{Dialect, LiveColumn, LiveTable, TypeFit};
 use futures_util::TryStreamExt as _;
 use sqlx::{AssertSqlSafe, Column, Executor, PgPool, Pool, Postgres, SqlSafeStr, Statement};
 
-use crate::backend::{Backend, TypeMap};
+use crate::backend::{Backend, Signatures, TypeMap};
 use crate::check::ContractSet;
 use crate::check::TypeCheck;
 use crate::error::{Error, Result, hint};
@@ -87,6 +88,35 @@ impl Backend for Postgres {
         Ok(types)
     }
 
+    async fn signatures(
+        pool: &PgPool,
+        schemas: &[String],
+        contracts: &ContractSet<Self>,
+    ) -> Result<Option<Signatures>> {
+        let read = async {
+            let mut tx = pool.begin_with(query::BEGIN_INTROSPECTION).await?;
+            // Unnamed, like the catalog query: planned with the actual arrays every time.
+            let rows: Vec<(String, Option<String>)> = sqlx::query_as(query::SIGNATURES)
+                .bind(contracts.table_names())
+                .bind(schemas)
+                .persistent(false)
+                .fetch_all(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            Ok(rows)
+        };
+        let rows = read.await.map_err(Error::db(
+            "reading the catalog signatures of tenant schemas",
+            None,
+        ))?;
+        let mut signatures: Signatures = schemas
+            .iter()
+            .map(|s| (s.clone(), Some(String::new())))
+            .collect();
+        signatures.extend(rows);
+        Ok(Some(signatures))
+    }
+
     fn fit(check: &TypeCheck<Self>, live: &LiveColumn, types: &TypeMap<Self>) -> TypeFit {
         let expected_sql_type = check.expected_sql_type();
         let compatible = types
@@ -133,6 +163,15 @@ impl Backend for Postgres {
 
     async fn ensure_audit_table(pool: &PgPool, audit: &AuditConfig) -> Result<()> {
         apply::ensure_audit_table(pool, audit).await
+    }
+
+    async fn reconcile_audits(
+        pool: &PgPool,
+        tenants: &[contract_core::TenantName],
+        contracts: &ContractSet<Self>,
+        audit: &AuditConfig,
+    ) -> Vec<crate::remediation::ReconciledAudit> {
+        online::resume_pending(pool, tenants, contracts, audit).await
     }
 
     async fn type_catalog(

@@ -56,3 +56,51 @@ pub(crate) const BEGIN_INTROSPECTION: &str = "BEGIN READ ONLY; SET LOCAL jit = o
 // language=SQL
 pub(super) const SCHEMAS_LIKE: &str =
     "SELECT nspname::text FROM pg_namespace WHERE nspname LIKE $1 ORDER BY nspname";
+
+/// Per schema, a digest of the catalog rows [`COLUMNS`] reads for the contracted relations
+/// (the change signal of a revalidation sweep): each relation's `pg_class` row, its
+/// `pg_attribute` rows (a rename, a type, nullability or default change rewrites the
+/// column's row), the `pg_type` rows of custom types and the `pg_enum` rows of enums its
+/// columns use, its primary and foreign keys (`pg_constraint`, and the referenced table's
+/// `pg_class` row), and for a view its rewrite rule and the base columns it reads
+/// (`pg_depend`: a view's nullability follows them). Only row versions (`xmin`), counts
+/// and oids are aggregated, server-side: one short row per schema travels. A new row
+/// version has a newer transaction id, so a changed row changes the sums. A view over
+/// another view yields NULL: its nullability depends on more than one level, and the schema
+/// is introspected every pass. A schema without any contracted relation has no row.
+///
+/// `$1`: table names, `$2`: schema names.
+///
+/// Docs: <https://www.postgresql.org/docs/15/ddl-system-columns.html>
+// language=SQL
+pub(crate) const SIGNATURES: &str = r#"
+SELECT n.nspname::text AS schema_name,
+       CASE WHEN bool_or(v.nested) THEN NULL
+            ELSE md5(string_agg(concat_ws(':', c.oid, c.xmin, c.relkind, a.sig, k.sig, v.sig), ',' ORDER BY c.oid))
+       END AS signature
+FROM pg_class c
+JOIN pg_namespace n ON n.oid = c.relnamespace
+CROSS JOIN LATERAL (
+    SELECT concat_ws('/', count(*), sum(a.xmin::text::int8), sum(a.xmin::text::int8 * a.attnum),
+               sum((SELECT t.xmin::text::int8
+                           + coalesce((SELECT sum(e.xmin::text::int8) + count(*) FROM pg_enum e WHERE e.enumtypid = t.oid), 0)
+                      FROM pg_type t WHERE t.oid = a.atttypid)) FILTER (WHERE a.atttypid >= 16384)) AS sig
+    FROM pg_attribute a
+    WHERE a.attrelid = c.oid AND a.attnum > 0) a
+CROSS JOIN LATERAL (
+    SELECT concat_ws('/', count(*), sum(k.xmin::text::int8),
+               sum((SELECT f.xmin::text::int8 FROM pg_class f WHERE f.oid = k.confrelid))) AS sig
+    FROM pg_constraint k
+    WHERE k.conrelid = c.oid AND k.contype IN ('p', 'f')) k
+CROSS JOIN LATERAL (
+    SELECT concat_ws('/', count(*), sum(w.xmin::text::int8), sum(b.xmin::text::int8)) AS sig,
+           bool_or(bc.relkind IN ('v', 'm')) AS nested
+    FROM pg_rewrite w
+    LEFT JOIN pg_depend d ON d.classid = 'pg_rewrite'::regclass AND d.objid = w.oid
+                         AND d.refclassid = 'pg_class'::regclass AND d.refobjid <> c.oid
+    LEFT JOIN pg_class bc ON bc.oid = d.refobjid
+    LEFT JOIN pg_attribute b ON b.attrelid = d.refobjid AND b.attnum = d.refobjsubid
+    WHERE c.relkind IN ('v', 'm') AND w.ev_class = c.oid) v
+WHERE c.relname = ANY($1) AND n.nspname = ANY($2) AND c.relkind IN ('r', 'p', 'v', 'm', 'f')
+GROUP BY n.nspname
+"#;

@@ -110,6 +110,7 @@ mod depth;
 mod error;
 mod replay;
 mod report;
+mod sink;
 mod site;
 mod stored;
 pub(crate) mod table;
@@ -124,6 +125,9 @@ use crate::payload::PayloadContract;
 pub use depth::QueueBacklog;
 pub use error::{QuarantineAction, QuarantineError};
 pub use report::{BacklogScan, Held, HeldReason, QuarantinedMessage, ReplayReport, StillRejected};
+#[cfg(any(feature = "postgres", feature = "mysql", feature = "sqlite"))]
+pub use sink::TableSink;
+pub use sink::{QuarantineRecord, QuarantineSink, SinkError};
 pub use site::QueueQuarantine;
 pub use table::{PayloadType, Quarantine, QueueTable};
 

@@ -30,7 +30,7 @@ use sqlx::sqlite::SqliteConnection;
 use sqlx::{AssertSqlSafe, Row, Sqlite, SqlitePool, ValueRef};
 
 use crate::backend::resolve::{prepare_types, unresolved};
-use crate::backend::{Backend, TypeMap};
+use crate::backend::{Backend, Signatures, TypeMap};
 use crate::check::ContractSet;
 use crate::check::TypeCheck;
 use crate::error::{Error, Result, hint};
@@ -86,6 +86,41 @@ impl Backend for Sqlite {
             .map_err(Error::db(INTROSPECTING, tenant))?;
         let types = resolve_on(&mut conn, &live).await?;
         Ok((live, types))
+    }
+
+    /// `PRAGMA schema_version` of each tenant's database (attached, or the pool's `main`):
+    /// SQLite bumps it on every schema change, from any connection.
+    async fn signatures(
+        pool: &SqlitePool,
+        schemas: &[String],
+        contracts: &ContractSet<Self>,
+    ) -> Result<Option<Signatures>> {
+        let _ = contracts;
+        let tenant = (schemas.len() == 1).then(|| schemas[0].as_str());
+        let context = "reading the schema version of tenant databases";
+        let mut conn = pool.acquire().await.map_err(Error::db(context, tenant))?;
+        let databases: Vec<String> = sqlx::query_scalar(query::DATABASES)
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(Error::db(context, tenant))?;
+        let mut signatures = Signatures::new();
+        for schema in schemas {
+            let database = if databases.contains(schema) {
+                schema.as_str()
+            } else {
+                "main"
+            };
+            let quoted = Dialect::Sqlite.quote(database).map_err(|e| {
+                Error::db(context, tenant)(sqlx::Error::InvalidArgument(e.to_string()))
+            })?;
+            let version: i64 =
+                sqlx::query_scalar(AssertSqlSafe(format!("PRAGMA {quoted}.schema_version")))
+                    .fetch_one(&mut *conn)
+                    .await
+                    .map_err(Error::db(context, tenant))?;
+            signatures.insert(schema.clone(), Some(format!("{database}:{version}")));
+        }
+        Ok(Some(signatures))
     }
 
     fn fit(check: &TypeCheck<Self>, live: &LiveColumn, types: &TypeMap<Self>) -> TypeFit {

@@ -1,0 +1,146 @@
+//! [`TableSink`]: the quarantine table as a [`QuarantineSink`].
+
+use contract_core::{Dialect, TenantName};
+use futures_util::future::BoxFuture;
+use sqlx::Pool;
+
+use super::{QuarantineRecord, QuarantineSink, SinkError};
+use crate::quarantine::{Quarantine, QuarantineStore, QueueQuarantine, QueueTable};
+
+/// Rejected messages stored as rows of the quarantine table (the one
+/// [`QueueQuarantine`] writes), for consumers whose messages are not rows: a broker's.
+///
+/// Each record is inserted unless a waiting row of the same tenant, source, id and bytes
+/// is there already, so a record stored again after a crash is skipped. The `source_id`
+/// column holds [`QuarantineRecord::source_id`]; the parsed copy (`payload`) is left empty.
+/// On MySQL/MariaDB the table lives in each tenant's database, on SQLite in the pool's file.
+///
+/// ```no_run
+/// # async fn demo(pool: sqlx::PgPool, record: contract_sqlx::quarantine::QuarantineRecord) -> Result<(), Box<dyn std::error::Error>> {
+/// use contract_sqlx::quarantine::{Quarantine, QuarantineSink, TableSink};
+/// let sink = TableSink::new(pool, Quarantine::default());
+/// sink.ensure_table("tenant_1").await?;
+/// let stored = sink.put(std::slice::from_ref(&record)).await?;
+/// # let _ = stored; Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+pub struct TableSink<DB: sqlx::Database> {
+    pool: Pool<DB>,
+    quarantine: Quarantine,
+}
+
+impl<DB: QuarantineStore> TableSink<DB> {
+    /// The quarantine table `quarantine` reached through `pool`.
+    #[must_use]
+    pub fn new(pool: Pool<DB>, quarantine: Quarantine) -> Self {
+        Self { pool, quarantine }
+    }
+
+    /// Creates (or upgrades) the quarantine table where `tenant`'s records go (one call
+    /// covers every tenant on PostgreSQL).
+    ///
+    /// # Errors
+    ///
+    /// As [`QueueQuarantine::ensure_table`].
+    pub async fn ensure_table(&self, tenant: &str) -> crate::Result<()> {
+        QueueQuarantine::new(TenantName::new(tenant)?, QueueTable::new("queue"))
+            .with_quarantine(self.quarantine.clone())
+            .ensure_table(&self.pool)
+            .await
+    }
+
+    /// The insert-unless-waiting statement for `tenant`'s quarantine table.
+    fn insert_sql(&self, tenant: &str) -> Result<String, Box<dyn std::error::Error + Send + Sync>> {
+        let tenant = TenantName::new(tenant)?;
+        let (schema, table) = self.quarantine.location(DB::DIALECT, &tenant);
+        let q = DB::DIALECT.quote_qualified(schema, table)?;
+        let dual = if DB::DIALECT == Dialect::MySql {
+            " FROM DUAL"
+        } else {
+            ""
+        };
+        // language=SQL
+        let sql = format!(
+            "INSERT INTO {q} (tenant, queue, source_id, payload_raw, reason, field_path, error,
+                contract_name, contract_fingerprint)
+             SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?{dual}
+             WHERE NOT EXISTS (SELECT 1 FROM {q} WHERE tenant = ? AND queue = ? AND source_id = ?
+                AND payload_raw = ? AND replayed_at IS NULL)"
+        );
+        Ok(numbered(DB::DIALECT, &sql))
+    }
+}
+
+/// `?` placeholders as `$1, $2, …` on PostgreSQL.
+fn numbered(dialect: Dialect, sql: &str) -> String {
+    if dialect != Dialect::Postgres {
+        return sql.to_owned();
+    }
+    let mut out = String::with_capacity(sql.len() + 16);
+    let mut n = 0;
+    for c in sql.chars() {
+        if c == '?' {
+            n += 1;
+            out.push_str(&format!("${n}"));
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// The same sink for each backend (only the statement's placeholders differ).
+macro_rules! impl_sink {
+    ($feature:literal, $db:ty) => {
+        #[cfg(feature = $feature)]
+        impl QuarantineSink for TableSink<$db> {
+            fn put<'a>(
+                &'a self,
+                records: &'a [QuarantineRecord],
+            ) -> BoxFuture<'a, Result<u64, SinkError>> {
+                Box::pin(async move {
+                    let fail = |e| SinkError::write(self, records, e);
+                    let mut tx = <$db as QuarantineStore>::begin_write(&self.pool)
+                        .await
+                        .map_err(|e| fail(e.into()))?;
+                    let mut stored = 0;
+                    for r in records {
+                        let sql = self.insert_sql(&r.tenant).map_err(fail)?;
+                        let source_id = r.source_id();
+                        let done = sqlx::query::<$db>(sqlx::AssertSqlSafe(sql))
+                            .bind(&r.tenant)
+                            .bind(&r.source)
+                            .bind(source_id)
+                            .bind(&r.raw)
+                            .bind(r.reason.as_str())
+                            .bind(r.field_path.as_deref())
+                            .bind(&r.error)
+                            .bind(&r.contract)
+                            .bind(&r.contract_fingerprint)
+                            .bind(&r.tenant)
+                            .bind(&r.source)
+                            .bind(source_id)
+                            .bind(&r.raw)
+                            .execute(&mut *tx)
+                            .await
+                            .map_err(|e| fail(e.into()))?;
+                        stored += done.rows_affected();
+                        if done.rows_affected() > 0 {
+                            crate::guard::metrics::record_messages(&r.source, "quarantined", 1);
+                        }
+                    }
+                    tx.commit().await.map_err(|e| fail(e.into()))?;
+                    Ok(stored)
+                })
+            }
+
+            fn describe(&self) -> String {
+                format!("quarantine table `{}`", self.quarantine.table)
+            }
+        }
+    };
+}
+
+impl_sink!("postgres", sqlx::Postgres);
+impl_sink!("mysql", sqlx::MySql);
+impl_sink!("sqlite", sqlx::Sqlite);

@@ -1,0 +1,95 @@
+//! The quarantine table as a [`QuarantineSink`] (what a broker consumer may use instead of
+//! a dead-letter destination): a record is stored with its reason, path, contract and
+//! bytes; storing it again (a consumer killed before its acknowledgement) is skipped; a
+//! new message under another id is not.
+
+#[path = "support/mod.rs"]
+mod support;
+
+use contract_sqlx::TenantName;
+use contract_sqlx::payload::PayloadContract;
+use contract_sqlx::quarantine::{
+    Quarantine, QuarantineRecord, QuarantineSink, QueueQuarantine, QueueTable, TableSink,
+};
+use serde::Deserialize;
+
+#[derive(Debug, Deserialize)]
+#[allow(dead_code)]
+struct Job {
+    user_id: i64,
+}
+
+fn records(tenant: &str) -> Vec<QuarantineRecord> {
+    let contract = PayloadContract::<Job>::named("job").with_version("3");
+    [
+        ("m-1", &br#"{"user_id": "x"}"#[..]),
+        ("77", &b"\xff not utf-8"[..]),
+    ]
+    .into_iter()
+    .map(|(id, raw)| {
+        let rejection = contract.check(raw).expect_err("poison");
+        QuarantineRecord::new(tenant, "jobs.rabbit", id, &contract, &rejection, raw)
+            .with_header("x-origin", "test")
+    })
+    .collect()
+}
+
+async fn stored_twice_counts_once<DB>(sink: &TableSink<DB>, pool: &sqlx::Pool<DB>, tenant: &str)
+where
+    DB: contract_sqlx::quarantine::QuarantineStore,
+    TableSink<DB>: QuarantineSink,
+{
+    sink.ensure_table(tenant).await.expect("quarantine table");
+    let batch = records(tenant);
+    assert_eq!(sink.put(&batch).await.expect("first put"), 2);
+    assert_eq!(
+        sink.put(&batch).await.expect("second put"),
+        0,
+        "a repeat is skipped"
+    );
+    let site = QueueQuarantine::new(
+        TenantName::new(tenant).unwrap(),
+        QueueTable::new("jobs.rabbit"),
+    );
+    let rows = site.list(pool).await.expect("list");
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    let by_id = |id: i64| rows.iter().find(|r| r.source_id == id).expect("row");
+    let first = by_id(batch[0].source_id());
+    assert_eq!(
+        (
+            first.reason.as_str(),
+            first.field_path.as_deref(),
+            first.contract_name.as_str()
+        ),
+        ("contract_mismatch", Some("user_id"), "job")
+    );
+    assert_eq!(first.payload_raw, br#"{"user_id": "x"}"#);
+    let second = by_id(77);
+    assert_eq!(
+        (second.reason.as_str(), second.payload_raw.as_slice()),
+        ("not_utf8", &b"\xff not utf-8"[..])
+    );
+    assert!(sink.describe().contains("contract_quarantine"));
+}
+
+#[tokio::test]
+async fn sqlite_table_sink_stores_each_record_once() {
+    let dir = support::TempDir::new("contract_sink");
+    let options = sqlx::sqlite::SqliteConnectOptions::new()
+        .filename(dir.0.join("tenant.sqlite"))
+        .create_if_missing(true);
+    let pool = sqlx::SqlitePool::connect_with(options)
+        .await
+        .expect("sqlite");
+    let sink = TableSink::new(pool.clone(), Quarantine::default());
+    stored_twice_counts_once(&sink, &pool, "tenant_a").await;
+    pool.close().await;
+}
+
+#[tokio::test]
+async fn postgres_table_sink_stores_each_record_once() {
+    let db = support::PgScratch::create("contract_sink").await;
+    let sink = TableSink::new(db.pool.clone(), Quarantine::default());
+    stored_twice_counts_once(&sink, &db.pool, "tenant_b").await;
+    db.drop_db().await;
+}

@@ -1,0 +1,374 @@
+//! Cheap change detection for revalidation: the PostgreSQL catalog signature moves for
+//! every kind of change the guard detects (and stays put otherwise), an unchanged fleet's
+//! sweep introspects no tenant, every Nth sweep is a full check, the DDL trigger's pass
+//! introspects only the named tenant, and MySQL (no trustworthy signal) checks fully and
+//! says so.
+
+#[path = "support/mod.rs"]
+mod support;
+
+use std::time::Duration;
+
+use contract_sqlx::backend::Backend;
+use contract_sqlx::check::ContractSet;
+use contract_sqlx::guard::{ChangeSignal, install_ddl_trigger};
+use contract_sqlx::{Contract, Guard, Tenants};
+use sqlx::{MySql, PgPool, Postgres};
+use support::{PgScratch, exec};
+
+#[derive(Debug, sqlx::FromRow, Contract)]
+#[contract(table = "events")]
+#[allow(dead_code)]
+struct Event {
+    id: i64,
+    user_id: i64,
+}
+
+#[derive(Debug, sqlx::FromRow, Contract)]
+#[contract(table = "items")]
+#[allow(dead_code)]
+struct Item {
+    id: i64,
+}
+
+#[derive(Debug, sqlx::FromRow, Contract)]
+#[contract(table = "item_names")]
+#[allow(dead_code)]
+struct ItemName {
+    id: i64,
+}
+
+#[derive(Debug, sqlx::FromRow, Contract)]
+#[contract(table = "label_names")]
+#[allow(dead_code)]
+struct LabelName {
+    id: i64,
+}
+
+/// `items` (contracted) with every kind of column the guard reads, `parents` (referenced,
+/// not contracted), `item_names` (a contracted view over `items`), `label_names` (a
+/// contracted view over the uncontracted `labels`).
+const ITEMS: &str = "
+CREATE TYPE {s}.mood AS ENUM ('calm', 'busy');
+CREATE DOMAIN {s}.amount AS int8;
+CREATE TABLE {s}.parents (id int8 PRIMARY KEY, code int8);
+CREATE TABLE {s}.labels (id int8 NOT NULL, name text);
+CREATE TABLE {s}.items (
+    id int8 PRIMARY KEY, name text, flag bool NOT NULL, mood {s}.mood, total {s}.amount,
+    parent_id int8 REFERENCES {s}.parents (id), note text DEFAULT 'none');
+CREATE VIEW {s}.item_names AS SELECT id, name FROM {s}.items;
+CREATE VIEW {s}.label_names AS SELECT id, name FROM {s}.labels;
+";
+
+fn item_contracts() -> ContractSet<Postgres> {
+    ContractSet::new()
+        .with::<Item>()
+        .with::<ItemName>()
+        .with::<LabelName>()
+}
+
+async fn signature(pool: &PgPool, schema: &str) -> Option<String> {
+    let signatures = Postgres::signatures(pool, &[schema.to_owned()], &item_contracts())
+        .await
+        .expect("signatures")
+        .expect("PostgreSQL has a signal");
+    signatures
+        .get(schema)
+        .cloned()
+        .expect("every schema answered")
+}
+
+/// Every kind of change the guard detects moves the tenant's signature; data changes,
+/// `ANALYZE` and DDL in another schema do not.
+#[tokio::test]
+async fn the_catalog_signature_moves_for_every_kind_of_drift() {
+    let scratch = PgScratch::create("contract_signature").await;
+    let pool = &scratch.pool;
+    let changes: &[(&str, &str)] = &[
+        (
+            "column added",
+            "ALTER TABLE {s}.items ADD COLUMN extra int4",
+        ),
+        ("column dropped", "ALTER TABLE {s}.items DROP COLUMN note"),
+        (
+            "column renamed",
+            "ALTER TABLE {s}.items RENAME COLUMN note TO remark",
+        ),
+        (
+            "column retyped (rewrite)",
+            "ALTER TABLE {s}.items ALTER COLUMN flag TYPE int4 USING 1",
+        ),
+        (
+            "column retyped (no rewrite)",
+            "ALTER TABLE {s}.items ALTER COLUMN total TYPE int8",
+        ),
+        (
+            "NOT NULL set",
+            "ALTER TABLE {s}.items ALTER COLUMN name SET NOT NULL",
+        ),
+        (
+            "NOT NULL dropped",
+            "ALTER TABLE {s}.items ALTER COLUMN flag DROP NOT NULL",
+        ),
+        (
+            "default changed",
+            "ALTER TABLE {s}.items ALTER COLUMN note SET DEFAULT 'other'",
+        ),
+        (
+            "default dropped",
+            "ALTER TABLE {s}.items ALTER COLUMN note DROP DEFAULT",
+        ),
+        (
+            "default added",
+            "ALTER TABLE {s}.items ALTER COLUMN name SET DEFAULT 'x'",
+        ),
+        ("enum label added", "ALTER TYPE {s}.mood ADD VALUE 'idle'"),
+        (
+            "enum label renamed",
+            "ALTER TYPE {s}.mood RENAME VALUE 'busy' TO 'hectic'",
+        ),
+        ("enum type renamed", "ALTER TYPE {s}.mood RENAME TO feeling"),
+        ("domain renamed", "ALTER DOMAIN {s}.amount RENAME TO money"),
+        ("domain NOT NULL", "ALTER DOMAIN {s}.amount SET NOT NULL"),
+        (
+            "primary key dropped",
+            "ALTER TABLE {s}.items DROP CONSTRAINT items_pkey",
+        ),
+        (
+            "foreign key dropped",
+            "ALTER TABLE {s}.items DROP CONSTRAINT items_parent_id_fkey",
+        ),
+        (
+            "referenced table renamed",
+            "ALTER TABLE {s}.parents RENAME TO elders",
+        ),
+        (
+            "view redefined",
+            "CREATE OR REPLACE VIEW {s}.item_names AS SELECT id, name || '!' AS name FROM {s}.items",
+        ),
+        (
+            "view base column NOT NULL",
+            "ALTER TABLE {s}.labels ALTER COLUMN name SET NOT NULL",
+        ),
+        (
+            "view base column NOT NULL dropped",
+            "ALTER TABLE {s}.labels ALTER COLUMN id DROP NOT NULL",
+        ),
+        ("table dropped", "DROP TABLE {s}.items CASCADE"),
+        (
+            "table dropped and recreated",
+            "DROP TABLE {s}.items CASCADE; CREATE TABLE {s}.items (id int8 PRIMARY KEY, name text, flag bool NOT NULL, mood {s}.mood, total {s}.amount, parent_id int8 REFERENCES {s}.parents (id), note text DEFAULT 'none')",
+        ),
+        (
+            "table became a view",
+            "DROP TABLE {s}.items CASCADE; CREATE VIEW {s}.items AS SELECT id FROM {s}.parents",
+        ),
+    ];
+    let quiet: &[(&str, &str)] = &[
+        (
+            "rows written",
+            "INSERT INTO {s}.parents VALUES (1, 1); INSERT INTO {s}.items (id, flag, parent_id) VALUES (1, true, 1)",
+        ),
+        ("analyzed", "ANALYZE {s}.items"),
+        (
+            "DDL elsewhere",
+            "CREATE TABLE public.unrelated_{s} (id int4); DROP TABLE public.unrelated_{s}",
+        ),
+    ];
+    for (i, (what, ddl)) in changes.iter().chain(quiet).enumerate() {
+        let schema = format!("t{i}");
+        let setup = format!("CREATE SCHEMA {schema};{}", ITEMS.replace("{s}", &schema));
+        exec(pool, &setup).await;
+        let before = signature(pool, &schema).await;
+        assert!(before.is_some(), "{what}: a one-level view has a signature");
+        exec(pool, &ddl.replace("{s}", &schema)).await;
+        let after = signature(pool, &schema).await;
+        if i < changes.len() {
+            assert_ne!(before, after, "{what}: the signature must move");
+        } else {
+            assert_eq!(before, after, "{what}: the signature must stay");
+        }
+    }
+    // A view over a view: no signature (introspected every pass).
+    exec(pool, "CREATE SCHEMA nested;").await;
+    exec(pool, &ITEMS.replace("{s}", "nested")).await;
+    exec(
+        pool,
+        "DROP VIEW nested.label_names; CREATE VIEW nested.label_names AS SELECT id, name FROM nested.item_names",
+    )
+    .await;
+    assert_eq!(signature(pool, "nested").await, None);
+    // A schema without contracted relations has one too (it can gain them).
+    exec(pool, "CREATE SCHEMA bare").await;
+    assert_eq!(signature(pool, "bare").await, Some(String::new()));
+    scratch.drop_db().await;
+}
+
+async fn seed(pool: &PgPool, tenants: usize) {
+    let mut ddl = String::new();
+    for i in 1..=tenants {
+        ddl.push_str(&format!(
+            "CREATE SCHEMA tenant_{i}; CREATE TABLE tenant_{i}.events (id int8 NOT NULL, user_id int8 NOT NULL);"
+        ));
+    }
+    exec(pool, &ddl).await;
+}
+
+/// An unchanged fleet's sweep introspects no tenant; DDL on one makes the next sweep
+/// introspect just that one and close its gate; every third sweep (as configured) is full.
+#[tokio::test]
+async fn sweeps_introspect_only_changed_tenants_and_every_nth_is_full() {
+    let scratch = PgScratch::create("contract_sweep").await;
+    seed(&scratch.pool, 5).await;
+    let guard = Guard::<Postgres>::builder()
+        .contract::<Event>()
+        .tenants(Tenants::schemas_like("tenant_%"))
+        .full_check_every(3)
+        .start(&scratch.pool)
+        .await
+        .expect("start");
+    let start = guard.last_pass().expect("start-up pass");
+    assert_eq!(
+        (start.signal, start.introspected),
+        (ChangeSignal::FullCheck, 5)
+    );
+
+    let unchanged = guard.revalidate().await.expect("sweep 1");
+    assert_eq!(unchanged.signal, ChangeSignal::CatalogSignature);
+    assert_eq!(unchanged.introspected, 0, "{unchanged:?}");
+
+    exec(
+        &scratch.pool,
+        "ALTER TABLE tenant_2.events ALTER COLUMN user_id DROP NOT NULL",
+    )
+    .await;
+    let changed = guard.revalidate().await.expect("sweep 2");
+    assert_eq!(
+        (changed.signal, changed.introspected),
+        (ChangeSignal::CatalogSignature, 1)
+    );
+    assert_eq!(changed.changed, ["tenant_2"]);
+    assert!(!guard.gate("tenant_2").is_open());
+
+    let full = guard.revalidate().await.expect("sweep 3");
+    assert_eq!(
+        (full.signal, full.introspected),
+        (ChangeSignal::FullCheck, 5)
+    );
+    assert!(full.changed.is_empty(), "{full:?}");
+    let after_full = guard.revalidate().await.expect("sweep 4");
+    assert_eq!(
+        (after_full.signal, after_full.introspected),
+        (ChangeSignal::CatalogSignature, 0)
+    );
+
+    // A new tenant has no signature yet: introspected on the next sweep.
+    seed_one(&scratch.pool, 6).await;
+    let found = guard.revalidate().await.expect("sweep 5");
+    assert_eq!(found.discovered, ["tenant_6"]);
+    assert_eq!(found.introspected, 1);
+    assert!(guard.gate("tenant_6").is_open());
+    assert!(!guard.gate("tenant_2").is_open());
+    scratch.drop_db().await;
+}
+
+async fn seed_one(pool: &PgPool, i: usize) {
+    exec(
+        pool,
+        &format!(
+            "CREATE SCHEMA tenant_{i}; CREATE TABLE tenant_{i}.events (id int8 NOT NULL, user_id int8 NOT NULL);"
+        ),
+    )
+    .await;
+}
+
+/// With the event trigger, DDL on one tenant wakes a pass over that tenant alone, which
+/// closes its gate; the periodic sweep (an hour away) plays no part.
+#[tokio::test]
+async fn the_trigger_pass_introspects_only_the_named_tenant() {
+    let scratch = PgScratch::create("contract_targeted").await;
+    seed(&scratch.pool, 6).await;
+    install_ddl_trigger(&scratch.pool)
+        .await
+        .expect("trigger (tests run as superuser)");
+    let guard = Guard::<Postgres>::builder()
+        .contract::<Event>()
+        .tenants(Tenants::schemas_like("tenant_%"))
+        .revalidate_every(Duration::from_secs(3600))
+        .start(&scratch.pool)
+        .await
+        .expect("start");
+    let listener = guard.listen_for_ddl().await.expect("listen");
+    let task = guard.spawn();
+    exec(
+        &scratch.pool,
+        "ALTER TABLE tenant_5.events RENAME COLUMN user_id TO owner_id",
+    )
+    .await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while guard.gate("tenant_5").is_open() && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(!guard.gate("tenant_5").is_open(), "gate never closed");
+    // The gate closes before the pass has written its status and finished.
+    let finished = || {
+        guard
+            .last_pass()
+            .is_some_and(|p| p.signal != ChangeSignal::FullCheck)
+    };
+    while !finished() && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let pass = guard.last_pass().expect("a pass");
+    assert_eq!(pass.signal, ChangeSignal::Targeted, "{pass:?}");
+    assert_eq!(pass.introspected, 1, "{pass:?}");
+    assert_eq!(pass.changed, ["tenant_5"]);
+    let open: Vec<String> = guard
+        .tenants()
+        .into_iter()
+        .filter(|t| guard.gate(t).is_open())
+        .collect();
+    assert_eq!(open.len(), 5, "{open:?}");
+    task.abort();
+    listener.abort();
+    scratch.drop_db().await;
+}
+
+/// MySQL has no trustworthy cheap signal: every sweep introspects every tenant and the
+/// pass says it was a full check.
+#[tokio::test]
+async fn mysql_sweeps_fall_back_to_a_full_check_and_say_so() {
+    let pool = support::mysql_pool().await;
+    let prefix = support::unique_name("ct_rv");
+    let names: Vec<String> = (1..=3).map(|i| format!("{prefix}_t{i}")).collect();
+    let _cleanup = support::MySqlDatabases(names.clone());
+    for name in &names {
+        for sql in [
+            format!("CREATE DATABASE `{name}`"),
+            format!("CREATE TABLE `{name}`.events (id BIGINT NOT NULL, user_id BIGINT NOT NULL)"),
+        ] {
+            sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+                .execute(&pool)
+                .await
+                .expect("setup");
+        }
+    }
+    let guard = Guard::<MySql>::builder()
+        .contract::<Event>()
+        .tenants(Tenants::schemas_like(format!("{prefix}\\_t%")))
+        .in_memory_control()
+        .start(&pool)
+        .await
+        .expect("start");
+    let sweep = guard.revalidate().await.expect("sweep");
+    assert_eq!(
+        (sweep.signal, sweep.introspected),
+        (ChangeSignal::FullCheck, 3)
+    );
+    assert!(
+        sweep.signal.to_string().starts_with("full check"),
+        "{}",
+        sweep.signal
+    );
+    assert!(names.iter().all(|t| guard.gate(t).is_open()));
+}
