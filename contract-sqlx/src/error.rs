@@ -60,6 +60,32 @@ pub enum Error {
         #[source]
         source: sqlx::Error,
     },
+    /// A multi-transaction remediation (PostgreSQL) stopped in a later transaction: the
+    /// earlier ones are committed and leave a valid schema (a constraint `NOT VALID`, say),
+    /// the failed one was rolled back, and the pending audit row lets the next pass resume.
+    #[error(
+        "remediation of tenant `{tenant}` stopped in transaction {phase} of {phases} ({label}) at `{stage}` after {attempts} attempt(s): that transaction was rolled back, the {} before it are committed and leave a valid schema; audit row `{audit_id}` stays pending and the next pass resumes at transaction {phase}",
+        .phase - 1
+    )]
+    PhaseFailed {
+        /// The tenant.
+        tenant: String,
+        /// The transaction that failed, from 1.
+        phase: usize,
+        /// How many transactions the apply has.
+        phases: usize,
+        /// What the failed transaction does (`validate`, `set_not_null`, …).
+        label: String,
+        /// What was running (a statement, `audit row`, …).
+        stage: String,
+        /// Attempts made.
+        attempts: u32,
+        /// The pending audit row.
+        audit_id: String,
+        /// The driver's error (boxed: this variant is already large).
+        #[source]
+        source: Box<sqlx::Error>,
+    },
     /// A MySQL/MariaDB remediation failed after some of its statements had run: DDL
     /// commits implicitly there, so they stay applied. The audit row records the failure.
     #[error(

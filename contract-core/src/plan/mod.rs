@@ -3,7 +3,9 @@
 //! to fix and why.
 
 mod catalog;
+mod merge;
 mod order;
+mod phase;
 mod planner;
 mod policy;
 mod rebuild;
@@ -16,6 +18,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 pub use catalog::{TypeCatalog, type_names};
+pub use phase::{Phase, PhaseKind};
 pub use planner::plan_tenant;
 pub use policy::{Remediation, Selection};
 pub use step::{Action, Hazard, LockLevel, PlanStep, Refusal};
@@ -79,6 +82,13 @@ impl TenantPlan {
             for statement in &step.statements {
                 text.push_str(statement);
                 text.push('\u{1e}');
+            }
+            // The transaction boundaries are part of what is approved.
+            for phase in &step.phases {
+                text.push_str(&format!(
+                    "\u{1f}phase {} {} {}\u{1e}",
+                    phase.kind, phase.lock, phase.statements
+                ));
             }
         }
         let hash = digest_hex(text.as_bytes());
@@ -157,6 +167,12 @@ fn shape_of(tenant: &str, dialect: Dialect, steps: &[PlanStep]) -> String {
         for hazard in &step.hazards {
             digest.field(hazard.as_str());
         }
+        for phase in &step.phases {
+            digest
+                .field(phase.kind.as_str())
+                .field(phase.lock.as_str())
+                .field(phase.statements.to_string());
+        }
         for statement in &step.statements {
             match &qualifier {
                 Some(q) => digest.field(statement.replace(q.as_str(), &placeholder)),
@@ -184,8 +200,15 @@ impl fmt::Display for TenantPlan {
         }
         for (i, step) in self.steps.iter().enumerate() {
             writeln!(f, "  {}. {step}", i + 1)?;
-            for statement in &step.statements {
-                writeln!(f, "       {statement}")?;
+            let groups = step.phased();
+            let numbered = groups.len() > 1;
+            for (n, (phase, statements)) in groups.into_iter().enumerate() {
+                if let (true, Some(phase)) = (numbered, phase) {
+                    writeln!(f, "     transaction {}: {phase}", n + 1)?;
+                }
+                for statement in statements {
+                    writeln!(f, "       {statement}")?;
+                }
             }
         }
         for refusal in &self.refusals {

@@ -1,10 +1,12 @@
 //! Findings → steps and refusals, per dialect (the rules are in `ARCHITECTURE.md` section 5).
 
+use super::merge::{Merged, by_table};
 use super::order::creations_first;
 use super::rebuild::{TypeChange, rebuild_step};
 use super::render::Target;
 use super::step::{Action, Hazard, LockLevel, PlanStep, Refusal};
 use super::types::{PgTypeChange, ddl_type, pg_canonical, pg_type_change, pg_typmod_change};
+use super::{Phase, PhaseKind};
 use super::{TableInput, TenantPlan, TypeCatalog};
 use std::collections::BTreeMap;
 
@@ -17,7 +19,9 @@ use crate::model::ColumnContract;
 ///
 /// `schema` is where the tenant's tables live (`None` on SQLite). Steps come out in
 /// contract order, then finding order, so the same inputs always give byte-identical SQL
-/// and the same hash; except that missing tables are created first, each after the new
+/// and the same hash; except that several contracts on one table are planned as one (the
+/// table is created once with every column any of them reads, a column `NOT NULL` unless
+/// all read it as an `Option`), missing tables are created first, each after the new
 /// tables it references, and a table's renames come after its other steps (which name the
 /// columns as they are live). Narrowing, lossy and may-fail casts, drops and undeclared
 /// renames are never planned: they come back as refusals with the reason.
@@ -39,11 +43,23 @@ pub fn plan_tenant(
     tables: &[TableInput<'_>],
     types: &TypeCatalog,
 ) -> TenantPlan {
+    // Contracts reading the same table are planned as one.
+    let merged = by_table(dialect, schema, tables);
+    let inputs: Vec<TableInput<'_>> = merged.iter().map(Merged::input).collect();
+    let tables = inputs.as_slice();
     let mut steps = Vec::new();
     let mut refusals = Vec::new();
     // The index in `steps` of each table's CREATE TABLE.
     let mut created = Vec::with_capacity(tables.len());
-    for input in tables {
+    for (input, merged) in tables.iter().zip(&merged) {
+        for (finding, reason) in &merged.refused {
+            refusals.push(Refusal {
+                table: finding.table.clone(),
+                column: finding.column.clone(),
+                kind: finding.kind,
+                reason: reason.clone(),
+            });
+        }
         let table_schema = match dialect {
             Dialect::Sqlite => None,
             _ => input.contract.schema.as_deref().or(schema),
@@ -339,6 +355,7 @@ fn step(target: &Target<'_>, column: Option<&str>, action: Action, fixes: DriftK
         statements: Vec::new(),
         lock: LockLevel::AccessExclusiveBrief,
         hazards: Vec::new(),
+        phases: Vec::new(),
     }
 }
 
@@ -538,6 +555,12 @@ fn set_not_null(target: &Target<'_>, input: &TableInput<'_>, column: &ColumnCont
         format!("ALTER TABLE {table} ALTER COLUMN {name} SET NOT NULL"),
         format!("ALTER TABLE {table} DROP CONSTRAINT {check}"),
     ];
+    // Three transactions: the scan of VALIDATE never runs under the ACCESS EXCLUSIVE lock.
+    s.phases = vec![
+        Phase::new(PhaseKind::AddNotValid, LockLevel::AccessExclusiveBrief, 1),
+        Phase::new(PhaseKind::Validate, LockLevel::ShareUpdateExclusive, 1),
+        Phase::new(PhaseKind::SetNotNull, LockLevel::AccessExclusiveBrief, 2),
+    ];
     s.hazards.push(Hazard::ValidatesRows);
     Ok(Some(s))
 }
@@ -567,6 +590,10 @@ fn add_foreign_key(target: &Target<'_>, column: &ColumnContract) -> Planned {
             ident(target.references(reference))?
         ),
         format!("ALTER TABLE {table} VALIDATE CONSTRAINT {name}"),
+    ];
+    s.phases = vec![
+        Phase::new(PhaseKind::AddNotValid, LockLevel::ShareRowExclusive, 1),
+        Phase::new(PhaseKind::Validate, LockLevel::ShareUpdateExclusive, 1),
     ];
     s.lock = LockLevel::ShareRowExclusive;
     s.hazards = vec![Hazard::ValidatesRows, Hazard::LocksReferencedTable];

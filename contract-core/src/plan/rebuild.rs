@@ -214,6 +214,7 @@ pub(super) fn rebuild_step(
         statements,
         lock: LockLevel::AccessExclusive,
         hazards: vec![Hazard::TableRebuild, Hazard::ValidatesRows],
+        phases: Vec::new(),
     })
 }
 

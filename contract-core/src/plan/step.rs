@@ -3,6 +3,7 @@
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
+use super::Phase;
 use crate::drift::DriftKind;
 
 /// Why a step is not safe to run unattended (`ARCHITECTURE.md` D5). Every hazard needs an approval
@@ -178,6 +179,10 @@ pub struct PlanStep {
     pub lock: LockLevel,
     /// Hazards (empty: safe to apply unattended).
     pub hazards: Vec<Hazard>,
+    /// The transactions the statements run in, in order (empty: all of them in the
+    /// tenant's one remediation transaction). See [`PlanStep::phased`].
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub phases: Vec<Phase>,
 }
 
 impl PlanStep {
@@ -185,6 +190,35 @@ impl PlanStep {
     #[must_use]
     pub fn is_safe(&self) -> bool {
         self.hazards.is_empty()
+    }
+
+    /// `true` when the step runs in more than one transaction.
+    #[must_use]
+    pub fn is_multi_phase(&self) -> bool {
+        self.phases.len() > 1
+    }
+
+    /// The statements per transaction: one group per phase, or one group of all the
+    /// statements (with no phase) for a step that runs in the tenant's one transaction.
+    /// Phases that claim more statements than the step has get what is left.
+    #[must_use]
+    pub fn phased(&self) -> Vec<(Option<Phase>, &[String])> {
+        if self.phases.is_empty() {
+            return vec![(None, self.statements.as_slice())];
+        }
+        let mut rest = self.statements.as_slice();
+        let mut groups = Vec::with_capacity(self.phases.len());
+        for (i, phase) in self.phases.iter().enumerate() {
+            let take = if i + 1 == self.phases.len() {
+                rest.len()
+            } else {
+                phase.statements.min(rest.len())
+            };
+            let (now, later) = rest.split_at(take);
+            groups.push((Some(*phase), now));
+            rest = later;
+        }
+        groups
     }
 }
 
@@ -209,6 +243,9 @@ impl fmt::Display for PlanStep {
                 f.write_str(", ")?;
             }
             write!(f, "{} ({})", hazard, hazard.describe())?;
+        }
+        if self.is_multi_phase() {
+            write!(f, "; {} transactions", self.phases.len())?;
         }
         Ok(())
     }

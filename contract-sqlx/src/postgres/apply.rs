@@ -33,7 +33,9 @@ pub(super) async fn ensure_audit_table(pool: &PgPool, audit: &AuditConfig) -> Re
             approval_id text,
             approved_by text);
          ALTER TABLE {table} ADD COLUMN IF NOT EXISTS approval_id text,
-             ADD COLUMN IF NOT EXISTS approved_by text"
+             ADD COLUMN IF NOT EXISTS approved_by text,
+             ADD COLUMN IF NOT EXISTS phase int4,
+             ADD COLUMN IF NOT EXISTS transactions jsonb"
     );
     let context = "creating the audit table";
     super::ddl::create_under_lock(pool, "contract:audit-table", ddl, context).await
@@ -41,6 +43,9 @@ pub(super) async fn ensure_audit_table(pool: &PgPool, audit: &AuditConfig) -> Re
 
 /// Applies with bounded retries on lock timeout.
 pub(super) async fn apply(pool: &PgPool, job: &ApplyJob<'_, Postgres>) -> Result<AuditRecord> {
+    if crate::remediation::phases::is_phased(&job.steps) {
+        return super::online::apply_phased(pool, job).await;
+    }
     let mut attempt = 1;
     loop {
         match apply_once(pool, job, attempt).await {
@@ -59,7 +64,7 @@ pub(super) async fn apply(pool: &PgPool, job: &ApplyJob<'_, Postgres>) -> Result
     }
 }
 
-fn is_lock_timeout(error: &sqlx::Error) -> bool {
+pub(super) fn is_lock_timeout(error: &sqlx::Error) -> bool {
     error
         .as_database_error()
         .and_then(|e| e.code())
@@ -153,7 +158,7 @@ async fn apply_once(
     ))
 }
 
-async fn set_local(
+pub(super) async fn set_local(
     tx: &mut Transaction<'_, Postgres>,
     name: &str,
     value: std::time::Duration,

@@ -2,6 +2,7 @@
 
 mod apply;
 pub(crate) mod ddl;
+mod online;
 mod parse;
 mod quarantine;
 pub(crate) mod query;
@@ -162,6 +163,15 @@ impl Backend for Postgres {
 
     async fn ensure_audit_table(pool: &PgPool, audit: &AuditConfig) -> Result<()> {
         apply::ensure_audit_table(pool, audit).await
+    }
+
+    async fn reconcile_audits(
+        pool: &PgPool,
+        tenants: &[contract_core::TenantName],
+        contracts: &ContractSet<Self>,
+        audit: &AuditConfig,
+    ) -> Vec<crate::remediation::ReconciledAudit> {
+        online::resume_pending(pool, tenants, contracts, audit).await
     }
 
     async fn type_catalog(
