@@ -429,7 +429,7 @@ fn median_ms(samples: &[Duration]) -> f64 {
     let mut sorted = samples.to_vec();
     sorted.sort();
     let mid = sorted.len() / 2;
-    if sorted.len() % 2 == 0 {
+    if sorted.len().is_multiple_of(2) {
         ms((sorted[mid - 1] + sorted[mid]) / 2)
     } else {
         ms(sorted[mid])
