@@ -9,6 +9,12 @@ mod support;
 #[path = "cli/mod.rs"]
 mod cli;
 
+#[path = "cli/mysql.rs"]
+mod mysql;
+
+#[path = "cli/sqlite.rs"]
+mod sqlite;
+
 use std::time::{Duration, Instant};
 
 use cli::{assert_readable, contract, contract_async, full_hashes};

@@ -258,7 +258,12 @@ impl fmt::Display for TenantLine {
         if let Some(hash) = &self.plan_hash {
             writeln!(f, "    pending plan {hash}")?;
         }
-        if let Some(waiting) = &self.waiting {
+        // The guard's pause reason already ends with it, most of the time.
+        if let Some(waiting) = self
+            .waiting
+            .as_ref()
+            .filter(|w| !self.pauses.iter().any(|p| p.reason.contains(w.as_str())))
+        {
             writeln!(f, "    waiting: {waiting}")?;
         }
         Ok(())

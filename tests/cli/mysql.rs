@@ -1,0 +1,139 @@
+//! The CLI on MySQL/MariaDB: tenants are databases, the control plane in a database of
+//! its own (`--control-schema`), the audit in each tenant database.
+
+use contract_sqlx::control::ControlPlane;
+use contract_sqlx::plan::Remediation;
+use contract_sqlx::{Guard, Tenants};
+use sqlx::MySql;
+
+use super::Event;
+use crate::cli::{assert_readable, contract_async};
+use crate::support::{MySqlDatabases, exec, mysql_pool, mysql_url, unique_name};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mysql_status_plans_approve_pause_audit() {
+    let pool = mysql_pool().await;
+    let base = unique_name("cli");
+    let (control, ok, drifted) = (
+        format!("{base}_ctl"),
+        format!("{base}_t1"),
+        format!("{base}_t2"),
+    );
+    let _cleanup = MySqlDatabases(vec![control.clone(), ok.clone(), drifted.clone()]);
+    exec(&pool, format!("CREATE DATABASE `{control}`")).await;
+    // The drifted tenant misses the table: the plan creates it.
+    exec(&pool, format!("CREATE DATABASE `{ok}`")).await;
+    exec(&pool, format!("CREATE DATABASE `{drifted}`")).await;
+    exec(
+        &pool,
+        format!(
+            "CREATE TABLE `{ok}`.events (id BIGINT NOT NULL PRIMARY KEY, user_id BIGINT NOT NULL)"
+        ),
+    )
+    .await;
+    let start = |policy: Remediation| {
+        Guard::<MySql>::builder()
+            .contract::<Event>()
+            .tenants(Tenants::list([ok.clone(), drifted.clone()]))
+            .control_plane(ControlPlane::default().with_schema(&control))
+            .remediation(policy)
+            .start(&pool)
+    };
+    // Plans only; the `SafeOnly` guard below applies the (safe) plan.
+    let guard = start(Remediation::DryRun).await.expect("guard");
+    let url = mysql_url();
+    let run = |args: &'static [&'static str]| {
+        let mut all = vec!["--control-schema", control.as_str()];
+        all.extend_from_slice(args);
+        let url = url.clone();
+        let all: Vec<String> = all.into_iter().map(str::to_owned).collect();
+        async move {
+            let all: Vec<&str> = all.iter().map(String::as_str).collect();
+            contract_async(&url, &all).await
+        }
+    };
+
+    let status = run(&["status", "--json"]).await.expect(0).json();
+    assert_eq!(
+        status["tenants"].as_array().map(Vec::len),
+        Some(2),
+        "{status}"
+    );
+    assert_readable(&run(&["status", "--fail-on", "drift"]).await.expect(1));
+    let plans = run(&["plans", "--json"]).await.expect(0).json();
+    assert_eq!(plans["shapes"].as_array().map(Vec::len), Some(1), "{plans}");
+    assert_eq!(
+        plans["shapes"][0]["estimated_rows"]["source"],
+        "information_schema.TABLES.TABLE_ROWS"
+    );
+    let shape = plans["shapes"][0]["shape"]
+        .as_str()
+        .expect("shape")
+        .to_owned();
+    assert_readable(&run(&["plans"]).await.expect(0));
+
+    let args = [
+        "--control-schema".to_owned(),
+        control.clone(),
+        "pause".into(),
+        ok.clone(),
+        "--reason".into(),
+        "drill".into(),
+    ];
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    contract_async(&url, &args).await.expect(0);
+    guard.revalidate().await.expect("pass");
+    assert!(!guard.gate(&ok).is_open(), "operator pause applied");
+    let args = [
+        "--control-schema".to_owned(),
+        control.clone(),
+        "resume".into(),
+        ok.clone(),
+    ];
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    contract_async(&url, &args).await.expect(0);
+
+    let args = [
+        "--control-schema".to_owned(),
+        control.clone(),
+        "approve".into(),
+        "--shape".into(),
+        shape,
+        "--by".into(),
+        "erin".into(),
+    ];
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let approved = contract_async(&url, &[args, vec!["--json"]].concat())
+        .await
+        .expect(0)
+        .json();
+    assert_eq!(
+        approved["covers"],
+        serde_json::json!([drifted.as_str()]),
+        "{approved}"
+    );
+    drop(guard);
+    let guard = start(Remediation::SafeOnly).await.expect("guard");
+    guard.revalidate().await.expect("pass");
+    run(&["status", "--fail-on", "drift"]).await.expect(0);
+
+    let args = [
+        "audit".to_owned(),
+        "--tenant".into(),
+        drifted.clone(),
+        "--json".into(),
+    ];
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let audit = contract_async(&url, &args).await.expect(0).json();
+    let entries = audit["entries"].as_array().expect("entries");
+    assert_eq!(entries.len(), 1, "{audit}");
+    assert_eq!(entries[0]["tenant"], drifted.as_str());
+    assert_eq!(entries[0]["status"], "applied");
+    assert_readable(&run(&["audit"]).await.expect(0));
+    run(&["quarantine", "list", "--json"])
+        .await
+        .expect(0)
+        .json();
+    drop(guard);
+    pool.close().await;
+}
