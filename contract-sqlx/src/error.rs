@@ -86,6 +86,19 @@ pub enum Error {
         #[source]
         source: Box<sqlx::Error>,
     },
+    /// An online type change was refused before anything changed: the column cannot be
+    /// swapped online (part of a key, read by a view, generated, …).
+    #[error(
+        "not remediable online: `{table}.{column}` {reason}; change it by hand in a maintenance window"
+    )]
+    NotOnline {
+        /// The table (`schema.table`).
+        table: String,
+        /// The column.
+        column: String,
+        /// Why, in words (`is part of the primary key`, …).
+        reason: String,
+    },
     /// A MySQL/MariaDB remediation failed after some of its statements had run: DDL
     /// commits implicitly there, so they stay applied. The audit row records the failure.
     #[error(
