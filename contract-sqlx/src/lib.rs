@@ -163,6 +163,9 @@
 
 pub mod backend;
 pub mod check;
+#[cfg(feature = "cli")]
+#[cfg_attr(docsrs, doc(cfg(feature = "cli")))]
+pub mod cli;
 pub mod control;
 mod error;
 pub mod guard;

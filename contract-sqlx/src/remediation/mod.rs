@@ -4,6 +4,7 @@
 
 mod apply;
 pub(crate) mod audit;
+mod audit_log;
 pub(crate) mod backoff;
 mod epoch;
 mod execute;
@@ -16,6 +17,7 @@ mod run;
 pub use apply::{ApplyJob, ApplyOptions};
 pub(crate) use apply::{elapsed_ms, elapsed_ms_of, failed, outcome_unknown};
 pub use audit::{AuditConfig, AuditRecord, new_audit_id};
+pub use audit_log::{AuditEntry, AuditQuery};
 pub use epoch::SchemaEpoch;
 pub use execute::ApprovalRef;
 pub(crate) use execute::{Task, apply_all};

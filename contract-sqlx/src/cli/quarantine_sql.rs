@@ -1,0 +1,205 @@
+//! Reading quarantine rows across tenants and replaying one, per backend: one table for
+//! every tenant on PostgreSQL, one in each tenant database (MySQL) or file (SQLite).
+
+use sqlx::Pool;
+
+use super::args::{PayloadKind, QuarantineTable};
+use super::connect::Db;
+use super::error::CliError;
+use crate::control::ControlPlane;
+use crate::error::Error;
+use crate::quarantine::table::Quoted;
+use crate::quarantine::{Quarantine, QuarantineStore, QuarantinedMessage, QueueTable, Target};
+
+const CONTEXT: &str = "reading the quarantine table";
+
+/// The rows of `tenant` (or every tenant), or the one with `id`, by tenant then id.
+pub(crate) async fn read(
+    db: &Db,
+    #[cfg_attr(not(feature = "sqlite"), allow(unused_variables))] plane: &ControlPlane,
+    table: &QuarantineTable,
+    tenant: Option<&str>,
+    id: Option<i64>,
+) -> Result<Vec<QuarantinedMessage>, CliError> {
+    let rows = match db {
+        #[cfg(feature = "postgres")]
+        Db::Postgres(pool) => {
+            let name = contract_core::Dialect::Postgres
+                .quote_qualified(Some(&table.quarantine_schema), &table.quarantine_table)
+                .map_err(Error::from)?;
+            let exists: Option<String> = sqlx::query_scalar("SELECT to_regclass($1)::text")
+                .bind(&name)
+                .fetch_one(pool)
+                .await
+                .map_err(Error::db(CONTEXT, None))?;
+            if exists.is_none() {
+                return Ok(Vec::new());
+            }
+            let utc = |c: &str| {
+                format!(
+                    "to_char({c} AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') AS {c}"
+                )
+            };
+            // language=SQL
+            let sql = format!(
+                "SELECT id, tenant, queue, source_id, payload::text AS payload, payload_raw, {}, attempts, reason, \
+                 field_path, error, contract_name, contract_fingerprint, {}, {}, replay_count::int8 AS replay_count \
+                 FROM {name} WHERE ($1::text IS NULL OR tenant = $1) AND ($2::int8 IS NULL OR id = $2) \
+                 ORDER BY tenant, id",
+                utc("enqueued_at"),
+                utc("quarantined_at"),
+                utc("replayed_at")
+            );
+            sqlx::query_as(sqlx::AssertSqlSafe(sql))
+                .bind(tenant)
+                .bind(id)
+                .fetch_all(pool)
+                .await
+                .map_err(Error::db(CONTEXT, tenant))?
+        }
+        #[cfg(feature = "mysql")]
+        Db::MySql(pool) => {
+            let databases: Vec<String> = sqlx::query_scalar(
+                "SELECT CAST(TABLE_SCHEMA AS CHAR) FROM information_schema.TABLES \
+                 WHERE TABLE_NAME = ? AND (? IS NULL OR TABLE_SCHEMA = ?) ORDER BY TABLE_SCHEMA",
+            )
+            .bind(&table.quarantine_table)
+            .bind(tenant)
+            .bind(tenant)
+            .fetch_all(pool)
+            .await
+            .map_err(Error::db(CONTEXT, None))?;
+            let utc = |c: &str| format!("DATE_FORMAT({c}, '%Y-%m-%dT%H:%i:%s.%fZ') AS {c}");
+            let mut rows = Vec::new();
+            for database in databases {
+                let name = contract_core::Dialect::MySql
+                    .quote_qualified(Some(&database), &table.quarantine_table)
+                    .map_err(Error::from)?;
+                // language=SQL
+                let sql = format!(
+                    "SELECT id, tenant, queue, source_id, CAST(payload AS CHAR) AS payload, payload_raw, {}, \
+                     attempts, reason, field_path, error, contract_name, contract_fingerprint, {}, {}, \
+                     CAST(replay_count AS SIGNED) AS replay_count FROM {name} WHERE (? IS NULL OR id = ?) ORDER BY id",
+                    utc("enqueued_at"),
+                    utc("quarantined_at"),
+                    utc("replayed_at")
+                );
+                let read: Vec<QuarantinedMessage> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+                    .bind(id)
+                    .bind(id)
+                    .fetch_all(pool)
+                    .await
+                    .map_err(Error::db(CONTEXT, Some(&database)))?;
+                rows.extend(read);
+            }
+            rows
+        }
+        #[cfg(feature = "sqlite")]
+        Db::Sqlite(fleet) => {
+            let mut rows = Vec::new();
+            for (name, path) in super::files::tenant_files(fleet, plane, tenant).await? {
+                let pool = super::files::open(&name, path.as_path()).await?;
+                let read = sqlite_rows(&pool, &table.quarantine_table, id).await;
+                pool.close().await;
+                rows.extend(read.map_err(Error::db(CONTEXT, Some(&name)))?);
+            }
+            rows
+        }
+    };
+    Ok(rows)
+}
+
+#[cfg(feature = "sqlite")]
+async fn sqlite_rows(
+    pool: &sqlx::SqlitePool,
+    table: &str,
+    id: Option<i64>,
+) -> Result<Vec<QuarantinedMessage>, sqlx::Error> {
+    let exists: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = ?")
+            .bind(table)
+            .fetch_one(pool)
+            .await?;
+    if exists == 0 {
+        return Ok(Vec::new());
+    }
+    let name = contract_core::Dialect::Sqlite
+        .quote(table)
+        .map_err(|e| sqlx::Error::InvalidArgument(e.to_string()))?;
+    // language=SQL
+    let sql = format!(
+        "SELECT id, tenant, queue, source_id, payload, payload_raw, CAST(enqueued_at AS TEXT) AS enqueued_at, \
+         attempts, reason, field_path, error, contract_name, contract_fingerprint, quarantined_at, replayed_at, \
+         replay_count FROM {name} WHERE ?1 IS NULL OR id = ?1 ORDER BY id"
+    );
+    sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        .bind(id)
+        .fetch_all(pool)
+        .await
+}
+
+/// Puts `message` back into `queue_table` of its tenant and marks it replayed, in one
+/// transaction; `false` when the queue holds its id already.
+pub(crate) async fn replay(
+    db: &Db,
+    #[cfg_attr(not(feature = "sqlite"), allow(unused_variables))] plane: &ControlPlane,
+    table: &QuarantineTable,
+    message: &QuarantinedMessage,
+    queue_table: &str,
+    payload_type: PayloadKind,
+) -> Result<bool, CliError> {
+    let tenant = contract_core::TenantName::new(&message.tenant).map_err(Error::from)?;
+    let queue = QueueTable::new(queue_table);
+    let queue = QueueTable {
+        payload_type: payload_type.into(),
+        ..queue
+    };
+    let quarantine = Quarantine::default()
+        .with_schema(&table.quarantine_schema)
+        .with_table(&table.quarantine_table);
+    let target = |dialect| -> Result<Target<'_>, CliError> {
+        Ok(Target {
+            tenant: tenant.as_str(),
+            queue: &message.queue,
+            payload_type: queue.payload_type,
+            quarantine_name: &quarantine.table,
+            sql: Quoted::new(dialect, &tenant, &queue, &quarantine)?,
+        })
+    };
+    let context = "replaying a quarantined message";
+    let done = match db {
+        #[cfg(feature = "postgres")]
+        Db::Postgres(pool) => {
+            restore(pool, &target(contract_core::Dialect::Postgres)?, message.id).await
+        }
+        #[cfg(feature = "mysql")]
+        Db::MySql(pool) => restore(pool, &target(contract_core::Dialect::MySql)?, message.id).await,
+        #[cfg(feature = "sqlite")]
+        Db::Sqlite(fleet) => {
+            let files = super::files::tenant_files(fleet, plane, Some(tenant.as_str())).await?;
+            let Some(path) = files.get(tenant.as_str()) else {
+                return Err(CliError::NotFound(format!("no file for tenant {tenant}")));
+            };
+            let pool = super::files::open(tenant.as_str(), path).await?;
+            let done = restore(&pool, &target(contract_core::Dialect::Sqlite)?, message.id).await;
+            pool.close().await;
+            done
+        }
+    };
+    Ok(done.map_err(Error::db(context, Some(tenant.as_str())))?)
+}
+
+#[allow(dead_code)] // without a backend feature nothing calls it
+async fn restore<DB: QuarantineStore>(
+    pool: &Pool<DB>,
+    target: &Target<'_>,
+    id: i64,
+) -> Result<bool, sqlx::Error> {
+    let mut tx = DB::begin_write(pool).await?;
+    let back = DB::restore(&mut tx, target, id).await?;
+    if back {
+        DB::mark_replayed(&mut tx, target, &[id]).await?;
+    }
+    tx.commit().await?;
+    Ok(back)
+}

@@ -1,0 +1,508 @@
+//! The `contract` CLI end to end, as a separate process against guards running in this
+//! one: exit codes, `--json` that parses, human output without debug formatting, and the
+//! #12 acceptance scenario (30 tenants drifted the same way → one shape → one approval →
+//! remediated once each across two replicas → 30 audit rows naming the approver).
+
+#[path = "support/mod.rs"]
+mod support;
+
+#[path = "cli/mod.rs"]
+mod cli;
+
+use std::time::{Duration, Instant};
+
+use cli::{assert_readable, contract, contract_async, full_hashes};
+use contract_sqlx::payload::PayloadContract;
+use contract_sqlx::plan::Remediation;
+use contract_sqlx::quarantine::{QueueQuarantine, QueueTable};
+use contract_sqlx::{Contract, Guard, TenantName, Tenants};
+use serde_json::Value;
+use sqlx::{PgPool, Postgres};
+use support::{PgScratch, exec};
+
+#[derive(Debug, sqlx::FromRow, Contract)]
+#[contract(table = "events")]
+#[allow(dead_code)]
+struct Event {
+    id: i64,
+    user_id: i64,
+}
+
+const HEALTHY: &str = "(id int8 NOT NULL, user_id int8 NOT NULL)";
+/// Drift that needs an approval (a rewrite): `user_id` is `int4`.
+const INT4: &str = "(id int8 NOT NULL, user_id int4 NOT NULL)";
+
+/// Tenant schemas with `events` of `definition` holding `rows` rows, analysed so the
+/// catalog has their estimate.
+async fn create_tenants(pool: &PgPool, names: &[String], definition: &str, rows: usize) {
+    let mut sql = String::new();
+    for t in names {
+        sql.push_str(&format!(
+            "CREATE SCHEMA {t}; CREATE TABLE {t}.events {definition}; \
+             INSERT INTO {t}.events SELECT g, g FROM generate_series(1, {rows}) AS g; ANALYZE {t}.events;"
+        ));
+    }
+    exec(pool, sql).await;
+}
+
+fn names(range: std::ops::RangeInclusive<usize>) -> Vec<String> {
+    range.map(|i| format!("tenant_{i:03}")).collect()
+}
+
+async fn guard(pool: &PgPool) -> Guard<Postgres> {
+    Guard::<Postgres>::builder()
+        .contract::<Event>()
+        .tenants(Tenants::schemas_like("tenant\\_%"))
+        .remediation(Remediation::SafeOnly)
+        .start(pool)
+        .await
+        .expect("guard start")
+}
+
+fn tenant<'a>(status: &'a Value, name: &str) -> &'a Value {
+    status["tenants"]
+        .as_array()
+        .expect("tenants")
+        .iter()
+        .find(|t| t["tenant"] == name)
+        .unwrap_or_else(|| panic!("{name} in {status}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_status_plans_pause_approve_revoke_audit() {
+    let scratch = PgScratch::create("contract_cli").await;
+    let url = scratch.url.as_str();
+    create_tenants(&scratch.pool, &names(1..=1), HEALTHY, 10).await;
+    create_tenants(&scratch.pool, &names(2..=3), INT4, 100).await;
+    let guard = guard(&scratch.pool).await;
+
+    let status = contract_async(url, &["status", "--json"])
+        .await
+        .expect(0)
+        .json();
+    assert_eq!(
+        status["tenants"].as_array().map(Vec::len),
+        Some(3),
+        "{status}"
+    );
+    assert_eq!(tenant(&status, "tenant_001")["verdict"], "compliant");
+    let drifted = tenant(&status, "tenant_002");
+    assert_eq!(drifted["verdict"], "drifted");
+    assert_eq!(drifted["pauses"][0]["kind"], "guard");
+    assert_eq!(drifted["plan_hash"].as_str().map(str::len), Some(64));
+    assert_eq!(
+        status["versions"].as_array().map(Vec::len),
+        Some(1),
+        "{status}"
+    );
+    assert_eq!(status["versions"][0]["live_replicas"], 1);
+    let gate = contract_async(url, &["status", "--fail-on", "drift"])
+        .await
+        .expect(1);
+    assert_readable(&gate);
+    assert!(
+        gate.stdout.contains("paused by the guard since"),
+        "{}",
+        gate.stdout
+    );
+    assert!(
+        gate.stdout.contains("contract versions in flight"),
+        "{}",
+        gate.stdout
+    );
+
+    let plans = contract_async(url, &["plans", "--json"])
+        .await
+        .expect(0)
+        .json();
+    let shapes = plans["shapes"].as_array().expect("shapes");
+    assert_eq!(shapes.len(), 1, "{plans}");
+    let shape = shapes[0]["shape"].as_str().expect("shape").to_owned();
+    assert_eq!(shapes[0]["tenant_count"], 2);
+    assert_eq!(shapes[0]["needs_approval"], true);
+    assert_eq!(shapes[0]["estimated_rows"]["rows"], 200, "{plans}");
+    assert!(
+        shapes[0]["hazards"]
+            .as_array()
+            .expect("hazards")
+            .iter()
+            .any(|h| h["name"] == "table_rewrite")
+    );
+    assert!(
+        shapes[0]["statements"][0]
+            .as_str()
+            .expect("sql")
+            .contains("{tenant}."),
+        "{plans}"
+    );
+    let hash_2 = shapes[0]["tenants"][0]["plan_hash"]
+        .as_str()
+        .expect("hash")
+        .to_owned();
+    let human = contract_async(url, &["plans"]).await.expect(0);
+    assert_readable(&human);
+    let printed = full_hashes(&human.stdout);
+    assert!(
+        printed.contains(&shape) && printed.contains(&hash_2),
+        "full hashes to approve:\n{}",
+        human.stdout
+    );
+    assert!(
+        human
+            .stdout
+            .contains("about 200 rows in 2 tables (pg_class.reltuples)"),
+        "{}",
+        human.stdout
+    );
+    assert!(
+        human.stdout.contains("rewrites the whole table"),
+        "{}",
+        human.stdout
+    );
+
+    // An operator pause reaches the running guard through the database.
+    let paused = contract_async(
+        url,
+        &[
+            "pause",
+            "tenant_001",
+            "--reason",
+            "restore drill",
+            "--by",
+            "alice",
+        ],
+    )
+    .await
+    .expect(0);
+    assert_readable(&paused);
+    guard.revalidate().await.expect("pass");
+    assert!(
+        !guard.gate("tenant_001").is_open(),
+        "operator pause applied"
+    );
+    let status = contract_async(url, &["status", "--json"])
+        .await
+        .expect(0)
+        .json();
+    let pause = &tenant(&status, "tenant_001")["pauses"][0];
+    assert_eq!(
+        (pause["kind"].as_str(), pause["by"].as_str()),
+        (Some("operator"), Some("alice"))
+    );
+    assert_eq!(pause["reason"], "restore drill");
+    contract_async(url, &["resume", "tenant_001", "--json"])
+        .await
+        .expect(0)
+        .json();
+    contract_async(url, &["resume", "tenant_001"])
+        .await
+        .expect(2);
+    guard.revalidate().await.expect("pass");
+    assert!(guard.gate("tenant_001").is_open(), "resumed");
+
+    // One plan approved, then revoked: nothing applied.
+    let one = contract_async(
+        url,
+        &[
+            "approve",
+            &hash_2,
+            "--by",
+            "alice",
+            "--note",
+            "INC-7",
+            "--expires-in",
+            "1h",
+            "--tenant-cap",
+            "1",
+            "--json",
+        ],
+    )
+    .await
+    .expect(0)
+    .json();
+    let id = one["approval"]["id"].as_str().expect("id").to_owned();
+    assert_eq!(one["covers"], serde_json::json!(["tenant_002"]));
+    assert_eq!(one["approval"]["tenant_cap"], 1);
+    assert!(one["approval"]["expires_at"].is_string(), "{one}");
+    assert_readable(
+        &contract_async(url, &["revoke", &id, "--by", "bob"])
+            .await
+            .expect(0),
+    );
+    contract_async(url, &["revoke", &id, "--by", "bob"])
+        .await
+        .expect(2);
+    let pass = guard.revalidate().await.expect("pass");
+    assert!(pass.remediated.is_empty(), "revoked: {:?}", pass.remediated);
+
+    // The shape: both drifted tenants, then the fleet is healthy again.
+    let approved = contract_async(url, &["approve", "--shape", &shape, "--by", "carol"])
+        .await
+        .expect(0);
+    assert_readable(&approved);
+    assert!(
+        approved.stdout.contains("covers 2 pending plans now"),
+        "{}",
+        approved.stdout
+    );
+    let pass = guard.revalidate().await.expect("pass");
+    assert_eq!(pass.remediated.len(), 2, "{pass:?}");
+    guard.revalidate().await.expect("pass");
+    contract_async(url, &["status", "--fail-on", "drift"])
+        .await
+        .expect(0);
+
+    let audit = contract_async(url, &["audit", "--json"])
+        .await
+        .expect(0)
+        .json();
+    let entries = audit["entries"].as_array().expect("entries");
+    assert_eq!(entries.len(), 2, "{audit}");
+    assert!(
+        entries
+            .iter()
+            .all(|e| e["approved_by"] == "carol" && e["status"] == "applied"),
+        "{audit}"
+    );
+    let one = contract_async(
+        url,
+        &["audit", "--tenant", "tenant_003", "--limit", "1", "--json"],
+    )
+    .await
+    .expect(0)
+    .json();
+    assert_eq!(one["entries"].as_array().map(Vec::len), Some(1));
+    assert_eq!(one["entries"][0]["tenant"], "tenant_003");
+    let human = contract_async(url, &["audit"]).await.expect(0);
+    assert_readable(&human);
+    assert!(
+        human.stdout.contains("approved by carol"),
+        "{}",
+        human.stdout
+    );
+
+    drop(guard);
+    scratch.drop_db().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_quarantine_list_show_replay() {
+    let scratch = PgScratch::create("contract_cli_q").await;
+    let url = scratch.url.as_str();
+    contract_async(url, &["quarantine", "list", "--json"])
+        .await
+        .expect(0);
+    exec(
+        &scratch.pool,
+        "CREATE SCHEMA tenant_001; CREATE TABLE tenant_001.inbox (id int8 PRIMARY KEY, payload jsonb NOT NULL, \
+         enqueued_at timestamptz NOT NULL DEFAULT now(), attempts int4 NOT NULL DEFAULT 0); \
+         INSERT INTO tenant_001.inbox (id, payload) VALUES (7, '{\"user_id\": \"u7\"}')",
+    )
+    .await;
+    #[derive(Debug, serde::Deserialize)]
+    #[allow(dead_code)]
+    struct Job {
+        user_id: i64,
+    }
+    let contract_v1 = PayloadContract::<Job>::named("job").with_version("1");
+    let site = QueueQuarantine::new(
+        TenantName::new("tenant_001").expect("name"),
+        QueueTable::new("inbox"),
+    );
+    site.ensure_table(&scratch.pool)
+        .await
+        .expect("quarantine table");
+    let raw = br#"{"user_id": "u7"}"#;
+    let rejection = contract_v1.check(raw).expect_err("poison");
+    let mut tx = scratch.pool.begin().await.expect("tx");
+    site.quarantine(&mut *tx, &contract_v1, &[(7, raw, &rejection)])
+        .await
+        .expect("quarantine");
+    tx.commit().await.expect("commit");
+
+    let list = contract_async(url, &["quarantine", "list", "--json"])
+        .await
+        .expect(0)
+        .json();
+    assert_eq!(list["waiting"], 1, "{list}");
+    let id = list["messages"][0]["id"].as_i64().expect("id").to_string();
+    assert_eq!(list["messages"][0]["source_id"], 7);
+    let shown = contract_async(url, &["quarantine", "show", &id])
+        .await
+        .expect(0);
+    assert_readable(&shown);
+    assert!(
+        shown.stdout.contains(r#"{"user_id": "u7"}"#),
+        "{}",
+        shown.stdout
+    );
+    let replayed = contract_async(url, &["quarantine", "replay", &id, "--json"])
+        .await
+        .expect(0)
+        .json();
+    assert_eq!(
+        (
+            replayed["replayed"].as_bool(),
+            replayed["checked"].as_bool()
+        ),
+        (Some(true), Some(false))
+    );
+    let back: i64 = sqlx::query_scalar("SELECT count(*) FROM tenant_001.inbox WHERE id = 7")
+        .fetch_one(&scratch.pool)
+        .await
+        .expect("count");
+    assert_eq!(back, 1, "the message is back in its queue");
+    contract_async(url, &["quarantine", "replay", &id])
+        .await
+        .expect(2);
+    let list = contract_async(url, &["quarantine", "list", "--json"])
+        .await
+        .expect(0)
+        .json();
+    assert_eq!(list["waiting"], 0, "{list}");
+    let all = contract_async(url, &["quarantine", "list", "--all"])
+        .await
+        .expect(0);
+    assert_readable(&all);
+    assert!(all.stdout.contains("replayed"), "{}", all.stdout);
+    scratch.drop_db().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn errors_exit_2_with_the_variable_and_the_fix() {
+    let none = tokio::task::spawn_blocking(|| contract(None, &["status"]))
+        .await
+        .expect("run");
+    let none = none.expect(2);
+    assert!(
+        none.stderr.contains("CONTRACT_DATABASE_URL"),
+        "{}",
+        none.stderr
+    );
+
+    // A closed port fails at once, naming the variable the URL came from.
+    let started = Instant::now();
+    let refused = contract_async("postgres://postgres@127.0.0.1:1/postgres", &["status"])
+        .await
+        .expect(2);
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(
+        refused.stderr.contains("from CONTRACT_DATABASE_URL")
+            && refused.stderr.contains("127.0.0.1:1"),
+        "{}",
+        refused.stderr
+    );
+    let secret = contract_async("postgres://app:s3cret@127.0.0.1:1/postgres", &["status"])
+        .await
+        .expect(2);
+    assert!(
+        !secret.stderr.contains("s3cret"),
+        "password printed: {}",
+        secret.stderr
+    );
+
+    contract_async("redis://localhost", &["status"])
+        .await
+        .expect(2);
+    let usage = contract_async("postgres://postgres@127.0.0.1:1/postgres", &["approve"])
+        .await
+        .expect(2);
+    assert!(usage.stderr.contains("--shape"), "{}", usage.stderr);
+
+    let scratch = PgScratch::create("contract_cli_err").await;
+    let missing = contract_async(&scratch.url, &["status"]).await.expect(2);
+    assert!(
+        missing.stderr.contains("no control plane"),
+        "{}",
+        missing.stderr
+    );
+    let bad = contract_async(&scratch.url, &["approve", "abc123", "--by", "x"])
+        .await
+        .expect(2);
+    assert!(bad.stderr.contains("64"), "{}", bad.stderr);
+    assert_readable(&bad);
+    scratch.drop_db().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn thirty_tenants_one_shape_one_approval_applied_once_across_two_replicas() {
+    let scratch = PgScratch::create("contract_cli_30").await;
+    let url = scratch.url.as_str();
+    let tenants = names(1..=30);
+    create_tenants(&scratch.pool, &tenants, INT4, 5).await;
+    let (one, two) = (guard(&scratch.pool).await, guard(&scratch.pool).await);
+
+    let plans = contract_async(url, &["plans", "--json"])
+        .await
+        .expect(0)
+        .json();
+    let shapes = plans["shapes"].as_array().expect("shapes");
+    assert_eq!(shapes.len(), 1, "one shape for the same drift: {plans}");
+    assert_eq!(shapes[0]["tenant_count"], 30);
+    assert_eq!(shapes[0]["tenants"].as_array().map(Vec::len), Some(30));
+    let shape = shapes[0]["shape"].as_str().expect("shape").to_owned();
+    let approved = contract_async(
+        url,
+        &[
+            "approve", "--shape", &shape, "--by", "alice", "--note", "INC-1", "--json",
+        ],
+    )
+    .await
+    .expect(0)
+    .json();
+    assert_eq!(approved["covers"].as_array().map(Vec::len), Some(30));
+    let approval = approved["approval"]["id"].as_str().expect("id").to_owned();
+
+    // Both replicas run their next pass at once: each tenant is remediated by exactly one.
+    let (a, b) = tokio::join!(one.revalidate(), two.revalidate());
+    let (a, b) = (a.expect("pass 1"), b.expect("pass 2"));
+    let twice: Vec<&String> = a
+        .remediated
+        .iter()
+        .filter(|t| b.remediated.contains(t))
+        .collect();
+    assert!(twice.is_empty(), "remediated twice: {twice:?}");
+    assert_eq!(a.remediated.len() + b.remediated.len(), 30, "{a:?} {b:?}");
+    // Consumption resumes: every gate of both replicas opens (at the latest one pass on).
+    for replica in [&one, &two] {
+        if tenants.iter().any(|t| !replica.gate(t).is_open()) {
+            replica.revalidate().await.expect("pass");
+        }
+        let closed: Vec<&String> = tenants
+            .iter()
+            .filter(|t| !replica.gate(t).is_open())
+            .collect();
+        assert!(closed.is_empty(), "still closed: {closed:?}");
+    }
+
+    let audit = contract_async(url, &["audit", "--json"])
+        .await
+        .expect(0)
+        .json();
+    let entries = audit["entries"].as_array().expect("entries");
+    assert_eq!(entries.len(), 30, "{audit}");
+    assert!(
+        entries
+            .iter()
+            .all(|e| e["approved_by"] == "alice" && e["approval_id"] == approval.as_str()),
+        "{audit}"
+    );
+    let mut audited: Vec<&str> = entries
+        .iter()
+        .filter_map(|e| e["tenant"].as_str())
+        .collect();
+    audited.sort_unstable();
+    assert_eq!(
+        audited,
+        tenants.iter().map(String::as_str).collect::<Vec<_>>()
+    );
+    contract_async(url, &["status", "--fail-on", "drift"])
+        .await
+        .expect(0);
+    drop((one, two));
+    scratch.drop_db().await;
+}
