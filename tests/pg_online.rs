@@ -109,7 +109,7 @@ async fn cut_before_validate<C: Contract + contract_sqlx::check::TypeChecks<Post
     let error = &run.failed[0].error;
     assert!(
         error.contains("stopped in transaction 2 of")
-            && error.contains("(validate)")
+            && error.contains(", validate at `ALTER TABLE")
             && error.contains("the next pass resumes at transaction 2"),
         "{error}"
     );

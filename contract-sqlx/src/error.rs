@@ -64,7 +64,7 @@ pub enum Error {
     /// earlier ones are committed and leave a valid schema (a constraint `NOT VALID`, say),
     /// the failed one was rolled back, and the pending audit row lets the next pass resume.
     #[error(
-        "remediation of tenant `{tenant}` stopped in transaction {phase} of {phases} ({label}) at `{stage}` after {attempts} attempt(s): that transaction was rolled back, the {} before it are committed and leave a valid schema; audit row `{audit_id}` stays pending and the next pass resumes at transaction {phase}",
+        "remediation of tenant `{tenant}` stopped in transaction {phase} of {phases}, {stage}, after {attempts} attempt(s): that transaction was rolled back, the {} before it are committed and leave a valid schema; audit row `{audit_id}` stays pending and the next pass resumes at transaction {phase}",
         .phase - 1
     )]
     PhaseFailed {
@@ -74,9 +74,8 @@ pub enum Error {
         phase: usize,
         /// How many transactions the apply has.
         phases: usize,
-        /// What the failed transaction does (`validate`, `set_not_null`, …).
-        label: String,
-        /// What was running (a statement, `audit row`, …).
+        /// What the failed transaction does and what was running in it
+        /// (``validate at `ALTER TABLE …` ``).
         stage: String,
         /// Attempts made.
         attempts: u32,
