@@ -3,6 +3,7 @@
 //! to fix and why.
 
 mod catalog;
+mod merge;
 mod order;
 mod phase;
 mod planner;

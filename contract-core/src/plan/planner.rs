@@ -1,5 +1,6 @@
 //! Findings → steps and refusals, per dialect (the rules are in `ARCHITECTURE.md` section 5).
 
+use super::merge::{Merged, by_table};
 use super::order::creations_first;
 use super::rebuild::{TypeChange, rebuild_step};
 use super::render::Target;
@@ -18,7 +19,9 @@ use crate::model::ColumnContract;
 ///
 /// `schema` is where the tenant's tables live (`None` on SQLite). Steps come out in
 /// contract order, then finding order, so the same inputs always give byte-identical SQL
-/// and the same hash; except that missing tables are created first, each after the new
+/// and the same hash; except that several contracts on one table are planned as one (the
+/// table is created once with every column any of them reads, a column `NOT NULL` unless
+/// all read it as an `Option`), missing tables are created first, each after the new
 /// tables it references, and a table's renames come after its other steps (which name the
 /// columns as they are live). Narrowing, lossy and may-fail casts, drops and undeclared
 /// renames are never planned: they come back as refusals with the reason.
@@ -40,11 +43,23 @@ pub fn plan_tenant(
     tables: &[TableInput<'_>],
     types: &TypeCatalog,
 ) -> TenantPlan {
+    // Contracts reading the same table are planned as one.
+    let merged = by_table(dialect, schema, tables);
+    let inputs: Vec<TableInput<'_>> = merged.iter().map(Merged::input).collect();
+    let tables = inputs.as_slice();
     let mut steps = Vec::new();
     let mut refusals = Vec::new();
     // The index in `steps` of each table's CREATE TABLE.
     let mut created = Vec::with_capacity(tables.len());
-    for input in tables {
+    for (input, merged) in tables.iter().zip(&merged) {
+        for (finding, reason) in &merged.refused {
+            refusals.push(Refusal {
+                table: finding.table.clone(),
+                column: finding.column.clone(),
+                kind: finding.kind,
+                reason: reason.clone(),
+            });
+        }
         let table_schema = match dialect {
             Dialect::Sqlite => None,
             _ => input.contract.schema.as_deref().or(schema),

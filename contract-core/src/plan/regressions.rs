@@ -204,3 +204,112 @@ fn plan_tables(
     let schema = (dialect != Dialect::Sqlite).then_some("tenant_1");
     plan_tenant(dialect, "tenant_1", schema, &inputs, &TypeCatalog::new())
 }
+
+/// Two contracts on one table (two structs reading it, or two versions of one) were
+/// planned apart: a missing table got two CREATE TABLE, a column both read two ADD
+/// COLUMN; the second failed (`already exists`) and the plan rolled back on every pass.
+#[test]
+fn two_contracts_on_one_table_created_it_and_added_its_columns_twice() {
+    let mut note = nullable("note", "Option<String>");
+    note.default_sql = Some("''".into());
+    let event = super::tests::events(vec![column("id", "i64"), note.clone()]);
+    let mut summary = super::tests::events(vec![column("id", "i64"), note, column("kind", "i16")]);
+    summary.struct_name = "EventSummary".into();
+    summary.columns[1].nullable = false;
+    let types = [("id", "INT8"), ("note", "TEXT"), ("kind", "INT2")];
+    let plan = plan_tables(Dialect::Postgres, &[&event, &summary], &types);
+    assert_eq!(
+        plan.statements().collect::<Vec<_>>(),
+        [
+            r#"CREATE TABLE "tenant_1"."events" ("id" int8 NOT NULL, "note" text NOT NULL DEFAULT '', "kind" int2 NOT NULL)"#
+        ],
+        "{plan}"
+    );
+    assert!(plan.refusals.is_empty(), "{plan}");
+    // A column both read, missing: added once.
+    let table = live(vec![LiveColumn::new("id", "bigint").not_null()]);
+    let expected: std::collections::BTreeMap<String, String> = types
+        .iter()
+        .map(|(c, t)| ((*c).to_owned(), (*t).to_owned()))
+        .collect();
+    let scope = crate::diff::DiffScope {
+        tenant: "tenant_1",
+        schema: "tenant_1",
+        dialect: Dialect::Postgres,
+    };
+    let oracle = super::tests::ByName(&expected);
+    let findings: Vec<Vec<crate::drift::Finding>> = [&event, &summary]
+        .iter()
+        .map(|c| crate::diff::diff(scope, c, Some(&table), &oracle))
+        .collect();
+    let inputs: Vec<TableInput<'_>> = [&event, &summary]
+        .iter()
+        .zip(&findings)
+        .map(|(contract, findings)| TableInput {
+            contract,
+            live: Some(&table),
+            findings,
+            expected_types: &expected,
+        })
+        .collect();
+    let plan = plan_tenant(
+        Dialect::Postgres,
+        "tenant_1",
+        Some("tenant_1"),
+        &inputs,
+        &TypeCatalog::new(),
+    );
+    let added: Vec<_> = actions(&plan);
+    assert_eq!(added, [(Action::AddColumn, Some("note"))], "{plan}");
+    assert_eq!(
+        plan.refusals
+            .iter()
+            .map(|r| r.column.as_deref())
+            .collect::<Vec<_>>(),
+        [Some("kind")],
+        "NOT NULL without a default: {plan}"
+    );
+    // Contracts that disagree on a type: refused with both readings, never planned.
+    let mut other = summary.clone();
+    other.struct_name = "Other".into();
+    other.columns[2].rust_type = "i64".into();
+    let mut types_other = expected.clone();
+    types_other.insert("kind".into(), "INT8".into());
+    let scope = crate::diff::DiffScope {
+        tenant: "tenant_1",
+        schema: "tenant_1",
+        dialect: Dialect::Postgres,
+    };
+    let a = crate::diff::diff(scope, &summary, None, &super::tests::ByName(&expected));
+    let b = crate::diff::diff(scope, &other, None, &super::tests::ByName(&types_other));
+    let inputs = [
+        TableInput {
+            contract: &summary,
+            live: None,
+            findings: &a,
+            expected_types: &expected,
+        },
+        TableInput {
+            contract: &other,
+            live: None,
+            findings: &b,
+            expected_types: &types_other,
+        },
+    ];
+    let plan = plan_tenant(
+        Dialect::Postgres,
+        "tenant_1",
+        Some("tenant_1"),
+        &inputs,
+        &TypeCatalog::new(),
+    );
+    assert_eq!(actions(&plan), [(Action::CreateTable, None)], "{plan}");
+    assert_eq!(plan.refusals.len(), 1, "{plan}");
+    assert_eq!(plan.refusals[0].column.as_deref(), Some("kind"));
+    assert!(
+        plan.refusals[0].reason.contains(
+            "read `kind` as different SQL types (`EventSummary` as INT2, `Other` as INT8)"
+        ),
+        "{plan}"
+    );
+}

@@ -96,6 +96,7 @@ pub fn build(spec: &CaseSpec) -> Case {
         enums.insert((schema.clone(), "mood".to_owned()), live_labels.clone());
     }
     let names = names(spec, dialect);
+    let contract_names = &names;
     let mut keys: Vec<Key> = Vec::new();
     for (t, (table, names)) in spec.tables.iter().zip(&names).enumerate() {
         let pk: Vec<usize> = (0..table.columns.len())
@@ -123,7 +124,9 @@ pub fn build(spec: &CaseSpec) -> Case {
     let mut expected = Vec::new();
     let mut live: Vec<LiveTable> = Vec::new();
     for (t, (table, names)) in spec.tables.iter().zip(&names).enumerate() {
-        let (contract, types, columns) = contract(&ctx, t, table, names);
+        let root =
+            (names.root != t).then(|| (&spec.tables[names.root], &contract_names[names.root]));
+        let (contract, types, columns) = contract(&ctx, t, table, names, root);
         let live_schema = names.schema.clone().unwrap_or_else(|| tenant.clone());
         if names.root == t {
             if let Some(lt) = live_table(&ctx, table, &contract, &live_schema, columns, names) {
@@ -196,7 +199,14 @@ fn names(spec: &CaseSpec, dialect: Dialect) -> Vec<Names> {
         let mut renamed_from = Vec::new();
         for column in &table.columns {
             let same = |a: &str, b: &str| a.eq_ignore_ascii_case(b);
-            let name = unique(column.name.text(), &taken, same);
+            let mut name = column.name.text();
+            if root != t {
+                // The table's column of that name (in any case) is the one this reads.
+                if let Some(known) = out[root].columns.iter().find(|c| same(c, &name)) {
+                    name.clone_from(known);
+                }
+            }
+            let name = unique(name, &taken, same);
             taken.push(name.clone());
             let old = column.renamed_from.then(|| {
                 let old = unique(format!("old_{name}"), &taken, same);
@@ -224,12 +234,24 @@ fn contract(
     t: usize,
     table: &TableSpec,
     names: &Names,
+    root: Option<(&TableSpec, &Names)>,
 ) -> (TableContract, BTreeMap<String, String>, Vec<LiveColumn>) {
     let mut columns = Vec::new();
     let mut types = BTreeMap::new();
     let mut live = Vec::new();
     for (c, col) in table.columns.iter().enumerate() {
         let name = names.columns[c].clone();
+        // A column the table's first contract reads too has its type (contracts that
+        // disagree on a type cannot both be satisfied).
+        let shared = root.and_then(|(spec, names)| {
+            let at = names.columns.iter().position(|n| *n == name)?;
+            Some(&spec.columns[at])
+        });
+        let col = &ColumnSpec {
+            ty: shared.map_or(col.ty, |s| s.ty),
+            declared: shared.map_or(col.declared, |s| s.declared),
+            ..col.clone()
+        };
         let ty: &Ty = col.ty.get(ctx.universe);
         let mut contract = ColumnContract::new(name.clone(), ty.rust);
         contract.nullable = col.nullable;

@@ -225,7 +225,7 @@ fn table_spec() -> impl Strategy<Value = TableSpec> {
         ),
         (
             proptest::collection::vec(any::<u16>(), 10),
-            Just(None::<Index>), // Two contracts on one table: enabled with the planner fix.
+            proptest::option::weighted(0.2, any::<Index>()),
         ),
     )
         .prop_map(

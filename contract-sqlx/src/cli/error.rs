@@ -57,9 +57,15 @@ pub enum CliError {
     /// Something named on the command line does not exist.
     #[error("{0}")]
     NotFound(String),
-    /// The library failed (a database call, an invalid name or hash).
+    /// The library failed (a database call, an invalid name or hash); boxed, it is large.
     #[error(transparent)]
-    Contract(#[from] crate::Error),
+    Contract(Box<crate::Error>),
+}
+
+impl From<crate::Error> for CliError {
+    fn from(error: crate::Error) -> Self {
+        CliError::Contract(Box::new(error))
+    }
 }
 
 impl CliError {

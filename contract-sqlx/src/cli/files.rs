@@ -62,5 +62,5 @@ pub(crate) async fn open(tenant: &str, path: &Path) -> Result<sqlx::SqlitePool, 
         .max_connections(1)
         .connect_with(options)
         .await
-        .map_err(|e| CliError::Contract(Error::db("opening a tenant file", Some(tenant))(e)))
+        .map_err(|e| CliError::from(Error::db("opening a tenant file", Some(tenant))(e)))
 }

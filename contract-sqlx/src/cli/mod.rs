@@ -155,7 +155,10 @@ async fn dispatch(cli: &Cli, db: &Db, plane: &ControlPlane) -> Result<u8, CliErr
 /// A read of a control-plane table that does not exist: no guard ran here (or another
 /// schema/prefix is in use). Said so, instead of the driver's "relation does not exist".
 fn no_control_plane(error: CliError, db: &Db, plane: &ControlPlane) -> CliError {
-    let CliError::Contract(crate::Error::Database { source, .. }) = &error else {
+    let CliError::Contract(inner) = &error else {
+        return error;
+    };
+    let crate::Error::Database { source, .. } = inner.as_ref() else {
         return error;
     };
     let missing = source.as_database_error().is_some_and(|e| {
