@@ -724,7 +724,7 @@ async fn guard_start_with_the_server_unreachable_opens_no_gate() {
     assert!(
         error
             .to_string()
-            .contains("creating the control plane tables"),
+            .contains("creating the control-plane tables failed; the server could not be reached"),
         "{error}"
     );
     // In-memory pauses: a guard whose every gate is closed as unreachable (refused as by

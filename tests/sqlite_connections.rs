@@ -235,6 +235,23 @@ async fn connection_budget_never_cuts_or_blocks_batches_and_keeps_consumer_hooks
     }
     drop(guard);
     control.close().await;
+    // The releases above run the budget's hook asynchronously; until the fleet is back
+    // within its one connection (idle), a release would rightly close tenant_0's
+    // connection instead of pooling it.
+    let mut settled = false;
+    for _ in 0..2_000 {
+        let open: u32 = (0..FILES).map(|i| pool_of(i).size()).sum();
+        let idle: usize = (0..FILES).map(|i| pool_of(i).num_idle()).sum();
+        if open <= 1 && usize::try_from(open).is_ok_and(|open| open == idle) {
+            settled = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(
+        settled,
+        "the fleet never settled within its budget of one idle connection"
+    );
 
     // Within the budget a released connection stays open and is reused; the consumer's
     // `after_connect` ran on it, and its `before_acquire` still recycles it after an

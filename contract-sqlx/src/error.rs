@@ -10,7 +10,7 @@ pub enum Error {
     #[error(transparent)]
     Ident(#[from] IdentError),
     /// A database call failed.
-    #[error("{context} failed{}; {hint}", tenant_suffix(.tenant))]
+    #[error("{context} failed{}; {}", tenant_suffix(.tenant), hint_for(.hint, .source))]
     Database {
         /// What was being done (`introspecting tenants`, `saving a pause`, ...).
         context: &'static str,
@@ -216,6 +216,19 @@ fn tenant_suffix(tenant: &Option<String>) -> String {
         .unwrap_or_default()
 }
 
+/// What to check: the server itself when the call never reached it (refused, cut, timed
+/// out waiting for a connection), otherwise the hint for what the call was doing.
+fn hint_for(hint: &'static str, source: &sqlx::Error) -> &'static str {
+    match source {
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed => hint::UNREACHABLE,
+        _ => hint,
+    }
+}
+
 /// What to check when a database call fails, by what the call was doing.
 pub(crate) mod hint {
     /// Reading the catalog: introspection, type resolution, tenant discovery.
@@ -234,6 +247,9 @@ pub(crate) mod hint {
     /// Reading or writing a table of the consumer's (a queue, the audit table).
     pub(crate) const TABLE: &str =
         "check that the server is up and the table exists and the role may use it";
+    /// The server did not answer: whatever the call was doing, the connection is at fault.
+    pub(crate) const UNREACHABLE: &str =
+        "the server could not be reached: check the database URL and that the server is up";
     /// Anything else: only the connection is in doubt.
     pub(crate) const SERVER: &str = "check that the server is up and reachable";
 }
@@ -309,5 +325,24 @@ mod tests {
         );
         assert!(message.contains("control-plane tables"), "{message}");
         assert!(!message.contains("catalog"), "{message}");
+    }
+    /// When the call never reached the server, the hint says so, whatever the call was
+    /// doing (it used to blame privileges for a refused connection).
+    #[tokio::test]
+    async fn an_unreachable_server_is_named_as_the_cause() {
+        let pool = sqlx::SqlitePool::connect("sqlite::memory:")
+            .await
+            .expect("in-memory SQLite");
+        pool.close().await;
+        let error = ControlPlane::default()
+            .pause(&pool, PauseRequest::tenant("tenant_1").by("alice"))
+            .await
+            .expect_err("closed pool");
+        let message = error.to_string();
+        assert!(
+            message.contains("the server could not be reached"),
+            "{message}"
+        );
+        assert!(!message.contains("grant"), "{message}");
     }
 }

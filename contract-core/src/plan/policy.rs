@@ -18,9 +18,14 @@ pub enum Remediation {
     /// Like `SafeOnly`, and also apply, in full, the one tenant plan with exactly this hash.
     /// If the live schema no longer produces that hash, nothing unsafe is applied.
     Approved(String),
+    /// Like `SafeOnly`, and also apply, in full, every tenant plan of exactly this change
+    /// shape ([`TenantPlan::shape`]): one run approves a whole fleet drifted the same way.
+    /// In JSON the shape goes in the `plan_hash` field.
+    ApprovedShape(String),
 }
 
-/// The words the JSON uses: `off`, `dry_run`, `safe_only`, `approved <full plan hash>`.
+/// The words the JSON uses: `off`, `dry_run`, `safe_only`, `approved <full plan hash>`,
+/// `approved shape <full shape hash>`.
 impl std::fmt::Display for Remediation {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
@@ -28,6 +33,7 @@ impl std::fmt::Display for Remediation {
             Remediation::DryRun => f.write_str("dry_run"),
             Remediation::SafeOnly => f.write_str("safe_only"),
             Remediation::Approved(hash) => write!(f, "approved {hash}"),
+            Remediation::ApprovedShape(shape) => write!(f, "approved shape {shape}"),
         }
     }
 }
@@ -58,21 +64,39 @@ impl Remediation {
                 steps: Vec::new(),
                 awaiting_approval: unsafe_left,
             },
-            Remediation::Approved(hash) if *hash == plan.hash => Selection {
+            policy if policy.approves(plan) => Selection {
                 steps: plan.steps.iter().collect(),
                 awaiting_approval: false,
             },
-            Remediation::SafeOnly | Remediation::Approved(_) => Selection {
-                steps: safe,
-                awaiting_approval: unsafe_left,
-            },
+            Remediation::SafeOnly | Remediation::Approved(_) | Remediation::ApprovedShape(_) => {
+                Selection {
+                    steps: safe,
+                    awaiting_approval: unsafe_left,
+                }
+            }
+        }
+    }
+
+    /// `true` when this policy approves `plan` in full: `Approved` with its hash, or
+    /// `ApprovedShape` with its change shape.
+    ///
+    /// An empty hash or shape approves nothing (a plan read from JSON without a shape).
+    #[must_use]
+    pub fn approves(&self, plan: &TenantPlan) -> bool {
+        match self {
+            Remediation::Approved(hash) => !hash.is_empty() && *hash == plan.hash,
+            Remediation::ApprovedShape(shape) => !shape.is_empty() && *shape == plan.shape,
+            Remediation::Off | Remediation::DryRun | Remediation::SafeOnly => false,
         }
     }
 
     /// `true` for the policies that change the schema.
     #[must_use]
     pub fn applies(&self) -> bool {
-        matches!(self, Remediation::SafeOnly | Remediation::Approved(_))
+        matches!(
+            self,
+            Remediation::SafeOnly | Remediation::Approved(_) | Remediation::ApprovedShape(_)
+        )
     }
 
     /// `true` unless `Off`.

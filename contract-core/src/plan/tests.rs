@@ -1055,6 +1055,13 @@ fn tenants_with_the_same_drift_share_a_shape_but_not_a_hash() {
         let other = missing("tenant_1", "note");
         let c = plan_for_tenant("tenant_1", dialect, &contract, Some(&other), &types);
         assert_ne!(a.shape, c.shape, "{dialect}");
+        // One approval of the shape approves both tenants' plans, not the other drift's.
+        let fleet = Remediation::ApprovedShape(a.shape.clone());
+        assert!(fleet.approves(&a) && fleet.approves(&b), "{dialect}");
+        assert!(!fleet.approves(&c), "{dialect}");
+        assert_eq!(fleet.select(&b).steps.len(), b.steps.len(), "{dialect}");
+        assert!(!Remediation::ApprovedShape(String::new()).approves(&a));
+        assert_eq!(fleet.to_string(), format!("approved shape {}", a.shape));
     }
 }
 

@@ -60,7 +60,7 @@ pub(super) fn decide(
             },
         };
     }
-    let by_policy = matches!(policy, Remediation::Approved(hash) if *hash == plan.hash);
+    let by_policy = policy.approves(plan);
     let approval = (!by_policy && needs_approval)
         .then(|| {
             approvals

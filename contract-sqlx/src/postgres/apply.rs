@@ -79,16 +79,22 @@ async fn apply_once(
     let tenant = job.tenant.as_str();
     let fail = |stage: &str| failed(tenant, attempt, stage);
     let started = Instant::now();
-    let mut tx = pool.begin().await.map_err(fail("begin"))?;
-    set_local(&mut tx, "statement_timeout", job.options.advisory_lock_wait)
+    // One round trip: the transaction, the wait bound for the tenant's lock, and generic
+    // plans for the re-check (see `recheck.rs`). `SET LOCAL` ends with the transaction.
+    let begin = format!(
+        "BEGIN; SET LOCAL statement_timeout = '{}ms'; SET LOCAL plan_cache_mode = force_generic_plan",
+        job.options.advisory_lock_wait.as_millis()
+    );
+    let mut tx = pool
+        .begin_with(AssertSqlSafe(begin))
         .await
-        .map_err(fail("set timeouts"))?;
+        .map_err(fail("begin"))?;
     // Only one replica remediates a tenant at a time.
     super::ddl::xact_lock(&mut tx, &super::ddl::tenant_lock_name(tenant))
         .await
         .map_err(fail("advisory lock"))?;
     // Re-verify under the lock: a plan made on another schema is stale.
-    let live = super::introspect_on(&mut tx, &job.schemas(), job.contracts)
+    let live = super::recheck::reintrospect(&mut tx, &job.schemas(), job.contracts)
         .await
         .map_err(fail("re-introspect under lock"))?;
     if !job.still_matches(&live) {
@@ -96,16 +102,16 @@ async fn apply_once(
             tenant: tenant.to_owned(),
         });
     }
-    set_local(&mut tx, "lock_timeout", job.options.lock_timeout)
-        .await
-        .map_err(fail("set timeouts"))?;
-    set_local(&mut tx, "statement_timeout", job.options.statement_timeout)
-        .await
-        .map_err(fail("set timeouts"))?;
-    sqlx::query("SELECT set_config('search_path', 'pg_catalog, pg_temp', true), set_config('TimeZone', 'UTC', true)")
-        .execute(&mut *tx)
-        .await
-        .map_err(fail("pin search_path"))?;
+    // The DDL's own bounds and a pinned search path and time zone, in one statement.
+    sqlx::query(
+        "SELECT set_config('lock_timeout', $1, true), set_config('statement_timeout', $2, true), \
+         set_config('search_path', 'pg_catalog, pg_temp', true), set_config('TimeZone', 'UTC', true)",
+    )
+    .bind(millis(job.options.lock_timeout))
+    .bind(millis(job.options.statement_timeout))
+    .execute(&mut *tx)
+    .await
+    .map_err(fail("set timeouts"))?;
     let statements = job.statements();
     for statement in &statements {
         sqlx::raw_sql(AssertSqlSafe(statement.clone()))
@@ -158,6 +164,12 @@ async fn apply_once(
     ))
 }
 
+/// A duration as a PostgreSQL setting value (`"2000ms"`).
+fn millis(value: std::time::Duration) -> String {
+    format!("{}ms", value.as_millis())
+}
+
+/// `SET LOCAL name = value` for a duration setting, as one statement.
 pub(super) async fn set_local(
     tx: &mut Transaction<'_, Postgres>,
     name: &str,
@@ -165,7 +177,7 @@ pub(super) async fn set_local(
 ) -> sqlx::Result<()> {
     sqlx::query("SELECT set_config($1, $2, true)")
         .bind(name)
-        .bind(format!("{}ms", value.as_millis()))
+        .bind(millis(value))
         .execute(&mut **tx)
         .await
         .map(|_| ())

@@ -6,6 +6,7 @@ pub(crate) mod online;
 mod parse;
 mod quarantine;
 pub(crate) mod query;
+mod recheck;
 mod row;
 mod types;
 mod views;

@@ -1,12 +1,13 @@
 //! One remediation run over a fleet: introspect → detect drift → plan → apply what the
 //! policy allows → verify, with a JSON execution log (`ARCHITECTURE.md` D5, D6).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::{Instant, SystemTime};
 
 use contract_core::plan::{Remediation, TenantPlan};
 use contract_core::{
-    ExecutionLog, FleetReport, LogAction, Severity, TenantError, TenantLog, TenantOutcome, Verdict,
+    ExecutionLog, FleetReport, LogAction, Severity, TenantError, TenantLog, TenantName,
+    TenantOutcome, TenantReport, Verdict,
 };
 
 use super::execute::{Done, Task, apply_all};
@@ -31,7 +32,8 @@ pub struct RemediationRun {
     pub failed: Vec<TenantError>,
     /// Audit rows an earlier, interrupted apply had left `pending`, settled by this run.
     pub reconciled: Vec<ReconciledAudit>,
-    /// The fleet after (equal to `before` when nothing was applied).
+    /// The fleet after: the tenants a plan was applied to (or attempted on) re-checked, the
+    /// others as in `before` (equal to `before` when nothing was applied).
     pub after: FleetReport,
     /// Tenants still drifted whose remaining plan waits for approval: tenant → plan.
     pub awaiting_approval: BTreeMap<String, TenantPlan>,
@@ -41,8 +43,11 @@ pub struct RemediationRun {
 
 /// Starts a remediation run over `directory`: check every tenant, plan the drifted ones,
 /// apply what `policy` allows (one transaction per tenant, never across tenants, a few
-/// tenants at a time), bump the [`SchemaEpoch`] if anything changed, and re-check. Finish
-/// with [`Remediate::run`].
+/// tenants at a time), bump the [`SchemaEpoch`] if anything changed, and re-check the
+/// tenants it applied to. Finish with [`Remediate::run`].
+///
+/// [`Remediation::ApprovedShape`] approves every tenant plan of one change shape in the
+/// same run: a fleet drifted the same way is remediated by one call.
 ///
 /// ```no_run
 /// # use contract_sqlx::Contract;
@@ -117,10 +122,14 @@ impl<'a, DB: Backend> Remediate<'a, DB> {
             (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         let mut reconciled = Vec::new();
         let mut tables = 0;
+        // Per pool (directory group), the tenants a task will touch: only they are verified.
+        let mut touched: Vec<HashSet<String>> = Vec::new();
         for (pool, names) in directory.groups() {
+            let mut group_touched = HashSet::new();
             let (group_reports, snapshot) = check_group(pool, names, contracts).await;
             let Some(snap) = snapshot else {
                 reports.extend(group_reports);
+                touched.push(group_touched);
                 continue;
             };
             tables += snap.tables.len();
@@ -133,7 +142,12 @@ impl<'a, DB: Backend> Remediate<'a, DB> {
                     Ok(planned) => {
                         for planned in planned {
                             plans.push(planned.plan.clone());
+                            let tasks_before = tasks.len();
+                            let tenant = planned.tenant.to_string();
                             decide(pool, planned, &policy, &mut tasks, &mut log);
+                            if tasks.len() > tasks_before {
+                                group_touched.insert(tenant);
+                            }
                         }
                     }
                     Err(error) => {
@@ -148,6 +162,7 @@ impl<'a, DB: Backend> Remediate<'a, DB> {
                 }
             }
             reports.extend(group_reports);
+            touched.push(group_touched);
         }
         let introspect_ms = elapsed_ms(started);
         // Like `check_fleet`: rejected tenant names are reported, so before and after agree.
@@ -187,9 +202,9 @@ impl<'a, DB: Backend> Remediate<'a, DB> {
                 .collect();
             (before.clone(), awaiting)
         } else {
-            let verified = verify(directory, contracts).await?;
+            let verified = verify(directory, contracts, &touched, &before, &plans).await;
             log.push(LogAction::Verify {
-                tenants: verified.0.tenants.len(),
+                tenants: touched.iter().map(HashSet::len).sum(),
                 compliant: verified.0.tenants_with("compliant").count(),
                 duration_ms: elapsed_ms(verify_started),
             });
@@ -256,11 +271,14 @@ fn decide<DB: Backend>(
     }
     log.tenants.push(entry);
     if !steps.is_empty() && policy.applies() {
-        let approval = matches!(policy, Remediation::Approved(hash) if *hash == planned.plan.hash)
-            .then(|| ApprovalRef {
-                id: None,
-                approver: "Remediation::Approved".into(),
-            });
+        let approval = policy.approves(&planned.plan).then(|| ApprovalRef {
+            id: None,
+            approver: match policy {
+                Remediation::ApprovedShape(_) => "Remediation::ApprovedShape",
+                _ => "Remediation::Approved",
+            }
+            .into(),
+        });
         tasks.push(Task::new(pool.clone(), planned, steps, approval));
     }
 }
@@ -309,18 +327,31 @@ pub(crate) fn record(
     audits
 }
 
-/// Re-checks the fleet and re-plans what is still drifted (the hashes to approve now).
+/// Re-checks the tenants a task touched (`touched`, per directory group) and re-plans what
+/// is still drifted among them (the hashes to approve now). The other tenants keep their
+/// report and plan from `before`: nothing of theirs was applied.
 async fn verify<DB: Backend>(
     directory: &TenantDirectory<DB>,
     contracts: &ContractSet<DB>,
-) -> Result<(FleetReport, BTreeMap<String, TenantPlan>)> {
-    // One snapshot per pool serves both the re-check and the re-plan of what is still drifted.
-    let mut reports = Vec::new();
+    touched: &[HashSet<String>],
+    before: &FleetReport,
+    plans: &[TenantPlan],
+) -> (FleetReport, BTreeMap<String, TenantPlan>) {
+    let mut rechecked: HashMap<String, TenantReport> = HashMap::new();
     let mut awaiting = BTreeMap::new();
-    for (pool, names) in directory.groups() {
-        let (group_reports, snap) = check_group(pool, names, contracts).await;
+    for ((pool, names), touched) in directory.groups().iter().zip(touched) {
+        let names: Vec<TenantName> = names
+            .iter()
+            .filter(|t| touched.contains(t.as_str()))
+            .cloned()
+            .collect();
+        if names.is_empty() {
+            continue;
+        }
+        // One snapshot of these tenants serves both the re-check and the re-plan.
+        let (group_reports, snap) = check_group(pool, &names, contracts).await;
         if let Some(snap) = snap {
-            match plan_group(pool, names, &group_reports, &snap, contracts).await {
+            match plan_group(pool, &names, &group_reports, &snap, contracts).await {
                 Ok(planned) => awaiting.extend(
                     planned
                         .into_iter()
@@ -333,13 +364,23 @@ async fn verify<DB: Backend>(
                 }
             }
         }
-        reports.extend(group_reports);
+        rechecked.extend(group_reports.into_iter().map(|r| (r.tenant.clone(), r)));
     }
-    reports.extend(rejected_reports(directory));
-    Ok((
+    awaiting.extend(
+        plans
+            .iter()
+            .filter(|p| p.needs_approval() && !rechecked.contains_key(&p.tenant))
+            .map(|p| (p.tenant.clone(), p.clone())),
+    );
+    let reports = before
+        .tenants
+        .iter()
+        .map(|r| rechecked.remove(&r.tenant).unwrap_or_else(|| r.clone()))
+        .collect();
+    (
         FleetReport::new(DB::DIALECT, contracts.describe(), reports),
         awaiting,
-    ))
+    )
 }
 
 fn outcome(
