@@ -11,7 +11,8 @@
 //! commit — or roll back when the tenant was paused meanwhile, which releases the claimed
 //! messages without counting an attempt. Killing the process at any point loses nothing.
 //!
-//! Without `--demo` it consumes the `tenant_%` schemas until stopped. With `--demo` it
+//! Without `--demo` it consumes the `tenant_%` schemas until stopped; when there are none,
+//! it says so and creates nothing (not even the guard's own tables). With `--demo` it
 //! creates 4 scratch tenants (tenant 3 drifted in a way the guard repairs, tenant 4 in a
 //! way it must not), consumes until the open queues are empty, prints counts, cleans up.
 
@@ -19,14 +20,14 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use contract_examples::redact_url;
 use contract_sqlx::control::ControlPlane;
 use contract_sqlx::payload::PayloadContract;
 use contract_sqlx::plan::Remediation;
 use contract_sqlx::quarantine::{PayloadType, Quarantine, QueueQuarantine, QueueTable};
-use contract_sqlx::{
-    Contract, Gate, Guard, guard::PauseInfo, model::Dialect, remediation::ApplyOptions,
-};
-use contract_sqlx::{SchemaEpoch, TenantName, Tenants};
+use contract_sqlx::remediation::{ApplyOptions, AuditConfig};
+use contract_sqlx::{Contract, Gate, Guard, guard::PauseInfo, model::Dialect};
+use contract_sqlx::{SchemaEpoch, TenantDirectory, TenantName, Tenants};
 use serde::Deserialize;
 use sqlx::postgres::{PgConnection, PgPool, PgPoolOptions};
 use sqlx::{AssertSqlSafe, Connection, Postgres};
@@ -140,7 +141,7 @@ impl Consumer {
                     Ok(Batch::Paused(why)) => {
                         let reason = Some(why.reason.clone());
                         if paused.insert(tenant.as_str(), why.reason.clone()) != reason {
-                            println!("{tenant}: paused by {:?}: {}", why.paused_by, why.reason);
+                            println!("{tenant}: paused by {}: {}", why.paused_by, why.reason);
                         }
                     }
                     Ok(outcome) => {
@@ -182,11 +183,16 @@ async fn run() -> Result<(), BoxError> {
         "set DATABASE_URL to a PostgreSQL database, e.g. DATABASE_URL=postgres://postgres@127.0.0.1/postgres"
     })?;
     // A first connection reports a clear error (the pool would only say it timed out).
-    let unreachable =
-        |e| format!("cannot connect to DATABASE_URL ({e}); set it to a reachable server");
-    PgConnection::connect(&url)
+    let unreachable = |e: &dyn std::fmt::Display| {
+        format!(
+            "cannot connect to {} ({e}); set DATABASE_URL to a reachable server",
+            redact_url(&url)
+        )
+    };
+    tokio::time::timeout(Duration::from_secs(5), PgConnection::connect(&url))
         .await
-        .map_err(unreachable)?
+        .map_err(|e| unreachable(&e))?
+        .map_err(|e| unreachable(&e))?
         .close()
         .await?;
     // After the guard changes a schema, pooled connections hold stale prepared statements
@@ -199,11 +205,18 @@ async fn run() -> Result<(), BoxError> {
     let prefix = format!("demo_{}", std::process::id());
     let (tenants, ops) = match demo {
         true => (create_demo(&pool, &prefix).await?, format!("{prefix}_ops")),
-        false => (Tenants::schemas_like("tenant_%"), "public".to_owned()),
+        false => {
+            // Look before creating anything: the guard would create its own tables first.
+            let tenants = Tenants::schemas_like("tenant_%");
+            TenantDirectory::<Postgres>::new()
+                .discover(&pool, &tenants)
+                .await
+                .map_err(|e| format!("{e}; nothing was created (try --demo)"))?;
+            (tenants, "public".to_owned())
+        }
     };
     // The guard's own tables (pauses, audit, quarantine) live in `public` by default.
-    let mut apply = ApplyOptions::default();
-    apply.audit.schema = ops.clone();
+    let apply = ApplyOptions::default().with_audit(AuditConfig::default().with_schema(ops.clone()));
     let pauses = ControlPlane::default().with_schema(ops.clone());
     let quarantine = Quarantine::default().with_schema(ops.clone());
     let guard = Guard::<Postgres>::builder()

@@ -3,13 +3,15 @@
 //! hash, quarantine of poison messages, and the JSON execution log.
 //!
 //! ```text
-//! cargo run --example quickstart                                   # SQLite files, no server
-//! DATABASE_URL=postgres://postgres@127.0.0.1/postgres cargo run --example quickstart
-//! DATABASE_URL=mysql://root@127.0.0.1/test cargo run --example quickstart
+//! cargo run --example quickstart                                          # SQLite files, no server
+//! cargo run --example quickstart -- --url postgres://postgres@127.0.0.1/postgres
+//! cargo run --example quickstart -- --url mysql://root@127.0.0.1/test
 //! ```
 //!
-//! On a server the tenants are scratch schemas (PostgreSQL) or databases (MySQL) with a
-//! unique prefix, dropped at the end. The story itself is in `quickstart/story.rs`,
+//! A server is only used when named with `--url`; an exported `DATABASE_URL` is ignored
+//! (with a note). On a server the tenants are scratch schemas (PostgreSQL) or databases
+//! (MySQL) with a unique prefix, dropped at the end; nothing is created before the server
+//! answered. The story itself is in `quickstart/story.rs`,
 //! written once for every backend; every line printed here comes from its results.
 
 #[path = "quickstart/mod.rs"]
@@ -20,41 +22,69 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use quickstart::args::{self, Command, Target};
 use quickstart::mysql::MySqlFleet;
 use quickstart::postgres::PgFleet;
 use quickstart::sqlite::SqliteFleet;
 use quickstart::story::{self, BoxError, Drift, Outcome, Summary};
 
 #[tokio::main(flavor = "current_thread")]
-async fn main() -> Result<(), BoxError> {
+async fn main() {
+    let env_url = std::env::var("DATABASE_URL").ok();
+    let target = match args::parse(std::env::args().skip(1), env_url.as_deref()) {
+        Ok(Command::Help) => return println!("{}", args::USAGE),
+        Ok(Command::Run { target, note }) => {
+            if let Some(note) = note {
+                eprintln!("note: {note}");
+            }
+            target
+        }
+        Err(message) => {
+            eprintln!("quickstart: {message}");
+            std::process::exit(2);
+        }
+    };
+    if let Err(error) = run(target).await {
+        eprintln!("quickstart: {error}");
+        std::process::exit(1);
+    }
+}
+
+async fn run(target: Target) -> Result<(), BoxError> {
     let nanos = SystemTime::now().duration_since(UNIX_EPOCH)?.subsec_nanos();
     let prefix = format!("qs_{:06x}", (nanos ^ std::process::id()) & 0xff_ffff);
+    // Created only once the fleet exists: a server that does not answer leaves nothing.
     let work = std::env::temp_dir().join(format!("contract-quickstart-{prefix}"));
-    std::fs::create_dir_all(&work)?;
     let log_path = work.join("execution-log.json");
+    let unreachable = |url: &str, e: BoxError| -> BoxError {
+        format!("cannot set up the fleet on {url}: {e}; check that the server is up and the URL is right").into()
+    };
 
-    let url = std::env::var("DATABASE_URL").unwrap_or_default();
-    let summary = if url.starts_with("postgres") {
-        let mut fleet = PgFleet::create(&url, &prefix).await?;
-        let result = story::run(&mut fleet, &log_path).await;
-        fleet.drop_all().await?; // even when the story failed
-        result?
-    } else if url.starts_with("mysql") || url.starts_with("mariadb") {
-        let mut fleet = MySqlFleet::create(&url, &prefix).await?;
-        let result = story::run(&mut fleet, &log_path).await;
-        fleet.drop_all().await?;
-        result?
-    } else {
-        if !url.is_empty() {
-            return Err(format!(
-                "DATABASE_URL must start with postgres:// or mysql://, not `{url}`"
-            )
-            .into());
+    let summary = match target {
+        Target::Postgres(url) => {
+            let mut fleet = PgFleet::create(&url, &prefix)
+                .await
+                .map_err(|e| unreachable(&url, e))?;
+            std::fs::create_dir_all(&work)?;
+            let result = story::run(&mut fleet, &log_path).await;
+            fleet.drop_all().await?; // even when the story failed
+            result?
         }
-        let mut fleet = SqliteFleet::create(&work).await?;
-        let result = story::run(&mut fleet, &log_path).await;
-        fleet.close().await;
-        result?
+        Target::MySql(url) => {
+            let mut fleet = MySqlFleet::create(&url, &prefix)
+                .await
+                .map_err(|e| unreachable(&url, e))?;
+            std::fs::create_dir_all(&work)?;
+            let result = story::run(&mut fleet, &log_path).await;
+            fleet.drop_all().await?;
+            result?
+        }
+        Target::Sqlite => {
+            let mut fleet = SqliteFleet::create(&work).await?;
+            let result = story::run(&mut fleet, &log_path).await;
+            fleet.close().await;
+            result?
+        }
     };
     print(&summary);
     Ok(())

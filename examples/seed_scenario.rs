@@ -7,11 +7,15 @@
 //! ```
 //!
 //! It creates a scratch database next to the one in `DATABASE_URL` and drops it at the end.
+//! A server that does not answer within 5 seconds is reported with its URL.
 
 use contract_sqlx::plan::Remediation;
 use contract_sqlx::{
     Contract, TenantDirectory, Tenants, check::ContractSet, remediate, remediation::ApplyOptions,
 };
+use std::time::Duration;
+
+use contract_examples::{Progress, redact_url};
 use sqlx::postgres::PgPoolOptions;
 use sqlx::{AssertSqlSafe, PgPool, Postgres};
 
@@ -34,14 +38,29 @@ struct Event {
     event_metadata: Option<serde_json::Value>,
 }
 
+/// How long a server may take to answer before the run gives up, naming the URL.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Tenant schemas the scenario creates.
+const TENANTS: usize = 47;
+
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let url = std::env::var("DATABASE_URL").map_err(|_| {
         "DATABASE_URL is not set: point it at a PostgreSQL server, e.g. postgres://postgres@127.0.0.1:5432/postgres"
     })?;
-    let admin = PgPoolOptions::new().max_connections(1).connect(&url).await.map_err(|e| {
-        format!("cannot connect to DATABASE_URL ({e}); check that PostgreSQL is running and the URL is right")
-    })?;
+    let admin = PgPoolOptions::new()
+        .max_connections(1)
+        .acquire_timeout(CONNECT_TIMEOUT)
+        .connect(&url)
+        .await
+        .map_err(|e| {
+            format!(
+                "cannot connect to {} within {} s ({e}); check that PostgreSQL is running and DATABASE_URL is right",
+                redact_url(&url),
+                CONNECT_TIMEOUT.as_secs()
+            )
+        })?;
     let scratch = format!("contract_seed_{}", std::process::id());
     sqlx::raw_sql(AssertSqlSafe(format!("CREATE DATABASE \"{scratch}\"")))
         .execute(&admin)
@@ -60,6 +79,7 @@ async fn run(url: &str, scratch: &str) -> Result<(), Box<dyn std::error::Error>>
     let base = url.rsplit_once('/').map_or(url, |(base, _)| base);
     let pool = PgPoolOptions::new()
         .max_connections(4)
+        .acquire_timeout(CONNECT_TIMEOUT)
         .connect(&format!("{base}/{scratch}"))
         .await?;
     seed(&pool).await?;
@@ -80,10 +100,11 @@ async fn run(url: &str, scratch: &str) -> Result<(), Box<dyn std::error::Error>>
         println!("nothing awaits approval");
         return Ok(());
     };
+    let hazards: Vec<&str> = plan.hazards().iter().map(|h| h.as_str()).collect();
     println!(
-        "\n{tenant} awaits approval of plan {} ({:?}):",
+        "\n{tenant} awaits approval of plan {} ({}):",
         plan.hash,
-        plan.hazards()
+        hazards.join(", ")
     );
     for statement in plan.statements() {
         println!("  {statement}");
@@ -109,18 +130,23 @@ async fn run(url: &str, scratch: &str) -> Result<(), Box<dyn std::error::Error>>
 }
 
 /// 47 tenants; `tenant_42.events` lacks `event_metadata`, `tenant_19.events.user_id` is int4.
+/// Created ten at a time, with a progress line.
 async fn seed(pool: &PgPool) -> Result<(), sqlx::Error> {
-    let mut ddl = String::new();
-    for i in 1..=47 {
-        ddl.push_str(&format!(
-            "CREATE SCHEMA tenant_{i}; CREATE TABLE tenant_{i}.events (id int8 PRIMARY KEY, user_id int8 NOT NULL, \
-             event_data jsonb NOT NULL, event_metadata jsonb);"
-        ));
+    let tenants: Vec<usize> = (1..=TENANTS).collect();
+    let mut progress = Progress::new("creating tenant schemas", TENANTS);
+    for chunk in tenants.chunks(10) {
+        let mut ddl = String::new();
+        for i in chunk {
+            ddl.push_str(&format!(
+                "CREATE SCHEMA tenant_{i}; CREATE TABLE tenant_{i}.events (id int8 PRIMARY KEY, user_id int8 NOT NULL, \
+                 event_data jsonb NOT NULL, event_metadata jsonb);"
+            ));
+        }
+        sqlx::raw_sql(AssertSqlSafe(ddl)).execute(pool).await?;
+        progress.advance(chunk.len());
     }
-    ddl.push_str("ALTER TABLE tenant_42.events DROP COLUMN event_metadata;");
-    ddl.push_str("ALTER TABLE tenant_19.events ALTER COLUMN user_id TYPE int4;");
-    sqlx::raw_sql(AssertSqlSafe(ddl))
-        .execute(pool)
-        .await
-        .map(|_| ())
+    progress.finish();
+    let drift = "ALTER TABLE tenant_42.events DROP COLUMN event_metadata;
+                 ALTER TABLE tenant_19.events ALTER COLUMN user_id TYPE int4;";
+    sqlx::raw_sql(drift).execute(pool).await.map(|_| ())
 }

@@ -81,8 +81,8 @@ async fn snapshot_round_trip_and_offline_failure_after_a_type_change() {
         .execute(&scratch.pool)
         .await
         .expect("schema");
-    let path =
-        std::env::temp_dir().join(format!("{}.json", support::unique_name("orders_snapshot")));
+    let dir = support::TempDir::new("orders_snapshot");
+    let path = dir.0.join("orders.json");
     assert!(testing::write_snapshot::<Order, Postgres>(&scratch.pool, "app", &path).await);
     scratch.drop_db().await;
 
@@ -96,5 +96,4 @@ async fn snapshot_round_trip_and_offline_failure_after_a_type_change() {
         message.contains("not verified in the snapshot"),
         "{message}"
     );
-    let _ = std::fs::remove_file(&path);
 }

@@ -343,3 +343,61 @@ async fn postgres_quickstart_story_end_to_end_and_leaves_nothing_behind() {
         .unwrap();
     assert!(hooli.plan.hazards().contains(&Hazard::TableRewrite));
 }
+
+/// The quickstart picks a server only when named with `--url`: an exported `DATABASE_URL`
+/// is ignored (with a note saying how to use it); a `sqlite:` URL and anything else it
+/// cannot run on are refused before anything is created.
+#[test]
+fn quickstart_uses_a_server_only_when_named_with_url() {
+    use quickstart::args::{Command, Target, parse};
+    let args = |a: &[&str]| a.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+    let pg = "postgres://postgres@127.0.0.1/postgres";
+
+    // DATABASE_URL alone: still SQLite, and the user is told why.
+    let Ok(Command::Run { target, note }) = parse(args(&[]), Some(pg)) else {
+        panic!("no arguments must run");
+    };
+    assert_eq!(target, Target::Sqlite);
+    assert!(
+        note.as_deref().is_some_and(|n| n.contains("--url")),
+        "{note:?}"
+    );
+    assert_eq!(
+        parse(args(&[]), None),
+        Ok(Command::Run {
+            target: Target::Sqlite,
+            note: None
+        })
+    );
+
+    // An explicit server, in both spellings, wins over DATABASE_URL.
+    let mysql = "mysql://root@127.0.0.1:3306/test";
+    assert_eq!(
+        parse(args(&["--url", pg]), Some(mysql)),
+        Ok(Command::Run {
+            target: Target::Postgres(pg.to_owned()),
+            note: None
+        })
+    );
+    assert_eq!(
+        parse(args(&[&format!("--url={mysql}")]), None),
+        Ok(Command::Run {
+            target: Target::MySql(mysql.to_owned()),
+            note: None
+        })
+    );
+
+    // Refused, with a message that says what to do.
+    let sqlite = parse(args(&["--url", "sqlite://app.db"]), None).unwrap_err();
+    assert!(sqlite.contains("without --url"), "{sqlite}");
+    let missing = parse(args(&["--url"]), None).unwrap_err();
+    assert!(missing.starts_with("--url needs a value"), "{missing}");
+    let other = parse(args(&["--url", "redis://localhost"]), None).unwrap_err();
+    assert!(other.contains("`redis://localhost`"), "{other}");
+    let unknown = parse(args(&["--demo"]), None).unwrap_err();
+    assert!(
+        unknown.starts_with("unknown argument `--demo`"),
+        "{unknown}"
+    );
+    assert_eq!(parse(args(&["--help"]), Some(pg)), Ok(Command::Help));
+}

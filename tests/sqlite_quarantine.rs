@@ -22,22 +22,14 @@ struct Job {
     kind: String,
 }
 
-/// A scratch file removed on drop (with its `-wal`/`-shm` companions).
-struct Scratch(PathBuf);
+/// A scratch database file in its own directory, removed on drop with its `-wal`/`-shm`
+/// companions.
+struct Scratch(PathBuf, #[allow(dead_code)] support::TempDir);
 
 impl Scratch {
     fn new(prefix: &str) -> Self {
-        Self(std::env::temp_dir().join(format!("{}.sqlite", support::unique_name(prefix))))
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        for suffix in ["", "-wal", "-shm", "-journal"] {
-            let mut p = self.0.clone().into_os_string();
-            p.push(suffix);
-            let _ = std::fs::remove_file(p);
-        }
+        let dir = support::TempDir::new(prefix);
+        Self(dir.0.join("db.sqlite"), dir)
     }
 }
 

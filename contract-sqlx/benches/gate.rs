@@ -85,8 +85,10 @@ fn time_per_call(names: &[String], mut f: impl FnMut(&str) -> bool) -> f64 {
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     metrics::set_global_recorder(AtomicRecorder)
         .map_err(|e| format!("cannot install the metrics recorder: {e}"))?;
-    let dir = std::env::temp_dir().join(format!("contract-gate-bench-{}", std::process::id()));
-    std::fs::create_dir_all(&dir)?;
+    let scratch = tempfile::Builder::new()
+        .prefix("contract-gate-bench-")
+        .tempdir()?;
+    let dir = scratch.path().to_owned();
     let names: Vec<String> = (0..TENANTS).map(|i| format!("tenant_{i}")).collect();
     for name in &names {
         let options = SqliteConnectOptions::new()
@@ -121,7 +123,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("tenants: {TENANTS}, calls per run: {CALLS}, runs: 5 (median)");
     println!("HashMap<String, bool> lookup (baseline): {base_ns:.1} ns/call");
     println!("Guard::gate (open, no change):          {gate_ns:.1} ns/call");
-    std::fs::remove_dir_all(&dir)?;
+    scratch.close()?;
     println!(
         "{{\"bench\":\"gate\",\"tenants\":{TENANTS},\"gate_ns\":{gate_ns:.1},\"baseline_ns\":{base_ns:.1},\"gate_vs_baseline\":{:.2}}}",
         gate_ns / base_ns

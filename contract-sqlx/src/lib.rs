@@ -156,12 +156,18 @@
 //!
 //! # Features
 //!
-//! `postgres`, `mysql`, `sqlite` (backends), `derive` (default), and sqlx's type features
-//! `uuid`, `chrono`, `time`, `rust_decimal`, forwarded.
+//! | feature | default | what it adds |
+//! |---|---|---|
+//! | `derive` | yes | `#[derive(Contract)]` |
+//! | `metrics` | yes | counters, gauges and a pass histogram through the [`metrics`](https://docs.rs/metrics) facade (names in [`guard::metrics`]); off: nothing is recorded and the crate is not compiled |
+//! | `postgres`, `mysql`, `sqlite` | no | the backends |
+//! | `uuid`, `chrono`, `time`, `rust_decimal` | no | forwarded to sqlx, for contracts with those field types |
+//! | `tls-rustls` (`tls-rustls-ring`, `tls-rustls-aws-lc-rs`), `tls-native-tls` | no | TLS to the database server, forwarded to sqlx's features of the same names (pick one) |
 #![forbid(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod backend;
+pub mod broker;
 pub mod check;
 #[cfg(feature = "cli")]
 #[cfg_attr(docsrs, doc(cfg(feature = "cli")))]
@@ -172,6 +178,7 @@ pub mod guard;
 pub mod payload;
 pub mod quarantine;
 pub mod remediation;
+mod telemetry;
 pub mod tenants;
 pub mod testing;
 

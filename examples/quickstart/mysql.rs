@@ -32,6 +32,7 @@ impl MySqlFleet {
     pub async fn create(url: &str, prefix: &str) -> Result<Self, BoxError> {
         let pool = MySqlPoolOptions::new()
             .max_connections(4)
+            .acquire_timeout(std::time::Duration::from_secs(5)) // a wrong port fails fast
             .connect(url)
             .await?;
         let fleet = Self {

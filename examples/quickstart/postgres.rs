@@ -29,7 +29,11 @@ pub struct PgFleet {
 impl PgFleet {
     /// Connects and creates the control schema.
     pub async fn create(url: &str, prefix: &str) -> Result<Self, BoxError> {
-        let pool = PgPoolOptions::new().max_connections(4).connect(url).await?;
+        let pool = PgPoolOptions::new()
+            .max_connections(4)
+            .acquire_timeout(std::time::Duration::from_secs(5)) // a wrong port fails fast
+            .connect(url)
+            .await?;
         let fleet = Self {
             pool,
             prefix: prefix.to_owned(),

@@ -247,22 +247,21 @@ impl Drop for PgDatabaseGuard {
     }
 }
 
-/// A scratch directory under the system temp dir, with a unique name, removed on drop.
-pub struct TempDir(pub std::path::PathBuf);
+/// A scratch directory under the system temp dir, with a unique name, removed on drop
+/// (even when the test panics): its path, and the `tempfile` guard that owns it.
+pub struct TempDir(
+    pub std::path::PathBuf,
+    #[allow(dead_code)] tempfile::TempDir,
+);
 
 impl TempDir {
-    /// Creates `<temp>/<prefix>_<unique>`.
+    /// Creates `<temp>/<prefix>_<random>`.
     pub fn new(prefix: &str) -> Self {
-        let dir = std::env::temp_dir().join(unique_name(prefix));
-        std::fs::create_dir_all(&dir)
-            .unwrap_or_else(|e| panic!("scratch dir {}: {e}", dir.display()));
-        Self(dir)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("{prefix}_"))
+            .tempdir()
+            .unwrap_or_else(|e| panic!("scratch dir {prefix}: {e}"));
+        Self(dir.path().to_owned(), dir)
     }
 }
 

@@ -28,8 +28,8 @@ pub const MESSAGES_TOTAL: &str = "contract_messages_total";
 pub const QUARANTINED_TOTAL: &str = "contract_quarantined_total";
 
 /// Counts `n` messages of `queue` with `outcome` (`accepted`, `quarantined`, `released`).
-/// Consumers call it for accepted and released messages; quarantine counts itself.
+/// Consumers call it for accepted and released messages; quarantine counts itself. Does
+/// nothing without the `metrics` feature.
 pub fn record_messages(queue: &str, outcome: &'static str, n: u64) {
-    ::metrics::counter!(MESSAGES_TOTAL, "queue" => queue.to_owned(), "outcome" => outcome)
-        .increment(n);
+    crate::telemetry::count_queue(MESSAGES_TOTAL, queue, "outcome", outcome, n);
 }

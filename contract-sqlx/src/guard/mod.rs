@@ -159,15 +159,16 @@ struct Observed {
 /// the `metrics` recorder before starting the guard.
 #[derive(Debug)]
 struct GateMetrics {
-    open: ::metrics::Counter,
-    paused: ::metrics::Counter,
+    open: crate::telemetry::Counter,
+    paused: crate::telemetry::Counter,
 }
 
 impl GateMetrics {
     fn register() -> Self {
+        use crate::telemetry::Counter;
         Self {
-            open: ::metrics::counter!(metrics::GATE_TOTAL, "outcome" => "open"),
-            paused: ::metrics::counter!(metrics::GATE_TOTAL, "outcome" => "paused"),
+            open: Counter::labelled(metrics::GATE_TOTAL, "outcome", "open"),
+            paused: Counter::labelled(metrics::GATE_TOTAL, "outcome", "paused"),
         }
     }
 }
@@ -373,10 +374,8 @@ impl<DB: ControlStore> Guard<DB> {
             .read()
             .unwrap_or_else(PoisonError::into_inner);
         let paused = cells.values().filter(|(_, c)| !c.open()).count();
-        #[allow(clippy::cast_precision_loss)]
-        ::metrics::gauge!(metrics::PAUSED_TENANTS).set(paused as f64);
-        #[allow(clippy::cast_precision_loss)]
-        ::metrics::gauge!(metrics::TENANTS).set(cells.len() as f64);
+        crate::telemetry::gauge(metrics::PAUSED_TENANTS, paused as u64);
+        crate::telemetry::gauge(metrics::TENANTS, cells.len() as u64);
     }
 
     fn cell_state(&self, tenant: &str) -> Option<TenantState> {
@@ -413,7 +412,7 @@ impl<DB: ControlStore> Guard<DB> {
                     guard.revalidate_woken().await
                 };
                 if let Err(error) = pass {
-                    ::metrics::counter!(metrics::REVALIDATION_ERRORS_TOTAL).increment(1);
+                    crate::telemetry::count(metrics::REVALIDATION_ERRORS_TOTAL, 1);
                     tracing::error!(error = %error_chain(&error), "revalidation failed; retrying next interval");
                 }
             }

@@ -236,7 +236,7 @@ impl<DB: ControlStore> Guard<DB> {
         let snap = match read {
             Ok(snap) => snap,
             Err(error) => {
-                ::metrics::counter!(metrics::REVALIDATION_ERRORS_TOTAL).increment(1);
+                crate::telemetry::count(metrics::REVALIDATION_ERRORS_TOTAL, 1);
                 let error = error_chain(&error);
                 tracing::warn!(pool = %DB::describe_pool(pool), tenants = chunk.len(), %error, "a pass could not read a pool; its tenants are paused as unreachable");
                 for tenant in chunk {

@@ -22,6 +22,7 @@ use crate::remediation::backoff::Backoff;
 use crate::remediation::{
     ApprovalRef, Planned, Task, apply_all, elapsed_ms, elapsed_ms_of, plan_group,
 };
+use crate::telemetry;
 
 impl<DB: ControlStore> Guard<DB> {
     /// One pass over every tenant: the tenant sources listed again, a bulk introspection,
@@ -260,8 +261,8 @@ impl<DB: ControlStore> Guard<DB> {
             let done = apply_all(&tasks, &inner.contracts, &inner.options).await;
             let mut failed = Vec::new();
             let audits = crate::remediation::record(done, &mut log, &mut failed);
-            ::metrics::counter!(metrics::REMEDIATIONS_TOTAL).increment(audits.len() as u64);
-            ::metrics::counter!(metrics::REMEDIATION_FAILURES_TOTAL).increment(failed.len() as u64);
+            telemetry::count(metrics::REMEDIATIONS_TOTAL, audits.len() as u64);
+            telemetry::count(metrics::REMEDIATION_FAILURES_TOTAL, failed.len() as u64);
             self.release_unused(&tasks, &audits).await;
             self.schedule_retries(state, &audits, &failed);
             if !audits.is_empty() {
@@ -321,19 +322,18 @@ impl<DB: ControlStore> Guard<DB> {
         // Like `check_fleet`: rejected and duplicate tenant names are reported too.
         tenants.extend(crate::check::rejected_reports(&directory));
         let report = FleetReport::new(DB::DIALECT, inner.contracts.describe(), tenants);
-        #[allow(clippy::cast_precision_loss)]
-        ::metrics::gauge!(metrics::DRIFT_FINDINGS).set(
+        telemetry::gauge(
+            metrics::DRIFT_FINDINGS,
             report
                 .findings()
                 .filter(|f| f.severity >= Severity::AtRisk)
-                .count() as f64,
+                .count() as u64,
         );
         if !log.tenants.is_empty() || !log.steps.is_empty() {
             self.finish_log(log, &report, introspect_ms, started);
         }
         *inner.report.write().unwrap_or_else(PoisonError::into_inner) = Some(report);
-        ::metrics::histogram!(metrics::REVALIDATION_DURATION)
-            .record(started.elapsed().as_secs_f64());
+        telemetry::seconds(metrics::REVALIDATION_DURATION, started.elapsed());
         self.publish_gauges();
         persisted?;
         stored?;
@@ -398,11 +398,8 @@ impl<DB: ControlStore> Guard<DB> {
         }
         let cleared = state.backlog.record(depths, &reopened);
         let (total, max) = state.backlog.totals();
-        #[allow(clippy::cast_precision_loss)]
-        {
-            ::metrics::gauge!(metrics::BACKLOG_MESSAGES).set(total as f64);
-            ::metrics::gauge!(metrics::BACKLOG_MAX_MESSAGES).set(max as f64);
-        }
+        telemetry::gauge(metrics::BACKLOG_MESSAGES, total);
+        telemetry::gauge(metrics::BACKLOG_MAX_MESSAGES, max);
         cleared
     }
 

@@ -72,9 +72,11 @@ fn guard_pause_of(guard: &Guard<Sqlite>, tenant: &str) -> Arc<PauseInfo> {
 /// in the guard's report, as in `check_fleet`.
 #[tokio::test]
 async fn failed_pause_writes_close_every_gate_and_are_written_next_pass() {
-    let dir: PathBuf =
-        std::env::temp_dir().join(format!("contract-guard-unit-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
+    let scratch = tempfile::Builder::new()
+        .prefix("contract-guard-unit-")
+        .tempdir()
+        .expect("scratch dir");
+    let dir: PathBuf = scratch.path().to_owned();
     let tenants_dir = dir.join("tenants");
     std::fs::create_dir_all(&tenants_dir).expect("dir");
     for name in ["tenant_a", "tenant_b", "tenant_c", "bad-name"] {
@@ -219,5 +221,5 @@ async fn failed_pause_writes_close_every_gate_and_are_written_next_pass() {
     assert_eq!(stored, ["tenant_b"]);
     drop(guard);
     control.close().await;
-    let _ = std::fs::remove_dir_all(&dir);
+    scratch.close().expect("remove the scratch dir");
 }

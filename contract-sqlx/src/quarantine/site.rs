@@ -343,12 +343,13 @@ impl QueueQuarantine {
         crate::guard::metrics::record_messages(queue, "quarantined", moved);
         if moved == rows.len() as u64 {
             for row in rows {
-                ::metrics::counter!(
+                crate::telemetry::count_queue(
                     crate::guard::metrics::QUARANTINED_TOTAL,
-                    "queue" => queue.to_owned(),
-                    "reason" => row.reason
-                )
-                .increment(1);
+                    queue,
+                    "reason",
+                    row.reason,
+                    1,
+                );
             }
         }
     }

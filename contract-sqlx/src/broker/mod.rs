@@ -1,0 +1,196 @@
+//! The gate and the payload contract in front of a message broker: RabbitMQ
+//! ([`rabbitmq`], feature `rabbitmq`).
+//!
+//! A broker consumer reads one tenant's messages, asks the guard's gate before each batch,
+//! checks each payload with the consumer's [`PayloadContract`](crate::payload::PayloadContract),
+//! hands the accepted ones to a [`Handler`] and stores the rejected ones in a
+//! [`QuarantineSink`](crate::quarantine::QuarantineSink) (the broker's dead-letter
+//! destination, with readable headers), and acknowledges only then:
+//!
+//! * **Paused tenant: nothing is touched.** Its consumer stops (RabbitMQ: the consumer is
+//!   cancelled; JetStream: the pull stops). Its messages stay in the broker, not
+//!   redelivered in a loop and not dead-lettered; the backlog monitor counts them.
+//! * **Ack after commit.** The handler writes in its own transaction, keyed by the
+//!   message id so that a redelivered message is not written twice, and returns once it
+//!   committed; the batch is acknowledged after that. A consumer killed in between gets
+//!   the batch again and the handler skips what it wrote.
+//! * **Poison is dead-lettered once, readably.** It is published with the headers
+//!   below under the broker's confirmation, then acknowledged. A consumer killed between
+//!   the two publishes a second copy, with the same [`MESSAGE_ID`] header: readers of
+//!   the dead letters count one message per id (see each broker's `dead_letters`).
+
+// Without a broker feature, only the shared types are compiled.
+#![cfg_attr(not(feature = "rabbitmq"), allow(dead_code))]
+
+use futures_util::future::BoxFuture;
+
+#[cfg(feature = "rabbitmq")]
+#[cfg_attr(docsrs, doc(cfg(feature = "rabbitmq")))]
+pub mod rabbitmq;
+
+/// Header of a dead-lettered message: the rejection reason (`contract_mismatch`, …).
+pub const REASON: &str = "x-contract-reason";
+/// Header: the rejection as a sentence.
+pub const ERROR: &str = "x-contract-error";
+/// Header: the failing field path (`items[2].price`), when there is one.
+pub const FIELD_PATH: &str = "x-contract-field-path";
+/// Header: the name of the contract that rejected the message.
+pub const CONTRACT: &str = "x-contract-contract";
+/// Header: the tenant.
+pub const TENANT: &str = "x-contract-tenant";
+/// Header: where the message was read from (the RabbitMQ queue, the NATS subject).
+pub const SOURCE: &str = "x-contract-source";
+/// Header: the original routing key (RabbitMQ) or subject (NATS).
+pub const ORIGINAL_ROUTING_KEY: &str = "x-contract-original-routing-key";
+/// Header: the message id, which makes the dead-letter copy idempotent for its readers.
+pub const MESSAGE_ID: &str = "x-contract-message-id";
+
+/// An error a [`Handler`] returns (its database's, usually).
+pub type HandlerError = Box<dyn std::error::Error + Send + Sync>;
+
+/// A message the contract accepted, with the id that keys its write.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Accepted<T> {
+    /// The message id (RabbitMQ: the `message_id` property; JetStream: `Nats-Msg-Id` or
+    /// the stream sequence). Write it with the message and skip ids written before.
+    pub message_id: String,
+    /// The parsed payload.
+    pub value: T,
+}
+
+/// What the consumer does with a tenant's accepted messages.
+pub trait Handler<T>: Send + Sync + 'static {
+    /// Writes `batch` for `tenant` and returns once the write committed. Must be
+    /// idempotent on [`Accepted::message_id`]: a batch is delivered again when the
+    /// consumer dies before acknowledging it. An error leaves the batch unacknowledged;
+    /// it is delivered again after a short back-off.
+    fn handle<'a>(
+        &'a self,
+        tenant: &'a str,
+        batch: &'a [Accepted<T>],
+    ) -> BoxFuture<'a, Result<(), HandlerError>>;
+}
+
+/// A broker call failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BrokerError {
+    /// The broker could not be reached or refused the call.
+    #[error("{broker} refused {action}{}: {source}", tenant_suffix(.tenant))]
+    Broker {
+        /// `RabbitMQ` or `NATS`.
+        broker: &'static str,
+        /// What was being done (`declaring queue orders.tenant_1`).
+        action: String,
+        /// The tenant concerned, if one.
+        tenant: Option<String>,
+        /// The client's error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// A name cannot be used for a queue, a subject or a tenant.
+    #[error("`{name}` cannot be used as {what}: {why}")]
+    Name {
+        /// The name.
+        name: String,
+        /// What it was for.
+        what: &'static str,
+        /// Why not.
+        why: &'static str,
+    },
+}
+
+impl BrokerError {
+    pub(crate) fn broker(
+        broker: &'static str,
+        action: impl Into<String>,
+        tenant: Option<&str>,
+    ) -> impl FnOnce(Box<dyn std::error::Error + Send + Sync>) -> Self {
+        let action = action.into();
+        let tenant = tenant.map(str::to_owned);
+        move |source| BrokerError::Broker {
+            broker,
+            action,
+            tenant,
+            source,
+        }
+    }
+}
+
+fn tenant_suffix(tenant: &Option<String>) -> String {
+    tenant
+        .as_ref()
+        .map(|t| format!(" for tenant `{t}`"))
+        .unwrap_or_default()
+}
+
+/// A dead-lettered message as read back: its payload and the headers the consumer wrote.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct DeadLetter {
+    /// The [`MESSAGE_ID`] header.
+    pub message_id: String,
+    /// The tenant.
+    pub tenant: String,
+    /// The reason (`contract_mismatch`, …).
+    pub reason: String,
+    /// The rejection as a sentence.
+    pub error: String,
+    /// The failing field path, if any.
+    pub field_path: Option<String>,
+    /// The contract's name.
+    pub contract: String,
+    /// The original routing key or subject.
+    pub original_routing_key: String,
+    /// The payload, verbatim.
+    pub payload: Vec<u8>,
+}
+
+impl std::fmt::Display for DeadLetter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} of {} ({}) rejected by {}: {}",
+            self.message_id, self.tenant, self.original_routing_key, self.contract, self.error
+        )
+    }
+}
+
+/// What a replay of dead letters did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct BrokerReplay {
+    /// Messages the contract now accepts, re-published (confirmed) and removed from the
+    /// dead letters.
+    pub replayed: u64,
+    /// Extra copies of a replayed message (a consumer killed between its dead-letter
+    /// publish and its ack): removed with it.
+    pub duplicates_removed: u64,
+    /// Messages the contract still rejects: left in the dead letters, with the reason now.
+    pub still_rejected: Vec<(String, crate::payload::Rejection)>,
+}
+
+/// A stable id for a message that carries none: a digest of its source and bytes.
+pub(crate) fn digest_id(source: &str, payload: &[u8]) -> String {
+    use sha2::Digest as _;
+    let mut hasher = sha2::Sha256::new();
+    hasher.update(source.as_bytes());
+    hasher.update([0]);
+    hasher.update(payload);
+    let digest = hasher.finalize();
+    let hex: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
+    format!("sha256:{hex}")
+}
+
+/// What a broker consumer asks before each batch: the guard's gate.
+pub trait TenantGate: Send + Sync + 'static {
+    /// Open with a permit, or paused.
+    fn gate(&self, tenant: &str) -> crate::Gate;
+}
+
+impl<DB: crate::control::ControlStore> TenantGate for crate::Guard<DB> {
+    fn gate(&self, tenant: &str) -> crate::Gate {
+        crate::Guard::gate(self, tenant)
+    }
+}
