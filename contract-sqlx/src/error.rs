@@ -64,7 +64,7 @@ pub enum Error {
     /// earlier ones are committed and leave a valid schema (a constraint `NOT VALID`, say),
     /// the failed one was rolled back, and the pending audit row lets the next pass resume.
     #[error(
-        "remediation of tenant `{tenant}` stopped in transaction {phase} of {phases} ({label}) at `{stage}` after {attempts} attempt(s): that transaction was rolled back, the {} before it are committed and leave a valid schema; audit row `{audit_id}` stays pending and the next pass resumes at transaction {phase}",
+        "remediation of tenant `{tenant}` stopped in transaction {phase} of {phases}, {stage}, after {attempts} attempt(s): that transaction was rolled back, the {} before it are committed and leave a valid schema; audit row `{audit_id}` stays pending and the next pass resumes at transaction {phase}",
         .phase - 1
     )]
     PhaseFailed {
@@ -74,9 +74,8 @@ pub enum Error {
         phase: usize,
         /// How many transactions the apply has.
         phases: usize,
-        /// What the failed transaction does (`validate`, `set_not_null`, …).
-        label: String,
-        /// What was running (a statement, `audit row`, …).
+        /// What the failed transaction does and what was running in it
+        /// (``validate at `ALTER TABLE …` ``).
         stage: String,
         /// Attempts made.
         attempts: u32,
@@ -85,6 +84,19 @@ pub enum Error {
         /// The driver's error (boxed: this variant is already large).
         #[source]
         source: Box<sqlx::Error>,
+    },
+    /// An online type change was refused before anything changed: the column cannot be
+    /// swapped online (part of a key, read by a view, generated, …).
+    #[error(
+        "not remediable online: `{table}.{column}` {reason}; change it by hand in a maintenance window"
+    )]
+    NotOnline {
+        /// The table (`schema.table`).
+        table: String,
+        /// The column.
+        column: String,
+        /// Why, in words (`is part of the primary key`, …).
+        reason: String,
     },
     /// A MySQL/MariaDB remediation failed after some of its statements had run: DDL
     /// commits implicitly there, so they stay applied. The audit row records the failure.

@@ -2,7 +2,7 @@
 
 mod apply;
 pub(crate) mod ddl;
-mod online;
+pub(crate) mod online;
 mod parse;
 mod quarantine;
 pub(crate) mod query;

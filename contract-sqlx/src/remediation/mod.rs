@@ -32,3 +32,6 @@ pub(crate) use run::{now_text, record};
 #[cfg(feature = "postgres")]
 #[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
 pub use crate::postgres::ddl::tenant_lock_key;
+#[cfg(feature = "postgres")]
+#[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
+pub use crate::postgres::online::{OnlineReport, OnlineTypeChange, change_type_online};

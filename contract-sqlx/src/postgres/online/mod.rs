@@ -1,8 +1,14 @@
 //! Online remediation on PostgreSQL: plans whose steps run in several transactions, so no
-//! strong lock is held through a full-table scan, and their resumption after a crash.
+//! strong lock is held through a full-table scan, their resumption after a crash, and the
+//! online column type change (shadow column, trigger, batched backfill, short swap).
 
+mod backfill;
+mod inspect;
 mod phased;
 mod resume;
+mod swap;
+mod type_change;
 
 pub(super) use phased::apply_phased;
 pub(super) use resume::resume_pending;
+pub use type_change::{OnlineReport, OnlineTypeChange, change_type_online};

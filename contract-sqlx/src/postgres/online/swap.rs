@@ -1,0 +1,160 @@
+//! The end of an online type change: `NOT NULL` through a validated check and the indexes
+//! built `CONCURRENTLY` (no lock that stops writers), then the one short swap transaction.
+
+use sqlx::{AssertSqlSafe, PgPool, SqlSafeStr};
+
+use super::inspect::ColumnFacts;
+use super::type_change::{Names, OnlineTypeChange, short_tx};
+use crate::error::{Error, Result};
+use contract_core::Dialect;
+
+/// The name of the index built on the shadow column for the index `name`.
+fn shadow_index(name: &str) -> String {
+    let raw = format!("{name}_contract_new");
+    if raw.len() <= 63 {
+        raw
+    } else {
+        format!(
+            "{}_{}",
+            &name[..name.len().min(40)],
+            &contract_core::digest_hex(raw.as_bytes())[..8]
+        )
+    }
+}
+
+/// The check behind `NOT NULL` (added `NOT VALID`, then validated) and the indexes.
+pub(super) async fn prepare(
+    pool: &PgPool,
+    change: &OnlineTypeChange,
+    names: &Names,
+    facts: &ColumnFacts,
+) -> Result<()> {
+    let db = |context| Error::db(context, Some(change.schema.as_str()));
+    if facts.not_null {
+        let exists: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM pg_constraint k JOIN pg_class c ON c.oid = k.conrelid
+             JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = $1 AND c.relname = $2 AND k.conname = $3)",
+        )
+        .bind(&change.schema)
+        .bind(&change.table)
+        .bind(names.check.trim_matches('"'))
+        .fetch_one(pool)
+        .await
+        .map_err(db("looking up the NOT NULL check"))?;
+        if !exists {
+            let add = format!(
+                "ALTER TABLE {} ADD CONSTRAINT {} CHECK ({} IS NOT NULL) NOT VALID",
+                names.table, names.check, names.shadow
+            );
+            short_tx(pool, change, &add, "adding the NOT NULL check").await?;
+        }
+        // SHARE UPDATE EXCLUSIVE: readers and writers continue while it scans.
+        let validate = format!(
+            "ALTER TABLE {} VALIDATE CONSTRAINT {}",
+            names.table, names.check
+        );
+        short_tx(pool, change, &validate, "validating the NOT NULL check").await?;
+    }
+    for (index, unique, method) in &facts.indexes.0 {
+        let new = shadow_index(index);
+        let q = |n: &str| Dialect::Postgres.quote(n);
+        let qualified = Dialect::Postgres.quote_qualified(Some(&change.schema), &new)?;
+        // A build interrupted earlier leaves an invalid index: drop it and build again.
+        let valid: Option<bool> = sqlx::query_scalar(
+            "SELECT i.indisvalid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
+             JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = $1 AND c.relname = $2",
+        )
+        .bind(&change.schema)
+        .bind(&new)
+        .fetch_optional(pool)
+        .await
+        .map_err(db("looking up a shadow index"))?;
+        if valid == Some(true) {
+            continue;
+        }
+        if valid == Some(false) {
+            sqlx::raw_sql(AssertSqlSafe(format!(
+                "DROP INDEX CONCURRENTLY IF EXISTS {qualified}"
+            )))
+            .execute(pool)
+            .await
+            .map_err(db("dropping an invalid shadow index"))?;
+        }
+        let build = format!(
+            "CREATE {}INDEX CONCURRENTLY {} ON {} USING {} ({})",
+            if *unique { "UNIQUE " } else { "" },
+            q(&new)?,
+            names.table,
+            q(method)?,
+            names.shadow
+        );
+        sqlx::raw_sql(AssertSqlSafe(build))
+            .execute(pool)
+            .await
+            .map_err(db("building an index on the shadow column concurrently"))?;
+    }
+    Ok(())
+}
+
+/// The swap: one transaction under `lock_timeout`, retried; the attempts it took.
+pub(super) async fn swap(
+    pool: &PgPool,
+    change: &OnlineTypeChange,
+    names: &Names,
+    facts: &ColumnFacts,
+) -> Result<u32> {
+    let mut sql = Vec::new();
+    if facts.not_null {
+        sql.push(format!(
+            "ALTER TABLE {} ALTER COLUMN {} SET NOT NULL",
+            names.table, names.shadow
+        ));
+    }
+    if let Some(default) = &facts.default_expr {
+        sql.push(format!(
+            "ALTER TABLE {} ALTER COLUMN {} SET DEFAULT {default}",
+            names.table, names.shadow
+        ));
+    }
+    sql.push(format!("DROP TRIGGER {} ON {}", names.trigger, names.table));
+    sql.push(format!(
+        "ALTER TABLE {} DROP COLUMN {}",
+        names.table, names.column
+    ));
+    sql.push(format!(
+        "ALTER TABLE {} RENAME COLUMN {} TO {}",
+        names.table, names.shadow, names.column
+    ));
+    for (index, _, _) in &facts.indexes.0 {
+        sql.push(format!(
+            "ALTER INDEX {} RENAME TO {}",
+            Dialect::Postgres.quote_qualified(Some(&change.schema), &shadow_index(index))?,
+            Dialect::Postgres.quote(index)?
+        ));
+    }
+    if facts.not_null {
+        sql.push(format!(
+            "ALTER TABLE {} DROP CONSTRAINT {}",
+            names.table, names.check
+        ));
+    }
+    sql.push(format!("DROP FUNCTION {}()", names.function));
+    sql.push(format!(
+        "DELETE FROM {} WHERE change = {}",
+        names.progress,
+        Dialect::Postgres.string_literal(&names.key)?
+    ));
+    let _ = &names.shadow_raw;
+    let attempts = short_tx(pool, change, &sql.join(";\n"), "the swap").await?;
+    // Fresh statistics for the planner on the new column.
+    sqlx::query(
+        AssertSqlSafe(format!("ANALYZE {} ({})", names.table, names.column)).into_sql_str(),
+    )
+    .execute(pool)
+    .await
+    .map_err(Error::db(
+        "analyzing the swapped column",
+        Some(change.schema.as_str()),
+    ))?;
+    Ok(attempts)
+}

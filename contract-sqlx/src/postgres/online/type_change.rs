@@ -1,0 +1,279 @@
+//! An online column type change (`int4 → int8`, any cast written as `col::type`): a shadow
+//! column kept in sync by a trigger, a batched backfill by key range with a stored
+//! checkpoint, a verification pass, indexes built `CONCURRENTLY`, `NOT NULL` through a
+//! validated check, then one short swap transaction under `lock_timeout` with retries.
+//! Writers wait only for the brief locks of the expand and the swap, never for the table.
+
+use std::time::{Duration, Instant};
+
+use contract_core::Dialect;
+use sqlx::{AssertSqlSafe, PgPool, SqlSafeStr};
+
+use super::inspect::inspect;
+use crate::error::{Error, Result};
+use crate::postgres::apply::is_lock_timeout;
+use crate::remediation::backoff::Backoff;
+use crate::remediation::elapsed_ms;
+
+/// One online type change; see the module documentation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct OnlineTypeChange {
+    /// The table's schema (the tenant).
+    pub schema: String,
+    /// The table.
+    pub table: String,
+    /// The column.
+    pub column: String,
+    /// The new type as DDL writes it (`int8`, `numeric(20,2)`); the cast is `col::type`.
+    pub new_type: String,
+    /// Rows per backfill batch (each its own transaction).
+    pub batch_rows: u32,
+    /// Pause between batches.
+    pub pause: Duration,
+    /// `lock_timeout` of the expand and swap transactions.
+    pub lock_timeout: Duration,
+    /// Attempts of those transactions on lock timeout.
+    pub max_attempts: u32,
+    /// `schema.table` of the checkpoint table (created if missing).
+    pub progress_table: (String, String),
+}
+
+impl OnlineTypeChange {
+    /// A change of `schema.table.column` to `new_type` with the defaults: batches of
+    /// 10,000 rows, no pause, `lock_timeout` 200 ms, 20 attempts, checkpoints in
+    /// `public.contract_online_progress`.
+    #[must_use]
+    pub fn new(schema: &str, table: &str, column: &str, new_type: &str) -> Self {
+        Self {
+            schema: schema.to_owned(),
+            table: table.to_owned(),
+            column: column.to_owned(),
+            new_type: new_type.to_owned(),
+            batch_rows: 10_000,
+            pause: Duration::ZERO,
+            lock_timeout: Duration::from_millis(200),
+            max_attempts: 20,
+            progress_table: ("public".into(), "contract_online_progress".into()),
+        }
+    }
+
+    /// Rows per batch and the pause between batches.
+    #[must_use]
+    pub fn batches(mut self, rows: u32, pause: Duration) -> Self {
+        self.batch_rows = rows.max(1);
+        self.pause = pause;
+        self
+    }
+
+    /// `lock_timeout` and attempts of the expand and swap transactions.
+    #[must_use]
+    pub fn lock(mut self, timeout: Duration, max_attempts: u32) -> Self {
+        self.lock_timeout = timeout;
+        self.max_attempts = max_attempts.max(1);
+        self
+    }
+}
+
+/// What an online type change did.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct OnlineReport {
+    /// The planner's row estimate (`pg_class.reltuples`) when it started.
+    pub rows_estimate: f64,
+    /// Rows this run backfilled.
+    pub rows_backfilled: i64,
+    /// Batches this run committed.
+    pub batches: u64,
+    /// The key an earlier, interrupted run had reached (`None`: started from the start).
+    pub resumed_from: Option<i64>,
+    /// Attempts the swap took.
+    pub swap_attempts: u32,
+    /// Wall time of the whole change.
+    pub total_ms: u64,
+}
+
+/// Names derived from the column, within PostgreSQL's 63 bytes.
+pub(super) struct Names {
+    pub table: String,
+    pub column: String,
+    pub shadow_raw: String,
+    pub shadow: String,
+    pub trigger: String,
+    pub function: String,
+    pub check: String,
+    pub progress: String,
+    pub key: String,
+}
+
+fn short(name: String) -> String {
+    if name.len() <= 63 {
+        return name;
+    }
+    let hash = &contract_core::digest_hex(name.as_bytes())[..8];
+    let mut cut = 54;
+    while !name.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    format!("{}_{hash}", &name[..cut])
+}
+
+impl Names {
+    fn new(change: &OnlineTypeChange) -> Result<Self> {
+        let q = |n: &str| Dialect::Postgres.quote(n);
+        let shadow_raw = short(format!("{}_contract_new", change.column));
+        let base = short(format!("{}_{}_contract", change.table, change.column));
+        Ok(Self {
+            table: Dialect::Postgres.quote_qualified(Some(&change.schema), &change.table)?,
+            column: q(&change.column)?,
+            shadow: q(&shadow_raw)?,
+            shadow_raw,
+            trigger: q(&base)?,
+            function: Dialect::Postgres.quote_qualified(Some(&change.schema), &base)?,
+            check: q(&short(format!("{base}_nn")))?,
+            progress: Dialect::Postgres
+                .quote_qualified(Some(&change.progress_table.0), &change.progress_table.1)?,
+            key: format!(
+                "{}.{}.{}::{}",
+                change.schema, change.table, change.column, change.new_type
+            ),
+        })
+    }
+}
+
+/// Runs (or resumes) `change` on `pool`.
+///
+/// # Errors
+///
+/// [`Error::NotOnline`] before anything changed when the column cannot be swapped online;
+/// a database error otherwise (what committed stays, and a new call resumes from the
+/// checkpoint).
+pub async fn change_type_online(pool: &PgPool, change: &OnlineTypeChange) -> Result<OnlineReport> {
+    let started = Instant::now();
+    let facts = inspect(pool, &change.schema, &change.table, &change.column).await?;
+    let names = Names::new(change)?;
+    let pk = facts.pk_column.clone().ok_or_else(|| Error::Unsupported {
+        dialect: Dialect::Postgres,
+        what: "an online type change without an integer primary key",
+    })?;
+    let pk = Dialect::Postgres.quote(&pk)?;
+    let db = |context| Error::db(context, Some(change.schema.as_str()));
+    let progress_ddl = format!(
+        "CREATE TABLE IF NOT EXISTS {} (change text PRIMARY KEY, last_key int8, rows_done int8 NOT NULL DEFAULT 0,
+             state text NOT NULL, updated_at timestamptz NOT NULL DEFAULT now())",
+        names.progress
+    );
+    crate::postgres::ddl::create_under_lock(
+        pool,
+        "contract:online-progress",
+        progress_ddl,
+        "creating the online progress table",
+    )
+    .await?;
+    // Expand: the shadow column and the trigger that keeps it in sync (idempotent).
+    let expand = format!(
+        "ALTER TABLE {t} ADD COLUMN IF NOT EXISTS {s} {ty};
+         CREATE OR REPLACE FUNCTION {f}() RETURNS trigger LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS
+           $contract$ BEGIN NEW.{s} := NEW.{c}::{ty}; RETURN NEW; END $contract$;
+         DROP TRIGGER IF EXISTS {tr} ON {t};
+         CREATE TRIGGER {tr} BEFORE INSERT OR UPDATE ON {t} FOR EACH ROW EXECUTE FUNCTION {f}();
+         INSERT INTO {p} (change, state) VALUES ({k}, 'backfill') ON CONFLICT (change) DO NOTHING",
+        t = names.table,
+        s = names.shadow,
+        ty = change.new_type,
+        f = names.function,
+        c = names.column,
+        tr = names.trigger,
+        p = names.progress,
+        k = Dialect::Postgres.string_literal(&names.key)?,
+    );
+    short_tx(pool, change, &expand, "expand").await?;
+    let (last_key, state): (Option<i64>, String) = sqlx::query_as(
+        AssertSqlSafe(format!(
+            "SELECT last_key, state FROM {} WHERE change = $1",
+            names.progress
+        ))
+        .into_sql_str(),
+    )
+    .bind(&names.key)
+    .fetch_one(pool)
+    .await
+    .map_err(db("reading the backfill checkpoint"))?;
+    let resumed_from = last_key;
+    let mut report = OnlineReport {
+        rows_estimate: facts.rows_estimate,
+        rows_backfilled: 0,
+        batches: 0,
+        resumed_from,
+        swap_attempts: 0,
+        total_ms: 0,
+    };
+    if state == "backfill" {
+        super::backfill::run(pool, change, &names, &pk, last_key, &mut report).await?;
+    }
+    // Verify: every row's shadow equals the cast of the column (the trigger keeps it so).
+    let differ: i64 = sqlx::query_scalar(
+        AssertSqlSafe(format!(
+            "SELECT count(*) FROM {t} WHERE {s} IS DISTINCT FROM {c}::{ty}",
+            t = names.table,
+            s = names.shadow,
+            c = names.column,
+            ty = change.new_type
+        ))
+        .into_sql_str(),
+    )
+    .fetch_one(pool)
+    .await
+    .map_err(db("verifying the backfill"))?;
+    if differ != 0 {
+        return Err(Error::NotOnline {
+            table: format!("{}.{}", change.schema, change.table),
+            column: change.column.clone(),
+            reason: format!(
+                "changed under the backfill: {differ} row(s) differ from their cast after it"
+            ),
+        });
+    }
+    super::swap::prepare(pool, change, &names, &facts).await?;
+    report.swap_attempts = super::swap::swap(pool, change, &names, &facts).await?;
+    report.total_ms = elapsed_ms(started);
+    tracing::info!(table = %names.table, column = %change.column, new_type = %change.new_type, total_ms = report.total_ms, rows = report.rows_backfilled, "online type change done");
+    Ok(report)
+}
+
+/// Runs `sql` in one transaction under `lock_timeout`, retried on lock timeout.
+pub(super) async fn short_tx(
+    pool: &PgPool,
+    change: &OnlineTypeChange,
+    sql: &str,
+    what: &'static str,
+) -> Result<u32> {
+    let backoff = Backoff {
+        base: Duration::from_millis(50),
+        max: Duration::from_secs(5),
+    };
+    let mut attempt = 1;
+    loop {
+        let result = async {
+            let mut tx = pool.begin().await?;
+            sqlx::query("SELECT set_config('lock_timeout', $1, true)")
+                .bind(format!("{}ms", change.lock_timeout.as_millis()))
+                .execute(&mut *tx)
+                .await?;
+            sqlx::raw_sql(AssertSqlSafe(sql.to_owned()))
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await
+        }
+        .await;
+        match result {
+            Ok(_) => return Ok(attempt),
+            Err(error) if is_lock_timeout(&error) && attempt < change.max_attempts => {
+                tracing::warn!(table = %change.table, column = %change.column, what, attempt, "lock timeout in an online type change; retrying");
+                tokio::time::sleep(backoff.delay(attempt)).await;
+                attempt += 1;
+            }
+            Err(error) => return Err(Error::db(what, Some(change.schema.as_str()))(error)),
+        }
+    }
+}
