@@ -45,7 +45,17 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const TENANTS: usize = 47;
 
 #[tokio::main(flavor = "current_thread")]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
+async fn main() {
+    // Printed with `Display`: a `Result` returned from `main` would show the error's debug
+    // form (`Error: "…"`).
+    if let Err(e) = seed_and_clean_up().await {
+        eprintln!("seed_scenario: {e}");
+        std::process::exit(1);
+    }
+}
+
+/// Creates a scratch database, seeds and checks the scenario in it, then drops it.
+async fn seed_and_clean_up() -> Result<(), Box<dyn std::error::Error>> {
     let url = std::env::var("DATABASE_URL").map_err(|_| {
         "DATABASE_URL is not set: point it at a PostgreSQL server, e.g. postgres://postgres@127.0.0.1:5432/postgres"
     })?;

@@ -9,7 +9,7 @@ use sqlx::Row;
 use super::sql::ControlSql;
 use super::{Approval, ApprovalTarget, ControlPlane, Replica, TenantStatus};
 use crate::backend::Backend;
-use crate::error::{Error, Result, hint};
+use crate::error::{Error, Result};
 use crate::guard::{PauseInfo, PausedBy};
 
 /// A backend that can hold the control plane: PostgreSQL, MySQL/MariaDB and SQLite. Its
@@ -560,7 +560,11 @@ macro_rules! create_plain {
             sqlx::raw_sql(sqlx::AssertSqlSafe(ddl))
                 .execute(pool)
                 .await
-                .map_err(Error::db_hint(context, hint::CREATE_TABLES, None))?;
+                .map_err(Error::db_hint(
+                    context,
+                    crate::error::hint::CREATE_TABLES,
+                    None,
+                ))?;
             Ok(())
         }
     };

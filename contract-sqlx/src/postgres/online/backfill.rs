@@ -102,6 +102,14 @@ fn progress(change: &OnlineTypeChange, report: &OnlineReport, total: f64, starte
         eta_s = eta,
         "online backfill progress"
     );
-    metrics::gauge!("contract_online_backfill_rows_done", "schema" => change.schema.clone(), "table" => change.table.clone()).set(done);
-    metrics::gauge!("contract_online_backfill_rows_total", "schema" => change.schema.clone(), "table" => change.table.clone()).set(total);
+    // No tenant labels on metrics (the tenant is in the log line above): the gauges tell
+    // the backfill's progress, whichever tenant it is running on.
+    // The estimate comes from `pg_class.reltuples`: never negative, far below `u64::MAX`.
+    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+    let total_rows = total.max(0.0).round() as u64;
+    crate::telemetry::gauge(
+        "contract_online_backfill_rows_done",
+        u64::try_from(report.rows_backfilled).unwrap_or(0),
+    );
+    crate::telemetry::gauge("contract_online_backfill_rows_total", total_rows);
 }
