@@ -1,6 +1,8 @@
 //! PostgreSQL schema-change signal: an optional DDL event trigger that bumps a per-schema
 //! version row and sends `NOTIFY`, and a listener that marks the tenant dirty.
 
+use std::sync::PoisonError;
+
 use sqlx::postgres::PgListener;
 use sqlx::{PgPool, Postgres};
 
@@ -103,6 +105,17 @@ pub async fn install_ddl_trigger(pool: &PgPool) -> Result<()> {
 }
 
 impl Guard<Postgres> {
+    /// Makes the next pass a sweep and wakes the background task (the DDL listener
+    /// reconnected: changes made while it was away were never notified).
+    fn request_sweep(&self) {
+        self.inner
+            .dirty
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .sweep = true;
+        self.inner.wake.notify_one();
+    }
+
     /// Listens on [`DDL_CHANNEL`] on a dedicated connection of the guard's start-up pool and
     /// marks the named tenant dirty, so its gate closes promptly after DDL (needs
     /// [`install_ddl_trigger`]; harmless without it): the background task ([`Guard::spawn`])

@@ -419,17 +419,6 @@ impl<DB: ControlStore> Guard<DB> {
         })
     }
 
-    /// Makes the next pass a sweep and wakes the background task (the DDL listener
-    /// reconnected: changes made while it was away were never notified).
-    pub(crate) fn request_sweep(&self) {
-        self.inner
-            .dirty
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .sweep = true;
-        self.inner.wake.notify_one();
-    }
-
     /// Stops registering this guard's contract version: other replicas stop waiting for it
     /// at once instead of after its heartbeat expires. Call it when shutting down.
     ///
