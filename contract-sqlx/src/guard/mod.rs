@@ -136,9 +136,9 @@ struct PassState {
     /// Backlog depths and the resumed tenants being followed.
     backlog: backlog::BacklogState,
     /// Each tenant's catalog signature as of its last introspection.
-    signatures: observe::Kept,
+    signatures: crate::backend::Signatures,
     /// The contracts' fixed schemas' signatures, per pool.
-    fixed_signatures: observe::Kept,
+    fixed_signatures: crate::backend::Signatures,
     /// Sweeps since the last full check.
     sweeps: u32,
 }

@@ -7,7 +7,7 @@
 //! one. Every `full_check_every`-th sweep is a full check, and so is any sweep whose
 //! signal is unavailable (MySQL) or fails.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::fmt;
 
 use contract_core::{TenantName, TenantReport, Verdict};
@@ -316,6 +316,3 @@ fn needs_look(stored: Option<&Option<String>>, fresh: Option<&Option<String>>) -
 fn fixed_key<DB: ControlStore>(pool: &Pool<DB>, schema: &str) -> String {
     format!("{}\u{1f}{schema}", DB::describe_pool(pool))
 }
-
-/// Signatures as kept between passes: tenant → its signature (`None`: untrusted).
-pub(super) type Kept = HashMap<String, Option<String>>;
