@@ -1,21 +1,13 @@
 //! Catalog SQL for PostgreSQL. `pg_catalog` only (never `information_schema` on a hot
 //! path), one round trip for every tenant's contracted tables (`ARCHITECTURE.md` D3).
 
-/// One row per contracted column of each contracted table in the given schemas, plus one
-/// row with NULL column fields for a table that has none of the contracted columns.
-///
-/// Unordered: the rows are sorted in Rust (an ORDER BY here spills to disk at fleet scale).
-/// `$1`: table names, `$2`: schema names, `$3`: column names (contracted and `renamed_from`).
-/// The filter on `relname` uses the `pg_class (relname, relnamespace)` index.
-///
-/// Defaults are deparsed without their relation (`pg_get_expr(adbin, 0)`): a default cannot
-/// refer to a column, and deparsing with the relation opens and locks every table (measured:
-/// 143 vs 117 ms median at 1,000 tenants, and a cold first run per connection). Generated
-/// columns refer to other columns and keep the relation.
-///
-/// Docs: <https://www.postgresql.org/docs/15/catalog-pg-attribute.html>
+/// The select list of [`COLUMNS`] and of the re-check's keyed copy
+/// (`super::recheck::SCOPED_COLUMNS`), over the aliases of `catalog_joins` and `c`
+/// (`pg_class`): one definition, so the two cannot return different columns.
 // language=SQL
-pub(crate) const COLUMNS: &str = r#"
+macro_rules! column_select {
+    () => {
+        r#"
 SELECT n.nspname::text                                   AS schema_name,
        c.relname::text                                   AS table_name,
        a.attname::text                                   AS column_name,
@@ -32,18 +24,69 @@ SELECT n.nspname::text                                   AS schema_name,
        fn.nspname::text AS ref_schema, fc.relname::text AS ref_table, fa.attname::text AS ref_column,
        c.oid::int8                                       AS table_oid,
        c.relkind::text                                   AS relkind
-FROM pg_class c
-JOIN pg_namespace n ON n.oid = c.relnamespace
-LEFT JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped AND a.attname = ANY($3)
-LEFT JOIN pg_type t ON t.oid = a.atttypid
-LEFT JOIN pg_attrdef d ON d.adrelid = c.oid AND d.adnum = a.attnum
-LEFT JOIN pg_constraint pk ON pk.conrelid = c.oid AND pk.contype = 'p'
-LEFT JOIN pg_constraint f ON f.conrelid = c.oid AND f.contype = 'f' AND f.conkey = ARRAY[a.attnum]
-LEFT JOIN pg_class fc ON fc.oid = f.confrelid
-LEFT JOIN pg_namespace fn ON fn.oid = fc.relnamespace
-LEFT JOIN pg_attribute fa ON fa.attrelid = f.confrelid AND fa.attnum = f.confkey[1]
-WHERE c.relname = ANY($1) AND n.nspname = ANY($2) AND c.relkind IN ('r', 'p', 'v', 'm', 'f')
-"#;
+"#
+    };
+}
+
+/// The catalog rows reached from a contracted relation `c`, each as `$join!(join kind
+/// catalog alias ON condition)`: `plain_join` writes the fleet query's joins, the
+/// re-check's `keyed_join` the same rows as keyed lookups. The conditions name the row's
+/// own alias, so they read the same in both forms.
+#[rustfmt::skip]
+macro_rules! catalog_joins {
+    ($join:ident) => {
+        concat!(
+            $join!("JOIN" pg_namespace n ON "n.oid = c.relnamespace"),
+            $join!("LEFT JOIN" pg_attribute a ON "a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped AND a.attname = ANY($3)"),
+            $join!("LEFT JOIN" pg_type t ON "t.oid = a.atttypid"),
+            $join!("LEFT JOIN" pg_attrdef d ON "d.adrelid = c.oid AND d.adnum = a.attnum"),
+            $join!("LEFT JOIN" pg_constraint pk ON "pk.conrelid = c.oid AND pk.contype = 'p'"),
+            $join!("LEFT JOIN" pg_constraint f ON "f.conrelid = c.oid AND f.contype = 'f' AND f.conkey = ARRAY[a.attnum]"),
+            $join!("LEFT JOIN" pg_class fc ON "fc.oid = f.confrelid"),
+            $join!("LEFT JOIN" pg_namespace fn ON "fn.oid = fc.relnamespace"),
+            $join!("LEFT JOIN" pg_attribute fa ON "fa.attrelid = f.confrelid AND fa.attnum = f.confkey[1]"),
+        )
+    };
+}
+
+/// One of `catalog_joins` as a plain join.
+macro_rules! plain_join {
+    ($kind:literal $catalog:tt $alias:tt ON $on:literal) => {
+        concat!($kind, " ", stringify!($catalog $alias), " ON ", $on, "\n")
+    };
+}
+
+/// The relation kinds checked: tables, partitioned tables, views, materialized views,
+/// foreign tables.
+macro_rules! contracted_relkinds {
+    () => {
+        "c.relkind IN ('r', 'p', 'v', 'm', 'f')"
+    };
+}
+
+pub(super) use {catalog_joins, column_select, contracted_relkinds};
+
+/// One row per contracted column of each contracted table in the given schemas, plus one
+/// row with NULL column fields for a table that has none of the contracted columns.
+///
+/// Unordered: the rows are sorted in Rust (an ORDER BY here spills to disk at fleet scale).
+/// `$1`: table names, `$2`: schema names, `$3`: column names (contracted and `renamed_from`).
+/// The filter on `relname` uses the `pg_class (relname, relnamespace)` index.
+///
+/// Defaults are deparsed without their relation (`pg_get_expr(adbin, 0)`): a default cannot
+/// refer to a column, and deparsing with the relation opens and locks every table (measured:
+/// 143 vs 117 ms median at 1,000 tenants, and a cold first run per connection). Generated
+/// columns refer to other columns and keep the relation.
+///
+/// Docs: <https://www.postgresql.org/docs/15/catalog-pg-attribute.html>
+pub(crate) const COLUMNS: &str = concat!(
+    column_select!(),
+    "FROM pg_class c\n",
+    catalog_joins!(plain_join),
+    "WHERE c.relname = ANY($1) AND n.nspname = ANY($2) AND ",
+    contracted_relkinds!(),
+    "\n",
+);
 
 /// Opens the read-only transaction the catalog query runs in, with JIT compilation off for
 /// it: at 10,000 tenants the planner's estimate crosses `jit_above_cost` and compiling the
