@@ -11,11 +11,9 @@
 //! `plan_cache_mode = force_generic_plan`, never planned again.
 
 use contract_core::LiveTable;
-use futures_util::TryStreamExt as _;
 use sqlx::Postgres;
 
 use super::query::{catalog_joins, column_select, contracted_relkinds};
-use super::{parse, row, views};
 use crate::check::ContractSet;
 
 /// One of the fleet query's catalog joins as a lookup by key: a `LATERAL … OFFSET 0`
@@ -59,26 +57,8 @@ pub(super) async fn reintrospect(
     let mut schemas = schemas.to_vec();
     schemas.sort_unstable();
     schemas.dedup();
-    let mut rows = sqlx::query(SCOPED_COLUMNS)
-        .bind(contracts.table_names())
-        .bind(&schemas)
-        .bind(contracts.column_names())
-        .fetch(&mut *conn);
-    let widest = contracts
-        .entries()
-        .iter()
-        .map(|e| e.contract.columns.len())
-        .max()
-        .unwrap_or(0);
-    let mut tables =
-        parse::TablesBuilder::with_capacity(schemas.len() * contracts.entries().len(), widest);
-    while let Some(row) = rows.try_next().await? {
-        tables.push(&row::ColumnRow::decode(&row)?);
-    }
-    drop(rows);
-    let (mut tables, views) = tables.finish();
-    views::settle_view_nullability(conn, &mut tables, views).await?;
-    Ok(tables)
+    // Prepared once per connection: the generic plan is a chain of index lookups.
+    super::read_tables(conn, SCOPED_COLUMNS, true, &schemas, contracts).await
 }
 
 #[cfg(test)]
