@@ -1,61 +1,16 @@
 //! Sweeps on SQLite files: `PRAGMA schema_version` says which tenant changed.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use contract_core::{ColumnContract, TableContract};
 use sqlx::Sqlite;
-use sqlx::sqlite::{SqliteConnectOptions, SqlitePool, SqlitePoolOptions};
 
+use super::tests::{contracts, exec, open};
 use super::{ChangeSignal, Guard};
-use crate::check::{ContractEntry, ContractSet, TypeCheck};
-
-async fn open(path: &Path) -> SqlitePool {
-    let options = SqliteConnectOptions::new()
-        .filename(path)
-        .create_if_missing(true);
-    SqlitePoolOptions::new()
-        .max_connections(1)
-        .connect_with(options)
-        .await
-        .expect("open")
-}
 
 async fn exec_in(path: &Path, sql: &str) {
     let pool = open(path).await;
-    sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_owned()))
-        .execute(&pool)
-        .await
-        .expect(sql);
+    exec(&pool, sql).await;
     pool.close().await;
-}
-
-fn contracts() -> ContractSet<Sqlite> {
-    let mut set = ContractSet::new();
-    set.push_entry(ContractEntry {
-        contract: TableContract {
-            struct_name: "Event".into(),
-            schema: None,
-            table: "events".into(),
-            columns: vec![
-                ColumnContract::new("id", "i64"),
-                ColumnContract::new("body", "String"),
-            ],
-        },
-        checks: vec![
-            TypeCheck::of::<i64>("id", "i64"),
-            TypeCheck::of::<String>("body", "String"),
-        ],
-    });
-    set
-}
-
-/// Removes the scratch directory even when an assertion fails.
-struct Scratch(PathBuf);
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }
 
 /// An unchanged fleet's sweep introspects no file; DDL in one file makes the next sweep
@@ -63,12 +18,11 @@ impl Drop for Scratch {
 /// full check, and each pass says which signal it used.
 #[tokio::test]
 async fn sweeps_introspect_only_the_file_whose_schema_version_moved() {
-    let dir = std::env::temp_dir().join(format!(
-        "contract-guard-observe-{}-{}",
-        std::process::id(),
-        uuid::Uuid::now_v7()
-    ));
-    let scratch = Scratch(dir.clone());
+    let scratch = tempfile::Builder::new()
+        .prefix("contract-guard-observe-")
+        .tempdir()
+        .expect("scratch dir");
+    let dir = scratch.path();
     let tenants_dir = dir.join("tenants");
     std::fs::create_dir_all(&tenants_dir).expect("dir");
     for name in ["tenant_a", "tenant_b", "tenant_c"] {
@@ -148,5 +102,5 @@ async fn sweeps_introspect_only_the_file_whose_schema_version_moved() {
     );
     drop(guard);
     control.close().await;
-    drop(scratch);
+    scratch.close().expect("remove the scratch dir");
 }

@@ -13,7 +13,8 @@ use super::{Guard, PauseInfo, PausedBy};
 use crate::check::{ContractEntry, ContractSet, TypeCheck};
 use crate::control::{ControlPlane, ControlStore};
 
-async fn open(path: &Path) -> SqlitePool {
+/// A one-connection pool on the SQLite file at `path` (created if missing).
+pub(super) async fn open(path: &Path) -> SqlitePool {
     let options = SqliteConnectOptions::new()
         .filename(path)
         .create_if_missing(true);
@@ -24,14 +25,16 @@ async fn open(path: &Path) -> SqlitePool {
         .expect("open")
 }
 
-async fn exec(pool: &SqlitePool, sql: &str) {
+/// Runs `sql` on `pool`, panicking with the SQL.
+pub(super) async fn exec(pool: &SqlitePool, sql: &str) {
     sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_owned()))
         .execute(pool)
         .await
         .expect(sql);
 }
 
-fn contracts() -> ContractSet<Sqlite> {
+/// `events (id i64, body String)`.
+pub(super) fn contracts() -> ContractSet<Sqlite> {
     let mut set = ContractSet::new();
     set.push_entry(ContractEntry {
         contract: TableContract {
