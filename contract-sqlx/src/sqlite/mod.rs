@@ -105,11 +105,7 @@ impl Backend for Sqlite {
             .map_err(Error::db(context, tenant))?;
         let mut signatures = Signatures::new();
         for schema in schemas {
-            let database = if databases.contains(schema) {
-                schema.as_str()
-            } else {
-                "main"
-            };
+            let database = database_of(&databases, schema);
             let quoted = Dialect::Sqlite.quote(database).map_err(|e| {
                 Error::db(context, tenant)(sqlx::Error::InvalidArgument(e.to_string()))
             })?;
@@ -190,11 +186,7 @@ async fn resolve_on(conn: &mut SqliteConnection, tables: &[LiveTable]) -> Result
         if wanted.is_empty() {
             continue;
         }
-        let database = if databases.contains(&table.schema) {
-            table.schema.as_str()
-        } else {
-            "main"
-        };
+        let database = database_of(&databases, &table.schema);
         match prepare_types(&mut *conn, database, table, &wanted).await {
             Ok(resolved) => types.extend(resolved),
             // Without sqlx's reading the verdict falls back to the affinity rules.
@@ -205,6 +197,16 @@ async fn resolve_on(conn: &mut SqliteConnection, tables: &[LiveTable]) -> Result
         }
     }
     Ok(types)
+}
+
+/// The database a schema's tables are in: the attached database of that name (among
+/// `databases`, `pragma_database_list`), else the connection's own file.
+fn database_of<'a>(databases: &[String], schema: &'a str) -> &'a str {
+    if databases.iter().any(|d| d == schema) {
+        schema
+    } else {
+        "main"
+    }
 }
 
 /// The bulk catalog queries on one connection (a pooled one, or the remediation's
