@@ -204,13 +204,13 @@ async fn the_catalog_signature_moves_for_every_kind_of_drift() {
     scratch.drop_db().await;
 }
 
-async fn seed(pool: &PgPool, tenants: usize) {
-    let mut ddl = String::new();
-    for i in 1..=tenants {
-        ddl.push_str(&format!(
+/// Tenant schemas `tenant_{i}` with an `events` table that fits [`Event`].
+async fn seed(pool: &PgPool, tenants: std::ops::RangeInclusive<usize>) {
+    let ddl: String = tenants
+        .map(|i| format!(
             "CREATE SCHEMA tenant_{i}; CREATE TABLE tenant_{i}.events (id int8 NOT NULL, user_id int8 NOT NULL);"
-        ));
-    }
+        ))
+        .collect();
     exec(pool, &ddl).await;
 }
 
@@ -219,7 +219,7 @@ async fn seed(pool: &PgPool, tenants: usize) {
 #[tokio::test]
 async fn sweeps_introspect_only_changed_tenants_and_every_nth_is_full() {
     let scratch = PgScratch::create("contract_sweep").await;
-    seed(&scratch.pool, 5).await;
+    seed(&scratch.pool, 1..=5).await;
     let guard = Guard::<Postgres>::builder()
         .contract::<Event>()
         .tenants(Tenants::schemas_like("tenant_%"))
@@ -263,7 +263,7 @@ async fn sweeps_introspect_only_changed_tenants_and_every_nth_is_full() {
     );
 
     // A new tenant has no signature yet: introspected on the next sweep.
-    seed_one(&scratch.pool, 6).await;
+    seed(&scratch.pool, 6..=6).await;
     let found = guard.revalidate().await.expect("sweep 5");
     assert_eq!(found.discovered, ["tenant_6"]);
     assert_eq!(found.introspected, 1);
@@ -272,22 +272,12 @@ async fn sweeps_introspect_only_changed_tenants_and_every_nth_is_full() {
     scratch.drop_db().await;
 }
 
-async fn seed_one(pool: &PgPool, i: usize) {
-    exec(
-        pool,
-        &format!(
-            "CREATE SCHEMA tenant_{i}; CREATE TABLE tenant_{i}.events (id int8 NOT NULL, user_id int8 NOT NULL);"
-        ),
-    )
-    .await;
-}
-
 /// With the event trigger, DDL on one tenant wakes a pass over that tenant alone, which
 /// closes its gate; the periodic sweep (an hour away) plays no part.
 #[tokio::test]
 async fn the_trigger_pass_introspects_only_the_named_tenant() {
     let scratch = PgScratch::create("contract_targeted").await;
-    seed(&scratch.pool, 6).await;
+    seed(&scratch.pool, 1..=6).await;
     install_ddl_trigger(&scratch.pool)
         .await
         .expect("trigger (tests run as superuser)");
@@ -343,15 +333,14 @@ async fn mysql_sweeps_fall_back_to_a_full_check_and_say_so() {
     let names: Vec<String> = (1..=3).map(|i| format!("{prefix}_t{i}")).collect();
     let _cleanup = support::MySqlDatabases(names.clone());
     for name in &names {
-        for sql in [
-            format!("CREATE DATABASE `{name}`"),
-            format!("CREATE TABLE `{name}`.events (id BIGINT NOT NULL, user_id BIGINT NOT NULL)"),
-        ] {
-            sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
-                .execute(&pool)
-                .await
-                .expect("setup");
-        }
+        exec(
+            &pool,
+            format!(
+                "CREATE DATABASE `{name}`; \
+                 CREATE TABLE `{name}`.events (id BIGINT NOT NULL, user_id BIGINT NOT NULL)"
+            ),
+        )
+        .await;
     }
     let guard = Guard::<MySql>::builder()
         .contract::<Event>()
