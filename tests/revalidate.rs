@@ -1,8 +1,8 @@
 //! Cheap change detection for revalidation: the PostgreSQL catalog signature moves for
 //! every kind of change the guard detects (and stays put otherwise), an unchanged fleet's
 //! sweep introspects no tenant, every Nth sweep is a full check, the DDL trigger's pass
-//! introspects only the named tenant, and MySQL (no trustworthy signal) checks fully and
-//! says so.
+//! introspects only the named tenant (and leaves a changed fixed schema to the next sweep),
+//! and MySQL (no trustworthy signal) checks fully and says so.
 
 #[path = "support/mod.rs"]
 mod support;
@@ -321,6 +321,74 @@ async fn the_trigger_pass_introspects_only_the_named_tenant() {
     assert_eq!(open.len(), 5, "{open:?}");
     task.abort();
     listener.abort();
+    scratch.drop_db().await;
+}
+
+#[derive(Debug, sqlx::FromRow, Contract)]
+#[contract(schema = "shared", table = "settings")]
+#[allow(dead_code)]
+struct Setting {
+    id: i64,
+    value: i64,
+}
+
+/// Every tenant is checked against a fixed schema's tables: a pass over one named tenant
+/// that finds the fixed schema changed leaves the others to the next sweep, which
+/// introspects them all (it must not take the fixed schema's new signature as seen by all).
+#[tokio::test]
+async fn a_targeted_pass_leaves_a_changed_fixed_schema_to_the_next_sweep() {
+    let scratch = PgScratch::create("contract_fixed").await;
+    seed(&scratch.pool, 1..=3).await;
+    exec(
+        &scratch.pool,
+        "CREATE SCHEMA shared; CREATE TABLE shared.settings (id int8 NOT NULL, value int8 NOT NULL)",
+    )
+    .await;
+    let guard = Guard::<Postgres>::builder()
+        .contract::<Event>()
+        .contract::<Setting>()
+        .tenants(Tenants::schemas_like("tenant_%"))
+        .revalidate_every(Duration::from_secs(3600))
+        .start(&scratch.pool)
+        .await
+        .expect("start");
+    let task = guard.spawn();
+    exec(
+        &scratch.pool,
+        "ALTER TABLE shared.settings DROP COLUMN value",
+    )
+    .await;
+    guard.mark_dirty("tenant_1");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while guard
+        .last_pass()
+        .is_none_or(|p| p.signal != ChangeSignal::Targeted)
+        && tokio::time::Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    task.abort();
+    let targeted = guard.last_pass().expect("a pass");
+    assert_eq!(
+        (targeted.signal, targeted.introspected),
+        (ChangeSignal::Targeted, 1),
+        "{targeted:?}"
+    );
+    assert!(!guard.gate("tenant_1").is_open());
+    assert!(guard.gate("tenant_2").is_open(), "not introspected yet");
+
+    let sweep = guard.revalidate().await.expect("sweep");
+    assert_eq!(
+        (sweep.signal, sweep.introspected),
+        (ChangeSignal::CatalogSignature, 3),
+        "{sweep:?}"
+    );
+    let open: Vec<String> = guard
+        .tenants()
+        .into_iter()
+        .filter(|t| guard.gate(t).is_open())
+        .collect();
+    assert!(open.is_empty(), "{open:?}");
     scratch.drop_db().await;
 }
 

@@ -154,7 +154,11 @@ impl<DB: ControlStore> Guard<DB> {
                     wanted.iter().map(|t| (*t).clone()).collect()
                 }
             };
-            if let Some(fresh) = &fresh {
+            // A targeted pass checks a few tenants against the fixed schemas: the others
+            // were not, so a moved fixed schema must still look moved to the next sweep.
+            if let Some(fresh) = &fresh
+                && !matches!(scope, Scope::Targeted(_))
+            {
                 self.keep_fixed(state, pool, fresh);
             }
             for chunk in chosen.chunks(CHUNK) {
