@@ -5,15 +5,20 @@
 //! depth in its status, and after a tenant resumes reports how much of its backlog was
 //! cleared and how fast ([`BacklogCleared`]).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::fmt;
+use std::sync::PoisonError;
 use std::time::{Duration, Instant};
 
+use contract_core::{ExecutionLog, LogAction};
 use futures_util::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 
+use super::{Guard, PassState, metrics};
 use crate::backend::Backend;
-use crate::error::Result;
+use crate::control::ControlStore;
+use crate::error::{Result, error_chain};
+use crate::telemetry;
 use crate::tenants::TenantDirectory;
 
 /// How often every tenant's depth is measured (paused and resumed ones: every pass).
@@ -75,6 +80,81 @@ impl fmt::Display for BacklogCleared {
     }
 }
 
+impl<DB: ControlStore> Guard<DB> {
+    /// The tenants whose gate is closed now.
+    pub(super) fn closed_tenants(&self) -> BTreeSet<String> {
+        self.inner
+            .cells
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .filter(|(_, (_, cell))| !cell.open())
+            .map(|(t, _)| t.clone())
+            .collect()
+    }
+
+    /// Counts the backlog of the tenants due (paused, resumed, or all on a full sweep) with
+    /// the guard's [`BacklogSource`], notes which reopened this pass (closed before it, in
+    /// `closed_before`), and adds the resumed backlogs now cleared to `log`. Paused tenants
+    /// whose depth changed are `touched` (their status shows it).
+    pub(super) async fn measure_backlog(
+        &self,
+        state: &mut PassState,
+        directory: &TenantDirectory<DB>,
+        closed_before: &BTreeSet<String>,
+        touched: &mut BTreeSet<String>,
+        log: &mut ExecutionLog,
+    ) {
+        let inner = &self.inner;
+        let Some(source) = &inner.backlog else {
+            return;
+        };
+        let closed_now = self.closed_tenants();
+        let reopened: Vec<String> = closed_before.difference(&closed_now).cloned().collect();
+        let mut wanted = state.backlog.due(
+            || {
+                directory
+                    .tenants()
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect()
+            },
+            &closed_now,
+        );
+        wanted.extend(reopened.iter().cloned());
+        wanted.sort();
+        wanted.dedup();
+        let measured =
+            tokio::time::timeout(inner.check_timeout, source.depths(directory, &wanted)).await;
+        let depths = match measured {
+            Ok(Ok(depths)) => depths,
+            Ok(Err(error)) => {
+                tracing::warn!(source = %source.describe(), error = %error_chain(&error), "backlog not counted this pass");
+                return;
+            }
+            Err(_) => {
+                tracing::warn!(source = %source.describe(), "backlog not counted in time this pass");
+                return;
+            }
+        };
+        for (tenant, depth) in &depths {
+            if closed_now.contains(tenant) && state.backlog.depths.get(tenant) != Some(depth) {
+                touched.insert(tenant.clone());
+            }
+        }
+        let cleared = state.backlog.record(depths, &reopened);
+        let (total, max) = state.backlog.totals();
+        telemetry::gauge(metrics::BACKLOG_MESSAGES, total);
+        telemetry::gauge(metrics::BACKLOG_MAX_MESSAGES, max);
+        // A log is kept when it has any.
+        if !cleared.is_empty() {
+            log.push(LogAction::BacklogCleared {
+                tenants: cleared.iter().map(ToString::to_string).collect(),
+            });
+        }
+    }
+}
+
 /// What the monitor remembers between passes.
 #[derive(Debug, Default)]
 pub(super) struct BacklogState {
@@ -87,17 +167,21 @@ pub(super) struct BacklogState {
 
 impl BacklogState {
     /// The tenants to measure this pass: the paused and the followed ones, and every
-    /// tenant when a full sweep is due.
-    pub fn due(&mut self, all: &[String], paused: &[String]) -> Vec<String> {
+    /// tenant (listed by `all`, only then) when a full sweep is due.
+    pub fn due(
+        &mut self,
+        all: impl FnOnce() -> Vec<String>,
+        paused: &BTreeSet<String>,
+    ) -> Vec<String> {
         let now = Instant::now();
         if self
             .last_sweep
             .is_none_or(|at| now.duration_since(at) >= FULL_SWEEP)
         {
             self.last_sweep = Some(now);
-            return all.to_vec();
+            return all();
         }
-        let mut tenants: Vec<String> = paused.to_vec();
+        let mut tenants: Vec<String> = paused.iter().cloned().collect();
         tenants.extend(self.resumed.keys().cloned());
         tenants.sort();
         tenants.dedup();

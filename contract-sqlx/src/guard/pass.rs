@@ -286,12 +286,13 @@ impl<DB: ControlStore> Guard<DB> {
         summary.remediated = remediated;
 
         // Pauses, backlog, status, heartbeat.
-        let closed_before = self.closed_tenants();
+        // Which gates reopen is only needed to follow backlogs: no fleet scan without one.
+        let closed_before = inner.backlog.is_some().then(|| self.closed_tenants());
         let persisted = self.apply_pauses(state, &touched, first).await;
-        let cleared = self
-            .measure_backlog(state, &directory, &closed_before, &mut touched)
-            .await;
-        log_backlog(&mut log, &cleared);
+        if let Some(closed_before) = &closed_before {
+            self.measure_backlog(state, &directory, closed_before, &mut touched, &mut log)
+                .await;
+        }
         let stored = self
             .persist_status(state, &directory, &touched, &found.retired, &found.pruned)
             .await;
@@ -338,69 +339,6 @@ impl<DB: ControlStore> Guard<DB> {
         persisted?;
         stored?;
         Ok(summary)
-    }
-
-    /// The tenants whose gate is closed now.
-    fn closed_tenants(&self) -> BTreeSet<String> {
-        self.inner
-            .cells
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .iter()
-            .filter(|(_, (_, cell))| !cell.open())
-            .map(|(t, _)| t.clone())
-            .collect()
-    }
-
-    /// Counts the backlog of the tenants due (paused, resumed, or all on a full sweep),
-    /// notes which reopened this pass, and returns the resumed backlogs now cleared.
-    /// Paused tenants whose depth changed are `touched` (their status shows it).
-    async fn measure_backlog(
-        &self,
-        state: &mut PassState,
-        directory: &crate::tenants::TenantDirectory<DB>,
-        closed_before: &BTreeSet<String>,
-        touched: &mut BTreeSet<String>,
-    ) -> Vec<super::BacklogCleared> {
-        let inner = &self.inner;
-        let Some(source) = &inner.backlog else {
-            return Vec::new();
-        };
-        let closed_now = self.closed_tenants();
-        let reopened: Vec<String> = closed_before.difference(&closed_now).cloned().collect();
-        let all: Vec<String> = directory
-            .tenants()
-            .iter()
-            .map(ToString::to_string)
-            .collect();
-        let paused: Vec<String> = closed_now.iter().cloned().collect();
-        let mut wanted = state.backlog.due(&all, &paused);
-        wanted.extend(reopened.iter().cloned());
-        wanted.sort();
-        wanted.dedup();
-        let measured =
-            tokio::time::timeout(inner.check_timeout, source.depths(directory, &wanted)).await;
-        let depths = match measured {
-            Ok(Ok(depths)) => depths,
-            Ok(Err(error)) => {
-                tracing::warn!(source = %source.describe(), error = %error_chain(&error), "backlog not counted this pass");
-                return Vec::new();
-            }
-            Err(_) => {
-                tracing::warn!(source = %source.describe(), "backlog not counted in time this pass");
-                return Vec::new();
-            }
-        };
-        for (tenant, depth) in &depths {
-            if closed_now.contains(tenant) && state.backlog.depths.get(tenant) != Some(depth) {
-                touched.insert(tenant.clone());
-            }
-        }
-        let cleared = state.backlog.record(depths, &reopened);
-        let (total, max) = state.backlog.totals();
-        telemetry::gauge(metrics::BACKLOG_MESSAGES, total);
-        telemetry::gauge(metrics::BACKLOG_MAX_MESSAGES, max);
-        cleared
     }
 
     /// The active approvals and the other live replicas, read only when some pending plan
@@ -651,15 +589,6 @@ impl<DB: ControlStore> Guard<DB> {
             .log
             .write()
             .unwrap_or_else(PoisonError::into_inner) = Some(log);
-    }
-}
-
-/// Adds the cleared backlogs to the pass's log (a log is kept when it has any).
-fn log_backlog(log: &mut ExecutionLog, cleared: &[super::BacklogCleared]) {
-    if !cleared.is_empty() {
-        log.push(LogAction::BacklogCleared {
-            tenants: cleared.iter().map(ToString::to_string).collect(),
-        });
     }
 }
 
