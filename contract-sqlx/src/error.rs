@@ -10,12 +10,13 @@ pub enum Error {
     #[error(transparent)]
     Ident(#[from] IdentError),
     /// A database call failed.
-    #[error("{context} failed{}; {}", tenant_suffix(.tenant), hint_for(.hint, .source))]
+    #[error("{context} failed{}; {hint}", tenant_suffix(.tenant))]
     Database {
         /// What was being done (`introspecting tenants`, `saving a pause`, ...).
         context: &'static str,
-        /// What to check, specific to what was being done (the catalog's privileges for an
-        /// introspection, the control-plane tables for a pause, ...).
+        /// What to check: the server itself when the call never reached it, otherwise
+        /// what was being done asks for (the catalog's privileges for an introspection,
+        /// the control-plane tables for a pause, ...).
         hint: &'static str,
         /// The tenant concerned, if one.
         tenant: Option<String>,
@@ -280,7 +281,7 @@ impl Error {
         let tenant = tenant.map(str::to_owned);
         move |source| Error::Database {
             context,
-            hint,
+            hint: hint_for(hint, &source),
             tenant,
             source,
         }
