@@ -16,10 +16,10 @@ mod plan;
 mod reconcile;
 mod run;
 
-pub use apply::{ApplyJob, ApplyOptions};
-pub(crate) use apply::{elapsed_ms, elapsed_ms_of, failed};
 #[cfg(any(feature = "postgres", feature = "mysql"))]
 pub(crate) use apply::outcome_unknown;
+pub use apply::{ApplyJob, ApplyOptions};
+pub(crate) use apply::{elapsed_ms, elapsed_ms_of, failed};
 pub use audit::{AuditConfig, AuditRecord, new_audit_id};
 pub use audit_log::{AuditEntry, AuditQuery};
 pub use epoch::SchemaEpoch;
