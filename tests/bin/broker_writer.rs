@@ -1,12 +1,13 @@
 //! What the broker conservation consumers share (included with `#[path]`): the message
 //! contract, the tenant's `processed` table, the idempotent writer and the guard, so that
 //! `rabbitmq_conservation_consumer` and `nats_conservation_consumer` differ only in the
-//! broker they read.
+//! broker they read (`nats_conservation` runs a consumer in-process with them too).
+#![allow(dead_code)]
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use contract_sqlx::broker::{Accepted, Handler, HandlerError, TenantGate};
+use contract_sqlx::broker::{Accepted, Handler, HandlerError};
 use contract_sqlx::guard::BacklogSource;
 use contract_sqlx::payload::PayloadContract;
 use contract_sqlx::plan::Remediation;
@@ -105,7 +106,7 @@ pub async fn guard(
     tenants: &[String],
     backlog: impl BacklogSource<Postgres>,
     log: &str,
-) -> Result<(Arc<dyn TenantGate>, Arc<Writer>, Tasks), BoxError> {
+) -> Result<(Arc<Guard<Postgres>>, Arc<Writer>, Tasks), BoxError> {
     let epoch = SchemaEpoch::new();
     let pool = epoch
         .install(PgPoolOptions::new().max_connections(8))
