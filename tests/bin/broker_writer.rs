@@ -11,6 +11,7 @@ use contract_sqlx::broker::{Accepted, Handler, HandlerError};
 use contract_sqlx::guard::BacklogSource;
 use contract_sqlx::payload::PayloadContract;
 use contract_sqlx::plan::Remediation;
+use contract_sqlx::remediation::ApplyOptions;
 use contract_sqlx::{Contract, Guard, SchemaEpoch, Tenants, model::Dialect};
 use futures_util::future::BoxFuture;
 use serde::Deserialize;
@@ -98,8 +99,9 @@ impl Handler<Message> for Writer {
 /// The guard's revalidation and DDL-listener tasks.
 pub type Tasks = (tokio::task::JoinHandle<()>, tokio::task::JoinHandle<()>);
 
-/// The started guard over `tenants` (SafeOnly, revalidating every 200 ms and on DDL,
-/// measuring `backlog`, logging to `log`) and the writer on its pool. The background
+/// The started guard over `tenants` (SafeOnly, waiting 1 s for another replica's
+/// remediation, revalidating every 200 ms and on DDL, measuring `backlog`, logging to
+/// `log`) and the writer on its pool. The background
 /// tasks run as long as the returned handles live.
 pub async fn guard(
     url: &str,
@@ -116,6 +118,9 @@ pub async fn guard(
         .contract::<Processed>()
         .tenants(Tenants::list(tenants.to_vec()))
         .remediation(Remediation::SafeOnly)
+        // The test's "other replica" holds the drifted tenants' advisory locks until their
+        // pauses are persisted: waiting the default minute for them only delays that.
+        .apply_options(ApplyOptions::default().with_advisory_lock_wait(Duration::from_secs(1)))
         .revalidate_every(Duration::from_millis(200))
         .backlog(backlog)
         .execution_log_file(log)
