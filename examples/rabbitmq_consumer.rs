@@ -21,8 +21,9 @@
 //! it says so and stops before the guard creates its own tables. With `--demo` it creates 4
 //! scratch tenants (tenant 3 drifted in a way the guard repairs, tenant 4 in a way it must
 //! not), their queues and 250 messages each (14 of them poison), consumes until the open
-//! tenants' queues are empty, prints counts and a dead letter, and deletes the schemas,
-//! queues and exchange again, also when a step fails.
+//! tenants' queues are empty, prints counts (and fails unless they are what the messages
+//! make them) and a dead letter, and deletes the schemas, queues and exchange again, also
+//! when a step fails.
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -383,9 +384,10 @@ async fn demo_steps(
         publish(connection, &topology.queue(tenant)).await?;
     }
     println!(
-        "demo: {} tenants, {DEMO_MESSAGES} messages each in queues `{}` (14 of them poison)",
+        "demo: {} tenants, {DEMO_MESSAGES} messages each in queues `{}` ({} of them poison)",
         tenants.len(),
-        topology.queue("*")
+        topology.queue("*"),
+        (1..=DEMO_MESSAGES).filter(|i| payload(*i).1).count()
     );
     let guard = start_guard(
         pool,
@@ -411,11 +413,28 @@ async fn demo_steps(
         task.await?;
     }
     drained?;
+    // What must have happened: each open tenant's valid messages written and its poison
+    // dead-lettered; the paused tenant's messages all still in its queue.
+    let poison = (1..=DEMO_MESSAGES).filter(|i| payload(*i).1).count() as u64;
+    let valid = DEMO_MESSAGES.unsigned_abs() - poison;
+    let mut unexpected = Vec::new();
     for tenant in tenants {
         let (handled, waiting, dead) = counts(pool, connection, topology, tenant).await?;
         println!(
             "{tenant}: {handled} handled, {waiting} waiting in its queue, {dead} dead-lettered"
         );
+        let (handled, waiting, dead) =
+            (handled.unsigned_abs(), u64::from(waiting), u64::from(dead));
+        let expected = match open.contains(tenant) {
+            true => (valid, 0, poison),
+            false => (0, valid + poison, 0),
+        };
+        if (handled, waiting, dead) != expected {
+            unexpected.push(format!(
+                "{tenant}: expected {} handled, {} waiting, {} dead-lettered",
+                expected.0, expected.1, expected.2
+            ));
+        }
     }
     let (letters, _) = rabbitmq::dead_letters(connection, topology, &tenants[0]).await?;
     let mut reasons = BTreeMap::new();
@@ -424,6 +443,9 @@ async fn demo_steps(
     }
     let reasons: Vec<String> = reasons.iter().map(|(r, n)| format!("{n} {r}")).collect();
     println!("{} dead letters: {}", tenants[0], reasons.join(", "));
+    if !unexpected.is_empty() {
+        return Err(unexpected.join("; ").into());
+    }
     if let Some(letter) = letters.iter().find(|l| l.field_path.is_some()) {
         println!("  {letter}");
         println!(
@@ -499,21 +521,26 @@ async fn create_schemas(pool: &PgPool, prefix: &str, tenants: &[String]) -> Resu
     Ok(())
 }
 
-/// Publishes the demo's messages to `queue` (persistent, confirmed): 1 in 25 has a string
-/// `user_id`, 1 in 60 is not JSON.
+/// The demo's message `i`, and whether it is poison: 1 in 25 has a string `user_id`, 1 in
+/// 60 is not JSON.
+fn payload(i: i64) -> (String, bool) {
+    if i % 60 == 0 {
+        ("not json".to_owned(), true)
+    } else if i % 25 == 0 {
+        (format!(r#"{{"user_id": "u{i}", "kind": "click"}}"#), true)
+    } else {
+        (format!(r#"{{"user_id": {i}, "kind": "click"}}"#), false)
+    }
+}
+
+/// Publishes the demo's messages to `queue` (persistent, confirmed), with ids `m1`, `m2`, ….
 async fn publish(connection: &lapin::Connection, queue: &str) -> Result<(), BoxError> {
     let channel = connection.create_channel().await?;
     channel
         .confirm_select(ConfirmSelectOptions::default())
         .await?;
     for i in 1..=DEMO_MESSAGES {
-        let payload = if i % 60 == 0 {
-            "not json".to_owned()
-        } else if i % 25 == 0 {
-            format!(r#"{{"user_id": "u{i}", "kind": "click"}}"#)
-        } else {
-            format!(r#"{{"user_id": {i}, "kind": "click"}}"#)
-        };
+        let (payload, _) = payload(i);
         let properties = BasicProperties::default()
             .with_message_id(format!("m{i}").into())
             .with_delivery_mode(2);
