@@ -4,6 +4,8 @@
 
 use std::sync::Arc;
 
+use contract_sqlx::broker::nats;
+use contract_sqlx::broker::nats::async_nats::jetstream::Context;
 use contract_sqlx::broker::rabbitmq::{self, Topology, lapin};
 
 /// Default RabbitMQ URL on the development machines.
@@ -86,4 +88,90 @@ pub async fn publish(connection: &lapin::Connection, queue: &str, messages: &[(S
     }
     channel.wait_for_confirms().await.expect("confirmed");
     let _ = channel.close(200, "published").await;
+}
+
+/// Default NATS URL on the development machines (JetStream enabled).
+pub const DEFAULT_NATS_URL: &str = "nats://127.0.0.1:4222";
+
+/// `CONTRACT_TEST_NATS_URL`, or the local default.
+pub fn nats_url() -> String {
+    std::env::var("CONTRACT_TEST_NATS_URL").unwrap_or_else(|_| DEFAULT_NATS_URL.to_owned())
+}
+
+/// Connects to the test NATS server, panicking with the variable to set.
+pub async fn jetstream() -> Context {
+    let url = nats_url();
+    let unreachable = |e: &dyn std::fmt::Display| -> ! {
+        panic!(
+            "NATS (with JetStream) is unreachable at {url}: {e}. Start it (`nats-server -js`) or set CONTRACT_TEST_NATS_URL to a reachable server"
+        )
+    };
+    let jetstream = nats::connect(&url)
+        .await
+        .unwrap_or_else(|e| unreachable(&e));
+    // A server without JetStream accepts the connection.
+    if !jetstream.client().server_info().jetstream {
+        unreachable(&"the server runs without JetStream");
+    }
+    jetstream
+}
+
+/// A JetStream topology whose streams (and consumers) are deleted on drop, even after a
+/// failed assertion.
+pub struct NatsScratch {
+    pub topology: nats::Topology,
+}
+
+impl NatsScratch {
+    /// Declares a uniquely named topology for `tenants`, its consumers with `ack_wait`.
+    pub async fn declare(
+        jetstream: &Context,
+        prefix: &str,
+        tenants: &[String],
+        ack_wait: std::time::Duration,
+    ) -> Self {
+        let topology = nats::Topology::new(crate::support::unique_name(prefix))
+            .expect("stream prefix")
+            .with_ack_wait(ack_wait);
+        let scratch = Self { topology };
+        scratch
+            .topology
+            .declare(jetstream, tenants)
+            .await
+            .expect("declare the streams");
+        scratch
+    }
+}
+
+impl Drop for NatsScratch {
+    fn drop(&mut self) {
+        let topology = self.topology.clone();
+        crate::support::clean_up_blocking(move || async move {
+            if let Ok(jetstream) = nats::connect(&nats_url()).await {
+                let _ = topology.delete(&jetstream).await;
+            }
+        });
+    }
+}
+
+/// Publishes `(message id, payload)` to `subject` with `Nats-Msg-Id`, and waits for every
+/// publish acknowledgement.
+pub async fn nats_publish(jetstream: &Context, subject: &str, messages: &[(String, String)]) {
+    use nats::async_nats::HeaderMap;
+    let mut acks = Vec::with_capacity(messages.len());
+    for (id, payload) in messages {
+        let mut headers = HeaderMap::new();
+        headers.insert("Nats-Msg-Id", id.as_str());
+        let payload = payload.clone().into_bytes();
+        acks.push(
+            jetstream
+                .publish_with_headers(subject.to_owned(), headers, payload.into())
+                .await
+                .expect("publish"),
+        );
+    }
+    for ack in acks {
+        let ack = ack.await.expect("publish acknowledged");
+        assert!(!ack.duplicate, "a test message was taken for a duplicate");
+    }
 }

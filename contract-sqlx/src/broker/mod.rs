@@ -1,5 +1,5 @@
 //! The gate and the payload contract in front of a message broker: RabbitMQ
-//! ([`rabbitmq`], feature `rabbitmq`).
+//! ([`rabbitmq`], feature `rabbitmq`) and NATS JetStream ([`nats`], feature `nats`).
 //!
 //! A broker consumer reads one tenant's messages, asks the guard's gate before each batch,
 //! checks each payload with the consumer's [`PayloadContract`](crate::payload::PayloadContract),
@@ -20,13 +20,17 @@
 //!   the dead letters count one message per id (see each broker's `dead_letters`).
 
 // Without a broker feature, only the shared types are compiled.
-#![cfg_attr(not(feature = "rabbitmq"), allow(dead_code))]
+#![cfg_attr(not(any(feature = "rabbitmq", feature = "nats")), allow(dead_code))]
 
 use futures_util::future::BoxFuture;
 
 #[cfg(feature = "rabbitmq")]
 #[cfg_attr(docsrs, doc(cfg(feature = "rabbitmq")))]
 pub mod rabbitmq;
+
+#[cfg(feature = "nats")]
+#[cfg_attr(docsrs, doc(cfg(feature = "nats")))]
+pub mod nats;
 
 /// Header of a dead-lettered message: the rejection reason (`contract_mismatch`, …).
 pub const REASON: &str = "x-contract-reason";
@@ -52,8 +56,9 @@ pub type HandlerError = Box<dyn std::error::Error + Send + Sync>;
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Accepted<T> {
-    /// The message id (RabbitMQ: the `message_id` property; JetStream: `Nats-Msg-Id` or
-    /// the stream sequence). Write it with the message and skip ids written before.
+    /// The message id (RabbitMQ: the `message_id` property; JetStream: the
+    /// [`MESSAGE_ID`] header of a replayed message, else `Nats-Msg-Id`, else the stream
+    /// sequence). Write it with the message and skip ids written before.
     pub message_id: String,
     /// The parsed payload.
     pub value: T,
@@ -171,7 +176,18 @@ pub struct BrokerReplay {
     pub still_rejected: Vec<(String, crate::payload::Rejection)>,
 }
 
+/// The URL without its password, for messages.
+pub(crate) fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            format!("{}://…@{}", &url[..scheme], &url[at + 1..])
+        }
+        _ => url.to_owned(),
+    }
+}
+
 /// A stable id for a message that carries none: a digest of its source and bytes.
+#[cfg_attr(not(feature = "rabbitmq"), allow(dead_code))]
 pub(crate) fn digest_id(source: &str, payload: &[u8]) -> String {
     use sha2::Digest as _;
     let mut hasher = sha2::Sha256::new();

@@ -40,7 +40,7 @@ use lapin::{Channel, Connection, ConnectionProperties, ExchangeKind};
 use serde::de::DeserializeOwned;
 use tokio::sync::watch;
 
-use super::{Accepted, BrokerError, Handler, ORIGINAL_ROUTING_KEY, TenantGate, digest_id};
+use super::{Accepted, BrokerError, Handler, ORIGINAL_ROUTING_KEY, TenantGate, digest_id, redact};
 use crate::Gate;
 use crate::payload::PayloadContract;
 use crate::quarantine::{QuarantineRecord, QuarantineSink};
@@ -72,16 +72,6 @@ pub async fn connect(url: &str) -> Result<Connection, BrokerError> {
     Connection::connect(url, properties).await.map_err(|e| {
         BrokerError::broker("RabbitMQ", format!("connecting to {}", redact(url)), None)(e.into())
     })
-}
-
-/// The URL without its password, for messages.
-fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => {
-            format!("{}://…@{}", &url[..scheme], &url[at + 1..])
-        }
-        _ => url.to_owned(),
-    }
 }
 
 /// The names of one application's queues: `<prefix>.<tenant>` for each tenant's messages,

@@ -1,0 +1,244 @@
+//! JetStream dead letters: the [`QuarantineSink`] that publishes them under publish
+//! acknowledgements, reading them back (one per message id) and replaying them.
+
+use std::collections::{BTreeMap, HashSet};
+
+use async_nats::HeaderMap;
+use async_nats::jetstream::Context;
+use async_nats::jetstream::message::StreamMessage;
+use async_nats::jetstream::stream::RawMessageErrorKind;
+use futures_util::future::BoxFuture;
+use serde::de::DeserializeOwned;
+
+use super::{NATS_MSG_ID, Topology, header, nats, texts};
+use crate::broker::{
+    BrokerError, BrokerReplay, CONTRACT, DeadLetter, ERROR, FIELD_PATH, MESSAGE_ID,
+    ORIGINAL_ROUTING_KEY, REASON, SOURCE, TENANT,
+};
+use crate::payload::PayloadContract;
+use crate::quarantine::{QuarantineRecord, QuarantineSink, SinkError};
+
+/// Publishes rejected messages to the tenant's dead-letter subject
+/// ([`Topology::dead_letter_subject`]) with the headers of [`crate::broker`], and returns
+/// once the dead-letter stream acknowledged every one. A record carrying a `Nats-Msg-Id`
+/// header (the consumer sets one per delivery) published twice within the stream's
+/// duplicate window is stored once.
+#[derive(Debug, Clone)]
+pub struct DeadLetters {
+    jetstream: Context,
+    topology: Topology,
+}
+
+impl DeadLetters {
+    /// A sink publishing through `jetstream`.
+    #[must_use]
+    pub fn new(jetstream: &Context, topology: Topology) -> Self {
+        Self {
+            jetstream: jetstream.clone(),
+            topology,
+        }
+    }
+}
+
+/// A header value on one line (a NATS header cannot hold a line break).
+fn one_line(value: &str) -> String {
+    value.replace(['\r', '\n'], " ")
+}
+
+/// The headers of a dead-lettered record.
+fn headers(record: &QuarantineRecord) -> HeaderMap {
+    let mut map = HeaderMap::new();
+    let mut put = |name: &str, value: &str| map.insert(name, one_line(value).as_str());
+    for (name, value) in &record.headers {
+        put(name, value);
+    }
+    put(REASON, record.reason.as_str());
+    put(ERROR, &record.error);
+    if let Some(path) = &record.field_path {
+        put(FIELD_PATH, path);
+    }
+    put(CONTRACT, &record.contract);
+    put(TENANT, &record.tenant);
+    put(SOURCE, &record.source);
+    put(MESSAGE_ID, &record.message_id);
+    map
+}
+
+impl QuarantineSink for DeadLetters {
+    fn put<'a>(&'a self, records: &'a [QuarantineRecord]) -> BoxFuture<'a, Result<u64, SinkError>> {
+        Box::pin(async move {
+            let fail =
+                |e: Box<dyn std::error::Error + Send + Sync>| SinkError::write(self, records, e);
+            let mut acks = Vec::with_capacity(records.len());
+            for record in records {
+                let subject = self.topology.dead_letter_subject(&record.tenant);
+                let ack = self
+                    .jetstream
+                    .publish_with_headers(subject, headers(record), record.raw.clone().into())
+                    .await
+                    .map_err(|e| fail(e.into()))?;
+                acks.push(ack);
+            }
+            let mut stored = 0;
+            for ack in acks {
+                if !ack.await.map_err(|e| fail(e.into()))?.duplicate {
+                    stored += 1;
+                }
+            }
+            for record in records {
+                crate::guard::metrics::record_messages(&record.source, "quarantined", 1);
+            }
+            Ok(stored)
+        })
+    }
+
+    fn describe(&self) -> String {
+        format!("JetStream stream `{}`", self.topology.dead_letter_stream())
+    }
+}
+
+/// Reads a stored message's dead-letter headers.
+fn dead_letter(message: &StreamMessage) -> DeadLetter {
+    let h = Some(&message.headers);
+    let get = |name| header(h, name).unwrap_or_default();
+    DeadLetter {
+        message_id: get(MESSAGE_ID),
+        tenant: get(TENANT),
+        reason: get(REASON),
+        error: get(ERROR),
+        field_path: header(h, FIELD_PATH),
+        contract: get(CONTRACT),
+        original_routing_key: get(ORIGINAL_ROUTING_KEY),
+        payload: message.payload.to_vec(),
+    }
+}
+
+/// Every stored message of `tenant`'s dead-letter subject, oldest first.
+async fn read_all(
+    jetstream: &Context,
+    topology: &Topology,
+    tenant: &str,
+) -> Result<Vec<StreamMessage>, BrokerError> {
+    let name = topology.dead_letter_stream();
+    let stream = jetstream
+        .get_stream_no_info(&name)
+        .await
+        .map_err(|e| nats(format!("reading stream {name}"), Some(tenant))(e.into()))?;
+    let subject = topology.dead_letter_subject(tenant);
+    let mut messages = Vec::new();
+    let mut from = 1;
+    loop {
+        let got = stream
+            .raw_message_builder()
+            .sequence(from)
+            .next_by_subject(subject.clone())
+            .send()
+            .await;
+        match got {
+            Ok(message) => {
+                from = message.sequence + 1;
+                messages.push(message);
+            }
+            Err(error) if error.kind() == RawMessageErrorKind::NoMessageFound => {
+                return Ok(messages);
+            }
+            Err(error) => {
+                return Err(nats(format!("reading {subject}"), Some(tenant))(
+                    error.into(),
+                ));
+            }
+        }
+    }
+}
+
+/// Every dead letter of `tenant`, left in place. Copies sharing a [`MESSAGE_ID`] are one
+/// message: the second element counts the extra copies.
+///
+/// # Errors
+///
+/// [`BrokerError::Broker`] when the dead-letter stream cannot be read.
+pub async fn dead_letters(
+    jetstream: &Context,
+    topology: &Topology,
+    tenant: &str,
+) -> Result<(Vec<DeadLetter>, u64), BrokerError> {
+    let mut seen = HashSet::new();
+    let mut letters = Vec::new();
+    let mut duplicates = 0;
+    for message in read_all(jetstream, topology, tenant).await? {
+        let letter = dead_letter(&message);
+        if seen.insert(letter.message_id.clone()) {
+            letters.push(letter);
+        } else {
+            duplicates += 1;
+        }
+    }
+    Ok((letters, duplicates))
+}
+
+/// Replays `tenant`'s dead letters that `contract` now accepts: each is re-published to
+/// the tenant's subject (same [`MESSAGE_ID`], so the handler's idempotence still holds)
+/// and, only once the work stream acknowledged it, removed (with any extra copy of the
+/// same id) from the dead-letter stream. The rest stays there, with the reason now. The
+/// re-publish carries a `Nats-Msg-Id` derived from the dead letter's sequence, so a
+/// replay interrupted between the two steps and run again publishes it once.
+///
+/// # Errors
+///
+/// [`BrokerError::Broker`] when a read, a publish or a delete fails: what was not
+/// re-published stays in the dead-letter stream.
+pub async fn replay<T: DeserializeOwned>(
+    jetstream: &Context,
+    topology: &Topology,
+    tenant: &str,
+    contract: &PayloadContract<T>,
+) -> Result<BrokerReplay, BrokerError> {
+    let messages = read_all(jetstream, topology, tenant).await?;
+    let mut copies: BTreeMap<String, Vec<&StreamMessage>> = BTreeMap::new();
+    for message in &messages {
+        copies
+            .entry(dead_letter(message).message_id)
+            .or_default()
+            .push(message);
+    }
+    let name = topology.dead_letter_stream();
+    let stream = jetstream
+        .get_stream_no_info(&name)
+        .await
+        .map_err(|e| nats(format!("reading stream {name}"), Some(tenant))(e.into()))?;
+    let subject = topology.subject(tenant);
+    let mut report = BrokerReplay::default();
+    for (id, group) in copies {
+        let first = group[0];
+        if let Err(rejection) = contract.check(&first.payload) {
+            report.still_rejected.push((id, rejection));
+            continue;
+        }
+        let mut headers = HeaderMap::new();
+        for (name, value) in texts(Some(&first.headers)) {
+            headers.insert(name.as_str(), value.as_str());
+        }
+        headers.insert(
+            NATS_MSG_ID,
+            format!("replay:{name}:{}", first.sequence).as_str(),
+        );
+        let republish = |e: Box<dyn std::error::Error + Send + Sync>| {
+            nats(format!("re-publishing to {subject}"), Some(tenant))(e)
+        };
+        jetstream
+            .publish_with_headers(subject.clone(), headers, first.payload.clone())
+            .await
+            .map_err(|e| republish(e.into()))?
+            .await
+            .map_err(|e| republish(e.into()))?;
+        for copy in &group {
+            stream
+                .delete_message(copy.sequence)
+                .await
+                .map_err(|e| nats("removing a replayed dead letter", Some(tenant))(e.into()))?;
+        }
+        report.replayed += 1;
+        report.duplicates_removed += group.len() as u64 - 1;
+    }
+    Ok(report)
+}

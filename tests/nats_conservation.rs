@@ -1,0 +1,236 @@
+//! Conservation in front of NATS JetStream: the scenario of
+//! `support/broker_conservation.rs` (20 tenant subjects × 1,000 messages, 2% poison, the
+//! consumer SIGKILLed and restarted, a column dropped on 3 tenants whose consumers stop
+//! pulling while their messages wait in the stream, undelivered and with no redelivery
+//! counted) through the `nats_conservation_consumer` process; at the end the work stream
+//! is empty (work-queue retention: only acknowledged messages leave it). A second test
+//! shows a dead letter published twice is stored or counted once and replayed once, the
+//! dead-letter copy removed only after the re-publish was acknowledged.
+
+#[path = "support/mod.rs"]
+mod support;
+
+#[path = "support/conservation.rs"]
+mod conservation;
+
+#[path = "support/broker.rs"]
+mod broker;
+
+#[path = "support/broker_conservation.rs"]
+mod broker_conservation;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use broker::{NatsScratch, jetstream, nats_publish};
+use broker_conservation::{Broker, Held, every_message_exactly_once, tenant};
+use conservation::{Column, Expect, TENANTS, message};
+use contract_sqlx::broker::DeadLetter;
+use contract_sqlx::broker::nats::async_nats::jetstream::Context;
+use contract_sqlx::broker::nats::{self, DeadLetters, NatsBacklog, Topology};
+use contract_sqlx::payload::PayloadContract;
+use contract_sqlx::quarantine::{QuarantineRecord, QuarantineSink};
+
+/// Short, so that the killed consumer's deliveries come back quickly.
+const ACK_WAIT: Duration = Duration::from_secs(5);
+/// NATS refuses messages over 1 MiB: the `too_large` poison is this size instead, over
+/// the consumer's contract limit (256 KiB).
+const TOO_LARGE: usize = 300 * 1024;
+
+struct Nats {
+    jetstream: Context,
+    topology: Topology,
+    backlog: NatsBacklog,
+}
+
+impl Broker for Nats {
+    fn program(&self) -> &'static str {
+        env!("CARGO_BIN_EXE_nats_conservation_consumer")
+    }
+
+    fn url(&self) -> String {
+        broker::nats_url()
+    }
+
+    fn prefix(&self) -> String {
+        self.topology.stream()
+    }
+
+    fn message(&self, t: usize, i: i64) -> (String, Expect) {
+        let (payload, expect) = message(t, i, Column::Text);
+        if payload.len() <= TOO_LARGE {
+            return (payload, expect);
+        }
+        let huge = "x".repeat(TOO_LARGE);
+        (format!(r#"{{"user_id": 1, "kind": "{huge}"}}"#), expect)
+    }
+
+    /// `Nats-Msg-Id` de-duplicates across the whole stream: ids are per tenant.
+    fn message_id(&self, tenant: &str, i: i64) -> String {
+        format!("{tenant}-m{i}")
+    }
+
+    async fn publish(&self, tenant: &str, messages: &[(String, String)]) {
+        nats_publish(&self.jetstream, &self.topology.subject(tenant), messages).await;
+    }
+
+    async fn held(&self, tenants: &[String]) -> BTreeMap<String, Held> {
+        let states = self.backlog.states(tenants).await.expect("consumer info");
+        states
+            .into_iter()
+            .map(|(t, s)| {
+                // Messages the killed consumer held stay delivered-unacknowledged while
+                // the tenant is paused (nothing pulls them again): in the stream, counted.
+                let held = Held {
+                    waiting: s.pending,
+                    untouched: format!(
+                        "{} delivered unacknowledged, {} redelivered, delivered up to stream sequence {}",
+                        s.ack_pending, s.redelivered, s.delivered_stream_sequence
+                    ),
+                };
+                (t, held)
+            })
+            .collect()
+    }
+
+    async fn left(&self, tenants: &[String]) -> BTreeMap<String, u64> {
+        let states = self.backlog.states(tenants).await.expect("consumer info");
+        states
+            .into_iter()
+            .map(|(t, s)| (t, s.pending + s.ack_pending))
+            .collect()
+    }
+
+    async fn dead_letters(&self, tenant: &str) -> (Vec<DeadLetter>, u64) {
+        nats::dead_letters(&self.jetstream, &self.topology, tenant)
+            .await
+            .expect("dead letters")
+    }
+
+    fn source(&self, tenant: &str) -> String {
+        self.topology.subject(tenant)
+    }
+}
+
+/// Messages stored in the work stream.
+async fn stored(jetstream: &Context, topology: &Topology) -> u64 {
+    let mut stream = jetstream
+        .get_stream(topology.stream())
+        .await
+        .expect("work stream");
+    stream.info().await.expect("stream info").state.messages
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_message_is_handled_or_dead_lettered_exactly_once_through_drift_and_kill() {
+    let jetstream = jetstream().await;
+    let names: Vec<String> = (1..=TENANTS).map(tenant).collect();
+    let scratch = NatsScratch::declare(&jetstream, "contract_nats", &names, ACK_WAIT).await;
+    let topology = scratch.topology.clone();
+    let nats = Nats {
+        backlog: NatsBacklog::new(&jetstream, topology.clone()),
+        jetstream: jetstream.clone(),
+        topology: topology.clone(),
+    };
+    every_message_exactly_once(&nats, "contract_nats").await;
+    assert_eq!(
+        stored(&jetstream, &topology).await,
+        0,
+        "every message was acknowledged (and so left the work stream)"
+    );
+    drop(scratch);
+}
+
+#[derive(serde::Deserialize)]
+#[allow(dead_code)]
+struct Strict {
+    user_id: i64,
+}
+
+#[derive(serde::Deserialize)]
+#[allow(dead_code)]
+struct Lenient {
+    user_id: serde_json::Value,
+}
+
+/// The crash window between a dead-letter publish's acknowledgement and the ack of the
+/// message: the message is dead-lettered a second time. With the consumer's
+/// `Nats-Msg-Id` the stream stores it once; without, readers count one message per id.
+/// A replay (once the contract accepts it) re-publishes it once and removes both copies,
+/// only after the re-publish was acknowledged; a message still rejected stays.
+#[tokio::test]
+async fn a_dead_letter_published_twice_is_counted_and_replayed_once() {
+    let jetstream = jetstream().await;
+    let tenants = vec!["tenant_a".to_owned()];
+    let scratch = NatsScratch::declare(&jetstream, "contract_nats_dlq", &tenants, ACK_WAIT).await;
+    let topology = scratch.topology.clone();
+    let sink = DeadLetters::new(&jetstream, topology.clone());
+    let strict = PayloadContract::<Strict>::named("strict");
+    let record = |id: &str, raw: &[u8]| {
+        let rejection = strict.check(raw).err().expect("poison");
+        QuarantineRecord::new(
+            "tenant_a",
+            topology.subject("tenant_a"),
+            id,
+            &strict,
+            &rejection,
+            raw,
+        )
+        .with_header("x-producer", "billing")
+    };
+    let retryable = record("m1", br#"{"user_id": "7"}"#);
+    let broken = record("m2", b"{not json");
+    let once = record("m3", br#"{"user_id": "8"}"#).with_header("Nats-Msg-Id", "delivery-3");
+    assert_eq!(
+        sink.put(&[retryable.clone(), once.clone()])
+            .await
+            .expect("first copies"),
+        2
+    );
+    // The consumer died before its ack: the redelivered messages are dead-lettered again.
+    assert_eq!(
+        sink.put(&[retryable, broken, once])
+            .await
+            .expect("second copies"),
+        2,
+        "the copy with the same Nats-Msg-Id is not stored again"
+    );
+    let (letters, duplicates) = nats::dead_letters(&jetstream, &topology, "tenant_a")
+        .await
+        .expect("read");
+    assert_eq!((letters.len(), duplicates), (3, 1));
+    assert_eq!(letters[0].reason, "contract_mismatch");
+    assert_eq!(letters[0].field_path.as_deref(), Some("user_id"));
+    assert!(letters[0].error.contains("user_id"), "{}", letters[0].error);
+    // Replay with a contract that accepts m1 and m3 now.
+    let lenient = PayloadContract::<Lenient>::named("lenient");
+    let report = nats::replay(&jetstream, &topology, "tenant_a", &lenient)
+        .await
+        .expect("replay");
+    assert_eq!(
+        (
+            report.replayed,
+            report.duplicates_removed,
+            report.still_rejected.len()
+        ),
+        (2, 1, 1)
+    );
+    let backlog = NatsBacklog::new(&jetstream, topology.clone());
+    let depth = backlog.depths(&tenants).await.expect("depth");
+    assert_eq!(depth.get("tenant_a"), Some(&2), "re-published once each");
+    let (left, duplicates) = nats::dead_letters(&jetstream, &topology, "tenant_a")
+        .await
+        .expect("read");
+    assert_eq!((left.len(), duplicates), (1, 0));
+    assert_eq!(
+        (left[0].message_id.as_str(), left[0].reason.as_str()),
+        ("m2", "invalid_json")
+    );
+    // A second replay finds nothing more to re-publish.
+    let again = nats::replay(&jetstream, &topology, "tenant_a", &lenient)
+        .await
+        .expect("replay");
+    assert_eq!((again.replayed, again.still_rejected.len()), (0, 1));
+    assert_eq!(stored(&jetstream, &topology).await, 2);
+    drop(scratch);
+}
