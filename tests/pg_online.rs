@@ -405,11 +405,15 @@ async fn the_planner_turns_rewrites_of_big_tables_online_and_keeps_small_ones_pl
     );
 
     for plan in [&big, &small] {
-        let run = remediate(&tenants, &contracts, Remediation::Approved(plan.hash.clone()))
-            .options(options.clone())
-            .run()
-            .await
-            .expect("approved run");
+        let run = remediate(
+            &tenants,
+            &contracts,
+            Remediation::Approved(plan.hash.clone()),
+        )
+        .options(options.clone())
+        .run()
+        .await
+        .expect("approved run");
         assert!(run.failed.is_empty(), "{:?}", run.failed);
         assert_eq!(run.audits.len(), 1);
         let logged = run.log.tenant(&plan.tenant).expect("logged");

@@ -103,11 +103,7 @@ impl Measured {
     fn print(&self, label: &str) {
         println!(
             "{label:<40} {:>10.1} {:>9.1} {:>9.1} {:>7} {:>9.1}",
-            self.ms,
-            self.writer.max_ms,
-            self.writer.p99_ms,
-            self.writer.count,
-            self.reader.max_ms
+            self.ms, self.writer.max_ms, self.writer.p99_ms, self.writer.count, self.reader.max_ms
         );
     }
 }
@@ -139,7 +135,10 @@ async fn run(scratch: PgConnectOptions, args: Args) -> Result<()> {
     let mut next_id = rows + 1;
     let mut checksums_equal = true;
     let mut compare = async |admin: &mut PgConnection, what: &str| -> Result<()> {
-        let (table, mirror) = (checksum(admin, TABLE).await?, checksum(admin, MIRROR).await?);
+        let (table, mirror) = (
+            checksum(admin, TABLE).await?,
+            checksum(admin, MIRROR).await?,
+        );
         eprintln!("checksum after {what}: table {table}, mirror {mirror}");
         checksums_equal &= table == mirror;
         Ok(())
@@ -199,7 +198,11 @@ async fn run(scratch: PgConnectOptions, args: Args) -> Result<()> {
         return Err(format!("expected one plan, got {}", dry.plans.len()).into());
     };
     let statements: Vec<String> = plan.statements().map(str::to_owned).collect();
-    eprintln!("NOT NULL plan {}:\n  {}", plan.hash, statements.join("\n  "));
+    eprintln!(
+        "NOT NULL plan {}:\n  {}",
+        plan.hash,
+        statements.join("\n  ")
+    );
     let notnull_plain = measure(&scratch, rows, &mut next_id, rate, async || {
         exec_tx(&scratch, &statements.join(";\n")).await
     })
@@ -239,7 +242,10 @@ async fn run(scratch: PgConnectOptions, args: Args) -> Result<()> {
     admin.close().await?;
 
     println!();
-    println!("{rows} rows; writer and reader at {rate} operations/s each; online batches of {} rows, pause {} ms", args.batch, args.pause_ms);
+    println!(
+        "{rows} rows; writer and reader at {rate} operations/s each; online batches of {} rows, pause {} ms",
+        args.batch, args.pause_ms
+    );
     println!(
         "{:<40} {:>10} {:>9} {:>9} {:>7} {:>9}",
         "change", "total ms", "w max ms", "w p99 ms", "writes", "r max ms"

@@ -106,7 +106,9 @@ impl TenantPlan {
         if self.steps.iter().any(|s| {
             s.action == Action::RenameColumn
                 && &s.table == table
-                && s.statements.iter().any(|st| st.contains(&format!("\"{column}\"")))
+                && s.statements
+                    .iter()
+                    .any(|st| st.contains(&format!("\"{column}\"")))
         }) {
             return self;
         }
@@ -160,7 +162,9 @@ mod tests {
             Some(("user_id".to_owned(), "int8".to_owned()))
         );
         let plain = TenantPlan::new("tenant_1", Dialect::Postgres, vec![step], Vec::new());
-        let online = plain.clone().with_online(0, "tenant_1", 2_000_000, 1_000_000);
+        let online = plain
+            .clone()
+            .with_online(0, "tenant_1", 2_000_000, 1_000_000);
         assert_ne!(online.hash, plain.hash);
         assert_ne!(online.shape, plain.shape);
         assert_eq!(online.hazards(), [Hazard::Backfill]);
@@ -200,12 +204,7 @@ mod tests {
             r#"ALTER TABLE "tenant_1"."events" ALTER COLUMN "a" TYPE int8 USING "b"::int8"#,
         ]);
         assert_eq!(other_column.online_candidate(), None);
-        let plan = TenantPlan::new(
-            "t",
-            Dialect::MySql,
-            vec![rewrite(&[ALTER])],
-            Vec::new(),
-        );
+        let plan = TenantPlan::new("t", Dialect::MySql, vec![rewrite(&[ALTER])], Vec::new());
         assert_eq!(plan.clone().with_online(0, "t", 10, 1), plan);
     }
 }

@@ -103,7 +103,7 @@ impl Load {
                 tick.tick().await;
                 let at = Instant::now();
                 n += 1;
-                if n % 2 == 0 {
+                if n.is_multiple_of(2) {
                     write(&mut conn, &[&t, &m], Op::Insert(id)).await?;
                     id += 1;
                 } else {

@@ -482,11 +482,11 @@ impl<DB: ControlStore> Guard<DB> {
                     &inner.contracts,
                     inner.options.online_threshold_rows,
                 )
-                    .await
-                    .unwrap_or_default()
-                    .into_iter()
-                    .map(|p| (p.tenant.to_string(), p))
-                    .collect(),
+                .await
+                .unwrap_or_default()
+                .into_iter()
+                .map(|p| (p.tenant.to_string(), p))
+                .collect(),
                 _ => HashMap::new(),
             };
             let mut planned = planned;

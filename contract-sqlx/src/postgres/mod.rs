@@ -183,10 +183,7 @@ impl Backend for Postgres {
         types::type_catalog(pool, schemas, contracts).await
     }
 
-    async fn row_estimates(
-        pool: &PgPool,
-        tables: &[(String, String)],
-    ) -> Result<Vec<Option<u64>>> {
+    async fn row_estimates(pool: &PgPool, tables: &[(String, String)]) -> Result<Vec<Option<u64>>> {
         online::row_estimates(pool, tables).await
     }
 

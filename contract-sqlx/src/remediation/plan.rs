@@ -153,7 +153,10 @@ async fn go_online<DB: Backend>(
     let estimates = DB::row_estimates(pool, &tables).await?;
     for ((p, i, (schema, _)), rows) in candidates.into_iter().zip(estimates) {
         if let Some(rows) = rows.filter(|&rows| rows >= threshold) {
-            planned[p].plan = planned[p].plan.clone().with_online(i, &schema, rows, threshold);
+            planned[p].plan = planned[p]
+                .plan
+                .clone()
+                .with_online(i, &schema, rows, threshold);
         }
     }
     Ok(())

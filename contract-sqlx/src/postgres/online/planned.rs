@@ -24,10 +24,8 @@ pub(in crate::postgres) async fn row_estimates(
     pool: &PgPool,
     tables: &[(String, String)],
 ) -> Result<Vec<Option<u64>>> {
-    let (schemas, names): (Vec<&str>, Vec<&str>) = tables
-        .iter()
-        .map(|(s, t)| (s.as_str(), t.as_str()))
-        .unzip();
+    let (schemas, names): (Vec<&str>, Vec<&str>) =
+        tables.iter().map(|(s, t)| (s.as_str(), t.as_str())).unzip();
     // language=SQL
     let rows: Vec<Option<i64>> = sqlx::query_scalar(
         "SELECT (SELECT c.reltuples::int8 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
@@ -68,11 +66,11 @@ pub(in crate::postgres) async fn apply_online(
     }
     // The tenant's online work, one replica at a time: a session lock on a connection of
     // its own, released when it closes (also when the process dies).
-    let mut lock = pool
-        .connect_options()
-        .connect()
-        .await
-        .map_err(failed(tenant, 1, "connect for the online lock"))?;
+    let mut lock = pool.connect_options().connect().await.map_err(failed(
+        tenant,
+        1,
+        "connect for the online lock",
+    ))?;
     sqlx::query("SELECT set_config('statement_timeout', $1, false)")
         .bind(format!("{}ms", job.options.advisory_lock_wait.as_millis()))
         .execute(&mut lock)
@@ -91,9 +89,14 @@ pub(in crate::postgres) async fn apply_online(
         let Some(planned) = &step.online else {
             continue;
         };
-        let change = OnlineTypeChange::new(&planned.schema, &step.table, &planned.column, &planned.new_type)
-            .batches(options.online_batch_rows, options.online_pause)
-            .lock(options.lock_timeout, options.max_attempts);
+        let change = OnlineTypeChange::new(
+            &planned.schema,
+            &step.table,
+            &planned.column,
+            &planned.new_type,
+        )
+        .batches(options.online_batch_rows, options.online_pause)
+        .lock(options.lock_timeout, options.max_attempts);
         tracing::info!(tenant, table = %step.table, column = %planned.column, new_type = %planned.new_type, rows_estimate = planned.rows_estimate, "online type change starts");
         match change_type_online(pool, &change).await {
             Ok(report) => {
@@ -154,7 +157,8 @@ async fn insert_audit(
     duration_ms: u64,
 ) -> Result<()> {
     let audit = &job.options.audit;
-    let table = contract_core::Dialect::Postgres.quote_qualified(Some(&audit.schema), &audit.table)?;
+    let table =
+        contract_core::Dialect::Postgres.quote_qualified(Some(&audit.schema), &audit.table)?;
     // language=SQL
     let insert = format!(
         "INSERT INTO {table} (audit_id, tenant, plan_hash, statements, drift_before, status, actor, attempts, started_at, finished_at, duration_ms, approval_id, approved_by)
