@@ -5,7 +5,10 @@
 //! counted) through the `nats_conservation_consumer` process; at the end the work stream
 //! is empty (work-queue retention: only acknowledged messages leave it). A second test
 //! shows a dead letter published twice is stored or counted once and replayed once, the
-//! dead-letter copy removed only after the re-publish was acknowledged.
+//! dead-letter copy removed only after the re-publish was acknowledged. A third runs the
+//! consumer in-process: an operator-paused tenant is not pulled at all (no delivery, no
+//! redelivery counted), and once resumed a batch its handler failed comes back, is
+//! written once, and its poison is stored once in the dead-letter stream.
 
 #[path = "support/mod.rs"]
 mod support;
@@ -19,15 +22,20 @@ mod broker;
 #[path = "support/broker_conservation.rs"]
 mod broker_conservation;
 
+#[path = "bin/broker_writer.rs"]
+mod broker_writer;
+
 use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use broker::{NatsScratch, jetstream, nats_publish};
 use broker_conservation::{Broker, Held, every_message_exactly_once, tenant};
 use conservation::{Column, Expect, TENANTS, message};
-use contract_sqlx::broker::DeadLetter;
 use contract_sqlx::broker::nats::async_nats::jetstream::Context;
-use contract_sqlx::broker::nats::{self, DeadLetters, NatsBacklog, Topology};
+use contract_sqlx::broker::nats::{self, Consumer, DeadLetters, NatsBacklog, Topology};
+use contract_sqlx::broker::{Accepted, DeadLetter, Handler, HandlerError};
 use contract_sqlx::payload::PayloadContract;
 use contract_sqlx::quarantine::{QuarantineRecord, QuarantineSink};
 
@@ -84,8 +92,8 @@ impl Broker for Nats {
                 let held = Held {
                     waiting: s.pending,
                     untouched: format!(
-                        "{} delivered unacknowledged, {} redelivered, delivered up to stream sequence {}",
-                        s.ack_pending, s.redelivered, s.delivered_stream_sequence
+                        "{} deliveries, {} delivered unacknowledged, {} redelivered, delivered up to stream sequence {}",
+                        s.deliveries, s.ack_pending, s.redelivered, s.delivered_stream_sequence
                     ),
                 };
                 (t, held)
@@ -233,4 +241,135 @@ async fn a_dead_letter_published_twice_is_counted_and_replayed_once() {
     assert_eq!((again.replayed, again.still_rejected.len()), (0, 1));
     assert_eq!(stored(&jetstream, &topology).await, 2);
     drop(scratch);
+}
+
+/// The conservation writer, failing its first `failures` batches.
+struct Flaky {
+    writer: Arc<broker_writer::Writer>,
+    failures: AtomicU32,
+    calls: AtomicU32,
+}
+
+impl Handler<broker_writer::Message> for Flaky {
+    fn handle<'a>(
+        &'a self,
+        tenant: &'a str,
+        batch: &'a [Accepted<broker_writer::Message>],
+    ) -> futures_util::future::BoxFuture<'a, Result<(), HandlerError>> {
+        let call = self.calls.fetch_add(1, Ordering::SeqCst);
+        if call < self.failures.load(Ordering::SeqCst) {
+            return Box::pin(async { Err("the database is down (test)".into()) });
+        }
+        self.writer.handle(tenant, batch)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_tenant_is_not_pulled_and_a_failed_batch_comes_back_once_resumed() {
+    let db = support::PgScratch::create("contract_nats_pause").await;
+    support::exec(
+        &db.pool,
+        "CREATE SCHEMA tenant_a; CREATE TABLE tenant_a.processed (message_id text PRIMARY KEY,
+            user_id bigint NOT NULL, kind text NOT NULL, note text DEFAULT '')",
+    )
+    .await;
+    let jetstream = jetstream().await;
+    let tenants = vec!["tenant_a".to_owned()];
+    let scratch = NatsScratch::declare(&jetstream, "contract_nats_pause", &tenants, ACK_WAIT).await;
+    let topology = scratch.topology.clone();
+    let backlog = NatsBacklog::new(&jetstream, topology.clone());
+    let dir = support::TempDir::new("contract_nats_pause_log");
+    let log = dir.0.join("execution.jsonl").display().to_string();
+    let (guard, writer, _tasks) = broker_writer::guard(&db.url, &tenants, backlog.clone(), &log)
+        .await
+        .expect("guard");
+    guard
+        .pause("tenant_a")
+        .reason("investigating (test)")
+        .await
+        .expect("pause");
+    // 300 messages, 6 of them poison (every 50th from 25).
+    let messages: Vec<(String, String)> = (1..=300)
+        .map(|i| (format!("m{i}"), message(1, i, Column::Text).0))
+        .collect();
+    nats_publish(&jetstream, &topology.subject("tenant_a"), &messages).await;
+    let flaky = Arc::new(Flaky {
+        writer,
+        failures: AtomicU32::new(2),
+        calls: AtomicU32::new(0),
+    });
+    let sink = Arc::new(DeadLetters::new(&jetstream, topology.clone()));
+    let contract = broker_writer::contract().with_max_bytes(256 * 1024);
+    let consumer = Arc::new(
+        Consumer::new(
+            guard.clone(),
+            topology.clone(),
+            contract,
+            flaky.clone(),
+            sink,
+        )
+        .with_batch(50),
+    );
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let run = {
+        let (consumer, jetstream) = (Arc::clone(&consumer), jetstream.clone());
+        tokio::spawn(async move { consumer.run(&jetstream, "tenant_a", stopped).await })
+    };
+    let count = || async {
+        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM tenant_a.processed")
+            .fetch_one(&db.pool)
+            .await
+            .expect("count")
+    };
+
+    // Paused: nothing delivered, so nothing to redeliver.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let state = backlog.states(&tenants).await.expect("state")["tenant_a"];
+    assert_eq!(
+        (
+            state.pending,
+            state.ack_pending,
+            state.deliveries,
+            state.delivered_stream_sequence
+        ),
+        (300, 0, 0, 0),
+        "a paused tenant's consumer pulled"
+    );
+    assert_eq!(flaky.calls.load(Ordering::SeqCst), 0);
+    assert_eq!(count().await, 0);
+
+    // Resumed: the two failed batches come back (nak with a delay) and are written once.
+    guard.resume("tenant_a").await.expect("resume");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let state = backlog.states(&tenants).await.expect("state")["tenant_a"];
+        if count().await == 294 && state.pending + state.ack_pending == 0 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not drained: {state:?}, {} written",
+            count().await
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let state = backlog.states(&tenants).await.expect("state")["tenant_a"];
+    assert_eq!(
+        state.deliveries, 400,
+        "the two failed batches of 50 came back once each: {state:?}"
+    );
+    assert!(
+        flaky.calls.load(Ordering::SeqCst) >= 8,
+        "6 batches + 2 failures"
+    );
+    // Poison of a failed batch was published again on its redelivery: stored once.
+    let (letters, duplicates) = nats::dead_letters(&jetstream, &topology, "tenant_a")
+        .await
+        .expect("dead letters");
+    assert_eq!((letters.len(), duplicates), (6, 0));
+    let _ = stop.send(true);
+    run.await.expect("join").expect("consumer");
+    assert_eq!(stored(&jetstream, &topology).await, 0);
+    drop(scratch);
+    db.drop_db().await;
 }

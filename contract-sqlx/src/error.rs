@@ -251,7 +251,8 @@ pub(crate) mod hint {
     /// The server did not answer: whatever the call was doing, the connection is at fault.
     pub(crate) const UNREACHABLE: &str =
         "the server could not be reached: check the database URL and that the server is up";
-    /// Anything else: only the connection is in doubt.
+    /// Anything else: only the connection is in doubt (installing the DDL trigger).
+    #[cfg(feature = "postgres")]
     pub(crate) const SERVER: &str = "check that the server is up and reachable";
 }
 

@@ -174,6 +174,7 @@ pub mod check;
 pub mod cli;
 pub mod control;
 mod error;
+mod from_row;
 pub mod guard;
 pub mod payload;
 pub mod quarantine;

@@ -1,15 +1,17 @@
 //! What the broker conservation consumers share (included with `#[path]`): the message
 //! contract, the tenant's `processed` table, the idempotent writer and the guard, so that
 //! `rabbitmq_conservation_consumer` and `nats_conservation_consumer` differ only in the
-//! broker they read.
+//! broker they read (`nats_conservation` runs a consumer in-process with them too).
+#![allow(dead_code)]
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use contract_sqlx::broker::{Accepted, Handler, HandlerError, TenantGate};
+use contract_sqlx::broker::{Accepted, Handler, HandlerError};
 use contract_sqlx::guard::BacklogSource;
 use contract_sqlx::payload::PayloadContract;
 use contract_sqlx::plan::Remediation;
+use contract_sqlx::remediation::ApplyOptions;
 use contract_sqlx::{Contract, Guard, SchemaEpoch, Tenants, model::Dialect};
 use futures_util::future::BoxFuture;
 use serde::Deserialize;
@@ -97,15 +99,16 @@ impl Handler<Message> for Writer {
 /// The guard's revalidation and DDL-listener tasks.
 pub type Tasks = (tokio::task::JoinHandle<()>, tokio::task::JoinHandle<()>);
 
-/// The started guard over `tenants` (SafeOnly, revalidating every 200 ms and on DDL,
-/// measuring `backlog`, logging to `log`) and the writer on its pool. The background
+/// The started guard over `tenants` (SafeOnly, waiting 1 s for another replica's
+/// remediation, revalidating every 200 ms and on DDL, measuring `backlog`, logging to
+/// `log`) and the writer on its pool. The background
 /// tasks run as long as the returned handles live.
 pub async fn guard(
     url: &str,
     tenants: &[String],
     backlog: impl BacklogSource<Postgres>,
     log: &str,
-) -> Result<(Arc<dyn TenantGate>, Arc<Writer>, Tasks), BoxError> {
+) -> Result<(Arc<Guard<Postgres>>, Arc<Writer>, Tasks), BoxError> {
     let epoch = SchemaEpoch::new();
     let pool = epoch
         .install(PgPoolOptions::new().max_connections(8))
@@ -115,6 +118,9 @@ pub async fn guard(
         .contract::<Processed>()
         .tenants(Tenants::list(tenants.to_vec()))
         .remediation(Remediation::SafeOnly)
+        // The test's "other replica" holds the drifted tenants' advisory locks until their
+        // pauses are persisted: waiting the default minute for them only delays that.
+        .apply_options(ApplyOptions::default().with_advisory_lock_wait(Duration::from_secs(1)))
         .revalidate_every(Duration::from_millis(200))
         .backlog(backlog)
         .execution_log_file(log)

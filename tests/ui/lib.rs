@@ -1,3 +1,3 @@
-//! Compile-time tests of `#[derive(Contract)]`; see `ui.rs` (compile-fail cases) and
-//! `pass/` (cases that must compile and produce the expected contract). This library is
+//! Compile-time errors of `#[derive(Contract)]`; see `ui.rs` (the compile-fail cases; the
+//! cases that must compile are in `tests/derive_pass/`). This library is
 //! empty: cargo requires a library or binary target in every package.

@@ -1,7 +1,7 @@
 //! Compile-time errors of `#[derive(Contract)]`: every mistake is a spanned error that
-//! says how to fix it (`fail/`). The cases that must compile (`pass/`) are plain test
-//! binaries of this package, so they reuse the workspace's compiled dependencies instead
-//! of trybuild building them all a second time.
+//! says how to fix it (`fail/`). The cases that must compile are plain test binaries of
+//! `contract-tests` (`tests/derive_pass/`), so they reuse the workspace's compiled
+//! dependencies instead of trybuild building them a second time.
 //!
 //! With only compile-fail cases, trybuild type-checks them all in one `cargo check`
 //! (no code generation). Regenerate snapshots with

@@ -187,7 +187,6 @@ pub(crate) fn redact(url: &str) -> String {
 }
 
 /// A stable id for a message that carries none: a digest of its source and bytes.
-#[cfg_attr(not(feature = "rabbitmq"), allow(dead_code))]
 pub(crate) fn digest_id(source: &str, payload: &[u8]) -> String {
     use sha2::Digest as _;
     let mut hasher = sha2::Sha256::new();

@@ -55,7 +55,9 @@ use futures_util::StreamExt as _;
 use serde::de::DeserializeOwned;
 use tokio::sync::watch;
 
-use super::{Accepted, BrokerError, Handler, MESSAGE_ID, ORIGINAL_ROUTING_KEY, TenantGate, redact};
+use super::{
+    Accepted, BrokerError, Handler, MESSAGE_ID, ORIGINAL_ROUTING_KEY, TenantGate, digest_id, redact,
+};
 use crate::Gate;
 use crate::payload::PayloadContract;
 use crate::quarantine::{QuarantineRecord, QuarantineSink};
@@ -355,7 +357,9 @@ where
                         tracing::info!(tenant, subject, reason = %why.reason, "tenant paused: not pulling");
                         paused = true;
                     }
-                    let _ = tokio::time::timeout(PAUSED_POLL, stop.changed()).await;
+                    if let Ok(Err(_)) = tokio::time::timeout(PAUSED_POLL, stop.changed()).await {
+                        tokio::time::sleep(PAUSED_POLL).await; // nobody can stop it any more
+                    }
                     continue;
                 }
             };
@@ -392,10 +396,7 @@ where
         let mut accepted = Vec::with_capacity(batch.len());
         let mut poison = Vec::new();
         for message in batch {
-            let sequence = message
-                .info()
-                .map(|i| i.stream_sequence)
-                .unwrap_or_default();
+            let sequence = message.info().ok().map(|i| i.stream_sequence);
             let id = message_id(message, &self.topology.stream(), sequence);
             match self.contract.check(&message.payload) {
                 Ok(value) => accepted.push(Accepted {
@@ -414,15 +415,15 @@ where
                     for (name, value) in texts(message.headers.as_ref()) {
                         record = record.with_header(name, value);
                     }
+                    record = record.with_header(ORIGINAL_ROUTING_KEY, message.subject.as_str());
                     // The dead-letter stream drops a second copy of this delivery (a
-                    // consumer killed between the publish and the ack) within its
-                    // duplicate window; a replayed message has a new sequence.
-                    record = record
-                        .with_header(ORIGINAL_ROUTING_KEY, message.subject.as_str())
-                        .with_header(
-                            NATS_MSG_ID,
-                            format!("dead-letter:{}:{sequence}", self.topology.stream()),
-                        );
+                    // consumer killed between the publish and the ack, a failed batch)
+                    // within its duplicate window; a replayed message has a new sequence.
+                    if let Some(sequence) = sequence {
+                        let stream = self.topology.stream();
+                        let key = format!("dead-letter:{stream}:{sequence}");
+                        record = record.with_header(NATS_MSG_ID, key);
+                    }
                     poison.push(record);
                 }
             }
@@ -467,12 +468,16 @@ fn header(headers: Option<&HeaderMap>, name: &str) -> Option<String> {
 }
 
 /// The message id: the [`MESSAGE_ID`] header (a replayed dead letter keeps its id there),
-/// else `Nats-Msg-Id`, else `<stream>:<stream sequence>`.
-fn message_id(message: &Message, stream: &str, sequence: u64) -> String {
+/// else `Nats-Msg-Id`, else `<stream>:<stream sequence>`, else (no readable sequence) a
+/// digest of the stream and the bytes.
+fn message_id(message: &Message, stream: &str, sequence: Option<u64>) -> String {
     let headers = message.headers.as_ref();
     header(headers, MESSAGE_ID)
         .or_else(|| header(headers, NATS_MSG_ID))
-        .unwrap_or_else(|| format!("{stream}:{sequence}"))
+        .unwrap_or_else(|| match sequence {
+            Some(sequence) => format!("{stream}:{sequence}"),
+            None => digest_id(stream, &message.payload),
+        })
 }
 
 /// One pull of up to `max` messages, waiting up to [`IDLE_WAIT`] for them; the pull is
@@ -493,6 +498,11 @@ async fn pull_batch(
     while let Some(message) = messages.next().await {
         match message {
             Ok(message) => batch.push(message),
+            // Nothing arrived (the consumer was deleted, the server refused the pull):
+            // an error, so that the caller backs off instead of pulling in a loop.
+            Err(error) if batch.is_empty() => {
+                return Err(nats("pulling a batch", Some(tenant))(error));
+            }
             Err(error) => {
                 // Settle what arrived; the rest of the pull is over.
                 tracing::warn!(tenant, %error, "pull ended early");

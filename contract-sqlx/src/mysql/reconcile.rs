@@ -18,7 +18,7 @@ use crate::remediation::{AuditConfig, ReconciledAudit, judge};
 const CHUNK: usize = 200;
 
 /// One pending audit row.
-#[derive(Debug, sqlx::FromRow)]
+#[derive(Debug)]
 struct PendingRow {
     tenant: String,
     audit_id: String,
@@ -192,3 +192,7 @@ async fn settle_locked(
         evidence,
     }))
 }
+
+crate::from_row::impl_from_row!(sqlx::mysql::MySqlRow => PendingRow {
+    tenant, audit_id, plan_hash, drift_before,
+});

@@ -1,7 +1,11 @@
 //! Typed catalog rows.
 
+use sqlx::mysql::MySqlRow;
+
+use crate::from_row::impl_from_row;
+
 /// One row of [`super::query::columns`].
-#[derive(Debug, sqlx::FromRow)]
+#[derive(Debug)]
 pub(super) struct ColumnRow {
     pub schema_name: String,
     pub table_name: String,
@@ -16,7 +20,7 @@ pub(super) struct ColumnRow {
 }
 
 /// One row of [`super::query::keys`].
-#[derive(Debug, sqlx::FromRow)]
+#[derive(Debug)]
 pub(super) struct KeyRow {
     pub schema_name: String,
     pub table_name: String,
@@ -28,10 +32,19 @@ pub(super) struct KeyRow {
 }
 
 /// One row of [`super::query::json_checks`].
-#[derive(Debug, sqlx::FromRow)]
+#[derive(Debug)]
 pub(super) struct JsonCheckRow {
     pub schema_name: String,
     pub table_name: String,
     pub column_name: String,
     pub check_clause: String,
 }
+
+impl_from_row!(MySqlRow => ColumnRow {
+    schema_name, table_name, column_name, data_type, column_type, is_nullable, default_expr,
+    collation_name, column_key, extra,
+});
+impl_from_row!(MySqlRow => KeyRow {
+    schema_name, table_name, column_name, constraint_name, ref_schema, ref_table, ref_column,
+});
+impl_from_row!(MySqlRow => JsonCheckRow { schema_name, table_name, column_name, check_clause });

@@ -9,7 +9,7 @@ use crate::payload::Rejection;
 /// One quarantined message, as stored: one row per time a message was quarantined (a
 /// message replayed and rejected again, or a new message under a reused id, gets a row of
 /// its own; no row is ever overwritten).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct QuarantinedMessage {
     /// Row id in the quarantine table, in quarantine order.
@@ -46,6 +46,37 @@ pub struct QuarantinedMessage {
     pub replayed_at: Option<String>,
     /// How many times this row was replayed (0 or 1).
     pub replay_count: i64,
+}
+
+/// Read from a quarantine table's row on any backend (columns named as the fields).
+impl<'r, R> sqlx::FromRow<'r, R> for QuarantinedMessage
+where
+    R: sqlx::Row,
+    &'r str: sqlx::ColumnIndex<R>,
+    i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    Vec<u8>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    fn from_row(row: &'r R) -> sqlx::Result<Self> {
+        Ok(Self {
+            id: row.try_get("id")?,
+            tenant: row.try_get("tenant")?,
+            queue: row.try_get("queue")?,
+            source_id: row.try_get("source_id")?,
+            payload: row.try_get("payload")?,
+            payload_raw: row.try_get("payload_raw")?,
+            enqueued_at: row.try_get("enqueued_at")?,
+            attempts: row.try_get("attempts")?,
+            reason: row.try_get("reason")?,
+            field_path: row.try_get("field_path")?,
+            error: row.try_get("error")?,
+            contract_name: row.try_get("contract_name")?,
+            contract_fingerprint: row.try_get("contract_fingerprint")?,
+            quarantined_at: row.try_get("quarantined_at")?,
+            replayed_at: row.try_get("replayed_at")?,
+            replay_count: row.try_get("replay_count")?,
+        })
+    }
 }
 
 impl QuarantinedMessage {

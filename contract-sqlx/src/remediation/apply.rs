@@ -99,6 +99,8 @@ pub(crate) fn failed(
 
 /// `true` when `error` is not the server's answer but a lost connection (or another
 /// client-side failure): a statement sent before it may or may not have taken effect.
+/// (SQLite has no connection to lose.)
+#[cfg(any(feature = "postgres", feature = "mysql"))]
 pub(crate) fn outcome_unknown(error: &sqlx::Error) -> bool {
     error.as_database_error().is_none()
 }

@@ -9,13 +9,17 @@ pub(crate) mod backoff;
 mod epoch;
 mod execute;
 mod options;
+// Multi-transaction applies are PostgreSQL's (transactional DDL with NOT VALID/VALIDATE).
+#[cfg(feature = "postgres")]
 pub(crate) mod phases;
 mod plan;
 mod reconcile;
 mod run;
 
+#[cfg(any(feature = "postgres", feature = "mysql"))]
+pub(crate) use apply::outcome_unknown;
 pub use apply::{ApplyJob, ApplyOptions};
-pub(crate) use apply::{elapsed_ms, elapsed_ms_of, failed, outcome_unknown};
+pub(crate) use apply::{elapsed_ms, elapsed_ms_of, failed};
 pub use audit::{AuditConfig, AuditRecord, new_audit_id};
 pub use audit_log::{AuditEntry, AuditQuery};
 pub use epoch::SchemaEpoch;

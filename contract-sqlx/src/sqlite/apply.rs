@@ -240,7 +240,7 @@ async fn foreign_keys_enabled(conn: &mut SqliteConnection) -> sqlx::Result<bool>
 }
 
 /// One row of `PRAGMA foreign_key_check`.
-#[derive(Debug, sqlx::FromRow)]
+#[derive(Debug)]
 struct ForeignKeyViolation {
     table: String,
     rowid: Option<i64>,
@@ -417,3 +417,7 @@ fn is_busy(error: &sqlx::Error) -> bool {
         .and_then(|c| c.parse::<i64>().ok())
         .is_some_and(|c| c & 0xff == SQLITE_BUSY)
 }
+
+crate::from_row::impl_from_row!(sqlx::sqlite::SqliteRow => ForeignKeyViolation {
+    table, rowid, parent,
+});

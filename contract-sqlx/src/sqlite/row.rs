@@ -1,7 +1,11 @@
 //! Typed catalog rows.
 
+use sqlx::sqlite::SqliteRow;
+
+use crate::from_row::impl_from_row;
+
 /// One row of [`super::query::columns`].
-#[derive(Debug, sqlx::FromRow)]
+#[derive(Debug)]
 pub(super) struct ColumnRow {
     pub schema_name: String,
     pub table_name: String,
@@ -13,7 +17,7 @@ pub(super) struct ColumnRow {
 }
 
 /// One row of [`super::query::foreign_keys`].
-#[derive(Debug, sqlx::FromRow)]
+#[derive(Debug)]
 pub(super) struct ForeignKeyRow {
     pub schema_name: String,
     pub table_name: String,
@@ -24,13 +28,21 @@ pub(super) struct ForeignKeyRow {
 }
 
 /// One row of [`super::query::schema_objects`], with the database it came from.
-#[derive(Debug, sqlx::FromRow)]
+#[derive(Debug)]
 pub(super) struct SchemaObjectRow {
-    #[sqlx(skip)]
+    /// Filled in by the caller.
     pub schema_name: String,
-    #[sqlx(rename = "type")]
+    /// The `type` column.
     pub kind: String,
     pub name: String,
     pub tbl_name: String,
     pub sql: String,
 }
+
+impl_from_row!(SqliteRow => ColumnRow {
+    schema_name, table_name, column_name, declared_type, not_null, default_expr, pk_json,
+});
+impl_from_row!(SqliteRow => ForeignKeyRow {
+    schema_name, table_name, fk_id, column_name, ref_table, ref_column,
+});
+impl_from_row!(SqliteRow => SchemaObjectRow { kind = "type", name, tbl_name, sql } default: schema_name);

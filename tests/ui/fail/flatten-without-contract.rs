@@ -1,6 +1,6 @@
 use contract_sqlx::Contract;
 
-#[derive(sqlx::FromRow)]
+use sqlx as _; // Audit below is a plain struct: neither `Contract` nor `FromRow`.
 struct Audit {
     created_by: String,
 }

@@ -19,8 +19,10 @@ pub struct ConsumerState {
     pub pending: u64,
     /// Messages delivered and not acknowledged yet.
     pub ack_pending: u64,
-    /// Messages delivered more than once.
+    /// Messages delivered more than once and not acknowledged yet.
     pub redelivered: u64,
+    /// Deliveries so far, redeliveries included (the consumer sequence).
+    pub deliveries: u64,
     /// The last stream sequence delivered to the consumer.
     pub delivered_stream_sequence: u64,
 }
@@ -76,6 +78,7 @@ impl NatsBacklog {
                         pending: info.num_pending,
                         ack_pending: info.num_ack_pending as u64,
                         redelivered: info.num_redelivered as u64,
+                        deliveries: info.delivered.consumer_sequence,
                         delivered_stream_sequence: info.delivered.stream_sequence,
                     };
                     states.insert(tenant.clone(), state);

@@ -5,7 +5,7 @@ use sqlx::PgPool;
 use crate::error::{Error, Result};
 
 /// The column as the catalog describes it.
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 pub(super) struct ColumnFacts {
     pub not_null: bool,
     pub default_expr: Option<String>,
@@ -127,3 +127,8 @@ pub(super) async fn inspect(
         None => Ok(facts),
     }
 }
+
+crate::from_row::impl_from_row!(sqlx::postgres::PgRow => ColumnFacts {
+    not_null, default_expr, rows_estimate, in_pk, in_fk, in_view, generated, used_by_generated,
+    identity, in_other_constraint, complex_index, pk_column, indexes,
+});

@@ -92,7 +92,6 @@ pub(in crate::postgres) async fn resume_pending(
     settled
 }
 
-#[derive(sqlx::FromRow)]
 struct PendingRow {
     audit_id: String,
     tenant: String,
@@ -121,3 +120,7 @@ async fn pending(
         .fetch_all(pool)
         .await
 }
+
+crate::from_row::impl_from_row!(sqlx::postgres::PgRow => PendingRow {
+    audit_id, tenant, plan_hash, phase, transactions,
+});

@@ -1,4 +1,4 @@
-//! ui pass case: every supported field type family compiles, per backend.
+//! Derive pass case: every supported field type family compiles, per backend.
 #![allow(dead_code)]
 
 use contract_sqlx::{Contract, check::TypeChecks};

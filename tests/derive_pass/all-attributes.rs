@@ -1,4 +1,4 @@
-//! ui pass case: every supported `#[contract]` and `#[sqlx]` attribute compiles and shapes the contract.
+//! Derive pass case: every supported `#[contract]` and `#[sqlx]` attribute compiles and shapes the contract.
 #![allow(dead_code)]
 
 use contract_sqlx::{

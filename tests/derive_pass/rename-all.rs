@@ -1,4 +1,4 @@
-//! ui pass case: `#[sqlx(rename_all)]` column names match sqlx's own case conversion.
+//! Derive pass case: `#[sqlx(rename_all)]` column names match sqlx's own case conversion.
 #![allow(dead_code, non_snake_case)]
 
 use contract_sqlx::Contract;
