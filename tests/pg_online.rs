@@ -319,3 +319,127 @@ async fn online_type_change_refuses_a_primary_key_column_and_says_why() {
     assert_eq!(columns, 3, "no shadow column");
     scratch.drop_db().await;
 }
+
+/// The planner turns a rewrite online by table size, through the normal remediation path:
+/// a table at or above the (here tiny) threshold gets the `backfill` hazard and the online
+/// phases, and its approved plan runs the online procedure; a smaller one keeps the plain
+/// `ALTER … USING`. Both end with the new type and every row equal.
+#[tokio::test]
+async fn the_planner_turns_rewrites_of_big_tables_online_and_keeps_small_ones_plain() {
+    use contract_sqlx::plan::{Hazard, PhaseKind};
+    use contract_sqlx::remediation::ApplyOptions;
+    use std::time::Duration;
+
+    let scratch = PgScratch::create("contract_online_planned").await;
+    let mut setup = String::new();
+    for (tenant, rows) in [("tenant_big", 500), ("tenant_small", 50)] {
+        setup.push_str(&format!(
+            "CREATE SCHEMA {tenant}; \
+             CREATE TABLE {tenant}.events (id int8 PRIMARY KEY, user_id int4 NOT NULL); \
+             INSERT INTO {tenant}.events SELECT g, g * 3 FROM generate_series(1, {rows}) g; \
+             ANALYZE {tenant}.events; "
+        ));
+    }
+    exec(&scratch.pool, &setup).await;
+    // Per tenant: the column's type and a checksum of every row.
+    let sums = async || {
+        let mut sums = Vec::new();
+        for tenant in ["tenant_big", "tenant_small"] {
+            let row: (String, String) = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+                "SELECT format_type(a.atttypid, a.atttypmod), \
+                        (SELECT md5(string_agg(id || ':' || user_id, ',' ORDER BY id)) FROM {tenant}.events) \
+                 FROM pg_attribute a WHERE a.attrelid = '{tenant}.events'::regclass AND a.attname = 'user_id'"
+            )))
+            .fetch_one(&scratch.pool)
+            .await
+            .expect("checksum");
+            sums.push((tenant, row.0, row.1));
+        }
+        sums
+    };
+    let before = sums().await;
+    let contracts = ContractSet::<Postgres>::new().with::<Event>();
+    let tenants = directory(&scratch.pool).await;
+    let options = ApplyOptions::default()
+        .with_online_threshold(Some(100))
+        .with_online_batches(64, Duration::ZERO);
+    let dry = remediate(&tenants, &contracts, Remediation::DryRun)
+        .options(options.clone())
+        .run()
+        .await
+        .expect("dry run");
+    let plan = |tenant: &str| {
+        dry.plans
+            .iter()
+            .find(|p| p.tenant == tenant)
+            .cloned()
+            .expect("a plan")
+    };
+    let (big, small) = (plan("tenant_big"), plan("tenant_small"));
+    assert_eq!(big.hazards(), [Hazard::Backfill], "{big}");
+    let online = big.steps[0].online.as_ref().expect("online");
+    assert_eq!((online.rows_estimate, online.threshold_rows), (500, 100));
+    let kinds: Vec<PhaseKind> = big.steps[0].phases.iter().map(|p| p.kind).collect();
+    assert_eq!(
+        kinds,
+        [
+            PhaseKind::Expand,
+            PhaseKind::Backfill,
+            PhaseKind::Verify,
+            PhaseKind::Swap
+        ]
+    );
+    let text = big.to_string();
+    assert!(
+        text.contains("hazards: backfill (copies the column in batches")
+            && text.contains("phase 2: backfill (ROW EXCLUSIVE"),
+        "{text}"
+    );
+    let json = serde_json::to_value(&big).expect("json");
+    assert_eq!(json["steps"][0]["online"]["new_type"], "int8");
+    assert_eq!(json["steps"][0]["phases"][3]["kind"], "swap");
+    assert!(small.hazards().contains(&Hazard::TableRewrite), "{small}");
+    assert!(
+        small.statements().any(|s| s.contains("TYPE int8 USING")),
+        "{small}"
+    );
+
+    for plan in [&big, &small] {
+        let run = remediate(
+            &tenants,
+            &contracts,
+            Remediation::Approved(plan.hash.clone()),
+        )
+        .options(options.clone())
+        .run()
+        .await
+        .expect("approved run");
+        assert!(run.failed.is_empty(), "{:?}", run.failed);
+        assert_eq!(run.audits.len(), 1);
+        let logged = run.log.tenant(&plan.tenant).expect("logged");
+        let statements = logged.statements.join("\n");
+        if plan.tenant == "tenant_big" {
+            assert!(
+                statements.contains("500 of about 500 rows backfilled in 8 batches"),
+                "{statements}"
+            );
+        } else {
+            assert!(statements.contains("USING"), "{statements}");
+        }
+    }
+    let after = sums().await;
+    assert_eq!(
+        after,
+        before
+            .iter()
+            .map(|(t, _, sum)| (*t, "bigint".to_owned(), sum.clone()))
+            .collect::<Vec<_>>()
+    );
+    let again = remediate(&tenants, &contracts, Remediation::DryRun)
+        .options(options)
+        .run()
+        .await
+        .expect("re-check");
+    assert!(again.plans.is_empty(), "both compliant: {:?}", again.plans);
+    scratch.drop_db().await;
+}

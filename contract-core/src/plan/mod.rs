@@ -4,6 +4,7 @@
 
 mod catalog;
 mod merge;
+mod online;
 mod order;
 mod phase;
 mod planner;
@@ -18,6 +19,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 pub use catalog::{TypeCatalog, type_names};
+pub use online::{ONLINE_PHASES, OnlineChange};
 pub use phase::{Phase, PhaseKind};
 pub use planner::plan_tenant;
 pub use policy::{Remediation, Selection};
@@ -88,6 +90,13 @@ impl TenantPlan {
                 text.push_str(&format!(
                     "\u{1f}phase {} {} {}\u{1e}",
                     phase.kind, phase.lock, phase.statements
+                ));
+            }
+            // So is an online type change (the rows estimate is not: it moves).
+            if let Some(online) = &step.online {
+                text.push_str(&format!(
+                    "\u{1f}online {} {} {}\u{1e}",
+                    step.table, online.column, online.new_type
                 ));
             }
         }
@@ -173,6 +182,12 @@ fn shape_of(tenant: &str, dialect: Dialect, steps: &[PlanStep]) -> String {
                 .field(phase.lock.as_str())
                 .field(phase.statements.to_string());
         }
+        if let Some(online) = &step.online {
+            digest
+                .field("online")
+                .field(&online.column)
+                .field(&online.new_type);
+        }
         for statement in &step.statements {
             match &qualifier {
                 Some(q) => digest.field(statement.replace(q.as_str(), &placeholder)),
@@ -203,8 +218,13 @@ impl fmt::Display for TenantPlan {
             let groups = step.phased();
             let numbered = groups.len() > 1;
             for (n, (phase, statements)) in groups.into_iter().enumerate() {
-                if let (true, Some(phase)) = (numbered, phase) {
-                    writeln!(f, "     transaction {}: {phase}", n + 1)?;
+                match (numbered, phase) {
+                    // An online change's backfill is many transactions: number phases.
+                    (true, Some(phase)) if step.online.is_some() => {
+                        writeln!(f, "     phase {}: {phase}", n + 1)?;
+                    }
+                    (true, Some(phase)) => writeln!(f, "     transaction {}: {phase}", n + 1)?,
+                    _ => {}
                 }
                 for statement in statements {
                     writeln!(f, "       {statement}")?;

@@ -24,6 +24,16 @@ pub enum PhaseKind {
     Validate,
     /// `SET NOT NULL` using the validated check, then drops the check.
     SetNotNull,
+    /// Online type change: the shadow column and the trigger that keeps it in sync.
+    Expand,
+    /// Online type change: the shadow column filled by key range, one short transaction
+    /// per batch, a checkpoint committed with each.
+    Backfill,
+    /// Online type change: no row differs from its cast, `NOT NULL` through a validated
+    /// check, indexes on the shadow column built `CONCURRENTLY`.
+    Verify,
+    /// Online type change: one short transaction that swaps the columns.
+    Swap,
 }
 
 impl PhaseKind {
@@ -34,6 +44,10 @@ impl PhaseKind {
             PhaseKind::AddNotValid => "add_not_valid",
             PhaseKind::Validate => "validate",
             PhaseKind::SetNotNull => "set_not_null",
+            PhaseKind::Expand => "expand",
+            PhaseKind::Backfill => "backfill",
+            PhaseKind::Verify => "verify",
+            PhaseKind::Swap => "swap",
         }
     }
 }

@@ -356,6 +356,7 @@ fn step(target: &Target<'_>, column: Option<&str>, action: Action, fixes: DriftK
         lock: LockLevel::AccessExclusiveBrief,
         hazards: Vec::new(),
         phases: Vec::new(),
+        online: None,
     }
 }
 

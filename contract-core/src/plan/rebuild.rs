@@ -215,6 +215,7 @@ pub(super) fn rebuild_step(
         lock: LockLevel::AccessExclusive,
         hazards: vec![Hazard::TableRebuild, Hazard::ValidatesRows],
         phases: Vec::new(),
+        online: None,
     })
 }
 

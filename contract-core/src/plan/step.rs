@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
-use super::Phase;
+use super::{OnlineChange, Phase};
 use crate::drift::DriftKind;
 
 /// Why a step is not safe to run unattended (`ARCHITECTURE.md` D5). Every hazard needs an approval
@@ -26,6 +26,9 @@ pub enum Hazard {
     TableRebuild,
     /// The referenced (parent) table is locked too.
     LocksReferencedTable,
+    /// The column is copied into a new one in batches of short transactions (an online
+    /// type change): writers continue, the tenant stays paused until the short swap.
+    Backfill,
 }
 
 impl Hazard {
@@ -40,6 +43,7 @@ impl Hazard {
             Hazard::RenamesColumn => "renames_column",
             Hazard::TableRebuild => "table_rebuild",
             Hazard::LocksReferencedTable => "locks_referenced_table",
+            Hazard::Backfill => "backfill",
         }
     }
 }
@@ -58,6 +62,9 @@ impl Hazard {
             Hazard::RenamesColumn => "renames a column: readers of the old name break",
             Hazard::TableRebuild => "rebuilds the table (create, copy, drop, rename)",
             Hazard::LocksReferencedTable => "also locks the referenced (parent) table",
+            Hazard::Backfill => {
+                "copies the column in batches of short transactions (writers continue); the tenant stays paused until a short swap"
+            }
         }
     }
 }
@@ -75,6 +82,8 @@ impl fmt::Display for Hazard {
 pub enum LockLevel {
     /// No lock on existing tables (a new table).
     None,
+    /// ROW EXCLUSIVE: the lock writers take; row locks of one short batch at a time.
+    RowExclusive,
     /// SHARE UPDATE EXCLUSIVE: reads and writes continue.
     ShareUpdateExclusive,
     /// SHARE ROW EXCLUSIVE: writes wait.
@@ -91,6 +100,7 @@ impl LockLevel {
     pub const fn as_str(self) -> &'static str {
         match self {
             LockLevel::None => "none",
+            LockLevel::RowExclusive => "row_exclusive",
             LockLevel::ShareUpdateExclusive => "share_update_exclusive",
             LockLevel::ShareRowExclusive => "share_row_exclusive",
             LockLevel::AccessExclusiveBrief => "access_exclusive_brief",
@@ -103,6 +113,9 @@ impl LockLevel {
     pub const fn describe(self) -> &'static str {
         match self {
             LockLevel::None => "no lock on existing tables",
+            LockLevel::RowExclusive => {
+                "ROW EXCLUSIVE (reads and writes continue; one short batch of rows locked at a time)"
+            }
             LockLevel::ShareUpdateExclusive => "SHARE UPDATE EXCLUSIVE (reads and writes continue)",
             LockLevel::ShareRowExclusive => "SHARE ROW EXCLUSIVE (writes wait)",
             LockLevel::AccessExclusiveBrief => "ACCESS EXCLUSIVE, briefly (metadata only)",
@@ -183,6 +196,10 @@ pub struct PlanStep {
     /// tenant's one remediation transaction). See [`PlanStep::phased`].
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub phases: Vec<Phase>,
+    /// Set when the step is an online type change (PostgreSQL, a table above the row
+    /// threshold): the phases are run by the online procedure, not as statements.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub online: Option<OnlineChange>,
 }
 
 impl PlanStep {
@@ -244,7 +261,9 @@ impl fmt::Display for PlanStep {
             }
             write!(f, "{} ({})", hazard, hazard.describe())?;
         }
-        if self.is_multi_phase() {
+        if let Some(online) = &self.online {
+            write!(f, "; {online}")?;
+        } else if self.is_multi_phase() {
             write!(f, "; {} transactions", self.phases.len())?;
         }
         Ok(())

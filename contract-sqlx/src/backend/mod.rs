@@ -140,6 +140,18 @@ pub trait Backend: Database + Sized {
         async { Ok(TypeCatalog::new()) }
     }
 
+    /// The row estimate of each `(schema, table)` of `tables`, in order (`None`: not
+    /// known), for choosing online type changes (PostgreSQL: `pg_class.reltuples`).
+    /// Backends without an online procedure look nothing up and answer no estimate.
+    fn row_estimates(
+        pool: &Pool<Self>,
+        tables: &[(String, String)],
+    ) -> impl Future<Output = Result<Vec<Option<u64>>>> + Send {
+        let _ = pool;
+        let none = vec![None; tables.len()];
+        async { Ok(none) }
+    }
+
     /// Applies one tenant's allowed steps: one transaction, timeouts, the per-tenant
     /// advisory lock, the fingerprint re-check under the lock, the steps and the audit row.
     fn apply(

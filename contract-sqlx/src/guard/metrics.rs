@@ -26,6 +26,15 @@ pub const REVALIDATION_ERRORS_TOTAL: &str = "contract_revalidation_errors_total"
 pub const MESSAGES_TOTAL: &str = "contract_messages_total";
 /// Counter: quarantined messages by `queue` and `reason`.
 pub const QUARANTINED_TOTAL: &str = "contract_quarantined_total";
+/// Gauge: rows an online backfill has copied (the running one; no tenant label, the
+/// tenant is in the progress log line).
+pub const ONLINE_BACKFILL_ROWS_DONE: &str = "contract_online_backfill_rows_done";
+/// Gauge: the running online backfill's table size estimate (`pg_class.reltuples`).
+pub const ONLINE_BACKFILL_ROWS_TOTAL: &str = "contract_online_backfill_rows_total";
+/// Gauge: rows per second of the running online backfill.
+pub const ONLINE_BACKFILL_ROWS_PER_SECOND: &str = "contract_online_backfill_rows_per_second";
+/// Gauge: seconds the running online backfill expects to need still.
+pub const ONLINE_BACKFILL_ETA_SECONDS: &str = "contract_online_backfill_eta_seconds";
 
 /// Counts `n` messages of `queue` with `outcome` (`accepted`, `quarantined`, `released`).
 /// Consumers call it for accepted and released messages; quarantine counts itself. Does

@@ -171,6 +171,7 @@ impl<DB: ControlStore> Guard<DB> {
                     &group.reports,
                     &group.snapshot,
                     &inner.contracts,
+                    inner.options.online_threshold_rows,
                 )
                 .await
                 {
@@ -473,12 +474,19 @@ impl<DB: ControlStore> Guard<DB> {
             }
             let (reports, snap) = crate::check::check_group(pool, &names, &inner.contracts).await;
             let planned: HashMap<String, Planned> = match (&snap, policy.plans()) {
-                (Some(snap), true) => plan_group(pool, &names, &reports, snap, &inner.contracts)
-                    .await
-                    .unwrap_or_default()
-                    .into_iter()
-                    .map(|p| (p.tenant.to_string(), p))
-                    .collect(),
+                (Some(snap), true) => plan_group(
+                    pool,
+                    &names,
+                    &reports,
+                    snap,
+                    &inner.contracts,
+                    inner.options.online_threshold_rows,
+                )
+                .await
+                .unwrap_or_default()
+                .into_iter()
+                .map(|p| (p.tenant.to_string(), p))
+                .collect(),
                 _ => HashMap::new(),
             };
             let mut planned = planned;

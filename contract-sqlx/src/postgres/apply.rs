@@ -43,6 +43,18 @@ pub(super) async fn ensure_audit_table(pool: &PgPool, audit: &AuditConfig) -> Re
 
 /// Applies with bounded retries on lock timeout.
 pub(super) async fn apply(pool: &PgPool, job: &ApplyJob<'_, Postgres>) -> Result<AuditRecord> {
+    if job.steps.iter().any(|s| s.online.is_some()) {
+        return super::online::apply_online(pool, job).await;
+    }
+    apply_statements(pool, job).await
+}
+
+/// Applies steps that are all statements (no online type change): in the tenant's one
+/// transaction, or in their phases' transactions.
+pub(super) async fn apply_statements(
+    pool: &PgPool,
+    job: &ApplyJob<'_, Postgres>,
+) -> Result<AuditRecord> {
     if crate::remediation::phases::is_phased(&job.steps) {
         return super::online::apply_phased(pool, job).await;
     }

@@ -183,6 +183,10 @@ impl Backend for Postgres {
         types::type_catalog(pool, schemas, contracts).await
     }
 
+    async fn row_estimates(pool: &PgPool, tables: &[(String, String)]) -> Result<Vec<Option<u64>>> {
+        online::row_estimates(pool, tables).await
+    }
+
     async fn apply(pool: &PgPool, job: &ApplyJob<'_, Self>) -> Result<AuditRecord> {
         apply::apply(pool, job).await
     }

@@ -30,6 +30,15 @@ pub struct ApplyOptions {
     /// How many tenants are remediated at once (each in its own transaction, on its own
     /// connection); default 4.
     pub parallelism: usize,
+    /// PostgreSQL: a column type change that rewrites a table of at least this many rows
+    /// (`pg_class.reltuples`) is planned online (shadow column, sync trigger, batched
+    /// backfill, short swap: `remediation::change_type_online`) instead of one
+    /// `ALTER … USING` under `ACCESS EXCLUSIVE`; `None`: never. Default 1,000,000.
+    pub online_threshold_rows: Option<u64>,
+    /// Rows per batch of an online backfill (each its own transaction); default 10,000.
+    pub online_batch_rows: u32,
+    /// Pause between the batches of an online backfill; default none.
+    pub online_pause: Duration,
 }
 
 impl Default for ApplyOptions {
@@ -42,6 +51,9 @@ impl Default for ApplyOptions {
             base_backoff: Duration::from_millis(100),
             audit: AuditConfig::default(),
             parallelism: 4,
+            online_threshold_rows: Some(1_000_000),
+            online_batch_rows: 10_000,
+            online_pause: Duration::ZERO,
         }
     }
 }

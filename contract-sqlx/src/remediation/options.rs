@@ -66,6 +66,34 @@ impl ApplyOptions {
         self.parallelism = parallelism.max(1);
         self
     }
+
+    /// The table size (rows, `pg_class.reltuples`) from which a rewriting type change is
+    /// planned online on PostgreSQL; `None` keeps every type change a plain
+    /// `ALTER … USING`. Changing it changes the plans (and hashes) of such tenants.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use contract_sqlx::remediation::ApplyOptions;
+    ///
+    /// let options = ApplyOptions::default()
+    ///     .with_online_threshold(Some(500_000))
+    ///     .with_online_batches(5_000, Duration::from_millis(10));
+    /// assert_eq!(options.online_threshold_rows, Some(500_000));
+    /// assert_eq!(options.online_batch_rows, 5_000);
+    /// ```
+    #[must_use]
+    pub fn with_online_threshold(mut self, rows: Option<u64>) -> Self {
+        self.online_threshold_rows = rows;
+        self
+    }
+
+    /// Rows per online backfill batch (at least one) and the pause between batches.
+    #[must_use]
+    pub fn with_online_batches(mut self, rows: u32, pause: Duration) -> Self {
+        self.online_batch_rows = rows.max(1);
+        self.online_pause = pause;
+        self
+    }
 }
 
 impl AuditConfig {

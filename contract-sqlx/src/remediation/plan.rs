@@ -74,18 +74,20 @@ pub fn plan_for<DB: Backend>(
 }
 
 /// Plans every drifted tenant of one pool's check (`reports` in `names` order): one type
-/// catalog lookup for the pool, then one plan per drifted tenant.
+/// catalog lookup for the pool, then one plan per drifted tenant; rewrites of tables of
+/// at least `online_threshold` rows are turned online (one size lookup for the pool).
 ///
 /// # Errors
 ///
-/// The type catalog lookup's (then no tenant of the pool can be planned safely: a plan
-/// made without it could name a type that does not resolve).
+/// The type catalog or size lookup's (then no tenant of the pool can be planned safely: a
+/// plan made without them could name a type that does not resolve, or carry another hash).
 pub(crate) async fn plan_group<DB: Backend>(
     pool: &Pool<DB>,
     names: &[TenantName],
     reports: &[TenantReport],
     snapshot: &FleetSnapshot<DB>,
     contracts: &ContractSet<DB>,
+    online_threshold: Option<u64>,
 ) -> Result<Vec<Planned>> {
     let drifted: Vec<(&TenantName, &TenantReport)> = names
         .iter()
@@ -97,7 +99,7 @@ pub(crate) async fn plan_group<DB: Backend>(
     }
     let schemas: Vec<String> = drifted.iter().map(|(t, _)| t.to_string()).collect();
     let types = DB::type_catalog(pool, &schemas, contracts).await?;
-    Ok(drifted
+    let mut planned: Vec<Planned> = drifted
         .into_iter()
         .map(|(tenant, report)| Planned {
             tenant: tenant.clone(),
@@ -115,5 +117,47 @@ pub(crate) async fn plan_group<DB: Backend>(
                 .cloned()
                 .collect(),
         })
-        .collect())
+        .collect();
+    if let Some(threshold) = online_threshold {
+        go_online(pool, &mut planned, threshold).await?;
+    }
+    Ok(planned)
+}
+
+/// Turns the rewrites of tables with at least `threshold` rows online (where the backend
+/// knows table sizes: PostgreSQL).
+async fn go_online<DB: Backend>(
+    pool: &Pool<DB>,
+    planned: &mut [Planned],
+    threshold: u64,
+) -> Result<()> {
+    // (plan, step, schema, table) of every step the online procedure could run.
+    let mut candidates = Vec::new();
+    for (p, planned) in planned.iter().enumerate() {
+        for (i, step) in planned.plan.steps.iter().enumerate() {
+            if step.online_candidate().is_none() {
+                continue;
+            }
+            let schema = planned
+                .planned_on
+                .iter()
+                .find(|t| t.name == step.table)
+                .map_or_else(|| planned.tenant.to_string(), |t| t.schema.clone());
+            candidates.push((p, i, (schema, step.table.clone())));
+        }
+    }
+    if candidates.is_empty() {
+        return Ok(());
+    }
+    let tables: Vec<(String, String)> = candidates.iter().map(|c| c.2.clone()).collect();
+    let estimates = DB::row_estimates(pool, &tables).await?;
+    for ((p, i, (schema, _)), rows) in candidates.into_iter().zip(estimates) {
+        if let Some(rows) = rows.filter(|&rows| rows >= threshold) {
+            planned[p].plan = planned[p]
+                .plan
+                .clone()
+                .with_online(i, &schema, rows, threshold);
+        }
+    }
+    Ok(())
 }

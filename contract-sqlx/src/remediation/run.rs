@@ -138,7 +138,16 @@ impl<'a, DB: Backend> Remediate<'a, DB> {
                     .extend(DB::reconcile_audits(pool, names, contracts, &options.audit).await);
             }
             if policy.plans() {
-                match plan_group(pool, names, &group_reports, &snap, contracts).await {
+                match plan_group(
+                    pool,
+                    names,
+                    &group_reports,
+                    &snap,
+                    contracts,
+                    options.online_threshold_rows,
+                )
+                .await
+                {
                     Ok(planned) => {
                         for planned in planned {
                             plans.push(planned.plan.clone());
@@ -202,7 +211,15 @@ impl<'a, DB: Backend> Remediate<'a, DB> {
                 .collect();
             (before.clone(), awaiting)
         } else {
-            let verified = verify(directory, contracts, &touched, &before, &plans).await;
+            let verified = verify(
+                directory,
+                contracts,
+                &touched,
+                &before,
+                &plans,
+                options.online_threshold_rows,
+            )
+            .await;
             log.push(LogAction::Verify {
                 tenants: touched.iter().map(HashSet::len).sum(),
                 compliant: verified.0.tenants_with("compliant").count(),
@@ -336,6 +353,7 @@ async fn verify<DB: Backend>(
     touched: &[HashSet<String>],
     before: &FleetReport,
     plans: &[TenantPlan],
+    online_threshold: Option<u64>,
 ) -> (FleetReport, BTreeMap<String, TenantPlan>) {
     let mut rechecked: HashMap<String, TenantReport> = HashMap::new();
     let mut awaiting = BTreeMap::new();
@@ -351,7 +369,16 @@ async fn verify<DB: Backend>(
         // One snapshot of these tenants serves both the re-check and the re-plan.
         let (group_reports, snap) = check_group(pool, &names, contracts).await;
         if let Some(snap) = snap {
-            match plan_group(pool, &names, &group_reports, &snap, contracts).await {
+            match plan_group(
+                pool,
+                &names,
+                &group_reports,
+                &snap,
+                contracts,
+                online_threshold,
+            )
+            .await
+            {
                 Ok(planned) => awaiting.extend(
                     planned
                         .into_iter()

@@ -18,11 +18,19 @@ pub(super) async fn run(
     report: &mut OnlineReport,
 ) -> Result<()> {
     let db = |context| Error::db(context, Some(change.schema.as_str()));
+    // One key range per batch: its upper bound from the key index, then the rows in it
+    // whose shadow is not already right (the trigger keeps up rows written meanwhile).
+    // Every condition is a plain range on the key, so even the generic plan of this
+    // prepared statement is an index range scan (an earlier `$1 IS NULL OR key > $1`
+    // was not: each batch sorted the whole table, 0.7 s per batch at 2M rows).
     // language=SQL
     let batch = format!(
-        "WITH batch AS (SELECT {pk} FROM {t} WHERE ($1::int8 IS NULL OR {pk} > $1) ORDER BY {pk} LIMIT $2),
-              done AS (UPDATE {t} SET {s} = {c}::{ty} FROM batch WHERE {t}.{pk} = batch.{pk} RETURNING {t}.{pk})
-         SELECT max({pk})::int8, count(*)::int8 FROM done",
+        "WITH bound AS (SELECT max({pk})::int8 AS hi, count(*)::int8 AS n
+                        FROM (SELECT {pk} FROM {t} WHERE {pk} > $1 ORDER BY {pk} LIMIT $2) b),
+              done AS (UPDATE {t} SET {s} = {c}::{ty}
+                       WHERE {pk} > $1 AND {pk} <= (SELECT hi FROM bound) AND {s} IS DISTINCT FROM {c}::{ty}
+                       RETURNING 1)
+         SELECT (SELECT hi FROM bound), (SELECT n FROM bound), (SELECT count(*)::int8 FROM done)",
         t = names.table,
         s = names.shadow,
         c = names.column,
@@ -36,12 +44,24 @@ pub(super) async fn run(
     let total = report.rows_estimate.max(0.0);
     let started = Instant::now();
     let mut key = last_key;
+    // A writer that touches a row of the running batch waits for its commit, so a batch
+    // is sized to take about `batch_time`: at most `batch_rows`, fewer on a slow or busy
+    // server (measured at 2M rows on a loaded 2-core machine: fixed batches of 10,000 took
+    // up to 470 ms, and a writer waited 280 ms).
+    let mut rows_next = change.batch_rows;
     loop {
+        let batch_started = Instant::now();
         let mut tx = pool.begin().await.map_err(db("a backfill batch"))?;
-        let (max, rows): (Option<i64>, i64) =
+        // The commit need not wait for its WAL flush: a batch lost in a server crash is
+        // lost with its checkpoint (same transaction) and done again on resume.
+        sqlx::query("SELECT set_config('synchronous_commit', 'off', true)")
+            .execute(&mut *tx)
+            .await
+            .map_err(db("a backfill batch"))?;
+        let (max, rows, _written): (Option<i64>, i64, i64) =
             sqlx::query_as(AssertSqlSafe(batch.clone()).into_sql_str())
-                .bind(key)
-                .bind(i64::from(change.batch_rows))
+                .bind(key.unwrap_or(i64::MIN))
+                .bind(i64::from(rows_next))
                 .fetch_one(&mut *tx)
                 .await
                 .map_err(db("a backfill batch"))?;
@@ -59,6 +79,7 @@ pub(super) async fn run(
         key = Some(max);
         report.rows_backfilled += rows;
         report.batches += 1;
+        rows_next = next_size(rows_next, batch_started.elapsed(), change);
         if report.batches % 20 == 1 {
             progress(change, report, total, started);
         }
@@ -77,8 +98,21 @@ pub(super) async fn run(
     .execute(pool)
     .await
     .map_err(db("the backfill checkpoint"))?;
+    report.backfill_ms = crate::remediation::elapsed_ms(started);
     progress(change, report, total, started);
     Ok(())
+}
+
+/// The size of the next batch: scaled so it takes about `batch_time`, between 100 rows
+/// (or `batch_rows` if smaller) and `batch_rows`, changing at most twofold at a time.
+fn next_size(rows: u32, took: std::time::Duration, change: &OnlineTypeChange) -> u32 {
+    let target = change.batch_time.as_secs_f64();
+    let took = took.as_secs_f64().max(0.000_1);
+    let scale = (target / took).clamp(0.5, 2.0);
+    let floor = change.batch_rows.min(100);
+    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+    let next = (f64::from(rows) * scale).round() as u32;
+    next.clamp(floor, change.batch_rows)
 }
 
 /// Rows done of the estimate, the rate and the time left, in the log and as metrics.
@@ -103,13 +137,15 @@ fn progress(change: &OnlineTypeChange, report: &OnlineReport, total: f64, starte
         "online backfill progress"
     );
     // No tenant labels on metrics (the tenant is in the log line above): the gauges tell
-    // the backfill's progress, whichever tenant it is running on.
-    // The estimate comes from `pg_class.reltuples`: never negative, far below `u64::MAX`.
+    // the backfill's progress, whichever tenant it is running on. The estimate comes from
+    // `pg_class.reltuples`, the rate and ETA from this run: never negative, far below
+    // `u64::MAX`.
     #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
-    let total_rows = total.max(0.0).round() as u64;
-    crate::telemetry::gauge(
-        "contract_online_backfill_rows_done",
-        u64::try_from(report.rows_backfilled).unwrap_or(0),
-    );
-    crate::telemetry::gauge("contract_online_backfill_rows_total", total_rows);
+    let whole = |x: f64| x.max(0.0).round() as u64;
+    use crate::guard::metrics as m;
+    let done = u64::try_from(report.rows_backfilled).unwrap_or(0);
+    crate::telemetry::gauge(m::ONLINE_BACKFILL_ROWS_DONE, done);
+    crate::telemetry::gauge(m::ONLINE_BACKFILL_ROWS_TOTAL, whole(total));
+    crate::telemetry::gauge(m::ONLINE_BACKFILL_ROWS_PER_SECOND, whole(rate));
+    crate::telemetry::gauge(m::ONLINE_BACKFILL_ETA_SECONDS, whole(eta));
 }

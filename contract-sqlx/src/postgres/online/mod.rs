@@ -5,10 +5,12 @@
 mod backfill;
 mod inspect;
 mod phased;
+mod planned;
 mod resume;
 mod swap;
 mod type_change;
 
 pub(super) use phased::apply_phased;
+pub(super) use planned::{apply_online, row_estimates};
 pub(super) use resume::resume_pending;
 pub use type_change::{OnlineReport, OnlineTypeChange, change_type_online};
