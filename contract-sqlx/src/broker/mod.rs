@@ -1,5 +1,6 @@
 //! The gate and the payload contract in front of a message broker: RabbitMQ
-//! ([`rabbitmq`], feature `rabbitmq`) and NATS JetStream ([`nats`], feature `nats`).
+//! (`broker::rabbitmq`, feature `rabbitmq`) and NATS JetStream (`broker::nats`, feature
+//! `nats`); each module is documented only when its feature is on (docs.rs: both).
 //!
 //! A broker consumer reads one tenant's messages, asks the guard's gate before each batch,
 //! checks each payload with the consumer's [`PayloadContract`](crate::payload::PayloadContract),
