@@ -19,7 +19,8 @@
 //! until stopped; when there are none, it says so and creates nothing. With `--demo` it
 //! creates 4 scratch tenants and their streams (tenant 3 drifted in a way the guard
 //! repairs, tenant 4 in a way it must not: it waits for approval), consumes until the open
-//! tenants have nothing left, prints counts, and removes everything it created.
+//! tenants have nothing left, prints counts (and fails unless they are what its messages
+//! make them), and removes everything it created.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -240,8 +241,9 @@ async fn consume(
         std::future::pending::<()>().await;
     }
     // Until every open tenant's consumer has nothing pending or unacknowledged.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    loop {
+    let bound = Duration::from_secs(60);
+    let deadline = tokio::time::Instant::now() + bound;
+    let drained = loop {
         let states = backlog.states(&names).await?;
         let idle = names.iter().all(|t| {
             matches!(guard.gate(t), Gate::Paused(_))
@@ -250,13 +252,21 @@ async fn consume(
                     .is_some_and(|s| s.pending + s.ack_pending == 0)
         });
         if idle || tokio::time::Instant::now() > deadline {
-            break;
+            break idle;
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    };
     let _ = stop.send(true);
     for task in tasks {
         task.await?;
+    }
+    // What must have happened: each open tenant's valid messages written and its poison
+    // dead-lettered; a paused tenant's messages all still in the stream, undelivered.
+    let poison = (1..=DEMO_MESSAGES).filter(|i| payload(*i).1).count() as u64;
+    let valid = u64::from(DEMO_MESSAGES) - poison;
+    let mut unexpected = Vec::new();
+    if !drained {
+        unexpected.push(format!("the open tenants did not drain in {bound:?}"));
     }
     let states = backlog.states(&names).await?;
     for t in &names {
@@ -278,8 +288,35 @@ async fn consume(
         if let Some(letter) = letters.first() {
             println!("  first dead letter: {letter}");
         }
+        let got = (handled.unsigned_abs(), waiting, letters.len() as u64);
+        let expected = match guard.gate(t).is_open() {
+            true => (valid, 0, poison),
+            false => (0, valid + poison, 0),
+        };
+        if got != expected {
+            unexpected.push(format!(
+                "{t}: expected {} handled, {} waiting, {} dead-lettered",
+                expected.0, expected.1, expected.2
+            ));
+        }
     }
-    Ok(())
+    match unexpected.is_empty() {
+        true => Ok(()),
+        false => Err(unexpected.join("; ").into()),
+    }
+}
+
+/// Messages per demo tenant.
+const DEMO_MESSAGES: u32 = 250;
+
+/// The demo's message `i`, and whether it is poison: 1 in 25 has a string `user_id`, 1 in
+/// 60 is not JSON.
+fn payload(i: u32) -> (String, bool) {
+    match i {
+        i if i % 60 == 0 => ("not json".to_owned(), true),
+        i if i % 25 == 0 => (format!(r#"{{"user_id": "u{i}", "kind": "click"}}"#), true),
+        i => (format!(r#"{{"user_id": {i}, "kind": "click"}}"#), false),
+    }
 }
 
 /// `--demo`: 4 tenants with 250 messages each, 1 in 25 poison (a string `user_id`), 1 in
@@ -304,12 +341,8 @@ async fn create_demo(pool: &PgPool, jetstream: &Context, demo: &Demo) -> Result<
     demo.topology.declare(jetstream, &names).await?;
     for tenant in &names {
         let mut acks = Vec::new();
-        for i in 1..=250 {
-            let payload = match i {
-                i if i % 60 == 0 => "not json".to_owned(),
-                i if i % 25 == 0 => format!(r#"{{"user_id": "u{i}", "kind": "click"}}"#),
-                i => format!(r#"{{"user_id": {i}, "kind": "click"}}"#),
-            };
+        for i in 1..=DEMO_MESSAGES {
+            let (payload, _) = payload(i);
             // `Nats-Msg-Id`: the stream drops a producer's retry; the handler keys on it.
             let mut headers = HeaderMap::new();
             headers.insert("Nats-Msg-Id", format!("{tenant}-{i}").as_str());

@@ -4,7 +4,7 @@
 use contract_sqlx::control::ControlPlane;
 use contract_sqlx::plan::Remediation;
 use contract_sqlx::{Guard, Tenants};
-use sqlx::MySql;
+use sqlx::{AssertSqlSafe, MySql};
 
 use super::Event;
 use crate::cli::{assert_readable, contract_async};
@@ -134,6 +134,132 @@ async fn mysql_status_plans_approve_pause_audit() {
         .await
         .expect(0)
         .json();
+    drop(guard);
+    pool.close().await;
+}
+
+/// The approvable change MySQL applies online: a rename (`renamed_from`), metadata only.
+#[derive(Debug, sqlx::FromRow, contract_sqlx::Contract)]
+#[contract(table = "accounts")]
+#[allow(dead_code)]
+struct Account {
+    id: i64,
+    #[contract(renamed_from = "owner")]
+    owner_id: i64,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mysql_a_rename_approved_by_shape_is_applied_on_the_next_pass() {
+    let pool = mysql_pool().await;
+    let base = unique_name("cli_rename");
+    let (control, tenant) = (format!("{base}_ctl"), format!("{base}_t1"));
+    let _cleanup = MySqlDatabases(vec![control.clone(), tenant.clone()]);
+    exec(&pool, format!("CREATE DATABASE `{control}`")).await;
+    exec(&pool, format!("CREATE DATABASE `{tenant}`")).await;
+    exec(
+        &pool,
+        format!(
+            "CREATE TABLE `{tenant}`.accounts (id BIGINT NOT NULL PRIMARY KEY, owner BIGINT NOT NULL);
+             INSERT INTO `{tenant}`.accounts VALUES (1, 7), (2, 9)"
+        ),
+    )
+    .await;
+    let guard = Guard::<MySql>::builder()
+        .contract::<Account>()
+        .tenants(Tenants::list([tenant.clone()]))
+        .control_plane(ControlPlane::default().with_schema(&control))
+        .remediation(Remediation::SafeOnly)
+        .start(&pool)
+        .await
+        .expect("guard");
+    // SafeOnly does not rename: the plan waits for an approval, the gate is closed.
+    let pass = guard.revalidate().await.expect("pass");
+    assert!(pass.remediated.is_empty(), "{pass:?}");
+    assert!(!guard.gate(&tenant).is_open(), "drifted tenant paused");
+
+    let url = mysql_url();
+    let with_control = |args: &[&str]| -> Vec<String> {
+        ["--control-schema", control.as_str()]
+            .iter()
+            .chain(args)
+            .map(|a| (*a).to_owned())
+            .collect()
+    };
+    let run = |args: Vec<String>| {
+        let url = url.clone();
+        async move {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            contract_async(&url, &args).await
+        }
+    };
+    let plans = run(with_control(&["plans", "--json"]))
+        .await
+        .expect(0)
+        .json();
+    let shapes = plans["shapes"].as_array().expect("shapes");
+    assert_eq!(shapes.len(), 1, "{plans}");
+    assert_eq!(shapes[0]["tenant_count"], 1, "{plans}");
+    assert_eq!(shapes[0]["needs_approval"], true, "{plans}");
+    assert!(
+        shapes[0]["hazards"]
+            .as_array()
+            .expect("hazards")
+            .iter()
+            .any(|h| h["name"] == "renames_column"),
+        "{plans}"
+    );
+    let shape = shapes[0]["shape"].as_str().expect("shape").to_owned();
+    assert_readable(&run(with_control(&["plans"])).await.expect(0));
+
+    let approved = run(with_control(&[
+        "approve", "--shape", &shape, "--by", "erin", "--json",
+    ]))
+    .await
+    .expect(0)
+    .json();
+    assert_eq!(approved["covers"], serde_json::json!([tenant.as_str()]));
+
+    // The running guard applies it on its next pass; no restart, no code.
+    let pass = guard.revalidate().await.expect("pass");
+    assert_eq!(pass.remediated.len(), 1, "{pass:?}");
+    guard.revalidate().await.expect("pass");
+    assert!(guard.gate(&tenant).is_open(), "resumed after the rename");
+    run(with_control(&["status", "--fail-on", "drift"]))
+        .await
+        .expect(0);
+    let columns: Vec<String> = sqlx::query_scalar(
+        "SELECT CAST(column_name AS CHAR) FROM information_schema.columns
+         WHERE table_schema = ? AND table_name = 'accounts' ORDER BY ordinal_position",
+    )
+    .bind(&tenant)
+    .fetch_all(&pool)
+    .await
+    .expect("columns");
+    assert_eq!(columns, ["id", "owner_id"]);
+    let owners: Vec<i64> = sqlx::query_scalar(AssertSqlSafe(format!(
+        "SELECT owner_id FROM `{tenant}`.accounts ORDER BY id"
+    )))
+    .fetch_all(&pool)
+    .await
+    .expect("rows");
+    assert_eq!(owners, [7, 9], "data kept through the rename");
+
+    let audit = run(vec![
+        "audit".into(),
+        "--tenant".into(),
+        tenant.clone(),
+        "--json".into(),
+    ])
+    .await
+    .expect(0)
+    .json();
+    let entries = audit["entries"].as_array().expect("entries");
+    assert_eq!(entries.len(), 1, "{audit}");
+    assert_eq!(
+        (&entries[0]["approved_by"], &entries[0]["status"]),
+        (&serde_json::json!("erin"), &serde_json::json!("applied")),
+        "{audit}"
+    );
     drop(guard);
     pool.close().await;
 }

@@ -185,8 +185,9 @@ impl Topology {
         format!("{}.dead-letter.{tenant}", self.prefix)
     }
 
-    /// Creates the two streams (file storage) and each tenant's durable pull consumer
-    /// (idempotent for an unchanged configuration).
+    /// Creates the two streams (file storage) and each tenant's durable pull consumer,
+    /// leaving those that exist as they are (idempotent; an existing consumer keeps its
+    /// `ack_wait`).
     ///
     /// # Errors
     ///
