@@ -114,7 +114,7 @@ async fn mysql_column_names_are_compared_case_insensitively() {
     assert_eq!(
         plan.statements().collect::<Vec<_>>(),
         [format!(
-            "ALTER TABLE `{spelled}`.`events` RENAME COLUMN `User_Id` TO `user_id`"
+            "ALTER TABLE `{spelled}`.`events` RENAME COLUMN `User_Id` TO `user_id`, ALGORITHM=INPLACE, LOCK=NONE"
         )]
     );
     assert_eq!(plan.hazards(), [Hazard::RenamesColumn]);

@@ -243,8 +243,10 @@ async fn run(scratch: PgConnectOptions, args: Args) -> Result<()> {
 
     println!();
     println!(
-        "{rows} rows; writer and reader at {rate} operations/s each; online batches of {} rows, pause {} ms",
-        args.batch, args.pause_ms
+        "{rows} rows; writer and reader at {rate} operations/s each; online batches of at most {} rows taking about {} ms, pause {} ms",
+        args.batch,
+        change.batch_time.as_millis(),
+        args.pause_ms
     );
     println!(
         "{:<40} {:>10} {:>9} {:>9} {:>7} {:>9}",

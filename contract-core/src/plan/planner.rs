@@ -425,8 +425,14 @@ fn add_or_rename_column(
             Action::RenameColumn,
             DriftKind::MissingColumn,
         );
+        // MySQL: a rename changes only metadata; stating `INPLACE, LOCK=NONE` makes the
+        // server refuse rather than copy the table or block writers if it cannot.
+        let online = match target.dialect {
+            Dialect::MySql => ", ALGORITHM=INPLACE, LOCK=NONE",
+            Dialect::Postgres | Dialect::Sqlite => "",
+        };
         s.statements.push(format!(
-            "ALTER TABLE {table} RENAME COLUMN {} TO {}",
+            "ALTER TABLE {table} RENAME COLUMN {} TO {}{online}",
             ident(target.q(old))?,
             ident(target.q(&column.name))?
         ));

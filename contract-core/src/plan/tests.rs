@@ -447,7 +447,7 @@ fn plan_renames_a_column_whose_name_differs_only_in_case() {
         ),
         (
             Dialect::MySql,
-            "ALTER TABLE `tenant_1`.`events` RENAME COLUMN `User_Id` TO `user_id`",
+            "ALTER TABLE `tenant_1`.`events` RENAME COLUMN `User_Id` TO `user_id`, ALGORITHM=INPLACE, LOCK=NONE",
         ),
     ] {
         let plan = plan_for(dialect, &contract, Some(&mixed), &types);

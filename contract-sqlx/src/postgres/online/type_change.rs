@@ -44,7 +44,7 @@ pub struct OnlineTypeChange {
 
 impl OnlineTypeChange {
     /// A change of `schema.table.column` to `new_type` with the defaults: batches of at
-    /// most 10,000 rows taking about 100 ms, no pause, `lock_timeout` 200 ms, 20 attempts, checkpoints in
+    /// most 10,000 rows taking about 50 ms, no pause, `lock_timeout` 200 ms, 20 attempts, checkpoints in
     /// `public.contract_online_progress`.
     #[must_use]
     pub fn new(schema: &str, table: &str, column: &str, new_type: &str) -> Self {
@@ -54,7 +54,7 @@ impl OnlineTypeChange {
             column: column.to_owned(),
             new_type: new_type.to_owned(),
             batch_rows: 10_000,
-            batch_time: Duration::from_millis(100),
+            batch_time: Duration::from_millis(50),
             pause: Duration::ZERO,
             lock_timeout: Duration::from_millis(200),
             max_attempts: 20,
