@@ -25,6 +25,8 @@
 
 use futures_util::future::BoxFuture;
 
+use crate::quarantine::QuarantineRecord;
+
 #[cfg(feature = "rabbitmq")]
 #[cfg_attr(docsrs, doc(cfg(feature = "rabbitmq")))]
 pub mod rabbitmq;
@@ -151,6 +153,49 @@ pub struct DeadLetter {
     pub original_routing_key: String,
     /// The payload, verbatim.
     pub payload: Vec<u8>,
+}
+
+impl DeadLetter {
+    /// A dead letter read back from its headers (`header(name)`: the header's text, if
+    /// present) and its payload: the inverse of [`dead_letter_headers`], for every broker.
+    pub(crate) fn from_headers(header: impl Fn(&str) -> Option<String>, payload: Vec<u8>) -> Self {
+        let get = |name| header(name).unwrap_or_default();
+        Self {
+            message_id: get(MESSAGE_ID),
+            tenant: get(TENANT),
+            reason: get(REASON),
+            error: get(ERROR),
+            field_path: header(FIELD_PATH),
+            contract: get(CONTRACT),
+            original_routing_key: get(ORIGINAL_ROUTING_KEY),
+            payload,
+        }
+    }
+}
+
+/// The headers a dead-lettered record is published with, in order: the record's own
+/// headers, then the `x-contract-*` ones above (a broker's header map keeps the last value
+/// of a name, so ours win). Every broker's dead-letter sink writes these.
+pub(crate) fn dead_letter_headers(record: &QuarantineRecord) -> Vec<(&str, &str)> {
+    let mut headers: Vec<(&str, &str)> = record
+        .headers
+        .iter()
+        .map(|(name, value)| (name.as_str(), value.as_str()))
+        .collect();
+    headers.extend([
+        (REASON, record.reason.as_str()),
+        (ERROR, record.error.as_str()),
+    ]);
+    if let Some(path) = &record.field_path {
+        headers.push((FIELD_PATH, path.as_str()));
+    }
+    headers.extend([
+        (CONTRACT, record.contract.as_str()),
+        (TENANT, record.tenant.as_str()),
+        (SOURCE, record.source.as_str()),
+        (MESSAGE_ID, record.message_id.as_str()),
+    ]);
+    headers
 }
 
 impl std::fmt::Display for DeadLetter {

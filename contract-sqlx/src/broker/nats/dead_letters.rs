@@ -11,10 +11,7 @@ use futures_util::future::BoxFuture;
 use serde::de::DeserializeOwned;
 
 use super::{NATS_MSG_ID, Topology, header, nats, texts};
-use crate::broker::{
-    BrokerError, BrokerReplay, CONTRACT, DeadLetter, ERROR, FIELD_PATH, MESSAGE_ID,
-    ORIGINAL_ROUTING_KEY, REASON, SOURCE, TENANT,
-};
+use crate::broker::{BrokerError, BrokerReplay, DeadLetter, dead_letter_headers};
 use crate::payload::PayloadContract;
 use crate::quarantine::{QuarantineRecord, QuarantineSink, SinkError};
 
@@ -45,22 +42,12 @@ fn one_line(value: &str) -> String {
     value.replace(['\r', '\n'], " ")
 }
 
-/// The headers of a dead-lettered record.
+/// The headers of a dead-lettered record, each on one line.
 fn headers(record: &QuarantineRecord) -> HeaderMap {
     let mut map = HeaderMap::new();
-    let mut put = |name: &str, value: &str| map.insert(name, one_line(value).as_str());
-    for (name, value) in &record.headers {
-        put(name, value);
+    for (name, value) in dead_letter_headers(record) {
+        map.insert(name, one_line(value).as_str());
     }
-    put(REASON, record.reason.as_str());
-    put(ERROR, &record.error);
-    if let Some(path) = &record.field_path {
-        put(FIELD_PATH, path);
-    }
-    put(CONTRACT, &record.contract);
-    put(TENANT, &record.tenant);
-    put(SOURCE, &record.source);
-    put(MESSAGE_ID, &record.message_id);
     map
 }
 
@@ -99,18 +86,10 @@ impl QuarantineSink for DeadLetters {
 
 /// Reads a stored message's dead-letter headers.
 fn dead_letter(message: &StreamMessage) -> DeadLetter {
-    let h = Some(&message.headers);
-    let get = |name| header(h, name).unwrap_or_default();
-    DeadLetter {
-        message_id: get(MESSAGE_ID),
-        tenant: get(TENANT),
-        reason: get(REASON),
-        error: get(ERROR),
-        field_path: header(h, FIELD_PATH),
-        contract: get(CONTRACT),
-        original_routing_key: get(ORIGINAL_ROUTING_KEY),
-        payload: message.payload.to_vec(),
-    }
+    DeadLetter::from_headers(
+        |name| header(Some(&message.headers), name),
+        message.payload.to_vec(),
+    )
 }
 
 /// Every stored message of `tenant`'s dead-letter subject, oldest first.
@@ -151,7 +130,7 @@ async fn read_all(
     }
 }
 
-/// Every dead letter of `tenant`, left in place. Copies sharing a [`MESSAGE_ID`] are one
+/// Every dead letter of `tenant`, left in place. Copies sharing a [`MESSAGE_ID`](crate::broker::MESSAGE_ID) are one
 /// message: the second element counts the extra copies.
 ///
 /// # Errors
@@ -177,7 +156,7 @@ pub async fn dead_letters(
 }
 
 /// Replays `tenant`'s dead letters that `contract` now accepts: each is re-published to
-/// the tenant's subject (same [`MESSAGE_ID`], so the handler's idempotence still holds)
+/// the tenant's subject (same [`MESSAGE_ID`](crate::broker::MESSAGE_ID), so the handler's idempotence still holds)
 /// and, only once the work stream acknowledged it, removed (with any extra copy of the
 /// same id) from the dead-letter stream. The rest stays there, with the reason now. The
 /// re-publish carries a `Nats-Msg-Id` derived from the dead letter's sequence, so a

@@ -11,10 +11,7 @@ use lapin::{BasicProperties, Channel, Connection};
 use serde::de::DeserializeOwned;
 
 use super::{Topology, channel, rabbit, text};
-use crate::broker::{
-    BrokerError, BrokerReplay, CONTRACT, DeadLetter, ERROR, FIELD_PATH, MESSAGE_ID,
-    ORIGINAL_ROUTING_KEY, REASON, SOURCE, TENANT,
-};
+use crate::broker::{BrokerError, BrokerReplay, DeadLetter, dead_letter_headers};
 use crate::payload::PayloadContract;
 use crate::quarantine::{QuarantineRecord, QuarantineSink, SinkError};
 
@@ -46,21 +43,9 @@ impl DeadLetters {
 /// The headers of a dead-lettered record.
 fn headers(record: &QuarantineRecord) -> FieldTable {
     let mut table = FieldTable::default();
-    let mut put = |name: &str, value: &str| {
+    for (name, value) in dead_letter_headers(record) {
         table.insert(ShortString::from(name), AMQPValue::LongString(value.into()));
-    };
-    for (name, value) in &record.headers {
-        put(name, value);
     }
-    put(REASON, record.reason.as_str());
-    put(ERROR, &record.error);
-    if let Some(path) = &record.field_path {
-        put(FIELD_PATH, path);
-    }
-    put(CONTRACT, &record.contract);
-    put(TENANT, &record.tenant);
-    put(SOURCE, &record.source);
-    put(MESSAGE_ID, &record.message_id);
     table
 }
 
@@ -131,22 +116,12 @@ fn dead_letter(delivery: &lapin::message::Delivery) -> DeadLetter {
         .headers()
         .as_ref()
         .map_or(&empty, FieldTable::inner);
-    let get = |name| header(h, name).unwrap_or_default();
-    DeadLetter {
-        message_id: get(MESSAGE_ID),
-        tenant: get(TENANT),
-        reason: get(REASON),
-        error: get(ERROR),
-        field_path: header(h, FIELD_PATH),
-        contract: get(CONTRACT),
-        original_routing_key: get(ORIGINAL_ROUTING_KEY),
-        payload: delivery.data.clone(),
-    }
+    DeadLetter::from_headers(|name| header(h, name), delivery.data.clone())
 }
 
 /// Every message of `tenant`'s dead-letter queue, read with `basic.get` on a channel of
 /// its own and left in place (the channel closes unacknowledged). Copies sharing a
-/// [`MESSAGE_ID`] are one message: the second element counts the extra copies.
+/// [`MESSAGE_ID`](crate::broker::MESSAGE_ID) are one message: the second element counts the extra copies.
 ///
 /// # Errors
 ///
