@@ -14,35 +14,14 @@ use contract_sqlx::plan::Remediation;
 use contract_sqlx::remediation::ApplyOptions;
 use contract_sqlx::{Contract, Guard, SchemaEpoch, Tenants, model::Dialect};
 use futures_util::future::BoxFuture;
-use serde::Deserialize;
 use sqlx::postgres::{PgPool, PgPoolOptions};
 use sqlx::{AssertSqlSafe, Postgres};
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-#[derive(Deserialize)]
-pub struct Message {
-    user_id: i64,
-    kind: Kind,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "snake_case")]
-enum Kind {
-    Click,
-    View,
-    Purchase,
-}
-
-impl Kind {
-    fn as_str(&self) -> &'static str {
-        match self {
-            Kind::Click => "click",
-            Kind::View => "view",
-            Kind::Purchase => "purchase",
-        }
-    }
-}
+#[path = "message.rs"]
+mod message;
+pub use message::Message;
 
 /// The tenant's `processed` table; `note` is what the test drops and the guard re-adds.
 #[derive(sqlx::FromRow, Contract)]

@@ -17,35 +17,14 @@ use contract_sqlx::payload::PayloadContract;
 use contract_sqlx::plan::Remediation;
 use contract_sqlx::quarantine::{PayloadType, QueueQuarantine, QueueTable};
 use contract_sqlx::{Contract, Gate, Guard, SchemaEpoch, TenantName, Tenants, model::Dialect};
-use serde::Deserialize;
 use sqlx::postgres::{PgPool, PgPoolOptions};
 use sqlx::{AssertSqlSafe, Postgres};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-#[derive(Deserialize)]
-struct Message {
-    user_id: i64,
-    kind: Kind,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "snake_case")]
-enum Kind {
-    Click,
-    View,
-    Purchase,
-}
-
-impl Kind {
-    fn as_str(&self) -> &'static str {
-        match self {
-            Kind::Click => "click",
-            Kind::View => "view",
-            Kind::Purchase => "purchase",
-        }
-    }
-}
+#[path = "message.rs"]
+mod message;
+use message::Message;
 
 /// The tenant's `processed` table; `note` is what the test drops and the guard re-adds.
 #[derive(sqlx::FromRow, Contract)]

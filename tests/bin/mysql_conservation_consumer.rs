@@ -20,7 +20,6 @@ use contract_sqlx::plan::Remediation;
 use contract_sqlx::quarantine::{PayloadType, QueueQuarantine, QueueTable};
 use contract_sqlx::remediation::ApplyOptions;
 use contract_sqlx::{Contract, Gate, Guard, SchemaEpoch, TenantName, Tenants, model::Dialect};
-use serde::Deserialize;
 use sqlx::mysql::{MySqlPool, MySqlPoolOptions};
 use sqlx::{AssertSqlSafe, Executor, MySql};
 
@@ -29,29 +28,9 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// `ER_DUP_ENTRY`.
 const DUP_ENTRY: u16 = 1062;
 
-#[derive(Deserialize)]
-struct Message {
-    user_id: i64,
-    kind: Kind,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "snake_case")]
-enum Kind {
-    Click,
-    View,
-    Purchase,
-}
-
-impl Kind {
-    fn as_str(&self) -> &'static str {
-        match self {
-            Kind::Click => "click",
-            Kind::View => "view",
-            Kind::Purchase => "purchase",
-        }
-    }
-}
+#[path = "message.rs"]
+mod message;
+use message::Message;
 
 /// The tenant's `processed` table; `note` is what the test drops and the guard re-adds.
 #[derive(sqlx::FromRow, Contract)]
