@@ -8,8 +8,7 @@ use sqlx::types::Json;
 use sqlx::{AssertSqlSafe, MySql};
 use support::conformance::{Guard, Pair, Risks, introspect_all, report};
 
-#[path = "support/mod.rs"]
-mod support;
+use crate::support;
 
 /// (column, declared type, canonical value).
 const COLUMNS: &[(&str, &str, &str)] = &[

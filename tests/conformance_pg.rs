@@ -5,8 +5,7 @@
 //! sqlx's `compatible()`, the diff. The decoding side reads one non-NULL row with
 //! `sqlx::query_as::<_, (T,)>` (tuple `FromRow`).
 
-#[path = "support/mod.rs"]
-mod support;
+use crate::support;
 
 use std::collections::HashMap;
 

@@ -3,8 +3,7 @@
 //! what really decoding one canonical non-NULL value does. Value-dependent pairs (the
 //! guard says "risk") are listed explicitly in [`RISKS`] with the reason.
 
-#[path = "support/mod.rs"]
-mod support;
+use crate::support;
 
 use contract_sqlx::{backend::Backend, check::TypeCheck};
 use sqlx::types::Json;

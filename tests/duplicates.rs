@@ -2,8 +2,7 @@
 //! PostgreSQL servers) is a configuration error: reported once with both places, its gate
 //! closed, nothing remediated through either — never last-wins.
 
-#[path = "support/mod.rs"]
-mod support;
+use crate::support;
 
 use std::path::Path;
 

@@ -3,8 +3,7 @@
 //! a guard pass cut, the server unreachable at start-up and away for 30 s with passes
 //! running. The databases are set up directly; the code under test goes through the proxy.
 
-#[path = "support/mod.rs"]
-mod support;
+use crate::support;
 
 use std::time::{Duration, Instant};
 

@@ -4,8 +4,7 @@
 //! duplicated, half-applied or left open; gates fail closed; the guard recovers by itself.
 //! The scratch database is set up directly; the code under test goes through the proxy.
 
-#[path = "support/mod.rs"]
-mod support;
+use crate::support;
 
 use std::time::{Duration, Instant};
 

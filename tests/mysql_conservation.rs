@@ -8,8 +8,7 @@
 //! quarantined so far for new poison. At the end every message is either processed or in
 //! its tenant's quarantine, exactly once, with its own bytes and the right reason.
 
-#[path = "support/mod.rs"]
-mod support;
+use crate::support;
 
 #[path = "support/conservation.rs"]
 mod conservation;

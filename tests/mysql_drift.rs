@@ -9,8 +9,7 @@ use contract_sqlx::{
     report::{DriftKind, Severity, Verdict},
 };
 
-#[path = "support/mod.rs"]
-mod support;
+use crate::support;
 
 use support::exec;
 

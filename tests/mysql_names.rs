@@ -4,8 +4,7 @@
 //! name it `User_Id`, which sqlx's `FromRow` does not find. Table names stay exact: they
 //! follow the server's `lower_case_table_names`.
 
-#[path = "support/mod.rs"]
-mod support;
+use crate::support;
 
 use support::exec;
 

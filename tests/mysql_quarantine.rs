@@ -4,8 +4,7 @@
 //! waiting message, a poison the quarantine's `JSON` column refuses still moves, failures
 //! name the missing table, and replay puts back only what the contract now accepts.
 
-#[path = "support/mod.rs"]
-mod support;
+use crate::support;
 
 use contract_sqlx::TenantName;
 use contract_sqlx::payload::{PayloadContract, RejectReason, Rejection};

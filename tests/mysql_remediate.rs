@@ -2,8 +2,7 @@
 //! two-phase audit row, a no-op second run, racing replicas, a statement that fails half
 //! way (MySQL cannot roll back DDL) and lock-wait-timeout retries.
 
-#[path = "support/mod.rs"]
-mod support;
+use crate::support;
 
 use support::exec;
 

@@ -10,17 +10,13 @@
 //! redelivery counted), and once resumed a batch its handler failed comes back, is
 //! written once, and its poison is stored once in the dead-letter stream.
 
-#[path = "support/mod.rs"]
-mod support;
+use crate::support;
 
-#[path = "support/conservation.rs"]
-mod conservation;
+use crate::conservation;
 
-#[path = "support/broker.rs"]
-mod broker;
+use crate::broker;
 
-#[path = "support/broker_conservation.rs"]
-mod broker_conservation;
+use crate::broker_conservation;
 
 #[path = "bin/broker_writer.rs"]
 mod broker_writer;

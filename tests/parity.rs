@@ -5,8 +5,7 @@
 //! be dropped). Runs on in-memory SQLite and on PostgreSQL (scratch schema).
 #![allow(dead_code)]
 
-#[path = "support/mod.rs"]
-mod support;
+use crate::support;
 
 use contract_sqlx::{Contract, check::TypeChecks};
 use serde::Deserialize;

@@ -11,7 +11,7 @@
 //! six contracts in turn. proptest adds structured cases, valid payloads with one value
 //! replaced by a random string or number, and shrinks a failure to the smallest input.
 //!
-//! `cargo test -p contract-tests --test payload_properties` (no server needed).
+//! `cargo test --test offline payload_properties::` (no server needed).
 
 use std::collections::{BTreeMap, HashMap};
 use std::panic::{AssertUnwindSafe, catch_unwind};

@@ -8,8 +8,7 @@
 //! exactly once, with its own bytes and the right reason (both messages of a reused id
 //! are kept); the 17 healthy tenants were never paused.
 
-#[path = "support/mod.rs"]
-mod support;
+use crate::support;
 
 #[path = "support/conservation.rs"]
 mod conservation;

@@ -1,8 +1,7 @@
 //! Drift detection on PostgreSQL: the seed scenario (47 tenant schemas, two drifts),
 //! tenant sources, hostile tenant names, and unreachable servers.
 
-#[path = "support/mod.rs"]
-mod support;
+use crate::support;
 
 use contract_sqlx::{
     Contract, Error, TenantDirectory, Tenants,

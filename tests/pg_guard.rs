@@ -1,8 +1,7 @@
 //! The guard at run time on PostgreSQL: start-up check, gate, DDL closing one tenant's
 //! gate (with and without the event trigger), pauses across restarts, privileges.
 
-#[path = "support/mod.rs"]
-mod support;
+use crate::support;
 
 use std::str::FromStr;
 use std::time::Duration;

@@ -2,8 +2,7 @@
 //! consumer runs, one approval of a change shape applied across two replicas exactly once
 //! per tenant, and a rename that waits while an older consumer version still runs.
 
-#[path = "support/mod.rs"]
-mod support;
+use crate::support;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

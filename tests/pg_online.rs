@@ -1,8 +1,7 @@
 //! Online remediation on PostgreSQL: multi-transaction steps (`NOT VALID`, `VALIDATE`,
 //! `SET NOT NULL`) cut between transactions resume on the next pass from the audit row.
 
-#[path = "support/mod.rs"]
-mod support;
+use crate::support;
 
 use contract_sqlx::plan::Remediation;
 use contract_sqlx::remediation::ReconcileOutcome;

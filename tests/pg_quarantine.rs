@@ -4,8 +4,7 @@
 //! a poison the quarantine's `jsonb` refuses still moves, failures name the missing
 //! table, and replay puts back only what the contract now accepts.
 
-#[path = "support/mod.rs"]
-mod support;
+use crate::support;
 
 use contract_sqlx::payload::{PayloadContract, RejectReason, Rejection};
 use contract_sqlx::quarantine::{

@@ -1,8 +1,7 @@
 //! Remediation on PostgreSQL: the seed scenario end to end, racing replicas, a backend
 //! killed mid-transaction, and the statement cache after DDL.
 
-#[path = "support/mod.rs"]
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

@@ -1,7 +1,6 @@
 //! The contract-test helpers users call from their own test suites.
 
-#[path = "support/mod.rs"]
-mod support;
+use crate::support;
 
 use contract_sqlx::{Contract, report::DriftKind, testing};
 use sqlx::Postgres;

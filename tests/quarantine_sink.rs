@@ -3,8 +3,7 @@
 //! bytes; storing it again (a consumer killed before its acknowledgement) is skipped; a
 //! new message under another id is not.
 
-#[path = "support/mod.rs"]
-mod support;
+use crate::support;
 
 use contract_sqlx::TenantName;
 use contract_sqlx::payload::PayloadContract;

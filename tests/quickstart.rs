@@ -3,8 +3,7 @@
 //! its results (tenants, pauses, audits, plan hashes, counts, quarantine rows, the log
 //! file), never on its wording.
 
-#[path = "support/mod.rs"]
-mod support;
+use crate::support;
 
 #[path = "../examples/quickstart/mod.rs"]
 #[allow(dead_code)]

@@ -9,8 +9,7 @@
 //! names cost a few round trips; a failing batch is re-checked name by name and shrunk to
 //! the smallest failing names.
 
-#[path = "support/mod.rs"]
-mod support;
+use crate::support;
 
 use contract_sqlx::model::Dialect;
 use proptest::collection::vec;

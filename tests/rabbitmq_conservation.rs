@@ -5,17 +5,11 @@
 //! second test shows a dead letter published twice (a consumer killed between the
 //! confirm and the ack) is counted and replayed once.
 
-#[path = "support/mod.rs"]
-mod support;
+use crate::conservation;
 
-#[path = "support/conservation.rs"]
-mod conservation;
+use crate::broker;
 
-#[path = "support/broker.rs"]
-mod broker;
-
-#[path = "support/broker_conservation.rs"]
-mod broker_conservation;
+use crate::broker_conservation;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

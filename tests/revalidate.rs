@@ -4,8 +4,7 @@
 //! introspects only the named tenant (and leaves a changed fixed schema to the next sweep),
 //! and MySQL (no trustworthy signal) checks fully and says so.
 
-#[path = "support/mod.rs"]
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

@@ -3,8 +3,7 @@
 //! foreign keys off back to the pool; the directory's connection budget never cuts or
 //! blocks a consumer's batch and leaves the consumer's pool hooks in force.
 
-#[path = "support/mod.rs"]
-mod support;
+use crate::support;
 
 use std::path::Path;
 use std::time::Duration;

@@ -13,8 +13,7 @@ use contract_sqlx::{
 use sqlx::sqlite::SqliteConnectOptions;
 use sqlx::{ConnectOptions, Connection};
 
-#[path = "support/mod.rs"]
-mod support;
+use crate::support;
 
 #[derive(Debug, sqlx::FromRow, Contract)]
 #[contract(table = "events")]

@@ -7,8 +7,7 @@
 //! (`SELECT user_id` returns a column named `User_Id`) and sqlx's `FromRow` finds columns
 //! by exact name, so such a column is reported (and renamed on approval), never added.
 
-#[path = "support/mod.rs"]
-mod support;
+use crate::support;
 
 use std::path::Path;
 

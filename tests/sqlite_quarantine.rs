@@ -3,8 +3,7 @@
 //! message, bytes that are not UTF-8 survive the round trip, failures name the missing
 //! table, replay re-checks, and a table of the previous release is upgraded.
 
-#[path = "support/mod.rs"]
-mod support;
+use crate::support;
 
 use std::path::PathBuf;
 

@@ -4,8 +4,7 @@
 //! (approved by hash; a value that does not convert or a dangling foreign key fails the
 //! whole transaction).
 
-#[path = "support/mod.rs"]
-mod support;
+use crate::support;
 
 use std::path::Path;
 

@@ -1,0 +1,27 @@
+//! Brokers: message conservation through RabbitMQ and NATS JetStream, and the broker
+//! quarantine sink.
+//!
+//! One test binary per server: each binary links sqlx, tokio and the support code once
+//! (a binary per file made the build several times longer). Every file below is one
+//! module; run one with `cargo test --test brokers <module>::`.
+
+#[path = "support/mod.rs"]
+mod support;
+
+#[path = "support/conservation.rs"]
+mod conservation;
+
+#[path = "support/broker.rs"]
+mod broker;
+
+#[path = "support/broker_conservation.rs"]
+mod broker_conservation;
+
+#[path = "rabbitmq_conservation.rs"]
+mod rabbitmq_conservation;
+
+#[path = "nats_conservation.rs"]
+mod nats_conservation;
+
+#[path = "quarantine_sink.rs"]
+mod quarantine_sink;

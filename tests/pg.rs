@@ -1,0 +1,43 @@
+//! PostgreSQL: drift, the guard, the live fleet, online remediation, quarantine,
+//! remediation, the testing helpers, sqlx conformance, message conservation, faults and
+//! revalidation.
+//!
+//! One test binary per server: each binary links sqlx, tokio and the support code once
+//! (a binary per file made the build several times longer). Every file below is one
+//! module; run one with `cargo test --test pg <module>::`.
+
+#[path = "support/mod.rs"]
+mod support;
+
+#[path = "pg_drift.rs"]
+mod pg_drift;
+
+#[path = "pg_guard.rs"]
+mod pg_guard;
+
+#[path = "pg_live_fleet.rs"]
+mod pg_live_fleet;
+
+#[path = "pg_online.rs"]
+mod pg_online;
+
+#[path = "pg_quarantine.rs"]
+mod pg_quarantine;
+
+#[path = "pg_remediate.rs"]
+mod pg_remediate;
+
+#[path = "pg_testing.rs"]
+mod pg_testing;
+
+#[path = "conformance_pg.rs"]
+mod conformance_pg;
+
+#[path = "pg_conservation.rs"]
+mod pg_conservation;
+
+#[path = "faults_pg.rs"]
+mod faults_pg;
+
+#[path = "revalidate.rs"]
+mod revalidate;
