@@ -1,6 +1,6 @@
 //! Conservation under drift and crashes on MySQL/MariaDB: the shape of `pg_conservation`
 //! with a database per tenant. 20 tenants × 1,000 messages (2% poison) consumed by the
-//! `mysql_conservation_consumer` process, which is SIGKILLed mid-way and restarted, while
+//! `conservation_consumer mysql` process, which is SIGKILLed mid-way and restarted, while
 //! a contracted column is dropped on 3 tenants (the guard closes those gates only, SafeOnly
 //! re-adds the column, the gates reopen). Text queues carry a lone surrogate escape among
 //! the poison (the quarantine's `JSON` column refuses it); four tenants keep their
@@ -194,17 +194,14 @@ async fn queue_counts(pool: &MySqlPool, fleet: &Fleet) -> Vec<i64> {
 fn start_consumer(fleet: &Fleet, run: &str) -> Consumer {
     let tenants: Vec<String> = (1..=TENANTS).map(|t| fleet.tenant(t)).collect();
     let args = [
+        "mysql".to_owned(),
         support::mysql_url(),
         tenants.join(","),
         BATCH.into(),
         "2".into(),
         fleet.control(),
     ];
-    Consumer::start(
-        env!("CARGO_BIN_EXE_mysql_conservation_consumer"),
-        &args,
-        run,
-    )
+    Consumer::start(env!("CARGO_BIN_EXE_conservation_consumer"), &args, run)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

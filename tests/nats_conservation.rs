@@ -2,7 +2,7 @@
 //! `support/broker_conservation.rs` (20 tenant subjects × 1,000 messages, 2% poison, the
 //! consumer SIGKILLed and restarted, a column dropped on 3 tenants whose consumers stop
 //! pulling while their messages wait in the stream, undelivered and with no redelivery
-//! counted) through the `nats_conservation_consumer` process; at the end the work stream
+//! counted) through the `conservation_consumer nats` process; at the end the work stream
 //! is empty (work-queue retention: only acknowledged messages leave it). A second test
 //! shows a dead letter published twice is stored or counted once and replayed once, the
 //! dead-letter copy removed only after the re-publish was acknowledged. A third runs the
@@ -48,8 +48,8 @@ struct Nats {
 }
 
 impl Broker for Nats {
-    fn program(&self) -> &'static str {
-        env!("CARGO_BIN_EXE_nats_conservation_consumer")
+    fn consumer(&self) -> &'static str {
+        "nats"
     }
 
     fn url(&self) -> String {

@@ -1,5 +1,5 @@
 //! Conservation under drift and crashes: 20 tenants × 1,000 messages (2% poison) consumed
-//! by the `conservation_consumer` process, which is SIGKILLed mid-way and restarted, while
+//! by the `conservation_consumer pg` process, which is SIGKILLed mid-way and restarted, while
 //! a contracted column is dropped on 3 tenants (the guard closes those gates only, SafeOnly
 //! re-adds the column, the gates reopen). Four tenants keep their payloads in a `json`
 //! column, where a lone surrogate escape (which the quarantine's `jsonb` copy refuses) is
@@ -150,6 +150,7 @@ fn start_consumer(url: &str, run: &str) -> Consumer {
     let tenants: Vec<String> = (1..=TENANTS).map(tenant).collect();
     let json: Vec<String> = JSON_TENANTS.iter().map(|t| tenant(*t)).collect();
     let args = [
+        "pg".to_owned(),
         url.to_owned(),
         tenants.join(","),
         BATCH.into(),

@@ -1,7 +1,7 @@
 //! Conservation in front of RabbitMQ: the scenario of `support/broker_conservation.rs`
 //! (20 tenant queues × 1,000 messages, 2% poison, the consumer SIGKILLed and restarted, a
 //! column dropped on 3 tenants whose consumers are cancelled while their messages wait in
-//! their queues, untouched) through the `rabbitmq_conservation_consumer` process. A
+//! their queues, untouched) through the `conservation_consumer rabbitmq` process. A
 //! second test shows a dead letter published twice (a consumer killed between the
 //! confirm and the ack) is counted and replayed once.
 
@@ -29,8 +29,8 @@ struct Rabbit {
 }
 
 impl Broker for Rabbit {
-    fn program(&self) -> &'static str {
-        env!("CARGO_BIN_EXE_rabbitmq_conservation_consumer")
+    fn consumer(&self) -> &'static str {
+        "rabbitmq"
     }
 
     fn url(&self) -> String {

@@ -1,6 +1,6 @@
 //! What the broker conservation consumers share (included with `#[path]`): the message
 //! contract, the tenant's `processed` table, the idempotent writer and the guard, so that
-//! `rabbitmq_conservation_consumer` and `nats_conservation_consumer` differ only in the
+//! `rabbitmq` and `nats` consumers of `conservation_consumer` differ only in the
 //! broker they read (`nats_conservation` runs a consumer in-process with them too).
 #![allow(dead_code)]
 

@@ -1,11 +1,11 @@
 //! The consumer run (and killed) by `mysql_conservation`: the batch loop of
-//! `conservation_consumer` on MySQL/MariaDB (a database per tenant), writing each tenant's
+//! `pg_conservation_consumer.rs` on MySQL/MariaDB (a database per tenant), writing each tenant's
 //! `processed` table (keyed by the source message id) in the transaction that acks, with
 //! poison moved to the tenant's `contract_quarantine`, a `pause_log` row whenever it finds
 //! a gate paused and a `consumer_errors` row for every rolled-back batch (both in the
 //! control database).
 //!
-//! `mysql_conservation_consumer <url> <tenant,tenant,...> <batch size> <workers> <control db>`
+//! `conservation_consumer mysql <url> <tenant,tenant,...> <batch size> <workers> <control db>`
 //!
 //! Exits 0 once every queue is empty and no tenant was paused for 3 consecutive rounds;
 //! exits 3 if a message would be processed twice (a duplicate key on `processed`).
@@ -219,11 +219,10 @@ fn db_error(mut e: &(dyn std::error::Error + 'static)) -> Option<(String, u16)> 
     }
 }
 
-#[tokio::main]
-async fn main() -> Result<(), BoxError> {
-    let args: Vec<String> = std::env::args().collect();
+/// Runs the consumer; `args[0]` is the program, then this consumer's arguments.
+pub async fn main(args: Vec<String>) -> Result<(), BoxError> {
     let [_, url, tenants, batch, workers, control] = args.as_slice() else {
-        return Err("usage: mysql_conservation_consumer <url> <tenant,...> <batch size> <workers> <control db>".into());
+        return Err("usage: conservation_consumer mysql <url> <tenant,...> <batch size> <workers> <control db>".into());
     };
     let workers: usize = workers.parse()?;
     let names: Vec<TenantName> =

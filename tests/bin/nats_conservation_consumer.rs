@@ -3,11 +3,10 @@
 //! `processed` table (primary key: the message id) in a transaction, dead-lettering
 //! poison to the topology's dead-letter stream. Runs until killed.
 //!
-//! `nats_conservation_consumer <database url> <nats url> <stream prefix> <tenant,...>
+//! `conservation_consumer nats <database url> <nats url> <stream prefix> <tenant,...>
 //! <execution log file>`
 
-#[path = "broker_writer.rs"]
-mod broker_writer;
+use crate::broker_writer;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,11 +14,10 @@ use std::time::Duration;
 use broker_writer::{BoxError, contract, guard};
 use contract_sqlx::broker::nats::{self, Consumer, DeadLetters, NatsBacklog, Topology};
 
-#[tokio::main]
-async fn main() -> Result<(), BoxError> {
-    let args: Vec<String> = std::env::args().collect();
+/// Runs the consumer; `args[0]` is the program, then this consumer's arguments.
+pub async fn main(args: Vec<String>) -> Result<(), BoxError> {
     let [_, url, nats_url, prefix, tenants, log] = args.as_slice() else {
-        return Err("usage: nats_conservation_consumer <url> <nats url> <prefix> <tenant,...> <execution log>".into());
+        return Err("usage: conservation_consumer nats <url> <nats url> <prefix> <tenant,...> <execution log>".into());
     };
     let tenants: Vec<String> = tenants.split(',').map(str::to_owned).collect();
     let jetstream = nats::connect(nats_url).await?;

@@ -3,11 +3,10 @@
 //! `processed` table (primary key: the message id) in a transaction, dead-lettering
 //! poison to the topology's exchange. Runs until killed.
 //!
-//! `rabbitmq_conservation_consumer <database url> <amqp url> <queue prefix> <tenant,...>
+//! `conservation_consumer rabbitmq <database url> <amqp url> <queue prefix> <tenant,...>
 //! <execution log file>`
 
-#[path = "broker_writer.rs"]
-mod broker_writer;
+use crate::broker_writer;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,11 +14,10 @@ use std::time::Duration;
 use broker_writer::{BoxError, contract, guard};
 use contract_sqlx::broker::rabbitmq::{self, Consumer, DeadLetters, RabbitBacklog, Topology};
 
-#[tokio::main]
-async fn main() -> Result<(), BoxError> {
-    let args: Vec<String> = std::env::args().collect();
+/// Runs the consumer; `args[0]` is the program, then this consumer's arguments.
+pub async fn main(args: Vec<String>) -> Result<(), BoxError> {
     let [_, url, amqp, prefix, tenants, log] = args.as_slice() else {
-        return Err("usage: rabbitmq_conservation_consumer <url> <amqp url> <prefix> <tenant,...> <execution log>".into());
+        return Err("usage: conservation_consumer rabbitmq <url> <amqp url> <prefix> <tenant,...> <execution log>".into());
     };
     let tenants: Vec<String> = tenants.split(',').map(str::to_owned).collect();
     let connection = Arc::new(rabbitmq::connect(amqp).await?);

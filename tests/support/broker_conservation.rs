@@ -39,9 +39,9 @@ pub struct Held {
 
 /// One broker under the scenario.
 pub trait Broker {
-    /// The consumer binary (`env!("CARGO_BIN_EXE_…")`), run with `<database url> <broker
-    /// url> <prefix> <tenant,...> <execution log>`.
-    fn program(&self) -> &'static str;
+    /// The consumer's name in the `conservation_consumer` binary (`rabbitmq`, `nats`), run
+    /// with `<database url> <broker url> <prefix> <tenant,...> <execution log>`.
+    fn consumer(&self) -> &'static str;
     /// The broker URL handed to the consumer.
     fn url(&self) -> String;
     /// The topology's prefix handed to the consumer.
@@ -108,13 +108,14 @@ async fn paused(pool: &PgPool) -> BTreeSet<String> {
 fn start<B: Broker>(broker: &B, db_url: &str, log: &Path, run: &str) -> Consumer {
     let tenants: Vec<String> = (1..=TENANTS).map(tenant).collect();
     let args = [
+        broker.consumer().to_owned(),
         db_url.to_owned(),
         broker.url(),
         broker.prefix(),
         tenants.join(","),
         log.display().to_string(),
     ];
-    Consumer::start(broker.program(), &args, run)
+    Consumer::start(env!("CARGO_BIN_EXE_conservation_consumer"), &args, run)
 }
 
 /// The execution log's "backlog cleared" sentence of each of `tenants`, if there.
