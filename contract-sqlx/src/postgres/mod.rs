@@ -18,7 +18,7 @@ use contract_core::{Dialect, LiveColumn, LiveTable, TypeFit};
 use futures_util::TryStreamExt as _;
 use sqlx::{AssertSqlSafe, Column, Executor, PgPool, Pool, Postgres, SqlSafeStr, Statement};
 
-use crate::backend::{Backend, Signatures, TypeMap};
+use crate::backend::{Backend, SchemaVersions, Signatures, TypeMap};
 use crate::check::ContractSet;
 use crate::check::TypeCheck;
 use crate::error::{Error, Result, hint};
@@ -116,6 +116,10 @@ impl Backend for Postgres {
             .collect();
         signatures.extend(rows);
         Ok(Some(signatures))
+    }
+
+    async fn schema_versions(pool: &PgPool) -> Result<Option<SchemaVersions>> {
+        crate::guard::pg_schema_versions(pool).await
     }
 
     fn fit(check: &TypeCheck<Self>, live: &LiveColumn, types: &TypeMap<Self>) -> TypeFit {
