@@ -183,6 +183,18 @@ pub trait Backend: Database + Sized {
         async { Ok(none) }
     }
 
+    /// Why the online type change would refuse each `(schema, table, column)` of
+    /// `columns`, in order (`None`: it would run it), asked before planning one.
+    /// Backends without an online procedure are never asked; they refuse nothing.
+    fn online_refusals(
+        pool: &Pool<Self>,
+        columns: &[(String, String, String)],
+    ) -> impl Future<Output = Result<Vec<Option<&'static str>>>> + Send {
+        let _ = pool;
+        let none = vec![None; columns.len()];
+        async { Ok(none) }
+    }
+
     /// Applies one tenant's allowed steps: one transaction, timeouts, the per-tenant
     /// advisory lock, the fingerprint re-check under the lock, the steps and the audit row.
     fn apply(

@@ -191,6 +191,13 @@ impl Backend for Postgres {
         online::row_estimates(pool, tables).await
     }
 
+    async fn online_refusals(
+        pool: &PgPool,
+        columns: &[(String, String, String)],
+    ) -> Result<Vec<Option<&'static str>>> {
+        online::refusals(pool, columns).await
+    }
+
     async fn apply(pool: &PgPool, job: &ApplyJob<'_, Self>) -> Result<AuditRecord> {
         apply::apply(pool, job).await
     }
