@@ -398,6 +398,22 @@ async fn the_planner_turns_rewrites_of_big_tables_online_and_keeps_small_ones_pl
     assert_eq!(json["steps"][0]["online"]["new_type"], "int8");
     assert_eq!(json["steps"][0]["phases"][3]["kind"], "swap");
     assert!(small.hazards().contains(&Hazard::TableRewrite), "{small}");
+    // The threshold changes only the big table's plan: the small one's hash is the one a
+    // planner without online changes gives (approvals of small tables' plans stay valid).
+    let never = remediate(&tenants, &contracts, Remediation::DryRun)
+        .options(options.clone().with_online_threshold(None))
+        .run()
+        .await
+        .expect("dry run without online changes");
+    let hash_without = |tenant: &str| {
+        never
+            .plans
+            .iter()
+            .find(|p| p.tenant == tenant)
+            .map(|p| p.hash.clone())
+    };
+    assert_eq!(hash_without("tenant_small"), Some(small.hash.clone()));
+    assert_ne!(hash_without("tenant_big"), Some(big.hash.clone()));
     assert!(
         small.statements().any(|s| s.contains("TYPE int8 USING")),
         "{small}"
@@ -422,7 +438,38 @@ async fn the_planner_turns_rewrites_of_big_tables_online_and_keeps_small_ones_pl
                 statements.contains("500 of about 500 rows backfilled in 8 batches"),
                 "{statements}"
             );
+            // Progress in the execution log: the first batch's sample and the end's.
+            let done: Vec<(u64, u64)> = logged
+                .progress
+                .iter()
+                .map(|p| (p.rows_done, p.rows_total))
+                .collect();
+            assert_eq!(done.first(), Some(&(64, 500)), "{:?}", logged.progress);
+            assert_eq!(done.last(), Some(&(500, 500)), "{:?}", logged.progress);
+            let json: serde_json::Value =
+                serde_json::from_str(&run.log.to_json_line()).expect("log json");
+            let entry = json["tenants"]
+                .as_array()
+                .and_then(|t| t.iter().find(|t| t["tenant"] == "tenant_big"))
+                .expect("tenant_big in the JSON log");
+            let last = &entry["progress"][done.len() - 1];
+            assert_eq!(
+                (
+                    &last["column"],
+                    &last["rows_done"],
+                    &last["rows_total"],
+                    &last["eta_s"]
+                ),
+                (
+                    &serde_json::json!("tenant_big.events.user_id"),
+                    &serde_json::json!(500),
+                    &serde_json::json!(500),
+                    &serde_json::json!(0)
+                ),
+                "{json}"
+            );
         } else {
+            assert!(logged.progress.is_empty(), "{:?}", logged.progress);
             assert!(statements.contains("USING"), "{statements}");
         }
     }
@@ -440,5 +487,376 @@ async fn the_planner_turns_rewrites_of_big_tables_online_and_keeps_small_ones_pl
         .await
         .expect("re-check");
     assert!(again.plans.is_empty(), "both compliant: {:?}", again.plans);
+    scratch.drop_db().await;
+}
+
+#[derive(Debug, sqlx::FromRow, Contract)]
+#[contract(table = "accounts")]
+#[allow(dead_code)]
+struct Account {
+    #[contract(primary_key)]
+    id: i64,
+    user_id: i64,
+}
+
+/// The planner and the online procedure agree: a primary-key column of a table at or above
+/// the threshold, which the procedure refuses, is refused by the planner with the
+/// procedure's reason (no step that would fail on every pass, no plain rewrite blocking
+/// the table's writers); below the threshold it keeps the plain `ALTER … USING`.
+#[tokio::test]
+async fn the_planner_refuses_a_primary_key_column_of_a_big_table_and_says_why() {
+    use contract_sqlx::plan::Hazard;
+    use contract_sqlx::remediation::ApplyOptions;
+    use contract_sqlx::report::TenantOutcome;
+
+    let scratch = PgScratch::create("contract_online_pk_plan").await;
+    let mut setup = String::new();
+    for (tenant, rows) in [("tenant_big", 500), ("tenant_small", 50)] {
+        setup.push_str(&format!(
+            "CREATE SCHEMA {tenant}; \
+             CREATE TABLE {tenant}.accounts (id int4 PRIMARY KEY, user_id int8 NOT NULL); \
+             INSERT INTO {tenant}.accounts SELECT g, g * 3 FROM generate_series(1, {rows}) g; \
+             ANALYZE {tenant}.accounts; "
+        ));
+    }
+    exec(&scratch.pool, &setup).await;
+    let contracts = ContractSet::<Postgres>::new().with::<Account>();
+    let tenants = directory(&scratch.pool).await;
+    let options = ApplyOptions::default().with_online_threshold(Some(100));
+    let dry = remediate(&tenants, &contracts, Remediation::DryRun)
+        .options(options.clone())
+        .run()
+        .await
+        .expect("dry run");
+    let plan = |tenant: &str| {
+        dry.plans
+            .iter()
+            .find(|p| p.tenant == tenant)
+            .cloned()
+            .expect("a plan")
+    };
+    let (big, small) = (plan("tenant_big"), plan("tenant_small"));
+    assert!(
+        big.steps
+            .iter()
+            .all(|s| s.online.is_none() && !s.hazards.contains(&Hazard::TableRewrite)),
+        "neither online nor a plain rewrite of the big table: {big}"
+    );
+    assert_eq!(big.refusals.len(), 1, "{big}");
+    let refusal = &big.refusals[0];
+    assert_eq!(refusal.column.as_deref(), Some("id"), "{refusal}");
+    assert!(
+        refusal.reason.contains("refuses this column: it is part of the primary key (swapping it needs a new unique index and a new key constraint)")
+            && refusal.reason.contains("change it by hand in a maintenance window"),
+        "{refusal}"
+    );
+    assert!(
+        big.to_string().contains("refused: accounts.id (type_mismatch): a rewrite of a table of 100 rows or more runs online"),
+        "{big}"
+    );
+    assert!(
+        small
+            .statements()
+            .any(|s| s.contains(r#"ALTER COLUMN "id" TYPE int8 USING "id"::int8"#)),
+        "{small}"
+    );
+
+    // Approving the big tenant's plan runs nothing and fails nothing: the refusal is the
+    // answer, in the execution log too.
+    let run = remediate(
+        &tenants,
+        &contracts,
+        Remediation::Approved(big.hash.clone()),
+    )
+    .options(options)
+    .run()
+    .await
+    .expect("approved run");
+    assert!(run.failed.is_empty(), "{:?}", run.failed);
+    let logged = run.log.tenant("tenant_big").expect("logged");
+    assert_eq!(logged.outcome, TenantOutcome::Refused, "{logged:?}");
+    assert!(
+        logged
+            .refused
+            .iter()
+            .any(|r| r.contains("is part of the primary key")),
+        "{:?}",
+        logged.refused
+    );
+    let kind: String = sqlx::query_scalar(
+        "SELECT format_type(atttypid, atttypmod) FROM pg_attribute \
+         WHERE attrelid = 'tenant_big.accounts'::regclass AND attname = 'id'",
+    )
+    .fetch_one(&scratch.pool)
+    .await
+    .expect("type");
+    assert_eq!(kind, "integer");
+    scratch.drop_db().await;
+}
+
+/// What the workload saw while the guard remediated `tenant_big` online.
+#[derive(Debug, Default)]
+struct Seen {
+    /// Observations while the online change ran (the shadow column existed).
+    during_change: usize,
+    /// Of those, how many had `tenant_big`'s gate paused for its remediation.
+    big_paused: usize,
+    /// Of those, how many had every other tenant's gate open.
+    others_open: usize,
+    /// Messages of the other tenants consumed at the first and the last of them.
+    others_consumed: (Option<i64>, i64),
+    /// Observations of an open `tenant_big` gate while its column was still `int4`.
+    opened_early: usize,
+}
+
+/// The guard remediates one tenant online (a table above a low threshold, a backfill slowed
+/// by a pause between batches) while a producer keeps writing messages for three tenants
+/// and a consumer claims them under the gate and decodes the tenant's rows with `Event`
+/// (`user_id: i64`, so `int4` would fail to decode). During the backfill the remediated
+/// tenant's gate stays paused and its messages wait; the other tenants' gates stay open
+/// and their messages flow. The gate opens only after the swap, and then every message of
+/// every tenant is consumed exactly once: nothing lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_guard_keeps_the_tenant_paused_until_the_swap_while_the_others_flow() {
+    use contract_sqlx::remediation::ApplyOptions;
+    use contract_sqlx::{Gate, Guard};
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::time::Duration;
+
+    const TENANTS: [&str; 3] = ["tenant_big", "tenant_a", "tenant_b"];
+    const OFFSET: i64 = 1_000_000;
+    let scratch = PgScratch::create("contract_online_guard").await;
+    exec(
+        &scratch.pool,
+        "CREATE SCHEMA tenant_big; \
+         CREATE TABLE tenant_big.events (id int8 PRIMARY KEY, user_id int4 NOT NULL); \
+         INSERT INTO tenant_big.events SELECT g, g * 3 FROM generate_series(1, 3000) g; \
+         ANALYZE tenant_big.events; \
+         CREATE SCHEMA tenant_a; CREATE TABLE tenant_a.events (id int8 PRIMARY KEY, user_id int8 NOT NULL); \
+         CREATE SCHEMA tenant_b; CREATE TABLE tenant_b.events (id int8 PRIMARY KEY, user_id int8 NOT NULL); \
+         CREATE TABLE public.queue (id bigserial PRIMARY KEY, tenant text NOT NULL, user_id int8 NOT NULL); \
+         CREATE TABLE public.produced (tenant text PRIMARY KEY, n int8 NOT NULL)",
+    )
+    .await;
+    let workload = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(4)
+        .connect(&scratch.url)
+        .await
+        .expect("workload pool");
+    // 30 batches of 100 rows, 100 ms apart: a backfill of about 3 s.
+    let options = ApplyOptions::default()
+        .with_online_threshold(Some(1000))
+        .with_online_batches(100, Duration::from_millis(100));
+    let contracts = ContractSet::<Postgres>::new().with::<Event>();
+    let dry = remediate(
+        &directory(&scratch.pool).await,
+        &contracts,
+        Remediation::DryRun,
+    )
+    .options(options.clone())
+    .run()
+    .await
+    .expect("dry run");
+    assert_eq!(dry.plans.len(), 1, "{:?}", dry.plans);
+    let plan = dry.plans[0].clone();
+    assert_eq!(plan.tenant, "tenant_big");
+    assert!(plan.steps[0].online.is_some(), "an online step: {plan}");
+
+    let guard = Guard::<Postgres>::builder()
+        .contract::<Event>()
+        .tenants(Tenants::schemas_like("tenant_%"))
+        .remediation(Remediation::DryRun)
+        .apply_options(options)
+        .revalidate_every(Duration::from_millis(200))
+        .start(&scratch.pool)
+        .await
+        .expect("guard start");
+    assert!(!guard.gate("tenant_big").is_open(), "drifted: paused");
+    assert!(guard.gate("tenant_a").is_open() && guard.gate("tenant_b").is_open());
+    let passes = guard.spawn();
+
+    let stop_producing = Arc::new(AtomicBool::new(false));
+    let producer = {
+        let (pool, stop) = (workload.clone(), stop_producing.clone());
+        tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                for tenant in TENANTS {
+                    sqlx::query(
+                        "WITH m AS (INSERT INTO public.queue (tenant, user_id) VALUES ($1, 7) RETURNING 1) \
+                         INSERT INTO public.produced SELECT $1, 1 FROM m \
+                         ON CONFLICT (tenant) DO UPDATE SET n = produced.n + 1",
+                    )
+                    .bind(tenant)
+                    .execute(&pool)
+                    .await
+                    .expect("produce");
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+    };
+    // Claims up to 20 messages of an open tenant, writes them to its table, reads them back
+    // as `Event`, and commits only if the permit is still current (else releases them).
+    let stop_consuming = Arc::new(AtomicBool::new(false));
+    let consumer = {
+        let (pool, stop, guard) = (workload.clone(), stop_consuming.clone(), guard.clone());
+        tokio::spawn(async move {
+            let mut decode_errors = Vec::new();
+            while !stop.load(Ordering::Relaxed) {
+                for tenant in TENANTS {
+                    let Gate::Open(permit) = guard.gate(tenant) else {
+                        continue;
+                    };
+                    let mut tx = pool.begin().await.expect("begin");
+                    let ids: Vec<i64> = sqlx::query_scalar(
+                        "DELETE FROM public.queue WHERE id IN (SELECT id FROM public.queue \
+                         WHERE tenant = $1 ORDER BY id LIMIT 20 FOR UPDATE SKIP LOCKED) RETURNING id",
+                    )
+                    .bind(tenant)
+                    .fetch_all(&mut *tx)
+                    .await
+                    .expect("claim");
+                    sqlx::query(sqlx::AssertSqlSafe(format!(
+                        "INSERT INTO {tenant}.events SELECT i + {OFFSET}, 7 FROM unnest($1::int8[]) i"
+                    )))
+                    .bind(&ids)
+                    .execute(&mut *tx)
+                    .await
+                    .expect("write");
+                    let read = sqlx::query_as::<_, Event>(sqlx::AssertSqlSafe(format!(
+                        "SELECT id, user_id FROM {tenant}.events WHERE id > {OFFSET} ORDER BY id DESC LIMIT 20"
+                    )))
+                    .persistent(false)
+                    .fetch_all(&mut *tx)
+                    .await;
+                    match read {
+                        Ok(_) if permit.is_current() => tx.commit().await.expect("commit"),
+                        Ok(_) => tx.rollback().await.expect("release"),
+                        Err(error) => {
+                            decode_errors.push(format!("{tenant}: {error}"));
+                            tx.rollback().await.expect("release");
+                        }
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            decode_errors
+        })
+    };
+
+    let consumed = |tenant: &'static str| {
+        let pool = workload.clone();
+        async move {
+            sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(format!(
+                "SELECT count(*) FROM {tenant}.events WHERE id > {OFFSET}"
+            )))
+            .fetch_one(&pool)
+            .await
+            .expect("consumed")
+        }
+    };
+    // Approve: the next pass applies the plan online, in the guard's background task.
+    guard.set_policy(Remediation::Approved(plan.hash.clone()));
+    let mut seen = Seen::default();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the gate never opened: {seen:?}"
+        );
+        // The gate first, then the column: an open gate must find the new type.
+        let big = guard.gate("tenant_big");
+        let others = ["tenant_a", "tenant_b"]
+            .iter()
+            .all(|t| guard.gate(t).is_open());
+        // The shadow column exists from the expand to the swap, the backfill included.
+        let (kind, changing): (String, bool) = sqlx::query_as(
+            "SELECT format_type(a.atttypid, a.atttypmod), \
+                    EXISTS (SELECT 1 FROM pg_attribute s WHERE s.attrelid = a.attrelid \
+                            AND s.attname = 'user_id_contract_new' AND NOT s.attisdropped) \
+             FROM pg_attribute a WHERE a.attrelid = 'tenant_big.events'::regclass \
+               AND a.attname = 'user_id' AND NOT a.attisdropped",
+        )
+        .fetch_one(&workload)
+        .await
+        .expect("observe");
+        if big.is_open() && kind == "integer" {
+            seen.opened_early += 1;
+        }
+        if changing {
+            seen.during_change += 1;
+            if let Gate::Paused(why) = &big {
+                seen.big_paused += usize::from(why.reason.starts_with("remediating"));
+            }
+            seen.others_open += usize::from(others);
+            let n = consumed("tenant_a").await + consumed("tenant_b").await;
+            seen.others_consumed.0.get_or_insert(n);
+            seen.others_consumed.1 = n;
+        }
+        if big.is_open() {
+            assert_eq!(kind, "bigint", "open only after the swap");
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert_eq!(seen.opened_early, 0, "{seen:?}");
+    assert!(
+        seen.during_change >= 5,
+        "the backfill was observed: {seen:?}"
+    );
+    assert_eq!(
+        seen.big_paused, seen.during_change,
+        "paused for its remediation throughout the backfill: {seen:?}"
+    );
+    assert_eq!(
+        seen.others_open, seen.during_change,
+        "the other gates stayed open: {seen:?}"
+    );
+    let (first, last) = seen.others_consumed;
+    assert!(
+        last > first.expect("observed"),
+        "the other tenants' messages flowed during the backfill: {seen:?}"
+    );
+
+    // Drain: stop producing, let the consumer empty the queue, then count.
+    stop_producing.store(true, Ordering::Relaxed);
+    producer.await.expect("producer");
+    let drained = async {
+        for _ in 0..600 {
+            let left: i64 = sqlx::query_scalar("SELECT count(*) FROM public.queue")
+                .fetch_one(&workload)
+                .await
+                .expect("queue");
+            if left == 0 {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        false
+    };
+    assert!(drained.await, "the queue drains once every gate is open");
+    stop_consuming.store(true, Ordering::Relaxed);
+    let decode_errors = consumer.await.expect("consumer");
+    assert!(decode_errors.is_empty(), "{decode_errors:?}");
+    for tenant in TENANTS {
+        let produced: i64 = sqlx::query_scalar("SELECT n FROM public.produced WHERE tenant = $1")
+            .bind(tenant)
+            .fetch_one(&workload)
+            .await
+            .expect("produced");
+        assert!(produced > 0, "{tenant}");
+        assert_eq!(consumed(tenant).await, produced, "{tenant}: nothing lost");
+    }
+    let backfilled: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM tenant_big.events WHERE id <= 3000 AND user_id = id * 3",
+    )
+    .fetch_one(&workload)
+    .await
+    .expect("rows");
+    assert_eq!(backfilled, 3000, "every row kept its value");
+    passes.abort();
+    drop(guard);
+    workload.close().await;
     scratch.drop_db().await;
 }

@@ -2,7 +2,9 @@
 //! every kind of change the guard detects (and stays put otherwise), an unchanged fleet's
 //! sweep introspects no tenant, every Nth sweep is a full check, the DDL trigger's pass
 //! introspects only the named tenant (and leaves a changed fixed schema to the next sweep),
-//! and MySQL (no trustworthy signal) checks fully and says so.
+//! sweeps use the trigger's per-schema versions while the trigger can be trusted and fall
+//! back to the catalog signatures otherwise, and MySQL (no trustworthy signal) checks fully
+//! and says so.
 
 use crate::support;
 
@@ -11,6 +13,7 @@ use std::time::Duration;
 use contract_sqlx::backend::Backend;
 use contract_sqlx::check::ContractSet;
 use contract_sqlx::guard::{ChangeSignal, install_ddl_trigger};
+use contract_sqlx::plan::Remediation;
 use contract_sqlx::{Contract, Guard, Tenants};
 use sqlx::{MySql, PgPool, Postgres};
 use support::{PgScratch, exec};
@@ -388,6 +391,195 @@ async fn a_targeted_pass_leaves_a_changed_fixed_schema_to_the_next_sweep() {
         .filter(|t| guard.gate(t).is_open())
         .collect();
     assert!(open.is_empty(), "{open:?}");
+    scratch.drop_db().await;
+}
+
+/// Sweeps until one relies on the DDL trigger's versions (the first after start-up or a
+/// re-install may fall back once: the guard's own tables in `public` are DDL too), each
+/// introspecting nothing; panics after three.
+async fn settle_on_versions(guard: &Guard<Postgres>) {
+    for _ in 0..3 {
+        let pass = guard.revalidate().await.expect("sweep");
+        assert_eq!(pass.introspected, 0, "{pass:?}");
+        if pass.signal == ChangeSignal::SchemaVersion {
+            return;
+        }
+    }
+    panic!("sweeps never used the trigger's versions");
+}
+
+/// With the DDL trigger installed and enabled, a sweep reads the per-schema versions and
+/// introspects only the tenant whose version moved. A disabled trigger, or one disabled
+/// and enabled again between two sweeps, bumps nothing: those sweeps fall back to the
+/// catalog signatures, which catch the change.
+#[tokio::test]
+async fn sweeps_use_the_trigger_versions_while_the_trigger_can_be_trusted() {
+    let scratch = PgScratch::create("contract_versions").await;
+    let pool = &scratch.pool;
+    seed(pool, 1..=5).await;
+    install_ddl_trigger(pool)
+        .await
+        .expect("trigger (tests run as superuser)");
+    let guard = Guard::<Postgres>::builder()
+        .contract::<Event>()
+        .tenants(Tenants::schemas_like("tenant_%"))
+        // Plans without applying: a pass that finds drift writes an execution log.
+        .remediation(Remediation::DryRun)
+        .revalidate_every(Duration::from_secs(3600))
+        .full_check_every(1000)
+        .start(pool)
+        .await
+        .expect("start");
+    settle_on_versions(&guard).await;
+
+    exec(
+        pool,
+        "ALTER TABLE tenant_2.events ALTER COLUMN user_id DROP NOT NULL",
+    )
+    .await;
+    let changed = guard.revalidate().await.expect("sweep");
+    assert_eq!(
+        (changed.signal, changed.introspected),
+        (ChangeSignal::SchemaVersion, 1),
+        "{changed:?}"
+    );
+    assert_eq!(changed.changed, ["tenant_2"]);
+    assert!(!guard.gate("tenant_2").is_open());
+    let log = guard.execution_log().expect("the pass found drift: a log");
+    assert!(
+        log.outcome
+            .ends_with(&format!("change signal: {}", ChangeSignal::SchemaVersion)),
+        "{}",
+        log.outcome
+    );
+    let quiet = guard.revalidate().await.expect("sweep");
+    assert_eq!(
+        (quiet.signal, quiet.introspected),
+        (ChangeSignal::SchemaVersion, 0),
+        "{quiet:?}"
+    );
+
+    // Disabled: the change bumps no version; the sweep sees the trigger off and falls back.
+    exec(pool, "ALTER EVENT TRIGGER contract_ddl_notify DISABLE").await;
+    exec(
+        pool,
+        "ALTER TABLE tenant_3.events RENAME COLUMN user_id TO owner_id",
+    )
+    .await;
+    let fallback = guard.revalidate().await.expect("sweep");
+    assert_eq!(
+        fallback.signal,
+        ChangeSignal::CatalogSignature,
+        "{fallback:?}"
+    );
+    assert_eq!(fallback.changed, ["tenant_3"], "{fallback:?}");
+    assert!(!guard.gate("tenant_3").is_open());
+
+    // Disabled, a change, enabled again before the next sweep: the trigger is on when the
+    // sweep looks, but it never saw the change; its new token makes the sweep fall back.
+    exec(
+        pool,
+        "ALTER TABLE tenant_4.events ALTER COLUMN user_id TYPE int4",
+    )
+    .await;
+    exec(pool, "ALTER EVENT TRIGGER contract_ddl_notify ENABLE").await;
+    let reenabled = guard.revalidate().await.expect("sweep");
+    assert_eq!(
+        (reenabled.signal, reenabled.introspected),
+        (ChangeSignal::CatalogSignature, 1),
+        "{reenabled:?}"
+    );
+    assert_eq!(reenabled.changed, ["tenant_4"]);
+    assert!(!guard.gate("tenant_4").is_open());
+    settle_on_versions(&guard).await;
+    let open: Vec<String> = guard
+        .tenants()
+        .into_iter()
+        .filter(|t| guard.gate(t).is_open())
+        .collect();
+    assert_eq!(open, ["tenant_1", "tenant_5"]);
+    scratch.drop_db().await;
+}
+
+/// The enum every tenant's column uses, in `public`.
+#[derive(Debug, sqlx::Type)]
+#[sqlx(type_name = "mood", rename_all = "lowercase")]
+#[allow(dead_code)] // only decoded
+enum Mood {
+    Calm,
+    Busy,
+}
+
+#[derive(Debug, sqlx::FromRow, Contract)]
+#[contract(table = "moods", backends(postgres))]
+#[allow(dead_code)]
+struct MoodRow {
+    id: i64,
+    #[contract(enum_labels = "calm, busy")]
+    mood: Mood,
+}
+
+/// A change in a schema that is no tenant's (an enum in `public` every tenant's column
+/// uses) moves no tenant's version: the sweep sees another schema's version move, falls
+/// back to the catalog signatures and finds every tenant drifted.
+#[tokio::test]
+async fn a_shared_type_changed_outside_the_tenants_makes_the_sweep_fall_back() {
+    let scratch = PgScratch::create("contract_shared_enum").await;
+    let pool = &scratch.pool;
+    let ddl: String = (1..=3)
+        .map(|i| {
+            format!(
+                "CREATE SCHEMA tenant_{i}; \
+                 CREATE TABLE tenant_{i}.moods (id int8 NOT NULL, mood public.mood NOT NULL);"
+            )
+        })
+        .collect();
+    exec(
+        pool,
+        format!("CREATE TYPE public.mood AS ENUM ('calm', 'busy'); {ddl}"),
+    )
+    .await;
+    install_ddl_trigger(pool)
+        .await
+        .expect("trigger (tests run as superuser)");
+    let guard = Guard::<Postgres>::builder()
+        .contract::<MoodRow>()
+        .tenants(Tenants::schemas_like("tenant_%"))
+        .revalidate_every(Duration::from_secs(3600))
+        .full_check_every(1000)
+        .start(pool)
+        .await
+        .expect("start");
+    settle_on_versions(&guard).await;
+    assert_eq!(
+        guard
+            .tenants()
+            .iter()
+            .filter(|t| guard.gate(t).is_open())
+            .count(),
+        3
+    );
+
+    exec(
+        pool,
+        "ALTER TYPE public.mood RENAME VALUE 'busy' TO 'hectic'",
+    )
+    .await;
+    let sweep = guard.revalidate().await.expect("sweep");
+    assert_eq!(
+        (sweep.signal, sweep.introspected),
+        (ChangeSignal::CatalogSignature, 3),
+        "{sweep:?}"
+    );
+    assert_eq!(sweep.changed, ["tenant_1", "tenant_2", "tenant_3"]);
+    let open: Vec<String> = guard
+        .tenants()
+        .into_iter()
+        .filter(|t| guard.gate(t).is_open())
+        .collect();
+    assert!(open.is_empty(), "{open:?}");
+    // The next sweep trusts the versions again: nothing changed since.
+    settle_on_versions(&guard).await;
     scratch.drop_db().await;
 }
 

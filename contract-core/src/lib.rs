@@ -28,7 +28,9 @@ pub use drift::{DriftKind, Finding, Severity};
 pub use error::IdentError;
 pub use ident::Dialect;
 pub use live::{LiveColumn, LiveForeignKey, LiveTable, RelationKind};
-pub use log::{ExecutionLog, LogAction, LogEntry, TenantError, TenantLog, TenantOutcome};
+pub use log::{
+    BackfillProgress, ExecutionLog, LogAction, LogEntry, TenantError, TenantLog, TenantOutcome,
+};
 pub use model::{ColumnContract, Reference, TableContract};
 pub use report::{FleetReport, TenantReport, Verdict};
 pub use tenant::{MAX_TENANT_NAME_LEN, TenantName};

@@ -188,6 +188,61 @@ pub struct TenantLog {
     pub detail: Option<String>,
     /// Wall time of the apply (0 when nothing ran).
     pub duration_ms: u64,
+    /// Progress of the online backfills the apply ran, sampled every few seconds (the
+    /// first batch, then at most one sample per interval, and the end).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub progress: Vec<BackfillProgress>,
+}
+
+/// One progress sample of an online backfill: rows done of the estimate, rate, time left.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct BackfillProgress {
+    /// `schema.table.column` being changed.
+    pub column: String,
+    /// Rows backfilled so far, by this run and any interrupted one it resumed.
+    pub rows_done: u64,
+    /// The table's row estimate (`pg_class.reltuples`) when the change started.
+    pub rows_total: u64,
+    /// Rows per second of this run.
+    pub rows_per_s: u64,
+    /// Seconds still expected at that rate (0 when done).
+    pub eta_s: u64,
+    /// Milliseconds since this run's backfill started.
+    pub elapsed_ms: u64,
+}
+
+impl BackfillProgress {
+    /// A sample of the backfill of `column` (`schema.table.column`).
+    #[must_use]
+    pub fn new(
+        column: impl Into<String>,
+        rows_done: u64,
+        rows_total: u64,
+        rows_per_s: u64,
+        eta_s: u64,
+        elapsed_ms: u64,
+    ) -> Self {
+        Self {
+            column: column.into(),
+            rows_done,
+            rows_total,
+            rows_per_s,
+            eta_s,
+            elapsed_ms,
+        }
+    }
+}
+
+/// `tenant_1.events.user_id: 500000 of about 2000000 rows, 41000 rows/s, 37 s left`.
+impl fmt::Display for BackfillProgress {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}: {} of about {} rows, {} rows/s, {} s left",
+            self.column, self.rows_done, self.rows_total, self.rows_per_s, self.eta_s
+        )
+    }
 }
 
 impl TenantLog {
@@ -214,6 +269,7 @@ impl TenantLog {
             outcome,
             detail: None,
             duration_ms: 0,
+            progress: Vec::new(),
         }
     }
 }

@@ -209,8 +209,8 @@ pub mod model {
 /// What a check or a run reports: verdicts, findings, the execution log.
 pub mod report {
     pub use contract_core::{
-        DriftKind, ExecutionLog, Finding, FleetReport, LogAction, LogEntry, Severity, TenantError,
-        TenantLog, TenantOutcome, TenantReport, Verdict,
+        BackfillProgress, DriftKind, ExecutionLog, Finding, FleetReport, LogAction, LogEntry,
+        Severity, TenantError, TenantLog, TenantOutcome, TenantReport, Verdict,
     };
 }
 

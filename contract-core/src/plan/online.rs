@@ -10,7 +10,7 @@
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
-use super::{Action, Hazard, LockLevel, Phase, PhaseKind, PlanStep, TenantPlan};
+use super::{Action, Hazard, LockLevel, Phase, PhaseKind, PlanStep, Refusal, TenantPlan};
 use crate::ident::Dialect;
 
 /// What an online type change needs, and why it was chosen.
@@ -135,6 +135,42 @@ impl TenantPlan {
     }
 }
 
+impl TenantPlan {
+    /// This plan without step `index` (an [`PlanStep::online_candidate`] of a table at or
+    /// above `threshold_rows`) and with a refusal instead that gives `reason`, the online
+    /// procedure's (`is part of the primary key (…)`): the rewrite would hold `ACCESS
+    /// EXCLUSIVE` for the whole table, and the procedure would refuse it on every pass.
+    /// The plan's other steps stay; any other step leaves the plan as it is.
+    #[must_use]
+    pub fn refuse_online(self, index: usize, threshold_rows: u64, reason: &str) -> Self {
+        if self
+            .steps
+            .get(index)
+            .and_then(PlanStep::online_candidate)
+            .is_none()
+        {
+            return self;
+        }
+        let TenantPlan {
+            tenant,
+            dialect,
+            mut steps,
+            mut refusals,
+            ..
+        } = self;
+        let step = steps.remove(index);
+        refusals.push(Refusal {
+            table: step.table,
+            column: step.column,
+            kind: step.fixes,
+            reason: format!(
+                "a rewrite of a table of {threshold_rows} rows or more runs online, and the online type change refuses this column: it {reason}; change it by hand in a maintenance window, or set `online_threshold_rows` above the table's size to plan the plain rewrite"
+            ),
+        });
+        TenantPlan::new(&tenant, dialect, steps, refusals)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -191,6 +227,41 @@ mod tests {
         assert_eq!(json["steps"][0]["online"]["new_type"], "int8");
         let back: TenantPlan = serde_json::from_value(json).expect("round trip");
         assert_eq!(back, online);
+    }
+
+    /// A rewrite below the threshold is planned as before the online procedure existed:
+    /// its hash is SHA-256 over the dialect, the tenant and the statements, so approvals
+    /// of small tables' plans stay valid. (Computed independently:
+    /// `printf 'Postgres\x1etenant_1\x1e<ALTER>\x1e<ANALYZE>\x1e' | sha256sum`.)
+    #[test]
+    fn a_plain_rewrite_keeps_the_hash_it_had_before_online_plans() {
+        let step = rewrite(&[ALTER, r#"ANALYZE "tenant_1"."events" ("user_id")"#]);
+        let plain = TenantPlan::new("tenant_1", Dialect::Postgres, vec![step], Vec::new());
+        assert_eq!(
+            plain.hash,
+            "18e9da034bb9b7cb3a5f64dcf23f12dd85dbf69efd4f2e1021550ec1b02f0a94"
+        );
+    }
+
+    #[test]
+    fn a_refused_online_candidate_becomes_a_refusal_with_the_reason() {
+        let mut step = rewrite(&[ALTER, r#"ANALYZE "tenant_1"."events" ("user_id")"#]);
+        step.column = Some("user_id".into());
+        let plain = TenantPlan::new("tenant_1", Dialect::Postgres, vec![step], Vec::new());
+        let refused = plain
+            .clone()
+            .refuse_online(0, 1_000_000, "is part of the primary key");
+        assert!(refused.steps.is_empty(), "{refused}");
+        assert_ne!(refused.hash, plain.hash);
+        assert_eq!(refused.refusals.len(), 1);
+        assert_eq!(
+            refused.refusals[0].to_string(),
+            "events.user_id (type_mismatch): a rewrite of a table of 1000000 rows or more runs online, and the online type change refuses this column: it is part of the primary key; change it by hand in a maintenance window, or set `online_threshold_rows` above the table's size to plan the plain rewrite"
+        );
+        // Anything but a candidate is left alone.
+        assert_eq!(refused.clone().refuse_online(0, 1, "x"), refused);
+        let online = plain.with_online(0, "tenant_1", 10, 1);
+        assert_eq!(online.clone().refuse_online(0, 1, "x"), online);
     }
 
     #[test]

@@ -28,6 +28,26 @@ pub type TypeMap<DB> = HashMap<String, <DB as Database>::TypeInfo>;
 /// introspected every pass).
 pub type Signatures = HashMap<String, Option<String>>;
 
+/// The per-schema versions a DDL event trigger maintains ([`Backend::schema_versions`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SchemaVersions {
+    /// Identifies the trigger and the version table as they are now: versions seen under
+    /// another token say nothing (the trigger may have been off in between).
+    pub token: String,
+    /// Schema → its version; a schema without one had no DDL since the trigger was
+    /// installed.
+    pub versions: HashMap<String, String>,
+}
+
+impl SchemaVersions {
+    /// The versions read under `token`.
+    #[must_use]
+    pub fn new(token: String, versions: HashMap<String, String>) -> Self {
+        Self { token, versions }
+    }
+}
+
 /// A backend the guard can check: one per enabled sqlx driver.
 pub trait Backend: Database + Sized {
     /// The SQL dialect.
@@ -77,6 +97,17 @@ pub trait Backend: Database + Sized {
         contracts: &ContractSet<Self>,
     ) -> impl Future<Output = Result<Option<Signatures>>> + Send {
         let _ = (pool, schemas, contracts);
+        async { Ok(None) }
+    }
+
+    /// A cheaper signal than [`Backend::signatures`] where a DDL event trigger keeps a
+    /// version per schema (PostgreSQL with `install_ddl_trigger`): every schema's version,
+    /// in one small read. `Ok(None)`: no such trigger, or it cannot be trusted now
+    /// (missing, disabled, altered); the pass reads the catalog signatures instead.
+    fn schema_versions(
+        pool: &Pool<Self>,
+    ) -> impl Future<Output = Result<Option<SchemaVersions>>> + Send {
+        let _ = pool;
         async { Ok(None) }
     }
 
@@ -149,6 +180,18 @@ pub trait Backend: Database + Sized {
     ) -> impl Future<Output = Result<Vec<Option<u64>>>> + Send {
         let _ = pool;
         let none = vec![None; tables.len()];
+        async { Ok(none) }
+    }
+
+    /// Why the online type change would refuse each `(schema, table, column)` of
+    /// `columns`, in order (`None`: it would run it), asked before planning one.
+    /// Backends without an online procedure are never asked; they refuse nothing.
+    fn online_refusals(
+        pool: &Pool<Self>,
+        columns: &[(String, String, String)],
+    ) -> impl Future<Output = Result<Vec<Option<&'static str>>>> + Send {
+        let _ = pool;
+        let none = vec![None; columns.len()];
         async { Ok(none) }
     }
 

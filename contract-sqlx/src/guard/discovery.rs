@@ -119,6 +119,8 @@ impl<DB: ControlStore> Guard<DB> {
             });
             state.observed.remove(name);
             state.retry.remove(name);
+            state.signatures.remove(name);
+            state.versions.remove(name);
             state.retired.insert(name.to_owned(), now);
             retired.push(name.to_owned());
         }

@@ -1,5 +1,6 @@
 //! PostgreSQL schema-change signal: an optional DDL event trigger that bumps a per-schema
-//! version row and sends `NOTIFY`, and a listener that marks the tenant dirty.
+//! version row and sends `NOTIFY`, a listener that marks the tenant dirty, and the read of
+//! those versions a sweep uses while the trigger can be trusted (`ARCHITECTURE.md` D8).
 
 use std::sync::PoisonError;
 
@@ -7,6 +8,7 @@ use sqlx::postgres::PgListener;
 use sqlx::{PgPool, Postgres};
 
 use super::Guard;
+use crate::backend::SchemaVersions;
 use crate::error::error_chain;
 use crate::error::{Error, Result, hint};
 
@@ -16,15 +18,11 @@ pub const DDL_CHANNEL: &str = "contract_schema_change";
 /// SQLSTATE `insufficient_privilege`.
 const INSUFFICIENT_PRIVILEGE: &str = "42501";
 
-// language=SQL
-const INSTALL: &str = r#"
-CREATE TABLE IF NOT EXISTS public.contract_schema_version (
-    schema_name text PRIMARY KEY,
-    version int8 NOT NULL,
-    changed_at timestamptz NOT NULL
-);
-CREATE OR REPLACE FUNCTION public.contract_ddl_notify() RETURNS event_trigger
-LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+/// The body of `public.contract_ddl_notify()`, the `ddl_command_end` trigger's function:
+/// one version bump and one `NOTIFY` per schema a DDL command touched.
+macro_rules! ddl_notify_body {
+    () => {
+        r#"
 DECLARE r record;
 BEGIN
     FOR r IN
@@ -39,9 +37,14 @@ BEGIN
         ON CONFLICT (schema_name) DO UPDATE SET version = v.version + 1, changed_at = now();
         PERFORM pg_notify('contract_schema_change', r.schema_name);
     END LOOP;
-END $$;
-CREATE OR REPLACE FUNCTION public.contract_drop_notify() RETURNS event_trigger
-LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+END "#
+    };
+}
+
+/// The body of `public.contract_drop_notify()`, the `sql_drop` trigger's function.
+macro_rules! drop_notify_body {
+    () => {
+        r#"
 DECLARE r record;
 BEGIN
     FOR r IN
@@ -56,12 +59,89 @@ BEGIN
         ON CONFLICT (schema_name) DO UPDATE SET version = v.version + 1, changed_at = now();
         PERFORM pg_notify('contract_schema_change', r.schema_name);
     END LOOP;
-END $$;
+END "#
+    };
+}
+
+// language=SQL
+const INSTALL: &str = concat!(
+    r#"
+CREATE TABLE IF NOT EXISTS public.contract_schema_version (
+    schema_name text PRIMARY KEY,
+    version int8 NOT NULL,
+    changed_at timestamptz NOT NULL
+);
+CREATE OR REPLACE FUNCTION public.contract_ddl_notify() RETURNS event_trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$"#,
+    ddl_notify_body!(),
+    r#"$$;
+CREATE OR REPLACE FUNCTION public.contract_drop_notify() RETURNS event_trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$"#,
+    drop_notify_body!(),
+    r#"$$;
 DROP EVENT TRIGGER IF EXISTS contract_ddl_notify;
 CREATE EVENT TRIGGER contract_ddl_notify ON ddl_command_end EXECUTE FUNCTION public.contract_ddl_notify();
 DROP EVENT TRIGGER IF EXISTS contract_drop_notify;
 CREATE EVENT TRIGGER contract_drop_notify ON sql_drop EXECUTE FUNCTION public.contract_drop_notify();
+"#
+);
+
+/// One row when both event triggers exist, are enabled (`O`rigin or `A`lways: `R`eplica and
+/// `D`isabled triggers do not fire in ordinary sessions), fire for every command tag, run
+/// this library's function bodies (`$1`, `$2`) and the version table exists: a token of
+/// their identities and row versions. Disabling and enabling a trigger, re-creating it,
+/// replacing a function or re-creating or truncating the table gives another token, so
+/// versions seen under one token say nothing under another.
+// language=SQL
+const TRIGGER_TOKEN: &str = r#"
+SELECT concat_ws(',', string_agg(concat_ws(':', e.oid, e.xmin, e.evtenabled, p.oid, p.xmin), ',' ORDER BY e.oid),
+                 min(v.oid::text), min(v.xmin::text)) AS token
+FROM pg_event_trigger e
+JOIN pg_proc p ON p.oid = e.evtfoid
+JOIN pg_namespace pn ON pn.oid = p.pronamespace AND pn.nspname = 'public'
+JOIN pg_class v ON v.oid = to_regclass('public.contract_schema_version')
+WHERE e.evtenabled IN ('O', 'A') AND e.evttags IS NULL
+  AND ((e.evtname, e.evtevent, p.proname) = ('contract_ddl_notify', 'ddl_command_end', 'contract_ddl_notify') AND p.prosrc = $1
+    OR (e.evtname, e.evtevent, p.proname) = ('contract_drop_notify', 'sql_drop', 'contract_drop_notify') AND p.prosrc = $2)
+HAVING count(*) = 2
 "#;
+
+/// Every schema's version as the triggers left it: the counter and the row's own version
+/// (`xmin`), so a row deleted and written again never repeats an old value.
+// language=SQL
+const VERSIONS: &str =
+    "SELECT schema_name, version::text || '.' || xmin::text FROM public.contract_schema_version";
+
+/// The per-schema versions the DDL event trigger maintains, read with the trigger's state
+/// in one snapshot; `Ok(None)` when the trigger is not installed, not enabled, altered, or
+/// the version table is missing (a pass then reads the catalog signatures instead).
+pub(crate) async fn schema_versions(pool: &PgPool) -> Result<Option<SchemaVersions>> {
+    let read = async {
+        let mut tx = pool
+            .begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            .await?;
+        let token: Option<String> = sqlx::query_scalar(TRIGGER_TOKEN)
+            .bind(ddl_notify_body!())
+            .bind(drop_notify_body!())
+            .fetch_optional(&mut *tx)
+            .await?;
+        let versions = match token {
+            Some(token) => {
+                let rows: Vec<(String, String)> =
+                    sqlx::query_as(VERSIONS).fetch_all(&mut *tx).await?;
+                Some(SchemaVersions::new(token, rows.into_iter().collect()))
+            }
+            None => None,
+        };
+        tx.commit().await?;
+        Ok(versions)
+    };
+    read.await.map_err(Error::db_hint(
+        "reading the DDL trigger's schema versions",
+        hint::SERVER,
+        None,
+    ))
+}
 
 /// Installs the DDL event trigger in the pool's database (idempotent). Event triggers need
 /// a superuser (or a managed-cloud equivalent): without the privilege this returns

@@ -30,7 +30,9 @@ pub const QUARANTINED_TOTAL: &str = "contract_quarantined_total";
 /// tenant is in the progress log line).
 pub const ONLINE_BACKFILL_ROWS_DONE: &str = "contract_online_backfill_rows_done";
 /// Gauge: the running online backfill's table size estimate (`pg_class.reltuples`).
-pub const ONLINE_BACKFILL_ROWS_TOTAL: &str = "contract_online_backfill_rows_total";
+pub const ONLINE_BACKFILL_ROWS_ESTIMATE: &str = "contract_online_backfill_rows_estimate";
+/// Counter: rows online backfills copied, all of them (`rate()` of it is the copy rate).
+pub const ONLINE_BACKFILL_ROWS_COPIED_TOTAL: &str = "contract_online_backfill_rows_copied_total";
 /// Gauge: rows per second of the running online backfill.
 pub const ONLINE_BACKFILL_ROWS_PER_SECOND: &str = "contract_online_backfill_rows_per_second";
 /// Gauge: seconds the running online backfill expects to need still.

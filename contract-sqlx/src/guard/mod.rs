@@ -43,6 +43,8 @@ pub use backlog::{BacklogCleared, BacklogSource, FULL_SWEEP};
 pub use builder::GuardBuilder;
 pub use gate::{Gate, PauseInfo, PausedBy, Permit};
 #[cfg(feature = "postgres")]
+pub(crate) use listen::schema_versions as pg_schema_versions;
+#[cfg(feature = "postgres")]
 pub use listen::{DDL_CHANNEL, install_ddl_trigger};
 pub use observe::ChangeSignal;
 pub use operator::{OperatorPause, OperatorResume};
@@ -139,6 +141,12 @@ struct PassState {
     signatures: crate::backend::Signatures,
     /// The contracts' fixed schemas' signatures, per pool.
     fixed_signatures: crate::backend::Signatures,
+    /// Each tenant's schema version (the DDL trigger's) as of its last introspection, or
+    /// of a sweep that found its catalog signature unchanged.
+    versions: HashMap<String, String>,
+    /// Per pool, what those versions were recorded under: the trigger's token and the
+    /// versions of every schema that is not a tenant (`observe.rs`).
+    version_bases: HashMap<String, String>,
     /// Sweeps since the last full check.
     sweeps: u32,
 }

@@ -1,21 +1,33 @@
 //! What a pass introspects. A full check introspects every tenant; a sweep first asks the
-//! backend for each tenant's catalog signature ([`crate::backend::Backend::signatures`]) and
-//! introspects only the tenants whose signature moved (and new, dirty, unreachable or
+//! backend which tenants changed and introspects only those (and new, dirty, unreachable or
 //! retry-due ones), keeping the other tenants' verdicts; a targeted pass introspects only
 //! the tenants the DDL listener named. Introspection goes in chunks of at most
 //! [`CHUNK`] tenants, so one changed tenant costs a query scoped to it, not a fleet-sized
 //! one. Every `full_check_every`-th sweep is a full check, and so is any sweep whose
 //! signal is unavailable (MySQL) or fails.
+//!
+//! A sweep's signal, per pool: the DDL trigger's schema versions
+//! ([`crate::backend::Backend::schema_versions`]: one small table) when they can be trusted,
+//! else each tenant's catalog signature ([`crate::backend::Backend::signatures`]: a digest
+//! of the catalog rows introspection reads). The versions are trusted only when the last
+//! pass recorded them under the same base: the same trigger token (both triggers enabled
+//! and unaltered since, the same version table) and the same versions of every schema
+//! that is not a tenant of the pool (a shared enum or domain in `public`, a fixed schema,
+//! a table a tenant's view or key reads: a change there moves no tenant's version). Any
+//! other sweep falls back to the catalog signatures and records the versions for the next.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::fmt;
+use std::fmt::Write as _;
 
 use contract_core::{TenantName, TenantReport, Verdict};
 use sqlx::Pool;
 
+use sha2::{Digest as _, Sha256};
+
 use super::pass::tenant_fingerprint;
 use super::{Guard, Observed, PassState, metrics};
-use crate::backend::Signatures;
+use crate::backend::{SchemaVersions, Signatures};
 use crate::check::{FleetSnapshot, check_tenant, snapshot};
 use crate::control::ControlStore;
 use crate::error::{Error, error_chain};
@@ -29,7 +41,8 @@ pub(super) const CHUNK: usize = 1_000;
 pub(super) enum Scope {
     /// Every tenant.
     Full,
-    /// The tenants whose catalog signature changed (every tenant without a signal).
+    /// The tenants whose schema version or catalog signature changed (every tenant
+    /// without a signal).
     Sweep,
     /// Only these (named by the DDL listener), plus tenants not checked yet.
     Targeted(BTreeSet<String>),
@@ -50,6 +63,24 @@ pub enum ChangeSignal {
     CatalogSignature,
     /// Only the tenants the DDL event trigger named were introspected.
     Targeted,
+    /// One small read of the versions the DDL event trigger keeps per schema
+    /// (PostgreSQL, [`super::install_ddl_trigger`]); only tenants whose version moved
+    /// were introspected. Used while both event triggers are enabled and unaltered and no
+    /// schema other than a tenant's changed since the last pass; any other sweep falls
+    /// back to [`ChangeSignal::CatalogSignature`].
+    SchemaVersion,
+}
+
+impl ChangeSignal {
+    /// How far a pass relied on the database to say what changed (weakest first).
+    fn trust(self) -> u8 {
+        match self {
+            Self::FullCheck => 0,
+            Self::CatalogSignature => 1,
+            Self::SchemaVersion => 2,
+            Self::Targeted => 3,
+        }
+    }
 }
 
 impl fmt::Display for ChangeSignal {
@@ -60,6 +91,9 @@ impl fmt::Display for ChangeSignal {
                 "catalog signature (only tenants whose catalog rows changed introspected)"
             }
             Self::Targeted => "targeted (only the tenants the DDL trigger named introspected)",
+            Self::SchemaVersion => {
+                "schema version (only tenants whose DDL trigger version moved introspected)"
+            }
         })
     }
 }
@@ -113,6 +147,7 @@ impl<DB: ControlStore> Guard<DB> {
                 Scope::Targeted(_) => ChangeSignal::Targeted,
             },
         };
+        let mut weakest: Option<ChangeSignal> = None;
         for (pool, names) in directory.groups() {
             let wanted: Vec<&TenantName> = match scope {
                 Scope::Targeted(targets) => names
@@ -126,34 +161,76 @@ impl<DB: ControlStore> Guard<DB> {
             if wanted.is_empty() {
                 continue;
             }
-            let fresh = self.read_signatures(pool, &wanted).await;
-            let chosen: Vec<TenantName> = match (scope, &fresh) {
+            // A targeted pass stays as small as its tenants: no versions read (its tenants'
+            // are forgotten below, so the next sweep looks at them again).
+            let versions = match scope {
+                Scope::Targeted(_) => None,
+                Scope::Full | Scope::Sweep => self.read_versions(pool).await,
+            };
+            let pool_key = DB::describe_pool(pool);
+            let base = versions.as_ref().map(|v| version_base(v, names));
+            let trusted = matches!(scope, Scope::Sweep)
+                && base.is_some()
+                && state.version_bases.get(&pool_key) == base.as_ref();
+            let fresh = if trusted {
+                None
+            } else {
+                self.read_signatures(pool, &wanted).await
+            };
+            let is_forced = |name: &str| {
+                forced.dirty.contains(name)
+                    || forced.retry_due.contains(name)
+                    || state
+                        .observed
+                        .get(name)
+                        .is_none_or(|o| o.fingerprint.is_empty())
+            };
+            let (signal, chosen): (ChangeSignal, Vec<TenantName>) = match (scope, &fresh) {
+                (Scope::Sweep, _) if trusted => {
+                    let fresh_versions = versions.as_ref().map(|v| &v.versions);
+                    let chosen = wanted
+                        .iter()
+                        .filter(|t| {
+                            let name = t.as_str();
+                            is_forced(name)
+                                || state.versions.get(name).map(String::as_str)
+                                    != Some(version_of(fresh_versions, name))
+                        })
+                        .map(|t| (*t).clone())
+                        .collect();
+                    (ChangeSignal::SchemaVersion, chosen)
+                }
                 (Scope::Sweep, Some(fresh)) => {
                     let fixed_moved = self.fixed_moved(state, pool, fresh);
-                    wanted
+                    let chosen = wanted
                         .iter()
                         .filter(|t| {
                             let name = t.as_str();
                             fixed_moved
-                                || forced.dirty.contains(name)
-                                || forced.retry_due.contains(name)
-                                || state
-                                    .observed
-                                    .get(name)
-                                    .is_none_or(|o| o.fingerprint.is_empty())
+                                || is_forced(name)
                                 || needs_look(state.signatures.get(name), fresh.get(name))
                         })
                         .map(|t| (*t).clone())
-                        .collect()
+                        .collect();
+                    (ChangeSignal::CatalogSignature, chosen)
                 }
-                (Scope::Sweep, None) => {
-                    observation.signal = ChangeSignal::FullCheck;
-                    wanted.iter().map(|t| (*t).clone()).collect()
-                }
-                (Scope::Full | Scope::Targeted(_), _) => {
-                    wanted.iter().map(|t| (*t).clone()).collect()
-                }
+                (Scope::Sweep | Scope::Full, None) => (
+                    ChangeSignal::FullCheck,
+                    wanted.iter().map(|t| (*t).clone()).collect(),
+                ),
+                (Scope::Full, Some(_)) => (
+                    ChangeSignal::FullCheck,
+                    wanted.iter().map(|t| (*t).clone()).collect(),
+                ),
+                (Scope::Targeted(_), _) => (
+                    ChangeSignal::Targeted,
+                    wanted.iter().map(|t| (*t).clone()).collect(),
+                ),
             };
+            weakest = Some(match weakest {
+                Some(w) if w.trust() <= signal.trust() => w,
+                _ => signal,
+            });
             // A targeted pass checks a few tenants against the fixed schemas: the others
             // were not, so a moved fixed schema must still look moved to the next sweep.
             if let Some(fresh) = &fresh
@@ -161,11 +238,42 @@ impl<DB: ControlStore> Guard<DB> {
             {
                 self.keep_fixed(state, pool, fresh);
             }
+            // The versions were read before any introspection below: a change made
+            // meanwhile moves a version again. A sweep or full check records every tenant's
+            // (one not introspected had an unchanged signature or version) under the new
+            // base; a targeted pass forgets its tenants'.
+            match (&versions, scope) {
+                (_, Scope::Targeted(_)) => {
+                    for tenant in &chosen {
+                        state.versions.remove(tenant.as_str());
+                    }
+                }
+                (Some(read), Scope::Full | Scope::Sweep) => {
+                    for tenant in &wanted {
+                        let version = version_of(Some(&read.versions), tenant.as_str());
+                        store_version(state, tenant.as_str(), version);
+                    }
+                }
+                (None, Scope::Full | Scope::Sweep) => {}
+            }
+            if !matches!(scope, Scope::Targeted(_)) {
+                match base {
+                    Some(base) => {
+                        state.version_bases.insert(pool_key, base);
+                    }
+                    None => {
+                        state.version_bases.remove(&pool_key);
+                    }
+                }
+            }
             for chunk in chosen.chunks(CHUNK) {
                 observation.introspected += chunk.len();
                 self.check_chunk(state, pool, chunk, fresh.as_ref(), forced, &mut observation)
                     .await;
             }
+        }
+        if let Some(signal) = weakest {
+            observation.signal = signal;
         }
         observation
     }
@@ -189,6 +297,25 @@ impl<DB: ControlStore> Guard<DB> {
             Ok(signatures) => signatures,
             Err(error) => {
                 tracing::warn!(pool = %DB::describe_pool(pool), error = %error_chain(&error), "catalog signatures not read; this pass introspects every tenant of the pool");
+                None
+            }
+        }
+    }
+
+    /// The DDL trigger's schema versions; `None` when the backend has none, the trigger
+    /// cannot be trusted now, or reading them failed (logged).
+    async fn read_versions(&self, pool: &Pool<DB>) -> Option<SchemaVersions> {
+        let inner = &self.inner;
+        let read = tokio::time::timeout(inner.check_timeout, DB::schema_versions(pool))
+            .await
+            .unwrap_or(Err(Error::CheckTimeout {
+                pool: DB::describe_pool(pool),
+                after: inner.check_timeout,
+            }));
+        match read {
+            Ok(versions) => versions,
+            Err(error) => {
+                tracing::warn!(pool = %DB::describe_pool(pool), error = %error_chain(&error), "schema versions not read; this pass reads the catalog signatures");
                 None
             }
         }
@@ -245,6 +372,7 @@ impl<DB: ControlStore> Guard<DB> {
                 tracing::warn!(pool = %DB::describe_pool(pool), tenants = chunk.len(), %error, "a pass could not read a pool; its tenants are paused as unreachable");
                 for tenant in chunk {
                     state.signatures.remove(tenant.as_str());
+                    state.versions.remove(tenant.as_str());
                     state.observed.insert(
                         tenant.to_string(),
                         Observed {
@@ -314,6 +442,49 @@ fn needs_look(stored: Option<&Option<String>>, fresh: Option<&Option<String>>) -
         (Some(Some(stored)), Some(Some(fresh))) => stored != fresh,
         _ => true,
     }
+}
+
+/// A tenant's version in `versions` (`""`: no DDL since the trigger was installed).
+fn version_of<'a>(versions: Option<&'a HashMap<String, String>>, tenant: &str) -> &'a str {
+    versions
+        .and_then(|v| v.get(tenant))
+        .map_or("", String::as_str)
+}
+
+fn store_version(state: &mut PassState, tenant: &str, version: &str) {
+    match state.versions.get_mut(tenant) {
+        Some(stored) if stored == version => {}
+        Some(stored) => version.clone_into(stored),
+        None => {
+            state.versions.insert(tenant.to_owned(), version.to_owned());
+        }
+    }
+}
+
+/// What a pool's tenant versions are recorded under: the trigger's token and a digest of
+/// the versions of every schema that is not one of the pool's tenants.
+fn version_base(read: &SchemaVersions, tenants: &[TenantName]) -> String {
+    let tenants: HashSet<&str> = tenants.iter().map(TenantName::as_str).collect();
+    let mut others: Vec<(&String, &String)> = read
+        .versions
+        .iter()
+        .filter(|(schema, _)| !tenants.contains(schema.as_str()))
+        .collect();
+    others.sort_unstable();
+    let mut digest = Sha256::new();
+    for (schema, version) in others {
+        digest.update(schema.as_bytes());
+        digest.update([0x1f]);
+        digest.update(version.as_bytes());
+        digest.update([0x1e]);
+    }
+    let digest = digest.finalize();
+    let mut base = read.token.clone();
+    base.push('|');
+    for byte in digest {
+        let _ = write!(base, "{byte:02x}");
+    }
+    base
 }
 
 /// Where a fixed schema's signature is kept: per pool (each pool is its own server or file).

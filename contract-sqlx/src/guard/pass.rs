@@ -332,7 +332,7 @@ impl<DB: ControlStore> Guard<DB> {
                 .count() as u64,
         );
         if !log.tenants.is_empty() || !log.steps.is_empty() {
-            self.finish_log(log, &report, introspect_ms, started);
+            self.finish_log(log, &report, introspect_ms, signal, started);
         }
         *inner.report.write().unwrap_or_else(PoisonError::into_inner) = Some(report);
         telemetry::seconds(metrics::REVALIDATION_DURATION, started.elapsed());
@@ -550,6 +550,7 @@ impl<DB: ControlStore> Guard<DB> {
         mut log: ExecutionLog,
         report: &FleetReport,
         introspect_ms: u64,
+        signal: super::ChangeSignal,
         started: Instant,
     ) {
         log.push(LogAction::Introspect {
@@ -569,7 +570,7 @@ impl<DB: ControlStore> Guard<DB> {
         });
         log.tenants.sort_by(|a, b| a.tenant.cmp(&b.tenant));
         log.outcome = format!(
-            "{}; {} tenant(s) applied, {} waiting, {} failed, in {} ms",
+            "{}; {} tenant(s) applied, {} waiting, {} failed, in {} ms; change signal: {signal}",
             report.summary(),
             log.tenants
                 .iter()

@@ -18,7 +18,7 @@ use contract_core::{Dialect, LiveColumn, LiveTable, TypeFit};
 use futures_util::TryStreamExt as _;
 use sqlx::{AssertSqlSafe, Column, Executor, PgPool, Pool, Postgres, SqlSafeStr, Statement};
 
-use crate::backend::{Backend, Signatures, TypeMap};
+use crate::backend::{Backend, SchemaVersions, Signatures, TypeMap};
 use crate::check::ContractSet;
 use crate::check::TypeCheck;
 use crate::error::{Error, Result, hint};
@@ -118,6 +118,10 @@ impl Backend for Postgres {
         Ok(Some(signatures))
     }
 
+    async fn schema_versions(pool: &PgPool) -> Result<Option<SchemaVersions>> {
+        crate::guard::pg_schema_versions(pool).await
+    }
+
     fn fit(check: &TypeCheck<Self>, live: &LiveColumn, types: &TypeMap<Self>) -> TypeFit {
         let expected_sql_type = check.expected_sql_type();
         let compatible = types
@@ -185,6 +189,13 @@ impl Backend for Postgres {
 
     async fn row_estimates(pool: &PgPool, tables: &[(String, String)]) -> Result<Vec<Option<u64>>> {
         online::row_estimates(pool, tables).await
+    }
+
+    async fn online_refusals(
+        pool: &PgPool,
+        columns: &[(String, String, String)],
+    ) -> Result<Vec<Option<&'static str>>> {
+        online::refusals(pool, columns).await
     }
 
     async fn apply(pool: &PgPool, job: &ApplyJob<'_, Self>) -> Result<AuditRecord> {

@@ -33,7 +33,9 @@ pub struct ApplyOptions {
     /// PostgreSQL: a column type change that rewrites a table of at least this many rows
     /// (`pg_class.reltuples`) is planned online (shadow column, sync trigger, batched
     /// backfill, short swap: `remediation::change_type_online`) instead of one
-    /// `ALTER … USING` under `ACCESS EXCLUSIVE`; `None`: never. Default 1,000,000.
+    /// `ALTER … USING` under `ACCESS EXCLUSIVE`; a column the online procedure refuses
+    /// (part of a key, read by a view, …) is refused with its reason. `None`: never.
+    /// Default 1,000,000.
     pub online_threshold_rows: Option<u64>,
     /// Rows per batch of an online backfill (each its own transaction); default 10,000.
     pub online_batch_rows: u32,

@@ -55,6 +55,10 @@ pub struct AuditRecord {
     /// Who approved them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub approved_by: Option<String>,
+    /// Progress samples of the online backfills the apply ran (PostgreSQL), for the
+    /// execution log; not stored in the audit table (its statements summarise them).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub progress: Vec<contract_core::BackfillProgress>,
 }
 
 /// A new unique audit id: a UUIDv7, so ids sort by creation time.
@@ -89,6 +93,7 @@ impl AuditRecord {
             duration_ms,
             approval_id: job.approval.and_then(|a| a.id.clone()),
             approved_by: job.approval.map(|a| a.approver.clone()),
+            progress: Vec::new(),
         }
     }
 }

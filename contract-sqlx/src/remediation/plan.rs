@@ -151,13 +151,35 @@ async fn go_online<DB: Backend>(
     }
     let tables: Vec<(String, String)> = candidates.iter().map(|c| c.2.clone()).collect();
     let estimates = DB::row_estimates(pool, &tables).await?;
-    for ((p, i, (schema, _)), rows) in candidates.into_iter().zip(estimates) {
-        if let Some(rows) = rows.filter(|&rows| rows >= threshold) {
-            planned[p].plan = planned[p]
-                .plan
-                .clone()
-                .with_online(i, &schema, rows, threshold);
-        }
+    let big: Vec<_> = candidates
+        .into_iter()
+        .zip(estimates)
+        .filter_map(|(c, rows)| rows.filter(|&rows| rows >= threshold).map(|rows| (c, rows)))
+        .collect();
+    if big.is_empty() {
+        return Ok(());
+    }
+    // A column the procedure refuses is refused here too, with its reason: planned online,
+    // its apply would fail on every pass; planned plain, it would block the table's
+    // writers for the whole rewrite.
+    let columns: Vec<(String, String, String)> = big
+        .iter()
+        .map(|((p, i, (schema, table)), _)| {
+            let column = planned[*p].plan.steps[*i]
+                .online_candidate()
+                .map(|(column, _)| column)
+                .unwrap_or_default();
+            (schema.clone(), table.clone(), column)
+        })
+        .collect();
+    let refusals = DB::online_refusals(pool, &columns).await?;
+    // Last step first: a refusal removes its step, which moves the later ones.
+    for (((p, i, (schema, _)), rows), refused) in big.into_iter().zip(refusals).rev() {
+        let plan = planned[p].plan.clone();
+        planned[p].plan = match refused {
+            Some(reason) => plan.refuse_online(i, threshold, reason),
+            None => plan.with_online(i, &schema, rows, threshold),
+        };
     }
     Ok(())
 }

@@ -321,6 +321,7 @@ pub(crate) fn record(
                     entry.audit_id = Some(audit.audit_id.clone());
                     entry.duration_ms = duration_ms;
                     entry.statements.clone_from(&audit.statements);
+                    entry.progress.clone_from(&audit.progress);
                 }
                 audits.push(audit);
             }

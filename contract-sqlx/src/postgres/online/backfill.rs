@@ -1,12 +1,17 @@
 //! The batched backfill of an online type change: by primary-key range, each batch its own
 //! short transaction that also advances the stored checkpoint, so a killed run resumes.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
+use contract_core::BackfillProgress;
 use sqlx::{AssertSqlSafe, PgPool, SqlSafeStr};
 
 use super::type_change::{Names, OnlineReport, OnlineTypeChange};
 use crate::error::{Error, Result};
+
+/// How often a running backfill logs its progress and keeps a sample for the execution log
+/// (its gauges move after every batch).
+const PROGRESS_EVERY: Duration = Duration::from_secs(5);
 
 /// Backfills from `last_key` (exclusive) to the end, then marks the checkpoint `verify`.
 pub(super) async fn run(
@@ -38,11 +43,13 @@ pub(super) async fn run(
     );
     // language=SQL
     let checkpoint = format!(
-        "UPDATE {} SET last_key = $2, rows_done = rows_done + $3, updated_at = now() WHERE change = $1",
+        "UPDATE {} SET last_key = $2, rows_done = rows_done + $3, updated_at = now() WHERE change = $1
+         RETURNING rows_done",
         names.progress
     );
     let total = report.rows_estimate.max(0.0);
     let started = Instant::now();
+    let mut sampled = started;
     let mut key = last_key;
     // A writer that touches a row of the running batch waits for its commit, so a batch
     // is sized to take about `batch_time`: at most `batch_rows`, fewer on a slow or busy
@@ -69,11 +76,11 @@ pub(super) async fn run(
         let Some(max) = max else {
             break;
         };
-        sqlx::query(AssertSqlSafe(checkpoint.clone()).into_sql_str())
+        let done: i64 = sqlx::query_scalar(AssertSqlSafe(checkpoint.clone()).into_sql_str())
             .bind(&names.key)
             .bind(max)
             .bind(rows)
-            .execute(&mut *tx)
+            .fetch_one(&mut *tx)
             .await
             .map_err(db("the backfill checkpoint"))?;
         tx.commit().await.map_err(db("a backfill batch"))?;
@@ -81,26 +88,33 @@ pub(super) async fn run(
         report.rows_backfilled += rows;
         report.batches += 1;
         rows_next = next_size(rows_next, batch_started.elapsed(), change);
-        if report.batches % 20 == 1 {
-            progress(change, report, total, started);
+        crate::telemetry::count(
+            crate::guard::metrics::ONLINE_BACKFILL_ROWS_COPIED_TOTAL,
+            u64::try_from(rows).unwrap_or(0),
+        );
+        let sample = progress(change, report, done, total, started, false);
+        if report.batches == 1 || sampled.elapsed() >= PROGRESS_EVERY {
+            sampled = Instant::now();
+            keep(change, report, sample);
         }
         if !change.pause.is_zero() {
             tokio::time::sleep(change.pause).await;
         }
     }
-    sqlx::query(
+    let done: i64 = sqlx::query_scalar(
         AssertSqlSafe(format!(
-            "UPDATE {} SET state = 'verify', updated_at = now() WHERE change = $1",
+            "UPDATE {} SET state = 'verify', updated_at = now() WHERE change = $1 RETURNING rows_done",
             names.progress
         ))
         .into_sql_str(),
     )
     .bind(&names.key)
-    .execute(pool)
+    .fetch_one(pool)
     .await
     .map_err(db("the backfill checkpoint"))?;
     report.backfill_ms = crate::remediation::elapsed_ms(started);
-    progress(change, report, total, started);
+    let last = progress(change, report, done, total, started, true);
+    keep(change, report, last);
     Ok(())
 }
 
@@ -116,37 +130,62 @@ fn next_size(rows: u32, took: std::time::Duration, change: &OnlineTypeChange) ->
     next.clamp(floor, change.batch_rows)
 }
 
-/// Rows done of the estimate, the rate and the time left, in the log and as metrics.
-fn progress(change: &OnlineTypeChange, report: &OnlineReport, total: f64, started: Instant) {
-    let seconds = started.elapsed().as_secs_f64().max(0.001);
+/// Rows done of the estimate, the rate and the time left, set as gauges (after every
+/// batch) and returned as a sample (which the first batch, one batch every
+/// [`PROGRESS_EVERY`] and the end [`keep`]). `done` counts the rows of interrupted runs too.
+fn progress(
+    change: &OnlineTypeChange,
+    report: &OnlineReport,
+    done: i64,
+    total: f64,
+    started: Instant,
+    end: bool,
+) -> BackfillProgress {
+    let elapsed = started.elapsed();
+    let seconds = elapsed.as_secs_f64().max(0.001);
     #[allow(clippy::cast_precision_loss)]
-    let done = report.rows_backfilled as f64;
-    let rate = done / seconds;
-    let eta = if rate > 0.0 {
-        ((total - done).max(0.0) / rate).round()
-    } else {
+    let rate = report.rows_backfilled as f64 / seconds;
+    #[allow(clippy::cast_precision_loss)]
+    let left = (total - done as f64).max(0.0);
+    let eta = if end || rate <= 0.0 {
         0.0
+    } else {
+        (left / rate).round()
     };
+    // The estimate comes from `pg_class.reltuples`, the rate and ETA from this run: never
+    // negative, far below `u64::MAX`.
+    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+    let whole = |x: f64| x.max(0.0).round() as u64;
+    let sample = BackfillProgress::new(
+        format!("{}.{}.{}", change.schema, change.table, change.column),
+        u64::try_from(done).unwrap_or(0),
+        whole(total),
+        whole(rate),
+        whole(eta),
+        crate::remediation::elapsed_ms(started),
+    );
+    // No tenant labels on metrics (the tenant is in the log line below): the gauges tell
+    // the running backfill's progress, whichever tenant it is running on.
+    use crate::guard::metrics as m;
+    crate::telemetry::gauge(m::ONLINE_BACKFILL_ROWS_DONE, sample.rows_done);
+    crate::telemetry::gauge(m::ONLINE_BACKFILL_ROWS_ESTIMATE, sample.rows_total);
+    crate::telemetry::gauge(m::ONLINE_BACKFILL_ROWS_PER_SECOND, sample.rows_per_s);
+    crate::telemetry::gauge(m::ONLINE_BACKFILL_ETA_SECONDS, sample.eta_s);
+    sample
+}
+
+/// Logs `sample` and keeps it for the execution log.
+fn keep(change: &OnlineTypeChange, report: &mut OnlineReport, sample: BackfillProgress) {
     tracing::info!(
         schema = %change.schema,
         table = %change.table,
         column = %change.column,
-        rows_done = report.rows_backfilled,
-        rows_total = total,
-        rows_per_s = rate.round(),
-        eta_s = eta,
+        rows_done = sample.rows_done,
+        rows_total = sample.rows_total,
+        rows_per_s = sample.rows_per_s,
+        eta_s = sample.eta_s,
+        batches = report.batches,
         "online backfill progress"
     );
-    // No tenant labels on metrics (the tenant is in the log line above): the gauges tell
-    // the backfill's progress, whichever tenant it is running on. The estimate comes from
-    // `pg_class.reltuples`, the rate and ETA from this run: never negative, far below
-    // `u64::MAX`.
-    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
-    let whole = |x: f64| x.max(0.0).round() as u64;
-    use crate::guard::metrics as m;
-    let done = u64::try_from(report.rows_backfilled).unwrap_or(0);
-    crate::telemetry::gauge(m::ONLINE_BACKFILL_ROWS_DONE, done);
-    crate::telemetry::gauge(m::ONLINE_BACKFILL_ROWS_TOTAL, whole(total));
-    crate::telemetry::gauge(m::ONLINE_BACKFILL_ROWS_PER_SECOND, whole(rate));
-    crate::telemetry::gauge(m::ONLINE_BACKFILL_ETA_SECONDS, whole(eta));
+    report.progress.push(sample);
 }

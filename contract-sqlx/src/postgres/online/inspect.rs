@@ -7,6 +7,8 @@ use crate::error::{Error, Result};
 /// The column as the catalog describes it.
 #[derive(Debug, Clone)]
 pub(super) struct ColumnFacts {
+    /// The 1-based position of the column in the lookup.
+    pub position: i64,
     pub not_null: bool,
     pub default_expr: Option<String>,
     pub rows_estimate: f64,
@@ -26,7 +28,8 @@ pub(super) struct ColumnFacts {
 
 // language=SQL
 const FACTS: &str = r#"
-SELECT a.attnotnull AS not_null,
+SELECT t.i AS position,
+       a.attnotnull AS not_null,
        pg_get_expr(d.adbin, d.adrelid) AS default_expr,
        c.reltuples::float8 AS rows_estimate,
        EXISTS (SELECT 1 FROM pg_constraint k WHERE k.conrelid = c.oid AND k.contype = 'p' AND a.attnum = ANY (k.conkey)) AS in_pk,
@@ -55,11 +58,12 @@ SELECT a.attnotnull AS not_null,
         FROM pg_index i JOIN pg_class ic ON ic.oid = i.indexrelid JOIN pg_am am ON am.oid = ic.relam
         WHERE i.indrelid = c.oid AND i.indnatts = 1 AND i.indkey[0] = a.attnum AND NOT i.indisprimary
           AND i.indexprs IS NULL AND i.indpred IS NULL) AS indexes
-FROM pg_class c
-JOIN pg_namespace n ON n.oid = c.relnamespace
-JOIN pg_attribute a ON a.attrelid = c.oid AND a.attname = $3 AND a.attnum > 0 AND NOT a.attisdropped
+FROM unnest($1::text[], $2::text[], $3::text[]) WITH ORDINALITY AS t(s, r, col, i)
+JOIN pg_namespace n ON n.nspname = t.s
+JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = t.r AND c.relkind IN ('r', 'p')
+JOIN pg_attribute a ON a.attrelid = c.oid AND a.attname = t.col AND a.attnum > 0 AND NOT a.attisdropped
 LEFT JOIN pg_attrdef d ON d.adrelid = c.oid AND d.adnum = a.attnum
-WHERE n.nspname = $1 AND c.relname = $2 AND c.relkind IN ('r', 'p')
+ORDER BY t.i
 "#;
 
 /// The facts about `schema.table.column`, or [`Error::NotOnline`] with the first reason
@@ -70,22 +74,75 @@ pub(super) async fn inspect(
     table: &str,
     column: &str,
 ) -> Result<ColumnFacts> {
-    let facts: Option<ColumnFacts> = sqlx::query_as(FACTS)
-        .bind(schema)
-        .bind(table)
-        .bind(column)
-        .fetch_optional(pool)
-        .await
-        .map_err(Error::db(
-            "inspecting a column for an online type change",
-            Some(schema),
-        ))?;
+    let one = [(schema.to_owned(), table.to_owned(), column.to_owned())];
+    let facts = lookup(pool, &one).await?.pop().flatten();
     let refuse = |reason: &str| Error::NotOnline {
         table: format!("{schema}.{table}"),
         column: column.to_owned(),
         reason: reason.to_owned(),
     };
-    let facts = facts.ok_or_else(|| refuse("is not a column of a table"))?;
+    let facts = facts.ok_or_else(|| refuse(NOT_A_COLUMN))?;
+    match refusal(&facts) {
+        Some(reason) => Err(refuse(reason)),
+        None => Ok(facts),
+    }
+}
+
+/// Why the online type change would refuse each `(schema, table, column)` of `columns`, in
+/// order (`None`: it would run): the planner asks before it plans one, so a plan never
+/// holds an online step its apply refuses on every pass. One catalog query for all.
+pub(in crate::postgres) async fn refusals(
+    pool: &PgPool,
+    columns: &[(String, String, String)],
+) -> Result<Vec<Option<&'static str>>> {
+    let facts = lookup(pool, columns).await?;
+    Ok(facts
+        .iter()
+        .map(|facts| match facts {
+            Some(facts) => refusal(facts),
+            None => Some(NOT_A_COLUMN),
+        })
+        .collect())
+}
+
+const NOT_A_COLUMN: &str = "is not a column of a table";
+
+/// The facts of each column of `columns`, in order (`None`: not a column of a table).
+async fn lookup(
+    pool: &PgPool,
+    columns: &[(String, String, String)],
+) -> Result<Vec<Option<ColumnFacts>>> {
+    let mut arrays: [Vec<&str>; 3] = Default::default();
+    for (schema, table, column) in columns {
+        arrays[0].push(schema);
+        arrays[1].push(table);
+        arrays[2].push(column);
+    }
+    let [schemas, tables, names] = arrays;
+    let found: Vec<ColumnFacts> = sqlx::query_as(FACTS)
+        .bind(schemas)
+        .bind(tables)
+        .bind(names)
+        .fetch_all(pool)
+        .await
+        .map_err(Error::db(
+            "inspecting a column for an online type change",
+            columns.first().map(|c| c.0.as_str()),
+        ))?;
+    let mut facts = vec![None; columns.len()];
+    for row in found {
+        let slot = usize::try_from(row.position - 1)
+            .ok()
+            .and_then(|i| facts.get_mut(i));
+        if let Some(slot) = slot {
+            *slot = Some(row);
+        }
+    }
+    Ok(facts)
+}
+
+/// The first reason the online procedure refuses a column with these facts, if any.
+fn refusal(facts: &ColumnFacts) -> Option<&'static str> {
     let default_is_sequence = facts
         .default_expr
         .as_deref()
@@ -122,13 +179,13 @@ pub(super) async fn inspect(
             "belongs to a table without a single-column integer primary key to batch the backfill by",
         ),
     ];
-    match reasons.iter().find(|(refused, _)| *refused) {
-        Some((_, reason)) => Err(refuse(reason)),
-        None => Ok(facts),
-    }
+    reasons
+        .iter()
+        .find(|(refused, _)| *refused)
+        .map(|(_, reason)| *reason)
 }
 
 crate::from_row::impl_from_row!(sqlx::postgres::PgRow => ColumnFacts {
-    not_null, default_expr, rows_estimate, in_pk, in_fk, in_view, generated, used_by_generated,
+    position, not_null, default_expr, rows_estimate, in_pk, in_fk, in_view, generated, used_by_generated,
     identity, in_other_constraint, complex_index, pk_column, indexes,
 });

@@ -10,6 +10,7 @@ mod resume;
 mod swap;
 mod type_change;
 
+pub(super) use inspect::refusals;
 pub(super) use phased::apply_phased;
 pub(super) use planned::{apply_online, row_estimates};
 pub(super) use resume::resume_pending;

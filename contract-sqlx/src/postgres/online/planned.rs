@@ -52,7 +52,7 @@ pub(in crate::postgres) async fn apply_online(
     let tenant = job.tenant.as_str();
     let (online, rest): (Vec<&PlanStep>, Vec<&PlanStep>) =
         job.steps.iter().copied().partition(|s| s.online.is_some());
-    let (mut statements, mut attempts) = (Vec::new(), 1);
+    let (mut statements, mut attempts, mut progress) = (Vec::new(), 1, Vec::new());
     if !rest.is_empty() {
         let first = ApplyJob {
             steps: rest,
@@ -102,6 +102,7 @@ pub(in crate::postgres) async fn apply_online(
             Ok(report) => {
                 attempts = attempts.max(report.swap_attempts);
                 statements.push(summary(&change, &report));
+                progress.extend(report.progress);
             }
             Err(error) => {
                 outcome = Err(error);
@@ -115,13 +116,9 @@ pub(in crate::postgres) async fn apply_online(
     let audit_id = new_audit_id();
     let duration_ms = elapsed_ms(started);
     insert_audit(pool, job, &audit_id, &statements, attempts, duration_ms).await?;
-    Ok(AuditRecord::applied(
-        job,
-        audit_id,
-        statements,
-        attempts,
-        duration_ms,
-    ))
+    let mut record = AuditRecord::applied(job, audit_id, statements, attempts, duration_ms);
+    record.progress = progress;
+    Ok(record)
 }
 
 /// What one online change did, as the audit row and the execution log show it (an SQL

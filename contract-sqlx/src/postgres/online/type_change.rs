@@ -107,6 +107,9 @@ pub struct OnlineReport {
     pub swap_attempts: u32,
     /// Wall time of the whole change.
     pub total_ms: u64,
+    /// Progress samples of this run's backfill: the first batch, one every few seconds,
+    /// and the end (rows done counts those of an interrupted run it resumed).
+    pub progress: Vec<contract_core::BackfillProgress>,
 }
 
 /// Names derived from the column, within PostgreSQL's 63 bytes.
@@ -228,6 +231,7 @@ pub async fn change_type_online(pool: &PgPool, change: &OnlineTypeChange) -> Res
         resumed_from,
         swap_attempts: 0,
         total_ms: 0,
+        progress: Vec::new(),
     };
     let mut lap = Instant::now();
     let mut phase = |report: &mut OnlineReport, name: &'static str| {
