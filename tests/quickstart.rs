@@ -7,7 +7,7 @@ use crate::support;
 
 #[path = "../examples/quickstart/mod.rs"]
 #[allow(dead_code)]
-mod quickstart;
+mod example;
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -16,9 +16,9 @@ use contract_sqlx::{
     guard::PausedBy,
     report::{DriftKind, Verdict},
 };
-use quickstart::postgres::PgFleet;
-use quickstart::sqlite::SqliteFleet;
-use quickstart::story::{self, Drift, Outcome, Summary};
+use example::postgres::PgFleet;
+use example::sqlite::SqliteFleet;
+use example::story::{self, Drift, Outcome, Summary};
 
 /// The tenant's name in the scenario (`acme`), without the server's scratch prefix.
 fn short(tenant: &str) -> &str {
@@ -348,7 +348,7 @@ async fn postgres_quickstart_story_end_to_end_and_leaves_nothing_behind() {
 /// cannot run on are refused before anything is created.
 #[test]
 fn quickstart_uses_a_server_only_when_named_with_url() {
-    use quickstart::args::{Command, Target, parse};
+    use example::args::{Command, Target, parse};
     let args = |a: &[&str]| a.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
     let pg = "postgres://postgres@127.0.0.1/postgres";
 

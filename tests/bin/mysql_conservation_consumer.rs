@@ -28,9 +28,8 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// `ER_DUP_ENTRY`.
 const DUP_ENTRY: u16 = 1062;
 
-#[path = "message.rs"]
-mod message;
-use message::Message;
+// The one `Message` of every conservation consumer (`message.rs`, loaded once).
+use crate::broker_writer::Message;
 
 /// The tenant's `processed` table; `note` is what the test drops and the guard re-adds.
 #[derive(sqlx::FromRow, Contract)]

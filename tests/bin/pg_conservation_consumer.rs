@@ -22,9 +22,8 @@ use sqlx::{AssertSqlSafe, Postgres};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-#[path = "message.rs"]
-mod message;
-use message::Message;
+// The one `Message` of every conservation consumer (`message.rs`, loaded once).
+use crate::broker_writer::Message;
 
 /// The tenant's `processed` table; `note` is what the test drops and the guard re-adds.
 #[derive(sqlx::FromRow, Contract)]
