@@ -191,11 +191,11 @@ async fn column_type(pool: &PgPool, column: &str) -> String {
     .expect("column type")
 }
 
-/// A backfill killed (its future dropped) after some batches resumes from the stored
-/// checkpoint on the next call and ends with every row equal and the new type.
+/// A shadow-column backfill killed (its future dropped) after some batches resumes from
+/// the stored checkpoint on the next call and ends with every row equal and the new type.
 #[tokio::test]
 async fn online_type_change_killed_mid_backfill_resumes_from_the_checkpoint() {
-    use contract_sqlx::remediation::{OnlineTypeChange, change_type_online};
+    use contract_sqlx::remediation::{OnlineProcedure, OnlineTypeChange, change_type_online};
     use std::time::Duration;
 
     let scratch = PgScratch::create("contract_online_tc").await;
@@ -210,7 +210,8 @@ async fn online_type_change_killed_mid_backfill_resumes_from_the_checkpoint() {
     .await;
     let before = checksum(&scratch.pool).await;
     let change = OnlineTypeChange::new("tenant_1", "accounts", "user_id", "int8")
-        .batches(500, Duration::from_millis(20));
+        .batches(500, Duration::from_millis(20))
+        .procedure(OnlineProcedure::ShadowColumn);
     let killed = {
         let (pool, change) = (scratch.pool.clone(), change.clone());
         tokio::spawn(async move { change_type_online(&pool, &change).await })
@@ -487,6 +488,301 @@ async fn the_planner_turns_rewrites_of_big_tables_online_and_keeps_small_ones_pl
         .await
         .expect("re-check");
     assert!(again.plans.is_empty(), "both compliant: {:?}", again.plans);
+    scratch.drop_db().await;
+}
+
+/// `tenant_1.accounts` for the table-copy tests: a `serial` key, a column with a default,
+/// a check, an index and a partial unique index, a generated column, a comment, grants
+/// (to predefined roles, which every cluster has) and storage parameters; `rows` rows.
+fn copy_setup(rows: i64) -> String {
+    format!(
+        "CREATE SCHEMA tenant_1; \
+         CREATE TABLE tenant_1.accounts (id serial PRIMARY KEY, user_id int4 NOT NULL DEFAULT 7 CHECK (user_id >= 0), \
+             note text NOT NULL, twice int8 GENERATED ALWAYS AS (id * 2) STORED) WITH (fillfactor = 90); \
+         CREATE INDEX accounts_user_id_idx ON tenant_1.accounts (user_id); \
+         CREATE UNIQUE INDEX accounts_note_key ON tenant_1.accounts (note) WHERE note <> ''; \
+         COMMENT ON TABLE tenant_1.accounts IS 'the accounts'; \
+         GRANT SELECT, INSERT ON tenant_1.accounts TO pg_monitor; \
+         GRANT UPDATE ON tenant_1.accounts TO pg_read_all_stats WITH GRANT OPTION; \
+         INSERT INTO tenant_1.accounts (user_id, note) SELECT g * 3, 'n' || g FROM generate_series(1, {rows}) g; \
+         CREATE TABLE tenant_1.mirror AS SELECT id::int8, user_id::int8, note FROM tenant_1.accounts; \
+         ALTER TABLE tenant_1.mirror ADD PRIMARY KEY (id); \
+         ANALYZE tenant_1.accounts"
+    )
+}
+
+/// Everything the swap must keep: index names and definitions, constraints, grants,
+/// owner, comment, storage parameters, the sequence's owner and the column types.
+async fn table_facts(pool: &PgPool) -> Vec<String> {
+    sqlx::query_scalar(
+        "SELECT 'index ' || indexname || ': ' || indexdef FROM pg_indexes WHERE schemaname = 'tenant_1' AND tablename = 'accounts' \
+         UNION ALL SELECT 'constraint ' || conname || ': ' || pg_get_constraintdef(oid) FROM pg_constraint WHERE conrelid = 'tenant_1.accounts'::regclass \
+         UNION ALL SELECT 'grant ' || a.grantee::regrole || ' ' || a.privilege_type || ' ' || a.is_grantable \
+             FROM pg_class c, aclexplode(c.relacl) a WHERE c.oid = 'tenant_1.accounts'::regclass \
+         UNION ALL SELECT 'table ' || pg_get_userbyid(relowner) || ' ' || coalesce(obj_description(oid, 'pg_class'), '-') || ' ' || reloptions::text \
+             FROM pg_class WHERE oid = 'tenant_1.accounts'::regclass \
+         UNION ALL SELECT 'sequence ' || coalesce(pg_get_serial_sequence('tenant_1.accounts', 'id'), '-') \
+         UNION ALL SELECT 'column ' || attname || ' ' || format_type(atttypid, atttypmod) || ' ' || attnotnull \
+             FROM pg_attribute WHERE attrelid = 'tenant_1.accounts'::regclass AND attnum > 0 AND NOT attisdropped \
+         ORDER BY 1",
+    )
+    .fetch_all(pool)
+    .await
+    .expect("table facts")
+}
+
+/// `(table, mirror)` checksums of every row of `tenant_1.accounts` and its mirror.
+async fn copy_sums(pool: &PgPool) -> (String, String) {
+    sqlx::query_as(
+        "SELECT (SELECT md5(string_agg(id || ':' || user_id || ':' || note, ',' ORDER BY id)) FROM tenant_1.accounts), \
+                (SELECT md5(string_agg(id || ':' || user_id || ':' || note, ',' ORDER BY id)) FROM tenant_1.mirror)",
+    )
+    .fetch_one(pool)
+    .await
+    .expect("checksums")
+}
+
+/// Leftovers of a copy: the shadow table, triggers, the function and checkpoints.
+async fn copy_leftovers(pool: &PgPool) -> i64 {
+    sqlx::query_scalar(
+        "SELECT (SELECT count(*) FROM pg_class WHERE relname LIKE '%contract_copy%' OR relname LIKE '%contract_old%' OR relname LIKE '%_cold') \
+              + (SELECT count(*) FROM pg_trigger WHERE tgrelid = 'tenant_1.accounts'::regclass AND NOT tgisinternal) \
+              + (SELECT count(*) FROM pg_proc WHERE proname LIKE '%contract_copy%') \
+              + (SELECT count(*) FROM public.contract_online_progress)",
+    )
+    .fetch_one(pool)
+    .await
+    .expect("leftovers")
+}
+
+/// A writer on its own connection until `stop`: inserts, updates and deletes, each written
+/// to the table and its mirror in one transaction (a failed one rolls back both), half of
+/// the updates and deletes just past the copy's checkpoint (rows of the running batch).
+/// Returns the transactions committed and failed.
+fn copy_writer(
+    pool: PgPool,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    first_id: i64,
+    rows: i64,
+) -> tokio::task::JoinHandle<(u64, u64)> {
+    tokio::spawn(async move {
+        let (mut ok, mut failed, mut next, mut x) = (0, 0, first_id, 12345_i64);
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            x = (x * 1_103_515_245 + 12345) % 2_147_483_648;
+            // Every other write just past the copy's checkpoint: in the running batch.
+            let at: i64 = sqlx::query_scalar(
+                "SELECT coalesce(max(last_key), 0) FROM public.contract_online_progress",
+            )
+            .fetch_one(&pool)
+            .await
+            .unwrap_or(0);
+            let id = if x % 2 == 0 {
+                at + 1 + x % 200
+            } else {
+                1 + x % rows
+            };
+            let sql = match x % 3 {
+                0 => {
+                    next += 1;
+                    format!(
+                        "INSERT INTO tenant_1.accounts (id, user_id, note) VALUES ({next}, {x}, 'w{next}'); \
+                         INSERT INTO tenant_1.mirror VALUES ({next}, {x}, 'w{next}')"
+                    )
+                }
+                1 => format!(
+                    "UPDATE tenant_1.accounts SET user_id = {x} WHERE id = {id}; \
+                     UPDATE tenant_1.mirror SET user_id = {x} WHERE id = {id}"
+                ),
+                _ => format!(
+                    "DELETE FROM tenant_1.accounts WHERE id = {id}; DELETE FROM tenant_1.mirror WHERE id = {id}"
+                ),
+            };
+            let write = async {
+                let mut tx = pool.begin().await?;
+                sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await
+            };
+            match write.await {
+                Ok(()) => ok += 1,
+                Err(_) => failed += 1,
+            }
+        }
+        (ok, failed)
+    })
+}
+
+/// The table copy killed (its future dropped) mid-copy resumes from the stored checkpoint
+/// on the next call; writes between the runs are kept; the swapped table keeps its index
+/// and constraint names, grants, owner, comment, storage parameters and sequence.
+#[tokio::test]
+async fn online_table_copy_killed_mid_copy_resumes_and_keeps_names_and_grants() {
+    use contract_sqlx::remediation::{OnlineProcedure, OnlineTypeChange, change_type_online};
+    use std::time::Duration;
+
+    let scratch = PgScratch::create("contract_online_copy").await;
+    exec(&scratch.pool, copy_setup(20_000)).await;
+    let facts_before = table_facts(&scratch.pool).await;
+    let change = OnlineTypeChange::new("tenant_1", "accounts", "user_id", "int8")
+        .batches(500, Duration::from_millis(20));
+    let killed = {
+        let (pool, change) = (scratch.pool.clone(), change.clone());
+        tokio::spawn(async move { change_type_online(&pool, &change).await })
+    };
+    let done_rows = || async {
+        sqlx::query_scalar::<_, i64>(
+            "SELECT coalesce(max(rows_done), 0) FROM public.contract_online_progress",
+        )
+        .fetch_one(&scratch.pool)
+        .await
+        .unwrap_or(0)
+    };
+    let mut reached = 0;
+    for _ in 0..400 {
+        reached = done_rows().await;
+        if reached >= 2000 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    killed.abort();
+    assert!(
+        killed.await.is_err_and(|e| e.is_cancelled()),
+        "killed mid-copy"
+    );
+    assert!(reached >= 2000, "the copy never got going: {reached}");
+    let at_kill = done_rows().await;
+    assert!(at_kill < 20000, "killed before the end: {at_kill}");
+    // Writes between the runs, on both sides of the checkpoint: the trigger carries them.
+    exec(
+        &scratch.pool,
+        "UPDATE tenant_1.accounts SET user_id = 1 WHERE id IN (5, 19999); DELETE FROM tenant_1.accounts WHERE id IN (6, 19998); \
+         INSERT INTO tenant_1.accounts (note) VALUES ('late'); \
+         UPDATE tenant_1.mirror SET user_id = 1 WHERE id IN (5, 19999); DELETE FROM tenant_1.mirror WHERE id IN (6, 19998); \
+         INSERT INTO tenant_1.mirror VALUES (20001, 7, 'late')",
+    )
+    .await;
+
+    let report = change_type_online(&scratch.pool, &change)
+        .await
+        .expect("resumed run");
+    assert_eq!(report.procedure, OnlineProcedure::TableCopy);
+    let resumed = report.resumed_from.expect("resumed from a checkpoint");
+    assert!(resumed >= 2000, "resumed from key {resumed}");
+    assert!(
+        report.rows_backfilled <= 20001 - resumed,
+        "only the rest is copied: {} rows after key {resumed}",
+        report.rows_backfilled
+    );
+    let (table, mirror) = copy_sums(&scratch.pool).await;
+    assert_eq!(table, mirror, "every row is equal");
+    let expected: Vec<String> = facts_before
+        .iter()
+        .map(|f| f.replace("column user_id integer", "column user_id bigint"))
+        .collect();
+    assert_eq!(table_facts(&scratch.pool).await, expected);
+    // The sequence went on where it was, and the generated column is computed.
+    let (id, twice): (i32, i64) =
+        sqlx::query_as("INSERT INTO tenant_1.accounts (note) VALUES ('after') RETURNING id, twice")
+            .fetch_one(&scratch.pool)
+            .await
+            .expect("insert after the swap");
+    assert_eq!((id, twice), (20002, 40004));
+    assert_eq!(copy_leftovers(&scratch.pool).await, 0, "nothing left");
+    scratch.drop_db().await;
+}
+
+/// A writer inserting, updating and deleting through the whole table copy (batches small
+/// enough that it hits rows of running batches): the swapped table equals the mirror
+/// the writer kept in the same transactions.
+#[tokio::test]
+async fn online_table_copy_under_a_concurrent_writer_equals_the_mirror() {
+    use contract_sqlx::remediation::{OnlineProcedure, OnlineTypeChange, change_type_online};
+    use std::sync::{Arc, atomic::AtomicBool, atomic::Ordering};
+    use std::time::Duration;
+
+    let scratch = PgScratch::create("contract_online_copy_w").await;
+    exec(&scratch.pool, copy_setup(30_000)).await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let writers: Vec<_> = (0..2)
+        .map(|i| {
+            copy_writer(
+                scratch.pool.clone(),
+                stop.clone(),
+                100_000 * (i + 1),
+                30_000,
+            )
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let change = OnlineTypeChange::new("tenant_1", "accounts", "user_id", "int8")
+        .batches(300, Duration::from_millis(5));
+    let report = change_type_online(&scratch.pool, &change)
+        .await
+        .expect("online change");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut committed = 0;
+    for writer in writers {
+        committed += writer.await.expect("writer").0;
+    }
+    assert_eq!(report.procedure, OnlineProcedure::TableCopy);
+    assert!(report.batches > 50, "{report:?}");
+    assert!(
+        committed > 100,
+        "the writer wrote during the copy: {committed}"
+    );
+    let (table, mirror) = copy_sums(&scratch.pool).await;
+    assert_eq!(table, mirror, "every row equal to the mirror");
+    assert_eq!(column_type(&scratch.pool, "user_id").await, "bigint");
+    assert_eq!(copy_leftovers(&scratch.pool).await, 0, "nothing left");
+    scratch.drop_db().await;
+}
+
+/// A table other tables reference cannot be dropped in a swap: the change takes the shadow
+/// column and says why; asked for the copy explicitly, it is refused with the reason and
+/// nothing is changed.
+#[tokio::test]
+async fn online_table_copy_refuses_a_referenced_table_and_the_shadow_column_runs() {
+    use contract_sqlx::remediation::{OnlineProcedure, OnlineTypeChange, change_type_online};
+
+    let scratch = PgScratch::create("contract_online_copy_fk").await;
+    exec(
+        &scratch.pool,
+        format!(
+            "{}; ALTER TABLE tenant_1.accounts DROP CONSTRAINT accounts_user_id_check; \
+             CREATE TABLE tenant_1.orders (id int8 PRIMARY KEY, account int4 REFERENCES tenant_1.accounts (id)); \
+             INSERT INTO tenant_1.orders VALUES (1, 10)",
+            copy_setup(2_000)
+        ),
+    )
+    .await;
+    let change = OnlineTypeChange::new("tenant_1", "accounts", "user_id", "int8");
+    let error = change_type_online(
+        &scratch.pool,
+        &change.clone().procedure(OnlineProcedure::TableCopy),
+    )
+    .await
+    .expect_err("refused");
+    assert_eq!(
+        error.to_string(),
+        "not remediable online: `tenant_1.accounts.user_id` cannot be changed by a copy of the table: foreign keys of other tables reference it; change it by hand in a maintenance window"
+    );
+    assert_eq!(column_type(&scratch.pool, "user_id").await, "integer");
+    assert_eq!(copy_leftovers(&scratch.pool).await, 0, "nothing created");
+
+    let report = change_type_online(&scratch.pool, &change)
+        .await
+        .expect("shadow column");
+    assert_eq!(report.procedure, OnlineProcedure::ShadowColumn);
+    assert_eq!(
+        report.table_copy_refused.as_deref(),
+        Some("foreign keys of other tables reference it")
+    );
+    assert_eq!(column_type(&scratch.pool, "user_id").await, "bigint");
+    let (table, mirror) = copy_sums(&scratch.pool).await;
+    assert_eq!(table, mirror);
     scratch.drop_db().await;
 }
 
@@ -770,11 +1066,13 @@ async fn the_guard_keeps_the_tenant_paused_until_the_swap_while_the_others_flow(
         let others = ["tenant_a", "tenant_b"]
             .iter()
             .all(|t| guard.gate(t).is_open());
-        // The shadow column exists from the expand to the swap, the backfill included.
+        // The shadow column (or the table copy) exists from the expand to the swap, the
+        // backfill included.
         let (kind, changing): (String, bool) = sqlx::query_as(
             "SELECT format_type(a.atttypid, a.atttypmod), \
                     EXISTS (SELECT 1 FROM pg_attribute s WHERE s.attrelid = a.attrelid \
                             AND s.attname = 'user_id_contract_new' AND NOT s.attisdropped) \
+                    OR to_regclass('tenant_big.events_contract_copy') IS NOT NULL \
              FROM pg_attribute a WHERE a.attrelid = 'tenant_big.events'::regclass \
                AND a.attname = 'user_id' AND NOT a.attisdropped",
         )

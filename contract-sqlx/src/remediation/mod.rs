@@ -38,4 +38,6 @@ pub(crate) use run::{now_text, record};
 pub use crate::postgres::ddl::tenant_lock_key;
 #[cfg(feature = "postgres")]
 #[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
-pub use crate::postgres::online::{OnlineReport, OnlineTypeChange, change_type_online};
+pub use crate::postgres::online::{
+    OnlineProcedure, OnlineReport, OnlineTypeChange, change_type_online,
+};

@@ -11,7 +11,7 @@ use crate::error::{Error, Result};
 
 /// How often a running backfill logs its progress and keeps a sample for the execution log
 /// (its gauges move after every batch).
-const PROGRESS_EVERY: Duration = Duration::from_secs(5);
+pub(super) const PROGRESS_EVERY: Duration = Duration::from_secs(5);
 
 /// Backfills from `last_key` (exclusive) to the end, then marks the checkpoint `verify`.
 pub(super) async fn run(
@@ -120,7 +120,7 @@ pub(super) async fn run(
 
 /// The size of the next batch: scaled so it takes about `batch_time`, between 100 rows
 /// (or `batch_rows` if smaller) and `batch_rows`, changing at most twofold at a time.
-fn next_size(rows: u32, took: std::time::Duration, change: &OnlineTypeChange) -> u32 {
+pub(super) fn next_size(rows: u32, took: std::time::Duration, change: &OnlineTypeChange) -> u32 {
     let target = change.batch_time.as_secs_f64();
     let took = took.as_secs_f64().max(0.000_1);
     let scale = (target / took).clamp(0.5, 2.0);
@@ -133,7 +133,7 @@ fn next_size(rows: u32, took: std::time::Duration, change: &OnlineTypeChange) ->
 /// Rows done of the estimate, the rate and the time left, set as gauges (after every
 /// batch) and returned as a sample (which the first batch, one batch every
 /// [`PROGRESS_EVERY`] and the end [`keep`]). `done` counts the rows of interrupted runs too.
-fn progress(
+pub(super) fn progress(
     change: &OnlineTypeChange,
     report: &OnlineReport,
     done: i64,
@@ -175,7 +175,7 @@ fn progress(
 }
 
 /// Logs `sample` and keeps it for the execution log.
-fn keep(change: &OnlineTypeChange, report: &mut OnlineReport, sample: BackfillProgress) {
+pub(super) fn keep(change: &OnlineTypeChange, report: &mut OnlineReport, sample: BackfillProgress) {
     tracing::info!(
         schema = %change.schema,
         table = %change.table,

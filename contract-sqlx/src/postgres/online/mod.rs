@@ -1,8 +1,10 @@
 //! Online remediation on PostgreSQL: plans whose steps run in several transactions, so no
 //! strong lock is held through a full-table scan, their resumption after a crash, and the
-//! online column type change (shadow column, trigger, batched backfill, short swap).
+//! online column type change (a shadow column or a copy of the table, trigger, batched
+//! backfill, short swap).
 
 mod backfill;
+mod copy;
 mod inspect;
 mod phased;
 mod planned;
@@ -14,4 +16,4 @@ pub(super) use inspect::refusals;
 pub(super) use phased::apply_phased;
 pub(super) use planned::{apply_online, row_estimates};
 pub(super) use resume::resume_pending;
-pub use type_change::{OnlineReport, OnlineTypeChange, change_type_online};
+pub use type_change::{OnlineProcedure, OnlineReport, OnlineTypeChange, change_type_online};

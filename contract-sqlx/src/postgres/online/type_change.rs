@@ -40,6 +40,24 @@ pub struct OnlineTypeChange {
     pub max_attempts: u32,
     /// `schema.table` of the checkpoint table (created if missing).
     pub progress_table: (String, String),
+    /// Which procedure runs: by default the table copy when the table qualifies, the
+    /// shadow column otherwise.
+    pub procedure: OnlineProcedure,
+}
+
+/// The two procedures of an online type change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum OnlineProcedure {
+    /// The table copy when the table qualifies (see [`OnlineReport::table_copy_refused`]),
+    /// else the shadow column; a change already under way continues the way it started.
+    #[default]
+    Auto,
+    /// A shadow column in the table, backfilled by batched `UPDATE`s.
+    ShadowColumn,
+    /// A new table with the new type, filled by batched `INSERT … SELECT`, swapped for the
+    /// old one (`copy` module); refused with the reason when the table does not qualify.
+    TableCopy,
 }
 
 impl OnlineTypeChange {
@@ -59,7 +77,15 @@ impl OnlineTypeChange {
             lock_timeout: Duration::from_millis(200),
             max_attempts: 20,
             progress_table: ("public".into(), "contract_online_progress".into()),
+            procedure: OnlineProcedure::Auto,
         }
+    }
+
+    /// Which procedure runs (the field `procedure`).
+    #[must_use]
+    pub fn procedure(mut self, procedure: OnlineProcedure) -> Self {
+        self.procedure = procedure;
+        self
     }
 
     /// Rows per batch and the pause between batches.
@@ -107,6 +133,11 @@ pub struct OnlineReport {
     pub swap_attempts: u32,
     /// Wall time of the whole change.
     pub total_ms: u64,
+    /// The procedure that ran ([`OnlineProcedure::ShadowColumn`] or
+    /// [`OnlineProcedure::TableCopy`]).
+    pub procedure: OnlineProcedure,
+    /// Why the table copy was not taken, when the shadow column ran instead.
+    pub table_copy_refused: Option<String>,
     /// Progress samples of this run's backfill: the first batch, one every few seconds,
     /// and the end (rows done counts those of an interrupted run it resumed).
     pub progress: Vec<contract_core::BackfillProgress>,
@@ -125,7 +156,7 @@ pub(super) struct Names {
     pub key: String,
 }
 
-fn short(name: String) -> String {
+pub(super) fn short(name: String) -> String {
     if name.len() <= 63 {
         return name;
     }
@@ -160,23 +191,54 @@ impl Names {
     }
 }
 
-/// Runs (or resumes) `change` on `pool`.
+/// Runs (or resumes) `change` on `pool` with the procedure `change.procedure` selects.
 ///
 /// # Errors
 ///
-/// [`Error::NotOnline`] before anything changed when the column cannot be swapped online;
-/// a database error otherwise (what committed stays, and a new call resumes from the
+/// [`Error::NotOnline`] before anything changed when the column cannot be changed online
+/// (the reason of the shadow column, and of the table copy when that was asked for); a
+/// database error otherwise (what committed stays, and a new call resumes from the
 /// checkpoint).
 pub async fn change_type_online(pool: &PgPool, change: &OnlineTypeChange) -> Result<OnlineReport> {
-    let started = Instant::now();
-    let facts = inspect(pool, &change.schema, &change.table, &change.column).await?;
     let names = Names::new(change)?;
-    let pk = facts.pk_column.clone().ok_or_else(|| Error::Unsupported {
-        dialect: Dialect::Postgres,
-        what: "an online type change without an integer primary key",
-    })?;
-    let pk = Dialect::Postgres.quote(&pk)?;
-    let db = |context| Error::db(context, Some(change.schema.as_str()));
+    ensure_progress(pool, &names).await?;
+    match change.procedure {
+        OnlineProcedure::ShadowColumn => shadow_column(pool, change, &names).await,
+        OnlineProcedure::TableCopy => super::copy::run(pool, change, &names.progress).await,
+        OnlineProcedure::Auto => {
+            let started: bool = sqlx::query_scalar(
+                AssertSqlSafe(format!(
+                    "SELECT EXISTS (SELECT 1 FROM {} WHERE change = $1)",
+                    names.progress
+                ))
+                .into_sql_str(),
+            )
+            .bind(&names.key)
+            .fetch_one(pool)
+            .await
+            .map_err(Error::db(
+                "reading the backfill checkpoint",
+                Some(&change.schema),
+            ))?;
+            let refused = if started {
+                "a shadow-column change of this column is under way".to_owned()
+            } else {
+                match super::copy::qualify(pool, change).await? {
+                    Ok(()) => return super::copy::run(pool, change, &names.progress).await,
+                    Err(reason) => reason,
+                }
+            };
+            super::copy::abandon_if_started(pool, change, &names.progress).await?;
+            tracing::info!(table = %names.table, column = %change.column, reason = %refused, "online type change by shadow column, not by table copy");
+            let mut report = shadow_column(pool, change, &names).await?;
+            report.table_copy_refused = Some(refused);
+            Ok(report)
+        }
+    }
+}
+
+/// The checkpoint table, created if missing.
+async fn ensure_progress(pool: &PgPool, names: &Names) -> Result<()> {
     let progress_ddl = format!(
         "CREATE TABLE IF NOT EXISTS {} (change text PRIMARY KEY, last_key int8, rows_done int8 NOT NULL DEFAULT 0,
              state text NOT NULL, updated_at timestamptz NOT NULL DEFAULT now())",
@@ -188,7 +250,23 @@ pub async fn change_type_online(pool: &PgPool, change: &OnlineTypeChange) -> Res
         progress_ddl,
         "creating the online progress table",
     )
-    .await?;
+    .await
+}
+
+/// The shadow-column procedure (the module documentation).
+async fn shadow_column(
+    pool: &PgPool,
+    change: &OnlineTypeChange,
+    names: &Names,
+) -> Result<OnlineReport> {
+    let started = Instant::now();
+    let facts = inspect(pool, &change.schema, &change.table, &change.column).await?;
+    let pk = facts.pk_column.clone().ok_or_else(|| Error::Unsupported {
+        dialect: Dialect::Postgres,
+        what: "an online type change without an integer primary key",
+    })?;
+    let pk = Dialect::Postgres.quote(&pk)?;
+    let db = |context| Error::db(context, Some(change.schema.as_str()));
     // Expand: the shadow column and the trigger that keeps it in sync (idempotent). The
     // trigger's `WHEN` is evaluated without calling the function, so the backfill's own
     // updates (which set the shadow right) cost no PL/pgSQL call per row.
@@ -231,6 +309,8 @@ pub async fn change_type_online(pool: &PgPool, change: &OnlineTypeChange) -> Res
         resumed_from,
         swap_attempts: 0,
         total_ms: 0,
+        procedure: OnlineProcedure::ShadowColumn,
+        table_copy_refused: None,
         progress: Vec::new(),
     };
     let mut lap = Instant::now();
@@ -239,7 +319,7 @@ pub async fn change_type_online(pool: &PgPool, change: &OnlineTypeChange) -> Res
         lap = Instant::now();
     };
     if state == "backfill" {
-        super::backfill::run(pool, change, &names, &pk, last_key, &mut report).await?;
+        super::backfill::run(pool, change, names, &pk, last_key, &mut report).await?;
     }
     phase(&mut report, "backfill");
     // Verify: every row's shadow equals the cast of the column (the trigger keeps it so).
@@ -266,9 +346,9 @@ pub async fn change_type_online(pool: &PgPool, change: &OnlineTypeChange) -> Res
         });
     }
     phase(&mut report, "verify");
-    super::swap::prepare(pool, change, &names, &facts).await?;
+    super::swap::prepare(pool, change, names, &facts).await?;
     phase(&mut report, "prepare");
-    report.swap_attempts = super::swap::swap(pool, change, &names, &facts).await?;
+    report.swap_attempts = super::swap::swap(pool, change, names, &facts).await?;
     phase(&mut report, "swap");
     report.total_ms = elapsed_ms(started);
     tracing::info!(table = %names.table, column = %change.column, new_type = %change.new_type, total_ms = report.total_ms, rows = report.rows_backfilled, "online type change done");
