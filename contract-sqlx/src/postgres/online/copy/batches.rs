@@ -3,13 +3,13 @@
 
 use std::time::Instant;
 
-use sqlx::{AssertSqlSafe, PgPool, Row, SqlSafeStr};
+use sqlx::{AssertSqlSafe, PgPool, Row};
 
 use super::CopyNames;
 use super::create::column_lists;
 use super::qualify::Layout;
 use crate::error::{Error, Result};
-use crate::postgres::online::backfill::{PROGRESS_EVERY, keep, next_size, progress};
+use crate::postgres::online::backfill::Pass;
 use crate::postgres::online::type_change::{OnlineReport, OnlineTypeChange};
 
 /// Deadlocks with writers a copy retries before it gives up (the checkpoint stays).
@@ -59,19 +59,16 @@ pub(super) async fn run(
             k = key_literal,
         )
     };
-    let total = report.rows_estimate.max(0.0);
-    let started = Instant::now();
+    let mut pass = Pass::new(change, report);
     let mut key = last_key;
-    let mut rows_next = change.batch_rows;
     let mut deadlocks = 0;
-    let mut sampled = Instant::now();
     loop {
         let batch_started = Instant::now();
         // One round trip: the statements of one transaction sent together (each still
         // takes its own snapshot); a failed one leaves the transaction aborted, rolled
         // back before the connection goes back to the pool. A batch lost in a server
         // crash (`synchronous_commit` off) is lost with its checkpoint and done again.
-        let sql = batch(key.unwrap_or(i64::MIN), rows_next);
+        let sql = batch(key.unwrap_or(i64::MIN), pass.rows_next());
         let outcome = async {
             let mut conn = pool.acquire().await?;
             let result = sqlx::raw_sql(AssertSqlSafe(sql))
@@ -103,35 +100,9 @@ pub(super) async fn run(
             break;
         };
         key = Some(max);
-        report.rows_backfilled += rows;
-        report.batches += 1;
-        rows_next = next_size(rows_next, batch_started.elapsed(), change);
-        crate::telemetry::count(
-            crate::guard::metrics::ONLINE_BACKFILL_ROWS_COPIED_TOTAL,
-            u64::try_from(rows).unwrap_or(0),
-        );
-        let sample = progress(change, report, done, total, started, false);
-        if report.batches == 1 || sampled.elapsed() >= PROGRESS_EVERY {
-            sampled = Instant::now();
-            keep(change, report, sample);
-        }
-        if !change.pause.is_zero() {
-            tokio::time::sleep(change.pause).await;
-        }
+        pass.committed(change, report, rows, done, batch_started)
+            .await;
     }
-    let done: i64 = sqlx::query_scalar(
-        AssertSqlSafe(format!(
-            "UPDATE {} SET state = 'verify', updated_at = now() WHERE change = $1 RETURNING rows_done",
-            names.progress
-        ))
-        .into_sql_str(),
-    )
-    .bind(&names.key)
-    .fetch_one(pool)
-    .await
-    .map_err(db("the copy checkpoint"))?;
-    report.backfill_ms = crate::remediation::elapsed_ms(started);
-    let last = progress(change, report, done, total, started, true);
-    keep(change, report, last);
-    Ok(())
+    pass.finish(pool, change, &names.progress, &names.key, report)
+        .await
 }
