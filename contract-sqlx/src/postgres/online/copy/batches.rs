@@ -12,15 +12,18 @@ use crate::error::{Error, Result};
 use crate::postgres::online::backfill::Pass;
 use crate::postgres::online::type_change::{OnlineReport, OnlineTypeChange};
 
-/// Deadlocks with writers a copy retries before it gives up (the checkpoint stays).
-const MAX_DEADLOCKS: u32 = 100;
+/// Times a copy retries one batch after conflicts with writers before it gives up (the
+/// checkpoint stays).
+const MAX_CONFLICTS: u32 = 100;
 
-/// SQLSTATE `deadlock_detected`.
-fn is_deadlock(error: &sqlx::Error) -> bool {
+/// A batch that conflicted with a writer and is retried: SQLSTATE `deadlock_detected`, or
+/// `unique_violation` (a writer's trigger inserted a key of the batch, uncommitted when
+/// the batch read the new table, committed before the batch's insert could go on).
+fn is_conflict(error: &sqlx::Error) -> bool {
     error
         .as_database_error()
         .and_then(|e| e.code())
-        .is_some_and(|c| c == "40P01")
+        .is_some_and(|c| c == "40P01" || c == "23505")
 }
 
 /// Copies from `last_key` (exclusive) to the end, then marks the checkpoint `verify`.
@@ -38,7 +41,12 @@ pub(super) async fn run(
     let key_literal = contract_core::Dialect::Postgres.string_literal(&names.key)?;
     // After the batch lock (the module documentation says why), one statement: the
     // range's upper bound from the key index, its rows inserted unless the trigger has
-    // already written them, and the checkpoint advanced.
+    // already written them, and the checkpoint advanced. A plain insert with `NOT EXISTS`,
+    // not `ON CONFLICT DO NOTHING`: a speculative insertion costs every row a second WAL
+    // record and its own lock (a key the trigger inserts meanwhile fails the batch
+    // instead, which is retried). The key range is repeated in `NOT EXISTS` so that
+    // whatever join the planner picks reads only the range of the new table (without it,
+    // a hash anti-join read the whole new table per batch: quadratic).
     // language=SQL
     let batch = |after: i64, rows: u32| {
         format!(
@@ -47,7 +55,8 @@ pub(super) async fn run(
              WITH bound AS (SELECT max({pk})::int8 AS hi, count(*)::int8 AS n
                             FROM (SELECT {pk} FROM {t} WHERE {pk} > '{after}'::int8 ORDER BY {pk} LIMIT {rows}) b),
                   src AS (SELECT {columns} FROM {t} WHERE {pk} > '{after}'::int8 AND {pk} <= (SELECT hi FROM bound)),
-                  ins AS (INSERT INTO {n} ({columns}) SELECT {values} FROM src ON CONFLICT DO NOTHING RETURNING 1),
+                  ins AS (INSERT INTO {n} ({columns}) SELECT {values} FROM src WHERE NOT EXISTS (SELECT 1 FROM {n} x
+                              WHERE x.{pk} = src.{pk} AND x.{pk} > '{after}'::int8 AND x.{pk} <= (SELECT hi FROM bound)) RETURNING 1),
                   cp AS (UPDATE {p} SET last_key = (SELECT hi FROM bound), rows_done = rows_done + (SELECT n FROM bound),
                                 updated_at = now() WHERE change = {k} AND (SELECT hi FROM bound) IS NOT NULL RETURNING rows_done)
              SELECT (SELECT hi FROM bound), (SELECT n FROM bound), (SELECT count(*)::int8 FROM ins), (SELECT rows_done FROM cp);
@@ -61,7 +70,7 @@ pub(super) async fn run(
     };
     let mut pass = Pass::new(change, report);
     let mut key = last_key;
-    let mut deadlocks = 0;
+    let mut conflicts = 0;
     loop {
         let batch_started = Instant::now();
         // One round trip: the statements of one transaction sent together (each still
@@ -89,9 +98,9 @@ pub(super) async fn run(
         .await;
         let (max, rows, done) = match outcome {
             Ok(done) => done,
-            Err(error) if is_deadlock(&error) && deadlocks < MAX_DEADLOCKS => {
-                deadlocks += 1;
-                tracing::warn!(table = %names.table, deadlocks, "a copy batch deadlocked with a writer; retrying it");
+            Err(error) if is_conflict(&error) && conflicts < MAX_CONFLICTS => {
+                conflicts += 1;
+                tracing::info!(table = %names.table, conflicts, %error, "a copy batch conflicted with a writer; retrying it");
                 continue;
             }
             Err(error) => return Err(db("a copy batch")(error)),
@@ -100,6 +109,7 @@ pub(super) async fn run(
             break;
         };
         key = Some(max);
+        conflicts = 0;
         pass.committed(change, report, rows, done, batch_started)
             .await;
     }
