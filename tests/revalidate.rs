@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use contract_sqlx::backend::Backend;
 use contract_sqlx::check::ContractSet;
-use contract_sqlx::guard::{ChangeSignal, install_ddl_trigger};
+use contract_sqlx::guard::{ChangeSignal, GuardBuilder, install_ddl_trigger};
 use contract_sqlx::plan::Remediation;
 use contract_sqlx::{Contract, Guard, Tenants};
 use sqlx::{MySql, PgPool, Postgres};
@@ -141,8 +141,29 @@ async fn the_catalog_signature_moves_for_every_kind_of_drift() {
             "ALTER TABLE {s}.items DROP CONSTRAINT items_parent_id_fkey",
         ),
         (
+            "primary key replaced",
+            "ALTER TABLE {s}.items DROP CONSTRAINT items_pkey; ALTER TABLE {s}.items ADD PRIMARY KEY (id, flag)",
+        ),
+        (
+            "foreign key added",
+            "ALTER TABLE {s}.items ADD FOREIGN KEY (id) REFERENCES {s}.parents (id)",
+        ),
+        (
             "referenced table renamed",
             "ALTER TABLE {s}.parents RENAME TO elders",
+        ),
+        (
+            "referenced column renamed",
+            "ALTER TABLE {s}.parents RENAME COLUMN id TO parent_key",
+        ),
+        (
+            "referenced table moved to another schema",
+            "CREATE SCHEMA {s}_moved; ALTER TABLE {s}.parents SET SCHEMA {s}_moved",
+        ),
+        ("table renamed", "ALTER TABLE {s}.items RENAME TO goods"),
+        (
+            "table renamed into a contracted name",
+            "ALTER TABLE {s}.items RENAME TO goods; ALTER TABLE {s}.parents RENAME TO items",
         ),
         (
             "view redefined",
@@ -191,6 +212,20 @@ async fn the_catalog_signature_moves_for_every_kind_of_drift() {
             assert_eq!(before, after, "{what}: the signature must stay");
         }
     }
+    // A key referencing a table in another schema: renaming that schema moves it too.
+    exec(
+        pool,
+        "CREATE SCHEMA owners; CREATE TABLE owners.parents (id int8 PRIMARY KEY); \
+         CREATE SCHEMA referrer; CREATE TABLE referrer.items (id int8 REFERENCES owners.parents (id))",
+    )
+    .await;
+    let before = signature(pool, "referrer").await;
+    exec(pool, "ALTER SCHEMA owners RENAME TO holders").await;
+    assert_ne!(
+        before,
+        signature(pool, "referrer").await,
+        "referenced schema renamed: the signature must move"
+    );
     // A view over a view: no signature (introspected every pass).
     exec(pool, "CREATE SCHEMA nested;").await;
     exec(pool, &ITEMS.replace("{s}", "nested")).await;
@@ -204,6 +239,15 @@ async fn the_catalog_signature_moves_for_every_kind_of_drift() {
     exec(pool, "CREATE SCHEMA bare").await;
     assert_eq!(signature(pool, "bare").await, Some(String::new()));
     scratch.drop_db().await;
+}
+
+/// The guard's tenants whose gate is open, in the order [`Guard::tenants`] lists them.
+fn open_gates(guard: &Guard<Postgres>) -> Vec<String> {
+    guard
+        .tenants()
+        .into_iter()
+        .filter(|t| guard.gate(t).is_open())
+        .collect()
 }
 
 /// Tenant schemas `tenant_{i}` with an `events` table that fits [`Event`].
@@ -315,11 +359,7 @@ async fn the_trigger_pass_introspects_only_the_named_tenant() {
     assert_eq!(pass.signal, ChangeSignal::Targeted, "{pass:?}");
     assert_eq!(pass.introspected, 1, "{pass:?}");
     assert_eq!(pass.changed, ["tenant_5"]);
-    let open: Vec<String> = guard
-        .tenants()
-        .into_iter()
-        .filter(|t| guard.gate(t).is_open())
-        .collect();
+    let open = open_gates(&guard);
     assert_eq!(open.len(), 5, "{open:?}");
     task.abort();
     listener.abort();
@@ -385,11 +425,7 @@ async fn a_targeted_pass_leaves_a_changed_fixed_schema_to_the_next_sweep() {
         (ChangeSignal::CatalogSignature, 3),
         "{sweep:?}"
     );
-    let open: Vec<String> = guard
-        .tenants()
-        .into_iter()
-        .filter(|t| guard.gate(t).is_open())
-        .collect();
+    let open = open_gates(&guard);
     assert!(open.is_empty(), "{open:?}");
     scratch.drop_db().await;
 }
@@ -408,6 +444,24 @@ async fn settle_on_versions(guard: &Guard<Postgres>) {
     panic!("sweeps never used the trigger's versions");
 }
 
+/// Installs the DDL trigger, starts `builder`'s guard over the `tenant_%` schemas (the
+/// periodic sweep an hour away, no full check in the test's sweeps) and sweeps until it
+/// relies on the trigger's versions.
+async fn guard_on_versions(pool: &PgPool, builder: GuardBuilder<Postgres>) -> Guard<Postgres> {
+    install_ddl_trigger(pool)
+        .await
+        .expect("trigger (tests run as superuser)");
+    let guard = builder
+        .tenants(Tenants::schemas_like("tenant_%"))
+        .revalidate_every(Duration::from_secs(3600))
+        .full_check_every(1000)
+        .start(pool)
+        .await
+        .expect("start");
+    settle_on_versions(&guard).await;
+    guard
+}
+
 /// With the DDL trigger installed and enabled, a sweep reads the per-schema versions and
 /// introspects only the tenant whose version moved. A disabled trigger, or one disabled
 /// and enabled again between two sweeps, bumps nothing: those sweeps fall back to the
@@ -417,20 +471,14 @@ async fn sweeps_use_the_trigger_versions_while_the_trigger_can_be_trusted() {
     let scratch = PgScratch::create("contract_versions").await;
     let pool = &scratch.pool;
     seed(pool, 1..=5).await;
-    install_ddl_trigger(pool)
-        .await
-        .expect("trigger (tests run as superuser)");
-    let guard = Guard::<Postgres>::builder()
-        .contract::<Event>()
-        .tenants(Tenants::schemas_like("tenant_%"))
-        // Plans without applying: a pass that finds drift writes an execution log.
-        .remediation(Remediation::DryRun)
-        .revalidate_every(Duration::from_secs(3600))
-        .full_check_every(1000)
-        .start(pool)
-        .await
-        .expect("start");
-    settle_on_versions(&guard).await;
+    let guard = guard_on_versions(
+        pool,
+        Guard::<Postgres>::builder()
+            .contract::<Event>()
+            // Plans without applying: a pass that finds drift writes an execution log.
+            .remediation(Remediation::DryRun),
+    )
+    .await;
 
     exec(
         pool,
@@ -492,11 +540,7 @@ async fn sweeps_use_the_trigger_versions_while_the_trigger_can_be_trusted() {
     assert_eq!(reenabled.changed, ["tenant_4"]);
     assert!(!guard.gate("tenant_4").is_open());
     settle_on_versions(&guard).await;
-    let open: Vec<String> = guard
-        .tenants()
-        .into_iter()
-        .filter(|t| guard.gate(t).is_open())
-        .collect();
+    let open = open_gates(&guard);
     assert_eq!(open, ["tenant_1", "tenant_5"]);
     scratch.drop_db().await;
 }
@@ -539,26 +583,8 @@ async fn a_shared_type_changed_outside_the_tenants_makes_the_sweep_fall_back() {
         format!("CREATE TYPE public.mood AS ENUM ('calm', 'busy'); {ddl}"),
     )
     .await;
-    install_ddl_trigger(pool)
-        .await
-        .expect("trigger (tests run as superuser)");
-    let guard = Guard::<Postgres>::builder()
-        .contract::<MoodRow>()
-        .tenants(Tenants::schemas_like("tenant_%"))
-        .revalidate_every(Duration::from_secs(3600))
-        .full_check_every(1000)
-        .start(pool)
-        .await
-        .expect("start");
-    settle_on_versions(&guard).await;
-    assert_eq!(
-        guard
-            .tenants()
-            .iter()
-            .filter(|t| guard.gate(t).is_open())
-            .count(),
-        3
-    );
+    let guard = guard_on_versions(pool, Guard::<Postgres>::builder().contract::<MoodRow>()).await;
+    assert_eq!(open_gates(&guard).len(), 3);
 
     exec(
         pool,
@@ -572,11 +598,7 @@ async fn a_shared_type_changed_outside_the_tenants_makes_the_sweep_fall_back() {
         "{sweep:?}"
     );
     assert_eq!(sweep.changed, ["tenant_1", "tenant_2", "tenant_3"]);
-    let open: Vec<String> = guard
-        .tenants()
-        .into_iter()
-        .filter(|t| guard.gate(t).is_open())
-        .collect();
+    let open = open_gates(&guard);
     assert!(open.is_empty(), "{open:?}");
     // The next sweep trusts the versions again: nothing changed since.
     settle_on_versions(&guard).await;

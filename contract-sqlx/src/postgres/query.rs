@@ -102,41 +102,74 @@ pub(super) const SCHEMAS_LIKE: &str =
 
 /// Per schema, a digest of the catalog rows [`COLUMNS`] reads for the contracted relations
 /// (the change signal of a revalidation sweep): each relation's `pg_class` row, its
-/// `pg_attribute` rows (a rename, a type, nullability or default change rewrites the
-/// column's row), the `pg_type` rows of custom types and the `pg_enum` rows of enums its
-/// columns use, its primary and foreign keys (`pg_constraint`, and the referenced table's
-/// `pg_class` row), and for a view its rewrite rule and the base columns it reads
-/// (`pg_depend`: a view's nullability follows them). Only row versions (`xmin`), counts
-/// and oids are aggregated, server-side: one short row per schema travels. A new row
-/// version has a newer transaction id, so a changed row changes the sums. A view over
-/// another view yields NULL: its nullability depends on more than one level, and the schema
-/// is introspected every pass. A schema without any contracted relation has no row.
+/// `pg_attribute` rows (a rename, a type, nullability or default change, a dropped column
+/// rewrites the column's row; an added column adds one), the `pg_type` rows of custom types
+/// and the `pg_enum` rows of enums its columns use, its primary and foreign keys
+/// (`pg_constraint`), for a foreign key to a relation that is not contracted in the same
+/// schema the referenced `pg_class` and column `pg_attribute` rows (and the `pg_namespace`
+/// row of another schema), and for a view its rewrite rule and the base columns it reads
+/// (`pg_depend`: a view's nullability follows them). A key to a relation contracted in the
+/// same schema needs no lookup: that relation's rows are in the digest already.
+///
+/// Only counts, sums of row versions (`xmin`) and oids are aggregated, per schema and
+/// catalog, server-side: one short row per schema travels. A changed row has a newer
+/// transaction id and a deleted one lowers the count, so a change moves a count or a sum. A
+/// view over another view yields NULL: its nullability depends on more than one level, and
+/// the schema is introspected every pass. A schema without any contracted relation has no
+/// row.
+///
+/// The contracted relations are resolved once (`rel`); the attributes are read per relation
+/// (an index probe each), the keys in one join (the whole `pg_constraint` index is smaller
+/// than a probe per relation). Sums per schema rather than a digest per relation, and no
+/// lookup for keys between contracted relations: EXPLAIN at 1,000 tenants × 5 tables,
+/// 20,800 shared buffers instead of 57,300, backend CPU about 100–116 ms instead of
+/// 125–150 ms per run (a loaded 2-core machine).
 ///
 /// `$1`: table names, `$2`: schema names.
 ///
 /// Docs: <https://www.postgresql.org/docs/15/ddl-system-columns.html>
 // language=SQL
 pub(crate) const SIGNATURES: &str = r#"
-SELECT n.nspname::text AS schema_name,
+WITH rel AS MATERIALIZED (
+    SELECT c.oid, c.xmin, c.relkind, c.relnamespace, n.nspname
+    FROM pg_class c
+    JOIN pg_namespace n ON n.oid = c.relnamespace
+    WHERE c.relname = ANY($1) AND n.nspname = ANY($2) AND c.relkind IN ('r', 'p', 'v', 'm', 'f')
+), con AS (
+    SELECT k.conrelid, count(*) AS n, sum(k.xmin::text::int8) AS x,
+           sum((SELECT f.xmin::text::int8 + fa.xmin::text::int8
+                       + CASE WHEN f.relnamespace <> r.relnamespace THEN
+                           (SELECT fn.xmin::text::int8 FROM pg_namespace fn WHERE fn.oid = f.relnamespace)
+                         ELSE 0 END
+                FROM pg_class f
+                JOIN pg_attribute fa ON fa.attrelid = f.oid AND fa.attnum = k.confkey[1]
+                WHERE f.oid = k.confrelid))
+             FILTER (WHERE k.contype = 'f'
+                       AND (k.confrelid, r.relnamespace) NOT IN (SELECT oid, relnamespace FROM rel)) AS f
+    FROM rel r
+    JOIN pg_constraint k ON k.conrelid = r.oid AND k.contype IN ('p', 'f')
+    GROUP BY k.conrelid
+)
+SELECT c.nspname::text AS schema_name,
        CASE WHEN bool_or(v.nested) THEN NULL
-            ELSE md5(string_agg(concat_ws(':', c.oid, c.xmin, c.relkind, a.sig, k.sig, v.sig), ',' ORDER BY c.oid))
+            ELSE md5(ROW(count(*), sum(c.oid::int8), sum(c.xmin::text::int8), sum(c.oid::int8 * ascii(c.relkind::text)),
+                         sum(a.n), sum(a.x), sum(a.y), sum(a.t), sum(k.n), sum(k.x), sum(k.f),
+                         sum(v.n), sum(v.x), sum(v.b))::text)
        END AS signature
-FROM pg_class c
-JOIN pg_namespace n ON n.oid = c.relnamespace
+FROM rel c
 CROSS JOIN LATERAL (
-    SELECT concat_ws('/', count(*), sum(a.xmin::text::int8), sum(a.xmin::text::int8 * a.attnum),
-               sum((SELECT t.xmin::text::int8
-                           + coalesce((SELECT sum(e.xmin::text::int8) + count(*) FROM pg_enum e WHERE e.enumtypid = t.oid), 0)
-                      FROM pg_type t WHERE t.oid = a.atttypid)) FILTER (WHERE a.atttypid >= 16384)) AS sig
-    FROM pg_attribute a
-    WHERE a.attrelid = c.oid AND a.attnum > 0) a
+    SELECT count(*) AS n, sum(a.x) AS x, sum(a.x * a.attnum) AS y, sum(a.t) AS t
+    FROM (SELECT a.xmin::text::int8 AS x, a.attnum,
+                 CASE WHEN a.atttypid >= 16384 THEN
+                     (SELECT t.xmin::text::int8
+                             + coalesce((SELECT sum(e.xmin::text::int8) + count(*) FROM pg_enum e WHERE e.enumtypid = t.oid), 0)
+                      FROM pg_type t WHERE t.oid = a.atttypid)
+                 END AS t
+          FROM pg_attribute a
+          WHERE a.attrelid = c.oid AND a.attnum > 0) a) a
+LEFT JOIN con k ON k.conrelid = c.oid
 CROSS JOIN LATERAL (
-    SELECT concat_ws('/', count(*), sum(k.xmin::text::int8),
-               sum((SELECT f.xmin::text::int8 FROM pg_class f WHERE f.oid = k.confrelid))) AS sig
-    FROM pg_constraint k
-    WHERE k.conrelid = c.oid AND k.contype IN ('p', 'f')) k
-CROSS JOIN LATERAL (
-    SELECT concat_ws('/', count(*), sum(w.xmin::text::int8), sum(b.xmin::text::int8)) AS sig,
+    SELECT count(*) AS n, sum(w.xmin::text::int8) AS x, sum(b.xmin::text::int8) AS b,
            bool_or(bc.relkind IN ('v', 'm')) AS nested
     FROM pg_rewrite w
     LEFT JOIN pg_depend d ON d.classid = 'pg_rewrite'::regclass AND d.objid = w.oid
@@ -144,6 +177,5 @@ CROSS JOIN LATERAL (
     LEFT JOIN pg_class bc ON bc.oid = d.refobjid
     LEFT JOIN pg_attribute b ON b.attrelid = d.refobjid AND b.attnum = d.refobjsubid
     WHERE c.relkind IN ('v', 'm') AND w.ev_class = c.oid) v
-WHERE c.relname = ANY($1) AND n.nspname = ANY($2) AND c.relkind IN ('r', 'p', 'v', 'm', 'f')
-GROUP BY n.nspname
+GROUP BY c.nspname
 "#;
