@@ -65,6 +65,47 @@ async fn not_null(pool: &PgPool, tenant: &str, table: &str, column: &str) -> boo
     .expect("column")
 }
 
+/// Runs `change` and kills it (drops its future) once the checkpoint counts `reached`
+/// rows, asserting that it got there and was killed before all `rows` were done.
+async fn kill_mid_backfill(
+    pool: &PgPool,
+    change: &contract_sqlx::remediation::OnlineTypeChange,
+    reached: i64,
+    rows: i64,
+) {
+    use std::time::Duration;
+    let killed = {
+        let (pool, change) = (pool.clone(), change.clone());
+        tokio::spawn(
+            async move { contract_sqlx::remediation::change_type_online(&pool, &change).await },
+        )
+    };
+    let done_rows = || async {
+        sqlx::query_scalar::<_, i64>(
+            "SELECT coalesce(max(rows_done), 0) FROM public.contract_online_progress",
+        )
+        .fetch_one(pool)
+        .await
+        .unwrap_or(0)
+    };
+    let mut done = 0;
+    for _ in 0..400 {
+        done = done_rows().await;
+        if done >= reached {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    killed.abort();
+    assert!(
+        killed.await.is_err_and(|e| e.is_cancelled()),
+        "killed mid-backfill"
+    );
+    assert!(done >= reached, "the backfill never got going: {done}");
+    let at_kill = done_rows().await;
+    assert!(at_kill < rows, "killed before the end: {at_kill}");
+}
+
 /// The approved plan for `tenant` is cut right before its `VALIDATE` is sent: the first
 /// transaction is committed (a valid schema), the run reports where it stopped, and the
 /// next pass resumes from the pending audit row and completes.
@@ -212,34 +253,7 @@ async fn online_type_change_killed_mid_backfill_resumes_from_the_checkpoint() {
     let change = OnlineTypeChange::new("tenant_1", "accounts", "user_id", "int8")
         .batches(500, Duration::from_millis(20))
         .procedure(OnlineProcedure::ShadowColumn);
-    let killed = {
-        let (pool, change) = (scratch.pool.clone(), change.clone());
-        tokio::spawn(async move { change_type_online(&pool, &change).await })
-    };
-    let done_rows = || async {
-        sqlx::query_scalar::<_, i64>(
-            "SELECT coalesce(max(rows_done), 0) FROM public.contract_online_progress",
-        )
-        .fetch_one(&scratch.pool)
-        .await
-        .unwrap_or(0)
-    };
-    let mut reached = 0;
-    for _ in 0..400 {
-        reached = done_rows().await;
-        if reached >= 2000 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    killed.abort();
-    assert!(
-        killed.await.is_err_and(|e| e.is_cancelled()),
-        "killed mid-backfill"
-    );
-    assert!(reached >= 2000, "the backfill never got going: {reached}");
-    let at_kill = done_rows().await;
-    assert!(at_kill < 20000, "killed before the end: {at_kill}");
+    kill_mid_backfill(&scratch.pool, &change, 2000, 20000).await;
     // A writer between the runs: the trigger keeps the shadow column in sync.
     exec(&scratch.pool, "UPDATE tenant_1.accounts SET user_id = 1 WHERE id = 19999; INSERT INTO tenant_1.accounts (id, note) VALUES (20001, 'late')").await;
     // The expected data now: the writes above, every value as it was.
@@ -626,34 +640,7 @@ async fn online_table_copy_killed_mid_copy_resumes_and_keeps_names_and_grants() 
     let facts_before = table_facts(&scratch.pool).await;
     let change = OnlineTypeChange::new("tenant_1", "accounts", "user_id", "int8")
         .batches(500, Duration::from_millis(20));
-    let killed = {
-        let (pool, change) = (scratch.pool.clone(), change.clone());
-        tokio::spawn(async move { change_type_online(&pool, &change).await })
-    };
-    let done_rows = || async {
-        sqlx::query_scalar::<_, i64>(
-            "SELECT coalesce(max(rows_done), 0) FROM public.contract_online_progress",
-        )
-        .fetch_one(&scratch.pool)
-        .await
-        .unwrap_or(0)
-    };
-    let mut reached = 0;
-    for _ in 0..400 {
-        reached = done_rows().await;
-        if reached >= 2000 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    killed.abort();
-    assert!(
-        killed.await.is_err_and(|e| e.is_cancelled()),
-        "killed mid-copy"
-    );
-    assert!(reached >= 2000, "the copy never got going: {reached}");
-    let at_kill = done_rows().await;
-    assert!(at_kill < 20000, "killed before the end: {at_kill}");
+    kill_mid_backfill(&scratch.pool, &change, 2000, 20000).await;
     // Writes between the runs, on both sides of the checkpoint: the trigger carries them.
     exec(
         &scratch.pool,
@@ -1156,5 +1143,78 @@ async fn the_guard_keeps_the_tenant_paused_until_the_swap_while_the_others_flow(
     passes.abort();
     drop(guard);
     workload.close().await;
+    scratch.drop_db().await;
+}
+
+/// A writer's update of a row the copy has not reached yet, left uncommitted until a batch
+/// waits for it on that key: the batch fails with a unique violation when the writer
+/// commits, is retried, skips the key, and the swapped table has the writer's value.
+#[tokio::test]
+async fn online_table_copy_retries_a_batch_that_met_a_writers_uncommitted_key() {
+    use contract_sqlx::remediation::{OnlineProcedure, OnlineTypeChange, change_type_online};
+    use sqlx::Connection;
+    use std::time::Duration;
+
+    let scratch = PgScratch::create("contract_online_copy_k").await;
+    exec(&scratch.pool, copy_setup(20_000)).await;
+    let change = OnlineTypeChange::new("tenant_1", "accounts", "user_id", "int8")
+        .batches(500, Duration::from_millis(20));
+    let running = {
+        let (pool, change) = (scratch.pool.clone(), change.clone());
+        tokio::spawn(async move { change_type_online(&pool, &change).await })
+    };
+    let polled = async |sql: &str| -> i64 {
+        sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(sql.to_owned()))
+            .fetch_one(&scratch.pool)
+            .await
+            .unwrap_or(0)
+    };
+    let mut started = 0;
+    for _ in 0..400 {
+        started =
+            polled("SELECT coalesce(max(rows_done), 0) FROM public.contract_online_progress").await;
+        if started >= 1000 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(started >= 1000, "the copy never got going: {started}");
+    // The trigger inserts key 19000 into the copy, uncommitted.
+    let mut writer = sqlx::PgConnection::connect(&scratch.url)
+        .await
+        .expect("writer");
+    let mut tx = writer.begin().await.expect("writer transaction");
+    sqlx::raw_sql(
+        "UPDATE tenant_1.accounts SET user_id = 1 WHERE id = 19000; \
+         UPDATE tenant_1.mirror SET user_id = 1 WHERE id = 19000",
+    )
+    .execute(&mut *tx)
+    .await
+    .expect("writer update");
+    let mut waited = 0;
+    for _ in 0..3000 {
+        waited = polled(
+            "SELECT count(*) FROM pg_stat_activity WHERE wait_event = 'transactionid' \
+             AND query LIKE '%pg_advisory_xact_lock%'",
+        )
+        .await;
+        if waited > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(waited, 1, "a batch waits for the writer's key");
+    tx.commit().await.expect("writer commit");
+    let report = running
+        .await
+        .expect("change task")
+        .expect("the copy retries the batch and completes");
+    assert_eq!(report.procedure, OnlineProcedure::TableCopy);
+    let (table, mirror) = copy_sums(&scratch.pool).await;
+    assert_eq!(
+        table, mirror,
+        "every row is equal, the writer's update kept"
+    );
+    let _ = writer.close().await;
     scratch.drop_db().await;
 }

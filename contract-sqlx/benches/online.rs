@@ -38,7 +38,7 @@ use std::time::{Duration, Instant};
 use contract_sqlx::plan::Remediation;
 use contract_sqlx::remediation::{ApplyOptions, OnlineTypeChange, change_type_online};
 use contract_sqlx::{Contract, TenantDirectory, Tenants, check::ContractSet, remediate};
-use onlineload::{Load, Stalls, checksum};
+use onlineload::{Load, Sample, Stalls, Wait, Waits, checksum};
 use pgfleet::{Result, ms};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{AssertSqlSafe, ConnectOptions, Connection, PgConnection, Postgres};
@@ -63,6 +63,7 @@ struct Args {
     rate: usize,
     batch: usize,
     pause_ms: usize,
+    attribute: bool,
 }
 
 fn main() {
@@ -71,20 +72,28 @@ fn main() {
         ("--rate", 200),
         ("--batch", 10_000),
         ("--pause-ms", 0),
+        ("--attribute", 0),
     ];
     if let Err(e) = pgfleet::parse_args(
-        "online [--rows N] [--rate OPS_PER_S] [--batch ROWS] [--pause-ms MS]",
+        "online [--rows N] [--rate OPS_PER_S] [--batch ROWS] [--pause-ms MS] [--attribute 0|1]",
         &mut args,
     ) {
         eprintln!("online bench: {e}");
         std::process::exit(2);
     }
-    let [(_, rows), (_, rate), (_, batch), (_, pause_ms)] = args;
+    let [
+        (_, rows),
+        (_, rate),
+        (_, batch),
+        (_, pause_ms),
+        (_, attribute),
+    ] = args;
     let args = Args {
         rows,
         rate,
         batch,
         pause_ms,
+        attribute: attribute != 0,
     };
     pgfleet::run_main(
         "online",
@@ -97,6 +106,9 @@ struct Measured {
     ms: f64,
     writer: Stalls,
     reader: Stalls,
+    /// When the change started, and every write of the run.
+    from: Instant,
+    writes: Vec<Sample>,
 }
 
 impl Measured {
@@ -173,17 +185,29 @@ async fn run(scratch: PgConnectOptions, args: Args) -> Result<()> {
         )
         .lock(Duration::from_millis(200), 50);
     let mut report = None;
+    let waits = if args.attribute {
+        Some(Waits::start(&scratch, Duration::from_millis(5)).await?)
+    } else {
+        None
+    };
     let online = measure(&scratch, rows, &mut next_id, rate, async || {
         report = Some(change_type_online(&pool, &change).await?);
         Ok(())
     })
     .await?;
+    let waits = match waits {
+        Some(waits) => waits.stop().await?,
+        None => Vec::new(),
+    };
     compare(&mut admin, "the online type change").await?;
     if let Some(report) = &report {
         eprintln!(
             "online: {} rows in {} batches, swap took {} attempt(s); ms per part: {:?}",
             report.rows_backfilled, report.batches, report.swap_attempts, report.phases_ms
         );
+        if args.attribute {
+            attribute(&online, &report.phases_ms, &waits);
+        }
     }
 
     // 3 and 4. NOT NULL on `note`: one transaction, then the phased apply of the same plan.
@@ -296,7 +320,49 @@ async fn measure(
         ms: ms(to - from),
         writer: Stalls::within(&seen.writes, from, to),
         reader: Stalls::within(&seen.reads, from, to),
+        from,
+        writes: seen.writes,
     })
+}
+
+/// Prints every write of the online change that took over 100 ms: when it started (ms
+/// after the change began), the phase it started in, and what the sampler saw it wait on.
+fn attribute(online: &Measured, phases: &[(&'static str, u64)], waits: &[Wait]) {
+    let mut ends = Vec::new();
+    let mut sum = 0;
+    for (name, phase_ms) in phases {
+        sum += phase_ms;
+        ends.push((*name, sum));
+    }
+    let long = online
+        .writes
+        .iter()
+        .filter(|w| w.at >= online.from && w.took > Duration::from_millis(100));
+    for write in long {
+        let start = ms(write.at - online.from);
+        #[allow(clippy::cast_precision_loss)]
+        let phase = ends
+            .iter()
+            .find(|(_, end)| start <= *end as f64)
+            .map_or("after (drop of the old table)", |(name, _)| name);
+        let mut seen: Vec<(String, usize)> = Vec::new();
+        for wait in waits
+            .iter()
+            .filter(|w| w.at >= write.at && w.at <= write.at + write.took)
+        {
+            match seen.iter_mut().find(|(what, _)| *what == wait.what) {
+                Some((_, n)) => *n += 1,
+                None => seen.push((wait.what.clone(), 1)),
+            }
+        }
+        eprintln!(
+            "long write at +{start:.0} ms ({phase}): {:.0} ms",
+            ms(write.took)
+        );
+        for (what, n) in seen {
+            eprintln!("    {n:>3} x {what}");
+        }
+    }
 }
 
 /// `sql` in one transaction on a connection of its own.

@@ -91,7 +91,7 @@ impl Load {
     ) -> Result<Self> {
         let stop = Arc::new(AtomicBool::new(false));
         let period = Duration::from_secs(1) / rate.max(1);
-        let mut conn = options.connect().await?;
+        let mut conn = options.clone().application_name(WRITER).connect().await?;
         let (t, m) = (table.to_owned(), mirror.to_owned());
         let halt = stop.clone();
         let writer = tokio::spawn(async move {
@@ -153,6 +153,62 @@ impl Load {
         let writes = self.writer.await.map_err(|e| format!("writer: {e}"))??;
         let reads = self.reader.await.map_err(|e| format!("reader: {e}"))??;
         Ok(Seen { writes, reads })
+    }
+}
+
+/// The writer's `application_name`, by which [`Waits`] finds it.
+const WRITER: &str = "contract_bench_writer";
+
+/// What the writer was doing at one moment while it ran a statement: the wait event
+/// (`CPU` when none) and, when a lock stopped it, the statements of the sessions that
+/// held it up.
+#[derive(Debug, Clone)]
+pub struct Wait {
+    pub at: Instant,
+    pub what: String,
+}
+
+/// A sampler of the writer's waits in `pg_stat_activity`, every `period`, until stopped.
+pub struct Waits {
+    stop: Arc<AtomicBool>,
+    task: JoinHandle<Result<Vec<Wait>>>,
+}
+
+impl Waits {
+    /// Starts sampling on a connection of its own.
+    pub async fn start(options: &PgConnectOptions, period: Duration) -> Result<Self> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let halt = stop.clone();
+        let mut conn = options.connect().await?;
+        let task = tokio::spawn(async move {
+            let mut tick = tokio::time::interval(period);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+            let mut seen = Vec::new();
+            while !halt.load(Ordering::Relaxed) {
+                tick.tick().await;
+                let at = Instant::now();
+                let rows: Vec<(String,)> = sqlx::query_as(
+                    "SELECT coalesce(w.wait_event_type || ':' || w.wait_event, 'CPU') || ' in ' || left(w.query, 30)
+                            || coalesce(' <- ' || (SELECT string_agg(left(regexp_replace(b.query, '\\s+', ' ', 'g'), 90)
+                                                    || ' [' || b.state || coalesce(' ' || b.wait_event, '') || ']', ' | ')
+                                                    FROM pg_stat_activity b WHERE b.pid = ANY (pg_blocking_pids(w.pid))), '')
+                     FROM pg_stat_activity w WHERE w.application_name = $1 AND w.state = 'active'",
+                )
+                .bind(WRITER)
+                .fetch_all(&mut conn)
+                .await?;
+                seen.extend(rows.into_iter().map(|(what,)| Wait { at, what }));
+            }
+            conn.close().await?;
+            Ok(seen)
+        });
+        Ok(Self { stop, task })
+    }
+
+    /// Stops sampling and returns the samples.
+    pub async fn stop(self) -> Result<Vec<Wait>> {
+        self.stop.store(true, Ordering::Relaxed);
+        self.task.await.map_err(|e| format!("sampler: {e}"))?
     }
 }
 

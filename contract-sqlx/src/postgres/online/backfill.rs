@@ -11,7 +11,7 @@ use crate::error::{Error, Result};
 
 /// How often a running backfill logs its progress and keeps a sample for the execution log
 /// (its gauges move after every batch).
-pub(super) const PROGRESS_EVERY: Duration = Duration::from_secs(5);
+const PROGRESS_EVERY: Duration = Duration::from_secs(5);
 
 /// Backfills from `last_key` (exclusive) to the end, then marks the checkpoint `verify`.
 pub(super) async fn run(
@@ -47,16 +47,8 @@ pub(super) async fn run(
          RETURNING rows_done",
         names.progress
     );
-    let total = report.rows_estimate.max(0.0);
-    let started = Instant::now();
-    let mut sampled = started;
+    let mut pass = Pass::new(change, report);
     let mut key = last_key;
-    // A writer that touches a row of the running batch waits for its commit, so a batch
-    // is sized to take about `batch_time`: at most `batch_rows`, fewer on a slow or busy
-    // server (measured at 2M rows on a loaded 2-core machine: fixed batches of 10,000 took
-    // up to 470 ms, and a writer waited 280 ms; sized to 100 ms, the longest wait was
-    // 236-256 ms, the reader's, which row locks do not stop, 65-95 ms).
-    let mut rows_next = change.batch_rows;
     loop {
         let batch_started = Instant::now();
         let mut tx = pool.begin().await.map_err(db("a backfill batch"))?;
@@ -69,7 +61,7 @@ pub(super) async fn run(
         let (max, rows, _written): (Option<i64>, i64, i64) =
             sqlx::query_as(AssertSqlSafe(batch.clone()).into_sql_str())
                 .bind(key.unwrap_or(i64::MIN))
-                .bind(i64::from(rows_next))
+                .bind(i64::from(pass.rows_next()))
                 .fetch_one(&mut *tx)
                 .await
                 .map_err(db("a backfill batch"))?;
@@ -85,42 +77,104 @@ pub(super) async fn run(
             .map_err(db("the backfill checkpoint"))?;
         tx.commit().await.map_err(db("a backfill batch"))?;
         key = Some(max);
+        pass.committed(change, report, rows, done, batch_started)
+            .await;
+    }
+    pass.finish(pool, change, &names.progress, &names.key, report)
+        .await
+}
+
+/// The bookkeeping of a batched pass, the shadow column's backfill or the table copy's:
+/// the size of the next batch, the counters, the progress gauges and samples, the pause,
+/// and the end (the checkpoint marked `verify`).
+pub(super) struct Pass {
+    total: f64,
+    started: Instant,
+    sampled: Instant,
+    rows_next: u32,
+}
+
+impl Pass {
+    /// A pass starting now, toward the report's row estimate.
+    pub(super) fn new(change: &OnlineTypeChange, report: &OnlineReport) -> Self {
+        let now = Instant::now();
+        Self {
+            total: report.rows_estimate.max(0.0),
+            started: now,
+            sampled: now,
+            // A writer that touches a row of the running batch waits for its commit, so a
+            // batch is sized to take about `batch_time`: at most `batch_rows`, fewer on a
+            // slow or busy server (measured at 2M rows on a loaded 2-core machine: fixed
+            // batches of 10,000 took up to 470 ms, and a writer waited 280 ms; sized to
+            // 100 ms, the longest wait was 236-256 ms, the reader's, which row locks do
+            // not stop, 65-95 ms).
+            rows_next: change.batch_rows,
+        }
+    }
+
+    /// Rows the next batch takes at most.
+    pub(super) fn rows_next(&self) -> u32 {
+        self.rows_next
+    }
+
+    /// Counts a committed batch of `rows` rows begun at `batch_started` (`done`: the
+    /// checkpoint's rows so far), sizes the next one, sets the gauges, keeps a sample
+    /// (the first batch's, then one every [`PROGRESS_EVERY`]) and pauses.
+    pub(super) async fn committed(
+        &mut self,
+        change: &OnlineTypeChange,
+        report: &mut OnlineReport,
+        rows: i64,
+        done: i64,
+        batch_started: Instant,
+    ) {
         report.rows_backfilled += rows;
         report.batches += 1;
-        rows_next = next_size(rows_next, batch_started.elapsed(), change);
+        self.rows_next = next_size(self.rows_next, batch_started.elapsed(), change);
         crate::telemetry::count(
             crate::guard::metrics::ONLINE_BACKFILL_ROWS_COPIED_TOTAL,
             u64::try_from(rows).unwrap_or(0),
         );
-        let sample = progress(change, report, done, total, started, false);
-        if report.batches == 1 || sampled.elapsed() >= PROGRESS_EVERY {
-            sampled = Instant::now();
+        let sample = progress(change, report, done, self.total, self.started, false);
+        if report.batches == 1 || self.sampled.elapsed() >= PROGRESS_EVERY {
+            self.sampled = Instant::now();
             keep(change, report, sample);
         }
         if !change.pause.is_zero() {
             tokio::time::sleep(change.pause).await;
         }
     }
-    let done: i64 = sqlx::query_scalar(
-        AssertSqlSafe(format!(
-            "UPDATE {} SET state = 'verify', updated_at = now() WHERE change = $1 RETURNING rows_done",
-            names.progress
-        ))
-        .into_sql_str(),
-    )
-    .bind(&names.key)
-    .fetch_one(pool)
-    .await
-    .map_err(db("the backfill checkpoint"))?;
-    report.backfill_ms = crate::remediation::elapsed_ms(started);
-    let last = progress(change, report, done, total, started, true);
-    keep(change, report, last);
-    Ok(())
+
+    /// Marks the checkpoint row `key` of the `progress` table (quoted) `verify`, records
+    /// the pass's time and keeps the last sample.
+    pub(super) async fn finish(
+        self,
+        pool: &PgPool,
+        change: &OnlineTypeChange,
+        progress_table: &str,
+        key: &str,
+        report: &mut OnlineReport,
+    ) -> Result<()> {
+        let done: i64 = sqlx::query_scalar(
+            AssertSqlSafe(format!(
+                "UPDATE {progress_table} SET state = 'verify', updated_at = now() WHERE change = $1 RETURNING rows_done"
+            ))
+            .into_sql_str(),
+        )
+        .bind(key)
+        .fetch_one(pool)
+        .await
+        .map_err(Error::db("the backfill checkpoint", Some(change.schema.as_str())))?;
+        report.backfill_ms = crate::remediation::elapsed_ms(self.started);
+        let last = progress(change, report, done, self.total, self.started, true);
+        keep(change, report, last);
+        Ok(())
+    }
 }
 
 /// The size of the next batch: scaled so it takes about `batch_time`, between 100 rows
 /// (or `batch_rows` if smaller) and `batch_rows`, changing at most twofold at a time.
-pub(super) fn next_size(rows: u32, took: std::time::Duration, change: &OnlineTypeChange) -> u32 {
+fn next_size(rows: u32, took: std::time::Duration, change: &OnlineTypeChange) -> u32 {
     let target = change.batch_time.as_secs_f64();
     let took = took.as_secs_f64().max(0.000_1);
     let scale = (target / took).clamp(0.5, 2.0);
@@ -133,7 +187,7 @@ pub(super) fn next_size(rows: u32, took: std::time::Duration, change: &OnlineTyp
 /// Rows done of the estimate, the rate and the time left, set as gauges (after every
 /// batch) and returned as a sample (which the first batch, one batch every
 /// [`PROGRESS_EVERY`] and the end [`keep`]). `done` counts the rows of interrupted runs too.
-pub(super) fn progress(
+fn progress(
     change: &OnlineTypeChange,
     report: &OnlineReport,
     done: i64,
@@ -175,7 +229,7 @@ pub(super) fn progress(
 }
 
 /// Logs `sample` and keeps it for the execution log.
-pub(super) fn keep(change: &OnlineTypeChange, report: &mut OnlineReport, sample: BackfillProgress) {
+fn keep(change: &OnlineTypeChange, report: &mut OnlineReport, sample: BackfillProgress) {
     tracing::info!(
         schema = %change.schema,
         table = %change.table,

@@ -5,6 +5,7 @@
 
 mod backfill;
 mod copy;
+mod index;
 mod inspect;
 mod phased;
 mod planned;

@@ -59,27 +59,6 @@ pub(super) async fn prepare(
         let new = shadow_index(index);
         let q = |n: &str| Dialect::Postgres.quote(n);
         let qualified = Dialect::Postgres.quote_qualified(Some(&change.schema), &new)?;
-        // A build interrupted earlier leaves an invalid index: drop it and build again.
-        let valid: Option<bool> = sqlx::query_scalar(
-            "SELECT i.indisvalid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
-             JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = $1 AND c.relname = $2",
-        )
-        .bind(&change.schema)
-        .bind(&new)
-        .fetch_optional(pool)
-        .await
-        .map_err(db("looking up a shadow index"))?;
-        if valid == Some(true) {
-            continue;
-        }
-        if valid == Some(false) {
-            sqlx::raw_sql(AssertSqlSafe(format!(
-                "DROP INDEX CONCURRENTLY IF EXISTS {qualified}"
-            )))
-            .execute(pool)
-            .await
-            .map_err(db("dropping an invalid shadow index"))?;
-        }
         let build = format!(
             "CREATE {}INDEX CONCURRENTLY {} ON {} USING {} ({})",
             if *unique { "UNIQUE " } else { "" },
@@ -88,10 +67,7 @@ pub(super) async fn prepare(
             q(method)?,
             names.shadow
         );
-        sqlx::raw_sql(AssertSqlSafe(build))
-            .execute(pool)
-            .await
-            .map_err(db("building an index on the shadow column concurrently"))?;
+        super::index::build_concurrently(pool, &change.schema, &qualified, build).await?;
     }
     Ok(())
 }

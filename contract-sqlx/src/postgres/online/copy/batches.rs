@@ -3,24 +3,27 @@
 
 use std::time::Instant;
 
-use sqlx::{AssertSqlSafe, PgPool, Row, SqlSafeStr};
+use sqlx::{AssertSqlSafe, PgPool, Row};
 
 use super::CopyNames;
 use super::create::column_lists;
 use super::qualify::Layout;
 use crate::error::{Error, Result};
-use crate::postgres::online::backfill::{PROGRESS_EVERY, keep, next_size, progress};
+use crate::postgres::online::backfill::Pass;
 use crate::postgres::online::type_change::{OnlineReport, OnlineTypeChange};
 
-/// Deadlocks with writers a copy retries before it gives up (the checkpoint stays).
-const MAX_DEADLOCKS: u32 = 100;
+/// Times a copy retries one batch after conflicts with writers before it gives up (the
+/// checkpoint stays).
+const MAX_CONFLICTS: u32 = 100;
 
-/// SQLSTATE `deadlock_detected`.
-fn is_deadlock(error: &sqlx::Error) -> bool {
+/// A batch that conflicted with a writer and is retried: SQLSTATE `deadlock_detected`, or
+/// `unique_violation` (a writer's trigger inserted a key of the batch, uncommitted when
+/// the batch read the new table, committed before the batch's insert could go on).
+fn is_conflict(error: &sqlx::Error) -> bool {
     error
         .as_database_error()
         .and_then(|e| e.code())
-        .is_some_and(|c| c == "40P01")
+        .is_some_and(|c| c == "40P01" || c == "23505")
 }
 
 /// Copies from `last_key` (exclusive) to the end, then marks the checkpoint `verify`.
@@ -38,7 +41,12 @@ pub(super) async fn run(
     let key_literal = contract_core::Dialect::Postgres.string_literal(&names.key)?;
     // After the batch lock (the module documentation says why), one statement: the
     // range's upper bound from the key index, its rows inserted unless the trigger has
-    // already written them, and the checkpoint advanced.
+    // already written them, and the checkpoint advanced. A plain insert with `NOT EXISTS`,
+    // not `ON CONFLICT DO NOTHING`: a speculative insertion costs every row a second WAL
+    // record and its own lock (a key the trigger inserts meanwhile fails the batch
+    // instead, which is retried). The key range is repeated in `NOT EXISTS` so that
+    // whatever join the planner picks reads only the range of the new table (without it,
+    // a hash anti-join read the whole new table per batch: quadratic).
     // language=SQL
     let batch = |after: i64, rows: u32| {
         format!(
@@ -47,7 +55,8 @@ pub(super) async fn run(
              WITH bound AS (SELECT max({pk})::int8 AS hi, count(*)::int8 AS n
                             FROM (SELECT {pk} FROM {t} WHERE {pk} > '{after}'::int8 ORDER BY {pk} LIMIT {rows}) b),
                   src AS (SELECT {columns} FROM {t} WHERE {pk} > '{after}'::int8 AND {pk} <= (SELECT hi FROM bound)),
-                  ins AS (INSERT INTO {n} ({columns}) SELECT {values} FROM src ON CONFLICT DO NOTHING RETURNING 1),
+                  ins AS (INSERT INTO {n} ({columns}) SELECT {values} FROM src WHERE NOT EXISTS (SELECT 1 FROM {n} x
+                              WHERE x.{pk} = src.{pk} AND x.{pk} > '{after}'::int8 AND x.{pk} <= (SELECT hi FROM bound)) RETURNING 1),
                   cp AS (UPDATE {p} SET last_key = (SELECT hi FROM bound), rows_done = rows_done + (SELECT n FROM bound),
                                 updated_at = now() WHERE change = {k} AND (SELECT hi FROM bound) IS NOT NULL RETURNING rows_done)
              SELECT (SELECT hi FROM bound), (SELECT n FROM bound), (SELECT count(*)::int8 FROM ins), (SELECT rows_done FROM cp);
@@ -59,19 +68,16 @@ pub(super) async fn run(
             k = key_literal,
         )
     };
-    let total = report.rows_estimate.max(0.0);
-    let started = Instant::now();
+    let mut pass = Pass::new(change, report);
     let mut key = last_key;
-    let mut rows_next = change.batch_rows;
-    let mut deadlocks = 0;
-    let mut sampled = Instant::now();
+    let mut conflicts = 0;
     loop {
         let batch_started = Instant::now();
         // One round trip: the statements of one transaction sent together (each still
         // takes its own snapshot); a failed one leaves the transaction aborted, rolled
         // back before the connection goes back to the pool. A batch lost in a server
         // crash (`synchronous_commit` off) is lost with its checkpoint and done again.
-        let sql = batch(key.unwrap_or(i64::MIN), rows_next);
+        let sql = batch(key.unwrap_or(i64::MIN), pass.rows_next());
         let outcome = async {
             let mut conn = pool.acquire().await?;
             let result = sqlx::raw_sql(AssertSqlSafe(sql))
@@ -92,9 +98,9 @@ pub(super) async fn run(
         .await;
         let (max, rows, done) = match outcome {
             Ok(done) => done,
-            Err(error) if is_deadlock(&error) && deadlocks < MAX_DEADLOCKS => {
-                deadlocks += 1;
-                tracing::warn!(table = %names.table, deadlocks, "a copy batch deadlocked with a writer; retrying it");
+            Err(error) if is_conflict(&error) && conflicts < MAX_CONFLICTS => {
+                conflicts += 1;
+                tracing::info!(table = %names.table, conflicts, %error, "a copy batch conflicted with a writer; retrying it");
                 continue;
             }
             Err(error) => return Err(db("a copy batch")(error)),
@@ -103,35 +109,10 @@ pub(super) async fn run(
             break;
         };
         key = Some(max);
-        report.rows_backfilled += rows;
-        report.batches += 1;
-        rows_next = next_size(rows_next, batch_started.elapsed(), change);
-        crate::telemetry::count(
-            crate::guard::metrics::ONLINE_BACKFILL_ROWS_COPIED_TOTAL,
-            u64::try_from(rows).unwrap_or(0),
-        );
-        let sample = progress(change, report, done, total, started, false);
-        if report.batches == 1 || sampled.elapsed() >= PROGRESS_EVERY {
-            sampled = Instant::now();
-            keep(change, report, sample);
-        }
-        if !change.pause.is_zero() {
-            tokio::time::sleep(change.pause).await;
-        }
+        conflicts = 0;
+        pass.committed(change, report, rows, done, batch_started)
+            .await;
     }
-    let done: i64 = sqlx::query_scalar(
-        AssertSqlSafe(format!(
-            "UPDATE {} SET state = 'verify', updated_at = now() WHERE change = $1 RETURNING rows_done",
-            names.progress
-        ))
-        .into_sql_str(),
-    )
-    .bind(&names.key)
-    .fetch_one(pool)
-    .await
-    .map_err(db("the copy checkpoint"))?;
-    report.backfill_ms = crate::remediation::elapsed_ms(started);
-    let last = progress(change, report, done, total, started, true);
-    keep(change, report, last);
-    Ok(())
+    pass.finish(pool, change, &names.progress, &names.key, report)
+        .await
 }

@@ -2,7 +2,7 @@
 //! new type while it is empty, the trigger on the old table and the checkpoint row.
 
 use contract_core::Dialect;
-use sqlx::{AssertSqlSafe, PgPool};
+use sqlx::PgPool;
 
 use super::qualify::Layout;
 use super::{CopyNames, abandon_sql, index_copy};
@@ -146,43 +146,30 @@ pub(super) async fn build_indexes(
     layout: &Layout,
 ) -> Result<()> {
     let pg = Dialect::Postgres;
-    let db = |context| crate::error::Error::db(context, Some(change.schema.as_str()));
     for index in &layout.indexes {
         let copy = index_copy(index);
         let qualified = pg.quote_qualified(Some(&change.schema), &copy)?;
         // language=SQL
-        let (valid, unique, rest): (Option<bool>, bool, String) = sqlx::query_as(
-            "SELECT (SELECT x.indisvalid FROM pg_index x WHERE x.indexrelid = to_regclass($2)),
-                    x.indisunique,
+        let (unique, rest): (bool, String) = sqlx::query_as(
+            "SELECT x.indisunique,
                     regexp_replace(pg_get_indexdef(x.indexrelid), '^CREATE (UNIQUE )?INDEX \\S+ ON \\S+ ', '')
              FROM pg_index x WHERE x.indexrelid = $1::regclass",
         )
         .bind(pg.quote_qualified(Some(&change.schema), index)?)
-        .bind(&qualified)
         .fetch_one(pool)
         .await
-        .map_err(db("reading an index to copy"))?;
-        if valid == Some(true) {
-            continue;
-        }
-        if valid == Some(false) {
-            sqlx::raw_sql(AssertSqlSafe(format!(
-                "DROP INDEX CONCURRENTLY IF EXISTS {qualified}"
-            )))
-            .execute(pool)
-            .await
-            .map_err(db("dropping an invalid index of the copy"))?;
-        }
+        .map_err(crate::error::Error::db(
+            "reading an index to copy",
+            Some(change.schema.as_str()),
+        ))?;
         let build = format!(
             "CREATE {}INDEX CONCURRENTLY {} ON {} {rest}",
             if unique { "UNIQUE " } else { "" },
             pg.quote(&copy)?,
             names.new,
         );
-        sqlx::raw_sql(AssertSqlSafe(build))
-            .execute(pool)
-            .await
-            .map_err(db("building an index of the copy concurrently"))?;
+        crate::postgres::online::index::build_concurrently(pool, &change.schema, &qualified, build)
+            .await?;
     }
     Ok(())
 }

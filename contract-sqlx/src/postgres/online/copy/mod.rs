@@ -16,8 +16,8 @@
 //!    table by primary key and deletes `OLD`'s key on a delete or a key change.
 //! 2. **Copy** by primary-key range, each batch its own transaction that also advances
 //!    the checkpoint: the batch lock (a transaction-level advisory lock of this copy),
-//!    then `INSERT INTO new SELECT … FROM old WHERE key in (last, hi] ON CONFLICT DO
-//!    NOTHING`. A killed run resumes after the last committed batch.
+//!    then `INSERT INTO new SELECT … FROM old WHERE key in (last, hi] AND NOT EXISTS (the
+//!    key in new)`. A killed run resumes after the last committed batch.
 //! 3. **Verify**: the row count and a sum of a 64-bit hash of every row (the old one cast)
 //!    over both tables, in one statement, so one snapshot (the trigger writes both tables
 //!    in the writer's transaction, so any snapshot sees them alike). A difference drops
@@ -40,7 +40,10 @@
 //! From the moment the create transaction commits, every write to the old table runs the
 //! trigger in its own transaction: the new table reflects it when, and only when, it
 //! commits. A batch inserts the rows it reads as of its own snapshot and skips a key the
-//! new table already has. For a row `r` in a batch's range and a writer `W`:
+//! new table already has in that snapshot; a key inserted by a transaction still running
+//! then makes the insert wait for it, and fail with a unique violation if it commits (the
+//! batch is then retried, and skips the key). For a row `r` in a batch's range and a writer
+//! `W`:
 //!
 //! - `W` **deletes** `r` or changes its key: its trigger takes the batch lock shared
 //!   before deleting from the new table, and a batch holds it exclusively from before its
@@ -54,16 +57,20 @@
 //!   row of the copy cost a lock written to the old table, about twice the time.)
 //! - `W` **updates** `r` (not its key): it takes no batch lock. Its trigger upserts the
 //!   newest `r`. If
-//!   that comes before the batch's insert, the batch finds the key (waiting for `W` if it
-//!   has not committed: if `W` rolls back, the batch's older version is the right one)
-//!   and does nothing. If it comes after, `W`'s upsert waits for the batch's uncommitted
+//!   that comes before the batch's insert, the batch finds the key and does nothing (if
+//!   `W` has not committed, the batch waits for it: if `W` rolls back, the batch's older
+//!   version is the right one; if it commits, the batch fails and its retry skips the
+//!   key). If it comes after, `W`'s upsert waits for the batch's uncommitted
 //!   row and then overwrites it. Either way the new table ends with `W`'s version.
-//! - `W` **inserts** `r`: the trigger inserts it; a batch that reads it later skips it.
+//! - `W` **inserts** `r`: the trigger inserts it; a batch that reads it later skips it
+//!   (or, as above, fails and its retry skips it).
 //!
 //! Rows past the last batch's bound were all written through the trigger, so the copy
 //! stops when a batch finds no key after the checkpoint. A writer that deletes in the same
 //! transaction as it upserted a row of the running batch can deadlock with it (each waits
 //! for the other); PostgreSQL aborts one, usually the batch, which is then retried.
+//! (`ON CONFLICT DO NOTHING` would skip such keys without a retry, but its speculative
+//! insertion writes a second WAL record for every row of the copy.)
 //!
 //! All this holds for writers at `READ COMMITTED` (PostgreSQL's default): the trigger's
 //! statements then see what committed before them. A `REPEATABLE READ` writer's trigger
