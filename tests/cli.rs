@@ -3,8 +3,8 @@
 //! #12 acceptance scenario (30 tenants drifted the same way → one shape → one approval →
 //! remediated once each across two replicas → 30 audit rows naming the approver).
 
-#[path = "support/mod.rs"]
-mod support;
+// The shared helpers, compiled once in the `contract-tests` library.
+use contract_tests::support;
 
 #[path = "cli/mod.rs"]
 mod cli;

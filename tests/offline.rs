@@ -5,8 +5,8 @@
 //! (a binary per file made the build several times longer). Every file below is one
 //! module; run one with `cargo test --test offline <module>::`.
 
-#[path = "support/mod.rs"]
-mod support;
+// The shared helpers, compiled once in the `contract-tests` library.
+use contract_tests::support;
 
 #[path = "parity.rs"]
 mod parity;

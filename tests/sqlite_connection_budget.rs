@@ -5,8 +5,8 @@
 //!
 //! This binary holds this one test: the counts are process-wide.
 
-#[path = "support/mod.rs"]
-mod support;
+// The shared helpers, compiled once in the `contract-tests` library.
+use contract_tests::support;
 
 use std::path::Path;
 use std::sync::Arc;

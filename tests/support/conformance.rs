@@ -13,10 +13,15 @@ pub enum Guard {
 
 /// One checked pair: the guard's verdict and what decoding a non-NULL row did.
 pub struct Pair {
+    /// The Rust field type, as written.
     pub rust: &'static str,
+    /// The SQL column type, as written.
     pub column: &'static str,
+    /// The guard's verdict.
     pub guard: Guard,
+    /// The risk the guard reported with its verdict, if any.
     pub risk: Option<String>,
+    /// What decoding a non-NULL row did: `Ok`, or the decode error.
     pub decoded: Result<(), String>,
 }
 

@@ -110,10 +110,12 @@ impl Drop for MySqlDatabases {
 /// [`PgSchemas::drop_all`], or on drop when a failed assertion skipped that call.
 pub struct PgSchemas {
     pool: sqlx::PgPool,
+    /// The schemas, in creation order.
     pub names: Vec<String>,
 }
 
 impl PgSchemas {
+    /// Creates every schema in `names`; the ones made so far are dropped if one fails.
     pub async fn create(pool: &sqlx::PgPool, names: Vec<String>) -> Self {
         // The guard exists before the first CREATE: a failure part way drops those made.
         let mut guard = Self {
@@ -166,8 +168,11 @@ impl Drop for PgSchemas {
 /// A scratch PostgreSQL database with a unique name, dropped by [`PgScratch::drop_db`].
 pub struct PgScratch {
     admin: sqlx::PgPool,
+    /// The database's unique name.
     pub name: String,
+    /// A pool connected to the database.
     pub pool: sqlx::PgPool,
+    /// The URL of the database, for code that connects by itself.
     pub url: String,
     /// Drops the database when a failed assertion skipped `drop_db`.
     guard: PgDatabaseGuard,
