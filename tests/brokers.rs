@@ -1,7 +1,7 @@
 //! Brokers: message conservation through RabbitMQ and NATS JetStream, and the broker
 //! quarantine sink.
 //!
-//! One test binary per server: each binary links sqlx, tokio and the support code once
+//! One test binary per server: each binary links sqlx and tokio once
 //! (a binary per file made the build several times longer). Every file below is one
 //! module; run one with `cargo test --test brokers <module>::`.
 

@@ -1,7 +1,7 @@
 //! MySQL/MariaDB: drift, hostile names, quarantine, remediation, sqlx conformance, message
 //! conservation and faults.
 //!
-//! One test binary per server: each binary links sqlx, tokio and the support code once
+//! One test binary per server: each binary links sqlx and tokio once
 //! (a binary per file made the build several times longer). Every file below is one
 //! module; run one with `cargo test --test mysql <module>::`.
 

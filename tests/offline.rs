@@ -1,7 +1,7 @@
 //! No server needed, or every backend side by side: backend parity, the payload check and
 //! its properties, quoting properties and duplicate tenants.
 //!
-//! One test binary per server: each binary links sqlx, tokio and the support code once
+//! One test binary per server: each binary links sqlx and tokio once
 //! (a binary per file made the build several times longer). Every file below is one
 //! module; run one with `cargo test --test offline <module>::`.
 

@@ -2,7 +2,7 @@
 //! remediation, the testing helpers, sqlx conformance, message conservation, faults and
 //! revalidation.
 //!
-//! One test binary per server: each binary links sqlx, tokio and the support code once
+//! One test binary per server: each binary links sqlx and tokio once
 //! (a binary per file made the build several times longer). Every file below is one
 //! module; run one with `cargo test --test pg <module>::`.
 
