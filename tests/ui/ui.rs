@@ -10,7 +10,7 @@
 
 use std::env;
 use std::ffi::OsStr;
-use std::process::Command;
+use std::process::{Command, Stdio};
 
 /// The rustc flags trybuild gives the cases (trybuild 1.0's `rustflags.rs`: `--cfg trybuild
 /// --verbose -A dead_code`, plus `--diagnostic-width=140` when it checks the cases), joined
@@ -40,12 +40,18 @@ fn ui() {
         return;
     }
     // A test cannot set its own environment without `unsafe` (edition 2024), so it runs
-    // itself again with the flags set: this test alone, its output passed through.
+    // itself again with the flags set: this test alone. trybuild's report (on stderr) is
+    // passed through; the inner run's own libtest summary (on stdout) is shown only on
+    // failure, so the suite counts this test once.
     let exe = env::current_exe().expect("the path of this test binary");
-    let status = Command::new(exe)
+    let inner = Command::new(exe)
         .args(["ui", "--exact", "--nocapture", "--test-threads=1"])
         .env("CARGO_ENCODED_RUSTFLAGS", TRYBUILD_CASE_FLAGS)
-        .status()
+        .stderr(Stdio::inherit())
+        .output()
         .expect("run the ui test binary again with trybuild's flags fixed");
-    assert!(status.success(), "compile-fail cases failed (output above)");
+    if !inner.status.success() {
+        print!("{}", String::from_utf8_lossy(&inner.stdout));
+        panic!("compile-fail cases failed (trybuild's report above)");
+    }
 }
