@@ -2,6 +2,7 @@
 //! gate (with and without the event trigger), pauses across restarts, privileges.
 
 use crate::support;
+use crate::support::faults::open_gates;
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -46,14 +47,6 @@ async fn start(pool: &PgPool, policy: Remediation) -> Guard<Postgres> {
         .expect("guard start")
 }
 
-fn open_tenants(guard: &Guard<Postgres>) -> Vec<String> {
-    guard
-        .tenants()
-        .into_iter()
-        .filter(|t| guard.gate(t).is_open())
-        .collect()
-}
-
 /// Polls `check` every 50 ms for up to `bound` (a generous bound, not a timing assertion).
 async fn eventually(bound: Duration, mut check: impl FnMut() -> bool) -> bool {
     let deadline = tokio::time::Instant::now() + bound;
@@ -77,7 +70,7 @@ async fn start_up_pauses_only_the_drifted_tenant_and_persists_the_pause() {
     .await;
     let guard = start(&scratch.pool, Remediation::Off).await;
     assert_eq!(
-        open_tenants(&guard),
+        open_gates(&guard),
         ["tenant_1", "tenant_2", "tenant_4", "tenant_5"]
     );
     match guard.gate("tenant_3") {
@@ -133,7 +126,7 @@ async fn ddl_closes_one_gate_by_periodic_revalidation_and_reopens_after_fix() {
         !permit.is_current(),
         "a permit issued before the pause is no longer current"
     );
-    assert_eq!(open_tenants(&guard), ["tenant_1", "tenant_3", "tenant_4"]);
+    assert_eq!(open_gates(&guard), ["tenant_1", "tenant_3", "tenant_4"]);
     exec(
         &scratch.pool,
         "ALTER TABLE tenant_2.events ADD COLUMN user_id int8 NOT NULL DEFAULT 0",
@@ -183,7 +176,7 @@ async fn ddl_closes_one_gate_promptly_with_the_event_trigger() {
         .await,
         "gate never closed"
     );
-    assert_eq!(open_tenants(&guard), ["tenant_1", "tenant_2", "tenant_3"]);
+    assert_eq!(open_gates(&guard), ["tenant_1", "tenant_2", "tenant_3"]);
     let version: i64 = sqlx::query_scalar(
         "SELECT version FROM public.contract_schema_version WHERE schema_name = 'tenant_4'",
     )

@@ -7,6 +7,7 @@
 //! and says so.
 
 use crate::support;
+use crate::support::faults::open_gates;
 
 use std::time::Duration;
 
@@ -239,15 +240,6 @@ async fn the_catalog_signature_moves_for_every_kind_of_drift() {
     exec(pool, "CREATE SCHEMA bare").await;
     assert_eq!(signature(pool, "bare").await, Some(String::new()));
     scratch.drop_db().await;
-}
-
-/// The guard's tenants whose gate is open, in the order [`Guard::tenants`] lists them.
-fn open_gates(guard: &Guard<Postgres>) -> Vec<String> {
-    guard
-        .tenants()
-        .into_iter()
-        .filter(|t| guard.gate(t).is_open())
-        .collect()
 }
 
 /// Tenant schemas `tenant_{i}` with an `events` table that fits [`Event`].
