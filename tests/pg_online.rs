@@ -680,6 +680,51 @@ async fn online_table_copy_killed_mid_copy_resumes_and_keeps_names_and_grants() 
     scratch.drop_db().await;
 }
 
+/// A copy changed behind the trigger's back (a row altered, one deleted, in the part the
+/// killed run had copied) fails the verification of the resumed run, which drops the copy
+/// and says so; the next pass copies again and ends equal to the mirror.
+#[tokio::test]
+async fn online_table_copy_that_differs_is_dropped_by_the_verification_and_copied_again() {
+    use contract_sqlx::Error;
+    use contract_sqlx::remediation::{OnlineProcedure, OnlineTypeChange, change_type_online};
+    use std::time::Duration;
+
+    let scratch = PgScratch::create("contract_online_copy_v").await;
+    exec(&scratch.pool, copy_setup(20_000)).await;
+    let change = OnlineTypeChange::new("tenant_1", "accounts", "user_id", "int8")
+        .batches(500, Duration::from_millis(20));
+    kill_mid_backfill(&scratch.pool, &change, 2000, 20000).await;
+    exec(
+        &scratch.pool,
+        "UPDATE tenant_1.accounts_contract_copy SET note = 'tampered' WHERE id = 10; \
+         DELETE FROM tenant_1.accounts_contract_copy WHERE id = 11",
+    )
+    .await;
+
+    let refused = change_type_online(&scratch.pool, &change).await;
+    assert!(
+        matches!(&refused, Err(Error::NotOnline { reason, .. }) if reason.contains("differs")),
+        "the verification catches the difference: {refused:?}"
+    );
+    assert_eq!(
+        copy_leftovers(&scratch.pool).await,
+        0,
+        "the copy is dropped"
+    );
+    assert_eq!(column_type(&scratch.pool, "user_id").await, "integer");
+
+    let report = change_type_online(&scratch.pool, &change)
+        .await
+        .expect("the next pass");
+    assert_eq!(report.procedure, OnlineProcedure::TableCopy);
+    assert_eq!(report.resumed_from, None, "copied again from the start");
+    let (table, mirror) = copy_sums(&scratch.pool).await;
+    assert_eq!(table, mirror, "every row equal to the mirror");
+    assert_eq!(column_type(&scratch.pool, "user_id").await, "bigint");
+    assert_eq!(copy_leftovers(&scratch.pool).await, 0, "nothing left");
+    scratch.drop_db().await;
+}
+
 /// A writer inserting, updating and deleting through the whole table copy (batches small
 /// enough that it hits rows of running batches): the swapped table equals the mirror
 /// the writer kept in the same transactions.

@@ -190,11 +190,15 @@ async fn run(scratch: PgConnectOptions, args: Args) -> Result<()> {
     } else {
         None
     };
+    let wal_before = wal_lsn(&mut admin).await?;
+    let checkpoints_before = checkpoints(&mut admin).await?;
     let online = measure(&scratch, rows, &mut next_id, rate, async || {
         report = Some(change_type_online(&pool, &change).await?);
         Ok(())
     })
     .await?;
+    let wal_mb = (wal_lsn(&mut admin).await? - wal_before) / 1_048_576.0;
+    let checkpoints_during = checkpoints(&mut admin).await? - checkpoints_before;
     let waits = match waits {
         Some(waits) => waits.stop().await?,
         None => Vec::new(),
@@ -202,7 +206,7 @@ async fn run(scratch: PgConnectOptions, args: Args) -> Result<()> {
     compare(&mut admin, "the online type change").await?;
     if let Some(report) = &report {
         eprintln!(
-            "online: {} rows in {} batches, swap took {} attempt(s); ms per part: {:?}",
+            "online: {} rows in {} batches, swap took {} attempt(s); ms per part: {:?}; WAL written meanwhile (all sessions): {wal_mb:.0} MB, checkpoints completed meanwhile: {checkpoints_during}",
             report.rows_backfilled, report.batches, report.swap_attempts, report.phases_ms
         );
         if args.attribute {
@@ -375,6 +379,23 @@ async fn exec_tx(scratch: &PgConnectOptions, sql: &str) -> Result<()> {
     tx.commit().await?;
     conn.close().await?;
     Ok(())
+}
+
+/// Checkpoints the server has completed (timed and requested).
+async fn checkpoints(conn: &mut PgConnection) -> Result<i64> {
+    let (n,): (i64,) =
+        sqlx::query_as("SELECT checkpoints_timed + checkpoints_req FROM pg_stat_bgwriter")
+            .fetch_one(conn)
+            .await?;
+    Ok(n)
+}
+
+/// The server's current WAL position, in bytes.
+async fn wal_lsn(conn: &mut PgConnection) -> Result<f64> {
+    let (lsn,): (f64,) = sqlx::query_as("SELECT (pg_current_wal_lsn() - '0/0'::pg_lsn)::float8")
+        .fetch_one(conn)
+        .await?;
+    Ok(lsn)
 }
 
 async fn exec(conn: &mut PgConnection, sql: &str) -> Result<()> {

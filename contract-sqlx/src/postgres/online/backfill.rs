@@ -53,7 +53,9 @@ pub(super) async fn run(
         let batch_started = Instant::now();
         let mut tx = pool.begin().await.map_err(db("a backfill batch"))?;
         // The commit need not wait for its WAL flush: a batch lost in a server crash is
-        // lost with its checkpoint (same transaction) and done again on resume.
+        // lost with its checkpoint (same transaction) and done again on resume; WAL is
+        // replayed in order, so the synchronous commits after it (a writer's, the
+        // `verify` mark, the swap) flush it first (the copy module's documentation).
         sqlx::query("SELECT set_config('synchronous_commit', 'off', true)")
             .execute(&mut *tx)
             .await

@@ -76,7 +76,8 @@ pub(super) async fn run(
         // One round trip: the statements of one transaction sent together (each still
         // takes its own snapshot); a failed one leaves the transaction aborted, rolled
         // back before the connection goes back to the pool. A batch lost in a server
-        // crash (`synchronous_commit` off) is lost with its checkpoint and done again.
+        // crash (`synchronous_commit` off) is lost with its checkpoint and done again
+        // (the module documentation says why nothing else is lost).
         let sql = batch(key.unwrap_or(i64::MIN), pass.rows_next());
         let outcome = async {
             let mut conn = pool.acquire().await?;

@@ -10,7 +10,8 @@ use crate::error::{Error, Result};
 use crate::postgres::online::type_change::{OnlineTypeChange, short_tx};
 
 /// Compares the row count and the sum of a 64-bit hash of every row's text (the old
-/// table's column cast) of both tables in one statement, so one snapshot. On a difference
+/// table's column cast) of both tables in one statement, so one snapshot, reading each
+/// table once (count and sum from the same scan). On a difference
 /// the copy is dropped (the next pass starts again) and the change fails with the figures.
 pub(super) async fn verify(
     pool: &PgPool,
@@ -21,8 +22,9 @@ pub(super) async fn verify(
     let (columns, cast) = column_lists(layout, change, "")?;
     // language=SQL
     let sql = format!(
-        "SELECT (SELECT count(*) FROM {t}), (SELECT coalesce(sum(hashtextextended(ROW({cast})::text, 0)), 0)::text FROM {t}),
-                (SELECT count(*) FROM {n}), (SELECT coalesce(sum(hashtextextended(ROW({columns})::text, 0)), 0)::text FROM {n})",
+        "SELECT o.rows, o.sum, c.rows, c.sum
+         FROM (SELECT count(*) AS rows, coalesce(sum(hashtextextended(ROW({cast})::text, 0)), 0)::text AS sum FROM {t}) o,
+              (SELECT count(*) AS rows, coalesce(sum(hashtextextended(ROW({columns})::text, 0)), 0)::text AS sum FROM {n}) c",
         t = names.table,
         n = names.new,
     );

@@ -35,6 +35,27 @@
 //! checkpoint and resumes (or, if the new table or the trigger is gone, or the table no
 //! longer qualifies, drops what is left and starts again or takes the shadow column).
 //!
+//! # Why the batches commit with `synchronous_commit = off`
+//!
+//! A batch's commit returns without waiting for its WAL to reach the disk (`SET LOCAL`,
+//! this transaction only; the server's setting is untouched). A server crash can then lose
+//! the last batches that reported success, and nothing else:
+//!
+//! - A batch's rows and its checkpoint advance are one transaction: lost, they are lost
+//!   together, and the checkpoint names the last batch that survived. The next pass
+//!   resumes after it and copies the lost ranges again (`NOT EXISTS` skips any key the
+//!   trigger wrote meanwhile).
+//! - WAL is replayed in order up to the first record not on disk, so a lost batch takes
+//!   only later WAL with it, and anything that committed synchronously after it forced
+//!   it to disk first: a writer's commit (at the default `synchronous_commit`) whose
+//!   trigger overwrote a batch's row, the `verify` mark of the checkpoint and the swap
+//!   (both at the server's setting, `on` by default) flush every batch before them. So the swap never sees a copy
+//!   that a crash could still take back.
+//! - A killed client loses nothing: the server has every batch that committed.
+//!
+//! What it saves is the copy's own wait for a flush per batch; the WAL is the same, and the
+//! writers' commits still flush whatever the copy wrote before them.
+//!
 //! # Why a concurrent write is never lost, resurrected or left stale
 //!
 //! From the moment the create transaction commits, every write to the old table runs the
