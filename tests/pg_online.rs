@@ -505,6 +505,20 @@ async fn the_planner_turns_rewrites_of_big_tables_online_and_keeps_small_ones_pl
     scratch.drop_db().await;
 }
 
+/// A scratch database with [`copy_setup`]'s table of 20,000 rows, and the change the copy
+/// tests apply to it (batches of 500 rows, 20 ms apart).
+async fn copy_of_20k_rows(
+    prefix: &str,
+) -> (PgScratch, contract_sqlx::remediation::OnlineTypeChange) {
+    let scratch = PgScratch::create(prefix).await;
+    exec(&scratch.pool, copy_setup(20_000)).await;
+    let change = contract_sqlx::remediation::OnlineTypeChange::new(
+        "tenant_1", "accounts", "user_id", "int8",
+    )
+    .batches(500, std::time::Duration::from_millis(20));
+    (scratch, change)
+}
+
 /// `tenant_1.accounts` for the table-copy tests: a `serial` key, a column with a default,
 /// a check, an index and a partial unique index, a generated column, a comment, grants
 /// (to predefined roles, which every cluster has) and storage parameters; `rows` rows.
@@ -632,14 +646,10 @@ fn copy_writer(
 /// and constraint names, grants, owner, comment, storage parameters and sequence.
 #[tokio::test]
 async fn online_table_copy_killed_mid_copy_resumes_and_keeps_names_and_grants() {
-    use contract_sqlx::remediation::{OnlineProcedure, OnlineTypeChange, change_type_online};
-    use std::time::Duration;
+    use contract_sqlx::remediation::{OnlineProcedure, change_type_online};
 
-    let scratch = PgScratch::create("contract_online_copy").await;
-    exec(&scratch.pool, copy_setup(20_000)).await;
+    let (scratch, change) = copy_of_20k_rows("contract_online_copy").await;
     let facts_before = table_facts(&scratch.pool).await;
-    let change = OnlineTypeChange::new("tenant_1", "accounts", "user_id", "int8")
-        .batches(500, Duration::from_millis(20));
     kill_mid_backfill(&scratch.pool, &change, 2000, 20000).await;
     // Writes between the runs, on both sides of the checkpoint: the trigger carries them.
     exec(
@@ -686,13 +696,9 @@ async fn online_table_copy_killed_mid_copy_resumes_and_keeps_names_and_grants() 
 #[tokio::test]
 async fn online_table_copy_that_differs_is_dropped_by_the_verification_and_copied_again() {
     use contract_sqlx::Error;
-    use contract_sqlx::remediation::{OnlineProcedure, OnlineTypeChange, change_type_online};
-    use std::time::Duration;
+    use contract_sqlx::remediation::{OnlineProcedure, change_type_online};
 
-    let scratch = PgScratch::create("contract_online_copy_v").await;
-    exec(&scratch.pool, copy_setup(20_000)).await;
-    let change = OnlineTypeChange::new("tenant_1", "accounts", "user_id", "int8")
-        .batches(500, Duration::from_millis(20));
+    let (scratch, change) = copy_of_20k_rows("contract_online_copy_v").await;
     kill_mid_backfill(&scratch.pool, &change, 2000, 20000).await;
     exec(
         &scratch.pool,
@@ -1196,14 +1202,11 @@ async fn the_guard_keeps_the_tenant_paused_until_the_swap_while_the_others_flow(
 /// commits, is retried, skips the key, and the swapped table has the writer's value.
 #[tokio::test]
 async fn online_table_copy_retries_a_batch_that_met_a_writers_uncommitted_key() {
-    use contract_sqlx::remediation::{OnlineProcedure, OnlineTypeChange, change_type_online};
+    use contract_sqlx::remediation::{OnlineProcedure, change_type_online};
     use sqlx::Connection;
     use std::time::Duration;
 
-    let scratch = PgScratch::create("contract_online_copy_k").await;
-    exec(&scratch.pool, copy_setup(20_000)).await;
-    let change = OnlineTypeChange::new("tenant_1", "accounts", "user_id", "int8")
-        .batches(500, Duration::from_millis(20));
+    let (scratch, change) = copy_of_20k_rows("contract_online_copy_k").await;
     let running = {
         let (pool, change) = (scratch.pool.clone(), change.clone());
         tokio::spawn(async move { change_type_online(&pool, &change).await })

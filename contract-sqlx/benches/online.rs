@@ -381,13 +381,18 @@ async fn exec_tx(scratch: &PgConnectOptions, sql: &str) -> Result<()> {
     Ok(())
 }
 
-/// Checkpoints the server has completed (timed and requested).
+/// Checkpoints the server has completed (timed and requested): `pg_stat_checkpointer`
+/// from PostgreSQL 17, `pg_stat_bgwriter` before.
 async fn checkpoints(conn: &mut PgConnection) -> Result<i64> {
-    let (n,): (i64,) =
-        sqlx::query_as("SELECT checkpoints_timed + checkpoints_req FROM pg_stat_bgwriter")
-            .fetch_one(conn)
-            .await?;
-    Ok(n)
+    let version: i32 = sqlx::query_scalar("SELECT current_setting('server_version_num')::int4")
+        .fetch_one(&mut *conn)
+        .await?;
+    let sql = if version >= 170_000 {
+        "SELECT num_timed + num_requested FROM pg_stat_checkpointer"
+    } else {
+        "SELECT checkpoints_timed + checkpoints_req FROM pg_stat_bgwriter"
+    };
+    Ok(sqlx::query_scalar(sql).fetch_one(conn).await?)
 }
 
 /// The server's current WAL position, in bytes.

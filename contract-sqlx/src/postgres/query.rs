@@ -152,7 +152,7 @@ pub(super) const SCHEMAS_LIKE: &str =
 // language=SQL
 pub(crate) const SIGNATURES: &str = r#"
 WITH rel AS MATERIALIZED (
-    SELECT c.oid, c.xmin, c.relkind, c.relnamespace, n.nspname::text AS nspname
+    SELECT c.oid, nullif(age(c.xmin), 2147483647) AS g, c.relkind, c.relnamespace, n.nspname::text AS nspname
     FROM pg_class c
     JOIN pg_namespace n ON n.oid = c.relnamespace
     WHERE c.relname = ANY($1) AND n.nspname = ANY($2) AND c.relkind IN ('r', 'p', 'v', 'm', 'f')
@@ -177,8 +177,8 @@ WITH rel AS MATERIALIZED (
            hashint8extended(c.oid::int8 * 256 + ascii(c.relkind::text),
            hashint8extended(a.n * 4294967296 + a.m,
            hashint8extended(v.n,
-           hashint8extended((((coalesce(nullif(age(c.xmin), 2147483647), 0) + a.g
-                              - ((nullif(age(c.xmin), 2147483647) IS NOT NULL)::int4 + a.m)
+           hashint8extended((((coalesce(c.g, 0) + a.g
+                              - ((c.g IS NOT NULL)::int4 + a.m)
                                 * age('3'::xid)::int8) % 4294967296) + 4294967296) % 4294967296,
            hashint8extended(coalesce(a.t, -1),
            hashint8extended(coalesce(v.x, -1),
