@@ -205,9 +205,17 @@ async fn run(scratch: PgConnectOptions, args: Args) -> Result<()> {
     };
     compare(&mut admin, "the online type change").await?;
     if let Some(report) = &report {
+        let parts: Vec<String> = report
+            .phases_ms
+            .iter()
+            .map(|(part, ms)| format!("{part} {ms}"))
+            .collect();
         eprintln!(
-            "online: {} rows in {} batches, swap took {} attempt(s); ms per part: {:?}; WAL written meanwhile (all sessions): {wal_mb:.0} MB, checkpoints completed meanwhile: {checkpoints_during}",
-            report.rows_backfilled, report.batches, report.swap_attempts, report.phases_ms
+            "online: {} rows in {} batches, swap took {} attempt(s); ms per part: {}; WAL written meanwhile (all sessions): {wal_mb:.0} MB, checkpoints completed meanwhile: {checkpoints_during}",
+            report.rows_backfilled,
+            report.batches,
+            report.swap_attempts,
+            parts.join(", ")
         );
         if args.attribute {
             attribute(&online, &report.phases_ms, &waits);
