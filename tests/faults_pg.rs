@@ -237,10 +237,13 @@ enum Stage {
 impl Stage {
     fn arm(self, proxy: &Proxy) -> Fault {
         match self {
-            // The tenant lock's 64-bit key is a bound parameter of `pg_advisory_xact_lock`
-            // (an int8, sent big-endian in binary form).
-            Stage::BeforeTenantLock => proxy.arm_bytes(
-                &[&contract_sqlx::remediation::tenant_lock_key("tenant_1").to_be_bytes()],
+            // The tenant lock is taken in the transaction's first message, its 64-bit key
+            // written out.
+            Stage::BeforeTenantLock => proxy.arm(
+                &[&format!(
+                    "pg_advisory_xact_lock({})",
+                    contract_sqlx::remediation::tenant_lock_key("tenant_1")
+                )],
                 Cut::BeforeSending,
             ),
             // tenant_1's own DDL (the audit table's upgrade is an ALTER TABLE too).
@@ -379,7 +382,7 @@ async fn remediation_future_dropped_mid_ddl_applies_nothing_and_leaves_nothing_o
         })
     };
     let waiting = "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() \
-                   AND wait_event_type = 'Lock' AND query LIKE 'ALTER TABLE \"tenant_1\"%'";
+                   AND wait_event_type = 'Lock' AND query LIKE '%ALTER TABLE \"tenant_1\"%'";
     let mut seen = false;
     for _ in 0..200 {
         let n: i64 = sqlx::query_scalar(waiting)

@@ -1,6 +1,6 @@
 //! PostgreSQL: drift, the guard, the live fleet, online remediation, quarantine,
-//! remediation, the testing helpers, sqlx conformance, message conservation, faults and
-//! revalidation.
+//! remediation and its stale plans, the testing helpers, sqlx conformance, message
+//! conservation, faults and revalidation.
 //!
 //! One test binary per server: each binary links sqlx and tokio once
 //! (a binary per file made the build several times longer). Every file below is one
@@ -26,6 +26,9 @@ mod pg_quarantine;
 
 #[path = "pg_remediate.rs"]
 mod pg_remediate;
+
+#[path = "pg_stale_plan.rs"]
+mod pg_stale_plan;
 
 #[path = "pg_testing.rs"]
 mod pg_testing;

@@ -234,7 +234,7 @@ async fn killed_backend_mid_transaction_leaves_tenant_unchanged_and_next_run_suc
     for _ in 0..200 {
         let pid: Option<i32> = sqlx::query_scalar(
             "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock' \
-             AND query LIKE 'ALTER TABLE \"tenant_1\"%'",
+             AND query LIKE '%ALTER TABLE \"tenant_1\"%'",
         )
         .fetch_optional(&scratch.pool)
         .await
@@ -513,7 +513,7 @@ async fn advisory_lock_keys_collide_across_tenants() {
     for _ in 0..200 {
         let waiting: Option<i32> = sqlx::query_scalar(
             "SELECT pid FROM pg_stat_activity WHERE datname = current_database() \
-             AND wait_event_type = 'Lock' AND query LIKE 'ALTER TABLE \"tenant_1754\"%'",
+             AND wait_event_type = 'Lock' AND query LIKE '%ALTER TABLE \"tenant_1754\"%'",
         )
         .fetch_optional(&scratch.pool)
         .await

@@ -18,7 +18,8 @@
 //!   table rewrite, which waits for approval); one `Remediation::ApprovedShape` run over
 //!   the fleet against the same statements run raw.
 //!
-//! Between timed runs the drift is put back untimed. The last stdout line is one JSON
+//! Between timed runs the drift is put back untimed. The SafeOnly runs are also split into
+//! their check and plan, apply and verify, from each run's execution log. The last stdout line is one JSON
 //! object: `{"bench":"remediate","tenants":…,"safe_only_vs_raw":…,"approved_vs_raw":…}`
 //! (ratios of medians).
 
@@ -28,6 +29,7 @@ use std::time::{Duration, Instant};
 
 use contract_sqlx::plan::{Remediation, TenantPlan};
 use contract_sqlx::remediation::ApplyOptions;
+use contract_sqlx::report::LogAction;
 use contract_sqlx::{TenantDirectory, Tenants, remediate};
 use pgfleet::{Result, Timing, ms};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
@@ -105,6 +107,7 @@ async fn run(scratch: PgConnectOptions, n: usize, rounds: usize, parallelism: us
     let safe_plans = plans_of(&directory).await?;
     let safe_raw: Vec<Vec<String>> = safe_plans.iter().map(raw_statements).collect();
     let (mut safe, mut safe_raw_samples) = (Vec::new(), Vec::new());
+    let mut safe_parts: Vec<[Duration; 3]> = Vec::new();
     for round in 0..=rounds {
         for first in [round % 2 == 0, round % 2 != 0] {
             pgfleet::for_each_batch(&pool, &schemas, 100, drop_email).await?;
@@ -116,6 +119,9 @@ async fn run(scratch: PgConnectOptions, n: usize, rounds: usize, parallelism: us
                     .await?;
                 let elapsed = t.elapsed();
                 expect_all_applied(&run, n)?;
+                if round > 0 {
+                    safe_parts.push(parts(&run, elapsed));
+                }
                 (true, elapsed)
             } else {
                 (false, raw_loop(&raw_pool, &safe_raw).await?)
@@ -188,6 +194,10 @@ async fn run(scratch: PgConnectOptions, n: usize, rounds: usize, parallelism: us
     );
     safe.print("SafeOnly: remediate (missing nullable column)", rounds);
     safe_raw_t.print("raw: same DDL, 1 tx per tenant, 1 connection", rounds);
+    for (i, part) in ["check and plan", "apply", "verify"].iter().enumerate() {
+        let samples: Vec<Duration> = safe_parts.iter().map(|p| p[i]).collect();
+        Timing::of(&samples).print(&format!("  SafeOnly's {part} (from its log)"), rounds);
+    }
     approved.print("ApprovedShape: remediate (int4 -> int8)", rounds);
     approved_raw_t.print("raw: same DDL, 1 tx per tenant, 1 connection", rounds);
     let ratio = |a: Timing, b: Timing| ms(a.median) / ms(b.median);
@@ -206,6 +216,21 @@ async fn run(scratch: PgConnectOptions, n: usize, rounds: usize, parallelism: us
         "{{\"bench\":\"remediate\",\"tenants\":{n},\"safe_only_vs_raw\":{safe_ratio:.2},\"approved_vs_raw\":{approved_ratio:.2}}}"
     );
     Ok(())
+}
+
+/// A run's check and plan, apply and verify times: the first and last from its execution
+/// log, the apply the rest of `total`.
+fn parts(run: &contract_sqlx::remediation::RemediationRun, total: Duration) -> [Duration; 3] {
+    let (mut check, mut verify) = (0, 0);
+    for entry in &run.log.steps {
+        match entry.action {
+            LogAction::Introspect { duration_ms, .. } => check = duration_ms,
+            LogAction::Verify { duration_ms, .. } => verify = duration_ms,
+            _ => {}
+        }
+    }
+    let (check, verify) = (Duration::from_millis(check), Duration::from_millis(verify));
+    [check, total.saturating_sub(check + verify), verify]
 }
 
 /// The statements a plan runs, as the raw loop sends them.

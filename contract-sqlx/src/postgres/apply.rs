@@ -91,22 +91,27 @@ async fn apply_once(
     let tenant = job.tenant.as_str();
     let fail = |stage: &str| failed(tenant, attempt, stage);
     let started = Instant::now();
-    // One round trip: the transaction, the wait bound for the tenant's lock, and generic
-    // plans for the re-check (see `recheck.rs`). `SET LOCAL` ends with the transaction.
+    // One round trip: the transaction with generic plans for the re-check (see
+    // `recheck.rs`), then the tenant's lock, so that only one replica remediates a tenant
+    // at a time, waited for at most `advisory_lock_wait`. `SET LOCAL` ends with the
+    // transaction. A failure anywhere in it (a lock wait timed out, a lost connection)
+    // leaves no transaction open: sqlx rolls back a `BEGIN` it could not confirm.
+    let lock_key = super::ddl::lock_key(&super::ddl::tenant_lock_name(tenant));
     let begin = format!(
-        "BEGIN; SET LOCAL statement_timeout = '{}ms'; SET LOCAL plan_cache_mode = force_generic_plan",
-        job.options.advisory_lock_wait.as_millis()
+        "BEGIN; SET LOCAL statement_timeout = '{}'; SET LOCAL plan_cache_mode = force_generic_plan; \
+         SELECT pg_advisory_xact_lock({lock_key})",
+        millis(job.options.advisory_lock_wait)
     );
     let mut tx = pool
         .begin_with(AssertSqlSafe(begin))
         .await
-        .map_err(fail("begin"))?;
-    // Only one replica remediates a tenant at a time.
-    super::ddl::xact_lock(&mut tx, &super::ddl::tenant_lock_name(tenant))
-        .await
         .map_err(fail("advisory lock"))?;
-    // Re-verify under the lock: a plan made on another schema is stale.
-    let live = super::recheck::reintrospect(&mut tx, &job.schemas(), job.contracts)
+    // Re-verify under the lock what the steps touch: a plan made on another schema is
+    // stale.
+    let mut tables: Vec<String> = job.rechecked_tables().into_iter().map(|(_, t)| t).collect();
+    tables.sort_unstable();
+    tables.dedup();
+    let live = super::recheck::reintrospect(&mut tx, &job.schemas(), &tables, job.contracts)
         .await
         .map_err(fail("re-introspect under lock"))?;
     if !job.still_matches(&live) {
@@ -114,19 +119,23 @@ async fn apply_once(
             tenant: tenant.to_owned(),
         });
     }
-    // The DDL's own bounds and a pinned search path and time zone, in one statement.
-    sqlx::query(
-        "SELECT set_config('lock_timeout', $1, true), set_config('statement_timeout', $2, true), \
-         set_config('search_path', 'pg_catalog, pg_temp', true), set_config('TimeZone', 'UTC', true)",
-    )
-    .bind(millis(job.options.lock_timeout))
-    .bind(millis(job.options.statement_timeout))
-    .execute(&mut *tx)
-    .await
-    .map_err(fail("set timeouts"))?;
+    // The DDL's own bounds, and a pinned search path and time zone, travel with its first
+    // statement. (Not earlier: the re-check must see the search path the check saw, as
+    // `format_type` names a type by it.)
     let statements = job.statements();
-    for statement in &statements {
-        sqlx::raw_sql(AssertSqlSafe(statement.clone()))
+    let bounds = format!(
+        "SET LOCAL lock_timeout = '{}'; SET LOCAL statement_timeout = '{}'; \
+         SET LOCAL search_path = pg_catalog, pg_temp; SET LOCAL TimeZone = 'UTC'; ",
+        millis(job.options.lock_timeout),
+        millis(job.options.statement_timeout)
+    );
+    for (i, statement) in statements.iter().enumerate() {
+        let sql = if i == 0 {
+            format!("{bounds}{statement}")
+        } else {
+            statement.clone()
+        };
+        sqlx::raw_sql(AssertSqlSafe(sql))
             .execute(&mut *tx)
             .await
             .map_err(fail(statement))?;

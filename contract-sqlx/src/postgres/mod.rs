@@ -213,10 +213,18 @@ pub(crate) async fn introspect_on(
     // An unnamed statement is planned with the actual arrays every time; a cached one
     // switches to a generic plan after five runs that scans every matched table once per
     // schema (measured: 316 ms vs 137 ms at 1,000 tenants).
-    read_tables(conn, query::COLUMNS, false, schemas, contracts).await
+    read_tables(
+        conn,
+        query::COLUMNS,
+        false,
+        schemas,
+        &contracts.table_names(),
+        contracts,
+    )
+    .await
 }
 
-/// Runs `sql` ([`query::COLUMNS`] or its keyed copy, `$1` table names, `$2` `schemas`, `$3`
+/// Runs `sql` ([`query::COLUMNS`] or its keyed copy, `$1` `tables`, `$2` `schemas`, `$3`
 /// column names), prepared once per connection when `persistent`, builds the tables from its
 /// rows and settles what the views among them can return.
 async fn read_tables(
@@ -224,10 +232,11 @@ async fn read_tables(
     sql: &'static str,
     persistent: bool,
     schemas: &[String],
+    tables: &[String],
     contracts: &ContractSet<Postgres>,
 ) -> std::result::Result<Vec<LiveTable>, sqlx::Error> {
     let mut rows = sqlx::query(sql)
-        .bind(contracts.table_names())
+        .bind(tables)
         .bind(schemas)
         .bind(contracts.column_names())
         .persistent(persistent)

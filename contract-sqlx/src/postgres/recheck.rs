@@ -47,18 +47,20 @@ pub(super) const SCOPED_COLUMNS: &str = concat!(
     "\n",
 );
 
-/// Re-introspects `schemas` (the tenant's, and the contracts' fixed schemas) inside the
-/// apply's transaction: the same tables [`super::introspect_on`] would return for them.
+/// Re-introspects the tables named `tables` in `schemas` (the tenant's, and the contracts'
+/// fixed schemas) inside the apply's transaction: the same tables
+/// [`super::introspect_on`] would return for them.
 pub(super) async fn reintrospect(
     conn: &mut sqlx::PgConnection,
     schemas: &[String],
+    tables: &[String],
     contracts: &ContractSet<Postgres>,
 ) -> Result<Vec<LiveTable>, sqlx::Error> {
     let mut schemas = schemas.to_vec();
     schemas.sort_unstable();
     schemas.dedup();
     // Prepared once per connection: the generic plan is a chain of index lookups.
-    super::read_tables(conn, SCOPED_COLUMNS, true, &schemas, contracts).await
+    super::read_tables(conn, SCOPED_COLUMNS, true, &schemas, tables, contracts).await
 }
 
 #[cfg(test)]

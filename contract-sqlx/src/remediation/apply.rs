@@ -147,39 +147,91 @@ impl<DB: Backend> ApplyJob<'_, DB> {
         schemas
     }
 
+    /// The `(schema, table)` pairs re-verified under the lock: every contracted table
+    /// a step of this job changes, and every contracted table such a table's foreign keys
+    /// reference. A plan's DDL touches nothing else, so a change elsewhere in the tenant
+    /// (drift the next check will find) does not make these steps stale; and the re-check
+    /// costs what the DDL touches, not what the tenant holds.
+    #[must_use]
+    pub fn rechecked_tables(&self) -> Vec<(String, String)> {
+        rechecked_tables(
+            DB::DIALECT,
+            self.tenant.as_str(),
+            self.contracts.entries().iter().map(|e| &e.contract),
+            self.steps.iter().map(|s| s.table.as_str()),
+        )
+    }
+
     /// `true` when `live` (re-introspected under the lock) still matches what was planned
-    /// on: every table the contracts read in this tenant has the fingerprint it had, or is
+    /// on: every table of [`Self::rechecked_tables`] has the fingerprint it had, or is
     /// still absent. Tables are found as the dialect compares table names
     /// ([`Dialect::same_table`]: `Events` is the `events` a contract reads on SQLite).
     #[must_use]
     pub fn still_matches(&self, live: &[LiveTable]) -> bool {
-        same_tables(
-            DB::DIALECT,
-            self.tenant.as_str(),
-            self.contracts.entries().iter().map(|e| &e.contract),
-            &self.planned_on,
-            live,
-        )
+        let keys = self.rechecked_tables();
+        same_tables(DB::DIALECT, &keys, &self.planned_on, live)
     }
 }
 
-/// Compares, per `(schema, table)` the contracts read in `tenant` (each once, however many
-/// contracts read it), the fingerprint in `planned` with the one in `live`. Tables the
-/// contracts do not read in this tenant (another tenant's table named like a fixed-schema
-/// contract's) play no part.
-fn same_tables<'a>(
+/// The `(schema, table)` pairs the contracts read in `tenant` (each once) that `changed`
+/// names, or that a foreign key of such a table references.
+fn rechecked_tables<'a>(
     dialect: Dialect,
     tenant: &str,
-    contracts: impl Iterator<Item = &'a TableContract>,
-    planned: &[&LiveTable],
-    live: &[LiveTable],
-) -> bool {
-    let mut keys: Vec<(&str, &str)> = contracts
-        .map(|c| (c.schema.as_deref().unwrap_or(tenant), c.table.as_str()))
+    contracts: impl Iterator<Item = &'a TableContract> + Clone,
+    changed: impl Iterator<Item = &'a str> + Clone,
+) -> Vec<(String, String)> {
+    let key = |contract: &TableContract| {
+        (
+            contract.schema.clone().unwrap_or_else(|| tenant.to_owned()),
+            contract.table.clone(),
+        )
+    };
+    let changes = |contract: &TableContract| {
+        changed
+            .clone()
+            .any(|t| dialect.same_table(t, &contract.table))
+    };
+    // The tables the changed ones reference, where a contract reads them.
+    let referenced: Vec<(Option<String>, String)> = contracts
+        .clone()
+        .filter(|c| changes(c))
+        .flat_map(|c| {
+            c.foreign_keys().map(|(_, r)| {
+                let schema = match dialect {
+                    Dialect::Sqlite => None,
+                    _ => r.schema.clone().or_else(|| c.schema.clone()),
+                };
+                (schema, r.table.clone())
+            })
+        })
+        .collect();
+    let mut keys: Vec<(String, String)> = contracts
+        .filter(|c| {
+            changes(c)
+                || referenced.iter().any(|(schema, table)| {
+                    dialect.same_table(table, &c.table)
+                        && schema.as_deref().unwrap_or(tenant)
+                            == c.schema.as_deref().unwrap_or(tenant)
+                })
+        })
+        .map(key)
         .collect();
     keys.sort_unstable();
     keys.dedup();
-    keys.into_iter().all(|(schema, table)| {
+    keys
+}
+
+/// Compares, per `(schema, table)` of `keys`, the fingerprint in `planned` with the one in
+/// `live`. Tables not in `keys` (another tenant's table named like a fixed-schema
+/// contract's, a contracted table no step changes) play no part.
+fn same_tables(
+    dialect: Dialect,
+    keys: &[(String, String)],
+    planned: &[&LiveTable],
+    live: &[LiveTable],
+) -> bool {
+    keys.iter().all(|(schema, table)| {
         fingerprint(dialect, planned.iter().copied(), schema, table)
             == fingerprint(dialect, live.iter(), schema, table)
     })
@@ -199,6 +251,8 @@ fn fingerprint<'t>(
 
 #[cfg(test)]
 mod tests {
+    use contract_core::{ColumnContract, Reference};
+
     use super::*;
 
     fn table(schema: &str, name: &str, fingerprint: &str) -> LiveTable {
@@ -216,57 +270,80 @@ mod tests {
         }
     }
 
-    #[test]
-    fn a_table_read_by_two_contracts_is_compared_once() {
-        let events = table("t1", "events", "a");
-        let contracts = [contract(None, "events"), contract(None, "events")];
-        let planned = [&events, &events];
-        let live = [table("t1", "events", "a")];
-        assert!(same_tables(
-            Dialect::Postgres,
-            "t1",
-            contracts.iter(),
-            &planned,
-            &live
-        ));
-        let changed = [table("t1", "events", "b")];
-        assert!(!same_tables(
-            Dialect::Postgres,
-            "t1",
-            contracts.iter(),
-            &planned,
-            &changed
-        ));
-        assert!(!same_tables(
-            Dialect::Postgres,
-            "t1",
-            contracts.iter(),
-            &planned,
-            &[]
-        ));
+    fn keys(
+        dialect: Dialect,
+        contracts: &[TableContract],
+        changed: &[&str],
+    ) -> Vec<(String, String)> {
+        rechecked_tables(dialect, "t1", contracts.iter(), changed.iter().copied())
+    }
+
+    fn pair(schema: &str, table: &str) -> (String, String) {
+        (schema.to_owned(), table.to_owned())
     }
 
     #[test]
-    fn only_the_tables_the_contracts_read_in_the_tenant_count() {
+    fn a_table_read_by_two_contracts_is_compared_once() {
+        let contracts = [contract(None, "events"), contract(None, "events")];
+        let keys = keys(Dialect::Postgres, &contracts, &["events"]);
+        assert_eq!(keys, [pair("t1", "events")]);
+        let events = table("t1", "events", "a");
+        let planned = [&events, &events];
+        let live = [table("t1", "events", "a")];
+        assert!(same_tables(Dialect::Postgres, &keys, &planned, &live));
+        let changed = [table("t1", "events", "b")];
+        assert!(!same_tables(Dialect::Postgres, &keys, &planned, &changed));
+        assert!(!same_tables(Dialect::Postgres, &keys, &planned, &[]));
+    }
+
+    #[test]
+    fn only_the_changed_tables_and_the_tables_they_reference_are_rechecked() {
+        // `orders` references `accounts`; `sessions` is contracted but no step changes it.
+        let mut orders = contract(None, "orders");
+        orders.columns.push(ColumnContract {
+            references: Some(Reference::parse("accounts(id)").expect("reference")),
+            ..ColumnContract::new("account_id", "i64")
+        });
+        let contracts = [
+            contract(None, "accounts"),
+            orders,
+            contract(None, "sessions"),
+        ];
+        let keys = keys(Dialect::Postgres, &contracts, &["orders"]);
+        assert_eq!(keys, [pair("t1", "accounts"), pair("t1", "orders")]);
+        let (accounts, sessions) = (table("t1", "accounts", "a"), table("t1", "sessions", "s"));
+        let planned = [&accounts, &sessions];
+        // `sessions` drifted meanwhile: not this plan's business.
+        let live = [accounts.clone(), table("t1", "sessions", "changed")];
+        assert!(same_tables(Dialect::Postgres, &keys, &planned, &live));
+        // The referenced `accounts` changed: stale.
+        let live = [table("t1", "accounts", "changed"), sessions.clone()];
+        assert!(!same_tables(Dialect::Postgres, &keys, &planned, &live));
+        // `orders` was created meanwhile (the plan creates it): stale.
+        let live = [
+            accounts.clone(),
+            sessions.clone(),
+            table("t1", "orders", "o"),
+        ];
+        assert!(!same_tables(Dialect::Postgres, &keys, &planned, &live));
+    }
+
+    #[test]
+    fn a_fixed_schema_table_is_keyed_by_its_schema() {
         // `shared.plans` is a fixed-schema contract; the tenant's own `plans` table is
         // re-read too (every table name in every schema) but no contract reads it there.
         let contracts = [contract(None, "events"), contract(Some("shared"), "plans")];
+        let keys = keys(Dialect::Postgres, &contracts, &["events", "plans"]);
+        assert_eq!(keys, [pair("shared", "plans"), pair("t1", "events")]);
         let (events, plans) = (table("t1", "events", "a"), table("shared", "plans", "p"));
         let planned = [&events, &plans];
         let live = [events.clone(), plans.clone(), table("t1", "plans", "x")];
-        assert!(same_tables(
-            Dialect::Postgres,
-            "t1",
-            contracts.iter(),
-            &planned,
-            &live
-        ));
-        let created = [events.clone(), plans.clone()];
+        assert!(same_tables(Dialect::Postgres, &keys, &planned, &live));
         let absent_then = [&events];
+        let created = [events.clone(), plans.clone()];
         assert!(!same_tables(
             Dialect::Postgres,
-            "t1",
-            contracts.iter(),
+            &keys,
             &absent_then,
             &created
         ));
@@ -276,27 +353,27 @@ mod tests {
     fn tables_are_found_as_the_dialect_compares_names() {
         // SQLite: `Events` is the table `events` reads, so a changed `Events` is stale.
         let contracts = [contract(None, "events")];
+        let keys_sqlite = keys(Dialect::Sqlite, &contracts, &["Events"]);
+        assert_eq!(keys_sqlite, [pair("t1", "events")]);
         let planned = table("t1", "Events", "a");
         let changed = [table("t1", "Events", "b")];
         assert!(!same_tables(
             Dialect::Sqlite,
-            "t1",
-            contracts.iter(),
+            &keys_sqlite,
             &[&planned],
             &changed
         ));
         assert!(same_tables(
             Dialect::Sqlite,
-            "t1",
-            contracts.iter(),
+            &keys_sqlite,
             &[&planned],
             std::slice::from_ref(&planned)
         ));
         // PostgreSQL: `"Events"` is another table; `events` is absent both times.
+        let keys_pg = keys(Dialect::Postgres, &contracts, &["events"]);
         assert!(same_tables(
             Dialect::Postgres,
-            "t1",
-            contracts.iter(),
+            &keys_pg,
             &[&planned],
             &changed
         ));

@@ -1,0 +1,151 @@
+//! Stale plans on PostgreSQL: what the re-check under a tenant's lock compares. A plan
+//! whose table changed after it was made is skipped; a change to a contracted table its
+//! steps do not touch leaves it applicable (the next check finds that change).
+
+use crate::support;
+
+use std::time::Duration;
+
+use contract_sqlx::plan::Remediation;
+use contract_sqlx::report::TenantOutcome;
+use contract_sqlx::{
+    Contract, TenantDirectory, Tenants, check::ContractSet, check_fleet, remediate,
+};
+use sqlx::{PgPool, Postgres};
+use support::PgScratch;
+
+#[derive(Debug, sqlx::FromRow, Contract)]
+#[contract(table = "accounts")]
+#[allow(dead_code)]
+struct Account {
+    #[contract(primary_key)]
+    id: i64,
+    name: String,
+    email: Option<String>,
+}
+
+#[derive(Debug, sqlx::FromRow, Contract)]
+#[contract(table = "sessions")]
+#[allow(dead_code)]
+struct Session {
+    #[contract(primary_key)]
+    id: i64,
+    token: String,
+}
+
+/// Whether `tenant.accounts` has the `email` column.
+async fn has_email(pool: &PgPool, tenant: &str) -> bool {
+    sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM information_schema.columns \
+         WHERE table_schema = $1 AND table_name = 'accounts' AND column_name = 'email')",
+    )
+    .bind(tenant)
+    .fetch_one(pool)
+    .await
+    .expect("catalog")
+}
+
+/// Waits until `n` backends wait for an advisory lock.
+async fn advisory_waiters(pool: &PgPool, n: i64) -> bool {
+    for _ in 0..200 {
+        let waiting: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() \
+             AND wait_event_type = 'Lock' AND wait_event = 'advisory'",
+        )
+        .fetch_one(pool)
+        .await
+        .expect("activity");
+        if waiting >= n {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    false
+}
+
+#[tokio::test]
+async fn a_plan_is_stale_only_when_a_table_it_changes_changed() {
+    let scratch = PgScratch::create("contract_stale_plan").await;
+    // Both tenants lack `accounts.email`, a safe fix.
+    let mut ddl = String::new();
+    for tenant in ["tenant_1", "tenant_2"] {
+        ddl.push_str(&format!(
+            "CREATE SCHEMA {tenant}; \
+             CREATE TABLE {tenant}.accounts (id int8 PRIMARY KEY, name text NOT NULL); \
+             CREATE TABLE {tenant}.sessions (id int8 PRIMARY KEY, token text NOT NULL);"
+        ));
+    }
+    support::exec(&scratch.pool, ddl).await;
+    let directory: TenantDirectory<Postgres> = TenantDirectory::new()
+        .discover(&scratch.pool, &Tenants::schemas_like("tenant_%"))
+        .await
+        .expect("discover");
+    let contracts = ContractSet::<Postgres>::new()
+        .with::<Account>()
+        .with::<Session>();
+
+    // Hold both tenants' remediation locks, so the run plans and then waits.
+    let mut blocker = scratch.pool.begin().await.expect("begin");
+    sqlx::query("SELECT pg_advisory_xact_lock($1), pg_advisory_xact_lock($2)")
+        .bind(contract_sqlx::remediation::tenant_lock_key("tenant_1"))
+        .bind(contract_sqlx::remediation::tenant_lock_key("tenant_2"))
+        .execute(&mut *blocker)
+        .await
+        .expect("hold the tenant locks");
+    let run = {
+        let (directory, contracts) = (directory.clone(), contracts.clone());
+        tokio::spawn(async move {
+            remediate(&directory, &contracts, Remediation::SafeOnly)
+                .run()
+                .await
+        })
+    };
+    assert!(
+        advisory_waiters(&scratch.pool, 2).await,
+        "the run never waited for the tenant locks"
+    );
+    // Meanwhile: tenant_1's `sessions` (no step touches it) and tenant_2's `accounts` (the
+    // table its step alters) change.
+    support::exec(
+        &scratch.pool,
+        "ALTER TABLE tenant_1.sessions ALTER COLUMN token DROP NOT NULL; \
+         ALTER TABLE tenant_2.accounts ALTER COLUMN name DROP NOT NULL;",
+    )
+    .await;
+    blocker.commit().await.expect("release");
+    let run = run.await.expect("task").expect("remediate");
+
+    let outcome = |tenant: &str| {
+        run.log
+            .tenants
+            .iter()
+            .find(|t| t.tenant == tenant)
+            .map(|t| t.outcome)
+    };
+    assert!(run.failed.is_empty(), "{:?}", run.failed);
+    assert_eq!(outcome("tenant_1"), Some(TenantOutcome::Applied));
+    assert_eq!(outcome("tenant_2"), Some(TenantOutcome::Stale));
+    let audited: Vec<&str> = run.audits.iter().map(|a| a.tenant.as_str()).collect();
+    assert_eq!(audited, ["tenant_1"]);
+    assert!(has_email(&scratch.pool, "tenant_1").await);
+    assert!(!has_email(&scratch.pool, "tenant_2").await);
+    // `after` re-read the table the step changed; `sessions` is as planned on, and the
+    // next check finds its change.
+    let after = |tenant: &str| run.after.tenants.iter().find(|t| t.tenant == tenant);
+    assert!(
+        after("tenant_1").is_some_and(|t| t.findings.is_empty()),
+        "{}",
+        run.after
+    );
+    let fleet = check_fleet(&directory, &contracts).await.expect("check");
+    let tenant_1 = fleet
+        .tenants
+        .iter()
+        .find(|t| t.tenant == "tenant_1")
+        .expect("tenant_1");
+    assert!(
+        tenant_1.findings.iter().any(|f| f.table == "sessions"),
+        "{fleet}"
+    );
+    scratch.drop_db().await;
+}
