@@ -111,26 +111,31 @@ pub(super) const SCHEMAS_LIKE: &str =
 /// (`pg_depend`: a view's nullability follows them). A key to a relation contracted in the
 /// same schema needs no lookup: that relation's rows are in the digest already.
 ///
-/// Only counts, sums of row versions (`xmin`) and oids are read, server-side: one short row
-/// per schema travels. A changed row has a newer transaction id and a deleted one lowers the
-/// count, so a change moves a count or a sum. A view over another view yields NULL: its
+/// Only counts, hashes of row versions (`xmin`) and oids are read, server-side: one short
+/// row per schema travels. A changed row has another transaction id and a deleted one
+/// lowers the count, so a change moves a count or a hash. Each column's and key's row
+/// version is hashed on its own (seeded with its column number and custom type's figure,
+/// or the key's oid) before the sums: a plain
+/// sum missed two rows rewritten together so that their ids' sum stayed put (`x` and
+/// `x + 2` both becoming `x + 1`, tested). A view over another view yields NULL: its
 /// nullability depends on more than one level, and the schema is introspected every pass. A
 /// schema without any contracted relation has no row.
 ///
-/// The many rows (the relations', their columns' and keys') are summed as `age(xmin)`, not
+/// The many rows (the relations', their columns' and keys') are read as `age(xmin)`, not
 /// as `xmin::text::int8`: the text round trip cost about 0.35 µs a row, a third of the
 /// query at 1,000 tenants. An age moves with the transaction counter `B` (stable within the
-/// transaction), so the sum is taken back to the row versions themselves: `age(x)` is
-/// `B - x` modulo 2^32 and `age('3')` is `B - 3`, so `Σ age(x) - m·age('3')` is
-/// `Σ (3 - x)` modulo 2^32, whatever `B` is. `age` answers `i32::MAX` for the special ids
-/// (bootstrap, frozen in clusters from before 9.4); `nullif` leaves them out of the sum and
-/// the count `m`, and they stay in the row count. The few rows behind custom types, foreign
-/// keys out of the schema and views keep `xmin::text::int8`.
+/// transaction), so each is taken back to the row version itself: `age(x)` is `B - x`
+/// modulo 2^32 and `age('3')` is `B - 3`, so `age(x) - age('3')` is `3 - x` modulo 2^32,
+/// whatever `B` is. `age` answers `i32::MAX` for the special ids (bootstrap, frozen in
+/// clusters from before 9.4); `nullif` turns them into a fixed marker, and they stay in the
+/// row count. The few rows behind custom types, foreign keys out of the schema and views
+/// keep `xmin::text::int8`.
 ///
-/// Per relation its figures (oid, kind, column count, the version sum above, the custom
-/// type, view and base-column sums) are chained through `hashint8extended` into 64 bits;
-/// per schema the relation count and the sums of the two 31-bit halves of those hashes, and
-/// the keys' count, version sum and out-of-schema lookups, make the signature. A moved
+/// Per relation its figures (oid, kind, column count, the sums of its columns' hashes, its
+/// own row version, the view and base-column sums) are chained through `hashint8extended`
+/// into 64 bits; per schema the relation count and the sums of the two 31-bit halves of
+/// those hashes, and the keys' count, hash sums and out-of-schema lookups, make the
+/// signature. A moved
 /// relation figure moves the signature unless both 31-bit sums collide (about 2^-62). Sums
 /// of `int4` keep their state in an `int8` by value: with a `numeric` sum per figure the
 /// grouping of 10,000 schemas outgrew `work_mem` and spilled to disk (EXPLAIN: 5 batches,
@@ -152,13 +157,17 @@ pub(super) const SCHEMAS_LIKE: &str =
 // language=SQL
 pub(crate) const SIGNATURES: &str = r#"
 WITH rel AS MATERIALIZED (
-    SELECT c.oid, nullif(age(c.xmin), 2147483647) AS g, c.relkind, c.relnamespace, n.nspname::text AS nspname
+    SELECT c.oid, nullif(age(c.xmin), 2147483647) AS g, age('3'::xid)::int8 AS base,
+           c.relkind, c.relnamespace, n.nspname::text AS nspname
     FROM pg_class c
     JOIN pg_namespace n ON n.oid = c.relnamespace
     WHERE c.relname = ANY($1) AND n.nspname = ANY($2) AND c.relkind IN ('r', 'p', 'v', 'm', 'f')
 ), con AS (
-    SELECT k.relnamespace, count(*) AS n, count(k.g) AS m, sum(k.g) AS g, sum(k.f)::int8 AS f
-    FROM (SELECT r.relnamespace, nullif(age(k.xmin), 2147483647) AS g,
+    SELECT k.relnamespace, count(*) AS n, sum((k.h >> 33)::int4) AS h1,
+           sum((k.h & 2147483647)::int4) AS h2, sum(k.f)::int8 AS f
+    FROM (SELECT r.relnamespace,
+                 hashint8extended(coalesce(((nullif(age(k.xmin), 2147483647) - r.base) % 4294967296
+                                            + 4294967296) % 4294967296, -1), k.oid::int8) AS h,
                  CASE WHEN k.contype = 'f'
                            AND (k.confrelid, r.relnamespace) NOT IN (SELECT oid, relnamespace FROM rel) THEN
                      (SELECT f.xmin::text::int8 + fa.xmin::text::int8
@@ -175,23 +184,24 @@ WITH rel AS MATERIALIZED (
 ), per AS (
     SELECT c.relnamespace, c.nspname, v.nested,
            hashint8extended(c.oid::int8 * 256 + ascii(c.relkind::text),
-           hashint8extended(a.n * 4294967296 + a.m,
+           hashint8extended(a.n,
+           hashint8extended(coalesce(a.h1, -1),
+           hashint8extended(coalesce(a.h2, -1),
            hashint8extended(v.n,
-           hashint8extended((((coalesce(c.g, 0) + a.g
-                              - ((c.g IS NOT NULL)::int4 + a.m)
-                                * age('3'::xid)::int8) % 4294967296) + 4294967296) % 4294967296,
-           hashint8extended(coalesce(a.t, -1),
+           hashint8extended(coalesce(((c.g - c.base) % 4294967296 + 4294967296) % 4294967296, -1),
            hashint8extended(coalesce(v.x, -1),
-           hashint8extended(coalesce(v.b, -1), 0))))))) AS h
+           hashint8extended(coalesce(v.b, -1), 0)))))))) AS h
     FROM rel c
     CROSS JOIN LATERAL (
-        SELECT count(*) AS n, count(a.g) AS m, coalesce(sum(a.g), 0) AS g, sum(a.t)::int8 AS t
-        FROM (SELECT nullif(age(a.xmin), 2147483647) AS g,
-                     CASE WHEN a.atttypid >= 16384 THEN
-                         (SELECT t.xmin::text::int8
-                                 + coalesce((SELECT sum(e.xmin::text::int8) + count(*) FROM pg_enum e WHERE e.enumtypid = t.oid), 0)
-                          FROM pg_type t WHERE t.oid = a.atttypid)
-                     END AS t
+        SELECT count(*) AS n, sum((a.h >> 33)::int4) AS h1, sum((a.h & 2147483647)::int4) AS h2
+        FROM (SELECT hashint8extended(coalesce(((nullif(age(a.xmin), 2147483647) - c.base) % 4294967296
+                                                + 4294967296) % 4294967296, -1),
+                     a.attnum + 65536 * coalesce(
+                         CASE WHEN a.atttypid >= 16384 THEN
+                             (SELECT (t.xmin::text::int8
+                                      + coalesce((SELECT sum(e.xmin::text::int8) + count(*) FROM pg_enum e WHERE e.enumtypid = t.oid), 0))::int8
+                              FROM pg_type t WHERE t.oid = a.atttypid)
+                         END, -1)) AS h
               FROM pg_attribute a
               WHERE a.attrelid = c.oid AND a.attnum > 0) a) a
     CROSS JOIN LATERAL (
@@ -206,8 +216,7 @@ WITH rel AS MATERIALIZED (
 )
 SELECT p.nspname AS schema_name,
        CASE WHEN p.nested THEN NULL
-            ELSE concat(p.n, '/', p.h1, '/', p.h2, '/', k.n, '/', k.f, '/',
-                        ((k.g - k.m * age('3'::xid)::int8) % 4294967296 + 4294967296) % 4294967296)
+            ELSE concat(p.n, '/', p.h1, '/', p.h2, '/', k.n, '/', k.f, '/', k.h1, '/', k.h2)
        END AS signature
 FROM (SELECT relnamespace, nspname, bool_or(nested) AS nested, count(*) AS n,
              sum((h >> 33)::int4) AS h1, sum((h & 2147483647)::int4) AS h2
