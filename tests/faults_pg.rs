@@ -237,13 +237,10 @@ enum Stage {
 impl Stage {
     fn arm(self, proxy: &Proxy) -> Fault {
         match self {
-            // The tenant lock is taken in the transaction's first message, its 64-bit key
-            // written out.
-            Stage::BeforeTenantLock => proxy.arm(
-                &[&format!(
-                    "pg_advisory_xact_lock({})",
-                    contract_sqlx::remediation::tenant_lock_key("tenant_1")
-                )],
+            // The tenant lock's 64-bit key is a bound parameter of `pg_advisory_xact_lock`
+            // (an int8, sent big-endian in binary form).
+            Stage::BeforeTenantLock => proxy.arm_bytes(
+                &[&contract_sqlx::remediation::tenant_lock_key("tenant_1").to_be_bytes()],
                 Cut::BeforeSending,
             ),
             // tenant_1's own DDL (the audit table's upgrade is an ALTER TABLE too).

@@ -1,5 +1,5 @@
 //! PostgreSQL: drift, the guard, the live fleet, online remediation, quarantine,
-//! remediation and its stale plans, the testing helpers, sqlx conformance, message
+//! remediation, its tenant lock and stale plans, the testing helpers, sqlx conformance, message
 //! conservation, faults and revalidation.
 //!
 //! One test binary per server: each binary links sqlx and tokio once
@@ -27,8 +27,8 @@ mod pg_quarantine;
 #[path = "pg_remediate.rs"]
 mod pg_remediate;
 
-#[path = "pg_stale_plan.rs"]
-mod pg_stale_plan;
+#[path = "pg_tenant_lock.rs"]
+mod pg_tenant_lock;
 
 #[path = "pg_testing.rs"]
 mod pg_testing;

@@ -5,7 +5,6 @@
 //! distinct live type once; [`check_tenant`] diffs one tenant from the snapshot, and
 //! [`check_fleet`] does it all for a tenant directory.
 
-mod changed;
 mod contracts;
 mod fingerprint;
 mod fleet;
@@ -13,7 +12,6 @@ mod oracle;
 pub(crate) mod table_key;
 mod type_check;
 
-pub(crate) use changed::recheck_changed;
 pub use contracts::{ContractEntry, ContractSet};
 pub use fingerprint::fingerprint;
 pub use fleet::{FleetSnapshot, check_fleet, check_tenant, snapshot};

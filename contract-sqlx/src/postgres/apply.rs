@@ -91,19 +91,21 @@ async fn apply_once(
     let tenant = job.tenant.as_str();
     let fail = |stage: &str| failed(tenant, attempt, stage);
     let started = Instant::now();
-    // One round trip: the transaction with generic plans for the re-check (see
-    // `recheck.rs`), then the tenant's lock, so that only one replica remediates a tenant
-    // at a time, waited for at most `advisory_lock_wait`. `SET LOCAL` ends with the
-    // transaction. A failure anywhere in it (a lock wait timed out, a lost connection)
-    // leaves no transaction open: sqlx rolls back a `BEGIN` it could not confirm.
-    let lock_key = super::ddl::lock_key(&super::ddl::tenant_lock_name(tenant));
+    // One round trip: the transaction, the wait bound for the tenant's lock, and generic
+    // plans for the re-check (see `recheck.rs`). `SET LOCAL` ends with the transaction.
+    // The lock is not taken in the same message: a `BEGIN` that sqlx has not confirmed is
+    // never rolled back by it, so a lock wait that timed out (or a future dropped while it
+    // waited) would hand the connection back to the pool inside the transaction.
     let begin = format!(
-        "BEGIN; SET LOCAL statement_timeout = '{}'; SET LOCAL plan_cache_mode = force_generic_plan; \
-         SELECT pg_advisory_xact_lock({lock_key})",
+        "BEGIN; SET LOCAL statement_timeout = '{}'; SET LOCAL plan_cache_mode = force_generic_plan",
         millis(job.options.advisory_lock_wait)
     );
     let mut tx = pool
         .begin_with(AssertSqlSafe(begin))
+        .await
+        .map_err(fail("begin"))?;
+    // Only one replica remediates a tenant at a time.
+    super::ddl::xact_lock(&mut tx, &super::ddl::tenant_lock_name(tenant))
         .await
         .map_err(fail("advisory lock"))?;
     // Re-verify under the lock what the steps touch: a plan made on another schema is

@@ -149,9 +149,10 @@ impl<DB: Backend> ApplyJob<'_, DB> {
 
     /// The `(schema, table)` pairs re-verified under the lock: every contracted table
     /// a step of this job changes, and every contracted table such a table's foreign keys
-    /// reference. A plan's DDL touches nothing else, so a change elsewhere in the tenant
-    /// (drift the next check will find) does not make these steps stale; and the re-check
-    /// costs what the DDL touches, not what the tenant holds.
+    /// reference. A plan's steps alter no other table (an enum label is added to its type
+    /// with `IF NOT EXISTS`, whatever else uses the type), so a change elsewhere in the
+    /// tenant (drift the next check will find) does not make these steps stale; and the
+    /// re-check costs what the steps touch, not what the tenant holds.
     #[must_use]
     pub fn rechecked_tables(&self) -> Vec<(String, String)> {
         rechecked_tables(

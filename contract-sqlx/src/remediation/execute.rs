@@ -61,13 +61,6 @@ impl<DB: Backend> Task<DB> {
     }
 }
 
-impl<DB: Backend> Task<DB> {
-    /// The tables the task's steps change, as the steps name them.
-    pub fn changed_tables(&self) -> impl Iterator<Item = String> + '_ {
-        self.steps.iter().map(|&i| self.plan.steps[i].table.clone())
-    }
-}
-
 /// What became of one task.
 #[derive(Debug)]
 pub(crate) struct Done {

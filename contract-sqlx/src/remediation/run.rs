@@ -1,7 +1,7 @@
 //! One remediation run over a fleet: introspect → detect drift → plan → apply what the
 //! policy allows → verify, with a JSON execution log (`ARCHITECTURE.md` D5, D6).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::{Instant, SystemTime};
 
 use contract_core::plan::{Remediation, TenantPlan};
@@ -14,7 +14,7 @@ use super::execute::{Done, Task, apply_all};
 use super::plan::{Planned, plan_group};
 use super::{ApplyOptions, ApprovalRef, AuditRecord, ReconciledAudit, SchemaEpoch, elapsed_ms};
 use crate::backend::Backend;
-use crate::check::{ContractSet, FleetSnapshot, check_group, recheck_changed, rejected_reports};
+use crate::check::{ContractSet, check_group, rejected_reports};
 use crate::error::{Error, Result, error_chain};
 use crate::tenants::TenantDirectory;
 
@@ -32,10 +32,8 @@ pub struct RemediationRun {
     pub failed: Vec<TenantError>,
     /// Audit rows an earlier, interrupted apply had left `pending`, settled by this run.
     pub reconciled: Vec<ReconciledAudit>,
-    /// The fleet after: the tenants a plan was applied to (or attempted on) re-checked,
-    /// the others as in `before` (equal to `before` when nothing was applied). A re-checked
-    /// tenant's tables that a step changed are read again; its other tables are as it was
-    /// planned on (a change made to them meanwhile shows in the next check).
+    /// The fleet after: the tenants a plan was applied to (or attempted on) re-checked, the
+    /// others as in `before` (equal to `before` when nothing was applied).
     pub after: FleetReport,
     /// Tenants still drifted whose remaining plan waits for approval: tenant → plan.
     pub awaiting_approval: BTreeMap<String, TenantPlan>,
@@ -124,11 +122,10 @@ impl<'a, DB: Backend> Remediate<'a, DB> {
             (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         let mut reconciled = Vec::new();
         let mut tables = 0;
-        // Per pool (directory group), what a task will touch (only that is verified) and
-        // the snapshot its plans were made on.
-        let mut touched: Vec<Touched<DB>> = Vec::new();
+        // Per pool (directory group), the tenants a task will touch: only they are verified.
+        let mut touched: Vec<HashSet<String>> = Vec::new();
         for (pool, names) in directory.groups() {
-            let mut group_touched = Touched::default();
+            let mut group_touched = HashSet::new();
             let (group_reports, snapshot) = check_group(pool, names, contracts).await;
             let Some(snap) = snapshot else {
                 reports.extend(group_reports);
@@ -157,9 +154,8 @@ impl<'a, DB: Backend> Remediate<'a, DB> {
                             let tasks_before = tasks.len();
                             let tenant = planned.tenant.to_string();
                             decide(pool, planned, &policy, &mut tasks, &mut log);
-                            if let Some(task) = tasks.get(tasks_before) {
-                                group_touched.tenants.insert(tenant);
-                                group_touched.tables.extend(task.changed_tables());
+                            if tasks.len() > tasks_before {
+                                group_touched.insert(tenant);
                             }
                         }
                     }
@@ -175,9 +171,6 @@ impl<'a, DB: Backend> Remediate<'a, DB> {
                 }
             }
             reports.extend(group_reports);
-            if !group_touched.tenants.is_empty() {
-                group_touched.planned_on = Some(snap);
-            }
             touched.push(group_touched);
         }
         let introspect_ms = elapsed_ms(started);
@@ -210,7 +203,6 @@ impl<'a, DB: Backend> Remediate<'a, DB> {
             epoch.bump();
         }
         let verify_started = Instant::now();
-        let verified_tenants = touched.iter().map(|t| t.tenants.len()).sum();
         let (after, awaiting_approval) = if tasks.is_empty() {
             let awaiting = plans
                 .iter()
@@ -222,14 +214,14 @@ impl<'a, DB: Backend> Remediate<'a, DB> {
             let verified = verify(
                 directory,
                 contracts,
-                touched,
+                &touched,
                 &before,
                 &plans,
                 options.online_threshold_rows,
             )
             .await;
             log.push(LogAction::Verify {
-                tenants: verified_tenants,
+                tenants: touched.iter().map(HashSet::len).sum(),
                 compliant: verified.0.tenants_with("compliant").count(),
                 duration_ms: elapsed_ms(verify_started),
             });
@@ -353,35 +345,13 @@ pub(crate) fn record(
     audits
 }
 
-/// What the tasks of one directory group touch.
-struct Touched<DB: Backend> {
-    /// The tenants a task will change.
-    tenants: HashSet<String>,
-    /// The tables their steps change, as the steps name them.
-    tables: BTreeSet<String>,
-    /// The snapshot the group was planned on (kept only when a task touches the group).
-    planned_on: Option<FleetSnapshot<DB>>,
-}
-
-impl<DB: Backend> Default for Touched<DB> {
-    fn default() -> Self {
-        Self {
-            tenants: HashSet::new(),
-            tables: BTreeSet::new(),
-            planned_on: None,
-        }
-    }
-}
-
 /// Re-checks the tenants a task touched (`touched`, per directory group) and re-plans what
-/// is still drifted among them (the hashes to approve now): the tables the steps changed
-/// are read again, the others keep their state from the snapshot the plans were made on
-/// ([`recheck_changed`]). The other tenants keep their report and plan from `before`:
-/// nothing of theirs was applied.
+/// is still drifted among them (the hashes to approve now). The other tenants keep their
+/// report and plan from `before`: nothing of theirs was applied.
 async fn verify<DB: Backend>(
     directory: &TenantDirectory<DB>,
     contracts: &ContractSet<DB>,
-    touched: Vec<Touched<DB>>,
+    touched: &[HashSet<String>],
     before: &FleetReport,
     plans: &[TenantPlan],
     online_threshold: Option<u64>,
@@ -391,15 +361,14 @@ async fn verify<DB: Backend>(
     for ((pool, names), touched) in directory.groups().iter().zip(touched) {
         let names: Vec<TenantName> = names
             .iter()
-            .filter(|t| touched.tenants.contains(t.as_str()))
+            .filter(|t| touched.contains(t.as_str()))
             .cloned()
             .collect();
         if names.is_empty() {
             continue;
         }
         // One snapshot of these tenants serves both the re-check and the re-plan.
-        let (group_reports, snap) =
-            recheck_changed(pool, &names, contracts, &touched.tables, touched.planned_on).await;
+        let (group_reports, snap) = check_group(pool, &names, contracts).await;
         if let Some(snap) = snap {
             match plan_group(
                 pool,

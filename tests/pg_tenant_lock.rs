@@ -1,16 +1,16 @@
-//! Stale plans on PostgreSQL: what the re-check under a tenant's lock compares. A plan
-//! whose table changed after it was made is skipped; a change to a contracted table its
-//! steps do not touch leaves it applicable (the next check finds that change).
+//! The tenant lock on PostgreSQL and the re-check under it. A plan whose table changed after
+//! it was made is skipped; a change to a contracted table its steps do not touch leaves it
+//! applicable. A lock wait that times out hands back a connection fit for use.
 
 use crate::support;
 
 use std::time::Duration;
 
 use contract_sqlx::plan::Remediation;
+use contract_sqlx::remediation::ApplyOptions;
 use contract_sqlx::report::TenantOutcome;
-use contract_sqlx::{
-    Contract, TenantDirectory, Tenants, check::ContractSet, check_fleet, remediate,
-};
+use contract_sqlx::{Contract, TenantDirectory, Tenants, check::ContractSet, remediate};
+use sqlx::postgres::PgPoolOptions;
 use sqlx::{PgPool, Postgres};
 use support::PgScratch;
 
@@ -129,23 +129,80 @@ async fn a_plan_is_stale_only_when_a_table_it_changes_changed() {
     assert_eq!(audited, ["tenant_1"]);
     assert!(has_email(&scratch.pool, "tenant_1").await);
     assert!(!has_email(&scratch.pool, "tenant_2").await);
-    // `after` re-read the table the step changed; `sessions` is as planned on, and the
-    // next check finds its change.
-    let after = |tenant: &str| run.after.tenants.iter().find(|t| t.tenant == tenant);
-    assert!(
-        after("tenant_1").is_some_and(|t| t.findings.is_empty()),
-        "{}",
-        run.after
-    );
-    let fleet = check_fleet(&directory, &contracts).await.expect("check");
-    let tenant_1 = fleet
+    // `after` re-checked tenant_1 whole: its `sessions` change shows there.
+    let after = run
+        .after
         .tenants
         .iter()
         .find(|t| t.tenant == "tenant_1")
-        .expect("tenant_1");
+        .expect("tenant_1 in after");
     assert!(
-        tenant_1.findings.iter().any(|f| f.table == "sessions"),
-        "{fleet}"
+        after.findings.iter().any(|f| f.table == "sessions"),
+        "{}",
+        run.after
     );
+    assert!(
+        !after.findings.iter().any(|f| f.table == "accounts"),
+        "{}",
+        run.after
+    );
+    scratch.drop_db().await;
+}
+
+/// A lock wait bounded by `advisory_lock_wait` that times out fails the tenant and leaves
+/// nothing open: the pool's only connection serves the next query, and the next run, with
+/// the lock free, remediates the tenant.
+#[tokio::test]
+async fn a_lock_wait_that_times_out_leaves_the_connection_usable() {
+    let scratch = PgScratch::create("contract_lock_wait").await;
+    support::exec(
+        &scratch.pool,
+        "CREATE SCHEMA tenant_1; \
+         CREATE TABLE tenant_1.accounts (id int8 PRIMARY KEY, name text NOT NULL); \
+         CREATE TABLE tenant_1.sessions (id int8 PRIMARY KEY, token text NOT NULL);",
+    )
+    .await;
+    let pool = PgPoolOptions::new()
+        .max_connections(1)
+        .connect(&scratch.url)
+        .await
+        .expect("one-connection pool");
+    let directory: TenantDirectory<Postgres> = TenantDirectory::new()
+        .discover(&pool, &Tenants::schemas_like("tenant_%"))
+        .await
+        .expect("discover");
+    let contracts = ContractSet::<Postgres>::new()
+        .with::<Account>()
+        .with::<Session>();
+    let options = ApplyOptions::default().with_advisory_lock_wait(Duration::from_millis(200));
+
+    let mut blocker = scratch.pool.begin().await.expect("begin");
+    sqlx::query("SELECT pg_advisory_xact_lock($1)")
+        .bind(contract_sqlx::remediation::tenant_lock_key("tenant_1"))
+        .execute(&mut *blocker)
+        .await
+        .expect("hold the tenant lock");
+    let run = remediate(&directory, &contracts, Remediation::SafeOnly)
+        .options(options.clone())
+        .run()
+        .await
+        .expect("remediate");
+    let failed: Vec<&str> = run.failed.iter().map(|f| f.tenant.as_str()).collect();
+    assert_eq!(failed, ["tenant_1"], "{:?}", run.failed);
+    let one: i32 = sqlx::query_scalar("SELECT 1")
+        .fetch_one(&pool)
+        .await
+        .expect("the connection is usable after the lock wait timed out");
+    assert_eq!(one, 1);
+    blocker.rollback().await.expect("release");
+
+    let next = remediate(&directory, &contracts, Remediation::SafeOnly)
+        .options(options)
+        .run()
+        .await
+        .expect("next run");
+    assert!(next.failed.is_empty(), "{:?}", next.failed);
+    assert!(has_email(&scratch.pool, "tenant_1").await);
+    pool.close().await;
     scratch.drop_db().await;
 }
