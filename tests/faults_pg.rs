@@ -12,16 +12,14 @@ use contract_sqlx::guard::install_ddl_trigger;
 use contract_sqlx::payload::{PayloadContract, Rejection};
 use contract_sqlx::plan::Remediation;
 use contract_sqlx::quarantine::{QueueQuarantine, QueueTable};
-use contract_sqlx::{
-    Contract, Guard, TenantDirectory, TenantName, Tenants, check::ContractSet, remediate,
-};
+use contract_sqlx::{Contract, Guard, TenantName, Tenants, check::ContractSet, remediate};
 use sqlx::{Connection as _, PgPool, Postgres};
 use support::faults::{
     PassCounter, all_paused_unreachable, eventually, open_gates, passes_to_reopen, pause_reason,
     pg_pool_through, ride_out_outage,
 };
 use support::proxy::{Cut, Fault, Proxy, Refusal, pg_options, target_of};
-use support::{PgScratch, exec, pg_url};
+use support::{PgScratch, exec, pg_tenant_directory, pg_url};
 
 #[derive(Debug, sqlx::FromRow, Contract)]
 #[contract(table = "events")]
@@ -56,13 +54,6 @@ async fn seed(pool: &PgPool, definitions: &[&str]) {
 
 async fn proxy_to_pg() -> Proxy {
     Proxy::start(target_of(&pg_url())).await
-}
-
-async fn directory(pool: &PgPool) -> TenantDirectory<Postgres> {
-    TenantDirectory::new()
-        .discover(pool, &Tenants::schemas_like("tenant_%"))
-        .await
-        .expect("discover")
 }
 
 /// Statuses of `tenant`'s audit rows (none when the table was never created).
@@ -262,7 +253,7 @@ async fn remediation_cut(stage: Stage) {
     seed(&scratch.pool, &[DRIFTED, DRIFTED, FULL]).await;
     let proxy = proxy_to_pg().await;
     let pool = pg_pool_through(&proxy, &scratch.url);
-    let dir = directory(&pool).await;
+    let dir = pg_tenant_directory(&pool).await;
     let contracts = ContractSet::<Postgres>::new().with::<Event>();
 
     let fault = stage.arm(&proxy);
@@ -359,11 +350,11 @@ async fn remediation_cut_after_commit_was_sent() {
 async fn remediation_future_dropped_mid_ddl_applies_nothing_and_leaves_nothing_open() {
     let scratch = PgScratch::create("contract_fault_cancel").await;
     seed(&scratch.pool, &[DRIFTED, FULL]).await;
-    let dir = directory(&scratch.pool).await;
+    let dir = pg_tenant_directory(&scratch.pool).await;
     let contracts = ContractSet::<Postgres>::new().with::<Event>();
     let mut blocker = scratch.pool.begin().await.expect("begin");
-    exec_in(
-        &mut blocker,
+    exec(
+        &mut *blocker,
         "LOCK TABLE tenant_1.events IN ACCESS SHARE MODE",
     )
     .await;
@@ -410,13 +401,6 @@ async fn remediation_future_dropped_mid_ddl_applies_nothing_and_leaves_nothing_o
     assert!(next.after.is_clean(), "{}", next.after);
     assert_eq!(audit(&scratch.pool, "tenant_1").await, ["applied"]);
     scratch.drop_db().await;
-}
-
-async fn exec_in(conn: &mut sqlx::PgConnection, sql: &str) {
-    sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_owned()))
-        .execute(conn)
-        .await
-        .unwrap_or_else(|e| panic!("{sql}: {e}"));
 }
 
 // ---- quarantine cut mid-move ----

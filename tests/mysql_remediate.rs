@@ -503,8 +503,8 @@ async fn pending_audit_row_left_by_an_interrupted_apply_is_reconciled_on_the_nex
     let url = support::mysql_url();
     // A reader's open transaction holds the table's metadata lock: the ALTER waits for it.
     let mut reader = sqlx::MySqlConnection::connect(&url).await.expect("reader");
-    exec_on(&mut reader, "START TRANSACTION").await;
-    exec_on(
+    exec(&mut reader, "START TRANSACTION").await;
+    exec(
         &mut reader,
         &format!("SELECT id FROM `{db}`.events LIMIT 1"),
     )
@@ -521,13 +521,13 @@ async fn pending_audit_row_left_by_an_interrupted_apply_is_reconciled_on_the_nex
     // The pending row is written (and committed) before the DDL.
     poll(|| async { fleet.audit(1).await.iter().any(|r| r.0 == "pending") }).await;
     let mut blocker = sqlx::MySqlConnection::connect(&url).await.expect("blocker");
-    exec_on(&mut blocker, "START TRANSACTION").await;
-    exec_on(
+    exec(&mut blocker, "START TRANSACTION").await;
+    exec(
         &mut blocker,
         &format!("SELECT audit_id FROM `{db}`.contract_audit WHERE status = 'pending' FOR UPDATE"),
     )
     .await;
-    exec_on(&mut reader, "COMMIT").await;
+    exec(&mut reader, "COMMIT").await;
     // The DDL ran; the apply now waits to settle its row: kill its connection there.
     poll(|| fleet.has_column(1, "events", "note")).await;
     let settling = || async {
@@ -542,7 +542,7 @@ async fn pending_audit_row_left_by_an_interrupted_apply_is_reconciled_on_the_nex
     poll(|| async { settling().await.is_some() }).await;
     let id = settling().await.expect("settling connection");
     exec(&pool, format!("KILL CONNECTION {id}")).await;
-    exec_on(&mut blocker, "ROLLBACK").await;
+    exec(&mut blocker, "ROLLBACK").await;
     let interrupted = apply.await.expect("join").expect("run");
     assert_eq!(interrupted.failed.len(), 1, "{:?}", interrupted.failed);
     let rows = fleet.audit(1).await;
@@ -597,13 +597,6 @@ async fn pending_audit_row_left_by_an_interrupted_apply_is_reconciled_on_the_nex
     );
     reader.close().await.expect("close");
     blocker.close().await.expect("close");
-}
-
-async fn exec_on(conn: &mut sqlx::MySqlConnection, sql: &str) {
-    sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_owned()))
-        .execute(conn)
-        .await
-        .unwrap_or_else(|e| panic!("{sql}: {e}"));
 }
 
 /// Polls `check` every 20 ms for up to 30 s (a generous bound, not a timing assertion).

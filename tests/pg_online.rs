@@ -5,11 +5,11 @@ use crate::support;
 
 use contract_sqlx::plan::Remediation;
 use contract_sqlx::remediation::ReconcileOutcome;
-use contract_sqlx::{Contract, TenantDirectory, Tenants, check::ContractSet, remediate};
+use contract_sqlx::{Contract, Tenants, check::ContractSet, remediate};
 use sqlx::{PgPool, Postgres};
 use support::faults::pg_pool_through;
 use support::proxy::{Cut, Proxy, target_of};
-use support::{PgScratch, exec, pg_url};
+use support::{PgScratch, exec, pg_tenant_directory, pg_url};
 
 #[derive(Debug, sqlx::FromRow, Contract)]
 #[contract(table = "events")]
@@ -18,13 +18,6 @@ struct Event {
     #[contract(primary_key)]
     id: i64,
     user_id: i64,
-}
-
-async fn directory(pool: &PgPool) -> TenantDirectory<Postgres> {
-    TenantDirectory::new()
-        .discover(pool, &Tenants::schemas_like("tenant_%"))
-        .await
-        .expect("discover")
 }
 
 /// `(status, phase)` of `tenant`'s audit rows.
@@ -118,7 +111,7 @@ async fn cut_before_validate<C: Contract + contract_sqlx::check::TypeChecks<Post
     exec(&scratch.pool, setup).await;
     let proxy = Proxy::start(target_of(&pg_url())).await;
     let pool = pg_pool_through(&proxy, &scratch.url);
-    let dir = directory(&pool).await;
+    let dir = pg_tenant_directory(&pool).await;
     let contracts = ContractSet::<Postgres>::new().with::<C>();
     let dry = remediate(&dir, &contracts, Remediation::DryRun)
         .run()
@@ -373,7 +366,7 @@ async fn the_planner_turns_rewrites_of_big_tables_online_and_keeps_small_ones_pl
     };
     let before = sums().await;
     let contracts = ContractSet::<Postgres>::new().with::<Event>();
-    let tenants = directory(&scratch.pool).await;
+    let tenants = pg_tenant_directory(&scratch.pool).await;
     let options = ApplyOptions::default()
         .with_online_threshold(Some(100))
         .with_online_batches(64, Duration::ZERO);
@@ -855,7 +848,7 @@ async fn the_planner_refuses_a_primary_key_column_of_a_big_table_and_says_why() 
     }
     exec(&scratch.pool, &setup).await;
     let contracts = ContractSet::<Postgres>::new().with::<Account>();
-    let tenants = directory(&scratch.pool).await;
+    let tenants = pg_tenant_directory(&scratch.pool).await;
     let options = ApplyOptions::default().with_online_threshold(Some(100));
     let dry = remediate(&tenants, &contracts, Remediation::DryRun)
         .options(options.clone())
@@ -984,7 +977,7 @@ async fn the_guard_keeps_the_tenant_paused_until_the_swap_while_the_others_flow(
         .with_online_batches(100, Duration::from_millis(100));
     let contracts = ContractSet::<Postgres>::new().with::<Event>();
     let dry = remediate(
-        &directory(&scratch.pool).await,
+        &pg_tenant_directory(&scratch.pool).await,
         &contracts,
         Remediation::DryRun,
     )

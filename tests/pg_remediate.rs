@@ -12,7 +12,7 @@ use contract_sqlx::{
     remediation::ApplyOptions,
 };
 use sqlx::{AssertSqlSafe, PgPool, Postgres};
-use support::PgScratch;
+use support::{PgScratch, pg_tenant_directory};
 
 #[derive(Debug, sqlx::FromRow, Contract)]
 #[contract(table = "events")]
@@ -50,13 +50,6 @@ async fn seed(pool: &PgPool, tenants: usize, drop_metadata_in: &[usize], int4_us
         .expect("seed");
 }
 
-async fn directory(pool: &PgPool) -> TenantDirectory<Postgres> {
-    TenantDirectory::new()
-        .discover(pool, &Tenants::schemas_like("tenant_%"))
-        .await
-        .expect("discover")
-}
-
 /// Audit rows; an absent audit table (no remediation ever started) reads as none, any
 /// other failure fails the test.
 async fn audit_rows(pool: &PgPool) -> Vec<(String, String, String)> {
@@ -79,7 +72,7 @@ async fn seed_scenario_safe_only_then_approved_plan() {
     let scratch = PgScratch::create("contract_remediate").await;
     seed(&scratch.pool, 47, &[42], &[19]).await;
     let contracts = ContractSet::<Postgres>::new().with::<Event>();
-    let dir = directory(&scratch.pool).await;
+    let dir = pg_tenant_directory(&scratch.pool).await;
     let options = ApplyOptions::default();
 
     let safe = remediate(&dir, &contracts, Remediation::SafeOnly)
@@ -177,7 +170,7 @@ async fn eight_racing_guards_remediate_each_tenant_exactly_once() {
             .connect(&scratch.url)
             .await
             .expect("pool");
-        let dir = directory(&pool).await;
+        let dir = pg_tenant_directory(&pool).await;
         let (contracts, barrier) = (contracts.clone(), barrier.clone());
         runs.spawn(async move {
             barrier.wait().await;
@@ -212,7 +205,7 @@ async fn killed_backend_mid_transaction_leaves_tenant_unchanged_and_next_run_suc
     let scratch = PgScratch::create("contract_kill").await;
     seed(&scratch.pool, 2, &[1], &[]).await;
     let contracts = ContractSet::<Postgres>::new().with::<Event>();
-    let dir = directory(&scratch.pool).await;
+    let dir = pg_tenant_directory(&scratch.pool).await;
     // Audit table first, so the blocked statement is the remediation DDL itself.
     let mut blocker = scratch.pool.begin().await.expect("begin");
     sqlx::query("LOCK TABLE tenant_1.events IN ACCESS SHARE MODE")
@@ -291,7 +284,7 @@ async fn consumer_pool_with_epoch_hook_survives_remediation_ddl() {
     let scratch = PgScratch::create("contract_epoch").await;
     seed(&scratch.pool, 1, &[], &[1]).await;
     let contracts = ContractSet::<Postgres>::new().with::<Event>();
-    let dir = directory(&scratch.pool).await;
+    let dir = pg_tenant_directory(&scratch.pool).await;
     let epoch = SchemaEpoch::new();
     let guarded = epoch
         .install(sqlx::postgres::PgPoolOptions::new().max_connections(1))
@@ -366,7 +359,7 @@ async fn missing_enum_labels_are_added_by_safe_only() {
     .await
     .expect("seed");
     let contracts = ContractSet::<Postgres>::new().with::<MoodRow>();
-    let dir = directory(&scratch.pool).await;
+    let dir = pg_tenant_directory(&scratch.pool).await;
     let run = remediate(&dir, &contracts, Remediation::SafeOnly)
         .run()
         .await
@@ -412,7 +405,7 @@ async fn a_column_narrower_than_the_declared_sql_type_is_widened_in_place() {
     .await
     .expect("seed");
     let contracts = ContractSet::<Postgres>::new().with::<Note>();
-    let dir = directory(&scratch.pool).await;
+    let dir = pg_tenant_directory(&scratch.pool).await;
     let filenode = || async {
         sqlx::query_scalar::<_, sqlx::postgres::types::Oid>(
             "SELECT relfilenode FROM pg_class WHERE oid = 'tenant_1.notes'::regclass",
@@ -567,7 +560,7 @@ async fn a_not_null_fix_is_planned_on_a_view() {
     )
     .await;
     let contracts = ContractSet::<Postgres>::new().with::<Event>();
-    let dir = directory(&scratch.pool).await;
+    let dir = pg_tenant_directory(&scratch.pool).await;
     let dry = remediate(&dir, &contracts, Remediation::DryRun)
         .run()
         .await
@@ -672,7 +665,7 @@ async fn safe_only_cannot_create_a_missing_table_whose_columns_use_a_custom_type
     let contracts = ContractSet::<Postgres>::new()
         .with::<DiaryEntry>()
         .with::<Forecast>();
-    let dir = directory(&scratch.pool).await;
+    let dir = pg_tenant_directory(&scratch.pool).await;
     let run = remediate(&dir, &contracts, Remediation::SafeOnly)
         .run()
         .await

@@ -9,10 +9,10 @@ use std::time::Duration;
 use contract_sqlx::plan::Remediation;
 use contract_sqlx::remediation::ApplyOptions;
 use contract_sqlx::report::TenantOutcome;
-use contract_sqlx::{Contract, TenantDirectory, Tenants, check::ContractSet, remediate};
+use contract_sqlx::{Contract, check::ContractSet, remediate};
 use sqlx::postgres::PgPoolOptions;
 use sqlx::{PgPool, Postgres};
-use support::PgScratch;
+use support::{PgScratch, pg_tenant_directory};
 
 #[derive(Debug, sqlx::FromRow, Contract)]
 #[contract(table = "accounts")]
@@ -31,6 +31,41 @@ struct Session {
     #[contract(primary_key)]
     id: i64,
     token: String,
+}
+
+/// `tenants`, each with an `accounts` that lacks `email` (a safe fix) and a `sessions`.
+async fn seed(pool: &PgPool, tenants: &[&str]) {
+    let ddl: String = tenants
+        .iter()
+        .map(|tenant| {
+            format!(
+                "CREATE SCHEMA {tenant}; \
+                 CREATE TABLE {tenant}.accounts (id int8 PRIMARY KEY, name text NOT NULL); \
+                 CREATE TABLE {tenant}.sessions (id int8 PRIMARY KEY, token text NOT NULL);"
+            )
+        })
+        .collect();
+    support::exec(pool, ddl).await;
+}
+
+fn contracts() -> ContractSet<Postgres> {
+    ContractSet::new().with::<Account>().with::<Session>()
+}
+
+/// A transaction holding the remediation locks of `tenants` until it ends.
+async fn hold_tenant_locks(
+    pool: &PgPool,
+    tenants: &[&str],
+) -> sqlx::Transaction<'static, Postgres> {
+    let mut blocker = pool.begin().await.expect("begin");
+    for tenant in tenants {
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            .bind(contract_sqlx::remediation::tenant_lock_key(tenant))
+            .execute(&mut *blocker)
+            .await
+            .expect("hold the tenant lock");
+    }
+    blocker
 }
 
 /// Whether `tenant.accounts` has the `email` column.
@@ -66,32 +101,12 @@ async fn advisory_waiters(pool: &PgPool, n: i64) -> bool {
 #[tokio::test]
 async fn a_plan_is_stale_only_when_a_table_it_changes_changed() {
     let scratch = PgScratch::create("contract_stale_plan").await;
-    // Both tenants lack `accounts.email`, a safe fix.
-    let mut ddl = String::new();
-    for tenant in ["tenant_1", "tenant_2"] {
-        ddl.push_str(&format!(
-            "CREATE SCHEMA {tenant}; \
-             CREATE TABLE {tenant}.accounts (id int8 PRIMARY KEY, name text NOT NULL); \
-             CREATE TABLE {tenant}.sessions (id int8 PRIMARY KEY, token text NOT NULL);"
-        ));
-    }
-    support::exec(&scratch.pool, ddl).await;
-    let directory: TenantDirectory<Postgres> = TenantDirectory::new()
-        .discover(&scratch.pool, &Tenants::schemas_like("tenant_%"))
-        .await
-        .expect("discover");
-    let contracts = ContractSet::<Postgres>::new()
-        .with::<Account>()
-        .with::<Session>();
+    seed(&scratch.pool, &["tenant_1", "tenant_2"]).await;
+    let directory = pg_tenant_directory(&scratch.pool).await;
+    let contracts = contracts();
 
     // Hold both tenants' remediation locks, so the run plans and then waits.
-    let mut blocker = scratch.pool.begin().await.expect("begin");
-    sqlx::query("SELECT pg_advisory_xact_lock($1), pg_advisory_xact_lock($2)")
-        .bind(contract_sqlx::remediation::tenant_lock_key("tenant_1"))
-        .bind(contract_sqlx::remediation::tenant_lock_key("tenant_2"))
-        .execute(&mut *blocker)
-        .await
-        .expect("hold the tenant locks");
+    let blocker = hold_tenant_locks(&scratch.pool, &["tenant_1", "tenant_2"]).await;
     let run = {
         let (directory, contracts) = (directory.clone(), contracts.clone());
         tokio::spawn(async move {
@@ -155,33 +170,17 @@ async fn a_plan_is_stale_only_when_a_table_it_changes_changed() {
 #[tokio::test]
 async fn a_lock_wait_that_times_out_leaves_the_connection_usable() {
     let scratch = PgScratch::create("contract_lock_wait").await;
-    support::exec(
-        &scratch.pool,
-        "CREATE SCHEMA tenant_1; \
-         CREATE TABLE tenant_1.accounts (id int8 PRIMARY KEY, name text NOT NULL); \
-         CREATE TABLE tenant_1.sessions (id int8 PRIMARY KEY, token text NOT NULL);",
-    )
-    .await;
+    seed(&scratch.pool, &["tenant_1"]).await;
     let pool = PgPoolOptions::new()
         .max_connections(1)
         .connect(&scratch.url)
         .await
         .expect("one-connection pool");
-    let directory: TenantDirectory<Postgres> = TenantDirectory::new()
-        .discover(&pool, &Tenants::schemas_like("tenant_%"))
-        .await
-        .expect("discover");
-    let contracts = ContractSet::<Postgres>::new()
-        .with::<Account>()
-        .with::<Session>();
+    let directory = pg_tenant_directory(&pool).await;
+    let contracts = contracts();
     let options = ApplyOptions::default().with_advisory_lock_wait(Duration::from_millis(200));
 
-    let mut blocker = scratch.pool.begin().await.expect("begin");
-    sqlx::query("SELECT pg_advisory_xact_lock($1)")
-        .bind(contract_sqlx::remediation::tenant_lock_key("tenant_1"))
-        .execute(&mut *blocker)
-        .await
-        .expect("hold the tenant lock");
+    let blocker = hold_tenant_locks(&scratch.pool, &["tenant_1"]).await;
     let run = remediate(&directory, &contracts, Remediation::SafeOnly)
         .options(options.clone())
         .run()

@@ -290,14 +290,22 @@ pub fn findings(
         .collect()
 }
 
-/// Runs `sql` (one or more statements) on `pool`, panicking with the SQL and the error.
-pub async fn exec<DB: sqlx::Database>(pool: &sqlx::Pool<DB>, sql: impl AsRef<str>)
-where
-    for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
-{
+/// Runs `sql` (one or more statements) on `executor` (a pool, or one connection: `&mut
+/// *conn`), panicking with the SQL and the error.
+pub async fn exec<'e, E: sqlx::Executor<'e>>(executor: E, sql: impl AsRef<str>) {
     let sql = sql.as_ref();
     sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_owned()))
-        .execute(pool)
+        .execute(executor)
         .await
         .unwrap_or_else(|e| panic!("{sql}: {e}"));
+}
+
+/// The tenant schemas `tenant_%` of `pool`'s database.
+pub async fn pg_tenant_directory(
+    pool: &sqlx::PgPool,
+) -> contract_sqlx::TenantDirectory<sqlx::Postgres> {
+    contract_sqlx::TenantDirectory::new()
+        .discover(pool, &contract_sqlx::Tenants::schemas_like("tenant_%"))
+        .await
+        .expect("discover")
 }
