@@ -100,6 +100,22 @@ pub(crate) const BEGIN_INTROSPECTION: &str = "BEGIN READ ONLY; SET LOCAL jit = o
 pub(super) const SCHEMAS_LIKE: &str =
     "SELECT nspname::text FROM pg_namespace WHERE nspname LIKE $1 ORDER BY nspname";
 
+/// A catalog row's version (`xmin`) as a figure that stays put while transaction ids are
+/// handed out: `age(xmin)` taken back by `base` (`age('3')`, the same counter) and folded
+/// into 0..2^32; the special ids (`age` answers `i32::MAX`) as -1. See [`SIGNATURES`].
+// language=SQL
+macro_rules! row_version {
+    ($xmin:literal, $base:literal) => {
+        concat!(
+            "coalesce(((nullif(age(",
+            $xmin,
+            "), 2147483647) - ",
+            $base,
+            ") % 4294967296 + 4294967296) % 4294967296, -1)"
+        )
+    };
+}
+
 /// Per schema, a digest of the catalog rows [`COLUMNS`] reads for the contracted relations
 /// (the change signal of a revalidation sweep): each relation's `pg_class` row, its
 /// `pg_attribute` rows (a rename, a type, nullability or default change, a dropped column
@@ -113,11 +129,12 @@ pub(super) const SCHEMAS_LIKE: &str =
 ///
 /// Only counts, hashes of row versions (`xmin`) and oids are read, server-side: one short
 /// row per schema travels. A changed row has another transaction id and a deleted one
-/// lowers the count, so a change moves a count or a hash. Each column's and key's row
-/// version is hashed on its own (seeded with its column number and custom type's figure,
-/// or the key's oid) before the sums: a plain
-/// sum missed two rows rewritten together so that their ids' sum stayed put (`x` and
-/// `x + 2` both becoming `x + 1`, tested). A view over another view yields NULL: its
+/// lowers the count, so a change moves a count or a hash. Every row version is hashed on its
+/// own (seeded with what identifies the row: a column's number and its custom type's figure,
+/// a key's oid and its referenced rows, a view's base column, an enum label's oid) before
+/// anything is summed: a plain sum missed two rows rewritten together so that their ids'
+/// sum stayed put (`x` and `x + 2` both becoming `x + 1`; tested for a table's columns and
+/// for a view's base columns). A view over another view yields NULL: its
 /// nullability depends on more than one level, and the schema is introspected every pass. A
 /// schema without any contracted relation has no row.
 ///
@@ -126,16 +143,16 @@ pub(super) const SCHEMAS_LIKE: &str =
 /// query at 1,000 tenants. An age moves with the transaction counter `B` (stable within the
 /// transaction), so each is taken back to the row version itself: `age(x)` is `B - x`
 /// modulo 2^32 and `age('3')` is `B - 3`, so `age(x) - age('3')` is `3 - x` modulo 2^32,
-/// whatever `B` is. `age` answers `i32::MAX` for the special ids (bootstrap, frozen in
-/// clusters from before 9.4); `nullif` turns them into a fixed marker, and they stay in the
-/// row count. The few rows behind custom types, foreign keys out of the schema and views
-/// keep `xmin::text::int8`.
+/// whatever `B` is (`row_version!`). `age` answers `i32::MAX` for the special ids
+/// (bootstrap, frozen in clusters from before 9.4); they become a fixed marker, and they
+/// stay in the row count. The few rows behind custom types, foreign keys out of the schema
+/// and views are read as `xmin::text::int8`.
 ///
 /// Per relation its figures (oid, kind, column count, the sums of its columns' hashes, its
-/// own row version, the view and base-column sums) are chained through `hashint8extended`
-/// into 64 bits; per schema the relation count and the sums of the two 31-bit halves of
-/// those hashes, and the keys' count, hash sums and out-of-schema lookups, make the
-/// signature. A moved
+/// own row version, the count and hash sums of its view rule's rows) are chained through
+/// `hashint8extended` into 64 bits; per schema the relation count and the sums of the two
+/// 31-bit halves of those hashes, and the keys' count and hash sums, make the signature. A
+/// moved
 /// relation figure moves the signature unless both 31-bit sums collide (about 2^-62). Sums
 /// of `int4` keep their state in an `int8` by value: with a `numeric` sum per figure the
 /// grouping of 10,000 schemas outgrew `work_mem` and spilled to disk (EXPLAIN: 5 batches,
@@ -155,29 +172,35 @@ pub(super) const SCHEMAS_LIKE: &str =
 /// Docs: <https://www.postgresql.org/docs/15/ddl-system-columns.html>,
 /// <https://www.postgresql.org/docs/15/functions-info.html> (`age`)
 // language=SQL
-pub(crate) const SIGNATURES: &str = r#"
+pub(crate) const SIGNATURES: &str = concat!(
+    r#"
 WITH rel AS MATERIALIZED (
-    SELECT c.oid, nullif(age(c.xmin), 2147483647) AS g, age('3'::xid)::int8 AS base,
+    SELECT c.oid, age('3'::xid)::int8 AS base, "#,
+    row_version!("c.xmin", "age('3'::xid)::int8"),
+    r#" AS ver,
            c.relkind, c.relnamespace, n.nspname::text AS nspname
     FROM pg_class c
     JOIN pg_namespace n ON n.oid = c.relnamespace
     WHERE c.relname = ANY($1) AND n.nspname = ANY($2) AND c.relkind IN ('r', 'p', 'v', 'm', 'f')
 ), con AS (
     SELECT k.relnamespace, count(*) AS n, sum((k.h >> 33)::int4) AS h1,
-           sum((k.h & 2147483647)::int4) AS h2, sum(k.f)::int8 AS f
+           sum((k.h & 2147483647)::int4) AS h2
     FROM (SELECT r.relnamespace,
-                 hashint8extended(coalesce(((nullif(age(k.xmin), 2147483647) - r.base) % 4294967296
-                                            + 4294967296) % 4294967296, -1), k.oid::int8) AS h,
-                 CASE WHEN k.contype = 'f'
-                           AND (k.confrelid, r.relnamespace) NOT IN (SELECT oid, relnamespace FROM rel) THEN
-                     (SELECT f.xmin::text::int8 + fa.xmin::text::int8
-                             + CASE WHEN f.relnamespace <> r.relnamespace THEN
-                                 (SELECT fn.xmin::text::int8 FROM pg_namespace fn WHERE fn.oid = f.relnamespace)
-                               ELSE 0 END
-                      FROM pg_class f
-                      JOIN pg_attribute fa ON fa.attrelid = f.oid AND fa.attnum = k.confkey[1]
-                      WHERE f.oid = k.confrelid)
-                 END AS f
+                 hashint8extended("#,
+    row_version!("k.xmin", "r.base"),
+    r#",
+                 hashint8extended(coalesce(
+                     CASE WHEN k.contype = 'f'
+                               AND (k.confrelid, r.relnamespace) NOT IN (SELECT oid, relnamespace FROM rel) THEN
+                         (SELECT hashint8extended(f.xmin::text::int8,
+                                 hashint8extended(fa.xmin::text::int8,
+                                 CASE WHEN f.relnamespace <> r.relnamespace THEN
+                                     (SELECT fn.xmin::text::int8 FROM pg_namespace fn WHERE fn.oid = f.relnamespace)
+                                 ELSE -1 END))
+                          FROM pg_class f
+                          JOIN pg_attribute fa ON fa.attrelid = f.oid AND fa.attnum = k.confkey[1]
+                          WHERE f.oid = k.confrelid)
+                     END, -1), k.oid::int8)) AS h
           FROM rel r
           JOIN pg_constraint k ON k.conrelid = r.oid AND k.contype IN ('p', 'f')) k
     GROUP BY k.relnamespace
@@ -188,38 +211,46 @@ WITH rel AS MATERIALIZED (
            hashint8extended(coalesce(a.h1, -1),
            hashint8extended(coalesce(a.h2, -1),
            hashint8extended(v.n,
-           hashint8extended(coalesce(((c.g - c.base) % 4294967296 + 4294967296) % 4294967296, -1),
-           hashint8extended(coalesce(v.x, -1),
-           hashint8extended(coalesce(v.b, -1), 0)))))))) AS h
+           hashint8extended(c.ver,
+           hashint8extended(coalesce(v.h1, -1),
+           hashint8extended(coalesce(v.h2, -1), 0)))))))) AS h
     FROM rel c
     CROSS JOIN LATERAL (
         SELECT count(*) AS n, sum((a.h >> 33)::int4) AS h1, sum((a.h & 2147483647)::int4) AS h2
-        FROM (SELECT hashint8extended(coalesce(((nullif(age(a.xmin), 2147483647) - c.base) % 4294967296
-                                                + 4294967296) % 4294967296, -1),
+        FROM (SELECT hashint8extended("#,
+    row_version!("a.xmin", "c.base"),
+    r#",
                      a.attnum + 65536 * coalesce(
                          CASE WHEN a.atttypid >= 16384 THEN
-                             (SELECT (t.xmin::text::int8
-                                      + coalesce((SELECT sum(e.xmin::text::int8) + count(*) FROM pg_enum e WHERE e.enumtypid = t.oid), 0))::int8
+                             (SELECT hashint8extended(t.xmin::text::int8,
+                                     coalesce((SELECT hashint8extended(sum((e.h >> 33)::int4), sum((e.h & 2147483647)::int4))
+                                               FROM (SELECT hashint8extended(e.xmin::text::int8, e.oid::int8) AS h
+                                                     FROM pg_enum e WHERE e.enumtypid = t.oid) e), -1)) >> 17
                               FROM pg_type t WHERE t.oid = a.atttypid)
                          END, -1)) AS h
               FROM pg_attribute a
               WHERE a.attrelid = c.oid AND a.attnum > 0) a) a
     CROSS JOIN LATERAL (
-        SELECT count(*) AS n, sum(w.xmin::text::int8)::int8 AS x, sum(b.xmin::text::int8)::int8 AS b,
-               bool_or(bc.relkind IN ('v', 'm')) AS nested
-        FROM pg_rewrite w
-        LEFT JOIN pg_depend d ON d.classid = 'pg_rewrite'::regclass AND d.objid = w.oid
-                             AND d.refclassid = 'pg_class'::regclass AND d.refobjid <> c.oid
-        LEFT JOIN pg_class bc ON bc.oid = d.refobjid
-        LEFT JOIN pg_attribute b ON b.attrelid = d.refobjid AND b.attnum = d.refobjsubid
-        WHERE c.relkind IN ('v', 'm') AND w.ev_class = c.oid) v
+        SELECT count(*) AS n, sum((v.h >> 33)::int4) AS h1, sum((v.h & 2147483647)::int4) AS h2,
+               bool_or(v.nested) AS nested
+        FROM (SELECT hashint8extended(w.xmin::text::int8,
+                     hashint8extended(coalesce(b.xmin::text::int8, -1),
+                                      coalesce(d.refobjid::int8 * 65536 + d.refobjsubid, -1))) AS h,
+                     bc.relkind IN ('v', 'm') AS nested
+              FROM pg_rewrite w
+              LEFT JOIN pg_depend d ON d.classid = 'pg_rewrite'::regclass AND d.objid = w.oid
+                                   AND d.refclassid = 'pg_class'::regclass AND d.refobjid <> c.oid
+              LEFT JOIN pg_class bc ON bc.oid = d.refobjid
+              LEFT JOIN pg_attribute b ON b.attrelid = d.refobjid AND b.attnum = d.refobjsubid
+              WHERE c.relkind IN ('v', 'm') AND w.ev_class = c.oid) v) v
 )
 SELECT p.nspname AS schema_name,
        CASE WHEN p.nested THEN NULL
-            ELSE concat(p.n, '/', p.h1, '/', p.h2, '/', k.n, '/', k.f, '/', k.h1, '/', k.h2)
+            ELSE concat(p.n, '/', p.h1, '/', p.h2, '/', k.n, '/', k.h1, '/', k.h2)
        END AS signature
 FROM (SELECT relnamespace, nspname, bool_or(nested) AS nested, count(*) AS n,
              sum((h >> 33)::int4) AS h1, sum((h & 2147483647)::int4) AS h2
       FROM per GROUP BY relnamespace, nspname) p
 LEFT JOIN con k ON k.relnamespace = p.relnamespace
-"#;
+"#
+);
