@@ -182,28 +182,24 @@ fn rechecked_tables<'a>(
     contracts: impl Iterator<Item = &'a TableContract> + Clone,
     changed: impl Iterator<Item = &'a str> + Clone,
 ) -> Vec<(String, String)> {
-    let key = |contract: &TableContract| {
-        (
-            contract.schema.clone().unwrap_or_else(|| tenant.to_owned()),
-            contract.table.clone(),
-        )
-    };
+    let schema_of = |contract: &'a TableContract| contract.schema.as_deref().unwrap_or(tenant);
     let changes = |contract: &TableContract| {
         changed
             .clone()
             .any(|t| dialect.same_table(t, &contract.table))
     };
-    // The tables the changed ones reference, where a contract reads them.
-    let referenced: Vec<(Option<String>, String)> = contracts
+    // `(schema, table)` of what the changed tables' foreign keys reference (SQLite has no
+    // schemas: the tenant's file).
+    let referenced: Vec<(&str, &str)> = contracts
         .clone()
         .filter(|c| changes(c))
         .flat_map(|c| {
-            c.foreign_keys().map(|(_, r)| {
+            c.foreign_keys().map(move |(_, r)| {
                 let schema = match dialect {
-                    Dialect::Sqlite => None,
-                    _ => r.schema.clone().or_else(|| c.schema.clone()),
+                    Dialect::Sqlite => tenant,
+                    _ => r.schema.as_deref().unwrap_or_else(|| schema_of(c)),
                 };
-                (schema, r.table.clone())
+                (schema, r.table.as_str())
             })
         })
         .collect();
@@ -211,12 +207,10 @@ fn rechecked_tables<'a>(
         .filter(|c| {
             changes(c)
                 || referenced.iter().any(|(schema, table)| {
-                    dialect.same_table(table, &c.table)
-                        && schema.as_deref().unwrap_or(tenant)
-                            == c.schema.as_deref().unwrap_or(tenant)
+                    *schema == schema_of(c) && dialect.same_table(table, &c.table)
                 })
         })
-        .map(key)
+        .map(|c| (schema_of(c).to_owned(), c.table.clone()))
         .collect();
     keys.sort_unstable();
     keys.dedup();
