@@ -13,14 +13,17 @@
 //!
 //! - **SafeOnly**: every tenant's `accounts` lacks the nullable `email` column;
 //!   `remediate(…, Remediation::SafeOnly)` (check, plan, apply under each tenant's lock
-//!   with its audit row, verify) against the plans' own statements run raw.
+//!   with its audit row, verify) against the plans' own statements run raw. The raw
+//!   statements are also run over as many connections as the remediation applies with
+//!   (its parallelism): the least its apply could take on this machine. Its check and
+//!   verify added to that give the floor of a run that checks, applies and verifies.
 //! - **Approved**: every tenant's `orders.total_cents` is `int4` under an `i64` field (a
 //!   table rewrite, which waits for approval); one `Remediation::ApprovedShape` run over
 //!   the fleet against the same statements run raw.
 //!
 //! Between timed runs the drift is put back untimed. The SafeOnly runs are also split into
 //! their check and plan, apply and verify, from each run's execution log. The last stdout line is one JSON
-//! object: `{"bench":"remediate","tenants":…,"safe_only_vs_raw":…,"approved_vs_raw":…}`
+//! object: `{"bench":"remediate","tenants":…,"safe_only_vs_raw":…,"approved_vs_raw":…,…}`
 //! (ratios of medians).
 
 mod pgfleet;
@@ -73,7 +76,7 @@ async fn run(scratch: PgConnectOptions, n: usize, rounds: usize, parallelism: us
         .await?;
     let raw_pool = PgPoolOptions::new()
         .max_connections(1)
-        .connect_with(scratch)
+        .connect_with(scratch.clone())
         .await?;
     let contracts = pgfleet::contracts();
     let directory = TenantDirectory::new()
@@ -91,6 +94,10 @@ async fn run(scratch: PgConnectOptions, n: usize, rounds: usize, parallelism: us
         options.parallelism = parallelism;
     }
     eprintln!("remediation parallelism {}", options.parallelism);
+    let parallel_pool = PgPoolOptions::new()
+        .max_connections(u32::try_from(options.parallelism).unwrap_or(u32::MAX))
+        .connect_with(scratch)
+        .await?;
 
     // The plans (and so the raw statements) are the same every round: make them once.
     let plans_of = async |directory: &TenantDirectory<sqlx::Postgres>| -> Result<Vec<TenantPlan>> {
@@ -106,36 +113,36 @@ async fn run(scratch: PgConnectOptions, n: usize, rounds: usize, parallelism: us
     // --- SafeOnly: a missing nullable column in every tenant ------------------------------
     let safe_plans = plans_of(&directory).await?;
     let safe_raw: Vec<Vec<String>> = safe_plans.iter().map(raw_statements).collect();
-    let (mut safe, mut safe_raw_samples) = (Vec::new(), Vec::new());
+    // Remediation, raw over one connection, raw over `parallelism`: the order rotates.
+    let mut safe_samples: [Vec<Duration>; 3] = Default::default();
     let mut safe_parts: Vec<[Duration; 3]> = Vec::new();
     for round in 0..=rounds {
-        for first in [round % 2 == 0, round % 2 != 0] {
+        for turn in 0..3 {
+            let variant = (round + turn) % 3;
             pgfleet::for_each_batch(&pool, &schemas, 100, drop_email).await?;
-            let elapsed = if first {
-                let t = Instant::now();
-                let run = remediate(&directory, &contracts, Remediation::SafeOnly)
-                    .options(options.clone())
-                    .run()
-                    .await?;
-                let elapsed = t.elapsed();
-                expect_all_applied(&run, n)?;
-                if round > 0 {
-                    safe_parts.push(parts(&run, elapsed));
+            let elapsed = match variant {
+                0 => {
+                    let t = Instant::now();
+                    let run = remediate(&directory, &contracts, Remediation::SafeOnly)
+                        .options(options.clone())
+                        .run()
+                        .await?;
+                    let elapsed = t.elapsed();
+                    expect_all_applied(&run, n)?;
+                    if round > 0 {
+                        safe_parts.push(parts(&run, elapsed));
+                    }
+                    elapsed
                 }
-                (true, elapsed)
-            } else {
-                (false, raw_loop(&raw_pool, &safe_raw).await?)
+                1 => raw_loop(&raw_pool, &safe_raw).await?,
+                _ => raw_parallel(&parallel_pool, &safe_raw, options.parallelism).await?,
             };
             if round > 0 {
-                if elapsed.0 {
-                    &mut safe
-                } else {
-                    &mut safe_raw_samples
-                }
-                .push(elapsed.1);
+                safe_samples[variant].push(elapsed);
             }
         }
     }
+    let [safe, safe_raw_samples, safe_parallel_samples] = safe_samples;
 
     // --- Approved: an int4 → int8 rewrite in every tenant, one approval of its shape -----
     pgfleet::for_each_batch(&pool, &schemas, 100, narrow_total).await?;
@@ -180,6 +187,7 @@ async fn run(scratch: PgConnectOptions, n: usize, rounds: usize, parallelism: us
     }
     pool.close().await;
     raw_pool.close().await;
+    parallel_pool.close().await;
 
     let (safe, safe_raw_t) = (Timing::of(&safe), Timing::of(&safe_raw_samples));
     let (approved, approved_raw_t) = (Timing::of(&approved), Timing::of(&approved_raw_samples));
@@ -194,16 +202,35 @@ async fn run(scratch: PgConnectOptions, n: usize, rounds: usize, parallelism: us
     );
     safe.print("SafeOnly: remediate (missing nullable column)", rounds);
     safe_raw_t.print("raw: same DDL, 1 tx per tenant, 1 connection", rounds);
+    let safe_parallel = Timing::of(&safe_parallel_samples);
+    safe_parallel.print(
+        &format!("raw: same DDL, {} connections", options.parallelism),
+        rounds,
+    );
+    let mut part_medians = [Duration::ZERO; 3];
     for (i, part) in ["check and plan", "apply", "verify"].iter().enumerate() {
         let samples: Vec<Duration> = safe_parts.iter().map(|p| p[i]).collect();
-        Timing::of(&samples).print(&format!("  SafeOnly's {part} (from its log)"), rounds);
+        let timing = Timing::of(&samples);
+        timing.print(&format!("  SafeOnly's {part} (from its log)"), rounds);
+        part_medians[i] = timing.median;
     }
+    // What a run that checks, applies and verifies cannot go below: its own check and
+    // verify, and the DDL alone at its parallelism.
+    let floor = part_medians[0] + safe_parallel.median + part_medians[2];
     approved.print("ApprovedShape: remediate (int4 -> int8)", rounds);
     approved_raw_t.print("raw: same DDL, 1 tx per tenant, 1 connection", rounds);
     let ratio = |a: Timing, b: Timing| ms(a.median) / ms(b.median);
     let range = |a: Timing, b: Timing| (ms(a.min) / ms(b.max), ms(a.max) / ms(b.min));
     let (safe_ratio, approved_ratio) = (ratio(safe, safe_raw_t), ratio(approved, approved_raw_t));
+    let floor_ratio = ms(floor) / ms(safe_raw_t.median);
     println!();
+    println!(
+        "SafeOnly's floor (its check + the DDL over {} connections + its verify): {:.1} ms, \
+         {floor_ratio:.2} x raw; its apply is {:.2} x the DDL over {0} connections",
+        options.parallelism,
+        ms(floor),
+        ms(part_medians[1]) / ms(safe_parallel.median)
+    );
     println!(
         "safe_only/raw {safe_ratio:.2} (extremes {:.2}..{:.2}), approved/raw {approved_ratio:.2} \
          (extremes {:.2}..{:.2}); target <= 1.3",
@@ -213,7 +240,9 @@ async fn run(scratch: PgConnectOptions, n: usize, rounds: usize, parallelism: us
         range(approved, approved_raw_t).1
     );
     println!(
-        "{{\"bench\":\"remediate\",\"tenants\":{n},\"safe_only_vs_raw\":{safe_ratio:.2},\"approved_vs_raw\":{approved_ratio:.2}}}"
+        "{{\"bench\":\"remediate\",\"tenants\":{n},\"safe_only_vs_raw\":{safe_ratio:.2},\"approved_vs_raw\":{approved_ratio:.2},\"safe_only_raw_ms\":{:.1},\"safe_only_raw_parallel_ms\":{:.1},\"safe_only_floor_vs_raw\":{floor_ratio:.2}}}",
+        ms(safe_raw_t.median),
+        ms(safe_parallel.median)
     );
     Ok(())
 }
@@ -252,6 +281,34 @@ async fn raw_loop(pool: &PgPool, per_tenant: &[Vec<String>]) -> Result<Duration>
         }
         tx.commit().await?;
     }
+    Ok(t.elapsed())
+}
+
+/// The same as [`raw_loop`], with up to `parallelism` tenants at a time, each over its own
+/// connection from `pool`: the least the remediation's apply could take.
+async fn raw_parallel(
+    pool: &PgPool,
+    per_tenant: &[Vec<String>],
+    parallelism: usize,
+) -> Result<Duration> {
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let worker = async || -> Result<(), sqlx::Error> {
+        loop {
+            let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let Some(statements) = per_tenant.get(i) else {
+                return Ok(());
+            };
+            let mut tx = pool.begin().await?;
+            for statement in statements {
+                sqlx::raw_sql(AssertSqlSafe(statement.clone()))
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            tx.commit().await?;
+        }
+    };
+    let t = Instant::now();
+    futures_util::future::try_join_all((0..parallelism).map(|_| worker())).await?;
     Ok(t.elapsed())
 }
 
