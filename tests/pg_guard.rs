@@ -344,6 +344,62 @@ async fn trigger_installer_reports_missing_privilege_clearly() {
     role.drop_now().await;
 }
 
+/// The DDL trigger fires for every role's DDL: a role that owns its tenant's schema but
+/// may not write the trigger's version table still alters its tables (the trigger's
+/// functions run as their owner), its change moves the version, and it may read the
+/// versions (a guard that is no superuser uses them).
+#[tokio::test]
+async fn ddl_by_a_role_that_is_no_superuser_still_works_under_the_trigger() {
+    let role = PgRole {
+        name: support::unique_name("contract_owner"),
+        armed: true,
+    };
+    let scratch = PgScratch::create("contract_guard_owner").await;
+    seed(&scratch.pool, 1).await;
+    install_ddl_trigger(&scratch.pool)
+        .await
+        .expect("trigger (tests run as superuser)");
+    exec(
+        &scratch.pool,
+        format!(
+            "CREATE ROLE \"{r}\" NOLOGIN; ALTER SCHEMA tenant_1 OWNER TO \"{r}\"; \
+             ALTER TABLE tenant_1.events OWNER TO \"{r}\"",
+            r = role.name
+        ),
+    )
+    .await;
+    let version = async || -> Option<i64> {
+        sqlx::query_scalar(
+            "SELECT max(version) FROM public.contract_schema_version WHERE schema_name = 'tenant_1'",
+        )
+        .fetch_one(&scratch.pool)
+        .await
+        .expect("version")
+    };
+    let before = version().await;
+
+    let mut conn = scratch.pool.acquire().await.expect("connection");
+    exec(&mut *conn, format!("SET ROLE \"{}\"", role.name)).await;
+    let altered = sqlx::raw_sql("ALTER TABLE tenant_1.events ADD COLUMN extra int4")
+        .execute(&mut *conn)
+        .await;
+    let read: Result<i64, _> =
+        sqlx::query_scalar("SELECT count(*) FROM public.contract_schema_version")
+            .fetch_one(&mut *conn)
+            .await;
+    exec(&mut *conn, "RESET ROLE").await;
+    drop(conn);
+    altered.expect("the owner's DDL must not fail on the trigger's version table");
+    read.expect("every role may read the versions");
+    assert_ne!(
+        before,
+        version().await,
+        "the owner's DDL moved tenant_1's version"
+    );
+    scratch.drop_db().await;
+    role.drop_now().await;
+}
+
 #[tokio::test]
 async fn failed_remediation_is_retried_with_backoff_until_it_succeeds() {
     let scratch = PgScratch::create("contract_guard_retry").await;

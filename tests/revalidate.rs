@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use contract_sqlx::backend::Backend;
 use contract_sqlx::check::ContractSet;
-use contract_sqlx::guard::{ChangeSignal, GuardBuilder, install_ddl_trigger};
+use contract_sqlx::guard::{ChangeSignal, GuardBuilder, UNPINNED_CHANGE, install_ddl_trigger};
 use contract_sqlx::plan::Remediation;
 use contract_sqlx::{Contract, Guard, Tenants};
 use sqlx::{MySql, PgPool, Postgres};
@@ -229,6 +229,20 @@ async fn the_catalog_signature_moves_for_every_kind_of_drift() {
         before,
         signature(pool, "referrer").await,
         "referenced schema renamed: the signature must move"
+    );
+    // A column's type in another schema: renaming that schema renames the type.
+    exec(
+        pool,
+        "CREATE SCHEMA kinds; CREATE TYPE kinds.shade AS ENUM ('light', 'dark'); \
+         CREATE SCHEMA painted; CREATE TABLE painted.items (id int8 PRIMARY KEY, shade kinds.shade)",
+    )
+    .await;
+    let before = signature(pool, "painted").await;
+    exec(pool, "ALTER SCHEMA kinds RENAME TO sorts").await;
+    assert_ne!(
+        before,
+        signature(pool, "painted").await,
+        "the schema of a column's type renamed: the signature must move"
     );
     // A view over a view: no signature (introspected every pass).
     exec(pool, "CREATE SCHEMA nested;").await;
@@ -664,6 +678,74 @@ async fn a_shared_type_changed_outside_the_tenants_makes_the_sweep_fall_back() {
     // The next sweep trusts the versions again: nothing changed since.
     settle_on_versions(&guard).await;
     scratch.drop_db().await;
+}
+
+/// `ALTER TABLE … SET SCHEMA` reports only the schema the table went to, so the tenant it
+/// left looked unchanged to the versions (its gate stayed open until the next full check),
+/// and a change to an object in no schema (an extension) moved no version at all. The
+/// trigger bumps its unpinned-change row for both and notifies it: the sweep falls back to
+/// the catalog signatures.
+#[tokio::test]
+async fn changes_the_trigger_cannot_pin_on_a_schema_make_the_sweep_fall_back() {
+    let scratch = PgScratch::create("contract_unpinned").await;
+    let pool = &scratch.pool;
+    seed(pool, 1..=3).await;
+    let guard = guard_on_versions(pool, Guard::<Postgres>::builder().contract::<Event>()).await;
+    let mut listener = sqlx::postgres::PgListener::connect_with(pool)
+        .await
+        .expect("listener");
+    listener
+        .listen(contract_sqlx::guard::DDL_CHANNEL)
+        .await
+        .expect("listen");
+
+    exec(
+        pool,
+        "CREATE SCHEMA tenant_3_old; ALTER TABLE tenant_3.events SET SCHEMA tenant_3_old",
+    )
+    .await;
+    let sweep = guard.revalidate().await.expect("sweep");
+    assert_eq!(sweep.signal, ChangeSignal::CatalogSignature, "{sweep:?}");
+    assert!(sweep.changed.iter().any(|t| t == "tenant_3"), "{sweep:?}");
+    assert!(!guard.gate("tenant_3").is_open());
+    let mut payloads = Vec::new();
+    while let Ok(Ok(notification)) =
+        tokio::time::timeout(Duration::from_secs(2), listener.recv()).await
+    {
+        payloads.push(notification.payload().to_owned());
+        if notification.payload() == UNPINNED_CHANGE {
+            break;
+        }
+    }
+    assert!(
+        payloads.iter().any(|p| p == UNPINNED_CHANGE),
+        "{payloads:?}"
+    );
+    settle_after_fallback(&guard).await;
+
+    // An extension is in no schema: a change to it bumps the unpinned-change row.
+    exec(pool, "CREATE EXTENSION IF NOT EXISTS citext").await;
+    settle_after_fallback(&guard).await;
+    exec(
+        pool,
+        "COMMENT ON EXTENSION citext IS 'case-insensitive text'",
+    )
+    .await;
+    let sweep = guard.revalidate().await.expect("sweep");
+    assert_eq!(sweep.signal, ChangeSignal::CatalogSignature, "{sweep:?}");
+    listener.unlisten_all().await.expect("unlisten");
+    drop(listener);
+    scratch.drop_db().await;
+}
+
+/// Sweeps until one trusts the trigger's versions again after a fallback.
+async fn settle_after_fallback(guard: &Guard<Postgres>) {
+    for _ in 0..3 {
+        if guard.revalidate().await.expect("sweep").signal == ChangeSignal::SchemaVersion {
+            return;
+        }
+    }
+    panic!("sweeps never came back to the trigger's versions");
 }
 
 /// MySQL has no trustworthy cheap signal: every sweep introspects every tenant and the

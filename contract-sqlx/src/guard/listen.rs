@@ -18,19 +18,48 @@ pub const DDL_CHANNEL: &str = "contract_schema_change";
 /// SQLSTATE `insufficient_privilege`.
 const INSUFFICIENT_PRIVILEGE: &str = "42501";
 
+/// [`UNPINNED_CHANGE`] as a literal, for the trigger's body.
+macro_rules! unpinned_change {
+    () => {
+        "contract: a DDL change not pinned on a schema (an object moved between schemas, an extension)"
+    };
+}
+
+/// The version row the trigger bumps for a change it cannot pin on the schemas it touched:
+/// an object moved to another schema (`ALTER … SET SCHEMA` reports only the new one, so the
+/// schema it left would look unchanged) or an object in no schema (`ALTER EXTENSION … SET
+/// SCHEMA` moves the extension's types and reports no schema at all). It is no schema's
+/// name (longer than PostgreSQL's 63-byte identifiers), so it moves the versions of the
+/// schemas that are no tenant's, and a sweep falls back to the catalog signatures; its
+/// `NOTIFY` asks the guard for that sweep.
+pub const UNPINNED_CHANGE: &str = unpinned_change!();
+
 /// The body of `public.contract_ddl_notify()`, the `ddl_command_end` trigger's function:
-/// one version bump and one `NOTIFY` per schema a DDL command touched.
+/// one version bump and one `NOTIFY` per schema a DDL command touched, and one for
+/// [`UNPINNED_CHANGE`] when the command moved an object between schemas or touched one
+/// that is in none. `SET SCHEMA` is recognised in the statement the client sent
+/// (`current_query()`): a mention of it elsewhere there only costs a sweep on the
+/// signatures; a `SET SCHEMA` run by a function the statement calls is not seen.
 macro_rules! ddl_notify_body {
     () => {
-        r#"
+        concat!(
+            r#"
 DECLARE r record;
 BEGIN
     FOR r IN
         SELECT DISTINCT s.schema_name FROM (
             SELECT COALESCE(c.schema_name,
-                            CASE WHEN c.object_type = 'schema' THEN trim(both '"' from c.object_identity) END) AS schema_name
-            FROM pg_event_trigger_ddl_commands() AS c) AS s
-        WHERE s.schema_name IS NOT NULL AND s.schema_name NOT LIKE 'pg\_temp%' AND s.schema_name NOT LIKE 'pg\_toast%'
+                            CASE WHEN c.object_type = 'schema' THEN trim(both '"' from c.object_identity) END,
+                            '"#,
+            unpinned_change!(),
+            r#"') AS schema_name
+            FROM pg_event_trigger_ddl_commands() AS c
+            UNION ALL
+            SELECT '"#,
+            unpinned_change!(),
+            r#"'
+            WHERE current_query() ~* '\mset\s+schema\M') AS s
+        WHERE s.schema_name NOT LIKE 'pg\_temp%' AND s.schema_name NOT LIKE 'pg\_toast%'
     LOOP
         INSERT INTO public.contract_schema_version AS v (schema_name, version, changed_at)
         VALUES (r.schema_name, 1, now())
@@ -38,6 +67,7 @@ BEGIN
         PERFORM pg_notify('contract_schema_change', r.schema_name);
     END LOOP;
 END "#
+        )
     };
 }
 
@@ -63,6 +93,12 @@ END "#
     };
 }
 
+/// The version table, the two trigger functions and the two event triggers. The triggers
+/// fire for every role's DDL, so their functions run as their owner (`SECURITY DEFINER`,
+/// with a pinned `search_path`): run as the role that issues the DDL, the version bump
+/// failed for any role that may not write the table, and took the DDL down with it. Every
+/// role may read the versions (`GRANT SELECT … TO PUBLIC`: schema names and counters, as
+/// public as `pg_namespace`), so a guard that is not a superuser can use them.
 // language=SQL
 const INSTALL: &str = concat!(
     r#"
@@ -71,12 +107,13 @@ CREATE TABLE IF NOT EXISTS public.contract_schema_version (
     version int8 NOT NULL,
     changed_at timestamptz NOT NULL
 );
+GRANT SELECT ON public.contract_schema_version TO PUBLIC;
 CREATE OR REPLACE FUNCTION public.contract_ddl_notify() RETURNS event_trigger
-LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$"#,
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$"#,
     ddl_notify_body!(),
     r#"$$;
 CREATE OR REPLACE FUNCTION public.contract_drop_notify() RETURNS event_trigger
-LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$"#,
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$"#,
     drop_notify_body!(),
     r#"$$;
 DROP EVENT TRIGGER IF EXISTS contract_ddl_notify;
@@ -88,7 +125,9 @@ CREATE EVENT TRIGGER contract_drop_notify ON sql_drop EXECUTE FUNCTION public.co
 
 /// One row when both event triggers exist, are enabled (`O`rigin or `A`lways: `R`eplica and
 /// `D`isabled triggers do not fire in ordinary sessions), fire for every command tag, run
-/// this library's function bodies (`$1`, `$2`) and the version table exists: a token of
+/// this library's function bodies (`$1`, `$2`) as their owner (an install from before
+/// `SECURITY DEFINER` is not trusted: it is stale, re-run [`install_ddl_trigger`]) and the
+/// version table exists: a token of
 /// their identities and row versions. Disabling and enabling a trigger, re-creating it,
 /// replacing a function or re-creating or truncating the table gives another token, so
 /// versions seen under one token say nothing under another.
@@ -100,7 +139,7 @@ FROM pg_event_trigger e
 JOIN pg_proc p ON p.oid = e.evtfoid
 JOIN pg_namespace pn ON pn.oid = p.pronamespace AND pn.nspname = 'public'
 JOIN pg_class v ON v.oid = to_regclass('public.contract_schema_version')
-WHERE e.evtenabled IN ('O', 'A') AND e.evttags IS NULL
+WHERE e.evtenabled IN ('O', 'A') AND e.evttags IS NULL AND p.prosecdef
   AND ((e.evtname, e.evtevent, p.proname) = ('contract_ddl_notify', 'ddl_command_end', 'contract_ddl_notify') AND p.prosrc = $1
     OR (e.evtname, e.evtevent, p.proname) = ('contract_drop_notify', 'sql_drop', 'contract_drop_notify') AND p.prosrc = $2)
 HAVING count(*) = 2
@@ -250,6 +289,11 @@ impl Guard<Postgres> {
                 let Some(inner) = weak.upgrade() else { return };
                 let guard = Guard { inner };
                 match received {
+                    // A change the trigger could not pin on a schema: only a sweep (which
+                    // then falls back to the catalog signatures) finds whom it touched.
+                    Ok(Ok(Some(notification))) if notification.payload() == UNPINNED_CHANGE => {
+                        guard.request_sweep();
+                    }
                     Ok(Ok(Some(notification))) => guard.mark_dirty(notification.payload()),
                     Ok(Ok(None)) => {
                         tracing::warn!("DDL listener lost its connection; reconnecting");
@@ -264,5 +308,22 @@ impl Guard<Postgres> {
                 }
             }
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::UNPINNED_CHANGE;
+
+    #[test]
+    fn the_unpinned_change_row_is_no_schema_s_name_and_the_trigger_writes_it() {
+        // PostgreSQL truncates identifiers to 63 bytes: no schema can carry this name.
+        assert!(UNPINNED_CHANGE.len() > 63, "{}", UNPINNED_CHANGE.len());
+        let body = ddl_notify_body!();
+        assert_eq!(
+            body.matches(&format!("'{UNPINNED_CHANGE}'")).count(),
+            2,
+            "{body}"
+        );
     }
 }

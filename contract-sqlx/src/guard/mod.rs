@@ -45,7 +45,7 @@ pub use gate::{Gate, PauseInfo, PausedBy, Permit};
 #[cfg(feature = "postgres")]
 pub(crate) use listen::schema_versions as pg_schema_versions;
 #[cfg(feature = "postgres")]
-pub use listen::{DDL_CHANNEL, install_ddl_trigger};
+pub use listen::{DDL_CHANNEL, UNPINNED_CHANGE, install_ddl_trigger};
 pub use observe::ChangeSignal;
 pub use operator::{OperatorPause, OperatorResume};
 

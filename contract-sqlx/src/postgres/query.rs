@@ -120,7 +120,8 @@ macro_rules! row_version {
 /// (the change signal of a revalidation sweep): each relation's `pg_class` row, its
 /// `pg_attribute` rows (a rename, a type, nullability or default change, a dropped column
 /// rewrites the column's row; an added column adds one), the `pg_type` rows of custom types
-/// and the `pg_enum` rows of enums its columns use, its primary and foreign keys
+/// and the `pg_enum` rows of enums its columns use (and the `pg_namespace` row of a type in
+/// another schema: renaming that schema renames the type), its primary and foreign keys
 /// (`pg_constraint`), for a foreign key to a relation that is not contracted in the same
 /// schema the referenced `pg_class` and column `pg_attribute` rows (and the `pg_namespace`
 /// row of another schema), and for a view its rewrite rule and the base columns it reads
@@ -223,9 +224,13 @@ WITH rel AS MATERIALIZED (
                      a.attnum + 65536 * coalesce(
                          CASE WHEN a.atttypid >= 16384 THEN
                              (SELECT hashint8extended(t.xmin::text::int8,
+                                     hashint8extended(
                                      coalesce((SELECT hashint8extended(sum((e.h >> 33)::int4), sum((e.h & 2147483647)::int4))
                                                FROM (SELECT hashint8extended(e.xmin::text::int8, e.oid::int8) AS h
-                                                     FROM pg_enum e WHERE e.enumtypid = t.oid) e), -1)) >> 17
+                                                     FROM pg_enum e WHERE e.enumtypid = t.oid) e), -1),
+                                     CASE WHEN t.typnamespace <> c.relnamespace THEN
+                                         (SELECT tn.xmin::text::int8 FROM pg_namespace tn WHERE tn.oid = t.typnamespace)
+                                     ELSE -1 END)) >> 17
                               FROM pg_type t WHERE t.oid = a.atttypid)
                          END, -1)) AS h
               FROM pg_attribute a
