@@ -748,6 +748,64 @@ async fn settle_after_fallback(guard: &Guard<Postgres>) {
     panic!("sweeps never came back to the trigger's versions");
 }
 
+/// sqlx keeps a custom type's name per connection, keyed by its oid, for the connection's
+/// life; `ALTER TYPE … RENAME` keeps the oid. The guard's verdict must follow the new name
+/// even on connections that resolved the type before: a fresh connection's decode fails on
+/// it.
+#[tokio::test]
+async fn a_renamed_type_is_a_mismatch_even_on_connections_that_resolved_it_before() {
+    let scratch = PgScratch::create("contract_type_renamed").await;
+    exec(
+        &scratch.pool,
+        "CREATE TYPE public.mood AS ENUM ('calm', 'busy'); \
+         CREATE SCHEMA tenant_1; CREATE TABLE tenant_1.moods (id int8 NOT NULL, mood public.mood NOT NULL); \
+         INSERT INTO tenant_1.moods VALUES (1, 'calm')",
+    )
+    .await;
+    // One connection: whatever resolved the type before is what the guard's next pass uses.
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .connect(&scratch.url)
+        .await
+        .expect("pool");
+    let guard = Guard::<Postgres>::builder()
+        .contract::<MoodRow>()
+        .tenants(Tenants::schemas_like("tenant_%"))
+        .revalidate_every(Duration::from_secs(3600))
+        .full_check_every(1)
+        .start(&pool)
+        .await
+        .expect("start");
+    assert_eq!(open_gates(&guard), ["tenant_1"]);
+    let decoded: MoodRow = sqlx::query_as("SELECT id, mood FROM tenant_1.moods")
+        .fetch_one(&pool)
+        .await
+        .expect("decodes before the rename");
+    drop(decoded);
+
+    exec(&pool, "ALTER TYPE public.mood RENAME TO feeling").await;
+    // What a consumer's new connection sees: the type no longer decodes.
+    let mut fresh = <sqlx::PgConnection as sqlx::Connection>::connect(&scratch.url)
+        .await
+        .expect("fresh connection");
+    let fresh_decode = sqlx::query_as::<_, MoodRow>("SELECT id, mood FROM tenant_1.moods")
+        .fetch_one(&mut fresh)
+        .await;
+    assert!(
+        fresh_decode.is_err(),
+        "a fresh connection no longer decodes the column"
+    );
+    drop(fresh);
+    let pass = guard.revalidate().await.expect("full check");
+    assert!(
+        !guard.gate("tenant_1").is_open(),
+        "the renamed type must close the gate: {pass:?}"
+    );
+    drop(guard);
+    pool.close().await;
+    scratch.drop_db().await;
+}
+
 /// MySQL has no trustworthy cheap signal: every sweep introspects every tenant and the
 /// pass says it was a full check.
 #[tokio::test]

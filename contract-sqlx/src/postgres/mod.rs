@@ -4,6 +4,7 @@ mod apply;
 pub(crate) mod ddl;
 pub(crate) mod online;
 mod parse;
+mod probe;
 mod quarantine;
 pub(crate) mod query;
 mod recheck;
@@ -16,7 +17,7 @@ use std::collections::HashSet;
 use contract_core::plan::TypeCatalog;
 use contract_core::{Dialect, LiveColumn, LiveTable, TypeFit};
 use futures_util::TryStreamExt as _;
-use sqlx::{AssertSqlSafe, Column, Executor, PgPool, Pool, Postgres, SqlSafeStr, Statement};
+use sqlx::{PgPool, Pool, Postgres};
 
 use crate::backend::{Backend, SchemaVersions, Signatures, TypeMap};
 use crate::check::ContractSet;
@@ -70,12 +71,12 @@ impl Backend for Postgres {
         // One prepared probe gives, per column, exactly the type info decoding sees
         // (`ARCHITECTURE.md` D3). The type names are `format_type` output, which
         // PostgreSQL itself quotes; they come from the catalog, never from user input.
-        match probe(pool, &keys).await {
+        match probe::probe(pool, &keys).await {
             Ok(resolved) => types.extend(resolved),
             Err(_) => {
                 // One bad type must not hide the others: resolve one by one.
                 for key in keys {
-                    match probe(pool, &[key]).await {
+                    match probe::probe(pool, &[key]).await {
                         Ok(resolved) => types.extend(resolved),
                         Err(error) => tracing::warn!(
                             type_key = key,
@@ -256,22 +257,4 @@ async fn read_tables(
     let (mut tables, views) = tables.finish();
     views::settle_view_nullability(conn, &mut tables, views).await?;
     Ok(tables)
-}
-
-async fn probe(pool: &PgPool, keys: &[&str]) -> Result<Vec<(String, sqlx::postgres::PgTypeInfo)>> {
-    let select: Vec<String> = keys
-        .iter()
-        .enumerate()
-        .map(|(i, key)| format!("NULL::{key} AS c{i}"))
-        .collect();
-    let sql = format!("SELECT {}", select.join(", "));
-    let statement = pool
-        .prepare(AssertSqlSafe(sql).into_sql_str())
-        .await
-        .map_err(Error::db("resolving live column types", None))?;
-    Ok(keys
-        .iter()
-        .zip(statement.columns())
-        .map(|(key, column)| ((*key).to_owned(), column.type_info().clone()))
-        .collect())
 }
