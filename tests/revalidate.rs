@@ -781,7 +781,7 @@ async fn a_renamed_type_is_a_mismatch_even_on_connections_that_resolved_it_befor
         .fetch_one(&pool)
         .await
         .expect("decodes before the rename");
-    drop(decoded);
+    assert_eq!(decoded.id, 1, "{decoded:?}");
 
     exec(&pool, "ALTER TYPE public.mood RENAME TO feeling").await;
     // What a consumer's new connection sees: the type no longer decodes.
