@@ -92,3 +92,31 @@ async fn postgres_table_sink_stores_each_record_once() {
     stored_twice_counts_once(&sink, &db.pool, "tenant_b").await;
     db.drop_db().await;
 }
+
+/// A record's texts are public fields (and a consumer may fill them from anywhere): a NUL
+/// in the error or the field path, which PostgreSQL's `text` refuses, is stored escaped
+/// instead of failing the write (and with it the tenant's batch, again and again).
+#[tokio::test]
+async fn postgres_table_sink_stores_texts_holding_a_nul() {
+    let db = support::PgScratch::create("contract_sink_nul").await;
+    let sink = TableSink::new(db.pool.clone(), Quarantine::default());
+    sink.ensure_table("tenant_n")
+        .await
+        .expect("quarantine table");
+    let mut record = records("tenant_n").swap_remove(0);
+    record.error = "unknown variant `da\0rk`".to_owned();
+    record.field_path = Some("shade\0".to_owned());
+    assert_eq!(
+        sink.put(std::slice::from_ref(&record)).await.expect("put"),
+        1
+    );
+    let site = QueueQuarantine::new(
+        TenantName::new("tenant_n").unwrap(),
+        QueueTable::new("jobs.rabbit"),
+    );
+    let rows = site.list(&db.pool).await.expect("list");
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(rows[0].error, "unknown variant `da\\u0000rk`");
+    assert_eq!(rows[0].field_path.as_deref(), Some("shade\\u0000"));
+    db.drop_db().await;
+}

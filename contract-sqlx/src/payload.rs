@@ -23,7 +23,7 @@
 //! assert_eq!(rejection.path.as_deref(), Some("items[0].price"));
 //! ```
 
-use std::fmt;
+use std::fmt::{self, Write as _};
 use std::marker::PhantomData;
 
 use serde::de::{DeserializeOwned, IgnoredAny};
@@ -38,6 +38,12 @@ pub const DEFAULT_MAX_BYTES: usize = 1024 * 1024;
 /// The longest serde error text kept in a [`Rejection`] message. serde quotes the
 /// offending value (`invalid type: string "…"`), which may be megabytes long.
 const MAX_DETAIL_CHARS: usize = 300;
+
+/// The longest field path kept in a [`Rejection`]: a path names map keys, and a key may be
+/// megabytes long. A rejection's texts travel as dead-letter headers (a RabbitMQ header
+/// frame above the server's `frame_max` closes the whole connection) and into `TEXT`
+/// columns.
+const MAX_PATH_CHARS: usize = 300;
 
 /// Why a payload was rejected.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -317,17 +323,33 @@ fn path_of(path: &serde_path_to_error::Path) -> Option<String> {
     while let Some(rest) = known.strip_suffix('?') {
         known = rest.strip_suffix('.').unwrap_or(rest);
     }
-    (!known.is_empty() && known != ".").then(|| known.to_owned())
+    (!known.is_empty() && known != ".").then(|| printable(known, MAX_PATH_CHARS))
 }
 
 /// The serde error text, with offending values quoted as JSON (see [`quoted`]), capped at
 /// [`MAX_DETAIL_CHARS`] characters.
 fn detail(error: &serde_json::Error) -> String {
-    let text = quoted::json_quoted(&error.to_string()).into_owned();
-    match text.char_indices().nth(MAX_DETAIL_CHARS) {
-        Some((cut, _)) => format!("{}… (truncated)", &text[..cut]),
-        None => text,
+    printable(&quoted::json_quoted(&error.to_string()), MAX_DETAIL_CHARS)
+}
+
+/// `text` with every control character written as its JSON escape (`\u0000`; serde names
+/// an unknown variant or field, and a map key in a path, as the payload spelt it, and
+/// PostgreSQL's `text` refuses NUL, a NATS header line break), capped at `max_chars`
+/// characters.
+fn printable(text: &str, max_chars: usize) -> String {
+    let mut out = String::with_capacity(text.len().min(max_chars + 16));
+    for (count, c) in text.chars().enumerate() {
+        if count == max_chars {
+            out.push_str("… (truncated)");
+            break;
+        }
+        if c.is_control() {
+            let _ = write!(out, "\\u{:04x}", u32::from(c));
+        } else {
+            out.push(c);
+        }
     }
+    out
 }
 
 #[cfg(test)]
@@ -336,6 +358,53 @@ mod fast_path_tests;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[derive(Debug, serde::Deserialize)]
+    #[allow(dead_code)]
+    enum Shade {
+        Light,
+    }
+
+    #[derive(Debug, serde::Deserialize)]
+    #[allow(dead_code)]
+    struct Counts {
+        m: std::collections::HashMap<String, i64>,
+    }
+
+    /// serde names an unknown variant, and a path names a map key, as the payload spelt
+    /// them: a NUL or a line break there went raw into the quarantine's `text` columns
+    /// (PostgreSQL refuses NUL: the write failed, and the tenant's batch with it) and into
+    /// dead-letter headers; a key of 70 KB made a header frame above RabbitMQ's
+    /// `frame_max`, which closes the connection.
+    #[test]
+    fn a_rejection_s_texts_hold_no_control_character_and_stay_short() {
+        let variant = PayloadContract::<Shade>::named("shade")
+            .check(br#""da\u0000rk\r\n""#)
+            .expect_err("unknown variant");
+        assert_eq!(variant.reason, RejectReason::ContractMismatch);
+        assert!(
+            !variant.message.contains(['\0', '\r', '\n']),
+            "{}",
+            variant.message
+        );
+        assert!(
+            variant.message.contains("da\\u0000rk\\u000d\\u000a"),
+            "{}",
+            variant.message
+        );
+
+        let key = format!("k\\u0000{}", "x".repeat(70_000));
+        let long = PayloadContract::<Counts>::named("counts")
+            .with_max_bytes(1 << 20)
+            .check(format!(r#"{{"m": {{"{key}": "not a number"}}}}"#).as_bytes())
+            .expect_err("a string where a number goes");
+        assert_eq!(long.reason, RejectReason::ContractMismatch);
+        let path = long.path.as_deref().expect("a path into the map");
+        assert!(path.starts_with("m.k\\u0000xxx"), "{path}");
+        assert!(path.chars().count() < MAX_PATH_CHARS + 20, "{}", path.len());
+        assert!(!path.contains('\0'));
+        assert!(long.message.len() < 2_000, "{}", long.message.len());
+    }
 
     #[test]
     fn fingerprint_depends_on_name_and_version_only() {

@@ -23,6 +23,8 @@
 // Without a broker feature, only the shared types are compiled.
 #![cfg_attr(not(any(feature = "rabbitmq", feature = "nats")), allow(dead_code))]
 
+use std::borrow::Cow;
+
 use futures_util::future::BoxFuture;
 
 use crate::quarantine::QuarantineRecord;
@@ -173,27 +175,48 @@ impl DeadLetter {
     }
 }
 
+/// The most bytes (names and values) of a record's own headers a dead letter carries: the
+/// rest are left out. A header frame above RabbitMQ's `frame_max` (131,072 bytes by
+/// default) closes the whole connection, every tenant's consumer with it, and a poison
+/// message redelivered after the restart would close it again.
+pub(crate) const MAX_COPIED_HEADER_BYTES: usize = 16 * 1024;
+
+/// The most characters of one of the `x-contract-*` texts a dead letter carries (a
+/// [`Rejection`](crate::payload::Rejection)'s are shorter; a record's fields are public).
+pub(crate) const MAX_HEADER_TEXT_CHARS: usize = 4 * 1024;
+
 /// The headers a dead-lettered record is published with, in order: the record's own
-/// headers, then the `x-contract-*` ones above (a broker's header map keeps the last value
-/// of a name, so ours win). Every broker's dead-letter sink writes these.
-pub(crate) fn dead_letter_headers(record: &QuarantineRecord) -> Vec<(&str, &str)> {
-    let mut headers: Vec<(&str, &str)> = record
-        .headers
-        .iter()
-        .map(|(name, value)| (name.as_str(), value.as_str()))
-        .collect();
-    headers.extend([
-        (REASON, record.reason.as_str()),
-        (ERROR, record.error.as_str()),
-    ]);
-    if let Some(path) = &record.field_path {
-        headers.push((FIELD_PATH, path.as_str()));
+/// headers (up to [`MAX_COPIED_HEADER_BYTES`], in name order), then the `x-contract-*` ones
+/// above (a broker's header map keeps the last value of a name, so ours win), each text at
+/// most [`MAX_HEADER_TEXT_CHARS`] characters. Every broker's dead-letter sink writes these.
+pub(crate) fn dead_letter_headers(record: &QuarantineRecord) -> Vec<(&str, Cow<'_, str>)> {
+    fn capped(text: &str) -> Cow<'_, str> {
+        match text.char_indices().nth(MAX_HEADER_TEXT_CHARS) {
+            Some((cut, _)) => Cow::Owned(format!("{}… (truncated)", &text[..cut])),
+            None => Cow::Borrowed(text),
+        }
+    }
+    let mut budget = MAX_COPIED_HEADER_BYTES;
+    let mut headers: Vec<(&str, Cow<'_, str>)> = Vec::with_capacity(record.headers.len() + 8);
+    for (name, value) in &record.headers {
+        let Some(left) = budget.checked_sub(name.len() + value.len()) else {
+            continue;
+        };
+        budget = left;
+        headers.push((name.as_str(), Cow::Borrowed(value.as_str())));
     }
     headers.extend([
-        (CONTRACT, record.contract.as_str()),
-        (TENANT, record.tenant.as_str()),
-        (SOURCE, record.source.as_str()),
-        (MESSAGE_ID, record.message_id.as_str()),
+        (REASON, Cow::Borrowed(record.reason.as_str())),
+        (ERROR, capped(&record.error)),
+    ]);
+    if let Some(path) = &record.field_path {
+        headers.push((FIELD_PATH, capped(path)));
+    }
+    headers.extend([
+        (CONTRACT, capped(&record.contract)),
+        (TENANT, Cow::Borrowed(record.tenant.as_str())),
+        (SOURCE, capped(&record.source)),
+        (MESSAGE_ID, capped(&record.message_id)),
     ]);
     headers
 }
@@ -253,5 +276,43 @@ pub trait TenantGate: Send + Sync + 'static {
 impl<DB: crate::control::ControlStore> TenantGate for crate::Guard<DB> {
     fn gate(&self, tenant: &str) -> crate::Gate {
         crate::Guard::gate(self, tenant)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{
+        ERROR, MAX_COPIED_HEADER_BYTES, MAX_HEADER_TEXT_CHARS, REASON, dead_letter_headers,
+    };
+    use crate::payload::PayloadContract;
+    use crate::quarantine::QuarantineRecord;
+
+    /// A poison message whose own headers (or whose record's texts) are huge still makes a
+    /// dead letter whose headers fit well inside a RabbitMQ frame and a NATS message.
+    #[test]
+    fn a_dead_letter_s_headers_stay_small_whatever_the_message_carried() {
+        let contract = PayloadContract::<i64>::named("n");
+        let rejection = contract.check(b"\"x\"").expect_err("poison");
+        let mut record = QuarantineRecord::new("t1", "q", "m-1", &contract, &rejection, b"\"x\"")
+            .with_header("a-small", "kept")
+            .with_header("b-huge", "x".repeat(140_000))
+            .with_header("c-small", "kept too");
+        record.error = "e".repeat(100_000);
+        let headers = dead_letter_headers(&record);
+        let total: usize = headers.iter().map(|(n, v)| n.len() + v.len()).sum();
+        assert!(
+            total < MAX_COPIED_HEADER_BYTES + 4 * MAX_HEADER_TEXT_CHARS,
+            "{total} bytes of headers"
+        );
+        let names: Vec<&str> = headers.iter().map(|(n, _)| *n).collect();
+        assert!(
+            names.contains(&"a-small") && names.contains(&"c-small"),
+            "{names:?}"
+        );
+        assert!(!names.contains(&"b-huge"), "{names:?}");
+        assert!(
+            names.contains(&REASON) && names.contains(&ERROR),
+            "{names:?}"
+        );
     }
 }

@@ -46,7 +46,7 @@ fn one_line(value: &str) -> String {
 fn headers(record: &QuarantineRecord) -> HeaderMap {
     let mut map = HeaderMap::new();
     for (name, value) in dead_letter_headers(record) {
-        map.insert(name, one_line(value).as_str());
+        map.insert(name, one_line(&value).as_str());
     }
     map
 }

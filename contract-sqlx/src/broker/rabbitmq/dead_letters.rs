@@ -44,7 +44,10 @@ impl DeadLetters {
 fn headers(record: &QuarantineRecord) -> FieldTable {
     let mut table = FieldTable::default();
     for (name, value) in dead_letter_headers(record) {
-        table.insert(ShortString::from(name), AMQPValue::LongString(value.into()));
+        table.insert(
+            ShortString::from(name),
+            AMQPValue::LongString(value.as_ref().into()),
+        );
     }
     table
 }

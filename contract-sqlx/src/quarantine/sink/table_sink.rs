@@ -5,6 +5,7 @@ use futures_util::future::BoxFuture;
 use sqlx::Pool;
 
 use super::{QuarantineRecord, QuarantineSink, SinkError};
+use crate::quarantine::stored::storable_text;
 use crate::quarantine::{Quarantine, QuarantineStore, QueueQuarantine, QueueTable};
 
 /// Rejected messages stored as rows of the quarantine table (the one
@@ -107,18 +108,21 @@ macro_rules! impl_sink {
                     for r in records {
                         let sql = self.insert_sql(&r.tenant).map_err(fail)?;
                         let source_id = r.source_id();
+                        // A record's texts are public fields: whatever they hold, a NUL
+                        // (which PostgreSQL's `text` refuses) must not fail the write.
+                        let source = storable_text(&r.source);
                         let done = sqlx::query::<$db>(sqlx::AssertSqlSafe(sql))
                             .bind(&r.tenant)
-                            .bind(&r.source)
+                            .bind(source.as_ref())
                             .bind(source_id)
                             .bind(&r.raw)
                             .bind(r.reason.as_str())
-                            .bind(r.field_path.as_deref())
-                            .bind(&r.error)
-                            .bind(&r.contract)
+                            .bind(r.field_path.as_deref().map(storable_text))
+                            .bind(storable_text(&r.error))
+                            .bind(storable_text(&r.contract))
                             .bind(&r.contract_fingerprint)
                             .bind(&r.tenant)
-                            .bind(&r.source)
+                            .bind(source.as_ref())
                             .bind(source_id)
                             .bind(&r.raw)
                             .execute(&mut *tx)
