@@ -25,3 +25,6 @@ mod nats_conservation;
 
 #[path = "quarantine_sink.rs"]
 mod quarantine_sink;
+
+#[path = "rabbitmq_consumer.rs"]
+mod rabbitmq_consumer;

@@ -282,7 +282,9 @@ where
                         tracing::info!(tenant, queue, reason = %why.reason, "tenant paused: consumer cancelled");
                         cancel(&channel, &tag, tenant).await?;
                     }
-                    let _ = tokio::time::timeout(PAUSED_POLL, stop.changed()).await;
+                    if let Ok(Err(_)) = tokio::time::timeout(PAUSED_POLL, stop.changed()).await {
+                        tokio::time::sleep(PAUSED_POLL).await; // nobody can stop it any more
+                    }
                     continue;
                 }
             };
@@ -306,19 +308,21 @@ where
             if ended {
                 consumer = None; // cancelled by the server (queue deleted): consume again
             }
-            let Some(last) = batch.last().map(|d| d.delivery_tag) else {
+            if batch.is_empty() {
                 continue;
-            };
+            }
             if !permit.is_current() {
                 // Paused while the batch arrived: it goes back untouched, once.
                 return_all(&channel, tenant).await?;
                 continue;
             }
-            match self.process(tenant, &queue, &batch).await {
-                Ok(()) => channel
+            match self.process(&channel, tenant, &queue, &batch).await {
+                // The poison is acknowledged already: up to the last accepted delivery.
+                Ok(Some(last)) => channel
                     .basic_ack(last, BasicAckOptions { multiple: true })
                     .await
                     .map_err(|e| rabbit("acknowledging a batch", Some(tenant))(e.into()))?,
+                Ok(None) => {}
                 Err(error) => {
                     tracing::warn!(tenant, queue, %error, "batch not acknowledged; it will be delivered again");
                     tokio::time::sleep(BACKOFF).await;
@@ -333,22 +337,33 @@ where
         Ok(())
     }
 
-    /// Checks a batch, dead-letters the poison (confirmed), hands the rest to the handler.
+    /// Checks a batch, dead-letters the poison (confirmed) and acknowledges it one delivery
+    /// at a time, then hands the rest to the handler; the tag of the last accepted delivery,
+    /// for the caller to acknowledge once the handler committed. The poison is settled
+    /// before the handler runs: a handler that fails returns only the accepted deliveries
+    /// to the queue, so a retry does not dead-letter the poison again (it did, once per
+    /// retry, for as long as the handler failed).
     async fn process(
         &self,
+        channel: &Channel,
         tenant: &str,
         queue: &str,
         batch: &[Delivery],
-    ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    ) -> Result<Option<u64>, Box<dyn std::error::Error + Send + Sync>> {
         let mut accepted = Vec::with_capacity(batch.len());
+        let mut last_accepted = None;
         let mut poison = Vec::new();
+        let mut poison_tags = Vec::new();
         for delivery in batch {
             let id = message_id(delivery, queue);
             match self.contract.check(&delivery.data) {
-                Ok(value) => accepted.push(Accepted {
-                    message_id: id,
-                    value,
-                }),
+                Ok(value) => {
+                    last_accepted = Some(delivery.delivery_tag);
+                    accepted.push(Accepted {
+                        message_id: id,
+                        value,
+                    });
+                }
                 Err(rejection) => {
                     let mut record = QuarantineRecord::new(
                         tenant,
@@ -367,17 +382,23 @@ where
                         }
                     }
                     poison.push(record);
+                    poison_tags.push(delivery.delivery_tag);
                 }
             }
         }
         if !poison.is_empty() {
             self.sink.put(&poison).await?;
+            for tag in poison_tags {
+                channel
+                    .basic_ack(tag, BasicAckOptions { multiple: false })
+                    .await?;
+            }
         }
         if !accepted.is_empty() {
             self.handler.handle(tenant, &accepted).await?;
             crate::guard::metrics::record_messages(queue, "accepted", accepted.len() as u64);
         }
-        Ok(())
+        Ok(last_accepted)
     }
 }
 
