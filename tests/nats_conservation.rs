@@ -369,3 +369,86 @@ async fn a_paused_tenant_is_not_pulled_and_a_failed_batch_comes_back_once_resume
     drop(scratch);
     db.drop_db().await;
 }
+
+/// An operator pause of the tenant's subject alone (`contract pause tenant --queue
+/// <subject>`) stops its consumer: nothing is pulled until it is resumed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_pause_of_the_subject_alone_stops_its_consumer() {
+    let db = support::PgScratch::create("contract_nats_qpause").await;
+    support::exec(
+        &db.pool,
+        "CREATE SCHEMA tenant_a; CREATE TABLE tenant_a.processed (message_id text PRIMARY KEY,
+            user_id bigint NOT NULL, kind text NOT NULL, note text DEFAULT '')",
+    )
+    .await;
+    let jetstream = jetstream().await;
+    let tenants = vec!["tenant_a".to_owned()];
+    let scratch =
+        NatsScratch::declare(&jetstream, "contract_nats_qpause", &tenants, ACK_WAIT).await;
+    let topology = scratch.topology.clone();
+    let backlog = NatsBacklog::new(&jetstream, topology.clone());
+    let dir = support::TempDir::new("contract_nats_qpause_log");
+    let log = dir.0.join("execution.jsonl").display().to_string();
+    let (guard, writer, _tasks) = broker_writer::guard(&db.url, &tenants, backlog.clone(), &log)
+        .await
+        .expect("guard");
+    let subject = topology.subject("tenant_a");
+    guard
+        .pause("tenant_a")
+        .queue(subject.clone())
+        .await
+        .expect("pause the subject");
+    assert!(guard.gate("tenant_a").is_open(), "the tenant stays open");
+    let messages: Vec<(String, String)> = (1..=20)
+        .map(|i| (format!("m{i}"), message(1, i, Column::Text).0))
+        .collect();
+    nats_publish(&jetstream, &subject, &messages).await;
+    let counted = Arc::new(Flaky {
+        writer,
+        failures: AtomicU32::new(0),
+        calls: AtomicU32::new(0),
+    });
+    let sink = Arc::new(DeadLetters::new(&jetstream, topology.clone()));
+    let consumer = Arc::new(Consumer::new(
+        guard.clone(),
+        topology.clone(),
+        broker_writer::contract(),
+        counted.clone(),
+        sink,
+    ));
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let run = {
+        let (consumer, jetstream) = (Arc::clone(&consumer), jetstream.clone());
+        tokio::spawn(async move { consumer.run(&jetstream, "tenant_a", stopped).await })
+    };
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let state = backlog.states(&tenants).await.expect("state")["tenant_a"];
+    assert_eq!(
+        (state.pending, state.deliveries),
+        (20, 0),
+        "the paused subject was pulled"
+    );
+    assert_eq!(counted.calls.load(Ordering::SeqCst), 0);
+
+    guard
+        .resume("tenant_a")
+        .queue(subject.clone())
+        .await
+        .expect("resume the subject");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let state = backlog.states(&tenants).await.expect("state")["tenant_a"];
+        if state.pending + state.ack_pending == 0 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not drained: {state:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let _ = stop.send(true);
+    run.await.expect("join").expect("consumer");
+    drop(scratch);
+    db.drop_db().await;
+}

@@ -1,6 +1,7 @@
 //! The RabbitMQ consumer's own loop: a paused tenant's consumer waits without spinning,
-//! even when nobody can stop it any more (the stop sender dropped); a batch whose handler
-//! fails and is retried dead-letters its poison once, not once per attempt.
+//! even when nobody can stop it any more (the stop sender dropped); an operator pause of
+//! its queue alone stops it; a batch whose handler fails and is retried dead-letters its
+//! poison once, not once per attempt.
 
 use crate::support;
 
@@ -205,6 +206,89 @@ async fn a_retried_batch_dead_letters_its_poison_once() {
     assert_eq!(
         duplicates, 0,
         "the poison was dead-lettered once, whatever the retries"
+    );
+    drop(guard);
+    db.drop_db().await;
+}
+
+/// An operator pause of one queue (`contract pause tenant --queue …`) stops that queue's
+/// consumer, as it stops a table queue's claims; the tenant's other queues keep flowing.
+#[tokio::test]
+async fn an_operator_pause_of_the_consumer_s_queue_alone_stops_it() {
+    let db = support::PgScratch::create("contract_queue_pause").await;
+    support::exec(
+        &db.pool,
+        "CREATE SCHEMA tenant_a; CREATE TABLE tenant_a.events (id int8 NOT NULL)",
+    )
+    .await;
+    let guard = Guard::<Postgres>::builder()
+        .contract::<Event>()
+        .tenants(Tenants::schemas_like("tenant_%"))
+        .start(&db.pool)
+        .await
+        .expect("guard");
+    let connection = rabbit().await;
+    let scratch =
+        RabbitScratch::declare(&connection, "contract_qpause", vec!["tenant_a".into()]).await;
+    let topology = scratch.topology.clone();
+    let queue = topology.queue("tenant_a");
+    guard
+        .pause("tenant_a")
+        .queue(queue.clone())
+        .reason("this queue only (test)")
+        .await
+        .expect("pause the queue");
+    assert!(guard.gate("tenant_a").is_open(), "the tenant stays open");
+    let messages: Vec<(String, String)> = (1..=2)
+        .map(|i| (format!("m{i}"), format!(r#"{{"user_id": {i}}}"#)))
+        .collect();
+    publish(&connection, &queue, &messages).await;
+    let handler = Arc::new(FailingFirst {
+        failures: 0,
+        calls: AtomicU64::new(0),
+        handled: AtomicU64::new(0),
+    });
+    let sink = Arc::new(
+        DeadLetters::new(&connection, topology.clone())
+            .await
+            .expect("dead letters"),
+    );
+    let consumer = Consumer::new(
+        Arc::new(guard.clone()),
+        topology.clone(),
+        PayloadContract::<Job>::named("job"),
+        handler.clone(),
+        sink,
+    );
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let run = {
+        let connection = Arc::clone(&connection);
+        tokio::spawn(async move { consumer.run(&connection, "tenant_a", stopped).await })
+    };
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(
+        handler.calls.load(Ordering::SeqCst),
+        0,
+        "the paused queue was consumed"
+    );
+
+    guard
+        .resume("tenant_a")
+        .queue(queue.clone())
+        .await
+        .expect("resume the queue");
+    for _ in 0..100 {
+        if handler.handled.load(Ordering::SeqCst) >= 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    stop.send(true).expect("stop");
+    run.await.expect("join").expect("consumer");
+    assert_eq!(
+        handler.handled.load(Ordering::SeqCst),
+        2,
+        "consumed once resumed"
     );
     drop(guard);
     db.drop_db().await;

@@ -271,11 +271,23 @@ pub(crate) fn digest_id(source: &str, payload: &[u8]) -> String {
 pub trait TenantGate: Send + Sync + 'static {
     /// Open with a permit, or paused.
     fn gate(&self, tenant: &str) -> crate::Gate;
+
+    /// The gate of one of the tenant's queues (a RabbitMQ queue, a NATS subject): paused
+    /// also by an operator pause of that queue alone. The consumers ask this one; by
+    /// default it is the tenant's gate.
+    fn gate_queue(&self, tenant: &str, queue: &str) -> crate::Gate {
+        let _ = queue;
+        self.gate(tenant)
+    }
 }
 
 impl<DB: crate::control::ControlStore> TenantGate for crate::Guard<DB> {
     fn gate(&self, tenant: &str) -> crate::Gate {
         crate::Guard::gate(self, tenant)
+    }
+
+    fn gate_queue(&self, tenant: &str, queue: &str) -> crate::Gate {
+        crate::Guard::gate_queue(self, tenant, queue)
     }
 }
 

@@ -331,7 +331,8 @@ where
         self
     }
 
-    /// Consumes `tenant`'s subject until `stop` turns `true`: while its gate is open,
+    /// Consumes `tenant`'s subject until `stop` turns `true`: while its gate is open (the
+    /// tenant's, and no operator pause of this subject alone, [`TenantGate::gate_queue`]),
     /// batches are pulled, checked, handled, dead-lettered and acknowledged; while it is
     /// paused, nothing is pulled (its messages wait in the stream, their delivery count
     /// untouched).
@@ -351,7 +352,7 @@ where
         let subject = self.topology.subject(tenant);
         let mut paused = false;
         while !*stop.borrow() {
-            let permit = match self.gate.gate(tenant) {
+            let permit = match self.gate.gate_queue(tenant, &subject) {
                 Gate::Open(permit) => permit,
                 Gate::Paused(why) => {
                     if !paused {

@@ -251,7 +251,8 @@ where
         self
     }
 
-    /// Consumes `tenant`'s queue until `stop` turns `true`: while its gate is open,
+    /// Consumes `tenant`'s queue until `stop` turns `true`: while its gate is open (the
+    /// tenant's, and no operator pause of this queue alone, [`TenantGate::gate_queue`]),
     /// batches of up to the prefetch are checked, handled, dead-lettered and acknowledged;
     /// while it is paused, the consumer is cancelled (the deliveries it held go back to
     /// the queue once) and nothing is read.
@@ -275,7 +276,7 @@ where
         let tag = format!("contract.{tenant}.{}", uuid::Uuid::now_v7());
         let mut consumer: Option<lapin::Consumer> = None;
         while !*stop.borrow() {
-            let permit = match self.gate.gate(tenant) {
+            let permit = match self.gate.gate_queue(tenant, &queue) {
                 Gate::Open(permit) => permit,
                 Gate::Paused(why) => {
                     if consumer.take().is_some() {
