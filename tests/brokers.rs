@@ -28,3 +28,6 @@ mod quarantine_sink;
 
 #[path = "rabbitmq_consumer.rs"]
 mod rabbitmq_consumer;
+
+#[path = "nats_consumer.rs"]
+mod nats_consumer;

@@ -398,8 +398,8 @@ where
         let mut accepted = Vec::with_capacity(batch.len());
         let mut poison = Vec::new();
         for message in batch {
-            let sequence = message.info().ok().map(|i| i.stream_sequence);
-            let id = message_id(message, &self.topology.stream(), sequence);
+            let position = message.info().ok().map(|i| position(&i));
+            let id = message_id(message, &self.topology.stream(), position.as_deref());
             match self.contract.check(&message.payload) {
                 Ok(value) => accepted.push(Accepted {
                     message_id: id,
@@ -421,9 +421,9 @@ where
                     // The dead-letter stream drops a second copy of this delivery (a
                     // consumer killed between the publish and the ack, a failed batch)
                     // within its duplicate window; a replayed message has a new sequence.
-                    if let Some(sequence) = sequence {
+                    if let Some(position) = &position {
                         let stream = self.topology.stream();
-                        let key = format!("dead-letter:{stream}:{sequence}");
+                        let key = format!("dead-letter:{stream}:{position}");
                         record = record.with_header(NATS_MSG_ID, key);
                     }
                     poison.push(record);
@@ -469,15 +469,25 @@ fn header(headers: Option<&HeaderMap>, name: &str) -> Option<String> {
         .filter(|v| !v.is_empty())
 }
 
+/// Where a message is in its stream: `<stream sequence>@<digest of its publish time>`.
+/// The sequence alone starts again at 1 in a stream deleted and created again: new
+/// messages then carried the ids of messages already written (an idempotent handler
+/// skipped them), and their dead letters the dedup key of earlier ones (the dead-letter
+/// stream dropped them within its duplicate window).
+fn position(info: &async_nats::jetstream::message::Info<'_>) -> String {
+    let when = contract_core::digest_hex(info.published.to_string().as_bytes());
+    format!("{}@{}", info.stream_sequence, &when[..12])
+}
+
 /// The message id: the [`MESSAGE_ID`] header (a replayed dead letter keeps its id there),
-/// else `Nats-Msg-Id`, else `<stream>:<stream sequence>`, else (no readable sequence) a
-/// digest of the stream and the bytes.
-fn message_id(message: &Message, stream: &str, sequence: Option<u64>) -> String {
+/// else `Nats-Msg-Id`, else `<stream>:<position>` ([`position`]), else (no readable
+/// position) a digest of the stream and the bytes.
+fn message_id(message: &Message, stream: &str, position: Option<&str>) -> String {
     let headers = message.headers.as_ref();
     header(headers, MESSAGE_ID)
         .or_else(|| header(headers, NATS_MSG_ID))
-        .unwrap_or_else(|| match sequence {
-            Some(sequence) => format!("{stream}:{sequence}"),
+        .unwrap_or_else(|| match position {
+            Some(position) => format!("{stream}:{position}"),
             None => digest_id(stream, &message.payload),
         })
 }

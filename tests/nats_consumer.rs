@@ -1,0 +1,141 @@
+//! The NATS consumer's message ids: a work stream deleted and created again starts its
+//! sequence at 1 again, and a message published without an id must not take the id of
+//! a message written before.
+
+use crate::support;
+
+use crate::broker;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use broker::{NatsScratch, jetstream};
+use contract_sqlx::broker::nats::{Consumer, DeadLetters};
+use contract_sqlx::broker::{Accepted, Handler, HandlerError};
+use contract_sqlx::payload::PayloadContract;
+use contract_sqlx::{Contract, Guard, Tenants};
+use sqlx::Postgres;
+
+#[derive(Debug, sqlx::FromRow, Contract)]
+#[contract(table = "events")]
+#[allow(dead_code)]
+struct Event {
+    id: i64,
+}
+
+/// Records the id of every message it is handed.
+#[derive(Default)]
+struct Ids(Mutex<Vec<String>>);
+
+impl Handler<serde_json::Value> for Ids {
+    fn handle<'a>(
+        &'a self,
+        _tenant: &'a str,
+        batch: &'a [Accepted<serde_json::Value>],
+    ) -> futures_util::future::BoxFuture<'a, Result<(), HandlerError>> {
+        let mut ids = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        ids.extend(batch.iter().map(|a| a.message_id.clone()));
+        Box::pin(async { Ok(()) })
+    }
+}
+
+impl Ids {
+    fn len(&self) -> usize {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .len()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recreated_stream_s_messages_get_ids_of_their_own() {
+    let db = support::PgScratch::create("contract_nats_ids").await;
+    support::exec(
+        &db.pool,
+        "CREATE SCHEMA tenant_a; CREATE TABLE tenant_a.events (id int8 NOT NULL)",
+    )
+    .await;
+    let guard = Guard::<Postgres>::builder()
+        .contract::<Event>()
+        .tenants(Tenants::schemas_like("tenant_%"))
+        .start(&db.pool)
+        .await
+        .expect("guard");
+    let jetstream = jetstream().await;
+    let tenants = vec!["tenant_a".to_owned()];
+    let scratch = NatsScratch::declare(
+        &jetstream,
+        "contract_nats_ids",
+        &tenants,
+        Duration::from_secs(5),
+    )
+    .await;
+    let topology = scratch.topology.clone();
+    let ids = Arc::new(Ids::default());
+
+    for round in 1..=2 {
+        if round == 2 {
+            // Deleted and created again: the sequence starts at 1 again.
+            topology
+                .delete(&jetstream)
+                .await
+                .expect("delete the streams");
+            topology
+                .declare(&jetstream, &tenants)
+                .await
+                .expect("declare the streams again");
+        }
+        for n in 1..=2 {
+            // No id header: the consumer names the message itself.
+            jetstream
+                .publish(
+                    topology.subject("tenant_a"),
+                    format!("{{\"n\": {n}}}").into(),
+                )
+                .await
+                .expect("publish")
+                .await
+                .expect("publish ack");
+        }
+        let consumer = Consumer::new(
+            Arc::new(guard.clone()),
+            topology.clone(),
+            PayloadContract::<serde_json::Value>::named("value"),
+            ids.clone(),
+            Arc::new(DeadLetters::new(&jetstream, topology.clone())),
+        );
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let run = {
+            let jetstream = jetstream.clone();
+            tokio::spawn(async move { consumer.run(&jetstream, "tenant_a", stopped).await })
+        };
+        for _ in 0..100 {
+            if ids.len() >= 2 * round {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        stop.send(true).expect("stop");
+        run.await.expect("join").expect("consumer");
+    }
+    let mut seen = ids
+        .0
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .clone();
+    assert_eq!(seen.len(), 4, "{seen:?}");
+    seen.sort();
+    seen.dedup();
+    assert_eq!(
+        seen.len(),
+        4,
+        "a message took the id of an earlier one: {seen:?}"
+    );
+    drop(scratch);
+    drop(guard);
+    db.drop_db().await;
+}
