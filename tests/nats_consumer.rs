@@ -1,6 +1,7 @@
-//! The NATS consumer's message ids: a work stream deleted and created again starts its
-//! sequence at 1 again, and a message published without an id must not take the id of
-//! a message written before.
+//! The NATS consumer's message ids and dead letters: a work stream deleted and created
+//! again starts its sequence at 1 again, and a message published without an id must not
+//! take the id of a message written before; a poison message close to the server's
+//! `max_payload` is still dead-lettered (its own headers left out).
 
 use crate::support;
 
@@ -10,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use broker::{NatsScratch, jetstream};
-use contract_sqlx::broker::nats::{Consumer, DeadLetters};
+use contract_sqlx::broker::nats::{self, Consumer, DeadLetters};
 use contract_sqlx::broker::{Accepted, Handler, HandlerError};
 use contract_sqlx::payload::PayloadContract;
 use contract_sqlx::{Contract, Guard, Tenants};
@@ -135,6 +136,75 @@ async fn a_recreated_stream_s_messages_get_ids_of_their_own() {
         4,
         "a message took the id of an earlier one: {seen:?}"
     );
+    drop(scratch);
+    drop(guard);
+    db.drop_db().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_poison_message_close_to_max_payload_is_still_dead_lettered() {
+    let db = support::PgScratch::create("contract_nats_big").await;
+    support::exec(
+        &db.pool,
+        "CREATE SCHEMA tenant_a; CREATE TABLE tenant_a.events (id int8 NOT NULL)",
+    )
+    .await;
+    let guard = Guard::<Postgres>::builder()
+        .contract::<Event>()
+        .tenants(Tenants::schemas_like("tenant_%"))
+        .start(&db.pool)
+        .await
+        .expect("guard");
+    let jetstream = jetstream().await;
+    let tenants = vec!["tenant_a".to_owned()];
+    let scratch = NatsScratch::declare(
+        &jetstream,
+        "contract_nats_big",
+        &tenants,
+        Duration::from_secs(5),
+    )
+    .await;
+    let topology = scratch.topology.clone();
+    let max_payload = jetstream.client().max_payload();
+    // Not JSON, 700 bytes under the limit, with a header of its own: published as is, but
+    // with the dead-letter headers added it would not fit.
+    let raw = "x".repeat(max_payload - 700);
+    let mut own = nats::async_nats::HeaderMap::new();
+    own.insert("x-origin", "y".repeat(600).as_str());
+    jetstream
+        .publish_with_headers(topology.subject("tenant_a"), own, raw.clone().into())
+        .await
+        .expect("publish")
+        .await
+        .expect("publish ack");
+    let consumer = Consumer::new(
+        Arc::new(guard.clone()),
+        topology.clone(),
+        PayloadContract::<serde_json::Value>::named("value"),
+        Arc::new(Ids::default()),
+        Arc::new(DeadLetters::new(&jetstream, topology.clone())),
+    );
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let run = {
+        let jetstream = jetstream.clone();
+        tokio::spawn(async move { consumer.run(&jetstream, "tenant_a", stopped).await })
+    };
+    let mut letters = Vec::new();
+    for _ in 0..60 {
+        letters = nats::dead_letters(&jetstream, &topology, "tenant_a")
+            .await
+            .expect("dead letters")
+            .0;
+        if !letters.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    stop.send(true).expect("stop");
+    run.await.expect("join").expect("consumer");
+    assert_eq!(letters.len(), 1, "the poison was not dead-lettered");
+    assert_eq!(letters[0].payload.len(), raw.len());
+    assert_eq!(letters[0].reason, "invalid_json");
     drop(scratch);
     drop(guard);
     db.drop_db().await;

@@ -42,13 +42,47 @@ fn one_line(value: &str) -> String {
     value.replace(['\r', '\n'], " ")
 }
 
-/// The headers of a dead-lettered record, each on one line.
-fn headers(record: &QuarantineRecord) -> HeaderMap {
+/// The bytes a header line takes in a NATS message (`name: value\r\n`), and the fixed
+/// part of a header block (`NATS/1.0\r\n` … `\r\n`).
+const HEADER_LINE_OVERHEAD: usize = 4;
+const HEADER_BLOCK_OVERHEAD: usize = 12;
+
+/// The headers of a dead-lettered record, each on one line, within `room` bytes: a
+/// message's payload and headers together may not exceed the server's `max_payload` (the
+/// client refuses the publish, and the tenant's batch would come back for ever). When
+/// they do not fit, the message's own headers are left out (all but its `Nats-Msg-Id`,
+/// which keeps a second copy out of the dead-letter stream); `None` when even that does
+/// not fit.
+fn headers(record: &QuarantineRecord, room: usize) -> Option<HeaderMap> {
+    let lines = dead_letter_headers(record);
+    let size = |lines: &[(&str, std::borrow::Cow<'_, str>)]| -> usize {
+        HEADER_BLOCK_OVERHEAD
+            + lines
+                .iter()
+                .map(|(n, v)| n.len() + v.len() + HEADER_LINE_OVERHEAD)
+                .sum::<usize>()
+    };
+    let lines = if size(&lines) <= room {
+        lines
+    } else {
+        let ours: Vec<_> = lines
+            .into_iter()
+            .filter(|(name, _)| {
+                *name == NATS_MSG_ID
+                    || !record.headers.contains_key(*name)
+                    || name.starts_with("x-contract-")
+            })
+            .collect();
+        if size(&ours) > room {
+            return None;
+        }
+        ours
+    };
     let mut map = HeaderMap::new();
-    for (name, value) in dead_letter_headers(record) {
+    for (name, value) in lines {
         map.insert(name, one_line(&value).as_str());
     }
-    map
+    Some(map)
 }
 
 impl QuarantineSink for DeadLetters {
@@ -57,11 +91,25 @@ impl QuarantineSink for DeadLetters {
             let fail =
                 |e: Box<dyn std::error::Error + Send + Sync>| SinkError::write(self, records, e);
             let mut acks = Vec::with_capacity(records.len());
+            let max_payload = self.jetstream.client().max_payload();
             for record in records {
                 let subject = self.topology.dead_letter_subject(&record.tenant);
+                let room = max_payload.saturating_sub(record.raw.len());
+                let Some(headers) = headers(record, room) else {
+                    return Err(fail(
+                        format!(
+                            "message {} of {} bytes leaves no room under the server's max_payload \
+                             ({max_payload} bytes) for its dead-letter headers: raise the server's \
+                             max_payload",
+                            record.message_id,
+                            record.raw.len()
+                        )
+                        .into(),
+                    ));
+                };
                 let ack = self
                     .jetstream
-                    .publish_with_headers(subject, headers(record), record.raw.clone().into())
+                    .publish_with_headers(subject, headers, record.raw.clone().into())
                     .await
                     .map_err(|e| fail(e.into()))?;
                 acks.push(ack);
