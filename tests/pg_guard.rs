@@ -400,6 +400,60 @@ async fn ddl_by_a_role_that_is_no_superuser_still_works_under_the_trigger() {
     role.drop_now().await;
 }
 
+/// The trigger's functions run as their owner, the installer: nothing another role put in
+/// their way may run with them. A version table created beforehand by another role (which
+/// could carry a trigger of its own) makes the install fail, and leaves no trigger.
+#[tokio::test]
+async fn the_trigger_is_not_installed_over_a_version_table_another_role_owns() {
+    let role = PgRole {
+        name: support::unique_name("contract_squatter"),
+        armed: true,
+    };
+    let scratch = PgScratch::create("contract_guard_squat").await;
+    exec(
+        &scratch.pool,
+        format!(
+            "CREATE ROLE \"{r}\" NOLOGIN; GRANT CREATE ON SCHEMA public TO \"{r}\"",
+            r = role.name
+        ),
+    )
+    .await;
+    let mut conn = scratch.pool.acquire().await.expect("connection");
+    exec(&mut *conn, format!("SET ROLE \"{}\"", role.name)).await;
+    exec(
+        &mut *conn,
+        "CREATE TABLE public.contract_schema_version (schema_name text PRIMARY KEY, \
+         version int8 NOT NULL, changed_at timestamptz NOT NULL)",
+    )
+    .await;
+    exec(&mut *conn, "RESET ROLE").await;
+    drop(conn);
+
+    let error = install_ddl_trigger(&scratch.pool)
+        .await
+        .expect_err("the install must refuse a table another role owns");
+    let mut chain = error.to_string();
+    let mut source = std::error::Error::source(&error);
+    while let Some(cause) = source {
+        chain = format!("{chain}: {cause}");
+        source = cause.source();
+    }
+    assert!(
+        chain.contains("must belong to the installing role"),
+        "{chain}"
+    );
+    assert!(chain.contains("belongs to another role"), "{chain}");
+    let triggers: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM pg_event_trigger WHERE evtname LIKE 'contract\\_%'",
+    )
+    .fetch_one(&scratch.pool)
+    .await
+    .expect("count");
+    assert_eq!(triggers, 0, "nothing of the failed install is left");
+    scratch.drop_db().await;
+    role.drop_now().await;
+}
+
 #[tokio::test]
 async fn failed_remediation_is_retried_with_backoff_until_it_succeeds() {
     let scratch = PgScratch::create("contract_guard_retry").await;

@@ -733,6 +733,33 @@ async fn changes_the_trigger_cannot_pin_on_a_schema_make_the_sweep_fall_back() {
     .await;
     let sweep = guard.revalidate().await.expect("sweep");
     assert_eq!(sweep.signal, ChangeSignal::CatalogSignature, "{sweep:?}");
+    settle_after_fallback(&guard).await;
+
+    // Grants change no introspected row: no fallback for them.
+    exec(
+        pool,
+        "ALTER DEFAULT PRIVILEGES GRANT SELECT ON TABLES TO PUBLIC",
+    )
+    .await;
+    let sweep = guard.revalidate().await.expect("sweep");
+    assert_eq!(sweep.signal, ChangeSignal::SchemaVersion, "{sweep:?}");
+
+    // A session with `standard_conforming_strings = off` still has its SET SCHEMA seen
+    // (the trigger's function pins the setting it was written under).
+    // A new connection: PL/pgSQL keeps a function's parsed statements per session.
+    let mut old_style = <sqlx::PgConnection as sqlx::Connection>::connect(&scratch.url)
+        .await
+        .expect("connection");
+    exec(
+        &mut old_style,
+        "SET standard_conforming_strings = off; CREATE SCHEMA tenant_2_old; \
+         ALTER TABLE tenant_2.events SET SCHEMA tenant_2_old",
+    )
+    .await;
+    drop(old_style);
+    let sweep = guard.revalidate().await.expect("sweep");
+    assert_eq!(sweep.signal, ChangeSignal::CatalogSignature, "{sweep:?}");
+    assert!(!guard.gate("tenant_2").is_open());
     listener.unlisten_all().await.expect("unlisten");
     drop(listener);
     scratch.drop_db().await;

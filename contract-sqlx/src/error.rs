@@ -254,6 +254,8 @@ pub(crate) mod hint {
     /// Anything else: only the connection is in doubt (installing the DDL trigger).
     #[cfg(feature = "postgres")]
     pub(crate) const SERVER: &str = "check that the server is up and reachable";
+    /// Installing the DDL trigger over objects another role created.
+    pub(crate) const TRIGGER_OWNERSHIP: &str = "the trigger's objects must belong to the installing role: drop the ones the cause names, then install again";
 }
 
 impl Error {

@@ -18,6 +18,9 @@ pub const DDL_CHANNEL: &str = "contract_schema_change";
 /// SQLSTATE `insufficient_privilege`.
 const INSUFFICIENT_PRIVILEGE: &str = "42501";
 
+/// SQLSTATE `raise_exception`: the install's own ownership check.
+const RAISE_EXCEPTION: &str = "P0001";
+
 /// [`UNPINNED_CHANGE`] as a literal, for the trigger's body.
 macro_rules! unpinned_change {
     () => {
@@ -37,9 +40,11 @@ pub const UNPINNED_CHANGE: &str = unpinned_change!();
 /// The body of `public.contract_ddl_notify()`, the `ddl_command_end` trigger's function:
 /// one version bump and one `NOTIFY` per schema a DDL command touched, and one for
 /// [`UNPINNED_CHANGE`] when the command moved an object between schemas or touched one
-/// that is in none. `SET SCHEMA` is recognised in the statement the client sent
-/// (`current_query()`): a mention of it elsewhere there only costs a sweep on the
-/// signatures; a `SET SCHEMA` run by a function the statement calls is not seen.
+/// that is in none (but grants: `GRANT`, `REVOKE` and `ALTER DEFAULT PRIVILEGES` change no
+/// introspected row). `SET SCHEMA` is recognised, for `ALTER` commands only, in the
+/// statement the client sent (`current_query()`): a mention of it elsewhere there only costs
+/// a sweep on the signatures; a `SET SCHEMA` run by a function the statement calls is not
+/// seen.
 macro_rules! ddl_notify_body {
     () => {
         concat!(
@@ -50,16 +55,17 @@ BEGIN
         SELECT DISTINCT s.schema_name FROM (
             SELECT COALESCE(c.schema_name,
                             CASE WHEN c.object_type = 'schema' THEN trim(both '"' from c.object_identity) END,
-                            '"#,
+                            CASE WHEN c.command_tag NOT IN ('GRANT', 'REVOKE', 'ALTER DEFAULT PRIVILEGES') THEN '"#,
             unpinned_change!(),
-            r#"') AS schema_name
+            r#"' END) AS schema_name
             FROM pg_event_trigger_ddl_commands() AS c
             UNION ALL
             SELECT '"#,
             unpinned_change!(),
             r#"'
-            WHERE current_query() ~* '\mset\s+schema\M') AS s
-        WHERE s.schema_name NOT LIKE 'pg\_temp%' AND s.schema_name NOT LIKE 'pg\_toast%'
+            WHERE CASE WHEN EXISTS (SELECT FROM pg_event_trigger_ddl_commands() AS a WHERE a.command_tag LIKE 'ALTER %')
+                       THEN current_query() ~* '\mset\s+schema\M' ELSE false END) AS s
+        WHERE s.schema_name IS NOT NULL AND s.schema_name NOT LIKE 'pg\_temp%' AND s.schema_name NOT LIKE 'pg\_toast%'
     LOOP
         INSERT INTO public.contract_schema_version AS v (schema_name, version, changed_at)
         VALUES (r.schema_name, 1, now())
@@ -95,10 +101,14 @@ END "#
 
 /// The version table, the two trigger functions and the two event triggers. The triggers
 /// fire for every role's DDL, so their functions run as their owner (`SECURITY DEFINER`,
-/// with a pinned `search_path`): run as the role that issues the DDL, the version bump
-/// failed for any role that may not write the table, and took the DDL down with it. Every
-/// role may read the versions (`GRANT SELECT … TO PUBLIC`: schema names and counters, as
-/// public as `pg_namespace`), so a guard that is not a superuser can use them.
+/// with a pinned `search_path` and `standard_conforming_strings`): run as the role that
+/// issues the DDL, the version bump failed for any role that may not write the table, and
+/// took the DDL down with it. Every role may read the versions (`GRANT SELECT … TO PUBLIC`:
+/// schema names and counters, as public as `pg_namespace`), so a guard that is not a
+/// superuser can use them. Running as the owner, they must not run anything another role
+/// put there: the install fails unless the installing role owns the table and both
+/// functions (a table or function created beforehand by another role, with a trigger, a
+/// rule, a default or an index expression of its own, would run as the installer).
 // language=SQL
 const INSTALL: &str = concat!(
     r#"
@@ -107,15 +117,28 @@ CREATE TABLE IF NOT EXISTS public.contract_schema_version (
     version int8 NOT NULL,
     changed_at timestamptz NOT NULL
 );
+REVOKE ALL ON public.contract_schema_version FROM PUBLIC;
 GRANT SELECT ON public.contract_schema_version TO PUBLIC;
 CREATE OR REPLACE FUNCTION public.contract_ddl_notify() RETURNS event_trigger
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$"#,
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+SET standard_conforming_strings = on AS $$"#,
     ddl_notify_body!(),
     r#"$$;
 CREATE OR REPLACE FUNCTION public.contract_drop_notify() RETURNS event_trigger
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$"#,
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+SET standard_conforming_strings = on AS $$"#,
     drop_notify_body!(),
     r#"$$;
+DO $$
+BEGIN
+    IF EXISTS (SELECT FROM pg_class WHERE oid = 'public.contract_schema_version'::regclass
+               AND relowner <> current_user::regrole)
+       OR EXISTS (SELECT FROM pg_proc
+                  WHERE oid IN ('public.contract_ddl_notify()'::regprocedure, 'public.contract_drop_notify()'::regprocedure)
+                  AND proowner <> current_user::regrole) THEN
+        RAISE EXCEPTION 'public.contract_schema_version, public.contract_ddl_notify() or public.contract_drop_notify() belongs to another role than %, and would run as %: drop them and install again', current_user, current_user;
+    END IF;
+END $$;
 DROP EVENT TRIGGER IF EXISTS contract_ddl_notify;
 CREATE EVENT TRIGGER contract_ddl_notify ON ddl_command_end EXECUTE FUNCTION public.contract_ddl_notify();
 DROP EVENT TRIGGER IF EXISTS contract_drop_notify;
@@ -125,9 +148,9 @@ CREATE EVENT TRIGGER contract_drop_notify ON sql_drop EXECUTE FUNCTION public.co
 
 /// One row when both event triggers exist, are enabled (`O`rigin or `A`lways: `R`eplica and
 /// `D`isabled triggers do not fire in ordinary sessions), fire for every command tag, run
-/// this library's function bodies (`$1`, `$2`) as their owner (an install from before
-/// `SECURITY DEFINER` is not trusted: it is stale, re-run [`install_ddl_trigger`]) and the
-/// version table exists: a token of
+/// this library's function bodies (`$1`, `$2`) as their owner, the version table's owner
+/// (an install from before `SECURITY DEFINER` is not trusted: it is stale, re-run
+/// [`install_ddl_trigger`]) and the version table exists: a token of
 /// their identities and row versions. Disabling and enabling a trigger, re-creating it,
 /// replacing a function or re-creating or truncating the table gives another token, so
 /// versions seen under one token say nothing under another.
@@ -139,7 +162,7 @@ FROM pg_event_trigger e
 JOIN pg_proc p ON p.oid = e.evtfoid
 JOIN pg_namespace pn ON pn.oid = p.pronamespace AND pn.nspname = 'public'
 JOIN pg_class v ON v.oid = to_regclass('public.contract_schema_version')
-WHERE e.evtenabled IN ('O', 'A') AND e.evttags IS NULL AND p.prosecdef
+WHERE e.evtenabled IN ('O', 'A') AND e.evttags IS NULL AND p.prosecdef AND p.proowner = v.relowner
   AND ((e.evtname, e.evtevent, p.proname) = ('contract_ddl_notify', 'ddl_command_end', 'contract_ddl_notify') AND p.prosrc = $1
     OR (e.evtname, e.evtevent, p.proname) = ('contract_drop_notify', 'sql_drop', 'contract_drop_notify') AND p.prosrc = $2)
 HAVING count(*) = 2
@@ -215,11 +238,23 @@ pub async fn install_ddl_trigger(pool: &PgPool) -> Result<()> {
                 source: e,
             })
         }
-        Err(e) => Err(Error::db_hint(
-            "installing the DDL event trigger",
-            hint::SERVER,
-            None,
-        )(e)),
+        Err(e) => {
+            // The install's own check (`RAISE`, SQLSTATE P0001): objects of another role.
+            let raised = e
+                .as_database_error()
+                .and_then(|d| d.code())
+                .is_some_and(|c| c == RAISE_EXCEPTION);
+            let hint = if raised {
+                hint::TRIGGER_OWNERSHIP
+            } else {
+                hint::SERVER
+            };
+            Err(Error::db_hint(
+                "installing the DDL event trigger",
+                hint,
+                None,
+            )(e))
+        }
     }
 }
 
