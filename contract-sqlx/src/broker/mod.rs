@@ -175,20 +175,30 @@ impl DeadLetter {
     }
 }
 
-/// The most bytes (names and values) of a record's own headers a dead letter carries: the
-/// rest are left out. A header frame above RabbitMQ's `frame_max` (131,072 bytes by
-/// default) closes the whole connection, every tenant's consumer with it, and a poison
-/// message redelivered after the restart would close it again.
+/// The most bytes of a record's own headers a dead letter carries (names, values and 6
+/// bytes of encoding each): the rest are left out. A header frame above RabbitMQ's
+/// `frame_max` (131,072 bytes by default) closes the whole connection, every tenant's
+/// consumer with it, and a poison message redelivered after the restart would close it
+/// again. The headers the consumers add themselves (`x-contract-*`, the NATS dedup key
+/// `Nats-Msg-Id`) are not counted: they are never left out.
 pub(crate) const MAX_COPIED_HEADER_BYTES: usize = 16 * 1024;
 
 /// The most characters of one of the `x-contract-*` texts a dead letter carries (a
 /// [`Rejection`](crate::payload::Rejection)'s are shorter; a record's fields are public).
+/// Not the message id: it is the dead letter's identity, and cutting it could make two
+/// messages one.
 pub(crate) const MAX_HEADER_TEXT_CHARS: usize = 4 * 1024;
 
+/// Whether a header is one the consumers set themselves.
+fn is_ours(name: &str) -> bool {
+    name.starts_with("x-contract-") || name.eq_ignore_ascii_case("Nats-Msg-Id")
+}
+
 /// The headers a dead-lettered record is published with, in order: the record's own
-/// headers (up to [`MAX_COPIED_HEADER_BYTES`], in name order), then the `x-contract-*` ones
-/// above (a broker's header map keeps the last value of a name, so ours win), each text at
-/// most [`MAX_HEADER_TEXT_CHARS`] characters. Every broker's dead-letter sink writes these.
+/// headers (up to [`MAX_COPIED_HEADER_BYTES`], in name order, then the ones the consumers
+/// set), then the `x-contract-*` ones above (a broker's header map keeps the last value of
+/// a name, so ours win), each text but the message id at most [`MAX_HEADER_TEXT_CHARS`]
+/// characters. Every broker's dead-letter sink writes these.
 pub(crate) fn dead_letter_headers(record: &QuarantineRecord) -> Vec<(&str, Cow<'_, str>)> {
     fn capped(text: &str) -> Cow<'_, str> {
         match text.char_indices().nth(MAX_HEADER_TEXT_CHARS) {
@@ -198,12 +208,15 @@ pub(crate) fn dead_letter_headers(record: &QuarantineRecord) -> Vec<(&str, Cow<'
     }
     let mut budget = MAX_COPIED_HEADER_BYTES;
     let mut headers: Vec<(&str, Cow<'_, str>)> = Vec::with_capacity(record.headers.len() + 8);
-    for (name, value) in &record.headers {
-        let Some(left) = budget.checked_sub(name.len() + value.len()) else {
+    for (name, value) in record.headers.iter().filter(|(name, _)| !is_ours(name)) {
+        let Some(left) = budget.checked_sub(name.len() + value.len() + 6) else {
             continue;
         };
         budget = left;
         headers.push((name.as_str(), Cow::Borrowed(value.as_str())));
+    }
+    for (name, value) in record.headers.iter().filter(|(name, _)| is_ours(name)) {
+        headers.push((name.as_str(), capped(value)));
     }
     headers.extend([
         (REASON, Cow::Borrowed(record.reason.as_str())),
@@ -216,7 +229,7 @@ pub(crate) fn dead_letter_headers(record: &QuarantineRecord) -> Vec<(&str, Cow<'
         (CONTRACT, capped(&record.contract)),
         (TENANT, Cow::Borrowed(record.tenant.as_str())),
         (SOURCE, capped(&record.source)),
-        (MESSAGE_ID, capped(&record.message_id)),
+        (MESSAGE_ID, Cow::Borrowed(record.message_id.as_str())),
     ]);
     headers
 }
@@ -294,7 +307,8 @@ impl<DB: crate::control::ControlStore> TenantGate for crate::Guard<DB> {
 #[cfg(test)]
 mod tests {
     use super::{
-        ERROR, MAX_COPIED_HEADER_BYTES, MAX_HEADER_TEXT_CHARS, REASON, dead_letter_headers,
+        ERROR, MAX_COPIED_HEADER_BYTES, MAX_HEADER_TEXT_CHARS, MESSAGE_ID, REASON,
+        dead_letter_headers,
     };
     use crate::payload::PayloadContract;
     use crate::quarantine::QuarantineRecord;
@@ -310,6 +324,15 @@ mod tests {
             .with_header("b-huge", "x".repeat(140_000))
             .with_header("c-small", "kept too");
         record.error = "e".repeat(100_000);
+        record.message_id = "m".repeat(10_000);
+        // Small headers sorted before ours fill the budget to the last bytes; ours must not
+        // lose to it.
+        for i in 0..2_000 {
+            record = record.with_header(format!("d-{i:04}"), "12345678");
+        }
+        record = record
+            .with_header("x-contract-original-routing-key", "jobs.t1")
+            .with_header("Nats-Msg-Id", "dead-letter:s:1@abc");
         let headers = dead_letter_headers(&record);
         let total: usize = headers.iter().map(|(n, v)| n.len() + v.len()).sum();
         assert!(
@@ -319,12 +342,27 @@ mod tests {
         let names: Vec<&str> = headers.iter().map(|(n, _)| *n).collect();
         assert!(
             names.contains(&"a-small") && names.contains(&"c-small"),
-            "{names:?}"
+            "{} names",
+            names.len()
         );
-        assert!(!names.contains(&"b-huge"), "{names:?}");
+        assert!(!names.contains(&"b-huge"), "{} names", names.len());
         assert!(
             names.contains(&REASON) && names.contains(&ERROR),
-            "{names:?}"
+            "{} names",
+            names.len()
         );
+        assert!(
+            names.contains(&"x-contract-original-routing-key") && names.contains(&"Nats-Msg-Id"),
+            "the consumers' own headers are never left out: {:?}",
+            names
+                .iter()
+                .filter(|n| !n.starts_with("d-"))
+                .collect::<Vec<_>>()
+        );
+        let id = headers
+            .iter()
+            .find(|(n, _)| *n == MESSAGE_ID)
+            .map(|(_, v)| v.len());
+        assert_eq!(id, Some(10_000), "the message id is never cut");
     }
 }

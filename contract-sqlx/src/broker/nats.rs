@@ -398,7 +398,7 @@ where
         let mut accepted = Vec::with_capacity(batch.len());
         let mut poison = Vec::new();
         for message in batch {
-            let position = message.info().ok().map(|i| position(&i));
+            let position = position(message);
             let id = message_id(message, &self.topology.stream(), position.as_deref());
             match self.contract.check(&message.payload) {
                 Ok(value) => accepted.push(Accepted {
@@ -469,14 +469,30 @@ fn header(headers: Option<&HeaderMap>, name: &str) -> Option<String> {
         .filter(|v| !v.is_empty())
 }
 
-/// Where a message is in its stream: `<stream sequence>@<digest of its publish time>`.
-/// The sequence alone starts again at 1 in a stream deleted and created again: new
-/// messages then carried the ids of messages already written (an idempotent handler
-/// skipped them), and their dead letters the dedup key of earlier ones (the dead-letter
-/// stream dropped them within its duplicate window).
-fn position(info: &async_nats::jetstream::message::Info<'_>) -> String {
-    let when = contract_core::digest_hex(info.published.to_string().as_bytes());
-    format!("{}@{}", info.stream_sequence, &when[..12])
+/// Where a message is in its stream: `<stream sequence>@<publish time in nanoseconds>`,
+/// both from the `$JS.ACK` reply subject, the same on every redelivery. The sequence alone
+/// starts again at 1 in a stream deleted and created again: new messages then carried the
+/// ids of messages already written (an idempotent handler skipped them), and their dead
+/// letters the dedup key of earlier ones (the dead-letter stream dropped them within its
+/// duplicate window). The time is the subject's own token, not async-nats' parsed date,
+/// whose type (and text) depends on the build's features.
+fn position(message: &Message) -> Option<String> {
+    let sequence = message.info().ok()?.stream_sequence;
+    let published = published_token(message.reply.as_ref()?.as_str())?;
+    Some(format!("{sequence}@{published}"))
+}
+
+/// The publish-time token of a `$JS.ACK` reply subject: the 6th token after the prefix in
+/// the original 7-token form, the 8th in the form with the domain and account hash
+/// (ADR-15).
+fn published_token(reply: &str) -> Option<&str> {
+    let tokens: Vec<&str> = reply.strip_prefix("$JS.ACK.")?.split('.').collect();
+    let token = match tokens.len() {
+        7 => tokens[5],
+        n if n >= 9 => tokens[7],
+        _ => return None,
+    };
+    token.bytes().all(|b| b.is_ascii_digit()).then_some(token)
 }
 
 /// The message id: the [`MESSAGE_ID`] header (a replayed dead letter keeps its id there),
@@ -563,5 +579,21 @@ mod tests {
         assert_eq!(topology.subject("t1"), "jobs.t1");
         assert_eq!(topology.dead_letter_subject("t1"), "jobs.dead-letter.t1");
         assert_eq!(topology.dead_letter_stream(), "jobs_dead_letter");
+    }
+
+    #[test]
+    fn the_publish_time_is_read_from_both_forms_of_the_ack_subject() {
+        // stream, consumer, delivered, stream seq, consumer seq, time, pending
+        assert_eq!(
+            published_token("$JS.ACK.jobs.t1.1.42.7.1764684000123456789.0"),
+            Some("1764684000123456789")
+        );
+        // domain, account hash, then the same, then a random token
+        assert_eq!(
+            published_token("$JS.ACK._.ACCHASH.jobs.t1.1.42.7.1764684000123456789.0.r4nd"),
+            Some("1764684000123456789")
+        );
+        assert_eq!(published_token("$JS.ACK.jobs.t1.1.42"), None);
+        assert_eq!(published_token("_INBOX.abc"), None);
     }
 }

@@ -11,7 +11,9 @@ use futures_util::future::BoxFuture;
 use serde::de::DeserializeOwned;
 
 use super::{NATS_MSG_ID, Topology, header, nats, texts};
-use crate::broker::{BrokerError, BrokerReplay, DeadLetter, dead_letter_headers};
+use crate::broker::{
+    BrokerError, BrokerReplay, DeadLetter, MESSAGE_ID, REASON, TENANT, dead_letter_headers,
+};
 use crate::payload::PayloadContract;
 use crate::quarantine::{QuarantineRecord, QuarantineSink, SinkError};
 
@@ -49,12 +51,11 @@ const HEADER_BLOCK_OVERHEAD: usize = 12;
 
 /// The headers of a dead-lettered record, each on one line, within `room` bytes: a
 /// message's payload and headers together may not exceed the server's `max_payload` (the
-/// client refuses the publish, and the tenant's batch would come back for ever). When
-/// they do not fit, the message's own headers are left out (all but its `Nats-Msg-Id`,
-/// which keeps a second copy out of the dead-letter stream); `None` when even that does
-/// not fit.
+/// client refuses the publish, and the tenant's batch would come back for ever). When they
+/// do not fit, the message's own headers are left out; then all but the ones a dead letter
+/// cannot do without (its reason, tenant and id, and the `Nats-Msg-Id` that keeps a second
+/// copy out of the dead-letter stream); `None` when even those do not fit.
 fn headers(record: &QuarantineRecord, room: usize) -> Option<HeaderMap> {
-    let lines = dead_letter_headers(record);
     let size = |lines: &[(&str, std::borrow::Cow<'_, str>)]| -> usize {
         HEADER_BLOCK_OVERHEAD
             + lines
@@ -62,22 +63,17 @@ fn headers(record: &QuarantineRecord, room: usize) -> Option<HeaderMap> {
                 .map(|(n, v)| n.len() + v.len() + HEADER_LINE_OVERHEAD)
                 .sum::<usize>()
     };
-    let lines = if size(&lines) <= room {
-        lines
-    } else {
-        let ours: Vec<_> = lines
-            .into_iter()
-            .filter(|(name, _)| {
-                *name == NATS_MSG_ID
-                    || !record.headers.contains_key(*name)
-                    || name.starts_with("x-contract-")
-            })
-            .collect();
-        if size(&ours) > room {
-            return None;
-        }
-        ours
-    };
+    let essential = [NATS_MSG_ID, REASON, TENANT, MESSAGE_ID];
+    let all = dead_letter_headers(record);
+    let levels: [&dyn Fn(&str) -> bool; 3] = [
+        &|_| true,
+        &|name| name == NATS_MSG_ID || name.starts_with("x-contract-"),
+        &|name| essential.contains(&name),
+    ];
+    let lines = levels.iter().find_map(|keep| {
+        let lines: Vec<_> = all.iter().filter(|(name, _)| keep(name)).cloned().collect();
+        (size(&lines) <= room).then_some(lines)
+    })?;
     let mut map = HeaderMap::new();
     for (name, value) in lines {
         map.insert(name, one_line(&value).as_str());
