@@ -1,12 +1,14 @@
 //! The NATS consumer's message ids and dead letters: a work stream deleted and created
 //! again starts its sequence at 1 again, and a message published without an id must not
 //! take the id of a message written before; a poison message close to the server's
-//! `max_payload` is still dead-lettered (its own headers left out).
+//! `max_payload` is still dead-lettered (its own headers left out); a batch whose handler
+//! fails and is retried dead-letters its poison once.
 
 use crate::support;
 
 use crate::broker;
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -14,6 +16,7 @@ use broker::{NatsScratch, jetstream};
 use contract_sqlx::broker::nats::{self, Consumer, DeadLetters};
 use contract_sqlx::broker::{Accepted, Handler, HandlerError};
 use contract_sqlx::payload::PayloadContract;
+use contract_sqlx::quarantine::{QuarantineRecord, QuarantineSink, SinkError};
 use contract_sqlx::{Contract, Guard, Tenants};
 use sqlx::Postgres;
 
@@ -221,6 +224,135 @@ async fn a_poison_message_close_to_max_payload_is_still_dead_lettered() {
             .iter()
             .all(|l| l.reason == "invalid_json" && l.tenant == "tenant_a")
     );
+    drop(scratch);
+    drop(guard);
+    db.drop_db().await;
+}
+
+/// The dead-letter sink, counting the records it is asked to store.
+struct Counting {
+    inner: DeadLetters,
+    records: AtomicU64,
+}
+
+impl QuarantineSink for Counting {
+    fn put<'a>(
+        &'a self,
+        records: &'a [QuarantineRecord],
+    ) -> futures_util::future::BoxFuture<'a, Result<u64, SinkError>> {
+        self.records
+            .fetch_add(records.len() as u64, Ordering::SeqCst);
+        self.inner.put(records)
+    }
+
+    fn describe(&self) -> String {
+        self.inner.describe()
+    }
+}
+
+/// Fails its first `failures` batches, then counts the messages it was handed.
+struct FailingFirst {
+    failures: u64,
+    calls: AtomicU64,
+    handled: AtomicU64,
+}
+
+impl Handler<serde_json::Value> for FailingFirst {
+    fn handle<'a>(
+        &'a self,
+        _tenant: &'a str,
+        batch: &'a [Accepted<serde_json::Value>],
+    ) -> futures_util::future::BoxFuture<'a, Result<(), HandlerError>> {
+        if self.calls.fetch_add(1, Ordering::SeqCst) < self.failures {
+            return Box::pin(async { Err("the database is down (test)".into()) });
+        }
+        self.handled.fetch_add(batch.len() as u64, Ordering::SeqCst);
+        Box::pin(async { Ok(()) })
+    }
+}
+
+/// The dead-letter stream drops a second copy within its duplicate window, but past it
+/// every retry of a failed batch stored the poison again: the poison is settled before
+/// the handler runs, so it is dead-lettered once whatever the retries.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retried_batch_dead_letters_its_poison_once() {
+    let db = support::PgScratch::create("contract_nats_retry").await;
+    support::exec(
+        &db.pool,
+        "CREATE SCHEMA tenant_a; CREATE TABLE tenant_a.events (id int8 NOT NULL)",
+    )
+    .await;
+    let guard = Guard::<Postgres>::builder()
+        .contract::<Event>()
+        .tenants(Tenants::schemas_like("tenant_%"))
+        .start(&db.pool)
+        .await
+        .expect("guard");
+    let jetstream = jetstream().await;
+    let tenants = vec!["tenant_a".to_owned()];
+    let scratch = NatsScratch::declare(
+        &jetstream,
+        "contract_nats_retry",
+        &tenants,
+        Duration::from_secs(5),
+    )
+    .await;
+    let topology = scratch.topology.clone();
+    for body in [r#"{"n": 1}"#, "not json", r#"{"n": 3}"#] {
+        jetstream
+            .publish(topology.subject("tenant_a"), body.into())
+            .await
+            .expect("publish")
+            .await
+            .expect("publish ack");
+    }
+    let handler = Arc::new(FailingFirst {
+        failures: 3,
+        calls: AtomicU64::new(0),
+        handled: AtomicU64::new(0),
+    });
+    let sink = Arc::new(Counting {
+        inner: DeadLetters::new(&jetstream, topology.clone()),
+        records: AtomicU64::new(0),
+    });
+    let consumer = Consumer::new(
+        Arc::new(guard.clone()),
+        topology.clone(),
+        PayloadContract::<serde_json::Value>::named("value"),
+        handler.clone(),
+        sink.clone(),
+    );
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let run = {
+        let jetstream = jetstream.clone();
+        tokio::spawn(async move { consumer.run(&jetstream, "tenant_a", stopped).await })
+    };
+    for _ in 0..200 {
+        if handler.handled.load(Ordering::SeqCst) >= 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    stop.send(true).expect("stop");
+    run.await.expect("join").expect("consumer");
+    assert_eq!(
+        handler.handled.load(Ordering::SeqCst),
+        2,
+        "both valid messages"
+    );
+    assert!(
+        handler.calls.load(Ordering::SeqCst) > 3,
+        "the handler failed 3 times first"
+    );
+    assert_eq!(
+        sink.records.load(Ordering::SeqCst),
+        1,
+        "the poison was dead-lettered once, whatever the retries"
+    );
+    let (letters, _) = nats::dead_letters(&jetstream, &topology, "tenant_a")
+        .await
+        .expect("dead letters");
+    assert_eq!(letters.len(), 1);
     drop(scratch);
     drop(guard);
     db.drop_db().await;

@@ -372,14 +372,16 @@ where
             }
             if !permit.is_current() {
                 // Paused while the batch arrived: it goes back untouched, once.
-                settle(&batch, AckKind::Nak(None), tenant).await?;
+                settle(batch.iter(), AckKind::Nak(None), tenant).await?;
                 continue;
             }
-            match self.process(tenant, &subject, &batch).await {
-                Ok(()) => settle(&batch, AckKind::Ack, tenant).await?,
+            let (outcome, unsettled) = self.process(tenant, &subject, &batch).await;
+            let unsettled = unsettled.iter().map(|&i| &batch[i]);
+            match outcome {
+                Ok(()) => settle(unsettled, AckKind::Ack, tenant).await?,
                 Err(error) => {
                     tracing::warn!(tenant, subject, %error, "batch not acknowledged; it will be delivered again");
-                    settle(&batch, AckKind::Nak(Some(BACKOFF)), tenant).await?;
+                    settle(unsettled, AckKind::Nak(Some(BACKOFF)), tenant).await?;
                     tokio::time::sleep(BACKOFF).await;
                 }
             }
@@ -387,25 +389,39 @@ where
         Ok(())
     }
 
-    /// Checks a batch, dead-letters the poison (acknowledged by the dead-letter stream),
-    /// hands the rest to the handler.
+    /// Checks a batch, dead-letters the poison (acknowledged by the dead-letter stream) and
+    /// acknowledges it, then hands the rest to the handler; the outcome, and the positions in
+    /// `batch` of the messages left for the caller to settle (all of them until the poison
+    /// is settled, then the accepted ones). The poison is settled before the handler runs:
+    /// a handler that fails gets back only the accepted messages, so a retry does not
+    /// dead-letter the poison again (past the dead-letter stream's duplicate window, every
+    /// retry stored another copy).
     async fn process(
         &self,
         tenant: &str,
         subject: &str,
         batch: &[Message],
-    ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    ) -> (
+        Result<(), Box<dyn std::error::Error + Send + Sync>>,
+        Vec<usize>,
+    ) {
         let mut accepted = Vec::with_capacity(batch.len());
+        let mut accepted_at = Vec::with_capacity(batch.len());
         let mut poison = Vec::new();
-        for message in batch {
+        let mut poison_at = Vec::new();
+        for (at, message) in batch.iter().enumerate() {
             let position = position(message);
             let id = message_id(message, &self.topology.stream(), position.as_deref());
             match self.contract.check(&message.payload) {
-                Ok(value) => accepted.push(Accepted {
-                    message_id: id,
-                    value,
-                }),
+                Ok(value) => {
+                    accepted_at.push(at);
+                    accepted.push(Accepted {
+                        message_id: id,
+                        value,
+                    });
+                }
                 Err(rejection) => {
+                    poison_at.push(at);
                     let mut record = QuarantineRecord::new(
                         tenant,
                         subject,
@@ -431,13 +447,22 @@ where
             }
         }
         if !poison.is_empty() {
-            self.sink.put(&poison).await?;
+            let all = (0..batch.len()).collect();
+            if let Err(error) = self.sink.put(&poison).await {
+                return (Err(error.into()), all);
+            }
+            let settled = settle(poison_at.iter().map(|&i| &batch[i]), AckKind::Ack, tenant);
+            if let Err(error) = settled.await {
+                return (Err(error.into()), all);
+            }
         }
         if !accepted.is_empty() {
-            self.handler.handle(tenant, &accepted).await?;
+            if let Err(error) = self.handler.handle(tenant, &accepted).await {
+                return (Err(error), accepted_at);
+            }
             crate::guard::metrics::record_messages(subject, "accepted", accepted.len() as u64);
         }
-        Ok(())
+        (Ok(()), accepted_at)
     }
 }
 
@@ -544,7 +569,12 @@ async fn pull_batch(
 /// Acknowledges (or naks) every message of a batch. The last ack waits for the server's
 /// confirmation, which the acks sent before it on the same connection precede; a lost
 /// nak only means the message comes back after `ack_wait` instead.
-async fn settle(batch: &[Message], kind: AckKind, tenant: &str) -> Result<(), BrokerError> {
+async fn settle<'a>(
+    batch: impl IntoIterator<Item = &'a Message>,
+    kind: AckKind,
+    tenant: &str,
+) -> Result<(), BrokerError> {
+    let batch: Vec<&Message> = batch.into_iter().collect();
     let Some((last, rest)) = batch.split_last() else {
         return Ok(());
     };
