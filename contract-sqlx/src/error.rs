@@ -255,6 +255,7 @@ pub(crate) mod hint {
     #[cfg(feature = "postgres")]
     pub(crate) const SERVER: &str = "check that the server is up and reachable";
     /// Installing the DDL trigger over objects another role created.
+    #[cfg(feature = "postgres")]
     pub(crate) const TRIGGER_OWNERSHIP: &str = "the trigger's objects must belong to the installing role: drop the ones the cause names, then install again";
 }
 
