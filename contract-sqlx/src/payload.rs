@@ -23,6 +23,7 @@
 //! assert_eq!(rejection.path.as_deref(), Some("items[0].price"));
 //! ```
 
+use std::borrow::Cow;
 use std::fmt::{self, Write as _};
 use std::marker::PhantomData;
 
@@ -323,33 +324,38 @@ fn path_of(path: &serde_path_to_error::Path) -> Option<String> {
     while let Some(rest) = known.strip_suffix('?') {
         known = rest.strip_suffix('.').unwrap_or(rest);
     }
-    (!known.is_empty() && known != ".").then(|| printable(known, MAX_PATH_CHARS))
+    (!known.is_empty() && known != ".").then(|| printable(known, MAX_PATH_CHARS).into_owned())
 }
 
 /// The serde error text, with offending values quoted as JSON (see [`quoted`]), capped at
 /// [`MAX_DETAIL_CHARS`] characters.
 fn detail(error: &serde_json::Error) -> String {
-    printable(&quoted::json_quoted(&error.to_string()), MAX_DETAIL_CHARS)
+    printable(&quoted::json_quoted(&error.to_string()), MAX_DETAIL_CHARS).into_owned()
 }
 
 /// `text` with every control character written as its JSON escape (`\u0000`; serde names
 /// an unknown variant or field, and a map key in a path, as the payload spelt it, and
 /// PostgreSQL's `text` refuses NUL, a NATS header line break), capped at `max_chars`
-/// characters.
-fn printable(text: &str, max_chars: usize) -> String {
-    let mut out = String::with_capacity(text.len().min(max_chars + 16));
-    for (count, c) in text.chars().enumerate() {
-        if count == max_chars {
-            out.push_str("… (truncated)");
-            break;
-        }
+/// characters. Borrowed when there is nothing to change. Also the cap of dead-letter
+/// header texts.
+pub(crate) fn printable(text: &str, max_chars: usize) -> Cow<'_, str> {
+    let long = text.char_indices().nth(max_chars).map(|(cut, _)| cut);
+    if long.is_none() && !text.contains(char::is_control) {
+        return Cow::Borrowed(text);
+    }
+    let kept = &text[..long.unwrap_or(text.len())];
+    let mut out = String::with_capacity(kept.len() + 16);
+    for c in kept.chars() {
         if c.is_control() {
             let _ = write!(out, "\\u{:04x}", u32::from(c));
         } else {
             out.push(c);
         }
     }
-    out
+    if long.is_some() {
+        out.push_str("… (truncated)");
+    }
+    Cow::Owned(out)
 }
 
 #[cfg(test)]

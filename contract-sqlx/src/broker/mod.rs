@@ -190,7 +190,7 @@ pub(crate) const MAX_COPIED_HEADER_BYTES: usize = 16 * 1024;
 pub(crate) const MAX_HEADER_TEXT_CHARS: usize = 4 * 1024;
 
 /// Whether a header is one the consumers set themselves.
-fn is_ours(name: &str) -> bool {
+pub(crate) fn is_ours(name: &str) -> bool {
     name.starts_with("x-contract-") || name.eq_ignore_ascii_case("Nats-Msg-Id")
 }
 
@@ -198,14 +198,9 @@ fn is_ours(name: &str) -> bool {
 /// headers (up to [`MAX_COPIED_HEADER_BYTES`], in name order, then the ones the consumers
 /// set), then the `x-contract-*` ones above (a broker's header map keeps the last value of
 /// a name, so ours win), each text but the message id at most [`MAX_HEADER_TEXT_CHARS`]
-/// characters. Every broker's dead-letter sink writes these.
+/// characters, control characters escaped. Every broker's dead-letter sink writes these.
 pub(crate) fn dead_letter_headers(record: &QuarantineRecord) -> Vec<(&str, Cow<'_, str>)> {
-    fn capped(text: &str) -> Cow<'_, str> {
-        match text.char_indices().nth(MAX_HEADER_TEXT_CHARS) {
-            Some((cut, _)) => Cow::Owned(format!("{}… (truncated)", &text[..cut])),
-            None => Cow::Borrowed(text),
-        }
-    }
+    let capped = |text| crate::payload::printable(text, MAX_HEADER_TEXT_CHARS);
     let mut budget = MAX_COPIED_HEADER_BYTES;
     let mut headers: Vec<(&str, Cow<'_, str>)> = Vec::with_capacity(record.headers.len() + 8);
     for (name, value) in record.headers.iter().filter(|(name, _)| !is_ours(name)) {

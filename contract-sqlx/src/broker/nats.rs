@@ -502,22 +502,21 @@ fn header(headers: Option<&HeaderMap>, name: &str) -> Option<String> {
 /// duplicate window). The time is the subject's own token, not async-nats' parsed date,
 /// whose type (and text) depends on the build's features.
 fn position(message: &Message) -> Option<String> {
-    let sequence = message.info().ok()?.stream_sequence;
-    let published = published_token(message.reply.as_ref()?.as_str())?;
-    Some(format!("{sequence}@{published}"))
+    position_in(message.reply.as_ref()?.as_str())
 }
 
-/// The publish-time token of a `$JS.ACK` reply subject: the 6th token after the prefix in
-/// the original 7-token form, the 8th in the form with the domain and account hash
-/// (ADR-15).
-fn published_token(reply: &str) -> Option<&str> {
+/// [`position`] from a `$JS.ACK` reply subject: its stream-sequence and publish-time tokens,
+/// the 4th and 6th after the prefix in the original 7-token form, the 6th and 8th in the form
+/// with the domain and account hash (ADR-15).
+fn position_in(reply: &str) -> Option<String> {
     let tokens: Vec<&str> = reply.strip_prefix("$JS.ACK.")?.split('.').collect();
-    let token = match tokens.len() {
-        7 => tokens[5],
-        n if n >= 9 => tokens[7],
+    let (sequence, published) = match tokens.len() {
+        7 => (tokens[3], tokens[5]),
+        n if n >= 9 => (tokens[5], tokens[7]),
         _ => return None,
     };
-    token.bytes().all(|b| b.is_ascii_digit()).then_some(token)
+    let number = |t: &str| !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit());
+    (number(sequence) && number(published)).then(|| format!("{sequence}@{published}"))
 }
 
 /// The message id: the [`MESSAGE_ID`] header (a replayed dead letter keeps its id there),
@@ -612,18 +611,22 @@ mod tests {
     }
 
     #[test]
-    fn the_publish_time_is_read_from_both_forms_of_the_ack_subject() {
+    fn the_position_is_read_from_both_forms_of_the_ack_subject() {
         // stream, consumer, delivered, stream seq, consumer seq, time, pending
         assert_eq!(
-            published_token("$JS.ACK.jobs.t1.1.42.7.1764684000123456789.0"),
-            Some("1764684000123456789")
+            position_in("$JS.ACK.jobs.t1.1.42.7.1764684000123456789.0").as_deref(),
+            Some("42@1764684000123456789")
         );
         // domain, account hash, then the same, then a random token
         assert_eq!(
-            published_token("$JS.ACK._.ACCHASH.jobs.t1.1.42.7.1764684000123456789.0.r4nd"),
-            Some("1764684000123456789")
+            position_in("$JS.ACK._.ACCHASH.jobs.t1.1.42.7.1764684000123456789.0.r4nd").as_deref(),
+            Some("42@1764684000123456789")
         );
-        assert_eq!(published_token("$JS.ACK.jobs.t1.1.42"), None);
-        assert_eq!(published_token("_INBOX.abc"), None);
+        assert_eq!(position_in("$JS.ACK.jobs.t1.1.42"), None);
+        assert_eq!(
+            position_in("$JS.ACK.jobs.t1.1.x.7.1764684000123456789.0"),
+            None
+        );
+        assert_eq!(position_in("_INBOX.abc"), None);
     }
 }

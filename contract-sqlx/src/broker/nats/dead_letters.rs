@@ -12,7 +12,7 @@ use serde::de::DeserializeOwned;
 
 use super::{NATS_MSG_ID, Topology, header, nats, texts};
 use crate::broker::{
-    BrokerError, BrokerReplay, DeadLetter, MESSAGE_ID, REASON, TENANT, dead_letter_headers,
+    BrokerError, BrokerReplay, DeadLetter, MESSAGE_ID, REASON, TENANT, dead_letter_headers, is_ours,
 };
 use crate::payload::PayloadContract;
 use crate::quarantine::{QuarantineRecord, QuarantineSink, SinkError};
@@ -65,11 +65,9 @@ fn headers(record: &QuarantineRecord, room: usize) -> Option<HeaderMap> {
     };
     let essential = [NATS_MSG_ID, REASON, TENANT, MESSAGE_ID];
     let all = dead_letter_headers(record);
-    let levels: [&dyn Fn(&str) -> bool; 3] = [
-        &|_| true,
-        &|name| name == NATS_MSG_ID || name.starts_with("x-contract-"),
-        &|name| essential.contains(&name),
-    ];
+    let levels: [&dyn Fn(&str) -> bool; 3] = [&|_| true, &|name| is_ours(name), &|name| {
+        essential.contains(&name)
+    }];
     let lines = levels.iter().find_map(|keep| {
         let lines: Vec<_> = all.iter().filter(|(name, _)| keep(name)).cloned().collect();
         (size(&lines) <= room).then_some(lines)
