@@ -264,9 +264,23 @@ impl Handler<broker_writer::Message> for Flaky {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_paused_tenant_is_not_pulled_and_a_failed_batch_comes_back_once_resumed() {
-    let db = support::PgScratch::create("contract_nats_pause").await;
+/// One tenant, `tenant_a`, of the conservation writer: its table, its NATS topology, the
+/// writer's guard over it, and the writer behind a handler failing its first `failures`
+/// batches.
+struct WriterTenant {
+    db: support::PgScratch,
+    jetstream: Context,
+    scratch: NatsScratch,
+    tenants: Vec<String>,
+    backlog: NatsBacklog,
+    guard: Arc<contract_sqlx::Guard<sqlx::Postgres>>,
+    flaky: Arc<Flaky>,
+    _tasks: broker_writer::Tasks,
+    _log: support::TempDir,
+}
+
+async fn writer_tenant(prefix: &str, failures: u32) -> WriterTenant {
+    let db = support::PgScratch::create(prefix).await;
     support::exec(
         &db.pool,
         "CREATE SCHEMA tenant_a; CREATE TABLE tenant_a.processed (message_id text PRIMARY KEY,
@@ -275,14 +289,46 @@ async fn a_paused_tenant_is_not_pulled_and_a_failed_batch_comes_back_once_resume
     .await;
     let jetstream = jetstream().await;
     let tenants = vec!["tenant_a".to_owned()];
-    let scratch = NatsScratch::declare(&jetstream, "contract_nats_pause", &tenants, ACK_WAIT).await;
-    let topology = scratch.topology.clone();
-    let backlog = NatsBacklog::new(&jetstream, topology.clone());
-    let dir = support::TempDir::new("contract_nats_pause_log");
-    let log = dir.0.join("execution.jsonl").display().to_string();
-    let (guard, writer, _tasks) = broker_writer::guard(&db.url, &tenants, backlog.clone(), &log)
+    let scratch = NatsScratch::declare(&jetstream, prefix, &tenants, ACK_WAIT).await;
+    let backlog = NatsBacklog::new(&jetstream, scratch.topology.clone());
+    let log_dir = support::TempDir::new(&format!("{prefix}_log"));
+    let log = log_dir.0.join("execution.jsonl").display().to_string();
+    let (guard, writer, tasks) = broker_writer::guard(&db.url, &tenants, backlog.clone(), &log)
         .await
         .expect("guard");
+    let flaky = Arc::new(Flaky {
+        writer,
+        failures: AtomicU32::new(failures),
+        calls: AtomicU32::new(0),
+        failed_messages: AtomicU32::new(0),
+    });
+    WriterTenant {
+        db,
+        jetstream,
+        scratch,
+        tenants,
+        backlog,
+        guard,
+        flaky,
+        _tasks: tasks,
+        _log: log_dir,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_tenant_is_not_pulled_and_a_failed_batch_comes_back_once_resumed() {
+    let WriterTenant {
+        db,
+        jetstream,
+        scratch,
+        tenants,
+        backlog,
+        guard,
+        flaky,
+        _tasks,
+        _log,
+    } = writer_tenant("contract_nats_pause", 2).await;
+    let topology = scratch.topology.clone();
     guard
         .pause("tenant_a")
         .reason("investigating (test)")
@@ -293,12 +339,6 @@ async fn a_paused_tenant_is_not_pulled_and_a_failed_batch_comes_back_once_resume
         .map(|i| (format!("m{i}"), message(1, i, Column::Text).0))
         .collect();
     nats_publish(&jetstream, &topology.subject("tenant_a"), &messages).await;
-    let flaky = Arc::new(Flaky {
-        writer,
-        failures: AtomicU32::new(2),
-        calls: AtomicU32::new(0),
-        failed_messages: AtomicU32::new(0),
-    });
     let sink = Arc::new(DeadLetters::new(&jetstream, topology.clone()));
     let contract = broker_writer::contract().with_max_bytes(256 * 1024);
     let consumer = Arc::new(
@@ -387,24 +427,18 @@ async fn a_paused_tenant_is_not_pulled_and_a_failed_batch_comes_back_once_resume
 /// <subject>`) stops its consumer: nothing is pulled until it is resumed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_operator_pause_of_the_subject_alone_stops_its_consumer() {
-    let db = support::PgScratch::create("contract_nats_qpause").await;
-    support::exec(
-        &db.pool,
-        "CREATE SCHEMA tenant_a; CREATE TABLE tenant_a.processed (message_id text PRIMARY KEY,
-            user_id bigint NOT NULL, kind text NOT NULL, note text DEFAULT '')",
-    )
-    .await;
-    let jetstream = jetstream().await;
-    let tenants = vec!["tenant_a".to_owned()];
-    let scratch =
-        NatsScratch::declare(&jetstream, "contract_nats_qpause", &tenants, ACK_WAIT).await;
+    let WriterTenant {
+        db,
+        jetstream,
+        scratch,
+        tenants,
+        backlog,
+        guard,
+        flaky: counted,
+        _tasks,
+        _log,
+    } = writer_tenant("contract_nats_qpause", 0).await;
     let topology = scratch.topology.clone();
-    let backlog = NatsBacklog::new(&jetstream, topology.clone());
-    let dir = support::TempDir::new("contract_nats_qpause_log");
-    let log = dir.0.join("execution.jsonl").display().to_string();
-    let (guard, writer, _tasks) = broker_writer::guard(&db.url, &tenants, backlog.clone(), &log)
-        .await
-        .expect("guard");
     let subject = topology.subject("tenant_a");
     guard
         .pause("tenant_a")
@@ -416,12 +450,6 @@ async fn an_operator_pause_of_the_subject_alone_stops_its_consumer() {
         .map(|i| (format!("m{i}"), message(1, i, Column::Text).0))
         .collect();
     nats_publish(&jetstream, &subject, &messages).await;
-    let counted = Arc::new(Flaky {
-        writer,
-        failures: AtomicU32::new(0),
-        calls: AtomicU32::new(0),
-        failed_messages: AtomicU32::new(0),
-    });
     let sink = Arc::new(DeadLetters::new(&jetstream, topology.clone()));
     let consumer = Arc::new(Consumer::new(
         guard.clone(),

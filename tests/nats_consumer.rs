@@ -4,28 +4,21 @@
 //! `max_payload` is still dead-lettered (its own headers left out); a batch whose handler
 //! fails and is retried dead-letters its poison once.
 
-use crate::support;
-
 use crate::broker;
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use broker::{NatsScratch, jetstream};
-use contract_sqlx::broker::nats::{self, Consumer, DeadLetters};
-use contract_sqlx::broker::{Accepted, Handler, HandlerError};
+use broker::{FailingFirst, NatsScratch, jetstream, open_tenant};
+use contract_sqlx::Guard;
+use contract_sqlx::broker::nats::async_nats::jetstream::Context;
+use contract_sqlx::broker::nats::{self, Consumer, DeadLetters, Topology};
+use contract_sqlx::broker::{Accepted, BrokerError, Handler, HandlerError};
 use contract_sqlx::payload::PayloadContract;
 use contract_sqlx::quarantine::{QuarantineRecord, QuarantineSink, SinkError};
-use contract_sqlx::{Contract, Guard, Tenants};
 use sqlx::Postgres;
-
-#[derive(Debug, sqlx::FromRow, Contract)]
-#[contract(table = "events")]
-#[allow(dead_code)]
-struct Event {
-    id: i64,
-}
+use tokio::sync::watch;
 
 /// Records the id of every message it is handed.
 #[derive(Default)]
@@ -37,47 +30,91 @@ impl Handler<serde_json::Value> for Ids {
         _tenant: &'a str,
         batch: &'a [Accepted<serde_json::Value>],
     ) -> futures_util::future::BoxFuture<'a, Result<(), HandlerError>> {
-        let mut ids = self
-            .0
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        ids.extend(batch.iter().map(|a| a.message_id.clone()));
+        self.seen()
+            .extend(batch.iter().map(|a| a.message_id.clone()));
         Box::pin(async { Ok(()) })
     }
 }
 
 impl Ids {
-    fn len(&self) -> usize {
-        self.0
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .len()
+    fn seen(&self) -> std::sync::MutexGuard<'_, Vec<String>> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
     }
+}
+
+/// The dead-letter sink, counting the records it is asked to store.
+struct Counting {
+    inner: DeadLetters,
+    records: AtomicU64,
+}
+
+impl QuarantineSink for Counting {
+    fn put<'a>(
+        &'a self,
+        records: &'a [QuarantineRecord],
+    ) -> futures_util::future::BoxFuture<'a, Result<u64, SinkError>> {
+        self.records
+            .fetch_add(records.len() as u64, Ordering::SeqCst);
+        self.inner.put(records)
+    }
+
+    fn describe(&self) -> String {
+        self.inner.describe()
+    }
+}
+
+/// `tenant_a`'s topology, its consumers' ack wait 5 s.
+async fn declare(jetstream: &Context, prefix: &str) -> NatsScratch {
+    NatsScratch::declare(
+        jetstream,
+        prefix,
+        &["tenant_a".to_owned()],
+        Duration::from_secs(5),
+    )
+    .await
+}
+
+/// Publishes `body` to `tenant_a`'s subject with no id header (the consumer names the
+/// message itself) and waits for the stream's acknowledgement.
+async fn publish_without_id(jetstream: &Context, topology: &Topology, body: String) {
+    jetstream
+        .publish(topology.subject("tenant_a"), body.into())
+        .await
+        .expect("publish")
+        .await
+        .expect("publish ack");
+}
+
+/// Runs `tenant_a`'s consumer of `serde_json::Value` in a task, behind `guard`'s gate;
+/// the sender stops it.
+fn run_consumer(
+    jetstream: &Context,
+    topology: &Topology,
+    guard: &Guard<Postgres>,
+    handler: Arc<impl Handler<serde_json::Value>>,
+    sink: Arc<dyn QuarantineSink>,
+) -> (
+    watch::Sender<bool>,
+    tokio::task::JoinHandle<Result<(), BrokerError>>,
+) {
+    let consumer = Consumer::new(
+        Arc::new(guard.clone()),
+        topology.clone(),
+        PayloadContract::<serde_json::Value>::named("value"),
+        handler,
+        sink,
+    );
+    let (stop, stopped) = watch::channel(false);
+    let jetstream = jetstream.clone();
+    let run = tokio::spawn(async move { consumer.run(&jetstream, "tenant_a", stopped).await });
+    (stop, run)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_recreated_stream_s_messages_get_ids_of_their_own() {
-    let db = support::PgScratch::create("contract_nats_ids").await;
-    support::exec(
-        &db.pool,
-        "CREATE SCHEMA tenant_a; CREATE TABLE tenant_a.events (id int8 NOT NULL)",
-    )
-    .await;
-    let guard = Guard::<Postgres>::builder()
-        .contract::<Event>()
-        .tenants(Tenants::schemas_like("tenant_%"))
-        .start(&db.pool)
-        .await
-        .expect("guard");
+    let (db, guard) = open_tenant("contract_nats_ids").await;
     let jetstream = jetstream().await;
-    let tenants = vec!["tenant_a".to_owned()];
-    let scratch = NatsScratch::declare(
-        &jetstream,
-        "contract_nats_ids",
-        &tenants,
-        Duration::from_secs(5),
-    )
-    .await;
+    let scratch = declare(&jetstream, "contract_nats_ids").await;
     let topology = scratch.topology.clone();
     let ids = Arc::new(Ids::default());
 
@@ -89,36 +126,17 @@ async fn a_recreated_stream_s_messages_get_ids_of_their_own() {
                 .await
                 .expect("delete the streams");
             topology
-                .declare(&jetstream, &tenants)
+                .declare(&jetstream, &["tenant_a".to_owned()])
                 .await
                 .expect("declare the streams again");
         }
         for n in 1..=2 {
-            // No id header: the consumer names the message itself.
-            jetstream
-                .publish(
-                    topology.subject("tenant_a"),
-                    format!("{{\"n\": {n}}}").into(),
-                )
-                .await
-                .expect("publish")
-                .await
-                .expect("publish ack");
+            publish_without_id(&jetstream, &topology, format!("{{\"n\": {n}}}")).await;
         }
-        let consumer = Consumer::new(
-            Arc::new(guard.clone()),
-            topology.clone(),
-            PayloadContract::<serde_json::Value>::named("value"),
-            ids.clone(),
-            Arc::new(DeadLetters::new(&jetstream, topology.clone())),
-        );
-        let (stop, stopped) = tokio::sync::watch::channel(false);
-        let run = {
-            let jetstream = jetstream.clone();
-            tokio::spawn(async move { consumer.run(&jetstream, "tenant_a", stopped).await })
-        };
+        let sink = Arc::new(DeadLetters::new(&jetstream, topology.clone()));
+        let (stop, run) = run_consumer(&jetstream, &topology, &guard, ids.clone(), sink);
         for _ in 0..100 {
-            if ids.len() >= 2 * round {
+            if ids.seen().len() >= 2 * round {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -126,11 +144,7 @@ async fn a_recreated_stream_s_messages_get_ids_of_their_own() {
         stop.send(true).expect("stop");
         run.await.expect("join").expect("consumer");
     }
-    let mut seen = ids
-        .0
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-        .clone();
+    let mut seen = ids.seen().clone();
     assert_eq!(seen.len(), 4, "{seen:?}");
     seen.sort();
     seen.dedup();
@@ -148,27 +162,9 @@ async fn a_recreated_stream_s_messages_get_ids_of_their_own() {
 /// own headers, and with only the essential ones.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_poison_message_close_to_max_payload_is_still_dead_lettered() {
-    let db = support::PgScratch::create("contract_nats_big").await;
-    support::exec(
-        &db.pool,
-        "CREATE SCHEMA tenant_a; CREATE TABLE tenant_a.events (id int8 NOT NULL)",
-    )
-    .await;
-    let guard = Guard::<Postgres>::builder()
-        .contract::<Event>()
-        .tenants(Tenants::schemas_like("tenant_%"))
-        .start(&db.pool)
-        .await
-        .expect("guard");
+    let (db, guard) = open_tenant("contract_nats_big").await;
     let jetstream = jetstream().await;
-    let tenants = vec!["tenant_a".to_owned()];
-    let scratch = NatsScratch::declare(
-        &jetstream,
-        "contract_nats_big",
-        &tenants,
-        Duration::from_secs(5),
-    )
-    .await;
+    let scratch = declare(&jetstream, "contract_nats_big").await;
     let topology = scratch.topology.clone();
     let max_payload = jetstream.client().max_payload();
     // Not JSON, 700 bytes under the limit, with a header of its own: published as is, but
@@ -184,24 +180,9 @@ async fn a_poison_message_close_to_max_payload_is_still_dead_lettered() {
         .expect("publish ack");
     // 320 bytes under the limit: only the headers a dead letter cannot do without fit.
     let tight = "x".repeat(max_payload - 320);
-    jetstream
-        .publish(topology.subject("tenant_a"), tight.clone().into())
-        .await
-        .expect("publish")
-        .await
-        .expect("publish ack");
-    let consumer = Consumer::new(
-        Arc::new(guard.clone()),
-        topology.clone(),
-        PayloadContract::<serde_json::Value>::named("value"),
-        Arc::new(Ids::default()),
-        Arc::new(DeadLetters::new(&jetstream, topology.clone())),
-    );
-    let (stop, stopped) = tokio::sync::watch::channel(false);
-    let run = {
-        let jetstream = jetstream.clone();
-        tokio::spawn(async move { consumer.run(&jetstream, "tenant_a", stopped).await })
-    };
+    publish_without_id(&jetstream, &topology, tight.clone()).await;
+    let sink = Arc::new(DeadLetters::new(&jetstream, topology.clone()));
+    let (stop, run) = run_consumer(&jetstream, &topology, &guard, FailingFirst::new(0), sink);
     let mut letters = Vec::new();
     for _ in 0..60 {
         letters = nats::dead_letters(&jetstream, &topology, "tenant_a")
@@ -229,121 +210,29 @@ async fn a_poison_message_close_to_max_payload_is_still_dead_lettered() {
     db.drop_db().await;
 }
 
-/// The dead-letter sink, counting the records it is asked to store.
-struct Counting {
-    inner: DeadLetters,
-    records: AtomicU64,
-}
-
-impl QuarantineSink for Counting {
-    fn put<'a>(
-        &'a self,
-        records: &'a [QuarantineRecord],
-    ) -> futures_util::future::BoxFuture<'a, Result<u64, SinkError>> {
-        self.records
-            .fetch_add(records.len() as u64, Ordering::SeqCst);
-        self.inner.put(records)
-    }
-
-    fn describe(&self) -> String {
-        self.inner.describe()
-    }
-}
-
-/// Fails its first `failures` batches, then counts the messages it was handed.
-struct FailingFirst {
-    failures: u64,
-    calls: AtomicU64,
-    handled: AtomicU64,
-}
-
-impl Handler<serde_json::Value> for FailingFirst {
-    fn handle<'a>(
-        &'a self,
-        _tenant: &'a str,
-        batch: &'a [Accepted<serde_json::Value>],
-    ) -> futures_util::future::BoxFuture<'a, Result<(), HandlerError>> {
-        if self.calls.fetch_add(1, Ordering::SeqCst) < self.failures {
-            return Box::pin(async { Err("the database is down (test)".into()) });
-        }
-        self.handled.fetch_add(batch.len() as u64, Ordering::SeqCst);
-        Box::pin(async { Ok(()) })
-    }
-}
-
 /// The dead-letter stream drops a second copy within its duplicate window, but past it
 /// every retry of a failed batch stored the poison again: the poison is settled before
 /// the handler runs, so it is dead-lettered once whatever the retries.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_retried_batch_dead_letters_its_poison_once() {
-    let db = support::PgScratch::create("contract_nats_retry").await;
-    support::exec(
-        &db.pool,
-        "CREATE SCHEMA tenant_a; CREATE TABLE tenant_a.events (id int8 NOT NULL)",
-    )
-    .await;
-    let guard = Guard::<Postgres>::builder()
-        .contract::<Event>()
-        .tenants(Tenants::schemas_like("tenant_%"))
-        .start(&db.pool)
-        .await
-        .expect("guard");
+    let (db, guard) = open_tenant("contract_nats_retry").await;
     let jetstream = jetstream().await;
-    let tenants = vec!["tenant_a".to_owned()];
-    let scratch = NatsScratch::declare(
-        &jetstream,
-        "contract_nats_retry",
-        &tenants,
-        Duration::from_secs(5),
-    )
-    .await;
+    let scratch = declare(&jetstream, "contract_nats_retry").await;
     let topology = scratch.topology.clone();
     for body in [r#"{"n": 1}"#, "not json", r#"{"n": 3}"#] {
-        jetstream
-            .publish(topology.subject("tenant_a"), body.into())
-            .await
-            .expect("publish")
-            .await
-            .expect("publish ack");
+        publish_without_id(&jetstream, &topology, body.to_owned()).await;
     }
-    let handler = Arc::new(FailingFirst {
-        failures: 3,
-        calls: AtomicU64::new(0),
-        handled: AtomicU64::new(0),
-    });
+    let handler = FailingFirst::new(3);
     let sink = Arc::new(Counting {
         inner: DeadLetters::new(&jetstream, topology.clone()),
         records: AtomicU64::new(0),
     });
-    let consumer = Consumer::new(
-        Arc::new(guard.clone()),
-        topology.clone(),
-        PayloadContract::<serde_json::Value>::named("value"),
-        handler.clone(),
-        sink.clone(),
-    );
-    let (stop, stopped) = tokio::sync::watch::channel(false);
-    let run = {
-        let jetstream = jetstream.clone();
-        tokio::spawn(async move { consumer.run(&jetstream, "tenant_a", stopped).await })
-    };
-    for _ in 0..200 {
-        if handler.handled.load(Ordering::SeqCst) >= 2 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let (stop, run) = run_consumer(&jetstream, &topology, &guard, handler.clone(), sink.clone());
+    handler.wait_for_handled(2).await;
     stop.send(true).expect("stop");
     run.await.expect("join").expect("consumer");
-    assert_eq!(
-        handler.handled.load(Ordering::SeqCst),
-        2,
-        "both valid messages"
-    );
-    assert!(
-        handler.calls.load(Ordering::SeqCst) > 3,
-        "the handler failed 3 times first"
-    );
+    assert_eq!(handler.handled(), 2, "both valid messages");
+    assert!(handler.calls() > 3, "the handler failed 3 times first");
     assert_eq!(
         sink.records.load(Ordering::SeqCst),
         1,

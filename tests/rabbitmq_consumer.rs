@@ -3,27 +3,20 @@
 //! its queue alone stops it; a batch whose handler fails and is retried dead-letters its
 //! poison once, not once per attempt.
 
-use crate::support;
-
 use crate::broker;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use broker::{RabbitScratch, publish, rabbit};
-use contract_sqlx::broker::rabbitmq::{self, Consumer, DeadLetters};
-use contract_sqlx::broker::{Accepted, Handler, HandlerError, TenantGate};
+use broker::{FailingFirst, RabbitScratch, open_tenant, publish, rabbit};
+use contract_sqlx::broker::TenantGate;
+use contract_sqlx::broker::rabbitmq::{self, Consumer, DeadLetters, Topology, lapin};
 use contract_sqlx::payload::PayloadContract;
-use contract_sqlx::{Contract, Gate, Guard, Tenants};
+use contract_sqlx::{Gate, Guard};
+use serde::de::DeserializeOwned;
 use sqlx::Postgres;
-
-#[derive(Debug, sqlx::FromRow, Contract)]
-#[contract(table = "events")]
-#[allow(dead_code)]
-struct Event {
-    id: i64,
-}
+use tokio::sync::watch;
 
 /// The guard's gate, counting how often it is asked.
 struct Counting {
@@ -38,33 +31,37 @@ impl TenantGate for Counting {
     }
 }
 
-/// Never called: the tenant stays paused.
-struct Unreachable;
+#[derive(Debug, serde::Deserialize)]
+#[allow(dead_code)]
+struct Job {
+    user_id: i64,
+}
 
-impl Handler<serde_json::Value> for Unreachable {
-    fn handle<'a>(
-        &'a self,
-        _tenant: &'a str,
-        _batch: &'a [Accepted<serde_json::Value>],
-    ) -> futures_util::future::BoxFuture<'a, Result<(), HandlerError>> {
-        Box::pin(async { Err("a paused tenant's batch was handled".into()) })
-    }
+/// Runs `tenant_a`'s consumer in a task, dead-lettering into the topology's queues; the
+/// sender stops it.
+async fn run_consumer<T: DeserializeOwned + Send + Sync + 'static>(
+    connection: &Arc<lapin::Connection>,
+    topology: &Topology,
+    gate: Arc<dyn TenantGate>,
+    contract: PayloadContract<T>,
+    handler: Arc<FailingFirst>,
+) -> (
+    watch::Sender<bool>,
+    tokio::task::JoinHandle<Result<(), contract_sqlx::broker::BrokerError>>,
+) {
+    let sink = DeadLetters::new(connection, topology.clone())
+        .await
+        .expect("dead letters");
+    let consumer = Consumer::new(gate, topology.clone(), contract, handler, Arc::new(sink));
+    let (stop, stopped) = watch::channel(false);
+    let connection = Arc::clone(connection);
+    let run = tokio::spawn(async move { consumer.run(&connection, "tenant_a", stopped).await });
+    (stop, run)
 }
 
 #[tokio::test]
 async fn a_paused_consumer_whose_stop_sender_is_gone_does_not_spin() {
-    let db = support::PgScratch::create("contract_paused_spin").await;
-    support::exec(
-        &db.pool,
-        "CREATE SCHEMA tenant_a; CREATE TABLE tenant_a.events (id int8 NOT NULL)",
-    )
-    .await;
-    let guard = Guard::<Postgres>::builder()
-        .contract::<Event>()
-        .tenants(Tenants::schemas_like("tenant_%"))
-        .start(&db.pool)
-        .await
-        .expect("guard");
+    let (db, guard) = open_tenant("contract_paused_spin").await;
     guard.pause("tenant_a").await.expect("operator pause");
     assert!(!guard.gate("tenant_a").is_open());
 
@@ -75,24 +72,16 @@ async fn a_paused_consumer_whose_stop_sender_is_gone_does_not_spin() {
         guard: guard.clone(),
         calls: AtomicU64::new(0),
     });
-    let sink = Arc::new(
-        DeadLetters::new(&connection, scratch.topology.clone())
-            .await
-            .expect("dead letters"),
-    );
-    let consumer = Consumer::new(
+    let handler = FailingFirst::new(0);
+    let (stop, run) = run_consumer(
+        &connection,
+        &scratch.topology,
         gate.clone(),
-        scratch.topology.clone(),
         PayloadContract::<serde_json::Value>::named("value"),
-        Arc::new(Unreachable),
-        sink,
-    );
-    let (stop, stopped) = tokio::sync::watch::channel(false);
+        handler.clone(),
+    )
+    .await;
     drop(stop);
-    let run = {
-        let connection = Arc::clone(&connection);
-        tokio::spawn(async move { consumer.run(&connection, "tenant_a", stopped).await })
-    };
     tokio::time::sleep(Duration::from_millis(1_000)).await;
     run.abort();
     let _ = run.await;
@@ -102,51 +91,14 @@ async fn a_paused_consumer_whose_stop_sender_is_gone_does_not_spin() {
         calls < 100,
         "the paused consumer asked its gate {calls} times in 1 s"
     );
+    assert_eq!(handler.calls(), 0, "a paused tenant's batch was handled");
     drop(guard);
     db.drop_db().await;
 }
 
-#[derive(Debug, serde::Deserialize)]
-#[allow(dead_code)]
-struct Job {
-    user_id: i64,
-}
-
-/// Fails its first `failures` batches, then counts the messages it was handed.
-struct FailingFirst {
-    failures: u64,
-    calls: AtomicU64,
-    handled: AtomicU64,
-}
-
-impl Handler<Job> for FailingFirst {
-    fn handle<'a>(
-        &'a self,
-        _tenant: &'a str,
-        batch: &'a [Accepted<Job>],
-    ) -> futures_util::future::BoxFuture<'a, Result<(), HandlerError>> {
-        if self.calls.fetch_add(1, Ordering::SeqCst) < self.failures {
-            return Box::pin(async { Err("the database is down (test)".into()) });
-        }
-        self.handled.fetch_add(batch.len() as u64, Ordering::SeqCst);
-        Box::pin(async { Ok(()) })
-    }
-}
-
 #[tokio::test]
 async fn a_retried_batch_dead_letters_its_poison_once() {
-    let db = support::PgScratch::create("contract_retry_poison").await;
-    support::exec(
-        &db.pool,
-        "CREATE SCHEMA tenant_a; CREATE TABLE tenant_a.events (id int8 NOT NULL)",
-    )
-    .await;
-    let guard = Guard::<Postgres>::builder()
-        .contract::<Event>()
-        .tenants(Tenants::schemas_like("tenant_%"))
-        .start(&db.pool)
-        .await
-        .expect("guard");
+    let (db, guard) = open_tenant("contract_retry_poison").await;
     let connection = rabbit().await;
     let scratch =
         RabbitScratch::declare(&connection, "contract_retry", vec!["tenant_a".into()]).await;
@@ -160,45 +112,20 @@ async fn a_retried_batch_dead_letters_its_poison_once() {
     .map(|(id, body)| ((*id).to_owned(), (*body).to_owned()))
     .collect();
     publish(&connection, &topology.queue("tenant_a"), &messages).await;
-    let handler = Arc::new(FailingFirst {
-        failures: 3,
-        calls: AtomicU64::new(0),
-        handled: AtomicU64::new(0),
-    });
-    let sink = Arc::new(
-        DeadLetters::new(&connection, topology.clone())
-            .await
-            .expect("dead letters"),
-    );
-    let consumer = Consumer::new(
+    let handler = FailingFirst::new(3);
+    let (stop, run) = run_consumer(
+        &connection,
+        &topology,
         Arc::new(guard.clone()),
-        topology.clone(),
         PayloadContract::<Job>::named("job"),
         handler.clone(),
-        sink,
-    );
-    let (stop, stopped) = tokio::sync::watch::channel(false);
-    let run = {
-        let connection = Arc::clone(&connection);
-        tokio::spawn(async move { consumer.run(&connection, "tenant_a", stopped).await })
-    };
-    for _ in 0..100 {
-        if handler.handled.load(Ordering::SeqCst) >= 2 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    )
+    .await;
+    handler.wait_for_handled(2).await;
     stop.send(true).expect("stop");
     run.await.expect("join").expect("consumer");
-    assert_eq!(
-        handler.handled.load(Ordering::SeqCst),
-        2,
-        "both valid messages"
-    );
-    assert!(
-        handler.calls.load(Ordering::SeqCst) > 3,
-        "the handler failed 3 times first"
-    );
+    assert_eq!(handler.handled(), 2, "both valid messages");
+    assert!(handler.calls() > 3, "the handler failed 3 times first");
     let (letters, duplicates) = rabbitmq::dead_letters(&connection, &topology, "tenant_a")
         .await
         .expect("dead letters");
@@ -212,21 +139,10 @@ async fn a_retried_batch_dead_letters_its_poison_once() {
 }
 
 /// An operator pause of one queue (`contract pause tenant --queue …`) stops that queue's
-/// consumer, as it stops a table queue's claims; the tenant's other queues keep flowing.
+/// consumer, as it stops a table queue's claims, while the tenant's gate stays open.
 #[tokio::test]
 async fn an_operator_pause_of_the_consumer_s_queue_alone_stops_it() {
-    let db = support::PgScratch::create("contract_queue_pause").await;
-    support::exec(
-        &db.pool,
-        "CREATE SCHEMA tenant_a; CREATE TABLE tenant_a.events (id int8 NOT NULL)",
-    )
-    .await;
-    let guard = Guard::<Postgres>::builder()
-        .contract::<Event>()
-        .tenants(Tenants::schemas_like("tenant_%"))
-        .start(&db.pool)
-        .await
-        .expect("guard");
+    let (db, guard) = open_tenant("contract_queue_pause").await;
     let connection = rabbit().await;
     let scratch =
         RabbitScratch::declare(&connection, "contract_qpause", vec!["tenant_a".into()]).await;
@@ -243,53 +159,27 @@ async fn an_operator_pause_of_the_consumer_s_queue_alone_stops_it() {
         .map(|i| (format!("m{i}"), format!(r#"{{"user_id": {i}}}"#)))
         .collect();
     publish(&connection, &queue, &messages).await;
-    let handler = Arc::new(FailingFirst {
-        failures: 0,
-        calls: AtomicU64::new(0),
-        handled: AtomicU64::new(0),
-    });
-    let sink = Arc::new(
-        DeadLetters::new(&connection, topology.clone())
-            .await
-            .expect("dead letters"),
-    );
-    let consumer = Consumer::new(
+    let handler = FailingFirst::new(0);
+    let (stop, run) = run_consumer(
+        &connection,
+        &topology,
         Arc::new(guard.clone()),
-        topology.clone(),
         PayloadContract::<Job>::named("job"),
         handler.clone(),
-        sink,
-    );
-    let (stop, stopped) = tokio::sync::watch::channel(false);
-    let run = {
-        let connection = Arc::clone(&connection);
-        tokio::spawn(async move { consumer.run(&connection, "tenant_a", stopped).await })
-    };
+    )
+    .await;
     tokio::time::sleep(Duration::from_secs(1)).await;
-    assert_eq!(
-        handler.calls.load(Ordering::SeqCst),
-        0,
-        "the paused queue was consumed"
-    );
+    assert_eq!(handler.calls(), 0, "the paused queue was consumed");
 
     guard
         .resume("tenant_a")
         .queue(queue.clone())
         .await
         .expect("resume the queue");
-    for _ in 0..100 {
-        if handler.handled.load(Ordering::SeqCst) >= 2 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    handler.wait_for_handled(2).await;
     stop.send(true).expect("stop");
     run.await.expect("join").expect("consumer");
-    assert_eq!(
-        handler.handled.load(Ordering::SeqCst),
-        2,
-        "consumed once resumed"
-    );
+    assert_eq!(handler.handled(), 2, "consumed once resumed");
     drop(guard);
     db.drop_db().await;
 }

@@ -175,3 +175,84 @@ pub async fn nats_publish(jetstream: &Context, subject: &str, messages: &[(Strin
         assert!(!ack.duplicate, "a test message was taken for a duplicate");
     }
 }
+
+/// The contract of the consumer tests' one tenant, `tenant_a`.
+#[derive(Debug, sqlx::FromRow, contract_sqlx::Contract)]
+#[contract(table = "events")]
+pub struct Event {
+    pub id: i64,
+}
+
+/// A scratch database with one compliant tenant, `tenant_a`, and a guard over it (its
+/// gate open): what a consumer test asks before each batch.
+pub async fn open_tenant(
+    prefix: &str,
+) -> (
+    crate::support::PgScratch,
+    contract_sqlx::Guard<sqlx::Postgres>,
+) {
+    let db = crate::support::PgScratch::create(prefix).await;
+    crate::support::exec(
+        &db.pool,
+        "CREATE SCHEMA tenant_a; CREATE TABLE tenant_a.events (id int8 NOT NULL)",
+    )
+    .await;
+    let guard = contract_sqlx::Guard::<sqlx::Postgres>::builder()
+        .contract::<Event>()
+        .tenants(contract_sqlx::Tenants::schemas_like("tenant_%"))
+        .start(&db.pool)
+        .await
+        .expect("guard");
+    (db, guard)
+}
+
+/// A handler that fails its first `failures` batches, then counts the messages it was
+/// handed.
+pub struct FailingFirst {
+    pub failures: u64,
+    pub calls: std::sync::atomic::AtomicU64,
+    pub handled: std::sync::atomic::AtomicU64,
+}
+
+impl FailingFirst {
+    pub fn new(failures: u64) -> Arc<Self> {
+        Arc::new(Self {
+            failures,
+            calls: std::sync::atomic::AtomicU64::new(0),
+            handled: std::sync::atomic::AtomicU64::new(0),
+        })
+    }
+
+    pub fn calls(&self) -> u64 {
+        self.calls.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    pub fn handled(&self) -> u64 {
+        self.handled.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Waits (up to 10 s) until it was handed `n` messages; the caller asserts after.
+    pub async fn wait_for_handled(&self, n: u64) {
+        for _ in 0..200 {
+            if self.handled() >= n {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+}
+
+impl<T: Send + Sync + 'static> contract_sqlx::broker::Handler<T> for FailingFirst {
+    fn handle<'a>(
+        &'a self,
+        _tenant: &'a str,
+        batch: &'a [contract_sqlx::broker::Accepted<T>],
+    ) -> futures_util::future::BoxFuture<'a, Result<(), contract_sqlx::broker::HandlerError>> {
+        use std::sync::atomic::Ordering;
+        if self.calls.fetch_add(1, Ordering::SeqCst) < self.failures {
+            return Box::pin(async { Err("the database is down (test)".into()) });
+        }
+        self.handled.fetch_add(batch.len() as u64, Ordering::SeqCst);
+        Box::pin(async { Ok(()) })
+    }
+}
