@@ -276,6 +276,23 @@ struct PgRole {
 }
 
 impl PgRole {
+    /// A uniquely named role (not created yet: the test creates it with what it needs).
+    fn new(prefix: &str) -> Self {
+        Self {
+            name: support::unique_name(prefix),
+            armed: true,
+        }
+    }
+
+    /// Runs `sql` as this role (`SET ROLE` on a pooled connection, reset after).
+    async fn run(&self, pool: &PgPool, sql: &'static str) -> sqlx::Result<()> {
+        let mut conn = pool.acquire().await?;
+        exec(&mut *conn, format!("SET ROLE \"{}\"", self.name)).await;
+        let outcome = sqlx::raw_sql(sql).execute(&mut *conn).await.map(drop);
+        exec(&mut *conn, "RESET ROLE").await;
+        outcome
+    }
+
     async fn drop_now(mut self) {
         exec(
             &support::pg_pool().await,
@@ -306,10 +323,7 @@ impl Drop for PgRole {
 
 #[tokio::test]
 async fn trigger_installer_reports_missing_privilege_clearly() {
-    let role = PgRole {
-        name: support::unique_name("contract_role"),
-        armed: true,
-    };
+    let role = PgRole::new("contract_role");
     let scratch = PgScratch::create("contract_guard_priv").await;
     // A password of its own: whatever user and password the test URL carries, the
     // connection authenticates as the role (trust, md5 or scram alike).
@@ -350,10 +364,7 @@ async fn trigger_installer_reports_missing_privilege_clearly() {
 /// versions (a guard that is no superuser uses them).
 #[tokio::test]
 async fn ddl_by_a_role_that_is_no_superuser_still_works_under_the_trigger() {
-    let role = PgRole {
-        name: support::unique_name("contract_owner"),
-        armed: true,
-    };
+    let role = PgRole::new("contract_owner");
     let scratch = PgScratch::create("contract_guard_owner").await;
     seed(&scratch.pool, 1).await;
     install_ddl_trigger(&scratch.pool)
@@ -378,17 +389,18 @@ async fn ddl_by_a_role_that_is_no_superuser_still_works_under_the_trigger() {
     };
     let before = version().await;
 
-    let mut conn = scratch.pool.acquire().await.expect("connection");
-    exec(&mut *conn, format!("SET ROLE \"{}\"", role.name)).await;
-    let altered = sqlx::raw_sql("ALTER TABLE tenant_1.events ADD COLUMN extra int4")
-        .execute(&mut *conn)
+    let altered = role
+        .run(
+            &scratch.pool,
+            "ALTER TABLE tenant_1.events ADD COLUMN extra int4",
+        )
         .await;
-    let read: Result<i64, _> =
-        sqlx::query_scalar("SELECT count(*) FROM public.contract_schema_version")
-            .fetch_one(&mut *conn)
-            .await;
-    exec(&mut *conn, "RESET ROLE").await;
-    drop(conn);
+    let read = role
+        .run(
+            &scratch.pool,
+            "SELECT count(*) FROM public.contract_schema_version",
+        )
+        .await;
     altered.expect("the owner's DDL must not fail on the trigger's version table");
     read.expect("every role may read the versions");
     assert_ne!(
@@ -405,10 +417,7 @@ async fn ddl_by_a_role_that_is_no_superuser_still_works_under_the_trigger() {
 /// could carry a trigger of its own) makes the install fail, and leaves no trigger.
 #[tokio::test]
 async fn the_trigger_is_not_installed_over_a_version_table_another_role_owns() {
-    let role = PgRole {
-        name: support::unique_name("contract_squatter"),
-        armed: true,
-    };
+    let role = PgRole::new("contract_squatter");
     let scratch = PgScratch::create("contract_guard_squat").await;
     exec(
         &scratch.pool,
@@ -418,16 +427,13 @@ async fn the_trigger_is_not_installed_over_a_version_table_another_role_owns() {
         ),
     )
     .await;
-    let mut conn = scratch.pool.acquire().await.expect("connection");
-    exec(&mut *conn, format!("SET ROLE \"{}\"", role.name)).await;
-    exec(
-        &mut *conn,
+    role.run(
+        &scratch.pool,
         "CREATE TABLE public.contract_schema_version (schema_name text PRIMARY KEY, \
          version int8 NOT NULL, changed_at timestamptz NOT NULL)",
     )
-    .await;
-    exec(&mut *conn, "RESET ROLE").await;
-    drop(conn);
+    .await
+    .expect("the other role creates the table first");
 
     let error = install_ddl_trigger(&scratch.pool)
         .await
