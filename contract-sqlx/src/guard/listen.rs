@@ -52,18 +52,19 @@ macro_rules! ddl_notify_body {
 DECLARE r record;
 BEGIN
     FOR r IN
+        WITH c AS MATERIALIZED (SELECT * FROM pg_event_trigger_ddl_commands())
         SELECT DISTINCT s.schema_name FROM (
             SELECT COALESCE(c.schema_name,
                             CASE WHEN c.object_type = 'schema' THEN trim(both '"' from c.object_identity) END,
                             CASE WHEN c.command_tag NOT IN ('GRANT', 'REVOKE', 'ALTER DEFAULT PRIVILEGES') THEN '"#,
             unpinned_change!(),
             r#"' END) AS schema_name
-            FROM pg_event_trigger_ddl_commands() AS c
+            FROM c
             UNION ALL
             SELECT '"#,
             unpinned_change!(),
             r#"'
-            WHERE CASE WHEN EXISTS (SELECT FROM pg_event_trigger_ddl_commands() AS a WHERE a.command_tag LIKE 'ALTER %')
+            WHERE CASE WHEN EXISTS (SELECT FROM c WHERE c.command_tag LIKE 'ALTER %')
                        THEN current_query() ~* '\mset\s+schema\M' ELSE false END) AS s
         WHERE s.schema_name IS NOT NULL AND s.schema_name NOT LIKE 'pg\_temp%' AND s.schema_name NOT LIKE 'pg\_toast%'
     LOOP
