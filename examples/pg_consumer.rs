@@ -96,7 +96,7 @@ impl Consumer {
         // 3. Check every payload once; the parsed value is what the handler gets.
         let (mut accepted, mut rejected) = (Vec::new(), Vec::new());
         for (id, raw) in &claimed {
-            match self.contract.check(raw.as_bytes()) {
+            match self.contract.check_str(raw) {
                 Ok(message) => accepted.push((*id, message)),
                 Err(why) => rejected.push((*id, raw.as_bytes(), why)),
             }

@@ -155,6 +155,17 @@ fn ten_megabytes_is_too_large_and_not_parsed() {
         RejectReason::TooLarge
     );
     assert!(small.check(b"1234").is_ok());
+    // Text is held to the same limit, in bytes.
+    assert_eq!(
+        small.check_str("12345").unwrap_err().reason,
+        RejectReason::TooLarge
+    );
+    assert_eq!(
+        small.check_str("\"ée\"").unwrap_err().reason,
+        RejectReason::TooLarge,
+        "4 characters, 5 bytes"
+    );
+    assert!(small.check_str("1234").is_ok());
 }
 
 #[test]

@@ -1,16 +1,20 @@
-//! Cost of `PayloadContract::check` against the floor measured in the same run: a bare
+//! Cost of the payload check against the floor measured in the same run: a bare
 //! `serde_json::from_str::<T>` of the same text into the same type (no size limit, no
-//! UTF-8 check, no rejection report), the least any check with the consumer's serde type
-//! must do. The corpus is generated: order events of about 320 bytes (nested customer and
-//! line items, strings, integers, floats, an optional field, an enum), and a share of
-//! poison payloads (wrong type deep in the items, unknown variant, missing field,
-//! truncated, broken syntax, trailing characters), 0 % by default. No server needed.
+//! rejection report), the least any check with the consumer's serde type must do. Two
+//! checks are measured: `PayloadContract::check_str` of the text (a table queue's `TEXT`
+//! payload: the same input as the floor; `check_vs_bare`), and `PayloadContract::check` of
+//! its bytes (a broker's body, which must be validated as UTF-8 first and the floor's
+//! `&str` need not; `check_bytes_vs_bare`). The corpus is generated: order events of about
+//! 320 bytes (nested customer and line items, strings, integers, floats, an optional field,
+//! an enum), and a share of poison payloads (wrong type deep in the items, unknown variant,
+//! missing field, truncated, broken syntax, trailing characters), 0 % by default. No server
+//! needed.
 //!
-//! The two take turns slice by slice (1024 payloads; which goes first swaps every slice),
-//! so both meet the same load from whatever else runs on the machine. Each round covers the
-//! whole corpus with both; throughput is reported as min / median / max over the rounds,
-//! and so is the ratio within a round. "best/slice" sums each slice's best round: the
-//! figure least disturbed by other processes on a shared machine.
+//! The three take turns slice by slice (1024 payloads; which goes first rotates every
+//! slice), so all meet the same load from whatever else runs on the machine. Each round
+//! covers the whole corpus with each; throughput is reported as min / median / max over the
+//! rounds, and so is the ratio within a round. "best/slice" sums each slice's best round:
+//! the figure least disturbed by other processes on a shared machine.
 //!
 //! `cargo bench -p contract-sqlx --bench payload -- --n 1000000 --rounds 5 --poison-percent 0`
 //! — last stdout line is one JSON object.
@@ -325,21 +329,19 @@ impl Round {
     }
 }
 
-/// One round: both parsers over the whole corpus, taking turns slice by slice.
-fn round(corpus: &Corpus, check: Parser<'_>, bare: Parser<'_>) -> (Round, Round) {
-    let (mut check_round, mut bare_round) = (Round::default(), Round::default());
+/// One round: every parser over the whole corpus, taking turns slice by slice (the order
+/// rotates every slice).
+fn round(corpus: &Corpus, parsers: &[Parser<'_>]) -> Vec<Round> {
+    let mut rounds: Vec<Round> = parsers.iter().map(|_| Round::default()).collect();
     for (i, slice) in corpus.payloads.chunks(SLICE).enumerate() {
-        let mut turns = [(check, &mut check_round), (bare, &mut bare_round)];
-        if i % 2 == 1 {
-            turns.reverse();
-        }
-        for (parse, round) in turns {
-            let (seconds, accepted) = time_slice(corpus, slice, parse);
-            round.slice_seconds.push(seconds);
-            round.accepted += accepted;
+        for turn in 0..parsers.len() {
+            let which = (i + turn) % parsers.len();
+            let (seconds, accepted) = time_slice(corpus, slice, parsers[which]);
+            rounds[which].slice_seconds.push(seconds);
+            rounds[which].accepted += accepted;
         }
     }
-    (check_round, bare_round)
+    rounds
 }
 
 /// Throughput if every slice had run as fast as in its best round: what the machine
@@ -383,50 +385,66 @@ fn run() -> Result<()> {
     );
 
     let contract = PayloadContract::<OrderEvent>::named("order_event").with_version("1");
-    let check = |text: &str| contract.check(text.as_bytes()).ok();
+    // The payload as text (a table queue's `TEXT` column) and as bytes (a broker's body).
+    let check_str = |text: &str| contract.check_str(text).ok();
+    let check_bytes = |text: &str| contract.check(text.as_bytes()).ok();
     let bare = |text: &str| serde_json::from_str::<OrderEvent>(text).ok();
+    let parsers: [Parser<'_>; 3] = [&check_str, &check_bytes, &bare];
+    let labels = [
+        "PayloadContract::check_str",
+        "PayloadContract::check",
+        "serde_json::from_str (floor)",
+    ];
 
     // Warm-up (caches, allocator, CPU clock) on part of the corpus, not timed.
     for range in corpus.payloads.iter().take(100_000) {
         let text = &corpus.text[range.clone()];
-        black_box((check(text), bare(text)));
+        for parse in parsers {
+            black_box(parse(text));
+        }
     }
 
     let expected = options.n - corpus.poisoned;
-    let (mut check_rounds, mut bare_rounds) = (Vec::new(), Vec::new());
+    let mut by_parser: [Vec<Round>; 3] = Default::default();
     for number in 1..=options.rounds {
-        let (c, b) = round(&corpus, &check, &bare);
-        if c.accepted != expected || b.accepted != expected {
+        let rounds = round(&corpus, &parsers);
+        if rounds.iter().any(|r| r.accepted != expected) {
+            let accepted: Vec<usize> = rounds.iter().map(|r| r.accepted).collect();
             return Err(format!(
-                "accepted: check {}, bare {}, expected {expected} (the corpus or the check is wrong)",
-                c.accepted, b.accepted
+                "accepted (check_str, check, bare): {accepted:?}, expected {expected} (the corpus or the check is wrong)"
             )
             .into());
         }
-        let (c_rate, b_rate) = (c.per_second(options.n), b.per_second(options.n));
+        let rates: Vec<f64> = rounds.iter().map(|r| r.per_second(options.n)).collect();
         eprintln!(
-            "round {number}: check {c_rate:.0}/s, bare {b_rate:.0}/s, ratio {:.3}",
-            c_rate / b_rate
+            "round {number}: check_str {:.0}/s, check {:.0}/s, bare {:.0}/s; ratios {:.3}, {:.3}",
+            rates[0],
+            rates[1],
+            rates[2],
+            rates[0] / rates[2],
+            rates[1] / rates[2]
         );
-        check_rounds.push(c);
-        bare_rounds.push(b);
+        for (kept, r) in by_parser.iter_mut().zip(rounds) {
+            kept.push(r);
+        }
     }
     let rates =
         |rounds: &[Round]| -> Vec<f64> { rounds.iter().map(|r| r.per_second(options.n)).collect() };
-    let ratios = rates(&check_rounds)
+    let ratio_to_bare = |which: usize| {
+        Stats::of(
+            rates(&by_parser[which])
+                .iter()
+                .zip(rates(&by_parser[2]))
+                .map(|(c, b)| c / b)
+                .collect(),
+        )
+    };
+    let stats: Vec<Stats> = by_parser.iter().map(|r| Stats::of(rates(r))).collect();
+    let best: Vec<f64> = by_parser
         .iter()
-        .zip(rates(&bare_rounds))
-        .map(|(c, b)| c / b)
+        .map(|r| best_per_second(r, options.n))
         .collect();
-    let (check, bare, ratio) = (
-        Stats::of(rates(&check_rounds)),
-        Stats::of(rates(&bare_rounds)),
-        Stats::of(ratios),
-    );
-    let (check_best, bare_best) = (
-        best_per_second(&check_rounds, options.n),
-        best_per_second(&bare_rounds, options.n),
-    );
+    let (text_ratio, bytes_ratio) = (ratio_to_bare(0), ratio_to_bare(1));
     let mb = |per_second: f64| per_second * avg_bytes / 1e6;
     println!(
         "payloads: {} (~{avg_bytes:.0} B, {rejected_percent:.1} % rejected), rounds: {}",
@@ -436,10 +454,7 @@ fn run() -> Result<()> {
         "{:<30} {:>10} {:>10} {:>10} {:>10} {:>9}",
         "payloads/s", "min", "median", "max", "best/slice", "MB/s med"
     );
-    for (label, s, best) in [
-        ("serde_json::from_str (floor)", &bare, bare_best),
-        ("PayloadContract::check", &check, check_best),
-    ] {
+    for ((label, s), best) in labels.iter().zip(&stats).zip(&best) {
         println!(
             "{label:<30} {:>10.0} {:>10.0} {:>10.0} {best:>10.0} {:>9.1}",
             s.min,
@@ -448,25 +463,36 @@ fn run() -> Result<()> {
             mb(s.median)
         );
     }
+    for (label, which, ratio) in [
+        ("check_str", 0, &text_ratio),
+        ("check (bytes)", 1, &bytes_ratio),
+    ] {
+        println!(
+            "{label} / bare: medians {:.3}; within a round min {:.3}, median {:.3}, max {:.3}; best per slice {:.3}",
+            stats[which].median / stats[2].median,
+            ratio.min,
+            ratio.median,
+            ratio.max,
+            best[which] / best[2]
+        );
+    }
     println!(
-        "check / bare: medians {:.3}; within a round min {:.3}, median {:.3}, max {:.3}; best per slice {:.3}",
-        check.median / bare.median,
-        ratio.min,
-        ratio.median,
-        ratio.max,
-        check_best / bare_best
-    );
-    println!(
-        "{{\"bench\":\"payload\",\"n\":{},\"check_vs_bare\":{:.3},\"rounds\":{},\"rejected_percent\":{rejected_percent:.2},\"avg_bytes\":{avg_bytes:.0},\"check_per_s\":{:.0},\"bare_per_s\":{:.0},\"round_ratio_min\":{:.3},\"round_ratio_median\":{:.3},\"round_ratio_max\":{:.3},\"best_slice_ratio\":{:.3}}}",
+        "{{\"bench\":\"payload\",\"n\":{},\"check_vs_bare\":{:.3},\"check_bytes_vs_bare\":{:.3},\"rounds\":{},\"rejected_percent\":{rejected_percent:.2},\"avg_bytes\":{avg_bytes:.0},\"check_per_s\":{:.0},\"check_bytes_per_s\":{:.0},\"bare_per_s\":{:.0},\"round_ratio_min\":{:.3},\"round_ratio_median\":{:.3},\"round_ratio_max\":{:.3},\"bytes_round_ratio_min\":{:.3},\"bytes_round_ratio_median\":{:.3},\"bytes_round_ratio_max\":{:.3},\"best_slice_ratio\":{:.3},\"bytes_best_slice_ratio\":{:.3}}}",
         options.n,
-        check.median / bare.median,
+        stats[0].median / stats[2].median,
+        stats[1].median / stats[2].median,
         options.rounds,
-        check.median,
-        bare.median,
-        ratio.min,
-        ratio.median,
-        ratio.max,
-        check_best / bare_best
+        stats[0].median,
+        stats[1].median,
+        stats[2].median,
+        text_ratio.min,
+        text_ratio.median,
+        text_ratio.max,
+        bytes_ratio.min,
+        bytes_ratio.median,
+        bytes_ratio.max,
+        best[0] / best[2],
+        best[1] / best[2]
     );
     Ok(())
 }

@@ -149,24 +149,16 @@ impl<T: DeserializeOwned> PayloadContract<T> {
 
     /// Checks one raw payload and returns the parsed value for the handler.
     ///
+    /// For a payload already held as text (a `TEXT` or `JSON` column that sqlx decoded into
+    /// a `String`), [`PayloadContract::check_str`] skips the UTF-8 validation that bytes
+    /// need.
+    ///
     /// # Errors
     ///
     /// A [`Rejection`] saying why and where: too large (not parsed), not UTF-8, not JSON,
     /// or JSON the consumer's type does not accept (with the failing field path).
     pub fn check(&self, raw: &[u8]) -> Result<T, Rejection> {
-        if raw.len() > self.max_bytes {
-            return Err(Rejection {
-                reason: RejectReason::TooLarge,
-                message: format!(
-                    "payload is {} bytes, over the {}-byte limit of contract `{}`; it was not parsed",
-                    raw.len(),
-                    self.max_bytes,
-                    self.name
-                ),
-                path: None,
-                raw_is_json: false,
-            });
-        }
+        self.within_limit(raw.len())?;
         // simdutf8 is about twice as fast as std on short payloads but says only
         // "invalid"; std says where, for the message.
         let text = simdutf8::basic::from_utf8(raw)
@@ -177,8 +169,55 @@ impl<T: DeserializeOwned> PayloadContract<T> {
                 path: None,
                 raw_is_json: false,
             })?;
-        // Fast path: one plain parse. Tracking the field path costs about as much again
-        // (an allocation per map key), so it is paid only by payloads that are rejected.
+        self.parse(text)
+    }
+
+    /// [`PayloadContract::check`] for a payload that is already text: the same verdict
+    /// and the same rejections, without validating UTF-8 again (a `&str` is valid UTF-8),
+    /// so it costs what the handler's own `serde_json::from_str` would.
+    ///
+    /// ```
+    /// use contract_sqlx::payload::{PayloadContract, RejectReason};
+    ///
+    /// #[derive(serde::Deserialize)]
+    /// struct Click { user_id: i64 }
+    ///
+    /// let contract = PayloadContract::<Click>::named("click");
+    /// // What a table queue's `TEXT` payload column decodes to.
+    /// let payload: String = r#"{"user_id": "7"}"#.to_owned();
+    /// let rejection = contract.check_str(&payload).err().unwrap();
+    /// assert_eq!(rejection.reason, RejectReason::ContractMismatch);
+    /// assert_eq!(rejection.path.as_deref(), Some("user_id"));
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`PayloadContract::check`], except that text is never [`RejectReason::NotUtf8`].
+    pub fn check_str(&self, text: &str) -> Result<T, Rejection> {
+        self.within_limit(text.len())?;
+        self.parse(text)
+    }
+
+    /// Rejects a payload over the size limit before anything reads it.
+    fn within_limit(&self, len: usize) -> Result<(), Rejection> {
+        if len <= self.max_bytes {
+            return Ok(());
+        }
+        Err(Rejection {
+            reason: RejectReason::TooLarge,
+            message: format!(
+                "payload is {len} bytes, over the {}-byte limit of contract `{}`; it was not parsed",
+                self.max_bytes, self.name
+            ),
+            path: None,
+            raw_is_json: false,
+        })
+    }
+
+    /// Fast path: one plain parse. Tracking the field path costs about as much again (an
+    /// allocation per map key), so it is paid only by payloads that are rejected.
+    #[inline]
+    fn parse(&self, text: &str) -> Result<T, Rejection> {
         match serde_json::from_str(text) {
             Ok(value) => Ok(value),
             Err(_) => self.check_tracking_path(text),

@@ -126,7 +126,7 @@ pub fn scenario() -> Vec<(&'static str, Drift, Vec<Message>)> {
 
 /// `true` when the payload contract rejects `raw` (used to count the poison up front).
 pub fn is_poison(raw: &str) -> bool {
-    payload_contract().check(raw.as_bytes()).is_err()
+    payload_contract().check_str(raw).is_err()
 }
 
 /// The consumer's payload contract.
@@ -453,7 +453,7 @@ async fn drain<DB: StoryDb>(
         after = last.id;
         let checked: Vec<(&Event, Result<EventPayload, Rejection>)> = batch
             .iter()
-            .map(|e| (e, contract.check(e.payload.as_bytes())))
+            .map(|e| (e, contract.check_str(&e.payload)))
             .collect();
         let rejected: Vec<(i64, &[u8], &Rejection)> = checked
             .iter()

@@ -110,6 +110,12 @@ fn agree<T: DeserializeOwned + PartialEq + Debug>(raw: &[u8]) -> Result<T, Rejec
         assert_eq!(rejection.reason, RejectReason::NotUtf8, "{raw:?}");
         return Err(rejection);
     };
+    // Text checked as text: the same value or the same rejection.
+    match (&checked, &contract.check_str(text)) {
+        (Ok(bytes), Ok(text_checked)) => assert_eq!(bytes, text_checked, "{text}"),
+        (Err(bytes), Err(text_checked)) => assert_eq!(bytes, text_checked, "{text}"),
+        (bytes, text_checked) => panic!("check {bytes:?}, check_str {text_checked:?} for {text}"),
+    }
     let tracked = contract.check_tracking_path(text);
     match (&checked, &tracked) {
         (Ok(fast), Ok(slow)) => assert_eq!(fast, slow, "{text}"),
