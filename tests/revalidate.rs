@@ -11,7 +11,7 @@ use crate::support::faults::open_gates;
 
 use std::time::Duration;
 
-use contract_sqlx::backend::Backend;
+use contract_sqlx::backend::{Backend, CatalogMark, SignatureRead};
 use contract_sqlx::check::ContractSet;
 use contract_sqlx::guard::{ChangeSignal, GuardBuilder, UNPINNED_CHANGE, install_ddl_trigger};
 use contract_sqlx::plan::Remediation;
@@ -81,8 +81,36 @@ async fn signature(pool: &PgPool, schema: &str) -> Option<String> {
         .expect("every schema answered")
 }
 
-/// Every kind of change the guard detects moves the tenant's signature; data changes,
-/// `ANALYZE` and DDL in another schema do not.
+/// The catalog mark now (read with no earlier mark to compare with).
+async fn catalog_mark(pool: &PgPool) -> CatalogMark {
+    match Postgres::signatures_since(pool, &[], &item_contracts(), None)
+        .await
+        .expect("mark")
+    {
+        Some(SignatureRead::Read(_, Some(mark))) => mark,
+        other => panic!("PostgreSQL reads a mark with its signatures: {other:?}"),
+    }
+}
+
+/// Whether the catalogs are as they were at `mark`: the signatures are not read again.
+async fn catalogs_unchanged_since(pool: &PgPool, schema: &str, mark: &CatalogMark) -> bool {
+    let read =
+        Postgres::signatures_since(pool, &[schema.to_owned()], &item_contracts(), Some(mark))
+            .await
+            .expect("mark");
+    match read {
+        Some(SignatureRead::Unchanged(_)) => true,
+        Some(SignatureRead::Read(signatures, Some(_))) => {
+            assert!(signatures.contains_key(schema), "{signatures:?}");
+            false
+        }
+        other => panic!("PostgreSQL reads a mark with its signatures: {other:?}"),
+    }
+}
+
+/// Every kind of change the guard detects moves the tenant's signature and the catalog
+/// mark; data changes, `ANALYZE` and DDL in another schema move neither (a table created
+/// and dropped again between two reads leaves the catalogs as they were).
 #[tokio::test]
 async fn the_catalog_signature_moves_for_every_kind_of_drift() {
     let scratch = PgScratch::create("contract_signature").await;
@@ -208,12 +236,17 @@ async fn the_catalog_signature_moves_for_every_kind_of_drift() {
         exec(pool, &setup).await;
         let before = signature(pool, &schema).await;
         assert!(before.is_some(), "{what}: a one-level view has a signature");
+        let mark = catalog_mark(pool).await;
         exec(pool, &ddl.replace("{s}", &schema)).await;
         let after = signature(pool, &schema).await;
+        // The whole-catalog mark in front of the signatures must see every such change.
+        let unchanged = catalogs_unchanged_since(pool, &schema, &mark).await;
         if i < changes.len() {
             assert_ne!(before, after, "{what}: the signature must move");
+            assert!(!unchanged, "{what}: the catalog mark must move");
         } else {
             assert_eq!(before, after, "{what}: the signature must stay");
+            assert!(unchanged, "{what}: the catalog mark must stay");
         }
     }
     // A key referencing a table in another schema: renaming that schema moves it too.
@@ -256,6 +289,39 @@ async fn the_catalog_signature_moves_for_every_kind_of_drift() {
     // A schema without contracted relations has one too (it can gain them).
     exec(pool, "CREATE SCHEMA bare").await;
     assert_eq!(signature(pool, "bare").await, Some(String::new()));
+    scratch.drop_db().await;
+}
+
+/// A transaction that was open when a mark was read and commits DDL after it: the mark
+/// must move, though the row it rewrote is older than the mark's snapshot (a rename keeps
+/// every count). The running transactions are part of the mark.
+#[tokio::test]
+async fn ddl_committed_after_the_mark_by_a_transaction_open_before_it_moves_the_mark() {
+    let scratch = PgScratch::create("contract_mark_open_tx").await;
+    let pool = &scratch.pool;
+    exec(
+        pool,
+        &format!("CREATE SCHEMA t;{}", ITEMS.replace("{s}", "t")),
+    )
+    .await;
+    let mut open = <sqlx::PgConnection as sqlx::Connection>::connect(&scratch.url)
+        .await
+        .expect("connection");
+    exec(
+        &mut open,
+        "BEGIN; ALTER TABLE t.items RENAME COLUMN note TO remark",
+    )
+    .await;
+    // A later transaction ends first: the open one is among the snapshot's running
+    // transactions, below its `xmax`.
+    exec(pool, "SELECT txid_current()").await;
+    let mark = catalog_mark(pool).await;
+    exec(&mut open, "COMMIT").await;
+    drop(open);
+    assert!(
+        !catalogs_unchanged_since(pool, "t", &mark).await,
+        "a rename committed after the mark by a transaction open before it must move the mark"
+    );
     scratch.drop_db().await;
 }
 
@@ -335,8 +401,10 @@ async fn seed(pool: &PgPool, tenants: std::ops::RangeInclusive<usize>) {
     exec(pool, &ddl).await;
 }
 
-/// An unchanged fleet's sweep introspects no tenant; DDL on one makes the next sweep
-/// introspect just that one and close its gate; every third sweep (as configured) is full.
+/// An unchanged fleet's sweep introspects no tenant (the catalog mark keeps every
+/// signature; DDL elsewhere makes the sweep read them, and none moved); DDL on one tenant
+/// makes the next sweep introspect just that one and close its gate; every fourth sweep
+/// (as configured) is full.
 #[tokio::test]
 async fn sweeps_introspect_only_changed_tenants_and_every_nth_is_full() {
     let scratch = PgScratch::create("contract_sweep").await;
@@ -344,7 +412,7 @@ async fn sweeps_introspect_only_changed_tenants_and_every_nth_is_full() {
     let guard = Guard::<Postgres>::builder()
         .contract::<Event>()
         .tenants(Tenants::schemas_like("tenant_%"))
-        .full_check_every(3)
+        .full_check_every(4)
         .start(&scratch.pool)
         .await
         .expect("start");
@@ -355,8 +423,15 @@ async fn sweeps_introspect_only_changed_tenants_and_every_nth_is_full() {
     );
 
     let unchanged = guard.revalidate().await.expect("sweep 1");
-    assert_eq!(unchanged.signal, ChangeSignal::CatalogSignature);
+    assert_eq!(unchanged.signal, ChangeSignal::CatalogQuiet);
     assert_eq!(unchanged.introspected, 0, "{unchanged:?}");
+    // A change outside the tenants: the signatures are read again, and none moved.
+    exec(&scratch.pool, "CREATE TABLE public.unrelated (id int4)").await;
+    let elsewhere = guard.revalidate().await.expect("sweep after DDL elsewhere");
+    assert_eq!(
+        (elsewhere.signal, elsewhere.introspected),
+        (ChangeSignal::CatalogSignature, 0)
+    );
 
     exec(
         &scratch.pool,
@@ -380,7 +455,7 @@ async fn sweeps_introspect_only_changed_tenants_and_every_nth_is_full() {
     let after_full = guard.revalidate().await.expect("sweep 4");
     assert_eq!(
         (after_full.signal, after_full.introspected),
-        (ChangeSignal::CatalogSignature, 0)
+        (ChangeSignal::CatalogQuiet, 0)
     );
 
     // A new tenant has no signature yet: introspected on the next sweep.
@@ -732,7 +807,8 @@ async fn changes_the_trigger_cannot_pin_on_a_schema_make_the_sweep_fall_back() {
     )
     .await;
     let sweep = guard.revalidate().await.expect("sweep");
-    assert_eq!(sweep.signal, ChangeSignal::CatalogSignature, "{sweep:?}");
+    // A comment is in no catalog the signatures read: the catalog mark keeps them.
+    assert_eq!(sweep.signal, ChangeSignal::CatalogQuiet, "{sweep:?}");
     settle_after_fallback(&guard).await;
 
     // Grants change no introspected row: no fallback for them.

@@ -13,9 +13,16 @@
 //! fails.
 //!
 //! * `fallback_unchanged_ms`: median of `guard.revalidate()` without the event trigger (a
-//!   sweep: tenant discovery, the trigger check, then catalog signatures, no tenant
-//!   changed) over `--runs` rounds; `fallback_raw_ms`: median of the raw catalog query over
-//!   the same rounds, interleaved; `fallback_vs_raw` their ratio.
+//!   sweep: tenant discovery, the trigger check, then the catalog mark, which finds no
+//!   catalog row changed since the last sweep and keeps the signatures) over `--runs`
+//!   rounds; `fallback_raw_ms`: median of the raw catalog query over the same rounds,
+//!   interleaved; `fallback_vs_raw` their ratio.
+//! * `elsewhere_ms`: the same sweep right after DDL outside the tenants (a table created in
+//!   `public`, not timed): the mark moved, so the sweep reads every tenant's catalog
+//!   signature too, and none moved (the fallback's worst case on a database whose catalogs
+//!   change between sweeps); `elsewhere_vs_raw` against the raw query.
+//! * `mark_ms`: median of the catalog mark alone (`Backend::signatures_since`, catalogs
+//!   unchanged), in the same rounds; `mark_vs_raw` against the raw query.
 //! * `discovery_ms`: median of tenant discovery alone (the directory's listing query, as
 //!   each pass runs it to find new and removed tenants), in the same rounds; its share of
 //!   the sweep is `discovery_vs_raw` against the raw query.
@@ -37,7 +44,7 @@
 use std::str::FromStr;
 use std::time::{Duration, Instant};
 
-use contract_sqlx::backend::Backend as _;
+use contract_sqlx::backend::{Backend as _, SignatureRead};
 use contract_sqlx::guard::{ChangeSignal, install_ddl_trigger};
 use contract_sqlx::{Contract, Guard, TenantDirectory, Tenants, check::ContractSet};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
@@ -300,9 +307,15 @@ async fn run(scratch: PgConnectOptions, options: Options) -> Result<()> {
     let mut fallback_raw = Vec::new();
     let mut discovery = Vec::new();
     let mut signature_reads = Vec::new();
+    let mut mark_reads = Vec::new();
+    let mut moved_elsewhere = Vec::new();
     let rows = raw().await?;
     guard.revalidate().await?;
-    for _ in 0..runs {
+    let mut mark = match Postgres::signatures_since(&pool, &schemas, &contracts, None).await? {
+        Some(SignatureRead::Read(_, Some(mark))) => mark,
+        _ => return Err("PostgreSQL read no catalog mark".into()),
+    };
+    for round in 0..runs {
         let t = Instant::now();
         raw().await?;
         fallback_raw.push(t.elapsed());
@@ -323,17 +336,42 @@ async fn run(scratch: PgConnectOptions, options: Options) -> Result<()> {
             return Err("the catalog signatures did not cover every tenant".into());
         }
         let t = Instant::now();
+        let read = Postgres::signatures_since(&pool, &schemas, &contracts, Some(&mark)).await?;
+        mark_reads.push(t.elapsed());
+        match read {
+            Some(SignatureRead::Unchanged(_)) => {}
+            _ => return Err("the catalog mark moved on an unchanged database".into()),
+        }
+        let t = Instant::now();
         let pass = guard.revalidate().await?;
         fallback_unchanged.push(t.elapsed());
-        if pass.signal != ChangeSignal::CatalogSignature || pass.introspected != 0 {
-            return Err(format!("an unchanged sweep was not signature-only: {pass:?}").into());
+        if pass.signal != ChangeSignal::CatalogQuiet || pass.introspected != 0 {
+            return Err(format!("an unchanged sweep did not keep the signatures: {pass:?}").into());
         }
+        // DDL outside the tenants (not timed): the mark moves, the sweep reads every
+        // signature, and none moved.
+        let churn = format!("CREATE TABLE public.bench_churn_{round} (id int4)");
+        pool.execute(AssertSqlSafe(churn)).await?;
+        let t = Instant::now();
+        let pass = guard.revalidate().await?;
+        moved_elsewhere.push(t.elapsed());
+        if pass.signal != ChangeSignal::CatalogSignature || pass.introspected != 0 {
+            return Err(
+                format!("a sweep after DDL elsewhere was not signature-only: {pass:?}").into(),
+            );
+        }
+        mark = match Postgres::signatures_since(&pool, &schemas, &contracts, None).await? {
+            Some(SignatureRead::Read(_, Some(mark))) => mark,
+            _ => return Err("PostgreSQL read no catalog mark".into()),
+        };
     }
     eprintln!("raw catalog query: {rows} rows");
     print_row("raw catalog query", &fallback_raw);
     print_row("tenant discovery alone", &discovery);
     print_row("catalog signatures alone", &signature_reads);
+    print_row("catalog mark alone", &mark_reads);
     print_row("sweep, unchanged fleet, no trigger", &fallback_unchanged);
+    print_row("sweep, DDL elsewhere, no trigger", &moved_elsewhere);
 
     // --- Detection by the fallback sweep. ------------------------------------------------
     let mut fallback = Vec::new();
@@ -412,16 +450,19 @@ async fn run(scratch: PgConnectOptions, options: Options) -> Result<()> {
     let (fallback_ms, fallback_raw_ms) = (median_ms(&fallback_unchanged), median_ms(&fallback_raw));
     let discovery_ms = median_ms(&discovery);
     let signatures_ms = median_ms(&signature_reads);
+    let (mark_ms, elsewhere_ms) = (median_ms(&mark_reads), median_ms(&moved_elsewhere));
     let signal = match signal {
         ChangeSignal::SchemaVersion => "schema_version",
         _ => "other",
     };
     println!(
-        "{{\"bench\":\"revalidate\",\"tenants\":{n},\"signal\":\"{signal}\",\"unchanged_ms\":{unchanged_ms:.1},\"raw_ms\":{raw_ms:.1},\"unchanged_vs_raw\":{:.3},\"fallback_unchanged_ms\":{fallback_ms:.1},\"fallback_raw_ms\":{fallback_raw_ms:.1},\"fallback_vs_raw\":{:.3},\"discovery_ms\":{discovery_ms:.1},\"discovery_vs_raw\":{:.3},\"signatures_ms\":{signatures_ms:.1},\"signatures_vs_raw\":{:.3},\"detect_trigger_ms\":{:.1},\"detect_fallback_ms\":{:.1}}}",
+        "{{\"bench\":\"revalidate\",\"tenants\":{n},\"signal\":\"{signal}\",\"unchanged_ms\":{unchanged_ms:.1},\"raw_ms\":{raw_ms:.1},\"unchanged_vs_raw\":{:.3},\"fallback_unchanged_ms\":{fallback_ms:.1},\"fallback_raw_ms\":{fallback_raw_ms:.1},\"fallback_vs_raw\":{:.3},\"discovery_ms\":{discovery_ms:.1},\"discovery_vs_raw\":{:.3},\"signatures_ms\":{signatures_ms:.1},\"signatures_vs_raw\":{:.3},\"mark_ms\":{mark_ms:.1},\"mark_vs_raw\":{:.3},\"elsewhere_ms\":{elsewhere_ms:.1},\"elsewhere_vs_raw\":{:.3},\"detect_trigger_ms\":{:.1},\"detect_fallback_ms\":{:.1}}}",
         unchanged_ms / raw_ms,
         fallback_ms / fallback_raw_ms,
         discovery_ms / fallback_raw_ms,
         signatures_ms / fallback_raw_ms,
+        mark_ms / fallback_raw_ms,
+        elsewhere_ms / fallback_raw_ms,
         median_ms(&trigger),
         median_ms(&fallback)
     );

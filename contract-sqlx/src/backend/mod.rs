@@ -28,6 +28,33 @@ pub type TypeMap<DB> = HashMap<String, <DB as Database>::TypeInfo>;
 /// introspected every pass).
 pub type Signatures = HashMap<String, Option<String>>;
 
+/// Where the catalogs a backend's signatures are read from stood at one read
+/// ([`Backend::signatures_since`]): opaque, kept by the guard between passes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CatalogMark {
+    /// The oldest transaction still running when the mark was read (PostgreSQL: the
+    /// snapshot's `xmin`, 64 bits).
+    pub(crate) horizon: i64,
+    /// The first transaction that had not started then (the snapshot's `xmax`).
+    pub(crate) next: i64,
+    /// The transactions running then, between the two.
+    pub(crate) running: Vec<i64>,
+    /// Each catalog's row count then.
+    pub(crate) counts: Vec<i64>,
+}
+
+/// What [`Backend::signatures_since`] found.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum SignatureRead {
+    /// No catalog row the signatures are read from was written or removed since the mark
+    /// it was asked about: the signatures read with that mark still hold. The mark now.
+    Unchanged(CatalogMark),
+    /// The signatures now, with the mark read in the same snapshot (`None`: the backend
+    /// has no mark).
+    Read(Signatures, Option<CatalogMark>),
+}
+
 /// The per-schema versions a DDL event trigger maintains ([`Backend::schema_versions`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
@@ -98,6 +125,25 @@ pub trait Backend: Database + Sized {
     ) -> impl Future<Output = Result<Option<Signatures>>> + Send {
         let _ = (pool, schemas, contracts);
         async { Ok(None) }
+    }
+
+    /// [`Backend::signatures`], unless nothing they are read from changed since `since`
+    /// (a mark an earlier call returned with its signatures): then only the new mark. A
+    /// whole-catalog test, cheaper than the signatures of a large fleet (PostgreSQL: one
+    /// scan of each catalog the signatures read, `ARCHITECTURE.md` D8). The default has no
+    /// mark and always reads the signatures.
+    fn signatures_since(
+        pool: &Pool<Self>,
+        schemas: &[String],
+        contracts: &ContractSet<Self>,
+        since: Option<&CatalogMark>,
+    ) -> impl Future<Output = Result<Option<SignatureRead>>> + Send {
+        let _ = since;
+        async move {
+            Ok(Self::signatures(pool, schemas, contracts)
+                .await?
+                .map(|signatures| SignatureRead::Read(signatures, None)))
+        }
     }
 
     /// A cheaper signal than [`Backend::signatures`] where a DDL event trigger keeps a

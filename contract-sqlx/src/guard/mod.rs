@@ -26,6 +26,7 @@ mod observe_tests;
 mod operator;
 mod pass;
 mod persist;
+mod signals;
 #[cfg(all(test, feature = "sqlite"))]
 mod tests;
 mod versions;
@@ -46,8 +47,8 @@ pub use gate::{Gate, PauseInfo, PausedBy, Permit};
 pub(crate) use listen::schema_versions as pg_schema_versions;
 #[cfg(feature = "postgres")]
 pub use listen::{DDL_CHANNEL, UNPINNED_CHANGE, install_ddl_trigger};
-pub use observe::ChangeSignal;
 pub use operator::{OperatorPause, OperatorResume};
+pub use signals::ChangeSignal;
 
 use gate::{TenantCell, TenantState};
 
@@ -145,8 +146,11 @@ struct PassState {
     /// of a sweep that found its catalog signature unchanged.
     versions: HashMap<String, String>,
     /// Per pool, what those versions were recorded under: the trigger's token and the
-    /// versions of every schema that is not a tenant (`observe.rs`).
+    /// versions of every schema that is not a tenant (`signals.rs`).
     version_bases: HashMap<String, String>,
+    /// Per pool, the catalog mark of the last signature read, the signatures read with it
+    /// and when to read it again (`signals.rs`).
+    catalog_marks: HashMap<String, signals::PoolMark>,
     /// Sweeps since the last full check.
     sweeps: u32,
 }

@@ -5,29 +5,16 @@
 //! [`CHUNK`] tenants, so one changed tenant costs a query scoped to it, not a fleet-sized
 //! one. Every `full_check_every`-th sweep is a full check, and so is any sweep whose
 //! signal is unavailable (MySQL) or fails.
-//!
-//! A sweep's signal, per pool: the DDL trigger's schema versions
-//! ([`crate::backend::Backend::schema_versions`]: one small table) when they can be trusted,
-//! else each tenant's catalog signature ([`crate::backend::Backend::signatures`]: a digest
-//! of the catalog rows introspection reads). The versions are trusted only when the last
-//! pass recorded them under the same base: the same trigger token (both triggers enabled
-//! and unaltered since, the same version table) and the same versions of every schema
-//! that is not a tenant of the pool (a shared enum or domain in `public`, a fixed schema,
-//! a table a tenant's view or key reads: a change there moves no tenant's version). Any
-//! other sweep falls back to the catalog signatures and records the versions for the next.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
-use std::fmt;
-use std::fmt::Write as _;
+use std::collections::BTreeSet;
 
 use contract_core::{TenantName, TenantReport, Verdict};
 use sqlx::Pool;
 
-use sha2::{Digest as _, Sha256};
-
 use super::pass::tenant_fingerprint;
+use super::signals::{ChangeSignal, needs_look, store_version, version_base, version_of};
 use super::{Guard, Observed, PassState, metrics};
-use crate::backend::{SchemaVersions, Signatures};
+use crate::backend::Signatures;
 use crate::check::{FleetSnapshot, check_tenant, snapshot};
 use crate::control::ControlStore;
 use crate::error::{Error, error_chain};
@@ -46,56 +33,6 @@ pub(super) enum Scope {
     Sweep,
     /// Only these (named by the DDL listener), plus tenants not checked yet.
     Targeted(BTreeSet<String>),
-}
-
-/// The change signal a pass relied on to choose the tenants it introspected.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum ChangeSignal {
-    /// Every tenant introspected: at start-up, every `full_check_every`-th sweep
-    /// ([`super::GuardBuilder::full_check_every`]), and when the backend has no trustworthy
-    /// cheap signal (MySQL) or reading it failed.
-    #[default]
-    FullCheck,
-    /// One catalog query read each tenant's signature (PostgreSQL: catalog row versions;
-    /// SQLite: `PRAGMA schema_version`); only tenants whose signature moved were
-    /// introspected.
-    CatalogSignature,
-    /// Only the tenants the DDL event trigger named were introspected.
-    Targeted,
-    /// One small read of the versions the DDL event trigger keeps per schema
-    /// (PostgreSQL, [`super::install_ddl_trigger`]); only tenants whose version moved
-    /// were introspected. Used while both event triggers are enabled and unaltered and no
-    /// schema other than a tenant's changed since the last pass; any other sweep falls
-    /// back to [`ChangeSignal::CatalogSignature`].
-    SchemaVersion,
-}
-
-impl ChangeSignal {
-    /// How far a pass relied on the database to say what changed (weakest first).
-    fn trust(self) -> u8 {
-        match self {
-            Self::FullCheck => 0,
-            Self::CatalogSignature => 1,
-            Self::SchemaVersion => 2,
-            Self::Targeted => 3,
-        }
-    }
-}
-
-impl fmt::Display for ChangeSignal {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Self::FullCheck => "full check (every tenant introspected)",
-            Self::CatalogSignature => {
-                "catalog signature (only tenants whose catalog rows changed introspected)"
-            }
-            Self::Targeted => "targeted (only the tenants the DDL trigger named introspected)",
-            Self::SchemaVersion => {
-                "schema version (only tenants whose DDL trigger version moved introspected)"
-            }
-        })
-    }
 }
 
 /// One chunk's tenants that changed and drifted, with the snapshot they were checked in.
@@ -172,10 +109,16 @@ impl<DB: ControlStore> Guard<DB> {
             let trusted = matches!(scope, Scope::Sweep)
                 && base.is_some()
                 && state.version_bases.get(&pool_key) == base.as_ref();
-            let fresh = if trusted {
-                None
+            // A targeted pass reads its few tenants' signatures and leaves the fleet's mark
+            // alone.
+            let marked = !matches!(scope, Scope::Targeted(_));
+            let (fresh, quiet) = if trusted {
+                (None, false)
             } else {
-                self.read_signatures(pool, &wanted).await
+                match self.read_signatures(state, pool, &wanted, marked).await {
+                    Some((fresh, quiet)) => (Some(fresh), quiet),
+                    None => (None, false),
+                }
             };
             let is_forced = |name: &str| {
                 forced.dirty.contains(name)
@@ -212,7 +155,12 @@ impl<DB: ControlStore> Guard<DB> {
                         })
                         .map(|t| (*t).clone())
                         .collect();
-                    (ChangeSignal::CatalogSignature, chosen)
+                    let signal = if quiet {
+                        ChangeSignal::CatalogQuiet
+                    } else {
+                        ChangeSignal::CatalogSignature
+                    };
+                    (signal, chosen)
                 }
                 (Scope::Sweep | Scope::Full, None) => (
                     ChangeSignal::FullCheck,
@@ -268,77 +216,21 @@ impl<DB: ControlStore> Guard<DB> {
             }
             for chunk in chosen.chunks(CHUNK) {
                 observation.introspected += chunk.len();
-                self.check_chunk(state, pool, chunk, fresh.as_ref(), forced, &mut observation)
-                    .await;
+                self.check_chunk(
+                    state,
+                    pool,
+                    chunk,
+                    fresh.as_deref(),
+                    forced,
+                    &mut observation,
+                )
+                .await;
             }
         }
         if let Some(signal) = weakest {
             observation.signal = signal;
         }
         observation
-    }
-
-    /// The signatures of `wanted` and of the contracts' fixed schemas; `None` when the
-    /// backend has none or reading them failed (logged).
-    async fn read_signatures(&self, pool: &Pool<DB>, wanted: &[&TenantName]) -> Option<Signatures> {
-        let inner = &self.inner;
-        let mut schemas: Vec<String> = wanted.iter().map(ToString::to_string).collect();
-        schemas.extend(inner.contracts.fixed_schemas());
-        let read = tokio::time::timeout(
-            inner.check_timeout,
-            DB::signatures(pool, &schemas, &inner.contracts),
-        )
-        .await
-        .unwrap_or(Err(Error::CheckTimeout {
-            pool: DB::describe_pool(pool),
-            after: inner.check_timeout,
-        }));
-        match read {
-            Ok(signatures) => signatures,
-            Err(error) => {
-                tracing::warn!(pool = %DB::describe_pool(pool), error = %error_chain(&error), "catalog signatures not read; this pass introspects every tenant of the pool");
-                None
-            }
-        }
-    }
-
-    /// The DDL trigger's schema versions; `None` when the backend has none, the trigger
-    /// cannot be trusted now, or reading them failed (logged).
-    async fn read_versions(&self, pool: &Pool<DB>) -> Option<SchemaVersions> {
-        let inner = &self.inner;
-        let read = tokio::time::timeout(inner.check_timeout, DB::schema_versions(pool))
-            .await
-            .unwrap_or(Err(Error::CheckTimeout {
-                pool: DB::describe_pool(pool),
-                after: inner.check_timeout,
-            }));
-        match read {
-            Ok(versions) => versions,
-            Err(error) => {
-                tracing::warn!(pool = %DB::describe_pool(pool), error = %error_chain(&error), "schema versions not read; this pass reads the catalog signatures");
-                None
-            }
-        }
-    }
-
-    /// Whether a contracts' fixed schema (shared by every tenant of the pool) changed.
-    fn fixed_moved(&self, state: &PassState, pool: &Pool<DB>, fresh: &Signatures) -> bool {
-        self.inner.contracts.fixed_schemas().iter().any(|schema| {
-            needs_look(
-                state.fixed_signatures.get(&fixed_key::<DB>(pool, schema)),
-                fresh.get(schema),
-            )
-        })
-    }
-
-    fn keep_fixed(&self, state: &mut PassState, pool: &Pool<DB>, fresh: &Signatures) {
-        for schema in self.inner.contracts.fixed_schemas() {
-            if let Some(signature) = fresh.get(&schema) {
-                state
-                    .fixed_signatures
-                    .insert(fixed_key::<DB>(pool, &schema), signature.clone());
-            }
-        }
     }
 
     /// Introspects one chunk of a pool's tenants and re-diffs those whose fingerprint
@@ -433,61 +325,4 @@ impl<DB: ControlStore> Guard<DB> {
             observation.to_plan.push(plan);
         }
     }
-}
-
-/// Whether a tenant must be introspected: no stored signature, no fresh one, an
-/// untrusted one (`None`), or a changed one.
-fn needs_look(stored: Option<&Option<String>>, fresh: Option<&Option<String>>) -> bool {
-    match (stored, fresh) {
-        (Some(Some(stored)), Some(Some(fresh))) => stored != fresh,
-        _ => true,
-    }
-}
-
-/// A tenant's version in `versions` (`""`: no DDL since the trigger was installed).
-fn version_of<'a>(versions: Option<&'a HashMap<String, String>>, tenant: &str) -> &'a str {
-    versions
-        .and_then(|v| v.get(tenant))
-        .map_or("", String::as_str)
-}
-
-fn store_version(state: &mut PassState, tenant: &str, version: &str) {
-    match state.versions.get_mut(tenant) {
-        Some(stored) if stored == version => {}
-        Some(stored) => version.clone_into(stored),
-        None => {
-            state.versions.insert(tenant.to_owned(), version.to_owned());
-        }
-    }
-}
-
-/// What a pool's tenant versions are recorded under: the trigger's token and a digest of
-/// the versions of every schema that is not one of the pool's tenants.
-fn version_base(read: &SchemaVersions, tenants: &[TenantName]) -> String {
-    let tenants: HashSet<&str> = tenants.iter().map(TenantName::as_str).collect();
-    let mut others: Vec<(&String, &String)> = read
-        .versions
-        .iter()
-        .filter(|(schema, _)| !tenants.contains(schema.as_str()))
-        .collect();
-    others.sort_unstable();
-    let mut digest = Sha256::new();
-    for (schema, version) in others {
-        digest.update(schema.as_bytes());
-        digest.update([0x1f]);
-        digest.update(version.as_bytes());
-        digest.update([0x1e]);
-    }
-    let digest = digest.finalize();
-    let mut base = read.token.clone();
-    base.push('|');
-    for byte in digest {
-        let _ = write!(base, "{byte:02x}");
-    }
-    base
-}
-
-/// Where a fixed schema's signature is kept: per pool (each pool is its own server or file).
-fn fixed_key<DB: ControlStore>(pool: &Pool<DB>, schema: &str) -> String {
-    format!("{}\u{1f}{schema}", DB::describe_pool(pool))
 }

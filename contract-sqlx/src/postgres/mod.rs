@@ -2,6 +2,7 @@
 
 mod apply;
 pub(crate) mod ddl;
+mod mark;
 pub(crate) mod online;
 mod parse;
 mod probe;
@@ -19,7 +20,7 @@ use contract_core::{Dialect, LiveColumn, LiveTable, TypeFit};
 use futures_util::TryStreamExt as _;
 use sqlx::{PgPool, Pool, Postgres};
 
-use crate::backend::{Backend, SchemaVersions, Signatures, TypeMap};
+use crate::backend::{Backend, CatalogMark, SchemaVersions, SignatureRead, Signatures, TypeMap};
 use crate::check::ContractSet;
 use crate::check::TypeCheck;
 use crate::error::{Error, Result, hint};
@@ -97,26 +98,26 @@ impl Backend for Postgres {
     ) -> Result<Option<Signatures>> {
         let read = async {
             let mut tx = pool.begin_with(query::BEGIN_INTROSPECTION).await?;
-            // Unnamed, like the catalog query: planned with the actual arrays every time.
-            let rows: Vec<(String, Option<String>)> = sqlx::query_as(query::SIGNATURES)
-                .bind(contracts.table_names())
-                .bind(schemas)
-                .persistent(false)
-                .fetch_all(&mut *tx)
-                .await?;
+            let signatures = read_signatures(&mut tx, schemas, contracts).await?;
             tx.commit().await?;
-            Ok(rows)
+            Ok(signatures)
         };
-        let rows = read.await.map_err(Error::db(
+        let signatures = read.await.map_err(Error::db(
             "reading the catalog signatures of tenant schemas",
             None,
         ))?;
-        let mut signatures: Signatures = schemas
-            .iter()
-            .map(|s| (s.clone(), Some(String::new())))
-            .collect();
-        signatures.extend(rows);
         Ok(Some(signatures))
+    }
+
+    async fn signatures_since(
+        pool: &PgPool,
+        schemas: &[String],
+        contracts: &ContractSet<Self>,
+        since: Option<&CatalogMark>,
+    ) -> Result<Option<SignatureRead>> {
+        mark::signatures_since(pool, schemas, contracts, since)
+            .await
+            .map(Some)
     }
 
     async fn schema_versions(pool: &PgPool) -> Result<Option<SchemaVersions>> {
@@ -257,4 +258,26 @@ async fn read_tables(
     let (mut tables, views) = tables.finish();
     views::settle_view_nullability(conn, &mut tables, views).await?;
     Ok(tables)
+}
+
+/// Every requested schema's signature (empty for one without contracted relations), read
+/// on `conn` ([`query::SIGNATURES`]).
+async fn read_signatures(
+    conn: &mut sqlx::PgConnection,
+    schemas: &[String],
+    contracts: &ContractSet<Postgres>,
+) -> sqlx::Result<Signatures> {
+    // Unnamed, like the catalog query: planned with the actual arrays every time.
+    let rows: Vec<(String, Option<String>)> = sqlx::query_as(query::SIGNATURES)
+        .bind(contracts.table_names())
+        .bind(schemas)
+        .persistent(false)
+        .fetch_all(conn)
+        .await?;
+    let mut signatures: Signatures = schemas
+        .iter()
+        .map(|s| (s.clone(), Some(String::new())))
+        .collect();
+    signatures.extend(rows);
+    Ok(signatures)
 }

@@ -95,6 +95,11 @@ pub(crate) const COLUMNS: &str = concat!(
 /// settings. One simple-query round trip.
 pub(crate) const BEGIN_INTROSPECTION: &str = "BEGIN READ ONLY; SET LOCAL jit = off";
 
+/// [`BEGIN_INTROSPECTION`] with one snapshot for every statement: the catalog mark and the
+/// signatures read after it describe the same catalogs (`mark.rs`).
+pub(crate) const BEGIN_MARKED_INTROSPECTION: &str =
+    "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SET LOCAL jit = off";
+
 /// Schemas whose name is `LIKE $1`.
 // language=SQL
 pub(super) const SCHEMAS_LIKE: &str =
