@@ -294,7 +294,8 @@ async fn the_catalog_signature_moves_for_every_kind_of_drift() {
 
 /// A transaction that was open when a mark was read and commits DDL after it: the mark
 /// must move, though the row it rewrote is older than the mark's snapshot (a rename keeps
-/// every count). The running transactions are part of the mark.
+/// every count). Also when the DDL ran in a savepoint or a PL/pgSQL exception block, whose
+/// rows carry a subtransaction's id (not in the snapshot's list of running transactions).
 #[tokio::test]
 async fn ddl_committed_after_the_mark_by_a_transaction_open_before_it_moves_the_mark() {
     let scratch = PgScratch::create("contract_mark_open_tx").await;
@@ -304,24 +305,35 @@ async fn ddl_committed_after_the_mark_by_a_transaction_open_before_it_moves_the_
         &format!("CREATE SCHEMA t;{}", ITEMS.replace("{s}", "t")),
     )
     .await;
-    let mut open = <sqlx::PgConnection as sqlx::Connection>::connect(&scratch.url)
-        .await
-        .expect("connection");
-    exec(
-        &mut open,
-        "BEGIN; ALTER TABLE t.items RENAME COLUMN note TO remark",
-    )
-    .await;
-    // A later transaction ends first: the open one is among the snapshot's running
-    // transactions, below its `xmax`.
-    exec(pool, "SELECT txid_current()").await;
-    let mark = catalog_mark(pool).await;
-    exec(&mut open, "COMMIT").await;
-    drop(open);
-    assert!(
-        !catalogs_unchanged_since(pool, "t", &mark).await,
-        "a rename committed after the mark by a transaction open before it must move the mark"
-    );
+    let renames = [
+        ("plain", "ALTER TABLE t.items RENAME COLUMN note TO remark"),
+        (
+            "in a savepoint",
+            "SAVEPOINT s; ALTER TABLE t.items RENAME COLUMN remark TO note; RELEASE s",
+        ),
+        (
+            "in an exception block",
+            "DO $$ BEGIN ALTER TABLE t.items RENAME COLUMN note TO remark; \
+             EXCEPTION WHEN duplicate_column THEN NULL; END $$",
+        ),
+    ];
+    for (how, rename) in renames {
+        let mut open = <sqlx::PgConnection as sqlx::Connection>::connect(&scratch.url)
+            .await
+            .expect("connection");
+        exec(&mut open, format!("BEGIN; SELECT txid_current(); {rename}")).await;
+        // A later transaction ends first: the open one is among the snapshot's running
+        // transactions, below its `xmax`.
+        exec(pool, "SELECT txid_current()").await;
+        let mark = catalog_mark(pool).await;
+        exec(&mut open, "COMMIT").await;
+        drop(open);
+        assert!(
+            !catalogs_unchanged_since(pool, "t", &mark).await,
+            "a rename ({how}) committed after the mark by a transaction open before it must \
+             move the mark"
+        );
+    }
     scratch.drop_db().await;
 }
 

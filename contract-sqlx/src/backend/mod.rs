@@ -35,10 +35,10 @@ pub struct CatalogMark {
     /// The oldest transaction still running when the mark was read (PostgreSQL: the
     /// snapshot's `xmin`, 64 bits).
     pub(crate) horizon: i64,
-    /// The first transaction that had not started then (the snapshot's `xmax`).
-    pub(crate) next: i64,
-    /// The transactions running then, between the two.
-    pub(crate) running: Vec<i64>,
+    /// The row versions at or after the horizon among the rows visible then (32 bits).
+    pub(crate) seen: Vec<i64>,
+    /// When the server started: a mark from another start is not compared.
+    pub(crate) server: String,
     /// Each catalog's row count then.
     pub(crate) counts: Vec<i64>,
 }

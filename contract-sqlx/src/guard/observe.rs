@@ -6,7 +6,7 @@
 //! one. Every `full_check_every`-th sweep is a full check, and so is any sweep whose
 //! signal is unavailable (MySQL) or fails.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashSet};
 
 use contract_core::{TenantName, TenantReport, Verdict};
 use sqlx::Pool;
@@ -85,6 +85,13 @@ impl<DB: ControlStore> Guard<DB> {
             },
         };
         let mut weakest: Option<ChangeSignal> = None;
+        // A pool no tenant is on any more keeps no mark.
+        let pools: HashSet<String> = directory
+            .groups()
+            .iter()
+            .map(|(pool, _)| DB::describe_pool(pool))
+            .collect();
+        state.catalog_marks.retain(|pool, _| pools.contains(pool));
         for (pool, names) in directory.groups() {
             let wanted: Vec<&TenantName> = match scope {
                 Scope::Targeted(targets) => names

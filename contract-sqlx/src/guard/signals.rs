@@ -43,8 +43,8 @@ pub enum ChangeSignal {
     /// Only the tenants the DDL event trigger named were introspected.
     Targeted,
     /// One scan of the catalogs the signatures are read from found no row written or
-    /// removed since the last pass (PostgreSQL, `ARCHITECTURE.md` D8): every signature
-    /// stands, and only tenants new or due for a retry were introspected. Any change in
+    /// removed since the signatures were last read (PostgreSQL, `ARCHITECTURE.md` D8):
+    /// every signature stands, and only tenants new or due for a retry were introspected. Any change in
     /// those catalogs, in any schema, makes the sweep read the signatures
     /// ([`ChangeSignal::CatalogSignature`]).
     CatalogQuiet,
@@ -78,7 +78,7 @@ impl fmt::Display for ChangeSignal {
             }
             Self::Targeted => "targeted (only the tenants the DDL trigger named introspected)",
             Self::CatalogQuiet => {
-                "catalog quiet (no catalog row changed since the last pass; signatures kept)"
+                "catalog quiet (no catalog row changed since the signatures were read; kept)"
             }
             Self::SchemaVersion => {
                 "schema version (only tenants whose DDL trigger version moved introspected)"
