@@ -89,7 +89,7 @@ static MARK_QUERY: LazyLock<String> = LazyLock::new(|| {
         .collect();
     format!(
         "WITH s AS MATERIALIZED (
-    SELECT pg_current_snapshot() AS now, pg_postmaster_start_time()::text AS server
+    SELECT pg_current_snapshot() AS now, extract(epoch FROM pg_postmaster_start_time())::text AS server
 ), h AS MATERIALIZED (
     SELECT pg_snapshot_xmin(now)::text::int8 AS horizon, server,
            age((pg_snapshot_xmin(now)::text::int8 % 4294967296)::text::xid) AS age_now,
