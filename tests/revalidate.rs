@@ -17,6 +17,7 @@ use contract_sqlx::guard::{ChangeSignal, GuardBuilder, UNPINNED_CHANGE, install_
 use contract_sqlx::plan::Remediation;
 use contract_sqlx::{Contract, Guard, Tenants};
 use sqlx::{MySql, PgPool, Postgres};
+use support::proxy::{Cut, Proxy, pg_options, target_of};
 use support::{PgScratch, exec};
 
 #[derive(Debug, sqlx::FromRow, Contract)]
@@ -477,6 +478,40 @@ async fn sweeps_introspect_only_changed_tenants_and_every_nth_is_full() {
     assert_eq!(found.introspected, 1);
     assert!(guard.gate("tenant_6").is_open());
     assert!(!guard.gate("tenant_2").is_open());
+    scratch.drop_db().await;
+}
+
+/// A sweep whose catalog mark cannot be read (here its connection is cut as the mark's
+/// query goes out) reads the signatures alone: it does not become a full check.
+#[tokio::test]
+async fn a_sweep_whose_mark_fails_reads_the_signatures_alone() {
+    let scratch = PgScratch::create("contract_mark_fails").await;
+    seed(&scratch.pool, 1..=4).await;
+    let proxy = Proxy::start(target_of(&scratch.url)).await;
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(2)
+        .connect_lazy_with(pg_options(&proxy, &scratch.url));
+    let guard = Guard::<Postgres>::builder()
+        .contract::<Event>()
+        .tenants(Tenants::schemas_like("tenant_%"))
+        .start(&pool)
+        .await
+        .expect("start");
+    let quiet = guard.revalidate().await.expect("sweep");
+    assert_eq!(
+        (quiet.signal, quiet.introspected),
+        (ChangeSignal::CatalogQuiet, 0)
+    );
+    let fault = proxy.arm(&["pg_postmaster_start_time"], Cut::BeforeSending);
+    let sweep = guard.revalidate().await.expect("sweep");
+    assert!(fault.fired(), "the mark's query went out");
+    assert_eq!(
+        (sweep.signal, sweep.introspected),
+        (ChangeSignal::CatalogSignature, 0),
+        "{sweep:?}"
+    );
+    assert!(guard.gate("tenant_1").is_open());
+    pool.close().await;
     scratch.drop_db().await;
 }
 

@@ -149,23 +149,18 @@ impl<DB: ControlStore> Guard<DB> {
                 .entry(pool_key.clone())
                 .or_default()
                 .take_turn();
+        if !use_mark {
+            return self.read_signatures_alone(pool, &schemas).await;
+        }
         // The kept signatures answer for the schemas they were read for, not for a tenant
         // added since.
         let since = state
             .catalog_marks
             .get(&pool_key)
             .and_then(|m| m.kept.as_ref())
-            .filter(|(_, kept)| use_mark && schemas.iter().all(|s| kept.contains_key(s)))
+            .filter(|(_, kept)| schemas.iter().all(|s| kept.contains_key(s)))
             .map(|(mark, _)| mark.clone());
-        let read = async {
-            if use_mark {
-                DB::signatures_since(pool, &schemas, &inner.contracts, since.as_ref()).await
-            } else {
-                Ok(DB::signatures(pool, &schemas, &inner.contracts)
-                    .await?
-                    .map(|signatures| SignatureRead::Read(signatures, None)))
-            }
-        };
+        let read = DB::signatures_since(pool, &schemas, &inner.contracts, since.as_ref());
         let read = tokio::time::timeout(inner.check_timeout, read)
             .await
             .unwrap_or(Err(Error::CheckTimeout {
@@ -182,18 +177,48 @@ impl<DB: ControlStore> Guard<DB> {
             }
             Ok(Some(SignatureRead::Read(signatures, mark))) => {
                 let signatures = Arc::new(signatures);
-                if let (Some(mark), true) = (mark, use_mark) {
-                    let pool_mark = state.catalog_marks.entry(pool_key).or_default();
-                    if since.is_some() {
-                        pool_mark.compared(true);
-                    }
-                    pool_mark.kept = Some((mark, Arc::clone(&signatures)));
+                let pool_mark = state.catalog_marks.entry(pool_key).or_default();
+                if since.is_some() {
+                    pool_mark.compared(true);
                 }
+                pool_mark.kept = mark.map(|mark| (mark, Arc::clone(&signatures)));
                 Some((signatures, false))
             }
             Ok(None) => None,
             Err(error) => {
-                tracing::warn!(pool = %DB::describe_pool(pool), error = %error_chain(&error), "catalog signatures not read; this pass introspects every tenant of the pool");
+                // The mark's scans on top of the signatures may be what failed (a statement
+                // or check timeout, a read cancelled on a standby): back off from the mark
+                // and read the signatures alone, so the sweep does not become a full check.
+                tracing::warn!(pool = %DB::describe_pool(pool), error = %error_chain(&error), "catalog mark not read; reading the catalog signatures alone");
+                let pool_mark = state.catalog_marks.entry(pool_key).or_default();
+                pool_mark.compared(true);
+                pool_mark.kept = None;
+                self.read_signatures_alone(pool, &schemas).await
+            }
+        }
+    }
+
+    /// The signatures of `schemas` without the mark; `None` when the backend has none or
+    /// reading them failed (logged).
+    async fn read_signatures_alone(
+        &self,
+        pool: &Pool<DB>,
+        schemas: &[String],
+    ) -> Option<(Arc<Signatures>, bool)> {
+        let inner = &self.inner;
+        let read = tokio::time::timeout(
+            inner.check_timeout,
+            DB::signatures(pool, schemas, &inner.contracts),
+        )
+        .await
+        .unwrap_or(Err(Error::CheckTimeout {
+            pool: DB::describe_pool(pool),
+            after: inner.check_timeout,
+        }));
+        match read {
+            Ok(signatures) => signatures.map(|s| (Arc::new(s), false)),
+            Err(error) => {
+                warn_unread(pool, &error);
                 None
             }
         }
@@ -242,6 +267,10 @@ impl<DB: ControlStore> Guard<DB> {
             }
         }
     }
+}
+
+fn warn_unread<DB: ControlStore>(pool: &Pool<DB>, error: &Error) {
+    tracing::warn!(pool = %DB::describe_pool(pool), error = %error_chain(error), "catalog signatures not read; this pass introspects every tenant of the pool");
 }
 
 /// Whether a tenant must be introspected: no stored signature, no fresh one, an

@@ -15,7 +15,10 @@
 //! then, and as many. An insert or update writes a new version, and a delete alone lowers a
 //! count. Seen versions, not the snapshot's list of running transactions, because that list
 //! holds top-level ids only: DDL in a savepoint or a PL/pgSQL exception block writes its
-//! rows under a subtransaction's id.
+//! rows under a subtransaction's id. The running ids are left out of the seen ones: once
+//! the 32-bit counter has gone round, an old frozen row keeps its raw version, which may be
+//! a running transaction's id again (a running subtransaction's id may still collide that
+//! way, about one chance in 2^32 per old version, until the periodic full check).
 //!
 //! The signatures are read in the same snapshot as their mark (one `REPEATABLE READ`
 //! transaction), so they describe exactly the catalogs the mark describes; read in a later
@@ -26,7 +29,10 @@
 //! restart, a failover, a restore behind the same address: transaction ids may have been
 //! handed out again), or one more than 2^30 transactions old (`age` wraps at 2^31). A row
 //! version more than 2^31 transactions old (`age` below 0; frozen since) counts as old, and
-//! the special ids (`age` answers `i32::MAX`) too.
+//! the special ids (`age` answers `i32::MAX`) too. A crash restart keeps the start time: a
+//! transaction committed with `synchronous_commit = off`, seen, then lost in the crash may
+//! have its id handed out again (the signatures hash the same row versions and miss that
+//! too; the periodic full check does not).
 //!
 //! What the mark does not see, the signatures do not see either: an in-place update
 //! (`pg_class` statistics and flags that `VACUUM` and `ANALYZE` write) keeps its row
@@ -58,8 +64,8 @@ const CATALOGS: [&str; 8] = [
 /// to be compared with `age` (which wraps at 2^31): 2^30 transactions.
 const MAX_HORIZON_DISTANCE: i64 = 1 << 30;
 
-/// The most seen versions a mark keeps; a mark with more is not kept (the next read has
-/// nothing to compare with and reads the signatures).
+/// The most seen versions a mark keeps; a mark with more is not kept (the guard forgets its
+/// kept one, and the next read has nothing to compare with).
 const MAX_SEEN: usize = 10_000;
 
 /// The mark now (the snapshot's `xmin` as a 64-bit id, the server's start time, each
@@ -80,7 +86,7 @@ static MARK_QUERY: LazyLock<String> = LazyLock::new(|| {
             format!(
                 "SELECT {i} AS k, count(*) AS n,
            count(*) FILTER (WHERE age(xmin) BETWEEN 0 AND (SELECT age_old FROM h)
-                              AND NOT (xmin::text::int8 = ANY($2::int8[]))) AS fresh,
+                              AND NOT (xmin::text::int8 = ANY(coalesce($2::int8[], '{{}}')))) AS fresh,
            array_agg(DISTINCT xmin::text::int8)
                FILTER (WHERE age(xmin) BETWEEN 0 AND (SELECT age_now FROM h)) AS seen
     FROM pg_catalog.{catalog}"
@@ -95,14 +101,16 @@ static MARK_QUERY: LazyLock<String> = LazyLock::new(|| {
            age((pg_snapshot_xmin(now)::text::int8 % 4294967296)::text::xid) AS age_now,
            CASE WHEN server = $3::text
                      AND pg_snapshot_xmax(now)::text::int8 - $1::int8 BETWEEN 0 AND {MAX_HORIZON_DISTANCE}
-                THEN age(($1::int8 % 4294967296)::text::xid) END AS age_old
+                THEN age(($1::int8 % 4294967296)::text::xid) END AS age_old,
+           ARRAY(SELECT x::text::int8 % 4294967296 FROM pg_snapshot_xip(now) x) AS running
     FROM s
 ), c AS (
     {}
 )
 SELECT (SELECT horizon FROM h), (SELECT server FROM h), array_agg(n ORDER BY k),
        CASE WHEN (SELECT age_old FROM h) IS NOT NULL THEN sum(fresh)::int8 END,
-       ARRAY(SELECT DISTINCT x FROM c, unnest(c.seen) x ORDER BY x)
+       ARRAY(SELECT DISTINCT x FROM c, unnest(c.seen) x
+             WHERE x <> ALL((SELECT running FROM h)::int8[]) ORDER BY x)
 FROM c",
         scans.join("\n    UNION ALL\n    ")
     )
