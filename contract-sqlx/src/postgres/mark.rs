@@ -72,12 +72,13 @@ const MAX_SEEN: usize = 10_000;
 /// catalog's row count, the seen versions as 32-bit ids), and how many visible catalog
 /// rows are new since an earlier mark (`$1` its horizon, `$2` its seen versions, `$3` its
 /// server start; NULL when there is none, it is from another server start, or it is too
-/// far behind for `age`). Versions are compared as ages: `age(x) BETWEEN 0 AND age(h)` is
-/// "`x` at or after `h`" for `h` within 2^30 transactions. The statement is unnamed, so it
-/// is planned with the seen versions as a constant array, which PostgreSQL matches through
-/// a hash table (measured: 10,000 seen versions against 123,000 rows as fast as 10); only
-/// the rows at or after the old horizon are matched, and only they pay for the text round
-/// trip of their version.
+/// far behind for `age`). Versions are compared as ages: `age(x) <= age(h) AND age(x) >= 0`
+/// is "`x` at or after `h`" for `h` within 2^30 transactions (in that order: the first is
+/// false for almost every row, so `age` runs once per row and filter, not twice as a
+/// `BETWEEN` would). The statement is unnamed, so it is planned with the seen versions as
+/// a constant array, which PostgreSQL matches through a hash table (measured: 10,000 seen
+/// versions against 123,000 rows as fast as 10); only the rows at or after the old horizon
+/// are matched, and only they pay for the text round trip of their version.
 static MARK_QUERY: LazyLock<String> = LazyLock::new(|| {
     let scans: Vec<String> = CATALOGS
         .iter()
@@ -85,10 +86,10 @@ static MARK_QUERY: LazyLock<String> = LazyLock::new(|| {
         .map(|(i, catalog)| {
             format!(
                 "SELECT {i} AS k, count(*) AS n,
-           count(*) FILTER (WHERE age(xmin) BETWEEN 0 AND (SELECT age_old FROM h)
+           count(*) FILTER (WHERE age(xmin) <= (SELECT age_old FROM h) AND age(xmin) >= 0
                               AND NOT (xmin::text::int8 = ANY(coalesce($2::int8[], '{{}}')))) AS fresh,
            array_agg(DISTINCT xmin::text::int8)
-               FILTER (WHERE age(xmin) BETWEEN 0 AND (SELECT age_now FROM h)) AS seen
+               FILTER (WHERE age(xmin) <= (SELECT age_now FROM h) AND age(xmin) >= 0) AS seen
     FROM pg_catalog.{catalog}"
             )
         })
