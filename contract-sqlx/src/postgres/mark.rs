@@ -48,16 +48,23 @@ use crate::backend::{CatalogMark, SignatureRead};
 use crate::check::ContractSet;
 use crate::error::{Error, Result};
 
-/// Every catalog [`query::SIGNATURES`] reads, in the order of [`CatalogMark::counts`].
-const CATALOGS: [&str; 8] = [
-    "pg_class",
-    "pg_attribute",
-    "pg_type",
-    "pg_enum",
-    "pg_constraint",
-    "pg_namespace",
-    "pg_rewrite",
-    "pg_depend",
+/// Every catalog [`query::SIGNATURES`] reads, in the order of [`CatalogMark::counts`], with
+/// the part of it the signatures can read: of `pg_attribute` the user columns (system
+/// columns are half its rows), of `pg_depend` the rows of rewrite rules (read through its
+/// index: a few per view instead of the whole table). A row never moves between the parts
+/// (neither `attnum` nor `classid` is ever updated).
+const CATALOGS: [(&str, &str); 8] = [
+    ("pg_class", ""),
+    ("pg_attribute", " WHERE attnum > 0"),
+    ("pg_type", ""),
+    ("pg_enum", ""),
+    ("pg_constraint", ""),
+    ("pg_namespace", ""),
+    ("pg_rewrite", ""),
+    (
+        "pg_depend",
+        " WHERE classid = 'pg_catalog.pg_rewrite'::pg_catalog.regclass",
+    ),
 ];
 
 /// How far the transaction counter may have moved past an old horizon for its row versions
@@ -83,14 +90,14 @@ static MARK_QUERY: LazyLock<String> = LazyLock::new(|| {
     let scans: Vec<String> = CATALOGS
         .iter()
         .enumerate()
-        .map(|(i, catalog)| {
+        .map(|(i, (catalog, part))| {
             format!(
                 "SELECT {i} AS k, count(*) AS n,
            count(*) FILTER (WHERE age(xmin) <= (SELECT age_old FROM h) AND age(xmin) >= 0
                               AND NOT (xmin::text::int8 = ANY(coalesce($2::int8[], '{{}}')))) AS fresh,
            array_agg(DISTINCT xmin::text::int8)
                FILTER (WHERE age(xmin) <= (SELECT age_now FROM h) AND age(xmin) >= 0) AS seen
-    FROM pg_catalog.{catalog}"
+    FROM pg_catalog.{catalog}{part}"
             )
         })
         .collect();
