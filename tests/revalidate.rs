@@ -1,6 +1,8 @@
-//! Cheap change detection for revalidation: the PostgreSQL catalog signature moves for
-//! every kind of change the guard detects (and stays put otherwise), an unchanged fleet's
-//! sweep introspects no tenant, every Nth sweep is a full check, the DDL trigger's pass
+//! Cheap change detection for revalidation: the PostgreSQL catalog signature and the
+//! catalog mark in front of it move for every kind of change the guard detects (and stay
+//! put otherwise; the mark also for DDL committed after it by a transaction open before it,
+//! in a savepoint too), a sweep whose mark fails reads the signatures alone, an unchanged
+//! fleet's sweep introspects no tenant, every Nth sweep is a full check, the DDL trigger's pass
 //! introspects only the named tenant (and leaves a changed fixed schema to the next sweep),
 //! sweeps use the trigger's per-schema versions while the trigger can be trusted and fall
 //! back to the catalog signatures otherwise, and MySQL (no trustworthy signal) checks fully
