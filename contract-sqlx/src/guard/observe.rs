@@ -17,7 +17,7 @@ use super::{Guard, Observed, PassState, metrics};
 use crate::backend::Signatures;
 use crate::check::{FleetSnapshot, check_tenant, snapshot};
 use crate::control::ControlStore;
-use crate::error::{Error, error_chain};
+use crate::error::error_chain;
 use crate::tenants::TenantDirectory;
 
 /// The most tenants one introspection query covers.
@@ -122,7 +122,10 @@ impl<DB: ControlStore> Guard<DB> {
             let (fresh, quiet) = if trusted {
                 (None, false)
             } else {
-                match self.read_signatures(state, pool, &wanted, marked).await {
+                match self
+                    .read_signatures(state, (pool, &pool_key), &wanted, marked)
+                    .await
+                {
                     Some((fresh, quiet)) => (Some(fresh), quiet),
                     None => (None, false),
                 }
@@ -254,15 +257,9 @@ impl<DB: ControlStore> Guard<DB> {
     ) {
         let inner = &self.inner;
         let schemas: Vec<String> = chunk.iter().map(ToString::to_string).collect();
-        let read = tokio::time::timeout(
-            inner.check_timeout,
-            snapshot(pool, &schemas, &inner.contracts),
-        )
-        .await
-        .unwrap_or(Err(Error::CheckTimeout {
-            pool: DB::describe_pool(pool),
-            after: inner.check_timeout,
-        }));
+        let read = self
+            .within_check_timeout(pool, snapshot(pool, &schemas, &inner.contracts))
+            .await;
         let snap = match read {
             Ok(snap) => snap,
             Err(error) => {

@@ -44,8 +44,8 @@ pub enum ChangeSignal {
     Targeted,
     /// One scan of the catalogs the signatures are read from found no row written or
     /// removed since the signatures were last read (PostgreSQL, `ARCHITECTURE.md` D8):
-    /// every signature stands, and only tenants new or due for a retry were introspected. Any change in
-    /// those catalogs, in any schema, makes the sweep read the signatures
+    /// every signature stands, and only tenants new or due for a retry were introspected.
+    /// Any change in those catalogs, in any schema, makes the sweep read the signatures
     /// ([`ChangeSignal::CatalogSignature`]).
     CatalogQuiet,
     /// One small read of the versions the DDL event trigger keeps per schema
@@ -135,18 +135,17 @@ impl<DB: ControlStore> Guard<DB> {
     pub(super) async fn read_signatures(
         &self,
         state: &mut PassState,
-        pool: &Pool<DB>,
+        (pool, pool_key): (&Pool<DB>, &str),
         wanted: &[&TenantName],
         marked: bool,
     ) -> Option<(Arc<Signatures>, bool)> {
         let inner = &self.inner;
         let mut schemas: Vec<String> = wanted.iter().map(ToString::to_string).collect();
         schemas.extend(inner.contracts.fixed_schemas());
-        let pool_key = DB::describe_pool(pool);
         let use_mark = marked
             && state
                 .catalog_marks
-                .entry(pool_key.clone())
+                .entry(pool_key.to_owned())
                 .or_default()
                 .take_turn();
         if !use_mark {
@@ -156,20 +155,19 @@ impl<DB: ControlStore> Guard<DB> {
         // added since.
         let since = state
             .catalog_marks
-            .get(&pool_key)
+            .get(pool_key)
             .and_then(|m| m.kept.as_ref())
             .filter(|(_, kept)| schemas.iter().all(|s| kept.contains_key(s)))
             .map(|(mark, _)| mark.clone());
-        let read = DB::signatures_since(pool, &schemas, &inner.contracts, since.as_ref());
-        let read = tokio::time::timeout(inner.check_timeout, read)
-            .await
-            .unwrap_or(Err(Error::CheckTimeout {
-                pool: DB::describe_pool(pool),
-                after: inner.check_timeout,
-            }));
+        let read = self
+            .within_check_timeout(
+                pool,
+                DB::signatures_since(pool, &schemas, &inner.contracts, since.as_ref()),
+            )
+            .await;
+        let pool_mark = state.catalog_marks.get_mut(pool_key)?;
         match read {
             Ok(Some(SignatureRead::Unchanged(mark))) => {
-                let pool_mark = state.catalog_marks.get_mut(&pool_key)?;
                 pool_mark.compared(false);
                 let (kept_mark, kept) = pool_mark.kept.as_mut()?;
                 *kept_mark = mark;
@@ -177,7 +175,6 @@ impl<DB: ControlStore> Guard<DB> {
             }
             Ok(Some(SignatureRead::Read(signatures, mark))) => {
                 let signatures = Arc::new(signatures);
-                let pool_mark = state.catalog_marks.entry(pool_key).or_default();
                 if since.is_some() {
                     pool_mark.compared(true);
                 }
@@ -189,13 +186,27 @@ impl<DB: ControlStore> Guard<DB> {
                 // The mark's scans on top of the signatures may be what failed (a statement
                 // or check timeout, a read cancelled on a standby): back off from the mark
                 // and read the signatures alone, so the sweep does not become a full check.
-                tracing::warn!(pool = %DB::describe_pool(pool), error = %error_chain(&error), "catalog mark not read; reading the catalog signatures alone");
-                let pool_mark = state.catalog_marks.entry(pool_key).or_default();
+                tracing::warn!(pool = pool_key, error = %error_chain(&error), "catalog mark not read; reading the catalog signatures alone");
                 pool_mark.compared(true);
                 pool_mark.kept = None;
                 self.read_signatures_alone(pool, &schemas).await
             }
         }
+    }
+
+    /// `read`, or [`Error::CheckTimeout`] once the guard's check timeout has passed.
+    pub(super) async fn within_check_timeout<T>(
+        &self,
+        pool: &Pool<DB>,
+        read: impl Future<Output = Result<T, Error>>,
+    ) -> Result<T, Error> {
+        let after = self.inner.check_timeout;
+        tokio::time::timeout(after, read).await.unwrap_or_else(|_| {
+            Err(Error::CheckTimeout {
+                pool: DB::describe_pool(pool),
+                after,
+            })
+        })
     }
 
     /// The signatures of `schemas` without the mark; `None` when the backend has none or
@@ -205,20 +216,13 @@ impl<DB: ControlStore> Guard<DB> {
         pool: &Pool<DB>,
         schemas: &[String],
     ) -> Option<(Arc<Signatures>, bool)> {
-        let inner = &self.inner;
-        let read = tokio::time::timeout(
-            inner.check_timeout,
-            DB::signatures(pool, schemas, &inner.contracts),
-        )
-        .await
-        .unwrap_or(Err(Error::CheckTimeout {
-            pool: DB::describe_pool(pool),
-            after: inner.check_timeout,
-        }));
+        let read = self
+            .within_check_timeout(pool, DB::signatures(pool, schemas, &self.inner.contracts))
+            .await;
         match read {
             Ok(signatures) => signatures.map(|s| (Arc::new(s), false)),
             Err(error) => {
-                warn_unread(pool, &error);
+                tracing::warn!(pool = %DB::describe_pool(pool), error = %error_chain(&error), "catalog signatures not read; this pass introspects every tenant of the pool");
                 None
             }
         }
@@ -227,13 +231,9 @@ impl<DB: ControlStore> Guard<DB> {
     /// The DDL trigger's schema versions; `None` when the backend has none, the trigger
     /// cannot be trusted now, or reading them failed (logged).
     pub(super) async fn read_versions(&self, pool: &Pool<DB>) -> Option<SchemaVersions> {
-        let inner = &self.inner;
-        let read = tokio::time::timeout(inner.check_timeout, DB::schema_versions(pool))
-            .await
-            .unwrap_or(Err(Error::CheckTimeout {
-                pool: DB::describe_pool(pool),
-                after: inner.check_timeout,
-            }));
+        let read = self
+            .within_check_timeout(pool, DB::schema_versions(pool))
+            .await;
         match read {
             Ok(versions) => versions,
             Err(error) => {
@@ -267,10 +267,6 @@ impl<DB: ControlStore> Guard<DB> {
             }
         }
     }
-}
-
-fn warn_unread<DB: ControlStore>(pool: &Pool<DB>, error: &Error) {
-    tracing::warn!(pool = %DB::describe_pool(pool), error = %error_chain(error), "catalog signatures not read; this pass introspects every tenant of the pool");
 }
 
 /// Whether a tenant must be introspected: no stored signature, no fresh one, an
