@@ -252,6 +252,29 @@ async fn the_catalog_signature_moves_for_every_kind_of_drift() {
             assert!(unchanged, "{what}: the catalog mark must stay");
         }
     }
+    // A view reading a system column of its base: a grant on that column rewrites the
+    // column's row, which neither the mark nor the signature reads (nothing the guard
+    // checks changed).
+    exec(
+        pool,
+        &format!("CREATE SCHEMA sys;{}", ITEMS.replace("{s}", "sys")),
+    )
+    .await;
+    exec(
+        pool,
+        "DROP VIEW sys.label_names; \
+         CREATE VIEW sys.label_names AS SELECT id, name, ctid AS row_id FROM sys.labels",
+    )
+    .await;
+    let before = signature(pool, "sys").await;
+    let mark = catalog_mark(pool).await;
+    exec(pool, "GRANT SELECT (ctid) ON sys.labels TO public").await;
+    assert_eq!(
+        before,
+        signature(pool, "sys").await,
+        "system column granted: the signature must stay"
+    );
+    assert!(catalogs_unchanged_since(pool, "sys", &mark).await);
     // A key referencing a table in another schema: renaming that schema moves it too.
     exec(
         pool,
@@ -338,6 +361,39 @@ async fn ddl_committed_after_the_mark_by_a_transaction_open_before_it_moves_the_
         );
     }
     scratch.drop_db().await;
+}
+
+/// A database replaced behind the same address (dropped and created again from a template,
+/// or another one renamed into its place) keeps the server's start time, and its catalog
+/// rows keep the template's old row versions: a mark read before must not call it
+/// unchanged. Two copies of one template stand for the two databases: the tenant's column
+/// renamed in the first, then the second read with the first's mark.
+#[tokio::test]
+async fn a_database_replaced_by_a_copy_of_its_template_is_not_unchanged() {
+    let template = PgScratch::create("contract_mark_template").await;
+    exec(&template.pool, "CREATE SCHEMA t1").await;
+    exec(&template.pool, ITEMS.replace("{s}", "t1")).await;
+    template.pool.close().await;
+    let first = PgScratch::copy_of("contract_mark_first", &template).await;
+    let second = PgScratch::copy_of("contract_mark_second", &template).await;
+    exec(
+        &first.pool,
+        "ALTER TABLE t1.items RENAME COLUMN note TO remark",
+    )
+    .await;
+    let mark = catalog_mark(&first.pool).await;
+    assert!(catalogs_unchanged_since(&first.pool, "t1", &mark).await);
+    assert_ne!(
+        signature(&first.pool, "t1").await,
+        signature(&second.pool, "t1").await
+    );
+    assert!(
+        !catalogs_unchanged_since(&second.pool, "t1", &mark).await,
+        "another database's catalogs were taken for the marked ones"
+    );
+    first.drop_db().await;
+    second.drop_db().await;
+    template.drop_db().await;
 }
 
 /// Two column rows rewritten so that their row versions' sum stays the same (`b` last

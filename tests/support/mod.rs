@@ -181,6 +181,17 @@ pub struct PgScratch {
 impl PgScratch {
     /// Creates the database and connects a pool to it.
     pub async fn create(prefix: &str) -> Self {
+        Self::create_with(prefix, None).await
+    }
+
+    /// Creates the database as a copy of `template` (whose pool must be closed: PostgreSQL
+    /// copies a database nobody is connected to) and connects a pool to it.
+    #[allow(dead_code)]
+    pub async fn copy_of(prefix: &str, template: &PgScratch) -> Self {
+        Self::create_with(prefix, Some(&template.name)).await
+    }
+
+    async fn create_with(prefix: &str, template: Option<&str>) -> Self {
         let name = unique_name(prefix);
         // Checked before anything is created, so a bad URL leaves nothing behind.
         let base = pg_url();
@@ -191,10 +202,13 @@ impl PgScratch {
             _ => panic!("CONTRACT_TEST_PG_URL must end with /<database>: {base}"),
         };
         let admin = pg_pool().await;
-        sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{name}\"")))
-            .execute(&admin)
-            .await
-            .unwrap_or_else(|e| panic!("create database {name}: {e}"));
+        let template = template.map_or_else(String::new, |t| format!(" TEMPLATE \"{t}\""));
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+            "CREATE DATABASE \"{name}\"{template}"
+        )))
+        .execute(&admin)
+        .await
+        .unwrap_or_else(|e| panic!("create database {name}: {e}"));
         // From here on a panic (a failed connect included) drops the database.
         let guard = PgDatabaseGuard {
             name: name.clone(),

@@ -37,7 +37,8 @@ pub struct CatalogMark {
     pub(crate) horizon: i64,
     /// The row versions at or after the horizon among the rows visible then (32 bits).
     pub(crate) seen: Vec<i64>,
-    /// When the server started: a mark from another start is not compared.
+    /// When the server started, and which database it was read in: a mark from another
+    /// start or database is not compared.
     pub(crate) server: String,
     /// Each catalog's row count then.
     pub(crate) counts: Vec<i64>,

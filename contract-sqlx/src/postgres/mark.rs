@@ -27,7 +27,10 @@
 //!
 //! Not compared (the signatures are read): a mark from a server that started since (a
 //! restart, a failover, a restore behind the same address: transaction ids may have been
-//! handed out again), or one more than 2^30 transactions old (`age` wraps at 2^31). A row
+//! handed out again), a mark from another database behind the same address (one dropped
+//! and created again, or renamed into its place: a copy of a template keeps the template's
+//! old row versions, so only the database's oid tells them apart), or one more than 2^30
+//! transactions old (`age` wraps at 2^31). A row
 //! version more than 2^31 transactions old (`age` below 0; frozen since) counts as old, and
 //! the special ids (`age` answers `i32::MAX`) too. A crash restart keeps the start time: a
 //! transaction committed with `synchronous_commit = off`, seen, then lost in the crash may
@@ -75,10 +78,11 @@ const MAX_HORIZON_DISTANCE: i64 = 1 << 30;
 /// kept one, and the next read has nothing to compare with).
 const MAX_SEEN: usize = 10_000;
 
-/// The mark now (the snapshot's `xmin` as a 64-bit id, the server's start time, each
-/// catalog's row count, the seen versions as 32-bit ids), and how many visible catalog
-/// rows are new since an earlier mark (`$1` its horizon, `$2` its seen versions, `$3` its
-/// server start; NULL when there is none, it is from another server start, or it is too
+/// The mark now (the snapshot's `xmin` as a 64-bit id, the server's start time and the
+/// database's oid, each catalog's row count, the seen versions as 32-bit ids), and how many
+/// visible catalog rows are new since an earlier mark (`$1` its horizon, `$2` its seen
+/// versions, `$3` its server start and database; NULL when there is none, it is from another
+/// server start or database, or it is too
 /// far behind for `age`). Versions are compared as ages: `age(x) <= age(h) AND age(x) >= 0`
 /// is "`x` at or after `h`" for `h` within 2^30 transactions (in that order: the first is
 /// false for almost every row, so `age` runs once per row and filter, not twice as a
@@ -103,7 +107,9 @@ static MARK_QUERY: LazyLock<String> = LazyLock::new(|| {
         .collect();
     format!(
         "WITH s AS MATERIALIZED (
-    SELECT pg_current_snapshot() AS now, extract(epoch FROM pg_postmaster_start_time())::text AS server
+    SELECT pg_current_snapshot() AS now,
+           extract(epoch FROM pg_postmaster_start_time())::text || '/'
+               || (SELECT oid FROM pg_catalog.pg_database WHERE datname = current_database())::text AS server
 ), h AS MATERIALIZED (
     SELECT pg_snapshot_xmin(now)::text::int8 AS horizon, server,
            age((pg_snapshot_xmin(now)::text::int8 % 4294967296)::text::xid) AS age_now,

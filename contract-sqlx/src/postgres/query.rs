@@ -252,6 +252,7 @@ WITH rel AS MATERIALIZED (
                                    AND d.refclassid = 'pg_class'::regclass AND d.refobjid <> c.oid
               LEFT JOIN pg_class bc ON bc.oid = d.refobjid
               LEFT JOIN pg_attribute b ON b.attrelid = d.refobjid AND b.attnum = d.refobjsubid
+                                       AND b.attnum > 0
               WHERE c.relkind IN ('v', 'm') AND w.ev_class = c.oid) v) v
 )
 SELECT p.nspname AS schema_name,
