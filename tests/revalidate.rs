@@ -274,7 +274,10 @@ async fn the_catalog_signature_moves_for_every_kind_of_drift() {
         signature(pool, "sys").await,
         "system column granted: the signature must stay"
     );
-    assert!(catalogs_unchanged_since(pool, "sys", &mark).await);
+    assert!(
+        catalogs_unchanged_since(pool, "sys", &mark).await,
+        "system column granted: the catalog mark must stay"
+    );
     // A key referencing a table in another schema: renaming that schema moves it too.
     exec(
         pool,

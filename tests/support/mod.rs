@@ -186,7 +186,6 @@ impl PgScratch {
 
     /// Creates the database as a copy of `template` (whose pool must be closed: PostgreSQL
     /// copies a database nobody is connected to) and connects a pool to it.
-    #[allow(dead_code)]
     pub async fn copy_of(prefix: &str, template: &PgScratch) -> Self {
         Self::create_with(prefix, Some(&template.name)).await
     }

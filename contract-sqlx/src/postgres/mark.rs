@@ -30,12 +30,12 @@
 //! handed out again), a mark from another database behind the same address (one dropped
 //! and created again, or renamed into its place: a copy of a template keeps the template's
 //! old row versions, so only the database's oid tells them apart), or one more than 2^30
-//! transactions old (`age` wraps at 2^31). A row
-//! version more than 2^31 transactions old (`age` below 0; frozen since) counts as old, and
-//! the special ids (`age` answers `i32::MAX`) too. A crash restart keeps the start time: a
-//! transaction committed with `synchronous_commit = off`, seen, then lost in the crash may
-//! have its id handed out again (the signatures hash the same row versions and miss that
-//! too; the periodic full check does not).
+//! transactions old (`age` wraps at 2^31). A row version more than 2^31 transactions old
+//! (`age` below 0; frozen since) counts as old, and the special ids (`age` answers
+//! `i32::MAX`) too. A crash restart keeps the start time: a transaction committed with
+//! `synchronous_commit = off`, seen, then lost in the crash may have its id handed out
+//! again (the signatures hash the same row versions and miss that too; the periodic full
+//! check does not).
 //!
 //! What the mark does not see, the signatures do not see either: an in-place update
 //! (`pg_class` statistics and flags that `VACUUM` and `ANALYZE` write) keeps its row
@@ -82,8 +82,7 @@ const MAX_SEEN: usize = 10_000;
 /// database's oid, each catalog's row count, the seen versions as 32-bit ids), and how many
 /// visible catalog rows are new since an earlier mark (`$1` its horizon, `$2` its seen
 /// versions, `$3` its server start and database; NULL when there is none, it is from another
-/// server start or database, or it is too
-/// far behind for `age`). Versions are compared as ages: `age(x) <= age(h) AND age(x) >= 0`
+/// server start or database, or it is too far behind for `age`). Versions are compared as ages: `age(x) <= age(h) AND age(x) >= 0`
 /// is "`x` at or after `h`" for `h` within 2^30 transactions (in that order: the first is
 /// false for almost every row, so `age` runs once per row and filter, not twice as a
 /// `BETWEEN` would). The statement is unnamed, so it is planned with the seen versions as
