@@ -220,6 +220,7 @@ async fn proxy_cuts_before_sending_or_before_the_answer() {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Stage {
     BeforeTenantLock,
+    AfterTenantLock,
     AfterDdl,
     BeforeCommit,
     DuringCommit,
@@ -228,18 +229,22 @@ enum Stage {
 impl Stage {
     fn arm(self, proxy: &Proxy) -> Fault {
         match self {
-            // The tenant lock's 64-bit key is a bound parameter of `pg_advisory_xact_lock`
-            // (an int8, sent big-endian in binary form).
-            Stage::BeforeTenantLock => proxy.arm_bytes(
-                &[&contract_sqlx::remediation::tenant_lock_key("tenant_1").to_be_bytes()],
-                Cut::BeforeSending,
-            ),
+            // The lock is taken in the message that begins the transaction.
+            Stage::BeforeTenantLock => proxy.arm(&[&tenant_1_lock()], Cut::BeforeSending),
+            // The server began the transaction and took the lock; the client never hears.
+            Stage::AfterTenantLock => proxy.arm(&[&tenant_1_lock()], Cut::BeforeAnswer),
             // tenant_1's own DDL (the audit table's upgrade is an ALTER TABLE too).
             Stage::AfterDdl => proxy.arm(&[TENANT_1_DDL], Cut::BeforeAnswer),
             Stage::BeforeCommit => proxy.arm(&[TENANT_1_DDL, "COMMIT"], Cut::BeforeSending),
             Stage::DuringCommit => proxy.arm(&[TENANT_1_DDL, "COMMIT"], Cut::BeforeAnswer),
         }
     }
+}
+
+/// How tenant_1's remediation takes its lock, as sent.
+fn tenant_1_lock() -> String {
+    let key = contract_sqlx::remediation::tenant_lock_key("tenant_1");
+    format!("pg_advisory_xact_lock('{key}'::int8)")
 }
 
 /// The start of tenant_1's remediation DDL, as sent.
@@ -326,6 +331,11 @@ async fn remediation_cut(stage: Stage) {
 #[tokio::test]
 async fn remediation_cut_before_the_tenant_lock() {
     remediation_cut(Stage::BeforeTenantLock).await;
+}
+
+#[tokio::test]
+async fn remediation_cut_after_the_tenant_lock_was_taken() {
+    remediation_cut(Stage::AfterTenantLock).await;
 }
 
 #[tokio::test]

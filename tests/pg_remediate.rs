@@ -8,8 +8,10 @@ use std::time::Duration;
 use contract_sqlx::plan::{Hazard, Remediation};
 use contract_sqlx::report::{DriftKind, Severity};
 use contract_sqlx::{
-    Contract, SchemaEpoch, TenantDirectory, Tenants, check::ContractSet, remediate,
-    remediation::ApplyOptions,
+    Contract, SchemaEpoch, TenantDirectory, Tenants,
+    check::ContractSet,
+    remediate,
+    remediation::{ApplyOptions, AuditConfig},
 };
 use sqlx::{AssertSqlSafe, PgPool, Postgres};
 use support::{PgScratch, pg_tenant_directory};
@@ -756,5 +758,116 @@ async fn safe_only_cannot_create_a_missing_table_whose_columns_use_a_custom_type
         "{}",
         run.after
     );
+    scratch.drop_db().await;
+}
+
+#[derive(Debug, sqlx::FromRow, Contract)]
+#[contract(table = "odd_notes")]
+#[allow(dead_code)]
+struct OddNote {
+    #[contract(primary_key)]
+    id: i64,
+    #[contract(default = "'it''s'")]
+    body: Option<String>,
+    #[contract(default = "'x' -- a comment ends the default")]
+    tag: Option<String>,
+}
+
+/// The audit row travels with the DDL as literals (one round trip, no bound parameters):
+/// quotes and backslashes in its values read back exactly, whatever the session's string
+/// settings are, and a default ending in a `--` comment does not swallow what follows.
+#[tokio::test]
+async fn audit_values_with_quotes_and_backslashes_read_back_exactly() {
+    let scratch = PgScratch::create("contract_audit_literals").await;
+    let settings: [&[(&str, &str)]; 3] = [
+        &[],
+        &[("standard_conforming_strings", "off")],
+        &[("backslash_quote", "off")],
+    ];
+    let contracts = ContractSet::<Postgres>::new().with::<OddNote>();
+    for (i, setting) in settings.iter().enumerate() {
+        let tenant = format!("tenant_{i}");
+        support::exec(
+            &scratch.pool,
+            format!(
+                "CREATE SCHEMA {tenant}; CREATE TABLE {tenant}.odd_notes (id int8 PRIMARY KEY)"
+            ),
+        )
+        .await;
+        let options: sqlx::postgres::PgConnectOptions = scratch.url.parse().expect("scratch url");
+        let pool = sqlx::postgres::PgPoolOptions::new()
+            .max_connections(2)
+            .connect_with(options.options(setting.iter().copied()))
+            .await
+            .expect("pool with the string settings");
+        let actor = format!(r"o'brien \ c:\new\'{i}'' \\");
+        let dir = list_directory(&pool, &tenant).await;
+        let run = remediate(&dir, &contracts, Remediation::SafeOnly)
+            .options(ApplyOptions::default().with_audit(AuditConfig::default().with_actor(&actor)))
+            .run()
+            .await
+            .expect("remediate");
+        assert!(run.failed.is_empty(), "{setting:?}: {:?}", run.failed);
+        let [record] = run.audits.as_slice() else {
+            panic!("{setting:?}: one audit record expected: {:?}", run.audits);
+        };
+        let (stored_actor, statements): (String, sqlx::types::Json<Vec<String>>) =
+            sqlx::query_as("SELECT actor, statements FROM public.contract_audit WHERE tenant = $1")
+                .bind(&tenant)
+                .fetch_one(&scratch.pool)
+                .await
+                .expect("the audit row");
+        assert_eq!(stored_actor, actor, "{setting:?}");
+        assert_eq!(statements.0, record.statements, "{setting:?}");
+        assert!(
+            record.statements.iter().any(|s| s.contains("'it''s'")),
+            "{:?}",
+            record.statements
+        );
+        pool.close().await;
+    }
+    scratch.drop_db().await;
+}
+
+#[derive(Debug, sqlx::FromRow, Contract)]
+#[contract(table = "typo_notes")]
+#[allow(dead_code)]
+struct TypoNote {
+    #[contract(primary_key)]
+    id: i64,
+    #[contract(default = "now( +")]
+    stamp: Option<String>,
+}
+
+/// The DDL, its bounds and the audit row go in one message, which PostgreSQL parses whole
+/// before running any of it: a syntax error is still reported at the statement that holds
+/// it, and nothing is applied.
+#[tokio::test]
+async fn a_statement_that_does_not_parse_is_named_in_the_failure() {
+    let scratch = PgScratch::create("contract_typo_ddl").await;
+    support::exec(
+        &scratch.pool,
+        "CREATE SCHEMA tenant_1; CREATE TABLE tenant_1.typo_notes (id int8 PRIMARY KEY)",
+    )
+    .await;
+    let contracts = ContractSet::<Postgres>::new().with::<TypoNote>();
+    let dir = pg_tenant_directory(&scratch.pool).await;
+    let run = remediate(&dir, &contracts, Remediation::SafeOnly)
+        .run()
+        .await
+        .expect("remediate");
+    let [failure] = run.failed.as_slice() else {
+        panic!("one failure expected: {:?}", run.failed);
+    };
+    assert_eq!(failure.tenant, "tenant_1");
+    assert!(
+        failure
+            .error
+            .contains("at `ALTER TABLE \"tenant_1\".\"typo_notes\" ADD COLUMN \"stamp\""),
+        "{}",
+        failure.error
+    );
+    assert!(failure.error.contains("rolled back"), "{}", failure.error);
+    assert!(audit_rows(&scratch.pool).await.is_empty());
     scratch.drop_db().await;
 }

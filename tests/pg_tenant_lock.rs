@@ -205,3 +205,61 @@ async fn a_lock_wait_that_times_out_leaves_the_connection_usable() {
     pool.close().await;
     scratch.drop_db().await;
 }
+
+/// A remediation dropped while it waits for its tenant's lock (its `BEGIN` and the lock
+/// wait travel in one message) leaves nothing open: once the lock is free the server does
+/// not keep a transaction holding it, and the pool's only connection serves the next run.
+#[tokio::test]
+async fn a_remediation_dropped_while_waiting_for_the_tenant_lock_leaves_nothing_open() {
+    let scratch = PgScratch::create("contract_lock_drop").await;
+    seed(&scratch.pool, &["tenant_1"]).await;
+    let pool = PgPoolOptions::new()
+        .max_connections(1)
+        .connect(&scratch.url)
+        .await
+        .expect("one-connection pool");
+    let directory = pg_tenant_directory(&pool).await;
+    let contracts = contracts();
+
+    let blocker = hold_tenant_locks(&scratch.pool, &["tenant_1"]).await;
+    tokio::select! {
+        run = remediate(&directory, &contracts, Remediation::SafeOnly).run() => {
+            panic!("the run ended while the tenant lock was held: {:?}", run.map(|r| r.failed));
+        }
+        waiting = advisory_waiters(&scratch.pool, 1) => {
+            assert!(waiting, "the run never waited for the tenant lock");
+        }
+    }
+    // The run's future is dropped; now the lock it waited for is released.
+    blocker.rollback().await.expect("release");
+    let mut left_open = (0, 0);
+    for _ in 0..100 {
+        left_open = sqlx::query_as(
+            "SELECT (SELECT count(*) FROM pg_locks l JOIN pg_database d ON d.oid = l.database \
+                     WHERE l.locktype = 'advisory' AND d.datname = current_database()), \
+                    (SELECT count(*) FROM pg_stat_activity \
+                     WHERE datname = current_database() AND state LIKE 'idle in transaction%')",
+        )
+        .fetch_one(&scratch.pool)
+        .await
+        .expect("activity");
+        if left_open == (0, 0) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        left_open,
+        (0_i64, 0_i64),
+        "(advisory locks, idle-in-transaction sessions) left by the dropped run"
+    );
+
+    let next = remediate(&directory, &contracts, Remediation::SafeOnly)
+        .run()
+        .await
+        .expect("next run");
+    assert!(next.failed.is_empty(), "{:?}", next.failed);
+    assert!(has_email(&scratch.pool, "tenant_1").await);
+    pool.close().await;
+    scratch.drop_db().await;
+}

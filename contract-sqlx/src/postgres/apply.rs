@@ -1,8 +1,13 @@
-//! Remediation on PostgreSQL: one transaction per tenant, with the audit row inside it.
+//! Remediation on PostgreSQL: one transaction per tenant, with the audit row inside it, in
+//! four round trips (begin and lock; re-check; DDL and audit row; commit).
 
 use std::time::Instant;
 
-use sqlx::{AssertSqlSafe, PgPool, Postgres, SqlSafeStr, Transaction};
+use sqlx::{PgPool, Postgres, Transaction};
+
+use super::held::HeldTransaction;
+use super::literal;
+use crate::remediation::audit::to_json;
 
 use crate::error::{Error, Result};
 use crate::remediation::{ApplyJob, failed, outcome_unknown};
@@ -91,82 +96,81 @@ async fn apply_once(
     let tenant = job.tenant.as_str();
     let fail = |stage: &str| failed(tenant, attempt, stage);
     let started = Instant::now();
-    // One round trip: the transaction, the wait bound for the tenant's lock, and generic
-    // plans for the re-check (see `recheck.rs`). `SET LOCAL` ends with the transaction.
-    // The lock is not taken in the same message: a `BEGIN` that sqlx has not confirmed is
-    // never rolled back by it, so a lock wait that timed out (or a future dropped while it
-    // waited) would hand the connection back to the pool inside the transaction.
-    let begin = format!(
-        "BEGIN; SET LOCAL statement_timeout = '{}'; SET LOCAL plan_cache_mode = force_generic_plan",
-        millis(job.options.advisory_lock_wait)
-    );
-    let mut tx = pool
-        .begin_with(AssertSqlSafe(begin))
-        .await
-        .map_err(fail("begin"))?;
-    // Only one replica remediates a tenant at a time.
-    super::ddl::xact_lock(&mut tx, &super::ddl::tenant_lock_name(tenant))
-        .await
-        .map_err(fail("advisory lock"))?;
-    // Re-verify under the lock what the steps touch: a plan made on another schema is
-    // stale.
+    let conn = pool.acquire().await.map_err(fail("begin"))?;
+    // Round trip 1: the transaction, the wait bound for the tenant's lock, generic plans
+    // for the re-check (see `recheck.rs`), and the lock: only one replica remediates a
+    // tenant at a time. (`SET LOCAL` ends with the transaction.)
+    let key = super::ddl::lock_key(&super::ddl::tenant_lock_name(tenant));
+    let begin = [
+        format!(
+            "SET LOCAL statement_timeout = '{}'",
+            millis(job.options.advisory_lock_wait)
+        ),
+        "SET LOCAL plan_cache_mode = force_generic_plan".to_owned(),
+        format!("SELECT pg_advisory_xact_lock('{key}'::int8)"),
+    ];
+    let mut held = HeldTransaction::begin(conn, &begin).await.map_err(|f| {
+        fail(if f.statement == 2 {
+            "advisory lock"
+        } else {
+            "begin"
+        })(f.source)
+    })?;
+    // Round trip 2: re-verify under the lock what the steps touch: a plan made on another
+    // schema is stale.
     let mut tables: Vec<String> = job.rechecked_tables().into_iter().map(|(_, t)| t).collect();
     tables.sort_unstable();
     tables.dedup();
-    let live = super::recheck::reintrospect(&mut tx, &job.schemas(), &tables, job.contracts)
-        .await
-        .map_err(fail("re-introspect under lock"))?;
+    let live =
+        super::recheck::reintrospect(held.conn(), &job.schemas(), &tables, job.contracts).await;
+    let live = match live {
+        Ok(live) => live,
+        Err(source) => {
+            held.rollback().await;
+            return Err(fail("re-introspect under lock")(source));
+        }
+    };
     if !job.still_matches(&live) {
+        held.rollback().await;
         return Err(Error::StalePlan {
             tenant: tenant.to_owned(),
         });
     }
-    // The DDL's own bounds, and a pinned search path and time zone, travel with its first
-    // statement. (Not earlier: the re-check must see the search path the check saw, as
-    // `format_type` names a type by it.)
+    // Round trip 3: the DDL's own bounds, a pinned search path and time zone (not
+    // earlier: the re-check must see the search path the check saw, as `format_type`
+    // names a type by it), the DDL, and the audit row.
     let statements = job.statements();
-    let bounds = format!(
-        "SET LOCAL lock_timeout = '{}'; SET LOCAL statement_timeout = '{}'; \
-         SET LOCAL search_path = pg_catalog, pg_temp; SET LOCAL TimeZone = 'UTC'; ",
-        millis(job.options.lock_timeout),
-        millis(job.options.statement_timeout)
-    );
-    for (i, statement) in statements.iter().enumerate() {
-        let sql = if i == 0 {
-            format!("{bounds}{statement}")
-        } else {
-            statement.clone()
-        };
-        sqlx::raw_sql(AssertSqlSafe(sql))
-            .execute(&mut *tx)
-            .await
-            .map_err(fail(statement))?;
-    }
     let audit_id = new_audit_id();
-    let table = contract_core::Dialect::Postgres
-        .quote_qualified(Some(&job.options.audit.schema), &job.options.audit.table)?;
-    let duration_ms = crate::remediation::elapsed_ms(started);
-    // language=SQL
-    let insert = format!(
-        "INSERT INTO {table} (audit_id, tenant, plan_hash, statements, drift_before, status, actor, attempts, started_at, finished_at, duration_ms, approval_id, approved_by)
-         VALUES ($1, $2, $3, $4, $5, 'applied', $6, $7, now(), clock_timestamp(), $8, $9, $10)"
+    let mut message = vec![
+        format!(
+            "SET LOCAL lock_timeout = '{}'",
+            millis(job.options.lock_timeout)
+        ),
+        format!(
+            "SET LOCAL statement_timeout = '{}'",
+            millis(job.options.statement_timeout)
+        ),
+        "SET LOCAL search_path = pg_catalog, pg_temp".to_owned(),
+        "SET LOCAL TimeZone = 'UTC'".to_owned(),
+    ];
+    let bounds = message.len();
+    message.extend(statements.iter().cloned());
+    let before_begin_ms = crate::remediation::elapsed_ms(started);
+    message.push(
+        audit_insert(job, &audit_id, &statements, attempt, before_begin_ms)
+            .map_err(fail("audit row"))?,
     );
-    sqlx::query(AssertSqlSafe(insert).into_sql_str())
-        .bind(&audit_id)
-        .bind(tenant)
-        .bind(&job.plan.hash)
-        .bind(sqlx::types::Json(&statements))
-        .bind(sqlx::types::Json(&job.drift_before))
-        .bind(&job.options.audit.actor)
-        .bind(i32::try_from(attempt).unwrap_or(i32::MAX))
-        .bind(i64::try_from(duration_ms).unwrap_or(i64::MAX))
-        .bind(job.approval.and_then(|a| a.id.as_deref()))
-        .bind(job.approval.map(|a| a.approver.as_str()))
-        .execute(&mut *tx)
-        .await
-        .map_err(fail("audit row"))?;
-    // A commit whose answer was lost may have taken effect: never report it unchanged.
-    tx.commit().await.map_err(|source| {
+    if let Err(f) = held.run(&message).await {
+        let stage = match f.statement.checked_sub(bounds) {
+            None => "bounds",
+            Some(i) => statements.get(i).map_or("audit row", String::as_str),
+        };
+        return Err(fail(stage)(f.source));
+    }
+    let duration_ms = crate::remediation::elapsed_ms(started);
+    // Round trip 4. A commit whose answer was lost may have taken effect: never report it
+    // unchanged.
+    held.commit().await.map_err(|source| {
         if outcome_unknown(&source) {
             Error::OutcomeUnknown {
                 tenant: tenant.to_owned(),
@@ -184,6 +188,52 @@ async fn apply_once(
         statements,
         attempt,
         duration_ms,
+    ))
+}
+
+/// The audit row's `INSERT`, with its values as literals: it travels in the DDL's message,
+/// which cannot bind parameters. Its duration is the client's time before `BEGIN` plus the
+/// server's since (`now()` is the transaction's start).
+fn audit_insert(
+    job: &ApplyJob<'_, Postgres>,
+    audit_id: &str,
+    statements: &[String],
+    attempt: u32,
+    before_begin_ms: u64,
+) -> std::result::Result<String, sqlx::Error> {
+    let table = contract_core::Dialect::Postgres
+        .quote_qualified(Some(&job.options.audit.schema), &job.options.audit.table)
+        .map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
+    let text = |value: &str| {
+        literal::quote(value).ok_or_else(|| {
+            sqlx::Error::Encode(
+                format!("{value:?} holds a NUL character, which PostgreSQL text cannot store")
+                    .into(),
+            )
+        })
+    };
+    let optional = |value: Option<&str>| {
+        literal::quote_optional(value).ok_or_else(|| {
+            sqlx::Error::Encode(
+                "an approval field holds a NUL character, which PostgreSQL text cannot store"
+                    .into(),
+            )
+        })
+    };
+    let statements_json = to_json(statements);
+    let drift_json = to_json(&job.drift_before);
+    // language=SQL
+    Ok(format!(
+        "INSERT INTO {table} (audit_id, tenant, plan_hash, statements, drift_before, status, actor, attempts, started_at, finished_at, duration_ms, approval_id, approved_by)
+         VALUES ({}, {}, {}, {}::jsonb, {}::jsonb, 'applied', {}, {attempt}, now(), clock_timestamp(), {before_begin_ms} + (extract(epoch FROM clock_timestamp() - now()) * 1000)::int8, {}, {})",
+        text(audit_id)?,
+        text(job.tenant.as_str())?,
+        text(&job.plan.hash)?,
+        text(&statements_json)?,
+        text(&drift_json)?,
+        text(&job.options.audit.actor)?,
+        optional(job.approval.and_then(|a| a.id.as_deref()))?,
+        optional(job.approval.map(|a| a.approver.as_str()))?,
     ))
 }
 

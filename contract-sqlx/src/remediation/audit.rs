@@ -68,8 +68,9 @@ pub fn new_audit_id() -> String {
 }
 
 /// `value` as JSON text, for the audit columns of dialects that bind JSON as text (MySQL,
-/// SQLite). The audit values (statements, findings) always serialise; `null` otherwise.
-#[cfg(any(feature = "mysql", feature = "sqlite"))]
+/// SQLite) or send it as a literal (PostgreSQL). The audit values (statements, findings)
+/// always serialise; `null` otherwise.
+#[cfg(any(feature = "postgres", feature = "mysql", feature = "sqlite"))]
 pub(crate) fn to_json<T: serde::Serialize + ?Sized>(value: &T) -> String {
     serde_json::to_string(value).unwrap_or_else(|_| "null".to_owned())
 }
