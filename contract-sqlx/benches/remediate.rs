@@ -21,6 +21,11 @@
 //!   table rewrite, which waits for approval); one `Remediation::ApprovedShape` run over
 //!   the fleet against the same statements run raw.
 //!
+//! `--latency-us L` sends every timed connection through a relay that delays each chunk by
+//! `L` µs each way (`benches/pgfleet/latency.rs`), as a server across a network would: a
+//! round trip then costs about `2L` more, and a remediation that needs more of them per
+//! tenant than the raw loop falls behind it.
+//!
 //! Between timed runs the drift is put back untimed. The SafeOnly runs are also split into
 //! their check and plan, apply and verify, from each run's execution log. The last stdout line is one JSON
 //! object: `{"bench":"remediate","tenants":…,"safe_only_vs_raw":…,"approved_vs_raw":…,…}`
@@ -39,19 +44,25 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{AssertSqlSafe, Connection, PgPool};
 
 fn main() {
-    let mut args = [("--tenants", 1000), ("--rounds", 3), ("--parallelism", 0)];
+    let mut args = [
+        ("--tenants", 1000),
+        ("--rounds", 3),
+        ("--parallelism", 0),
+        ("--latency-us", 0),
+    ];
     if let Err(e) = pgfleet::parse_args(
-        "remediate [--tenants N] [--rounds R] [--parallelism P]",
+        "remediate [--tenants N] [--rounds R] [--parallelism P] [--latency-us L]",
         &mut args,
     ) {
         eprintln!("remediate bench: {e}");
         std::process::exit(2);
     }
-    let [(_, tenants), (_, rounds), (_, parallelism)] = args;
+    let [(_, tenants), (_, rounds), (_, parallelism), (_, latency_us)] = args;
+    let latency = Duration::from_micros(u64::try_from(latency_us).unwrap_or(u64::MAX));
     pgfleet::run_main(
         "remediate",
         pgfleet::with_scratch_db("contract_bench_remediate", move |scratch| {
-            run(scratch, tenants, rounds, parallelism)
+            run(scratch, tenants, rounds, parallelism, latency)
         }),
     );
 }
@@ -68,8 +79,20 @@ fn narrow_total(sql: &mut String, schema: &str) {
     ));
 }
 
-async fn run(scratch: PgConnectOptions, n: usize, rounds: usize, parallelism: usize) -> Result<()> {
+async fn run(
+    scratch: PgConnectOptions,
+    n: usize,
+    rounds: usize,
+    parallelism: usize,
+    latency: Duration,
+) -> Result<()> {
     let schemas = pgfleet::create_fleet(&scratch, n, drop_email).await?;
+    // Everything timed goes through the relay when a latency is asked for.
+    let scratch = if latency.is_zero() {
+        scratch
+    } else {
+        pgfleet::latency::relay(&scratch, latency)?
+    };
     let pool = PgPoolOptions::new()
         .max_connections(8)
         .connect_with(scratch.clone())
@@ -193,8 +216,9 @@ async fn run(scratch: PgConnectOptions, n: usize, rounds: usize, parallelism: us
     let (approved, approved_raw_t) = (Timing::of(&approved), Timing::of(&approved_raw_samples));
     println!();
     println!(
-        "remediation over {n} tenants (parallelism {}), 1 warm-up + {rounds} rounds",
-        options.parallelism
+        "remediation over {n} tenants (parallelism {}, +{} us each way), 1 warm-up + {rounds} rounds",
+        options.parallelism,
+        latency.as_micros()
     );
     println!(
         "{:<48} {:>10} {:>10} {:>10}  runs",
@@ -240,7 +264,8 @@ async fn run(scratch: PgConnectOptions, n: usize, rounds: usize, parallelism: us
         range(approved, approved_raw_t).1
     );
     println!(
-        "{{\"bench\":\"remediate\",\"tenants\":{n},\"safe_only_vs_raw\":{safe_ratio:.2},\"approved_vs_raw\":{approved_ratio:.2},\"safe_only_raw_ms\":{:.1},\"safe_only_raw_parallel_ms\":{:.1},\"safe_only_floor_vs_raw\":{floor_ratio:.2}}}",
+        "{{\"bench\":\"remediate\",\"tenants\":{n},\"latency_us\":{},\"safe_only_vs_raw\":{safe_ratio:.2},\"approved_vs_raw\":{approved_ratio:.2},\"safe_only_raw_ms\":{:.1},\"safe_only_raw_parallel_ms\":{:.1},\"safe_only_floor_vs_raw\":{floor_ratio:.2}}}",
+        latency.as_micros(),
         ms(safe_raw_t.median),
         ms(safe_parallel.median)
     );

@@ -3,6 +3,8 @@
 //! and dropped around the measurement, and min/median/max timing.
 #![allow(dead_code)]
 
+pub mod latency;
+
 use std::fmt::Write as _;
 use std::future::Future;
 use std::str::FromStr;
