@@ -15,8 +15,8 @@ use contract_sqlx::quarantine::{QueueQuarantine, QueueTable};
 use contract_sqlx::{Contract, Guard, TenantName, Tenants, check::ContractSet, remediate};
 use sqlx::{Connection as _, PgPool, Postgres};
 use support::faults::{
-    PassCounter, all_paused_unreachable, eventually, open_gates, passes_to_reopen, pause_reason,
-    pg_pool_through, ride_out_outage,
+    PassCounter, all_paused_unreachable, eventually, nothing_left_open, open_gates,
+    passes_to_reopen, pause_reason, pg_pool_through, ride_out_outage,
 };
 use support::proxy::{Cut, Fault, Proxy, Refusal, pg_options, target_of};
 use support::{PgScratch, exec, pg_tenant_directory, pg_url};
@@ -83,27 +83,6 @@ async fn added_columns(pool: &PgPool, tenant: &str) -> i64 {
     .fetch_one(pool)
     .await
     .expect("columns")
-}
-
-/// `true` once no session of this database holds an advisory lock or sits in an open
-/// transaction (the server notices a cut connection at once: it was waiting to read).
-async fn nothing_left_open(pool: &PgPool) -> bool {
-    for _ in 0..100 {
-        let (locks, idle_in_tx): (i64, i64) = sqlx::query_as(
-            "SELECT (SELECT count(*) FROM pg_locks l JOIN pg_database d ON d.oid = l.database \
-                     WHERE l.locktype = 'advisory' AND d.datname = current_database()), \
-                    (SELECT count(*) FROM pg_stat_activity \
-                     WHERE datname = current_database() AND state LIKE 'idle in transaction%')",
-        )
-        .fetch_one(pool)
-        .await
-        .expect("activity");
-        if (locks, idle_in_tx) == (0, 0) {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    false
 }
 
 // ---- the proxy itself ----

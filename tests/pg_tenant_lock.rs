@@ -12,6 +12,7 @@ use contract_sqlx::report::TenantOutcome;
 use contract_sqlx::{Contract, check::ContractSet, remediate};
 use sqlx::postgres::PgPoolOptions;
 use sqlx::{PgPool, Postgres};
+use support::faults::nothing_left_open;
 use support::{PgScratch, pg_tenant_directory};
 
 #[derive(Debug, sqlx::FromRow, Contract)]
@@ -66,6 +67,15 @@ async fn hold_tenant_locks(
             .expect("hold the tenant lock");
     }
     blocker
+}
+
+/// A pool whose only connection every step shares: one left in a transaction shows.
+async fn one_connection_pool(url: &str) -> PgPool {
+    PgPoolOptions::new()
+        .max_connections(1)
+        .connect(url)
+        .await
+        .expect("one-connection pool")
 }
 
 /// Whether `tenant.accounts` has the `email` column.
@@ -171,11 +181,7 @@ async fn a_plan_is_stale_only_when_a_table_it_changes_changed() {
 async fn a_lock_wait_that_times_out_leaves_the_connection_usable() {
     let scratch = PgScratch::create("contract_lock_wait").await;
     seed(&scratch.pool, &["tenant_1"]).await;
-    let pool = PgPoolOptions::new()
-        .max_connections(1)
-        .connect(&scratch.url)
-        .await
-        .expect("one-connection pool");
+    let pool = one_connection_pool(&scratch.url).await;
     let directory = pg_tenant_directory(&pool).await;
     let contracts = contracts();
     let options = ApplyOptions::default().with_advisory_lock_wait(Duration::from_millis(200));
@@ -213,11 +219,7 @@ async fn a_lock_wait_that_times_out_leaves_the_connection_usable() {
 async fn a_remediation_dropped_while_waiting_for_the_tenant_lock_leaves_nothing_open() {
     let scratch = PgScratch::create("contract_lock_drop").await;
     seed(&scratch.pool, &["tenant_1"]).await;
-    let pool = PgPoolOptions::new()
-        .max_connections(1)
-        .connect(&scratch.url)
-        .await
-        .expect("one-connection pool");
+    let pool = one_connection_pool(&scratch.url).await;
     let directory = pg_tenant_directory(&pool).await;
     let contracts = contracts();
 
@@ -232,26 +234,9 @@ async fn a_remediation_dropped_while_waiting_for_the_tenant_lock_leaves_nothing_
     }
     // The run's future is dropped; now the lock it waited for is released.
     blocker.rollback().await.expect("release");
-    let mut left_open = (0, 0);
-    for _ in 0..100 {
-        left_open = sqlx::query_as(
-            "SELECT (SELECT count(*) FROM pg_locks l JOIN pg_database d ON d.oid = l.database \
-                     WHERE l.locktype = 'advisory' AND d.datname = current_database()), \
-                    (SELECT count(*) FROM pg_stat_activity \
-                     WHERE datname = current_database() AND state LIKE 'idle in transaction%')",
-        )
-        .fetch_one(&scratch.pool)
-        .await
-        .expect("activity");
-        if left_open == (0, 0) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert_eq!(
-        left_open,
-        (0_i64, 0_i64),
-        "(advisory locks, idle-in-transaction sessions) left by the dropped run"
+    assert!(
+        nothing_left_open(&scratch.pool).await,
+        "the dropped run left an advisory lock or a transaction open"
     );
 
     let next = remediate(&directory, &contracts, Remediation::SafeOnly)
