@@ -39,7 +39,8 @@
 //!
 //! What the mark does not see, the signatures do not see either: an in-place update
 //! (`pg_class` statistics and flags that `VACUUM` and `ANALYZE` write) keeps its row
-//! version, and a renamed function changes the text of a default that calls it
+//! version, and a renamed function or sequence (a `serial` column's `nextval('…')`, also
+//! when moved to another schema) changes the text of a default that calls it
 //! (`pg_get_expr`) without any row of these catalogs.
 
 use std::sync::LazyLock;
