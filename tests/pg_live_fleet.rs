@@ -153,6 +153,38 @@ async fn tenants_created_and_dropped_while_consuming_are_picked_up_and_retired_w
     stop.store(true, Ordering::SeqCst);
     consumer.await.expect("consumer");
 
+    // The drifted tenants were created after the compliant ones: a pass may have consumed
+    // the latter before the discovery that finds the former (an unknown tenant's gate is
+    // closed too, so the gates alone do not tell). Wait until the stored status has them.
+    let plane = ControlPlane::default();
+    let pool = scratch.pool.clone();
+    let settled = eventually(Duration::from_secs(60), || {
+        let (pool, plane) = (pool.clone(), plane.clone());
+        let (drifted, dropped) = (drifted.clone(), dropped.to_vec());
+        async move {
+            let Ok(status) = plane.tenants(&pool).await else {
+                return false;
+            };
+            let verdict = |t: &String| {
+                status
+                    .iter()
+                    .find(|s| &s.tenant == t)
+                    .map(|s| s.verdict.clone())
+            };
+            drifted
+                .iter()
+                .all(|t| verdict(t).as_deref() == Some("drifted"))
+                && dropped
+                    .iter()
+                    .all(|t| verdict(t).as_deref() == Some("retired"))
+        }
+    })
+    .await;
+    assert!(
+        settled,
+        "the new drifted tenants and the dropped ones never reached the stored status"
+    );
+
     // The drifted new tenants are paused, their jobs untouched, their findings stored.
     for t in &drifted {
         assert!(!guard.gate(t).is_open(), "{t} is open");
@@ -162,7 +194,6 @@ async fn tenants_created_and_dropped_while_consuming_are_picked_up_and_retired_w
             "{t}'s jobs were claimed"
         );
     }
-    let plane = ControlPlane::default();
     let status: BTreeMap<String, _> = plane
         .tenants(&scratch.pool)
         .await
