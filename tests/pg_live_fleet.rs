@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use contract_sqlx::control::{ApprovalRequest, ControlPlane};
+use contract_sqlx::control::{ApprovalRequest, ControlPlane, TenantStatus};
 use contract_sqlx::plan::Remediation;
 use contract_sqlx::{Contract, Gate, Guard, Tenants};
 use sqlx::{PgPool, Postgres};
@@ -67,6 +67,15 @@ async fn queue_depth(pool: &PgPool, tenant: &str) -> Option<i64> {
     .fetch_one(pool)
     .await
     .ok()
+}
+
+/// The control plane's stored status of every tenant, by name.
+async fn stored_status(
+    plane: &ControlPlane,
+    pool: &PgPool,
+) -> contract_sqlx::Result<BTreeMap<String, TenantStatus>> {
+    let status = plane.tenants(pool).await?;
+    Ok(status.into_iter().map(|s| (s.tenant.clone(), s)).collect())
 }
 
 /// A consumer in the shape of `examples/pg_consumer.rs`: for every tenant whose gate is
@@ -154,35 +163,29 @@ async fn tenants_created_and_dropped_while_consuming_are_picked_up_and_retired_w
     consumer.await.expect("consumer");
 
     // The drifted tenants were created after the compliant ones: a pass may have consumed
-    // the latter before the discovery that finds the former (an unknown tenant's gate is
-    // closed too, so the gates alone do not tell). Wait until the stored status has them.
+    // the latter before the discovery that finds the former, and an unknown tenant's gate is
+    // closed too. Wait until the guard holds them and the stored status has them.
     let plane = ControlPlane::default();
-    let pool = scratch.pool.clone();
+    let (pool, watched) = (scratch.pool.clone(), guard.clone());
     let settled = eventually(Duration::from_secs(60), || {
-        let (pool, plane) = (pool.clone(), plane.clone());
+        let (pool, plane, watched) = (pool.clone(), plane.clone(), watched.clone());
         let (drifted, dropped) = (drifted.clone(), dropped.to_vec());
         async move {
-            let Ok(status) = plane.tenants(&pool).await else {
+            let Ok(status) = stored_status(&plane, &pool).await else {
                 return false;
             };
-            let verdict = |t: &String| {
-                status
-                    .iter()
-                    .find(|s| &s.tenant == t)
-                    .map(|s| s.verdict.clone())
-            };
+            let verdict = |t: &String| status.get(t).map(|s| s.verdict.as_str());
+            let held = watched.tenants();
             drifted
                 .iter()
-                .all(|t| verdict(t).as_deref() == Some("drifted"))
-                && dropped
-                    .iter()
-                    .all(|t| verdict(t).as_deref() == Some("retired"))
+                .all(|t| held.contains(t) && verdict(t) == Some("drifted"))
+                && dropped.iter().all(|t| verdict(t) == Some("retired"))
         }
     })
     .await;
     assert!(
         settled,
-        "the new drifted tenants and the dropped ones never reached the stored status"
+        "the new drifted tenants and the dropped ones never reached the guard and the stored status"
     );
 
     // The drifted new tenants are paused, their jobs untouched, their findings stored.
@@ -194,13 +197,9 @@ async fn tenants_created_and_dropped_while_consuming_are_picked_up_and_retired_w
             "{t}'s jobs were claimed"
         );
     }
-    let status: BTreeMap<String, _> = plane
-        .tenants(&scratch.pool)
+    let status = stored_status(&plane, &scratch.pool)
         .await
-        .expect("tenant status")
-        .into_iter()
-        .map(|s| (s.tenant.clone(), s))
-        .collect();
+        .expect("tenant status");
     for t in &drifted {
         let s = &status[t];
         assert_eq!(s.verdict, "drifted", "{t}");
