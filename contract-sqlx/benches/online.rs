@@ -23,6 +23,11 @@
 //! 4. The same plan applied by `remediate` with its approval: phased, `VALIDATE` in its own
 //!    transaction under `SHARE UPDATE EXCLUSIVE`.
 //!
+//! Each change starts after a `CHECKPOINT` (untimed; it needs superuser or the
+//! `pg_checkpoint` role): the fill and each rewrite write hundreds of MB of WAL, and a
+//! checkpoint they set off (`max_wal_size`) would otherwise `fsync` its files inside the
+//! next measurement, whose writer's commits then wait on that, not on the change.
+//!
 //! A *stall* is how long one write took, counted for the writes that started while the
 //! change ran. After each type change the checksum of every row of the table (a 64-bit
 //! hash of each row, summed, with the row count) is compared with the mirror's. The last
@@ -157,6 +162,7 @@ async fn run(scratch: PgConnectOptions, args: Args) -> Result<()> {
     };
 
     // 1. The plain type change, then put back untimed.
+    checkpoint(&mut admin).await?;
     let plain = measure(&scratch, rows, &mut next_id, rate, async || {
         exec_tx(
             &scratch,
@@ -190,6 +196,7 @@ async fn run(scratch: PgConnectOptions, args: Args) -> Result<()> {
     } else {
         None
     };
+    checkpoint(&mut admin).await?;
     let wal_before = wal_lsn(&mut admin).await?;
     let checkpoints_before = checkpoints(&mut admin).await?;
     let online = measure(&scratch, rows, &mut next_id, rate, async || {
@@ -239,6 +246,7 @@ async fn run(scratch: PgConnectOptions, args: Args) -> Result<()> {
         plan.hash,
         statements.join("\n  ")
     );
+    checkpoint(&mut admin).await?;
     let notnull_plain = measure(&scratch, rows, &mut next_id, rate, async || {
         exec_tx(&scratch, &statements.join(";\n")).await
     })
@@ -253,6 +261,7 @@ async fn run(scratch: PgConnectOptions, args: Args) -> Result<()> {
         .with_max_attempts(50)
         .with_base_backoff(Duration::from_millis(20));
     let hash = plan.hash.clone();
+    checkpoint(&mut admin).await?;
     let notnull_online = measure(&scratch, rows, &mut next_id, rate, async || {
         let run = remediate(&directory, &contracts, Remediation::Approved(hash.clone()))
             .options(options.clone())
@@ -375,6 +384,14 @@ fn attribute(online: &Measured, phases: &[(&'static str, u64)], waits: &[Wait]) 
             eprintln!("    {n:>3} x {what}");
         }
     }
+}
+
+/// A `CHECKPOINT` before a measured change, so that no checkpoint the earlier steps' WAL
+/// set off runs during it.
+async fn checkpoint(admin: &mut PgConnection) -> Result<()> {
+    exec(admin, "CHECKPOINT").await.map_err(|e| {
+        format!("CHECKPOINT before a measured change: {e} (run the bench as a superuser or a member of pg_checkpoint)").into()
+    })
 }
 
 /// `sql` in one transaction on a connection of its own.
