@@ -387,6 +387,70 @@ async fn missing_enum_labels_are_added_by_safe_only() {
     scratch.drop_db().await;
 }
 
+#[derive(Debug, sqlx::Type)]
+#[sqlx(type_name = "tenant_1.mark")]
+#[allow(dead_code)] // only its contract is used
+enum Mark {
+    #[sqlx(rename = "plain")]
+    Plain,
+    #[sqlx(rename = r"back\slash")]
+    BackSlash,
+}
+
+#[derive(Debug, sqlx::FromRow, Contract)]
+#[contract(table = "marks", backends(postgres))]
+#[allow(dead_code)]
+struct MarkRow {
+    id: i64,
+    #[contract(enum_labels = r"plain, back\slash")]
+    mark: Mark,
+}
+
+/// A label with a backslash is added as written, also where the database reads plain
+/// string literals the old way (`standard_conforming_strings = off`): the DDL must not
+/// lose the backslash, nor let it escape the quote that follows.
+#[tokio::test]
+async fn an_enum_label_with_a_backslash_is_added_as_written_without_standard_conforming_strings() {
+    let scratch = PgScratch::create("contract_enum_bs").await;
+    sqlx::raw_sql(AssertSqlSafe(format!(
+        "ALTER DATABASE \"{}\" SET standard_conforming_strings = off; \
+         CREATE SCHEMA tenant_1; CREATE TYPE tenant_1.mark AS ENUM ('plain'); \
+         CREATE TABLE tenant_1.marks (id int8 NOT NULL, mark tenant_1.mark NOT NULL);",
+        scratch.name
+    )))
+    .execute(&scratch.pool)
+    .await
+    .expect("seed");
+    // New connections take the database's setting.
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(2)
+        .connect(&scratch.url)
+        .await
+        .expect("connect");
+    let scs: String = sqlx::query_scalar("SHOW standard_conforming_strings")
+        .fetch_one(&pool)
+        .await
+        .expect("setting");
+    assert_eq!(scs, "off");
+    let contracts = ContractSet::<Postgres>::new().with::<MarkRow>();
+    let dir = pg_tenant_directory(&pool).await;
+    let run = remediate(&dir, &contracts, Remediation::SafeOnly)
+        .run()
+        .await
+        .expect("run");
+    assert_eq!(run.audits.len(), 1, "{:?}", run.failed);
+    let labels: Vec<String> = sqlx::query_scalar(
+        "SELECT enumlabel::text FROM pg_enum WHERE enumtypid = 'tenant_1.mark'::regtype ORDER BY enumsortorder",
+    )
+    .fetch_all(&pool)
+    .await
+    .expect("labels");
+    assert_eq!(labels, ["plain", r"back\slash"]);
+    assert!(run.after.is_clean(), "{}", run.after);
+    pool.close().await;
+    scratch.drop_db().await;
+}
+
 #[derive(Debug, sqlx::FromRow, Contract)]
 #[contract(table = "notes")]
 #[allow(dead_code)]

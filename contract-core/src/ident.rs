@@ -158,7 +158,19 @@ impl Dialect {
         }
     }
 
-    /// Renders `value` as a single-quoted SQL string literal.
+    /// Renders `value` as a single-quoted SQL string literal that reads back as `value`
+    /// whatever the server's quoting settings.
+    ///
+    /// On PostgreSQL a value holding a backslash is written as an escape string (`E'…'`,
+    /// the backslash doubled): a plain `'…'` reads backslashes as escapes on a server or
+    /// session with `standard_conforming_strings = off`. Other values stay plain.
+    ///
+    /// ```
+    /// use contract_core::Dialect;
+    ///
+    /// assert_eq!(Dialect::Postgres.string_literal("it's").unwrap(), "'it''s'");
+    /// assert_eq!(Dialect::Postgres.string_literal(r"a\b").unwrap(), r"E'a\\b'");
+    /// ```
     ///
     /// # Errors
     ///
@@ -169,12 +181,16 @@ impl Dialect {
                 name: value.escape_debug().to_string(),
             });
         }
-        let mut out = String::with_capacity(value.len() + 2);
+        let escape_string = self == Dialect::Postgres && value.contains('\\');
+        let mut out = String::with_capacity(value.len() + 3);
+        if escape_string {
+            out.push('E');
+        }
         out.push('\'');
         for c in value.chars() {
             match c {
                 '\'' => out.push_str("''"),
-                '\\' if self == Dialect::MySql => out.push_str("\\\\"),
+                '\\' if self == Dialect::MySql || escape_string => out.push_str("\\\\"),
                 c => out.push(c),
             }
         }
@@ -280,6 +296,15 @@ mod tests {
     fn string_literal_escapes_quotes_and_mysql_backslashes() {
         assert_eq!(Dialect::Postgres.string_literal("it's").unwrap(), "'it''s'");
         assert_eq!(Dialect::MySql.string_literal(r"a\'").unwrap(), r"'a\\'''");
+        // Read back the same under `standard_conforming_strings = off`.
+        assert_eq!(
+            Dialect::Postgres.string_literal(r"a\b").unwrap(),
+            r"E'a\\b'"
+        );
+        assert_eq!(
+            Dialect::Postgres.string_literal(r"\'; x").unwrap(),
+            r"E'\\''; x'"
+        );
         assert_eq!(Dialect::Sqlite.string_literal(r"a\b").unwrap(), r"'a\b'");
         assert!(Dialect::Sqlite.string_literal("a\0").is_err());
     }

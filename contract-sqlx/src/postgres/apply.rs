@@ -205,11 +205,13 @@ fn audit_insert(
     let table = contract_core::Dialect::Postgres
         .quote_qualified(Some(&job.options.audit.schema), &job.options.audit.table)
         .map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
-    let text = |value: &str| {
+    let text = |field: &str, value: &str| {
         literal::quote(value).ok_or_else(|| {
             sqlx::Error::Encode(
-                format!("{value:?} holds a NUL character, which PostgreSQL text cannot store")
-                    .into(),
+                format!(
+                    "the audit row's {field} holds a NUL character, which PostgreSQL text cannot store"
+                )
+                .into(),
             )
         })
     };
@@ -227,20 +229,25 @@ fn audit_insert(
     Ok(format!(
         "INSERT INTO {table} (audit_id, tenant, plan_hash, statements, drift_before, status, actor, attempts, started_at, finished_at, duration_ms, approval_id, approved_by)
          VALUES ({}, {}, {}, {}::jsonb, {}::jsonb, 'applied', {}, {attempt}, now(), clock_timestamp(), {before_begin_ms} + (extract(epoch FROM clock_timestamp() - now()) * 1000)::int8, {}, {})",
-        text(audit_id)?,
-        text(job.tenant.as_str())?,
-        text(&job.plan.hash)?,
-        text(&statements_json)?,
-        text(&drift_json)?,
-        text(&job.options.audit.actor)?,
+        text("audit_id", audit_id)?,
+        text("tenant", job.tenant.as_str())?,
+        text("plan_hash", &job.plan.hash)?,
+        text("statements", &statements_json)?,
+        text("drift_before", &drift_json)?,
+        text("actor", &job.options.audit.actor)?,
         optional(job.approval.and_then(|a| a.id.as_deref()))?,
         optional(job.approval.map(|a| a.approver.as_str()))?,
     ))
 }
 
-/// A duration as a PostgreSQL setting value (`"2000ms"`).
-fn millis(value: std::time::Duration) -> String {
-    format!("{}ms", value.as_millis())
+/// A duration as a PostgreSQL timeout setting (`"2000ms"`): rounded up to a whole
+/// millisecond, at least 1 (`0ms` would turn the limit off, so a zero or sub-millisecond
+/// wait would mean no limit at all), and at most `i32::MAX` ms, about 24.8 days (the
+/// server refuses a larger value, which would fail every apply).
+pub(super) fn millis(value: std::time::Duration) -> String {
+    let rounded_up = value.as_micros().div_ceil(1_000);
+    let ms = rounded_up.clamp(1, i32::MAX.unsigned_abs().into());
+    format!("{ms}ms")
 }
 
 /// `SET LOCAL name = value` for a duration setting, as one statement.
@@ -255,4 +262,23 @@ pub(super) async fn set_local(
         .execute(&mut **tx)
         .await
         .map(|_| ())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::millis;
+
+    #[test]
+    fn a_timeout_is_never_off_and_never_refused_by_the_server() {
+        assert_eq!(millis(Duration::from_millis(2000)), "2000ms");
+        // `0ms` turns a PostgreSQL timeout off: zero and sub-millisecond waits stay bounds.
+        assert_eq!(millis(Duration::ZERO), "1ms");
+        assert_eq!(millis(Duration::from_micros(500)), "1ms");
+        assert_eq!(millis(Duration::from_micros(1_500)), "2ms");
+        // The largest value the server takes.
+        assert_eq!(millis(Duration::MAX), "2147483647ms");
+        assert_eq!(millis(Duration::from_millis(1 << 31)), "2147483647ms");
+    }
 }

@@ -72,7 +72,9 @@ pub(in crate::postgres) async fn apply_online(
         "connect for the online lock",
     ))?;
     sqlx::query("SELECT set_config('statement_timeout', $1, false)")
-        .bind(format!("{}ms", job.options.advisory_lock_wait.as_millis()))
+        .bind(crate::postgres::apply::millis(
+            job.options.advisory_lock_wait,
+        ))
         .execute(&mut lock)
         .await
         .map_err(failed(tenant, 1, "online lock"))?;

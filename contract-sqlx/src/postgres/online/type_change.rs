@@ -375,7 +375,7 @@ pub(super) async fn short_tx(
         let result = async {
             let mut tx = pool.begin().await?;
             sqlx::query("SELECT set_config('lock_timeout', $1, true)")
-                .bind(format!("{}ms", change.lock_timeout.as_millis()))
+                .bind(crate::postgres::apply::millis(change.lock_timeout))
                 .execute(&mut *tx)
                 .await?;
             sqlx::raw_sql(AssertSqlSafe(sql.to_owned()))
