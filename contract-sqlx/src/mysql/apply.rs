@@ -335,18 +335,17 @@ async fn set_timeouts(conn: &mut MySqlConnection, job: &ApplyJob<'_, MySql>) -> 
     )))
     .execute(&mut *conn)
     .await?;
-    let statement = job.options.statement_timeout;
+    let statement_ms = crate::remediation::timeout_ms(job.options.statement_timeout);
     let mariadb = sqlx::raw_sql(AssertSqlSafe(format!(
-        "SET SESSION max_statement_time = {:.3}",
-        statement.as_secs_f64()
+        "SET SESSION max_statement_time = {}",
+        seconds_text(statement_ms)
     )))
     .execute(&mut *conn)
     .await;
     match mariadb {
         Err(error) if error_number(&error) == Some(UNKNOWN_SYSTEM_VARIABLE) => {
             sqlx::raw_sql(AssertSqlSafe(format!(
-                "SET SESSION max_execution_time = {}",
-                statement.as_millis()
+                "SET SESSION max_execution_time = {statement_ms}"
             )))
             .execute(&mut *conn)
             .await?;
@@ -371,10 +370,14 @@ pub(super) fn lock_name(tenant: &str) -> String {
     }
 }
 
-/// Whole seconds, rounded up, at least 1 (the servers' timeouts are in seconds).
+/// `ms` milliseconds as seconds with three decimals (MariaDB's `max_statement_time`).
+fn seconds_text(ms: u64) -> String {
+    format!("{}.{:03}", ms / 1_000, ms % 1_000)
+}
+
+/// Whole seconds, rounded up, at least 1 (the servers' lock timeouts are in seconds).
 fn whole_seconds(duration: Duration) -> u64 {
-    let secs = duration.as_secs() + u64::from(duration.subsec_nanos() > 0);
-    secs.max(1)
+    crate::remediation::timeout_ms(duration).div_ceil(1_000)
 }
 
 pub(super) fn error_number(error: &sqlx::Error) -> Option<u16> {
@@ -409,6 +412,22 @@ mod tests {
         // Distinct long tenants never share a lock, even with a common prefix.
         assert_ne!(lock_name(&long), lock_name(&format!("{long}x")));
         assert_ne!(lock_name(&fits), lock_name(&format!("{fits}t")));
+    }
+
+    #[test]
+    fn a_statement_bound_is_never_zero_which_mariadb_and_mysql_read_as_no_limit() {
+        use crate::remediation::timeout_ms;
+        assert_eq!(seconds_text(timeout_ms(Duration::ZERO)), "0.001");
+        assert_eq!(
+            seconds_text(timeout_ms(Duration::from_micros(400))),
+            "0.001"
+        );
+        assert_eq!(
+            seconds_text(timeout_ms(Duration::from_millis(2_500))),
+            "2.500"
+        );
+        assert_eq!(timeout_ms(Duration::from_micros(1_001)), 2);
+        assert_eq!(timeout_ms(Duration::MAX), u64::MAX);
     }
 
     #[test]

@@ -6,7 +6,6 @@ use std::time::Instant;
 use sqlx::{PgPool, Postgres, Transaction};
 
 use super::held::HeldTransaction;
-use super::literal;
 use crate::remediation::audit::to_json;
 
 use crate::error::{Error, Result};
@@ -205,23 +204,22 @@ fn audit_insert(
     let table = contract_core::Dialect::Postgres
         .quote_qualified(Some(&job.options.audit.schema), &job.options.audit.table)
         .map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
+    // `string_literal` reads back exactly whatever the server's quoting settings (a value
+    // with a backslash as `E'…'`).
     let text = |field: &str, value: &str| {
-        literal::quote(value).ok_or_else(|| {
-            sqlx::Error::Encode(
-                format!(
-                    "the audit row's {field} holds a NUL character, which PostgreSQL text cannot store"
-                )
-                .into(),
-            )
-        })
-    };
-    let optional = |value: Option<&str>| {
-        literal::quote_optional(value).ok_or_else(|| {
-            sqlx::Error::Encode(
-                "an approval field holds a NUL character, which PostgreSQL text cannot store"
+        contract_core::Dialect::Postgres
+            .string_literal(value)
+            .map_err(|_| {
+                sqlx::Error::Encode(
+                    format!(
+                        "the audit row's {field} holds a NUL character, which PostgreSQL text cannot store"
+                    )
                     .into(),
-            )
-        })
+                )
+            })
+    };
+    let optional = |field: &str, value: Option<&str>| {
+        value.map_or_else(|| Ok("NULL".to_owned()), |value| text(field, value))
     };
     let statements_json = to_json(statements);
     let drift_json = to_json(&job.drift_before);
@@ -235,18 +233,16 @@ fn audit_insert(
         text("statements", &statements_json)?,
         text("drift_before", &drift_json)?,
         text("actor", &job.options.audit.actor)?,
-        optional(job.approval.and_then(|a| a.id.as_deref()))?,
-        optional(job.approval.map(|a| a.approver.as_str()))?,
+        optional("approval_id", job.approval.and_then(|a| a.id.as_deref()))?,
+        optional("approved_by", job.approval.map(|a| a.approver.as_str()))?,
     ))
 }
 
-/// A duration as a PostgreSQL timeout setting (`"2000ms"`): rounded up to a whole
-/// millisecond, at least 1 (`0ms` would turn the limit off, so a zero or sub-millisecond
-/// wait would mean no limit at all), and at most `i32::MAX` ms, about 24.8 days (the
-/// server refuses a larger value, which would fail every apply).
+/// A duration as a PostgreSQL timeout setting (`"2000ms"`):
+/// [`crate::remediation::timeout_ms`], at most `i32::MAX` ms, about 24.8 days (the server
+/// refuses a larger value, which would fail every apply).
 pub(super) fn millis(value: std::time::Duration) -> String {
-    let rounded_up = value.as_micros().div_ceil(1_000);
-    let ms = rounded_up.clamp(1, i32::MAX.unsigned_abs().into());
+    let ms = crate::remediation::timeout_ms(value).min(i32::MAX.unsigned_abs().into());
     format!("{ms}ms")
 }
 

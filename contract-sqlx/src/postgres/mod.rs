@@ -3,7 +3,6 @@
 mod apply;
 pub(crate) mod ddl;
 mod held;
-mod literal;
 mod mark;
 pub(crate) mod online;
 mod parse;
