@@ -81,6 +81,7 @@ pub(crate) fn elapsed_ms(start: std::time::Instant) -> u64 {
 /// A timeout bound for a server setting: whole milliseconds rounded up, at least 1. Every
 /// backend reads `0` as no limit (PostgreSQL's timeouts, MariaDB's `max_statement_time`,
 /// MySQL's `max_execution_time`), so a zero or sub-millisecond bound must not become one.
+#[cfg(any(feature = "postgres", feature = "mysql"))]
 pub(crate) fn timeout_ms(duration: Duration) -> u64 {
     let ms = duration.as_micros().div_ceil(1_000).max(1);
     u64::try_from(ms).unwrap_or(u64::MAX)

@@ -18,8 +18,10 @@ mod run;
 
 #[cfg(any(feature = "postgres", feature = "mysql"))]
 pub(crate) use apply::outcome_unknown;
+#[cfg(any(feature = "postgres", feature = "mysql"))]
+pub(crate) use apply::timeout_ms;
 pub use apply::{ApplyJob, ApplyOptions};
-pub(crate) use apply::{elapsed_ms, elapsed_ms_of, failed, timeout_ms};
+pub(crate) use apply::{elapsed_ms, elapsed_ms_of, failed};
 pub use audit::{AuditConfig, AuditRecord, new_audit_id};
 pub use audit_log::{AuditEntry, AuditQuery};
 pub use epoch::SchemaEpoch;
