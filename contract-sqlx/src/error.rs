@@ -55,7 +55,7 @@ pub enum Error {
         tenant: String,
         /// Attempts made.
         attempts: u32,
-        /// What was running (`advisory lock`, a statement, `audit row`, `commit`).
+        /// What was running (`advisory lock`, `table lock`, a statement, `audit row`, `commit`).
         stage: String,
         /// The driver's error.
         #[source]

@@ -1,5 +1,5 @@
 //! Remediation on PostgreSQL: one transaction per tenant, with the audit row inside it, in
-//! four round trips (begin and lock; re-check; DDL and audit row; commit).
+//! four round trips (begin and locks; re-check; DDL and audit row; commit).
 
 use std::time::Instant;
 
@@ -98,25 +98,47 @@ async fn apply_once(
     let conn = pool.acquire().await.map_err(fail("begin"))?;
     // Round trip 1: the transaction, the wait bound for the tenant's lock, generic plans
     // for the re-check (see `recheck.rs`), and the lock: only one replica remediates a
-    // tenant at a time. (`SET LOCAL` ends with the transaction.)
+    // tenant at a time. Then the DDL's bounds, and the locks that keep what the re-check
+    // reads as it is until the DDL runs (`table_lock.rs`). (`SET LOCAL` ends with the
+    // transaction.)
     let key = super::ddl::lock_key(&super::ddl::tenant_lock_name(tenant));
-    let begin = [
+    let mut begin = vec![
         format!(
             "SET LOCAL statement_timeout = '{}'",
             millis(job.options.advisory_lock_wait)
         ),
         "SET LOCAL plan_cache_mode = force_generic_plan".to_owned(),
         format!("SELECT pg_advisory_xact_lock('{key}'::int8)"),
+        format!(
+            "SET LOCAL lock_timeout = '{}'",
+            millis(job.options.lock_timeout)
+        ),
+        format!(
+            "SET LOCAL statement_timeout = '{}'",
+            millis(job.options.statement_timeout)
+        ),
     ];
-    let mut held = HeldTransaction::begin(conn, &begin).await.map_err(|f| {
-        fail(if f.statement == 2 {
-            "advisory lock"
-        } else {
-            "begin"
-        })(f.source)
-    })?;
-    // Round trip 2: re-verify under the lock what the steps touch: a plan made on another
-    // schema is stale.
+    let bounded = begin.len();
+    begin.extend(super::table_lock::lock_statements(job)?);
+    let mut held = match HeldTransaction::begin(conn, &begin).await {
+        Ok(held) => held,
+        Err(f) if f.statement >= bounded && super::table_lock::is_gone(&f.source) => {
+            // A table the plan saw is gone.
+            return Err(Error::StalePlan {
+                tenant: tenant.to_owned(),
+            });
+        }
+        Err(f) => {
+            let stage = match f.statement {
+                2 => "advisory lock",
+                s if s >= bounded => "table lock",
+                _ => "begin",
+            };
+            return Err(fail(stage)(f.source));
+        }
+    };
+    // Round trip 2: re-verify under the locks what the steps touch: a plan made on
+    // another schema is stale.
     let mut tables: Vec<String> = job.rechecked_tables().into_iter().map(|(_, t)| t).collect();
     tables.sort_unstable();
     tables.dedup();
@@ -135,24 +157,16 @@ async fn apply_once(
             tenant: tenant.to_owned(),
         });
     }
-    // Round trip 3: the DDL's own bounds, a pinned search path and time zone (not
-    // earlier: the re-check must see the search path the check saw, as `format_type`
-    // names a type by it), the DDL, and the audit row.
+    // Round trip 3: a pinned search path and time zone (not earlier: the re-check must
+    // see the search path the check saw, as `format_type` names a type by it), the DDL,
+    // and the audit row.
     let statements = job.statements();
     let audit_id = new_audit_id();
     let mut message = vec![
-        format!(
-            "SET LOCAL lock_timeout = '{}'",
-            millis(job.options.lock_timeout)
-        ),
-        format!(
-            "SET LOCAL statement_timeout = '{}'",
-            millis(job.options.statement_timeout)
-        ),
         "SET LOCAL search_path = pg_catalog, pg_temp".to_owned(),
         "SET LOCAL TimeZone = 'UTC'".to_owned(),
     ];
-    let bounds = message.len();
+    let pinned = message.len();
     message.extend(statements.iter().cloned());
     let before_begin_ms = crate::remediation::elapsed_ms(started);
     message.push(
@@ -160,8 +174,8 @@ async fn apply_once(
             .map_err(fail("audit row"))?,
     );
     if let Err(f) = held.run(&message).await {
-        let stage = match f.statement.checked_sub(bounds) {
-            None => "bounds",
+        let stage = match f.statement.checked_sub(pinned) {
+            None => "pin search_path",
             Some(i) => statements.get(i).map_or("audit row", String::as_str),
         };
         return Err(fail(stage)(f.source));

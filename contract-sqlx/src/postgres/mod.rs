@@ -11,6 +11,7 @@ mod quarantine;
 pub(crate) mod query;
 mod recheck;
 mod row;
+mod table_lock;
 mod types;
 mod views;
 

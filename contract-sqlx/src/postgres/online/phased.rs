@@ -175,6 +175,21 @@ impl Phased<'_> {
         let table = contract_core::Dialect::Postgres
             .quote_qualified(Some(&options.audit.schema), &options.audit.table)?;
         if let Some(fresh) = fresh {
+            // What the re-check reads stays as it is until the DDL (`table_lock.rs`).
+            set_local(&mut tx, "lock_timeout", options.lock_timeout)
+                .await
+                .map_err(fail("set timeouts"))?;
+            for lock in crate::postgres::table_lock::lock_statements(fresh.job)? {
+                let locked = sqlx::raw_sql(AssertSqlSafe(lock)).execute(&mut *tx).await;
+                match locked {
+                    Err(source) if crate::postgres::table_lock::is_gone(&source) => {
+                        return Err(Error::StalePlan {
+                            tenant: tenant.to_owned(),
+                        });
+                    }
+                    other => other.map_err(fail("table lock"))?,
+                };
+            }
             let live =
                 crate::postgres::introspect_on(&mut tx, &fresh.job.schemas(), fresh.job.contracts)
                     .await
