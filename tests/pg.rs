@@ -1,5 +1,5 @@
 //! PostgreSQL: drift, the guard, the live fleet, online remediation, quarantine,
-//! remediation, its tenant lock and stale plans, the testing helpers, sqlx conformance, message
+//! remediation, its tenant and table locks and stale plans, the testing helpers, sqlx conformance, message
 //! conservation, faults and revalidation.
 //!
 //! One test binary per server: each binary links sqlx and tokio once
@@ -29,6 +29,9 @@ mod pg_remediate;
 
 #[path = "pg_tenant_lock.rs"]
 mod pg_tenant_lock;
+
+#[path = "pg_table_lock.rs"]
+mod pg_table_lock;
 
 #[path = "pg_testing.rs"]
 mod pg_testing;

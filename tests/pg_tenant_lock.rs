@@ -1,8 +1,7 @@
 //! The tenant lock on PostgreSQL and the re-check under it. A plan whose table changed after
 //! it was made is skipped; a change to a contracted table its steps do not touch leaves it
-//! applicable; a hand-run `ALTER` that commits while the remediation waits for the table
-//! is caught by the re-check. A lock wait that times out hands back a connection fit for
-//! use.
+//! applicable. A lock wait that times out hands back a connection fit for use. (The table
+//! locks taken before the re-check: `pg_table_lock`.)
 
 use crate::support;
 
@@ -37,7 +36,7 @@ struct Session {
 }
 
 /// `tenants`, each with an `accounts` that lacks `email` (a safe fix) and a `sessions`.
-async fn seed(pool: &PgPool, tenants: &[&str]) {
+pub(crate) async fn seed(pool: &PgPool, tenants: &[&str]) {
     let ddl: String = tenants
         .iter()
         .map(|tenant| {
@@ -51,7 +50,7 @@ async fn seed(pool: &PgPool, tenants: &[&str]) {
     support::exec(pool, ddl).await;
 }
 
-fn contracts() -> ContractSet<Postgres> {
+pub(crate) fn contracts() -> ContractSet<Postgres> {
     ContractSet::new().with::<Account>().with::<Session>()
 }
 
@@ -81,7 +80,7 @@ async fn one_connection_pool(url: &str) -> PgPool {
 }
 
 /// Whether `tenant.accounts` has the `email` column.
-async fn has_email(pool: &PgPool, tenant: &str) -> bool {
+pub(crate) async fn has_email(pool: &PgPool, tenant: &str) -> bool {
     sqlx::query_scalar(
         "SELECT EXISTS (SELECT 1 FROM information_schema.columns \
          WHERE table_schema = $1 AND table_name = 'accounts' AND column_name = 'email')",
@@ -98,7 +97,7 @@ async fn advisory_waiters(pool: &PgPool, n: i64) -> bool {
 }
 
 /// Waits until `n` backends wait for a lock of kind `wait_event` (`advisory`, `relation`).
-async fn lock_waiters(pool: &PgPool, wait_event: &str, n: i64) -> bool {
+pub(crate) async fn lock_waiters(pool: &PgPool, wait_event: &str, n: i64) -> bool {
     for _ in 0..200 {
         let waiting: i64 = sqlx::query_scalar(
             "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() \
@@ -254,201 +253,5 @@ async fn a_remediation_dropped_while_waiting_for_the_tenant_lock_leaves_nothing_
     assert!(next.failed.is_empty(), "{:?}", next.failed);
     assert!(has_email(&scratch.pool, "tenant_1").await);
     pool.close().await;
-    scratch.drop_db().await;
-}
-
-#[derive(Debug, sqlx::FromRow, Contract)]
-#[contract(table = "events")]
-#[allow(dead_code)]
-struct Event {
-    #[contract(primary_key)]
-    id: i64,
-    user_id: i64,
-}
-
-/// A hand-run `ALTER TABLE`, open while the remediation starts and committed while it waits
-/// for the table: the re-check runs after it, so a change to a contracted column (or a
-/// dropped table) makes the plan stale, and a change to another column leaves it
-/// applicable. (Without the table locks taken before the re-check, the re-check ran before
-/// the `ALTER` committed and the DDL after it: tenant_1's `ADD COLUMN email` failed on the
-/// column the `ALTER` added, tenant_3's on the table that was gone.)
-#[tokio::test]
-async fn an_alter_committed_while_the_remediation_waits_for_the_table_makes_the_plan_stale() {
-    let scratch = PgScratch::create("contract_hand_alter").await;
-    seed(&scratch.pool, &["tenant_1", "tenant_2", "tenant_3"]).await;
-    // The run's own pool: three connections wait for the tables at once.
-    let pool = PgPoolOptions::new()
-        .max_connections(6)
-        .connect(&scratch.url)
-        .await
-        .expect("the run's pool");
-    let directory = pg_tenant_directory(&pool).await;
-    let contracts = contracts();
-    let options = ApplyOptions::default().with_lock_timeout(Duration::from_secs(60));
-
-    let mut hand = scratch.pool.begin().await.expect("begin");
-    sqlx::raw_sql(
-        "ALTER TABLE tenant_1.accounts ADD COLUMN email int4; \
-         ALTER TABLE tenant_2.accounts ADD COLUMN notes text; \
-         DROP TABLE tenant_3.accounts;",
-    )
-    .execute(&mut *hand)
-    .await
-    .expect("the hand-run ALTERs");
-    let run = {
-        let (directory, contracts) = (directory.clone(), contracts.clone());
-        tokio::spawn(async move {
-            remediate(&directory, &contracts, Remediation::SafeOnly)
-                .options(options)
-                .run()
-                .await
-        })
-    };
-    assert!(
-        lock_waiters(&scratch.pool, "relation", 3).await,
-        "the run never waited for the tables"
-    );
-    hand.commit().await.expect("commit the ALTERs");
-    let run = run.await.expect("task").expect("remediate");
-
-    let outcome = |tenant: &str| {
-        run.log
-            .tenants
-            .iter()
-            .find(|t| t.tenant == tenant)
-            .map(|t| t.outcome)
-    };
-    assert!(run.failed.is_empty(), "{:?}", run.failed);
-    assert_eq!(outcome("tenant_1"), Some(TenantOutcome::Stale));
-    assert_eq!(outcome("tenant_2"), Some(TenantOutcome::Applied));
-    assert_eq!(outcome("tenant_3"), Some(TenantOutcome::Stale));
-    let audited: Vec<&str> = run.audits.iter().map(|a| a.tenant.as_str()).collect();
-    assert_eq!(audited, ["tenant_2"]);
-    assert!(has_email(&scratch.pool, "tenant_2").await);
-    assert!(
-        nothing_left_open(&scratch.pool).await,
-        "a lock or a transaction was left open"
-    );
-    pool.close().await;
-    scratch.drop_db().await;
-}
-
-/// The same for a plan in several transactions (`SET NOT NULL`: a `NOT VALID` check,
-/// `VALIDATE`, then `SET NOT NULL`), whose first transaction re-checks. (Without the table
-/// locks the plan, approved for `user_id int8`, was applied to the `int4` column the hand
-/// had made of it.)
-#[tokio::test]
-async fn an_alter_committed_while_a_phased_plan_waits_for_the_table_makes_it_stale() {
-    let scratch = PgScratch::create("contract_hand_alter_phased").await;
-    support::exec(
-        &scratch.pool,
-        "CREATE SCHEMA tenant_1; \
-         CREATE TABLE tenant_1.events (id int8 PRIMARY KEY, user_id int8); \
-         INSERT INTO tenant_1.events SELECT g, g FROM generate_series(1, 100) g",
-    )
-    .await;
-    let directory = pg_tenant_directory(&scratch.pool).await;
-    let contracts = ContractSet::<Postgres>::new().with::<Event>();
-    let dry = remediate(&directory, &contracts, Remediation::DryRun)
-        .run()
-        .await
-        .expect("dry run");
-    let plan = dry.plans[0].clone();
-    assert!(
-        plan.steps.iter().any(|s| s.phases.len() > 1),
-        "a multi-transaction plan: {plan}"
-    );
-
-    let mut hand = scratch.pool.begin().await.expect("begin");
-    sqlx::raw_sql("ALTER TABLE tenant_1.events ALTER COLUMN user_id TYPE int4")
-        .execute(&mut *hand)
-        .await
-        .expect("the hand-run ALTER");
-    let run = {
-        let options = ApplyOptions::default().with_lock_timeout(Duration::from_secs(60));
-        let (directory, contracts) = (directory.clone(), contracts.clone());
-        tokio::spawn(async move {
-            remediate(&directory, &contracts, Remediation::Approved(plan.hash))
-                .options(options)
-                .run()
-                .await
-        })
-    };
-    assert!(
-        lock_waiters(&scratch.pool, "relation", 1).await,
-        "the run never waited for the table"
-    );
-    hand.commit().await.expect("commit the ALTER");
-    let run = run.await.expect("task").expect("remediate");
-
-    assert!(run.failed.is_empty(), "{:?}", run.failed);
-    let outcomes: Vec<TenantOutcome> = run.log.tenants.iter().map(|t| t.outcome).collect();
-    assert_eq!(outcomes, [TenantOutcome::Stale]);
-    assert!(run.audits.is_empty(), "{:?}", run.audits);
-    let nullable: bool = sqlx::query_scalar(
-        "SELECT NOT attnotnull FROM pg_attribute \
-         WHERE attrelid = 'tenant_1.events'::regclass AND attname = 'user_id'",
-    )
-    .fetch_one(&scratch.pool)
-    .await
-    .expect("catalog");
-    assert!(nullable, "the stale plan set NOT NULL");
-    let checks: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM pg_constraint WHERE conrelid = 'tenant_1.events'::regclass \
-         AND contype = 'c'",
-    )
-    .fetch_one(&scratch.pool)
-    .await
-    .expect("catalog");
-    assert_eq!(checks, 0, "the stale plan added its check");
-    assert!(
-        nothing_left_open(&scratch.pool).await,
-        "a lock or a transaction was left open"
-    );
-    scratch.drop_db().await;
-}
-
-/// A table held by someone else past `lock_timeout` fails the tenant at its table lock after
-/// the configured attempts, and leaves nothing open; once free, the next run remediates.
-#[tokio::test]
-async fn a_table_held_past_the_lock_timeout_fails_the_tenant_at_the_table_lock() {
-    let scratch = PgScratch::create("contract_table_lock_wait").await;
-    seed(&scratch.pool, &["tenant_1"]).await;
-    let directory = pg_tenant_directory(&scratch.pool).await;
-    let contracts = contracts();
-    let options = ApplyOptions::default()
-        .with_lock_timeout(Duration::from_millis(100))
-        .with_max_attempts(2);
-
-    let mut holder = scratch.pool.begin().await.expect("begin");
-    sqlx::raw_sql("LOCK TABLE tenant_1.accounts IN SHARE UPDATE EXCLUSIVE MODE")
-        .execute(&mut *holder)
-        .await
-        .expect("hold the table");
-    let run = remediate(&directory, &contracts, Remediation::SafeOnly)
-        .options(options.clone())
-        .run()
-        .await
-        .expect("remediate");
-    assert_eq!(run.failed.len(), 1, "{:?}", run.failed);
-    let error = &run.failed[0].error;
-    assert!(
-        error.contains("table lock") && error.contains("2 attempt"),
-        "{error}"
-    );
-    assert!(!has_email(&scratch.pool, "tenant_1").await);
-    holder.rollback().await.expect("release");
-    assert!(
-        nothing_left_open(&scratch.pool).await,
-        "a lock or a transaction was left open"
-    );
-
-    let next = remediate(&directory, &contracts, Remediation::SafeOnly)
-        .options(options)
-        .run()
-        .await
-        .expect("next run");
-    assert!(next.failed.is_empty(), "{:?}", next.failed);
-    assert!(has_email(&scratch.pool, "tenant_1").await);
     scratch.drop_db().await;
 }

@@ -14,6 +14,9 @@ use crate::remediation::{AuditConfig, AuditRecord, new_audit_id};
 
 /// SQLSTATE `lock_not_available`: `lock_timeout` fired.
 const LOCK_NOT_AVAILABLE: &str = "55P03";
+/// SQLSTATE `deadlock_detected`: this transaction was chosen to end a lock cycle (say with
+/// a hand-run migration that took the tables in the other order).
+const DEADLOCK_DETECTED: &str = "40P01";
 
 /// Creates the audit table if missing, under an advisory lock so racing replicas do not
 /// collide on the catalog.
@@ -45,7 +48,7 @@ pub(super) async fn ensure_audit_table(pool: &PgPool, audit: &AuditConfig) -> Re
     super::ddl::create_under_lock(pool, "contract:audit-table", ddl, context).await
 }
 
-/// Applies with bounded retries on lock timeout.
+/// Applies with bounded retries on lock timeout or deadlock.
 pub(super) async fn apply(pool: &PgPool, job: &ApplyJob<'_, Postgres>) -> Result<AuditRecord> {
     if job.steps.iter().any(|s| s.online.is_some()) {
         return super::online::apply_online(pool, job).await;
@@ -70,8 +73,8 @@ pub(super) async fn apply_statements(
                 stage,
                 tenant,
                 ..
-            }) if is_lock_timeout(&source) && attempt < job.options.max_attempts => {
-                tracing::warn!(%tenant, %stage, attempt, "lock timeout during remediation; retrying");
+            }) if is_lock_conflict(&source) && attempt < job.options.max_attempts => {
+                tracing::warn!(%tenant, %stage, attempt, error = %source, "lock conflict during remediation; retrying");
                 tokio::time::sleep(job.options.backoff(attempt)).await;
                 attempt += 1;
             }
@@ -80,11 +83,22 @@ pub(super) async fn apply_statements(
     }
 }
 
+/// `true` when `lock_timeout` fired.
 pub(super) fn is_lock_timeout(error: &sqlx::Error) -> bool {
+    has_code(error, &[LOCK_NOT_AVAILABLE])
+}
+
+/// `true` when a lock could not be had: `lock_timeout` fired, or the server ended a
+/// deadlock by failing this transaction (rolled back either way, so worth another attempt).
+pub(super) fn is_lock_conflict(error: &sqlx::Error) -> bool {
+    has_code(error, &[LOCK_NOT_AVAILABLE, DEADLOCK_DETECTED])
+}
+
+fn has_code(error: &sqlx::Error, codes: &[&str]) -> bool {
     error
         .as_database_error()
         .and_then(|e| e.code())
-        .is_some_and(|c| c == LOCK_NOT_AVAILABLE)
+        .is_some_and(|c| codes.contains(&c.as_ref()))
 }
 
 async fn apply_once(

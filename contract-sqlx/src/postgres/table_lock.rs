@@ -4,22 +4,31 @@
 //! The tenant's advisory lock keeps out other replicas of this library, not a hand-run
 //! `ALTER TABLE`: without these locks one landing between the re-check and the DDL went
 //! unnoticed (the DDL ran on the changed table). Each re-checked table that existed when
-//! the plan was made is locked, in the weakest mode that keeps out what the re-check
-//! guards against, and neither mode blocks the consumers' reads and writes:
+//! the plan was made is locked (`ONLY` the table: its partitions and children are not what
+//! the re-check reads, and partition maintenance goes on), in the weakest mode that keeps
+//! out what the re-check guards against, and neither mode blocks the consumers' reads and
+//! writes:
 //!
 //! - a table a step changes, `SHARE UPDATE EXCLUSIVE`: every form of `ALTER TABLE`
 //!   (also adding a foreign key), `DROP`, `CREATE INDEX` and `VACUUM` wait for it. The
-//!   mode conflicts with itself, which costs nothing here: the tenant's lock already lets
-//!   only one remediation at a time change the tenant's tables.
+//!   mode conflicts with itself: a table in a contract's fixed schema that every tenant's
+//!   plan changes is changed by one tenant at a time, and the next one's re-check finds it
+//!   done (a stale plan, not a failed `ALTER`).
 //! - a table that is only re-checked because a changed table's foreign key references it,
 //!   `ACCESS SHARE`: what such a step depends on (the referenced columns, their types, the
 //!   key) changes only under `ACCESS EXCLUSIVE`, and this mode does not conflict with
 //!   itself, so tenants referencing one shared table still remediate in parallel.
 //!
 //! A table the plan saw absent (one a step creates) cannot be locked and is left to the
-//! re-check; one that was there and is gone makes `LOCK TABLE` fail with
-//! `undefined_table`, which is a stale plan too. Views, materialized views and foreign
-//! tables are no step's target and are left out (`LOCK TABLE` refuses the last two).
+//! re-check; one that was there and is gone (its table or its schema dropped or renamed,
+//! or it was replaced by something that cannot be locked) makes `LOCK TABLE` fail, and the
+//! plan is stale. Views, materialized views and foreign tables are no step's target and are
+//! left out (`LOCK TABLE` refuses the last two).
+//!
+//! What the locks do not keep out: objects the re-check reads beside the tables, changed
+//! under their own locks (an enum type's labels or name, a sequence a default names, the
+//! name of a referenced table's schema). A change to one of them that lands after the
+//! re-check is found by the next check, as drift.
 
 use contract_core::{Dialect, LiveTable};
 use sqlx::Postgres;
@@ -27,8 +36,10 @@ use sqlx::Postgres;
 use crate::error::Result;
 use crate::remediation::ApplyJob;
 
-/// SQLSTATE `undefined_table`.
-const UNDEFINED_TABLE: &str = "42P01";
+/// SQLSTATEs of a `LOCK TABLE` whose table is not what the plan saw: `undefined_table`,
+/// `invalid_schema_name` (its schema is gone), `wrong_object_type` (the name is now a
+/// materialized view, a foreign table or a sequence).
+const GONE: [&str; 3] = ["42P01", "3F000", "42809"];
 
 /// The `LOCK TABLE` statements (none, one or two) that `job` takes before its re-check (see
 /// the module documentation).
@@ -39,7 +50,11 @@ pub(super) fn lock_statements(job: &ApplyJob<'_, Postgres>) -> Result<Vec<String
         let Some(live) = planned_table(&job.planned_on, &schema, &table) else {
             continue;
         };
-        let name = Dialect::Postgres.quote_qualified(Some(&live.schema), &live.name)?;
+        // `ONLY` binds to one name of the list, not to the list.
+        let name = format!(
+            "ONLY {}",
+            Dialect::Postgres.quote_qualified(Some(&live.schema), &live.name)?
+        );
         if changed.iter().any(|(s, t)| *s == schema && *t == table) {
             changing.push(name);
         } else {
@@ -76,5 +91,5 @@ pub(super) fn is_gone(error: &sqlx::Error) -> bool {
     error
         .as_database_error()
         .and_then(|e| e.code())
-        .is_some_and(|c| c == UNDEFINED_TABLE)
+        .is_some_and(|c| GONE.contains(&c.as_ref()))
 }

@@ -21,7 +21,8 @@ pub struct ApplyOptions {
     pub statement_timeout: Duration,
     /// How long to wait for another replica's remediation of the same tenant.
     pub advisory_lock_wait: Duration,
-    /// Attempts on lock timeout (SQLSTATE 55P03), with exponential backoff and jitter.
+    /// Attempts on lock timeout (SQLSTATE 55P03) or, on PostgreSQL, deadlock (40P01), with
+    /// exponential backoff and jitter.
     pub max_attempts: u32,
     /// First backoff; doubled each attempt, plus up to 50% jitter.
     pub base_backoff: Duration,

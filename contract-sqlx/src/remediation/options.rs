@@ -39,7 +39,7 @@ impl ApplyOptions {
         self
     }
 
-    /// Attempts on lock timeout (at least one).
+    /// Attempts on lock timeout or deadlock (at least one).
     #[must_use]
     pub fn with_max_attempts(mut self, attempts: u32) -> Self {
         self.max_attempts = attempts.max(1);

@@ -13,7 +13,7 @@ use std::time::Instant;
 use sqlx::{AssertSqlSafe, PgPool, Postgres, SqlSafeStr};
 
 use crate::error::{Error, Result};
-use crate::postgres::apply::{is_lock_timeout, set_local};
+use crate::postgres::apply::{is_lock_conflict, set_local};
 use crate::remediation::phases::{Transaction, all_statements, transactions};
 use crate::remediation::{ApplyJob, ApplyOptions, AuditRecord, elapsed_ms, failed, new_audit_id};
 use crate::remediation::{ApprovalRef, outcome_unknown};
@@ -128,9 +128,9 @@ impl Phased<'_> {
                     return Ok((progress, attempt));
                 }
                 Err(Error::Apply { source, stage, .. })
-                    if is_lock_timeout(&source) && attempt < self.options.max_attempts =>
+                    if is_lock_conflict(&source) && attempt < self.options.max_attempts =>
                 {
-                    tracing::warn!(tenant = self.tenant, %stage, attempt, transaction = index + 1, "lock timeout during remediation; retrying");
+                    tracing::warn!(tenant = self.tenant, %stage, attempt, transaction = index + 1, error = %source, "lock conflict during remediation; retrying");
                     tokio::time::sleep(self.options.backoff(attempt)).await;
                     attempt += 1;
                 }
@@ -175,8 +175,13 @@ impl Phased<'_> {
         let table = contract_core::Dialect::Postgres
             .quote_qualified(Some(&options.audit.schema), &options.audit.table)?;
         if let Some(fresh) = fresh {
-            // What the re-check reads stays as it is until the DDL (`table_lock.rs`).
+            // What the re-check reads stays as it is until the DDL (`table_lock.rs`), the
+            // wait for it bounded as the DDL's is (`advisory_lock_wait` bounded only the
+            // tenant's lock: a `statement_timeout` cancel would not be retried).
             set_local(&mut tx, "lock_timeout", options.lock_timeout)
+                .await
+                .map_err(fail("set timeouts"))?;
+            set_local(&mut tx, "statement_timeout", options.statement_timeout)
                 .await
                 .map_err(fail("set timeouts"))?;
             for lock in crate::postgres::table_lock::lock_statements(fresh.job)? {

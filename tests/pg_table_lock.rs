@@ -1,0 +1,447 @@
+//! The table locks a PostgreSQL remediation takes before its re-check: a hand-run `ALTER`
+//! that commits while the remediation waits for a table is seen by the re-check (a stale
+//! plan, or an applicable one when it touched nothing contracted), in a plan of one
+//! transaction and in a phased one; a table or schema gone is a stale plan; a lock held
+//! past `lock_timeout`, or a deadlock with a hand-run migration, is retried.
+
+use std::time::Duration;
+
+use contract_sqlx::plan::Remediation;
+use contract_sqlx::remediation::ApplyOptions;
+use contract_sqlx::report::TenantOutcome;
+use contract_sqlx::{Contract, check::ContractSet, remediate};
+use sqlx::postgres::PgPoolOptions;
+use sqlx::{PgPool, Postgres};
+
+use crate::pg_tenant_lock::{contracts, has_email, lock_waiters, seed};
+use crate::support;
+use support::PgScratch;
+use support::faults::nothing_left_open;
+
+#[derive(Debug, sqlx::FromRow, Contract)]
+#[contract(table = "events")]
+#[allow(dead_code)]
+struct Event {
+    #[contract(primary_key)]
+    id: i64,
+    user_id: i64,
+}
+
+#[derive(Debug, sqlx::FromRow, Contract)]
+#[contract(schema = "shared", table = "currencies")]
+#[allow(dead_code)]
+struct Currency {
+    #[contract(primary_key)]
+    code: String,
+}
+
+#[derive(Debug, sqlx::FromRow, Contract)]
+#[contract(table = "payments")]
+#[allow(dead_code)]
+struct Payment {
+    #[contract(primary_key)]
+    id: i64,
+    #[contract(references = "shared.currencies(code)")]
+    currency: String,
+    memo: Option<String>,
+}
+
+/// A pool for the run alone, with room for `n` connections waiting at once.
+async fn run_pool(url: &str, n: u32) -> PgPool {
+    PgPoolOptions::new()
+        .max_connections(n + 2)
+        .connect(url)
+        .await
+        .expect("the run's pool")
+}
+
+/// A transaction that ran `sql` and holds its locks until it ends.
+async fn hold(pool: &PgPool, sql: &'static str) -> sqlx::Transaction<'static, Postgres> {
+    let mut tx = pool.begin().await.expect("begin");
+    sqlx::raw_sql(sql)
+        .execute(&mut *tx)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    tx
+}
+
+/// `tenant_1.events` with a nullable `user_id` (a `SET NOT NULL` in three transactions).
+async fn phased_fleet(name: &str) -> (PgScratch, ContractSet<Postgres>) {
+    let scratch = PgScratch::create(name).await;
+    support::exec(
+        &scratch.pool,
+        "CREATE SCHEMA tenant_1; \
+         CREATE TABLE tenant_1.events (id int8 PRIMARY KEY, user_id int8); \
+         INSERT INTO tenant_1.events SELECT g, g FROM generate_series(1, 100) g",
+    )
+    .await;
+    (scratch, ContractSet::<Postgres>::new().with::<Event>())
+}
+
+/// A hand-run `ALTER TABLE` (or `DROP`), open while the remediation starts and committed
+/// while it waits for the table: the re-check runs after it, so a change to a contracted
+/// column, a dropped table or a dropped schema makes the plan stale, and a change to
+/// another column leaves it applicable. (Without the table locks the re-check ran before
+/// the `ALTER` committed and the DDL after it: tenant_1's `ADD COLUMN email` failed on the
+/// column the `ALTER` added, tenant_3's and tenant_4's on the table that was gone.)
+#[tokio::test]
+async fn an_alter_committed_while_the_remediation_waits_for_the_table_makes_the_plan_stale() {
+    let scratch = PgScratch::create("contract_hand_alter").await;
+    seed(
+        &scratch.pool,
+        &["tenant_1", "tenant_2", "tenant_3", "tenant_4"],
+    )
+    .await;
+    let pool = run_pool(&scratch.url, 4).await;
+    let directory = support::pg_tenant_directory(&pool).await;
+    let contracts = contracts();
+    let options = ApplyOptions::default()
+        .with_lock_timeout(Duration::from_secs(60))
+        .with_parallelism(4);
+
+    let hand = hold(
+        &scratch.pool,
+        "ALTER TABLE tenant_1.accounts ADD COLUMN email int4; \
+         ALTER TABLE tenant_2.accounts ADD COLUMN notes text; \
+         DROP TABLE tenant_3.accounts; \
+         DROP SCHEMA tenant_4 CASCADE;",
+    )
+    .await;
+    let run = {
+        let (directory, contracts) = (directory.clone(), contracts.clone());
+        tokio::spawn(async move {
+            remediate(&directory, &contracts, Remediation::SafeOnly)
+                .options(options)
+                .run()
+                .await
+        })
+    };
+    assert!(
+        lock_waiters(&scratch.pool, "relation", 4).await,
+        "the run never waited for the tables"
+    );
+    hand.commit().await.expect("commit the ALTERs");
+    let run = run.await.expect("task").expect("remediate");
+
+    let outcome = |tenant: &str| {
+        run.log
+            .tenants
+            .iter()
+            .find(|t| t.tenant == tenant)
+            .map(|t| t.outcome)
+    };
+    assert!(run.failed.is_empty(), "{:?}", run.failed);
+    assert_eq!(outcome("tenant_1"), Some(TenantOutcome::Stale));
+    assert_eq!(outcome("tenant_2"), Some(TenantOutcome::Applied));
+    assert_eq!(outcome("tenant_3"), Some(TenantOutcome::Stale));
+    assert_eq!(outcome("tenant_4"), Some(TenantOutcome::Stale));
+    let audited: Vec<&str> = run.audits.iter().map(|a| a.tenant.as_str()).collect();
+    assert_eq!(audited, ["tenant_2"]);
+    assert!(has_email(&scratch.pool, "tenant_2").await);
+    assert!(
+        nothing_left_open(&scratch.pool).await,
+        "a lock or a transaction was left open"
+    );
+    pool.close().await;
+    scratch.drop_db().await;
+}
+
+/// The same for a plan in several transactions (`SET NOT NULL`: a `NOT VALID` check,
+/// `VALIDATE`, then `SET NOT NULL`), whose first transaction re-checks. (Without the table
+/// locks the plan, approved for `user_id int8`, was applied to the `int4` column the hand
+/// had made of it.)
+#[tokio::test]
+async fn an_alter_committed_while_a_phased_plan_waits_for_the_table_makes_it_stale() {
+    let (scratch, contracts) = phased_fleet("contract_hand_alter_phased").await;
+    let directory = support::pg_tenant_directory(&scratch.pool).await;
+    let dry = remediate(&directory, &contracts, Remediation::DryRun)
+        .run()
+        .await
+        .expect("dry run");
+    let plan = dry.plans[0].clone();
+    assert!(
+        plan.steps.iter().any(|s| s.phases.len() > 1),
+        "a multi-transaction plan: {plan}"
+    );
+
+    let hand = hold(
+        &scratch.pool,
+        "ALTER TABLE tenant_1.events ALTER COLUMN user_id TYPE int4",
+    )
+    .await;
+    let run = {
+        let options = ApplyOptions::default().with_lock_timeout(Duration::from_secs(60));
+        let (directory, contracts) = (directory.clone(), contracts.clone());
+        tokio::spawn(async move {
+            remediate(&directory, &contracts, Remediation::Approved(plan.hash))
+                .options(options)
+                .run()
+                .await
+        })
+    };
+    assert!(
+        lock_waiters(&scratch.pool, "relation", 1).await,
+        "the run never waited for the table"
+    );
+    hand.commit().await.expect("commit the ALTER");
+    let run = run.await.expect("task").expect("remediate");
+
+    assert!(run.failed.is_empty(), "{:?}", run.failed);
+    let outcomes: Vec<TenantOutcome> = run.log.tenants.iter().map(|t| t.outcome).collect();
+    assert_eq!(outcomes, [TenantOutcome::Stale]);
+    assert!(run.audits.is_empty(), "{:?}", run.audits);
+    let (nullable, checks): (bool, i64) = sqlx::query_as(
+        "SELECT (SELECT NOT attnotnull FROM pg_attribute \
+                 WHERE attrelid = 'tenant_1.events'::regclass AND attname = 'user_id'), \
+                (SELECT count(*) FROM pg_constraint \
+                 WHERE conrelid = 'tenant_1.events'::regclass AND contype = 'c')",
+    )
+    .fetch_one(&scratch.pool)
+    .await
+    .expect("catalog");
+    assert!(nullable, "the stale plan set NOT NULL");
+    assert_eq!(checks, 0, "the stale plan added its check");
+    assert!(
+        nothing_left_open(&scratch.pool).await,
+        "a lock or a transaction was left open"
+    );
+    scratch.drop_db().await;
+}
+
+/// A table held by someone else past `lock_timeout` fails the tenant at its table lock after
+/// the configured attempts, and leaves nothing open; once free, the next run remediates.
+#[tokio::test]
+async fn a_table_held_past_the_lock_timeout_fails_the_tenant_at_the_table_lock() {
+    let scratch = PgScratch::create("contract_table_lock_wait").await;
+    seed(&scratch.pool, &["tenant_1"]).await;
+    let directory = support::pg_tenant_directory(&scratch.pool).await;
+    let contracts = contracts();
+    let options = ApplyOptions::default()
+        .with_lock_timeout(Duration::from_millis(100))
+        .with_max_attempts(2);
+
+    let holder = hold(
+        &scratch.pool,
+        "LOCK TABLE tenant_1.accounts IN SHARE UPDATE EXCLUSIVE MODE",
+    )
+    .await;
+    let run = remediate(&directory, &contracts, Remediation::SafeOnly)
+        .options(options.clone())
+        .run()
+        .await
+        .expect("remediate");
+    assert_eq!(run.failed.len(), 1, "{:?}", run.failed);
+    let error = &run.failed[0].error;
+    assert!(
+        error.contains("table lock") && error.contains("2 attempt"),
+        "{error}"
+    );
+    assert!(!has_email(&scratch.pool, "tenant_1").await);
+    holder.rollback().await.expect("release");
+    assert!(
+        nothing_left_open(&scratch.pool).await,
+        "a lock or a transaction was left open"
+    );
+
+    let next = remediate(&directory, &contracts, Remediation::SafeOnly)
+        .options(options)
+        .run()
+        .await
+        .expect("next run");
+    assert!(next.failed.is_empty(), "{:?}", next.failed);
+    assert!(has_email(&scratch.pool, "tenant_1").await);
+    scratch.drop_db().await;
+}
+
+/// In a phased plan the table lock is bounded by `lock_timeout` and retried, whatever
+/// `advisory_lock_wait` (which bounds the tenant's lock only). (Before, the lock waited
+/// under `statement_timeout = advisory_lock_wait`, whose cancel was not retried: one
+/// attempt.)
+#[tokio::test]
+async fn a_phased_plan_s_table_lock_is_bounded_by_lock_timeout_and_retried() {
+    let (scratch, contracts) = phased_fleet("contract_table_lock_phased").await;
+    let directory = support::pg_tenant_directory(&scratch.pool).await;
+    let dry = remediate(&directory, &contracts, Remediation::DryRun)
+        .run()
+        .await
+        .expect("dry run");
+    let hash = dry.plans[0].hash.clone();
+    let options = ApplyOptions::default()
+        .with_advisory_lock_wait(Duration::from_millis(50))
+        .with_lock_timeout(Duration::from_millis(200))
+        .with_base_backoff(Duration::from_millis(10))
+        .with_max_attempts(2);
+
+    let holder = hold(
+        &scratch.pool,
+        "LOCK TABLE tenant_1.events IN SHARE UPDATE EXCLUSIVE MODE",
+    )
+    .await;
+    let run = remediate(&directory, &contracts, Remediation::Approved(hash))
+        .options(options)
+        .run()
+        .await
+        .expect("remediate");
+    assert_eq!(run.failed.len(), 1, "{:?}", run.failed);
+    let error = &run.failed[0].error;
+    assert!(
+        error.contains("table lock") && error.contains("2 attempt"),
+        "{error}"
+    );
+    holder.rollback().await.expect("release");
+    assert!(
+        nothing_left_open(&scratch.pool).await,
+        "a lock or a transaction was left open"
+    );
+    scratch.drop_db().await;
+}
+
+/// The lock modes: the table a step changes `SHARE UPDATE EXCLUSIVE`, the shared table its
+/// foreign key references `ACCESS SHARE`. A hand-run migration that holds the shared table
+/// and then alters the tenant's deadlocks with the waiting remediation; the server fails
+/// the remediation (it waited first), which is retried once the migration is done.
+#[tokio::test]
+async fn a_deadlock_with_a_hand_run_migration_is_retried() {
+    let scratch = PgScratch::create("contract_table_lock_deadlock").await;
+    support::exec(
+        &scratch.pool,
+        "CREATE SCHEMA shared; \
+         CREATE TABLE shared.currencies (code text PRIMARY KEY); \
+         CREATE SCHEMA tenant_1; \
+         CREATE TABLE tenant_1.payments (id int8 PRIMARY KEY, \
+             currency text NOT NULL REFERENCES shared.currencies (code));",
+    )
+    .await;
+    let pool = run_pool(&scratch.url, 1).await;
+    let directory = support::pg_tenant_directory(&pool).await;
+    let contracts = ContractSet::<Postgres>::new()
+        .with::<Currency>()
+        .with::<Payment>();
+    let options = ApplyOptions::default()
+        .with_lock_timeout(Duration::from_secs(60))
+        .with_base_backoff(Duration::from_millis(10))
+        .with_max_attempts(3);
+
+    // The migration's first half; the server's deadlock check runs in the remediation's
+    // backend (it waited first, and this one checks only after 10 s).
+    let mut hand = hold(
+        &scratch.pool,
+        "SET LOCAL deadlock_timeout = '10s'; \
+         ALTER TABLE shared.currencies ADD COLUMN name text",
+    )
+    .await;
+    let run = {
+        let (directory, contracts) = (directory.clone(), contracts.clone());
+        tokio::spawn(async move {
+            remediate(&directory, &contracts, Remediation::SafeOnly)
+                .options(options)
+                .run()
+                .await
+        })
+    };
+    assert!(
+        lock_waiters(&scratch.pool, "relation", 1).await,
+        "the run never waited for the shared table"
+    );
+    let modes: Vec<(String, String, bool)> = sqlx::query_as(
+        "SELECT l.relation::regclass::text, l.mode, l.granted FROM pg_locks l \
+         JOIN pg_stat_activity a ON a.pid = l.pid \
+         WHERE l.locktype = 'relation' AND a.wait_event = 'relation' \
+           AND l.relation IN ('tenant_1.payments'::regclass, 'shared.currencies'::regclass) \
+         ORDER BY 1",
+    )
+    .fetch_all(&scratch.pool)
+    .await
+    .expect("locks");
+    assert_eq!(
+        modes,
+        [
+            (
+                "shared.currencies".to_owned(),
+                "AccessShareLock".to_owned(),
+                false
+            ),
+            (
+                "tenant_1.payments".to_owned(),
+                "ShareUpdateExclusiveLock".to_owned(),
+                true
+            ),
+        ]
+    );
+    // The second half waits for the remediation's lock until the server ends the cycle.
+    sqlx::raw_sql("ALTER TABLE tenant_1.payments ADD COLUMN note text")
+        .execute(&mut *hand)
+        .await
+        .expect("the migration survives the deadlock");
+    hand.commit().await.expect("commit the migration");
+    let run = run.await.expect("task").expect("remediate");
+
+    assert!(run.failed.is_empty(), "{:?}", run.failed);
+    let attempts: Vec<u32> = run.audits.iter().map(|a| a.attempts).collect();
+    assert_eq!(attempts, [2], "{:?}", run.audits);
+    let memo: bool = sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM information_schema.columns \
+         WHERE table_schema = 'tenant_1' AND table_name = 'payments' AND column_name = 'memo')",
+    )
+    .fetch_one(&scratch.pool)
+    .await
+    .expect("catalog");
+    assert!(memo, "the retried remediation added memo");
+    assert!(
+        nothing_left_open(&scratch.pool).await,
+        "a lock or a transaction was left open"
+    );
+    pool.close().await;
+    scratch.drop_db().await;
+}
+
+/// A partitioned table is locked `ONLY`: the re-check reads the parent, and its partitions
+/// stay free for maintenance until the DDL itself needs them. Here a reader holds a
+/// partition: the remediation waits for it at its `ALTER`, holding nothing on the partition.
+#[tokio::test]
+async fn a_partitioned_table_is_locked_without_its_partitions() {
+    let scratch = PgScratch::create("contract_table_lock_partitions").await;
+    support::exec(
+        &scratch.pool,
+        "CREATE SCHEMA tenant_1; \
+         CREATE TABLE tenant_1.accounts (id int8 PRIMARY KEY, name text NOT NULL) PARTITION BY RANGE (id); \
+         CREATE TABLE tenant_1.accounts_p1 PARTITION OF tenant_1.accounts FOR VALUES FROM (0) TO (1000); \
+         CREATE TABLE tenant_1.sessions (id int8 PRIMARY KEY, token text NOT NULL);",
+    )
+    .await;
+    let pool = run_pool(&scratch.url, 1).await;
+    let directory = support::pg_tenant_directory(&pool).await;
+    let contracts = contracts();
+    let options = ApplyOptions::default().with_lock_timeout(Duration::from_secs(60));
+
+    let reader = hold(&scratch.pool, "SELECT * FROM tenant_1.accounts_p1").await;
+    let run = {
+        let (directory, contracts) = (directory.clone(), contracts.clone());
+        tokio::spawn(async move {
+            remediate(&directory, &contracts, Remediation::SafeOnly)
+                .options(options)
+                .run()
+                .await
+        })
+    };
+    assert!(
+        lock_waiters(&scratch.pool, "relation", 1).await,
+        "the run never waited for the partition"
+    );
+    let on_partition: Vec<(String, bool)> = sqlx::query_as(
+        "SELECT l.mode, l.granted FROM pg_locks l \
+         JOIN pg_stat_activity a ON a.pid = l.pid \
+         WHERE l.locktype = 'relation' AND a.wait_event = 'relation' \
+           AND l.relation = 'tenant_1.accounts_p1'::regclass",
+    )
+    .fetch_all(&scratch.pool)
+    .await
+    .expect("locks");
+    assert_eq!(on_partition, [("AccessExclusiveLock".to_owned(), false)]);
+    reader.commit().await.expect("end the read");
+    let run = run.await.expect("task").expect("remediate");
+    assert!(run.failed.is_empty(), "{:?}", run.failed);
+    assert!(has_email(&scratch.pool, "tenant_1").await);
+    pool.close().await;
+    scratch.drop_db().await;
+}
