@@ -7,13 +7,14 @@
 use std::time::Duration;
 
 use contract_sqlx::plan::Remediation;
-use contract_sqlx::remediation::ApplyOptions;
+use contract_sqlx::remediation::{ApplyOptions, RemediationRun};
 use contract_sqlx::report::TenantOutcome;
-use contract_sqlx::{Contract, check::ContractSet, remediate};
+use contract_sqlx::{Contract, Result, TenantDirectory, check::ContractSet, remediate};
 use sqlx::postgres::PgPoolOptions;
 use sqlx::{PgPool, Postgres};
+use tokio::task::JoinHandle;
 
-use crate::pg_tenant_lock::{contracts, has_email, lock_waiters, seed};
+use crate::pg_tenant_lock::{contracts, has_email, lock_waiters, outcome, seed};
 use crate::support;
 use support::PgScratch;
 use support::faults::nothing_left_open;
@@ -65,6 +66,46 @@ async fn hold(pool: &PgPool, sql: &'static str) -> sqlx::Transaction<'static, Po
     tx
 }
 
+/// A remediation run in a task of its own (it waits for a lock the test holds).
+fn spawn_run(
+    directory: &TenantDirectory<Postgres>,
+    contracts: &ContractSet<Postgres>,
+    policy: Remediation,
+    options: ApplyOptions,
+) -> JoinHandle<Result<RemediationRun>> {
+    let (directory, contracts) = (directory.clone(), contracts.clone());
+    tokio::spawn(async move {
+        remediate(&directory, &contracts, policy)
+            .options(options)
+            .run()
+            .await
+    })
+}
+
+/// The hash of the fleet's one plan, a multi-transaction one.
+async fn phased_plan_hash(
+    directory: &TenantDirectory<Postgres>,
+    contracts: &ContractSet<Postgres>,
+) -> String {
+    let dry = remediate(directory, contracts, Remediation::DryRun)
+        .run()
+        .await
+        .expect("dry run");
+    let plan = &dry.plans[0];
+    assert!(
+        plan.steps.iter().any(|s| s.phases.len() > 1),
+        "a multi-transaction plan: {plan}"
+    );
+    plan.hash.clone()
+}
+
+async fn assert_nothing_left_open(pool: &PgPool) {
+    assert!(
+        nothing_left_open(pool).await,
+        "a lock or a transaction was left open"
+    );
+}
+
 /// `tenant_1.events` with a nullable `user_id` (a `SET NOT NULL` in three transactions).
 async fn phased_fleet(name: &str) -> (PgScratch, ContractSet<Postgres>) {
     let scratch = PgScratch::create(name).await;
@@ -107,15 +148,7 @@ async fn an_alter_committed_while_the_remediation_waits_for_the_table_makes_the_
          DROP SCHEMA tenant_4 CASCADE;",
     )
     .await;
-    let run = {
-        let (directory, contracts) = (directory.clone(), contracts.clone());
-        tokio::spawn(async move {
-            remediate(&directory, &contracts, Remediation::SafeOnly)
-                .options(options)
-                .run()
-                .await
-        })
-    };
+    let run = spawn_run(&directory, &contracts, Remediation::SafeOnly, options);
     assert!(
         lock_waiters(&scratch.pool, "relation", 4).await,
         "the run never waited for the tables"
@@ -123,25 +156,15 @@ async fn an_alter_committed_while_the_remediation_waits_for_the_table_makes_the_
     hand.commit().await.expect("commit the ALTERs");
     let run = run.await.expect("task").expect("remediate");
 
-    let outcome = |tenant: &str| {
-        run.log
-            .tenants
-            .iter()
-            .find(|t| t.tenant == tenant)
-            .map(|t| t.outcome)
-    };
     assert!(run.failed.is_empty(), "{:?}", run.failed);
-    assert_eq!(outcome("tenant_1"), Some(TenantOutcome::Stale));
-    assert_eq!(outcome("tenant_2"), Some(TenantOutcome::Applied));
-    assert_eq!(outcome("tenant_3"), Some(TenantOutcome::Stale));
-    assert_eq!(outcome("tenant_4"), Some(TenantOutcome::Stale));
+    assert_eq!(outcome(&run, "tenant_1"), Some(TenantOutcome::Stale));
+    assert_eq!(outcome(&run, "tenant_2"), Some(TenantOutcome::Applied));
+    assert_eq!(outcome(&run, "tenant_3"), Some(TenantOutcome::Stale));
+    assert_eq!(outcome(&run, "tenant_4"), Some(TenantOutcome::Stale));
     let audited: Vec<&str> = run.audits.iter().map(|a| a.tenant.as_str()).collect();
     assert_eq!(audited, ["tenant_2"]);
     assert!(has_email(&scratch.pool, "tenant_2").await);
-    assert!(
-        nothing_left_open(&scratch.pool).await,
-        "a lock or a transaction was left open"
-    );
+    assert_nothing_left_open(&scratch.pool).await;
     pool.close().await;
     scratch.drop_db().await;
 }
@@ -154,31 +177,15 @@ async fn an_alter_committed_while_the_remediation_waits_for_the_table_makes_the_
 async fn an_alter_committed_while_a_phased_plan_waits_for_the_table_makes_it_stale() {
     let (scratch, contracts) = phased_fleet("contract_hand_alter_phased").await;
     let directory = support::pg_tenant_directory(&scratch.pool).await;
-    let dry = remediate(&directory, &contracts, Remediation::DryRun)
-        .run()
-        .await
-        .expect("dry run");
-    let plan = dry.plans[0].clone();
-    assert!(
-        plan.steps.iter().any(|s| s.phases.len() > 1),
-        "a multi-transaction plan: {plan}"
-    );
+    let hash = phased_plan_hash(&directory, &contracts).await;
 
     let hand = hold(
         &scratch.pool,
         "ALTER TABLE tenant_1.events ALTER COLUMN user_id TYPE int4",
     )
     .await;
-    let run = {
-        let options = ApplyOptions::default().with_lock_timeout(Duration::from_secs(60));
-        let (directory, contracts) = (directory.clone(), contracts.clone());
-        tokio::spawn(async move {
-            remediate(&directory, &contracts, Remediation::Approved(plan.hash))
-                .options(options)
-                .run()
-                .await
-        })
-    };
+    let options = ApplyOptions::default().with_lock_timeout(Duration::from_secs(60));
+    let run = spawn_run(&directory, &contracts, Remediation::Approved(hash), options);
     assert!(
         lock_waiters(&scratch.pool, "relation", 1).await,
         "the run never waited for the table"
@@ -201,10 +208,7 @@ async fn an_alter_committed_while_a_phased_plan_waits_for_the_table_makes_it_sta
     .expect("catalog");
     assert!(nullable, "the stale plan set NOT NULL");
     assert_eq!(checks, 0, "the stale plan added its check");
-    assert!(
-        nothing_left_open(&scratch.pool).await,
-        "a lock or a transaction was left open"
-    );
+    assert_nothing_left_open(&scratch.pool).await;
     scratch.drop_db().await;
 }
 
@@ -238,10 +242,7 @@ async fn a_table_held_past_the_lock_timeout_fails_the_tenant_at_the_table_lock()
     );
     assert!(!has_email(&scratch.pool, "tenant_1").await);
     holder.rollback().await.expect("release");
-    assert!(
-        nothing_left_open(&scratch.pool).await,
-        "a lock or a transaction was left open"
-    );
+    assert_nothing_left_open(&scratch.pool).await;
 
     let next = remediate(&directory, &contracts, Remediation::SafeOnly)
         .options(options)
@@ -261,11 +262,7 @@ async fn a_table_held_past_the_lock_timeout_fails_the_tenant_at_the_table_lock()
 async fn a_phased_plan_s_table_lock_is_bounded_by_lock_timeout_and_retried() {
     let (scratch, contracts) = phased_fleet("contract_table_lock_phased").await;
     let directory = support::pg_tenant_directory(&scratch.pool).await;
-    let dry = remediate(&directory, &contracts, Remediation::DryRun)
-        .run()
-        .await
-        .expect("dry run");
-    let hash = dry.plans[0].hash.clone();
+    let hash = phased_plan_hash(&directory, &contracts).await;
     let options = ApplyOptions::default()
         .with_advisory_lock_wait(Duration::from_millis(50))
         .with_lock_timeout(Duration::from_millis(200))
@@ -289,10 +286,7 @@ async fn a_phased_plan_s_table_lock_is_bounded_by_lock_timeout_and_retried() {
         "{error}"
     );
     holder.rollback().await.expect("release");
-    assert!(
-        nothing_left_open(&scratch.pool).await,
-        "a lock or a transaction was left open"
-    );
+    assert_nothing_left_open(&scratch.pool).await;
     scratch.drop_db().await;
 }
 
@@ -330,15 +324,7 @@ async fn a_deadlock_with_a_hand_run_migration_is_retried() {
          ALTER TABLE shared.currencies ADD COLUMN name text",
     )
     .await;
-    let run = {
-        let (directory, contracts) = (directory.clone(), contracts.clone());
-        tokio::spawn(async move {
-            remediate(&directory, &contracts, Remediation::SafeOnly)
-                .options(options)
-                .run()
-                .await
-        })
-    };
+    let run = spawn_run(&directory, &contracts, Remediation::SafeOnly, options);
     assert!(
         lock_waiters(&scratch.pool, "relation", 1).await,
         "the run never waited for the shared table"
@@ -387,10 +373,7 @@ async fn a_deadlock_with_a_hand_run_migration_is_retried() {
     .await
     .expect("catalog");
     assert!(memo, "the retried remediation added memo");
-    assert!(
-        nothing_left_open(&scratch.pool).await,
-        "a lock or a transaction was left open"
-    );
+    assert_nothing_left_open(&scratch.pool).await;
     pool.close().await;
     scratch.drop_db().await;
 }
@@ -415,15 +398,7 @@ async fn a_partitioned_table_is_locked_without_its_partitions() {
     let options = ApplyOptions::default().with_lock_timeout(Duration::from_secs(60));
 
     let reader = hold(&scratch.pool, "SELECT * FROM tenant_1.accounts_p1").await;
-    let run = {
-        let (directory, contracts) = (directory.clone(), contracts.clone());
-        tokio::spawn(async move {
-            remediate(&directory, &contracts, Remediation::SafeOnly)
-                .options(options)
-                .run()
-                .await
-        })
-    };
+    let run = spawn_run(&directory, &contracts, Remediation::SafeOnly, options);
     assert!(
         lock_waiters(&scratch.pool, "relation", 1).await,
         "the run never waited for the partition"

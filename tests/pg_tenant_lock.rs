@@ -8,7 +8,7 @@ use crate::support;
 use std::time::Duration;
 
 use contract_sqlx::plan::Remediation;
-use contract_sqlx::remediation::ApplyOptions;
+use contract_sqlx::remediation::{ApplyOptions, RemediationRun};
 use contract_sqlx::report::TenantOutcome;
 use contract_sqlx::{Contract, check::ContractSet, remediate};
 use sqlx::postgres::PgPoolOptions;
@@ -68,6 +68,15 @@ async fn hold_tenant_locks(
             .expect("hold the tenant lock");
     }
     blocker
+}
+
+/// What `run` did with `tenant`.
+pub(crate) fn outcome(run: &RemediationRun, tenant: &str) -> Option<TenantOutcome> {
+    run.log
+        .tenants
+        .iter()
+        .find(|t| t.tenant == tenant)
+        .map(|t| t.outcome)
 }
 
 /// A pool whose only connection every step shares: one left in a transaction shows.
@@ -147,16 +156,9 @@ async fn a_plan_is_stale_only_when_a_table_it_changes_changed() {
     blocker.commit().await.expect("release");
     let run = run.await.expect("task").expect("remediate");
 
-    let outcome = |tenant: &str| {
-        run.log
-            .tenants
-            .iter()
-            .find(|t| t.tenant == tenant)
-            .map(|t| t.outcome)
-    };
     assert!(run.failed.is_empty(), "{:?}", run.failed);
-    assert_eq!(outcome("tenant_1"), Some(TenantOutcome::Applied));
-    assert_eq!(outcome("tenant_2"), Some(TenantOutcome::Stale));
+    assert_eq!(outcome(&run, "tenant_1"), Some(TenantOutcome::Applied));
+    assert_eq!(outcome(&run, "tenant_2"), Some(TenantOutcome::Stale));
     let audited: Vec<&str> = run.audits.iter().map(|a| a.tenant.as_str()).collect();
     assert_eq!(audited, ["tenant_1"]);
     assert!(has_email(&scratch.pool, "tenant_1").await);
