@@ -311,16 +311,22 @@ async fn a_deadlock_with_a_hand_run_migration_is_retried() {
     let contracts = ContractSet::<Postgres>::new()
         .with::<Currency>()
         .with::<Payment>();
+    // A remediation that misses the cycle (see below) gives up at its lock timeout instead,
+    // and is retried the same way.
     let options = ApplyOptions::default()
-        .with_lock_timeout(Duration::from_secs(60))
+        .with_lock_timeout(Duration::from_secs(10))
         .with_base_backoff(Duration::from_millis(10))
         .with_max_attempts(3);
 
-    // The migration's first half; the server's deadlock check runs in the remediation's
-    // backend (it waited first, and this one checks only after 10 s).
+    // The migration's first half. The server looks for a cycle once per waiter, when its
+    // `deadlock_timeout` (1 s) runs out, and fails the waiter that finds it: here always the
+    // remediation's backend, as the migration's never looks (setting it takes a superuser,
+    // as the default `CONTRACT_TEST_PG_URL` is). Should the second half start more than 1 s
+    // after the remediation began to wait, the remediation's look finds no cycle yet and its
+    // lock timeout ends the wait.
     let mut hand = hold(
         &scratch.pool,
-        "SET LOCAL deadlock_timeout = '10s'; \
+        "SET LOCAL deadlock_timeout = '1h'; \
          ALTER TABLE shared.currencies ADD COLUMN name text",
     )
     .await;

@@ -107,7 +107,8 @@ async fn advisory_waiters(pool: &PgPool, n: i64) -> bool {
 
 /// Waits until `n` backends wait for a lock of kind `wait_event` (`advisory`, `relation`).
 pub(crate) async fn lock_waiters(pool: &PgPool, wait_event: &str, n: i64) -> bool {
-    for _ in 0..200 {
+    // Up to 30 s: a run checks and plans the fleet first, on a machine maybe loaded.
+    for _ in 0..1200 {
         let waiting: i64 = sqlx::query_scalar(
             "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() \
              AND wait_event_type = 'Lock' AND wait_event = $1",

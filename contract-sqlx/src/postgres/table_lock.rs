@@ -5,7 +5,8 @@
 //! `ALTER TABLE`: without these locks one landing between the re-check and the DDL went
 //! unnoticed (the DDL ran on the changed table). Each re-checked table that existed when
 //! the plan was made is locked (`ONLY` the table: its partitions and children are not what
-//! the re-check reads, and partition maintenance goes on), in the weakest mode that keeps
+//! the re-check reads, and their own `VACUUM`, indexes and constraints go on; attaching,
+//! detaching or dropping one still waits), in the weakest mode that keeps
 //! out what the re-check guards against, and neither mode blocks the consumers' reads and
 //! writes:
 //!
@@ -13,7 +14,8 @@
 //!   (also adding a foreign key), `DROP`, `CREATE INDEX` and `VACUUM` wait for it. The
 //!   mode conflicts with itself: a table in a contract's fixed schema that every tenant's
 //!   plan changes is changed by one tenant at a time, and the next one's re-check finds it
-//!   done (a stale plan, not a failed `ALTER`).
+//!   done (a stale plan, not a failed `ALTER`), provided its wait fits in `lock_timeout`
+//!   over its attempts (else it fails at `table lock`, and the next pass finds it done).
 //! - a table that is only re-checked because a changed table's foreign key references it,
 //!   `ACCESS SHARE`: what such a step depends on (the referenced columns, their types, the
 //!   key) changes only under `ACCESS EXCLUSIVE`, and this mode does not conflict with

@@ -222,12 +222,15 @@ impl Phased<'_> {
                 _ => return Ok(Progress::Settled),
             }
         }
-        set_local(&mut tx, "lock_timeout", options.lock_timeout)
-            .await
-            .map_err(fail("set timeouts"))?;
-        set_local(&mut tx, "statement_timeout", options.statement_timeout)
-            .await
-            .map_err(fail("set timeouts"))?;
+        if fresh.is_none() {
+            // (The first transaction set them before its table locks.)
+            set_local(&mut tx, "lock_timeout", options.lock_timeout)
+                .await
+                .map_err(fail("set timeouts"))?;
+            set_local(&mut tx, "statement_timeout", options.statement_timeout)
+                .await
+                .map_err(fail("set timeouts"))?;
+        }
         sqlx::query("SELECT set_config('search_path', 'pg_catalog, pg_temp', true), set_config('TimeZone', 'UTC', true)")
             .execute(&mut *tx)
             .await
