@@ -14,7 +14,7 @@ use support::{PgScratch, exec, pg_tenant_directory, pg_url};
 #[derive(Debug, sqlx::FromRow, Contract)]
 #[contract(table = "events")]
 #[allow(dead_code)]
-struct Event {
+pub(crate) struct Event {
     #[contract(primary_key)]
     id: i64,
     user_id: i64,

@@ -14,19 +14,13 @@ use sqlx::postgres::PgPoolOptions;
 use sqlx::{PgPool, Postgres};
 use tokio::task::JoinHandle;
 
-use crate::pg_tenant_lock::{contracts, has_email, lock_waiters, outcome, seed};
+use crate::pg_online::Event;
+use crate::pg_tenant_lock::{
+    contracts, has_column, has_email, lock_waiters, next_run_adds_the_email, outcome, seed,
+};
 use crate::support;
 use support::PgScratch;
 use support::faults::nothing_left_open;
-
-#[derive(Debug, sqlx::FromRow, Contract)]
-#[contract(table = "events")]
-#[allow(dead_code)]
-struct Event {
-    #[contract(primary_key)]
-    id: i64,
-    user_id: i64,
-}
 
 #[derive(Debug, sqlx::FromRow, Contract)]
 #[contract(schema = "shared", table = "currencies")]
@@ -97,6 +91,16 @@ async fn phased_plan_hash(
         "a multi-transaction plan: {plan}"
     );
     plan.hash.clone()
+}
+
+/// The run's one tenant failed at its table lock, after two attempts.
+fn assert_failed_at_the_table_lock_after_2_attempts(run: &RemediationRun) {
+    assert_eq!(run.failed.len(), 1, "{:?}", run.failed);
+    let error = &run.failed[0].error;
+    assert!(
+        error.contains("table lock") && error.contains("after 2 attempt"),
+        "{error}"
+    );
 }
 
 async fn assert_nothing_left_open(pool: &PgPool) {
@@ -234,23 +238,12 @@ async fn a_table_held_past_the_lock_timeout_fails_the_tenant_at_the_table_lock()
         .run()
         .await
         .expect("remediate");
-    assert_eq!(run.failed.len(), 1, "{:?}", run.failed);
-    let error = &run.failed[0].error;
-    assert!(
-        error.contains("table lock") && error.contains("2 attempt"),
-        "{error}"
-    );
+    assert_failed_at_the_table_lock_after_2_attempts(&run);
     assert!(!has_email(&scratch.pool, "tenant_1").await);
     holder.rollback().await.expect("release");
     assert_nothing_left_open(&scratch.pool).await;
 
-    let next = remediate(&directory, &contracts, Remediation::SafeOnly)
-        .options(options)
-        .run()
-        .await
-        .expect("next run");
-    assert!(next.failed.is_empty(), "{:?}", next.failed);
-    assert!(has_email(&scratch.pool, "tenant_1").await);
+    next_run_adds_the_email(&directory, &contracts, options, &scratch.pool).await;
     scratch.drop_db().await;
 }
 
@@ -279,12 +272,7 @@ async fn a_phased_plan_s_table_lock_is_bounded_by_lock_timeout_and_retried() {
         .run()
         .await
         .expect("remediate");
-    assert_eq!(run.failed.len(), 1, "{:?}", run.failed);
-    let error = &run.failed[0].error;
-    assert!(
-        error.contains("table lock") && error.contains("2 attempt"),
-        "{error}"
-    );
+    assert_failed_at_the_table_lock_after_2_attempts(&run);
     holder.rollback().await.expect("release");
     assert_nothing_left_open(&scratch.pool).await;
     scratch.drop_db().await;
@@ -371,14 +359,10 @@ async fn a_deadlock_with_a_hand_run_migration_is_retried() {
     assert!(run.failed.is_empty(), "{:?}", run.failed);
     let attempts: Vec<u32> = run.audits.iter().map(|a| a.attempts).collect();
     assert_eq!(attempts, [2], "{:?}", run.audits);
-    let memo: bool = sqlx::query_scalar(
-        "SELECT EXISTS (SELECT 1 FROM information_schema.columns \
-         WHERE table_schema = 'tenant_1' AND table_name = 'payments' AND column_name = 'memo')",
-    )
-    .fetch_one(&scratch.pool)
-    .await
-    .expect("catalog");
-    assert!(memo, "the retried remediation added memo");
+    assert!(
+        has_column(&scratch.pool, "tenant_1", "payments", "memo").await,
+        "the retried remediation added memo"
+    );
     assert_nothing_left_open(&scratch.pool).await;
     pool.close().await;
     scratch.drop_db().await;

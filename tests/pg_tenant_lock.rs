@@ -10,7 +10,7 @@ use std::time::Duration;
 use contract_sqlx::plan::Remediation;
 use contract_sqlx::remediation::{ApplyOptions, RemediationRun};
 use contract_sqlx::report::TenantOutcome;
-use contract_sqlx::{Contract, check::ContractSet, remediate};
+use contract_sqlx::{Contract, TenantDirectory, check::ContractSet, remediate};
 use sqlx::postgres::PgPoolOptions;
 use sqlx::{PgPool, Postgres};
 use support::faults::nothing_left_open;
@@ -70,6 +70,22 @@ async fn hold_tenant_locks(
     blocker
 }
 
+/// Another run, with `options`, remediates tenant_1 (it adds `accounts.email`).
+pub(crate) async fn next_run_adds_the_email(
+    directory: &TenantDirectory<Postgres>,
+    contracts: &ContractSet<Postgres>,
+    options: ApplyOptions,
+    pool: &PgPool,
+) {
+    let next = remediate(directory, contracts, Remediation::SafeOnly)
+        .options(options)
+        .run()
+        .await
+        .expect("next run");
+    assert!(next.failed.is_empty(), "{:?}", next.failed);
+    assert!(has_email(pool, "tenant_1").await);
+}
+
 /// What `run` did with `tenant`.
 pub(crate) fn outcome(run: &RemediationRun, tenant: &str) -> Option<TenantOutcome> {
     run.log
@@ -90,11 +106,18 @@ async fn one_connection_pool(url: &str) -> PgPool {
 
 /// Whether `tenant.accounts` has the `email` column.
 pub(crate) async fn has_email(pool: &PgPool, tenant: &str) -> bool {
+    has_column(pool, tenant, "accounts", "email").await
+}
+
+/// Whether `tenant.table` has the column `column`.
+pub(crate) async fn has_column(pool: &PgPool, tenant: &str, table: &str, column: &str) -> bool {
     sqlx::query_scalar(
         "SELECT EXISTS (SELECT 1 FROM information_schema.columns \
-         WHERE table_schema = $1 AND table_name = 'accounts' AND column_name = 'email')",
+         WHERE table_schema = $1 AND table_name = $2 AND column_name = $3)",
     )
     .bind(tenant)
+    .bind(table)
+    .bind(column)
     .fetch_one(pool)
     .await
     .expect("catalog")
@@ -211,13 +234,7 @@ async fn a_lock_wait_that_times_out_leaves_the_connection_usable() {
     assert_eq!(one, 1);
     blocker.rollback().await.expect("release");
 
-    let next = remediate(&directory, &contracts, Remediation::SafeOnly)
-        .options(options)
-        .run()
-        .await
-        .expect("next run");
-    assert!(next.failed.is_empty(), "{:?}", next.failed);
-    assert!(has_email(&scratch.pool, "tenant_1").await);
+    next_run_adds_the_email(&directory, &contracts, options, &scratch.pool).await;
     pool.close().await;
     scratch.drop_db().await;
 }
@@ -249,12 +266,13 @@ async fn a_remediation_dropped_while_waiting_for_the_tenant_lock_leaves_nothing_
         "the dropped run left an advisory lock or a transaction open"
     );
 
-    let next = remediate(&directory, &contracts, Remediation::SafeOnly)
-        .run()
-        .await
-        .expect("next run");
-    assert!(next.failed.is_empty(), "{:?}", next.failed);
-    assert!(has_email(&scratch.pool, "tenant_1").await);
+    next_run_adds_the_email(
+        &directory,
+        &contracts,
+        ApplyOptions::default(),
+        &scratch.pool,
+    )
+    .await;
     pool.close().await;
     scratch.drop_db().await;
 }

@@ -426,8 +426,6 @@ mod tests {
             seconds_text(timeout_ms(Duration::from_millis(2_500))),
             "2.500"
         );
-        assert_eq!(timeout_ms(Duration::from_micros(1_001)), 2);
-        assert_eq!(timeout_ms(Duration::MAX), u64::MAX);
     }
 
     #[test]

@@ -94,7 +94,8 @@ pub(super) fn is_lock_conflict(error: &sqlx::Error) -> bool {
     has_code(error, &[LOCK_NOT_AVAILABLE, DEADLOCK_DETECTED])
 }
 
-fn has_code(error: &sqlx::Error, codes: &[&str]) -> bool {
+/// `true` when `error` is the server's, with one of the SQLSTATEs `codes`.
+pub(super) fn has_code(error: &sqlx::Error, codes: &[&str]) -> bool {
     error
         .as_database_error()
         .and_then(|e| e.code())
@@ -133,27 +134,29 @@ async fn apply_once(
         ),
     ];
     let bounded = begin.len();
-    begin.extend(super::table_lock::lock_statements(job)?);
+    let rechecked = job.rechecked_tables();
+    begin.extend(super::table_lock::lock_statements(job, &rechecked)?);
     let mut held = match HeldTransaction::begin(conn, &begin).await {
         Ok(held) => held,
-        Err(f) if f.statement >= bounded && super::table_lock::is_gone(&f.source) => {
-            // A table the plan saw is gone.
-            return Err(Error::StalePlan {
-                tenant: tenant.to_owned(),
-            });
+        Err(f) if f.statement >= bounded => {
+            return Err(super::table_lock::lock_failed(
+                tenant,
+                f.source,
+                fail("table lock"),
+            ));
         }
         Err(f) => {
-            let stage = match f.statement {
-                2 => "advisory lock",
-                s if s >= bounded => "table lock",
-                _ => "begin",
+            let stage = if f.statement == 2 {
+                "advisory lock"
+            } else {
+                "begin"
             };
             return Err(fail(stage)(f.source));
         }
     };
     // Round trip 2: re-verify under the locks what the steps touch: a plan made on
     // another schema is stale.
-    let mut tables: Vec<String> = job.rechecked_tables().into_iter().map(|(_, t)| t).collect();
+    let mut tables: Vec<String> = rechecked.into_iter().map(|(_, t)| t).collect();
     tables.sort_unstable();
     tables.dedup();
     let live =

@@ -35,7 +35,8 @@
 use contract_core::{Dialect, LiveTable};
 use sqlx::Postgres;
 
-use crate::error::Result;
+use super::apply::has_code;
+use crate::error::{Error, Result};
 use crate::remediation::ApplyJob;
 
 /// SQLSTATEs of a `LOCK TABLE` whose table is not what the plan saw: `undefined_table`,
@@ -43,13 +44,15 @@ use crate::remediation::ApplyJob;
 /// materialized view, a foreign table or a sequence).
 const GONE: [&str; 3] = ["42P01", "3F000", "42809"];
 
-/// The `LOCK TABLE` statements (none, one or two) that `job` takes before its re-check (see
-/// the module documentation).
-pub(super) fn lock_statements(job: &ApplyJob<'_, Postgres>) -> Result<Vec<String>> {
-    let changed = job.changed_tables();
+/// The `LOCK TABLE` statements (none, one or two) that `job` takes before its re-check of
+/// `rechecked` ([`ApplyJob::rechecked_tables`]; see the module documentation).
+pub(super) fn lock_statements(
+    job: &ApplyJob<'_, Postgres>,
+    rechecked: &[(String, String)],
+) -> Result<Vec<String>> {
     let (mut changing, mut referenced) = (Vec::new(), Vec::new());
-    for (schema, table) in job.rechecked_tables() {
-        let Some(live) = planned_table(&job.planned_on, &schema, &table) else {
+    for (schema, table) in rechecked {
+        let Some(live) = planned_table(&job.planned_on, schema, table) else {
             continue;
         };
         // `ONLY` binds to one name of the list, not to the list.
@@ -57,7 +60,13 @@ pub(super) fn lock_statements(job: &ApplyJob<'_, Postgres>) -> Result<Vec<String
             "ONLY {}",
             Dialect::Postgres.quote_qualified(Some(&live.schema), &live.name)?
         );
-        if changed.iter().any(|(s, t)| *s == schema && *t == table) {
+        // Re-checked as a step's target (as `rechecked_tables` finds it: by name), or as
+        // what a target's foreign key references.
+        if job
+            .steps
+            .iter()
+            .any(|s| Dialect::Postgres.same_table(&s.table, table))
+        {
             changing.push(name);
         } else {
             referenced.push(name);
@@ -88,10 +97,18 @@ fn planned_table<'t>(
         .filter(|t| t.kind.is_table())
 }
 
-/// `true` when `error` says a table to lock is gone: the plan was made on another schema.
-pub(super) fn is_gone(error: &sqlx::Error) -> bool {
-    error
-        .as_database_error()
-        .and_then(|e| e.code())
-        .is_some_and(|c| GONE.contains(&c.as_ref()))
+/// What a failed `LOCK TABLE` means: a stale plan when a table is gone (the plan was made
+/// on another schema), else what `failure` makes of the error.
+pub(super) fn lock_failed(
+    tenant: &str,
+    source: sqlx::Error,
+    failure: impl FnOnce(sqlx::Error) -> Error,
+) -> Error {
+    if has_code(&source, &GONE) {
+        Error::StalePlan {
+            tenant: tenant.to_owned(),
+        }
+    } else {
+        failure(source)
+    }
 }

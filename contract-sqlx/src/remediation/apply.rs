@@ -173,33 +173,6 @@ impl<DB: Backend> ApplyJob<'_, DB> {
         )
     }
 
-    /// The `(schema, table)` pairs of [`Self::rechecked_tables`] that a step of this job
-    /// changes (the others are there because a foreign key references them).
-    #[must_use]
-    pub fn changed_tables(&self) -> Vec<(String, String)> {
-        let tenant = self.tenant.as_str();
-        let mut keys: Vec<(String, String)> = self
-            .contracts
-            .entries()
-            .iter()
-            .map(|e| &e.contract)
-            .filter(|c| {
-                self.steps
-                    .iter()
-                    .any(|s| DB::DIALECT.same_table(&s.table, &c.table))
-            })
-            .map(|c| {
-                (
-                    c.schema.as_deref().unwrap_or(tenant).to_owned(),
-                    c.table.clone(),
-                )
-            })
-            .collect();
-        keys.sort_unstable();
-        keys.dedup();
-        keys
-    }
-
     /// `true` when `live` (re-introspected under the lock) still matches what was planned
     /// on: every table of [`Self::rechecked_tables`] has the fingerprint it had, or is
     /// still absent. Tables are found as the dialect compares table names
@@ -286,6 +259,16 @@ mod tests {
     use contract_core::{ColumnContract, Reference};
 
     use super::*;
+
+    #[cfg(any(feature = "postgres", feature = "mysql"))]
+    #[test]
+    fn a_timeout_is_whole_milliseconds_rounded_up_and_never_zero() {
+        assert_eq!(timeout_ms(Duration::ZERO), 1);
+        assert_eq!(timeout_ms(Duration::from_micros(400)), 1);
+        assert_eq!(timeout_ms(Duration::from_micros(1_001)), 2);
+        assert_eq!(timeout_ms(Duration::from_millis(2_500)), 2_500);
+        assert_eq!(timeout_ms(Duration::MAX), u64::MAX);
+    }
 
     fn table(schema: &str, name: &str, fingerprint: &str) -> LiveTable {
         let mut t = LiveTable::new(schema, name);

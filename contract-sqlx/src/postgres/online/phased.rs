@@ -172,28 +172,26 @@ impl Phased<'_> {
         crate::postgres::ddl::xact_lock(&mut tx, &crate::postgres::ddl::tenant_lock_name(tenant))
             .await
             .map_err(fail("advisory lock"))?;
+        // Everything after the tenant's lock is bounded as the DDL is (`advisory_lock_wait`
+        // bounds that lock only: a table lock cancelled by it would not be retried).
+        set_local(&mut tx, "lock_timeout", options.lock_timeout)
+            .await
+            .map_err(fail("set timeouts"))?;
+        set_local(&mut tx, "statement_timeout", options.statement_timeout)
+            .await
+            .map_err(fail("set timeouts"))?;
         let table = contract_core::Dialect::Postgres
             .quote_qualified(Some(&options.audit.schema), &options.audit.table)?;
         if let Some(fresh) = fresh {
-            // What the re-check reads stays as it is until the DDL (`table_lock.rs`), the
-            // wait for it bounded as the DDL's is (`advisory_lock_wait` bounded only the
-            // tenant's lock: a `statement_timeout` cancel would not be retried).
-            set_local(&mut tx, "lock_timeout", options.lock_timeout)
-                .await
-                .map_err(fail("set timeouts"))?;
-            set_local(&mut tx, "statement_timeout", options.statement_timeout)
-                .await
-                .map_err(fail("set timeouts"))?;
-            for lock in crate::postgres::table_lock::lock_statements(fresh.job)? {
-                let locked = sqlx::raw_sql(AssertSqlSafe(lock)).execute(&mut *tx).await;
-                match locked {
-                    Err(source) if crate::postgres::table_lock::is_gone(&source) => {
-                        return Err(Error::StalePlan {
-                            tenant: tenant.to_owned(),
-                        });
-                    }
-                    other => other.map_err(fail("table lock"))?,
-                };
+            // What the re-check reads stays as it is until the DDL (`table_lock.rs`).
+            let rechecked = fresh.job.rechecked_tables();
+            for lock in crate::postgres::table_lock::lock_statements(fresh.job, &rechecked)? {
+                sqlx::raw_sql(AssertSqlSafe(lock))
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(|source| {
+                        crate::postgres::table_lock::lock_failed(tenant, source, fail("table lock"))
+                    })?;
             }
             let live =
                 crate::postgres::introspect_on(&mut tx, &fresh.job.schemas(), fresh.job.contracts)
@@ -221,15 +219,6 @@ impl Phased<'_> {
                 (Some("pending"), Some(done)) if done > index => return Ok(Progress::Skipped),
                 _ => return Ok(Progress::Settled),
             }
-        }
-        if fresh.is_none() {
-            // (The first transaction set them before its table locks.)
-            set_local(&mut tx, "lock_timeout", options.lock_timeout)
-                .await
-                .map_err(fail("set timeouts"))?;
-            set_local(&mut tx, "statement_timeout", options.statement_timeout)
-                .await
-                .map_err(fail("set timeouts"))?;
         }
         sqlx::query("SELECT set_config('search_path', 'pg_catalog, pg_temp', true), set_config('TimeZone', 'UTC', true)")
             .execute(&mut *tx)
