@@ -2,7 +2,8 @@
 //! that commits while the remediation waits for a table is seen by the re-check (a stale
 //! plan, or an applicable one when it touched nothing contracted), in a plan of one
 //! transaction and in a phased one; a table or schema gone is a stale plan; a lock held
-//! past `lock_timeout`, or a deadlock with a hand-run migration, is retried.
+//! past `lock_timeout`, or a deadlock with a hand-run migration, is retried, also in an
+//! online type change's short transactions.
 
 use std::time::Duration;
 
@@ -408,5 +409,69 @@ async fn a_partitioned_table_is_locked_without_its_partitions() {
     assert!(run.failed.is_empty(), "{:?}", run.failed);
     assert!(has_email(&scratch.pool, "tenant_1").await);
     pool.close().await;
+    scratch.drop_db().await;
+}
+
+/// An online type change's short transactions (expand, checks, swap) are retried after a
+/// deadlock as after a lock timeout. Here a session holds the checkpoint table (`SHARE`,
+/// as a `CREATE INDEX` on it would) and then reads the tenant's table: the expand, which
+/// took the table and then waits to write its checkpoint, is failed by the server and
+/// retried once the session is done.
+#[tokio::test]
+async fn an_online_type_change_s_deadlocked_transaction_is_retried() {
+    use contract_sqlx::remediation::{OnlineProcedure, OnlineTypeChange, change_type_online};
+
+    let scratch = PgScratch::create("contract_online_deadlock").await;
+    support::exec(
+        &scratch.pool,
+        "CREATE SCHEMA tenant_1; \
+         CREATE TABLE tenant_1.warmup (id int8 PRIMARY KEY, n int4 NOT NULL); \
+         CREATE TABLE tenant_1.accounts (id int8 PRIMARY KEY, user_id int4 NOT NULL); \
+         INSERT INTO tenant_1.accounts SELECT g, g * 3 FROM generate_series(1, 1000) g",
+    )
+    .await;
+    // A change that misses the cycle (see the deadlock test above) gives up at its lock
+    // timeout instead, and is retried the same way.
+    let change = |table: &str, column: &str| {
+        OnlineTypeChange::new("tenant_1", table, column, "int8")
+            .procedure(OnlineProcedure::ShadowColumn)
+            .lock(Duration::from_secs(10), 3)
+    };
+    // The first change creates the checkpoint table the session then holds.
+    change_type_online(&scratch.pool, &change("warmup", "n"))
+        .await
+        .expect("the warm-up change");
+    let mut hand = hold(
+        &scratch.pool,
+        "SET LOCAL deadlock_timeout = '1h'; \
+         LOCK TABLE public.contract_online_progress IN SHARE MODE",
+    )
+    .await;
+    let run = {
+        let (pool, change) = (scratch.pool.clone(), change("accounts", "user_id"));
+        tokio::spawn(async move { change_type_online(&pool, &change).await })
+    };
+    assert!(
+        lock_waiters(&scratch.pool, "relation", 1).await,
+        "the expand never waited for the checkpoint table"
+    );
+    sqlx::raw_sql("LOCK TABLE tenant_1.accounts IN ACCESS SHARE MODE")
+        .execute(&mut *hand)
+        .await
+        .expect("the session survives the deadlock");
+    hand.commit().await.expect("end the session");
+    let report = run
+        .await
+        .expect("task")
+        .unwrap_or_else(|e| panic!("the deadlocked expand was not retried: {e}"));
+    assert_eq!(report.rows_backfilled, 1000, "{report:?}");
+    let (kind, sum): (String, i64) = sqlx::query_as(
+        "SELECT pg_typeof(user_id)::text, sum(user_id)::int8 FROM tenant_1.accounts GROUP BY 1",
+    )
+    .fetch_one(&scratch.pool)
+    .await
+    .expect("the changed column");
+    assert_eq!((kind.as_str(), sum), ("bigint", 3 * 1000 * 1001 / 2));
+    assert_nothing_left_open(&scratch.pool).await;
     scratch.drop_db().await;
 }

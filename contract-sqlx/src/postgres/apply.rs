@@ -83,11 +83,6 @@ pub(super) async fn apply_statements(
     }
 }
 
-/// `true` when `lock_timeout` fired.
-pub(super) fn is_lock_timeout(error: &sqlx::Error) -> bool {
-    has_code(error, &[LOCK_NOT_AVAILABLE])
-}
-
 /// `true` when a lock could not be had: `lock_timeout` fired, or the server ended a
 /// deadlock by failing this transaction (rolled back either way, so worth another attempt).
 pub(super) fn is_lock_conflict(error: &sqlx::Error) -> bool {

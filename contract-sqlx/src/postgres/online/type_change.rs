@@ -11,7 +11,7 @@ use sqlx::{AssertSqlSafe, PgPool, SqlSafeStr};
 
 use super::inspect::inspect;
 use crate::error::{Error, Result};
-use crate::postgres::apply::is_lock_timeout;
+use crate::postgres::apply::is_lock_conflict;
 use crate::remediation::backoff::Backoff;
 use crate::remediation::elapsed_ms;
 
@@ -359,7 +359,8 @@ async fn shadow_column(
     Ok(report)
 }
 
-/// Runs `sql` in one transaction under `lock_timeout`, retried on lock timeout.
+/// Runs `sql` in one transaction under `lock_timeout`, retried on lock timeout or deadlock
+/// (the server rolled it back either way).
 pub(super) async fn short_tx(
     pool: &PgPool,
     change: &OnlineTypeChange,
@@ -386,8 +387,8 @@ pub(super) async fn short_tx(
         .await;
         match result {
             Ok(_) => return Ok(attempt),
-            Err(error) if is_lock_timeout(&error) && attempt < change.max_attempts => {
-                tracing::warn!(table = %change.table, column = %change.column, what, attempt, "lock timeout in an online type change; retrying");
+            Err(error) if is_lock_conflict(&error) && attempt < change.max_attempts => {
+                tracing::warn!(table = %change.table, column = %change.column, what, attempt, error = %error, "lock conflict in an online type change; retrying");
                 tokio::time::sleep(backoff.delay(attempt)).await;
                 attempt += 1;
             }
