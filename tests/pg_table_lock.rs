@@ -475,3 +475,53 @@ async fn an_online_type_change_s_deadlocked_transaction_is_retried() {
     assert_nothing_left_open(&scratch.pool).await;
     scratch.drop_db().await;
 }
+
+/// An online type change whose expand never gets the tenant's table gives up after its
+/// attempts, changes nothing, and says what held it up and what to do.
+#[tokio::test]
+async fn an_online_type_change_that_never_gets_its_lock_changes_nothing_and_says_why() {
+    use contract_sqlx::remediation::{OnlineProcedure, OnlineTypeChange, change_type_online};
+
+    let scratch = PgScratch::create("contract_online_lock_held").await;
+    support::exec(
+        &scratch.pool,
+        "CREATE SCHEMA tenant_1; \
+         CREATE TABLE tenant_1.accounts (id int8 PRIMARY KEY, user_id int4 NOT NULL); \
+         INSERT INTO tenant_1.accounts SELECT g, g FROM generate_series(1, 10) g",
+    )
+    .await;
+    let holder = hold(
+        &scratch.pool,
+        "LOCK TABLE tenant_1.accounts IN ACCESS SHARE MODE",
+    )
+    .await;
+    let change = OnlineTypeChange::new("tenant_1", "accounts", "user_id", "int8")
+        .procedure(OnlineProcedure::ShadowColumn)
+        .lock(Duration::from_millis(50), 2);
+    let error = change_type_online(&scratch.pool, &change)
+        .await
+        .expect_err("the table is held");
+    let text = error.to_string();
+    assert!(
+        text.starts_with("expand failed for tenant `tenant_1`") && text.contains("`pg_locks`"),
+        "{text}"
+    );
+    holder.rollback().await.expect("release");
+    assert!(
+        !has_column(
+            &scratch.pool,
+            "tenant_1",
+            "accounts",
+            "user_id_contract_new"
+        )
+        .await
+    );
+    let checkpoints: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM public.contract_online_progress")
+            .fetch_one(&scratch.pool)
+            .await
+            .expect("checkpoints");
+    assert_eq!(checkpoints, 0, "no checkpoint of a change that never began");
+    assert_nothing_left_open(&scratch.pool).await;
+    scratch.drop_db().await;
+}

@@ -254,6 +254,12 @@ pub(crate) mod hint {
     /// Anything else: only the connection is in doubt (installing the DDL trigger).
     #[cfg(feature = "postgres")]
     pub(crate) const SERVER: &str = "check that the server is up and reachable";
+    /// A statement of an online type change that did not get its locks.
+    #[cfg(feature = "postgres")]
+    pub(crate) const LOCK_HELD: &str = "another session kept a lock the change needs (past `lock_timeout`, or in a deadlock): find it in `pg_locks`, or allow a longer `lock_timeout` or more attempts (`OnlineTypeChange::lock`, `ApplyOptions`); what committed stays, and a new call resumes";
+    /// A statement of an online type change that failed otherwise.
+    #[cfg(feature = "postgres")]
+    pub(crate) const ONLINE_DDL: &str = "check that the server is up and the role owns the table; what committed stays, and a new call resumes";
     /// Installing the DDL trigger over objects another role created.
     #[cfg(feature = "postgres")]
     pub(crate) const TRIGGER_OWNERSHIP: &str = "the trigger's objects must belong to the installing role: drop the ones the cause names, then install again";

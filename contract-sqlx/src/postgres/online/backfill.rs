@@ -7,7 +7,7 @@ use contract_core::BackfillProgress;
 use sqlx::{AssertSqlSafe, PgPool, SqlSafeStr};
 
 use super::type_change::{Names, OnlineReport, OnlineTypeChange};
-use crate::error::{Error, Result};
+use crate::error::Result;
 
 /// How often a running backfill logs its progress and keeps a sample for the execution log
 /// (its gauges move after every batch).
@@ -22,7 +22,7 @@ pub(super) async fn run(
     last_key: Option<i64>,
     report: &mut OnlineReport,
 ) -> Result<()> {
-    let db = |context| Error::db(context, Some(change.schema.as_str()));
+    let db = |context| super::step_failed(context, &change.schema);
     // One key range per batch: its upper bound from the key index, then the rows in it
     // whose shadow is not already right (the trigger keeps up rows written meanwhile).
     // Every condition is a plain range on the key, so even the generic plan of this
@@ -166,7 +166,7 @@ impl Pass {
         .bind(key)
         .fetch_one(pool)
         .await
-        .map_err(Error::db("the backfill checkpoint", Some(change.schema.as_str())))?;
+        .map_err(super::step_failed("the backfill checkpoint", &change.schema))?;
         report.backfill_ms = crate::remediation::elapsed_ms(self.started);
         let last = progress(change, report, done, self.total, self.started, true);
         keep(change, report, last);

@@ -3,7 +3,7 @@
 
 use sqlx::{AssertSqlSafe, PgPool};
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 
 /// Runs `build` (a `CREATE [UNIQUE] INDEX CONCURRENTLY` of the index `qualified`,
 /// `"schema"."name"`) unless that index exists and is valid; an invalid one (a build
@@ -14,7 +14,7 @@ pub(super) async fn build_concurrently(
     qualified: &str,
     build: String,
 ) -> Result<()> {
-    let db = |context| Error::db(context, Some(schema));
+    let db = |context| super::step_failed(context, schema);
     let valid: Option<bool> = sqlx::query_scalar(
         "SELECT x.indisvalid FROM pg_index x WHERE x.indexrelid = to_regclass($1)",
     )

@@ -18,3 +18,21 @@ pub(super) use phased::apply_phased;
 pub(super) use planned::{apply_online, row_estimates};
 pub(super) use resume::resume_pending;
 pub use type_change::{OnlineProcedure, OnlineReport, OnlineTypeChange, change_type_online};
+
+use crate::error::{Error, hint};
+use crate::postgres::apply::is_lock_conflict;
+
+/// A failed statement of an online change, in schema `schema`: the hint names the lock
+/// that held it up when one did (`lock_timeout` or a deadlock), what else to check
+/// otherwise.
+fn step_failed(context: &'static str, schema: &str) -> impl FnOnce(sqlx::Error) -> Error + use<> {
+    let schema = schema.to_owned();
+    move |source| {
+        let hint = if is_lock_conflict(&source) {
+            hint::LOCK_HELD
+        } else {
+            hint::ONLINE_DDL
+        };
+        Error::db_hint(context, hint, Some(&schema))(source)
+    }
+}

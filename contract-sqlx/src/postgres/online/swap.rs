@@ -5,7 +5,7 @@ use sqlx::{AssertSqlSafe, PgPool, SqlSafeStr};
 
 use super::inspect::ColumnFacts;
 use super::type_change::{Names, OnlineTypeChange, short_tx};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use contract_core::Dialect;
 
 /// The name of the index built on the shadow column for the index `name`.
@@ -29,7 +29,7 @@ pub(super) async fn prepare(
     names: &Names,
     facts: &ColumnFacts,
 ) -> Result<()> {
-    let db = |context| Error::db(context, Some(change.schema.as_str()));
+    let db = |context| super::step_failed(context, &change.schema);
     if facts.not_null {
         let exists: bool = sqlx::query_scalar(
             "SELECT EXISTS (SELECT 1 FROM pg_constraint k JOIN pg_class c ON c.oid = k.conrelid
@@ -128,9 +128,9 @@ pub(super) async fn swap(
     )
     .execute(pool)
     .await
-    .map_err(Error::db(
+    .map_err(super::step_failed(
         "analyzing the swapped column",
-        Some(change.schema.as_str()),
+        &change.schema,
     ))?;
     Ok(attempts)
 }

@@ -220,9 +220,9 @@ pub async fn change_type_online(pool: &PgPool, change: &OnlineTypeChange) -> Res
             .bind(&names.key)
             .fetch_one(pool)
             .await
-            .map_err(Error::db(
+            .map_err(super::step_failed(
                 "reading the backfill checkpoint",
-                Some(&change.schema),
+                &change.schema,
             ))?;
             let refused = if started {
                 "a shadow-column change of this column is under way".to_owned()
@@ -270,7 +270,7 @@ async fn shadow_column(
         what: "an online type change without an integer primary key",
     })?;
     let pk = Dialect::Postgres.quote(&pk)?;
-    let db = |context| Error::db(context, Some(change.schema.as_str()));
+    let db = |context| super::step_failed(context, &change.schema);
     // Expand: the shadow column and the trigger that keeps it in sync (idempotent). The
     // trigger's `WHEN` is evaluated without calling the function, so the backfill's own
     // updates (which set the shadow right) cost no PL/pgSQL call per row.
@@ -392,7 +392,7 @@ pub(super) async fn short_tx(
                 tokio::time::sleep(backoff.delay(attempt)).await;
                 attempt += 1;
             }
-            Err(error) => return Err(Error::db(what, Some(change.schema.as_str()))(error)),
+            Err(error) => return Err(super::step_failed(what, &change.schema)(error)),
         }
     }
 }

@@ -8,7 +8,7 @@ use sqlx::{AssertSqlSafe, PgPool, Row};
 use super::CopyNames;
 use super::create::column_lists;
 use super::qualify::Layout;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::postgres::online::backfill::Pass;
 use crate::postgres::online::type_change::{OnlineReport, OnlineTypeChange};
 
@@ -35,7 +35,7 @@ pub(super) async fn run(
     last_key: Option<i64>,
     report: &mut OnlineReport,
 ) -> Result<()> {
-    let db = |context| Error::db(context, Some(change.schema.as_str()));
+    let db = |context| super::super::step_failed(context, &change.schema);
     let pk = contract_core::Dialect::Postgres.quote(&layout.pk)?;
     let (columns, values) = column_lists(layout, change, "")?;
     let key_literal = contract_core::Dialect::Postgres.string_literal(&names.key)?;

@@ -32,7 +32,10 @@ pub(super) async fn verify(
         sqlx::query_as(AssertSqlSafe(sql).into_sql_str())
             .fetch_one(pool)
             .await
-            .map_err(Error::db("verifying the copy", Some(&change.schema)))?;
+            .map_err(super::super::step_failed(
+                "verifying the copy",
+                &change.schema,
+            ))?;
     if (old_rows, &old_sum) == (new_rows, &new_sum) {
         return Ok(());
     }

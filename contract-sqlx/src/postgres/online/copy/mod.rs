@@ -199,7 +199,7 @@ pub(super) async fn run(
             });
         }
     };
-    let db = |context| Error::db(context, Some(change.schema.as_str()));
+    let db = |context| super::step_failed(context, &change.schema);
     let checkpoint: Option<(Option<i64>, String)> = sqlx::query_as(
         AssertSqlSafe(format!(
             "SELECT last_key, state FROM {} WHERE change = $1",
