@@ -194,6 +194,53 @@ async fn proxy_cuts_before_sending_or_before_the_answer() {
     scratch.drop_db().await;
 }
 
+/// The check every remediation fault test ends with sees a statement the server is still
+/// running for a session (as it runs on for a dropped client until it next reads), not only
+/// advisory locks and idle transactions.
+#[tokio::test]
+async fn nothing_left_open_sees_a_statement_still_running() {
+    let scratch = PgScratch::create("contract_fault_open").await;
+    assert!(nothing_left_open(&scratch.pool).await, "a fresh database");
+    let mut busy = sqlx::PgConnection::connect(&scratch.url)
+        .await
+        .expect("connect");
+    let pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
+        .fetch_one(&mut busy)
+        .await
+        .expect("pid");
+    let sleeping = tokio::spawn(async move {
+        let _cancelled = sqlx::query("SELECT pg_sleep(60)").execute(&mut busy).await;
+        busy
+    });
+    let mut running = false;
+    for _ in 0..200 {
+        running = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE pid = $1 AND state = 'active')",
+        )
+        .bind(pid)
+        .fetch_one(&scratch.pool)
+        .await
+        .expect("activity");
+        if running {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(running, "the statement never started");
+    assert!(
+        !nothing_left_open(&scratch.pool).await,
+        "a running statement is something left open"
+    );
+    sqlx::query("SELECT pg_cancel_backend($1)")
+        .bind(pid)
+        .execute(&scratch.pool)
+        .await
+        .expect("cancel");
+    sleeping.await.expect("task").close().await.expect("close");
+    assert!(nothing_left_open(&scratch.pool).await, "once it ended");
+    scratch.drop_db().await;
+}
+
 // ---- remediation cut at each apply stage ----
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -200,20 +200,24 @@ impl metrics::Recorder for PassCounter {
     }
 }
 
-/// `true` once no session of this database holds an advisory lock or sits in an open
-/// transaction (the server notices a cut connection at once: it was waiting to read).
+/// `true` once no other session of this database holds an advisory lock, sits in an open
+/// transaction or is still running a statement (the server notices a cut connection when
+/// it next waits to read: a statement it was running, say one waiting for a lock, runs on
+/// with its locks until then).
 pub async fn nothing_left_open(pool: &sqlx::PgPool) -> bool {
     for _ in 0..100 {
-        let (locks, idle_in_tx): (i64, i64) = sqlx::query_as(
+        let (locks, busy): (i64, i64) = sqlx::query_as(
             "SELECT (SELECT count(*) FROM pg_locks l JOIN pg_database d ON d.oid = l.database \
                      WHERE l.locktype = 'advisory' AND d.datname = current_database()), \
                     (SELECT count(*) FROM pg_stat_activity \
-                     WHERE datname = current_database() AND state LIKE 'idle in transaction%')",
+                     WHERE datname = current_database() AND pid <> pg_backend_pid() \
+                       AND backend_type = 'client backend' \
+                       AND (state IS DISTINCT FROM 'idle' OR xact_start IS NOT NULL))",
         )
         .fetch_one(pool)
         .await
         .expect("activity");
-        if (locks, idle_in_tx) == (0, 0) {
+        if (locks, busy) == (0, 0) {
             return true;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
