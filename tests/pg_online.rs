@@ -99,6 +99,96 @@ async fn kill_mid_backfill(
     assert!(at_kill < rows, "killed before the end: {at_kill}");
 }
 
+/// A tenant's approved multi-transaction plan of `C`, cut right before its `VALIDATE` was
+/// sent: the first transaction is committed and its audit row pending at phase 1.
+struct CutBeforeValidate {
+    scratch: PgScratch,
+    /// Kept for `pool`, whose connections go through it.
+    _proxy: Proxy,
+    pool: PgPool,
+    dir: contract_sqlx::TenantDirectory<Postgres>,
+    contracts: ContractSet<Postgres>,
+    plan: contract_sqlx::plan::TenantPlan,
+}
+
+impl CutBeforeValidate {
+    /// The scratch database set up by `setup`, the plan approved and cut; the run reports
+    /// where it stopped.
+    async fn new<C: Contract + contract_sqlx::check::TypeChecks<Postgres>>(
+        prefix: &str,
+        setup: &str,
+    ) -> Self {
+        let scratch = PgScratch::create(prefix).await;
+        exec(&scratch.pool, setup).await;
+        let proxy = Proxy::start(target_of(&pg_url())).await;
+        let pool = pg_pool_through(&proxy, &scratch.url);
+        let dir = pg_tenant_directory(&pool).await;
+        let contracts = ContractSet::<Postgres>::new().with::<C>();
+        let dry = remediate(&dir, &contracts, Remediation::DryRun)
+            .run()
+            .await
+            .expect("dry run");
+        let plan = dry.plans[0].clone();
+        assert!(
+            plan.steps.iter().any(|s| s.phases.len() > 1),
+            "a multi-transaction plan: {plan}"
+        );
+        assert!(
+            plan.to_string().contains("transaction 2: validate"),
+            "{plan}"
+        );
+
+        // The first transaction's audit row names every statement: the cut waits for the
+        // second transaction's read of that row, then its VALIDATE.
+        let fault = proxy.arm(
+            &["SELECT phase, status", "VALIDATE CONSTRAINT"],
+            Cut::BeforeSending,
+        );
+        let run = remediate(&dir, &contracts, Remediation::Approved(plan.hash.clone()))
+            .run()
+            .await
+            .expect("run");
+        assert!(fault.fired(), "the cut never happened");
+        assert_eq!(run.failed.len(), 1, "{:?}", run.failed);
+        let error = &run.failed[0].error;
+        assert!(
+            error.contains("stopped in transaction 2 of")
+                && error.contains(", validate at `ALTER TABLE")
+                && error.contains("the next pass resumes at transaction 2"),
+            "{error}"
+        );
+        assert_eq!(
+            audit(&scratch.pool, "tenant_1").await,
+            [("pending".to_owned(), Some(1))]
+        );
+        Self {
+            scratch,
+            _proxy: proxy,
+            pool,
+            dir,
+            contracts,
+            plan,
+        }
+    }
+
+    /// The same approved plan run again.
+    async fn run_again(&self) -> contract_sqlx::remediation::RemediationRun {
+        remediate(
+            &self.dir,
+            &self.contracts,
+            Remediation::Approved(self.plan.hash.clone()),
+        )
+        .run()
+        .await
+        .expect("next run")
+    }
+
+    async fn drop_db(self) {
+        self.pool.close().await;
+        self.scratch.drop_db().await;
+    }
+}
+
 /// The approved plan for `tenant` is cut right before its `VALIDATE` is sent: the first
 /// transaction is committed (a valid schema), the run reports where it stopped, and the
 /// next pass resumes from the pending audit row and completes.
@@ -107,55 +197,10 @@ async fn cut_before_validate<C: Contract + contract_sqlx::check::TypeChecks<Post
     setup: &str,
     check: impl AsyncFn(&PgPool, bool),
 ) {
-    let scratch = PgScratch::create(prefix).await;
-    exec(&scratch.pool, setup).await;
-    let proxy = Proxy::start(target_of(&pg_url())).await;
-    let pool = pg_pool_through(&proxy, &scratch.url);
-    let dir = pg_tenant_directory(&pool).await;
-    let contracts = ContractSet::<Postgres>::new().with::<C>();
-    let dry = remediate(&dir, &contracts, Remediation::DryRun)
-        .run()
-        .await
-        .expect("dry run");
-    let plan = dry.plans[0].clone();
-    assert!(
-        plan.steps.iter().any(|s| s.phases.len() > 1),
-        "a multi-transaction plan: {plan}"
-    );
-    assert!(
-        plan.to_string().contains("transaction 2: validate"),
-        "{plan}"
-    );
+    let cut = CutBeforeValidate::new::<C>(prefix, setup).await;
+    check(&cut.scratch.pool, false).await;
 
-    // The first transaction's audit row names every statement: the cut waits for the
-    // second transaction's read of that row, then its VALIDATE.
-    let fault = proxy.arm(
-        &["SELECT phase, status", "VALIDATE CONSTRAINT"],
-        Cut::BeforeSending,
-    );
-    let run = remediate(&dir, &contracts, Remediation::Approved(plan.hash.clone()))
-        .run()
-        .await
-        .expect("run");
-    assert!(fault.fired(), "the cut never happened");
-    assert_eq!(run.failed.len(), 1, "{:?}", run.failed);
-    let error = &run.failed[0].error;
-    assert!(
-        error.contains("stopped in transaction 2 of")
-            && error.contains(", validate at `ALTER TABLE")
-            && error.contains("the next pass resumes at transaction 2"),
-        "{error}"
-    );
-    assert_eq!(
-        audit(&scratch.pool, "tenant_1").await,
-        [("pending".to_owned(), Some(1))]
-    );
-    check(&scratch.pool, false).await;
-
-    let next = remediate(&dir, &contracts, Remediation::Approved(plan.hash.clone()))
-        .run()
-        .await
-        .expect("next run");
+    let next = cut.run_again().await;
     assert!(next.failed.is_empty(), "{:?}", next.failed);
     assert_eq!(next.reconciled.len(), 1, "{:?}", next.reconciled);
     assert_eq!(next.reconciled[0].outcome, ReconcileOutcome::Applied);
@@ -167,39 +212,86 @@ async fn cut_before_validate<C: Contract + contract_sqlx::check::TypeChecks<Post
         next.reconciled[0]
     );
     assert!(next.after.is_clean(), "{}", next.after);
-    let rows = audit(&scratch.pool, "tenant_1").await;
+    let rows = audit(&cut.scratch.pool, "tenant_1").await;
     assert_eq!(rows.len(), 1, "{rows:?}");
     assert_eq!(rows[0].0, "applied");
-    check(&scratch.pool, true).await;
-    pool.close().await;
-    scratch.drop_db().await;
+    check(&cut.scratch.pool, true).await;
+    cut.drop_db().await;
+}
+
+/// `tenant_1.events` with a nullable `user_id` and 1,000 rows, none `NULL`.
+const NULLABLE_EVENTS: &str = "CREATE SCHEMA tenant_1; CREATE TABLE tenant_1.events (id int8 PRIMARY KEY, user_id int8); \
+     INSERT INTO tenant_1.events SELECT g, g FROM generate_series(1, 1000) g";
+
+/// The plan's `NOT VALID` check is dropped by hand between its transactions, so its
+/// `VALIDATE` can never run again. The next run settles the pending row (`failed`: the
+/// column is still nullable) instead of resuming it on every pass, plans from the live
+/// schema and applies; the run after finds nothing pending.
+#[tokio::test]
+async fn a_pending_transaction_whose_check_was_dropped_by_hand_is_settled_not_resumed_forever() {
+    let cut = CutBeforeValidate::new::<Event>("contract_online_gone", NULLABLE_EVENTS).await;
+    exec(
+        &cut.scratch.pool,
+        "ALTER TABLE tenant_1.events DROP CONSTRAINT events_user_id_not_null",
+    )
+    .await;
+
+    let next = cut.run_again().await;
+    assert_eq!(next.reconciled.len(), 1, "{:?}", next.reconciled);
+    let settled = &next.reconciled[0];
+    assert_eq!(settled.outcome, ReconcileOutcome::Failed, "{settled}");
+    assert!(
+        settled
+            .evidence
+            .starts_with("transaction 2 of 3 (validate at `ALTER TABLE")
+            && settled.evidence.contains("can no longer run")
+            && settled.evidence.contains("still there"),
+        "{settled}"
+    );
+    assert!(next.failed.is_empty(), "{:?}", next.failed);
+    assert!(next.after.is_clean(), "{}", next.after);
+    assert!(not_null(&cut.scratch.pool, "tenant_1", "events", "user_id").await);
+    let mut rows: Vec<(String, Option<i32>, Option<String>)> = sqlx::query_as(
+        "SELECT status, phase, evidence FROM public.contract_audit WHERE tenant = 'tenant_1'",
+    )
+    .fetch_all(&cut.scratch.pool)
+    .await
+    .expect("audit rows");
+    rows.sort();
+    assert_eq!(
+        rows,
+        [
+            ("applied".to_owned(), Some(3), None),
+            ("failed".to_owned(), Some(1), Some(settled.evidence.clone())),
+        ]
+    );
+
+    let after = cut.run_again().await;
+    assert!(after.reconciled.is_empty(), "{:?}", after.reconciled);
+    assert!(after.failed.is_empty(), "{:?}", after.failed);
+    cut.drop_db().await;
 }
 
 #[tokio::test]
 async fn set_not_null_cut_between_not_valid_and_validate_resumes_next_pass() {
-    cut_before_validate::<Event>(
-        "contract_online_nn",
-        "CREATE SCHEMA tenant_1; CREATE TABLE tenant_1.events (id int8 PRIMARY KEY, user_id int8); \
-         INSERT INTO tenant_1.events SELECT g, g FROM generate_series(1, 1000) g",
-        async |pool, done| {
-            let check = validated(pool, "tenant_1", "events", "events_user_id_not_null").await;
-            if done {
-                assert!(not_null(pool, "tenant_1", "events", "user_id").await);
-                assert_eq!(
-                    check, [false; 0],
-                    "the check is dropped once NOT NULL is set"
-                );
-            } else {
-                assert!(!not_null(pool, "tenant_1", "events", "user_id").await);
-                assert_eq!(check, [false], "the check is committed NOT VALID");
-                // Valid meanwhile: new rows are checked.
-                let insert = sqlx::query("INSERT INTO tenant_1.events VALUES (0, NULL)")
-                    .execute(pool)
-                    .await;
-                assert!(insert.is_err(), "a NULL is refused by the NOT VALID check");
-            }
-        },
-    )
+    cut_before_validate::<Event>("contract_online_nn", NULLABLE_EVENTS, async |pool, done| {
+        let check = validated(pool, "tenant_1", "events", "events_user_id_not_null").await;
+        if done {
+            assert!(not_null(pool, "tenant_1", "events", "user_id").await);
+            assert_eq!(
+                check, [false; 0],
+                "the check is dropped once NOT NULL is set"
+            );
+        } else {
+            assert!(!not_null(pool, "tenant_1", "events", "user_id").await);
+            assert_eq!(check, [false], "the check is committed NOT VALID");
+            // Valid meanwhile: new rows are checked.
+            let insert = sqlx::query("INSERT INTO tenant_1.events VALUES (0, NULL)")
+                .execute(pool)
+                .await;
+            assert!(insert.is_err(), "a NULL is refused by the NOT VALID check");
+        }
+    })
     .await;
 }
 

@@ -42,7 +42,8 @@ pub(super) async fn ensure_audit_table(pool: &PgPool, audit: &AuditConfig) -> Re
          ALTER TABLE {table} ADD COLUMN IF NOT EXISTS approval_id text,
              ADD COLUMN IF NOT EXISTS approved_by text,
              ADD COLUMN IF NOT EXISTS phase int4,
-             ADD COLUMN IF NOT EXISTS transactions jsonb"
+             ADD COLUMN IF NOT EXISTS transactions jsonb,
+             ADD COLUMN IF NOT EXISTS evidence text"
     );
     let context = "creating the audit table";
     super::ddl::create_under_lock(pool, "contract:audit-table", ddl, context).await

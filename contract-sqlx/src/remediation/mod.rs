@@ -29,7 +29,7 @@ pub use execute::ApprovalRef;
 pub(crate) use execute::{Task, apply_all};
 pub use plan::plan_for;
 pub(crate) use plan::{Planned, plan_group};
-#[cfg(feature = "mysql")]
+#[cfg(any(feature = "postgres", feature = "mysql"))]
 pub(crate) use reconcile::judge;
 pub use reconcile::{ReconcileOutcome, ReconciledAudit};
 pub use run::{Remediate, RemediationRun, remediate};

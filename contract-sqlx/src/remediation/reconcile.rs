@@ -1,6 +1,7 @@
 //! Settling audit rows an interrupted apply left `pending` (MySQL writes the row before its
-//! DDL, which commits implicitly): on the next run the row is judged against the live schema
-//! and becomes `applied`, `failed` or `unknown`, with the evidence.
+//! DDL, which commits implicitly; a PostgreSQL multi-transaction apply whose next
+//! transaction can no longer run): on the next run the row is judged against the live
+//! schema and becomes `applied`, `failed` or `unknown`, with the evidence.
 
 use std::fmt;
 
@@ -71,7 +72,7 @@ impl fmt::Display for ReconciledAudit {
 /// Judges a pending row from the findings its plan fixed (`drift_before`) and the tenant's
 /// live state now (checked under the tenant's lock).
 /// Only MySQL leaves pending rows today.
-#[cfg_attr(not(feature = "mysql"), allow(dead_code))]
+#[cfg_attr(not(any(feature = "postgres", feature = "mysql")), allow(dead_code))]
 pub(crate) fn judge(drift_before: &[Finding], now: &TenantReport) -> (ReconcileOutcome, String) {
     if drift_before.is_empty() {
         return (

@@ -1,19 +1,32 @@
 //! Resuming multi-transaction applies that a crash, a cut connection or a cancellation
 //! stopped between transactions: their audit rows are `pending` with the transactions and
 //! how many are committed; the next pass runs the rest.
+//!
+//! A transaction that can no longer run because an object it names is gone (the plan's
+//! `NOT VALID` check dropped by hand, its column renamed or dropped, the table or schema
+//! gone) would fail the same way on every pass: its row is settled instead, judged against
+//! the live schema as MySQL's interrupted applies are (`applied`, `failed` or `unknown`, with
+//! the evidence), and the next remediation plans from the schema as it is. Any other
+//! failure (a lock, the server away, a row that breaks the check being validated) leaves
+//! the row pending for the next pass.
 
 use contract_core::TenantName;
 use sqlx::{AssertSqlSafe, PgPool, Postgres, SqlSafeStr};
 
 use super::phased::{Phased, Progress};
-use crate::check::ContractSet;
-use crate::error::error_chain;
+use crate::check::{ContractSet, check_tenant, snapshot};
+use crate::error::{Error, error_chain};
+use crate::postgres::apply::has_code;
 use crate::remediation::phases::Transaction;
-use crate::remediation::{ApplyOptions, AuditConfig, ReconcileOutcome, ReconciledAudit};
+use crate::remediation::{ApplyOptions, AuditConfig, ReconcileOutcome, ReconciledAudit, judge};
 
 /// SQLSTATE `undefined_table` and `undefined_column`: no audit table yet, or one from a
 /// version without multi-transaction applies (then no row can be pending).
 const NO_SUCH_TABLE_OR_COLUMN: [&str; 2] = ["42P01", "42703"];
+
+/// SQLSTATEs of an object a statement names that is not there: `undefined_object` (a
+/// constraint), `undefined_column`, `undefined_table`, `invalid_schema_name`.
+const GONE: [&str; 4] = ["42704", "42703", "42P01", "3F000"];
 
 /// Resumes every pending multi-transaction apply of `tenants`, oldest first, with the
 /// default timeouts and retries. Best effort: a failure is logged, reported as `unknown`
@@ -21,7 +34,7 @@ const NO_SUCH_TABLE_OR_COLUMN: [&str; 2] = ["42P01", "42703"];
 pub(in crate::postgres) async fn resume_pending(
     pool: &PgPool,
     tenants: &[TenantName],
-    _contracts: &ContractSet<Postgres>,
+    contracts: &ContractSet<Postgres>,
     audit: &AuditConfig,
 ) -> Vec<crate::remediation::ReconciledAudit> {
     let rows = match pending(pool, tenants, audit).await {
@@ -49,7 +62,7 @@ pub(in crate::postgres) async fn resume_pending(
             tenant: &row.tenant,
             plan_hash: &row.plan_hash,
             audit_id: row.audit_id.clone(),
-            transactions: row.transactions.0,
+            transactions: row.transactions.0.clone(),
             options: &options,
         };
         let total = run.transactions.len();
@@ -69,6 +82,32 @@ pub(in crate::postgres) async fn resume_pending(
                 ReconcileOutcome::Applied,
                 "another replica completed or settled it meanwhile".to_owned(),
             ),
+            Err(Error::PhaseFailed {
+                phase,
+                stage,
+                source,
+                ..
+            }) if has_code(&source, &GONE) => {
+                let why =
+                    format!("transaction {phase} of {total} ({stage}) can no longer run: {source}");
+                match settle(pool, &row, contracts, audit, &why).await {
+                    Ok(Some(settled)) => settled,
+                    Ok(None) => (
+                        ReconcileOutcome::Applied,
+                        "another replica completed or settled it meanwhile".to_owned(),
+                    ),
+                    Err(error) => {
+                        let error = error_chain(&error);
+                        tracing::warn!(tenant = %row.tenant, audit_id = %row.audit_id, %error, "settling a multi-transaction remediation that can no longer run failed; the next pass retries");
+                        (
+                            ReconcileOutcome::Unknown,
+                            format!(
+                                "{why}; settling it failed, the row stays pending and the next pass retries: {error}"
+                            ),
+                        )
+                    }
+                }
+            }
             Err(error) => {
                 let error = error_chain(&error);
                 tracing::warn!(tenant = %row.tenant, audit_id = %row.audit_id, %error, "resuming a multi-transaction remediation failed; the next pass retries");
@@ -92,12 +131,52 @@ pub(in crate::postgres) async fn resume_pending(
     settled
 }
 
+/// Settles the pending row of an apply whose next transaction can no longer run (`why`):
+/// its status judged against the live schema from the findings it fixes, with the
+/// evidence. `None` when another replica settled or completed it first.
+async fn settle(
+    pool: &PgPool,
+    row: &PendingRow,
+    contracts: &ContractSet<Postgres>,
+    audit: &AuditConfig,
+    why: &str,
+) -> crate::error::Result<Option<(ReconcileOutcome, String)>> {
+    let snap = snapshot(pool, std::slice::from_ref(&row.tenant), contracts).await?;
+    let now = check_tenant(&row.tenant, contracts, &snap);
+    // A row whose findings cannot be read is judged on none (`unknown`).
+    let drift_before: Vec<contract_core::Finding> =
+        serde_json::from_str(&row.drift_before).unwrap_or_default();
+    let (outcome, judged) = judge(&drift_before, &now);
+    let evidence = format!("{why}; settled by {}: {judged}", audit.actor);
+    let table =
+        contract_core::Dialect::Postgres.quote_qualified(Some(&audit.schema), &audit.table)?;
+    // language=SQL
+    let update = format!(
+        "UPDATE {table} SET status = $2, finished_at = clock_timestamp(), evidence = $3
+         WHERE audit_id = $1 AND status = 'pending'"
+    );
+    let updated = sqlx::query(AssertSqlSafe(update).into_sql_str())
+        .bind(&row.audit_id)
+        .bind(outcome.as_str())
+        .bind(&evidence)
+        .execute(pool)
+        .await
+        .map_err(Error::db_hint(
+            "settling a pending audit row",
+            crate::error::hint::TABLE,
+            Some(&row.tenant),
+        ))?;
+    Ok((updated.rows_affected() == 1).then_some((outcome, evidence)))
+}
+
 struct PendingRow {
     audit_id: String,
     tenant: String,
     plan_hash: String,
     phase: i32,
     transactions: sqlx::types::Json<Vec<Transaction>>,
+    /// The findings its steps fix, as JSON.
+    drift_before: String,
 }
 
 async fn pending(
@@ -111,7 +190,8 @@ async fn pending(
     let names: Vec<&str> = tenants.iter().map(TenantName::as_str).collect();
     // language=SQL
     let select = format!(
-        "SELECT audit_id, tenant, plan_hash, coalesce(phase, 0) AS phase, transactions FROM {table}
+        "SELECT audit_id, tenant, plan_hash, coalesce(phase, 0) AS phase, transactions,
+                drift_before::text AS drift_before FROM {table}
          WHERE status = 'pending' AND transactions IS NOT NULL AND tenant = ANY($1)
          ORDER BY started_at, audit_id"
     );
@@ -122,5 +202,5 @@ async fn pending(
 }
 
 crate::from_row::impl_from_row!(sqlx::postgres::PgRow => PendingRow {
-    audit_id, tenant, plan_hash, phase, transactions,
+    audit_id, tenant, plan_hash, phase, transactions, drift_before,
 });
