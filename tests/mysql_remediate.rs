@@ -590,6 +590,20 @@ async fn pending_audit_row_left_by_an_interrupted_apply_is_reconciled_on_the_nex
         evidence.contains("no longer shows") && evidence.contains("note"),
         "{evidence}"
     );
+    let entries = contract_sqlx::remediation::AuditEntry::read_mysql(
+        &pool,
+        &contract_sqlx::remediation::AuditConfig::default(),
+        &contract_sqlx::remediation::AuditQuery::default().tenant(db.as_str()),
+    )
+    .await
+    .expect("audit log");
+    assert_eq!(entries.len(), 1, "{entries:?}");
+    assert_eq!(
+        entries[0].evidence.as_ref(),
+        Some(&evidence),
+        "{}",
+        entries[0]
+    );
     assert_eq!(next.reconciled.len(), 1);
     assert_eq!(
         next.reconciled[0].outcome,

@@ -266,6 +266,21 @@ async fn a_pending_transaction_whose_check_was_dropped_by_hand_is_settled_not_re
         ]
     );
 
+    // The audit log says how the row was settled.
+    let entries = contract_sqlx::remediation::AuditEntry::read_postgres(
+        &cut.scratch.pool,
+        &contract_sqlx::remediation::AuditConfig::default(),
+        &contract_sqlx::remediation::AuditQuery::default().tenant("tenant_1"),
+    )
+    .await
+    .expect("audit log");
+    let failed = entries
+        .iter()
+        .find(|e| e.status == "failed")
+        .expect("the settled row");
+    assert_eq!(failed.evidence.as_ref(), Some(&settled.evidence));
+    assert!(failed.to_string().contains("can no longer run"), "{failed}");
+
     let after = cut.run_again().await;
     assert!(after.reconciled.is_empty(), "{:?}", after.reconciled);
     assert!(after.failed.is_empty(), "{:?}", after.failed);

@@ -211,6 +211,27 @@ async fn safe_only_adds_missing_columns_holds_type_change_and_audits_once() {
     for tenant in ["tenant_2", "tenant_3"] {
         assert_eq!(audit(&scratch.0, tenant).await.len(), 1);
     }
+    // The audit log reads the row back: applied, nothing settled.
+    let pool = sqlx::SqlitePool::connect_with(
+        SqliteConnectOptions::new().filename(scratch.0.join("tenant_2.db")),
+    )
+    .await
+    .expect("tenant_2");
+    let entries = contract_sqlx::remediation::AuditEntry::read_sqlite(
+        &pool,
+        &contract_sqlx::remediation::AuditConfig::default(),
+        &contract_sqlx::remediation::AuditQuery::default(),
+    )
+    .await
+    .expect("audit log");
+    pool.close().await;
+    assert_eq!(entries.len(), 1, "{entries:?}");
+    assert_eq!(
+        (entries[0].status.as_str(), &entries[0].evidence),
+        ("applied", &None),
+        "{}",
+        entries[0]
+    );
 }
 
 #[tokio::test]

@@ -56,6 +56,10 @@ pub struct AuditEntry {
     pub approved_by: Option<String>,
     /// Why it failed (MySQL and SQLite record failures).
     pub error: Option<String>,
+    /// How a later pass settled a row an apply left `pending` (a MySQL apply interrupted
+    /// mid-DDL; a PostgreSQL multi-transaction apply whose next transaction can no longer
+    /// run): which of the drift it fixed the live schema still shows.
+    pub evidence: Option<String>,
 }
 
 impl fmt::Display for AuditEntry {
@@ -81,6 +85,9 @@ impl fmt::Display for AuditEntry {
         }
         if let Some(error) = &self.error {
             write!(f, "; error: {error}")?;
+        }
+        if let Some(evidence) = &self.evidence {
+            write!(f, "; {evidence}")?;
         }
         for statement in &self.statements {
             write!(f, "\n    {statement}")?;
@@ -144,6 +151,7 @@ macro_rules! entry {
             approval_id: row.try_get("approval_id")?,
             approved_by: row.try_get("approved_by")?,
             error: row.try_get("error")?,
+            evidence: row.try_get("evidence")?,
         }
     }};
 }
@@ -184,7 +192,8 @@ impl AuditEntry {
         let sql = format!(
             "SELECT audit_id, tenant, plan_hash, statements::text AS statements, status, actor, \
              attempts::int8 AS attempts, {}, {}, duration_ms, approval_id, approved_by, \
-             NULL::text AS error FROM {table} WHERE $1::text IS NULL OR tenant = $1 \
+             NULL::text AS error, to_jsonb(a) ->> 'evidence' AS evidence \
+             FROM {table} a WHERE $1::text IS NULL OR tenant = $1 \
              ORDER BY started_at DESC, audit_id DESC{}",
             time("started_at"),
             time("finished_at"),
@@ -232,7 +241,7 @@ impl AuditEntry {
             // language=SQL
             let sql = format!(
                 "SELECT audit_id, tenant, plan_hash, CAST(statements AS CHAR) AS statements, status, actor, \
-                 CAST(attempts AS SIGNED) AS attempts, {}, {}, duration_ms, approval_id, approved_by, error \
+                 CAST(attempts AS SIGNED) AS attempts, {}, {}, duration_ms, approval_id, approved_by, error, evidence \
                  FROM {table} ORDER BY started_at DESC, audit_id DESC{}",
                 time("started_at"),
                 time("finished_at"),
@@ -279,7 +288,7 @@ impl AuditEntry {
         // language=SQL
         let sql = format!(
             "SELECT audit_id, tenant, plan_hash, statements, status, actor, attempts, started_at, \
-             finished_at, duration_ms, approval_id, approved_by, error FROM {table} \
+             finished_at, duration_ms, approval_id, approved_by, error, NULL AS evidence FROM {table} \
              WHERE ?1 IS NULL OR tenant = ?1 ORDER BY started_at DESC, audit_id DESC{}",
             query.limit_sql()
         );
