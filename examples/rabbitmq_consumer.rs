@@ -233,14 +233,17 @@ async fn start_guard(
     Ok(guard)
 }
 
-/// The consumer of every tenant in `topology`, dead-lettering into its exchange.
+/// The consumer of every tenant in `topology`, dead-lettering into its exchange over
+/// `publishing`, a connection of its own: under a memory or disk alarm the broker stops
+/// reading publishing connections, and nothing (acknowledgements included) could be
+/// written on one the consumers share.
 async fn consumer(
     guard: Guard<Postgres>,
     pool: &PgPool,
-    connection: &lapin::Connection,
+    publishing: &lapin::Connection,
     topology: &Topology,
 ) -> Result<Arc<Consumer<Message, Writer>>, BoxError> {
-    let sink = Arc::new(DeadLetters::new(connection, topology.clone()).await?);
+    let sink = Arc::new(DeadLetters::new(publishing, topology.clone()).await?);
     Ok(Arc::new(
         Consumer::new(
             Arc::new(guard),
@@ -258,6 +261,7 @@ async fn consume(
     pool: &PgPool,
     epoch: SchemaEpoch,
     connection: Arc<lapin::Connection>,
+    publishing: &lapin::Connection,
 ) -> Result<(), BoxError> {
     // Look before creating anything: the guard would create its own tables first.
     let tenants = Tenants::schemas_like("tenant_%");
@@ -301,7 +305,7 @@ async fn consume(
     .await?;
     let _revalidation = guard.spawn(); // re-checks the tenants every 5 s
     let _ddl = guard.listen_for_ddl().await?; // and promptly, once `install_ddl_trigger` ran
-    let consumer = consumer(guard, pool, &connection, &topology).await?;
+    let consumer = consumer(guard, pool, publishing, &topology).await?;
     println!(
         "consuming {} tenant queues `{}` until stopped",
         ready.len(),
@@ -357,6 +361,7 @@ async fn demo(
     pool: &PgPool,
     epoch: SchemaEpoch,
     connection: Arc<lapin::Connection>,
+    publishing: &lapin::Connection,
 ) -> Result<(), BoxError> {
     let pid = std::process::id();
     let prefix = format!("demo_{pid}");
@@ -365,7 +370,7 @@ async fn demo(
         topology: Topology::new(format!("events_{pid}")),
         prefix,
     };
-    let outcome = demo_steps(pool, epoch, &connection, &scratch).await;
+    let outcome = demo_steps(pool, epoch, &connection, publishing, &scratch).await;
     let cleaned = scratch.clean_up(pool, &connection).await;
     let _ = connection.close(200, "demo done").await;
     outcome.and(cleaned)
@@ -375,6 +380,7 @@ async fn demo_steps(
     pool: &PgPool,
     epoch: SchemaEpoch,
     connection: &Arc<lapin::Connection>,
+    publishing: &lapin::Connection,
     scratch: &Scratch,
 ) -> Result<(), BoxError> {
     let (prefix, tenants, topology) = (&scratch.prefix, &scratch.tenants, &scratch.topology);
@@ -403,7 +409,7 @@ async fn demo_steps(
         .filter(|t| guard.gate(t).is_open())
         .cloned()
         .collect();
-    let consumer = consumer(guard, pool, connection, topology).await?;
+    let consumer = consumer(guard, pool, publishing, topology).await?;
     let (stop, stopped) = watch::channel(false);
     let tasks = spawn_consumers(&consumer, connection, tenants, &stopped);
     // Every open tenant's messages handled or dead-lettered, nothing unacknowledged.
@@ -583,6 +589,7 @@ async fn run() -> Result<(), BoxError> {
         .map_err(|_| format!("no answer from {} in 5 s", redact_url(&amqp)))?
         .map_err(|e| format!("{e}; set AMQP_URL to a reachable RabbitMQ"))?;
     let connection = Arc::new(connection);
+    let publishing = rabbitmq::connect(&amqp).await?;
     // After the guard changes a schema, pooled connections hold stale prepared statements
     // (`cached plan must not change result type`): the epoch hook recycles them.
     let epoch = SchemaEpoch::new();
@@ -590,11 +597,13 @@ async fn run() -> Result<(), BoxError> {
         .install(PgPoolOptions::new().max_connections(4))
         .connect(&url)
         .await?;
-    if demo_mode {
-        demo(&pool, epoch, connection).await
+    let outcome = if demo_mode {
+        demo(&pool, epoch, connection, &publishing).await
     } else {
-        consume(&pool, epoch, connection).await
-    }
+        consume(&pool, epoch, connection, &publishing).await
+    };
+    let _ = publishing.close(200, "done").await;
+    outcome
 }
 
 #[tokio::main]

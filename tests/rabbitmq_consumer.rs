@@ -1,7 +1,8 @@
 //! The RabbitMQ consumer's own loop: a paused tenant's consumer waits without spinning,
 //! even when nobody can stop it any more (the stop sender dropped); an operator pause of
 //! its queue alone stops it; a batch whose handler fails and is retried dead-letters its
-//! poison once, not once per attempt.
+//! poison once, not once per attempt; a dead-letter sink whose channel the broker closed
+//! stops the consumer with its error, and nothing is lost.
 
 use crate::broker;
 
@@ -180,6 +181,84 @@ async fn an_operator_pause_of_the_consumer_s_queue_alone_stops_it() {
     stop.send(true).expect("stop");
     run.await.expect("join").expect("consumer");
     assert_eq!(handler.handled(), 2, "consumed once resumed");
+    drop(guard);
+    db.drop_db().await;
+}
+
+/// The broker closes the dead-letter sink's channel (here: its exchange was deleted, so the
+/// publish fails with `NOT_FOUND`). The consumer hands the batch back and stops with an
+/// error naming the sink, instead of retrying a batch the closed channel can never take;
+/// with the exchange declared again and a new sink, the next run dead-letters the poison
+/// and handles the rest, each once.
+#[tokio::test]
+async fn a_consumer_whose_dead_letter_channel_was_closed_stops_and_loses_nothing() {
+    use lapin::options::ExchangeDeleteOptions;
+
+    let (db, guard) = open_tenant("contract_sink_closed").await;
+    let connection = rabbit().await;
+    let scratch =
+        RabbitScratch::declare(&connection, "contract_sink_closed", vec!["tenant_a".into()]).await;
+    let topology = scratch.topology.clone();
+    let admin = connection.create_channel().await.expect("channel");
+    admin
+        .exchange_delete(
+            &topology.dead_letter_exchange(),
+            ExchangeDeleteOptions::default(),
+        )
+        .await
+        .expect("delete the dead-letter exchange");
+    let messages: Vec<(String, String)> =
+        [("m1", r#"{"user_id": "one"}"#), ("m2", r#"{"user_id": 2}"#)]
+            .iter()
+            .map(|(id, body)| ((*id).to_owned(), (*body).to_owned()))
+            .collect();
+    publish(&connection, &topology.queue("tenant_a"), &messages).await;
+    let handler = FailingFirst::new(0);
+    let (_stop, run) = run_consumer(
+        &connection,
+        &topology,
+        Arc::new(guard.clone()),
+        PayloadContract::<Job>::named("job"),
+        handler.clone(),
+    )
+    .await;
+    let ended = tokio::time::timeout(Duration::from_secs(20), run)
+        .await
+        .expect("the consumer kept retrying a batch its closed sink can never take")
+        .expect("join");
+    let error = ended
+        .expect_err("the consumer stops with the sink's error")
+        .to_string();
+    assert!(
+        error.contains("dead-lettering into RabbitMQ exchange")
+            && error.contains("build a new sink")
+            && error.contains("tenant `tenant_a`"),
+        "{error}"
+    );
+    assert_eq!(handler.handled(), 0, "the batch was handed back whole");
+
+    topology
+        .declare(&connection, &["tenant_a".to_owned()])
+        .await
+        .expect("declare again");
+    let (stop, run) = run_consumer(
+        &connection,
+        &topology,
+        Arc::new(guard.clone()),
+        PayloadContract::<Job>::named("job"),
+        handler.clone(),
+    )
+    .await;
+    handler.wait_for_handled(1).await;
+    stop.send(true).expect("stop");
+    run.await.expect("join").expect("consumer");
+    assert_eq!(handler.handled(), 1, "m2, once");
+    let (letters, duplicates) = rabbitmq::dead_letters(&connection, &topology, "tenant_a")
+        .await
+        .expect("dead letters");
+    let ids: Vec<&str> = letters.iter().map(|l| l.message_id.as_str()).collect();
+    assert_eq!((ids, duplicates), (vec!["m1"], 0));
+    let _ = admin.close(200, "done").await;
     drop(guard);
     db.drop_db().await;
 }

@@ -15,10 +15,15 @@
 //! use contract_sqlx::broker::rabbitmq::{self, Consumer, DeadLetters, Topology};
 //! use contract_sqlx::payload::PayloadContract;
 //!
-//! let connection = rabbitmq::connect("amqp://guest:guest@127.0.0.1:5672/%2f").await?;
+//! let url = "amqp://guest:guest@127.0.0.1:5672/%2f";
+//! let connection = rabbitmq::connect(url).await?;
 //! let topology = Topology::new("jobs");
 //! topology.declare(&connection, &["tenant_1".to_owned()]).await?;
-//! let sink = Arc::new(DeadLetters::new(&connection, topology.clone()).await?);
+//! // Dead letters on a connection of their own: under a memory or disk alarm the broker
+//! // stops reading a publishing connection, and nothing (acknowledgements included) could
+//! // be written on a shared one.
+//! let publishing = rabbitmq::connect(url).await?;
+//! let sink = Arc::new(DeadLetters::new(&publishing, topology.clone()).await?);
 //! let consumer = Arc::new(Consumer::new(Arc::new(guard), topology, PayloadContract::<Job>::named("job"), handler, sink));
 //! let (_stop, stopped) = tokio::sync::watch::channel(false);
 //! consumer.run(&connection, "tenant_1", stopped).await?; // until `_stop` sends `true`
@@ -260,7 +265,9 @@ where
     /// # Errors
     ///
     /// [`BrokerError::Broker`] when the channel fails (the unacknowledged batch goes back
-    /// to the queue); run it again.
+    /// to the queue); run it again. Also when the sink failed a batch and can never store
+    /// anything again ([`QuarantineSink::is_closed`]: the broker closed the channel of a
+    /// [`DeadLetters`]): the batch went back to the queue; build a new sink, then run again.
     pub async fn run(
         &self,
         connection: &Connection,
@@ -324,6 +331,17 @@ where
                     .await
                     .map_err(|e| rabbit("acknowledging a batch", Some(tenant))(e.into()))?,
                 Ok(None) => {}
+                Err(error) if self.sink.is_closed() => {
+                    // The sink will fail every batch with poison from now on: hand the
+                    // batch back and stop, so that the caller builds a new sink.
+                    return_all(&channel, tenant).await?;
+                    let _ = channel.close(200, "dead-letter sink closed").await;
+                    let action = format!(
+                        "dead-lettering into {}, whose channel is closed (build a new sink and run again; the batch went back to the queue)",
+                        self.sink.describe()
+                    );
+                    return Err(rabbit(action, Some(tenant))(error));
+                }
                 Err(error) => {
                     tracing::warn!(tenant, queue, %error, "batch not acknowledged; it will be delivered again");
                     tokio::time::sleep(BACKOFF).await;

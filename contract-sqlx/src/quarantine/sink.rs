@@ -175,6 +175,15 @@ pub trait QuarantineSink: Send + Sync {
 
     /// The sink, as a person reads it (`quarantine table public.contract_quarantine`).
     fn describe(&self) -> String;
+
+    /// `true` once this sink can never store anything again (the channel a RabbitMQ
+    /// `DeadLetters` publishes on, closed by the broker): a broker consumer whose batch it
+    /// failed then stops with the error instead of retrying the batch for ever, so that
+    /// whoever runs it can build a new sink. `false` by default: a sink that fails for a
+    /// while (a server away) recovers on a later try.
+    fn is_closed(&self) -> bool {
+        false
+    }
 }
 
 #[cfg(any(feature = "postgres", feature = "mysql", feature = "sqlite"))]

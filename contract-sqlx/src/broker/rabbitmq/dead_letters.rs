@@ -7,7 +7,7 @@ use futures_util::future::BoxFuture;
 use lapin::options::{BasicAckOptions, BasicGetOptions, BasicPublishOptions, ConfirmSelectOptions};
 use lapin::publisher_confirm::Confirmation;
 use lapin::types::{AMQPValue, FieldTable, ShortString};
-use lapin::{BasicProperties, Channel, Connection};
+use lapin::{BasicProperties, Channel, ChannelState, Connection};
 use serde::de::DeserializeOwned;
 
 use super::{Topology, channel, rabbit, text};
@@ -102,6 +102,15 @@ impl QuarantineSink for DeadLetters {
         format!(
             "RabbitMQ exchange `{}`",
             self.topology.dead_letter_exchange()
+        )
+    }
+
+    /// `true` once the broker closed the sink's channel (a publish to a deleted exchange,
+    /// say, or over the broker's size limit): a closed channel never opens again.
+    fn is_closed(&self) -> bool {
+        matches!(
+            self.channel.status().state(),
+            ChannelState::Closing | ChannelState::Closed | ChannelState::Error
         )
     }
 }
