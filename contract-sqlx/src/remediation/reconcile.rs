@@ -5,7 +5,7 @@
 
 use std::fmt;
 
-use contract_core::{Finding, TenantReport};
+use contract_core::{DriftKind, Finding, TenantReport};
 use serde::{Deserialize, Serialize};
 
 /// What a reconciled audit row turned out to be.
@@ -17,7 +17,8 @@ pub enum ReconcileOutcome {
     Applied,
     /// Every finding the plan fixed is still there: nothing it planned is visible.
     Failed,
-    /// Some are gone, some are not (or the row records none): check the tenant by hand.
+    /// Some are gone, some are not, or the column or table they were on is gone (or the row
+    /// records none): check the tenant by hand.
     Unknown,
 }
 
@@ -85,8 +86,36 @@ pub(crate) fn judge(drift_before: &[Finding], now: &TenantReport) -> (ReconcileO
             n.table == f.table && n.column == f.column && n.kind == f.kind && n.schema == f.schema
         })
     };
+    // A finding that is no longer shown because its column or table is gone now was not
+    // fixed: nothing can be said of it.
+    let vanished = |f: &Finding| {
+        now.findings.iter().any(|n| {
+            n.schema == f.schema
+                && n.table == f.table
+                && n.kind != f.kind
+                && match n.kind {
+                    DriftKind::MissingTable => true,
+                    DriftKind::MissingColumn => n.column.is_some() && n.column == f.column,
+                    _ => false,
+                }
+        })
+    };
+    let (lost, drift_before): (Vec<&Finding>, Vec<&Finding>) =
+        drift_before.iter().partition(|f| vanished(f));
+    if !lost.is_empty() {
+        return (
+            ReconcileOutcome::Unknown,
+            format!(
+                "what it fixed is on a column or table no longer there ({}): check the tenant by hand",
+                lost.iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            ),
+        );
+    }
     let (present, gone): (Vec<&Finding>, Vec<&Finding>) =
-        drift_before.iter().partition(|f| still(f));
+        drift_before.into_iter().partition(|f| still(f));
     let list = |findings: &[&Finding]| {
         findings
             .iter()
@@ -121,7 +150,7 @@ pub(crate) fn judge(drift_before: &[Finding], now: &TenantReport) -> (ReconcileO
 
 #[cfg(test)]
 mod tests {
-    use contract_core::{DriftKind, Severity};
+    use contract_core::Severity;
 
     use super::*;
 
@@ -160,5 +189,34 @@ mod tests {
             ReconcileOutcome::Applied
         );
         assert_eq!(judge(&[], &now(vec![])).0, ReconcileOutcome::Unknown);
+    }
+
+    fn on(column: Option<&str>, kind: DriftKind) -> Finding {
+        let mut f = finding(column.unwrap_or_default());
+        f.column = column.map(str::to_owned);
+        f.kind = kind;
+        f
+    }
+
+    #[test]
+    fn drift_on_a_column_or_table_that_is_gone_now_is_not_called_applied() {
+        let fixed = [on(Some("user_id"), DriftKind::Nullability)];
+        for gone in [
+            on(Some("user_id"), DriftKind::MissingColumn),
+            on(None, DriftKind::MissingTable),
+        ] {
+            let (outcome, evidence) = judge(&fixed, &now(vec![gone.clone()]));
+            assert_eq!(outcome, ReconcileOutcome::Unknown, "{gone}: {evidence}");
+            assert!(evidence.contains("no longer there"), "{evidence}");
+        }
+        // Another column missing says nothing about this one.
+        assert_eq!(
+            judge(
+                &fixed,
+                &now(vec![on(Some("note"), DriftKind::MissingColumn)])
+            )
+            .0,
+            ReconcileOutcome::Applied
+        );
     }
 }
