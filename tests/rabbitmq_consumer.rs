@@ -60,6 +60,35 @@ async fn run_consumer<T: DeserializeOwned + Send + Sync + 'static>(
     (stop, run)
 }
 
+/// [`run_consumer`] with the guard's gate and the [`Job`] contract.
+async fn run_job_consumer(
+    connection: &Arc<lapin::Connection>,
+    topology: &Topology,
+    guard: &Guard<Postgres>,
+    handler: &Arc<FailingFirst>,
+) -> (
+    watch::Sender<bool>,
+    tokio::task::JoinHandle<Result<(), contract_sqlx::broker::BrokerError>>,
+) {
+    run_consumer(
+        connection,
+        topology,
+        Arc::new(guard.clone()),
+        PayloadContract::<Job>::named("job"),
+        Arc::clone(handler),
+    )
+    .await
+}
+
+/// Publishes `(message id, payload)` pairs to `tenant_a`'s queue.
+async fn publish_jobs(connection: &lapin::Connection, topology: &Topology, jobs: &[(&str, &str)]) {
+    let messages: Vec<(String, String)> = jobs
+        .iter()
+        .map(|(id, body)| ((*id).to_owned(), (*body).to_owned()))
+        .collect();
+    publish(connection, &topology.queue("tenant_a"), &messages).await;
+}
+
 #[tokio::test]
 async fn a_paused_consumer_whose_stop_sender_is_gone_does_not_spin() {
     let (db, guard) = open_tenant("contract_paused_spin").await;
@@ -104,24 +133,18 @@ async fn a_retried_batch_dead_letters_its_poison_once() {
     let scratch =
         RabbitScratch::declare(&connection, "contract_retry", vec!["tenant_a".into()]).await;
     let topology = scratch.topology.clone();
-    let messages: Vec<(String, String)> = [
-        ("m1", r#"{"user_id": 1}"#),
-        ("m2", r#"{"user_id": "two"}"#),
-        ("m3", r#"{"user_id": 3}"#),
-    ]
-    .iter()
-    .map(|(id, body)| ((*id).to_owned(), (*body).to_owned()))
-    .collect();
-    publish(&connection, &topology.queue("tenant_a"), &messages).await;
-    let handler = FailingFirst::new(3);
-    let (stop, run) = run_consumer(
+    publish_jobs(
         &connection,
         &topology,
-        Arc::new(guard.clone()),
-        PayloadContract::<Job>::named("job"),
-        handler.clone(),
+        &[
+            ("m1", r#"{"user_id": 1}"#),
+            ("m2", r#"{"user_id": "two"}"#),
+            ("m3", r#"{"user_id": 3}"#),
+        ],
     )
     .await;
+    let handler = FailingFirst::new(3);
+    let (stop, run) = run_job_consumer(&connection, &topology, &guard, &handler).await;
     handler.wait_for_handled(2).await;
     stop.send(true).expect("stop");
     run.await.expect("join").expect("consumer");
@@ -207,21 +230,14 @@ async fn a_consumer_whose_dead_letter_channel_was_closed_stops_and_loses_nothing
         )
         .await
         .expect("delete the dead-letter exchange");
-    let messages: Vec<(String, String)> =
-        [("m1", r#"{"user_id": "one"}"#), ("m2", r#"{"user_id": 2}"#)]
-            .iter()
-            .map(|(id, body)| ((*id).to_owned(), (*body).to_owned()))
-            .collect();
-    publish(&connection, &topology.queue("tenant_a"), &messages).await;
-    let handler = FailingFirst::new(0);
-    let (_stop, run) = run_consumer(
+    publish_jobs(
         &connection,
         &topology,
-        Arc::new(guard.clone()),
-        PayloadContract::<Job>::named("job"),
-        handler.clone(),
+        &[("m1", r#"{"user_id": "one"}"#), ("m2", r#"{"user_id": 2}"#)],
     )
     .await;
+    let handler = FailingFirst::new(0);
+    let (_stop, run) = run_job_consumer(&connection, &topology, &guard, &handler).await;
     let ended = tokio::time::timeout(Duration::from_secs(20), run)
         .await
         .expect("the consumer kept retrying a batch its closed sink can never take")
@@ -241,14 +257,7 @@ async fn a_consumer_whose_dead_letter_channel_was_closed_stops_and_loses_nothing
         .declare(&connection, &["tenant_a".to_owned()])
         .await
         .expect("declare again");
-    let (stop, run) = run_consumer(
-        &connection,
-        &topology,
-        Arc::new(guard.clone()),
-        PayloadContract::<Job>::named("job"),
-        handler.clone(),
-    )
-    .await;
+    let (stop, run) = run_job_consumer(&connection, &topology, &guard, &handler).await;
     handler.wait_for_handled(1).await;
     stop.send(true).expect("stop");
     run.await.expect("join").expect("consumer");
