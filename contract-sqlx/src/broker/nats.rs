@@ -566,8 +566,9 @@ async fn pull_batch(
 }
 
 /// Acknowledges (or naks) every message of a batch. The last ack waits for the server's
-/// confirmation, which the acks sent before it on the same connection precede; a lost
-/// nak only means the message comes back after `ack_wait` instead.
+/// confirmation, which the acks sent before it on the same connection precede. The earlier
+/// ones are not confirmed themselves: one lost to a reconnect in between brings its message
+/// back after `ack_wait`, which the handler's idempotence absorbs, as it does a lost nak.
 async fn settle<'a>(
     batch: impl IntoIterator<Item = &'a Message>,
     kind: AckKind,
