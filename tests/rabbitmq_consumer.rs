@@ -2,7 +2,8 @@
 //! even when nobody can stop it any more (the stop sender dropped); an operator pause of
 //! its queue alone stops it; a batch whose handler fails and is retried dead-letters its
 //! poison once, not once per attempt; a dead-letter sink whose channel the broker closed
-//! stops the consumer with its error, and nothing is lost.
+//! stops the consumer with its error, and one whose connection stops answering holds it no
+//! longer than its confirm timeout; nothing is lost.
 
 use crate::broker;
 
@@ -268,6 +269,92 @@ async fn a_consumer_whose_dead_letter_channel_was_closed_stops_and_loses_nothing
     let ids: Vec<&str> = letters.iter().map(|l| l.message_id.as_str()).collect();
     assert_eq!((ids, duplicates), (vec!["m1"], 0));
     let _ = admin.close(200, "done").await;
+    drop(guard);
+    db.drop_db().await;
+}
+
+/// The dead-letter sink's connection stops answering, as a broker under a memory or disk
+/// alarm reads no publishing connection: the wait for the publish's confirm is bounded, the
+/// batch goes back to the queue, and a stop sent meanwhile ends the consumer promptly.
+/// Nothing was handled or acknowledged: both messages are in the queue again.
+#[tokio::test]
+async fn a_dead_letter_confirm_that_never_comes_does_not_hold_the_consumer() {
+    use crate::support::proxy::{Proxy, target_of};
+    use lapin::options::QueueDeclareOptions;
+
+    let (db, guard) = open_tenant("contract_sink_stalled").await;
+    let connection = rabbit().await;
+    let scratch = RabbitScratch::declare(
+        &connection,
+        "contract_sink_stalled",
+        vec!["tenant_a".into()],
+    )
+    .await;
+    let topology = scratch.topology.clone();
+    let url = broker::amqp_url();
+    let proxy = Proxy::start(target_of(&url)).await;
+    let through_proxy = url.replacen(&target_of(&url), &proxy.addr().to_string(), 1);
+    let publishing = rabbitmq::connect(&through_proxy)
+        .await
+        .expect("the sink's connection");
+    let sink = DeadLetters::new(&publishing, topology.clone())
+        .await
+        .expect("dead letters")
+        .with_confirm_timeout(Duration::from_millis(300));
+    // From now on nothing the sink sends is answered for a minute.
+    proxy.delay(Duration::from_secs(60));
+    publish_jobs(
+        &connection,
+        &topology,
+        &[("m1", r#"{"user_id": "one"}"#), ("m2", r#"{"user_id": 2}"#)],
+    )
+    .await;
+    let handler = FailingFirst::new(0);
+    let consumer = Consumer::new(
+        Arc::new(guard.clone()),
+        topology.clone(),
+        PayloadContract::<Job>::named("job"),
+        Arc::clone(&handler),
+        Arc::new(sink),
+    );
+    let (stop, stopped) = watch::channel(false);
+    let run = {
+        let connection = Arc::clone(&connection);
+        tokio::spawn(async move { consumer.run(&connection, "tenant_a", stopped).await })
+    };
+    // A few bounded attempts, then the stop.
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    stop.send(true).expect("stop");
+    tokio::time::timeout(Duration::from_secs(10), run)
+        .await
+        .expect("the consumer kept waiting for a confirm that never came")
+        .expect("join")
+        .expect("a stopped consumer ends without error");
+    assert_eq!(handler.handled(), 0, "the batch went back whole");
+    let admin = connection.create_channel().await.expect("channel");
+    let mut waiting = 0;
+    for _ in 0..100 {
+        waiting = admin
+            .queue_declare(
+                &topology.queue("tenant_a"),
+                QueueDeclareOptions {
+                    passive: true,
+                    ..QueueDeclareOptions::default()
+                },
+                lapin::types::FieldTable::default(),
+            )
+            .await
+            .expect("the tenant's queue")
+            .message_count();
+        if waiting == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(waiting, 2, "both messages are back in the queue");
+    let _ = admin.close(200, "done").await;
+    drop(proxy);
+    drop(publishing);
     drop(guard);
     db.drop_db().await;
 }

@@ -2,6 +2,7 @@
 //! confirms, reading them back (one per message id) and replaying them.
 
 use std::collections::{BTreeMap, HashSet};
+use std::time::Duration;
 
 use futures_util::future::BoxFuture;
 use lapin::options::{BasicAckOptions, BasicGetOptions, BasicPublishOptions, ConfirmSelectOptions};
@@ -17,12 +18,17 @@ use crate::quarantine::{QuarantineRecord, QuarantineSink, SinkError};
 
 /// Publishes rejected messages to the [`Topology`]'s dead-letter exchange (routing key:
 /// the tenant), persistent, with the headers of [`crate::broker`] and `mandatory` set, and
-/// returns once the broker confirmed every one (a returned or nacked publish is an error).
+/// returns once the broker confirmed every one (a returned or nacked publish is an error,
+/// and so is a confirm that does not come within [`DeadLetters::with_confirm_timeout`]).
 #[derive(Debug, Clone)]
 pub struct DeadLetters {
     channel: Channel,
     topology: Topology,
+    confirm_timeout: Duration,
 }
+
+/// How long a dead-letter publish waits for the broker's confirm by default.
+const CONFIRM_TIMEOUT: Duration = Duration::from_secs(30);
 
 impl DeadLetters {
     /// A sink on a channel of its own, in confirm mode.
@@ -36,7 +42,21 @@ impl DeadLetters {
             .confirm_select(ConfirmSelectOptions::default())
             .await
             .map_err(|e| rabbit("enabling publisher confirms", None)(e.into()))?;
-        Ok(Self { channel, topology })
+        Ok(Self {
+            channel,
+            topology,
+            confirm_timeout: CONFIRM_TIMEOUT,
+        })
+    }
+
+    /// How long a publish waits for the broker's confirm (30 s by default). A broker under
+    /// a memory or disk alarm reads no publishing connection: the wait then fails, the
+    /// batch goes back to the queue, and the consumer tries again (and can be stopped in
+    /// between) instead of waiting for the alarm to end.
+    #[must_use]
+    pub fn with_confirm_timeout(mut self, timeout: Duration) -> Self {
+        self.confirm_timeout = timeout;
+        self
     }
 }
 
@@ -75,8 +95,18 @@ impl QuarantineSink for DeadLetters {
                     .map_err(|e| fail(e.into()))?;
                 confirms.push(confirm);
             }
+            let deadline = tokio::time::Instant::now() + self.confirm_timeout;
             for confirm in confirms {
-                match confirm.await.map_err(|e| fail(e.into()))? {
+                let confirmed = tokio::time::timeout_at(deadline, confirm)
+                    .await
+                    .map_err(|_| {
+                        fail(format!(
+                            "no publisher confirm within {} ms (is the broker under a memory or disk alarm?)",
+                            self.confirm_timeout.as_millis()
+                        )
+                        .into())
+                    })?;
+                match confirmed.map_err(|e| fail(e.into()))? {
                     Confirmation::Ack(None) => {}
                     Confirmation::Ack(Some(_)) => {
                         return Err(fail(
