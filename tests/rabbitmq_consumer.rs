@@ -6,6 +6,7 @@
 //! longer than its confirm timeout; nothing is lost.
 
 use crate::broker;
+use crate::support;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -37,6 +38,27 @@ impl TenantGate for Counting {
 #[allow(dead_code)]
 struct Job {
     user_id: i64,
+}
+
+/// `tenant_a` with its guard (its gate open), the RabbitMQ connection, and its scratch
+/// queues (deleted on drop).
+struct TenantA {
+    db: support::PgScratch,
+    guard: Guard<Postgres>,
+    connection: Arc<lapin::Connection>,
+    scratch: RabbitScratch,
+}
+
+async fn tenant_a(prefix: &str) -> TenantA {
+    let (db, guard) = open_tenant(prefix).await;
+    let connection = rabbit().await;
+    let scratch = RabbitScratch::declare(&connection, prefix, vec!["tenant_a".into()]).await;
+    TenantA {
+        db,
+        guard,
+        connection,
+        scratch,
+    }
 }
 
 /// Runs `tenant_a`'s consumer in a task, dead-lettering into the topology's queues; the
@@ -92,13 +114,14 @@ async fn publish_jobs(connection: &lapin::Connection, topology: &Topology, jobs:
 
 #[tokio::test]
 async fn a_paused_consumer_whose_stop_sender_is_gone_does_not_spin() {
-    let (db, guard) = open_tenant("contract_paused_spin").await;
+    let TenantA {
+        db,
+        guard,
+        connection,
+        scratch,
+    } = tenant_a("contract_paused_spin").await;
     guard.pause("tenant_a").await.expect("operator pause");
     assert!(!guard.gate("tenant_a").is_open());
-
-    let connection = rabbit().await;
-    let scratch =
-        RabbitScratch::declare(&connection, "contract_paused", vec!["tenant_a".into()]).await;
     let gate = Arc::new(Counting {
         guard: guard.clone(),
         calls: AtomicU64::new(0),
@@ -129,10 +152,12 @@ async fn a_paused_consumer_whose_stop_sender_is_gone_does_not_spin() {
 
 #[tokio::test]
 async fn a_retried_batch_dead_letters_its_poison_once() {
-    let (db, guard) = open_tenant("contract_retry_poison").await;
-    let connection = rabbit().await;
-    let scratch =
-        RabbitScratch::declare(&connection, "contract_retry", vec!["tenant_a".into()]).await;
+    let TenantA {
+        db,
+        guard,
+        connection,
+        scratch,
+    } = tenant_a("contract_retry_poison").await;
     let topology = scratch.topology.clone();
     publish_jobs(
         &connection,
@@ -167,10 +192,12 @@ async fn a_retried_batch_dead_letters_its_poison_once() {
 /// consumer, as it stops a table queue's claims, while the tenant's gate stays open.
 #[tokio::test]
 async fn an_operator_pause_of_the_consumer_s_queue_alone_stops_it() {
-    let (db, guard) = open_tenant("contract_queue_pause").await;
-    let connection = rabbit().await;
-    let scratch =
-        RabbitScratch::declare(&connection, "contract_qpause", vec!["tenant_a".into()]).await;
+    let TenantA {
+        db,
+        guard,
+        connection,
+        scratch,
+    } = tenant_a("contract_queue_pause").await;
     let topology = scratch.topology.clone();
     let queue = topology.queue("tenant_a");
     guard
@@ -218,10 +245,12 @@ async fn an_operator_pause_of_the_consumer_s_queue_alone_stops_it() {
 async fn a_consumer_whose_dead_letter_channel_was_closed_stops_and_loses_nothing() {
     use lapin::options::ExchangeDeleteOptions;
 
-    let (db, guard) = open_tenant("contract_sink_closed").await;
-    let connection = rabbit().await;
-    let scratch =
-        RabbitScratch::declare(&connection, "contract_sink_closed", vec!["tenant_a".into()]).await;
+    let TenantA {
+        db,
+        guard,
+        connection,
+        scratch,
+    } = tenant_a("contract_sink_closed").await;
     let topology = scratch.topology.clone();
     let admin = connection.create_channel().await.expect("channel");
     admin
@@ -282,14 +311,12 @@ async fn a_dead_letter_confirm_that_never_comes_does_not_hold_the_consumer() {
     use crate::support::proxy::{Proxy, target_of};
     use lapin::options::QueueDeclareOptions;
 
-    let (db, guard) = open_tenant("contract_sink_stalled").await;
-    let connection = rabbit().await;
-    let scratch = RabbitScratch::declare(
-        &connection,
-        "contract_sink_stalled",
-        vec!["tenant_a".into()],
-    )
-    .await;
+    let TenantA {
+        db,
+        guard,
+        connection,
+        scratch,
+    } = tenant_a("contract_sink_stalled").await;
     let topology = scratch.topology.clone();
     let url = broker::amqp_url();
     let proxy = Proxy::start(target_of(&url)).await;
