@@ -4,15 +4,15 @@
 //! against the tenant's live schema, checked under the tenant's lock so an apply still in
 //! progress on another replica is never judged.
 
-use contract_core::{Dialect, Finding, TenantName};
+use contract_core::{Dialect, TenantName};
 use sqlx::mysql::MySqlConnection;
 use sqlx::{AssertSqlSafe, MySql, MySqlPool, SqlSafeStr};
 
 use super::apply::lock_name;
 use crate::backend::binds::placeholders;
-use crate::check::{ContractSet, check_tenant, snapshot};
+use crate::check::ContractSet;
 use crate::error::{Error, Result, error_chain, hint};
-use crate::remediation::{AuditConfig, ReconciledAudit, judge};
+use crate::remediation::{AuditConfig, ReconciledAudit, judge_live};
 
 /// Tenant databases read per `UNION ALL` query.
 const CHUNK: usize = 200;
@@ -161,11 +161,8 @@ async fn settle_locked(
 ) -> Result<Option<ReconciledAudit>> {
     let context = "reconciling a pending audit row";
     // The tenant as it is now that no apply can run on it.
-    let snap = snapshot(pool, &[tenant.to_string()], contracts).await?;
-    let now = check_tenant(tenant.as_str(), contracts, &snap);
-    // A row whose findings cannot be read is judged on none (`unknown`).
-    let drift_before: Vec<Finding> = serde_json::from_str(&row.drift_before).unwrap_or_default();
-    let (outcome, evidence) = judge(&drift_before, &now);
+    let (outcome, evidence) =
+        judge_live(pool, tenant.as_str(), &row.drift_before, contracts).await?;
     let evidence = format!("reconciled by {}: {evidence}", audit.actor);
     let table = Dialect::MySql.quote_qualified(Some(tenant.as_str()), &audit.table)?;
     // Audit tables created before the `evidence` column existed gain it here.

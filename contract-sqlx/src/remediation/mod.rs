@@ -30,7 +30,7 @@ pub(crate) use execute::{Task, apply_all};
 pub use plan::plan_for;
 pub(crate) use plan::{Planned, plan_group};
 #[cfg(any(feature = "postgres", feature = "mysql"))]
-pub(crate) use reconcile::judge;
+pub(crate) use reconcile::judge_live;
 pub use reconcile::{ReconcileOutcome, ReconciledAudit};
 pub use run::{Remediate, RemediationRun, remediate};
 pub(crate) use run::{now_text, record};

@@ -70,21 +70,39 @@ impl fmt::Display for ReconciledAudit {
     }
 }
 
+/// Judges `tenant`'s pending row against its live schema now: `drift_before` is the row's
+/// JSON list of the findings its plan fixed (one that cannot be read is judged on none,
+/// `unknown`). The callers hold what keeps an apply from running meanwhile (MySQL: the
+/// tenant's lock; PostgreSQL: a transaction that failed and will not run again).
+#[cfg(any(feature = "postgres", feature = "mysql"))]
+pub(crate) async fn judge_live<DB: crate::backend::Backend>(
+    pool: &sqlx::Pool<DB>,
+    tenant: &str,
+    drift_before: &str,
+    contracts: &crate::check::ContractSet<DB>,
+) -> crate::error::Result<(ReconcileOutcome, String)> {
+    let snap = crate::check::snapshot(pool, &[tenant.to_owned()], contracts).await?;
+    let now = crate::check::check_tenant(tenant, contracts, &snap);
+    let drift_before: Vec<Finding> = serde_json::from_str(drift_before).unwrap_or_default();
+    Ok(judge(&drift_before, &now))
+}
+
 /// Judges a pending row from the findings its plan fixed (`drift_before`) and the tenant's
-/// live state now (checked under the tenant's lock).
-/// Only MySQL leaves pending rows today.
+/// live state now.
 #[cfg_attr(not(any(feature = "postgres", feature = "mysql")), allow(dead_code))]
-pub(crate) fn judge(drift_before: &[Finding], now: &TenantReport) -> (ReconcileOutcome, String) {
+fn judge(drift_before: &[Finding], now: &TenantReport) -> (ReconcileOutcome, String) {
     if drift_before.is_empty() {
         return (
             ReconcileOutcome::Unknown,
             "the row records no finding to compare with the live schema".into(),
         );
     }
-    let still = |f: &Finding| {
-        now.findings.iter().any(|n| {
-            n.table == f.table && n.column == f.column && n.kind == f.kind && n.schema == f.schema
-        })
+    let list = |findings: &[&Finding]| {
+        findings
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("; ")
     };
     // A finding that is no longer shown because its column or table is gone now was not
     // fixed: nothing can be said of it.
@@ -100,29 +118,23 @@ pub(crate) fn judge(drift_before: &[Finding], now: &TenantReport) -> (ReconcileO
                 }
         })
     };
-    let (lost, drift_before): (Vec<&Finding>, Vec<&Finding>) =
-        drift_before.iter().partition(|f| vanished(f));
+    let lost: Vec<&Finding> = drift_before.iter().filter(|f| vanished(f)).collect();
     if !lost.is_empty() {
         return (
             ReconcileOutcome::Unknown,
             format!(
                 "what it fixed is on a column or table no longer there ({}): check the tenant by hand",
-                lost.iter()
-                    .map(ToString::to_string)
-                    .collect::<Vec<_>>()
-                    .join("; ")
+                list(&lost)
             ),
         );
     }
-    let (present, gone): (Vec<&Finding>, Vec<&Finding>) =
-        drift_before.into_iter().partition(|f| still(f));
-    let list = |findings: &[&Finding]| {
-        findings
-            .iter()
-            .map(ToString::to_string)
-            .collect::<Vec<_>>()
-            .join("; ")
+    let still = |f: &Finding| {
+        now.findings.iter().any(|n| {
+            n.table == f.table && n.column == f.column && n.kind == f.kind && n.schema == f.schema
+        })
     };
+    let (present, gone): (Vec<&Finding>, Vec<&Finding>) =
+        drift_before.iter().partition(|f| still(f));
     if present.is_empty() {
         (
             ReconcileOutcome::Applied,

@@ -14,11 +14,13 @@ use contract_core::TenantName;
 use sqlx::{AssertSqlSafe, PgPool, Postgres, SqlSafeStr};
 
 use super::phased::{Phased, Progress};
-use crate::check::{ContractSet, check_tenant, snapshot};
+use crate::check::ContractSet;
 use crate::error::{Error, error_chain};
 use crate::postgres::apply::has_code;
 use crate::remediation::phases::Transaction;
-use crate::remediation::{ApplyOptions, AuditConfig, ReconcileOutcome, ReconciledAudit, judge};
+use crate::remediation::{
+    ApplyOptions, AuditConfig, ReconcileOutcome, ReconciledAudit, judge_live,
+};
 
 /// SQLSTATE `undefined_table` and `undefined_column`: no audit table yet, or one from a
 /// version without multi-transaction applies (then no row can be pending).
@@ -40,11 +42,7 @@ pub(in crate::postgres) async fn resume_pending(
     let rows = match pending(pool, tenants, audit).await {
         Ok(rows) => rows,
         Err(error) => {
-            let missing = error
-                .as_database_error()
-                .and_then(|e| e.code())
-                .is_some_and(|c| NO_SUCH_TABLE_OR_COLUMN.contains(&c.as_ref()));
-            if !missing {
+            if !has_code(&error, &NO_SUCH_TABLE_OR_COLUMN) {
                 tracing::warn!(error = %error, "pending multi-transaction remediations not read; the next pass retries");
             }
             return Vec::new();
@@ -55,14 +53,14 @@ pub(in crate::postgres) async fn resume_pending(
         ..ApplyOptions::default()
     };
     let mut settled = Vec::new();
-    for row in rows {
+    for mut row in rows {
         let start = usize::try_from(row.phase).unwrap_or(0);
         let run = Phased {
             pool,
             tenant: &row.tenant,
             plan_hash: &row.plan_hash,
             audit_id: row.audit_id.clone(),
-            transactions: row.transactions.0.clone(),
+            transactions: std::mem::take(&mut row.transactions.0),
             options: &options,
         };
         let total = run.transactions.len();
@@ -78,10 +76,7 @@ pub(in crate::postgres) async fn resume_pending(
                     start + 1
                 ),
             ),
-            Ok(Progress::Skipped | Progress::Settled) => (
-                ReconcileOutcome::Applied,
-                "another replica completed or settled it meanwhile".to_owned(),
-            ),
+            Ok(Progress::Skipped | Progress::Settled) => settled_elsewhere(),
             Err(Error::PhaseFailed {
                 phase,
                 stage,
@@ -90,23 +85,7 @@ pub(in crate::postgres) async fn resume_pending(
             }) if has_code(&source, &GONE) => {
                 let why =
                     format!("transaction {phase} of {total} ({stage}) can no longer run: {source}");
-                match settle(pool, &row, contracts, audit, &why).await {
-                    Ok(Some(settled)) => settled,
-                    Ok(None) => (
-                        ReconcileOutcome::Applied,
-                        "another replica completed or settled it meanwhile".to_owned(),
-                    ),
-                    Err(error) => {
-                        let error = error_chain(&error);
-                        tracing::warn!(tenant = %row.tenant, audit_id = %row.audit_id, %error, "settling a multi-transaction remediation that can no longer run failed; the next pass retries");
-                        (
-                            ReconcileOutcome::Unknown,
-                            format!(
-                                "{why}; settling it failed, the row stays pending and the next pass retries: {error}"
-                            ),
-                        )
-                    }
-                }
+                settle(pool, &row, contracts, audit, &why).await
             }
             Err(error) => {
                 let error = error_chain(&error);
@@ -131,22 +110,50 @@ pub(in crate::postgres) async fn resume_pending(
     settled
 }
 
+/// What a pending row that another replica completed or settled meanwhile is reported as.
+fn settled_elsewhere() -> (ReconcileOutcome, String) {
+    (
+        ReconcileOutcome::Applied,
+        "another replica completed or settled it meanwhile".to_owned(),
+    )
+}
+
 /// Settles the pending row of an apply whose next transaction can no longer run (`why`):
 /// its status judged against the live schema from the findings it fixes, with the
-/// evidence. `None` when another replica settled or completed it first.
+/// evidence. Should that fail, the row stays pending (`unknown`, the next pass tries again).
 async fn settle(
     pool: &PgPool,
     row: &PendingRow,
     contracts: &ContractSet<Postgres>,
     audit: &AuditConfig,
     why: &str,
+) -> (ReconcileOutcome, String) {
+    match write_settled(pool, row, contracts, audit, why).await {
+        Ok(Some(settled)) => settled,
+        Ok(None) => settled_elsewhere(),
+        Err(error) => {
+            let error = error_chain(&error);
+            tracing::warn!(tenant = %row.tenant, audit_id = %row.audit_id, %error, "settling a multi-transaction remediation that can no longer run failed; the next pass retries");
+            (
+                ReconcileOutcome::Unknown,
+                format!(
+                    "{why}; settling it failed, the row stays pending and the next pass retries: {error}"
+                ),
+            )
+        }
+    }
+}
+
+/// The judgement of [`settle`], written to the row; `None` when another replica settled or
+/// completed it first.
+async fn write_settled(
+    pool: &PgPool,
+    row: &PendingRow,
+    contracts: &ContractSet<Postgres>,
+    audit: &AuditConfig,
+    why: &str,
 ) -> crate::error::Result<Option<(ReconcileOutcome, String)>> {
-    let snap = snapshot(pool, std::slice::from_ref(&row.tenant), contracts).await?;
-    let now = check_tenant(&row.tenant, contracts, &snap);
-    // A row whose findings cannot be read is judged on none (`unknown`).
-    let drift_before: Vec<contract_core::Finding> =
-        serde_json::from_str(&row.drift_before).unwrap_or_default();
-    let (outcome, judged) = judge(&drift_before, &now);
+    let (outcome, judged) = judge_live(pool, &row.tenant, &row.drift_before, contracts).await?;
     let evidence = format!("{why}; settled by {}: {judged}", audit.actor);
     let table =
         contract_core::Dialect::Postgres.quote_qualified(Some(&audit.schema), &audit.table)?;
