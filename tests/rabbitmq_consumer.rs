@@ -61,21 +61,36 @@ async fn tenant_a(prefix: &str) -> TenantA {
     }
 }
 
-/// Runs `tenant_a`'s consumer in a task, dead-lettering into the topology's queues; the
-/// sender stops it.
+/// A consumer running in a task; the sender stops it.
+type Running = (
+    watch::Sender<bool>,
+    tokio::task::JoinHandle<Result<(), contract_sqlx::broker::BrokerError>>,
+);
+
+/// Runs `tenant_a`'s consumer in a task, dead-lettering into the topology's queues over
+/// `connection` too.
 async fn run_consumer<T: DeserializeOwned + Send + Sync + 'static>(
     connection: &Arc<lapin::Connection>,
     topology: &Topology,
     gate: Arc<dyn TenantGate>,
     contract: PayloadContract<T>,
     handler: Arc<FailingFirst>,
-) -> (
-    watch::Sender<bool>,
-    tokio::task::JoinHandle<Result<(), contract_sqlx::broker::BrokerError>>,
-) {
+) -> Running {
     let sink = DeadLetters::new(connection, topology.clone())
         .await
         .expect("dead letters");
+    spawn_consumer(connection, topology, gate, contract, handler, sink)
+}
+
+/// Runs `tenant_a`'s consumer in a task, dead-lettering into `sink`.
+fn spawn_consumer<T: DeserializeOwned + Send + Sync + 'static>(
+    connection: &Arc<lapin::Connection>,
+    topology: &Topology,
+    gate: Arc<dyn TenantGate>,
+    contract: PayloadContract<T>,
+    handler: Arc<FailingFirst>,
+    sink: DeadLetters,
+) -> Running {
     let consumer = Consumer::new(gate, topology.clone(), contract, handler, Arc::new(sink));
     let (stop, stopped) = watch::channel(false);
     let connection = Arc::clone(connection);
@@ -89,10 +104,7 @@ async fn run_job_consumer(
     topology: &Topology,
     guard: &Guard<Postgres>,
     handler: &Arc<FailingFirst>,
-) -> (
-    watch::Sender<bool>,
-    tokio::task::JoinHandle<Result<(), contract_sqlx::broker::BrokerError>>,
-) {
+) -> Running {
     run_consumer(
         connection,
         topology,
@@ -309,7 +321,7 @@ async fn a_consumer_whose_dead_letter_channel_was_closed_stops_and_loses_nothing
 #[tokio::test]
 async fn a_dead_letter_confirm_that_never_comes_does_not_hold_the_consumer() {
     use crate::support::proxy::{Proxy, target_of};
-    use lapin::options::QueueDeclareOptions;
+    use contract_sqlx::broker::rabbitmq::RabbitBacklog;
 
     let TenantA {
         db,
@@ -337,18 +349,14 @@ async fn a_dead_letter_confirm_that_never_comes_does_not_hold_the_consumer() {
     )
     .await;
     let handler = FailingFirst::new(0);
-    let consumer = Consumer::new(
+    let (stop, run) = spawn_consumer(
+        &connection,
+        &topology,
         Arc::new(guard.clone()),
-        topology.clone(),
         PayloadContract::<Job>::named("job"),
         Arc::clone(&handler),
-        Arc::new(sink),
+        sink,
     );
-    let (stop, stopped) = watch::channel(false);
-    let run = {
-        let connection = Arc::clone(&connection);
-        tokio::spawn(async move { consumer.run(&connection, "tenant_a", stopped).await })
-    };
     // A few bounded attempts, then the stop.
     tokio::time::sleep(Duration::from_millis(1_500)).await;
     stop.send(true).expect("stop");
@@ -358,28 +366,21 @@ async fn a_dead_letter_confirm_that_never_comes_does_not_hold_the_consumer() {
         .expect("join")
         .expect("a stopped consumer ends without error");
     assert_eq!(handler.handled(), 0, "the batch went back whole");
-    let admin = connection.create_channel().await.expect("channel");
-    let mut waiting = 0;
+    let backlog = RabbitBacklog::new(Arc::clone(&connection), topology.clone());
+    let tenants = ["tenant_a".to_owned()];
+    let mut waiting = None;
     for _ in 0..100 {
-        waiting = admin
-            .queue_declare(
-                &topology.queue("tenant_a"),
-                QueueDeclareOptions {
-                    passive: true,
-                    ..QueueDeclareOptions::default()
-                },
-                lapin::types::FieldTable::default(),
-            )
+        waiting = backlog
+            .depths(&tenants)
             .await
-            .expect("the tenant's queue")
-            .message_count();
-        if waiting == 2 {
+            .expect("depth")
+            .remove("tenant_a");
+        if waiting == Some(2) {
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert_eq!(waiting, 2, "both messages are back in the queue");
-    let _ = admin.close(200, "done").await;
+    assert_eq!(waiting, Some(2), "both messages are back in the queue");
     drop(proxy);
     drop(publishing);
     drop(guard);
