@@ -316,12 +316,12 @@ where
             if ended {
                 consumer = None; // cancelled by the server (queue deleted): consume again
             }
-            if batch.is_empty() {
+            let Some(through) = batch.last().map(|d| d.delivery_tag) else {
                 continue;
-            }
+            };
             if !permit.is_current() {
                 // Paused while the batch arrived: it goes back untouched, once.
-                return_all(&channel, tenant).await?;
+                hand_back(&channel, through, tenant).await?;
                 continue;
             }
             match self.process(&channel, tenant, &queue, &batch).await {
@@ -334,7 +334,7 @@ where
                 Err(error) if self.sink.is_closed() => {
                     // The sink will fail every batch with poison from now on: hand the
                     // batch back and stop, so that the caller builds a new sink.
-                    return_all(&channel, tenant).await?;
+                    hand_back(&channel, through, tenant).await?;
                     let _ = channel.close(200, "dead-letter sink closed").await;
                     let action = format!(
                         "dead-lettering into {}, whose channel is closed (build a new sink and run again; the batch went back to the queue)",
@@ -345,7 +345,7 @@ where
                 Err(error) => {
                     tracing::warn!(tenant, queue, %error, "batch not acknowledged; it will be delivered again");
                     tokio::time::sleep(BACKOFF).await;
-                    return_all(&channel, tenant).await?;
+                    hand_back(&channel, through, tenant).await?;
                 }
             }
         }
@@ -464,23 +464,31 @@ pub(crate) async fn next_batch(
     (batch, false)
 }
 
-/// Cancels the consumer and returns the deliveries it held to the queue.
+/// Cancels the consumer and returns the deliveries it held to the queue: once the broker
+/// confirmed the cancel no delivery can follow, so every unacknowledged one of the channel
+/// goes back (tag 0, which also drops what `lapin` had buffered).
 async fn cancel(channel: &Channel, tag: &str, tenant: &str) -> Result<(), BrokerError> {
     channel
         .basic_cancel(tag, BasicCancelOptions::default())
         .await
         .map_err(|e| rabbit("cancelling the consumer", Some(tenant))(e.into()))?;
-    return_all(channel, tenant).await
+    hand_back(channel, 0, tenant).await
 }
 
-/// Puts every unacknowledged delivery of the channel back into its queue (one nack).
-async fn return_all(channel: &Channel, tenant: &str) -> Result<(), BrokerError> {
+/// Puts unacknowledged deliveries back into their queue, with one nack: every one up to
+/// `through` (`0`: all of them). A batch that was not handled goes back through its last
+/// delivery, not as "all" while the consumer runs: deliveries the broker sent before it
+/// read the nack but that arrive after it was sent would go back too, yet still be handled
+/// from the consumer's buffer, their acknowledgement refused (the channel closed) and their
+/// copies delivered again. Delivery tags grow on a channel, so those are exactly the ones
+/// after the batch's last, and they stay the consumer's.
+async fn hand_back(channel: &Channel, through: u64, tenant: &str) -> Result<(), BrokerError> {
     let options = BasicNackOptions {
         multiple: true,
         requeue: true,
     };
     channel
-        .basic_nack(0, options)
+        .basic_nack(through, options)
         .await
         .map_err(|e| rabbit("returning deliveries to the queue", Some(tenant))(e.into()))
 }
