@@ -529,3 +529,92 @@ async fn deliveries_on_the_wire_while_a_failed_batch_is_handed_back_are_handled_
     drop(guard);
     db.drop_db().await;
 }
+
+/// The consumers on `tenant_a`'s queue, as the broker counts them.
+async fn consumers_on(connection: &lapin::Connection, topology: &Topology) -> u32 {
+    use lapin::options::QueueDeclareOptions;
+    let channel = connection.create_channel().await.expect("channel");
+    let queue = channel
+        .queue_declare(
+            &topology.queue("tenant_a"),
+            QueueDeclareOptions {
+                passive: true,
+                ..QueueDeclareOptions::default()
+            },
+            lapin::types::FieldTable::default(),
+        )
+        .await
+        .expect("passive declare");
+    let _ = channel.close(200, "counted").await;
+    queue.consumer_count()
+}
+
+/// `run`'s future dropped (its task aborted, a `select!` that took another branch) while
+/// its `basic_consume` waited for the broker's answer. The broker had registered the
+/// consumer; `lapin` registered it too when the answer came, and that kept the channel
+/// open: nobody read the consumer, and what the broker sent it stayed unacknowledged
+/// until the whole connection closed. The consumer's connection goes through a proxy that
+/// delays it, so the answer is still on its way when the task is aborted.
+#[tokio::test]
+async fn a_consumer_dropped_while_it_subscribes_leaves_no_consumer_behind() {
+    use crate::support::proxy::{Proxy, target_of};
+
+    let TenantA {
+        db,
+        guard,
+        connection,
+        scratch,
+    } = tenant_a("contract_dropped_subscribe").await;
+    let topology = scratch.topology.clone();
+    let url = broker::amqp_url();
+    let proxy = Proxy::start(target_of(&url)).await;
+    let through_proxy = url.replacen(&target_of(&url), &proxy.addr().to_string(), 1);
+    let consuming = Arc::new(
+        rabbitmq::connect(&through_proxy)
+            .await
+            .expect("the consumer's connection"),
+    );
+    proxy.delay(Duration::from_millis(500));
+    let handler = FailingFirst::new(0);
+    let (_stop, run) = run_job_consumer(&consuming, &topology, &guard, &handler).await;
+    // The broker has the consumer once it read the `basic.consume`; its answer then takes
+    // at least 500 ms more to reach the client.
+    let mut registered = false;
+    for _ in 0..200 {
+        if consumers_on(&connection, &topology).await == 1 {
+            registered = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(registered, "the consumer never subscribed");
+    run.abort();
+    assert!(
+        run.await.is_err_and(|e| e.is_cancelled()),
+        "aborted mid-subscribe"
+    );
+    proxy.heal().await;
+    let mut left = u32::MAX;
+    for _ in 0..100 {
+        left = consumers_on(&connection, &topology).await;
+        if left == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        left, 0,
+        "the dropped consumer's subscription is still there"
+    );
+    // A message published now reaches the consumer that replaces it.
+    publish_jobs(&connection, &topology, &[("m1", r#"{"user_id": 1}"#)]).await;
+    let (stop, run) = run_job_consumer(&connection, &topology, &guard, &handler).await;
+    handler.wait_for_handled(1).await;
+    stop.send(true).expect("stop");
+    run.await.expect("join").expect("consumer");
+    assert_eq!(handler.handled(), 1, "m1, once");
+    drop(consuming);
+    drop(proxy);
+    drop(guard);
+    db.drop_db().await;
+}

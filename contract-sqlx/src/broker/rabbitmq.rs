@@ -260,7 +260,8 @@ where
     /// tenant's, and no operator pause of this queue alone, [`TenantGate::gate_queue`]),
     /// batches of up to the prefetch are checked, handled, dead-lettered and acknowledged;
     /// while it is paused, the consumer is cancelled (the deliveries it held go back to
-    /// the queue once) and nothing is read.
+    /// the queue once) and nothing is read. Dropping the future closes its channel, which
+    /// also returns what it held.
     ///
     /// # Errors
     ///
@@ -275,6 +276,7 @@ where
         mut stop: watch::Receiver<bool>,
     ) -> Result<(), BrokerError> {
         let channel = channel(connection, "opening a channel").await?;
+        let _closes = ClosedWhenDone(channel.clone());
         channel
             .basic_qos(self.prefetch, BasicQosOptions::default())
             .await
@@ -462,6 +464,31 @@ pub(crate) async fn next_batch(
         }
     }
     (batch, false)
+}
+
+/// Closes a consumer's channel however [`Consumer::run`] ends: returned early with an
+/// error, or its future dropped (a task aborted, a `select!` that took another branch).
+///
+/// Dropping the channel is not enough. A `basic_consume` dropped while it waited for the
+/// broker's answer leaves the subscription on the broker, and `lapin`, when the answer
+/// comes, keeps a consumer for it that holds the channel open: nobody reads it, and what
+/// the broker sends it stays unacknowledged until the whole connection closes. Closing the
+/// channel ends the subscription and returns those deliveries to the queue.
+struct ClosedWhenDone(Channel);
+
+impl Drop for ClosedWhenDone {
+    fn drop(&mut self) {
+        if !self.0.status().connected() {
+            return; // closed already (a stop), or by the broker
+        }
+        // The close is a round trip: it runs on the runtime `run` ran on, after this.
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let channel = self.0.clone();
+            runtime.spawn(async move {
+                let _ = channel.close(200, "consumer ended").await;
+            });
+        }
+    }
 }
 
 /// Cancels the consumer and returns the deliveries it held to the queue: once the broker
