@@ -3,8 +3,10 @@
 //! its queue alone stops it; a batch whose handler fails and is retried dead-letters its
 //! poison once, not once per attempt; a dead-letter sink whose channel the broker closed
 //! stops the consumer with its error, and one whose connection stops answering holds it no
-//! longer than its confirm timeout; deliveries on their way while a failed batch is handed
-//! back are handled once, not handled and delivered again; nothing is lost.
+//! longer than its confirm timeout; a failed batch is handed back through its last
+//! delivery still unacknowledged, so that deliveries on their way meanwhile are handled
+//! once, and a batch ending in poison does not close the channel; a consumer dropped while
+//! it subscribes leaves no subscription behind; nothing is lost.
 
 use crate::broker;
 use crate::support;
@@ -399,15 +401,40 @@ async fn a_dead_letter_confirm_that_never_comes_does_not_hold_the_consumer() {
     db.drop_db().await;
 }
 
-/// A handler that records the message ids of every batch it takes; its first batch waits
-/// `first_delay` (long enough for more deliveries to arrive) and fails.
-struct SlowFirstFailure {
-    first_delay: Duration,
+/// A handler that records the message ids of every batch it takes; its calls follow
+/// `script` (each waits its delay, then fails or succeeds), and those after succeed at once.
+struct Scripted {
+    script: Vec<(Duration, bool)>,
     started: AtomicU64,
     handled: std::sync::Mutex<Vec<String>>,
 }
 
-impl SlowFirstFailure {
+impl Scripted {
+    /// Call `i` of `script` waits `script[i].0`, then fails when `script[i].1` is `false`.
+    fn new(script: &[(Duration, bool)]) -> Arc<Self> {
+        Arc::new(Self {
+            script: script.to_vec(),
+            started: AtomicU64::new(0),
+            handled: std::sync::Mutex::new(Vec::new()),
+        })
+    }
+
+    fn started(&self) -> u64 {
+        self.started.load(Ordering::SeqCst)
+    }
+
+    /// Waits (up to 10 s) until `n` calls started.
+    async fn wait_for_calls(&self, n: u64) {
+        for _ in 0..1_000 {
+            if self.started() >= n {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("the handler was called {} times, not {n}", self.started());
+    }
+
+    /// The ids of every batch that succeeded, sorted.
     fn handled(&self) -> Vec<String> {
         let mut ids = self.handled.lock().expect("not poisoned").clone();
         ids.sort();
@@ -415,15 +442,20 @@ impl SlowFirstFailure {
     }
 }
 
-impl Handler<Job> for SlowFirstFailure {
+impl Handler<Job> for Scripted {
     fn handle<'a>(
         &'a self,
         _tenant: &'a str,
         batch: &'a [Accepted<Job>],
     ) -> futures_util::future::BoxFuture<'a, Result<(), HandlerError>> {
         Box::pin(async move {
-            if self.started.fetch_add(1, Ordering::SeqCst) == 0 {
-                tokio::time::sleep(self.first_delay).await;
+            let call = self.started.fetch_add(1, Ordering::SeqCst);
+            let (delay, succeeds) = usize::try_from(call)
+                .ok()
+                .and_then(|i| self.script.get(i).copied())
+                .unwrap_or((Duration::ZERO, true));
+            tokio::time::sleep(delay).await;
+            if !succeeds {
                 return Err("the database is down (test)".into());
             }
             let mut handled = self.handled.lock().expect("not poisoned");
@@ -461,11 +493,7 @@ async fn deliveries_on_the_wire_while_a_failed_batch_is_handed_back_are_handled_
             .expect("the consumer's connection"),
     );
     publish_jobs(&connection, &topology, &[("m1", r#"{"user_id": 1}"#)]).await;
-    let handler = Arc::new(SlowFirstFailure {
-        first_delay: Duration::from_millis(300),
-        started: AtomicU64::new(0),
-        handled: std::sync::Mutex::new(Vec::new()),
-    });
+    let handler = Scripted::new(&[(Duration::from_millis(300), false)]);
     let sink = DeadLetters::new(&connection, topology.clone())
         .await
         .expect("dead letters");
@@ -477,16 +505,7 @@ async fn deliveries_on_the_wire_while_a_failed_batch_is_handed_back_are_handled_
         Arc::clone(&handler),
         sink,
     );
-    for _ in 0..500 {
-        if handler.started.load(Ordering::SeqCst) > 0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    assert!(
-        handler.started.load(Ordering::SeqCst) > 0,
-        "m1 was never handled"
-    );
+    handler.wait_for_calls(1).await;
     // m1's handler fails in 300 ms, and the consumer hands m1 back 200 ms after. From now
     // on the consumer's traffic takes at least 400 ms each way, so m2 and m3, published
     // now, are sent before the broker reads the hand-back and arrive after it was sent.
@@ -615,6 +634,61 @@ async fn a_consumer_dropped_while_it_subscribes_leaves_no_consumer_behind() {
     assert_eq!(handler.handled(), 1, "m1, once");
     drop(consuming);
     drop(proxy);
+    drop(guard);
+    db.drop_db().await;
+}
+
+/// A batch whose last delivery is poison, and whose handler fails: the poison was
+/// dead-lettered and acknowledged before the handler ran, so the hand-back must end at the
+/// last delivery still unacknowledged. A nack through an acknowledged delivery names a tag
+/// the broker no longer knows, which closes the channel and ends the consumer. (m1 and m2
+/// arrive while m0's handler runs, so they make the next batch together.)
+#[tokio::test]
+async fn a_failed_batch_ending_in_poison_is_handed_back_without_closing_the_channel() {
+    let TenantA {
+        db,
+        guard,
+        connection,
+        scratch,
+    } = tenant_a("contract_poison_last").await;
+    let topology = scratch.topology.clone();
+    publish_jobs(&connection, &topology, &[("m0", r#"{"user_id": 0}"#)]).await;
+    let handler = Scripted::new(&[(Duration::from_millis(400), true), (Duration::ZERO, false)]);
+    let sink = DeadLetters::new(&connection, topology.clone())
+        .await
+        .expect("dead letters");
+    let (stop, run) = spawn_consumer(
+        &connection,
+        &topology,
+        Arc::new(guard.clone()),
+        PayloadContract::<Job>::named("job"),
+        Arc::clone(&handler),
+        sink,
+    );
+    handler.wait_for_calls(1).await;
+    publish_jobs(
+        &connection,
+        &topology,
+        &[("m1", r#"{"user_id": 1}"#), ("m2", r#"{"user_id": "two"}"#)],
+    )
+    .await;
+    handler.wait_for_calls(3).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !run.is_finished(),
+        "the consumer ended: {:?}",
+        run.await.map(|r| r.map_err(|e| e.to_string()))
+    );
+    stop.send(true).expect("stop");
+    run.await
+        .expect("join")
+        .expect("a stopped consumer ends without error");
+    assert_eq!(handler.handled(), ["m0", "m1"], "each valid message once");
+    let (letters, duplicates) = rabbitmq::dead_letters(&connection, &topology, "tenant_a")
+        .await
+        .expect("dead letters");
+    let ids: Vec<&str> = letters.iter().map(|l| l.message_id.as_str()).collect();
+    assert_eq!((ids, duplicates), (vec!["m2"], 0));
     drop(guard);
     db.drop_db().await;
 }

@@ -318,12 +318,12 @@ where
             if ended {
                 consumer = None; // cancelled by the server (queue deleted): consume again
             }
-            let Some(through) = batch.last().map(|d| d.delivery_tag) else {
+            let Some(last) = batch.last().map(|d| d.delivery_tag) else {
                 continue;
             };
             if !permit.is_current() {
                 // Paused while the batch arrived: it goes back untouched, once.
-                hand_back(&channel, through, tenant).await?;
+                hand_back(&channel, last, tenant).await?;
                 continue;
             }
             match self.process(&channel, tenant, &queue, &batch).await {
@@ -333,7 +333,7 @@ where
                     .await
                     .map_err(|e| rabbit("acknowledging a batch", Some(tenant))(e.into()))?,
                 Ok(None) => {}
-                Err(error) if self.sink.is_closed() => {
+                Err(NotSettled { error, through }) if self.sink.is_closed() => {
                     // The sink will fail every batch with poison from now on: hand the
                     // batch back and stop, so that the caller builds a new sink.
                     hand_back(&channel, through, tenant).await?;
@@ -344,7 +344,7 @@ where
                     );
                     return Err(rabbit(action, Some(tenant))(error));
                 }
-                Err(error) => {
+                Err(NotSettled { error, through }) => {
                     tracing::warn!(tenant, queue, %error, "batch not acknowledged; it will be delivered again");
                     tokio::time::sleep(BACKOFF).await;
                     hand_back(&channel, through, tenant).await?;
@@ -370,7 +370,7 @@ where
         tenant: &str,
         queue: &str,
         batch: &[Delivery],
-    ) -> Result<Option<u64>, Box<dyn std::error::Error + Send + Sync>> {
+    ) -> Result<Option<u64>, NotSettled> {
         let mut accepted = Vec::with_capacity(batch.len());
         let mut last_accepted = None;
         let mut poison = Vec::new();
@@ -408,19 +408,38 @@ where
             }
         }
         if !poison.is_empty() {
-            self.sink.put(&poison).await?;
+            // Nothing of the batch is acknowledged yet: all of it goes back.
+            let through = batch.last().map_or(0, |d| d.delivery_tag);
+            let whole = |error| NotSettled { error, through };
+            self.sink.put(&poison).await.map_err(|e| whole(e.into()))?;
             for tag in poison_tags {
                 channel
                     .basic_ack(tag, BasicAckOptions { multiple: false })
-                    .await?;
+                    .await
+                    .map_err(|e| whole(e.into()))?;
             }
         }
-        if !accepted.is_empty() {
-            self.handler.handle(tenant, &accepted).await?;
+        if let Some(through) = last_accepted {
+            // The poison is acknowledged: only the accepted deliveries go back.
+            self.handler
+                .handle(tenant, &accepted)
+                .await
+                .map_err(|error| NotSettled { error, through })?;
             crate::guard::metrics::record_messages(queue, "accepted", accepted.len() as u64);
         }
         Ok(last_accepted)
     }
+}
+
+/// A batch [`Consumer::process`] could not settle.
+struct NotSettled {
+    /// Why.
+    error: Box<dyn std::error::Error + Send + Sync>,
+    /// Its last delivery still unacknowledged, to hand the batch back through: its last
+    /// one, or its last accepted one once its poison was acknowledged (a nack through an
+    /// acknowledged delivery names a tag the broker no longer knows, which closes the
+    /// channel).
+    through: u64,
 }
 
 /// A header value as text, if it is text.
