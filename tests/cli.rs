@@ -374,6 +374,108 @@ async fn postgres_quarantine_list_show_replay() {
     scratch.drop_db().await;
 }
 
+/// Another replay of the same message commits while the CLI's replay is between reading
+/// the row (waiting) and putting the message back, and a consumer handles the message and
+/// deletes it from the queue. The CLI must not put it back a second time: its insert
+/// found no conflict (the id was gone again), so the message was handled twice. The test
+/// holds the queue table's lock so that the CLI waits at its insert, does the other replay
+/// and the consumer's work meanwhile, then lets it go.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_quarantine_replay_racing_another_replay_puts_the_message_back_once() {
+    let scratch = PgScratch::create("contract_cli_q_race").await;
+    let url = scratch.url.clone();
+    exec(
+        &scratch.pool,
+        "CREATE SCHEMA tenant_001; CREATE TABLE tenant_001.inbox (id int8 PRIMARY KEY, payload jsonb NOT NULL, \
+         enqueued_at timestamptz NOT NULL DEFAULT now(), attempts int4 NOT NULL DEFAULT 0); \
+         INSERT INTO tenant_001.inbox (id, payload) VALUES (7, '{\"user_id\": \"u7\"}')",
+    )
+    .await;
+    #[derive(Debug, serde::Deserialize)]
+    #[allow(dead_code)]
+    struct Job {
+        user_id: i64,
+    }
+    let contract = PayloadContract::<Job>::named("job");
+    let site = QueueQuarantine::new(
+        TenantName::new("tenant_001").expect("name"),
+        QueueTable::new("inbox"),
+    );
+    site.ensure_table(&scratch.pool)
+        .await
+        .expect("quarantine table");
+    let raw = br#"{"user_id": "u7"}"#;
+    let rejection = contract.check(raw).expect_err("poison");
+    let mut tx = scratch.pool.begin().await.expect("tx");
+    site.quarantine(&mut *tx, &contract, &[(7, raw, &rejection)])
+        .await
+        .expect("quarantine");
+    tx.commit().await.expect("commit");
+    let id: i64 = sqlx::query_scalar("SELECT id FROM public.contract_quarantine")
+        .fetch_one(&scratch.pool)
+        .await
+        .expect("quarantined row");
+
+    let mut other = scratch.pool.begin().await.expect("tx");
+    exec(
+        &mut *other,
+        "LOCK TABLE tenant_001.inbox IN SHARE ROW EXCLUSIVE MODE",
+    )
+    .await;
+    let cli = tokio::spawn(async move {
+        contract_async(&url, &["quarantine", "replay", &id.to_string()]).await
+    });
+    let mut waiting = false;
+    for _ in 0..300 {
+        waiting = sqlx::query_scalar(
+            "SELECT count(*) > 0 FROM pg_stat_activity \
+             WHERE wait_event_type = 'Lock' AND query LIKE '%INSERT INTO%inbox%'",
+        )
+        .fetch_one(&scratch.pool)
+        .await
+        .expect("activity");
+        if waiting || cli.is_finished() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(waiting, "the CLI's replay never reached its insert");
+    // Meanwhile: another replay puts the message back and marks the row, and a consumer
+    // handles the message and deletes it.
+    exec(
+        &mut *other,
+        &format!(
+            "INSERT INTO tenant_001.inbox (id, payload) VALUES (7, '{{\"user_id\": 7}}'); \
+             UPDATE public.contract_quarantine SET replayed_at = now(), replay_count = replay_count + 1 WHERE id = {id}; \
+             DELETE FROM tenant_001.inbox WHERE id = 7"
+        ),
+    )
+    .await;
+    other.commit().await.expect("commit");
+    let run = cli.await.expect("the CLI's task");
+    let (in_queue, replays): (i64, i32) = sqlx::query_as(
+        "SELECT (SELECT count(*) FROM tenant_001.inbox), \
+                (SELECT replay_count FROM public.contract_quarantine)",
+    )
+    .fetch_one(&scratch.pool)
+    .await
+    .expect("counts");
+    assert_eq!(
+        (in_queue, replays),
+        (0, 1),
+        "the message was put back a second time: {}{}",
+        run.stdout,
+        run.stderr
+    );
+    let run = run.expect(2);
+    assert!(
+        run.stderr.contains("replayed") && run.stderr.contains("meanwhile"),
+        "{}",
+        run.stderr
+    );
+    scratch.drop_db().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn errors_exit_2_with_the_variable_and_the_fix() {
     let none = tokio::task::spawn_blocking(|| contract(None, &["status"]))

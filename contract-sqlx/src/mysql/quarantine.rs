@@ -173,7 +173,7 @@ impl QuarantineStore for MySql {
         let sql = format!(
             "INSERT INTO {queue} ({id}, {payload}, {enqueued_at}, {attempts})
              SELECT source_id, CONVERT(payload_raw USING utf8mb4), enqueued_at, 0
-             FROM {quarantine} WHERE id = ?"
+             FROM {quarantine} WHERE id = ? AND replayed_at IS NULL"
         );
         match sqlx::query(AssertSqlSafe(sql).into_sql_str())
             .bind(row)

@@ -176,7 +176,9 @@ pub trait QuarantineStore: Backend + sealed::Sealed {
         limit: i64,
     ) -> impl Future<Output = Result<Vec<WaitingRow>, sqlx::Error>> + Send;
 
-    /// Re-enqueues quarantine row `id`; `false` when the queue holds its id already.
+    /// Re-enqueues quarantine row `id` if it is still waiting; `false` when the queue holds
+    /// its id already, or the row was replayed (by a replay that committed since the caller
+    /// read it: re-enqueueing it again would hand its message to the consumer twice).
     #[doc(hidden)]
     fn restore(
         conn: &mut Self::Connection,
