@@ -1,5 +1,5 @@
 //! Faults on PostgreSQL, through a fault-injecting proxy: a connection cut at each step of
-//! a remediation and of a quarantine move, a guard pass cut, the DDL listener cut, the
+//! a remediation, of a quarantine move and of a replay, a guard pass cut, the DDL listener cut, the
 //! server unreachable at start-up and away for 30 s with passes running. Nothing is lost,
 //! duplicated, half-applied or left open; gates fail closed; the guard recovers by itself.
 //! The scratch database is set up directly; the code under test goes through the proxy.
@@ -491,6 +491,31 @@ async fn consume_batch(pool: &PgPool, tenant: &TenantName) -> Result<(), String>
     tx.commit().await.map_err(|e| e.to_string())
 }
 
+/// Schema `name` with its queue `jobs` holding [`MESSAGES`] messages, [`POISON`] among them.
+async fn seed_jobs(pool: &PgPool, name: &str) -> TenantName {
+    exec(
+        pool,
+        format!(
+            "CREATE SCHEMA {name}; CREATE TABLE {name}.jobs (id int8 GENERATED ALWAYS AS IDENTITY PRIMARY KEY, \
+             payload jsonb NOT NULL, enqueued_at timestamptz NOT NULL DEFAULT now(), attempts int4 NOT NULL DEFAULT 0)"
+        ),
+    )
+    .await;
+    for id in 1..=MESSAGES {
+        let user_id = if POISON.contains(&id) {
+            format!("\"u{id}\"")
+        } else {
+            id.to_string()
+        };
+        exec(
+            pool,
+            format!("INSERT INTO {name}.jobs (payload) VALUES ('{{\"user_id\": {user_id}}}')"),
+        )
+        .await;
+    }
+    TenantName::new(name).expect("tenant")
+}
+
 /// Ids in the tenant's queue, and source ids in quarantine, read directly.
 async fn where_messages_are(pool: &PgPool, tenant: &str) -> (Vec<i64>, Vec<i64>) {
     let queue = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
@@ -528,27 +553,7 @@ async fn quarantine_cut_mid_move_keeps_each_message_in_exactly_one_place() {
     ];
     for (i, (patterns, cut, committed)) in cuts.into_iter().enumerate() {
         let name = format!("queue_{i}");
-        exec(
-            &scratch.pool,
-            format!(
-                "CREATE SCHEMA {name}; CREATE TABLE {name}.jobs (id int8 GENERATED ALWAYS AS IDENTITY PRIMARY KEY, \
-                 payload jsonb NOT NULL, enqueued_at timestamptz NOT NULL DEFAULT now(), attempts int4 NOT NULL DEFAULT 0)"
-            ),
-        )
-        .await;
-        for id in 1..=MESSAGES {
-            let user_id = if POISON.contains(&id) {
-                format!("\"u{id}\"")
-            } else {
-                id.to_string()
-            };
-            exec(
-                &scratch.pool,
-                format!("INSERT INTO {name}.jobs (payload) VALUES ('{{\"user_id\": {user_id}}}')"),
-            )
-            .await;
-        }
-        let tenant = TenantName::new(name.as_str()).expect("tenant");
+        let tenant = seed_jobs(&scratch.pool, &name).await;
         let fault = proxy.arm(patterns, cut);
         let batch = consume_batch(&pool, &tenant).await;
         assert!(
@@ -576,6 +581,90 @@ async fn quarantine_cut_mid_move_keeps_each_message_in_exactly_one_place() {
         );
     }
     pool.close().await;
+    scratch.drop_db().await;
+}
+
+/// Ids in the tenant's queue, the source ids still waiting in quarantine, and each
+/// quarantine row's replay count (by source id), read directly.
+async fn replay_state(pool: &PgPool, tenant: &str) -> (Vec<i64>, Vec<i64>, Vec<i32>) {
+    let (queue, _) = where_messages_are(pool, tenant).await;
+    let rows: Vec<(i64, bool, i32)> = sqlx::query_as(
+        "SELECT source_id, replayed_at IS NULL, replay_count FROM public.contract_quarantine \
+         WHERE tenant = $1 ORDER BY source_id",
+    )
+    .bind(tenant)
+    .fetch_all(pool)
+    .await
+    .expect("quarantine");
+    let waiting = rows.iter().filter(|r| r.1).map(|r| r.0).collect();
+    (queue, waiting, rows.iter().map(|r| r.2).collect())
+}
+
+/// A replay cut at each step of its transaction (the message put back, the commit sent,
+/// the commit's answer lost): each message is in its queue, its row marked replayed, or
+/// waiting in quarantine, never both or neither; the replay run again after the cut
+/// finishes the work, each message put back once.
+#[tokio::test]
+async fn quarantine_replay_cut_keeps_each_message_in_exactly_one_place() {
+    let scratch = PgScratch::create("contract_fault_replay").await;
+    let any_tenant = TenantName::new("tenant_1").expect("tenant name");
+    QueueQuarantine::new(any_tenant, QueueTable::new("jobs"))
+        .ensure_table(&scratch.pool)
+        .await
+        .expect("quarantine table");
+    let proxy = proxy_to_pg().await;
+    // Whatever the payload: the poison is accepted now (a contract fixed since).
+    let accepting = PayloadContract::<serde_json::Value>::named("job");
+    let cuts: [(&[&str], Cut, bool); 3] = [
+        (&["OVERRIDING SYSTEM VALUE"], Cut::BeforeAnswer, false),
+        (
+            &["replayed_at = now()", "COMMIT"],
+            Cut::BeforeSending,
+            false,
+        ),
+        (&["replayed_at = now()", "COMMIT"], Cut::BeforeAnswer, true),
+    ];
+    for (i, (patterns, cut, committed)) in cuts.into_iter().enumerate() {
+        let name = format!("replay_{i}");
+        let tenant = seed_jobs(&scratch.pool, &name).await;
+        consume_batch(&scratch.pool, &tenant)
+            .await
+            .expect("quarantine the poison");
+        let site = QueueQuarantine::new(tenant.clone(), QueueTable::new("jobs"));
+        // Fresh connections: a statement an earlier case prepared would go without its text.
+        let pool = pg_pool_through(&proxy, &scratch.url);
+        let fault = proxy.arm(patterns, cut);
+        let replayed = site.replay(&pool, &accepting).await;
+        assert!(
+            fault.fired() && replayed.is_err(),
+            "{patterns:?} {cut:?}: {replayed:?}"
+        );
+        let (queue, waiting, counts) = replay_state(&scratch.pool, &name).await;
+        for id in POISON {
+            assert!(
+                queue.contains(&id) != waiting.contains(&id),
+                "{patterns:?} {cut:?}: message {id} in the queue {queue:?}, waiting {waiting:?}"
+            );
+        }
+        let expected = if committed {
+            (POISON.to_vec(), vec![], vec![1, 1])
+        } else {
+            (vec![], POISON.to_vec(), vec![0, 0])
+        };
+        assert_eq!((queue, waiting, counts), expected, "{patterns:?} {cut:?}");
+        // Healed: the replay run again puts back what is still waiting, once.
+        let again = site.replay(&pool, &accepting).await.expect("replay again");
+        assert_eq!(again.replayed, if committed { 0 } else { 2 });
+        assert_eq!(
+            replay_state(&scratch.pool, &name).await,
+            (POISON.to_vec(), vec![], vec![1, 1])
+        );
+        pool.close().await;
+    }
+    assert!(
+        nothing_left_open(&scratch.pool).await,
+        "a transaction left open"
+    );
     scratch.drop_db().await;
 }
 
