@@ -461,6 +461,43 @@ async fn mysql_poison_the_payload_column_rejects_does_not_stall_the_tenant() {
     assert_eq!(listed[3].payload.as_deref(), Some(r#"{"kind": "sms"}"#));
 }
 
+/// A contract named after a deeply generic type (`PayloadContract::new` uses the type's
+/// full path) can be longer than the quarantine's `VARCHAR(255)` name column: the move
+/// failed on every batch with poison ("Data too long"), which rolled the batch back and
+/// stalled the tenant. The name is stored cut to 255 characters.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mysql_a_contract_name_longer_than_its_column_does_not_stall_the_tenant() {
+    let pool = support::mysql_pool().await;
+    let tenant = Tenant::create(&pool, "cq_long_name", "LONGTEXT").await;
+    let site = tenant.site();
+    site.ensure_table(&pool).await.unwrap();
+    let name = format!(
+        "app::events::Envelope<{}>",
+        "app::events::Payload<".repeat(20)
+    );
+    assert!(name.chars().count() > 255);
+    let contract = PayloadContract::<Job>::named(name.clone()).with_version("1");
+    tenant
+        .enqueue(
+            &pool,
+            &[
+                br#"{"user_id": "one", "kind": "sms"}"#,
+                br#"{"user_id": 2, "kind": "sms"}"#,
+            ],
+        )
+        .await;
+    assert_eq!(consume_with(&pool, &site, 10, &contract).await, (1, 1));
+    assert_eq!(tenant.count(&pool).await, 0);
+    let listed = site.list(&pool).await.unwrap();
+    assert_eq!(listed.len(), 1);
+    let stored = &listed[0].contract_name;
+    assert_eq!(stored.chars().count(), 255, "{stored}");
+    assert!(
+        name.starts_with(stored.trim_end_matches('…')) && stored.ends_with('…'),
+        "{stored}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mysql_quarantine_failure_says_which_table_is_missing() {
     let pool = support::mysql_pool().await;

@@ -241,7 +241,7 @@ mod sealed {
 /// The contract's name and fingerprint, as stored with each quarantined message.
 fn contract_id<T>(contract: &PayloadContract<T>) -> (String, String) {
     (
-        stored::storable_text(contract.name()).into_owned(),
+        stored::storable_contract_name(contract.name()).into_owned(),
         stored::storable_text(contract.fingerprint()).into_owned(),
     )
 }

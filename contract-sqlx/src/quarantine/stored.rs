@@ -73,9 +73,49 @@ pub(crate) fn storable_text(text: &str) -> Cow<'_, str> {
     }
 }
 
+/// The longest contract name a quarantine table stores, in characters (MySQL's column is
+/// `VARCHAR(255)`; the same cut everywhere keeps the backends alike).
+pub(crate) const MAX_CONTRACT_NAME: usize = 255;
+
+/// A contract name as a quarantine row stores it: [`storable_text`], and one longer than
+/// [`MAX_CONTRACT_NAME`] characters cut to that many, the last one `…`. A name that long is
+/// a type's full path ([`crate::payload::PayloadContract::new`]); on MySQL the whole name
+/// failed every move of a batch with poison ("Data too long"), which stalled the tenant.
+/// The fingerprint beside it still tells contracts apart.
+pub(crate) fn storable_contract_name(name: &str) -> Cow<'_, str> {
+    let text = storable_text(name);
+    match text.char_indices().nth(MAX_CONTRACT_NAME - 1) {
+        Some((cut, _)) if text.chars().count() > MAX_CONTRACT_NAME => {
+            Cow::Owned(format!("{}…", &text[..cut]))
+        }
+        _ => text,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_contract_name_is_cut_to_its_column_and_says_so() {
+        let short = "job";
+        assert!(matches!(
+            storable_contract_name(short),
+            Cow::Borrowed("job")
+        ));
+        let exact = "é".repeat(MAX_CONTRACT_NAME);
+        assert_eq!(storable_contract_name(&exact), exact);
+        let long = format!("{exact}x");
+        let stored = storable_contract_name(&long);
+        assert_eq!(stored.chars().count(), MAX_CONTRACT_NAME);
+        assert_eq!(stored, format!("{}…", "é".repeat(MAX_CONTRACT_NAME - 1)));
+        // The NUL escape counts as what is stored.
+        let with_nul = format!("{}\0", "a".repeat(MAX_CONTRACT_NAME - 2));
+        assert_eq!(
+            storable_contract_name(&with_nul).chars().count(),
+            MAX_CONTRACT_NAME
+        );
+    }
 
     #[test]
     fn escapes_that_json_columns_refuse_are_found() {

@@ -5,7 +5,7 @@ use futures_util::future::BoxFuture;
 use sqlx::Pool;
 
 use super::{QuarantineRecord, QuarantineSink, SinkError};
-use crate::quarantine::stored::storable_text;
+use crate::quarantine::stored::{storable_contract_name, storable_text};
 use crate::quarantine::{Quarantine, QuarantineStore, QueueQuarantine, QueueTable};
 
 /// Rejected messages stored as rows of the quarantine table (the one
@@ -119,7 +119,7 @@ macro_rules! impl_sink {
                             .bind(r.reason.as_str())
                             .bind(r.field_path.as_deref().map(storable_text))
                             .bind(storable_text(&r.error))
-                            .bind(storable_text(&r.contract))
+                            .bind(storable_contract_name(&r.contract))
                             .bind(&r.contract_fingerprint)
                             .bind(&r.tenant)
                             .bind(source.as_ref())
