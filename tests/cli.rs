@@ -476,6 +476,59 @@ async fn postgres_quarantine_replay_racing_another_replay_puts_the_message_back_
     scratch.drop_db().await;
 }
 
+/// A queue whose payload column is `text` gets its message back byte for byte when no
+/// `--payload-type` is given: the CLI reads the column's type. It used to cast through its
+/// default, `jsonb`, which reorders keys, drops duplicates and respaces the payload.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_quarantine_replay_into_a_text_queue_keeps_the_payload_verbatim() {
+    let scratch = PgScratch::create("contract_cli_q_text").await;
+    let url = scratch.url.as_str();
+    let raw: &[u8] = br#"{"user_id":"u7",  "a": 1, "a": 2}"#;
+    exec(
+        &scratch.pool,
+        "CREATE SCHEMA tenant_001; CREATE TABLE tenant_001.inbox (id int8 PRIMARY KEY, payload text NOT NULL, \
+         enqueued_at timestamptz NOT NULL DEFAULT now(), attempts int4 NOT NULL DEFAULT 0)",
+    )
+    .await;
+    sqlx::query("INSERT INTO tenant_001.inbox (id, payload) VALUES (7, $1)")
+        .bind(std::str::from_utf8(raw).expect("text"))
+        .execute(&scratch.pool)
+        .await
+        .expect("enqueue");
+    #[derive(Debug, serde::Deserialize)]
+    #[allow(dead_code)]
+    struct Job {
+        user_id: i64,
+    }
+    let contract = PayloadContract::<Job>::named("job");
+    let site = QueueQuarantine::new(
+        TenantName::new("tenant_001").expect("name"),
+        QueueTable::new("inbox"),
+    );
+    site.ensure_table(&scratch.pool)
+        .await
+        .expect("quarantine table");
+    let rejection = contract.check(raw).expect_err("poison");
+    let mut tx = scratch.pool.begin().await.expect("tx");
+    site.quarantine(&mut *tx, &contract, &[(7, raw, &rejection)])
+        .await
+        .expect("quarantine");
+    tx.commit().await.expect("commit");
+    let id: i64 = sqlx::query_scalar("SELECT id FROM public.contract_quarantine")
+        .fetch_one(&scratch.pool)
+        .await
+        .expect("quarantined row");
+    contract_async(url, &["quarantine", "replay", &id.to_string()])
+        .await
+        .expect(0);
+    let back: String = sqlx::query_scalar("SELECT payload FROM tenant_001.inbox WHERE id = 7")
+        .fetch_one(&scratch.pool)
+        .await
+        .expect("the message is back");
+    assert_eq!(back, String::from_utf8_lossy(raw), "the payload as it was");
+    scratch.drop_db().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn errors_exit_2_with_the_variable_and_the_fix() {
     let none = tokio::task::spawn_blocking(|| contract(None, &["status"]))

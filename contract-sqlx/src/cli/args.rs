@@ -242,9 +242,10 @@ pub struct QuarantineReplayArgs {
     /// columns are `id`, `payload`, `enqueued_at` and `attempts`.
     #[arg(long, value_name = "TABLE")]
     pub queue_table: Option<String>,
-    /// The type of the queue's payload column on PostgreSQL.
-    #[arg(long, value_enum, default_value = "jsonb")]
-    pub payload_type: PayloadKind,
+    /// The type of the queue's payload column on PostgreSQL (default: read from the
+    /// catalog; `jsonb` when the column cannot be found).
+    #[arg(long, value_enum)]
+    pub payload_type: Option<PayloadKind>,
     /// Where the quarantine is.
     #[command(flatten)]
     pub table: QuarantineTable,

@@ -146,13 +146,16 @@ pub(crate) async fn replay(
     table: &QuarantineTable,
     message: &QuarantinedMessage,
     queue_table: &str,
-    payload_type: PayloadKind,
+    payload_type: Option<PayloadKind>,
 ) -> Result<bool, CliError> {
     let tenant = contract_core::TenantName::new(&message.tenant).map_err(Error::from)?;
-    let queue = QueueTable::new(queue_table);
-    let queue = QueueTable {
-        payload_type: payload_type.into(),
-        ..queue
+    let mut queue = QueueTable::new(queue_table);
+    queue.payload_type = match (payload_type, db) {
+        (Some(kind), _) => kind.into(),
+        #[cfg(feature = "postgres")]
+        (None, Db::Postgres(pool)) => pg_payload_type(pool, &tenant, &queue).await?,
+        #[allow(unreachable_patterns)] // only PostgreSQL casts the payload
+        (None, _) => crate::quarantine::PayloadType::default(),
     };
     let quarantine = Quarantine::default()
         .with_schema(&table.quarantine_schema)
@@ -187,6 +190,45 @@ pub(crate) async fn replay(
         }
     };
     Ok(done.map_err(Error::db(context, Some(tenant.as_str())))?)
+}
+
+/// The type of `queue`'s payload column in `tenant`'s schema, from the catalog: a
+/// message goes back as the column keeps it (through `jsonb` a `text` payload was
+/// normalised: keys reordered, duplicates dropped). `jsonb` when the column is not found
+/// (the insert then says what is missing).
+#[cfg(feature = "postgres")]
+async fn pg_payload_type(
+    pool: &sqlx::PgPool,
+    tenant: &contract_core::TenantName,
+    queue: &QueueTable,
+) -> Result<crate::quarantine::PayloadType, CliError> {
+    use crate::quarantine::PayloadType;
+    let table = contract_core::Dialect::Postgres
+        .quote_qualified(Some(tenant.as_str()), &queue.table)
+        .map_err(Error::from)?;
+    // language=SQL
+    let found: Option<String> = sqlx::query_scalar(
+        "SELECT format_type(atttypid, NULL) FROM pg_attribute
+         WHERE attrelid = to_regclass($1) AND attname = $2 AND attnum > 0 AND NOT attisdropped",
+    )
+    .bind(&table)
+    .bind(&queue.payload)
+    .fetch_optional(pool)
+    .await
+    .map_err(Error::db(
+        "reading the queue's payload column type",
+        Some(tenant.as_str()),
+    ))?;
+    match found.as_deref() {
+        None | Some("jsonb") => Ok(PayloadType::Jsonb),
+        Some("json") => Ok(PayloadType::Json),
+        Some("text" | "character varying" | "character") => Ok(PayloadType::Text),
+        Some(other) => Err(CliError::NotFound(format!(
+            "the payload column {table}.{} is {other}: the CLI puts back jsonb, json or text payloads; \
+             replay with the consumer's contract instead (`QueueQuarantine::replay`)",
+            queue.payload
+        ))),
+    }
 }
 
 #[allow(dead_code)] // without a backend feature nothing calls it
