@@ -24,7 +24,7 @@ pub(crate) async fn fill(db: &Db, report: &mut PlansReport) -> Result<()> {
                 "information_schema.TABLES.TABLE_ROWS",
             ),
             #[cfg(feature = "sqlite")]
-            Db::Sqlite(_) => (Vec::new(), "SQLite keeps no row estimate"),
+            Db::Sqlite(_) => (Vec::<Option<i64>>::new(), "SQLite keeps no row estimate"),
         };
         let rows: Vec<i64> = known.into_iter().flatten().collect();
         group.estimated_rows = RowEstimate {
