@@ -374,23 +374,25 @@ async fn postgres_quarantine_list_show_replay() {
     scratch.drop_db().await;
 }
 
-/// Another replay of the same message commits while the CLI's replay is between reading
-/// the row (waiting) and putting the message back, and a consumer handles the message and
-/// deletes it from the queue. The CLI must not put it back a second time: its insert
-/// found no conflict (the id was gone again), so the message was handled twice. The test
-/// holds the queue table's lock so that the CLI waits at its insert, does the other replay
-/// and the consumer's work meanwhile, then lets it go.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn postgres_quarantine_replay_racing_another_replay_puts_the_message_back_once() {
-    let scratch = PgScratch::create("contract_cli_q_race").await;
-    let url = scratch.url.clone();
+/// Schema `tenant` with a queue `inbox` whose payload column is of type `payload_type`,
+/// its message 7 (`raw`) quarantined as poison; the quarantine row's id.
+async fn quarantined_in(pool: &PgPool, tenant: &str, payload_type: &str, raw: &[u8]) -> i64 {
     exec(
-        &scratch.pool,
-        "CREATE SCHEMA tenant_001; CREATE TABLE tenant_001.inbox (id int8 PRIMARY KEY, payload jsonb NOT NULL, \
-         enqueued_at timestamptz NOT NULL DEFAULT now(), attempts int4 NOT NULL DEFAULT 0); \
-         INSERT INTO tenant_001.inbox (id, payload) VALUES (7, '{\"user_id\": \"u7\"}')",
+        pool,
+        format!(
+            "CREATE SCHEMA IF NOT EXISTS {tenant}; CREATE TABLE {tenant}.inbox (id int8 PRIMARY KEY, \
+             payload {payload_type} NOT NULL, enqueued_at timestamptz NOT NULL DEFAULT now(), \
+             attempts int4 NOT NULL DEFAULT 0)"
+        ),
     )
     .await;
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "INSERT INTO {tenant}.inbox (id, payload) VALUES (7, CAST($1::text AS {payload_type}))"
+    )))
+    .bind(std::str::from_utf8(raw).expect("text"))
+    .execute(pool)
+    .await
+    .expect("enqueue");
     #[derive(Debug, serde::Deserialize)]
     #[allow(dead_code)]
     struct Job {
@@ -398,28 +400,73 @@ async fn postgres_quarantine_replay_racing_another_replay_puts_the_message_back_
     }
     let contract = PayloadContract::<Job>::named("job");
     let site = QueueQuarantine::new(
-        TenantName::new("tenant_001").expect("name"),
+        TenantName::new(tenant).expect("name"),
         QueueTable::new("inbox"),
     );
-    site.ensure_table(&scratch.pool)
-        .await
-        .expect("quarantine table");
-    let raw = br#"{"user_id": "u7"}"#;
+    site.ensure_table(pool).await.expect("quarantine table");
     let rejection = contract.check(raw).expect_err("poison");
-    let mut tx = scratch.pool.begin().await.expect("tx");
+    let mut tx = pool.begin().await.expect("tx");
     site.quarantine(&mut *tx, &contract, &[(7, raw, &rejection)])
         .await
         .expect("quarantine");
     tx.commit().await.expect("commit");
-    let id: i64 = sqlx::query_scalar("SELECT id FROM public.contract_quarantine")
-        .fetch_one(&scratch.pool)
+    sqlx::query_scalar("SELECT id FROM public.contract_quarantine WHERE tenant = $1")
+        .bind(tenant)
+        .fetch_one(pool)
         .await
-        .expect("quarantined row");
+        .expect("quarantined row")
+}
+
+/// A queue whose payload column is a domain over `jsonb` takes the message back through
+/// the `jsonb` cast: the CLI reads the domain's base type.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_quarantine_replay_into_a_domain_over_jsonb() {
+    let scratch = PgScratch::create("contract_cli_q_domain").await;
+    exec(
+        &scratch.pool,
+        "CREATE SCHEMA tenant_001; \
+         CREATE DOMAIN tenant_001.document AS jsonb CHECK (jsonb_typeof(VALUE) = 'object')",
+    )
+    .await;
+    let raw: &[u8] = br#"{"user_id": "u7"}"#;
+    let id = quarantined_in(&scratch.pool, "tenant_001", "tenant_001.document", raw).await;
+    contract_async(&scratch.url, &["quarantine", "replay", &id.to_string()])
+        .await
+        .expect(0);
+    let back: String =
+        sqlx::query_scalar("SELECT payload::text FROM tenant_001.inbox WHERE id = 7")
+            .fetch_one(&scratch.pool)
+            .await
+            .expect("the message is back");
+    assert_eq!(back, r#"{"user_id": "u7"}"#);
+    scratch.drop_db().await;
+}
+
+/// Another replay of the same message commits while the CLI's replay is between reading
+/// the row (waiting) and putting the message back, and a consumer handles the message and
+/// deletes it from the queue. The CLI must not put it back a second time: its insert
+/// found no conflict (the id was gone again), so the message was handled twice. The test
+/// holds the row and the queue table locked so that the CLI waits, does the other replay
+/// and the consumer's work meanwhile, then lets it go.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_quarantine_replay_racing_another_replay_puts_the_message_back_once() {
+    let scratch = PgScratch::create("contract_cli_q_race").await;
+    let url = scratch.url.clone();
+    let id = quarantined_in(
+        &scratch.pool,
+        "tenant_001",
+        "jsonb",
+        br#"{"user_id": "u7"}"#,
+    )
+    .await;
 
     let mut other = scratch.pool.begin().await.expect("tx");
     exec(
         &mut *other,
-        "LOCK TABLE tenant_001.inbox IN SHARE ROW EXCLUSIVE MODE",
+        format!(
+            "SELECT 1 FROM public.contract_quarantine WHERE id = {id} FOR UPDATE; \
+             LOCK TABLE tenant_001.inbox IN SHARE ROW EXCLUSIVE MODE"
+        ),
     )
     .await;
     let cli = tokio::spawn(async move {
@@ -429,7 +476,7 @@ async fn postgres_quarantine_replay_racing_another_replay_puts_the_message_back_
     for _ in 0..300 {
         waiting = sqlx::query_scalar(
             "SELECT count(*) > 0 FROM pg_stat_activity \
-             WHERE wait_event_type = 'Lock' AND query LIKE '%INSERT INTO%inbox%'",
+             WHERE wait_event_type = 'Lock' AND datname = current_database()",
         )
         .fetch_one(&scratch.pool)
         .await
@@ -439,7 +486,7 @@ async fn postgres_quarantine_replay_racing_another_replay_puts_the_message_back_
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert!(waiting, "the CLI's replay never reached its insert");
+    assert!(waiting, "the CLI's replay never waited for the other one");
     // Meanwhile: another replay puts the message back and marks the row, and a consumer
     // handles the message and deletes it.
     exec(
@@ -484,40 +531,7 @@ async fn postgres_quarantine_replay_into_a_text_queue_keeps_the_payload_verbatim
     let scratch = PgScratch::create("contract_cli_q_text").await;
     let url = scratch.url.as_str();
     let raw: &[u8] = br#"{"user_id":"u7",  "a": 1, "a": 2}"#;
-    exec(
-        &scratch.pool,
-        "CREATE SCHEMA tenant_001; CREATE TABLE tenant_001.inbox (id int8 PRIMARY KEY, payload text NOT NULL, \
-         enqueued_at timestamptz NOT NULL DEFAULT now(), attempts int4 NOT NULL DEFAULT 0)",
-    )
-    .await;
-    sqlx::query("INSERT INTO tenant_001.inbox (id, payload) VALUES (7, $1)")
-        .bind(std::str::from_utf8(raw).expect("text"))
-        .execute(&scratch.pool)
-        .await
-        .expect("enqueue");
-    #[derive(Debug, serde::Deserialize)]
-    #[allow(dead_code)]
-    struct Job {
-        user_id: i64,
-    }
-    let contract = PayloadContract::<Job>::named("job");
-    let site = QueueQuarantine::new(
-        TenantName::new("tenant_001").expect("name"),
-        QueueTable::new("inbox"),
-    );
-    site.ensure_table(&scratch.pool)
-        .await
-        .expect("quarantine table");
-    let rejection = contract.check(raw).expect_err("poison");
-    let mut tx = scratch.pool.begin().await.expect("tx");
-    site.quarantine(&mut *tx, &contract, &[(7, raw, &rejection)])
-        .await
-        .expect("quarantine");
-    tx.commit().await.expect("commit");
-    let id: i64 = sqlx::query_scalar("SELECT id FROM public.contract_quarantine")
-        .fetch_one(&scratch.pool)
-        .await
-        .expect("quarantined row");
+    let id = quarantined_in(&scratch.pool, "tenant_001", "text", raw).await;
     contract_async(url, &["quarantine", "replay", &id.to_string()])
         .await
         .expect(0);

@@ -598,13 +598,14 @@ async fn a_consumer_dropped_while_it_subscribes_leaves_no_consumer_behind() {
     let (_stop, run) = run_job_consumer(&consuming, &topology, &guard, &handler).await;
     // The broker has the consumer once it read the `basic.consume`; its answer then takes
     // at least 500 ms more to reach the client.
+    // (Opening the channel, the prefetch and the consume take 2.5 s or more through it.)
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     let mut registered = false;
-    for _ in 0..200 {
-        if consumers_on(&connection, &topology).await == 1 {
-            registered = true;
-            break;
+    while !registered && tokio::time::Instant::now() < deadline {
+        registered = consumers_on(&connection, &topology).await == 1;
+        if !registered {
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert!(registered, "the consumer never subscribed");
     run.abort();

@@ -260,8 +260,8 @@ where
     /// tenant's, and no operator pause of this queue alone, [`TenantGate::gate_queue`]),
     /// batches of up to the prefetch are checked, handled, dead-lettered and acknowledged;
     /// while it is paused, the consumer is cancelled (the deliveries it held go back to
-    /// the queue once) and nothing is read. Dropping the future closes its channel, which
-    /// also returns what it held.
+    /// the queue once) and nothing is read. Dropping the future on a running tokio runtime
+    /// closes its channel, which also returns what it held.
     ///
     /// # Errors
     ///
@@ -408,7 +408,9 @@ where
             }
         }
         if !poison.is_empty() {
-            // Nothing of the batch is acknowledged yet: all of it goes back.
+            // Nothing of the batch is acknowledged until the sink stored the poison: all of
+            // it goes back. (A poison acknowledgement fails only with the channel, and the
+            // hand-back then fails too.)
             let through = batch.last().map_or(0, |d| d.delivery_tag);
             let whole = |error| NotSettled { error, through };
             self.sink.put(&poison).await.map_err(|e| whole(e.into()))?;
@@ -492,7 +494,9 @@ pub(crate) async fn next_batch(
 /// broker's answer leaves the subscription on the broker, and `lapin`, when the answer
 /// comes, keeps a consumer for it that holds the channel open: nobody reads it, and what
 /// the broker sends it stays unacknowledged until the whole connection closes. Closing the
-/// channel ends the subscription and returns those deliveries to the queue.
+/// channel ends the subscription and returns those deliveries to the queue. The close is
+/// spawned on the current tokio runtime: dropped outside one (or while it shuts down), the
+/// channel stays open until its connection closes.
 struct ClosedWhenDone(Channel);
 
 impl Drop for ClosedWhenDone {

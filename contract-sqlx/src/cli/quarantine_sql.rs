@@ -206,10 +206,13 @@ async fn pg_payload_type(
     let table = contract_core::Dialect::Postgres
         .quote_qualified(Some(tenant.as_str()), &queue.table)
         .map_err(Error::from)?;
+    // A domain is read as its base type (one over `jsonb` takes the `jsonb` cast).
     // language=SQL
     let found: Option<String> = sqlx::query_scalar(
-        "SELECT format_type(atttypid, NULL) FROM pg_attribute
-         WHERE attrelid = to_regclass($1) AND attname = $2 AND attnum > 0 AND NOT attisdropped",
+        "SELECT format_type(CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE a.atttypid END, NULL)
+         FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid
+         WHERE a.attrelid = to_regclass($1) AND a.attname = $2 AND a.attnum > 0
+           AND NOT a.attisdropped",
     )
     .bind(&table)
     .bind(&queue.payload)
@@ -224,8 +227,9 @@ async fn pg_payload_type(
         Some("json") => Ok(PayloadType::Json),
         Some("text" | "character varying" | "character") => Ok(PayloadType::Text),
         Some(other) => Err(CliError::NotFound(format!(
-            "the payload column {table}.{} is {other}: the CLI puts back jsonb, json or text payloads; \
-             replay with the consumer's contract instead (`QueueQuarantine::replay`)",
+            "the payload column {table}.{} is {other}: say which cast the payload goes through with \
+             --payload-type jsonb|json|text (the one the column takes), or replay with the consumer's \
+             contract (`QueueQuarantine::replay`)",
             queue.payload
         ))),
     }
@@ -238,6 +242,14 @@ async fn restore<DB: QuarantineStore>(
     id: i64,
 ) -> Result<bool, sqlx::Error> {
     let mut tx = DB::begin_write(pool).await?;
+    // The row locked while it is waiting, as the library's replay locks its page: a replay
+    // racing this one waits, then finds it replayed (the restore's own `replayed_at IS
+    // NULL` reads a snapshot, which another replay may commit after).
+    let page = DB::waiting_page(&mut tx, target, id.saturating_sub(1), 1).await?;
+    if page.first().map(|row| row.0) != Some(id) {
+        tx.commit().await?;
+        return Ok(false);
+    }
     let back = DB::restore(&mut tx, target, id).await?;
     if back {
         DB::mark_replayed(&mut tx, target, &[id]).await?;
