@@ -491,6 +491,17 @@ async fn consume_batch(pool: &PgPool, tenant: &TenantName) -> Result<(), String>
     tx.commit().await.map_err(|e| e.to_string())
 }
 
+/// A scratch database with the (shared) quarantine table, and a proxy to the server.
+async fn quarantine_scratch(prefix: &str) -> (PgScratch, Proxy) {
+    let scratch = PgScratch::create(prefix).await;
+    let any_tenant = TenantName::new("tenant_1").expect("tenant name");
+    QueueQuarantine::new(any_tenant, QueueTable::new("jobs"))
+        .ensure_table(&scratch.pool)
+        .await
+        .expect("quarantine table");
+    (scratch, proxy_to_pg().await)
+}
+
 /// Schema `name` with its queue `jobs` holding [`MESSAGES`] messages, [`POISON`] among them.
 async fn seed_jobs(pool: &PgPool, name: &str) -> TenantName {
     exec(
@@ -536,13 +547,7 @@ async fn where_messages_are(pool: &PgPool, tenant: &str) -> (Vec<i64>, Vec<i64>)
 
 #[tokio::test]
 async fn quarantine_cut_mid_move_keeps_each_message_in_exactly_one_place() {
-    let scratch = PgScratch::create("contract_fault_quarantine").await;
-    let any_tenant = TenantName::new("tenant_1").expect("tenant name");
-    QueueQuarantine::new(any_tenant, QueueTable::new("jobs"))
-        .ensure_table(&scratch.pool)
-        .await
-        .expect("quarantine table");
-    let proxy = proxy_to_pg().await;
+    let (scratch, proxy) = quarantine_scratch("contract_fault_quarantine").await;
     let pool = pg_pool_through(&proxy, &scratch.url);
     let all: Vec<i64> = (1..=MESSAGES).collect();
     // (patterns, cut, whether the batch committed); the move is one statement.
@@ -606,13 +611,7 @@ async fn replay_state(pool: &PgPool, tenant: &str) -> (Vec<i64>, Vec<i64>, Vec<i
 /// finishes the work, each message put back once.
 #[tokio::test]
 async fn quarantine_replay_cut_keeps_each_message_in_exactly_one_place() {
-    let scratch = PgScratch::create("contract_fault_replay").await;
-    let any_tenant = TenantName::new("tenant_1").expect("tenant name");
-    QueueQuarantine::new(any_tenant, QueueTable::new("jobs"))
-        .ensure_table(&scratch.pool)
-        .await
-        .expect("quarantine table");
-    let proxy = proxy_to_pg().await;
+    let (scratch, proxy) = quarantine_scratch("contract_fault_replay").await;
     // Whatever the payload: the poison is accepted now (a contract fixed since).
     let accepting = PayloadContract::<serde_json::Value>::named("job");
     let cuts: [(&[&str], Cut, bool); 3] = [

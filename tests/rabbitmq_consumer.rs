@@ -106,20 +106,48 @@ where
 }
 
 /// [`run_consumer`] with the guard's gate and the [`Job`] contract.
-async fn run_job_consumer(
+async fn run_job_consumer<H: Handler<Job> + 'static>(
     connection: &Arc<lapin::Connection>,
     topology: &Topology,
     guard: &Guard<Postgres>,
-    handler: &Arc<FailingFirst>,
+    handler: &Arc<H>,
 ) -> Running {
-    run_consumer(
-        connection,
+    spawn_job_consumer(connection, connection, topology, guard, handler).await
+}
+
+/// Runs `tenant_a`'s [`Job`] consumer with the guard's gate over `consuming`,
+/// dead-lettering over `sinking`.
+async fn spawn_job_consumer<H: Handler<Job> + 'static>(
+    consuming: &Arc<lapin::Connection>,
+    sinking: &lapin::Connection,
+    topology: &Topology,
+    guard: &Guard<Postgres>,
+    handler: &Arc<H>,
+) -> Running {
+    let sink = DeadLetters::new(sinking, topology.clone())
+        .await
+        .expect("dead letters");
+    spawn_consumer(
+        consuming,
         topology,
         Arc::new(guard.clone()),
         PayloadContract::<Job>::named("job"),
         Arc::clone(handler),
+        sink,
     )
-    .await
+}
+
+/// A proxy to the broker (to delay or cut what goes through it), and a connection through
+/// it.
+async fn through_proxy() -> (crate::support::proxy::Proxy, Arc<lapin::Connection>) {
+    use crate::support::proxy::{Proxy, target_of};
+    let url = broker::amqp_url();
+    let proxy = Proxy::start(target_of(&url)).await;
+    let proxied = url.replacen(&target_of(&url), &proxy.addr().to_string(), 1);
+    let connection = rabbitmq::connect(&proxied)
+        .await
+        .expect("a connection through the proxy");
+    (proxy, Arc::new(connection))
 }
 
 /// Publishes `(message id, payload)` pairs to `tenant_a`'s queue.
@@ -329,7 +357,6 @@ async fn a_consumer_whose_dead_letter_channel_was_closed_stops_and_loses_nothing
 /// so one that arrived after it stays the consumer's).
 #[tokio::test]
 async fn a_dead_letter_confirm_that_never_comes_does_not_hold_the_consumer() {
-    use crate::support::proxy::{Proxy, target_of};
     use contract_sqlx::broker::rabbitmq::RabbitBacklog;
 
     let TenantA {
@@ -339,12 +366,7 @@ async fn a_dead_letter_confirm_that_never_comes_does_not_hold_the_consumer() {
         scratch,
     } = tenant_a("contract_sink_stalled").await;
     let topology = scratch.topology.clone();
-    let url = broker::amqp_url();
-    let proxy = Proxy::start(target_of(&url)).await;
-    let through_proxy = url.replacen(&target_of(&url), &proxy.addr().to_string(), 1);
-    let publishing = rabbitmq::connect(&through_proxy)
-        .await
-        .expect("the sink's connection");
+    let (proxy, publishing) = through_proxy().await;
     let sink = DeadLetters::new(&publishing, topology.clone())
         .await
         .expect("dead letters")
@@ -474,7 +496,6 @@ impl Handler<Job> for Scripted {
 /// it, which holds those deliveries on the wire long enough.
 #[tokio::test]
 async fn deliveries_on_the_wire_while_a_failed_batch_is_handed_back_are_handled_once() {
-    use crate::support::proxy::{Proxy, target_of};
     use contract_sqlx::broker::rabbitmq::RabbitBacklog;
 
     let TenantA {
@@ -484,27 +505,11 @@ async fn deliveries_on_the_wire_while_a_failed_batch_is_handed_back_are_handled_
         scratch,
     } = tenant_a("contract_nack_in_flight").await;
     let topology = scratch.topology.clone();
-    let url = broker::amqp_url();
-    let proxy = Proxy::start(target_of(&url)).await;
-    let through_proxy = url.replacen(&target_of(&url), &proxy.addr().to_string(), 1);
-    let consuming = Arc::new(
-        rabbitmq::connect(&through_proxy)
-            .await
-            .expect("the consumer's connection"),
-    );
+    let (proxy, consuming) = through_proxy().await;
     publish_jobs(&connection, &topology, &[("m1", r#"{"user_id": 1}"#)]).await;
     let handler = Scripted::new(&[(Duration::from_millis(300), false)]);
-    let sink = DeadLetters::new(&connection, topology.clone())
-        .await
-        .expect("dead letters");
-    let (stop, run) = spawn_consumer(
-        &consuming,
-        &topology,
-        Arc::new(guard.clone()),
-        PayloadContract::<Job>::named("job"),
-        Arc::clone(&handler),
-        sink,
-    );
+    let (stop, run) =
+        spawn_job_consumer(&consuming, &connection, &topology, &guard, &handler).await;
     handler.wait_for_calls(1).await;
     // m1's handler fails in 300 ms, and the consumer hands m1 back 200 ms after. From now
     // on the consumer's traffic takes at least 400 ms each way, so m2 and m3, published
@@ -576,8 +581,6 @@ async fn consumers_on(connection: &lapin::Connection, topology: &Topology) -> u3
 /// delays it, so the answer is still on its way when the task is aborted.
 #[tokio::test]
 async fn a_consumer_dropped_while_it_subscribes_leaves_no_consumer_behind() {
-    use crate::support::proxy::{Proxy, target_of};
-
     let TenantA {
         db,
         guard,
@@ -585,14 +588,7 @@ async fn a_consumer_dropped_while_it_subscribes_leaves_no_consumer_behind() {
         scratch,
     } = tenant_a("contract_dropped_subscribe").await;
     let topology = scratch.topology.clone();
-    let url = broker::amqp_url();
-    let proxy = Proxy::start(target_of(&url)).await;
-    let through_proxy = url.replacen(&target_of(&url), &proxy.addr().to_string(), 1);
-    let consuming = Arc::new(
-        rabbitmq::connect(&through_proxy)
-            .await
-            .expect("the consumer's connection"),
-    );
+    let (proxy, consuming) = through_proxy().await;
     proxy.delay(Duration::from_millis(500));
     let handler = FailingFirst::new(0);
     let (_stop, run) = run_job_consumer(&consuming, &topology, &guard, &handler).await;
@@ -655,17 +651,7 @@ async fn a_failed_batch_ending_in_poison_is_handed_back_without_closing_the_chan
     let topology = scratch.topology.clone();
     publish_jobs(&connection, &topology, &[("m0", r#"{"user_id": 0}"#)]).await;
     let handler = Scripted::new(&[(Duration::from_millis(400), true), (Duration::ZERO, false)]);
-    let sink = DeadLetters::new(&connection, topology.clone())
-        .await
-        .expect("dead letters");
-    let (stop, run) = spawn_consumer(
-        &connection,
-        &topology,
-        Arc::new(guard.clone()),
-        PayloadContract::<Job>::named("job"),
-        Arc::clone(&handler),
-        sink,
-    );
+    let (stop, run) = run_job_consumer(&connection, &topology, &guard, &handler).await;
     handler.wait_for_calls(1).await;
     publish_jobs(
         &connection,
