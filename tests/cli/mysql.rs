@@ -263,3 +263,67 @@ async fn mysql_a_rename_approved_by_shape_is_applied_on_the_next_pass() {
     drop(guard);
     pool.close().await;
 }
+
+/// `contract quarantine replay` puts a payload that is not UTF-8 back into a binary
+/// (`LONGBLOB`) queue byte for byte. It used to go through `CONVERT(… USING utf8mb4)`,
+/// which the server refuses for such bytes ("Invalid utf8mb4 character string"): the
+/// operator could not replay it at all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mysql_quarantine_replay_into_a_binary_queue_keeps_bytes_that_are_not_utf8() {
+    use contract_sqlx::TenantName;
+    use contract_sqlx::payload::PayloadContract;
+    use contract_sqlx::quarantine::{QueueQuarantine, QueueTable};
+
+    let pool = mysql_pool().await;
+    let tenant = unique_name("cli_blob");
+    let _cleanup = MySqlDatabases(vec![tenant.clone()]);
+    exec(
+        &pool,
+        format!(
+            "CREATE DATABASE `{tenant}`;
+             CREATE TABLE `{tenant}`.jobs (id BIGINT NOT NULL PRIMARY KEY, payload LONGBLOB NOT NULL,
+                enqueued_at TIMESTAMP(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6),
+                attempts INT NOT NULL DEFAULT 0) ENGINE = InnoDB"
+        ),
+    )
+    .await;
+    let raw: &[u8] = b"{\"user_id\": \"\xff\"}";
+    sqlx::query(AssertSqlSafe(format!(
+        "INSERT INTO `{tenant}`.jobs (id, payload) VALUES (7, ?)"
+    )))
+    .bind(raw)
+    .execute(&pool)
+    .await
+    .expect("enqueue");
+    let site = QueueQuarantine::new(
+        TenantName::new(&tenant).expect("name"),
+        QueueTable::new("jobs"),
+    );
+    site.ensure_table(&pool).await.expect("quarantine table");
+    let contract = PayloadContract::<serde_json::Value>::named("any");
+    let rejection = contract.check(raw).expect_err("not UTF-8");
+    let mut tx = pool.begin().await.expect("tx");
+    site.quarantine(&mut *tx, &contract, &[(7, raw, &rejection)])
+        .await
+        .expect("quarantine");
+    tx.commit().await.expect("commit");
+    let id: i64 = sqlx::query_scalar(AssertSqlSafe(format!(
+        "SELECT id FROM `{tenant}`.contract_quarantine"
+    )))
+    .fetch_one(&pool)
+    .await
+    .expect("quarantined row");
+    contract_async(
+        &mysql_url(),
+        &["quarantine", "replay", &id.to_string(), "--tenant", &tenant],
+    )
+    .await
+    .expect(0);
+    let back: Vec<u8> = sqlx::query_scalar(AssertSqlSafe(format!(
+        "SELECT payload FROM `{tenant}`.jobs WHERE id = 7"
+    )))
+    .fetch_one(&pool)
+    .await
+    .expect("the message is back");
+    assert_eq!(back, raw);
+}

@@ -13,6 +13,8 @@ use crate::quarantine::{Poison, QuarantineStore, QuarantinedMessage, Target, Wai
 const NO_SUCH_TABLE: &str = "42S02";
 /// `ER_DUP_ENTRY`: the queue holds the id (or another unique value) already.
 const DUP_ENTRY: u16 = 1062;
+/// `ER_INVALID_CHARACTER_STRING`: bytes that are not valid in the character set converted to.
+const INVALID_CHARACTER_STRING: u16 = 1300;
 /// Errors of a value the column refuses that SQLSTATE does not classify as data errors:
 /// `ER_TRUNCATED_WRONG_VALUE_FOR_FIELD` (incorrect string value), MySQL's
 /// `ER_INVALID_JSON_TEXT`, MariaDB's `ER_CONSTRAINT_FAILED` (its `JSON` is a checked
@@ -168,18 +170,29 @@ impl QuarantineStore for MySql {
             &q.quarantine,
         );
         // Converted to text: a `JSON` column on MySQL refuses a binary string. Not
-        // `INSERT IGNORE`, which would also turn refused values into warnings.
-        // language=SQL
-        let sql = format!(
-            "INSERT INTO {queue} ({id}, {payload}, {enqueued_at}, {attempts})
-             SELECT source_id, CONVERT(payload_raw USING utf8mb4), enqueued_at, 0
-             FROM {quarantine} WHERE id = ? AND replayed_at IS NULL"
-        );
-        match sqlx::query(AssertSqlSafe(sql).into_sql_str())
-            .bind(row)
-            .execute(conn)
-            .await
-        {
+        // `INSERT IGNORE`, which would also turn refused values into warnings. Bytes that
+        // are not UTF-8 (only an unchecked replay puts those back) cannot be converted:
+        // they go as they are, which a binary column keeps and a text one refuses.
+        let insert = |value: &str| {
+            // language=SQL
+            format!(
+                "INSERT INTO {queue} ({id}, {payload}, {enqueued_at}, {attempts})
+                 SELECT source_id, {value}, enqueued_at, 0
+                 FROM {quarantine} WHERE id = ? AND replayed_at IS NULL"
+            )
+        };
+        let mut result =
+            sqlx::query(AssertSqlSafe(insert("CONVERT(payload_raw USING utf8mb4)")).into_sql_str())
+                .bind(row)
+                .execute(&mut *conn)
+                .await;
+        if result.as_ref().err().and_then(error_number) == Some(INVALID_CHARACTER_STRING) {
+            result = sqlx::query(AssertSqlSafe(insert("payload_raw")).into_sql_str())
+                .bind(row)
+                .execute(&mut *conn)
+                .await;
+        }
+        match result {
             Ok(inserted) => Ok(inserted.rows_affected() > 0),
             Err(e) if error_number(&e) == Some(DUP_ENTRY) => Ok(false),
             Err(e) => Err(e),
