@@ -242,15 +242,16 @@ async fn restore<DB: QuarantineStore>(
     id: i64,
 ) -> Result<bool, sqlx::Error> {
     let mut tx = DB::begin_write(pool).await?;
-    // The row locked while it is waiting, as the library's replay locks its page: a replay
-    // racing this one waits, then finds it replayed (the restore's own `replayed_at IS
-    // NULL` reads a snapshot, which another replay may commit after).
-    let page = DB::waiting_page(&mut tx, target, id.saturating_sub(1), 1).await?;
-    if page.first().map(|row| row.0) != Some(id) {
+    // The row (it alone) locked while it is waiting, as the library's replay locks its
+    // page: a replay racing this one waits, then finds it replayed (the restore's own
+    // `replayed_at IS NULL` reads a snapshot, which another replay may commit after).
+    let page = DB::waiting_page(&mut tx, target, id.saturating_sub(1), id, 1).await?;
+    let Some((_, _, raw)) = page.first() else {
         tx.commit().await?;
         return Ok(false);
-    }
-    let back = DB::restore(&mut tx, target, id).await?;
+    };
+    let utf8 = std::str::from_utf8(raw).is_ok();
+    let back = DB::restore(&mut tx, target, id, utf8).await?;
     if back {
         DB::mark_replayed(&mut tx, target, &[id]).await?;
     }

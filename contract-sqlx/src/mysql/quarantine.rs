@@ -13,8 +13,6 @@ use crate::quarantine::{Poison, QuarantineStore, QuarantinedMessage, Target, Wai
 const NO_SUCH_TABLE: &str = "42S02";
 /// `ER_DUP_ENTRY`: the queue holds the id (or another unique value) already.
 const DUP_ENTRY: u16 = 1062;
-/// `ER_INVALID_CHARACTER_STRING`: bytes that are not valid in the character set converted to.
-const INVALID_CHARACTER_STRING: u16 = 1300;
 /// Errors of a value the column refuses that SQLSTATE does not classify as data errors:
 /// `ER_TRUNCATED_WRONG_VALUE_FOR_FIELD` (incorrect string value), MySQL's
 /// `ER_INVALID_JSON_TEXT`, MariaDB's `ER_CONSTRAINT_FAILED` (its `JSON` is a checked
@@ -136,13 +134,14 @@ impl QuarantineStore for MySql {
         conn: &mut MySqlConnection,
         target: &Target<'_>,
         after: i64,
+        through: i64,
         limit: i64,
     ) -> Result<Vec<WaitingRow>, sqlx::Error> {
         let quarantine = &target.sql.quarantine;
         // language=SQL
         let sql = format!(
             "SELECT id, source_id, payload_raw FROM {quarantine}
-             WHERE tenant = ? AND queue = ? AND replayed_at IS NULL AND id > ?
+             WHERE tenant = ? AND queue = ? AND replayed_at IS NULL AND id > ? AND id <= ?
              ORDER BY id LIMIT ?
              FOR UPDATE"
         );
@@ -150,6 +149,7 @@ impl QuarantineStore for MySql {
             .bind(target.tenant)
             .bind(target.queue)
             .bind(after)
+            .bind(through)
             .bind(limit)
             .fetch_all(conn)
             .await
@@ -159,6 +159,7 @@ impl QuarantineStore for MySql {
         conn: &mut MySqlConnection,
         target: &Target<'_>,
         row: i64,
+        utf8: bool,
     ) -> Result<bool, sqlx::Error> {
         let q = &target.sql;
         let (queue, id, payload, enqueued_at, attempts, quarantine) = (
@@ -169,29 +170,26 @@ impl QuarantineStore for MySql {
             &q.attempts,
             &q.quarantine,
         );
-        // Converted to text: a `JSON` column on MySQL refuses a binary string. Not
-        // `INSERT IGNORE`, which would also turn refused values into warnings. Bytes that
-        // are not UTF-8 (only an unchecked replay puts those back) cannot be converted:
-        // they go as they are, which a binary column keeps and a text one refuses.
-        let insert = |value: &str| {
-            // language=SQL
-            format!(
-                "INSERT INTO {queue} ({id}, {payload}, {enqueued_at}, {attempts})
-                 SELECT source_id, {value}, enqueued_at, 0
-                 FROM {quarantine} WHERE id = ? AND replayed_at IS NULL"
-            )
+        // UTF-8 is converted to text: a `JSON` column on MySQL refuses a binary string.
+        // Other bytes (only an unchecked replay puts those back) go as they are, which a
+        // binary column keeps and a text one refuses: converting them fails on MariaDB
+        // ("Invalid utf8mb4 character string") and gives NULL on MySQL. Not `INSERT
+        // IGNORE`, which would also turn refused values into warnings.
+        let value = if utf8 {
+            "CONVERT(payload_raw USING utf8mb4)"
+        } else {
+            "payload_raw"
         };
-        let mut result =
-            sqlx::query(AssertSqlSafe(insert("CONVERT(payload_raw USING utf8mb4)")).into_sql_str())
-                .bind(row)
-                .execute(&mut *conn)
-                .await;
-        if result.as_ref().err().and_then(error_number) == Some(INVALID_CHARACTER_STRING) {
-            result = sqlx::query(AssertSqlSafe(insert("payload_raw")).into_sql_str())
-                .bind(row)
-                .execute(&mut *conn)
-                .await;
-        }
+        // language=SQL
+        let sql = format!(
+            "INSERT INTO {queue} ({id}, {payload}, {enqueued_at}, {attempts})
+             SELECT source_id, {value}, enqueued_at, 0
+             FROM {quarantine} WHERE id = ? AND replayed_at IS NULL"
+        );
+        let result = sqlx::query(AssertSqlSafe(sql).into_sql_str())
+            .bind(row)
+            .execute(conn)
+            .await;
         match result {
             Ok(inserted) => Ok(inserted.rows_affected() > 0),
             Err(e) if error_number(&e) == Some(DUP_ENTRY) => Ok(false),

@@ -132,20 +132,22 @@ impl QuarantineStore for Postgres {
         conn: &mut PgConnection,
         target: &Target<'_>,
         after: i64,
+        through: i64,
         limit: i64,
     ) -> Result<Vec<WaitingRow>, sqlx::Error> {
         let quarantine = &target.sql.quarantine;
         // language=SQL
         let sql = format!(
             "SELECT id, source_id, payload_raw FROM {quarantine}
-             WHERE tenant = $1 AND queue = $2 AND replayed_at IS NULL AND id > $3
-             ORDER BY id LIMIT $4
+             WHERE tenant = $1 AND queue = $2 AND replayed_at IS NULL AND id > $3 AND id <= $4
+             ORDER BY id LIMIT $5
              FOR UPDATE"
         );
         sqlx::query_as(AssertSqlSafe(sql).into_sql_str())
             .bind(target.tenant)
             .bind(target.queue)
             .bind(after)
+            .bind(through)
             .bind(limit)
             .fetch_all(conn)
             .await
@@ -155,6 +157,7 @@ impl QuarantineStore for Postgres {
         conn: &mut PgConnection,
         target: &Target<'_>,
         row: i64,
+        _utf8: bool,
     ) -> Result<bool, sqlx::Error> {
         let q = &target.sql;
         let (queue, id, payload, enqueued_at, attempts, quarantine) = (

@@ -167,23 +167,28 @@ pub trait QuarantineStore: Backend + sealed::Sealed {
         pool: &Pool<Self>,
     ) -> impl Future<Output = Result<Transaction<'static, Self>, sqlx::Error>> + Send;
 
-    /// Up to `limit` waiting rows with a row id above `after`, by row id, locked.
+    /// Up to `limit` waiting rows with a row id above `after` and at most `through`, by
+    /// row id, locked (only those: `after = id - 1, through = id` locks row `id` alone).
     #[doc(hidden)]
     fn waiting_page(
         conn: &mut Self::Connection,
         target: &Target<'_>,
         after: i64,
+        through: i64,
         limit: i64,
     ) -> impl Future<Output = Result<Vec<WaitingRow>, sqlx::Error>> + Send;
 
     /// Re-enqueues quarantine row `id` if it is still waiting; `false` when the queue holds
     /// its id already, or the row was replayed (by a replay that committed since the caller
     /// read it: re-enqueueing it again would hand its message to the consumer twice).
+    /// `utf8`: whether its stored bytes are UTF-8 (MySQL converts only those to text; other
+    /// bytes go as they are, which a binary column keeps and a text one refuses).
     #[doc(hidden)]
     fn restore(
         conn: &mut Self::Connection,
         target: &Target<'_>,
         id: i64,
+        utf8: bool,
     ) -> impl Future<Output = Result<bool, sqlx::Error>> + Send;
 
     /// Marks quarantine rows replayed.

@@ -74,7 +74,7 @@ async fn replay_page<DB: QuarantineStore, T: DeserializeOwned>(
     report: &mut ReplayReport,
 ) -> Result<Option<i64>, sqlx::Error> {
     let mut tx = DB::begin_write(pool).await?;
-    let page = DB::waiting_page(&mut tx, target, after, REPLAY_PAGE).await?;
+    let page = DB::waiting_page(&mut tx, target, after, i64::MAX, REPLAY_PAGE).await?;
     let Some(&(last, _, _)) = page.last() else {
         tx.commit().await?;
         return Ok(None);
@@ -92,7 +92,8 @@ async fn replay_page<DB: QuarantineStore, T: DeserializeOwned>(
         }
         // A savepoint per message: a payload the queue refuses keeps only itself waiting.
         let mut savepoint = tx.begin().await?;
-        let why = match DB::restore(&mut savepoint, target, *id).await {
+        let utf8 = std::str::from_utf8(raw).is_ok(); // always, once the contract took it
+        let why = match DB::restore(&mut savepoint, target, *id, utf8).await {
             Ok(true) => {
                 savepoint.commit().await?;
                 replayed.push(*id);

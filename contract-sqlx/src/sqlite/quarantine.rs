@@ -147,19 +147,21 @@ impl QuarantineStore for Sqlite {
         conn: &mut SqliteConnection,
         target: &Target<'_>,
         after: i64,
+        through: i64,
         limit: i64,
     ) -> Result<Vec<WaitingRow>, sqlx::Error> {
         let quarantine = &target.sql.quarantine;
         // language=SQL
         let sql = format!(
             "SELECT id, source_id, payload_raw FROM {quarantine}
-             WHERE tenant = ? AND queue = ? AND replayed_at IS NULL AND id > ?
+             WHERE tenant = ? AND queue = ? AND replayed_at IS NULL AND id > ? AND id <= ?
              ORDER BY id LIMIT ?"
         );
         sqlx::query_as(AssertSqlSafe(sql).into_sql_str())
             .bind(target.tenant)
             .bind(target.queue)
             .bind(after)
+            .bind(through)
             .bind(limit)
             .fetch_all(conn)
             .await
@@ -169,6 +171,7 @@ impl QuarantineStore for Sqlite {
         conn: &mut SqliteConnection,
         target: &Target<'_>,
         row: i64,
+        _utf8: bool,
     ) -> Result<bool, sqlx::Error> {
         let q = &target.sql;
         let (queue, id, payload, enqueued_at, attempts, quarantine) = (
