@@ -326,7 +326,7 @@ where
                 hand_back(&channel, last, tenant).await?;
                 continue;
             }
-            match self.process(&channel, tenant, &queue, &batch).await {
+            match self.process(&channel, tenant, &queue, &batch, last).await {
                 // The poison is acknowledged already: up to the last accepted delivery.
                 Ok(Some(last)) => channel
                     .basic_ack(last, BasicAckOptions { multiple: true })
@@ -363,13 +363,15 @@ where
     /// for the caller to acknowledge once the handler committed. The poison is settled
     /// before the handler runs: a handler that fails returns only the accepted deliveries
     /// to the queue, so a retry does not dead-letter the poison again (it did, once per
-    /// retry, for as long as the handler failed).
+    /// retry, for as long as the handler failed). `last` is the tag of the batch's last
+    /// delivery.
     async fn process(
         &self,
         channel: &Channel,
         tenant: &str,
         queue: &str,
         batch: &[Delivery],
+        last: u64,
     ) -> Result<Option<u64>, NotSettled> {
         let mut accepted = Vec::with_capacity(batch.len());
         let mut last_accepted = None;
@@ -409,10 +411,12 @@ where
         }
         if !poison.is_empty() {
             // Nothing of the batch is acknowledged until the sink stored the poison: all of
-            // it goes back. (A poison acknowledgement fails only with the channel, and the
-            // hand-back then fails too.)
-            let through = batch.last().map_or(0, |d| d.delivery_tag);
-            let whole = |error| NotSettled { error, through };
+            // it goes back, through its `last` delivery. (A poison acknowledgement fails only
+            // with the channel, and the hand-back then fails too.)
+            let whole = |error| NotSettled {
+                error,
+                through: last,
+            };
             self.sink.put(&poison).await.map_err(|e| whole(e.into()))?;
             for tag in poison_tags {
                 channel
