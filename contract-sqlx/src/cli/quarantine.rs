@@ -137,18 +137,6 @@ pub(crate) async fn run(
                 args.payload_type,
             )
             .await?;
-            if !replayed {
-                // Its id is in the queue, or another replay put it back since it was read.
-                let now = find(db, plane, &args.table, args.tenant.as_deref(), args.id).await?;
-                if !now.is_waiting() {
-                    return Err(CliError::NotFound(format!(
-                        "quarantined message {} of tenant {} was replayed meanwhile by another replay ({}); nothing was put back",
-                        now.id,
-                        now.tenant,
-                        now.replayed_at.as_deref().unwrap_or("")
-                    )));
-                }
-            }
             render::emit(
                 json,
                 &Replayed {

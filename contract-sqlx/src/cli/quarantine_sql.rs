@@ -139,7 +139,8 @@ async fn sqlite_rows(
 }
 
 /// Puts `message` back into `queue_table` of its tenant and marks it replayed, in one
-/// transaction; `false` when the queue holds its id already.
+/// transaction; `false` when the queue holds its id already, an error when another replay
+/// put it back since it was read.
 pub(crate) async fn replay(
     db: &Db,
     #[cfg_attr(not(feature = "sqlite"), allow(unused_variables))] plane: &ControlPlane,
@@ -189,7 +190,13 @@ pub(crate) async fn replay(
             done
         }
     };
-    Ok(done.map_err(Error::db(context, Some(tenant.as_str())))?)
+    match done.map_err(Error::db(context, Some(tenant.as_str())))? {
+        Some(back) => Ok(back),
+        None => Err(CliError::NotFound(format!(
+            "quarantined message {} of tenant {tenant} was replayed meanwhile by another replay; nothing was put back",
+            message.id
+        ))),
+    }
 }
 
 /// The type of `queue`'s payload column in `tenant`'s schema, from the catalog: a
@@ -240,15 +247,14 @@ async fn restore<DB: QuarantineStore>(
     pool: &Pool<DB>,
     target: &Target<'_>,
     id: i64,
-) -> Result<bool, sqlx::Error> {
+) -> Result<Option<bool>, sqlx::Error> {
     let mut tx = DB::begin_write(pool).await?;
     // The row (it alone) locked while it is waiting, as the library's replay locks its
-    // page: a replay racing this one waits, then finds it replayed (the restore's own
-    // `replayed_at IS NULL` reads a snapshot, which another replay may commit after).
+    // page: a replay racing this one waits, then finds it replayed (`None`).
     let page = DB::waiting_page(&mut tx, target, id.saturating_sub(1), id, 1).await?;
     let Some((_, _, raw)) = page.first() else {
         tx.commit().await?;
-        return Ok(false);
+        return Ok(None);
     };
     let utf8 = std::str::from_utf8(raw).is_ok();
     let back = DB::restore(&mut tx, target, id, utf8).await?;
@@ -256,5 +262,5 @@ async fn restore<DB: QuarantineStore>(
         DB::mark_replayed(&mut tx, target, &[id]).await?;
     }
     tx.commit().await?;
-    Ok(back)
+    Ok(Some(back))
 }

@@ -184,7 +184,7 @@ impl QuarantineStore for MySql {
         let sql = format!(
             "INSERT INTO {queue} ({id}, {payload}, {enqueued_at}, {attempts})
              SELECT source_id, {value}, enqueued_at, 0
-             FROM {quarantine} WHERE id = ? AND replayed_at IS NULL"
+             FROM {quarantine} WHERE id = ?"
         );
         let result = sqlx::query(AssertSqlSafe(sql).into_sql_str())
             .bind(row)

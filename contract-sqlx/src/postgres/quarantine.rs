@@ -174,7 +174,7 @@ impl QuarantineStore for Postgres {
         let sql = format!(
             "INSERT INTO {queue} ({id}, {payload}, {enqueued_at}, {attempts}) OVERRIDING SYSTEM VALUE
              SELECT source_id, convert_from(payload_raw, 'UTF8')::{ty}, enqueued_at, 0
-             FROM {quarantine} WHERE id = $1 AND replayed_at IS NULL
+             FROM {quarantine} WHERE id = $1
              ON CONFLICT DO NOTHING"
         );
         let inserted = sqlx::query(AssertSqlSafe(sql).into_sql_str())

@@ -178,10 +178,11 @@ pub trait QuarantineStore: Backend + sealed::Sealed {
         limit: i64,
     ) -> impl Future<Output = Result<Vec<WaitingRow>, sqlx::Error>> + Send;
 
-    /// Re-enqueues quarantine row `id` if it is still waiting; `false` when the queue holds
-    /// its id already, or the row was replayed (by a replay that committed since the caller
-    /// read it: re-enqueueing it again would hand its message to the consumer twice).
-    /// `utf8`: whether its stored bytes are UTF-8 (MySQL converts only those to text; other
+    /// Re-enqueues quarantine row `id`, which the caller holds locked as waiting (read by
+    /// [`QuarantineStore::waiting_page`] in the same transaction: a replay that read it
+    /// waiting before another one committed would otherwise hand its message to the
+    /// consumer twice); `false` when the queue holds its id already. `utf8`: whether its
+    /// stored bytes are UTF-8 (MySQL converts only those to text; other
     /// bytes go as they are, which a binary column keeps and a text one refuses).
     #[doc(hidden)]
     fn restore(

@@ -187,7 +187,7 @@ impl QuarantineStore for Sqlite {
         let sql = format!(
             "INSERT INTO {queue} ({id}, {payload}, {enqueued_at}, {attempts})
              SELECT source_id, CAST(payload_raw AS TEXT), enqueued_at, 0 FROM {quarantine}
-             WHERE id = ? AND replayed_at IS NULL
+             WHERE id = ?
              ON CONFLICT DO NOTHING"
         );
         let inserted = sqlx::query(AssertSqlSafe(sql).into_sql_str())
