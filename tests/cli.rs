@@ -298,40 +298,21 @@ async fn postgres_quarantine_list_show_replay() {
     contract_async(url, &["quarantine", "list", "--json"])
         .await
         .expect(0);
-    exec(
+    let quarantined = quarantined_in(
         &scratch.pool,
-        "CREATE SCHEMA tenant_001; CREATE TABLE tenant_001.inbox (id int8 PRIMARY KEY, payload jsonb NOT NULL, \
-         enqueued_at timestamptz NOT NULL DEFAULT now(), attempts int4 NOT NULL DEFAULT 0); \
-         INSERT INTO tenant_001.inbox (id, payload) VALUES (7, '{\"user_id\": \"u7\"}')",
+        "tenant_001",
+        "jsonb",
+        br#"{"user_id": "u7"}"#,
     )
     .await;
-    #[derive(Debug, serde::Deserialize)]
-    #[allow(dead_code)]
-    struct Job {
-        user_id: i64,
-    }
-    let contract_v1 = PayloadContract::<Job>::named("job").with_version("1");
-    let site = QueueQuarantine::new(
-        TenantName::new("tenant_001").expect("name"),
-        QueueTable::new("inbox"),
-    );
-    site.ensure_table(&scratch.pool)
-        .await
-        .expect("quarantine table");
-    let raw = br#"{"user_id": "u7"}"#;
-    let rejection = contract_v1.check(raw).expect_err("poison");
-    let mut tx = scratch.pool.begin().await.expect("tx");
-    site.quarantine(&mut *tx, &contract_v1, &[(7, raw, &rejection)])
-        .await
-        .expect("quarantine");
-    tx.commit().await.expect("commit");
 
     let list = contract_async(url, &["quarantine", "list", "--json"])
         .await
         .expect(0)
         .json();
     assert_eq!(list["waiting"], 1, "{list}");
-    let id = list["messages"][0]["id"].as_i64().expect("id").to_string();
+    assert_eq!(list["messages"][0]["id"].as_i64(), Some(quarantined));
+    let id = quarantined.to_string();
     assert_eq!(list["messages"][0]["source_id"], 7);
     let shown = contract_async(url, &["quarantine", "show", &id])
         .await
