@@ -605,8 +605,8 @@ async fn replay_state(pool: &PgPool, tenant: &str) -> (Vec<i64>, Vec<i64>, Vec<i
     (queue, waiting, rows.iter().map(|r| r.2).collect())
 }
 
-/// A replay cut at each step of its transaction (the message put back, the commit sent,
-/// the commit's answer lost): each message is in its queue, its row marked replayed, or
+/// A replay cut at each step of its transaction (after the message was put back, before
+/// the commit was sent, after it was sent but before its answer): each message is in its queue, its row marked replayed, or
 /// waiting in quarantine, never both or neither; the replay run again after the cut
 /// finishes the work, each message put back once.
 #[tokio::test]
