@@ -402,13 +402,30 @@ async fn quarantined_in(pool: &PgPool, tenant: &str, payload_type: &str, raw: &[
 /// the `jsonb` cast: the CLI reads the domain's base type.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_quarantine_replay_into_a_domain_over_jsonb() {
-    let scratch = PgScratch::create("contract_cli_q_domain").await;
-    exec(
-        &scratch.pool,
-        "CREATE SCHEMA tenant_001; \
-         CREATE DOMAIN tenant_001.document AS jsonb CHECK (jsonb_typeof(VALUE) = 'object')",
+    replay_into_domain(
+        "contract_cli_q_domain",
+        "CREATE DOMAIN tenant_001.document AS jsonb CHECK (jsonb_typeof(VALUE) = 'object')",
     )
     .await;
+}
+
+/// A domain over a domain over `jsonb`: the CLI follows the chain to its base type (it
+/// followed one level and refused the column).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_quarantine_replay_into_a_domain_over_a_domain_over_jsonb() {
+    replay_into_domain(
+        "contract_cli_q_domain2",
+        "CREATE DOMAIN tenant_001.object AS jsonb CHECK (jsonb_typeof(VALUE) = 'object'); \
+         CREATE DOMAIN tenant_001.document AS tenant_001.object CHECK (VALUE ? 'user_id')",
+    )
+    .await;
+}
+
+/// Quarantines a message of a queue whose payload column is `tenant_001.document`, created
+/// by `domain`, and replays it with the CLI, which must find the cast itself.
+async fn replay_into_domain(name: &str, domain: &str) {
+    let scratch = PgScratch::create(name).await;
+    exec(&scratch.pool, format!("CREATE SCHEMA tenant_001; {domain}")).await;
     let raw: &[u8] = br#"{"user_id": "u7"}"#;
     let id = quarantined_in(&scratch.pool, "tenant_001", "tenant_001.document", raw).await;
     contract_async(&scratch.url, &["quarantine", "replay", &id.to_string()])

@@ -213,13 +213,20 @@ async fn pg_payload_type(
     let table = contract_core::Dialect::Postgres
         .quote_qualified(Some(tenant.as_str()), &queue.table)
         .map_err(Error::from)?;
-    // A domain is read as its base type (one over `jsonb` takes the `jsonb` cast).
+    // A domain is read as its base type, through any number of domains (one over `jsonb`
+    // takes the `jsonb` cast). A domain cannot be defined over itself, so the walk ends.
     // language=SQL
     let found: Option<String> = sqlx::query_scalar(
-        "SELECT format_type(CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE a.atttypid END, NULL)
-         FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid
-         WHERE a.attrelid = to_regclass($1) AND a.attname = $2 AND a.attnum > 0
-           AND NOT a.attisdropped",
+        "WITH RECURSIVE chain (oid, typtype, typbasetype) AS (
+             SELECT t.oid, t.typtype, t.typbasetype
+             FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid
+             WHERE a.attrelid = to_regclass($1) AND a.attname = $2 AND a.attnum > 0
+               AND NOT a.attisdropped
+             UNION ALL
+             SELECT t.oid, t.typtype, t.typbasetype
+             FROM chain c JOIN pg_type t ON t.oid = c.typbasetype
+             WHERE c.typtype = 'd')
+         SELECT format_type(oid, NULL) FROM chain WHERE typtype <> 'd'",
     )
     .bind(&table)
     .bind(&queue.payload)
