@@ -498,6 +498,93 @@ async fn mysql_a_contract_name_longer_than_its_column_does_not_stall_the_tenant(
     );
 }
 
+/// A deadlock inside the move: InnoDB ends it by rolling back the whole transaction of its
+/// victim (the caller's batch here: the other transaction has changed more rows), not only
+/// the move's savepoint. The error must say the caller's transaction is gone and must be
+/// rolled back, never that it is still usable; nothing moved.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mysql_a_deadlock_in_the_move_says_the_caller_s_transaction_is_gone() {
+    let pool = support::mysql_pool().await;
+    let tenant = Tenant::create(&pool, "cq_deadlock", "JSON").await;
+    let site = tenant.site();
+    let raw = br#"{"kind": "sms"}"#;
+    tenant.enqueue(&pool, &[raw, raw]).await;
+    site.ensure_table(&pool).await.unwrap();
+    let db = &tenant.name;
+    exec(
+        &pool,
+        format!(
+            "CREATE TABLE `{db}`.ballast (id INT PRIMARY KEY, n INT NOT NULL) ENGINE = InnoDB;
+             INSERT INTO `{db}`.ballast (id, n) SELECT seq, 0 FROM seq_1_to_2000"
+        ),
+    )
+    .await;
+
+    // The batch holds message 1; the other transaction changes 2,000 rows and holds
+    // message 2.
+    let mut batch = pool.begin().await.unwrap();
+    exec(
+        &mut *batch,
+        format!("SELECT id FROM `{db}`.jobs WHERE id = 1 FOR UPDATE"),
+    )
+    .await;
+    let mut other = pool.begin().await.unwrap();
+    exec(
+        &mut *other,
+        format!(
+            "UPDATE `{db}`.ballast SET n = n + 1;
+             SELECT id FROM `{db}`.jobs WHERE id = 2 FOR UPDATE"
+        ),
+    )
+    .await;
+    // The batch quarantines message 2 and waits for its lock ...
+    let moving = tokio::spawn({
+        let site = site.clone();
+        async move {
+            let contract = contract();
+            let rejection = contract.check(raw).unwrap_err();
+            let outcome = site
+                .quarantine(&mut *batch, &contract, &[(2, &raw[..], &rejection)])
+                .await;
+            (outcome.map_err(|e| e.to_string()), batch)
+        }
+    });
+    let mut waiting = false;
+    for _ in 0..200 {
+        let n: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM information_schema.innodb_trx WHERE trx_state = 'LOCK WAIT'",
+        )
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        if n > 0 {
+            waiting = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    assert!(waiting, "the move never waited for message 2's lock");
+    // ... and the other transaction asks for message 1: a lock cycle.
+    exec(
+        &mut *other,
+        format!("SELECT id FROM `{db}`.jobs WHERE id = 1 FOR UPDATE"),
+    )
+    .await;
+    let (outcome, batch) = moving.await.unwrap();
+    let text = outcome.expect_err("the batch was the deadlock's victim");
+    assert!(text.contains("Deadlock"), "{text}");
+    assert!(!text.contains("still usable"), "{text}");
+    assert!(
+        text.contains("rolled it back whole")
+            && text.contains("roll it back and run the batch again"),
+        "{text}"
+    );
+    drop(batch);
+    other.rollback().await.unwrap();
+    assert_eq!(tenant.count(&pool).await, 2);
+    assert!(site.list(&pool).await.unwrap().is_empty());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mysql_quarantine_failure_says_which_table_is_missing() {
     let pool = support::mysql_pool().await;

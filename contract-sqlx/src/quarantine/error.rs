@@ -32,12 +32,16 @@ impl QuarantineAction {
         }
     }
 
-    /// What state the failure left behind.
-    const fn outcome(self) -> &'static str {
+    /// What state the failure left behind; `transaction_ended`: the failure ended the
+    /// caller's transaction too (see [`QuarantineError::Database`]).
+    const fn outcome(self, transaction_ended: bool) -> &'static str {
         match self {
             QuarantineAction::CreateTable => "the table was not created or upgraded",
+            QuarantineAction::Quarantine if transaction_ended => {
+                "nothing was moved, and the caller's transaction ended with the move: the database rolled it back whole (as MySQL does to a deadlock's victim) or its connection failed; roll it back and run the batch again"
+            }
             QuarantineAction::Quarantine => {
-                "nothing was moved (the caller's transaction is still usable unless the connection itself failed)"
+                "nothing was moved, and the caller's transaction is still usable"
             }
             QuarantineAction::Replay => {
                 "every message is either back in the queue or still waiting in quarantine"
@@ -92,7 +96,7 @@ pub enum QuarantineError {
         source: sqlx::Error,
     },
     /// The database refused a statement, or the connection failed.
-    #[error("{action} for tenant `{tenant}`, queue `{queue}` failed: {problem}; {}", .action.outcome())]
+    #[error("{action} for tenant `{tenant}`, queue `{queue}` failed: {problem}; {}", .action.outcome(*.transaction_ended))]
     Database {
         /// What was being done.
         action: QuarantineAction,
@@ -102,6 +106,12 @@ pub enum QuarantineError {
         queue: String,
         /// What went wrong, in words (the database's own message, or the connection error).
         problem: String,
+        /// For [`QuarantineAction::Quarantine`]: the failure ended the caller's transaction
+        /// as well, not only the move's savepoint (MySQL rolls a deadlock's victim back
+        /// whole; or the connection failed). The caller must roll it back: committing it
+        /// would commit nothing of the batch. `false` for the other actions, which run in
+        /// transactions of their own.
+        transaction_ended: bool,
         /// The driver's error.
         #[source]
         source: sqlx::Error,

@@ -137,8 +137,10 @@ impl QueueQuarantine {
     ///
     /// [`Error::Ident`] for unusable names; [`Error::Quarantine`] naming the tenant and the
     /// queue, and whether the quarantine table or the queue table is missing or what the
-    /// database refused. Nothing was moved then, and the savepoint was rolled back: the
-    /// caller's transaction is still usable unless the connection itself failed.
+    /// database refused. Nothing was moved then. The move's savepoint was rolled back and the
+    /// caller's transaction is still usable, unless the error says otherwise
+    /// ([`QuarantineError::Database`]'s `transaction_ended`: on MySQL a deadlock rolls the
+    /// whole transaction back; or the connection failed): roll it back then.
     // The connection is taken as `&mut C`, not as a generic `sqlx::Acquire<'c>`: with
     // `Acquire`, the future was not `Send` for every lifetime (rustc's "implementation of
     // `Send` is not general enough"), so a consumer could not call this in `tokio::spawn`.
@@ -191,7 +193,7 @@ impl QueueQuarantine {
                 return Err(self.error(dialect, QuarantineAction::Quarantine, e, missing));
             }
             Err(Failed::Broken(e)) => {
-                return Err(self.error(dialect, QuarantineAction::Quarantine, e, None));
+                return Err(self.transaction_ended(QuarantineAction::Quarantine, e));
             }
         };
         if moved > 0 {
@@ -291,6 +293,20 @@ impl QueueQuarantine {
         (!DB::table_exists(conn, schema, table).await.ok()?).then_some(Missing::Queue)
     }
 
+    /// The error of a failed `action` that ended the caller's transaction as well: its
+    /// savepoint could not be rolled back.
+    fn transaction_ended(&self, action: QuarantineAction, source: sqlx::Error) -> Error {
+        QuarantineError::Database {
+            action,
+            tenant: self.tenant.to_string(),
+            queue: self.queue.clone(),
+            problem: problem(&source),
+            transaction_ended: true,
+            source,
+        }
+        .into()
+    }
+
     /// The error of a failed `action`, naming the tenant, the queue and the missing table.
     pub(super) fn error(
         &self,
@@ -329,6 +345,7 @@ impl QueueQuarantine {
                 tenant,
                 queue,
                 problem: problem(&source),
+                transaction_ended: false,
                 source,
             },
         };
