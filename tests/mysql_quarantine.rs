@@ -571,6 +571,8 @@ async fn mysql_a_deadlock_in_the_move_says_the_caller_s_transaction_is_gone() {
     )
     .await;
     let (outcome, batch) = moving.await.unwrap();
+    drop(batch);
+    other.rollback().await.unwrap();
     let text = outcome.expect_err("the batch was the deadlock's victim");
     assert!(text.contains("Deadlock"), "{text}");
     assert!(!text.contains("still usable"), "{text}");
@@ -579,8 +581,6 @@ async fn mysql_a_deadlock_in_the_move_says_the_caller_s_transaction_is_gone() {
             && text.contains("roll it back and run the batch again"),
         "{text}"
     );
-    drop(batch);
-    other.rollback().await.unwrap();
     assert_eq!(tenant.count(&pool).await, 2);
     assert!(site.list(&pool).await.unwrap().is_empty());
 }

@@ -93,6 +93,20 @@ async fn postgres_table_sink_stores_each_record_once() {
     db.drop_db().await;
 }
 
+/// On MySQL/MariaDB the quarantine table lives in the tenant's database and its
+/// `quarantined_at` has no default: the sink sets it (every put failed with "Field
+/// 'quarantined_at' doesn't have a default value", so a broker consumer storing its poison
+/// there retried the batch for ever).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mysql_table_sink_stores_each_record_once() {
+    let pool = support::mysql_pool().await;
+    let tenant = support::unique_name("sink_once");
+    let _cleanup = support::MySqlDatabases(vec![tenant.clone()]);
+    support::exec(&pool, format!("CREATE DATABASE `{tenant}`")).await;
+    let sink = TableSink::new(pool.clone(), Quarantine::default());
+    stored_twice_counts_once(&sink, &pool, &tenant).await;
+}
+
 /// A record's texts are public fields (and a consumer may fill them from anywhere): a NUL
 /// in the error or the field path, which PostgreSQL's `text` refuses, is stored escaped
 /// instead of failing the write (and with it the tenant's batch, again and again).

@@ -55,16 +55,18 @@ impl<DB: QuarantineStore> TableSink<DB> {
         let tenant = TenantName::new(tenant)?;
         let (schema, table) = self.quarantine.location(DB::DIALECT, &tenant);
         let q = DB::DIALECT.quote_qualified(schema, table)?;
-        let dual = if DB::DIALECT == Dialect::MySql {
-            " FROM DUAL"
+        // MySQL's table has no default for `quarantined_at` (`DATETIME(6)` cannot default
+        // to the current time in UTC): the statement sets it, as the queue's move does.
+        let (stamped, stamp, dual) = if DB::DIALECT == Dialect::MySql {
+            (", quarantined_at", ", UTC_TIMESTAMP(6)", " FROM DUAL")
         } else {
-            ""
+            ("", "", "")
         };
         // language=SQL
         let sql = format!(
             "INSERT INTO {q} (tenant, queue, source_id, payload_raw, reason, field_path, error,
-                contract_name, contract_fingerprint)
-             SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?{dual}
+                contract_name, contract_fingerprint{stamped})
+             SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?{stamp}{dual}
              WHERE NOT EXISTS (SELECT 1 FROM {q} WHERE tenant = ? AND queue = ? AND source_id = ?
                 AND payload_raw = ? AND replayed_at IS NULL)"
         );
