@@ -134,3 +134,143 @@ async fn postgres_table_sink_stores_texts_holding_a_nul() {
     assert_eq!(rows[0].field_path.as_deref(), Some("shade\\u0000"));
     db.drop_db().await;
 }
+
+/// Two consumers store the same record at once: a broker redelivered the message to a
+/// second consumer while the first was still storing it. The caller holds the quarantine
+/// table (its quarantine table made) so that both puts reach their insert before either
+/// commits, until `release`; `waiting` counts the transactions waiting for a lock. Exactly
+/// one row must be stored and counted (both puts used to find no waiting row and both
+/// inserted). A put that fails instead stores nothing and leaves its message
+/// unacknowledged; storing it again is then skipped.
+async fn stored_at_once_counts_once<DB, W>(
+    sink: &TableSink<DB>,
+    pool: &sqlx::Pool<DB>,
+    tenant: &str,
+    release: tokio::sync::oneshot::Sender<()>,
+    waiting: W,
+) where
+    DB: contract_sqlx::quarantine::QuarantineStore,
+    TableSink<DB>: QuarantineSink,
+    W: AsyncFn() -> i64,
+{
+    let record = records(tenant).swap_remove(0);
+    let put = || sink.put(std::slice::from_ref(&record));
+    let release_when_both_wait = async {
+        let mut both = false;
+        for _ in 0..400 {
+            if waiting().await >= 2 {
+                both = true;
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+        }
+        release.send(()).expect("the holder waits");
+        both
+    };
+    let (first, second, both) = tokio::join!(put(), put(), release_when_both_wait);
+    assert!(
+        both,
+        "the two puts never both waited: {:?}, {:?}",
+        first.as_ref().map_err(ToString::to_string),
+        second.as_ref().map_err(ToString::to_string)
+    );
+    let mut stored = 0;
+    for outcome in [first, second] {
+        match outcome {
+            Ok(n) => stored += n,
+            Err(e) => assert!(e.to_string().contains("will be delivered again"), "{e}"),
+        }
+    }
+    let again = sink
+        .put(std::slice::from_ref(&record))
+        .await
+        .expect("again");
+    assert_eq!(
+        stored + again,
+        1,
+        "stored at once: {stored}, again: {again}"
+    );
+    let site = QueueQuarantine::new(
+        TenantName::new(tenant).unwrap(),
+        QueueTable::new("jobs.rabbit"),
+    );
+    let rows = site.list(pool).await.expect("list");
+    assert_eq!(rows.len(), 1, "{rows:?}");
+}
+
+/// Runs `hold` (statements that lock) in a transaction of its own, begun by `begin`,
+/// until the returned sender is used, then commits it.
+macro_rules! holding {
+    ($pool:expr, $begin:expr, $hold:expr) => {{
+        let (release, released) = tokio::sync::oneshot::channel::<()>();
+        let (taken, is_taken) = tokio::sync::oneshot::channel::<()>();
+        let (pool, hold) = ($pool.clone(), $hold);
+        let holder = tokio::spawn(async move {
+            let mut tx = pool.begin_with($begin).await.expect("hold");
+            sqlx::raw_sql(sqlx::AssertSqlSafe(hold))
+                .execute(&mut *tx)
+                .await
+                .expect("the lock");
+            let _ = taken.send(());
+            let _ = released.await;
+            tx.commit().await.expect("release");
+        });
+        is_taken.await.expect("the lock is held");
+        (release, holder)
+    }};
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_table_sink_stores_a_record_put_twice_at_once_once() {
+    let db = support::PgScratch::create("contract_sink_race").await;
+    let sink = TableSink::new(db.pool.clone(), Quarantine::default());
+    sink.ensure_table("tenant_r")
+        .await
+        .expect("quarantine table");
+    let lock = "LOCK TABLE public.contract_quarantine IN SHARE MODE".to_owned();
+    let (release, holder) = holding!(db.pool, "BEGIN", lock);
+    let waiting = async || -> i64 {
+        sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity \
+             WHERE wait_event_type = 'Lock' AND datname = current_database()",
+        )
+        .fetch_one(&db.pool)
+        .await
+        .expect("activity")
+    };
+    stored_at_once_counts_once(&sink, &db.pool, "tenant_r", release, waiting).await;
+    holder.await.expect("holder");
+    db.drop_db().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mysql_table_sink_stores_a_record_put_twice_at_once_once() {
+    let pool = support::mysql_pool().await;
+    let tenant = support::unique_name("sink_race");
+    let _cleanup = support::MySqlDatabases(vec![tenant.clone()]);
+    support::exec(&pool, format!("CREATE DATABASE `{tenant}`")).await;
+    let sink = TableSink::new(pool.clone(), Quarantine::default());
+    sink.ensure_table(&tenant).await.expect("quarantine table");
+    // A locking read of the queue's waiting rows at REPEATABLE READ locks the gap a new
+    // row goes into.
+    let lock = format!(
+        "SELECT id FROM `{tenant}`.contract_quarantine \
+         WHERE tenant = '{tenant}' AND queue = 'jobs.rabbit' AND replayed_at IS NULL FOR UPDATE"
+    );
+    let begin = "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ; START TRANSACTION";
+    let (release, holder) = holding!(pool, begin, lock);
+    // A blocked statement shows in the process list (InnoDB's own views did not list
+    // these inserts as waiting).
+    let waiting = async || -> i64 {
+        sqlx::query_scalar(
+            "SELECT COUNT(*) FROM information_schema.processlist \
+             WHERE info LIKE CONCAT('INSERT INTO `', ?, '`%')",
+        )
+        .bind(&tenant)
+        .fetch_one(&pool)
+        .await
+        .expect("processlist")
+    };
+    stored_at_once_counts_once(&sink, &pool, &tenant, release, waiting).await;
+    holder.await.expect("holder");
+}

@@ -187,6 +187,8 @@ pub trait QuarantineSink: Send + Sync {
 }
 
 #[cfg(any(feature = "postgres", feature = "mysql", feature = "sqlite"))]
+mod one_at_a_time;
+#[cfg(any(feature = "postgres", feature = "mysql", feature = "sqlite"))]
 mod table_sink;
 #[cfg(any(feature = "postgres", feature = "mysql", feature = "sqlite"))]
 pub use table_sink::TableSink;

@@ -4,6 +4,7 @@ use contract_core::{Dialect, TenantName};
 use futures_util::future::BoxFuture;
 use sqlx::Pool;
 
+use super::one_at_a_time::OneAtATime;
 use super::{QuarantineRecord, QuarantineSink, SinkError};
 use crate::quarantine::stored::{storable_contract_name, storable_text};
 use crate::quarantine::{Quarantine, QuarantineStore, QueueQuarantine, QueueTable};
@@ -12,7 +13,10 @@ use crate::quarantine::{Quarantine, QuarantineStore, QueueQuarantine, QueueTable
 /// [`QueueQuarantine`] writes), for consumers whose messages are not rows: a broker's.
 ///
 /// Each record is inserted unless a waiting row of the same tenant, source, id and bytes
-/// is there already, so a record stored again after a crash is skipped. The `source_id`
+/// is there already, so a record stored again after a crash is skipped, also when two
+/// consumers store it at once (a redelivered message): on PostgreSQL the second waits for
+/// the first; on MySQL/MariaDB the server fails one of them, whose message is then
+/// delivered again; on SQLite puts run one at a time. The `source_id`
 /// column holds [`QuarantineRecord::source_id`]; the parsed copy (`payload`) is left empty.
 /// On MySQL/MariaDB the table lives in each tenant's database, on SQLite in the pool's file.
 ///
@@ -103,7 +107,11 @@ macro_rules! impl_sink {
             ) -> BoxFuture<'a, Result<u64, SinkError>> {
                 Box::pin(async move {
                     let fail = |e| SinkError::write(self, records, e);
-                    let mut tx = <$db as QuarantineStore>::begin_write(&self.pool)
+                    let mut tx = <$db as OneAtATime>::begin_put(&self.pool)
+                        .await
+                        .map_err(|e| fail(e.into()))?;
+                    let table = format!("{}.{}", self.quarantine.schema, self.quarantine.table);
+                    <$db as OneAtATime>::hold_records(&mut tx, &table, records)
                         .await
                         .map_err(|e| fail(e.into()))?;
                     let mut stored = 0;
