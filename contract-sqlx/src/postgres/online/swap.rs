@@ -8,18 +8,22 @@ use super::type_change::{Names, OnlineTypeChange, short_tx};
 use crate::error::Result;
 use contract_core::Dialect;
 
-/// The name of the index built on the shadow column for the index `name`.
+/// The name of the index built on the shadow column for the index `name`: within
+/// PostgreSQL's 63 bytes, a long name cut at a character boundary.
 fn shadow_index(name: &str) -> String {
     let raw = format!("{name}_contract_new");
     if raw.len() <= 63 {
-        raw
-    } else {
-        format!(
-            "{}_{}",
-            &name[..name.len().min(40)],
-            &contract_core::digest_hex(raw.as_bytes())[..8]
-        )
+        return raw;
     }
+    let mut cut = name.len().min(40);
+    while !name.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    format!(
+        "{}_{}",
+        &name[..cut],
+        &contract_core::digest_hex(raw.as_bytes())[..8]
+    )
 }
 
 /// The check behind `NOT NULL` (added `NOT VALID`, then validated) and the indexes.
@@ -133,4 +137,23 @@ pub(super) async fn swap(
         &change.schema,
     ))?;
     Ok(attempts)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::shadow_index;
+
+    #[test]
+    fn a_long_index_name_is_cut_at_a_character_boundary() {
+        assert_eq!(shadow_index("accounts_pkey"), "accounts_pkey_contract_new");
+        // Byte 40 falls inside the 'é' (bytes 39 and 40): slicing there panicked, after
+        // the whole backfill, on every pass.
+        let name = format!("{}é{}", "a".repeat(39), "b".repeat(11));
+        let shadow = shadow_index(&name);
+        assert!(shadow.len() <= 63, "{shadow}");
+        assert!(shadow.starts_with(&"a".repeat(39)), "{shadow}");
+        assert!(!shadow.contains('é'), "{shadow}");
+        // Two long names that share their first 40 bytes still differ.
+        assert_ne!(shadow, shadow_index(&format!("{name}x")));
+    }
 }
