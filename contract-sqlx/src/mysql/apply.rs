@@ -110,14 +110,18 @@ pub(super) async fn apply(pool: &MySqlPool, job: &ApplyJob<'_, MySql>) -> Result
         .await
         .map_err(failed(tenant, 1, "advisory lock"))?;
     if acquired != 1 {
+        // `GET_LOCK` says 0 when the wait ran out, NULL (here -1) when it failed otherwise
+        // (the session was killed, say).
+        let why = if acquired == 0 {
+            format!(
+                "another apply or reconcile of this tenant (by this or another replica) held its lock `{lock}` for longer than {} ms",
+                crate::remediation::timeout_ms(job.options.advisory_lock_wait)
+            )
+        } else {
+            format!("the server did not grant the tenant's lock `{lock}` (GET_LOCK returned NULL)")
+        };
         return Err(failed(tenant, 1, "advisory lock")(sqlx::Error::Io(
-            std::io::Error::new(
-                std::io::ErrorKind::TimedOut,
-                format!(
-                    "another replica held the tenant's lock `{lock}` for longer than {:?}",
-                    job.options.advisory_lock_wait
-                ),
-            ),
+            std::io::Error::new(std::io::ErrorKind::TimedOut, why),
         )));
     }
     let result = locked(pool, &mut conn, job, started).await;
