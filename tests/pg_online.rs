@@ -1366,3 +1366,73 @@ async fn online_table_copy_retries_a_batch_that_met_a_writers_uncommitted_key() 
     let _ = writer.close().await;
     scratch.drop_db().await;
 }
+
+/// In the guard, an approved multi-transaction plan whose `VALIDATE` meets a `NULL` row
+/// stops after its first transaction. Once the row is fixed, the retry resumes the pending
+/// audit row at `VALIDATE`: it used to run the plan from its first transaction again,
+/// whose `ADD CONSTRAINT` failed ("already exists") on every pass until the process
+/// restarted, the tenant paused all along.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_guard_resumes_a_plan_stopped_between_its_transactions_once_the_data_is_fixed() {
+    use contract_sqlx::Guard;
+    use std::time::Duration;
+
+    let scratch = PgScratch::create("contract_online_guard_resume").await;
+    exec(&scratch.pool, NULLABLE_EVENTS).await;
+    exec(&scratch.pool, "INSERT INTO tenant_1.events VALUES (0, NULL)").await;
+    let contracts = ContractSet::<Postgres>::new().with::<Event>();
+    let dry = remediate(
+        &pg_tenant_directory(&scratch.pool).await,
+        &contracts,
+        Remediation::DryRun,
+    )
+    .run()
+    .await
+    .expect("dry run");
+    let plan = dry.plans[0].clone();
+    assert!(plan.steps.iter().any(|s| s.phases.len() > 1), "{plan}");
+
+    let guard = Guard::<Postgres>::builder()
+        .contract::<Event>()
+        .tenants(Tenants::schemas_like("tenant_%"))
+        .remediation(Remediation::DryRun)
+        .revalidate_every(Duration::from_millis(50))
+        .start(&scratch.pool)
+        .await
+        .expect("guard start");
+    assert!(!guard.gate("tenant_1").is_open(), "drifted: paused");
+    guard.set_policy(Remediation::Approved(plan.hash.clone()));
+    guard.revalidate().await.expect("the pass that applies");
+    assert_eq!(
+        audit(&scratch.pool, "tenant_1").await,
+        [("pending".to_owned(), Some(1))],
+        "stopped at VALIDATE"
+    );
+    assert!(!guard.gate("tenant_1").is_open());
+
+    exec(&scratch.pool, "DELETE FROM tenant_1.events WHERE id = 0").await;
+    for _ in 0..40 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        guard.revalidate().await.expect("pass");
+        if guard.gate("tenant_1").is_open() {
+            break;
+        }
+    }
+    let rows: Vec<(String, Option<i32>, Option<String>)> =
+        sqlx::query_as("SELECT status, phase, evidence FROM public.contract_audit")
+            .fetch_all(&scratch.pool)
+            .await
+            .expect("audit rows");
+    let pass = guard.last_pass().map(|p| format!("{p:?}"));
+    assert!(
+        guard.gate("tenant_1").is_open(),
+        "still paused; audit rows {rows:?}; last pass {pass:?}"
+    );
+    assert!(not_null(&scratch.pool, "tenant_1", "events", "user_id").await);
+    assert_eq!(
+        audit(&scratch.pool, "tenant_1").await,
+        [("applied".to_owned(), Some(3))],
+        "the pending row resumed, not a second apply"
+    );
+    scratch.drop_db().await;
+}

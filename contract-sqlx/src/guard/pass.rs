@@ -121,22 +121,39 @@ impl<DB: ControlStore> Guard<DB> {
             retired: found.retired.clone(),
             ..Revalidation::default()
         };
-        // At start-up, audit rows an interrupted apply left pending (a killed process, a cut
-        // connection) are settled against the live schema before anything is applied.
-        if first && policy.applies() {
-            for (pool, names) in directory.groups() {
-                DB::reconcile_audits(pool, names, &inner.contracts, &inner.options.audit).await;
-            }
-        }
-
-        // Check: the tenants the scope asks for (on a sweep, those whose catalog signature
-        // moved), in chunks; diff the tenants whose fingerprint changed.
         let retry_due: BTreeSet<String> = state
             .retry
             .iter()
             .filter(|(_, (at, _))| *at <= started)
             .map(|(t, _)| t.clone())
             .collect();
+        // Audit rows an interrupted apply left pending (a killed process, a cut connection,
+        // a later transaction of a multi-transaction plan that failed) are settled against
+        // the live schema, or resumed where they stopped, before anything is applied: at
+        // start-up for every tenant, then for each tenant whose failed remediation is due
+        // for its retry (planning it afresh would run its first transaction again).
+        if policy.applies() && (first || !retry_due.is_empty()) {
+            for (pool, names) in directory.groups() {
+                let due: Vec<TenantName>;
+                let names = if first {
+                    names.as_slice()
+                } else {
+                    due = names
+                        .iter()
+                        .filter(|n| retry_due.contains(n.as_str()))
+                        .cloned()
+                        .collect();
+                    due.as_slice()
+                };
+                if !names.is_empty() {
+                    DB::reconcile_audits(pool, names, &inner.contracts, &inner.options.audit)
+                        .await;
+                }
+            }
+        }
+
+        // Check: the tenants the scope asks for (on a sweep, those whose catalog signature
+        // moved), in chunks; diff the tenants whose fingerprint changed.
         let introspect_started = Instant::now();
         let forced = Forced {
             dirty: &dirty.tenants,
