@@ -1379,7 +1379,11 @@ async fn the_guard_resumes_a_plan_stopped_between_its_transactions_once_the_data
 
     let scratch = PgScratch::create("contract_online_guard_resume").await;
     exec(&scratch.pool, NULLABLE_EVENTS).await;
-    exec(&scratch.pool, "INSERT INTO tenant_1.events VALUES (0, NULL)").await;
+    exec(
+        &scratch.pool,
+        "INSERT INTO tenant_1.events VALUES (0, NULL)",
+    )
+    .await;
     let contracts = ContractSet::<Postgres>::new().with::<Event>();
     let dry = remediate(
         &pg_tenant_directory(&scratch.pool).await,
@@ -1435,4 +1439,74 @@ async fn the_guard_resumes_a_plan_stopped_between_its_transactions_once_the_data
         "the pending row resumed, not a second apply"
     );
     scratch.drop_db().await;
+}
+
+/// An approved online type change cut when its audit row is about to be sent: the change
+/// and its row commit together or not at all. The row used to be written after the swap
+/// had committed, in a statement of its own: cut there (or the process killed, or the
+/// pass cancelled), the column was `bigint` with no audit row, and nothing planned it
+/// again since the tenant complied. Run again, the change completes with one row.
+#[tokio::test]
+async fn an_online_change_cut_at_its_audit_row_commits_with_it_or_not_at_all() {
+    use contract_sqlx::remediation::ApplyOptions;
+
+    let scratch = PgScratch::create("contract_online_audit").await;
+    exec(
+        &scratch.pool,
+        "CREATE SCHEMA tenant_1; \
+         CREATE TABLE tenant_1.events (id int8 PRIMARY KEY, user_id int4 NOT NULL); \
+         INSERT INTO tenant_1.events SELECT g, g FROM generate_series(1, 3000) g; \
+         ANALYZE tenant_1.events",
+    )
+    .await;
+    let proxy = Proxy::start(target_of(&pg_url())).await;
+    let pool = pg_pool_through(&proxy, &scratch.url);
+    let dir = pg_tenant_directory(&pool).await;
+    let contracts = ContractSet::<Postgres>::new().with::<Event>();
+    let options = ApplyOptions::default()
+        .with_online_threshold(Some(1000))
+        .with_online_batches(1000, std::time::Duration::ZERO);
+    let dry = remediate(&dir, &contracts, Remediation::DryRun)
+        .options(options.clone())
+        .run()
+        .await
+        .expect("dry run");
+    let plan = dry.plans[0].clone();
+    assert!(plan.steps[0].online.is_some(), "an online step: {plan}");
+    let approved = || {
+        remediate(&dir, &contracts, Remediation::Approved(plan.hash.clone()))
+            .options(options.clone())
+            .run()
+    };
+
+    let fault = proxy.arm(&["(audit_id, tenant, plan_hash"], Cut::BeforeSending);
+    let cut = approved().await.expect("run");
+    assert!(fault.fired(), "the cut never happened");
+    assert_eq!(cut.failed.len(), 1, "{:?}", cut.failed);
+    let changed = user_id_type(&scratch.pool).await == "bigint";
+    let rows = audit(&scratch.pool, "tenant_1").await;
+    assert_eq!(
+        changed,
+        !rows.is_empty(),
+        "the change committed without its row, or the reverse: {rows:?}"
+    );
+
+    let again = approved().await.expect("run again");
+    assert!(again.failed.is_empty(), "{:?}", again.failed);
+    assert_eq!(user_id_type(&scratch.pool).await, "bigint");
+    let rows = audit(&scratch.pool, "tenant_1").await;
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(rows[0].0, "applied");
+    pool.close().await;
+    scratch.drop_db().await;
+}
+
+async fn user_id_type(pool: &PgPool) -> String {
+    sqlx::query_scalar(
+        "SELECT format_type(atttypid, atttypmod) FROM pg_attribute \
+         WHERE attrelid = 'tenant_1.events'::regclass AND attname = 'user_id' AND NOT attisdropped",
+    )
+    .fetch_one(pool)
+    .await
+    .expect("column type")
 }

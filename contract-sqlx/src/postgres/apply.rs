@@ -221,7 +221,7 @@ async fn apply_once(
 /// which cannot bind parameters. Its duration is the client's time before `BEGIN` plus the
 /// server's since (`now()` is the transaction's start); the record returned to the caller
 /// measures until the message was answered, so the two differ by about a round trip.
-fn audit_insert(
+pub(in crate::postgres) fn audit_insert(
     job: &ApplyJob<'_, Postgres>,
     audit_id: &str,
     statements: &[String],

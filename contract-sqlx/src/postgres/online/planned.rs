@@ -5,7 +5,10 @@
 //! their own audit row). Then each online step runs [`change_type_online`] under a
 //! session advisory lock of the tenant's online work (so two replicas never backfill the
 //! same tenant at once; a killed process releases it with its connection), and one audit
-//! row records what the online steps did. A run killed mid-backfill leaves the checkpoint:
+//! row records what the online steps did: the first swap's transaction writes it and each
+//! later swap's adds its line, so no change commits without it (a cut, a kill or a
+//! cancelled pass in between cannot separate them); once all are done the row is completed
+//! with each change's figures. A run killed mid-backfill leaves the checkpoint:
 //! the next pass plans the same step (the shadow column is an extra column, not drift),
 //! with the same hash, and the procedure resumes after the last committed batch.
 
@@ -86,12 +89,15 @@ pub(in crate::postgres) async fn apply_online(
         .await
         .map_err(failed(tenant, 1, "online lock"))?;
     let options = job.options;
+    let audit_id = new_audit_id();
+    // Whether a swap has committed the audit row yet.
+    let mut written = false;
     let mut outcome = Ok(());
     for step in &online {
         let Some(planned) = &step.online else {
             continue;
         };
-        let change = OnlineTypeChange::new(
+        let mut change = OnlineTypeChange::new(
             &planned.schema,
             &step.table,
             &planned.column,
@@ -99,9 +105,30 @@ pub(in crate::postgres) async fn apply_online(
         )
         .batches(options.online_batch_rows, options.online_pause)
         .lock(options.lock_timeout, options.max_attempts);
+        // The audit row commits with the first swap (each later swap adds its line): a
+        // change never commits without its row, whatever happens after it.
+        let swapped = format!(
+            "-- online type change {}.{}.{} to {}",
+            change.schema, change.table, change.column, change.new_type
+        );
+        let record = if !written {
+            let mut so_far = statements.clone();
+            so_far.push(swapped);
+            crate::postgres::apply::audit_insert(
+                job,
+                &audit_id,
+                &so_far,
+                attempts,
+                elapsed_ms(started),
+            )
+        } else {
+            audit_append(job, &audit_id, &swapped)
+        };
+        change.recorded_in_swap = Some(record.map_err(failed(tenant, attempts, "audit row"))?);
         tracing::info!(tenant, table = %step.table, column = %planned.column, new_type = %planned.new_type, rows_estimate = planned.rows_estimate, "online type change starts");
         match change_type_online(pool, &change).await {
             Ok(report) => {
+                written = true;
                 attempts = attempts.max(report.swap_attempts);
                 statements.push(summary(&change, &report));
                 progress.extend(report.progress);
@@ -115,9 +142,8 @@ pub(in crate::postgres) async fn apply_online(
     // Closing the connection releases the lock.
     let _ = lock.close().await;
     outcome?;
-    let audit_id = new_audit_id();
     let duration_ms = elapsed_ms(started);
-    insert_audit(pool, job, &audit_id, &statements, attempts, duration_ms).await?;
+    complete_audit(pool, job, &audit_id, &statements, attempts, duration_ms).await;
     let mut record = AuditRecord::applied(job, audit_id, statements, attempts, duration_ms);
     record.progress = progress;
     Ok(record)
@@ -147,35 +173,55 @@ fn summary(change: &OnlineTypeChange, report: &OnlineReport) -> String {
     )
 }
 
-async fn insert_audit(
+/// The statement a later swap of the same job runs: its line added to the row the first
+/// swap wrote (literals: it travels in the swap's message).
+fn audit_append(
+    job: &ApplyJob<'_, Postgres>,
+    audit_id: &str,
+    line: &str,
+) -> std::result::Result<String, sqlx::Error> {
+    let pg = contract_core::Dialect::Postgres;
+    let encode = |e: contract_core::IdentError| sqlx::Error::Encode(Box::new(e));
+    let audit = &job.options.audit;
+    let table = pg
+        .quote_qualified(Some(&audit.schema), &audit.table)
+        .map_err(encode)?;
+    // language=SQL
+    Ok(format!(
+        "UPDATE {table} SET statements = statements || jsonb_build_array({}::text), finished_at = clock_timestamp() WHERE audit_id = {}",
+        pg.string_literal(line).map_err(encode)?,
+        pg.string_literal(audit_id).map_err(encode)?,
+    ))
+}
+
+/// The row the swaps wrote, completed with what each change did (rows, batches, rates),
+/// its attempts and duration. Best effort: the row exists already, with a line per change.
+async fn complete_audit(
     pool: &PgPool,
     job: &ApplyJob<'_, Postgres>,
     audit_id: &str,
     statements: &[String],
     attempts: u32,
     duration_ms: u64,
-) -> Result<()> {
+) {
     let audit = &job.options.audit;
-    let table =
-        contract_core::Dialect::Postgres.quote_qualified(Some(&audit.schema), &audit.table)?;
+    let Ok(table) =
+        contract_core::Dialect::Postgres.quote_qualified(Some(&audit.schema), &audit.table)
+    else {
+        return;
+    };
     // language=SQL
-    let insert = format!(
-        "INSERT INTO {table} (audit_id, tenant, plan_hash, statements, drift_before, status, actor, attempts, started_at, finished_at, duration_ms, approval_id, approved_by)
-         VALUES ($1, $2, $3, $4, $5, 'applied', $6, $7, now(), clock_timestamp(), $8, $9, $10)"
+    let update = format!(
+        "UPDATE {table} SET statements = $1, attempts = $2, duration_ms = $3, finished_at = clock_timestamp() WHERE audit_id = $4"
     );
-    sqlx::query(AssertSqlSafe(insert).into_sql_str())
-        .bind(audit_id)
-        .bind(job.tenant.as_str())
-        .bind(&job.plan.hash)
+    let done = sqlx::query(AssertSqlSafe(update).into_sql_str())
         .bind(sqlx::types::Json(statements))
-        .bind(sqlx::types::Json(&job.drift_before))
-        .bind(&audit.actor)
         .bind(i32::try_from(attempts).unwrap_or(i32::MAX))
         .bind(i64::try_from(duration_ms).unwrap_or(i64::MAX))
-        .bind(job.approval.and_then(|a| a.id.as_deref()))
-        .bind(job.approval.map(|a| a.approver.as_str()))
+        .bind(audit_id)
         .execute(pool)
-        .await
-        .map_err(failed(job.tenant.as_str(), attempts, "audit row"))?;
-    Ok(())
+        .await;
+    if let Err(error) = done {
+        tracing::warn!(tenant = %job.tenant, audit_id, error = %error, "the online change's audit row keeps its short form: completing it failed");
+    }
 }

@@ -124,18 +124,18 @@ pub(super) async fn swap(
         names.progress,
         Dialect::Postgres.string_literal(&names.key)?
     ));
+    sql.extend(change.recorded_in_swap.iter().cloned());
     let _ = &names.shadow_raw;
     let attempts = short_tx(pool, change, &sql.join(";\n"), "the swap").await?;
-    // Fresh statistics for the planner on the new column.
-    sqlx::query(
-        AssertSqlSafe(format!("ANALYZE {} ({})", names.table, names.column)).into_sql_str(),
-    )
-    .execute(pool)
-    .await
-    .map_err(super::step_failed(
-        "analyzing the swapped column",
-        &change.schema,
-    ))?;
+    // Fresh statistics for the planner on the new column. The change has committed: a
+    // failure here is not the change's (autovacuum analyzes the table later).
+    let analyze = format!("ANALYZE {} ({})", names.table, names.column);
+    if let Err(error) = sqlx::query(AssertSqlSafe(analyze).into_sql_str())
+        .execute(pool)
+        .await
+    {
+        tracing::warn!(table = %names.table, column = %names.column, error = %error, "the type change committed, but analyzing the swapped column failed; autovacuum will");
+    }
     Ok(attempts)
 }
 

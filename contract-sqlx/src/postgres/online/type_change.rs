@@ -47,6 +47,9 @@ pub struct OnlineTypeChange {
     /// Which procedure runs: by default the table copy when the table qualifies, the
     /// shadow column otherwise.
     pub procedure: OnlineProcedure,
+    /// A statement the swap's transaction runs last: a remediation's audit row, which then
+    /// commits exactly when the change does (never a change without its row).
+    pub(crate) recorded_in_swap: Option<String>,
 }
 
 /// The two procedures of an online type change.
@@ -82,6 +85,7 @@ impl OnlineTypeChange {
             max_attempts: 20,
             progress_table: ("public".into(), "contract_online_progress".into()),
             procedure: OnlineProcedure::Auto,
+            recorded_in_swap: None,
         }
     }
 

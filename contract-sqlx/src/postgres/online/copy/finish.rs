@@ -116,7 +116,7 @@ pub(super) async fn swap(
          ALTER TABLE {n} RENAME TO {name};
          {renames};
          DROP FUNCTION {f}();
-         DELETE FROM {p} WHERE change = {k}",
+         DELETE FROM {p} WHERE change = {k}{recorded}",
         t = names.table,
         tl = lit(&names.table)?,
         nl = lit(&names.new)?,
@@ -129,6 +129,11 @@ pub(super) async fn swap(
         f = names.function,
         p = names.progress,
         k = lit(&names.key)?,
+        recorded = change
+            .recorded_in_swap
+            .as_ref()
+            .map(|statement| format!(";\n{statement}"))
+            .unwrap_or_default(),
     );
     short_tx(pool, change, &sql, "the swap of the tables").await
 }

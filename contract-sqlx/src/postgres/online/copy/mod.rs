@@ -262,10 +262,15 @@ pub(super) async fn run(
     phase(&mut report, "swap");
     // Dropped after the swap: the files of a big table take a while to unlink (356 ms for
     // 2M rows on a loaded machine), which in the swap would hold its lock that long.
-    sqlx::query(AssertSqlSafe(format!("DROP TABLE IF EXISTS {}", names.old)).into_sql_str())
+    // The change has committed: a failure here leaves the old table behind, not the
+    // change undone.
+    let drop_old = format!("DROP TABLE IF EXISTS {}", names.old);
+    if let Err(error) = sqlx::query(AssertSqlSafe(drop_old).into_sql_str())
         .execute(pool)
         .await
-        .map_err(db("dropping the old table"))?;
+    {
+        tracing::warn!(table = %names.table, old = %names.old, error = %error, "the type change committed, but dropping the old table failed; drop it by hand");
+    }
     report.total_ms = elapsed_ms(started);
     tracing::info!(table = %names.table, column = %change.column, new_type = %change.new_type, total_ms = report.total_ms, rows = report.rows_backfilled, "online type change by table copy done");
     Ok(report)
