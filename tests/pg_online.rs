@@ -1510,3 +1510,111 @@ async fn user_id_type(pool: &PgPool) -> String {
     .await
     .expect("column type")
 }
+
+/// Two tenants approved for the same online type change, one at a time: while tenant_a's
+/// backfill runs, tenant_b's column is changed by hand to `numeric(12,3)` and given
+/// fractions. tenant_b's change, planned on `integer`, must be refused as stale and its
+/// fractions kept; it used to cast the column to `bigint` anyway, rounding them away.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_online_change_waiting_its_turn_is_stale_when_its_column_changed_meanwhile() {
+    use contract_sqlx::remediation::ApplyOptions;
+    use std::time::Duration;
+
+    let scratch = PgScratch::create("contract_online_turn").await;
+    for tenant in ["tenant_a", "tenant_b"] {
+        exec(
+            &scratch.pool,
+            format!(
+                "CREATE SCHEMA {tenant}; \
+                 CREATE TABLE {tenant}.events (id int8 PRIMARY KEY, user_id int4 NOT NULL); \
+                 INSERT INTO {tenant}.events SELECT g, g FROM generate_series(1, 3000) g; \
+                 ANALYZE {tenant}.events"
+            ),
+        )
+        .await;
+    }
+    let dir = pg_tenant_directory(&scratch.pool).await;
+    let contracts = ContractSet::<Postgres>::new().with::<Event>();
+    let options = ApplyOptions::default()
+        .with_online_threshold(Some(1000))
+        .with_online_batches(100, Duration::from_millis(40))
+        .with_parallelism(1);
+    let dry = remediate(&dir, &contracts, Remediation::DryRun)
+        .options(options.clone())
+        .run()
+        .await
+        .expect("dry run");
+    assert_eq!(dry.plans.len(), 2, "{:?}", dry.plans);
+    let shape = dry.plans[0].shape.clone();
+    assert_eq!(shape, dry.plans[1].shape);
+    let run = {
+        let (dir, contracts, options) = (dir.clone(), contracts.clone(), options.clone());
+        tokio::spawn(async move {
+            remediate(&dir, &contracts, Remediation::ApprovedShape(shape))
+                .options(options)
+                .run()
+                .await
+        })
+    };
+    let backfilled = || async {
+        sqlx::query_scalar::<_, i64>(
+            "SELECT coalesce(max(rows_done), 0) FROM public.contract_online_progress \
+             WHERE change LIKE '%tenant_a.events.%'",
+        )
+        .fetch_one(&scratch.pool)
+        .await
+        .unwrap_or(0)
+    };
+    let mut started = false;
+    for _ in 0..500 {
+        if backfilled().await > 0 {
+            started = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    if !started {
+        let run = run.await.expect("join").map(|r| format!("{:?}", r.failed));
+        panic!("tenant_a's backfill never started: {run:?}");
+    }
+    let type_of = |tenant: &'static str| {
+        let pool = scratch.pool.clone();
+        async move {
+            sqlx::query_scalar::<_, String>(
+                "SELECT format_type(atttypid, atttypmod) FROM pg_attribute \
+                 WHERE attrelid = to_regclass($1) AND attname = 'user_id' AND NOT attisdropped",
+            )
+            .bind(format!("{tenant}.events"))
+            .fetch_one(&pool)
+            .await
+            .expect("column type")
+        }
+    };
+    assert_eq!(
+        type_of("tenant_b").await,
+        "integer",
+        "tenant_b waits its turn"
+    );
+    exec(
+        &scratch.pool,
+        "ALTER TABLE tenant_b.events ALTER COLUMN user_id TYPE numeric(12,3); \
+         UPDATE tenant_b.events SET user_id = user_id + 0.499 WHERE id <= 10",
+    )
+    .await;
+
+    let run = run.await.expect("join").expect("run");
+    assert_eq!(type_of("tenant_a").await, "bigint");
+    assert_eq!(type_of("tenant_b").await, "numeric(12,3)");
+    let fractions: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM tenant_b.events WHERE user_id <> trunc(user_id)")
+            .fetch_one(&scratch.pool)
+            .await
+            .expect("fractions");
+    assert_eq!(fractions, 10, "tenant_b's fractions are kept");
+    assert!(run.failed.is_empty(), "{:?}", run.failed);
+    assert_eq!(
+        crate::pg_tenant_lock::outcome(&run, "tenant_b"),
+        Some(contract_sqlx::report::TenantOutcome::Stale)
+    );
+    scratch.drop_db().await;
+}

@@ -56,6 +56,7 @@ pub(in crate::postgres) async fn apply_online(
     let (online, rest): (Vec<&PlanStep>, Vec<&PlanStep>) =
         job.steps.iter().copied().partition(|s| s.online.is_some());
     let (mut statements, mut attempts, mut progress) = (Vec::new(), 1, Vec::new());
+    still_as_planned(pool, job, &online).await?;
     if !rest.is_empty() {
         let first = ApplyJob {
             steps: rest,
@@ -147,6 +148,45 @@ pub(in crate::postgres) async fn apply_online(
     let mut record = AuditRecord::applied(job, audit_id, statements, attempts, duration_ms);
     record.progress = progress;
     Ok(record)
+}
+
+/// Fails with [`Error::StalePlan`] unless the online steps' tables are as they were planned
+/// on. The job may have waited hours for its turn behind other tenants' backfills, and an
+/// online change casts whatever the column holds: a column changed by hand meanwhile (say
+/// to `numeric(12,3)`) would be cast to the approved type, its fractions silently rounded
+/// away. (The other steps' transaction re-checks its own tables under the tenant's lock.)
+async fn still_as_planned(
+    pool: &PgPool,
+    job: &ApplyJob<'_, Postgres>,
+    online: &[&PlanStep],
+) -> Result<()> {
+    let tenant = job.tenant.as_str();
+    let online_job = ApplyJob {
+        steps: online.to_vec(),
+        planned_on: job.planned_on.clone(),
+        drift_before: job.drift_before.clone(),
+        ..*job
+    };
+    let mut tables: Vec<String> = online_job
+        .rechecked_tables()
+        .into_iter()
+        .map(|(_, t)| t)
+        .collect();
+    tables.sort_unstable();
+    tables.dedup();
+    let stage = "re-introspect before the online change";
+    let mut conn = pool.acquire().await.map_err(failed(tenant, 1, stage))?;
+    let live =
+        crate::postgres::recheck::reintrospect(&mut conn, &job.schemas(), &tables, job.contracts)
+            .await
+            .map_err(failed(tenant, 1, stage))?;
+    if online_job.still_matches(&live) {
+        Ok(())
+    } else {
+        Err(Error::StalePlan {
+            tenant: tenant.to_owned(),
+        })
+    }
 }
 
 /// What one online change did, as the audit row and the execution log show it (an SQL
