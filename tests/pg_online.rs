@@ -1618,3 +1618,80 @@ async fn an_online_change_waiting_its_turn_is_stale_when_its_column_changed_mean
     );
     scratch.drop_db().await;
 }
+
+/// A table copy during which the old table's column is changed by hand to
+/// `numeric(12,3)` and given fractions (nothing in the copy stops that `ALTER`): the swap
+/// must not happen, the copy is dropped, and the fractions are kept. The copy used to
+/// cast the changed column to the new type and swap, rounding them away.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_table_copy_whose_column_changed_type_meanwhile_is_dropped_not_swapped() {
+    use contract_sqlx::remediation::{OnlineProcedure, OnlineTypeChange, change_type_online};
+    use std::time::Duration;
+
+    let scratch = PgScratch::create("contract_online_copy_type").await;
+    exec(
+        &scratch.pool,
+        "CREATE SCHEMA tenant_1; \
+         CREATE TABLE tenant_1.events (id int8 PRIMARY KEY, user_id int4 NOT NULL); \
+         INSERT INTO tenant_1.events SELECT g, g FROM generate_series(1, 3000) g; \
+         ANALYZE tenant_1.events",
+    )
+    .await;
+    let change = OnlineTypeChange::new("tenant_1", "events", "user_id", "int8")
+        .batches(100, Duration::from_millis(40))
+        .procedure(OnlineProcedure::TableCopy);
+    let copying = {
+        let (pool, change) = (scratch.pool.clone(), change.clone());
+        tokio::spawn(async move { change_type_online(&pool, &change).await })
+    };
+    let mut started = false;
+    for _ in 0..500 {
+        let done: i64 = sqlx::query_scalar(
+            "SELECT coalesce(max(rows_done), 0) FROM public.contract_online_progress",
+        )
+        .fetch_one(&scratch.pool)
+        .await
+        .unwrap_or(0);
+        if done > 0 {
+            started = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(started, "the copy never started");
+    exec(
+        &scratch.pool,
+        "ALTER TABLE tenant_1.events ALTER COLUMN user_id TYPE numeric(12,3); \
+         UPDATE tenant_1.events SET user_id = user_id + 0.499 WHERE id <= 10",
+    )
+    .await;
+
+    let error = copying
+        .await
+        .expect("join")
+        .expect_err("the swap must not happen")
+        .to_string();
+    assert!(
+        error.contains("changed from integer to numeric(12,3)"),
+        "{error}"
+    );
+    assert_eq!(user_id_type(&scratch.pool).await, "numeric(12,3)");
+    let fractions: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM tenant_1.events WHERE user_id <> trunc(user_id)")
+            .fetch_one(&scratch.pool)
+            .await
+            .expect("fractions");
+    assert_eq!(fractions, 10, "the fractions are kept");
+    let leftovers: i64 = sqlx::query_scalar(
+        "SELECT (SELECT count(*) FROM pg_class WHERE relnamespace = 'tenant_1'::regnamespace \
+                 AND relname LIKE 'events_contract%') \
+              + (SELECT count(*) FROM pg_trigger WHERE tgrelid = 'tenant_1.events'::regclass \
+                 AND NOT tgisinternal) \
+              + (SELECT count(*) FROM public.contract_online_progress)",
+    )
+    .fetch_one(&scratch.pool)
+    .await
+    .expect("leftovers");
+    assert_eq!(leftovers, 0, "the copy is dropped");
+    scratch.drop_db().await;
+}

@@ -49,12 +49,59 @@ pub(super) async fn verify(
     })
 }
 
-/// The swap, one transaction under `lock_timeout`, retried; the attempts it took.
+/// The column's type as the catalog spells it now (`integer`, `numeric(12,3)`).
+pub(super) async fn column_type(
+    pool: &PgPool,
+    change: &OnlineTypeChange,
+    names: &CopyNames,
+) -> Result<String> {
+    sqlx::query_scalar(
+        "SELECT format_type(atttypid, atttypmod) FROM pg_attribute
+         WHERE attrelid = $1::regclass AND attname = $2 AND attnum > 0 AND NOT attisdropped",
+    )
+    .bind(&names.table)
+    .bind(&change.column)
+    .fetch_one(pool)
+    .await
+    .map_err(super::super::step_failed(
+        "reading the column's type",
+        &change.schema,
+    ))
+}
+
+/// Drops the copy and fails unless the column still has the type it had when this run
+/// began (`at_start`). Nothing stops an `ALTER … TYPE` of the old table while the copy
+/// runs (its trigger names no column), and the copy casts whatever the column holds: a
+/// column changed to `numeric(12,3)` would be swapped for the approved type with its
+/// fractions rounded away.
+pub(super) async fn unchanged_type(
+    pool: &PgPool,
+    change: &OnlineTypeChange,
+    names: &CopyNames,
+    at_start: &str,
+) -> Result<()> {
+    let now = column_type(pool, change, names).await?;
+    if now == at_start {
+        return Ok(());
+    }
+    short_tx(pool, change, &abandon_sql(names)?, "dropping a copy").await?;
+    Err(Error::NotOnline {
+        table: format!("{}.{}", change.schema, change.table),
+        column: change.column.clone(),
+        reason: format!(
+            "its type changed from {at_start} to {now} during the copy; the copy was dropped and nothing was swapped"
+        ),
+    })
+}
+
+/// The swap, one transaction under `lock_timeout`, retried; the attempts it took. It fails
+/// (nothing swapped) if the column's type is no longer `type_at_start`.
 pub(super) async fn swap(
     pool: &PgPool,
     change: &OnlineTypeChange,
     names: &CopyNames,
     layout: &Layout,
+    type_at_start: &str,
 ) -> Result<u32> {
     let pg = Dialect::Postgres;
     let lit = |s: &str| pg.string_literal(s);
@@ -89,6 +136,10 @@ pub(super) async fn swap(
                JOIN pg_class ic ON ic.oid = x.indexrelid WHERE x.indrelid = old) IS DISTINCT FROM ARRAY[{olds}]::text[] THEN
              RAISE EXCEPTION 'contract: the indexes of % changed during the copy', {tl};
            END IF;
+           IF (SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = old
+               AND attname = {cl} AND attnum > 0 AND NOT attisdropped) IS DISTINCT FROM {ty} THEN
+             RAISE EXCEPTION 'contract: the type of %.% changed during the copy (it was %)', {tl}, {cl}, {ty};
+           END IF;
            SELECT pg_get_userbyid(relowner), relacl INTO owner, acl FROM pg_class WHERE oid = old;
            EXECUTE format('ALTER TABLE %s OWNER TO %I', {nl}, owner);
            IF acl IS NOT NULL THEN
@@ -119,6 +170,8 @@ pub(super) async fn swap(
          DELETE FROM {p} WHERE change = {k}{recorded}",
         t = names.table,
         tl = lit(&names.table)?,
+        cl = lit(&change.column)?,
+        ty = lit(type_at_start)?,
         nl = lit(&names.new)?,
         olds = olds.join(", "),
         tr = names.trigger,

@@ -200,6 +200,7 @@ pub(super) async fn run(
         }
     };
     let db = |context| super::step_failed(context, &change.schema);
+    let type_at_start = finish::column_type(pool, change, &names).await?;
     let checkpoint: Option<(Option<i64>, String)> = sqlx::query_as(
         AssertSqlSafe(format!(
             "SELECT last_key, state FROM {} WHERE change = $1",
@@ -258,7 +259,8 @@ pub(super) async fn run(
         .await
         .map_err(db("analyzing the copy"))?;
     phase(&mut report, "prepare");
-    report.swap_attempts = finish::swap(pool, change, &names, &layout).await?;
+    finish::unchanged_type(pool, change, &names, &type_at_start).await?;
+    report.swap_attempts = finish::swap(pool, change, &names, &layout, &type_at_start).await?;
     phase(&mut report, "swap");
     // Dropped after the swap: the files of a big table take a while to unlink (356 ms for
     // 2M rows on a loaded machine), which in the swap would hold its lock that long.
