@@ -465,3 +465,89 @@ async fn the_backlog_of_a_resumed_tenant_is_reported_cleared_with_its_rate() {
     drop(guard);
     scratch.drop_db().await;
 }
+
+/// Whether `tenant.events.user_id` is `NOT NULL`.
+async fn user_id_not_null(pool: &PgPool, tenant: &str) -> bool {
+    sqlx::query_scalar(
+        "SELECT attnotnull FROM pg_attribute WHERE attrelid = to_regclass($1) AND attname = 'user_id'",
+    )
+    .bind(format!("{tenant}.events"))
+    .fetch_one(pool)
+    .await
+    .expect("column")
+}
+
+/// An approval capped at one tenant, used by a tenant whose multi-transaction plan fails
+/// after its first transaction committed (its `VALIDATE` meets a `NULL`): that tenant's
+/// schema changed, so the approval stays used and a second tenant drifting the same way
+/// waits. The count was given back on any failure, and the second tenant was changed too:
+/// two tenants under a cap of one.
+#[tokio::test]
+async fn an_approval_used_by_a_plan_that_failed_half_way_still_counts_against_its_cap() {
+    let scratch = PgScratch::create("contract_cap_half").await;
+    let nullable = "(id int8 NOT NULL, user_id int8)";
+    create_tenants(&scratch.pool, &names("tenant", 1..=1), nullable, 0).await;
+    create_tenants(&scratch.pool, &names("tenant", 2..=2), HEALTHY, 0).await;
+    exec(
+        &scratch.pool,
+        "INSERT INTO tenant_001.events VALUES (1, 1), (2, NULL)",
+    )
+    .await;
+    let guard = Guard::<Postgres>::builder()
+        .contract::<Event>()
+        .tenants(Tenants::schemas_like("tenant\\_%"))
+        .remediation(Remediation::SafeOnly)
+        .revalidate_every(Duration::from_secs(600))
+        .start(&scratch.pool)
+        .await
+        .expect("guard");
+    let plane = ControlPlane::default();
+    let plan = plane
+        .tenants(&scratch.pool)
+        .await
+        .expect("status")
+        .into_iter()
+        .find_map(|s| s.plan)
+        .expect("tenant_001's plan");
+    assert!(
+        plan.steps.iter().any(|s| s.phases.len() > 1),
+        "a multi-transaction plan: {plan}"
+    );
+    plane
+        .approve(
+            &scratch.pool,
+            ApprovalRequest::shape(&plan.shape, "bob").tenant_cap(1),
+        )
+        .await
+        .expect("approve");
+
+    let pass = guard.revalidate().await.expect("the pass that applies");
+    assert!(pass.remediated.is_empty(), "it stops at VALIDATE: {pass:?}");
+    let checks: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM pg_constraint WHERE conrelid = 'tenant_001.events'::regclass AND contype = 'c'",
+    )
+    .fetch_one(&scratch.pool)
+    .await
+    .expect("checks");
+    assert_eq!(
+        checks, 1,
+        "tenant_001's first transaction committed its check"
+    );
+
+    exec(
+        &scratch.pool,
+        "ALTER TABLE tenant_002.events ALTER COLUMN user_id DROP NOT NULL",
+    )
+    .await;
+    guard.mark_dirty("tenant_002");
+    guard.revalidate().await.expect("the next pass");
+    assert!(
+        !user_id_not_null(&scratch.pool, "tenant_002").await,
+        "tenant_002 was changed under an approval its cap had used up"
+    );
+    let approvals = plane.approvals(&scratch.pool).await.expect("approvals");
+    assert_eq!(approvals.len(), 1);
+    assert_eq!(approvals[0].applied, 1, "{}", approvals[0]);
+    drop(guard);
+    scratch.drop_db().await;
+}

@@ -266,6 +266,20 @@ pub(crate) mod hint {
 }
 
 impl Error {
+    /// `true` when this failed remediation may have changed the tenant's schema all the
+    /// same: a later transaction of a multi-transaction plan failed after earlier ones
+    /// committed, MySQL's implicit commits kept some statements, or whether the commit
+    /// took effect is unknown.
+    pub(crate) fn may_have_changed_schema(&self) -> bool {
+        matches!(
+            self,
+            Error::PhaseFailed { .. }
+                | Error::PartiallyApplied { .. }
+                | Error::OutcomeUnknown { .. }
+                | Error::AuditNotSettled { .. }
+        )
+    }
+
     /// A failed catalog read (introspection, type resolution, tenant discovery).
     pub(crate) fn db(
         context: &'static str,

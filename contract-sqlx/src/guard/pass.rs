@@ -17,7 +17,7 @@ use super::observe::{Forced, Observation, Scope};
 use super::{Dirty, Guard, Observed, PassState, Revalidation, metrics};
 use crate::check::{ContractSet, FleetSnapshot};
 use crate::control::{Approval, ControlStore, Replica, heartbeat_expiry};
-use crate::error::{Result, error_chain};
+use crate::error::{Error, Result, error_chain};
 use crate::remediation::backoff::Backoff;
 use crate::remediation::{
     ApprovalRef, Planned, Task, apply_all, elapsed_ms, elapsed_ms_of, plan_group,
@@ -276,11 +276,18 @@ impl<DB: ControlStore> Guard<DB> {
                 }
             }
             let done = apply_all(&tasks, &inner.contracts, &inner.options).await;
+            // A failure after some DDL took effect (a later transaction of a plan, a lost
+            // commit's answer, MySQL's implicit commits) used its approval all the same.
+            let used: BTreeSet<String> = done
+                .iter()
+                .filter(|d| d.result.as_ref().is_err_and(Error::may_have_changed_schema))
+                .map(|d| d.tenant.clone())
+                .collect();
             let mut failed = Vec::new();
             let audits = crate::remediation::record(done, &mut log, &mut failed);
             telemetry::count(metrics::REMEDIATIONS_TOTAL, audits.len() as u64);
             telemetry::count(metrics::REMEDIATION_FAILURES_TOTAL, failed.len() as u64);
-            self.release_unused(&tasks, &audits).await;
+            self.release_unused(&tasks, &audits, &used).await;
             self.schedule_retries(state, &audits, &failed);
             if !audits.is_empty() {
                 inner.epoch.bump();
@@ -450,9 +457,15 @@ impl<DB: ControlStore> Guard<DB> {
         kept
     }
 
-    /// Gives back the tenant-cap count of approvals whose apply did not happen (failed, or
-    /// another replica was first).
-    async fn release_unused(&self, tasks: &[Task<DB>], audits: &[crate::remediation::AuditRecord]) {
+    /// Gives back the tenant-cap count of approvals whose apply did not happen (failed
+    /// before any DDL took effect, or another replica was first); `used`: tenants whose
+    /// failed apply may have changed their schema, which keep the count.
+    async fn release_unused(
+        &self,
+        tasks: &[Task<DB>],
+        audits: &[crate::remediation::AuditRecord],
+        used: &BTreeSet<String>,
+    ) {
         let inner = &self.inner;
         let Some(plane) = &inner.plane else {
             return;
@@ -461,7 +474,9 @@ impl<DB: ControlStore> Guard<DB> {
             let Some(id) = task.approval.as_ref().and_then(|a| a.id.as_deref()) else {
                 continue;
             };
-            if audits.iter().any(|a| a.tenant == task.tenant.as_str()) {
+            if used.contains(task.tenant.as_str())
+                || audits.iter().any(|a| a.tenant == task.tenant.as_str())
+            {
                 continue;
             }
             if let Err(error) = DB::release_approval(&inner.control, plane, id).await {
