@@ -627,3 +627,71 @@ where
     }
     panic!("condition not reached within 30 s");
 }
+
+/// A version of the consumer that reads `accounts` only.
+#[derive(Debug, sqlx::FromRow, Contract)]
+#[contract(table = "accounts")]
+#[allow(dead_code)]
+struct Account {
+    #[contract(primary_key)]
+    id: i64,
+}
+
+/// A pending row (an apply interrupted before its DDL ran) of a finding the contracts
+/// running now do not read: another version of the consumer wrote it. Their check shows no
+/// drift there whether or not the fix ran, so the row cannot be judged: `unknown`. It was
+/// judged `applied`, for a column that was never added.
+#[tokio::test]
+async fn a_pending_row_of_what_the_running_contracts_do_not_read_is_judged_unknown() {
+    let pool = support::mysql_pool().await;
+    let fleet = Fleet::create(&pool, 1).await;
+    let db = &fleet.names[0];
+    exec(
+        &pool,
+        format!(
+            "CREATE TABLE `{db}`.events (id BIGINT PRIMARY KEY, user_id BIGINT NOT NULL, \
+             kind VARCHAR(32) NOT NULL, status TEXT NOT NULL DEFAULT 'new', \
+             event_metadata JSON DEFAULT '{{}}'); \
+             CREATE TABLE `{db}`.accounts (id BIGINT PRIMARY KEY)"
+        ),
+    )
+    .await;
+    let dir = fleet.directory(&pool).await;
+    // Version 1 adds `events.note` and audits it ...
+    let v1 = ContractSet::<MySql>::new().with::<Event>();
+    let run = remediate(&dir, &v1, Remediation::SafeOnly)
+        .options(options())
+        .run()
+        .await
+        .expect("version 1");
+    assert_eq!(run.audits.len(), 1, "{:?}", run.failed);
+    // ... or rather, was interrupted before its DDL ran: the column is not there and the
+    // row is pending.
+    exec(
+        &pool,
+        format!(
+            "ALTER TABLE `{db}`.events DROP COLUMN note; \
+             UPDATE `{db}`.contract_audit SET status = 'pending'"
+        ),
+    )
+    .await;
+
+    let v2 = ContractSet::<MySql>::new().with::<Account>();
+    let run = remediate(&dir, &v2, Remediation::SafeOnly)
+        .options(options())
+        .run()
+        .await
+        .expect("version 2");
+    assert_eq!(run.reconciled.len(), 1, "{:?}", run.reconciled);
+    let settled = &run.reconciled[0];
+    assert_eq!(
+        settled.outcome,
+        contract_sqlx::remediation::ReconcileOutcome::Unknown,
+        "{settled}"
+    );
+    assert!(
+        settled.evidence.contains("do not read what it fixed"),
+        "{settled}"
+    );
+    assert!(!fleet.has_column(1, "events", "note").await);
+}

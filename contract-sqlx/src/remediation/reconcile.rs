@@ -84,7 +84,38 @@ pub(crate) async fn judge_live<DB: crate::backend::Backend>(
     let snap = crate::check::snapshot(pool, &[tenant.to_owned()], contracts).await?;
     let now = crate::check::check_tenant(tenant, contracts, &snap);
     let drift_before: Vec<Finding> = serde_json::from_str(drift_before).unwrap_or_default();
+    let reads = |f: &Finding| {
+        contracts.entries().iter().any(|e| {
+            let c = &e.contract;
+            DB::DIALECT.same_table(&c.table, &f.table)
+                && f.column
+                    .as_ref()
+                    .is_none_or(|column| c.columns.iter().any(|k| &k.name == column))
+        })
+    };
+    if let Some(evidence) = not_read(&drift_before, reads) {
+        return Ok((ReconcileOutcome::Unknown, evidence));
+    }
     Ok(judge(&drift_before, &now))
+}
+
+/// Why a pending row cannot be judged when the contracts running now do not read what it
+/// fixed (`reads`): another version of the consumer wrote it, or another service sharing
+/// the audit table. Their check shows no drift there whether the fix ran or not, so the
+/// row would be judged applied for a column that was never added.
+#[cfg_attr(not(any(feature = "postgres", feature = "mysql")), allow(dead_code))]
+fn not_read(drift_before: &[Finding], reads: impl Fn(&Finding) -> bool) -> Option<String> {
+    let unread: Vec<String> = drift_before
+        .iter()
+        .filter(|f| !reads(f))
+        .map(ToString::to_string)
+        .collect();
+    (!unread.is_empty()).then(|| {
+        format!(
+            "the contracts running now do not read what it fixed ({}): check the tenant by hand",
+            unread.join("; ")
+        )
+    })
 }
 
 /// Judges a pending row from the findings its plan fixed (`drift_before`) and the tenant's
@@ -178,6 +209,17 @@ mod tests {
 
     fn now(findings: Vec<Finding>) -> TenantReport {
         TenantReport::checked("t", findings)
+    }
+
+    #[test]
+    fn a_finding_the_running_contracts_do_not_read_cannot_be_judged() {
+        let fixed = [finding("a"), finding("b")];
+        assert_eq!(not_read(&fixed, |_| true), None);
+        let evidence = not_read(&fixed, |f| f.column.as_deref() == Some("a")).expect("unread");
+        assert!(
+            evidence.contains("do not read what it fixed (t.events: missing column b"),
+            "{evidence}"
+        );
     }
 
     #[test]
