@@ -359,6 +359,14 @@ async fn failing_statement_leaves_a_failed_audit_row_and_the_applied_part() {
     );
     let statements: Vec<String> = serde_json::from_str(&rows[0].2).expect("statements json");
     assert_eq!(statements.len(), 2);
+    // The row lists both planned statements; its error says which one ran and stays.
+    let recorded = rows[0].3.as_deref().unwrap_or_default();
+    assert!(
+        recorded.starts_with("1 of 2 statement(s) had been applied and stay")
+            && recorded.contains(&statements[0])
+            && recorded.contains(&format!("then `{}` failed", statements[1])),
+        "{recorded}"
+    );
     assert!(
         run.after.tenants_with("drifted").count() == 1,
         "{}",

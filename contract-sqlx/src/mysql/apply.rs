@@ -234,7 +234,18 @@ async fn locked(
             source,
         });
     }
-    let text = error_chain(&source);
+    // The row lists every planned statement: its error says which of them ran and stay.
+    let text = if applied.is_empty() {
+        error_chain(&source)
+    } else {
+        format!(
+            "{} of {} statement(s) had been applied and stay (MySQL cannot roll back DDL): {}; then `{stage}` failed: {}",
+            applied.len(),
+            statements.len(),
+            applied.join("; "),
+            error_chain(&source)
+        )
+    };
     let settled = audit
         .settle(conn, "failed", attempts, duration_ms, Some(&text))
         .await;
