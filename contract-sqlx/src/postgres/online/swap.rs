@@ -41,7 +41,7 @@ pub(super) async fn prepare(
         )
         .bind(&change.schema)
         .bind(&change.table)
-        .bind(names.check.trim_matches('"'))
+        .bind(&names.check_raw)
         .fetch_one(pool)
         .await
         .map_err(db("looking up the NOT NULL check"))?;

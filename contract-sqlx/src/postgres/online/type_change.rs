@@ -160,6 +160,8 @@ pub(super) struct Names {
     pub trigger: String,
     pub function: String,
     pub check: String,
+    /// The check's name as the catalog stores it (`check` is quoted).
+    pub check_raw: String,
     pub progress: String,
     pub key: String,
 }
@@ -189,6 +191,7 @@ impl Names {
             trigger: q(&base)?,
             function: Dialect::Postgres.quote_qualified(Some(&change.schema), &base)?,
             check: q(&short(format!("{base}_nn")))?,
+            check_raw: short(format!("{base}_nn")),
             progress: Dialect::Postgres
                 .quote_qualified(Some(&change.progress_table.0), &change.progress_table.1)?,
             key: format!(
@@ -398,5 +401,21 @@ pub(super) async fn short_tx(
             }
             Err(error) => return Err(super::step_failed(what, &change.schema)(error)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Names, OnlineTypeChange};
+
+    #[test]
+    fn the_check_is_looked_up_by_the_name_the_catalog_stores() {
+        // Trimming the quotes off the quoted name kept a doubled quote inside it: the
+        // lookup missed a check an interrupted run had added, which was then added again
+        // and failed ("already exists") on every pass.
+        let change = OnlineTypeChange::new("tenant_1", "we\"ird", "user_id", "int8");
+        let names = Names::new(&change).expect("names");
+        assert_eq!(names.check_raw, "we\"ird_user_id_contract_nn");
+        assert_eq!(names.check, "\"we\"\"ird_user_id_contract_nn\"");
     }
 }
