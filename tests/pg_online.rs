@@ -1451,14 +1451,7 @@ async fn an_online_change_cut_at_its_audit_row_commits_with_it_or_not_at_all() {
     use contract_sqlx::remediation::ApplyOptions;
 
     let scratch = PgScratch::create("contract_online_audit").await;
-    exec(
-        &scratch.pool,
-        "CREATE SCHEMA tenant_1; \
-         CREATE TABLE tenant_1.events (id int8 PRIMARY KEY, user_id int4 NOT NULL); \
-         INSERT INTO tenant_1.events SELECT g, g FROM generate_series(1, 3000) g; \
-         ANALYZE tenant_1.events",
-    )
-    .await;
+    int4_events(&scratch.pool, "tenant_1").await;
     let proxy = Proxy::start(target_of(&pg_url())).await;
     let pool = pg_pool_through(&proxy, &scratch.url);
     let dir = pg_tenant_directory(&pool).await;
@@ -1522,16 +1515,7 @@ async fn an_online_change_waiting_its_turn_is_stale_when_its_column_changed_mean
 
     let scratch = PgScratch::create("contract_online_turn").await;
     for tenant in ["tenant_a", "tenant_b"] {
-        exec(
-            &scratch.pool,
-            format!(
-                "CREATE SCHEMA {tenant}; \
-                 CREATE TABLE {tenant}.events (id int8 PRIMARY KEY, user_id int4 NOT NULL); \
-                 INSERT INTO {tenant}.events SELECT g, g FROM generate_series(1, 3000) g; \
-                 ANALYZE {tenant}.events"
-            ),
-        )
-        .await;
+        int4_events(&scratch.pool, tenant).await;
     }
     let dir = pg_tenant_directory(&scratch.pool).await;
     let contracts = ContractSet::<Postgres>::new().with::<Event>();
@@ -1629,14 +1613,7 @@ async fn a_table_copy_whose_column_changed_type_meanwhile_is_dropped_not_swapped
     use std::time::Duration;
 
     let scratch = PgScratch::create("contract_online_copy_type").await;
-    exec(
-        &scratch.pool,
-        "CREATE SCHEMA tenant_1; \
-         CREATE TABLE tenant_1.events (id int8 PRIMARY KEY, user_id int4 NOT NULL); \
-         INSERT INTO tenant_1.events SELECT g, g FROM generate_series(1, 3000) g; \
-         ANALYZE tenant_1.events",
-    )
-    .await;
+    int4_events(&scratch.pool, "tenant_1").await;
     let change = OnlineTypeChange::new("tenant_1", "events", "user_id", "int8")
         .batches(100, Duration::from_millis(40))
         .procedure(OnlineProcedure::TableCopy);
@@ -1694,4 +1671,19 @@ async fn a_table_copy_whose_column_changed_type_meanwhile_is_dropped_not_swapped
     .expect("leftovers");
     assert_eq!(leftovers, 0, "the copy is dropped");
     scratch.drop_db().await;
+}
+
+/// `tenant.events` with an `int4` `user_id` and 3,000 rows, analyzed: above the online
+/// threshold the tests set (1,000 rows).
+async fn int4_events(pool: &PgPool, tenant: &str) {
+    exec(
+        pool,
+        format!(
+            "CREATE SCHEMA {tenant}; \
+             CREATE TABLE {tenant}.events (id int8 PRIMARY KEY, user_id int4 NOT NULL); \
+             INSERT INTO {tenant}.events SELECT g, g FROM generate_series(1, 3000) g; \
+             ANALYZE {tenant}.events"
+        ),
+    )
+    .await;
 }

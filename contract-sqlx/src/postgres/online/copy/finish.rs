@@ -39,13 +39,29 @@ pub(super) async fn verify(
     if (old_rows, &old_sum) == (new_rows, &new_sum) {
         return Ok(());
     }
+    drop_copy(
+        pool,
+        change,
+        names,
+        format!(
+            "the copy differs from the table ({new_rows} rows, checksum {new_sum}, against {old_rows} and {old_sum}); it was dropped and the next pass copies again"
+        ),
+    )
+    .await
+}
+
+/// Drops the copy and fails with `reason` (the change cannot be swapped as it stands).
+async fn drop_copy(
+    pool: &PgPool,
+    change: &OnlineTypeChange,
+    names: &CopyNames,
+    reason: String,
+) -> Result<()> {
     short_tx(pool, change, &abandon_sql(names)?, "dropping a copy").await?;
     Err(Error::NotOnline {
         table: format!("{}.{}", change.schema, change.table),
         column: change.column.clone(),
-        reason: format!(
-            "the copy differs from the table ({new_rows} rows, checksum {new_sum}, against {old_rows} and {old_sum}); it was dropped and the next pass copies again"
-        ),
+        reason,
     })
 }
 
@@ -84,14 +100,15 @@ pub(super) async fn unchanged_type(
     if now == at_start {
         return Ok(());
     }
-    short_tx(pool, change, &abandon_sql(names)?, "dropping a copy").await?;
-    Err(Error::NotOnline {
-        table: format!("{}.{}", change.schema, change.table),
-        column: change.column.clone(),
-        reason: format!(
+    drop_copy(
+        pool,
+        change,
+        names,
+        format!(
             "its type changed from {at_start} to {now} during the copy; the copy was dropped and nothing was swapped"
         ),
-    })
+    )
+    .await
 }
 
 /// The swap, one transaction under `lock_timeout`, retried; the attempts it took. It fails
