@@ -1687,3 +1687,88 @@ async fn int4_events(pool: &PgPool, tenant: &str) {
     )
     .await;
 }
+
+/// While the guard applies one tenant's online change (a backfill of a few seconds), a
+/// tenant found drifted in the same pass, with no task of its own, is paused at once: it
+/// stayed open until the pass ended, its consumers claiming batches against a schema
+/// they cannot read for the whole backfill.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_found_drifted_is_paused_while_another_tenant_s_backfill_runs() {
+    use contract_sqlx::Guard;
+    use contract_sqlx::remediation::ApplyOptions;
+    use std::time::Duration;
+
+    let scratch = PgScratch::create("contract_online_pause_others").await;
+    int4_events(&scratch.pool, "tenant_big").await;
+    exec(
+        &scratch.pool,
+        "CREATE SCHEMA tenant_a; CREATE TABLE tenant_a.events (id int8 PRIMARY KEY, user_id int8 NOT NULL)",
+    )
+    .await;
+    // 30 batches of 100 rows, 100 ms apart: a backfill of about 3 s.
+    let options = ApplyOptions::default()
+        .with_online_threshold(Some(1000))
+        .with_online_batches(100, Duration::from_millis(100));
+    let dry = remediate(
+        &pg_tenant_directory(&scratch.pool).await,
+        &ContractSet::<Postgres>::new().with::<Event>(),
+        Remediation::DryRun,
+    )
+    .options(options.clone())
+    .run()
+    .await
+    .expect("dry run");
+    let plan = dry.plans[0].clone();
+    assert_eq!(plan.tenant, "tenant_big");
+    assert!(plan.steps[0].online.is_some(), "an online step: {plan}");
+    let guard = Guard::<Postgres>::builder()
+        .contract::<Event>()
+        .tenants(Tenants::schemas_like("tenant_%"))
+        .remediation(Remediation::DryRun)
+        .apply_options(options)
+        .revalidate_every(Duration::from_secs(600))
+        .start(&scratch.pool)
+        .await
+        .expect("guard start");
+    assert!(!guard.gate("tenant_big").is_open());
+    assert!(guard.gate("tenant_a").is_open());
+
+    // tenant_a drifts in a way nothing fixes; the next pass applies tenant_big's change.
+    exec(
+        &scratch.pool,
+        "ALTER TABLE tenant_a.events ALTER COLUMN user_id TYPE text",
+    )
+    .await;
+    guard.mark_dirty("tenant_a");
+    guard.set_policy(Remediation::Approved(plan.hash.clone()));
+    let pass = {
+        let guard = guard.clone();
+        tokio::spawn(async move { guard.revalidate().await })
+    };
+    let mut backfilling = false;
+    for _ in 0..500 {
+        let done: i64 = sqlx::query_scalar(
+            "SELECT coalesce(max(rows_done), 0) FROM public.contract_online_progress",
+        )
+        .fetch_one(&scratch.pool)
+        .await
+        .unwrap_or(0);
+        if done > 0 {
+            backfilling = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(backfilling, "tenant_big's backfill never started");
+    let during = guard.gate("tenant_a").is_open();
+    let pass = pass.await.expect("join").expect("pass");
+    assert!(
+        !during,
+        "tenant_a's gate was open during tenant_big's backfill"
+    );
+    assert!(!guard.gate("tenant_a").is_open());
+    assert_eq!(pass.remediated, ["tenant_big"]);
+    assert!(guard.gate("tenant_big").is_open());
+    drop(guard);
+    scratch.drop_db().await;
+}

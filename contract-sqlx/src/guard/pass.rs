@@ -263,6 +263,23 @@ impl<DB: ControlStore> Guard<DB> {
         // for locks or for another replica), in memory; the pauses below settle them.
         let mut remediated = Vec::new();
         if !tasks.is_empty() {
+            // Drift this pass found closes those gates now too, not only once the apply is
+            // over: an online change's backfill may take minutes, and a drifted tenant
+            // without a task would claim batches against a schema it cannot read meanwhile.
+            for tenant in &touched {
+                let Some(observed) = state.observed.get(tenant.as_str()) else {
+                    continue;
+                };
+                if observed.report.verdict == Verdict::Compliant {
+                    continue;
+                }
+                let pause = super::persist::guard_pause(observed, &inner.replica.version);
+                self.update_cell(tenant, |cell| {
+                    if cell.drift.is_none() {
+                        cell.drift = Some(Arc::new(pause));
+                    }
+                });
+            }
             for task in &tasks {
                 if let Some(observed) = state.observed.get(task.tenant.as_str()) {
                     let mut pause = super::persist::guard_pause(observed, &inner.replica.version);
