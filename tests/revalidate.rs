@@ -1054,3 +1054,75 @@ async fn mysql_sweeps_fall_back_to_a_full_check_and_say_so() {
     );
     assert!(names.iter().all(|t| guard.gate(t).is_open()));
 }
+
+/// The type probe of a pass fails (its connection cut, the server away for a moment): the
+/// tenant it re-checks is paused, its column's type unresolved and so a mismatch. Once the
+/// server answers again, the next full check must diff it again and reopen its gate. The
+/// verdict was kept under the tenant's fingerprint, which the failure had not moved: the
+/// tenant stayed paused until its schema changed or the process restarted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_paused_for_a_type_the_probe_could_not_resolve_reopens_once_it_can() {
+    use support::proxy::Refusal;
+
+    let scratch = PgScratch::create("contract_probe_failed").await;
+    exec(
+        &scratch.pool,
+        "CREATE TYPE public.mood AS ENUM ('calm', 'busy'); \
+         CREATE SCHEMA tenant_1; CREATE TABLE tenant_1.moods (id int8 NOT NULL, mood public.mood NOT NULL)",
+    )
+    .await;
+    let proxy = Proxy::start(target_of(&support::pg_url())).await;
+    // One connection, and a short wait for it: a refused reconnect fails fast.
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .acquire_timeout(Duration::from_secs(1))
+        .connect_with(pg_options(&proxy, &scratch.url))
+        .await
+        .expect("pool");
+    let guard = Guard::<Postgres>::builder()
+        .contract::<MoodRow>()
+        .tenants(Tenants::schemas_like("tenant_%"))
+        .revalidate_every(Duration::from_secs(3600))
+        .full_check_every(1)
+        .start(&pool)
+        .await
+        .expect("start");
+    assert_eq!(open_gates(&guard), ["tenant_1"]);
+
+    // The pass's catalog read goes through on a new connection (the pooled one cut, so
+    // that the probe is sent again, not answered from its statement cache); its probe is
+    // cut, and reconnecting is refused from the moment that connection was accepted.
+    proxy.cut_all();
+    proxy.delay(Duration::from_millis(20));
+    let cut = proxy.arm(&["SELECT NULL::"], Cut::BeforeSending);
+    let accepted = proxy.accepted();
+    guard.mark_dirty("tenant_1");
+    let pass = {
+        let guard = guard.clone();
+        tokio::spawn(async move { guard.revalidate().await })
+    };
+    while proxy.accepted() == accepted {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    proxy.refuse(Refusal::Close).await;
+    let _ = pass.await.expect("join");
+    assert!(cut.fired(), "the probe was never cut");
+    assert!(
+        open_gates(&guard).is_empty(),
+        "an unresolved type reads as a mismatch"
+    );
+
+    proxy.heal().await;
+    proxy.delay(Duration::ZERO);
+    for _ in 0..3 {
+        let _ = guard.revalidate().await;
+    }
+    assert_eq!(
+        open_gates(&guard),
+        ["tenant_1"],
+        "still paused once the probe answers: {:?}",
+        guard.report().tenants.first().map(|t| t.findings.len())
+    );
+    pool.close().await;
+    scratch.drop_db().await;
+}

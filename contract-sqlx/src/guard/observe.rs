@@ -310,6 +310,15 @@ impl<DB: ControlStore> Guard<DB> {
                 continue;
             }
             let report = check_tenant(name, &inner.contracts, &plan.snapshot);
+            // A mismatch on a type the probe could not resolve (a transient failure, say) is
+            // a guess: it is not kept under this fingerprint, which would not move when the
+            // cause goes away, so the tenant's next check diffs it again.
+            let fingerprint =
+                if rests_on_unresolved_types(name, &report, &inner.contracts, &plan.snapshot) {
+                    String::new()
+                } else {
+                    fingerprint
+                };
             if report.verdict == Verdict::Drifted {
                 plan.names.push(tenant.clone());
                 plan.reports.push(report.clone());
@@ -329,4 +338,32 @@ impl<DB: ControlStore> Guard<DB> {
             observation.to_plan.push(plan);
         }
     }
+}
+
+/// `true` when `report` holds a type mismatch and some contracted column of `tenant` has a
+/// live type the snapshot could not resolve (its findings then say "mismatch" for want of
+/// an answer, not because the type was compared).
+fn rests_on_unresolved_types<DB: crate::backend::Backend>(
+    tenant: &str,
+    report: &TenantReport,
+    contracts: &crate::check::ContractSet<DB>,
+    snapshot: &FleetSnapshot<DB>,
+) -> bool {
+    if !report
+        .findings
+        .iter()
+        .any(|f| f.kind == contract_core::DriftKind::TypeMismatch)
+    {
+        return false;
+    }
+    contracts.entries().iter().any(|entry| {
+        snapshot
+            .table_for(tenant, &entry.contract)
+            .is_some_and(|live| {
+                live.columns.iter().any(|column| {
+                    entry.contract.columns.iter().any(|c| c.name == column.name)
+                        && !snapshot.types.contains_key(&column.type_key)
+                })
+            })
+    })
 }
