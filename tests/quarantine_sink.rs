@@ -223,7 +223,18 @@ macro_rules! holding {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_table_sink_stores_a_record_put_twice_at_once_once() {
     let db = support::PgScratch::create("contract_sink_race").await;
-    let sink = TableSink::new(db.pool.clone(), Quarantine::default());
+    // The sink's sessions default to REPEATABLE READ, under which a snapshot taken before
+    // the wait would miss the first put's row: the sink asks for READ COMMITTED itself.
+    support::exec(
+        &db.pool,
+        format!(
+            "ALTER DATABASE \"{}\" SET default_transaction_isolation = 'repeatable read'",
+            db.name
+        ),
+    )
+    .await;
+    let sink_pool = sqlx::PgPool::connect(&db.url).await.expect("sink pool");
+    let sink = TableSink::new(sink_pool.clone(), Quarantine::default());
     sink.ensure_table("tenant_r")
         .await
         .expect("quarantine table");
@@ -240,6 +251,7 @@ async fn postgres_table_sink_stores_a_record_put_twice_at_once_once() {
     };
     stored_at_once_counts_once(&sink, &db.pool, "tenant_r", release, waiting).await;
     holder.await.expect("holder");
+    sink_pool.close().await;
     db.drop_db().await;
 }
 
@@ -260,11 +272,11 @@ async fn mysql_table_sink_stores_a_record_put_twice_at_once_once() {
     let begin = "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ; START TRANSACTION";
     let (release, holder) = holding!(pool, begin, lock);
     // A blocked statement shows in the process list (InnoDB's own views did not list
-    // these inserts as waiting).
+    // these inserts as waiting): a put's insert, or its wait for the record's user lock.
     let waiting = async || -> i64 {
         sqlx::query_scalar(
             "SELECT COUNT(*) FROM information_schema.processlist \
-             WHERE info LIKE CONCAT('INSERT INTO `', ?, '`%')",
+             WHERE info LIKE CONCAT('INSERT INTO `', ?, '`%') OR info LIKE 'SELECT GET_LOCK(%'",
         )
         .bind(&tenant)
         .fetch_one(&pool)

@@ -14,9 +14,9 @@ use crate::quarantine::{Quarantine, QuarantineStore, QueueQuarantine, QueueTable
 ///
 /// Each record is inserted unless a waiting row of the same tenant, source, id and bytes
 /// is there already, so a record stored again after a crash is skipped, also when two
-/// consumers store it at once (a redelivered message): on PostgreSQL the second waits for
-/// the first; on MySQL/MariaDB the server fails one of them, whose message is then
-/// delivered again; on SQLite puts run one at a time. The `source_id`
+/// consumers store it at once (a redelivered message): the second waits for the first (on
+/// PostgreSQL an advisory lock per record, on MySQL/MariaDB a user lock, on SQLite the
+/// database's write lock). The `source_id`
 /// column holds [`QuarantineRecord::source_id`]; the parsed copy (`payload`) is left empty.
 /// On MySQL/MariaDB the table lives in each tenant's database, on SQLite in the pool's file.
 ///
@@ -107,11 +107,9 @@ macro_rules! impl_sink {
             ) -> BoxFuture<'a, Result<u64, SinkError>> {
                 Box::pin(async move {
                     let fail = |e| SinkError::write(self, records, e);
-                    let mut tx = <$db as OneAtATime>::begin_put(&self.pool)
-                        .await
-                        .map_err(|e| fail(e.into()))?;
                     let table = format!("{}.{}", self.quarantine.schema, self.quarantine.table);
-                    <$db as OneAtATime>::hold_records(&mut tx, &table, records)
+                    let mut conn = self.pool.acquire().await.map_err(|e| fail(e.into()))?;
+                    let mut tx = <$db as OneAtATime>::begin_put(&mut conn, &table, records)
                         .await
                         .map_err(|e| fail(e.into()))?;
                     let mut stored = 0;
