@@ -1772,3 +1772,92 @@ async fn a_tenant_found_drifted_is_paused_while_another_tenant_s_backfill_runs()
     drop(guard);
     scratch.drop_db().await;
 }
+
+/// One approved plan with two online steps (events, then accounts, or the other way): while
+/// the first one's copy runs, the second one's column is changed by hand to
+/// `numeric(12,3)` and given fractions. The second step must not run (stale), its fractions
+/// kept; it was checked only when the job began, before the first step's backfill.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_second_online_step_of_a_plan_is_stale_when_its_column_changed_during_the_first() {
+    use contract_sqlx::remediation::ApplyOptions;
+    use std::time::Duration;
+
+    let scratch = PgScratch::create("contract_online_second").await;
+    int4_events(&scratch.pool, "tenant_1").await;
+    exec(
+        &scratch.pool,
+        "CREATE TABLE tenant_1.accounts (id int8 PRIMARY KEY, user_id int4 NOT NULL); \
+         INSERT INTO tenant_1.accounts SELECT g, g FROM generate_series(1, 3000) g; \
+         ANALYZE tenant_1.accounts",
+    )
+    .await;
+    let dir = pg_tenant_directory(&scratch.pool).await;
+    let contracts = ContractSet::<Postgres>::new()
+        .with::<Event>()
+        .with::<Account>();
+    let options = ApplyOptions::default()
+        .with_online_threshold(Some(1000))
+        .with_online_batches(100, Duration::from_millis(40));
+    let dry = remediate(&dir, &contracts, Remediation::DryRun)
+        .options(options.clone())
+        .run()
+        .await
+        .expect("dry run");
+    let plan = dry.plans[0].clone();
+    assert_eq!(
+        plan.steps.iter().filter(|s| s.online.is_some()).count(),
+        2,
+        "{plan}"
+    );
+    let run = {
+        let (dir, contracts, options) = (dir.clone(), contracts.clone(), options.clone());
+        tokio::spawn(async move {
+            remediate(&dir, &contracts, Remediation::Approved(plan.hash.clone()))
+                .options(options)
+                .run()
+                .await
+        })
+    };
+    let mut first = None;
+    for _ in 0..500 {
+        first = sqlx::query_scalar::<_, String>(
+            "SELECT change FROM public.contract_online_progress WHERE rows_done > 0 LIMIT 1",
+        )
+        .fetch_optional(&scratch.pool)
+        .await
+        .ok()
+        .flatten();
+        if first.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let first = first.expect("the first step's backfill never started");
+    let second = if first.contains("events") {
+        "accounts"
+    } else {
+        "events"
+    };
+    exec(
+        &scratch.pool,
+        format!(
+            "ALTER TABLE tenant_1.{second} ALTER COLUMN user_id TYPE numeric(12,3); \
+             UPDATE tenant_1.{second} SET user_id = user_id + 0.499 WHERE id <= 10"
+        ),
+    )
+    .await;
+
+    let run = run.await.expect("join").expect("run");
+    let fractions: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        "SELECT count(*) FROM tenant_1.{second} WHERE user_id <> trunc(user_id)"
+    )))
+    .fetch_one(&scratch.pool)
+    .await
+    .expect("fractions");
+    assert_eq!(fractions, 10, "the second table's fractions are kept");
+    assert_eq!(
+        crate::pg_tenant_lock::outcome(&run, "tenant_1"),
+        Some(contract_sqlx::report::TenantOutcome::Stale)
+    );
+    scratch.drop_db().await;
+}

@@ -126,6 +126,12 @@ pub(in crate::postgres) async fn apply_online(
             audit_append(job, &audit_id, &swapped)
         };
         change.recorded_in_swap = Some(record.map_err(failed(tenant, attempts, "audit row"))?);
+        // Each step, under the online lock, just before it starts: an earlier step's
+        // backfill may have taken hours.
+        if let Err(error) = column_as_planned(pool, job, step, planned).await {
+            outcome = Err(error);
+            break;
+        }
         tracing::info!(tenant, table = %step.table, column = %planned.column, new_type = %planned.new_type, rows_estimate = planned.rows_estimate, "online type change starts");
         match change_type_online(pool, &change).await {
             Ok(report) => {
@@ -181,6 +187,42 @@ async fn still_as_planned(
             .await
             .map_err(failed(tenant, 1, stage))?;
     if online_job.still_matches(&live) {
+        Ok(())
+    } else {
+        Err(Error::StalePlan {
+            tenant: tenant.to_owned(),
+        })
+    }
+}
+
+/// Fails with [`Error::StalePlan`] unless `step`'s column has the type it was planned on
+/// (the other steps of the job may have changed the rest of its table since).
+async fn column_as_planned(
+    pool: &PgPool,
+    job: &ApplyJob<'_, Postgres>,
+    step: &PlanStep,
+    planned: &contract_core::plan::OnlineChange,
+) -> Result<()> {
+    let tenant = job.tenant.as_str();
+    let column_of = |tables: Vec<&contract_core::LiveTable>| {
+        tables
+            .into_iter()
+            .find(|t| t.schema == planned.schema && t.name == step.table)
+            .and_then(|t| t.columns.iter().find(|c| c.name == planned.column))
+            .map(|c| (c.data_type.clone(), c.type_key.clone()))
+    };
+    let before = column_of(job.planned_on.clone());
+    let stage = "re-introspect before the online change";
+    let mut conn = pool.acquire().await.map_err(failed(tenant, 1, stage))?;
+    let live = crate::postgres::recheck::reintrospect(
+        &mut conn,
+        std::slice::from_ref(&planned.schema),
+        std::slice::from_ref(&step.table),
+        job.contracts,
+    )
+    .await
+    .map_err(failed(tenant, 1, stage))?;
+    if before.is_some() && before == column_of(live.iter().collect()) {
         Ok(())
     } else {
         Err(Error::StalePlan {
