@@ -266,18 +266,13 @@ pub(crate) mod hint {
 }
 
 impl Error {
-    /// `true` when this failed remediation may have changed the tenant's schema all the
-    /// same: a later transaction of a multi-transaction plan failed after earlier ones
-    /// committed, MySQL's implicit commits kept some statements, or whether the commit
-    /// took effect is unknown.
-    pub(crate) fn may_have_changed_schema(&self) -> bool {
-        matches!(
-            self,
-            Error::PhaseFailed { .. }
-                | Error::PartiallyApplied { .. }
-                | Error::OutcomeUnknown { .. }
-                | Error::AuditNotSettled { .. }
-        )
+    /// `true` when this failed remediation keeps the approval it used: a later transaction
+    /// of a multi-transaction plan failed after earlier ones committed, and the plan is
+    /// resumed from its audit row, with no new approval. (Other failures that may have
+    /// changed the schema lead to a new plan, which reserves the approval again: keeping
+    /// the count for them too would count one tenant twice.)
+    pub(crate) fn keeps_its_approval(&self) -> bool {
+        matches!(self, Error::PhaseFailed { .. })
     }
 
     /// A failed catalog read (introspection, type resolution, tenant discovery).

@@ -293,11 +293,11 @@ impl<DB: ControlStore> Guard<DB> {
                 }
             }
             let done = apply_all(&tasks, &inner.contracts, &inner.options).await;
-            // A failure after some DDL took effect (a later transaction of a plan, a lost
-            // commit's answer, MySQL's implicit commits) used its approval all the same.
+            // A plan stopped after some of its transactions committed used its approval all
+            // the same (it is resumed, not approved again).
             let used: BTreeSet<String> = done
                 .iter()
-                .filter(|d| d.result.as_ref().is_err_and(Error::may_have_changed_schema))
+                .filter(|d| d.result.as_ref().is_err_and(Error::keeps_its_approval))
                 .map(|d| d.tenant.clone())
                 .collect();
             let mut failed = Vec::new();

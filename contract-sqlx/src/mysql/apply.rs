@@ -114,8 +114,8 @@ pub(super) async fn apply(pool: &MySqlPool, job: &ApplyJob<'_, MySql>) -> Result
         // (the session was killed, say).
         let why = if acquired == 0 {
             format!(
-                "another apply or reconcile of this tenant (by this or another replica) held its lock `{lock}` for longer than {} ms",
-                crate::remediation::timeout_ms(job.options.advisory_lock_wait)
+                "another apply or reconcile of this tenant (by this or another replica) held its lock `{lock}` for longer than {} s",
+                whole_seconds(job.options.advisory_lock_wait)
             )
         } else {
             format!("the server did not grant the tenant's lock `{lock}` (GET_LOCK returned NULL)")
