@@ -1540,24 +1540,10 @@ async fn an_online_change_waiting_its_turn_is_stale_when_its_column_changed_mean
                 .await
         })
     };
-    let backfilled = || async {
-        sqlx::query_scalar::<_, i64>(
-            "SELECT coalesce(max(rows_done), 0) FROM public.contract_online_progress \
-             WHERE change LIKE '%tenant_a.events.%'",
-        )
-        .fetch_one(&scratch.pool)
+    if backfill_started(&scratch.pool, "%tenant_a.events.%")
         .await
-        .unwrap_or(0)
-    };
-    let mut started = false;
-    for _ in 0..500 {
-        if backfilled().await > 0 {
-            started = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    if !started {
+        .is_none()
+    {
         let run = run.await.expect("join").map(|r| format!("{:?}", r.failed));
         panic!("tenant_a's backfill never started: {run:?}");
     }
@@ -1621,21 +1607,9 @@ async fn a_table_copy_whose_column_changed_type_meanwhile_is_dropped_not_swapped
         let (pool, change) = (scratch.pool.clone(), change.clone());
         tokio::spawn(async move { change_type_online(&pool, &change).await })
     };
-    let mut started = false;
-    for _ in 0..500 {
-        let done: i64 = sqlx::query_scalar(
-            "SELECT coalesce(max(rows_done), 0) FROM public.contract_online_progress",
-        )
-        .fetch_one(&scratch.pool)
+    backfill_started(&scratch.pool, "%")
         .await
-        .unwrap_or(0);
-        if done > 0 {
-            started = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    assert!(started, "the copy never started");
+        .expect("the copy never started");
     exec(
         &scratch.pool,
         "ALTER TABLE tenant_1.events ALTER COLUMN user_id TYPE numeric(12,3); \
@@ -1745,21 +1719,9 @@ async fn a_tenant_found_drifted_is_paused_while_another_tenant_s_backfill_runs()
         let guard = guard.clone();
         tokio::spawn(async move { guard.revalidate().await })
     };
-    let mut backfilling = false;
-    for _ in 0..500 {
-        let done: i64 = sqlx::query_scalar(
-            "SELECT coalesce(max(rows_done), 0) FROM public.contract_online_progress",
-        )
-        .fetch_one(&scratch.pool)
+    backfill_started(&scratch.pool, "%")
         .await
-        .unwrap_or(0);
-        if done > 0 {
-            backfilling = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    assert!(backfilling, "tenant_big's backfill never started");
+        .expect("tenant_big's backfill never started");
     let during = guard.gate("tenant_a").is_open();
     let pass = pass.await.expect("join").expect("pass");
     assert!(
@@ -1818,21 +1780,9 @@ async fn the_second_online_step_of_a_plan_is_stale_when_its_column_changed_durin
                 .await
         })
     };
-    let mut first = None;
-    for _ in 0..500 {
-        first = sqlx::query_scalar::<_, String>(
-            "SELECT change FROM public.contract_online_progress WHERE rows_done > 0 LIMIT 1",
-        )
-        .fetch_optional(&scratch.pool)
+    let first = backfill_started(&scratch.pool, "%")
         .await
-        .ok()
-        .flatten();
-        if first.is_some() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    let first = first.expect("the first step's backfill never started");
+        .expect("the first step's backfill never started");
     let second = if first.contains("events") {
         "accounts"
     } else {
@@ -1860,4 +1810,25 @@ async fn the_second_online_step_of_a_plan_is_stale_when_its_column_changed_durin
         Some(contract_sqlx::report::TenantOutcome::Stale)
     );
     scratch.drop_db().await;
+}
+
+/// The change key of a backfill or copy whose checkpoint (`change LIKE pattern`) counts
+/// rows done, waited for up to 5 s.
+async fn backfill_started(pool: &PgPool, pattern: &str) -> Option<String> {
+    for _ in 0..500 {
+        let started: Option<String> = sqlx::query_scalar(
+            "SELECT change FROM public.contract_online_progress \
+             WHERE rows_done > 0 AND change LIKE $1 LIMIT 1",
+        )
+        .bind(pattern)
+        .fetch_optional(pool)
+        .await
+        .ok()
+        .flatten();
+        if started.is_some() {
+            return started;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    None
 }
