@@ -56,7 +56,7 @@ pub(in crate::postgres) async fn apply_online(
     let (online, rest): (Vec<&PlanStep>, Vec<&PlanStep>) =
         job.steps.iter().copied().partition(|s| s.online.is_some());
     let (mut statements, mut attempts, mut progress) = (Vec::new(), 1, Vec::new());
-    still_as_planned(pool, job, &online).await?;
+    columns_as_planned(pool, job, &online).await?;
     if !rest.is_empty() {
         let first = ApplyJob {
             steps: rest,
@@ -128,7 +128,7 @@ pub(in crate::postgres) async fn apply_online(
         change.recorded_in_swap = Some(record.map_err(failed(tenant, attempts, "audit row"))?);
         // Each step, under the online lock, just before it starts: an earlier step's
         // backfill may have taken hours.
-        if let Err(error) = column_as_planned(pool, job, step, planned).await {
+        if let Err(error) = columns_as_planned(pool, job, &[*step]).await {
             outcome = Err(error);
             break;
         }
@@ -156,73 +156,47 @@ pub(in crate::postgres) async fn apply_online(
     Ok(record)
 }
 
-/// Fails with [`Error::StalePlan`] unless the online steps' tables are as they were planned
-/// on. The job may have waited hours for its turn behind other tenants' backfills, and an
-/// online change casts whatever the column holds: a column changed by hand meanwhile (say
-/// to `numeric(12,3)`) would be cast to the approved type, its fractions silently rounded
-/// away. (The other steps' transaction re-checks its own tables under the tenant's lock.)
-async fn still_as_planned(
+/// Fails with [`Error::StalePlan`] unless each of `steps`' columns has the type it was
+/// planned on. An online change casts whatever the column holds: a column changed by hand
+/// meanwhile (say to `numeric(12,3)`) would be cast to the approved type, its fractions
+/// silently rounded away. The job may have waited hours for its turn behind other
+/// tenants' backfills, and a step behind an earlier step's, so this runs before the job
+/// and again before each step. (The other steps' transaction re-checks its own tables
+/// under the tenant's lock; they may change the rest of an online step's table.)
+async fn columns_as_planned(
     pool: &PgPool,
     job: &ApplyJob<'_, Postgres>,
-    online: &[&PlanStep],
+    steps: &[&PlanStep],
 ) -> Result<()> {
     let tenant = job.tenant.as_str();
-    let online_job = ApplyJob {
-        steps: online.to_vec(),
-        planned_on: job.planned_on.clone(),
-        drift_before: job.drift_before.clone(),
-        ..*job
-    };
-    let mut tables: Vec<String> = online_job
-        .rechecked_tables()
-        .into_iter()
-        .map(|(_, t)| t)
-        .collect();
-    tables.sort_unstable();
-    tables.dedup();
-    let stage = "re-introspect before the online change";
-    let mut conn = pool.acquire().await.map_err(failed(tenant, 1, stage))?;
-    let live =
-        crate::postgres::recheck::reintrospect(&mut conn, &job.schemas(), &tables, job.contracts)
-            .await
-            .map_err(failed(tenant, 1, stage))?;
-    if online_job.still_matches(&live) {
-        Ok(())
-    } else {
-        Err(Error::StalePlan {
-            tenant: tenant.to_owned(),
-        })
-    }
-}
-
-/// Fails with [`Error::StalePlan`] unless `step`'s column has the type it was planned on
-/// (the other steps of the job may have changed the rest of its table since).
-async fn column_as_planned(
-    pool: &PgPool,
-    job: &ApplyJob<'_, Postgres>,
-    step: &PlanStep,
-    planned: &contract_core::plan::OnlineChange,
-) -> Result<()> {
-    let tenant = job.tenant.as_str();
-    let column_of = |tables: Vec<&contract_core::LiveTable>| {
+    let column_of = |tables: &[&contract_core::LiveTable], step: &PlanStep| {
+        let planned = step.online.as_ref()?;
         tables
-            .into_iter()
+            .iter()
             .find(|t| t.schema == planned.schema && t.name == step.table)
             .and_then(|t| t.columns.iter().find(|c| c.name == planned.column))
             .map(|c| (c.data_type.clone(), c.type_key.clone()))
     };
-    let before = column_of(job.planned_on.clone());
+    let mut schemas: Vec<String> = steps
+        .iter()
+        .filter_map(|s| s.online.as_ref().map(|o| o.schema.clone()))
+        .collect();
+    let mut tables: Vec<String> = steps.iter().map(|s| s.table.clone()).collect();
+    tables.sort_unstable();
+    tables.dedup();
+    schemas.sort_unstable();
+    schemas.dedup();
     let stage = "re-introspect before the online change";
     let mut conn = pool.acquire().await.map_err(failed(tenant, 1, stage))?;
-    let live = crate::postgres::recheck::reintrospect(
-        &mut conn,
-        std::slice::from_ref(&planned.schema),
-        std::slice::from_ref(&step.table),
-        job.contracts,
-    )
-    .await
-    .map_err(failed(tenant, 1, stage))?;
-    if before.is_some() && before == column_of(live.iter().collect()) {
+    let live = crate::postgres::recheck::reintrospect(&mut conn, &schemas, &tables, job.contracts)
+        .await
+        .map_err(failed(tenant, 1, stage))?;
+    let live: Vec<&contract_core::LiveTable> = live.iter().collect();
+    let unchanged = steps.iter().all(|step| {
+        let before = column_of(&job.planned_on, step);
+        before.is_some() && before == column_of(&live, step)
+    });
+    if unchanged {
         Ok(())
     } else {
         Err(Error::StalePlan {
