@@ -402,6 +402,73 @@ async fn online_type_change_killed_mid_backfill_resumes_from_the_checkpoint() {
     scratch.drop_db().await;
 }
 
+/// A shadow-column change to `int8` killed mid-backfill, then a change of the same column to
+/// `numeric(20,2)`: the leftover `int8` shadow column is dropped and the backfill starts
+/// over. `ADD COLUMN IF NOT EXISTS` used to keep it, the integers compared equal to their
+/// casts, and the swap put `bigint` in place of the `numeric(20,2)` asked for.
+#[tokio::test]
+async fn an_online_change_to_another_type_drops_the_shadow_column_an_interrupted_one_left() {
+    use contract_sqlx::remediation::{OnlineProcedure, OnlineTypeChange, change_type_online};
+    use std::time::Duration;
+
+    let scratch = PgScratch::create("contract_online_other").await;
+    exec(
+        &scratch.pool,
+        "CREATE SCHEMA tenant_1; \
+         CREATE TABLE tenant_1.accounts (id int8 PRIMARY KEY, user_id int4 NOT NULL, note text NOT NULL); \
+         INSERT INTO tenant_1.accounts SELECT g, g * 3, 'n' || g FROM generate_series(1, 20000) g; \
+         ANALYZE tenant_1.accounts",
+    )
+    .await;
+    let values = || async {
+        sqlx::query_scalar::<_, String>(
+            "SELECT md5(string_agg(id::text || ':' || (user_id * 100)::int8::text, ',' ORDER BY id)) \
+             FROM tenant_1.accounts",
+        )
+        .fetch_one(&scratch.pool)
+        .await
+        .expect("values")
+    };
+    let before = values().await;
+    let to_int8 = OnlineTypeChange::new("tenant_1", "accounts", "user_id", "int8")
+        .batches(500, Duration::from_millis(20))
+        .procedure(OnlineProcedure::ShadowColumn);
+    kill_mid_backfill(&scratch.pool, &to_int8, 2000, 20000).await;
+    assert_eq!(
+        column_type(&scratch.pool, "user_id_contract_new").await,
+        "bigint",
+        "the interrupted change left its shadow column"
+    );
+
+    let to_numeric = OnlineTypeChange::new("tenant_1", "accounts", "user_id", "numeric(20,2)")
+        .procedure(OnlineProcedure::ShadowColumn);
+    let report = change_type_online(&scratch.pool, &to_numeric)
+        .await
+        .expect("the change to numeric");
+    assert_eq!(report.resumed_from, None, "started over, not resumed");
+    assert_eq!(
+        column_type(&scratch.pool, "user_id").await,
+        "numeric(20,2)",
+        "the type asked for, not the leftover's"
+    );
+    assert_eq!(values().await, before, "every value kept");
+    let leftovers: (i64, i64, i64) = sqlx::query_as(
+        "SELECT (SELECT count(*) FROM pg_trigger WHERE tgrelid = 'tenant_1.accounts'::regclass AND NOT tgisinternal), \
+                (SELECT count(*) FROM public.contract_online_progress), \
+                (SELECT count(*) FROM pg_attribute WHERE attrelid = 'tenant_1.accounts'::regclass \
+                   AND attname LIKE '%contract%' AND NOT attisdropped)",
+    )
+    .fetch_one(&scratch.pool)
+    .await
+    .expect("leftovers");
+    assert_eq!(
+        leftovers,
+        (0, 0, 0),
+        "no trigger, checkpoint or shadow column left"
+    );
+    scratch.drop_db().await;
+}
+
 /// A primary-key column is refused with the reason, and nothing is changed.
 #[tokio::test]
 async fn online_type_change_refuses_a_primary_key_column_and_says_why() {

@@ -7,6 +7,7 @@ mod backfill;
 mod copy;
 mod index;
 mod inspect;
+mod leftover;
 mod phased;
 mod planned;
 mod resume;

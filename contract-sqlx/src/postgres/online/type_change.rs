@@ -164,6 +164,9 @@ pub(super) struct Names {
     pub check_raw: String,
     pub progress: String,
     pub key: String,
+    /// The start every checkpoint key of a shadow-column change of this column shares,
+    /// whatever the new type.
+    pub key_prefix: String,
 }
 
 pub(super) fn short(name: String) -> String {
@@ -183,6 +186,7 @@ impl Names {
         let q = |n: &str| Dialect::Postgres.quote(n);
         let shadow_raw = short(format!("{}_contract_new", change.column));
         let base = short(format!("{}_{}_contract", change.table, change.column));
+        let key_prefix = format!("{}.{}.{}::", change.schema, change.table, change.column);
         Ok(Self {
             table: Dialect::Postgres.quote_qualified(Some(&change.schema), &change.table)?,
             column: q(&change.column)?,
@@ -194,10 +198,8 @@ impl Names {
             check_raw: short(format!("{base}_nn")),
             progress: Dialect::Postgres
                 .quote_qualified(Some(&change.progress_table.0), &change.progress_table.1)?,
-            key: format!(
-                "{}.{}.{}::{}",
-                change.schema, change.table, change.column, change.new_type
-            ),
+            key: format!("{key_prefix}{}", change.new_type),
+            key_prefix,
         })
     }
 }
@@ -213,6 +215,7 @@ impl Names {
 pub async fn change_type_online(pool: &PgPool, change: &OnlineTypeChange) -> Result<OnlineReport> {
     let names = Names::new(change)?;
     ensure_progress(pool, &names).await?;
+    super::leftover::discard_other_type(pool, change, &names).await?;
     match change.procedure {
         OnlineProcedure::ShadowColumn => shadow_column(pool, change, &names).await,
         OnlineProcedure::TableCopy => super::copy::run(pool, change, &names.progress).await,
