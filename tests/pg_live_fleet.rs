@@ -551,3 +551,57 @@ async fn an_approval_used_by_a_plan_that_failed_half_way_still_counts_against_it
     drop(guard);
     scratch.drop_db().await;
 }
+
+/// An operator pause stored for a tenant before the guard lists it (a tenant being moved,
+/// say): once listed, its gate stays closed. A pass opened a new compliant tenant's gate
+/// before it reloaded the operator pauses, and a write that failed for another tenant
+/// skipped that reload: the paused tenant's batches flowed until a later pass got through.
+#[tokio::test]
+async fn a_new_tenant_an_operator_paused_stays_closed_when_the_pass_cannot_write() {
+    let scratch = PgScratch::create("contract_live_op").await;
+    create_tenants(&scratch.pool, &names("tenant", 1..=1), HEALTHY, 0).await;
+    let guard = Guard::<Postgres>::builder()
+        .contract::<Event>()
+        .tenants(Tenants::schemas_like("tenant\\_%"))
+        .remediation(Remediation::SafeOnly)
+        .start(&scratch.pool)
+        .await
+        .expect("guard start");
+    guard
+        .pause("tenant_002")
+        .by("ops")
+        .reason("moving its database")
+        .await
+        .expect("operator pause");
+    // The next drifted tenant's guard pause cannot be stored: the pass fails.
+    exec(
+        &scratch.pool,
+        "CREATE FUNCTION public.refuse_pause() RETURNS trigger LANGUAGE plpgsql AS $$ \
+           BEGIN IF NEW.tenant = 'tenant_003' THEN RAISE EXCEPTION 'refused by the test'; END IF; RETURN NEW; END $$; \
+         CREATE TRIGGER refuse BEFORE INSERT OR UPDATE ON public.contract_pauses \
+           FOR EACH ROW EXECUTE FUNCTION public.refuse_pause()",
+    )
+    .await;
+    create_tenants(&scratch.pool, &names("tenant", 2..=2), HEALTHY, 0).await;
+    create_tenants(&scratch.pool, &names("tenant", 3..=3), INT4, 0).await;
+    let pass = guard.revalidate().await;
+    assert!(pass.is_err(), "the refused write fails the pass");
+    assert!(guard.tenants().iter().any(|t| t == "tenant_002"), "listed");
+    let paused_by_ops = |gate: Gate| match gate {
+        Gate::Open(_) => panic!("tenant_002, paused by an operator, is open"),
+        Gate::Paused(why) => assert_eq!(why.reason, "moving its database", "{why:?}"),
+    };
+    paused_by_ops(guard.gate("tenant_002"));
+    assert!(!guard.gate("tenant_003").is_open(), "tenant_003 drifted");
+
+    exec(
+        &scratch.pool,
+        "DROP TRIGGER refuse ON public.contract_pauses",
+    )
+    .await;
+    guard.revalidate().await.expect("a pass that writes");
+    paused_by_ops(guard.gate("tenant_002"));
+    assert!(guard.gate("tenant_001").is_open(), "tenant_001 complies");
+    drop(guard);
+    scratch.drop_db().await;
+}

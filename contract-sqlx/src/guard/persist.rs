@@ -35,21 +35,21 @@ impl<DB: ControlStore> Guard<DB> {
         } else {
             BTreeSet::new()
         };
+        // Operator pauses first (the CLI or another replica may have changed them): a newly
+        // listed tenant's gate opens below only with the pauses an operator stored for it in
+        // place. When they cannot be read, new tenants stay closed.
+        let stored = self.reload_operator_pauses().await;
+        let may_open_new = stored.is_ok();
         // At start-up only guard pauses an earlier run stored need removing: one read
         // instead of a DELETE per compliant tenant (if the read fails, delete them all).
-        let stored_guard: Option<BTreeSet<String>> = match &inner.plane {
-            Some(plane) if first_pass => {
-                DB::load_pauses(&inner.control, plane)
-                    .await
-                    .ok()
-                    .map(|stored| {
-                        stored
-                            .into_iter()
-                            .filter(|p| p.paused_by == PausedBy::Guard)
-                            .map(|p| p.tenant)
-                            .collect()
-                    })
-            }
+        let stored_guard: Option<BTreeSet<String>> = match (&stored, first_pass) {
+            (Ok(stored), true) => Some(
+                stored
+                    .iter()
+                    .filter(|p| p.paused_by == PausedBy::Guard)
+                    .map(|p| p.tenant.clone())
+                    .collect(),
+            ),
             _ => None,
         };
         let mut writes: Vec<(String, Option<Arc<PauseInfo>>)> = Vec::new();
@@ -86,7 +86,7 @@ impl<DB: ControlStore> Guard<DB> {
             if drift.is_some() || inner.plane.is_none() || !write {
                 self.update_cell(tenant, |s| {
                     s.drift.clone_from(&drift);
-                    s.checking = None;
+                    checked(s, may_open_new);
                 });
             }
             if write {
@@ -127,7 +127,7 @@ impl<DB: ControlStore> Guard<DB> {
                         if drift.is_none() {
                             self.update_cell(&tenant, |s| {
                                 s.drift = None;
-                                s.checking = None;
+                                checked(s, may_open_new);
                             });
                         }
                         continue;
@@ -144,14 +144,15 @@ impl<DB: ControlStore> Guard<DB> {
         if let Some(error) = first_error {
             return Err(error);
         }
-        self.reload_operator_pauses().await
+        stored.map(drop)
     }
 
-    /// Operator pauses from the table (the CLI or another replica may have changed them).
-    async fn reload_operator_pauses(&self) -> Result<()> {
+    /// Operator pauses from the table (the CLI or another replica may have changed them);
+    /// every stored pause, as read.
+    async fn reload_operator_pauses(&self) -> Result<Vec<PauseInfo>> {
         let inner = &self.inner;
         let Some(plane) = &inner.plane else {
-            return Ok(());
+            return Ok(Vec::new());
         };
         // Under the operator lock: a pause or resume cannot land between the read and the
         // update of the cells (the reload would undo it).
@@ -180,7 +181,7 @@ impl<DB: ControlStore> Guard<DB> {
                 }
             });
         }
-        Ok(())
+        Ok(stored)
     }
 
     /// Writes the status of the `touched` tenants whose status changed since it was written,
@@ -295,6 +296,20 @@ fn status_digest(status: &TenantStatus) -> String {
         .optional(status.backlog.map(|b| b.to_le_bytes()))
         .field(&status.location);
     digest.finish_hex()
+}
+
+/// A newly listed tenant has been checked: its gate no longer waits for that, unless the
+/// operator pauses stored for it could not be read in this pass.
+fn checked(state: &mut super::gate::TenantState, operator_pauses_read: bool) {
+    if operator_pauses_read {
+        state.checking = None;
+    } else if let Some(checking) = &state.checking {
+        let mut pause = PauseInfo::clone(checking);
+        pause.reason = "checking: a new tenant, closed until the operator pauses stored for it \
+                        can be read"
+            .into();
+        state.checking = Some(Arc::new(pause));
+    }
 }
 
 /// The guard pause of a tenant that is not compliant: why, and what waits.
