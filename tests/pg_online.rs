@@ -1802,6 +1802,124 @@ async fn a_tenant_found_drifted_is_paused_while_another_tenant_s_backfill_runs()
     scratch.drop_db().await;
 }
 
+/// The background task is busy applying tenant_big's online change (a backfill of a few
+/// seconds) when tenant_a drifts and is marked dirty (as the DDL listener does): its gate
+/// closes at once, not when the backfill is over. Passes run one at a time, so the pass
+/// that would look at tenant_a waited for the whole backfill with tenant_a's gate open.
+/// After the busy pass, the next one keeps it paused; once tenant_a is fixed it reopens.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drift_marked_while_a_backfill_runs_closes_the_gate_before_the_backfill_ends() {
+    use contract_sqlx::Guard;
+    use contract_sqlx::remediation::ApplyOptions;
+    use std::time::{Duration, Instant};
+
+    let scratch = PgScratch::create("contract_online_prompt").await;
+    int4_events(&scratch.pool, "tenant_big").await;
+    exec(
+        &scratch.pool,
+        "CREATE SCHEMA tenant_a; CREATE TABLE tenant_a.events (id int8 PRIMARY KEY, user_id int8 NOT NULL)",
+    )
+    .await;
+    // 30 batches of 100 rows, 150 ms apart: a backfill of about 4.5 s.
+    let options = ApplyOptions::default()
+        .with_online_threshold(Some(1000))
+        .with_online_batches(100, Duration::from_millis(150));
+    let dry = remediate(
+        &pg_tenant_directory(&scratch.pool).await,
+        &ContractSet::<Postgres>::new().with::<Event>(),
+        Remediation::DryRun,
+    )
+    .options(options.clone())
+    .run()
+    .await
+    .expect("dry run");
+    let plan = dry.plans[0].clone();
+    assert_eq!(plan.tenant, "tenant_big");
+    let guard = Guard::<Postgres>::builder()
+        .contract::<Event>()
+        .tenants(Tenants::schemas_like("tenant_%"))
+        .remediation(Remediation::DryRun)
+        .apply_options(options)
+        .revalidate_every(Duration::from_secs(600))
+        .start(&scratch.pool)
+        .await
+        .expect("guard start");
+    let passes = guard.spawn();
+    guard.set_policy(Remediation::Approved(plan.hash.clone()));
+    guard.mark_dirty("tenant_big");
+    backfill_started(&scratch.pool, "%")
+        .await
+        .expect("tenant_big's backfill never started");
+    assert!(guard.gate("tenant_a").is_open());
+
+    exec(
+        &scratch.pool,
+        "ALTER TABLE tenant_a.events ALTER COLUMN user_id TYPE text",
+    )
+    .await;
+    guard.mark_dirty("tenant_a");
+    let marked = Instant::now();
+    while guard.gate("tenant_a").is_open() && marked.elapsed() < Duration::from_secs(20) {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let closed_after = marked.elapsed();
+    let backfilling: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM public.contract_online_progress")
+            .fetch_one(&scratch.pool)
+            .await
+            .expect("progress");
+    assert!(!guard.gate("tenant_a").is_open(), "tenant_a never closed");
+    assert_eq!(
+        backfilling, 1,
+        "tenant_a closed only after tenant_big's backfill ({closed_after:?})"
+    );
+    assert!(!guard.gate("tenant_big").is_open(), "still remediating");
+
+    // The busy pass ends, the next one checks tenant_a itself: still paused.
+    let swapped = Instant::now();
+    while !guard.gate("tenant_big").is_open() && swapped.elapsed() < Duration::from_secs(60) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        guard.gate("tenant_big").is_open(),
+        "tenant_big's change never ended"
+    );
+    let big_type: String = sqlx::query_scalar(
+        "SELECT format_type(atttypid, atttypmod) FROM pg_attribute \
+         WHERE attrelid = 'tenant_big.events'::regclass AND attname = 'user_id' AND NOT attisdropped",
+    )
+    .fetch_one(&scratch.pool)
+    .await
+    .expect("tenant_big's type");
+    assert_eq!(big_type, "bigint");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    match guard.gate("tenant_a") {
+        contract_sqlx::Gate::Open(_) => panic!("tenant_a reopened after the busy pass"),
+        contract_sqlx::Gate::Paused(why) => {
+            assert!(why.reason.contains("user_id"), "{}", why.reason)
+        }
+    }
+
+    // Fixed, it reopens: the prompt check's pause does not stick.
+    exec(
+        &scratch.pool,
+        "ALTER TABLE tenant_a.events ALTER COLUMN user_id TYPE int8 USING user_id::int8",
+    )
+    .await;
+    guard.mark_dirty("tenant_a");
+    let fixed = Instant::now();
+    while !guard.gate("tenant_a").is_open() && fixed.elapsed() < Duration::from_secs(20) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        guard.gate("tenant_a").is_open(),
+        "tenant_a stayed closed once fixed"
+    );
+    passes.abort();
+    drop(guard);
+    scratch.drop_db().await;
+}
+
 /// One approved plan with two online steps (events, then accounts, or the other way): while
 /// the first one's copy runs, the second one's column is changed by hand to
 /// `numeric(12,3)` and given fractions. The second step must not run (stale), its fractions

@@ -106,6 +106,9 @@ pub(super) struct TenantState {
     pub operator: Vec<Arc<PauseInfo>>,
     /// Set while a newly listed tenant waits for its first check (memory only).
     pub checking: Option<Arc<PauseInfo>>,
+    /// Drift the prompt check found while a pass was busy (memory only), with the count of
+    /// passes that had taken the dirty set then: only a later pass lifts it.
+    pub prompt: Option<(Arc<PauseInfo>, u64)>,
 }
 
 impl TenantCell {
@@ -120,6 +123,7 @@ impl TenantCell {
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         state.drift.is_none()
             && state.checking.is_none()
+            && state.prompt.is_none()
             && state.operator.iter().all(|p| p.queue.is_some())
     }
 
@@ -129,7 +133,8 @@ impl TenantCell {
             .state
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some(pause) = state.drift.as_ref().or(state.checking.as_ref()) {
+        let prompt = state.prompt.as_ref().map(|(pause, _)| pause);
+        if let Some(pause) = state.drift.as_ref().or(state.checking.as_ref()).or(prompt) {
             return Some(Arc::clone(pause));
         }
         state
@@ -174,6 +179,7 @@ fn same_pauses(a: &TenantState, b: &TenantState) -> bool {
             .as_ref()
             .map(|p| (&p.reason, &p.observed_fingerprint))
         && a.checking.is_some() == b.checking.is_some()
+        && a.prompt.is_some() == b.prompt.is_some()
         && a.operator.len() == b.operator.len()
         && a.operator
             .iter()

@@ -26,6 +26,7 @@ mod observe_tests;
 mod operator;
 mod pass;
 mod persist;
+mod prompt;
 mod signals;
 #[cfg(all(test, feature = "sqlite"))]
 mod tests;
@@ -107,6 +108,8 @@ struct Inner<DB: ControlStore> {
     backlog: Option<Arc<dyn BacklogSource<DB>>>,
     dirty: std::sync::Mutex<Dirty>,
     wake: tokio::sync::Notify,
+    /// Wakes the prompt check (`prompt.rs`) when a tenant is marked dirty.
+    dirty_wake: tokio::sync::Notify,
     gate_metrics: GateMetrics,
     /// Serialises operator pause/resume with a pass's reload of the operator pauses, so
     /// the reload never undoes a pause or resume made meanwhile. Taken after `state`,
@@ -124,6 +127,21 @@ struct Dirty {
     /// The next pass must be a sweep (the DDL listener reconnected: changes made meanwhile
     /// were never notified).
     sweep: bool,
+    /// How many passes have taken the set so far: a tenant in it is checked by a pass with
+    /// a higher count (what lifts a pause the prompt check set, `prompt.rs`).
+    taken: u64,
+}
+
+impl Dirty {
+    /// The set for a pass, which then counts as taken once more.
+    fn take_for_pass(&mut self) -> Dirty {
+        self.taken += 1;
+        Dirty {
+            tenants: std::mem::take(&mut self.tenants),
+            sweep: std::mem::take(&mut self.sweep),
+            taken: self.taken,
+        }
+    }
 }
 
 /// What the guard knows between passes.
@@ -364,6 +382,7 @@ impl<DB: ControlStore> Guard<DB> {
             .tenants
             .insert(tenant.to_owned());
         self.inner.wake.notify_one();
+        self.inner.dirty_wake.notify_one();
     }
 
     /// Changes one tenant's gate state atomically (one write lock). Callers publish the
@@ -400,33 +419,44 @@ impl<DB: ControlStore> Guard<DB> {
     }
 
     /// Runs passes in the background: a sweep every interval, and promptly when a tenant is
-    /// marked dirty (a pass over just the marked tenants) or an approval is made. The task
-    /// stops when every clone of the guard is dropped.
+    /// marked dirty (a pass over just the marked tenants) or an approval is made. While a
+    /// pass is busy (an online change's backfill, say), a tenant marked dirty is checked at
+    /// once all the same and its gate closed if it drifted (`prompt.rs`). The task stops
+    /// when every clone of the guard is dropped.
     #[must_use]
     pub fn spawn(&self) -> tokio::task::JoinHandle<()> {
         let weak = Arc::downgrade(&self.inner);
         let interval = self.inner.interval;
-        tokio::spawn(async move {
-            // Wake-ups do not postpone the periodic sweep.
-            let mut next_sweep = tokio::time::Instant::now() + interval;
-            loop {
-                let Some(inner) = weak.upgrade() else { return };
-                let wake = async { inner.wake.notified().await };
-                let swept = tokio::select! {
-                    () = tokio::time::sleep_until(next_sweep) => true,
-                    () = wake => false,
-                };
-                let guard = Guard { inner };
-                let pass = if swept {
-                    next_sweep = tokio::time::Instant::now() + interval;
-                    guard.revalidate().await
-                } else {
-                    guard.revalidate_woken().await
-                };
-                if let Err(error) = pass {
-                    crate::telemetry::count(metrics::REVALIDATION_ERRORS_TOTAL, 1);
-                    tracing::error!(error = %error_chain(&error), "revalidation failed; retrying next interval");
+        let passes = {
+            let weak = weak.clone();
+            async move {
+                // Wake-ups do not postpone the periodic sweep.
+                let mut next_sweep = tokio::time::Instant::now() + interval;
+                loop {
+                    let Some(inner) = weak.upgrade() else { return };
+                    let wake = async { inner.wake.notified().await };
+                    let swept = tokio::select! {
+                        () = tokio::time::sleep_until(next_sweep) => true,
+                        () = wake => false,
+                    };
+                    let guard = Guard { inner };
+                    let pass = if swept {
+                        next_sweep = tokio::time::Instant::now() + interval;
+                        guard.revalidate().await
+                    } else {
+                        guard.revalidate_woken().await
+                    };
+                    if let Err(error) = pass {
+                        crate::telemetry::count(metrics::REVALIDATION_ERRORS_TOTAL, 1);
+                        tracing::error!(error = %error_chain(&error), "revalidation failed; retrying next interval");
+                    }
                 }
+            }
+        };
+        tokio::spawn(async move {
+            tokio::select! {
+                () = passes => {}
+                () = prompt::while_busy(weak, interval) => {}
             }
         })
     }

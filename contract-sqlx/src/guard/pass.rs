@@ -46,13 +46,12 @@ impl<DB: ControlStore> Guard<DB> {
     }
 
     async fn revalidate_with(&self, woken: bool) -> Result<Revalidation> {
-        let dirty = std::mem::take(
-            &mut *self
-                .inner
-                .dirty
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner),
-        );
+        let dirty = self
+            .inner
+            .dirty
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take_for_pass();
         let scope = if woken && !dirty.sweep && !dirty.tenants.is_empty() {
             Scope::Targeted(dirty.tenants.clone())
         } else {
@@ -329,7 +328,7 @@ impl<DB: ControlStore> Guard<DB> {
         // Pauses, backlog, status, heartbeat.
         // Which gates reopen is only needed to follow backlogs: no fleet scan without one.
         let closed_before = inner.backlog.is_some().then(|| self.closed_tenants());
-        let persisted = self.apply_pauses(state, &touched, first).await;
+        let persisted = self.apply_pauses(state, &touched, first, dirty.taken).await;
         if let Some(closed_before) = &closed_before {
             self.measure_backlog(state, &directory, closed_before, &mut touched, &mut log)
                 .await;

@@ -17,12 +17,14 @@ use crate::tenants::TenantDirectory;
 
 impl<DB: ControlStore> Guard<DB> {
     /// Sets or lifts the guard pauses of `touched` tenants from what the pass observed,
-    /// persists them, reloads operator pauses.
+    /// persists them, reloads operator pauses. `dirty_taken`: the pass's count of taken
+    /// dirty sets (`Dirty::taken`).
     pub(super) async fn apply_pauses(
         &self,
         state: &PassState,
         touched: &BTreeSet<String>,
         first_pass: bool,
+        dirty_taken: u64,
     ) -> Result<()> {
         let inner = &self.inner;
         let pending = if inner.plane.is_some() {
@@ -87,6 +89,7 @@ impl<DB: ControlStore> Guard<DB> {
                 self.update_cell(tenant, |s| {
                     s.drift.clone_from(&drift);
                     checked(s, may_open_new);
+                    prompt_superseded(s, dirty_taken);
                 });
             }
             if write {
@@ -125,9 +128,13 @@ impl<DB: ControlStore> Guard<DB> {
                 match written {
                     Ok(()) => {
                         if drift.is_none() {
+                            let checked_now = touched.contains(&tenant);
                             self.update_cell(&tenant, |s| {
                                 s.drift = None;
                                 checked(s, may_open_new);
+                                if checked_now {
+                                    prompt_superseded(s, dirty_taken);
+                                }
                             });
                         }
                         continue;
@@ -309,6 +316,18 @@ fn checked(state: &mut super::gate::TenantState, operator_pauses_read: bool) {
                         can be read"
             .into();
         state.checking = Some(Arc::new(pause));
+    }
+}
+
+/// This pass checked the tenant after the prompt check's look (it took the dirty set
+/// later): its verdict replaces that pause.
+fn prompt_superseded(state: &mut super::gate::TenantState, dirty_taken: u64) {
+    if state
+        .prompt
+        .as_ref()
+        .is_some_and(|(_, taken)| *taken < dirty_taken)
+    {
+        state.prompt = None;
     }
 }
 
