@@ -287,6 +287,58 @@ async fn a_pending_transaction_whose_check_was_dropped_by_hand_is_settled_not_re
     cut.drop_db().await;
 }
 
+/// The resume of a plan stopped before its `VALIDATE` runs with the caller's timeouts, not
+/// the defaults: with `statement_timeout` set to 300 ms and a session holding a lock the
+/// `VALIDATE` waits for, it is the statement timeout that ends the wait. The resume used
+/// the default options, so a `VALIDATE` needing more than the default 60 s could never
+/// complete, whatever the guard was configured with.
+#[tokio::test]
+async fn a_resumed_transaction_runs_with_the_caller_s_timeouts() {
+    use contract_sqlx::remediation::ApplyOptions;
+    use std::time::Duration;
+
+    let cut = CutBeforeValidate::new::<Event>("contract_online_resume_opts", NULLABLE_EVENTS).await;
+    let mut holder = cut.scratch.pool.acquire().await.expect("connection");
+    exec(
+        &mut *holder,
+        "BEGIN; LOCK TABLE tenant_1.events IN SHARE UPDATE EXCLUSIVE MODE",
+    )
+    .await;
+    let options = ApplyOptions::default()
+        .with_statement_timeout(Duration::from_millis(300))
+        .with_lock_timeout(Duration::from_secs(30))
+        .with_max_attempts(1);
+    let next = remediate(
+        &cut.dir,
+        &cut.contracts,
+        Remediation::Approved(cut.plan.hash.clone()),
+    )
+    .options(options)
+    .run()
+    .await
+    .expect("next run");
+    exec(&mut *holder, "ROLLBACK").await;
+    drop(holder);
+    assert_eq!(next.reconciled.len(), 1, "{:?}", next.reconciled);
+    let resumed = &next.reconciled[0];
+    assert_eq!(resumed.outcome, ReconcileOutcome::Unknown, "{resumed}");
+    assert!(
+        resumed.evidence.contains("statement timeout"),
+        "ended by the caller's statement_timeout: {resumed}"
+    );
+    assert_eq!(
+        audit(&cut.scratch.pool, "tenant_1").await,
+        [("pending".to_owned(), Some(1))],
+        "still pending for the next pass"
+    );
+
+    let done = cut.run_again().await;
+    assert_eq!(done.reconciled.len(), 1, "{:?}", done.reconciled);
+    assert_eq!(done.reconciled[0].outcome, ReconcileOutcome::Applied);
+    assert!(not_null(&cut.scratch.pool, "tenant_1", "events", "user_id").await);
+    cut.drop_db().await;
+}
+
 #[tokio::test]
 async fn set_not_null_cut_between_not_valid_and_validate_resumes_next_pass() {
     cut_before_validate::<Event>("contract_online_nn", NULLABLE_EVENTS, async |pool, done| {

@@ -189,19 +189,21 @@ pub trait Backend: Database + Sized {
         async { Ok(()) }
     }
 
-    /// Settles audit rows an interrupted apply left `pending` in `tenants` (MySQL writes the
-    /// row before DDL that commits implicitly): each is judged against the tenant's live
-    /// schema, checked under the tenant's lock, and becomes `applied`, `failed` or
-    /// `unknown` with the evidence. Best effort: a failure is logged and the row stays
-    /// pending for the next run. Where the audit row commits with the DDL (PostgreSQL,
-    /// SQLite) there is never a pending row, and this does nothing.
+    /// Settles or resumes the audit rows an interrupted apply left `pending` in `tenants`,
+    /// with `options`' audit table, timeouts and retries. MySQL writes the row before DDL
+    /// that commits implicitly: each such row is judged against the tenant's live schema
+    /// under the tenant's lock. PostgreSQL resumes a multi-transaction plan stopped between
+    /// its transactions where it stopped (or settles it when it can no longer run). Rows
+    /// become `applied`, `failed` or `unknown`, with the evidence. Best effort: a failure
+    /// is logged and the row stays pending for the next run. SQLite, whose audit row
+    /// commits with the DDL, has none and does nothing.
     fn reconcile_audits(
         pool: &Pool<Self>,
         tenants: &[TenantName],
         contracts: &ContractSet<Self>,
-        audit: &AuditConfig,
+        options: &crate::remediation::ApplyOptions,
     ) -> impl Future<Output = Vec<ReconciledAudit>> + Send {
-        let _ = (pool, tenants, contracts, audit);
+        let _ = (pool, tenants, contracts, options);
         async { Vec::new() }
     }
 

@@ -145,7 +145,7 @@ impl<DB: ControlStore> Guard<DB> {
                     due.as_slice()
                 };
                 if !names.is_empty() {
-                    DB::reconcile_audits(pool, names, &inner.contracts, &inner.options.audit).await;
+                    DB::reconcile_audits(pool, names, &inner.contracts, &inner.options).await;
                 }
             }
         }

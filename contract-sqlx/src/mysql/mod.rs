@@ -26,7 +26,7 @@ use crate::check::ContractSet;
 use crate::check::TypeCheck;
 use crate::error::{Error, Result, hint};
 use crate::remediation::ApplyJob;
-use crate::remediation::{AuditConfig, AuditRecord, ReconciledAudit};
+use crate::remediation::{AuditRecord, ReconciledAudit};
 
 impl Backend for MySql {
     const DIALECT: Dialect = Dialect::MySql;
@@ -120,9 +120,9 @@ impl Backend for MySql {
         pool: &MySqlPool,
         tenants: &[TenantName],
         contracts: &ContractSet<Self>,
-        audit: &AuditConfig,
+        options: &crate::remediation::ApplyOptions,
     ) -> Vec<ReconciledAudit> {
-        reconcile::reconcile(pool, tenants, contracts, audit).await
+        reconcile::reconcile(pool, tenants, contracts, &options.audit).await
     }
 
     async fn apply(pool: &MySqlPool, job: &ApplyJob<'_, Self>) -> Result<AuditRecord> {

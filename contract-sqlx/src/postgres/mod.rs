@@ -178,9 +178,9 @@ impl Backend for Postgres {
         pool: &PgPool,
         tenants: &[contract_core::TenantName],
         contracts: &ContractSet<Self>,
-        audit: &AuditConfig,
+        options: &crate::remediation::ApplyOptions,
     ) -> Vec<crate::remediation::ReconciledAudit> {
-        online::resume_pending(pool, tenants, contracts, audit).await
+        online::resume_pending(pool, tenants, contracts, options).await
     }
 
     async fn type_catalog(

@@ -134,8 +134,7 @@ impl<'a, DB: Backend> Remediate<'a, DB> {
             };
             tables += snap.tables.len();
             if policy.applies() {
-                reconciled
-                    .extend(DB::reconcile_audits(pool, names, contracts, &options.audit).await);
+                reconciled.extend(DB::reconcile_audits(pool, names, contracts, &options).await);
             }
             if policy.plans() {
                 match plan_group(

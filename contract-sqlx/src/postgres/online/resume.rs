@@ -31,14 +31,16 @@ const NO_SUCH_TABLE_OR_COLUMN: [&str; 2] = ["42P01", "42703"];
 const GONE: [&str; 4] = ["42704", "42703", "42P01", "3F000"];
 
 /// Resumes every pending multi-transaction apply of `tenants`, oldest first, with the
-/// default timeouts and retries. Best effort: a failure is logged, reported as `unknown`
+/// caller's timeouts, retries and audit table (a `VALIDATE` that needs a longer
+/// `statement_timeout` than the default gets it on resume too). Best effort: a failure is logged, reported as `unknown`
 /// with the error, and the row stays pending for the next pass.
 pub(in crate::postgres) async fn resume_pending(
     pool: &PgPool,
     tenants: &[TenantName],
     contracts: &ContractSet<Postgres>,
-    audit: &AuditConfig,
+    options: &ApplyOptions,
 ) -> Vec<crate::remediation::ReconciledAudit> {
+    let audit = &options.audit;
     let rows = match pending(pool, tenants, audit).await {
         Ok(rows) => rows,
         Err(error) => {
@@ -47,10 +49,6 @@ pub(in crate::postgres) async fn resume_pending(
             }
             return Vec::new();
         }
-    };
-    let options = ApplyOptions {
-        audit: audit.clone(),
-        ..ApplyOptions::default()
     };
     let mut settled = Vec::new();
     for mut row in rows {
@@ -61,7 +59,7 @@ pub(in crate::postgres) async fn resume_pending(
             plan_hash: &row.plan_hash,
             audit_id: row.audit_id.clone(),
             transactions: std::mem::take(&mut row.transactions.0),
-            options: &options,
+            options,
         };
         let total = run.transactions.len();
         let label = run
