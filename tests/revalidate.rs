@@ -688,6 +688,54 @@ async fn a_targeted_pass_leaves_a_changed_fixed_schema_to_the_next_sweep() {
     scratch.drop_db().await;
 }
 
+/// With the event trigger and the listener, DDL on a contract's fixed schema closes every
+/// tenant's gate promptly. The listener named the schema `shared`, no tenant: the pass it
+/// woke introspected nothing, and the gates stayed open until the periodic sweep (an hour
+/// away here). A name that is no tenant's now makes that pass a sweep.
+#[tokio::test]
+async fn ddl_on_a_fixed_schema_closes_every_tenant_s_gate_promptly() {
+    let scratch = PgScratch::create("contract_fixed_ddl").await;
+    seed(&scratch.pool, 1..=3).await;
+    exec(
+        &scratch.pool,
+        "CREATE SCHEMA shared; CREATE TABLE shared.settings (id int8 NOT NULL, value int8 NOT NULL)",
+    )
+    .await;
+    install_ddl_trigger(&scratch.pool)
+        .await
+        .expect("trigger (tests run as superuser)");
+    let guard = Guard::<Postgres>::builder()
+        .contract::<Event>()
+        .contract::<Setting>()
+        .tenants(Tenants::schemas_like("tenant_%"))
+        .revalidate_every(Duration::from_secs(3600))
+        .start(&scratch.pool)
+        .await
+        .expect("start");
+    let listener = guard.listen_for_ddl().await.expect("listen");
+    let task = guard.spawn();
+    assert_eq!(open_gates(&guard).len(), 3);
+    exec(
+        &scratch.pool,
+        "ALTER TABLE shared.settings DROP COLUMN value",
+    )
+    .await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while !open_gates(&guard).is_empty() && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let open = open_gates(&guard);
+    assert!(
+        open.is_empty(),
+        "still open after the fixed schema changed: {open:?}"
+    );
+    let pass = guard.last_pass().expect("a pass");
+    assert_ne!(pass.signal, ChangeSignal::Targeted, "{pass:?}");
+    task.abort();
+    listener.abort();
+    scratch.drop_db().await;
+}
+
 /// Sweeps until one relies on the DDL trigger's versions (the first after start-up or a
 /// re-install may fall back once: the guard's own tables in `public` are DDL too), each
 /// introspecting nothing; panics after three.

@@ -111,6 +111,13 @@ impl<DB: ControlStore> Guard<DB> {
 
         let found = self.discover(state, first, list).await;
         let directory = Arc::clone(&found.directory);
+        // A name still unknown once the tenants are listed is no tenant's schema: DDL there
+        // (a contract's fixed schema, a type or table tenants' columns use) touches tenants
+        // only a sweep finds (their signatures, or the fixed schema's, moved).
+        let scope = match scope {
+            Scope::Targeted(names) if names.iter().any(|n| !self.knows(state, n)) => Scope::Sweep,
+            other => other,
+        };
         let mut summary = Revalidation {
             discovered: if first {
                 Vec::new()
