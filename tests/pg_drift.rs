@@ -370,3 +370,71 @@ async fn a_view_over_not_null_columns_is_reported_nullable() {
     );
     scratch.drop_db().await;
 }
+
+#[derive(Debug, PartialEq, sqlx::Type)]
+#[sqlx(type_name = "tenant_1.mood", rename_all = "lowercase")]
+pub(crate) enum Mood {
+    Happy,
+    Sad,
+    Meh,
+}
+
+/// Enum labels reached through an array and a domain.
+#[derive(Debug, sqlx::FromRow, Contract)]
+#[contract(table = "moods", backends(postgres))]
+#[allow(dead_code)]
+pub(crate) struct Moods {
+    pub id: i64,
+    #[contract(enum_labels = "happy, sad, meh")]
+    pub history: Vec<Mood>,
+    #[contract(enum_labels = "happy, sad, meh")]
+    pub today: Mood,
+}
+
+/// `tenant_1.moods`: `history` an array of the enum `tenant_1.mood`, `today` a domain over
+/// it; the enum has the labels `labels`.
+pub(crate) fn moods_setup(labels: &str) -> String {
+    format!(
+        "CREATE SCHEMA tenant_1; CREATE TYPE tenant_1.mood AS ENUM ({labels}); \
+         CREATE DOMAIN tenant_1.mood_today AS tenant_1.mood; \
+         CREATE TABLE tenant_1.moods (id int8 NOT NULL, history tenant_1.mood[] NOT NULL, \
+                                      today tenant_1.mood_today NOT NULL)"
+    )
+}
+
+/// The labels of an enum reached through an array column or a domain are checked like an
+/// enum column's: a label the Rust enum does not know (rows holding it fail to decode) and
+/// one it needs. Both columns passed as compliant: only a column of the enum type itself
+/// had its labels read.
+#[tokio::test]
+async fn enum_labels_are_checked_through_arrays_and_domains() {
+    let scratch = PgScratch::create("contract_enum_wrapped").await;
+    support::exec(&scratch.pool, moods_setup("'happy', 'sad', 'grumpy'")).await;
+    let dir = support::pg_tenant_directory(&scratch.pool).await;
+    let contracts = contract_sqlx::check::ContractSet::<Postgres>::new().with::<Moods>();
+    let report = contract_sqlx::check_fleet(&dir, &contracts)
+        .await
+        .expect("check");
+    let mut found: Vec<(String, String)> = report
+        .findings()
+        .map(|f| (f.column.clone().unwrap_or_default(), f.actual.clone()))
+        .collect();
+    found.sort();
+    assert_eq!(
+        found,
+        [
+            (
+                "history".to_owned(),
+                "labels unknown to the Rust enum: grumpy".to_owned()
+            ),
+            ("history".to_owned(), "missing labels: meh".to_owned()),
+            (
+                "today".to_owned(),
+                "labels unknown to the Rust enum: grumpy".to_owned()
+            ),
+            ("today".to_owned(), "missing labels: meh".to_owned()),
+        ],
+        "{report}"
+    );
+    scratch.drop_db().await;
+}

@@ -387,6 +387,53 @@ async fn missing_enum_labels_are_added_by_safe_only() {
     scratch.drop_db().await;
 }
 
+/// A label missing from the enum that an array column's elements and a domain column's
+/// base are is added to that enum by SafeOnly (one step per column, each `IF NOT EXISTS`),
+/// and rows holding it then decode. The planner must name the enum, not the column's own
+/// type (`"tenant_1"."mood[]"`, the domain). Before, neither column had a finding and
+/// nothing was added.
+#[tokio::test]
+async fn a_missing_label_of_an_enum_behind_an_array_or_a_domain_is_added_to_the_enum() {
+    use crate::pg_drift::{Mood, Moods, moods_setup};
+
+    let scratch = PgScratch::create("contract_enum_wrapped_fix").await;
+    support::exec(&scratch.pool, moods_setup("'happy', 'sad'")).await;
+    let contracts = ContractSet::<Postgres>::new().with::<Moods>();
+    let dir = pg_tenant_directory(&scratch.pool).await;
+    let run = remediate(&dir, &contracts, Remediation::SafeOnly)
+        .run()
+        .await
+        .expect("run");
+    assert_eq!(run.audits.len(), 1, "{:?}", run.failed);
+    let statements: std::collections::BTreeSet<&str> = run.audits[0]
+        .statements
+        .iter()
+        .map(String::as_str)
+        .collect();
+    assert_eq!(
+        statements,
+        [r#"ALTER TYPE "tenant_1"."mood" ADD VALUE IF NOT EXISTS 'meh'"#].into(),
+        "{:?}",
+        run.audits[0].statements
+    );
+    assert!(run.after.is_clean(), "{}", run.after);
+    sqlx::query("INSERT INTO tenant_1.moods VALUES (1, $1, $2)")
+        .bind(vec![Mood::Happy, Mood::Meh])
+        .bind(Mood::Meh)
+        .execute(&scratch.pool)
+        .await
+        .expect("write meh");
+    let row: Moods = sqlx::query_as("SELECT id, history, today FROM tenant_1.moods")
+        .fetch_one(&scratch.pool)
+        .await
+        .expect("read");
+    assert_eq!(
+        (row.history, row.today),
+        (vec![Mood::Happy, Mood::Meh], Mood::Meh)
+    );
+    scratch.drop_db().await;
+}
+
 #[derive(Debug, sqlx::Type)]
 #[sqlx(type_name = "tenant_1.mark")]
 #[allow(dead_code)] // only its contract is used

@@ -736,6 +736,36 @@ async fn ddl_on_a_fixed_schema_closes_every_tenant_s_gate_promptly() {
     scratch.drop_db().await;
 }
 
+/// A label added to the enum behind an array column and a domain column moves the tenant's
+/// catalog signature, so the next sweep (no DDL trigger) introspects the tenant and pauses
+/// it: rows holding the label cannot be decoded. The signature hashed only the labels of a
+/// column's own type, so the sweep found nothing changed and the gate stayed open.
+#[tokio::test]
+async fn a_label_added_to_an_enum_behind_an_array_or_a_domain_moves_the_signature() {
+    use crate::pg_drift::{Moods, moods_setup};
+
+    let scratch = PgScratch::create("contract_enum_signature").await;
+    exec(&scratch.pool, moods_setup("'happy', 'sad', 'meh'")).await;
+    let guard = Guard::<Postgres>::builder()
+        .contract::<Moods>()
+        .tenants(Tenants::schemas_like("tenant_%"))
+        .revalidate_every(Duration::from_secs(3600))
+        .full_check_every(1000)
+        .start(&scratch.pool)
+        .await
+        .expect("start");
+    assert!(guard.gate("tenant_1").is_open());
+    exec(&scratch.pool, "ALTER TYPE tenant_1.mood ADD VALUE 'grumpy'").await;
+    let sweep = guard.revalidate().await.expect("sweep");
+    assert_eq!(
+        (sweep.signal, sweep.introspected),
+        (ChangeSignal::CatalogSignature, 1),
+        "{sweep:?}"
+    );
+    assert!(!guard.gate("tenant_1").is_open(), "{sweep:?}");
+    scratch.drop_db().await;
+}
+
 /// Sweeps until one relies on the DDL trigger's versions (the first after start-up or a
 /// re-install may fall back once: the guard's own tables in `public` are DDL too), each
 /// introspecting nothing; panics after three.

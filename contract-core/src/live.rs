@@ -22,8 +22,14 @@ pub struct LiveColumn {
     pub nullable: bool,
     /// The column default expression, if any.
     pub default: Option<String>,
-    /// Labels of an enum column, in declaration order.
+    /// Labels of an enum column, in declaration order; also of the enum an array column's
+    /// elements or a domain column's base type are (PostgreSQL).
     pub enum_labels: Option<Vec<String>>,
+    /// The enum type whose labels `enum_labels` lists when it is not the column's own type
+    /// (the elements' type of an array, the base type of a domain), named like
+    /// `type_key`: the type `ALTER TYPE … ADD VALUE` changes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enum_type_key: Option<String>,
 }
 
 impl LiveColumn {
@@ -38,6 +44,7 @@ impl LiveColumn {
             nullable: true,
             default: None,
             enum_labels: None,
+            enum_type_key: None,
         }
     }
 

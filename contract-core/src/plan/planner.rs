@@ -633,16 +633,17 @@ fn enum_labels(
             column.name, target.dialect
         ));
     }
-    // The type as the catalog names it: schema-qualified unless it is on the search path,
+    // The enum as the catalog names it (the column's own type, or the enum its array's
+    // elements or its domain's base are): schema-qualified unless it is on the search path,
     // which the remediation session pins to pg_catalog, so only qualified names are safe.
-    let Some((schema, name)) = live
-        .type_key
+    let enum_type = live.enum_type_key.as_deref().unwrap_or(&live.type_key);
+    let Some((schema, name)) = enum_type
         .split_once('.')
-        .filter(|_| !live.type_key.contains('"'))
+        .filter(|_| !enum_type.contains('"'))
     else {
         return Err(format!(
-            "the enum type `{}` of `{}` is not schema-qualified in the catalog (it is on the search path); add the labels by hand",
-            live.type_key, column.name
+            "the enum type `{enum_type}` of `{}` is not schema-qualified in the catalog (it is on the search path); add the labels by hand",
+            column.name
         ));
     };
     let type_name = format!(

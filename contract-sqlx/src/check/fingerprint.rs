@@ -21,6 +21,10 @@ pub fn fingerprint(table: &LiveTable) -> String {
             Some(labels) => labels.iter().fold(digest.field("enum"), |d, l| d.field(l)),
             None => digest.field("-"),
         };
+        // Only where there is one: the digests of every other column stay as they were.
+        if let Some(enum_type) = &c.enum_type_key {
+            digest.field("enum_type").field(enum_type);
+        }
     }
     digest.field("pk");
     for column in &table.primary_key {

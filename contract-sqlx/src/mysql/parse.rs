@@ -70,6 +70,7 @@ pub(super) fn tables(
             // MariaDB spells an explicit `DEFAULT NULL` as the text `NULL`.
             default: row.default_expr.filter(|d| d != "NULL"),
             enum_labels,
+            enum_type_key: None,
         });
     }
     attach_keys(&mut tables, keys);

@@ -89,6 +89,7 @@ impl TablesBuilder {
                 nullable: row.nullable.unwrap_or(true),
                 default: row.default_expr.map(str::to_owned),
                 enum_labels: row.enum_labels.clone(),
+                enum_type_key: row.enum_type_key.map(str::to_owned),
             },
         ));
     }

@@ -1,13 +1,40 @@
 //! Catalog SQL for PostgreSQL. `pg_catalog` only (never `information_schema` on a hot
 //! path), one round trip for every tenant's contracted tables (`ARCHITECTURE.md` D3).
 
+/// The enum type a column type `t` (a `pg_type` row) holds values of through arrays and
+/// domains (an array of an enum, a domain over one, an array of such a domain, …), at most
+/// eight levels down; NULL when none. A scalar subquery, evaluated only for the custom
+/// array and domain types the `CASE`s below hand it, each step a lookup by oid (no join:
+/// the re-check's generic plan would scan `pg_type`).
+// language=SQL
+macro_rules! enum_reached {
+    () => {
+        "(WITH RECURSIVE u(oid, depth) AS (
+             SELECT t.oid, 0
+             UNION ALL
+             SELECT (SELECT CASE WHEN y.typtype = 'd' THEN y.typbasetype ELSE y.typelem END
+                     FROM pg_type y WHERE y.oid = u.oid AND (y.typtype = 'd' OR y.typcategory = 'A')),
+                    u.depth + 1
+             FROM u WHERE u.oid IS NOT NULL AND u.depth < 8)
+         SELECT u.oid FROM u WHERE (SELECT z.typtype FROM pg_type z WHERE z.oid = u.oid) = 'e' LIMIT 1)"
+    };
+}
+
+/// `t` (a `pg_type` row) is a custom array or domain type, which may hold an enum's values.
+macro_rules! custom_wrapper {
+    () => {
+        "t.oid >= 16384 AND (t.typtype = 'd' OR t.typcategory = 'A')"
+    };
+}
+
 /// The select list of [`COLUMNS`] and of the re-check's keyed copy
 /// (`super::recheck::SCOPED_COLUMNS`), over the aliases of `catalog_joins` and `c`
 /// (`pg_class`): one definition, so the two cannot return different columns.
 // language=SQL
 macro_rules! column_select {
     () => {
-        r#"
+        concat!(
+            r#"
 SELECT n.nspname::text                                   AS schema_name,
        c.relname::text                                   AS table_name,
        a.attname::text                                   AS column_name,
@@ -19,12 +46,26 @@ SELECT n.nspname::text                                   AS schema_name,
             ELSE pg_get_expr(d.adbin, d.adrelid) END     AS default_expr,
        CASE WHEN t.typtype = 'e' THEN
          (SELECT array_agg(e.enumlabel::text ORDER BY e.enumsortorder) FROM pg_enum e WHERE e.enumtypid = t.oid)
+            WHEN "#,
+            custom_wrapper!(),
+            r#" THEN
+         (SELECT array_agg(e.enumlabel::text ORDER BY e.enumsortorder) FROM pg_enum e WHERE e.enumtypid = "#,
+            enum_reached!(),
+            r#")
        END                                               AS enum_labels,
        array_position(pk.conkey, a.attnum)               AS pk_position,
        fn.nspname::text AS ref_schema, fc.relname::text AS ref_table, fa.attname::text AS ref_column,
        c.oid::int8                                       AS table_oid,
-       c.relkind::text                                   AS relkind
+       c.relkind::text                                   AS relkind,
+       CASE WHEN "#,
+            custom_wrapper!(),
+            r#" THEN
+         (SELECT format_type(x.oid, NULL) FROM pg_type x WHERE x.oid = "#,
+            enum_reached!(),
+            r#")
+       END                                               AS enum_type_key
 "#
+        )
     };
 }
 
@@ -64,7 +105,7 @@ macro_rules! contracted_relkinds {
     };
 }
 
-pub(super) use {catalog_joins, column_select, contracted_relkinds};
+pub(super) use {catalog_joins, column_select, contracted_relkinds, custom_wrapper, enum_reached};
 
 /// One row per contracted column of each contracted table in the given schemas, plus one
 /// row with NULL column fields for a table that has none of the contracted columns.
@@ -125,7 +166,8 @@ macro_rules! row_version {
 /// (the change signal of a revalidation sweep): each relation's `pg_class` row, its
 /// `pg_attribute` rows (a rename, a type, nullability or default change, a dropped column
 /// rewrites the column's row; an added column adds one), the `pg_type` rows of custom types
-/// and the `pg_enum` rows of enums its columns use (and the `pg_namespace` row of a type in
+/// and the `pg_enum` rows of enums its columns use, directly or through arrays and domains
+/// (and the `pg_namespace` row of a type in
 /// another schema: renaming that schema renames the type), its primary and foreign keys
 /// (`pg_constraint`), for a foreign key to a relation that is not contracted in the same
 /// schema the referenced `pg_class` and column `pg_attribute` rows (and the `pg_namespace`
@@ -232,7 +274,12 @@ WITH rel AS MATERIALIZED (
                                      hashint8extended(
                                      coalesce((SELECT hashint8extended(sum((e.h >> 33)::int4), sum((e.h & 2147483647)::int4))
                                                FROM (SELECT hashint8extended(e.xmin::text::int8, e.oid::int8) AS h
-                                                     FROM pg_enum e WHERE e.enumtypid = t.oid) e), -1),
+                                                     FROM pg_enum e WHERE e.enumtypid =
+                                                       CASE WHEN "#,
+    custom_wrapper!(),
+    r#" THEN "#,
+    enum_reached!(),
+    r#" ELSE t.oid END) e), -1),
                                      CASE WHEN t.typnamespace <> c.relnamespace THEN
                                          (SELECT tn.xmin::text::int8 FROM pg_namespace tn WHERE tn.oid = t.typnamespace)
                                      ELSE -1 END)) >> 17

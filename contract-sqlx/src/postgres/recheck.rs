@@ -13,7 +13,9 @@
 use contract_core::LiveTable;
 use sqlx::Postgres;
 
-use super::query::{catalog_joins, column_select, contracted_relkinds};
+use super::query::{
+    catalog_joins, column_select, contracted_relkinds, custom_wrapper, enum_reached,
+};
 use crate::check::ContractSet;
 
 /// One of the fleet query's catalog joins as a lookup by key: a `LATERAL … OFFSET 0`

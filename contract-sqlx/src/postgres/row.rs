@@ -25,6 +25,8 @@ pub(super) struct ColumnRow<'r> {
     /// `pg_class.relkind`: `r` table, `p` partitioned table, `v` view, `m` materialized
     /// view, `f` foreign table.
     pub relkind: &'r str,
+    /// The enum an array or domain column's labels are of (`LiveColumn::enum_type_key`).
+    pub enum_type_key: Option<&'r str>,
 }
 
 impl<'r> ColumnRow<'r> {
@@ -47,6 +49,7 @@ impl<'r> ColumnRow<'r> {
             ref_column: row.try_get_unchecked(12)?,
             table_oid: row.try_get_unchecked(13)?,
             relkind: row.try_get_unchecked(14)?,
+            enum_type_key: row.try_get_unchecked(15)?,
         })
     }
 }

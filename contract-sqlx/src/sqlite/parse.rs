@@ -45,6 +45,7 @@ pub(super) fn tables(
             nullable: !(row.not_null.unwrap_or(false) || rowid),
             default: row.default_expr,
             enum_labels: None,
+            enum_type_key: None,
             name,
         });
     }
