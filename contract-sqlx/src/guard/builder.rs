@@ -252,7 +252,7 @@ impl<DB: ControlStore> GuardBuilder<DB> {
                 backlog: self.backlog,
                 dirty: std::sync::Mutex::new(Dirty::default()),
                 wake: tokio::sync::Notify::new(),
-                dirty_wake: tokio::sync::Notify::new(),
+                dirty_wake: Arc::new(tokio::sync::Notify::new()),
                 gate_metrics: GateMetrics::register(),
                 operator_lock: tokio::sync::Mutex::new(()),
                 unpersisted: std::sync::Mutex::new(BTreeSet::new()),

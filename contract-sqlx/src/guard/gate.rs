@@ -144,6 +144,16 @@ impl TenantCell {
             .cloned()
     }
 
+    /// Reads the state under the read lock.
+    pub fn read<R>(&self, read: impl FnOnce(&TenantState) -> R) -> R {
+        read(
+            &self
+                .state
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        )
+    }
+
     pub fn snapshot(&self) -> TenantState {
         self.state
             .read()

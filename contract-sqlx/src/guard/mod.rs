@@ -108,8 +108,9 @@ struct Inner<DB: ControlStore> {
     backlog: Option<Arc<dyn BacklogSource<DB>>>,
     dirty: std::sync::Mutex<Dirty>,
     wake: tokio::sync::Notify,
-    /// Wakes the prompt check (`prompt.rs`) when a tenant is marked dirty.
-    dirty_wake: tokio::sync::Notify,
+    /// Wakes the prompt check (`prompt.rs`) when a tenant is marked dirty; its own `Arc`, so
+    /// the waiting check does not keep the guard alive.
+    dirty_wake: Arc<tokio::sync::Notify>,
     gate_metrics: GateMetrics,
     /// Serialises operator pause/resume with a pass's reload of the operator pauses, so
     /// the reload never undoes a pause or resume made meanwhile. Taken after `state`,
@@ -171,6 +172,9 @@ struct PassState {
     catalog_marks: HashMap<String, signals::PoolMark>,
     /// Sweeps since the last full check.
     sweeps: u32,
+    /// The running pass's count of taken dirty sets (`Dirty::taken`): what its
+    /// observations are stamped with.
+    taken: u64,
 }
 
 /// One tenant as last checked.
@@ -183,6 +187,9 @@ struct Observed {
     planned: Option<Planned>,
     /// Why the plan does not run yet, if it does not.
     waiting: Option<String>,
+    /// The pass (its `Dirty::taken`) that last introspected the tenant: a pause of the
+    /// prompt check stamped lower looked at an older schema (`prompt.rs`).
+    checked_in: u64,
 }
 
 /// Metric handles registered once at start (the gate is on every batch's path): install
@@ -353,7 +360,9 @@ impl<DB: ControlStore> Guard<DB> {
         names
     }
 
-    /// Every current pause (guard and operator), sorted by tenant.
+    /// Every current pause, sorted by tenant: the guard's, the operators', and those held in
+    /// memory only (a newly listed tenant not checked yet, a tenant the prompt check closed
+    /// while a pass was busy).
     #[must_use]
     pub fn pauses(&self) -> Vec<Arc<PauseInfo>> {
         let cells = self
@@ -365,7 +374,12 @@ impl<DB: ControlStore> Guard<DB> {
             .values()
             .flat_map(|(_, cell)| {
                 let state = cell.snapshot();
-                state.drift.into_iter().chain(state.operator)
+                state
+                    .drift
+                    .into_iter()
+                    .chain(state.checking)
+                    .chain(state.prompt.map(|(pause, _)| pause))
+                    .chain(state.operator)
             })
             .collect();
         all.sort_by(|a, b| (&a.tenant, &a.queue).cmp(&(&b.tenant, &b.queue)));
@@ -427,6 +441,7 @@ impl<DB: ControlStore> Guard<DB> {
     pub fn spawn(&self) -> tokio::task::JoinHandle<()> {
         let weak = Arc::downgrade(&self.inner);
         let interval = self.inner.interval;
+        let wake = Arc::clone(&self.inner.dirty_wake);
         let passes = {
             let weak = weak.clone();
             async move {
@@ -456,7 +471,7 @@ impl<DB: ControlStore> Guard<DB> {
         tokio::spawn(async move {
             tokio::select! {
                 () = passes => {}
-                () = prompt::while_busy(weak, interval) => {}
+                () = prompt::while_busy(weak, wake, interval) => {}
             }
         })
     }

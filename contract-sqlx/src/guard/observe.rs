@@ -276,6 +276,7 @@ impl<DB: ControlStore> Guard<DB> {
                             report: TenantReport::unreachable(tenant.to_string(), error.clone()),
                             planned: None,
                             waiting: None,
+                            checked_in: state.taken,
                         },
                     );
                     observation.touched.insert(tenant.to_string());
@@ -307,6 +308,10 @@ impl<DB: ControlStore> Guard<DB> {
                 && !forced.dirty.contains(name)
                 && !forced.retry_due.contains(name)
             {
+                // Unchanged: its verdict holds for the schema as it is now.
+                if let Some(observed) = state.observed.get_mut(name) {
+                    observed.checked_in = state.taken;
+                }
                 continue;
             }
             let report = check_tenant(name, &inner.contracts, &plan.snapshot);
@@ -330,6 +335,7 @@ impl<DB: ControlStore> Guard<DB> {
                     report,
                     planned: None,
                     waiting: None,
+                    checked_in: state.taken,
                 },
             );
             observation.touched.insert(name.to_owned());

@@ -14,7 +14,7 @@ use tracing::Instrument as _;
 
 use super::decide::{Decision, decide};
 use super::observe::{Forced, Observation, Scope};
-use super::{Dirty, Guard, Observed, PassState, Revalidation, metrics};
+use super::{Guard, Observed, PassState, Revalidation, metrics};
 use crate::check::{ContractSet, FleetSnapshot};
 use crate::control::{Approval, ControlStore, Replica, heartbeat_expiry};
 use crate::error::{Error, Result, error_chain};
@@ -46,26 +46,15 @@ impl<DB: ControlStore> Guard<DB> {
     }
 
     async fn revalidate_with(&self, woken: bool) -> Result<Revalidation> {
-        let dirty = self
-            .inner
-            .dirty
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take_for_pass();
-        let scope = if woken && !dirty.sweep && !dirty.tenants.is_empty() {
-            Scope::Targeted(dirty.tenants.clone())
-        } else {
-            Scope::Sweep
-        };
         let span = tracing::info_span!(
             "contract.guard.pass",
-            dirty = dirty.tenants.len(),
+            dirty = tracing::field::Empty,
             signal = tracing::field::Empty,
             introspected = tracing::field::Empty,
             changed = tracing::field::Empty,
             paused = tracing::field::Empty,
         );
-        let pass = self.pass(dirty, scope).instrument(span.clone()).await;
+        let pass = self.pass(woken).instrument(span.clone()).await;
         if let Ok(summary) = &pass {
             *self
                 .inner
@@ -80,11 +69,25 @@ impl<DB: ControlStore> Guard<DB> {
         pass
     }
 
-    async fn pass(&self, dirty: Dirty, scope: Scope) -> Result<Revalidation> {
+    async fn pass(&self, woken: bool) -> Result<Revalidation> {
         let inner = &self.inner;
         let started = Instant::now();
         let mut locked = inner.state.lock().await;
         let state: &mut PassState = &mut locked;
+        // Taken once the pass holds the lock: while another pass runs, the marked tenants
+        // stay in the set, where the prompt check finds them (`prompt.rs`).
+        let dirty = inner
+            .dirty
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take_for_pass();
+        state.taken = dirty.taken;
+        tracing::Span::current().record("dirty", dirty.tenants.len());
+        let scope = if woken && !dirty.sweep && !dirty.tenants.is_empty() {
+            Scope::Targeted(dirty.tenants.clone())
+        } else {
+            Scope::Sweep
+        };
         let first = inner
             .report
             .read()
@@ -335,7 +338,7 @@ impl<DB: ControlStore> Guard<DB> {
         // Pauses, backlog, status, heartbeat.
         // Which gates reopen is only needed to follow backlogs: no fleet scan without one.
         let closed_before = inner.backlog.is_some().then(|| self.closed_tenants());
-        let persisted = self.apply_pauses(state, &touched, first, dirty.taken).await;
+        let persisted = self.apply_pauses(state, &touched, first).await;
         if let Some(closed_before) = &closed_before {
             self.measure_backlog(state, &directory, closed_before, &mut touched, &mut log)
                 .await;
@@ -565,6 +568,7 @@ impl<DB: ControlStore> Guard<DB> {
                         waiting: waiting
                             .or(previous_waiting.filter(|w| w.starts_with("remediation failed"))),
                         planned,
+                        checked_in: state.taken,
                     },
                 );
             }

@@ -17,14 +17,12 @@ use crate::tenants::TenantDirectory;
 
 impl<DB: ControlStore> Guard<DB> {
     /// Sets or lifts the guard pauses of `touched` tenants from what the pass observed,
-    /// persists them, reloads operator pauses. `dirty_taken`: the pass's count of taken
-    /// dirty sets (`Dirty::taken`).
+    /// persists them, reloads operator pauses.
     pub(super) async fn apply_pauses(
         &self,
         state: &PassState,
         touched: &BTreeSet<String>,
         first_pass: bool,
-        dirty_taken: u64,
     ) -> Result<()> {
         let inner = &self.inner;
         let pending = if inner.plane.is_some() {
@@ -89,13 +87,13 @@ impl<DB: ControlStore> Guard<DB> {
                 self.update_cell(tenant, |s| {
                     s.drift.clone_from(&drift);
                     checked(s, may_open_new);
-                    prompt_superseded(s, dirty_taken);
                 });
             }
             if write {
                 writes.push((tenant.clone(), drift));
             }
         }
+        self.settle_memory_pauses(state, touched, may_open_new);
         // Writes that failed in an earlier pass, for tenants not touched since: a lift if
         // the tenant complies, otherwise the pause memory holds.
         for tenant in &pending {
@@ -128,13 +126,9 @@ impl<DB: ControlStore> Guard<DB> {
                 match written {
                     Ok(()) => {
                         if drift.is_none() {
-                            let checked_now = touched.contains(&tenant);
                             self.update_cell(&tenant, |s| {
                                 s.drift = None;
                                 checked(s, may_open_new);
-                                if checked_now {
-                                    prompt_superseded(s, dirty_taken);
-                                }
                             });
                         }
                         continue;
@@ -152,6 +146,47 @@ impl<DB: ControlStore> Guard<DB> {
             return Err(error);
         }
         stored.map(drop)
+    }
+
+    /// The pauses kept in memory only, for tenants whose guard pause says what holds now:
+    /// a newly listed tenant's `checking`, once it has been checked in an earlier pass and
+    /// the operator pauses are read (its first pass may have failed to read them), and a
+    /// prompt check's pause, once a later pass has introspected the tenant (its verdict
+    /// then sets or keeps the guard pause; a lift still waits for its write).
+    fn settle_memory_pauses(
+        &self,
+        state: &PassState,
+        touched: &BTreeSet<String>,
+        may_open_new: bool,
+    ) {
+        let cells = self
+            .inner
+            .cells
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
+        for (tenant, (_, cell)) in cells.iter() {
+            let (checking, prompt) =
+                cell.read(|s| (s.checking.is_some(), s.prompt.as_ref().map(|(_, t)| *t)));
+            if !checking && prompt.is_none() {
+                continue;
+            }
+            let observed = state.observed.get(tenant.as_str());
+            let clear_checking =
+                checking && may_open_new && observed.is_some() && !touched.contains(tenant);
+            let clear_prompt = prompt
+                .zip(observed)
+                .is_some_and(|(stamp, o)| o.checked_in > stamp);
+            if clear_checking || clear_prompt {
+                cell.update(|s| {
+                    if clear_checking {
+                        s.checking = None;
+                    }
+                    if clear_prompt && s.prompt.as_ref().map(|(_, t)| *t) == prompt {
+                        s.prompt = None;
+                    }
+                });
+            }
+        }
     }
 
     /// Operator pauses from the table (the CLI or another replica may have changed them);
@@ -316,18 +351,6 @@ fn checked(state: &mut super::gate::TenantState, operator_pauses_read: bool) {
                         can be read"
             .into();
         state.checking = Some(Arc::new(pause));
-    }
-}
-
-/// This pass checked the tenant after the prompt check's look (it took the dirty set
-/// later): its verdict replaces that pause.
-fn prompt_superseded(state: &mut super::gate::TenantState, dirty_taken: u64) {
-    if state
-        .prompt
-        .as_ref()
-        .is_some_and(|(_, taken)| *taken < dirty_taken)
-    {
-        state.prompt = None;
     }
 }
 

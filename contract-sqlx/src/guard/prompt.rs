@@ -3,14 +3,18 @@
 //! [`Guard::mark_dirty`]) would wait that long with its gate open. While a pass is busy,
 //! such a tenant is introspected at once and its gate closed if it drifted.
 //!
-//! It only closes, in memory. The pause it sets carries the count of passes that had taken
-//! the dirty set when it looked (`Dirty::taken`), and is set only while no pass has taken
-//! the set since: the busy pass, which may have looked at the tenant before the change,
-//! leaves it; the next pass, which takes the tenant from the dirty set and so checks it
-//! after the change, replaces it with its own verdict (`persist.rs`).
+//! It only closes, in memory, a tenant no guard pause closes already. The pause it sets
+//! carries the count of passes that had taken the dirty set when it looked
+//! (`Dirty::taken`), and is set only while no pass has taken the set since (passes take it
+//! once they hold the pass lock). The busy pass, which may have looked at the tenant before
+//! the change, leaves it; any later pass that introspects the tenant (the next one does, as
+//! it takes the tenant from the set) supersedes it: its verdict sets or keeps the guard
+//! pause, whose lift opens the gate once written (`persist.rs`, `Observed::checked_in`).
 
 use std::sync::{Arc, PoisonError, Weak};
 use std::time::Duration;
+
+use tokio::sync::Notify;
 
 use contract_core::Verdict;
 
@@ -19,14 +23,19 @@ use crate::check::{check_tenant, snapshot};
 use crate::control::ControlStore;
 use crate::error::error_chain;
 
-/// Runs the prompt check whenever a tenant is marked dirty while a pass is busy; ends once
-/// the guard is dropped (looked at every `interval`).
-pub(super) async fn while_busy<DB: ControlStore>(weak: Weak<Inner<DB>>, interval: Duration) {
+/// Runs the prompt check whenever a tenant is marked dirty while a pass is busy. It holds
+/// the guard only while it checks, never while it waits (the wake-up is its own `Arc`), so
+/// the task ends once every clone of the guard is dropped (looked at every `interval`).
+pub(super) async fn while_busy<DB: ControlStore>(
+    weak: Weak<Inner<DB>>,
+    wake: Arc<Notify>,
+    interval: Duration,
+) {
     loop {
-        let Some(inner) = weak.upgrade() else { return };
-        let woken = tokio::time::timeout(interval, inner.dirty_wake.notified())
+        let woken = tokio::time::timeout(interval, wake.notified())
             .await
             .is_ok();
+        let Some(inner) = weak.upgrade() else { return };
         // No pass running: the pass the same wake-up starts checks the tenant.
         if !woken || inner.state.try_lock().is_ok() {
             continue;
@@ -81,6 +90,7 @@ impl<DB: ControlStore> Guard<DB> {
                     report,
                     planned: None,
                     waiting: None,
+                    checked_in: taken,
                 };
                 let mut pause = super::persist::guard_pause(&observed, &inner.replica.version);
                 pause.reason = format!(
@@ -90,14 +100,16 @@ impl<DB: ControlStore> Guard<DB> {
                 let pause = Arc::new(pause);
                 let mut closed = false;
                 self.update_cell(tenant, |state| {
-                    // A pass that took the dirty set since has checked the tenant itself.
+                    // A pass that took the dirty set since has checked the tenant itself; a
+                    // guard pause already closes it (the busy pass's own tenant, say, whose
+                    // re-check after its DDL settles it).
                     let current = inner
                         .dirty
                         .lock()
                         .unwrap_or_else(PoisonError::into_inner)
                         .taken
                         == taken;
-                    if current {
+                    if current && state.drift.is_none() {
                         state.prompt = Some((Arc::clone(&pause), taken));
                         closed = true;
                     }

@@ -226,3 +226,169 @@ async fn failed_pause_writes_close_every_gate_and_are_written_next_pass() {
     control.close().await;
     scratch.close().expect("remove the scratch dir");
 }
+
+/// A scratch directory of SQLite tenants (`tenants/<name>.db`, each with `events` as the
+/// contracts read it) and a control database, with a guard started over them.
+struct Fleet {
+    scratch: tempfile::TempDir,
+    tenants: PathBuf,
+    control: SqlitePool,
+}
+
+impl Fleet {
+    async fn new(names: &[&str]) -> Self {
+        let scratch = tempfile::Builder::new()
+            .prefix("contract-guard-unit-")
+            .tempdir()
+            .expect("scratch dir");
+        let tenants = scratch.path().join("tenants");
+        std::fs::create_dir_all(&tenants).expect("dir");
+        let control = open(&scratch.path().join("control.db")).await;
+        let fleet = Self {
+            scratch,
+            tenants,
+            control,
+        };
+        for name in names {
+            fleet.add(name).await;
+        }
+        fleet
+    }
+
+    /// A new tenant file with a compliant `events`.
+    async fn add(&self, name: &str) {
+        self.on(
+            name,
+            "CREATE TABLE events (id INTEGER NOT NULL, body TEXT NOT NULL)",
+        )
+        .await;
+    }
+
+    async fn on(&self, tenant: &str, sql: &str) {
+        let pool = open(&self.tenants.join(format!("{tenant}.db"))).await;
+        exec(&pool, sql).await;
+        pool.close().await;
+    }
+
+    async fn guard(&self, every: Duration) -> Guard<Sqlite> {
+        Guard::<Sqlite>::builder()
+            .contracts(contracts())
+            .directory(
+                crate::sqlite_tenant_files(&self.tenants)
+                    .await
+                    .expect("tenant files"),
+            )
+            .revalidate_every(every)
+            .start(&self.control)
+            .await
+            .expect("guard start")
+    }
+
+    async fn close(self) {
+        self.control.close().await;
+        self.scratch.close().expect("remove the scratch dir");
+    }
+}
+
+/// The background task ends once every clone of the guard is dropped. The prompt check
+/// waited for its wake-up holding the guard, so the two loops of the task kept each other's
+/// guard alive and the dropped guard went on with its passes for good.
+#[tokio::test]
+async fn the_background_task_ends_once_the_guard_is_dropped() {
+    let fleet = Fleet::new(&["tenant_a"]).await;
+    let guard = fleet.guard(Duration::from_millis(50)).await;
+    let task = guard.spawn();
+    tokio::time::sleep(Duration::from_millis(120)).await;
+    assert!(!task.is_finished(), "runs while the guard is held");
+    drop(guard);
+    let ended = tokio::time::timeout(Duration::from_secs(10), task).await;
+    assert!(ended.is_ok(), "the task outlived its guard");
+    fleet.close().await;
+}
+
+/// A tenant listed in a pass that cannot read the operator pauses stays closed; once a
+/// later pass reads them it opens, although it is not checked again (nothing changed). It
+/// stayed closed for good: only a pass that re-diffed it cleared its `checking` pause.
+#[tokio::test]
+async fn a_new_tenant_kept_closed_for_unread_operator_pauses_opens_once_they_are_read() {
+    let fleet = Fleet::new(&["tenant_a"]).await;
+    let guard = fleet.guard(Duration::from_secs(3600)).await;
+    exec(
+        &fleet.control,
+        "ALTER TABLE contract_pauses RENAME TO contract_pauses_away",
+    )
+    .await;
+    fleet.add("tenant_b").await;
+    assert!(guard.revalidate().await.is_err());
+    assert!(guard.tenants().iter().any(|t| t == "tenant_b"), "listed");
+    assert!(!guard.gate("tenant_b").is_open(), "pauses unread");
+    exec(
+        &fleet.control,
+        "ALTER TABLE contract_pauses_away RENAME TO contract_pauses",
+    )
+    .await;
+    let pass = guard.revalidate().await.expect("revalidate");
+    assert!(pass.changed.is_empty(), "{pass:?}");
+    assert!(
+        guard.gate("tenant_b").is_open(),
+        "{:?}",
+        guard.gate("tenant_b")
+    );
+    assert!(guard.gate("tenant_a").is_open());
+    drop(guard);
+    fleet.close().await;
+}
+
+/// A prompt check's pause (set while a pass held the pass lock) is lifted by a later pass
+/// that introspects the tenant and finds it as it was before, although that pass does not
+/// re-diff it (it is not dirty: the pass that took the dirty set was cancelled). The pause
+/// was cleared only for a tenant the pass re-diffed, so the gate stayed closed for good.
+#[tokio::test]
+async fn a_prompt_pause_is_lifted_by_a_later_pass_that_finds_the_tenant_unchanged() {
+    let fleet = Fleet::new(&["tenant_a"]).await;
+    let guard = fleet.guard(Duration::from_secs(3600)).await;
+    let task = guard.spawn();
+
+    // A pass is busy; tenant_a drifts and is marked dirty: the prompt check closes it.
+    let busy = guard.inner.state.lock().await;
+    fleet
+        .on("tenant_a", "ALTER TABLE events DROP COLUMN body")
+        .await;
+    guard.mark_dirty("tenant_a");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while guard.gate("tenant_a").is_open() && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(
+        guard
+            .cell_state("tenant_a")
+            .is_some_and(|s| s.prompt.is_some()),
+        "the prompt check closed it"
+    );
+    task.abort();
+    // A pass takes the dirty set and is cancelled before it checks anything.
+    let _ = guard
+        .inner
+        .dirty
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .take_for_pass();
+    drop(busy);
+
+    // tenant_a is put back as it was: the next pass finds its fingerprint unchanged.
+    fleet
+        .on(
+            "tenant_a",
+            "DROP TABLE events; CREATE TABLE events (id INTEGER NOT NULL, body TEXT NOT NULL)",
+        )
+        .await;
+    let pass = guard.revalidate().await.expect("revalidate");
+    assert!(pass.changed.is_empty(), "{pass:?}");
+    assert!(
+        guard.gate("tenant_a").is_open(),
+        "{:?}",
+        guard.gate("tenant_a")
+    );
+    drop(guard);
+    fleet.close().await;
+}
