@@ -66,6 +66,17 @@ async fn kill_mid_backfill(
     reached: i64,
     rows: i64,
 ) {
+    kill_at(pool, change, "%", reached, rows).await;
+}
+
+/// [`kill_mid_backfill`], counting the checkpoints whose key is `LIKE key`.
+async fn kill_at(
+    pool: &PgPool,
+    change: &contract_sqlx::remediation::OnlineTypeChange,
+    key: &str,
+    reached: i64,
+    rows: i64,
+) {
     use std::time::Duration;
     let killed = {
         let (pool, change) = (pool.clone(), change.clone());
@@ -75,8 +86,9 @@ async fn kill_mid_backfill(
     };
     let done_rows = || async {
         sqlx::query_scalar::<_, i64>(
-            "SELECT coalesce(max(rows_done), 0) FROM public.contract_online_progress",
+            "SELECT coalesce(max(rows_done), 0) FROM public.contract_online_progress WHERE change LIKE $1",
         )
+        .bind(key)
         .fetch_one(pool)
         .await
         .unwrap_or(0)
@@ -518,6 +530,72 @@ async fn an_online_change_to_another_type_drops_the_shadow_column_an_interrupted
         (0, 0, 0),
         "no trigger, checkpoint or shadow column left"
     );
+    scratch.drop_db().await;
+}
+
+/// A shadow-column change killed mid-backfill whose shadow column (and trigger) were then
+/// dropped by hand: the next run starts over. Its checkpoint was kept, so the run resumed
+/// past the rows it had filled into a new, empty shadow column and failed its verification
+/// on every pass.
+#[tokio::test]
+async fn an_online_change_whose_shadow_column_was_dropped_by_hand_starts_over() {
+    use contract_sqlx::remediation::{OnlineProcedure, OnlineTypeChange, change_type_online};
+    use std::time::Duration;
+
+    let scratch = PgScratch::create("contract_online_orphan").await;
+    exec(
+        &scratch.pool,
+        "CREATE SCHEMA tenant_1; \
+         CREATE TABLE tenant_1.accounts (id int8 PRIMARY KEY, user_id int4 NOT NULL, note text NOT NULL); \
+         INSERT INTO tenant_1.accounts SELECT g, g * 3, 'n' || g FROM generate_series(1, 20000) g; \
+         ANALYZE tenant_1.accounts",
+    )
+    .await;
+    let before = checksum(&scratch.pool).await;
+    let change = OnlineTypeChange::new("tenant_1", "accounts", "user_id", "int8")
+        .batches(500, Duration::from_millis(20))
+        .procedure(OnlineProcedure::ShadowColumn);
+    kill_mid_backfill(&scratch.pool, &change, 2000, 20000).await;
+    exec(
+        &scratch.pool,
+        "DROP TRIGGER accounts_user_id_contract ON tenant_1.accounts; \
+         ALTER TABLE tenant_1.accounts DROP COLUMN user_id_contract_new",
+    )
+    .await;
+    let report = change_type_online(&scratch.pool, &change)
+        .await
+        .expect("the next run");
+    assert_eq!(report.resumed_from, None, "started over");
+    assert_eq!(column_type(&scratch.pool, "user_id").await, "bigint");
+    assert_eq!(checksum(&scratch.pool).await, before, "every row is equal");
+    scratch.drop_db().await;
+}
+
+/// Table copies of one column to `int8`, then to `numeric`, each killed mid-copy, then to
+/// `int8` again: the last one copies anew. Each copy dropped only its own checkpoint with
+/// the copy table it replaced, so the `int8` checkpoint outlived the `numeric` copy and the
+/// last run resumed into it: its rows read the same as text, and `numeric` was swapped in.
+#[tokio::test]
+async fn a_copy_is_not_resumed_into_the_copy_table_of_another_change() {
+    use contract_sqlx::remediation::{OnlineProcedure, OnlineTypeChange, change_type_online};
+    use std::time::Duration;
+
+    let (scratch, to_int8) = copy_of_20k_rows("contract_online_copy_other").await;
+    let to_int8 = to_int8.procedure(OnlineProcedure::TableCopy);
+    kill_at(&scratch.pool, &to_int8, "copy:%::int8", 2000, 20000).await;
+    let to_numeric = OnlineTypeChange::new("tenant_1", "accounts", "user_id", "numeric")
+        .batches(500, Duration::from_millis(20))
+        .procedure(OnlineProcedure::TableCopy);
+    kill_at(&scratch.pool, &to_numeric, "copy:%::numeric", 2000, 20000).await;
+
+    let report = change_type_online(&scratch.pool, &to_int8)
+        .await
+        .expect("the change to int8");
+    assert_eq!(report.resumed_from, None, "copied anew");
+    assert_eq!(column_type(&scratch.pool, "user_id").await, "bigint");
+    let (table, mirror) = copy_sums(&scratch.pool).await;
+    assert_eq!(table, mirror, "every row is equal");
+    assert_eq!(copy_leftovers(&scratch.pool).await, 0);
     scratch.drop_db().await;
 }
 

@@ -208,14 +208,15 @@ impl Names {
 ///
 /// # Errors
 ///
-/// [`Error::NotOnline`] before anything changed when the column cannot be changed online
-/// (the reason of the shadow column, and of the table copy when that was asked for); a
-/// database error otherwise (what committed stays, and a new call resumes from the
-/// checkpoint).
+/// [`Error::NotOnline`] when the column cannot be changed online (the reason of the shadow
+/// column, and of the table copy when that was asked for), with the table as it was but
+/// for what an interrupted change of the column left and this run could not resume
+/// (dropped first); a database error otherwise (what committed stays, and a new call
+/// resumes from the checkpoint).
 pub async fn change_type_online(pool: &PgPool, change: &OnlineTypeChange) -> Result<OnlineReport> {
     let names = Names::new(change)?;
     ensure_progress(pool, &names).await?;
-    super::leftover::discard_other_type(pool, change, &names).await?;
+    super::leftover::discard_unresumable(pool, change, &names).await?;
     match change.procedure {
         OnlineProcedure::ShadowColumn => shadow_column(pool, change, &names).await,
         OnlineProcedure::TableCopy => super::copy::run(pool, change, &names.progress).await,

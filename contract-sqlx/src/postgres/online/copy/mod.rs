@@ -127,6 +127,8 @@ pub(super) struct CopyNames {
     pub progress: String,
     /// The checkpoint row's key.
     pub key: String,
+    /// The start of the key every copy of this table shares (`copy:schema.table.`).
+    pub key_table: String,
     /// The advisory lock a batch holds exclusively and the trigger's deletes share.
     pub batch_lock: i64,
 }
@@ -136,10 +138,8 @@ impl CopyNames {
         let pg = Dialect::Postgres;
         let new_raw = short(format!("{}_contract_copy", change.table));
         let old_raw = short(format!("{}_contract_old", change.table));
-        let key = format!(
-            "copy:{}.{}.{}::{}",
-            change.schema, change.table, change.column, change.new_type
-        );
+        let key_table = format!("copy:{}.{}.", change.schema, change.table);
+        let key = format!("{key_table}{}::{}", change.column, change.new_type);
         Ok(Self {
             batch_lock: crate::postgres::ddl::lock_key(&format!("contract:{key}")),
             table: pg.quote_qualified(Some(&change.schema), &change.table)?,
@@ -153,6 +153,7 @@ impl CopyNames {
             )?,
             progress: progress.to_owned(),
             key,
+            key_table,
         })
     }
 }
@@ -319,14 +320,17 @@ pub(super) async fn abandon_if_started(
     Ok(())
 }
 
-/// The statements that drop a copy (idempotent).
+/// The statements that drop a copy (idempotent), with every copy checkpoint of the table:
+/// the copy table is the table's, whatever column or type an earlier copy changed, so a
+/// checkpoint of another change would resume into a copy it did not make.
 fn abandon_sql(names: &CopyNames) -> Result<String> {
+    let table = Dialect::Postgres.string_literal(&names.key_table)?;
     Ok(format!(
         "DROP TRIGGER IF EXISTS {tr} ON {t};
          DROP TABLE IF EXISTS {n};
          DROP TABLE IF EXISTS {o};
          DROP FUNCTION IF EXISTS {f}();
-         DELETE FROM {p} WHERE change = {k}",
+         DELETE FROM {p} WHERE change = {k} OR left(change, length({table})) = {table}",
         tr = names.trigger,
         t = names.table,
         n = names.new,
