@@ -599,6 +599,49 @@ async fn a_copy_is_not_resumed_into_the_copy_table_of_another_change() {
     scratch.drop_db().await;
 }
 
+/// A column named `a$contract$b` is changed online by either procedure. Their function
+/// bodies were quoted with the fixed tag `$contract$`, which the name ended early: the
+/// change failed with a syntax error on every pass.
+#[tokio::test]
+async fn a_column_whose_name_holds_the_dollar_quote_tag_is_changed_online() {
+    use contract_sqlx::remediation::{OnlineProcedure, OnlineTypeChange, change_type_online};
+
+    let scratch = PgScratch::create("contract_online_dollar").await;
+    let mut setup = String::from("CREATE SCHEMA tenant_1;");
+    for table in ["by_shadow", "by_copy"] {
+        setup.push_str(&format!(
+            "CREATE TABLE tenant_1.{table} (id int8 PRIMARY KEY, \"a$contract$b\" int4 NOT NULL); \
+             CREATE INDEX \"{table}$contract$idx\" ON tenant_1.{table} (\"a$contract$b\"); \
+             INSERT INTO tenant_1.{table} SELECT g, g * 3 FROM generate_series(1, 3000) g;"
+        ));
+    }
+    exec(&scratch.pool, setup).await;
+    for (table, procedure) in [
+        ("by_shadow", OnlineProcedure::ShadowColumn),
+        ("by_copy", OnlineProcedure::TableCopy),
+    ] {
+        let change =
+            OnlineTypeChange::new("tenant_1", table, "a$contract$b", "int8").procedure(procedure);
+        let report = change_type_online(&scratch.pool, &change)
+            .await
+            .unwrap_or_else(|e| panic!("{table}: {e}"));
+        assert_eq!(report.procedure, procedure);
+        let (kind, sum): (String, i64) = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT format_type(atttypid, atttypmod), (SELECT sum(\"a$contract$b\")::int8 FROM tenant_1.{table}) \
+             FROM pg_attribute WHERE attrelid = 'tenant_1.{table}'::regclass AND attname = 'a$contract$b'"
+        )))
+        .fetch_one(&scratch.pool)
+        .await
+        .expect("column");
+        assert_eq!(
+            (kind.as_str(), sum),
+            ("bigint", 3 * 3000 * 3001 / 2),
+            "{table}"
+        );
+    }
+    scratch.drop_db().await;
+}
+
 /// A primary-key column is refused with the reason, and nothing is changed.
 #[tokio::test]
 async fn online_type_change_refuses_a_primary_key_column_and_says_why() {

@@ -288,7 +288,7 @@ async fn shadow_column(
     let expand = format!(
         "ALTER TABLE {t} ADD COLUMN IF NOT EXISTS {s} {ty};
          CREATE OR REPLACE FUNCTION {f}() RETURNS trigger LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS
-           $contract$ BEGIN NEW.{s} := NEW.{c}::{ty}; RETURN NEW; END $contract$;
+           $\0$ BEGIN NEW.{s} := NEW.{c}::{ty}; RETURN NEW; END $\0$;
          DROP TRIGGER IF EXISTS {tr} ON {t};
          CREATE TRIGGER {tr} BEFORE INSERT OR UPDATE ON {t} FOR EACH ROW
            WHEN (NEW.{s} IS DISTINCT FROM NEW.{c}::{ty}) EXECUTE FUNCTION {f}();
@@ -371,7 +371,8 @@ async fn shadow_column(
 }
 
 /// Runs `sql` in one transaction under `lock_timeout`, retried on lock timeout or deadlock
-/// (the server rolled it back either way).
+/// (the server rolled it back either way). Each `$\0$` in it becomes a dollar quote
+/// ([`dollar_quoted`]).
 pub(super) async fn short_tx(
     pool: &PgPool,
     change: &OnlineTypeChange,
@@ -382,6 +383,7 @@ pub(super) async fn short_tx(
         base: Duration::from_millis(50),
         max: Duration::from_secs(5),
     };
+    let sql = dollar_quoted(sql);
     let mut attempt = 1;
     loop {
         let result = async {
@@ -408,9 +410,40 @@ pub(super) async fn short_tx(
     }
 }
 
+/// `sql` with each `$\0$` made a dollar quote whose tag occurs nowhere else in it. A fixed
+/// tag would end its quote early where a name in the body holds it (a column or index
+/// named `a$contract$b`); no name holds NUL, so the markers are only the template's.
+fn dollar_quoted(sql: &str) -> String {
+    let mut n = 0u32;
+    loop {
+        let tag = if n == 0 {
+            "contract".to_owned()
+        } else {
+            format!("contract{n}")
+        };
+        if !sql.contains(&format!("${tag}$")) {
+            return sql.replace('\0', &tag);
+        }
+        n += 1;
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use super::{Names, OnlineTypeChange};
+    use super::{Names, OnlineTypeChange, dollar_quoted};
+
+    #[test]
+    fn a_dollar_quote_s_tag_is_one_no_name_in_the_body_holds() {
+        assert_eq!(
+            dollar_quoted("DO $\0$ BEGIN END $\0$"),
+            "DO $contract$ BEGIN END $contract$"
+        );
+        assert_eq!(
+            dollar_quoted("DO $\0$ SELECT '\"a$contract$b\"' $\0$"),
+            "DO $contract1$ SELECT '\"a$contract$b\"' $contract1$"
+        );
+        assert_eq!(dollar_quoted("SELECT 1"), "SELECT 1");
+    }
 
     #[test]
     fn the_check_is_looked_up_by_the_name_the_catalog_stores() {

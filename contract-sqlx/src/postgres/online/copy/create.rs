@@ -75,7 +75,7 @@ pub(super) async fn create(
     let sql = format!(
         "{abandon};
          CREATE TABLE {n} (LIKE {t} INCLUDING ALL);
-         DO $contract$ DECLARE o text[]; od text[]; nw text[]; nd text[]; opts text[]; BEGIN
+         DO $\0$ DECLARE o text[]; od text[]; nw text[]; nd text[]; opts text[]; BEGIN
            SELECT array_agg(ic.relname::text ORDER BY ic.oid),
                   array_agg(regexp_replace(pg_get_indexdef(ic.oid), '^CREATE (UNIQUE )?INDEX \\S+ ON \\S+ ', '\\1') ORDER BY ic.oid)
              INTO o, od FROM pg_index x JOIN pg_class ic ON ic.oid = x.indexrelid WHERE x.indrelid = {tl}::regclass;
@@ -92,9 +92,9 @@ pub(super) async fn create(
            IF opts IS NOT NULL THEN
              EXECUTE format('ALTER TABLE %s SET (%s)', {nl}, array_to_string(opts, ', '));
            END IF;
-         END $contract$;
+         END $\0$;
          ALTER TABLE {n} ALTER COLUMN {c} TYPE {ty} USING {c}::{ty};
-         DO $contract$ DECLARE o text[] := ARRAY[{olds}]::text[]; cp text[] := ARRAY[{copies}]::text[]; BEGIN
+         DO $\0$ DECLARE o text[] := ARRAY[{olds}]::text[]; cp text[] := ARRAY[{copies}]::text[]; BEGIN
            FOR i IN 1 .. cardinality(o) LOOP
              IF NOT EXISTS (SELECT 1 FROM pg_constraint k WHERE k.conindid = format('%I.%I', {sl}, cp[i])::regclass)
                 AND regexp_replace(pg_get_indexdef(format('%I.%I', {sl}, cp[i])::regclass), '^CREATE (UNIQUE )?INDEX \\S+ ON \\S+ ', '\\1')
@@ -102,8 +102,8 @@ pub(super) async fn create(
                EXECUTE format('DROP INDEX %I.%I', {sl}, cp[i]);
              END IF;
            END LOOP;
-         END $contract$;
-         CREATE FUNCTION {f}() RETURNS trigger LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $contract$
+         END $\0$;
+         CREATE FUNCTION {f}() RETURNS trigger LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $\0$
          BEGIN
            IF TG_OP = 'DELETE' OR (TG_OP = 'UPDATE' AND OLD.{pk} IS DISTINCT FROM NEW.{pk}) THEN
              PERFORM pg_advisory_xact_lock_shared({lock});
@@ -113,7 +113,7 @@ pub(super) async fn create(
              INSERT INTO {n} ({columns}) VALUES ({new_values}) ON CONFLICT ({pk}) {on_conflict};
            END IF;
            RETURN NULL;
-         END $contract$;
+         END $\0$;
          CREATE TRIGGER {tr} AFTER INSERT OR UPDATE OR DELETE ON {t} FOR EACH ROW EXECUTE FUNCTION {f}();
          INSERT INTO {p} (change, state) VALUES ({k}, 'copy')",
         abandon = abandon_sql(names)?,

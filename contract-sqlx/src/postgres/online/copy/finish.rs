@@ -148,7 +148,7 @@ pub(super) async fn swap(
     // language=SQL
     let sql = format!(
         "LOCK TABLE {t} IN ACCESS EXCLUSIVE MODE;
-         DO $contract$ DECLARE old oid := {tl}::regclass; owner name; acl aclitem[]; note text; g record; BEGIN
+         DO $\0$ DECLARE old oid := {tl}::regclass; owner name; acl aclitem[]; note text; g record; BEGIN
            IF (SELECT coalesce(array_agg(ic.relname::text ORDER BY ic.oid), '{{}}') FROM pg_index x
                JOIN pg_class ic ON ic.oid = x.indexrelid WHERE x.indrelid = old) IS DISTINCT FROM ARRAY[{olds}]::text[] THEN
              RAISE EXCEPTION 'contract: the indexes of % changed during the copy', {tl};
@@ -178,7 +178,7 @@ pub(super) async fn swap(
                  AND d.refobjid = old AND d.deptype = 'a' LOOP
              EXECUTE format('ALTER SEQUENCE %s OWNED BY %s.%I', g.seq, {nl}, g.attname);
            END LOOP;
-         END $contract$;
+         END $\0$;
          DROP TRIGGER {tr} ON {t};
          ALTER TABLE {t} RENAME TO {old};
          ALTER TABLE {n} RENAME TO {name};
