@@ -120,6 +120,9 @@ async fn apply_once(
         ),
         "SET LOCAL plan_cache_mode = force_generic_plan".to_owned(),
         format!("SELECT pg_advisory_xact_lock('{key}'::int8)"),
+        // Like the fleet query: compiling a catalog query costs more than it saves, and a
+        // generic plan whose estimate passes `jit_above_cost` would compile on every run.
+        "SET LOCAL jit = off".to_owned(),
         format!(
             "SET LOCAL lock_timeout = '{}'",
             millis(job.options.lock_timeout)
@@ -142,6 +145,7 @@ async fn apply_once(
             ));
         }
         Err(f) => {
+            // The advisory lock is the third statement of `begin`.
             let stage = if f.statement == 2 {
                 "advisory lock"
             } else {

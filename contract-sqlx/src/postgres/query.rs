@@ -2,21 +2,21 @@
 //! path), one round trip for every tenant's contracted tables (`ARCHITECTURE.md` D3).
 
 /// The enum type a column type `t` (a `pg_type` row) holds values of through arrays and
-/// domains (an array of an enum, a domain over one, an array of such a domain, …), at most
-/// eight levels down; NULL when none. A scalar subquery, evaluated only for the custom
-/// array and domain types the `CASE`s below hand it, each step a lookup by oid (no join:
-/// the re-check's generic plan would scan `pg_type`).
+/// domains, two levels down at most (an array of an enum, a domain over one, an array of
+/// such a domain, a domain over an array of an enum or over another domain); NULL when
+/// none. Scalar lookups by oid, evaluated only for the custom array and domain types the
+/// `CASE`s below hand them. No recursive query: its estimate lifted the re-check's generic
+/// plan over `jit_above_cost`, and compiling it cost about 70 ms a run (measured in psql at
+/// 1,000 tenants, against 0.4 ms).
 // language=SQL
 macro_rules! enum_reached {
     () => {
-        "(WITH RECURSIVE u(oid, depth) AS (
-             SELECT t.oid, 0
-             UNION ALL
-             SELECT (SELECT CASE WHEN y.typtype = 'd' THEN y.typbasetype ELSE y.typelem END
-                     FROM pg_type y WHERE y.oid = u.oid AND (y.typtype = 'd' OR y.typcategory = 'A')),
-                    u.depth + 1
-             FROM u WHERE u.oid IS NOT NULL AND u.depth < 8)
-         SELECT u.oid FROM u WHERE (SELECT z.typtype FROM pg_type z WHERE z.oid = u.oid) = 'e' LIMIT 1)"
+        "(SELECT CASE WHEN b.typtype = 'e' THEN b.oid
+                 ELSE (SELECT e2.oid FROM pg_type e2
+                       WHERE e2.oid = CASE WHEN b.typtype = 'd' THEN b.typbasetype ELSE b.typelem END
+                         AND e2.typtype = 'e') END
+          FROM pg_type b
+          WHERE b.oid = CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE t.typelem END)"
     };
 }
 
