@@ -3,7 +3,7 @@
 //! [`Guard::mark_dirty`]) would wait that long with its gate open. While a pass is busy,
 //! such a tenant is introspected at once and its gate closed if it drifted.
 //!
-//! It only closes, in memory, a tenant no guard pause closes already. The pause it sets
+//! It only closes, in memory. The pause it sets
 //! carries the count of passes that had taken the dirty set when it looked
 //! (`Dirty::taken`), and is set only while no pass has taken the set since (passes take it
 //! once they hold the pass lock). The busy pass, which may have looked at the tenant before
@@ -98,23 +98,24 @@ impl<DB: ControlStore> Guard<DB> {
                     pause.reason
                 );
                 let pause = Arc::new(pause);
-                let mut closed = false;
+                // Set also under a guard pause: the busy pass may lift that one at its end,
+                // from a look taken before the change (the busy pass's own remediated tenant
+                // then stays closed until the next pass, which its DDL marked dirty).
+                let mut closed = None;
                 self.update_cell(tenant, |state| {
-                    // A pass that took the dirty set since has checked the tenant itself; a
-                    // guard pause already closes it (the busy pass's own tenant, say, whose
-                    // re-check after its DDL settles it).
+                    // A pass that took the dirty set since has checked the tenant itself.
                     let current = inner
                         .dirty
                         .lock()
                         .unwrap_or_else(PoisonError::into_inner)
                         .taken
                         == taken;
-                    if current && state.drift.is_none() {
+                    if current {
+                        closed = Some(state.drift.is_none());
                         state.prompt = Some((Arc::clone(&pause), taken));
-                        closed = true;
                     }
                 });
-                if closed {
+                if closed == Some(true) {
                     tracing::warn!(tenant = %tenant, reason = %pause.reason, "tenant paused at once: drift found while another pass was busy");
                 }
             }
