@@ -766,6 +766,57 @@ async fn a_label_added_to_an_enum_behind_an_array_or_a_domain_moves_the_signatur
     scratch.drop_db().await;
 }
 
+#[derive(Debug, sqlx::FromRow, Contract)]
+#[contract(table = "notes")]
+#[allow(dead_code)]
+struct Note {
+    id: i64,
+    body: Option<String>,
+}
+
+/// A remediation that finds the audit table complete runs no DDL on it. It ran
+/// `ALTER TABLE public.contract_audit ADD COLUMN IF NOT EXISTS …` every time: the
+/// `ACCESS EXCLUSIVE` lock on the audit table, and DDL in `public` to the event trigger,
+/// which sent every listening guard on a fleet sweep after each remediation.
+#[tokio::test]
+async fn a_remediation_runs_no_ddl_on_a_complete_audit_table() {
+    use contract_sqlx::remediate;
+
+    let scratch = PgScratch::create("contract_audit_ddl").await;
+    exec(
+        &scratch.pool,
+        "CREATE SCHEMA tenant_1; CREATE TABLE tenant_1.notes (id int8 NOT NULL)",
+    )
+    .await;
+    install_ddl_trigger(&scratch.pool)
+        .await
+        .expect("trigger (tests run as superuser)");
+    let dir = support::pg_tenant_directory(&scratch.pool).await;
+    let contracts = ContractSet::<Postgres>::new().with::<Note>();
+    let public_version = || async {
+        sqlx::query_scalar::<_, i64>(
+            "SELECT version FROM public.contract_schema_version WHERE schema_name = 'public'",
+        )
+        .fetch_one(&scratch.pool)
+        .await
+        .expect("public's version")
+    };
+    let first = remediate(&dir, &contracts, Remediation::SafeOnly)
+        .run()
+        .await
+        .expect("first run");
+    assert_eq!(first.audits.len(), 1, "{:?}", first.failed);
+    let before = public_version().await;
+    exec(&scratch.pool, "ALTER TABLE tenant_1.notes DROP COLUMN body").await;
+    let second = remediate(&dir, &contracts, Remediation::SafeOnly)
+        .run()
+        .await
+        .expect("second run");
+    assert_eq!(second.audits.len(), 1, "{:?}", second.failed);
+    assert_eq!(public_version().await, before, "DDL in public");
+    scratch.drop_db().await;
+}
+
 /// Sweeps until one relies on the DDL trigger's versions (the first after start-up or a
 /// re-install may fall back once: the guard's own tables in `public` are DDL too), each
 /// introspecting nothing; panics after three.

@@ -18,11 +18,35 @@ const LOCK_NOT_AVAILABLE: &str = "55P03";
 /// a hand-run migration that took the tables in the other order).
 const DEADLOCK_DETECTED: &str = "40P01";
 
-/// Creates the audit table if missing, under an advisory lock so racing replicas do not
-/// collide on the catalog.
+/// The audit table's columns added after its first version (`ADD COLUMN IF NOT EXISTS`).
+const LATER_COLUMNS: [&str; 5] = [
+    "approval_id",
+    "approved_by",
+    "phase",
+    "transactions",
+    "evidence",
+];
+
+/// Creates the audit table if missing (or adds the columns later versions use), under an
+/// advisory lock so racing replicas do not collide on the catalog. A table that has them
+/// all is left alone: even an `ALTER … ADD COLUMN IF NOT EXISTS` that adds nothing takes
+/// the table's `ACCESS EXCLUSIVE` lock and is DDL to the event trigger, whose version bump
+/// of the schema sent every guard listening on a sweep after each remediation.
 pub(super) async fn ensure_audit_table(pool: &PgPool, audit: &AuditConfig) -> Result<()> {
     let table =
         contract_core::Dialect::Postgres.quote_qualified(Some(&audit.schema), &audit.table)?;
+    let complete: Option<bool> = sqlx::query_scalar(
+        "SELECT count(*) = cardinality($2::text[]) FROM pg_attribute
+         WHERE attrelid = to_regclass($1) AND attname = ANY($2) AND attnum > 0 AND NOT attisdropped",
+    )
+    .bind(&table)
+    .bind(LATER_COLUMNS)
+    .fetch_one(pool)
+    .await
+    .ok();
+    if complete == Some(true) {
+        return Ok(());
+    }
     // language=SQL
     let ddl = format!(
         "CREATE TABLE IF NOT EXISTS {table} (
