@@ -637,10 +637,13 @@ fn enum_labels(
     // elements or its domain's base are): schema-qualified unless it is on the search path,
     // which the remediation session pins to pg_catalog, so only qualified names are safe.
     let enum_type = live.enum_type_key.as_deref().unwrap_or(&live.type_key);
-    let Some((schema, name)) = enum_type
-        .split_once('.')
-        .filter(|_| !enum_type.contains('"'))
-    else {
+    if enum_type.contains('"') {
+        return Err(format!(
+            "the enum type `{enum_type}` of `{}` has a name the catalog quotes, which the planner does not split into schema and name; add the labels by hand",
+            column.name
+        ));
+    }
+    let Some((schema, name)) = enum_type.split_once('.') else {
         return Err(format!(
             "the enum type `{enum_type}` of `{}` is not schema-qualified in the catalog (it is on the search path); add the labels by hand",
             column.name

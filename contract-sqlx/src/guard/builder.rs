@@ -251,7 +251,7 @@ impl<DB: ControlStore> GuardBuilder<DB> {
                 log_file: self.log_file,
                 backlog: self.backlog,
                 dirty: std::sync::Mutex::new(Dirty::default()),
-                wake: tokio::sync::Notify::new(),
+                wake: Arc::new(tokio::sync::Notify::new()),
                 dirty_wake: Arc::new(tokio::sync::Notify::new()),
                 gate_metrics: GateMetrics::register(),
                 operator_lock: tokio::sync::Mutex::new(()),

@@ -107,7 +107,9 @@ struct Inner<DB: ControlStore> {
     /// Counts each tenant's waiting messages, if set.
     backlog: Option<Arc<dyn BacklogSource<DB>>>,
     dirty: std::sync::Mutex<Dirty>,
-    wake: tokio::sync::Notify,
+    /// Wakes the background task's passes; its own `Arc`, so the waiting task does not
+    /// keep the guard alive.
+    wake: Arc<tokio::sync::Notify>,
     /// Wakes the prompt check (`prompt.rs`) when a tenant is marked dirty; its own `Arc`, so
     /// the waiting check does not keep the guard alive.
     dirty_wake: Arc<tokio::sync::Notify>,
@@ -118,6 +120,15 @@ struct Inner<DB: ControlStore> {
     operator_lock: tokio::sync::Mutex<()>,
     /// Tenants whose guard pause could not be saved or removed: written again next pass.
     unpersisted: std::sync::Mutex<BTreeSet<String>>,
+}
+
+impl<DB: ControlStore> Drop for Inner<DB> {
+    /// Wakes the background task, which then finds the guard gone and ends at once,
+    /// without one more pass.
+    fn drop(&mut self) {
+        self.wake.notify_one();
+        self.dirty_wake.notify_one();
+    }
 }
 
 /// What the next pass must look at beyond the periodic check.
@@ -175,6 +186,8 @@ struct PassState {
     /// The running pass's count of taken dirty sets (`Dirty::taken`): what its
     /// observations are stamped with.
     taken: u64,
+    /// When the last sweep for DDL outside the tenants started and how long it took.
+    last_elsewhere: Option<(Instant, Duration)>,
 }
 
 /// One tenant as last checked.
@@ -374,11 +387,16 @@ impl<DB: ControlStore> Guard<DB> {
             .values()
             .flat_map(|(_, cell)| {
                 let state = cell.snapshot();
+                // One guard pause per tenant: the prompt check's only without another.
+                let prompt = state
+                    .prompt
+                    .filter(|_| state.drift.is_none())
+                    .map(|(pause, _)| pause);
                 state
                     .drift
                     .into_iter()
                     .chain(state.checking)
-                    .chain(state.prompt.map(|(pause, _)| pause))
+                    .chain(prompt)
                     .chain(state.operator)
             })
             .collect();
@@ -435,25 +453,27 @@ impl<DB: ControlStore> Guard<DB> {
     /// Runs passes in the background: a sweep every interval, and promptly when a tenant is
     /// marked dirty (a pass over just the marked tenants) or an approval is made. While a
     /// pass is busy (an online change's backfill, say), a tenant marked dirty is checked at
-    /// once all the same and its gate closed if it drifted (`prompt.rs`). The task stops
-    /// when every clone of the guard is dropped.
+    /// once all the same and its gate closed if it drifted (`prompt.rs`). The task ends, with
+    /// no further pass, when every clone of the guard is dropped.
     #[must_use]
     pub fn spawn(&self) -> tokio::task::JoinHandle<()> {
         let weak = Arc::downgrade(&self.inner);
         let interval = self.inner.interval;
         let wake = Arc::clone(&self.inner.dirty_wake);
+        let passes_wake = Arc::clone(&self.inner.wake);
         let passes = {
             let weak = weak.clone();
             async move {
                 // Wake-ups do not postpone the periodic sweep.
                 let mut next_sweep = tokio::time::Instant::now() + interval;
                 loop {
-                    let Some(inner) = weak.upgrade() else { return };
-                    let wake = async { inner.wake.notified().await };
+                    // Waits holding only the wake-up: a guard dropped meanwhile runs no
+                    // further pass (and writes no heartbeat after `deregister`).
                     let swept = tokio::select! {
                         () = tokio::time::sleep_until(next_sweep) => true,
-                        () = wake => false,
+                        () = passes_wake.notified() => false,
                     };
+                    let Some(inner) = weak.upgrade() else { return };
                     let guard = Guard { inner };
                     let pass = if swept {
                         next_sweep = tokio::time::Instant::now() + interval;

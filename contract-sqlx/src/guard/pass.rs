@@ -116,9 +116,25 @@ impl<DB: ControlStore> Guard<DB> {
         let directory = Arc::clone(&found.directory);
         // A name still unknown once the tenants are listed is no tenant's schema: DDL there
         // (a contract's fixed schema, a type or table tenants' columns use) touches tenants
-        // only a sweep finds (their signatures, or the fixed schema's, moved).
+        // only a sweep finds (their signatures, or the fixed schema's, moved). Such DDL may
+        // be frequent (a materialized view refreshed every few seconds): such sweeps take
+        // at most a tenth of the time (one per ten times the last one's duration), the
+        // rest is left to the periodic sweep.
+        let mut elsewhere = false;
         let scope = match scope {
-            Scope::Targeted(names) if names.iter().any(|n| !self.knows(state, n)) => Scope::Sweep,
+            Scope::Targeted(names) if names.iter().any(|n| !self.knows(state, n)) => {
+                elsewhere = state
+                    .last_elsewhere
+                    .is_none_or(|(at, took)| at.elapsed() >= took.saturating_mul(10));
+                if elsewhere {
+                    Scope::Sweep
+                } else {
+                    tracing::debug!(
+                        "DDL outside the tenants soon after a sweep for such DDL; the periodic sweep looks at it"
+                    );
+                    Scope::Targeted(names)
+                }
+            }
             other => other,
         };
         let mut summary = Revalidation {
@@ -385,6 +401,9 @@ impl<DB: ControlStore> Guard<DB> {
         }
         *inner.report.write().unwrap_or_else(PoisonError::into_inner) = Some(report);
         telemetry::seconds(metrics::REVALIDATION_DURATION, started.elapsed());
+        if elsewhere {
+            state.last_elsewhere = Some((started, started.elapsed()));
+        }
         self.publish_gauges();
         persisted?;
         stored?;

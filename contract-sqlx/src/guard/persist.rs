@@ -93,7 +93,7 @@ impl<DB: ControlStore> Guard<DB> {
                 writes.push((tenant.clone(), drift));
             }
         }
-        self.settle_memory_pauses(state, touched, may_open_new);
+        self.settle_memory_pauses(state, touched, &pending, may_open_new);
         // Writes that failed in an earlier pass, for tenants not touched since: a lift if
         // the tenant complies, otherwise the pause memory holds.
         for tenant in &pending {
@@ -157,6 +157,7 @@ impl<DB: ControlStore> Guard<DB> {
         &self,
         state: &PassState,
         touched: &BTreeSet<String>,
+        unwritten: &BTreeSet<String>,
         may_open_new: bool,
     ) {
         let cells = self
@@ -171,8 +172,12 @@ impl<DB: ControlStore> Guard<DB> {
                 continue;
             }
             let observed = state.observed.get(tenant.as_str());
-            let clear_checking =
-                checking && may_open_new && observed.is_some() && !touched.contains(tenant);
+            // A tenant whose stored guard pause is still to be removed opens with that write.
+            let clear_checking = checking
+                && may_open_new
+                && observed.is_some()
+                && !touched.contains(tenant)
+                && !unwritten.contains(tenant);
             let clear_prompt = prompt
                 .zip(observed)
                 .is_some_and(|(stamp, o)| o.checked_in > stamp);

@@ -290,19 +290,51 @@ impl Fleet {
     }
 }
 
-/// The background task ends once every clone of the guard is dropped. The prompt check
-/// waited for its wake-up holding the guard, so the two loops of the task kept each other's
-/// guard alive and the dropped guard went on with its passes for good.
+/// The background task ends once every clone of the guard is dropped, at once and without
+/// another pass. The prompt check waited for its wake-up holding the guard, so the two
+/// loops of the task kept each other's guard alive and the dropped guard went on with its
+/// passes for good; and the pass loop waited holding it, so one more pass (and heartbeat)
+/// followed the drop at the next interval.
 #[tokio::test]
 async fn the_background_task_ends_once_the_guard_is_dropped() {
     let fleet = Fleet::new(&["tenant_a"]).await;
-    let guard = fleet.guard(Duration::from_millis(50)).await;
+    let guard = fleet.guard(Duration::from_secs(3600)).await;
     let task = guard.spawn();
-    tokio::time::sleep(Duration::from_millis(120)).await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
     assert!(!task.is_finished(), "runs while the guard is held");
     drop(guard);
     let ended = tokio::time::timeout(Duration::from_secs(10), task).await;
     assert!(ended.is_ok(), "the task outlived its guard");
+    fleet.close().await;
+}
+
+/// A woken pass for a name that is no tenant's (DDL in another schema) is a sweep, but such
+/// sweeps take at most a tenth of the time: one within ten times the last one's duration
+/// stays a targeted pass (the periodic sweep looks at the change).
+#[tokio::test]
+async fn sweeps_for_ddl_outside_the_tenants_take_at_most_a_tenth_of_the_time() {
+    use super::ChangeSignal;
+    use std::time::Instant;
+
+    let fleet = Fleet::new(&["tenant_a"]).await;
+    let guard = fleet.guard(Duration::from_secs(3600)).await;
+    guard.mark_dirty("elsewhere");
+    let first = guard.revalidate_woken().await.expect("pass");
+    assert_ne!(first.signal, ChangeSignal::Targeted, "{first:?}");
+    // As if that sweep had taken a minute.
+    guard.inner.state.lock().await.last_elsewhere = Some((Instant::now(), Duration::from_secs(60)));
+    guard.mark_dirty("elsewhere");
+    let second = guard.revalidate_woken().await.expect("pass");
+    assert_eq!(second.signal, ChangeSignal::Targeted, "{second:?}");
+    // Long enough after it: a sweep again.
+    guard.inner.state.lock().await.last_elsewhere = Some((
+        Instant::now() - Duration::from_secs(11),
+        Duration::from_secs(1),
+    ));
+    guard.mark_dirty("elsewhere");
+    let third = guard.revalidate_woken().await.expect("pass");
+    assert_ne!(third.signal, ChangeSignal::Targeted, "{third:?}");
+    drop(guard);
     fleet.close().await;
 }
 
