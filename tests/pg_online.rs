@@ -466,6 +466,12 @@ async fn online_type_change_killed_mid_backfill_resumes_from_the_checkpoint() {
     scratch.drop_db().await;
 }
 
+/// `tenant_1.accounts` of 20,000 rows with an `int4` `user_id`, for the shadow-column tests.
+const SHADOW_ACCOUNTS: &str = "CREATE SCHEMA tenant_1; \
+     CREATE TABLE tenant_1.accounts (id int8 PRIMARY KEY, user_id int4 NOT NULL, note text NOT NULL); \
+     INSERT INTO tenant_1.accounts SELECT g, g * 3, 'n' || g FROM generate_series(1, 20000) g; \
+     ANALYZE tenant_1.accounts";
+
 /// A shadow-column change to `int8` killed mid-backfill, then a change of the same column to
 /// `numeric(20,2)`: the leftover `int8` shadow column is dropped and the backfill starts
 /// over. `ADD COLUMN IF NOT EXISTS` used to keep it, the integers compared equal to their
@@ -476,14 +482,7 @@ async fn an_online_change_to_another_type_drops_the_shadow_column_an_interrupted
     use std::time::Duration;
 
     let scratch = PgScratch::create("contract_online_other").await;
-    exec(
-        &scratch.pool,
-        "CREATE SCHEMA tenant_1; \
-         CREATE TABLE tenant_1.accounts (id int8 PRIMARY KEY, user_id int4 NOT NULL, note text NOT NULL); \
-         INSERT INTO tenant_1.accounts SELECT g, g * 3, 'n' || g FROM generate_series(1, 20000) g; \
-         ANALYZE tenant_1.accounts",
-    )
-    .await;
+    exec(&scratch.pool, SHADOW_ACCOUNTS).await;
     let values = || async {
         sqlx::query_scalar::<_, String>(
             "SELECT md5(string_agg(id::text || ':' || (user_id * 100)::int8::text, ',' ORDER BY id)) \
@@ -543,14 +542,7 @@ async fn an_online_change_whose_shadow_column_was_dropped_by_hand_starts_over() 
     use std::time::Duration;
 
     let scratch = PgScratch::create("contract_online_orphan").await;
-    exec(
-        &scratch.pool,
-        "CREATE SCHEMA tenant_1; \
-         CREATE TABLE tenant_1.accounts (id int8 PRIMARY KEY, user_id int4 NOT NULL, note text NOT NULL); \
-         INSERT INTO tenant_1.accounts SELECT g, g * 3, 'n' || g FROM generate_series(1, 20000) g; \
-         ANALYZE tenant_1.accounts",
-    )
-    .await;
+    exec(&scratch.pool, SHADOW_ACCOUNTS).await;
     let before = checksum(&scratch.pool).await;
     let change = OnlineTypeChange::new("tenant_1", "accounts", "user_id", "int8")
         .batches(500, Duration::from_millis(20))
@@ -1902,27 +1894,26 @@ async fn int4_events(pool: &PgPool, tenant: &str) {
     .await;
 }
 
-/// While the guard applies one tenant's online change (a backfill of a few seconds), a
-/// tenant found drifted in the same pass, with no task of its own, is paused at once: it
-/// stayed open until the pass ended, its consumers claiming batches against a schema
-/// they cannot read for the whole backfill.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_tenant_found_drifted_is_paused_while_another_tenant_s_backfill_runs() {
-    use contract_sqlx::Guard;
-    use contract_sqlx::remediation::ApplyOptions;
-    use std::time::Duration;
-
-    let scratch = PgScratch::create("contract_online_pause_others").await;
+/// A scratch database with `tenant_big` ([`int4_events`], its online change planned with
+/// batches of 100 rows `pause` apart) and a compliant `tenant_a`; the options and the plan.
+async fn big_and_compliant(
+    prefix: &str,
+    pause: std::time::Duration,
+) -> (
+    PgScratch,
+    contract_sqlx::remediation::ApplyOptions,
+    contract_sqlx::plan::TenantPlan,
+) {
+    let scratch = PgScratch::create(prefix).await;
     int4_events(&scratch.pool, "tenant_big").await;
     exec(
         &scratch.pool,
         "CREATE SCHEMA tenant_a; CREATE TABLE tenant_a.events (id int8 PRIMARY KEY, user_id int8 NOT NULL)",
     )
     .await;
-    // 30 batches of 100 rows, 100 ms apart: a backfill of about 3 s.
-    let options = ApplyOptions::default()
+    let options = contract_sqlx::remediation::ApplyOptions::default()
         .with_online_threshold(Some(1000))
-        .with_online_batches(100, Duration::from_millis(100));
+        .with_online_batches(100, pause);
     let dry = remediate(
         &pg_tenant_directory(&scratch.pool).await,
         &ContractSet::<Postgres>::new().with::<Event>(),
@@ -1934,6 +1925,21 @@ async fn a_tenant_found_drifted_is_paused_while_another_tenant_s_backfill_runs()
     .expect("dry run");
     let plan = dry.plans[0].clone();
     assert_eq!(plan.tenant, "tenant_big");
+    (scratch, options, plan)
+}
+
+/// While the guard applies one tenant's online change (a backfill of a few seconds), a
+/// tenant found drifted in the same pass, with no task of its own, is paused at once: it
+/// stayed open until the pass ended, its consumers claiming batches against a schema
+/// they cannot read for the whole backfill.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_found_drifted_is_paused_while_another_tenant_s_backfill_runs() {
+    use contract_sqlx::Guard;
+    use std::time::Duration;
+
+    // 30 batches of 100 rows, 100 ms apart: a backfill of about 3 s.
+    let (scratch, options, plan) =
+        big_and_compliant("contract_online_pause_others", Duration::from_millis(100)).await;
     assert!(plan.steps[0].online.is_some(), "an online step: {plan}");
     let guard = Guard::<Postgres>::builder()
         .contract::<Event>()
@@ -1983,31 +1989,11 @@ async fn a_tenant_found_drifted_is_paused_while_another_tenant_s_backfill_runs()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn drift_marked_while_a_backfill_runs_closes_the_gate_before_the_backfill_ends() {
     use contract_sqlx::Guard;
-    use contract_sqlx::remediation::ApplyOptions;
     use std::time::{Duration, Instant};
 
-    let scratch = PgScratch::create("contract_online_prompt").await;
-    int4_events(&scratch.pool, "tenant_big").await;
-    exec(
-        &scratch.pool,
-        "CREATE SCHEMA tenant_a; CREATE TABLE tenant_a.events (id int8 PRIMARY KEY, user_id int8 NOT NULL)",
-    )
-    .await;
     // 30 batches of 100 rows, 150 ms apart: a backfill of about 4.5 s.
-    let options = ApplyOptions::default()
-        .with_online_threshold(Some(1000))
-        .with_online_batches(100, Duration::from_millis(150));
-    let dry = remediate(
-        &pg_tenant_directory(&scratch.pool).await,
-        &ContractSet::<Postgres>::new().with::<Event>(),
-        Remediation::DryRun,
-    )
-    .options(options.clone())
-    .run()
-    .await
-    .expect("dry run");
-    let plan = dry.plans[0].clone();
-    assert_eq!(plan.tenant, "tenant_big");
+    let (scratch, options, plan) =
+        big_and_compliant("contract_online_prompt", Duration::from_millis(150)).await;
     let guard = Guard::<Postgres>::builder()
         .contract::<Event>()
         .tenants(Tenants::schemas_like("tenant_%"))

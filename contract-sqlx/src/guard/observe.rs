@@ -257,10 +257,7 @@ impl<DB: ControlStore> Guard<DB> {
     ) {
         let inner = &self.inner;
         let schemas: Vec<String> = chunk.iter().map(ToString::to_string).collect();
-        let read = self
-            .within_check_timeout(pool, snapshot(pool, &schemas, &inner.contracts))
-            .await;
-        let snap = match read {
+        let snap = match self.snapshot_within_timeout(pool, &schemas).await {
             Ok(snap) => snap,
             Err(error) => {
                 crate::telemetry::count(metrics::REVALIDATION_ERRORS_TOTAL, 1);
@@ -343,6 +340,18 @@ impl<DB: ControlStore> Guard<DB> {
         if !plan.names.is_empty() {
             observation.to_plan.push(plan);
         }
+    }
+}
+
+impl<DB: ControlStore> Guard<DB> {
+    /// The live schema of `schemas` (tenants) of `pool`, bounded by the check timeout.
+    pub(super) async fn snapshot_within_timeout(
+        &self,
+        pool: &Pool<DB>,
+        schemas: &[String],
+    ) -> crate::error::Result<FleetSnapshot<DB>> {
+        self.within_check_timeout(pool, snapshot(pool, schemas, &self.inner.contracts))
+            .await
     }
 }
 

@@ -19,7 +19,7 @@ use tokio::sync::Notify;
 use contract_core::Verdict;
 
 use super::{Guard, Inner, Observed};
-use crate::check::{check_tenant, snapshot};
+use crate::check::check_tenant;
 use crate::control::ControlStore;
 use crate::error::error_chain;
 
@@ -70,10 +70,7 @@ impl<DB: ControlStore> Guard<DB> {
             if schemas.is_empty() {
                 continue;
             }
-            let read = self
-                .within_check_timeout(pool, snapshot(pool, &schemas, &inner.contracts))
-                .await;
-            let snap = match read {
+            let snap = match self.snapshot_within_timeout(pool, &schemas).await {
                 Ok(snap) => snap,
                 Err(error) => {
                     tracing::warn!(pool = %DB::describe_pool(pool), error = %error_chain(&error), "the prompt check could not read the pool; the next pass checks its dirty tenants");
