@@ -126,8 +126,12 @@ impl<DB: ControlStore> Drop for Inner<DB> {
     /// Wakes the background task, which then finds the guard gone and ends at once,
     /// without one more pass.
     fn drop(&mut self) {
-        self.wake.notify_one();
-        self.dirty_wake.notify_one();
+        // Every task `spawn` started (`notify_waiters`), and one not waiting yet (`notify_one`
+        // keeps a permit for it).
+        for wake in [&self.wake, &self.dirty_wake] {
+            wake.notify_waiters();
+            wake.notify_one();
+        }
     }
 }
 
