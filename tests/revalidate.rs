@@ -950,6 +950,19 @@ struct MoodRow {
     mood: Mood,
 }
 
+/// A guard over the `tenant_%` schemas reading [`MoodRow`], every sweep a full check, the
+/// periodic one an hour away.
+async fn mood_guard(pool: &PgPool) -> Guard<Postgres> {
+    Guard::<Postgres>::builder()
+        .contract::<MoodRow>()
+        .tenants(Tenants::schemas_like("tenant_%"))
+        .revalidate_every(Duration::from_secs(3600))
+        .full_check_every(1)
+        .start(pool)
+        .await
+        .expect("start")
+}
+
 /// A change in a schema that is no tenant's (an enum in `public` every tenant's column
 /// uses) moves no tenant's version: the sweep sees another schema's version move, falls
 /// back to the catalog signatures and finds every tenant drifted.
@@ -1108,14 +1121,7 @@ async fn a_renamed_type_is_a_mismatch_even_on_connections_that_resolved_it_befor
         .connect(&scratch.url)
         .await
         .expect("pool");
-    let guard = Guard::<Postgres>::builder()
-        .contract::<MoodRow>()
-        .tenants(Tenants::schemas_like("tenant_%"))
-        .revalidate_every(Duration::from_secs(3600))
-        .full_check_every(1)
-        .start(&pool)
-        .await
-        .expect("start");
+    let guard = mood_guard(&pool).await;
     assert_eq!(open_gates(&guard), ["tenant_1"]);
     let decoded: MoodRow = sqlx::query_as("SELECT id, mood FROM tenant_1.moods")
         .fetch_one(&pool)
@@ -1208,14 +1214,7 @@ async fn a_tenant_paused_for_a_type_the_probe_could_not_resolve_reopens_once_it_
         .connect_with(pg_options(&proxy, &scratch.url))
         .await
         .expect("pool");
-    let guard = Guard::<Postgres>::builder()
-        .contract::<MoodRow>()
-        .tenants(Tenants::schemas_like("tenant_%"))
-        .revalidate_every(Duration::from_secs(3600))
-        .full_check_every(1)
-        .start(&pool)
-        .await
-        .expect("start");
+    let guard = mood_guard(&pool).await;
     assert_eq!(open_gates(&guard), ["tenant_1"]);
 
     // The pass's catalog read goes through on a new connection (the pooled one cut, so
