@@ -256,6 +256,7 @@ impl<DB: ControlStore> GuardBuilder<DB> {
                 gate_metrics: GateMetrics::register(),
                 operator_lock: tokio::sync::Mutex::new(()),
                 unpersisted: std::sync::Mutex::new(BTreeSet::new()),
+                deregistered: tokio::sync::Mutex::new(false),
             }),
         };
         let span = tracing::info_span!(

@@ -120,6 +120,10 @@ struct Inner<DB: ControlStore> {
     operator_lock: tokio::sync::Mutex<()>,
     /// Tenants whose guard pause could not be saved or removed: written again next pass.
     unpersisted: std::sync::Mutex<BTreeSet<String>>,
+    /// Set by [`Guard::deregister`]; a pass then writes no heartbeat. A lock, not a flag:
+    /// a pass checks it and writes its heartbeat holding it, so a pass already running
+    /// when the guard deregisters cannot register it again.
+    deregistered: tokio::sync::Mutex<bool>,
 }
 
 impl<DB: ControlStore> Drop for Inner<DB> {
@@ -501,18 +505,21 @@ impl<DB: ControlStore> Guard<DB> {
     }
 
     /// Stops registering this guard's contract version: other replicas stop waiting for it
-    /// at once instead of after its heartbeat expires. Call it when shutting down.
+    /// at once instead of after its heartbeat expires. Call it when shutting down: no pass
+    /// of this guard writes a heartbeat afterwards, a pass already running included, so
+    /// the registration stays removed while the guard (or a task it spawned) winds down.
     ///
     /// # Errors
     ///
     /// When the control plane cannot be written (the registration then expires by itself).
     pub async fn deregister(&self) -> crate::Result<()> {
-        match &self.inner.plane {
-            Some(plane) => {
-                DB::deregister(&self.inner.control, plane, &self.inner.replica.replica_id).await
-            }
-            None => Ok(()),
-        }
+        let Some(plane) = &self.inner.plane else {
+            return Ok(());
+        };
+        // Held while deleting: a pass's heartbeat waits for it, then sees the flag.
+        let mut deregistered = self.inner.deregistered.lock().await;
+        *deregistered = true;
+        DB::deregister(&self.inner.control, plane, &self.inner.replica.replica_id).await
     }
 }
 

@@ -232,7 +232,8 @@ impl<DB: ControlStore> Guard<DB> {
     }
 
     /// Writes the status of the `touched` tenants whose status changed since it was written,
-    /// marks retired ones, removes pruned ones, and refreshes this replica's heartbeat.
+    /// marks retired ones, removes pruned ones, and refreshes this replica's heartbeat (unless
+    /// the guard deregistered).
     pub(super) async fn persist_status(
         &self,
         state: &mut PassState,
@@ -291,6 +292,11 @@ impl<DB: ControlStore> Guard<DB> {
         }
         if !pruned.is_empty() {
             DB::delete_tenants(&inner.control, plane, pruned).await?;
+        }
+        // Checked and written under the lock `deregister` holds (see `Inner::deregistered`).
+        let deregistered = inner.deregistered.lock().await;
+        if *deregistered {
+            return Ok(());
         }
         DB::heartbeat(&inner.control, plane, &inner.replica).await
     }

@@ -314,6 +314,86 @@ async fn the_background_task_ends_once_the_guard_is_dropped() {
     fleet.close().await;
 }
 
+/// A backlog source whose count waits, once armed, until the test releases it: a pass
+/// held between its gates and its heartbeat.
+#[derive(Debug, Default)]
+struct HeldCount {
+    armed: std::sync::atomic::AtomicBool,
+    entered: tokio::sync::Notify,
+    release: tokio::sync::Notify,
+}
+
+impl super::BacklogSource<Sqlite> for Arc<HeldCount> {
+    fn depths<'a>(
+        &'a self,
+        _directory: &'a crate::TenantDirectory<Sqlite>,
+        _tenants: &'a [String],
+    ) -> futures_util::future::BoxFuture<'a, crate::Result<std::collections::HashMap<String, u64>>>
+    {
+        Box::pin(async move {
+            if self.armed.swap(false, std::sync::atomic::Ordering::SeqCst) {
+                self.entered.notify_one();
+                self.release.notified().await;
+            }
+            Ok(std::collections::HashMap::new())
+        })
+    }
+
+    fn describe(&self) -> String {
+        "a count held by the test".into()
+    }
+}
+
+/// `deregister` while a pass is running: the registration stays removed. The pass wrote
+/// its heartbeat at its end, registering the guard again after it had deregistered.
+#[tokio::test]
+async fn a_pass_running_when_the_guard_deregisters_does_not_register_it_again() {
+    let fleet = Fleet::new(&["tenant_a"]).await;
+    let held = Arc::new(HeldCount::default());
+    let guard = Guard::<Sqlite>::builder()
+        .contracts(contracts())
+        .directory(
+            crate::sqlite_tenant_files(&fleet.tenants)
+                .await
+                .expect("tenant files"),
+        )
+        .revalidate_every(Duration::from_secs(3600))
+        .backlog(Arc::clone(&held))
+        .start(&fleet.control)
+        .await
+        .expect("guard start");
+    let plane = ControlPlane::default();
+    assert_eq!(
+        plane
+            .replicas(&fleet.control)
+            .await
+            .expect("replicas")
+            .len(),
+        1,
+        "registered at start"
+    );
+    held.armed.store(true, std::sync::atomic::Ordering::SeqCst);
+    let running = {
+        let guard = guard.clone();
+        tokio::spawn(async move { guard.revalidate().await })
+    };
+    held.entered.notified().await;
+    guard.deregister().await.expect("deregister");
+    held.release.notify_one();
+    running.await.expect("join").expect("pass");
+    assert_eq!(
+        plane
+            .replicas(&fleet.control)
+            .await
+            .expect("replicas")
+            .len(),
+        0,
+        "the running pass registered the guard again"
+    );
+    drop(guard);
+    fleet.close().await;
+}
+
 /// A woken pass for a name that is no tenant's (DDL in another schema) is a sweep, but such
 /// sweeps take at most a tenth of the time: one within ten times the last one's duration
 /// stays a targeted pass (the periodic sweep looks at the change).
