@@ -402,6 +402,65 @@ pub(crate) fn moods_setup(labels: &str) -> String {
     )
 }
 
+/// Labels reached three levels down, in the shapes sqlx decodes (PostgreSQL hands it the
+/// domains' base type): chains of domains.
+#[derive(Debug, sqlx::FromRow, Contract)]
+#[contract(table = "deep_moods", backends(postgres))]
+#[allow(dead_code)]
+pub(crate) struct DeepMoods {
+    pub id: i64,
+    #[contract(enum_labels = "happy, sad, meh")]
+    pub history: Vec<Mood>,
+    #[contract(enum_labels = "happy, sad, meh")]
+    pub today: Mood,
+}
+
+/// An enum three levels below its column (a domain over a domain over an array of it, a
+/// domain over a domain over a domain over it) has its labels checked too: the lookup
+/// stopped two levels down, so both columns passed as compliant with a label the Rust enum
+/// cannot decode and without one it writes.
+#[tokio::test]
+async fn enum_labels_are_checked_three_levels_down() {
+    let scratch = PgScratch::create("contract_enum_deep").await;
+    support::exec(
+        &scratch.pool,
+        "CREATE SCHEMA tenant_1; CREATE TYPE tenant_1.mood AS ENUM ('happy', 'sad', 'grumpy'); \
+         CREATE DOMAIN tenant_1.list_a AS tenant_1.mood[]; \
+         CREATE DOMAIN tenant_1.list_b AS tenant_1.list_a; \
+         CREATE DOMAIN tenant_1.mood_a AS tenant_1.mood; \
+         CREATE DOMAIN tenant_1.mood_b AS tenant_1.mood_a; \
+         CREATE DOMAIN tenant_1.mood_c AS tenant_1.mood_b NOT NULL; \
+         CREATE TABLE tenant_1.deep_moods (id int8 NOT NULL, history tenant_1.list_b NOT NULL, \
+                                           today tenant_1.mood_c NOT NULL)",
+    )
+    .await;
+    let dir = support::pg_tenant_directory(&scratch.pool).await;
+    let contracts = contract_sqlx::check::ContractSet::<Postgres>::new().with::<DeepMoods>();
+    let report = contract_sqlx::check_fleet(&dir, &contracts)
+        .await
+        .expect("check");
+    let mut found: Vec<(String, String)> = report
+        .findings()
+        .map(|f| (f.column.clone().unwrap_or_default(), f.actual.clone()))
+        .collect();
+    found.sort();
+    let labels = |column: &str| {
+        [
+            (
+                column.to_owned(),
+                "labels unknown to the Rust enum: grumpy".to_owned(),
+            ),
+            (column.to_owned(), "missing labels: meh".to_owned()),
+        ]
+    };
+    assert_eq!(
+        found,
+        [labels("history"), labels("today")].concat(),
+        "{report}"
+    );
+    scratch.drop_db().await;
+}
+
 /// The labels of an enum reached through an array column or a domain are checked like an
 /// enum column's: a label the Rust enum does not know (rows holding it fail to decode) and
 /// one it needs. Both columns passed as compliant: only a column of the enum type itself
