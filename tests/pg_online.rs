@@ -563,6 +563,67 @@ async fn an_online_change_whose_shadow_column_was_dropped_by_hand_starts_over() 
     scratch.drop_db().await;
 }
 
+/// A shadow-column change killed mid-backfill, then the same change made in place (the
+/// online threshold turned off): what the killed run left is dropped first and the
+/// `ALTER … TYPE` runs. Its trigger names the column in `WHEN`, which PostgreSQL refuses
+/// for a type change, so the remediation failed on every pass.
+#[tokio::test]
+async fn a_type_change_in_place_drops_what_an_interrupted_online_change_left() {
+    use contract_sqlx::remediation::{ApplyOptions, OnlineProcedure, OnlineTypeChange};
+    use std::time::Duration;
+
+    let scratch = PgScratch::create("contract_online_then_plain").await;
+    exec(&scratch.pool, SHADOW_ACCOUNTS).await;
+    let before = checksum(&scratch.pool).await;
+    let online = OnlineTypeChange::new("tenant_1", "accounts", "user_id", "int8")
+        .batches(500, Duration::from_millis(20))
+        .procedure(OnlineProcedure::ShadowColumn);
+    kill_mid_backfill(&scratch.pool, &online, 2000, 20000).await;
+
+    let tenants = pg_tenant_directory(&scratch.pool).await;
+    let contracts = ContractSet::<Postgres>::new().with::<Account>();
+    let options = ApplyOptions::default().with_online_threshold(None);
+    let dry = remediate(&tenants, &contracts, Remediation::DryRun)
+        .options(options.clone())
+        .run()
+        .await
+        .expect("dry run");
+    let plan = dry.plans.first().expect("a plan");
+    assert!(
+        plan.statements().any(|s| s.contains("TYPE int8 USING")),
+        "{plan}"
+    );
+    let run = remediate(
+        &tenants,
+        &contracts,
+        Remediation::Approved(plan.hash.clone()),
+    )
+    .options(options)
+    .run()
+    .await
+    .expect("approved run");
+    assert!(run.failed.is_empty(), "{:?}", run.failed);
+    assert_eq!(run.audits.len(), 1);
+    assert_eq!(column_type(&scratch.pool, "user_id").await, "bigint");
+    assert_eq!(checksum(&scratch.pool).await, before, "every row is equal");
+    let leftovers: (i64, i64, i64, i64) = sqlx::query_as(
+        "SELECT (SELECT count(*) FROM pg_trigger WHERE tgrelid = 'tenant_1.accounts'::regclass AND NOT tgisinternal), \
+                (SELECT count(*) FROM pg_proc WHERE proname LIKE '%contract%'), \
+                (SELECT count(*) FROM public.contract_online_progress), \
+                (SELECT count(*) FROM pg_attribute WHERE attrelid = 'tenant_1.accounts'::regclass \
+                   AND attname LIKE '%contract%' AND NOT attisdropped)",
+    )
+    .fetch_one(&scratch.pool)
+    .await
+    .expect("leftovers");
+    assert_eq!(
+        leftovers,
+        (0, 0, 0, 0),
+        "no trigger, function, checkpoint or shadow column left"
+    );
+    scratch.drop_db().await;
+}
+
 /// Table copies of one column to `int8`, then to `numeric`, each killed mid-copy, then to
 /// `int8` again: the last one copies anew. Each copy dropped only its own checkpoint with
 /// the copy table it replaced, so the `int8` checkpoint outlived the `numeric` copy and the

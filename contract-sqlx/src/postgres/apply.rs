@@ -87,6 +87,7 @@ pub(super) async fn apply_statements(
     pool: &PgPool,
     job: &ApplyJob<'_, Postgres>,
 ) -> Result<AuditRecord> {
+    super::online::discard_before_plain(pool, job).await?;
     if crate::remediation::phases::is_phased(&job.steps) {
         return super::online::apply_phased(pool, job).await;
     }

@@ -3,12 +3,15 @@
 //! checkpoint; `ADD COLUMN IF NOT EXISTS` would keep that column, the backfill would cast
 //! into its type and the swap would put that type in place), or a checkpoint whose shadow
 //! column is gone (the backfill would resume past rows it never filled). Cleared before the
-//! change begins, so it starts over.
+//! change begins, so it starts over. And what such a change left on a column whose type is
+//! now changed in place (`discard_before_plain`).
 
-use sqlx::{AssertSqlSafe, PgPool, SqlSafeStr};
+use contract_core::plan::Action;
+use sqlx::{AssertSqlSafe, PgPool, Postgres, SqlSafeStr};
 
 use super::type_change::{Names, OnlineTypeChange, short_tx};
 use crate::error::Result;
+use crate::remediation::ApplyJob;
 use contract_core::Dialect;
 
 /// Unless the shadow column of `names` exists with this very change's checkpoint (a run
@@ -23,12 +26,7 @@ pub(super) async fn discard_unresumable(
 ) -> Result<()> {
     let db = |context| super::step_failed(context, &change.schema);
     let context = "looking up what an earlier online change of the column left";
-    let prefix = Dialect::Postgres.string_literal(&names.key_prefix)?;
-    // The column's checkpoints: its key prefix followed by a type (no `::` after it, so
-    // not those of a column whose name continues with `::`).
-    let of_column = format!(
-        "left(change, length({prefix})) = {prefix} AND strpos(substr(change, length({prefix}) + 1), '::') = 0"
-    );
+    let of_column = checkpoints_of_column(names)?;
     let (shadow, resumable, others): (bool, bool, bool) = sqlx::query_as(
         AssertSqlSafe(format!(
             "SELECT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = to_regclass($1) AND attname = $2
@@ -71,4 +69,91 @@ pub(super) async fn discard_unresumable(
     )
     .await
     .map(drop)
+}
+
+/// Before `job` changes a column's type in place: drops what an interrupted online change
+/// of that column left (its trigger and function, its shadow column with the check and
+/// indexes on it, its checkpoints). PostgreSQL refuses `ALTER … TYPE` on a column the
+/// trigger's `WHEN` names, so such a column failed its remediation on every pass (a table
+/// whose size estimate fell below the online threshold, or a threshold raised or turned
+/// off, after a run was killed). One catalog lookup when the job changes a type, nothing
+/// more unless a trigger is there. The drop waits, up to the job's `lock_timeout`, for the
+/// tenant's online lock: a replica still running that change keeps it.
+pub(in crate::postgres) async fn discard_before_plain(
+    pool: &PgPool,
+    job: &ApplyJob<'_, Postgres>,
+) -> Result<()> {
+    let tenant = job.tenant.as_str();
+    let mut changes = Vec::new();
+    for step in job
+        .steps
+        .iter()
+        .filter(|s| s.action == Action::ChangeType && s.online.is_none())
+    {
+        let Some(column) = &step.column else { continue };
+        let schema = job
+            .planned_on
+            .iter()
+            .find(|t| t.name == step.table)
+            .map_or(tenant, |t| t.schema.as_str());
+        let change = OnlineTypeChange::new(schema, &step.table, column, "");
+        let names = Names::new(&change)?;
+        changes.push((change, names));
+    }
+    if changes.is_empty() {
+        return Ok(());
+    }
+    let (tables, triggers): (Vec<&str>, Vec<&str>) = changes
+        .iter()
+        .map(|(_, n)| (n.table.as_str(), n.trigger_raw.as_str()))
+        .unzip();
+    let stage = "looking up what an interrupted online change left";
+    // language=SQL
+    let left: Vec<bool> = sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = to_regclass(t.r) AND tgname = t.g)
+         FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS t(r, g, i) ORDER BY t.i",
+    )
+    .bind(tables)
+    .bind(triggers)
+    .fetch_all(pool)
+    .await
+    .map_err(crate::remediation::failed(tenant, 1, stage))?;
+    let online_lock = crate::postgres::ddl::lock_key(&format!("contract:online:{tenant}"));
+    for ((mut change, names), _) in changes.into_iter().zip(left).filter(|(_, left)| *left) {
+        tracing::warn!(%tenant, table = %names.table, column = %change.column, "an interrupted online change of this column left its trigger, which blocks changing its type in place; dropping what it left");
+        change.lock_timeout = job.options.lock_timeout;
+        change.max_attempts = job.options.max_attempts;
+        super::type_change::ensure_progress(pool, &names).await?;
+        let of_column = checkpoints_of_column(&names)?;
+        let discard = format!(
+            "SELECT pg_advisory_xact_lock('{online_lock}'::int8);
+             DROP TRIGGER IF EXISTS {tr} ON {t};
+             DROP FUNCTION IF EXISTS {f}();
+             ALTER TABLE {t} DROP COLUMN IF EXISTS {s};
+             DELETE FROM {p} WHERE {of_column}",
+            tr = names.trigger,
+            t = names.table,
+            f = names.function,
+            s = names.shadow,
+            p = names.progress,
+        );
+        short_tx(
+            pool,
+            &change,
+            &discard,
+            "dropping what an interrupted online change left",
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+/// The condition on the progress table's `change` that holds for the checkpoints of every
+/// shadow-column change of `names`' column: its key prefix followed by a type (no `::`
+/// after it, so not those of a column whose name continues with `::`).
+fn checkpoints_of_column(names: &Names) -> Result<String> {
+    let prefix = Dialect::Postgres.string_literal(&names.key_prefix)?;
+    Ok(format!(
+        "left(change, length({prefix})) = {prefix} AND strpos(substr(change, length({prefix}) + 1), '::') = 0"
+    ))
 }

@@ -158,6 +158,8 @@ pub(super) struct Names {
     pub shadow_raw: String,
     pub shadow: String,
     pub trigger: String,
+    /// The trigger's name as the catalog stores it (`trigger` is quoted).
+    pub trigger_raw: String,
     pub function: String,
     pub check: String,
     /// The check's name as the catalog stores it (`check` is quoted).
@@ -182,7 +184,7 @@ pub(super) fn short(name: String) -> String {
 }
 
 impl Names {
-    fn new(change: &OnlineTypeChange) -> Result<Self> {
+    pub(super) fn new(change: &OnlineTypeChange) -> Result<Self> {
         let q = |n: &str| Dialect::Postgres.quote(n);
         let shadow_raw = short(format!("{}_contract_new", change.column));
         let base = short(format!("{}_{}_contract", change.table, change.column));
@@ -193,6 +195,7 @@ impl Names {
             shadow: q(&shadow_raw)?,
             shadow_raw,
             trigger: q(&base)?,
+            trigger_raw: base.clone(),
             function: Dialect::Postgres.quote_qualified(Some(&change.schema), &base)?,
             check: q(&short(format!("{base}_nn")))?,
             check_raw: short(format!("{base}_nn")),
@@ -253,7 +256,7 @@ pub async fn change_type_online(pool: &PgPool, change: &OnlineTypeChange) -> Res
 }
 
 /// The checkpoint table, created if missing.
-async fn ensure_progress(pool: &PgPool, names: &Names) -> Result<()> {
+pub(super) async fn ensure_progress(pool: &PgPool, names: &Names) -> Result<()> {
     let progress_ddl = format!(
         "CREATE TABLE IF NOT EXISTS {} (change text PRIMARY KEY, last_key int8, rows_done int8 NOT NULL DEFAULT 0,
              state text NOT NULL, updated_at timestamptz NOT NULL DEFAULT now())",
