@@ -257,6 +257,7 @@ impl<DB: ControlStore> GuardBuilder<DB> {
                 operator_lock: tokio::sync::Mutex::new(()),
                 unpersisted: std::sync::Mutex::new(BTreeSet::new()),
                 deregistered: tokio::sync::Mutex::new(false),
+                deferred_sweep: std::sync::Mutex::new(None),
             }),
         };
         let span = tracing::info_span!(

@@ -124,6 +124,9 @@ struct Inner<DB: ControlStore> {
     /// a pass checks it and writes its heartbeat holding it, so a pass already running
     /// when the guard deregisters cannot register it again.
     deregistered: tokio::sync::Mutex<bool>,
+    /// When the sweep a pass deferred for DDL outside the tenants is due (the rate limit
+    /// in `pass.rs`): the background task wakes for it then.
+    deferred_sweep: std::sync::Mutex<Option<tokio::time::Instant>>,
 }
 
 impl<DB: ControlStore> Drop for Inner<DB> {
@@ -475,11 +478,22 @@ impl<DB: ControlStore> Guard<DB> {
                 // Wake-ups do not postpone the periodic sweep.
                 let mut next_sweep = tokio::time::Instant::now() + interval;
                 loop {
+                    let deferred = match weak.upgrade() {
+                        Some(inner) => *inner
+                            .deferred_sweep
+                            .lock()
+                            .unwrap_or_else(PoisonError::into_inner),
+                        None => return,
+                    };
                     // Waits holding only the wake-up: a guard dropped meanwhile runs no
                     // further pass (and writes no heartbeat after `deregister`).
                     let swept = tokio::select! {
                         () = tokio::time::sleep_until(next_sweep) => true,
                         () = passes_wake.notified() => false,
+                        // The deferred sweep: the woken pass finds the names it is for
+                        // still marked, and the rate limit now lets it sweep.
+                        () = tokio::time::sleep_until(deferred.unwrap_or(next_sweep)),
+                            if deferred.is_some() => false,
                     };
                     let Some(inner) = weak.upgrade() else { return };
                     let guard = Guard { inner };

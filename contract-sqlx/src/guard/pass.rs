@@ -118,25 +118,46 @@ impl<DB: ControlStore> Guard<DB> {
         // (a contract's fixed schema, a type or table tenants' columns use) touches tenants
         // only a sweep finds (their signatures, or the fixed schema's, moved). Such DDL may
         // be frequent (a materialized view refreshed every few seconds): such sweeps take
-        // at most a tenth of the time (one per ten times the last one's duration), the
-        // rest is left to the periodic sweep.
+        // at most a tenth of the time (one per ten times the last one's check took). One
+        // that comes sooner is deferred: its names stay marked, and the background task
+        // wakes for them when the sweep is due (`Guard::spawn`).
         let mut elsewhere = false;
         let scope = match scope {
             Scope::Targeted(names) if names.iter().any(|n| !self.knows(state, n)) => {
-                elsewhere = state
+                let due = state
                     .last_elsewhere
-                    .is_none_or(|(at, took)| at.elapsed() >= took.saturating_mul(10));
+                    .map(|(at, took)| at + took.saturating_mul(10));
+                elsewhere = due.is_none_or(|due| due <= Instant::now());
                 if elsewhere {
                     Scope::Sweep
                 } else {
                     tracing::debug!(
-                        "DDL outside the tenants soon after a sweep for such DDL; the periodic sweep looks at it"
+                        "DDL outside the tenants soon after a sweep for such DDL; the sweep for it is deferred"
                     );
+                    let unknown = names.iter().filter(|n| !self.knows(state, n)).cloned();
+                    inner
+                        .dirty
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .tenants
+                        .extend(unknown);
+                    *inner
+                        .deferred_sweep
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner) =
+                        due.map(tokio::time::Instant::from_std);
                     Scope::Targeted(names)
                 }
             }
             other => other,
         };
+        if !matches!(scope, Scope::Targeted(_)) {
+            // This pass looks at every tenant: no sweep is owed.
+            *inner
+                .deferred_sweep
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner) = None;
+        }
         let mut summary = Revalidation {
             discovered: if first {
                 Vec::new()
@@ -192,6 +213,7 @@ impl<DB: ControlStore> Guard<DB> {
         } = self.observe(state, &directory, &scope, &forced).await;
         summary.introspected = introspected;
         summary.signal = signal;
+        let introspect_took = introspect_started.elapsed();
         let introspect_ms = elapsed_ms(introspect_started);
         // Before any gate reopens below: connections opened before now are recycled.
         if schema_changed {
@@ -402,7 +424,9 @@ impl<DB: ControlStore> Guard<DB> {
         *inner.report.write().unwrap_or_else(PoisonError::into_inner) = Some(report);
         telemetry::seconds(metrics::REVALIDATION_DURATION, started.elapsed());
         if elsewhere {
-            state.last_elsewhere = Some((started, started.elapsed()));
+            // The check's duration, not the pass's: a remediation's backfill in this pass
+            // would otherwise hold off the next such sweep ten times as long.
+            state.last_elsewhere = Some((introspect_started, introspect_took));
         }
         self.publish_gauges();
         persisted?;

@@ -424,6 +424,47 @@ async fn sweeps_for_ddl_outside_the_tenants_take_at_most_a_tenth_of_the_time() {
     fleet.close().await;
 }
 
+/// A sweep for DDL outside the tenants that the rate limit holds off is deferred, not
+/// dropped: the background task runs it when it is due. It was left to the periodic
+/// sweep (an hour here), so drift made by that DDL stayed unseen until then.
+#[tokio::test]
+async fn a_sweep_held_off_by_the_rate_limit_runs_when_it_is_due() {
+    use super::ChangeSignal;
+    use std::time::Instant;
+
+    let fleet = Fleet::new(&["tenant_a"]).await;
+    let guard = fleet.guard(Duration::from_secs(3600)).await;
+    let task = guard.spawn();
+    let signal = || guard.last_pass().map(|p| p.signal);
+    let wait_for = async |wanted: &dyn Fn(Option<ChangeSignal>) -> bool| {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !wanted(signal()) && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(wanted(signal()), "{:?}", signal());
+    };
+    // As if a sweep for such DDL had just started, its check taking 200 ms: the next one
+    // is due in 2 s.
+    let marked = Instant::now();
+    guard.inner.state.lock().await.last_elsewhere =
+        Some((Instant::now(), Duration::from_millis(200)));
+    guard.mark_dirty("elsewhere");
+    wait_for(&|s| s == Some(ChangeSignal::Targeted)).await;
+    assert!(
+        marked.elapsed() < Duration::from_secs(2),
+        "held off at first"
+    );
+    wait_for(&|s| s.is_some_and(|s| s != ChangeSignal::Targeted)).await;
+    assert!(
+        marked.elapsed() >= Duration::from_secs(2),
+        "not before it is due: {:?}",
+        marked.elapsed()
+    );
+    drop(guard);
+    task.await.expect("task");
+    fleet.close().await;
+}
+
 /// A tenant listed in a pass that cannot read the operator pauses stays closed; once a
 /// later pass reads them it opens, although it is not checked again (nothing changed). It
 /// stayed closed for good: only a pass that re-diffed it cleared its `checking` pause.
