@@ -398,17 +398,13 @@ impl<DB: ControlStore> Guard<DB> {
             .values()
             .flat_map(|(_, cell)| {
                 let state = cell.snapshot();
-                // One guard pause per tenant: the prompt check's only without another.
-                let prompt = state
-                    .prompt
-                    .filter(|_| state.drift.is_none())
-                    .map(|(pause, _)| pause);
-                state
+                // One guard pause per tenant: drift (which outlasts the others), else the
+                // wait for its first check or its operator pauses, else the prompt check's.
+                let guard_pause = state
                     .drift
-                    .into_iter()
-                    .chain(state.checking)
-                    .chain(prompt)
-                    .chain(state.operator)
+                    .or(state.checking)
+                    .or(state.prompt.map(|(pause, _)| pause));
+                guard_pause.into_iter().chain(state.operator)
             })
             .collect();
         all.sort_by(|a, b| (&a.tenant, &a.queue).cmp(&(&b.tenant, &b.queue)));

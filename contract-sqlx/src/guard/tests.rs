@@ -498,6 +498,34 @@ async fn a_new_tenant_kept_closed_for_unread_operator_pauses_opens_once_they_are
     fleet.close().await;
 }
 
+/// A new tenant that drifted, listed in a pass that cannot read the operator pauses, has
+/// one guard pause in `Guard::pauses`: its drift (the reason that outlasts the other).
+/// Both its drift pause and its `checking` pause were listed.
+#[tokio::test]
+async fn a_drifted_tenant_with_unread_operator_pauses_lists_one_guard_pause() {
+    let fleet = Fleet::new(&["tenant_a"]).await;
+    let guard = fleet.guard(Duration::from_secs(3600)).await;
+    exec(
+        &fleet.control,
+        "ALTER TABLE contract_pauses RENAME TO contract_pauses_away",
+    )
+    .await;
+    fleet
+        .on("tenant_b", "CREATE TABLE events (id INTEGER NOT NULL)")
+        .await;
+    assert!(guard.revalidate().await.is_err());
+    let pauses: Vec<String> = guard
+        .pauses()
+        .iter()
+        .filter(|p| p.tenant == "tenant_b")
+        .map(|p| p.reason.clone())
+        .collect();
+    assert_eq!(pauses.len(), 1, "{pauses:?}");
+    assert!(!pauses[0].starts_with("checking"), "{pauses:?}");
+    drop(guard);
+    fleet.close().await;
+}
+
 /// A prompt check's pause (set while a pass held the pass lock) is lifted by a later pass
 /// that introspects the tenant and finds it as it was before, although that pass does not
 /// re-diff it (it is not dirty: the pass that took the dirty set was cancelled). The pause
