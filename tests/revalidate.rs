@@ -766,6 +766,50 @@ async fn a_label_added_to_an_enum_behind_an_array_or_a_domain_moves_the_signatur
     scratch.drop_db().await;
 }
 
+/// A domain over the enum, alone in its table.
+#[derive(Debug, sqlx::FromRow, Contract)]
+#[contract(table = "today_moods", backends(postgres))]
+#[allow(dead_code)]
+struct TodayMood {
+    id: i64,
+    #[contract(enum_labels = "happy, sad, meh")]
+    today: crate::pg_drift::Mood,
+}
+
+/// The enum behind a domain column renamed: the tenant's catalog signature moves, so the
+/// next sweep introspects it and pauses it (sqlx knows the enum by its name). The
+/// signature hashed the domain's row and the enum's labels, neither of which a rename
+/// changes, so the sweep found nothing changed and the gate stayed open.
+#[tokio::test]
+async fn the_enum_behind_a_domain_renamed_moves_the_signature() {
+    let scratch = PgScratch::create("contract_enum_rename").await;
+    exec(
+        &scratch.pool,
+        "CREATE SCHEMA tenant_1; CREATE TYPE tenant_1.mood AS ENUM ('happy', 'sad', 'meh'); \
+         CREATE DOMAIN tenant_1.mood_today AS tenant_1.mood; \
+         CREATE TABLE tenant_1.today_moods (id int8 NOT NULL, today tenant_1.mood_today NOT NULL)",
+    )
+    .await;
+    let guard = Guard::<Postgres>::builder()
+        .contract::<TodayMood>()
+        .tenants(Tenants::schemas_like("tenant_%"))
+        .revalidate_every(Duration::from_secs(3600))
+        .full_check_every(1000)
+        .start(&scratch.pool)
+        .await
+        .expect("start");
+    assert!(guard.gate("tenant_1").is_open());
+    exec(&scratch.pool, "ALTER TYPE tenant_1.mood RENAME TO feeling").await;
+    let sweep = guard.revalidate().await.expect("sweep");
+    assert_eq!(
+        (sweep.signal, sweep.introspected),
+        (ChangeSignal::CatalogSignature, 1),
+        "{sweep:?}"
+    );
+    assert!(!guard.gate("tenant_1").is_open(), "{sweep:?}");
+    scratch.drop_db().await;
+}
+
 #[derive(Debug, sqlx::FromRow, Contract)]
 #[contract(table = "notes")]
 #[allow(dead_code)]

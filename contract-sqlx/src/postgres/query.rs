@@ -191,8 +191,9 @@ macro_rules! row_version {
 /// `pg_attribute` rows (a rename, a type, nullability or default change, a dropped column
 /// rewrites the column's row; an added column adds one), the `pg_type` rows of custom types
 /// and the `pg_enum` rows of enums its columns use, directly or through arrays and domains
-/// (and the `pg_namespace` row of a type in
-/// another schema: renaming that schema renames the type), its primary and foreign keys
+/// (and the `pg_namespace` row of a type in another schema: renaming that schema renames
+/// the type; for an enum reached through an array or a domain, its own `pg_type` and
+/// `pg_namespace` rows: renaming it renames what sqlx decodes), its primary and foreign keys
 /// (`pg_constraint`), for a foreign key to a relation that is not contracted in the same
 /// schema the referenced `pg_class` and column `pg_attribute` rows (and the `pg_namespace`
 /// row of another schema), and for a view its rewrite rule and the base columns it reads
@@ -297,13 +298,19 @@ WITH rel AS MATERIALIZED (
                              (SELECT hashint8extended(t.xmin::text::int8,
                                      hashint8extended(
                                      coalesce((SELECT hashint8extended(sum((e.h >> 33)::int4), sum((e.h & 2147483647)::int4))
-                                               FROM (SELECT hashint8extended(e.xmin::text::int8, e.oid::int8) AS h
-                                                     FROM pg_enum e WHERE e.enumtypid =
-                                                       CASE WHEN "#,
+                                               FROM (SELECT CASE WHEN "#,
     custom_wrapper!(),
     r#" THEN "#,
     enum_reached!(),
-    r#" ELSE t.oid END) e), -1),
+    r#" ELSE t.oid END AS oid) x
+                                               CROSS JOIN LATERAL (
+                                                     SELECT hashint8extended(e.xmin::text::int8, e.oid::int8) AS h
+                                                     FROM pg_enum e WHERE e.enumtypid = x.oid
+                                                     UNION ALL
+                                                     SELECT hashint8extended(et.xmin::text::int8,
+                                                            hashint8extended(etn.xmin::text::int8, et.oid::int8))
+                                                     FROM pg_type et JOIN pg_namespace etn ON etn.oid = et.typnamespace
+                                                     WHERE et.oid = x.oid AND x.oid <> t.oid) e), -1),
                                      CASE WHEN t.typnamespace <> c.relnamespace THEN
                                          (SELECT tn.xmin::text::int8 FROM pg_namespace tn WHERE tn.oid = t.typnamespace)
                                      ELSE -1 END)) >> 17
