@@ -624,6 +624,57 @@ async fn a_type_change_in_place_drops_what_an_interrupted_online_change_left() {
     scratch.drop_db().await;
 }
 
+/// Two columns whose dotted names read the same unquoted (`a`.`b.c` and `a.b`.`c`): a
+/// change of one leaves the other's checkpoint alone, and the other resumes from it. Their
+/// checkpoints shared a key, so the second change took the first's checkpoint for a
+/// leftover and dropped it: the first started over.
+#[tokio::test]
+async fn changes_of_columns_whose_dotted_names_read_alike_keep_their_own_checkpoints() {
+    use contract_sqlx::remediation::{OnlineProcedure, OnlineTypeChange, change_type_online};
+    use std::time::Duration;
+
+    let scratch = PgScratch::create("contract_online_dotted").await;
+    exec(
+        &scratch.pool,
+        "CREATE SCHEMA tenant_1; \
+         CREATE TABLE tenant_1.a (id int8 PRIMARY KEY, \"b.c\" int4 NOT NULL); \
+         CREATE TABLE tenant_1.\"a.b\" (id int8 PRIMARY KEY, c int4 NOT NULL); \
+         INSERT INTO tenant_1.a SELECT g, g * 3 FROM generate_series(1, 20000) g; \
+         INSERT INTO tenant_1.\"a.b\" SELECT g, g * 5 FROM generate_series(1, 2000) g; \
+         ANALYZE tenant_1.a; ANALYZE tenant_1.\"a.b\"",
+    )
+    .await;
+    let first = OnlineTypeChange::new("tenant_1", "a", "b.c", "int8")
+        .batches(500, Duration::from_millis(20))
+        .procedure(OnlineProcedure::ShadowColumn);
+    kill_mid_backfill(&scratch.pool, &first, 2000, 20000).await;
+    let second = OnlineTypeChange::new("tenant_1", "a.b", "c", "int8")
+        .procedure(OnlineProcedure::ShadowColumn);
+    change_type_online(&scratch.pool, &second)
+        .await
+        .expect("the second change");
+    let report = change_type_online(&scratch.pool, &first)
+        .await
+        .expect("the first change, again");
+    assert!(
+        report.resumed_from.is_some(),
+        "resumed from its checkpoint: {report:?}"
+    );
+    let sums: (String, String, i64, i64) = sqlx::query_as(
+        "SELECT (SELECT format_type(atttypid, atttypmod) FROM pg_attribute \
+                 WHERE attrelid = 'tenant_1.a'::regclass AND attname = 'b.c'), \
+                (SELECT format_type(atttypid, atttypmod) FROM pg_attribute \
+                 WHERE attrelid = 'tenant_1.\"a.b\"'::regclass AND attname = 'c'), \
+                (SELECT sum(\"b.c\" - id * 3) FROM tenant_1.a)::int8, \
+                (SELECT sum(c - id * 5) FROM tenant_1.\"a.b\")::int8",
+    )
+    .fetch_one(&scratch.pool)
+    .await
+    .expect("types and values");
+    assert_eq!(sums, ("bigint".into(), "bigint".into(), 0, 0));
+    scratch.drop_db().await;
+}
+
 /// Table copies of one column to `int8`, then to `numeric`, each killed mid-copy, then to
 /// `int8` again: the last one copies anew. Each copy dropped only its own checkpoint with
 /// the copy table it replaced, so the `int8` checkpoint outlived the `numeric` copy and the
@@ -1833,7 +1884,7 @@ async fn an_online_change_waiting_its_turn_is_stale_when_its_column_changed_mean
                 .await
         })
     };
-    if backfill_started(&scratch.pool, "%tenant_a.events.%")
+    if backfill_started(&scratch.pool, "%\"tenant_a\".\"events\".%")
         .await
         .is_none()
     {

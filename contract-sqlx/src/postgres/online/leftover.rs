@@ -149,11 +149,9 @@ pub(in crate::postgres) async fn discard_before_plain(
 }
 
 /// The condition on the progress table's `change` that holds for the checkpoints of every
-/// shadow-column change of `names`' column: its key prefix followed by a type (no `::`
-/// after it, so not those of a column whose name continues with `::`).
+/// shadow-column change of `names`' column: its key prefix (quoted names, so no other
+/// column's key starts with it) followed by a type.
 fn checkpoints_of_column(names: &Names) -> Result<String> {
     let prefix = Dialect::Postgres.string_literal(&names.key_prefix)?;
-    Ok(format!(
-        "left(change, length({prefix})) = {prefix} AND strpos(substr(change, length({prefix}) + 1), '::') = 0"
-    ))
+    Ok(format!("left(change, length({prefix})) = {prefix}"))
 }

@@ -188,7 +188,13 @@ impl Names {
         let q = |n: &str| Dialect::Postgres.quote(n);
         let shadow_raw = short(format!("{}_contract_new", change.column));
         let base = short(format!("{}_{}_contract", change.table, change.column));
-        let key_prefix = format!("{}.{}.{}::", change.schema, change.table, change.column);
+        // Quoted names: `a`.`b.c` and `a.b`.`c` must not share a key (nor one a prefix).
+        let key_prefix = format!(
+            "{}.{}.{}::",
+            q(&change.schema)?,
+            q(&change.table)?,
+            q(&change.column)?
+        );
         Ok(Self {
             table: Dialect::Postgres.quote_qualified(Some(&change.schema), &change.table)?,
             column: q(&change.column)?,

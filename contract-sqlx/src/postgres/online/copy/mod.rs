@@ -127,7 +127,7 @@ pub(super) struct CopyNames {
     pub progress: String,
     /// The checkpoint row's key.
     pub key: String,
-    /// The start of the key every copy of this table shares (`copy:schema.table.`).
+    /// The start of the key every copy of this table shares (`copy:"schema"."table".`).
     pub key_table: String,
     /// The advisory lock a batch holds exclusively and the trigger's deletes share.
     pub batch_lock: i64,
@@ -138,8 +138,17 @@ impl CopyNames {
         let pg = Dialect::Postgres;
         let new_raw = short(format!("{}_contract_copy", change.table));
         let old_raw = short(format!("{}_contract_old", change.table));
-        let key_table = format!("copy:{}.{}.", change.schema, change.table);
-        let key = format!("{key_table}{}::{}", change.column, change.new_type);
+        // Quoted names: the copies of `a.b` are not among those of `a` (`copy:s.a.`).
+        let key_table = format!(
+            "copy:{}.{}.",
+            pg.quote(&change.schema)?,
+            pg.quote(&change.table)?
+        );
+        let key = format!(
+            "{key_table}{}::{}",
+            pg.quote(&change.column)?,
+            change.new_type
+        );
         Ok(Self {
             batch_lock: crate::postgres::ddl::lock_key(&format!("contract:{key}")),
             table: pg.quote_qualified(Some(&change.schema), &change.table)?,
