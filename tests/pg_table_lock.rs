@@ -525,3 +525,60 @@ async fn an_online_type_change_that_never_gets_its_lock_changes_nothing_and_says
     assert_nothing_left_open(&scratch.pool).await;
     scratch.drop_db().await;
 }
+
+#[derive(Debug, sqlx::FromRow, Contract)]
+#[contract(schema = "shared", table = "ledger")]
+#[allow(dead_code)]
+struct Ledger {
+    #[contract(primary_key)]
+    id: i64,
+    amount: i64,
+}
+
+/// An online type change of a table in a contract's fixed schema, run by a tenant's
+/// remediation, fails naming that tenant. It named the table's schema (`shared`) as the
+/// tenant.
+#[tokio::test]
+async fn an_online_change_of_a_fixed_schema_table_fails_naming_the_tenant() {
+    let scratch = PgScratch::create("contract_online_fixed_tenant").await;
+    support::exec(
+        &scratch.pool,
+        "CREATE SCHEMA tenant_1; CREATE SCHEMA shared; \
+         CREATE TABLE shared.ledger (id int8 PRIMARY KEY, amount int4 NOT NULL); \
+         INSERT INTO shared.ledger SELECT g, g FROM generate_series(1, 10) g; \
+         ANALYZE shared.ledger",
+    )
+    .await;
+    let directory = support::pg_tenant_directory(&scratch.pool).await;
+    let contracts = ContractSet::<Postgres>::new().with::<Ledger>();
+    let options = ApplyOptions::default()
+        .with_online_threshold(Some(1))
+        .with_lock_timeout(Duration::from_millis(50))
+        .with_max_attempts(2);
+    let dry = remediate(&directory, &contracts, Remediation::DryRun)
+        .options(options.clone())
+        .run()
+        .await
+        .expect("dry run");
+    let plan = dry.plans.first().expect("a plan");
+    assert!(plan.steps.iter().any(|s| s.online.is_some()), "{plan}");
+    let holder = hold(
+        &scratch.pool,
+        "LOCK TABLE shared.ledger IN ACCESS SHARE MODE",
+    )
+    .await;
+    let run = remediate(
+        &directory,
+        &contracts,
+        Remediation::Approved(plan.hash.clone()),
+    )
+    .options(options)
+    .run()
+    .await
+    .expect("run");
+    holder.rollback().await.expect("release");
+    assert_eq!(run.failed.len(), 1, "{:?}", run.failed);
+    let text = run.failed[0].error.to_string();
+    assert!(text.contains(" failed for tenant `tenant_1`"), "{text}");
+    scratch.drop_db().await;
+}

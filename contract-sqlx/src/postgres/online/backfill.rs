@@ -22,7 +22,7 @@ pub(super) async fn run(
     last_key: Option<i64>,
     report: &mut OnlineReport,
 ) -> Result<()> {
-    let db = |context| super::step_failed(context, &change.schema);
+    let db = |context| super::step_failed(context, change.tenant());
     // One key range per batch: its upper bound from the key index, then the rows in it
     // whose shadow is not already right (the trigger keeps up rows written meanwhile).
     // Every condition is a plain range on the key, so even the generic plan of this
@@ -166,7 +166,7 @@ impl Pass {
         .bind(key)
         .fetch_one(pool)
         .await
-        .map_err(super::step_failed("the backfill checkpoint", &change.schema))?;
+        .map_err(super::step_failed("the backfill checkpoint", change.tenant()))?;
         report.backfill_ms = crate::remediation::elapsed_ms(self.started);
         let last = progress(change, report, done, self.total, self.started, true);
         keep(change, report, last);

@@ -24,7 +24,7 @@ pub(super) async fn discard_unresumable(
     change: &OnlineTypeChange,
     names: &Names,
 ) -> Result<()> {
-    let db = |context| super::step_failed(context, &change.schema);
+    let db = |context| super::step_failed(context, change.tenant());
     let context = "looking up what an earlier online change of the column left";
     let of_column = checkpoints_of_column(names)?;
     let (shadow, resumable, others): (bool, bool, bool) = sqlx::query_as(
@@ -96,7 +96,8 @@ pub(in crate::postgres) async fn discard_before_plain(
             .iter()
             .find(|t| t.name == step.table)
             .map_or(tenant, |t| t.schema.as_str());
-        let change = OnlineTypeChange::new(schema, &step.table, column, "");
+        let mut change = OnlineTypeChange::new(schema, &step.table, column, "");
+        change.tenant = Some(tenant.to_owned());
         let names = Names::new(&change)?;
         changes.push((change, names));
     }

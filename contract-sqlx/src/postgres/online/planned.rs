@@ -106,6 +106,7 @@ pub(in crate::postgres) async fn apply_online(
         )
         .batches(options.online_batch_rows, options.online_pause)
         .lock(options.lock_timeout, options.max_attempts);
+        change.tenant = Some(tenant.to_owned());
         // The audit row commits with the first swap (each later swap adds its line): a
         // change never commits without its row, whatever happens after it.
         let swapped = format!(

@@ -33,7 +33,7 @@ pub(super) async fn prepare(
     names: &Names,
     facts: &ColumnFacts,
 ) -> Result<()> {
-    let db = |context| super::step_failed(context, &change.schema);
+    let db = |context| super::step_failed(context, change.tenant());
     if facts.not_null {
         let exists: bool = sqlx::query_scalar(
             "SELECT EXISTS (SELECT 1 FROM pg_constraint k JOIN pg_class c ON c.oid = k.conrelid

@@ -50,6 +50,9 @@ pub struct OnlineTypeChange {
     /// A statement the swap's transaction runs last: a remediation's audit row, which then
     /// commits exactly when the change does (never a change without its row).
     pub(crate) recorded_in_swap: Option<String>,
+    /// The tenant whose remediation runs the change, when it is not the table's schema (a
+    /// contract's fixed schema): what errors name.
+    pub(crate) tenant: Option<String>,
 }
 
 /// The two procedures of an online type change.
@@ -86,7 +89,13 @@ impl OnlineTypeChange {
             progress_table: ("public".into(), "contract_online_progress".into()),
             procedure: OnlineProcedure::Auto,
             recorded_in_swap: None,
+            tenant: None,
         }
+    }
+
+    /// The tenant errors name: the remediation's, else the table's schema.
+    pub(crate) fn tenant(&self) -> &str {
+        self.tenant.as_deref().unwrap_or(&self.schema)
     }
 
     /// Which procedure runs (the field `procedure`).
@@ -290,7 +299,7 @@ async fn shadow_column(
         what: "an online type change without an integer primary key",
     })?;
     let pk = Dialect::Postgres.quote(&pk)?;
-    let db = |context| super::step_failed(context, &change.schema);
+    let db = |context| super::step_failed(context, change.tenant());
     // Expand: the shadow column and the trigger that keeps it in sync (idempotent). The
     // trigger's `WHEN` is evaluated without calling the function, so the backfill's own
     // updates (which set the shadow right) cost no PL/pgSQL call per row.
@@ -414,7 +423,7 @@ pub(super) async fn short_tx(
                 tokio::time::sleep(backoff.delay(attempt)).await;
                 attempt += 1;
             }
-            Err(error) => return Err(super::step_failed(what, &change.schema)(error)),
+            Err(error) => return Err(super::step_failed(what, change.tenant())(error)),
         }
     }
 }

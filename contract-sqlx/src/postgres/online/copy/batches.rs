@@ -35,7 +35,7 @@ pub(super) async fn run(
     last_key: Option<i64>,
     report: &mut OnlineReport,
 ) -> Result<()> {
-    let db = |context| super::super::step_failed(context, &change.schema);
+    let db = |context| super::super::step_failed(context, change.tenant());
     let pk = contract_core::Dialect::Postgres.quote(&layout.pk)?;
     let (columns, values) = column_lists(layout, change, "")?;
     let key_literal = contract_core::Dialect::Postgres.string_literal(&names.key)?;

@@ -209,7 +209,7 @@ pub(super) async fn run(
             });
         }
     };
-    let db = |context| super::step_failed(context, &change.schema);
+    let db = |context| super::step_failed(context, change.tenant());
     let type_at_start = finish::column_type(pool, change, &names).await?;
     let checkpoint: Option<(Option<i64>, String)> = sqlx::query_as(
         AssertSqlSafe(format!(
@@ -299,7 +299,7 @@ async fn in_place(pool: &PgPool, change: &OnlineTypeChange, names: &CopyNames) -
     .bind(trigger_name(change))
     .fetch_one(pool)
     .await
-    .map_err(Error::db("looking up the copy", Some(&change.schema)))
+    .map_err(Error::db("looking up the copy", Some(change.tenant())))
 }
 
 /// Drops whatever a copy left (the trigger, the new table, the function, the checkpoint),
@@ -321,7 +321,7 @@ pub(super) async fn abandon_if_started(
     .bind(&names.key)
     .fetch_one(pool)
     .await
-    .map_err(Error::db("looking up a copy", Some(&change.schema)))?;
+    .map_err(Error::db("looking up a copy", Some(change.tenant())))?;
     if left {
         tracing::warn!(table = %names.table, "dropping what an earlier copy of the table left");
         short_tx(pool, change, &abandon_sql(&names)?, "dropping a copy").await?;

@@ -108,7 +108,7 @@ pub(super) async fn qualify(
         .await
         .map_err(Error::db(
             "inspecting a table for an online copy",
-            Some(&change.schema),
+            Some(change.tenant()),
         ))?;
     let Some((refused, pk, columns, indexes)) = row else {
         return Ok(Err("the table does not exist".to_owned()));
