@@ -582,3 +582,92 @@ async fn an_online_change_of_a_fixed_schema_table_fails_naming_the_tenant() {
     assert!(text.contains(" failed for tenant `tenant_1`"), "{text}");
     scratch.drop_db().await;
 }
+
+#[derive(Debug, sqlx::FromRow, Contract)]
+#[contract(table = "alpha")]
+#[allow(dead_code)]
+struct Alpha {
+    #[contract(primary_key)]
+    id: i64,
+    n: i64,
+}
+
+#[derive(Debug, sqlx::FromRow, Contract)]
+#[contract(table = "beta")]
+#[allow(dead_code)]
+struct Beta {
+    #[contract(primary_key)]
+    id: i64,
+    n: i64,
+}
+
+/// A plan of two online type changes whose second fails after the first swapped: the audit
+/// row the first swap committed says `applied` for what it lists, and says that the plan
+/// stopped and why. It said `applied` and nothing more, as if the plan had run whole.
+#[tokio::test]
+async fn an_online_plan_stopped_after_a_swap_says_so_in_its_audit_row() {
+    let scratch = PgScratch::create("contract_online_stopped").await;
+    support::exec(
+        &scratch.pool,
+        "CREATE SCHEMA tenant_1; \
+         CREATE TABLE tenant_1.alpha (id int8 PRIMARY KEY, n int4 NOT NULL); \
+         CREATE TABLE tenant_1.beta (id int8 PRIMARY KEY, n int4 NOT NULL); \
+         INSERT INTO tenant_1.alpha SELECT g, g FROM generate_series(1, 10) g; \
+         INSERT INTO tenant_1.beta SELECT g, g FROM generate_series(1, 10) g; \
+         ANALYZE tenant_1.alpha; ANALYZE tenant_1.beta",
+    )
+    .await;
+    let directory = support::pg_tenant_directory(&scratch.pool).await;
+    let contracts = ContractSet::<Postgres>::new()
+        .with::<Alpha>()
+        .with::<Beta>();
+    let options = ApplyOptions::default()
+        .with_online_threshold(Some(1))
+        .with_lock_timeout(Duration::from_millis(50))
+        .with_max_attempts(2);
+    let dry = remediate(&directory, &contracts, Remediation::DryRun)
+        .options(options.clone())
+        .run()
+        .await
+        .expect("dry run");
+    let plan = dry.plans.first().expect("a plan");
+    let online: Vec<&str> = plan
+        .steps
+        .iter()
+        .filter(|s| s.online.is_some())
+        .map(|s| s.table.as_str())
+        .collect();
+    assert_eq!(online, ["alpha", "beta"], "{plan}");
+    let holder = hold(
+        &scratch.pool,
+        "LOCK TABLE tenant_1.beta IN ACCESS SHARE MODE",
+    )
+    .await;
+    let run = remediate(
+        &directory,
+        &contracts,
+        Remediation::Approved(plan.hash.clone()),
+    )
+    .options(options)
+    .run()
+    .await
+    .expect("run");
+    holder.rollback().await.expect("release");
+    assert_eq!(run.failed.len(), 1, "{:?}", run.failed);
+    let rows: Vec<(String, Option<String>)> = sqlx::query_as(
+        "SELECT status, evidence FROM public.contract_audit WHERE tenant = 'tenant_1'",
+    )
+    .fetch_all(&scratch.pool)
+    .await
+    .expect("audit rows");
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    let (status, evidence) = &rows[0];
+    assert_eq!(status, "applied");
+    let evidence = evidence.as_deref().unwrap_or_default();
+    assert!(
+        evidence.starts_with("the plan stopped after 1 of its 2 online type changes: ")
+            && evidence.contains("lock"),
+        "{evidence}"
+    );
+    scratch.drop_db().await;
+}

@@ -91,8 +91,8 @@ pub(in crate::postgres) async fn apply_online(
         .map_err(failed(tenant, 1, "online lock"))?;
     let options = job.options;
     let audit_id = new_audit_id();
-    // Whether a swap has committed the audit row yet.
-    let mut written = false;
+    // Whether a swap has committed the audit row yet, and how many swaps have.
+    let (mut written, mut swaps) = (false, 0);
     let mut outcome = Ok(());
     for step in &online {
         let Some(planned) = &step.online else {
@@ -137,6 +137,7 @@ pub(in crate::postgres) async fn apply_online(
         match change_type_online(pool, &change).await {
             Ok(report) => {
                 written = true;
+                swaps += 1;
                 attempts = attempts.max(report.swap_attempts);
                 statements.push(summary(&change, &report));
                 progress.extend(report.progress);
@@ -149,6 +150,16 @@ pub(in crate::postgres) async fn apply_online(
     }
     // Closing the connection releases the lock.
     let _ = lock.close().await;
+    if let (Err(error), true) = (&outcome, written) {
+        // The row says what committed; it also says that the plan stopped after it.
+        let evidence = format!(
+            "the plan stopped after {} of its {} online type changes: {}; the next pass plans the rest",
+            swaps,
+            online.len(),
+            crate::error::error_chain(error)
+        );
+        note_stop(pool, job, &audit_id, &evidence).await;
+    }
     outcome?;
     let duration_ms = elapsed_ms(started);
     complete_audit(pool, job, &audit_id, &statements, attempts, duration_ms).await;
@@ -249,6 +260,29 @@ fn audit_append(
         pg.string_literal(line).map_err(encode)?,
         pg.string_literal(audit_id).map_err(encode)?,
     ))
+}
+
+/// Adds `evidence` to the row a swap committed when a later step of the plan failed.
+/// Best effort, like [`complete_audit`].
+async fn note_stop(pool: &PgPool, job: &ApplyJob<'_, Postgres>, audit_id: &str, evidence: &str) {
+    let audit = &job.options.audit;
+    let Ok(table) =
+        contract_core::Dialect::Postgres.quote_qualified(Some(&audit.schema), &audit.table)
+    else {
+        return;
+    };
+    // language=SQL
+    let update = format!(
+        "UPDATE {table} SET evidence = $1, finished_at = clock_timestamp() WHERE audit_id = $2"
+    );
+    let done = sqlx::query(AssertSqlSafe(update).into_sql_str())
+        .bind(evidence)
+        .bind(audit_id)
+        .execute(pool)
+        .await;
+    if let Err(error) = done {
+        tracing::warn!(tenant = %job.tenant, audit_id, error = %error, "the online change's audit row does not say that the plan stopped: writing it failed");
+    }
 }
 
 /// The row the swaps wrote, completed with what each change did (rows, batches, rates),
