@@ -604,6 +604,12 @@ async fn a_type_change_in_place_drops_what_an_interrupted_online_change_left() {
     .expect("approved run");
     assert!(run.failed.is_empty(), "{:?}", run.failed);
     assert_eq!(run.audits.len(), 1);
+    let recorded = run.audits[0].statements.join("\n");
+    assert!(
+        recorded.contains("DROP TRIGGER IF EXISTS \"accounts_user_id_contract\"")
+            && recorded.contains("DROP COLUMN IF EXISTS \"user_id_contract_new\""),
+        "the drops are in the audit row: {recorded}"
+    );
     assert_eq!(column_type(&scratch.pool, "user_id").await, "bigint");
     assert_eq!(checksum(&scratch.pool).await, before, "every row is equal");
     let leftovers: (i64, i64, i64, i64) = sqlx::query_as(
@@ -621,6 +627,110 @@ async fn a_type_change_in_place_drops_what_an_interrupted_online_change_left() {
         (0, 0, 0, 0),
         "no trigger, function, checkpoint or shadow column left"
     );
+    scratch.drop_db().await;
+}
+
+#[derive(Debug, sqlx::FromRow, Contract)]
+#[contract(table = "accounts")]
+#[allow(dead_code)]
+struct AccountUser {
+    user_id: i64,
+}
+
+/// A table copy killed mid-copy, then the same change made in place: the copy, its trigger
+/// and its checkpoints are dropped in the in-place change's transaction (and listed in its
+/// audit row). The copy's trigger went on copying every write into the stale copy.
+#[tokio::test]
+async fn a_type_change_in_place_drops_an_interrupted_copy_of_the_table() {
+    use contract_sqlx::remediation::{ApplyOptions, OnlineProcedure};
+
+    let (scratch, change) = copy_of_20k_rows("contract_online_copy_then_plain").await;
+    let change = change.procedure(OnlineProcedure::TableCopy);
+    kill_at(&scratch.pool, &change, "copy:%::int8", 2000, 20000).await;
+    assert!(
+        copy_leftovers(&scratch.pool).await > 0,
+        "the killed copy left its table"
+    );
+    let tenants = pg_tenant_directory(&scratch.pool).await;
+    let contracts = ContractSet::<Postgres>::new().with::<AccountUser>();
+    let options = ApplyOptions::default().with_online_threshold(None);
+    let dry = remediate(&tenants, &contracts, Remediation::DryRun)
+        .options(options.clone())
+        .run()
+        .await
+        .expect("dry run");
+    let hash = dry.plans.first().expect("a plan").hash.clone();
+    let run = remediate(&tenants, &contracts, Remediation::Approved(hash))
+        .options(options)
+        .run()
+        .await
+        .expect("the run");
+    assert!(run.failed.is_empty(), "{:?}", run.failed);
+    let recorded = run.audits[0].statements.join("\n");
+    assert!(
+        recorded.contains("DROP TABLE IF EXISTS \"tenant_1\".\"accounts_contract_copy\""),
+        "{recorded}"
+    );
+    assert_eq!(copy_leftovers(&scratch.pool).await, 0);
+    assert_eq!(column_type(&scratch.pool, "user_id").await, "bigint");
+    let rows: (i64, i64) =
+        sqlx::query_as("SELECT count(*), sum(user_id - id * 3)::int8 FROM tenant_1.accounts")
+            .fetch_one(&scratch.pool)
+            .await
+            .expect("rows");
+    assert_eq!(rows, (20000, 0));
+    scratch.drop_db().await;
+}
+
+/// A type change made in place while an online change of the same column runs (another
+/// replica, or a direct call): it waits for the table's online lock and fails on lock
+/// timeout, and the running change finishes with every row. The in-place change took the
+/// running change's trigger and shadow column for leftovers and dropped them.
+#[tokio::test]
+async fn a_type_change_in_place_leaves_a_running_online_change_alone() {
+    use contract_sqlx::remediation::{ApplyOptions, OnlineProcedure, OnlineTypeChange};
+    use std::time::Duration;
+
+    let scratch = PgScratch::create("contract_online_running_plain").await;
+    exec(&scratch.pool, SHADOW_ACCOUNTS).await;
+    let before = checksum(&scratch.pool).await;
+    let tenants = pg_tenant_directory(&scratch.pool).await;
+    let contracts = ContractSet::<Postgres>::new().with::<Account>();
+    let options = ApplyOptions::default()
+        .with_online_threshold(None)
+        .with_lock_timeout(Duration::from_millis(100))
+        .with_max_attempts(2);
+    let dry = remediate(&tenants, &contracts, Remediation::DryRun)
+        .options(options.clone())
+        .run()
+        .await
+        .expect("dry run");
+    let hash = dry.plans.first().expect("a plan").hash.clone();
+    let online = OnlineTypeChange::new("tenant_1", "accounts", "user_id", "int8")
+        .batches(500, Duration::from_millis(30))
+        .procedure(OnlineProcedure::ShadowColumn);
+    let running = {
+        let (pool, online) = (scratch.pool.clone(), online.clone());
+        tokio::spawn(
+            async move { contract_sqlx::remediation::change_type_online(&pool, &online).await },
+        )
+    };
+    backfill_started(&scratch.pool, "%")
+        .await
+        .expect("the backfill started");
+    let run = remediate(&tenants, &contracts, Remediation::Approved(hash))
+        .options(options)
+        .run()
+        .await
+        .expect("the run");
+    assert_eq!(run.failed.len(), 1, "{:?}", run.audits);
+    let report = running
+        .await
+        .expect("join")
+        .expect("the running change finishes");
+    assert_eq!(report.rows_backfilled, 20000, "{report:?}");
+    assert_eq!(column_type(&scratch.pool, "user_id").await, "bigint");
+    assert_eq!(checksum(&scratch.pool).await, before, "every row is equal");
     scratch.drop_db().await;
 }
 

@@ -518,6 +518,8 @@ impl<DB: ControlStore> Guard<DB> {
     /// at once instead of after its heartbeat expires. Call it when shutting down: no pass
     /// of this guard writes a heartbeat afterwards, a pass already running included, so
     /// the registration stays removed while the guard (or a task it spawned) winds down.
+    /// It is final, also when it fails: the guard writes no heartbeat again (a failed
+    /// delete leaves the registration to expire), so deregister only a guard that stops.
     ///
     /// # Errors
     ///

@@ -6,6 +6,7 @@ use std::time::Instant;
 use sqlx::{PgPool, Postgres, Transaction};
 
 use super::held::HeldTransaction;
+use super::online::CleanupError;
 use crate::remediation::audit::to_json;
 
 use crate::error::{Error, Result};
@@ -87,7 +88,6 @@ pub(super) async fn apply_statements(
     pool: &PgPool,
     job: &ApplyJob<'_, Postgres>,
 ) -> Result<AuditRecord> {
-    super::online::discard_before_plain(pool, job).await?;
     if crate::remediation::phases::is_phased(&job.steps) {
         return super::online::apply_phased(pool, job).await;
     }
@@ -199,10 +199,22 @@ async fn apply_once(
             tenant: tenant.to_owned(),
         });
     }
+    // Only when the job changes a type in place (a round trip then): what an interrupted
+    // online change of such a column left is dropped first, in this transaction.
+    let mut statements = match super::online::cleanup_before_plain(held.conn(), job).await {
+        Ok(cleanup) => cleanup,
+        Err(error) => {
+            held.rollback().await;
+            return Err(match error {
+                CleanupError::Lookup(source) => fail(super::online::LEFTOVER_LOOKUP)(source),
+                CleanupError::Names(error) => error,
+            });
+        }
+    };
     // Round trip 3: a pinned search path and time zone (not earlier: the re-check must
     // see the search path the check saw, as `format_type` names a type by it), the DDL,
     // and the audit row.
-    let statements = job.statements();
+    statements.extend(job.statements());
     let audit_id = new_audit_id();
     let mut message = vec![
         "SET LOCAL search_path = pg_catalog, pg_temp".to_owned(),

@@ -4,10 +4,10 @@
 //! into its type and the swap would put that type in place), or a checkpoint whose shadow
 //! column is gone (the backfill would resume past rows it never filled). Cleared before the
 //! change begins, so it starts over. And what such a change left on a column whose type is
-//! now changed in place (`discard_before_plain`).
+//! now changed in place (`cleanup_before_plain`).
 
 use contract_core::plan::Action;
-use sqlx::{AssertSqlSafe, PgPool, Postgres, SqlSafeStr};
+use sqlx::{AssertSqlSafe, PgConnection, PgPool, Postgres, SqlSafeStr};
 
 use super::type_change::{Names, OnlineTypeChange, short_tx};
 use crate::error::Result;
@@ -71,18 +71,23 @@ pub(super) async fn discard_unresumable(
     .map(drop)
 }
 
-/// Before `job` changes a column's type in place: drops what an interrupted online change
-/// of that column left (its trigger and function, its shadow column with the check and
-/// indexes on it, its checkpoints). PostgreSQL refuses `ALTER … TYPE` on a column the
-/// trigger's `WHEN` names, so such a column failed its remediation on every pass (a table
-/// whose size estimate fell below the online threshold, or a threshold raised or turned
-/// off, after a run was killed). One catalog lookup when the job changes a type, nothing
-/// more unless a trigger is there. The drop waits, up to the job's `lock_timeout`, for the
-/// tenant's online lock: a replica still running that change keeps it.
-pub(in crate::postgres) async fn discard_before_plain(
-    pool: &PgPool,
+/// The statements that, in `job`'s transaction before its type changes made in place, drop
+/// what an interrupted online change of those columns left: the shadow column's trigger,
+/// function (unless another trigger uses it), column and checkpoints, and a copy of the
+/// table with its trigger and checkpoints. PostgreSQL refuses `ALTER … TYPE` on a column
+/// the shadow trigger's `WHEN` names, so such a column failed its remediation on every pass
+/// (a table whose size estimate fell below the online threshold, or a threshold raised or
+/// turned off, after a run was killed); a copy's trigger would go on copying every write
+/// into a stale copy. Each table's drops start with its online lock
+/// ([`super::type_change::table_lock_key`]), which a running online change of the table
+/// holds: the transaction then waits for it up to its `lock_timeout`, and is retried like
+/// any lock conflict. Read on `conn`, inside the transaction, after the re-check; one
+/// catalog query when the job changes a type, none otherwise. The statements run in the
+/// transaction's message and are in the audit row.
+pub(in crate::postgres) async fn cleanup_before_plain(
+    conn: &mut PgConnection,
     job: &ApplyJob<'_, Postgres>,
-) -> Result<()> {
+) -> std::result::Result<Vec<String>, CleanupError> {
     let tenant = job.tenant.as_str();
     let mut changes = Vec::new();
     for step in job
@@ -96,57 +101,101 @@ pub(in crate::postgres) async fn discard_before_plain(
             .iter()
             .find(|t| t.name == step.table)
             .map_or(tenant, |t| t.schema.as_str());
-        let mut change = OnlineTypeChange::new(schema, &step.table, column, "");
-        change.tenant = Some(tenant.to_owned());
+        let change = OnlineTypeChange::new(schema, &step.table, column, "");
         let names = Names::new(&change)?;
-        changes.push((change, names));
+        let (copy_trigger, copy_drops) = super::copy::leftover(&change, &names.progress)?;
+        changes.push((names, copy_trigger, copy_drops));
     }
     if changes.is_empty() {
-        return Ok(());
+        return Ok(Vec::new());
     }
-    let (tables, triggers): (Vec<&str>, Vec<&str>) = changes
-        .iter()
-        .map(|(_, n)| (n.table.as_str(), n.trigger_raw.as_str()))
-        .unzip();
-    let stage = "looking up what an interrupted online change left";
+    let column = |f: fn(&(Names, String, Vec<String>)) -> String| -> Vec<String> {
+        changes.iter().map(f).collect()
+    };
+    let tables = column(|c| c.0.table.clone());
+    let shadow_triggers = column(|c| c.0.trigger_raw.clone());
+    let copy_triggers = column(|c| c.1.clone());
+    let functions = column(|c| format!("{}()", c.0.function));
+    let progress = changes.first().map(|c| c.0.progress.clone());
+    // Per change: the shadow trigger there, a trigger on another table using its function,
+    // the copy's trigger there; and whether the checkpoint table exists.
     // language=SQL
-    let left: Vec<bool> = sqlx::query_scalar(
-        "SELECT EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = to_regclass(t.r) AND tgname = t.g)
-         FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS t(r, g, i) ORDER BY t.i",
+    let found: Vec<(bool, bool, bool, bool)> = sqlx::query_as(
+        "SELECT EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = to_regclass(t.r) AND tgname = t.g),
+                EXISTS (SELECT 1 FROM pg_trigger WHERE tgfoid = to_regprocedure(t.f)
+                          AND NOT (tgrelid = to_regclass(t.r) AND tgname = t.g)),
+                EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = to_regclass(t.r) AND tgname = t.c),
+                to_regclass($5) IS NOT NULL
+         FROM unnest($1::text[], $2::text[], $3::text[], $4::text[]) WITH ORDINALITY AS t(r, g, c, f, i)
+         ORDER BY t.i",
     )
-    .bind(tables)
-    .bind(triggers)
-    .fetch_all(pool)
+    .bind(&tables)
+    .bind(&shadow_triggers)
+    .bind(&copy_triggers)
+    .bind(&functions)
+    .bind(&progress)
+    .fetch_all(&mut *conn)
     .await
-    .map_err(crate::remediation::failed(tenant, 1, stage))?;
-    let online_lock = crate::postgres::ddl::lock_key(&format!("contract:online:{tenant}"));
-    for ((mut change, names), _) in changes.into_iter().zip(left).filter(|(_, left)| *left) {
-        tracing::warn!(%tenant, table = %names.table, column = %change.column, "an interrupted online change of this column left its trigger, which blocks changing its type in place; dropping what it left");
-        change.lock_timeout = job.options.lock_timeout;
-        change.max_attempts = job.options.max_attempts;
-        super::type_change::ensure_progress(pool, &names).await?;
-        let of_column = checkpoints_of_column(&names)?;
-        let discard = format!(
-            "SELECT pg_advisory_xact_lock('{online_lock}'::int8);
-             DROP TRIGGER IF EXISTS {tr} ON {t};
-             DROP FUNCTION IF EXISTS {f}();
-             ALTER TABLE {t} DROP COLUMN IF EXISTS {s};
-             DELETE FROM {p} WHERE {of_column}",
-            tr = names.trigger,
-            t = names.table,
-            f = names.function,
-            s = names.shadow,
-            p = names.progress,
-        );
-        short_tx(
-            pool,
-            &change,
-            &discard,
-            "dropping what an interrupted online change left",
-        )
-        .await?;
+    .map_err(CleanupError::Lookup)?;
+    let mut statements = Vec::new();
+    let mut locked = std::collections::BTreeSet::new();
+    let mut progress_created = false;
+    for ((names, _, copy_drops), (shadow, shared_function, copy, progress_exists)) in
+        changes.iter().zip(found)
+    {
+        if !shadow && !copy {
+            continue;
+        }
+        tracing::warn!(%tenant, table = %names.table, column = %names.column, "an interrupted online change of this column left its trigger; dropping what it left before changing the type in place");
+        if locked.insert(names.table.clone()) {
+            let key = super::type_change::table_lock_key(&names.table);
+            statements.push(format!("SELECT pg_advisory_xact_lock('{key}'::int8)"));
+        }
+        if !progress_exists && !progress_created {
+            statements.push(super::type_change::progress_ddl(names));
+            progress_created = true;
+        }
+        if shadow {
+            statements.push(format!(
+                "DROP TRIGGER IF EXISTS {} ON {}",
+                names.trigger, names.table
+            ));
+            if !shared_function {
+                statements.push(format!("DROP FUNCTION IF EXISTS {}()", names.function));
+            }
+            statements.push(format!(
+                "ALTER TABLE {} DROP COLUMN IF EXISTS {}",
+                names.table, names.shadow
+            ));
+            statements.push(format!(
+                "DELETE FROM {} WHERE {}",
+                names.progress,
+                checkpoints_of_column(names)?
+            ));
+        }
+        if copy {
+            statements.extend(copy_drops.iter().cloned());
+        }
     }
-    Ok(())
+    Ok(statements)
+}
+
+/// The stage a failed lookup of [`cleanup_before_plain`] is reported at.
+pub(in crate::postgres) const LOOKUP: &str = "looking up what an interrupted online change left";
+
+/// Why [`cleanup_before_plain`] failed.
+#[derive(Debug)]
+pub(in crate::postgres) enum CleanupError {
+    /// A name the statements cannot quote.
+    Names(crate::Error),
+    /// The catalog lookup.
+    Lookup(sqlx::Error),
+}
+
+impl From<crate::Error> for CleanupError {
+    fn from(error: crate::Error) -> Self {
+        Self::Names(error)
+    }
 }
 
 /// The condition on the progress table's `change` that holds for the checkpoints of every

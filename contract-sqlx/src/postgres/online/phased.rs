@@ -182,6 +182,8 @@ impl Phased<'_> {
             .map_err(fail("set timeouts"))?;
         let table = contract_core::Dialect::Postgres
             .quote_qualified(Some(&options.audit.schema), &options.audit.table)?;
+        // What an interrupted online change of a column changed in place left (`leftover.rs`).
+        let mut cleanup = Vec::new();
         if let Some(fresh) = fresh {
             // What the re-check reads stays as it is until the DDL (`table_lock.rs`).
             let rechecked = fresh.job.rechecked_tables();
@@ -202,6 +204,13 @@ impl Phased<'_> {
                     tenant: tenant.to_owned(),
                 });
             }
+            cleanup = match super::cleanup_before_plain(&mut tx, fresh.job).await {
+                Ok(cleanup) => cleanup,
+                Err(super::CleanupError::Lookup(source)) => {
+                    return Err(fail(super::leftover::LOOKUP)(source));
+                }
+                Err(super::CleanupError::Names(error)) => return Err(error),
+            };
         } else {
             // language=SQL
             let read = format!("SELECT phase, status FROM {table} WHERE audit_id = $1 FOR UPDATE");
@@ -224,7 +233,7 @@ impl Phased<'_> {
             .execute(&mut *tx)
             .await
             .map_err(fail("pin search_path"))?;
-        for statement in &self.transactions[index].statements {
+        for statement in cleanup.iter().chain(&self.transactions[index].statements) {
             sqlx::raw_sql(AssertSqlSafe(statement.clone()))
                 .execute(&mut *tx)
                 .await
@@ -248,7 +257,13 @@ impl Phased<'_> {
                 .bind(&self.audit_id)
                 .bind(tenant)
                 .bind(self.plan_hash)
-                .bind(sqlx::types::Json(all_statements(&self.transactions)))
+                .bind(sqlx::types::Json(
+                    cleanup
+                        .iter()
+                        .cloned()
+                        .chain(all_statements(&self.transactions))
+                        .collect::<Vec<_>>(),
+                ))
                 .bind(sqlx::types::Json(&fresh.job.drift_before))
                 .bind(status)
                 .bind(&options.audit.actor)

@@ -233,10 +233,62 @@ impl Names {
 /// resumes from the checkpoint).
 pub async fn change_type_online(pool: &PgPool, change: &OnlineTypeChange) -> Result<OnlineReport> {
     let names = Names::new(change)?;
-    ensure_progress(pool, &names).await?;
-    super::leftover::discard_unresumable(pool, change, &names).await?;
+    let lock = lock_table(pool, change, &names).await?;
+    let report = change_under_lock(pool, change, &names).await;
+    // Closing the connection releases the lock (so does dropping it, when this future is).
+    let _ = sqlx::Connection::close(lock).await;
+    report
+}
+
+/// The advisory-lock key every online change of the table `table` (quoted and qualified)
+/// holds while it runs, and a type change made in place takes before it drops what an
+/// interrupted one left (`leftover.rs`): never what a running change is using.
+pub(super) fn table_lock_key(table: &str) -> i64 {
+    crate::postgres::ddl::lock_key(&format!("contract:online-table:{table}"))
+}
+
+/// The table's online lock, held by a session of its own until it closes (also when the
+/// process dies or the change's future is dropped). Another change of the table running
+/// holds it: this one waits up to its attempts' `lock_timeout`s, then fails.
+async fn lock_table(
+    pool: &PgPool,
+    change: &OnlineTypeChange,
+    names: &Names,
+) -> Result<sqlx::PgConnection> {
+    use sqlx::ConnectOptions;
+    let context = "taking the table's online lock (another online change of the table holds it)";
+    let mut conn = pool
+        .connect_options()
+        .connect()
+        .await
+        .map_err(super::step_failed(context, change.tenant()))?;
+    let wait = change
+        .lock_timeout
+        .saturating_mul(change.max_attempts)
+        .max(Duration::from_secs(1));
+    sqlx::query("SELECT set_config('lock_timeout', $1, false)")
+        .bind(crate::postgres::apply::millis(wait))
+        .execute(&mut conn)
+        .await
+        .map_err(super::step_failed(context, change.tenant()))?;
+    sqlx::query("SELECT pg_advisory_lock($1)")
+        .bind(table_lock_key(&names.table))
+        .execute(&mut conn)
+        .await
+        .map_err(super::step_failed(context, change.tenant()))?;
+    Ok(conn)
+}
+
+/// [`change_type_online`] once the table's online lock is held.
+async fn change_under_lock(
+    pool: &PgPool,
+    change: &OnlineTypeChange,
+    names: &Names,
+) -> Result<OnlineReport> {
+    ensure_progress(pool, names).await?;
+    super::leftover::discard_unresumable(pool, change, names).await?;
     match change.procedure {
-        OnlineProcedure::ShadowColumn => shadow_column(pool, change, &names).await,
+        OnlineProcedure::ShadowColumn => shadow_column(pool, change, names).await,
         OnlineProcedure::TableCopy => super::copy::run(pool, change, &names.progress).await,
         OnlineProcedure::Auto => {
             let started: bool = sqlx::query_scalar(
@@ -251,7 +303,7 @@ pub async fn change_type_online(pool: &PgPool, change: &OnlineTypeChange) -> Res
             .await
             .map_err(super::step_failed(
                 "reading the backfill checkpoint",
-                &change.schema,
+                change.tenant(),
             ))?;
             let refused = if started {
                 "a shadow-column change of this column is under way".to_owned()
@@ -263,7 +315,7 @@ pub async fn change_type_online(pool: &PgPool, change: &OnlineTypeChange) -> Res
             };
             super::copy::abandon_if_started(pool, change, &names.progress).await?;
             tracing::info!(table = %names.table, column = %change.column, reason = %refused, "online type change by shadow column, not by table copy");
-            let mut report = shadow_column(pool, change, &names).await?;
+            let mut report = shadow_column(pool, change, names).await?;
             report.table_copy_refused = Some(refused);
             Ok(report)
         }
@@ -272,18 +324,22 @@ pub async fn change_type_online(pool: &PgPool, change: &OnlineTypeChange) -> Res
 
 /// The checkpoint table, created if missing.
 pub(super) async fn ensure_progress(pool: &PgPool, names: &Names) -> Result<()> {
-    let progress_ddl = format!(
-        "CREATE TABLE IF NOT EXISTS {} (change text PRIMARY KEY, last_key int8, rows_done int8 NOT NULL DEFAULT 0,
-             state text NOT NULL, updated_at timestamptz NOT NULL DEFAULT now())",
-        names.progress
-    );
     crate::postgres::ddl::create_under_lock(
         pool,
         "contract:online-progress",
-        progress_ddl,
+        progress_ddl(names),
         "creating the online progress table",
     )
     .await
+}
+
+/// The checkpoint table's `CREATE TABLE IF NOT EXISTS`.
+pub(super) fn progress_ddl(names: &Names) -> String {
+    format!(
+        "CREATE TABLE IF NOT EXISTS {} (change text PRIMARY KEY, last_key int8, rows_done int8 NOT NULL DEFAULT 0,
+             state text NOT NULL, updated_at timestamptz NOT NULL DEFAULT now())",
+        names.progress
+    )
 }
 
 /// The shadow-column procedure (the module documentation).

@@ -333,19 +333,34 @@ pub(super) async fn abandon_if_started(
 /// the copy table is the table's, whatever column or type an earlier copy changed, so a
 /// checkpoint of another change would resume into a copy it did not make.
 fn abandon_sql(names: &CopyNames) -> Result<String> {
+    Ok(abandon_statements(names)?.join(";\n"))
+}
+
+/// [`abandon_sql`]'s statements, one by one.
+fn abandon_statements(names: &CopyNames) -> Result<Vec<String>> {
     let table = Dialect::Postgres.string_literal(&names.key_table)?;
-    Ok(format!(
-        "DROP TRIGGER IF EXISTS {tr} ON {t};
-         DROP TABLE IF EXISTS {n};
-         DROP TABLE IF EXISTS {o};
-         DROP FUNCTION IF EXISTS {f}();
-         DELETE FROM {p} WHERE change = {k} OR left(change, length({table})) = {table}",
-        tr = names.trigger,
-        t = names.table,
-        n = names.new,
-        o = names.old,
-        f = names.function,
-        p = names.progress,
-        k = Dialect::Postgres.string_literal(&names.key)?,
-    ))
+    Ok(vec![
+        format!(
+            "DROP TRIGGER IF EXISTS {} ON {}",
+            names.trigger, names.table
+        ),
+        format!("DROP TABLE IF EXISTS {}", names.new),
+        format!("DROP TABLE IF EXISTS {}", names.old),
+        format!("DROP FUNCTION IF EXISTS {}()", names.function),
+        format!(
+            "DELETE FROM {p} WHERE change = {k} OR left(change, length({table})) = {table}",
+            p = names.progress,
+            k = Dialect::Postgres.string_literal(&names.key)?,
+        ),
+    ])
+}
+
+/// What a copy of `change`'s table would leave: its trigger's name as the catalog stores
+/// it, and the statements that drop the copy ([`abandon_sql`]).
+pub(in crate::postgres::online) fn leftover(
+    change: &OnlineTypeChange,
+    progress: &str,
+) -> Result<(String, Vec<String>)> {
+    let names = CopyNames::new(change, progress)?;
+    Ok((trigger_name(change), abandon_statements(&names)?))
 }
