@@ -734,6 +734,50 @@ async fn a_type_change_in_place_leaves_a_running_online_change_alone() {
     scratch.drop_db().await;
 }
 
+/// Shadow-column changes of `o`.`x_y` (killed mid-backfill) and `o_x`.`y`: both names make
+/// the same `o_x_y_contract`, and the function was named by it alone, so the second change
+/// replaced the first's trigger function with one that reads `NEW.y`: every write to `o`
+/// failed. Each change has a function of its own now.
+#[tokio::test]
+async fn shadow_changes_whose_table_and_column_names_run_together_keep_their_own_functions() {
+    use contract_sqlx::remediation::{OnlineProcedure, OnlineTypeChange, change_type_online};
+    use std::time::Duration;
+
+    let scratch = PgScratch::create("contract_online_fn_names").await;
+    exec(
+        &scratch.pool,
+        "CREATE SCHEMA tenant_1; \
+         CREATE TABLE tenant_1.o (id int8 PRIMARY KEY, x_y int4 NOT NULL); \
+         CREATE TABLE tenant_1.o_x (id int8 PRIMARY KEY, y int4 NOT NULL); \
+         INSERT INTO tenant_1.o SELECT g, g FROM generate_series(1, 20000) g; \
+         INSERT INTO tenant_1.o_x SELECT g, g FROM generate_series(1, 100) g",
+    )
+    .await;
+    let first = OnlineTypeChange::new("tenant_1", "o", "x_y", "int8")
+        .batches(500, Duration::from_millis(20))
+        .procedure(OnlineProcedure::ShadowColumn);
+    kill_mid_backfill(&scratch.pool, &first, 2000, 20000).await;
+    let second = OnlineTypeChange::new("tenant_1", "o_x", "y", "int8")
+        .procedure(OnlineProcedure::ShadowColumn);
+    change_type_online(&scratch.pool, &second)
+        .await
+        .expect("the second change");
+    exec(
+        &scratch.pool,
+        "INSERT INTO tenant_1.o VALUES (20001, 20001)",
+    )
+    .await;
+    change_type_online(&scratch.pool, &first)
+        .await
+        .expect("the first change, resumed");
+    let sum: i64 = sqlx::query_scalar("SELECT sum(x_y - id)::int8 FROM tenant_1.o")
+        .fetch_one(&scratch.pool)
+        .await
+        .expect("sum");
+    assert_eq!(sum, 0);
+    scratch.drop_db().await;
+}
+
 /// Two columns whose dotted names read the same unquoted (`a`.`b.c` and `a.b`.`c`): a
 /// change of one leaves the other's checkpoint alone, and the other resumes from it. Their
 /// checkpoints shared a key, so the second change took the first's checkpoint for a

@@ -211,7 +211,15 @@ impl Names {
             shadow_raw,
             trigger: q(&base)?,
             trigger_raw: base.clone(),
-            function: Dialect::Postgres.quote_qualified(Some(&change.schema), &base)?,
+            // Functions are named per schema, not per table: `o`.`x_y` and `o_x`.`y` both
+            // make `base`, and the second change would replace the first's function.
+            function: Dialect::Postgres.quote_qualified(
+                Some(&change.schema),
+                &short(format!(
+                    "{base}_{}",
+                    &contract_core::digest_hex(key_prefix.as_bytes())[..8]
+                )),
+            )?,
             check: q(&short(format!("{base}_nn")))?,
             check_raw: short(format!("{base}_nn")),
             progress: Dialect::Postgres
