@@ -665,8 +665,71 @@ async fn an_online_plan_stopped_after_a_swap_says_so_in_its_audit_row() {
     assert_eq!(status, "applied");
     let evidence = evidence.as_deref().unwrap_or_default();
     assert!(
-        evidence.starts_with("the plan stopped after 1 of its 2 online type changes: ")
-            && evidence.contains("lock"),
+        evidence.starts_with(
+            "the plan stopped after the online type changes this row lists, of its 2: "
+        ) && evidence.contains("lock"),
+        "{evidence}"
+    );
+    scratch.drop_db().await;
+}
+
+/// A plan of two online type changes whose pass is cancelled during the second one's
+/// backfill: the audit row the first swap committed says that the plan was under way (1 of
+/// 2), which outlives the cancelled pass. It said `applied` and nothing more.
+#[tokio::test]
+async fn an_online_plan_cancelled_after_a_swap_says_so_in_its_audit_row() {
+    let scratch = PgScratch::create("contract_online_cancelled").await;
+    support::exec(
+        &scratch.pool,
+        "CREATE SCHEMA tenant_1; \
+         CREATE TABLE tenant_1.alpha (id int8 PRIMARY KEY, n int4 NOT NULL); \
+         CREATE TABLE tenant_1.beta (id int8 PRIMARY KEY, n int4 NOT NULL); \
+         INSERT INTO tenant_1.alpha SELECT g, g FROM generate_series(1, 10) g; \
+         INSERT INTO tenant_1.beta SELECT g, g FROM generate_series(1, 20000) g; \
+         ANALYZE tenant_1.alpha; ANALYZE tenant_1.beta",
+    )
+    .await;
+    let directory = support::pg_tenant_directory(&scratch.pool).await;
+    let contracts = ContractSet::<Postgres>::new()
+        .with::<Alpha>()
+        .with::<Beta>();
+    let options = ApplyOptions::default()
+        .with_online_threshold(Some(1))
+        .with_online_batches(200, Duration::from_millis(50));
+    let dry = remediate(&directory, &contracts, Remediation::DryRun)
+        .options(options.clone())
+        .run()
+        .await
+        .expect("dry run");
+    let hash = dry.plans.first().expect("a plan").hash.clone();
+    let run = spawn_run(&directory, &contracts, Remediation::Approved(hash), options);
+    let mut started = false;
+    for _ in 0..500 {
+        started = sqlx::query_scalar::<_, bool>(
+            "SELECT EXISTS (SELECT 1 FROM public.contract_online_progress \
+                            WHERE change LIKE '%\"beta\"%' AND rows_done > 0)",
+        )
+        .fetch_one(&scratch.pool)
+        .await
+        .unwrap_or(false);
+        if started {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(started, "the second change's backfill started");
+    run.abort();
+    let _ = run.await;
+    let rows: Vec<(String, Option<String>)> = sqlx::query_as(
+        "SELECT status, evidence FROM public.contract_audit WHERE tenant = 'tenant_1'",
+    )
+    .fetch_all(&scratch.pool)
+    .await
+    .expect("audit rows");
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    let evidence = rows[0].1.as_deref().unwrap_or_default();
+    assert!(
+        evidence.starts_with("under way: 1 of the plan's 2 online type changes swapped"),
         "{evidence}"
     );
     scratch.drop_db().await;

@@ -92,7 +92,7 @@ pub(in crate::postgres) async fn apply_online(
     let options = job.options;
     let audit_id = new_audit_id();
     // Whether a swap has committed the audit row yet, and how many swaps have.
-    let (mut written, mut swaps) = (false, 0);
+    let (mut written, mut swaps) = (false, 0_usize);
     let mut outcome = Ok(());
     for step in &online {
         let Some(planned) = &step.online else {
@@ -126,6 +126,22 @@ pub(in crate::postgres) async fn apply_online(
         } else {
             audit_append(job, &audit_id, &swapped)
         };
+        // Until the plan completes, the row says it is under way: a process killed (or a
+        // pass cancelled) after this swap leaves that said.
+        let under_way = format!(
+            "under way: {} of the plan's {} online type changes swapped; a row left saying so \
+             belongs to a plan that stopped (a killed process, a cancelled pass), and the next \
+             pass plans the rest",
+            swaps + 1,
+            online.len()
+        );
+        let last = swaps + 1 == online.len();
+        let record = record.and_then(|record| {
+            Ok(format!(
+                "{record};\n{}",
+                audit_evidence(job, &audit_id, (!last).then_some(under_way.as_str()))?
+            ))
+        });
         change.recorded_in_swap = Some(record.map_err(failed(tenant, attempts, "audit row"))?);
         // Each step, under the online lock, just before it starts: an earlier step's
         // backfill may have taken hours.
@@ -150,15 +166,23 @@ pub(in crate::postgres) async fn apply_online(
     }
     // Closing the connection releases the lock.
     let _ = lock.close().await;
-    if let (Err(error), true) = (&outcome, written) {
-        // The row says what committed; it also says that the plan stopped after it.
+    if let Err(error) = &outcome {
+        // The row (if a swap committed it: also one whose commit's answer was lost) says
+        // what committed; it also says that the plan stopped after it, and why.
         let evidence = format!(
-            "the plan stopped after {} of its {} online type changes: {}; the next pass plans the rest",
-            swaps,
+            "the plan stopped after the online type changes this row lists, of its {}: {}; the next pass plans the rest",
             online.len(),
             crate::error::error_chain(error)
         );
-        note_stop(pool, job, &audit_id, &evidence).await;
+        note_stop(
+            pool,
+            job,
+            &audit_id,
+            &evidence,
+            attempts,
+            elapsed_ms(started),
+        )
+        .await;
     }
     outcome?;
     let duration_ms = elapsed_ms(started);
@@ -262,9 +286,40 @@ fn audit_append(
     ))
 }
 
-/// Adds `evidence` to the row a swap committed when a later step of the plan failed.
-/// Best effort, like [`complete_audit`].
-async fn note_stop(pool: &PgPool, job: &ApplyJob<'_, Postgres>, audit_id: &str, evidence: &str) {
+/// The `UPDATE` that sets (or clears) the row's `evidence`, with literals (it travels in a
+/// swap's transaction).
+fn audit_evidence(
+    job: &ApplyJob<'_, Postgres>,
+    audit_id: &str,
+    evidence: Option<&str>,
+) -> std::result::Result<String, sqlx::Error> {
+    let pg = contract_core::Dialect::Postgres;
+    let encode = |e: contract_core::IdentError| sqlx::Error::Encode(Box::new(e));
+    let audit = &job.options.audit;
+    let table = pg
+        .quote_qualified(Some(&audit.schema), &audit.table)
+        .map_err(encode)?;
+    // language=SQL
+    Ok(format!(
+        "UPDATE {table} SET evidence = {} WHERE audit_id = {}",
+        match evidence {
+            Some(evidence) => pg.string_literal(evidence).map_err(encode)?,
+            None => "NULL".to_owned(),
+        },
+        pg.string_literal(audit_id).map_err(encode)?,
+    ))
+}
+
+/// Says in the row a swap committed (if one did) that the plan stopped, and why, with its
+/// attempts and duration so far. Best effort, like [`complete_audit`].
+async fn note_stop(
+    pool: &PgPool,
+    job: &ApplyJob<'_, Postgres>,
+    audit_id: &str,
+    evidence: &str,
+    attempts: u32,
+    duration_ms: u64,
+) {
     let audit = &job.options.audit;
     let Ok(table) =
         contract_core::Dialect::Postgres.quote_qualified(Some(&audit.schema), &audit.table)
@@ -273,10 +328,13 @@ async fn note_stop(pool: &PgPool, job: &ApplyJob<'_, Postgres>, audit_id: &str, 
     };
     // language=SQL
     let update = format!(
-        "UPDATE {table} SET evidence = $1, finished_at = clock_timestamp() WHERE audit_id = $2"
+        "UPDATE {table} SET evidence = $1, attempts = $2, duration_ms = $3, finished_at = clock_timestamp()
+         WHERE audit_id = $4"
     );
     let done = sqlx::query(AssertSqlSafe(update).into_sql_str())
         .bind(evidence)
+        .bind(i32::try_from(attempts).unwrap_or(i32::MAX))
+        .bind(i64::try_from(duration_ms).unwrap_or(i64::MAX))
         .bind(audit_id)
         .execute(pool)
         .await;
@@ -303,7 +361,7 @@ async fn complete_audit(
     };
     // language=SQL
     let update = format!(
-        "UPDATE {table} SET statements = $1, attempts = $2, duration_ms = $3, finished_at = clock_timestamp() WHERE audit_id = $4"
+        "UPDATE {table} SET statements = $1, attempts = $2, duration_ms = $3, evidence = NULL, finished_at = clock_timestamp() WHERE audit_id = $4"
     );
     let done = sqlx::query(AssertSqlSafe(update).into_sql_str())
         .bind(sqlx::types::Json(statements))
