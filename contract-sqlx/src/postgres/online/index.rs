@@ -8,13 +8,14 @@ use crate::error::Result;
 /// Runs `build` (a `CREATE [UNIQUE] INDEX CONCURRENTLY` of the index `qualified`,
 /// `"schema"."name"`) unless that index exists and is valid; an invalid one (a build
 /// interrupted earlier) is dropped `CONCURRENTLY` first. Neither stops the table's writers.
+/// Errors name `tenant`.
 pub(super) async fn build_concurrently(
     pool: &PgPool,
-    schema: &str,
+    tenant: &str,
     qualified: &str,
     build: String,
 ) -> Result<()> {
-    let db = |context| super::step_failed(context, schema);
+    let db = |context| super::step_failed(context, tenant);
     let valid: Option<bool> = sqlx::query_scalar(
         "SELECT x.indisvalid FROM pg_index x WHERE x.indexrelid = to_regclass($1)",
     )

@@ -71,7 +71,7 @@ pub(super) async fn prepare(
             q(method)?,
             names.shadow
         );
-        super::index::build_concurrently(pool, &change.schema, &qualified, build).await?;
+        super::index::build_concurrently(pool, change.tenant(), &qualified, build).await?;
     }
     Ok(())
 }

@@ -357,7 +357,22 @@ async fn shadow_column(
     names: &Names,
 ) -> Result<OnlineReport> {
     let started = Instant::now();
-    let facts = inspect(pool, &change.schema, &change.table, &change.column).await?;
+    let facts = inspect(pool, &change.schema, &change.table, &change.column)
+        .await
+        .map_err(|error| match error {
+            Error::Database {
+                context,
+                hint,
+                source,
+                ..
+            } => Error::Database {
+                context,
+                hint,
+                tenant: Some(change.tenant().to_owned()),
+                source,
+            },
+            other => other,
+        })?;
     let pk = facts.pk_column.clone().ok_or_else(|| Error::Unsupported {
         dialect: Dialect::Postgres,
         what: "an online type change without an integer primary key",

@@ -160,7 +160,7 @@ pub(super) async fn build_indexes(
         .await
         .map_err(crate::error::Error::db(
             "reading an index to copy",
-            Some(change.schema.as_str()),
+            Some(change.tenant()),
         ))?;
         let build = format!(
             "CREATE {}INDEX CONCURRENTLY {} ON {} {rest}",
@@ -168,8 +168,13 @@ pub(super) async fn build_indexes(
             pg.quote(&copy)?,
             names.new,
         );
-        crate::postgres::online::index::build_concurrently(pool, &change.schema, &qualified, build)
-            .await?;
+        crate::postgres::online::index::build_concurrently(
+            pool,
+            change.tenant(),
+            &qualified,
+            build,
+        )
+        .await?;
     }
     Ok(())
 }

@@ -34,7 +34,7 @@ pub(super) async fn verify(
             .await
             .map_err(super::super::step_failed(
                 "verifying the copy",
-                &change.schema,
+                change.tenant(),
             ))?;
     if (old_rows, &old_sum) == (new_rows, &new_sum) {
         return Ok(());
@@ -81,7 +81,7 @@ pub(super) async fn column_type(
     .await
     .map_err(super::super::step_failed(
         "reading the column's type",
-        &change.schema,
+        change.tenant(),
     ))
 }
 
