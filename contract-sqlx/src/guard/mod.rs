@@ -483,15 +483,26 @@ impl<DB: ControlStore> Guard<DB> {
                     };
                     // Waits holding only the wake-up: a guard dropped meanwhile runs no
                     // further pass (and writes no heartbeat after `deregister`).
-                    let swept = tokio::select! {
-                        () = tokio::time::sleep_until(next_sweep) => true,
-                        () = passes_wake.notified() => false,
+                    let (swept, for_deferred) = tokio::select! {
+                        () = tokio::time::sleep_until(next_sweep) => (true, false),
+                        () = passes_wake.notified() => (false, false),
                         // The deferred sweep: the woken pass finds the names it is for
                         // still marked, and the rate limit now lets it sweep.
                         () = tokio::time::sleep_until(deferred.unwrap_or(next_sweep)),
-                            if deferred.is_some() => false,
+                            if deferred.is_some() => (false, true),
                     };
                     let Some(inner) = weak.upgrade() else { return };
+                    // A pass since (a sweep, say) may have done what it was for.
+                    let still_owed = || {
+                        inner
+                            .deferred_sweep
+                            .lock()
+                            .unwrap_or_else(PoisonError::into_inner)
+                            .is_some_and(|due| due <= tokio::time::Instant::now())
+                    };
+                    if for_deferred && !still_owed() {
+                        continue;
+                    }
                     let guard = Guard { inner };
                     let pass = if swept {
                         next_sweep = tokio::time::Instant::now() + interval;

@@ -122,6 +122,8 @@ impl<DB: ControlStore> Guard<DB> {
         // that comes sooner is deferred: its names stay marked, and the background task
         // wakes for them when the sweep is due (`Guard::spawn`).
         let mut elsewhere = false;
+        // Set by this pass: the sweep it defers, or none owed.
+        let mut deferred = None;
         let scope = match scope {
             Scope::Targeted(names) if names.iter().any(|n| !self.knows(state, n)) => {
                 let due = state
@@ -141,23 +143,18 @@ impl<DB: ControlStore> Guard<DB> {
                         .unwrap_or_else(PoisonError::into_inner)
                         .tenants
                         .extend(unknown);
-                    *inner
-                        .deferred_sweep
-                        .lock()
-                        .unwrap_or_else(PoisonError::into_inner) =
-                        due.map(tokio::time::Instant::from_std);
+                    deferred = due.map(tokio::time::Instant::from_std);
                     Scope::Targeted(names)
                 }
             }
             other => other,
         };
-        if !matches!(scope, Scope::Targeted(_)) {
-            // This pass looks at every tenant: no sweep is owed.
-            *inner
-                .deferred_sweep
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner) = None;
-        }
+        // Any other pass took every marked name: no sweep is owed for them (a sweep looks
+        // at every tenant; a targeted pass saw no name that is no tenant's).
+        *inner
+            .deferred_sweep
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = deferred;
         let mut summary = Revalidation {
             discovered: if first {
                 Vec::new()

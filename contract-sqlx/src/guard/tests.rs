@@ -465,6 +465,37 @@ async fn a_sweep_held_off_by_the_rate_limit_runs_when_it_is_due() {
     fleet.close().await;
 }
 
+/// A deferred sweep is no longer owed once a later pass took its names and found them to
+/// be tenants: a schema created meanwhile. The deferral stayed set, and the background task
+/// ran an extra sweep for it, past the rate limit.
+#[tokio::test]
+async fn a_deferred_sweep_is_dropped_once_its_names_turn_out_to_be_tenants() {
+    use super::ChangeSignal;
+    use std::time::Instant;
+
+    let fleet = Fleet::new(&["tenant_a"]).await;
+    let guard = fleet.guard(Duration::from_secs(3600)).await;
+    guard.inner.state.lock().await.last_elsewhere = Some((Instant::now(), Duration::from_secs(60)));
+    guard.mark_dirty("tenant_b");
+    let held_off = guard.revalidate_woken().await.expect("pass");
+    assert_eq!(held_off.signal, ChangeSignal::Targeted, "{held_off:?}");
+    let deferred = || {
+        *guard
+            .inner
+            .deferred_sweep
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    };
+    assert!(deferred().is_some(), "deferred");
+    fleet.add("tenant_b").await;
+    let pass = guard.revalidate_woken().await.expect("pass");
+    assert_eq!(pass.signal, ChangeSignal::Targeted, "{pass:?}");
+    assert!(guard.tenants().iter().any(|t| t == "tenant_b"));
+    assert!(deferred().is_none(), "no sweep owed any more");
+    drop(guard);
+    fleet.close().await;
+}
+
 /// A tenant listed in a pass that cannot read the operator pauses stays closed; once a
 /// later pass reads them it opens, although it is not checked again (nothing changed). It
 /// stayed closed for good: only a pass that re-diffed it cleared its `checking` pause.
