@@ -778,6 +778,43 @@ async fn shadow_changes_whose_table_and_column_names_run_together_keep_their_own
     scratch.drop_db().await;
 }
 
+/// A checkpoint of this column under the unquoted key of earlier versions (a change killed
+/// before the upgrade) is dropped when the column's next change starts: it is never resumed
+/// and stayed in the progress table for good.
+#[tokio::test]
+async fn a_checkpoint_under_an_earlier_version_s_key_is_dropped() {
+    use contract_sqlx::remediation::{OnlineProcedure, OnlineTypeChange, change_type_online};
+
+    let scratch = PgScratch::create("contract_online_legacy_key").await;
+    exec(&scratch.pool, SHADOW_ACCOUNTS).await;
+    exec(
+        &scratch.pool,
+        "CREATE TABLE public.contract_online_progress (change text PRIMARY KEY, last_key int8, \
+             rows_done int8 NOT NULL DEFAULT 0, state text NOT NULL, updated_at timestamptz NOT NULL DEFAULT now()); \
+         INSERT INTO public.contract_online_progress (change, last_key, rows_done, state) \
+             VALUES ('tenant_1.accounts.user_id::int8', 5000, 5000, 'backfill'), \
+                    ('tenant_1.accounts.user_id::x::int8', 5000, 5000, 'backfill')",
+    )
+    .await;
+    let change = OnlineTypeChange::new("tenant_1", "accounts", "user_id", "int8")
+        .procedure(OnlineProcedure::ShadowColumn);
+    let report = change_type_online(&scratch.pool, &change)
+        .await
+        .expect("the change");
+    assert_eq!(report.resumed_from, None);
+    let left: Vec<String> =
+        sqlx::query_scalar("SELECT change FROM public.contract_online_progress ORDER BY change")
+            .fetch_all(&scratch.pool)
+            .await
+            .expect("checkpoints");
+    assert_eq!(
+        left,
+        ["tenant_1.accounts.user_id::x::int8"],
+        "only the other column's (`user_id::x`) is kept"
+    );
+    scratch.drop_db().await;
+}
+
 /// Two columns whose dotted names read the same unquoted (`a`.`b.c` and `a.b`.`c`): a
 /// change of one leaves the other's checkpoint alone, and the other resumes from it. Their
 /// checkpoints shared a key, so the second change took the first's checkpoint for a

@@ -200,8 +200,14 @@ impl From<crate::Error> for CleanupError {
 
 /// The condition on the progress table's `change` that holds for the checkpoints of every
 /// shadow-column change of `names`' column: its key prefix (quoted names, so no other
-/// column's key starts with it) followed by a type.
+/// column's key starts with it) followed by a type; or the unquoted prefix of versions
+/// before, followed by a type with no `::` in it (so not a column whose name continues with
+/// `::`): such checkpoints are never resumed, and would stay for good.
 fn checkpoints_of_column(names: &Names) -> Result<String> {
     let prefix = Dialect::Postgres.string_literal(&names.key_prefix)?;
-    Ok(format!("left(change, length({prefix})) = {prefix}"))
+    let legacy = Dialect::Postgres.string_literal(&names.legacy_key_prefix)?;
+    Ok(format!(
+        "(left(change, length({prefix})) = {prefix} OR (left(change, length({legacy})) = {legacy} \
+         AND strpos(substr(change, length({legacy}) + 1), '::') = 0))"
+    ))
 }

@@ -178,6 +178,8 @@ pub(super) struct Names {
     /// The start every checkpoint key of a shadow-column change of this column shares,
     /// whatever the new type.
     pub key_prefix: String,
+    /// That start as versions before quoted keys wrote it (`schema.table.column::`).
+    pub legacy_key_prefix: String,
 }
 
 pub(super) fn short(name: String) -> String {
@@ -226,6 +228,7 @@ impl Names {
                 .quote_qualified(Some(&change.progress_table.0), &change.progress_table.1)?,
             key: format!("{key_prefix}{}", change.new_type),
             key_prefix,
+            legacy_key_prefix: format!("{}.{}.{}::", change.schema, change.table, change.column),
         })
     }
 }

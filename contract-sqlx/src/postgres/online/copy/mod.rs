@@ -129,6 +129,8 @@ pub(super) struct CopyNames {
     pub key: String,
     /// The start of the key every copy of this table shares (`copy:"schema"."table".`).
     pub key_table: String,
+    /// That start as versions before quoted keys wrote it (`copy:schema.table.`).
+    pub legacy_key_table: String,
     /// The advisory lock a batch holds exclusively and the trigger's deletes share.
     pub batch_lock: i64,
 }
@@ -163,6 +165,7 @@ impl CopyNames {
             progress: progress.to_owned(),
             key,
             key_table,
+            legacy_key_table: format!("copy:{}.{}.", change.schema, change.table),
         })
     }
 }
@@ -347,10 +350,13 @@ fn abandon_statements(names: &CopyNames) -> Result<Vec<String>> {
         format!("DROP TABLE IF EXISTS {}", names.new),
         format!("DROP TABLE IF EXISTS {}", names.old),
         format!("DROP FUNCTION IF EXISTS {}()", names.function),
+        // With the keys of versions before quoted names (never resumed, they would stay).
         format!(
-            "DELETE FROM {p} WHERE change = {k} OR left(change, length({table})) = {table}",
+            "DELETE FROM {p} WHERE change = {k} OR left(change, length({table})) = {table} \
+             OR left(change, length({legacy})) = {legacy}",
             p = names.progress,
             k = Dialect::Postgres.string_literal(&names.key)?,
+            legacy = Dialect::Postgres.string_literal(&names.legacy_key_table)?,
         ),
     ])
 }
