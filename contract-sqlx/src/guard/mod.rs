@@ -400,10 +400,17 @@ impl<DB: ControlStore> Guard<DB> {
                 let state = cell.snapshot();
                 // One guard pause per tenant: drift (which outlasts the others), else the
                 // wait for its first check or its operator pauses, else the prompt check's.
-                let guard_pause = state
-                    .drift
-                    .or(state.checking)
-                    .or(state.prompt.map(|(pause, _)| pause));
+                let guard_pause = match (state.drift, state.checking) {
+                    // The one listed says what else holds the gate, which outlasts it.
+                    (Some(drift), Some(checking)) => {
+                        let mut both = (*drift).clone();
+                        both.reason = format!("{}; then {}", drift.reason, checking.reason);
+                        Some(Arc::new(both))
+                    }
+                    (drift, checking) => {
+                        drift.or(checking).or(state.prompt.map(|(pause, _)| pause))
+                    }
+                };
                 guard_pause.into_iter().chain(state.operator)
             })
             .collect();

@@ -530,8 +530,8 @@ async fn a_new_tenant_kept_closed_for_unread_operator_pauses_opens_once_they_are
 }
 
 /// A new tenant that drifted, listed in a pass that cannot read the operator pauses, has
-/// one guard pause in `Guard::pauses`: its drift (the reason that outlasts the other).
-/// Both its drift pause and its `checking` pause were listed.
+/// one guard pause in `Guard::pauses`: its drift, whose reason goes on with what holds the
+/// gate after the drift is gone. Both its drift pause and its `checking` pause were listed.
 #[tokio::test]
 async fn a_drifted_tenant_with_unread_operator_pauses_lists_one_guard_pause() {
     let fleet = Fleet::new(&["tenant_a"]).await;
@@ -552,7 +552,10 @@ async fn a_drifted_tenant_with_unread_operator_pauses_lists_one_guard_pause() {
         .map(|p| p.reason.clone())
         .collect();
     assert_eq!(pauses.len(), 1, "{pauses:?}");
-    assert!(!pauses[0].starts_with("checking"), "{pauses:?}");
+    assert!(
+        pauses[0].starts_with("drift: ") && pauses[0].contains("; then checking: "),
+        "the drift, then what holds the gate after it: {pauses:?}"
+    );
     drop(guard);
     fleet.close().await;
 }
