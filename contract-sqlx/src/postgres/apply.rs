@@ -6,7 +6,6 @@ use std::time::Instant;
 use sqlx::{PgPool, Postgres, Transaction};
 
 use super::held::HeldTransaction;
-use super::online::CleanupError;
 use crate::remediation::audit::to_json;
 
 use crate::error::{Error, Result};
@@ -158,6 +157,11 @@ async fn apply_once(
         ),
     ];
     let bounded = begin.len();
+    // A type change made in place drops what an interrupted online change of the column
+    // left (`online/leftover.rs`): the tables' online locks first, then the table locks,
+    // in the order a running online change takes them.
+    let (online_locks, cleanup) = super::online::cleanup_before_plain(job)?;
+    begin.extend(online_locks);
     let rechecked = job.rechecked_tables();
     begin.extend(super::table_lock::lock_statements(job, &rechecked)?);
     let mut held = match HeldTransaction::begin(conn, &begin).await {
@@ -199,28 +203,19 @@ async fn apply_once(
             tenant: tenant.to_owned(),
         });
     }
-    // Only when the job changes a type in place (a round trip then): what an interrupted
-    // online change of such a column left is dropped first, in this transaction.
-    let mut statements = match super::online::cleanup_before_plain(held.conn(), job).await {
-        Ok(cleanup) => cleanup,
-        Err(error) => {
-            held.rollback().await;
-            return Err(match error {
-                CleanupError::Lookup(source) => fail(super::online::LEFTOVER_LOOKUP)(source),
-                CleanupError::Names(error) => error,
-            });
-        }
-    };
     // Round trip 3: a pinned search path and time zone (not earlier: the re-check must
     // see the search path the check saw, as `format_type` names a type by it), the DDL,
     // and the audit row.
-    statements.extend(job.statements());
+    // The blocks are not in the audit row; what they dropped is (`LEFTOVERS_DROPPED`).
+    let statements = job.statements();
     let audit_id = new_audit_id();
     let mut message = vec![
         "SET LOCAL search_path = pg_catalog, pg_temp".to_owned(),
         "SET LOCAL TimeZone = 'UTC'".to_owned(),
     ];
     let pinned = message.len();
+    message.extend(cleanup.iter().cloned());
+    let cleaned = message.len();
     message.extend(statements.iter().cloned());
     let before_begin_ms = crate::remediation::elapsed_ms(started);
     message.push(
@@ -228,9 +223,13 @@ async fn apply_once(
             .map_err(fail("audit row"))?,
     );
     if let Err(f) = held.run(&message).await {
-        let stage = match f.statement.checked_sub(pinned) {
-            None => "pin search_path",
-            Some(i) => statements.get(i).map_or("audit row", String::as_str),
+        let stage = match (
+            f.statement.checked_sub(pinned),
+            f.statement.checked_sub(cleaned),
+        ) {
+            (None, _) => "pin search_path",
+            (Some(_), None) => "dropping what an interrupted online change left",
+            (_, Some(i)) => statements.get(i).map_or("audit row", String::as_str),
         };
         return Err(fail(stage)(f.source));
     }
@@ -294,10 +293,11 @@ pub(in crate::postgres) fn audit_insert(
     // language=SQL
     Ok(format!(
         "INSERT INTO {table} (audit_id, tenant, plan_hash, statements, drift_before, status, actor, attempts, started_at, finished_at, duration_ms, approval_id, approved_by)
-         VALUES ({}, {}, {}, {}::jsonb, {}::jsonb, 'applied', {}, {attempt}, now(), clock_timestamp(), {before_begin_ms} + (extract(epoch FROM clock_timestamp() - now()) * 1000)::int8, {}, {})",
+         VALUES ({}, {}, {}, {} || {}::jsonb, {}::jsonb, 'applied', {}, {attempt}, now(), clock_timestamp(), {before_begin_ms} + (extract(epoch FROM clock_timestamp() - now()) * 1000)::int8, {}, {})",
         text("audit_id", audit_id)?,
         text("tenant", job.tenant.as_str())?,
         text("plan_hash", &job.plan.hash)?,
+        super::online::LEFTOVERS_DROPPED,
         text("statements", &statements_json)?,
         text("drift_before", &drift_json)?,
         text("actor", &job.options.audit.actor)?,

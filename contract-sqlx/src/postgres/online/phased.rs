@@ -185,9 +185,13 @@ impl Phased<'_> {
         // What an interrupted online change of a column changed in place left (`leftover.rs`).
         let mut cleanup = Vec::new();
         if let Some(fresh) = fresh {
-            // What the re-check reads stays as it is until the DDL (`table_lock.rs`).
+            let (online_locks, blocks) = super::cleanup_before_plain(fresh.job)?;
+            cleanup = blocks;
+            // The tables' online locks, then what the re-check reads stays as it is until
+            // the DDL (`table_lock.rs`).
             let rechecked = fresh.job.rechecked_tables();
-            for lock in crate::postgres::table_lock::lock_statements(fresh.job, &rechecked)? {
+            let table_locks = crate::postgres::table_lock::lock_statements(fresh.job, &rechecked)?;
+            for lock in online_locks.into_iter().chain(table_locks) {
                 sqlx::raw_sql(AssertSqlSafe(lock))
                     .execute(&mut *tx)
                     .await
@@ -204,13 +208,6 @@ impl Phased<'_> {
                     tenant: tenant.to_owned(),
                 });
             }
-            cleanup = match super::cleanup_before_plain(&mut tx, fresh.job).await {
-                Ok(cleanup) => cleanup,
-                Err(super::CleanupError::Lookup(source)) => {
-                    return Err(fail(super::leftover::LOOKUP)(source));
-                }
-                Err(super::CleanupError::Names(error)) => return Err(error),
-            };
         } else {
             // language=SQL
             let read = format!("SELECT phase, status FROM {table} WHERE audit_id = $1 FOR UPDATE");
@@ -251,19 +248,14 @@ impl Phased<'_> {
             // language=SQL
             let insert = format!(
                 "INSERT INTO {table} (audit_id, tenant, plan_hash, statements, drift_before, status, actor, attempts, started_at, finished_at, duration_ms, approval_id, approved_by, phase, transactions)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, now(), clock_timestamp(), $9, $10, $11, $12, $13)"
+                 VALUES ($1, $2, $3, {dropped} || $4, $5, $6, $7, $8, now(), clock_timestamp(), $9, $10, $11, $12, $13)",
+                dropped = super::leftover::DROPPED,
             );
             sqlx::query(AssertSqlSafe(insert).into_sql_str())
                 .bind(&self.audit_id)
                 .bind(tenant)
                 .bind(self.plan_hash)
-                .bind(sqlx::types::Json(
-                    cleanup
-                        .iter()
-                        .cloned()
-                        .chain(all_statements(&self.transactions))
-                        .collect::<Vec<_>>(),
-                ))
+                .bind(sqlx::types::Json(all_statements(&self.transactions)))
                 .bind(sqlx::types::Json(&fresh.job.drift_before))
                 .bind(status)
                 .bind(&options.audit.actor)

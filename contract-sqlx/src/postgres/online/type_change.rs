@@ -513,7 +513,7 @@ pub(super) async fn short_tx(
 /// `sql` with each `$\0$` made a dollar quote whose tag occurs nowhere else in it. A fixed
 /// tag would end its quote early where a name in the body holds it (a column or index
 /// named `a$contract$b`); no name holds NUL, so the markers are only the template's.
-fn dollar_quoted(sql: &str) -> String {
+pub(super) fn dollar_quoted(sql: &str) -> String {
     let mut n = 0u32;
     loop {
         let tag = if n == 0 {
