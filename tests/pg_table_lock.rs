@@ -734,3 +734,55 @@ async fn an_online_plan_cancelled_after_a_swap_says_so_in_its_audit_row() {
     );
     scratch.drop_db().await;
 }
+
+/// Two tenants' plans change the same table of a contract's fixed schema online at once:
+/// one changes it, the other finds the column changed once it has the table's online lock
+/// and stops as stale. It checked the column before waiting for the lock, then ran a
+/// second full change (`int8` to `int8`: every row written again, and a second swap).
+#[tokio::test]
+async fn two_tenants_changing_a_fixed_schema_table_online_change_it_once() {
+    let scratch = PgScratch::create("contract_online_fixed_twice").await;
+    support::exec(
+        &scratch.pool,
+        "CREATE SCHEMA tenant_1; CREATE SCHEMA tenant_2; CREATE SCHEMA shared; \
+         CREATE TABLE shared.ledger (id int8 PRIMARY KEY, amount int4 NOT NULL); \
+         INSERT INTO shared.ledger SELECT g, g FROM generate_series(1, 20000) g; \
+         ANALYZE shared.ledger",
+    )
+    .await;
+    let directory = support::pg_tenant_directory(&scratch.pool).await;
+    let contracts = ContractSet::<Postgres>::new().with::<Ledger>();
+    let options = ApplyOptions::default()
+        .with_online_threshold(Some(1))
+        .with_online_batches(1000, Duration::from_millis(20))
+        .with_parallelism(2);
+    let dry = remediate(&directory, &contracts, Remediation::DryRun)
+        .options(options.clone())
+        .run()
+        .await
+        .expect("dry run");
+    let shape = dry.plans.first().expect("a plan").shape.clone();
+    let run = remediate(&directory, &contracts, Remediation::ApprovedShape(shape))
+        .options(options)
+        .run()
+        .await
+        .expect("run");
+    let changes: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM public.contract_audit, jsonb_array_elements_text(statements) s \
+         WHERE s LIKE '-- online type change%'",
+    )
+    .fetch_one(&scratch.pool)
+    .await
+    .expect("audit rows");
+    assert_eq!(
+        changes, 1,
+        "audits {:?}, failed {:?}",
+        run.audits, run.failed
+    );
+    let sum: i64 = sqlx::query_scalar("SELECT sum(amount - id)::int8 FROM shared.ledger")
+        .fetch_one(&scratch.pool)
+        .await
+        .expect("sum");
+    assert_eq!(sum, 0);
+    scratch.drop_db().await;
+}

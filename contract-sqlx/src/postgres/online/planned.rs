@@ -82,6 +82,9 @@ pub(in crate::postgres) async fn apply_online(
         .execute(&mut lock)
         .await
         .map_err(failed(tenant, 1, "online lock"))?;
+    super::type_change::keep_lock_session(&mut lock)
+        .await
+        .map_err(failed(tenant, 1, "online lock"))?;
     sqlx::query("SELECT pg_advisory_lock($1)")
         .bind(crate::postgres::ddl::lock_key(&format!(
             "contract:online:{tenant}"
@@ -145,12 +148,24 @@ pub(in crate::postgres) async fn apply_online(
         change.recorded_in_swap = Some(record.map_err(failed(tenant, attempts, "audit row"))?);
         // Each step, under the online lock, just before it starts: an earlier step's
         // backfill may have taken hours.
+        // Under the table's online lock: another tenant's plan may have changed a table of
+        // a contract's fixed schema while this one waited for it.
+        let table_lock = match super::type_change::lock_table(pool, &change).await {
+            Ok(table_lock) => table_lock,
+            Err(error) => {
+                outcome = Err(error);
+                break;
+            }
+        };
         if let Err(error) = columns_as_planned(pool, job, &[*step]).await {
+            let _ = sqlx::Connection::close(table_lock).await;
             outcome = Err(error);
             break;
         }
         tracing::info!(tenant, table = %step.table, column = %planned.column, new_type = %planned.new_type, rows_estimate = planned.rows_estimate, "online type change starts");
-        match change_type_online(pool, &change).await {
+        let changed = super::type_change::change_under_lock(pool, &change).await;
+        let _ = sqlx::Connection::close(table_lock).await;
+        match changed {
             Ok(report) => {
                 written = true;
                 swaps += 1;

@@ -243,9 +243,8 @@ impl Names {
 /// (dropped first); a database error otherwise (what committed stays, and a new call
 /// resumes from the checkpoint).
 pub async fn change_type_online(pool: &PgPool, change: &OnlineTypeChange) -> Result<OnlineReport> {
-    let names = Names::new(change)?;
-    let lock = lock_table(pool, change, &names).await?;
-    let report = change_under_lock(pool, change, &names).await;
+    let lock = lock_table(pool, change).await?;
+    let report = change_under_lock(pool, change).await;
     // Closing the connection releases the lock (so does dropping it, when this future is).
     let _ = sqlx::Connection::close(lock).await;
     report
@@ -261,11 +260,11 @@ pub(super) fn table_lock_key(table: &str) -> i64 {
 /// The table's online lock, held by a session of its own until it closes (also when the
 /// process dies or the change's future is dropped). Another change of the table running
 /// holds it: this one waits up to its attempts' `lock_timeout`s, then fails.
-async fn lock_table(
+pub(super) async fn lock_table(
     pool: &PgPool,
     change: &OnlineTypeChange,
-    names: &Names,
 ) -> Result<sqlx::PgConnection> {
+    let names = Names::new(change)?;
     use sqlx::ConnectOptions;
     let context = "taking the table's online lock (another online change of the table holds it)";
     let mut conn = pool
@@ -282,6 +281,9 @@ async fn lock_table(
         .execute(&mut conn)
         .await
         .map_err(super::step_failed(context, change.tenant()))?;
+    keep_lock_session(&mut conn)
+        .await
+        .map_err(super::step_failed(context, change.tenant()))?;
     sqlx::query("SELECT pg_advisory_lock($1)")
         .bind(table_lock_key(&names.table))
         .execute(&mut conn)
@@ -290,12 +292,29 @@ async fn lock_table(
     Ok(conn)
 }
 
-/// [`change_type_online`] once the table's online lock is held.
-async fn change_under_lock(
+/// Keeps a session that holds an online lock and sits idle for the whole change from being
+/// ended under it, or kept past its client's death: no `idle_session_timeout` (PostgreSQL
+/// 14 and later; a role may set one), and TCP keepalives that notice a dead client within
+/// about two minutes (Linux's defaults take over two hours, and the lock with them).
+pub(super) async fn keep_lock_session(conn: &mut sqlx::PgConnection) -> sqlx::Result<()> {
+    // language=SQL
+    sqlx::query(
+        "SELECT set_config(name, value, false)
+         FROM (VALUES ('idle_session_timeout', '0'), ('tcp_keepalives_idle', '60'),
+                      ('tcp_keepalives_interval', '10'), ('tcp_keepalives_count', '6')) AS v(name, value)
+         WHERE name IN (SELECT s.name FROM pg_settings s)",
+    )
+    .execute(conn)
+    .await
+    .map(drop)
+}
+
+/// [`change_type_online`] once the table's online lock ([`lock_table`]) is held.
+pub(super) async fn change_under_lock(
     pool: &PgPool,
     change: &OnlineTypeChange,
-    names: &Names,
 ) -> Result<OnlineReport> {
+    let names = &Names::new(change)?;
     ensure_progress(pool, names).await?;
     super::leftover::discard_unresumable(pool, change, names).await?;
     match change.procedure {
