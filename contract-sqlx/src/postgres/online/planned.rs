@@ -17,7 +17,7 @@ use std::time::Instant;
 use contract_core::plan::PlanStep;
 use sqlx::{AssertSqlSafe, ConnectOptions, Connection, PgPool, Postgres, SqlSafeStr};
 
-use super::{OnlineReport, OnlineTypeChange, change_type_online};
+use super::{OnlineReport, OnlineTypeChange};
 use crate::error::{Error, Result};
 use crate::remediation::{ApplyJob, AuditRecord, elapsed_ms, failed, new_audit_id};
 
