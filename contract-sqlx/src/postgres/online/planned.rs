@@ -2,7 +2,8 @@
 //! table sizes it chooses by, and the apply of a plan holding such steps.
 //!
 //! The plan's other steps run first, as any plan's do (their own transaction or phases,
-//! their own audit row). Then each online step runs [`change_type_online`] under a
+//! their own audit row). Then each online step runs as `change_type_online` does (the
+//! table's online lock, then its column checked as planned, then the change) under a
 //! session advisory lock of the tenant's online work (so two replicas never backfill the
 //! same tenant at once; a killed process releases it with its connection), and one audit
 //! row records what the online steps did: the first swap's transaction writes it and each
