@@ -601,30 +601,36 @@ struct Beta {
     n: i64,
 }
 
-/// A plan of two online type changes whose second fails after the first swapped: the audit
-/// row the first swap committed says `applied` for what it lists, and says that the plan
-/// stopped and why. It said `applied` and nothing more, as if the plan had run whole.
-#[tokio::test]
-async fn an_online_plan_stopped_after_a_swap_says_so_in_its_audit_row() {
-    let scratch = PgScratch::create("contract_online_stopped").await;
+/// `tenant_1.alpha` (10 rows) and `tenant_1.beta` (`beta_rows`), each with an `int4` the
+/// contracts read as `i64`, and the hash of their one plan under `options`: two online
+/// type changes, `alpha` first.
+async fn alpha_and_beta(
+    prefix: &str,
+    beta_rows: i64,
+    options: &ApplyOptions,
+) -> (
+    PgScratch,
+    TenantDirectory<Postgres>,
+    ContractSet<Postgres>,
+    String,
+) {
+    let scratch = PgScratch::create(prefix).await;
     support::exec(
         &scratch.pool,
-        "CREATE SCHEMA tenant_1; \
-         CREATE TABLE tenant_1.alpha (id int8 PRIMARY KEY, n int4 NOT NULL); \
-         CREATE TABLE tenant_1.beta (id int8 PRIMARY KEY, n int4 NOT NULL); \
-         INSERT INTO tenant_1.alpha SELECT g, g FROM generate_series(1, 10) g; \
-         INSERT INTO tenant_1.beta SELECT g, g FROM generate_series(1, 10) g; \
-         ANALYZE tenant_1.alpha; ANALYZE tenant_1.beta",
+        format!(
+            "CREATE SCHEMA tenant_1; \
+             CREATE TABLE tenant_1.alpha (id int8 PRIMARY KEY, n int4 NOT NULL); \
+             CREATE TABLE tenant_1.beta (id int8 PRIMARY KEY, n int4 NOT NULL); \
+             INSERT INTO tenant_1.alpha SELECT g, g FROM generate_series(1, 10) g; \
+             INSERT INTO tenant_1.beta SELECT g, g FROM generate_series(1, {beta_rows}) g; \
+             ANALYZE tenant_1.alpha; ANALYZE tenant_1.beta"
+        ),
     )
     .await;
     let directory = support::pg_tenant_directory(&scratch.pool).await;
     let contracts = ContractSet::<Postgres>::new()
         .with::<Alpha>()
         .with::<Beta>();
-    let options = ApplyOptions::default()
-        .with_online_threshold(Some(1))
-        .with_lock_timeout(Duration::from_millis(50))
-        .with_max_attempts(2);
     let dry = remediate(&directory, &contracts, Remediation::DryRun)
         .options(options.clone())
         .run()
@@ -638,32 +644,48 @@ async fn an_online_plan_stopped_after_a_swap_says_so_in_its_audit_row() {
         .map(|s| s.table.as_str())
         .collect();
     assert_eq!(online, ["alpha", "beta"], "{plan}");
+    let hash = plan.hash.clone();
+    (scratch, directory, contracts, hash)
+}
+
+/// tenant_1's one audit row: its status and its evidence.
+async fn the_audit_row(pool: &PgPool) -> (String, String) {
+    let rows: Vec<(String, Option<String>)> = sqlx::query_as(
+        "SELECT status, evidence FROM public.contract_audit WHERE tenant = 'tenant_1'",
+    )
+    .fetch_all(pool)
+    .await
+    .expect("audit rows");
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    let (status, evidence) = rows.into_iter().next().unwrap_or_default();
+    (status, evidence.unwrap_or_default())
+}
+
+/// A plan of two online type changes whose second fails after the first swapped: the audit
+/// row the first swap committed says `applied` for what it lists, and says that the plan
+/// stopped and why. It said `applied` and nothing more, as if the plan had run whole.
+#[tokio::test]
+async fn an_online_plan_stopped_after_a_swap_says_so_in_its_audit_row() {
+    let options = ApplyOptions::default()
+        .with_online_threshold(Some(1))
+        .with_lock_timeout(Duration::from_millis(50))
+        .with_max_attempts(2);
+    let (scratch, directory, contracts, hash) =
+        alpha_and_beta("contract_online_stopped", 10, &options).await;
     let holder = hold(
         &scratch.pool,
         "LOCK TABLE tenant_1.beta IN ACCESS SHARE MODE",
     )
     .await;
-    let run = remediate(
-        &directory,
-        &contracts,
-        Remediation::Approved(plan.hash.clone()),
-    )
-    .options(options)
-    .run()
-    .await
-    .expect("run");
+    let run = remediate(&directory, &contracts, Remediation::Approved(hash))
+        .options(options)
+        .run()
+        .await
+        .expect("run");
     holder.rollback().await.expect("release");
     assert_eq!(run.failed.len(), 1, "{:?}", run.failed);
-    let rows: Vec<(String, Option<String>)> = sqlx::query_as(
-        "SELECT status, evidence FROM public.contract_audit WHERE tenant = 'tenant_1'",
-    )
-    .fetch_all(&scratch.pool)
-    .await
-    .expect("audit rows");
-    assert_eq!(rows.len(), 1, "{rows:?}");
-    let (status, evidence) = &rows[0];
+    let (status, evidence) = the_audit_row(&scratch.pool).await;
     assert_eq!(status, "applied");
-    let evidence = evidence.as_deref().unwrap_or_default();
     assert!(
         evidence.starts_with(
             "the plan stopped after the online type changes this row lists, of its 2: "
@@ -678,30 +700,11 @@ async fn an_online_plan_stopped_after_a_swap_says_so_in_its_audit_row() {
 /// 2), which outlives the cancelled pass. It said `applied` and nothing more.
 #[tokio::test]
 async fn an_online_plan_cancelled_after_a_swap_says_so_in_its_audit_row() {
-    let scratch = PgScratch::create("contract_online_cancelled").await;
-    support::exec(
-        &scratch.pool,
-        "CREATE SCHEMA tenant_1; \
-         CREATE TABLE tenant_1.alpha (id int8 PRIMARY KEY, n int4 NOT NULL); \
-         CREATE TABLE tenant_1.beta (id int8 PRIMARY KEY, n int4 NOT NULL); \
-         INSERT INTO tenant_1.alpha SELECT g, g FROM generate_series(1, 10) g; \
-         INSERT INTO tenant_1.beta SELECT g, g FROM generate_series(1, 20000) g; \
-         ANALYZE tenant_1.alpha; ANALYZE tenant_1.beta",
-    )
-    .await;
-    let directory = support::pg_tenant_directory(&scratch.pool).await;
-    let contracts = ContractSet::<Postgres>::new()
-        .with::<Alpha>()
-        .with::<Beta>();
     let options = ApplyOptions::default()
         .with_online_threshold(Some(1))
         .with_online_batches(200, Duration::from_millis(50));
-    let dry = remediate(&directory, &contracts, Remediation::DryRun)
-        .options(options.clone())
-        .run()
-        .await
-        .expect("dry run");
-    let hash = dry.plans.first().expect("a plan").hash.clone();
+    let (scratch, directory, contracts, hash) =
+        alpha_and_beta("contract_online_cancelled", 20000, &options).await;
     let run = spawn_run(&directory, &contracts, Remediation::Approved(hash), options);
     let mut started = false;
     for _ in 0..500 {
@@ -720,14 +723,7 @@ async fn an_online_plan_cancelled_after_a_swap_says_so_in_its_audit_row() {
     assert!(started, "the second change's backfill started");
     run.abort();
     let _ = run.await;
-    let rows: Vec<(String, Option<String>)> = sqlx::query_as(
-        "SELECT status, evidence FROM public.contract_audit WHERE tenant = 'tenant_1'",
-    )
-    .fetch_all(&scratch.pool)
-    .await
-    .expect("audit rows");
-    assert_eq!(rows.len(), 1, "{rows:?}");
-    let evidence = rows[0].1.as_deref().unwrap_or_default();
+    let (_, evidence) = the_audit_row(&scratch.pool).await;
     assert!(
         evidence.starts_with("under way: 1 of the plan's 2 online type changes swapped"),
         "{evidence}"
