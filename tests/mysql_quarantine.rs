@@ -549,8 +549,9 @@ async fn mysql_a_deadlock_in_the_move_says_the_caller_s_transaction_is_gone() {
             (outcome.map_err(|e| e.to_string()), batch)
         }
     });
+    // Up to 30 s: on a loaded machine (a CI run) 5 s was once not enough.
     let mut waiting = false;
-    for _ in 0..200 {
+    for _ in 0..1200 {
         let n: i64 = sqlx::query_scalar(
             "SELECT COUNT(*) FROM information_schema.innodb_trx WHERE trx_state = 'LOCK WAIT'",
         )
@@ -561,7 +562,14 @@ async fn mysql_a_deadlock_in_the_move_says_the_caller_s_transaction_is_gone() {
             waiting = true;
             break;
         }
+        if moving.is_finished() {
+            break;
+        }
         tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    if !waiting && moving.is_finished() {
+        let (outcome, _) = moving.await.unwrap();
+        panic!("the move ended without waiting for message 2's lock: {outcome:?}");
     }
     assert!(waiting, "the move never waited for message 2's lock");
     // ... and the other transaction asks for message 1: a lock cycle.
