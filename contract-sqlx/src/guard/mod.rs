@@ -198,7 +198,7 @@ struct PassState {
     /// observations are stamped with.
     taken: u64,
     /// When the last sweep for DDL outside the tenants started and how long it took.
-    last_elsewhere: Option<(Instant, Duration)>,
+    last_elsewhere: Option<(tokio::time::Instant, Duration)>,
 }
 
 /// One tenant as last checked.

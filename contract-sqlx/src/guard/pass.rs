@@ -129,7 +129,10 @@ impl<DB: ControlStore> Guard<DB> {
                 let due = state
                     .last_elsewhere
                     .map(|(at, took)| at + took.saturating_mul(10));
-                elsewhere = due.is_none_or(|due| due <= Instant::now());
+                // Tokio's clock throughout, as the background task sleeps on it: with std's
+                // next to it, a paused clock (a user's test) would wake the task for a sweep
+                // that is never due, over and over.
+                elsewhere = due.is_none_or(|due| due <= tokio::time::Instant::now());
                 if elsewhere {
                     Scope::Sweep
                 } else {
@@ -143,7 +146,7 @@ impl<DB: ControlStore> Guard<DB> {
                         .unwrap_or_else(PoisonError::into_inner)
                         .tenants
                         .extend(unknown);
-                    deferred = due.map(tokio::time::Instant::from_std);
+                    deferred = due;
                     Scope::Targeted(names)
                 }
             }
@@ -197,6 +200,7 @@ impl<DB: ControlStore> Guard<DB> {
         // Check: the tenants the scope asks for (on a sweep, those whose catalog signature
         // moved), in chunks; diff the tenants whose fingerprint changed.
         let introspect_started = Instant::now();
+        let check_started = tokio::time::Instant::now();
         let forced = Forced {
             dirty: &dirty.tenants,
             retry_due: &retry_due,
@@ -423,7 +427,7 @@ impl<DB: ControlStore> Guard<DB> {
         if elsewhere {
             // The check's duration, not the pass's: a remediation's backfill in this pass
             // would otherwise hold off the next such sweep ten times as long.
-            state.last_elsewhere = Some((introspect_started, introspect_took));
+            state.last_elsewhere = Some((check_started, introspect_took));
         }
         self.publish_gauges();
         persisted?;

@@ -400,7 +400,6 @@ async fn a_pass_running_when_the_guard_deregisters_does_not_register_it_again() 
 #[tokio::test]
 async fn sweeps_for_ddl_outside_the_tenants_take_at_most_a_tenth_of_the_time() {
     use super::ChangeSignal;
-    use std::time::Instant;
 
     let fleet = Fleet::new(&["tenant_a"]).await;
     let guard = fleet.guard(Duration::from_secs(3600)).await;
@@ -408,13 +407,14 @@ async fn sweeps_for_ddl_outside_the_tenants_take_at_most_a_tenth_of_the_time() {
     let first = guard.revalidate_woken().await.expect("pass");
     assert_ne!(first.signal, ChangeSignal::Targeted, "{first:?}");
     // As if that sweep had taken a minute.
-    guard.inner.state.lock().await.last_elsewhere = Some((Instant::now(), Duration::from_secs(60)));
+    guard.inner.state.lock().await.last_elsewhere =
+        Some((tokio::time::Instant::now(), Duration::from_secs(60)));
     guard.mark_dirty("elsewhere");
     let second = guard.revalidate_woken().await.expect("pass");
     assert_eq!(second.signal, ChangeSignal::Targeted, "{second:?}");
     // Long enough after it: a sweep again.
     guard.inner.state.lock().await.last_elsewhere = Some((
-        Instant::now() - Duration::from_secs(11),
+        tokio::time::Instant::now() - Duration::from_secs(11),
         Duration::from_secs(1),
     ));
     guard.mark_dirty("elsewhere");
@@ -447,7 +447,7 @@ async fn a_sweep_held_off_by_the_rate_limit_runs_when_it_is_due() {
     // is due in 2 s.
     let marked = Instant::now();
     guard.inner.state.lock().await.last_elsewhere =
-        Some((Instant::now(), Duration::from_millis(200)));
+        Some((tokio::time::Instant::now(), Duration::from_millis(200)));
     guard.mark_dirty("elsewhere");
     wait_for(&|s| s == Some(ChangeSignal::Targeted)).await;
     assert!(
@@ -471,11 +471,11 @@ async fn a_sweep_held_off_by_the_rate_limit_runs_when_it_is_due() {
 #[tokio::test]
 async fn a_deferred_sweep_is_dropped_once_its_names_turn_out_to_be_tenants() {
     use super::ChangeSignal;
-    use std::time::Instant;
 
     let fleet = Fleet::new(&["tenant_a"]).await;
     let guard = fleet.guard(Duration::from_secs(3600)).await;
-    guard.inner.state.lock().await.last_elsewhere = Some((Instant::now(), Duration::from_secs(60)));
+    guard.inner.state.lock().await.last_elsewhere =
+        Some((tokio::time::Instant::now(), Duration::from_secs(60)));
     guard.mark_dirty("tenant_b");
     let held_off = guard.revalidate_woken().await.expect("pass");
     assert_eq!(held_off.signal, ChangeSignal::Targeted, "{held_off:?}");
