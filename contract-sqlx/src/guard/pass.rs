@@ -199,7 +199,7 @@ impl<DB: ControlStore> Guard<DB> {
 
         // Check: the tenants the scope asks for (on a sweep, those whose catalog signature
         // moved), in chunks; diff the tenants whose fingerprint changed.
-        let introspect_started = Instant::now();
+        // Tokio's clock: the rate limit below keeps it (`last_elsewhere`).
         let check_started = tokio::time::Instant::now();
         let forced = Forced {
             dirty: &dirty.tenants,
@@ -214,8 +214,8 @@ impl<DB: ControlStore> Guard<DB> {
         } = self.observe(state, &directory, &scope, &forced).await;
         summary.introspected = introspected;
         summary.signal = signal;
-        let introspect_took = introspect_started.elapsed();
-        let introspect_ms = elapsed_ms(introspect_started);
+        let introspect_took = check_started.elapsed();
+        let introspect_ms = crate::remediation::elapsed_ms_of(introspect_took);
         // Before any gate reopens below: connections opened before now are recycled.
         if schema_changed {
             let epoch = inner.epoch.bump();

@@ -2,6 +2,8 @@
 
 use sqlx::PgPool;
 
+use super::OnlineTypeChange;
+
 use crate::error::{Error, Result};
 
 /// The column as the catalog describes it.
@@ -66,16 +68,15 @@ LEFT JOIN pg_attrdef d ON d.adrelid = c.oid AND d.adnum = a.attnum
 ORDER BY t.i
 "#;
 
-/// The facts about `schema.table.column`, or [`Error::NotOnline`] with the first reason
-/// it cannot be changed online.
-pub(super) async fn inspect(
-    pool: &PgPool,
-    schema: &str,
-    table: &str,
-    column: &str,
-) -> Result<ColumnFacts> {
-    let one = [(schema.to_owned(), table.to_owned(), column.to_owned())];
-    let facts = lookup(pool, &one).await?.pop().flatten();
+/// The facts about `change`'s column, or [`Error::NotOnline`] with the first reason it
+/// cannot be changed online. Errors name the change's tenant.
+pub(super) async fn inspect(pool: &PgPool, change: &OnlineTypeChange) -> Result<ColumnFacts> {
+    let (schema, table, column) = (&change.schema, &change.table, &change.column);
+    let one = [(schema.clone(), table.clone(), column.clone())];
+    let facts = lookup(pool, &one, Some(change.tenant()))
+        .await?
+        .pop()
+        .flatten();
     let refuse = |reason: &str| Error::NotOnline {
         table: format!("{schema}.{table}"),
         column: column.to_owned(),
@@ -95,7 +96,7 @@ pub(in crate::postgres) async fn refusals(
     pool: &PgPool,
     columns: &[(String, String, String)],
 ) -> Result<Vec<Option<&'static str>>> {
-    let facts = lookup(pool, columns).await?;
+    let facts = lookup(pool, columns, columns.first().map(|c| c.0.as_str())).await?;
     Ok(facts
         .iter()
         .map(|facts| match facts {
@@ -107,10 +108,12 @@ pub(in crate::postgres) async fn refusals(
 
 const NOT_A_COLUMN: &str = "is not a column of a table";
 
-/// The facts of each column of `columns`, in order (`None`: not a column of a table).
+/// The facts of each column of `columns`, in order (`None`: not a column of a table);
+/// errors name `tenant`.
 async fn lookup(
     pool: &PgPool,
     columns: &[(String, String, String)],
+    tenant: Option<&str>,
 ) -> Result<Vec<Option<ColumnFacts>>> {
     let mut arrays: [Vec<&str>; 3] = Default::default();
     for (schema, table, column) in columns {
@@ -127,7 +130,7 @@ async fn lookup(
         .await
         .map_err(Error::db(
             "inspecting a column for an online type change",
-            columns.first().map(|c| c.0.as_str()),
+            tenant,
         ))?;
     let mut facts = vec![None; columns.len()];
     for row in found {

@@ -114,8 +114,8 @@ pub(in crate::postgres) fn cleanup_before_plain(
         if !locks.contains(&lock) {
             locks.push(lock);
         }
-        let (copy_trigger, mut copy_drops) = super::copy::leftover(&change, &names.progress)?;
-        let copy_delete = copy_drops.pop().unwrap_or_default();
+        let (copy_trigger, copy_drops, copy_delete) =
+            super::copy::leftover(&change, &names.progress)?;
         // Each statement run is added to the transaction's list, which the audit row's
         // `statements` start with (`DROPPED`).
         let execute = |statement: &str| -> Result<String> {
@@ -162,13 +162,21 @@ END $\0$",
 
 /// The transaction-local setting that lists, as a JSON array, what the `DO` blocks of
 /// [`cleanup_before_plain`] dropped.
-const GUC: &str = "contract.leftovers_dropped";
+macro_rules! guc {
+    () => {
+        "contract.leftovers_dropped"
+    };
+}
+const GUC: &str = guc!();
 
 /// What the `DO` blocks of [`cleanup_before_plain`] dropped in this transaction, as a
 /// `jsonb` array (empty when nothing): the audit row's `statements` start with it.
 // language=SQL
-pub(in crate::postgres) const DROPPED: &str =
-    "coalesce(nullif(current_setting('contract.leftovers_dropped', true), ''), '[]')::jsonb";
+pub(in crate::postgres) const DROPPED: &str = concat!(
+    "coalesce(nullif(current_setting('",
+    guc!(),
+    "', true), ''), '[]')::jsonb"
+);
 
 /// The condition on the progress table's `change` that holds for the checkpoints of every
 /// shadow-column change of `names`' column: its key prefix (quoted names, so no other

@@ -117,19 +117,6 @@ pub(in crate::postgres) async fn apply_online(
             "-- online type change {}.{}.{} to {}",
             change.schema, change.table, change.column, change.new_type
         );
-        let record = if !written {
-            let mut so_far = statements.clone();
-            so_far.push(swapped);
-            crate::postgres::apply::audit_insert(
-                job,
-                &audit_id,
-                &so_far,
-                attempts,
-                elapsed_ms(started),
-            )
-        } else {
-            audit_append(job, &audit_id, &swapped)
-        };
         // Until the plan completes, the row says it is under way: a process killed (or a
         // pass cancelled) after this swap leaves that said.
         let under_way = format!(
@@ -139,19 +126,39 @@ pub(in crate::postgres) async fn apply_online(
             swaps + 1,
             online.len()
         );
-        let last = swaps + 1 == online.len();
-        let record = record.and_then(|record| {
-            Ok(format!(
-                "{record};\n{}",
-                audit_evidence(job, &audit_id, (!last).then_some(under_way.as_str()))?
-            ))
-        });
+        let evidence = (swaps + 1 < online.len()).then_some(under_way.as_str());
+        let record = if written {
+            audit_update(job, &audit_id, Some(&swapped), evidence)
+        } else {
+            let mut so_far = statements.clone();
+            so_far.push(swapped);
+            crate::postgres::apply::audit_insert(
+                job,
+                &audit_id,
+                &so_far,
+                attempts,
+                elapsed_ms(started),
+            )
+            .and_then(|insert| {
+                Ok(format!(
+                    "{insert};\n{}",
+                    audit_update(job, &audit_id, None, evidence)?
+                ))
+            })
+        };
         change.recorded_in_swap = Some(record.map_err(failed(tenant, attempts, "audit row"))?);
         // Each step, under the online lock, just before it starts: an earlier step's
         // backfill may have taken hours.
         // Under the table's online lock: another tenant's plan may have changed a table of
         // a contract's fixed schema while this one waited for it.
-        let table_lock = match super::type_change::lock_table(pool, &change).await {
+        let names = match super::type_change::Names::new(&change) {
+            Ok(names) => names,
+            Err(error) => {
+                outcome = Err(error);
+                break;
+            }
+        };
+        let table_lock = match super::type_change::lock_table(pool, &change, &names).await {
             Ok(table_lock) => table_lock,
             Err(error) => {
                 outcome = Err(error);
@@ -164,7 +171,7 @@ pub(in crate::postgres) async fn apply_online(
             break;
         }
         tracing::info!(tenant, table = %step.table, column = %planned.column, new_type = %planned.new_type, rows_estimate = planned.rows_estimate, "online type change starts");
-        let changed = super::type_change::change_under_lock(pool, &change).await;
+        let changed = super::type_change::change_under_lock(pool, &change, &names).await;
         let _ = sqlx::Connection::close(table_lock).await;
         match changed {
             Ok(report) => {
@@ -190,11 +197,12 @@ pub(in crate::postgres) async fn apply_online(
             online.len(),
             crate::error::error_chain(error)
         );
-        note_stop(
+        settle_row(
             pool,
             job,
             &audit_id,
-            &evidence,
+            None,
+            Some(&evidence),
             attempts,
             elapsed_ms(started),
         )
@@ -202,7 +210,16 @@ pub(in crate::postgres) async fn apply_online(
     }
     outcome?;
     let duration_ms = elapsed_ms(started);
-    complete_audit(pool, job, &audit_id, &statements, attempts, duration_ms).await;
+    settle_row(
+        pool,
+        job,
+        &audit_id,
+        Some(&statements),
+        None,
+        attempts,
+        duration_ms,
+    )
+    .await;
     let mut record = AuditRecord::applied(job, audit_id, statements, attempts, duration_ms);
     record.progress = progress;
     Ok(record)
@@ -281,58 +298,48 @@ fn summary(change: &OnlineTypeChange, report: &OnlineReport) -> String {
     )
 }
 
-/// The statement a later swap of the same job runs: its line added to the row the first
-/// swap wrote (literals: it travels in the swap's message).
-fn audit_append(
+/// The `UPDATE` a swap's transaction runs on the row the first swap wrote (literals: it
+/// travels in the swap's message): its `line` added, and `evidence` set (or cleared).
+fn audit_update(
     job: &ApplyJob<'_, Postgres>,
     audit_id: &str,
-    line: &str,
-) -> std::result::Result<String, sqlx::Error> {
-    let pg = contract_core::Dialect::Postgres;
-    let encode = |e: contract_core::IdentError| sqlx::Error::Encode(Box::new(e));
-    let audit = &job.options.audit;
-    let table = pg
-        .quote_qualified(Some(&audit.schema), &audit.table)
-        .map_err(encode)?;
-    // language=SQL
-    Ok(format!(
-        "UPDATE {table} SET statements = statements || jsonb_build_array({}::text), finished_at = clock_timestamp() WHERE audit_id = {}",
-        pg.string_literal(line).map_err(encode)?,
-        pg.string_literal(audit_id).map_err(encode)?,
-    ))
-}
-
-/// The `UPDATE` that sets (or clears) the row's `evidence`, with literals (it travels in a
-/// swap's transaction).
-fn audit_evidence(
-    job: &ApplyJob<'_, Postgres>,
-    audit_id: &str,
+    line: Option<&str>,
     evidence: Option<&str>,
 ) -> std::result::Result<String, sqlx::Error> {
     let pg = contract_core::Dialect::Postgres;
     let encode = |e: contract_core::IdentError| sqlx::Error::Encode(Box::new(e));
+    let literal = |value: &str| pg.string_literal(value).map_err(encode);
     let audit = &job.options.audit;
     let table = pg
         .quote_qualified(Some(&audit.schema), &audit.table)
         .map_err(encode)?;
+    let add_line = match line {
+        Some(line) => format!(
+            "statements = statements || jsonb_build_array({}::text), ",
+            literal(line)?
+        ),
+        None => String::new(),
+    };
+    let evidence = match evidence {
+        Some(evidence) => literal(evidence)?,
+        None => "NULL".to_owned(),
+    };
     // language=SQL
     Ok(format!(
-        "UPDATE {table} SET evidence = {} WHERE audit_id = {}",
-        match evidence {
-            Some(evidence) => pg.string_literal(evidence).map_err(encode)?,
-            None => "NULL".to_owned(),
-        },
-        pg.string_literal(audit_id).map_err(encode)?,
+        "UPDATE {table} SET {add_line}evidence = {evidence}, finished_at = clock_timestamp() WHERE audit_id = {}",
+        literal(audit_id)?,
     ))
 }
 
-/// Says in the row a swap committed (if one did) that the plan stopped, and why, with its
-/// attempts and duration so far. Best effort, like [`complete_audit`].
-async fn note_stop(
+/// Settles the row the swaps wrote (if one did): with each change's figures (`statements`)
+/// when the plan completed, with why it stopped (`evidence`) when it did not; its attempts
+/// and duration either way. Best effort: the row exists already, with a line per change.
+async fn settle_row(
     pool: &PgPool,
     job: &ApplyJob<'_, Postgres>,
     audit_id: &str,
-    evidence: &str,
+    statements: Option<&[String]>,
+    evidence: Option<&str>,
     attempts: u32,
     duration_ms: u64,
 ) {
@@ -344,10 +351,11 @@ async fn note_stop(
     };
     // language=SQL
     let update = format!(
-        "UPDATE {table} SET evidence = $1, attempts = $2, duration_ms = $3, finished_at = clock_timestamp()
-         WHERE audit_id = $4"
+        "UPDATE {table} SET statements = coalesce($1, statements), evidence = $2, attempts = $3,
+             duration_ms = $4, finished_at = clock_timestamp() WHERE audit_id = $5"
     );
     let done = sqlx::query(AssertSqlSafe(update).into_sql_str())
+        .bind(statements.map(sqlx::types::Json))
         .bind(evidence)
         .bind(i32::try_from(attempts).unwrap_or(i32::MAX))
         .bind(i64::try_from(duration_ms).unwrap_or(i64::MAX))
@@ -355,38 +363,6 @@ async fn note_stop(
         .execute(pool)
         .await;
     if let Err(error) = done {
-        tracing::warn!(tenant = %job.tenant, audit_id, error = %error, "the online change's audit row does not say that the plan stopped: writing it failed");
-    }
-}
-
-/// The row the swaps wrote, completed with what each change did (rows, batches, rates),
-/// its attempts and duration. Best effort: the row exists already, with a line per change.
-async fn complete_audit(
-    pool: &PgPool,
-    job: &ApplyJob<'_, Postgres>,
-    audit_id: &str,
-    statements: &[String],
-    attempts: u32,
-    duration_ms: u64,
-) {
-    let audit = &job.options.audit;
-    let Ok(table) =
-        contract_core::Dialect::Postgres.quote_qualified(Some(&audit.schema), &audit.table)
-    else {
-        return;
-    };
-    // language=SQL
-    let update = format!(
-        "UPDATE {table} SET statements = $1, attempts = $2, duration_ms = $3, evidence = NULL, finished_at = clock_timestamp() WHERE audit_id = $4"
-    );
-    let done = sqlx::query(AssertSqlSafe(update).into_sql_str())
-        .bind(sqlx::types::Json(statements))
-        .bind(i32::try_from(attempts).unwrap_or(i32::MAX))
-        .bind(i64::try_from(duration_ms).unwrap_or(i64::MAX))
-        .bind(audit_id)
-        .execute(pool)
-        .await;
-    if let Err(error) = done {
-        tracing::warn!(tenant = %job.tenant, audit_id, error = %error, "the online change's audit row keeps its short form: completing it failed");
+        tracing::warn!(tenant = %job.tenant, audit_id, error = %error, "the online change's audit row keeps what its swaps wrote: settling it failed");
     }
 }

@@ -243,8 +243,9 @@ impl Names {
 /// (dropped first); a database error otherwise (what committed stays, and a new call
 /// resumes from the checkpoint).
 pub async fn change_type_online(pool: &PgPool, change: &OnlineTypeChange) -> Result<OnlineReport> {
-    let lock = lock_table(pool, change).await?;
-    let report = change_under_lock(pool, change).await;
+    let names = Names::new(change)?;
+    let lock = lock_table(pool, change, &names).await?;
+    let report = change_under_lock(pool, change, &names).await;
     // Closing the connection releases the lock (so does dropping it, when this future is).
     let _ = sqlx::Connection::close(lock).await;
     report
@@ -263,8 +264,8 @@ pub(super) fn table_lock_key(table: &str) -> i64 {
 pub(super) async fn lock_table(
     pool: &PgPool,
     change: &OnlineTypeChange,
+    names: &Names,
 ) -> Result<sqlx::PgConnection> {
-    let names = Names::new(change)?;
     use sqlx::ConnectOptions;
     let context = "taking the table's online lock (another online change of the table holds it)";
     let mut conn = pool
@@ -313,8 +314,8 @@ pub(super) async fn keep_lock_session(conn: &mut sqlx::PgConnection) -> sqlx::Re
 pub(super) async fn change_under_lock(
     pool: &PgPool,
     change: &OnlineTypeChange,
+    names: &Names,
 ) -> Result<OnlineReport> {
-    let names = &Names::new(change)?;
     ensure_progress(pool, names).await?;
     super::leftover::discard_unresumable(pool, change, names).await?;
     match change.procedure {
@@ -353,23 +354,19 @@ pub(super) async fn change_under_lock(
 }
 
 /// The checkpoint table, created if missing.
-pub(super) async fn ensure_progress(pool: &PgPool, names: &Names) -> Result<()> {
-    crate::postgres::ddl::create_under_lock(
-        pool,
-        "contract:online-progress",
-        progress_ddl(names),
-        "creating the online progress table",
-    )
-    .await
-}
-
-/// The checkpoint table's `CREATE TABLE IF NOT EXISTS`.
-pub(super) fn progress_ddl(names: &Names) -> String {
-    format!(
+async fn ensure_progress(pool: &PgPool, names: &Names) -> Result<()> {
+    let progress_ddl = format!(
         "CREATE TABLE IF NOT EXISTS {} (change text PRIMARY KEY, last_key int8, rows_done int8 NOT NULL DEFAULT 0,
              state text NOT NULL, updated_at timestamptz NOT NULL DEFAULT now())",
         names.progress
+    );
+    crate::postgres::ddl::create_under_lock(
+        pool,
+        "contract:online-progress",
+        progress_ddl,
+        "creating the online progress table",
     )
+    .await
 }
 
 /// The shadow-column procedure (the module documentation).
@@ -379,22 +376,7 @@ async fn shadow_column(
     names: &Names,
 ) -> Result<OnlineReport> {
     let started = Instant::now();
-    let facts = inspect(pool, &change.schema, &change.table, &change.column)
-        .await
-        .map_err(|error| match error {
-            Error::Database {
-                context,
-                hint,
-                source,
-                ..
-            } => Error::Database {
-                context,
-                hint,
-                tenant: Some(change.tenant().to_owned()),
-                source,
-            },
-            other => other,
-        })?;
+    let facts = inspect(pool, change).await?;
     let pk = facts.pk_column.clone().ok_or_else(|| Error::Unsupported {
         dialect: Dialect::Postgres,
         what: "an online type change without an integer primary key",

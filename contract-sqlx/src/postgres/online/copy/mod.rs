@@ -336,13 +336,15 @@ pub(super) async fn abandon_if_started(
 /// the copy table is the table's, whatever column or type an earlier copy changed, so a
 /// checkpoint of another change would resume into a copy it did not make.
 fn abandon_sql(names: &CopyNames) -> Result<String> {
-    Ok(abandon_statements(names)?.join(";\n"))
+    let (mut statements, delete) = abandon_statements(names)?;
+    statements.push(delete);
+    Ok(statements.join(";\n"))
 }
 
-/// [`abandon_sql`]'s statements, one by one.
-fn abandon_statements(names: &CopyNames) -> Result<Vec<String>> {
+/// [`abandon_sql`]'s drops, one by one, and its `DELETE` of the checkpoints.
+fn abandon_statements(names: &CopyNames) -> Result<(Vec<String>, String)> {
     let table = Dialect::Postgres.string_literal(&names.key_table)?;
-    Ok(vec![
+    let drops = vec![
         format!(
             "DROP TRIGGER IF EXISTS {} ON {}",
             names.trigger, names.table
@@ -350,23 +352,26 @@ fn abandon_statements(names: &CopyNames) -> Result<Vec<String>> {
         format!("DROP TABLE IF EXISTS {}", names.new),
         format!("DROP TABLE IF EXISTS {}", names.old),
         format!("DROP FUNCTION IF EXISTS {}()", names.function),
-        // With the keys of versions before quoted names (never resumed, they would stay).
-        format!(
-            "DELETE FROM {p} WHERE change = {k} OR left(change, length({table})) = {table} \
-             OR left(change, length({legacy})) = {legacy}",
-            p = names.progress,
-            k = Dialect::Postgres.string_literal(&names.key)?,
-            legacy = Dialect::Postgres.string_literal(&names.legacy_key_table)?,
-        ),
-    ])
+    ];
+    // With the keys of versions before quoted names (never resumed, they would stay).
+    let delete = format!(
+        "DELETE FROM {p} WHERE change = {k} OR left(change, length({table})) = {table} \
+         OR left(change, length({legacy})) = {legacy}",
+        p = names.progress,
+        k = Dialect::Postgres.string_literal(&names.key)?,
+        legacy = Dialect::Postgres.string_literal(&names.legacy_key_table)?,
+    );
+    Ok((drops, delete))
 }
 
 /// What a copy of `change`'s table would leave: its trigger's name as the catalog stores
-/// it, and the statements that drop the copy ([`abandon_sql`]).
+/// it, the statements that drop the copy, and the `DELETE` of its checkpoints
+/// ([`abandon_sql`]).
 pub(in crate::postgres::online) fn leftover(
     change: &OnlineTypeChange,
     progress: &str,
-) -> Result<(String, Vec<String>)> {
+) -> Result<(String, Vec<String>, String)> {
     let names = CopyNames::new(change, progress)?;
-    Ok((trigger_name(change), abandon_statements(&names)?))
+    let (drops, delete) = abandon_statements(&names)?;
+    Ok((trigger_name(change), drops, delete))
 }
