@@ -695,6 +695,26 @@ async fn an_online_plan_stopped_after_a_swap_says_so_in_its_audit_row() {
     scratch.drop_db().await;
 }
 
+/// A plan of two online type changes that completes leaves its audit row `applied` with
+/// no evidence: the first swap's "under way" is cleared by the last.
+#[tokio::test]
+async fn an_online_plan_that_completes_clears_its_under_way_note() {
+    let options = ApplyOptions::default().with_online_threshold(Some(1));
+    let (scratch, directory, contracts, hash) =
+        alpha_and_beta("contract_online_completes", 10, &options).await;
+    let run = remediate(&directory, &contracts, Remediation::Approved(hash))
+        .options(options)
+        .run()
+        .await
+        .expect("run");
+    assert!(run.failed.is_empty(), "{:?}", run.failed);
+    assert_eq!(
+        the_audit_row(&scratch.pool).await,
+        ("applied".to_owned(), String::new())
+    );
+    scratch.drop_db().await;
+}
+
 /// A plan of two online type changes whose pass is cancelled during the second one's
 /// backfill: the audit row the first swap committed says that the plan was under way (1 of
 /// 2), which outlives the cancelled pass. It said `applied` and nothing more.

@@ -271,6 +271,15 @@ impl Fleet {
     }
 
     async fn guard(&self, every: Duration) -> Guard<Sqlite> {
+        self.builder(every)
+            .await
+            .start(&self.control)
+            .await
+            .expect("guard start")
+    }
+
+    /// A guard over the fleet, its passes every `every`, to start.
+    async fn builder(&self, every: Duration) -> super::GuardBuilder<Sqlite> {
         Guard::<Sqlite>::builder()
             .contracts(contracts())
             .directory(
@@ -279,9 +288,6 @@ impl Fleet {
                     .expect("tenant files"),
             )
             .revalidate_every(every)
-            .start(&self.control)
-            .await
-            .expect("guard start")
     }
 
     async fn close(self) {
@@ -350,14 +356,9 @@ impl super::BacklogSource<Sqlite> for Arc<HeldCount> {
 async fn a_pass_running_when_the_guard_deregisters_does_not_register_it_again() {
     let fleet = Fleet::new(&["tenant_a"]).await;
     let held = Arc::new(HeldCount::default());
-    let guard = Guard::<Sqlite>::builder()
-        .contracts(contracts())
-        .directory(
-            crate::sqlite_tenant_files(&fleet.tenants)
-                .await
-                .expect("tenant files"),
-        )
-        .revalidate_every(Duration::from_secs(3600))
+    let guard = fleet
+        .builder(Duration::from_secs(3600))
+        .await
         .backlog(Arc::clone(&held))
         .start(&fleet.control)
         .await
@@ -395,8 +396,8 @@ async fn a_pass_running_when_the_guard_deregisters_does_not_register_it_again() 
 }
 
 /// A woken pass for a name that is no tenant's (DDL in another schema) is a sweep, but such
-/// sweeps take at most a tenth of the time: one within ten times the last one's duration
-/// stays a targeted pass (the periodic sweep looks at the change).
+/// sweeps take at most a tenth of the time: one within ten times the last one's check stays
+/// a targeted pass (the sweep is deferred: `a_sweep_held_off_by_the_rate_limit_runs_when_it_is_due`).
 #[tokio::test]
 async fn sweeps_for_ddl_outside_the_tenants_take_at_most_a_tenth_of_the_time() {
     use super::ChangeSignal;
