@@ -615,6 +615,11 @@ async fn a_type_change_in_place_drops_what_an_interrupted_online_change_left() {
     assert!(run.failed.is_empty(), "{:?}", run.failed);
     assert_eq!(run.audits.len(), 1);
     let recorded = audit_statements(&scratch.pool).await;
+    assert_eq!(
+        run.audits[0].statements.join("\n"),
+        recorded,
+        "the record returned lists what the row lists, the drops included"
+    );
     assert!(
         recorded.contains("DROP TRIGGER IF EXISTS \"accounts_user_id_contract\"")
             && recorded.contains("DROP COLUMN IF EXISTS \"user_id_contract_new\"")
@@ -639,6 +644,77 @@ async fn a_type_change_in_place_drops_what_an_interrupted_online_change_left() {
         "no trigger, function, checkpoint or shadow column left"
     );
     scratch.drop_db().await;
+}
+
+/// The same in a plan of several transactions (the type changed in place in the first, a
+/// `SET NOT NULL` validated in the later ones): the record returned lists what the first
+/// transaction dropped, as its audit row does. It listed the plan's statements only.
+#[tokio::test]
+async fn a_phased_plan_s_record_lists_what_its_first_transaction_dropped() {
+    use contract_sqlx::remediation::{ApplyOptions, OnlineProcedure, OnlineTypeChange};
+    use std::time::Duration;
+
+    let scratch = PgScratch::create("contract_online_then_phased").await;
+    exec(&scratch.pool, SHADOW_ACCOUNTS).await;
+    let online = OnlineTypeChange::new("tenant_1", "accounts", "user_id", "int8")
+        .batches(500, Duration::from_millis(20))
+        .procedure(OnlineProcedure::ShadowColumn);
+    kill_mid_backfill(&scratch.pool, &online, 2000, 20000).await;
+    exec(
+        &scratch.pool,
+        "ALTER TABLE tenant_1.accounts ALTER COLUMN note DROP NOT NULL",
+    )
+    .await;
+
+    let tenants = pg_tenant_directory(&scratch.pool).await;
+    let contracts = ContractSet::<Postgres>::new().with::<AccountNote>();
+    let options = ApplyOptions::default().with_online_threshold(None);
+    let dry = remediate(&tenants, &contracts, Remediation::DryRun)
+        .options(options.clone())
+        .run()
+        .await
+        .expect("dry run");
+    let plan = dry.plans.first().expect("a plan");
+    assert!(
+        plan.statements().any(|s| s.contains("TYPE int8 USING"))
+            && plan.statements().any(|s| s.contains("VALIDATE")),
+        "a type change in place and a validated NOT NULL: {plan}"
+    );
+    let run = remediate(
+        &tenants,
+        &contracts,
+        Remediation::Approved(plan.hash.clone()),
+    )
+    .options(options)
+    .run()
+    .await
+    .expect("approved run");
+    assert!(run.failed.is_empty(), "{:?}", run.failed);
+    let recorded = audit_statements(&scratch.pool).await;
+    assert!(
+        recorded.contains("DROP TRIGGER IF EXISTS \"accounts_user_id_contract\""),
+        "the drops are in the audit row: {recorded}"
+    );
+    assert_eq!(
+        run.audits
+            .iter()
+            .map(|a| a.statements.join("\n"))
+            .collect::<Vec<_>>(),
+        [recorded],
+        "the record returned lists what the row lists, the drops included"
+    );
+    assert_eq!(column_type(&scratch.pool, "user_id").await, "bigint");
+    scratch.drop_db().await;
+}
+
+#[derive(Debug, sqlx::FromRow, Contract)]
+#[contract(table = "accounts")]
+#[allow(dead_code)]
+struct AccountNote {
+    #[contract(primary_key)]
+    id: i64,
+    user_id: i64,
+    note: String,
 }
 
 #[derive(Debug, sqlx::FromRow, Contract)]
@@ -681,6 +757,14 @@ async fn a_type_change_in_place_drops_an_interrupted_copy_of_the_table() {
     assert!(
         recorded.contains("DROP TABLE IF EXISTS \"tenant_1\".\"accounts_contract_copy\""),
         "{recorded}"
+    );
+    assert_eq!(
+        run.audits
+            .iter()
+            .map(|a| a.statements.join("\n"))
+            .collect::<Vec<_>>(),
+        [recorded],
+        "the record returned lists what the row lists, the drops included"
     );
     assert_eq!(copy_leftovers(&scratch.pool).await, 0);
     assert_eq!(column_type(&scratch.pool, "user_id").await, "bigint");

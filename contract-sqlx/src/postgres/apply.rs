@@ -218,21 +218,35 @@ async fn apply_once(
     let cleaned = message.len();
     message.extend(statements.iter().cloned());
     let before_begin_ms = crate::remediation::elapsed_ms(started);
-    message.push(
-        audit_insert(job, &audit_id, &statements, attempt, before_begin_ms)
-            .map_err(fail("audit row"))?,
-    );
-    if let Err(f) = held.run(&message).await {
-        let stage = match (
-            f.statement.checked_sub(pinned),
-            f.statement.checked_sub(cleaned),
-        ) {
-            (None, _) => "pin search_path",
-            (Some(_), None) => "dropping what an interrupted online change left",
-            (_, Some(i)) => statements.get(i).map_or("audit row", String::as_str),
-        };
-        return Err(fail(stage)(f.source));
+    let mut insert = audit_insert(job, &audit_id, &statements, attempt, before_begin_ms)
+        .map_err(fail("audit row"))?;
+    if !cleanup.is_empty() {
+        // What the blocks dropped, for the record returned (the row lists it already).
+        insert.push_str(" RETURNING ");
+        insert.push_str(super::online::LEFTOVERS_DROPPED);
+        insert.push_str("::text");
     }
+    message.push(insert);
+    let rows = match held.run(&message).await {
+        Ok(rows) => rows,
+        Err(f) => {
+            let stage = match (
+                f.statement.checked_sub(pinned),
+                f.statement.checked_sub(cleaned),
+            ) {
+                (None, _) => "pin search_path",
+                (Some(_), None) => "dropping what an interrupted online change left",
+                (_, Some(i)) => statements.get(i).map_or("audit row", String::as_str),
+            };
+            return Err(fail(stage)(f.source));
+        }
+    };
+    let dropped = match rows.last() {
+        Some(row) if !cleanup.is_empty() => {
+            super::online::dropped_statements(row).map_err(fail("audit row"))?
+        }
+        _ => Vec::new(),
+    };
     let duration_ms = crate::remediation::elapsed_ms(started);
     // Round trip 4. A commit whose answer was lost may have taken effect: never report it
     // unchanged.
@@ -248,10 +262,13 @@ async fn apply_once(
             fail("commit")(source)
         }
     })?;
+    // As the row lists them: what the blocks dropped, then the plan's statements.
+    let mut recorded = dropped;
+    recorded.extend(statements);
     Ok(AuditRecord::applied(
         job,
         audit_id,
-        statements,
+        recorded,
         attempt,
         duration_ms,
     ))

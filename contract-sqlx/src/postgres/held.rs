@@ -12,6 +12,7 @@
 
 use futures_util::TryStreamExt as _;
 use sqlx::pool::PoolConnection;
+use sqlx::postgres::PgRow;
 use sqlx::{AssertSqlSafe, Either, PgConnection, Postgres};
 
 /// What joins the statements of one message. The newline before the `;` ends a trailing
@@ -59,17 +60,22 @@ impl HeldTransaction {
         &mut self.conn
     }
 
-    /// Sends `statements` in one message. After a failure the transaction is rolled back
-    /// (or, when that cannot be done, the connection will be closed when `self` drops).
-    pub(super) async fn run(&mut self, statements: &[String]) -> Result<(), StatementFailed> {
+    /// Sends `statements` in one message; the rows they return, in order. After a failure
+    /// the transaction is rolled back (or, when that cannot be done, the connection will be
+    /// closed when `self` drops).
+    pub(super) async fn run(
+        &mut self,
+        statements: &[String],
+    ) -> Result<Vec<PgRow>, StatementFailed> {
         let message = statements.join(SEPARATOR);
         let mut completed = 0;
+        let mut rows = Vec::new();
         let mut results = sqlx::raw_sql(AssertSqlSafe(message)).fetch_many(&mut *self.conn);
         let failure = loop {
             match results.try_next().await {
                 Ok(Some(Either::Left(_))) => completed += 1,
-                Ok(Some(Either::Right(_))) => {}
-                Ok(None) => return Ok(()),
+                Ok(Some(Either::Right(row))) => rows.push(row),
+                Ok(None) => return Ok(rows),
                 Err(source) => break source,
             }
         };

@@ -178,6 +178,15 @@ pub(in crate::postgres) const DROPPED: &str = concat!(
     "', true), ''), '[]')::jsonb"
 );
 
+/// The statements [`DROPPED`] (selected as `text`, the first column of `row`) lists.
+pub(in crate::postgres) fn dropped_statements(
+    row: &sqlx::postgres::PgRow,
+) -> std::result::Result<Vec<String>, sqlx::Error> {
+    use sqlx::Row as _;
+    let listed: String = row.try_get(0)?;
+    serde_json::from_str(&listed).map_err(|e| sqlx::Error::Decode(Box::new(e)))
+}
+
 /// The condition on the progress table's `change` that holds for the checkpoints of every
 /// shadow-column change of `names`' column: its key prefix (quoted names, so no other
 /// column's key starts with it) followed by a type; or the unquoted prefix of versions

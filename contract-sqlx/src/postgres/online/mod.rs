@@ -15,7 +15,7 @@ mod swap;
 mod type_change;
 
 pub(super) use inspect::refusals;
-pub(super) use leftover::{DROPPED as LEFTOVERS_DROPPED, cleanup_before_plain};
+pub(super) use leftover::{DROPPED as LEFTOVERS_DROPPED, cleanup_before_plain, dropped_statements};
 pub(super) use phased::apply_phased;
 pub(super) use planned::{apply_online, row_estimates};
 pub(super) use resume::resume_pending;

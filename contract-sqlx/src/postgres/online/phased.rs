@@ -43,6 +43,9 @@ pub(super) enum Progress {
 struct Fresh<'a, 'j> {
     job: &'a ApplyJob<'j, Postgres>,
     approval: Option<&'a ApprovalRef>,
+    /// What the first transaction dropped of an interrupted online change, once it
+    /// committed (its audit row lists it first).
+    dropped: std::sync::Mutex<Vec<String>>,
 }
 
 /// Applies `job`'s steps in their transactions (see the module documentation).
@@ -62,12 +65,21 @@ pub(in crate::postgres) async fn apply_phased(
     let fresh = Fresh {
         job,
         approval: job.approval,
+        dropped: std::sync::Mutex::default(),
     };
     let attempts = run.run_from(0, Some(&fresh)).await?;
+    // As the row lists them: what the first transaction dropped, then the plan's.
+    let mut recorded = std::mem::take(
+        &mut *fresh
+            .dropped
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner),
+    );
+    recorded.extend(all_statements(&run.transactions));
     Ok(AuditRecord::applied(
         job,
         run.audit_id.clone(),
-        all_statements(&run.transactions),
+        recorded,
         attempts,
         elapsed_ms(started),
     ))
@@ -244,14 +256,16 @@ impl Phased<'_> {
         };
         let duration_ms = i64::try_from(elapsed_ms(started)).unwrap_or(i64::MAX);
         let attempts = i32::try_from(attempt).unwrap_or(i32::MAX);
+        let mut dropped = Vec::new();
         if let Some(fresh) = fresh {
             // language=SQL
             let insert = format!(
                 "INSERT INTO {table} (audit_id, tenant, plan_hash, statements, drift_before, status, actor, attempts, started_at, finished_at, duration_ms, approval_id, approved_by, phase, transactions)
-                 VALUES ($1, $2, $3, {dropped} || $4, $5, $6, $7, $8, now(), clock_timestamp(), $9, $10, $11, $12, $13)",
+                 VALUES ($1, $2, $3, {dropped} || $4, $5, $6, $7, $8, now(), clock_timestamp(), $9, $10, $11, $12, $13)
+                 RETURNING {dropped}::text",
                 dropped = super::leftover::DROPPED,
             );
-            sqlx::query(AssertSqlSafe(insert).into_sql_str())
+            let row = sqlx::query(AssertSqlSafe(insert).into_sql_str())
                 .bind(&self.audit_id)
                 .bind(tenant)
                 .bind(self.plan_hash)
@@ -265,9 +279,10 @@ impl Phased<'_> {
                 .bind(fresh.approval.map(|a| a.approver.as_str()))
                 .bind(committed)
                 .bind(sqlx::types::Json(&self.transactions))
-                .execute(&mut *tx)
+                .fetch_one(&mut *tx)
                 .await
                 .map_err(fail("audit row"))?;
+            dropped = super::leftover::dropped_statements(&row).map_err(fail("audit row"))?;
         } else {
             // language=SQL
             let update = format!(
@@ -297,6 +312,12 @@ impl Phased<'_> {
                 fail("commit")(source)
             }
         })?;
+        if let Some(fresh) = fresh {
+            *fresh
+                .dropped
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = dropped;
+        }
         Ok(Progress::Ran)
     }
 }
