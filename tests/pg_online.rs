@@ -351,6 +351,69 @@ async fn a_resumed_transaction_runs_with_the_caller_s_timeouts() {
     cut.drop_db().await;
 }
 
+/// A plan stopped between its transactions is not resumed by the guard's first pass,
+/// which `start` awaits with every gate closed: here its `VALIDATE` would wait for a lock a
+/// session holds (a 60 s `lock_timeout`), and `start` waited with it, the healthy
+/// `tenant_2` closed all along. Now `start` returns with `tenant_2` open, nothing is
+/// applied to `tenant_1` (its row stays pending at transaction 1), and a later pass resumes
+/// the plan once the lock is gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn start_up_leaves_a_stopped_plan_to_the_next_pass_and_opens_the_healthy_gates() {
+    use contract_sqlx::Guard;
+    use contract_sqlx::remediation::ApplyOptions;
+    use std::time::Duration;
+
+    let setup = format!(
+        "{NULLABLE_EVENTS}; CREATE SCHEMA tenant_2; \
+         CREATE TABLE tenant_2.events (id int8 PRIMARY KEY, user_id int8 NOT NULL)"
+    );
+    let cut = CutBeforeValidate::new::<Event>("contract_online_start_resume", &setup).await;
+    let mut holder = cut.scratch.pool.acquire().await.expect("connection");
+    exec(
+        &mut *holder,
+        "BEGIN; LOCK TABLE tenant_1.events IN SHARE UPDATE EXCLUSIVE MODE",
+    )
+    .await;
+    let options = ApplyOptions::default()
+        .with_lock_timeout(Duration::from_secs(60))
+        .with_max_attempts(1);
+    let start = Guard::<Postgres>::builder()
+        .contract::<Event>()
+        .tenants(Tenants::schemas_like("tenant_%"))
+        .remediation(Remediation::Approved(cut.plan.hash.clone()))
+        .apply_options(options)
+        .start(&cut.scratch.pool);
+    let guard = tokio::time::timeout(Duration::from_secs(20), start)
+        .await
+        .expect("start returns without waiting for the resume's lock")
+        .expect("guard start");
+    assert!(guard.gate("tenant_2").is_open(), "the healthy tenant flows");
+    assert!(!guard.gate("tenant_1").is_open(), "nullable: paused");
+    assert_eq!(
+        audit(&cut.scratch.pool, "tenant_1").await,
+        [("pending".to_owned(), Some(1))],
+        "neither resumed nor applied again"
+    );
+
+    exec(&mut *holder, "ROLLBACK").await;
+    drop(holder);
+    for _ in 0..10 {
+        guard.revalidate().await.expect("pass");
+        if guard.gate("tenant_1").is_open() {
+            break;
+        }
+    }
+    assert!(guard.gate("tenant_1").is_open(), "resumed and reopened");
+    assert!(not_null(&cut.scratch.pool, "tenant_1", "events", "user_id").await);
+    assert_eq!(
+        audit(&cut.scratch.pool, "tenant_1").await,
+        [("applied".to_owned(), Some(3))],
+        "the pending row resumed, not a second apply"
+    );
+    drop(guard);
+    cut.drop_db().await;
+}
+
 #[tokio::test]
 async fn set_not_null_cut_between_not_valid_and_validate_resumes_next_pass() {
     cut_before_validate::<Event>("contract_online_nn", NULLABLE_EVENTS, async |pool, done| {

@@ -207,6 +207,20 @@ pub trait Backend: Database + Sized {
         async { Vec::new() }
     }
 
+    /// The tenants among `tenants` for which [`Self::reconcile_audits`] would run DDL: on
+    /// PostgreSQL those with a multi-transaction plan stopped between its transactions,
+    /// whose next one may scan a table (`VALIDATE`) or wait for a lock. The guard's first
+    /// pass (which `start` awaits, every gate closed until it ends) leaves them to the next
+    /// pass. None elsewhere: MySQL's reconcile only judges a row against the live schema.
+    fn tenants_to_resume(
+        pool: &Pool<Self>,
+        tenants: &[TenantName],
+        options: &crate::remediation::ApplyOptions,
+    ) -> impl Future<Output = Vec<TenantName>> + Send {
+        let _ = (pool, tenants, options);
+        async { Vec::new() }
+    }
+
     /// Where the fleet has the column types the contracts' DDL names without a schema,
     /// looked up once per plan run for the tenants `schemas` of `pool` (PostgreSQL, whose
     /// remediation session resolves only qualified custom types). Elsewhere nothing is

@@ -173,6 +173,9 @@ struct PassState {
     observed: HashMap<String, Observed>,
     /// Tenants whose remediation failed: when to try again, and how many failures so far.
     retry: HashMap<String, (Instant, u32)>,
+    /// Tenants with a plan stopped between its transactions that the first pass left for
+    /// the next one to resume (`pass.rs`); nothing is applied to them meanwhile.
+    resume: BTreeSet<String>,
     /// Tenants no longer listed, and since when (their gate says why until pruned).
     retired: HashMap<String, SystemTime>,
     /// A digest of each tenant's status as last written to the control plane.

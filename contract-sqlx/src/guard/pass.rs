@@ -167,32 +167,45 @@ impl<DB: ControlStore> Guard<DB> {
             retired: found.retired.clone(),
             ..Revalidation::default()
         };
-        let retry_due: BTreeSet<String> = state
+        let mut retry_due: BTreeSet<String> = state
             .retry
             .iter()
             .filter(|(_, (at, _))| *at <= started)
             .map(|(t, _)| t.clone())
             .collect();
+        if !first && policy.applies() {
+            retry_due.append(&mut state.resume);
+        }
         // Audit rows an interrupted apply left pending (a killed process, a cut connection,
         // a later transaction of a multi-transaction plan that failed) are settled against
         // the live schema, or resumed where they stopped, before anything is applied: at
         // start-up for every tenant, then for each tenant whose failed remediation is due
-        // for its retry (planning it afresh would run its first transaction again).
+        // for its retry (planning it afresh would run its first transaction again). A
+        // resume runs DDL that may scan a table or wait for a lock for as long as the
+        // options allow: the first pass, which `start` awaits with every gate closed,
+        // leaves those to the next pass and applies nothing to their tenants.
         if policy.applies() && (first || !retry_due.is_empty()) {
             for (pool, names) in directory.groups() {
-                let due: Vec<TenantName>;
-                let names = if first {
-                    names.as_slice()
+                let names: Vec<TenantName> = if first {
+                    let later = DB::tenants_to_resume(pool, names, &inner.options).await;
+                    for tenant in &later {
+                        tracing::info!(tenant = %tenant, "a remediation stopped between its transactions is resumed by the next pass, not at start-up");
+                    }
+                    state.resume.extend(later.iter().map(ToString::to_string));
+                    names
+                        .iter()
+                        .filter(|n| !later.contains(n))
+                        .cloned()
+                        .collect()
                 } else {
-                    due = names
+                    names
                         .iter()
                         .filter(|n| retry_due.contains(n.as_str()))
                         .cloned()
-                        .collect();
-                    due.as_slice()
+                        .collect()
                 };
                 if !names.is_empty() {
-                    DB::reconcile_audits(pool, names, &inner.contracts, &inner.options).await;
+                    DB::reconcile_audits(pool, &names, &inner.contracts, &inner.options).await;
                 }
             }
         }
@@ -283,7 +296,8 @@ impl<DB: ControlStore> Guard<DB> {
             let Some(planned) = &observed.planned else {
                 continue;
             };
-            let backing_off = state.retry.get(tenant).is_some_and(|(at, _)| *at > started);
+            let backing_off = state.retry.get(tenant).is_some_and(|(at, _)| *at > started)
+                || state.resume.contains(tenant);
             let decision = decide(&planned.plan, &policy, &approvals, &ours, &others);
             if decision.waiting != observed.waiting {
                 touched.insert(tenant.clone());

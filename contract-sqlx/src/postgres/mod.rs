@@ -183,6 +183,14 @@ impl Backend for Postgres {
         online::resume_pending(pool, tenants, contracts, options).await
     }
 
+    async fn tenants_to_resume(
+        pool: &PgPool,
+        tenants: &[contract_core::TenantName],
+        options: &crate::remediation::ApplyOptions,
+    ) -> Vec<contract_core::TenantName> {
+        online::tenants_to_resume(pool, tenants, &options.audit).await
+    }
+
     async fn type_catalog(
         pool: &PgPool,
         schemas: &[String],

@@ -18,7 +18,7 @@ pub(super) use inspect::refusals;
 pub(super) use leftover::{DROPPED as LEFTOVERS_DROPPED, cleanup_before_plain, dropped_statements};
 pub(super) use phased::apply_phased;
 pub(super) use planned::{apply_online, row_estimates};
-pub(super) use resume::resume_pending;
+pub(super) use resume::{resume_pending, tenants_to_resume};
 pub use type_change::{OnlineProcedure, OnlineReport, OnlineTypeChange, change_type_online};
 
 use crate::error::{Error, hint};

@@ -108,6 +108,33 @@ pub(in crate::postgres) async fn resume_pending(
     settled
 }
 
+/// The tenants among `tenants` with a pending multi-transaction apply
+/// ([`resume_pending`] would run its next transaction), each once. A failure to read is
+/// logged and lists none (the resume then runs as before, when its tenant's apply fails).
+pub(in crate::postgres) async fn tenants_to_resume(
+    pool: &PgPool,
+    tenants: &[TenantName],
+    audit: &AuditConfig,
+) -> Vec<TenantName> {
+    match pending(pool, tenants, audit).await {
+        Ok(rows) => {
+            let mut names: Vec<TenantName> = Vec::new();
+            for row in rows {
+                if !names.iter().any(|n| n.as_str() == row.tenant) {
+                    names.extend(tenants.iter().find(|t| t.as_str() == row.tenant).cloned());
+                }
+            }
+            names
+        }
+        Err(error) => {
+            if !has_code(&error, &NO_SUCH_TABLE_OR_COLUMN) {
+                tracing::warn!(error = %error, "pending multi-transaction remediations not read; none is put off");
+            }
+            Vec::new()
+        }
+    }
+}
+
 /// What a pending row that another replica completed or settled meanwhile is reported as.
 fn settled_elsewhere() -> (ReconcileOutcome, String) {
     (
