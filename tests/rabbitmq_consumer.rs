@@ -6,7 +6,8 @@
 //! longer than its confirm timeout; a failed batch is handed back through its last
 //! delivery still unacknowledged, so that deliveries on their way meanwhile are handled
 //! once, and a batch ending in poison does not close the channel; a consumer dropped while
-//! it subscribes leaves no subscription behind; nothing is lost.
+//! it subscribes leaves no subscription behind; a producer's `x-contract-*` headers do not
+//! stand in for the dead letter's; nothing is lost.
 
 use crate::broker;
 use crate::support;
@@ -676,6 +677,62 @@ async fn a_failed_batch_ending_in_poison_is_handed_back_without_closing_the_chan
         .expect("dead letters");
     let ids: Vec<&str> = letters.iter().map(|l| l.message_id.as_str()).collect();
     assert_eq!((ids, duplicates), (vec!["m2"], 0));
+    drop(guard);
+    db.drop_db().await;
+}
+
+/// A producer's `x-contract-*` headers do not stand in for the dead letter's: a poison
+/// message that carries its own `x-contract-original-routing-key` and
+/// `x-contract-field-path` is dead-lettered with the routing key it came with and no field
+/// path (broken JSON has none). The consumer set the routing key before copying the
+/// message's headers, so the producer's value replaced it (helper-65).
+#[tokio::test]
+async fn a_producer_s_x_contract_headers_do_not_stand_in_for_the_dead_letter_s() {
+    use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
+    use lapin::types::{AMQPValue, FieldTable};
+
+    let TenantA {
+        db,
+        guard,
+        connection,
+        scratch,
+    } = tenant_a("contract_spoofed_headers").await;
+    let topology = scratch.topology.clone();
+    let queue = topology.queue("tenant_a");
+    let channel = connection.create_channel().await.expect("channel");
+    channel
+        .confirm_select(ConfirmSelectOptions::default())
+        .await
+        .expect("confirms");
+    let mut headers = FieldTable::default();
+    for (name, value) in [
+        ("x-contract-original-routing-key", "spoofed"),
+        ("x-contract-field-path", "made.up"),
+    ] {
+        headers.insert(name.into(), AMQPValue::LongString(value.into()));
+    }
+    let properties = lapin::BasicProperties::default()
+        .with_message_id("m1".into())
+        .with_headers(headers);
+    channel
+        .basic_publish("", &queue, BasicPublishOptions::default(), b"{", properties)
+        .await
+        .expect("publish");
+    channel.wait_for_confirms().await.expect("confirmed");
+    let _ = channel.close(200, "published").await;
+    publish_jobs(&connection, &topology, &[("m2", r#"{"user_id": 2}"#)]).await;
+
+    let handler = FailingFirst::new(0);
+    let (stop, run) = run_job_consumer(&connection, &topology, &guard, &handler).await;
+    handler.wait_for_handled(1).await;
+    stop.send(true).expect("stop");
+    run.await.expect("join").expect("consumer");
+    let (letters, _) = rabbitmq::dead_letters(&connection, &topology, "tenant_a")
+        .await
+        .expect("dead letters");
+    assert_eq!(letters.len(), 1, "{letters:?}");
+    assert_eq!(letters[0].original_routing_key, queue, "{}", letters[0]);
+    assert_eq!(letters[0].field_path, None, "{}", letters[0]);
     drop(guard);
     db.drop_db().await;
 }

@@ -179,8 +179,9 @@ impl DeadLetter {
 /// bytes of encoding each): the rest are left out. A header frame above RabbitMQ's
 /// `frame_max` (131,072 bytes by default) closes the whole connection, every tenant's
 /// consumer with it, and a poison message redelivered after the restart would close it
-/// again. The headers the consumers add themselves (`x-contract-*`, the NATS dedup key
-/// `Nats-Msg-Id`) are not counted: they are never left out.
+/// again. The headers the consumers add themselves (the original routing key, the NATS
+/// dedup key `Nats-Msg-Id`) are not counted: they are never left out. A producer's
+/// `x-contract-*` headers are counted like any other of the message's own.
 pub(crate) const MAX_COPIED_HEADER_BYTES: usize = 16 * 1024;
 
 /// The most characters of one of the `x-contract-*` texts a dead letter carries (a
@@ -189,16 +190,31 @@ pub(crate) const MAX_COPIED_HEADER_BYTES: usize = 16 * 1024;
 /// messages one.
 pub(crate) const MAX_HEADER_TEXT_CHARS: usize = 4 * 1024;
 
-/// Whether a header is one the consumers set themselves.
+/// The headers a dead letter sets itself, whatever the record's headers say.
+const DEAD_LETTER_OWN: [&str; 7] = [
+    REASON, ERROR, FIELD_PATH, CONTRACT, TENANT, SOURCE, MESSAGE_ID,
+];
+
+/// Whether a record's header is one the consumers set themselves: the original routing
+/// key or subject, and the NATS dedup key. Any other name, `x-contract-*` too, may be the
+/// producer's, and is copied (or left out) as the message's own.
+fn set_by_consumer(name: &str) -> bool {
+    name == ORIGINAL_ROUTING_KEY || name.eq_ignore_ascii_case("Nats-Msg-Id")
+}
+
+/// Whether a dead letter's header is this library's: one the consumers set or one the dead
+/// letter sets itself, not a copy of the message's own.
 pub(crate) fn is_ours(name: &str) -> bool {
-    name.starts_with("x-contract-") || name.eq_ignore_ascii_case("Nats-Msg-Id")
+    set_by_consumer(name) || DEAD_LETTER_OWN.contains(&name)
 }
 
 /// The headers a dead-lettered record is published with, in order: the record's own
 /// headers (up to [`MAX_COPIED_HEADER_BYTES`], in name order, then the ones the consumers
-/// set), then the `x-contract-*` ones above (a broker's header map keeps the last value of
-/// a name, so ours win), each text but the message id at most [`MAX_HEADER_TEXT_CHARS`]
-/// characters, control characters escaped. Every broker's dead-letter sink writes these.
+/// set), then the `x-contract-*` ones above, each text but the message id at most
+/// [`MAX_HEADER_TEXT_CHARS`] characters, control characters escaped. A record's header
+/// named like one of those (a producer's, or an earlier dead letter's on a replayed
+/// message) is not copied: a field path the rejection does not have is not made up. Every
+/// broker's dead-letter sink writes these.
 pub(crate) fn dead_letter_headers(record: &QuarantineRecord) -> Vec<(&str, Cow<'_, str>)> {
     let capped = |text| crate::payload::printable(text, MAX_HEADER_TEXT_CHARS);
     let mut budget = MAX_COPIED_HEADER_BYTES;
@@ -210,7 +226,11 @@ pub(crate) fn dead_letter_headers(record: &QuarantineRecord) -> Vec<(&str, Cow<'
         budget = left;
         headers.push((name.as_str(), Cow::Borrowed(value.as_str())));
     }
-    for (name, value) in record.headers.iter().filter(|(name, _)| is_ours(name)) {
+    for (name, value) in record
+        .headers
+        .iter()
+        .filter(|(name, _)| set_by_consumer(name))
+    {
         headers.push((name.as_str(), capped(value)));
     }
     headers.extend([
@@ -302,7 +322,7 @@ impl<DB: crate::control::ControlStore> TenantGate for crate::Guard<DB> {
 #[cfg(test)]
 mod tests {
     use super::{
-        ERROR, MAX_COPIED_HEADER_BYTES, MAX_HEADER_TEXT_CHARS, MESSAGE_ID, REASON,
+        ERROR, FIELD_PATH, MAX_COPIED_HEADER_BYTES, MAX_HEADER_TEXT_CHARS, MESSAGE_ID, REASON,
         dead_letter_headers,
     };
     use crate::payload::PayloadContract;
@@ -359,5 +379,44 @@ mod tests {
             .find(|(n, _)| *n == MESSAGE_ID)
             .map(|(_, v)| v.len());
         assert_eq!(id, Some(10_000), "the message id is never cut");
+    }
+
+    /// A producer's headers named `x-contract-*` are the message's own: counted against
+    /// the budget, and never in place of the dead letter's. Each was passed as one the
+    /// consumers set: forty such headers of control characters (escaped to six bytes each)
+    /// made a header frame of about 1 MB, over RabbitMQ's `frame_max`, which closed the
+    /// sink's connection on every redelivery of the message (helper-65); and a producer's
+    /// field path stood in for a rejection that has none.
+    #[test]
+    fn a_producer_s_x_contract_headers_are_its_own_not_the_dead_letter_s() {
+        let contract = PayloadContract::<i64>::named("n");
+        let rejection = contract.check(b"{").expect_err("broken JSON");
+        assert_eq!(rejection.path, None);
+        let mut record = QuarantineRecord::new("t1", "q", "m-1", &contract, &rejection, b"{")
+            .with_header("x-contract-field-path", "made.up")
+            .with_header("x-contract-reason", "made up");
+        for i in 0..40 {
+            record = record.with_header(format!("x-contract-pad-{i:02}"), "\u{1}".repeat(4096));
+        }
+        let headers = dead_letter_headers(&record);
+        let total: usize = headers.iter().map(|(n, v)| n.len() + v.len()).sum();
+        assert!(
+            total <= MAX_COPIED_HEADER_BYTES + 4 * MAX_HEADER_TEXT_CHARS,
+            "{total} bytes of headers"
+        );
+        assert!(
+            !headers.iter().any(|(n, _)| *n == FIELD_PATH),
+            "no field path the rejection does not have"
+        );
+        let reasons: Vec<&str> = headers
+            .iter()
+            .filter(|(n, _)| *n == REASON)
+            .map(|(_, v)| v.as_ref())
+            .collect();
+        assert_eq!(
+            reasons,
+            [record.reason.as_str()],
+            "the dead letter's reason only"
+        );
     }
 }

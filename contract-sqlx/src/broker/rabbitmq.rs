@@ -395,8 +395,7 @@ where
                         &self.contract,
                         &rejection,
                         &delivery.data,
-                    )
-                    .with_header(ORIGINAL_ROUTING_KEY, delivery.routing_key.as_str());
+                    );
                     if let Some(headers) = delivery.properties.headers() {
                         for (name, value) in headers.inner() {
                             if let Some(text) = text(value) {
@@ -404,6 +403,10 @@ where
                             }
                         }
                     }
+                    // After the message's own: a header of that name it carried is not the
+                    // routing key it came with.
+                    record =
+                        record.with_header(ORIGINAL_ROUTING_KEY, delivery.routing_key.as_str());
                     poison.push(record);
                     poison_tags.push(delivery.delivery_tag);
                 }
