@@ -7,7 +7,8 @@
 //! delivery still unacknowledged, so that deliveries on their way meanwhile are handled
 //! once, and a batch ending in poison does not close the channel; a consumer dropped while
 //! it subscribes leaves no subscription behind; a producer's `x-contract-*` headers do not
-//! stand in for the dead letter's; nothing is lost.
+//! stand in for the dead letter's; a batch received as the tenant pauses goes back once;
+//! nothing is lost.
 
 use crate::broker;
 use crate::support;
@@ -733,6 +734,113 @@ async fn a_producer_s_x_contract_headers_do_not_stand_in_for_the_dead_letter_s()
     assert_eq!(letters.len(), 1, "{letters:?}");
     assert_eq!(letters[0].original_routing_key, queue, "{}", letters[0]);
     assert_eq!(letters[0].field_path, None, "{}", letters[0]);
+    drop(guard);
+    db.drop_db().await;
+}
+
+/// Gives a permit taken before the tenant was paused, once, then the guard's gate.
+struct StaleOnce {
+    guard: Guard<Postgres>,
+    stale: std::sync::Mutex<Option<contract_sqlx::Gate>>,
+}
+
+impl TenantGate for StaleOnce {
+    fn gate(&self, tenant: &str) -> Gate {
+        let stale = self.stale.lock().expect("lock").take();
+        stale.unwrap_or_else(|| self.guard.gate(tenant))
+    }
+}
+
+/// A batch received under a permit the pause made stale goes back to the queue once. It
+/// was handed back while the consumer was still subscribed, so the broker delivered it
+/// again into the consumer's buffer, and the consumer's cancel (the tenant now paused)
+/// handed it back a second time: two deliveries counted against a quorum queue's limit
+/// for one pause (helper-65).
+#[tokio::test]
+async fn a_batch_received_as_the_tenant_pauses_goes_back_once() {
+    use lapin::options::{BasicGetOptions, QueueDeclareOptions, QueueDeleteOptions};
+    use lapin::types::{AMQPValue, FieldTable};
+
+    let TenantA {
+        db,
+        guard,
+        connection,
+        scratch,
+    } = tenant_a("contract_stale_batch").await;
+    let topology = scratch.topology.clone();
+    let queue = topology.queue("tenant_a");
+    // A quorum queue in place of the classic one: it counts deliveries handed back.
+    let channel = connection.create_channel().await.expect("channel");
+    channel
+        .queue_delete(&queue, QueueDeleteOptions::default())
+        .await
+        .expect("delete the classic queue");
+    let mut arguments = FieldTable::default();
+    arguments.insert(
+        "x-queue-type".into(),
+        AMQPValue::LongString("quorum".into()),
+    );
+    channel
+        .queue_declare(
+            &queue,
+            QueueDeclareOptions {
+                durable: true,
+                ..QueueDeclareOptions::default()
+            },
+            arguments,
+        )
+        .await
+        .expect("declare a quorum queue");
+    let jobs: Vec<(String, String)> = (1..=3)
+        .map(|i| (format!("m{i}"), format!(r#"{{"user_id": {i}}}"#)))
+        .collect();
+    publish(&connection, &queue, &jobs).await;
+    let stale = guard.gate("tenant_a");
+    assert!(stale.is_open());
+    guard
+        .pause("tenant_a")
+        .reason("paused as the batch arrives (test)")
+        .await
+        .expect("pause");
+    let gate = Arc::new(StaleOnce {
+        guard: guard.clone(),
+        stale: std::sync::Mutex::new(Some(stale)),
+    });
+    let handler = FailingFirst::new(0);
+    let (stop, run) = run_consumer(
+        &connection,
+        &topology,
+        gate,
+        PayloadContract::<Job>::named("job"),
+        handler.clone(),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    stop.send(true).expect("stop");
+    run.await.expect("join").expect("consumer");
+    assert_eq!(handler.calls(), 0, "a paused tenant's batch was handled");
+
+    let mut counts = Vec::new();
+    while let Some(message) = channel
+        .basic_get(&queue, BasicGetOptions { no_ack: true })
+        .await
+        .expect("get")
+    {
+        let count = message
+            .delivery
+            .properties
+            .headers()
+            .as_ref()
+            .and_then(|h| h.inner().get("x-delivery-count").cloned());
+        counts.push(format!("{count:?}"));
+    }
+    let _ = channel.close(200, "read").await;
+    assert_eq!(counts.len(), 3, "every message is back: {counts:?}");
+    let once = format!("{:?}", Some(AMQPValue::LongLongInt(1)));
+    assert!(
+        counts.iter().all(|c| *c == once),
+        "each handed back once: {counts:?}"
+    );
     drop(guard);
     db.drop_db().await;
 }

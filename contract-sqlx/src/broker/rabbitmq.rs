@@ -322,8 +322,21 @@ where
                 continue;
             };
             if !permit.is_current() {
-                // Paused while the batch arrived: it goes back untouched, once.
-                hand_back(&channel, last, tenant).await?;
+                // Paused while the batch arrived: it goes back untouched, once. With the
+                // gate closed now, the consumer is cancelled first: handed back while it
+                // is subscribed, the batch would come again into its buffer, and go back a
+                // second time with the cancel's (two deliveries counted).
+                let paused = matches!(self.gate.gate_queue(tenant, &queue), Gate::Paused(_));
+                if paused && consumer.take().is_some() {
+                    tracing::info!(
+                        tenant,
+                        queue,
+                        "tenant paused as a batch arrived: consumer cancelled, the batch handed back"
+                    );
+                    cancel(&channel, &tag, tenant).await?;
+                } else {
+                    hand_back(&channel, last, tenant).await?;
+                }
                 continue;
             }
             match self.process(&channel, tenant, &queue, &batch, last).await {
