@@ -100,6 +100,62 @@ async fn start_up_pauses_only_the_drifted_tenant_and_persists_the_pause() {
     scratch.drop_db().await;
 }
 
+/// Runs a pass that waits for the control plane's pauses (a session holds them locked) and
+/// drops it there, after it observed every tenant and before it set any pause: a caller's
+/// timeout around `revalidate`.
+async fn cancel_a_pass_before_it_sets_pauses(pool: &PgPool, guard: &Guard<Postgres>) {
+    let mut holder = pool.acquire().await.expect("connection");
+    exec(
+        &mut *holder,
+        "BEGIN; LOCK TABLE public.contract_pauses IN ACCESS EXCLUSIVE MODE",
+    )
+    .await;
+    let pass = tokio::time::timeout(Duration::from_secs(2), guard.revalidate()).await;
+    assert!(pass.is_err(), "the pass was to wait for the pauses' lock");
+    exec(&mut *holder, "ROLLBACK").await;
+}
+
+/// A pass dropped after it observed a tenant's drift and before it set the pauses leaves
+/// them to the next pass: the gate closes, and once the drift is fixed (another pass
+/// dropped the same way) it reopens. The dropped pass had kept the tenant's new
+/// fingerprint, so the next found nothing changed: the drifted tenant's gate stayed open
+/// for good (and, the other way, a fixed tenant stayed paused).
+#[tokio::test]
+async fn a_pass_dropped_before_it_set_the_pauses_leaves_them_to_the_next() {
+    let scratch = PgScratch::create("contract_guard_dropped_pass").await;
+    seed(&scratch.pool, 2).await;
+    let guard = start(&scratch.pool, Remediation::Off).await;
+    assert_eq!(open_gates(&guard), ["tenant_1", "tenant_2"]);
+
+    exec(
+        &scratch.pool,
+        "ALTER TABLE tenant_2.events ALTER COLUMN user_id TYPE int4",
+    )
+    .await;
+    cancel_a_pass_before_it_sets_pauses(&scratch.pool, &guard).await;
+    guard.revalidate().await.expect("the next pass");
+    assert_eq!(
+        open_gates(&guard),
+        ["tenant_1"],
+        "the drifted tenant is paused"
+    );
+
+    exec(
+        &scratch.pool,
+        "ALTER TABLE tenant_2.events ALTER COLUMN user_id TYPE int8",
+    )
+    .await;
+    cancel_a_pass_before_it_sets_pauses(&scratch.pool, &guard).await;
+    guard.revalidate().await.expect("the next pass");
+    assert_eq!(
+        open_gates(&guard),
+        ["tenant_1", "tenant_2"],
+        "the fixed tenant is open again"
+    );
+    drop(guard);
+    scratch.drop_db().await;
+}
+
 #[tokio::test]
 async fn ddl_closes_one_gate_by_periodic_revalidation_and_reopens_after_fix() {
     let scratch = PgScratch::create("contract_guard_poll").await;

@@ -176,6 +176,11 @@ struct PassState {
     /// Tenants with a plan stopped between its transactions that the first pass left for
     /// the next one to resume (`pass.rs`); nothing is applied to them meanwhile.
     resume: BTreeSet<String>,
+    /// Tenants whose observation changed (`observe.rs`, a re-check) since a pass last
+    /// settled gates and status: a pass whose future is dropped before it does leaves them
+    /// to the next, which would otherwise find their fingerprints current and leave their
+    /// gates as they were.
+    unsettled: BTreeSet<String>,
     /// Tenants no longer listed, and since when (their gate says why until pruned).
     retired: HashMap<String, SystemTime>,
     /// A digest of each tenant's status as last written to the control plane.

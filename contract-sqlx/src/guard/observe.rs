@@ -277,6 +277,7 @@ impl<DB: ControlStore> Guard<DB> {
                         },
                     );
                     observation.touched.insert(tenant.to_string());
+                    state.unsettled.insert(tenant.to_string());
                 }
                 return;
             }
@@ -336,6 +337,7 @@ impl<DB: ControlStore> Guard<DB> {
                 },
             );
             observation.touched.insert(name.to_owned());
+            state.unsettled.insert(name.to_owned());
         }
         if !plan.names.is_empty() {
             observation.to_plan.push(plan);

@@ -225,6 +225,8 @@ impl<DB: ControlStore> Guard<DB> {
             introspected,
             signal,
         } = self.observe(state, &directory, &scope, &forced).await;
+        // With those an earlier pass observed and was dropped before it settled.
+        touched.extend(state.unsettled.iter().cloned());
         summary.introspected = introspected;
         summary.signal = signal;
         let introspect_took = check_started.elapsed();
@@ -301,6 +303,7 @@ impl<DB: ControlStore> Guard<DB> {
             let decision = decide(&planned.plan, &policy, &approvals, &ours, &others);
             if decision.waiting != observed.waiting {
                 touched.insert(tenant.clone());
+                state.unsettled.insert(tenant.clone());
                 observed.waiting.clone_from(&decision.waiting);
             }
             if touched.contains(tenant) || !decision.steps.is_empty() {
@@ -399,6 +402,7 @@ impl<DB: ControlStore> Guard<DB> {
         let stored = self
             .persist_status(state, &directory, &touched, &found.retired, &found.pruned)
             .await;
+        state.unsettled.clear();
         let observed = &state.observed;
         state.retry.retain(|tenant, _| {
             observed
@@ -618,6 +622,7 @@ impl<DB: ControlStore> Guard<DB> {
                 let waiting = planned
                     .as_ref()
                     .and_then(|p| decide(&p.plan, policy, &[], &[], &[]).waiting);
+                state.unsettled.insert(tenant.to_string());
                 state.observed.insert(
                     tenant.to_string(),
                     Observed {
