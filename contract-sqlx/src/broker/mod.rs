@@ -196,10 +196,12 @@ const DEAD_LETTER_OWN: [&str; 7] = [
 ];
 
 /// Whether a record's header is one the consumers set themselves: the original routing
-/// key or subject, and the NATS dedup key. Any other name, `x-contract-*` too, may be the
-/// producer's, and is copied (or left out) as the message's own.
+/// key or subject, and the NATS dedup key, each by its exact name (one header each, at
+/// most [`MAX_HEADER_TEXT_CHARS`] characters). Any other name, `x-contract-*` or another
+/// spelling of `Nats-Msg-Id` too (AMQP names are case-sensitive), may be the producer's,
+/// and is copied (or left out) as the message's own.
 fn set_by_consumer(name: &str) -> bool {
-    name == ORIGINAL_ROUTING_KEY || name.eq_ignore_ascii_case("Nats-Msg-Id")
+    name == ORIGINAL_ROUTING_KEY || name == "Nats-Msg-Id"
 }
 
 /// Whether a dead letter's header is this library's: one the consumers set or one the dead
@@ -397,6 +399,10 @@ mod tests {
             .with_header("x-contract-reason", "made up");
         for i in 0..40 {
             record = record.with_header(format!("x-contract-pad-{i:02}"), "\u{1}".repeat(4096));
+        }
+        // Other spellings of the NATS dedup key are the producer's too (helper-66).
+        for name in ["nats-msg-id", "NATS-MSG-ID", "Nats-msg-id", "nats-Msg-Id"] {
+            record = record.with_header(name, "\u{1}".repeat(4096));
         }
         let headers = dead_letter_headers(&record);
         let total: usize = headers.iter().map(|(n, v)| n.len() + v.len()).sum();
