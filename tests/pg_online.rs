@@ -355,8 +355,9 @@ async fn a_resumed_transaction_runs_with_the_caller_s_timeouts() {
 /// which `start` awaits with every gate closed: here its `VALIDATE` would wait for a lock a
 /// session holds (a 60 s `lock_timeout`), and `start` waited with it, the healthy
 /// `tenant_2` closed all along. Now `start` returns with `tenant_2` open, nothing is
-/// applied to `tenant_1` (its row stays pending at transaction 1), and a later pass resumes
-/// the plan once the lock is gone.
+/// applied to `tenant_1` (its row stays pending at transaction 1, though the plan the
+/// first pass makes of it is approved), and a later pass resumes the plan once the lock is
+/// gone, also after a pass dropped while its resume waited.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn start_up_leaves_a_stopped_plan_to_the_next_pass_and_opens_the_healthy_gates() {
     use contract_sqlx::Guard;
@@ -377,10 +378,19 @@ async fn start_up_leaves_a_stopped_plan_to_the_next_pass_and_opens_the_healthy_g
     let options = ApplyOptions::default()
         .with_lock_timeout(Duration::from_secs(60))
         .with_max_attempts(1);
+    // The plan the first pass makes of the schema as the cut left it, approved: nothing
+    // keeps it from being applied but the tenant's deferral.
+    let replanned = remediate(&cut.dir, &cut.contracts, Remediation::DryRun)
+        .run()
+        .await
+        .expect("dry run")
+        .plans[0]
+        .hash
+        .clone();
     let start = Guard::<Postgres>::builder()
         .contract::<Event>()
         .tenants(Tenants::schemas_like("tenant_%"))
-        .remediation(Remediation::Approved(cut.plan.hash.clone()))
+        .remediation(Remediation::Approved(replanned))
         .apply_options(options)
         .start(&cut.scratch.pool);
     let guard = tokio::time::timeout(Duration::from_secs(20), start)
@@ -394,6 +404,10 @@ async fn start_up_leaves_a_stopped_plan_to_the_next_pass_and_opens_the_healthy_g
         [("pending".to_owned(), Some(1))],
         "neither resumed nor applied again"
     );
+    // A pass dropped while its resume waits for the lock (a caller's timeout) leaves the
+    // resume to the next pass (helper-66: the tenant was taken off the set first).
+    let dropped = tokio::time::timeout(Duration::from_secs(2), guard.revalidate()).await;
+    assert!(dropped.is_err(), "the resume was to wait for the lock");
 
     exec(&mut *holder, "ROLLBACK").await;
     drop(holder);

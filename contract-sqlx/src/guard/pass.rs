@@ -173,8 +173,10 @@ impl<DB: ControlStore> Guard<DB> {
             .filter(|(_, (at, _))| *at <= started)
             .map(|(t, _)| t.clone())
             .collect();
-        if !first && policy.applies() {
-            retry_due.append(&mut state.resume);
+        // Kept until their reconcile ran: a pass dropped meanwhile leaves them to the next.
+        let resuming = !first && policy.applies() && !state.resume.is_empty();
+        if resuming {
+            retry_due.extend(state.resume.iter().cloned());
         }
         // Audit rows an interrupted apply left pending (a killed process, a cut connection,
         // a later transaction of a multi-transaction plan that failed) are settled against
@@ -207,6 +209,9 @@ impl<DB: ControlStore> Guard<DB> {
                 if !names.is_empty() {
                     DB::reconcile_audits(pool, &names, &inner.contracts, &inner.options).await;
                 }
+            }
+            if resuming {
+                state.resume.clear();
             }
         }
 
