@@ -181,11 +181,29 @@ async fn postgres_status_plans_pause_approve_revoke_audit() {
     .await
     .expect(0);
     assert_readable(&paused);
+    assert!(!paused.stdout.contains("warning"), "{}", paused.stdout);
     guard.revalidate().await.expect("pass");
     assert!(
         !guard.gate("tenant_001").is_open(),
         "operator pause applied"
     );
+    // A name no guard reported is paused all the same, with a warning.
+    let unknown = contract_async(
+        url,
+        &["pause", "tenant_0001", "--reason", "typo", "--by", "alice"],
+    )
+    .await
+    .expect(0);
+    assert!(
+        unknown
+            .stdout
+            .contains("warning: no guard has reported a tenant named tenant_0001"),
+        "{}",
+        unknown.stdout
+    );
+    contract_async(url, &["resume", "tenant_0001"])
+        .await
+        .expect(0);
     let status = contract_async(url, &["status", "--json"])
         .await
         .expect(0)
@@ -598,6 +616,26 @@ async fn errors_exit_2_with_the_variable_and_the_fix() {
         .expect(2);
     assert!(bad.stderr.contains("64"), "{}", bad.stderr);
     assert_readable(&bad);
+    // A pause or an approval where no guard keeps its control plane is refused, and creates
+    // none (it was stored in tables made for it, which no guard read, and exited 0).
+    let hash = "a".repeat(64);
+    for args in [
+        &["pause", "tenant_1", "--reason", "x", "--by", "y"][..],
+        &["approve", hash.as_str(), "--by", "y"][..],
+    ] {
+        let refused = contract_async(&scratch.url, args).await.expect(2);
+        assert!(
+            refused.stderr.contains("no control plane"),
+            "{}",
+            refused.stderr
+        );
+    }
+    let created: Option<String> =
+        sqlx::query_scalar("SELECT to_regclass('public.contract_pauses')::text")
+            .fetch_one(&scratch.pool)
+            .await
+            .expect("lookup");
+    assert_eq!(created, None, "no control plane made by the CLI");
     scratch.drop_db().await;
 }
 

@@ -43,11 +43,12 @@ pub(crate) async fn approve<DB: ControlStore>(
     if let Some(expires_in) = args.expires_in {
         request = request.expires_at(SystemTime::now() + expires_in);
     }
-    plane.ensure(pool).await?;
+    request.check()?;
+    // Read before writing: no approval where no guard keeps its control plane (a missing
+    // table is said to be that, with where it was looked for).
+    let tenants = plane.tenants(pool).await?;
     let approval = plane.approve(pool, request).await?;
-    let covers = plane
-        .tenants(pool)
-        .await?
+    let covers = tenants
         .into_iter()
         .filter(|t| t.plan.as_ref().is_some_and(|p| approval.target.covers(p)))
         .map(|t| t.tenant)
@@ -132,6 +133,9 @@ impl fmt::Display for Revoked {
 pub(crate) struct Paused {
     pub tenant: String,
     pub pause: PauseLine,
+    /// Whether a guard has reported the tenant (`contract status` lists it): a pause of a
+    /// name no guard knows holds for a tenant of that name only, one that may never come.
+    pub known_tenant: bool,
 }
 
 pub(crate) async fn pause<DB: ControlStore>(
@@ -139,7 +143,14 @@ pub(crate) async fn pause<DB: ControlStore>(
     plane: &ControlPlane,
     args: &PauseArgs,
 ) -> Result<Paused, CliError> {
-    plane.ensure(pool).await?;
+    // Read before writing: a pause stored where no guard keeps its control plane (another
+    // schema or prefix, or none yet) would hold nothing; a missing table is said to be
+    // that, with where it was looked for.
+    let known_tenant = plane
+        .tenants(pool)
+        .await?
+        .iter()
+        .any(|t| t.tenant == args.tenant);
     let mut request = PauseRequest::tenant(&args.tenant)
         .by(&args.by)
         .reason(&args.reason);
@@ -150,6 +161,7 @@ pub(crate) async fn pause<DB: ControlStore>(
     Ok(Paused {
         tenant: pause.tenant.clone(),
         pause: PauseLine::from(&pause),
+        known_tenant,
     })
 }
 
@@ -169,6 +181,20 @@ impl fmt::Display for Paused {
         )?;
         if let Some(queue) = &self.pause.queue {
             write!(f, " --queue {queue}")?;
+            write!(
+                f,
+                "\n  only consumers that ask the gate of this queue stop (Guard::gate_queue with \
+                 {queue}: the broker consumers do); Guard::gate({}) stays open",
+                self.tenant
+            )?;
+        }
+        if !self.known_tenant {
+            write!(
+                f,
+                "\n  warning: no guard has reported a tenant named {} (contract status lists \
+                 those it knows): check the name, and --control-schema/--control-prefix",
+                self.tenant
+            )?;
         }
         Ok(())
     }

@@ -45,7 +45,7 @@ pub use store::ControlStore;
 pub(crate) use store::heartbeat_expiry;
 pub use types::{Approval, ApprovalRequest, ApprovalTarget, PauseRequest, Replica, TenantStatus};
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::guard::{PauseInfo, PausedBy};
 
 /// Where the control plane's tables are: a schema (PostgreSQL) or database (MySQL;
@@ -204,13 +204,7 @@ impl ControlPlane {
         pool: &Pool<DB>,
         request: ApprovalRequest,
     ) -> Result<Approval> {
-        let value = request.target.value();
-        if value.len() != 64 || !value.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Err(Error::InvalidApproval {
-                what: request.target.kind(),
-                value: value.escape_debug().to_string(),
-            });
-        }
+        request.check()?;
         let approval = Approval {
             id: uuid::Uuid::now_v7().to_string(),
             target: match request.target {

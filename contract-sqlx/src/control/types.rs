@@ -177,6 +177,18 @@ impl ApprovalRequest {
         Self::new(ApprovalTarget::Shape(shape.into()), approver.into())
     }
 
+    /// [`crate::Error::InvalidApproval`] unless the hash or shape is 64 hex digits.
+    pub(crate) fn check(&self) -> crate::error::Result<()> {
+        let value = self.target.value();
+        if value.len() != 64 || !value.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(crate::Error::InvalidApproval {
+                what: self.target.kind(),
+                value: value.escape_debug().to_string(),
+            });
+        }
+        Ok(())
+    }
+
     fn new(target: ApprovalTarget, approver: String) -> Self {
         Self {
             target,
