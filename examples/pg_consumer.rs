@@ -75,8 +75,11 @@ struct Consumer {
 impl Consumer {
     /// Claims, checks, handles and acknowledges one batch of one tenant.
     async fn batch(&self, tenant: &TenantName) -> Result<Batch, BoxError> {
-        // 1. The gate answers from memory; a paused tenant's messages are not touched.
-        let permit = match self.guard.gate(tenant.as_str()) {
+        // 1. The gate answers from memory; a paused tenant's messages are not touched. The
+        // queue's gate: an operator pause of this queue alone (`contract pause <tenant>
+        // --queue queue`) stops it too, which the tenant's gate (`gate(tenant)`) ignores.
+        let site = self.sites.get(tenant).ok_or("tenant without a queue")?;
+        let permit = match self.guard.gate_queue(tenant.as_str(), site.queue_name()) {
             Gate::Open(permit) => permit,
             Gate::Paused(why) => return Ok(Batch::Paused(why)),
         };
@@ -106,7 +109,6 @@ impl Consumer {
             .iter()
             .map(|(i, raw, why)| (*i, *raw, why))
             .collect();
-        let site = self.sites.get(tenant).ok_or("tenant without a queue")?;
         site.quarantine(&mut *tx, &self.contract, &poison).await?;
         // 5. The handler, in the same transaction: its writes commit with the ack.
         for (id, message) in &accepted {

@@ -264,7 +264,9 @@ pub struct Revalidation {
 
 impl<DB: ControlStore> Guard<DB> {
     /// The batch gate: open with a permit, or paused with the reason. Answered from
-    /// memory (no I/O).
+    /// memory (no I/O). The tenant's gate: an operator pause of one of its queues alone
+    /// (`contract pause <tenant> --queue <name>`) does not close it; a consumer of a named
+    /// queue asks [`Guard::gate_queue`], which a pause of the tenant closes too.
     #[must_use]
     pub fn gate(&self, tenant: &str) -> Gate {
         self.gate_queue_opt(tenant, None)
