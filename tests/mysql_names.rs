@@ -132,3 +132,43 @@ async fn mysql_column_names_are_compared_case_insensitively() {
         .expect("decodes after the rename");
     assert_eq!(rows.iter().map(|e| e.user_id).collect::<Vec<_>>(), [7]);
 }
+
+/// Tenants whose names differ only in case are two tenants (database names are
+/// case-sensitive on Linux): their operator pauses stay apart, also in a control plane an
+/// earlier version created with the server's case-insensitive collation, which `ensure`
+/// alters. A pause of `acme` updated the pause of `Acme`, and `acme` stayed open
+/// (helper-67).
+#[tokio::test]
+async fn pauses_of_tenants_whose_names_differ_in_case_stay_apart() {
+    use contract_sqlx::control::{ControlPlane, PauseRequest};
+
+    let pool = support::mysql_pool().await;
+    let control = support::unique_name("ctl_case");
+    let _cleanup = support::MySqlDatabases(vec![control.clone()]);
+    exec(&pool, format!("CREATE DATABASE `{control}`")).await;
+    let plane = ControlPlane::default().with_schema(&control);
+    plane.ensure(&pool).await.expect("control plane");
+    // As an earlier version left it.
+    exec(
+        &pool,
+        format!(
+            "ALTER TABLE `{control}`.contract_pauses \
+             MODIFY tenant VARCHAR(64) CHARACTER SET utf8mb4 COLLATE utf8mb4_general_ci NOT NULL, \
+             MODIFY queue VARCHAR(191) CHARACTER SET utf8mb4 COLLATE utf8mb4_general_ci NOT NULL"
+        ),
+    )
+    .await;
+    plane.ensure(&pool).await.expect("control plane again");
+    for tenant in ["Acme", "acme"] {
+        plane
+            .pause(&pool, PauseRequest::tenant(tenant).by("ops").reason(tenant))
+            .await
+            .expect("pause");
+    }
+    let pauses = plane.pauses(&pool).await.expect("pauses");
+    let stored: Vec<(&str, &str)> = pauses
+        .iter()
+        .map(|p| (p.tenant.as_str(), p.reason.as_str()))
+        .collect();
+    assert_eq!(stored, [("Acme", "Acme"), ("acme", "acme")]);
+}

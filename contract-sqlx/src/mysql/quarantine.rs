@@ -32,13 +32,15 @@ impl QuarantineStore for MySql {
         let q = &target.sql;
         let (table, time_index, waiting_index) = (&q.quarantine, &q.time_index, &q.waiting_index);
         // `JSON` is a real type on MySQL and a checked `LONGTEXT` alias on MariaDB. The
-        // server serialises racing creators on the table's metadata lock.
+        // server serialises racing creators on the table's metadata lock. Tenant and queue
+        // names compare byte for byte: under a case-insensitive collation `jobs` also
+        // matched `Jobs` (a table of an earlier version keeps its collation: ARCHITECTURE.md).
         // language=SQL
         let ddl = format!(
             "CREATE TABLE IF NOT EXISTS {table} (
                 id BIGINT NOT NULL AUTO_INCREMENT PRIMARY KEY,
-                tenant VARCHAR(255) NOT NULL,
-                queue VARCHAR(255) NOT NULL,
+                tenant VARCHAR(255) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin NOT NULL,
+                queue VARCHAR(255) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin NOT NULL,
                 source_id BIGINT NOT NULL,
                 payload JSON NULL,
                 payload_raw LONGBLOB NOT NULL,
