@@ -341,6 +341,19 @@ async fn postgres_quarantine_list_show_replay() {
         "{}",
         shown.stdout
     );
+    // A queue table that is not there is named as such, not taken for a missing control
+    // plane (helper-67: every missing table was "no control plane").
+    let nosuch = contract_async(
+        url,
+        &["quarantine", "replay", &id, "--queue-table", "nosuch"],
+    )
+    .await
+    .expect(2);
+    assert!(
+        nosuch.stderr.contains("nosuch") && !nosuch.stderr.contains("no control plane"),
+        "{}",
+        nosuch.stderr
+    );
     let replayed = contract_async(url, &["quarantine", "replay", &id, "--json"])
         .await
         .expect(0)

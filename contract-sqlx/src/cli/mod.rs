@@ -154,13 +154,18 @@ async fn dispatch(cli: &Cli, db: &Db, plane: &ControlPlane) -> Result<u8, CliErr
 
 /// A read of a control-plane table that does not exist: no guard ran here (or another
 /// schema/prefix is in use). Said so, instead of the driver's "relation does not exist".
+/// Only for the control plane's own calls: a queue or quarantine table that is missing is
+/// named by the driver's error.
 fn no_control_plane(error: CliError, db: &Db, plane: &ControlPlane) -> CliError {
     let CliError::Contract(inner) = &error else {
         return error;
     };
-    let crate::Error::Database { source, .. } = inner.as_ref() else {
+    let crate::Error::Database { source, hint, .. } = inner.as_ref() else {
         return error;
     };
+    if *hint != crate::error::hint::CONTROL_PLANE {
+        return error;
+    }
     let missing = source.as_database_error().is_some_and(|e| {
         let message = e.message();
         e.code().as_deref() == Some("42P01")
