@@ -204,6 +204,23 @@ async fn postgres_status_plans_pause_approve_revoke_audit() {
     contract_async(url, &["resume", "tenant_0001"])
         .await
         .expect(0);
+    // An empty queue name is refused: stored, it read back as a pause of the whole tenant.
+    let empty = contract_async(
+        url,
+        &[
+            "pause",
+            "tenant_002",
+            "--queue",
+            "",
+            "--reason",
+            "x",
+            "--by",
+            "y",
+        ],
+    )
+    .await
+    .expect(2);
+    assert!(empty.stderr.contains("--queue"), "{}", empty.stderr);
     let status = contract_async(url, &["status", "--json"])
         .await
         .expect(0)

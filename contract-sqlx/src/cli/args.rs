@@ -132,8 +132,8 @@ pub struct RevokeArgs {
 pub struct PauseArgs {
     /// The tenant.
     pub tenant: String,
-    /// Only this queue of the tenant.
-    #[arg(long)]
+    /// Only this queue of the tenant (not empty: no queue name is the whole tenant).
+    #[arg(long, value_parser = clap::builder::NonEmptyStringValueParser::new())]
     pub queue: Option<String>,
     /// Why (shown by `contract status` and in every replica's gate).
     #[arg(long)]
@@ -149,8 +149,8 @@ pub struct PauseArgs {
 pub struct ResumeArgs {
     /// The tenant.
     pub tenant: String,
-    /// Only this queue of the tenant.
-    #[arg(long)]
+    /// Only this queue of the tenant (not empty: no queue name is the whole tenant).
+    #[arg(long, value_parser = clap::builder::NonEmptyStringValueParser::new())]
     pub queue: Option<String>,
 }
 
