@@ -4,7 +4,11 @@
 //! tenant's queue into a quarantine table, with its bytes verbatim, the reason, the failing
 //! field path and the contract's fingerprint. One bad message never stalls the backlog,
 //! and none is lost: once the contract (or the producer) is fixed, a replay puts back what
-//! the contract now accepts.
+//! the contract now accepts. What is kept of the queue's row is what [`QueueTable`] names:
+//! its id, payload, enqueue time and attempts. Other columns of the row (a priority, its
+//! headers, a due time) are not kept: a replay writes those four, and the queue's defaults
+//! fill the rest (a column with neither a default nor `NULL` allowed refuses the replay,
+//! and the message stays in quarantine, held).
 //!
 //! Everything is done through a [`QueueQuarantine`]: one tenant's queue and where its
 //! quarantine lives, named once (no positional arguments to swap).
