@@ -110,7 +110,7 @@ impl ControlPlane {
     ///
     /// # Errors
     ///
-    /// [`Error::Database`] when the role may not create them.
+    /// [`Error::Database`](crate::Error::Database) when the role may not create them.
     pub async fn ensure<DB: ControlStore>(&self, pool: &Pool<DB>) -> Result<()> {
         DB::ensure(pool, self).await
     }
@@ -119,7 +119,7 @@ impl ControlPlane {
     ///
     /// # Errors
     ///
-    /// [`Error::Database`] when the table cannot be read.
+    /// [`Error::Database`](crate::Error::Database) when the table cannot be read.
     pub async fn pauses<DB: ControlStore>(&self, pool: &Pool<DB>) -> Result<Vec<PauseInfo>> {
         DB::load_pauses(pool, self).await
     }
@@ -178,7 +178,7 @@ impl ControlPlane {
     ///
     /// # Errors
     ///
-    /// [`Error::Database`] when the table cannot be read.
+    /// [`Error::Database`](crate::Error::Database) when the table cannot be read.
     pub async fn tenants<DB: ControlStore>(&self, pool: &Pool<DB>) -> Result<Vec<TenantStatus>> {
         DB::load_tenants(pool, self).await
     }
@@ -187,7 +187,7 @@ impl ControlPlane {
     ///
     /// # Errors
     ///
-    /// [`Error::Database`] when the table cannot be read.
+    /// [`Error::Database`](crate::Error::Database) when the table cannot be read.
     pub async fn approvals<DB: ControlStore>(&self, pool: &Pool<DB>) -> Result<Vec<Approval>> {
         DB::load_approvals(pool, self).await
     }
@@ -197,8 +197,8 @@ impl ControlPlane {
     ///
     /// # Errors
     ///
-    /// [`Error::InvalidApproval`] for a hash or shape that is not 64 hex digits,
-    /// [`Error::Database`] when the table cannot be written.
+    /// [`Error::InvalidApproval`](crate::Error::InvalidApproval) for a hash or shape that is not 64 hex digits,
+    /// [`Error::Database`](crate::Error::Database) when the table cannot be written.
     pub async fn approve<DB: ControlStore>(
         &self,
         pool: &Pool<DB>,
@@ -230,7 +230,7 @@ impl ControlPlane {
     ///
     /// # Errors
     ///
-    /// [`Error::Database`] when the table cannot be written.
+    /// [`Error::Database`](crate::Error::Database) when the table cannot be written.
     pub async fn revoke<DB: ControlStore>(
         &self,
         pool: &Pool<DB>,
@@ -248,7 +248,7 @@ impl ControlPlane {
     ///
     /// # Errors
     ///
-    /// [`Error::Database`] when the table cannot be read.
+    /// [`Error::Database`](crate::Error::Database) when the table cannot be read.
     pub async fn replicas<DB: ControlStore>(&self, pool: &Pool<DB>) -> Result<Vec<Replica>> {
         DB::load_replicas(pool, self).await
     }
