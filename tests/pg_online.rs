@@ -472,6 +472,46 @@ async fn audit_statements(pool: &PgPool) -> String {
     .expect("audit statements")
 }
 
+/// The plan a dry run makes with the online threshold off (every type change made in
+/// place), approved and run: the plan, and its audit row's statements, which the record
+/// the run returned lists too (the drops of what an interrupted online change left
+/// included).
+async fn approved_in_place(
+    pool: &PgPool,
+    contracts: &ContractSet<Postgres>,
+) -> (contract_sqlx::plan::TenantPlan, String) {
+    use contract_sqlx::remediation::ApplyOptions;
+
+    let tenants = pg_tenant_directory(pool).await;
+    let options = ApplyOptions::default().with_online_threshold(None);
+    let dry = remediate(&tenants, contracts, Remediation::DryRun)
+        .options(options.clone())
+        .run()
+        .await
+        .expect("dry run");
+    let plan = dry.plans.first().expect("a plan").clone();
+    let run = remediate(
+        &tenants,
+        contracts,
+        Remediation::Approved(plan.hash.clone()),
+    )
+    .options(options)
+    .run()
+    .await
+    .expect("approved run");
+    assert!(run.failed.is_empty(), "{:?}", run.failed);
+    let recorded = audit_statements(pool).await;
+    assert_eq!(
+        run.audits
+            .iter()
+            .map(|a| a.statements.join("\n"))
+            .collect::<Vec<_>>(),
+        [recorded.clone()],
+        "the record returned lists what the row lists, the drops included"
+    );
+    (plan, recorded)
+}
+
 async fn column_type(pool: &PgPool, column: &str) -> String {
     sqlx::query_scalar(
         "SELECT format_type(atttypid, atttypmod) FROM pg_attribute \
@@ -656,7 +696,7 @@ async fn an_online_change_whose_shadow_column_was_dropped_by_hand_starts_over() 
 /// for a type change, so the remediation failed on every pass.
 #[tokio::test]
 async fn a_type_change_in_place_drops_what_an_interrupted_online_change_left() {
-    use contract_sqlx::remediation::{ApplyOptions, OnlineProcedure, OnlineTypeChange};
+    use contract_sqlx::remediation::{OnlineProcedure, OnlineTypeChange};
     use std::time::Duration;
 
     let scratch = PgScratch::create("contract_online_then_plain").await;
@@ -667,35 +707,11 @@ async fn a_type_change_in_place_drops_what_an_interrupted_online_change_left() {
         .procedure(OnlineProcedure::ShadowColumn);
     kill_mid_backfill(&scratch.pool, &online, 2000, 20000).await;
 
-    let tenants = pg_tenant_directory(&scratch.pool).await;
     let contracts = ContractSet::<Postgres>::new().with::<Account>();
-    let options = ApplyOptions::default().with_online_threshold(None);
-    let dry = remediate(&tenants, &contracts, Remediation::DryRun)
-        .options(options.clone())
-        .run()
-        .await
-        .expect("dry run");
-    let plan = dry.plans.first().expect("a plan");
+    let (plan, recorded) = approved_in_place(&scratch.pool, &contracts).await;
     assert!(
         plan.statements().any(|s| s.contains("TYPE int8 USING")),
         "{plan}"
-    );
-    let run = remediate(
-        &tenants,
-        &contracts,
-        Remediation::Approved(plan.hash.clone()),
-    )
-    .options(options)
-    .run()
-    .await
-    .expect("approved run");
-    assert!(run.failed.is_empty(), "{:?}", run.failed);
-    assert_eq!(run.audits.len(), 1);
-    let recorded = audit_statements(&scratch.pool).await;
-    assert_eq!(
-        run.audits[0].statements.join("\n"),
-        recorded,
-        "the record returned lists what the row lists, the drops included"
     );
     assert!(
         recorded.contains("DROP TRIGGER IF EXISTS \"accounts_user_id_contract\"")
@@ -728,7 +744,7 @@ async fn a_type_change_in_place_drops_what_an_interrupted_online_change_left() {
 /// transaction dropped, as its audit row does. It listed the plan's statements only.
 #[tokio::test]
 async fn a_phased_plan_s_record_lists_what_its_first_transaction_dropped() {
-    use contract_sqlx::remediation::{ApplyOptions, OnlineProcedure, OnlineTypeChange};
+    use contract_sqlx::remediation::{OnlineProcedure, OnlineTypeChange};
     use std::time::Duration;
 
     let scratch = PgScratch::create("contract_online_then_phased").await;
@@ -743,42 +759,16 @@ async fn a_phased_plan_s_record_lists_what_its_first_transaction_dropped() {
     )
     .await;
 
-    let tenants = pg_tenant_directory(&scratch.pool).await;
     let contracts = ContractSet::<Postgres>::new().with::<AccountNote>();
-    let options = ApplyOptions::default().with_online_threshold(None);
-    let dry = remediate(&tenants, &contracts, Remediation::DryRun)
-        .options(options.clone())
-        .run()
-        .await
-        .expect("dry run");
-    let plan = dry.plans.first().expect("a plan");
+    let (plan, recorded) = approved_in_place(&scratch.pool, &contracts).await;
     assert!(
         plan.statements().any(|s| s.contains("TYPE int8 USING"))
             && plan.statements().any(|s| s.contains("VALIDATE")),
         "a type change in place and a validated NOT NULL: {plan}"
     );
-    let run = remediate(
-        &tenants,
-        &contracts,
-        Remediation::Approved(plan.hash.clone()),
-    )
-    .options(options)
-    .run()
-    .await
-    .expect("approved run");
-    assert!(run.failed.is_empty(), "{:?}", run.failed);
-    let recorded = audit_statements(&scratch.pool).await;
     assert!(
         recorded.contains("DROP TRIGGER IF EXISTS \"accounts_user_id_contract\""),
         "the drops are in the audit row: {recorded}"
-    );
-    assert_eq!(
-        run.audits
-            .iter()
-            .map(|a| a.statements.join("\n"))
-            .collect::<Vec<_>>(),
-        [recorded],
-        "the record returned lists what the row lists, the drops included"
     );
     assert_eq!(column_type(&scratch.pool, "user_id").await, "bigint");
     scratch.drop_db().await;
@@ -806,7 +796,7 @@ struct AccountUser {
 /// audit row). The copy's trigger went on copying every write into the stale copy.
 #[tokio::test]
 async fn a_type_change_in_place_drops_an_interrupted_copy_of_the_table() {
-    use contract_sqlx::remediation::{ApplyOptions, OnlineProcedure};
+    use contract_sqlx::remediation::OnlineProcedure;
 
     let (scratch, change) = copy_of_20k_rows("contract_online_copy_then_plain").await;
     let change = change.procedure(OnlineProcedure::TableCopy);
@@ -815,33 +805,11 @@ async fn a_type_change_in_place_drops_an_interrupted_copy_of_the_table() {
         copy_leftovers(&scratch.pool).await > 0,
         "the killed copy left its table"
     );
-    let tenants = pg_tenant_directory(&scratch.pool).await;
     let contracts = ContractSet::<Postgres>::new().with::<AccountUser>();
-    let options = ApplyOptions::default().with_online_threshold(None);
-    let dry = remediate(&tenants, &contracts, Remediation::DryRun)
-        .options(options.clone())
-        .run()
-        .await
-        .expect("dry run");
-    let hash = dry.plans.first().expect("a plan").hash.clone();
-    let run = remediate(&tenants, &contracts, Remediation::Approved(hash))
-        .options(options)
-        .run()
-        .await
-        .expect("the run");
-    assert!(run.failed.is_empty(), "{:?}", run.failed);
-    let recorded = audit_statements(&scratch.pool).await;
+    let (_, recorded) = approved_in_place(&scratch.pool, &contracts).await;
     assert!(
         recorded.contains("DROP TABLE IF EXISTS \"tenant_1\".\"accounts_contract_copy\""),
         "{recorded}"
-    );
-    assert_eq!(
-        run.audits
-            .iter()
-            .map(|a| a.statements.join("\n"))
-            .collect::<Vec<_>>(),
-        [recorded],
-        "the record returned lists what the row lists, the drops included"
     );
     assert_eq!(copy_leftovers(&scratch.pool).await, 0);
     assert_eq!(column_type(&scratch.pool, "user_id").await, "bigint");
