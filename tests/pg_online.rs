@@ -506,7 +506,7 @@ async fn approved_in_place(
             .iter()
             .map(|a| a.statements.join("\n"))
             .collect::<Vec<_>>(),
-        [recorded.clone()],
+        [recorded.as_str()],
         "the record returned lists what the row lists, the drops included"
     );
     (plan, recorded)
