@@ -204,6 +204,62 @@ async fn ddl_closes_one_gate_by_periodic_revalidation_and_reopens_after_fix() {
     scratch.drop_db().await;
 }
 
+/// A sweep dropped after it read the DDL trigger's schema versions and before it read the
+/// tenants they picked (a caller's timeout around `revalidate`) leaves those to the next
+/// sweep: the drifted tenant's gate closes. The dropped sweep had recorded every tenant's
+/// new version first, so the sweeps after it found nothing moved and the gate stayed open
+/// on the drift until a full check (helper-69).
+#[tokio::test]
+async fn a_sweep_dropped_before_it_read_the_picked_tenants_leaves_them_to_the_next() {
+    let scratch = PgScratch::create("contract_guard_dropped_sweep").await;
+    seed(&scratch.pool, 2).await;
+    install_ddl_trigger(&scratch.pool)
+        .await
+        .expect("trigger (tests run as superuser)");
+    // One connection, which has read the catalog's own definitions by the time the test
+    // locks `pg_attribute`: the versions' read then goes through, the tenants' read waits.
+    let single = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .connect(&scratch.url)
+        .await
+        .expect("pool");
+    let guard = Guard::<Postgres>::builder()
+        .contract::<Event>()
+        .tenants(Tenants::schemas_like("tenant_%"))
+        .revalidate_every(Duration::from_secs(3600))
+        .full_check_every(1000)
+        .start(&single)
+        .await
+        .expect("guard start");
+    guard.revalidate().await.expect("a sweep on the versions");
+    assert_eq!(open_gates(&guard), ["tenant_1", "tenant_2"]);
+
+    exec(
+        &scratch.pool,
+        "ALTER TABLE tenant_2.events ALTER COLUMN user_id TYPE int4",
+    )
+    .await;
+    let mut holder = scratch.pool.acquire().await.expect("connection");
+    exec(
+        &mut *holder,
+        "BEGIN; LOCK TABLE pg_catalog.pg_attribute IN ACCESS EXCLUSIVE MODE",
+    )
+    .await;
+    let dropped = tokio::time::timeout(Duration::from_secs(2), guard.revalidate()).await;
+    exec(&mut *holder, "ROLLBACK").await;
+    drop(holder);
+    assert!(dropped.is_err(), "the sweep was to wait for pg_attribute");
+    guard.revalidate().await.expect("the next sweep");
+    assert_eq!(
+        open_gates(&guard),
+        ["tenant_1"],
+        "the drifted tenant is paused"
+    );
+    drop(guard);
+    single.close().await;
+    scratch.drop_db().await;
+}
+
 #[tokio::test]
 async fn ddl_closes_one_gate_promptly_with_the_event_trigger() {
     let scratch = PgScratch::create("contract_guard_trigger").await;

@@ -6,7 +6,7 @@
 //! one. Every `full_check_every`-th sweep is a full check, and so is any sweep whose
 //! signal is unavailable (MySQL) or fails.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 
 use contract_core::{TenantName, TenantReport, Verdict};
 use sqlx::Pool;
@@ -197,23 +197,33 @@ impl<DB: ControlStore> Guard<DB> {
                 self.keep_fixed(state, pool, fresh);
             }
             // The versions were read before any introspection below: a change made
-            // meanwhile moves a version again. A sweep or full check records every tenant's
-            // (one not introspected had an unchanged signature or version) under the new
-            // base; a targeted pass forgets its tenants'.
-            match (&versions, scope) {
+            // meanwhile moves a version again. A sweep or full check records under the new
+            // base the version of every tenant it does not introspect (its signature or
+            // version is unchanged), and forgets the others' until their introspection
+            // (`check_chunk` records them with their signatures): recorded before, a pass
+            // dropped in between left a drifted tenant's new version behind, and sweeps
+            // after it found nothing to look at. A targeted pass forgets its tenants'.
+            let read_versions = match (&versions, scope) {
                 (_, Scope::Targeted(_)) => {
                     for tenant in &chosen {
                         state.versions.remove(tenant.as_str());
                     }
+                    None
                 }
                 (Some(read), Scope::Full | Scope::Sweep) => {
+                    let picked: HashSet<&str> = chosen.iter().map(TenantName::as_str).collect();
                     for tenant in &wanted {
-                        let version = version_of(Some(&read.versions), tenant.as_str());
-                        store_version(state, tenant.as_str(), version);
+                        if picked.contains(tenant.as_str()) {
+                            state.versions.remove(tenant.as_str());
+                        } else {
+                            let version = version_of(Some(&read.versions), tenant.as_str());
+                            store_version(state, tenant.as_str(), version);
+                        }
                     }
+                    Some(&read.versions)
                 }
-                (None, Scope::Full | Scope::Sweep) => {}
-            }
+                (None, Scope::Full | Scope::Sweep) => None,
+            };
             if !matches!(scope, Scope::Targeted(_)) {
                 match base {
                     Some(base) => {
@@ -230,7 +240,7 @@ impl<DB: ControlStore> Guard<DB> {
                     state,
                     pool,
                     chunk,
-                    fresh.as_deref(),
+                    (fresh.as_deref(), read_versions),
                     forced,
                     &mut observation,
                 )
@@ -244,14 +254,14 @@ impl<DB: ControlStore> Guard<DB> {
     }
 
     /// Introspects one chunk of a pool's tenants and re-diffs those whose fingerprint
-    /// changed; keeps their signatures (read before the introspection, so a change made in
-    /// between is seen again next sweep).
+    /// changed; keeps their signatures and schema versions (read before the introspection,
+    /// so a change made in between is seen again next sweep) once they are read.
     async fn check_chunk(
         &self,
         state: &mut PassState,
         pool: &Pool<DB>,
         chunk: &[TenantName],
-        fresh: Option<&Signatures>,
+        (fresh, versions): (Option<&Signatures>, Option<&HashMap<String, String>>),
         forced: &Forced<'_>,
         observation: &mut Observation<DB>,
     ) {
@@ -297,6 +307,9 @@ impl<DB: ControlStore> Guard<DB> {
                 None => {
                     state.signatures.remove(name);
                 }
+            }
+            if versions.is_some() {
+                store_version(state, name, version_of(versions, name));
             }
             let fingerprint = tenant_fingerprint(name, &inner.contracts, &plan.snapshot);
             let known = state.observed.get(name).map(|o| o.fingerprint.as_str());
