@@ -133,8 +133,8 @@ fn content_risk(
             ))
         }
         _ => {
-            let field = integer_width(name)?;
-            let column = declared_integer_width(declared);
+            let field = integer_bits(name)?;
+            let column = declared_integer_bits(declared);
             (classes.contains(&"INTEGER") && column > field)
                 .then(|| format!("{shown} (values wider than {name} fail to decode)"))
         }
@@ -146,21 +146,31 @@ fn is_json(declared: &str) -> bool {
     declared.trim().to_ascii_uppercase().starts_with("JSON")
 }
 
-/// Byte width of a narrow Rust integer type (`None` for 64-bit and non-integers).
-fn integer_width(rust_name: &str) -> Option<u8> {
+/// The magnitude bits of a narrow Rust integer type (`None` for 64-bit and
+/// non-integers): `i32` 31, `u32` 32.
+fn integer_bits(rust_name: &str) -> Option<u8> {
     match rust_name {
-        "i8" | "u8" => Some(1),
-        "i16" | "u16" => Some(2),
-        "i32" | "u32" => Some(4),
+        "i8" => Some(7),
+        "u8" => Some(8),
+        "i16" => Some(15),
+        "u16" => Some(16),
+        "i32" => Some(31),
+        "u32" => Some(32),
         _ => None,
     }
 }
 
-/// The width the declared integer type suggests: SQLite stores every integer in up to
-/// 8 bytes, but `INT`/`INTEGER` conventionally map to `i32` (as sqlx's own `i32` does).
-fn declared_integer_width(declared: &str) -> u8 {
-    let upper = declared.to_ascii_uppercase();
-    if upper.contains("BIGINT") || upper.contains("INT8") {
+/// The magnitude bits the declared integer type suggests: SQLite stores every integer in
+/// up to 8 bytes, but `INT`/`INTEGER` conventionally map to `i32` (as sqlx's own `i32`
+/// does). Spaces do not count (`UNSIGNED BIG INT` is a 64-bit name), and `UNSIGNED` adds
+/// the sign bit (`INT UNSIGNED` holds what `u32` does, not `i32`).
+fn declared_integer_bits(declared: &str) -> u8 {
+    let upper: String = declared
+        .chars()
+        .filter(|c| !c.is_whitespace())
+        .collect::<String>()
+        .to_ascii_uppercase();
+    let bytes = if upper.contains("BIGINT") || upper.contains("INT8") || upper.contains("INT64") {
         8
     } else if upper.contains("TINYINT") || upper.starts_with("BOOL") {
         1
@@ -170,7 +180,8 @@ fn declared_integer_width(declared: &str) -> u8 {
         3
     } else {
         4
-    }
+    };
+    bytes * 8 - u8::from(!upper.contains("UNSIGNED"))
 }
 
 #[cfg(test)]
@@ -195,9 +206,12 @@ mod tests {
     }
 
     #[test]
-    fn declared_integer_width_reads_common_spellings() {
-        assert_eq!(declared_integer_width("BIGINT"), 8);
-        assert_eq!(declared_integer_width("integer"), 4);
-        assert_eq!(declared_integer_width("SMALLINT"), 2);
+    fn declared_integer_bits_reads_common_spellings() {
+        assert_eq!(declared_integer_bits("BIGINT"), 63);
+        assert_eq!(declared_integer_bits("integer"), 31);
+        assert_eq!(declared_integer_bits("SMALLINT"), 15);
+        assert_eq!(declared_integer_bits("UNSIGNED BIG INT"), 64);
+        assert_eq!(declared_integer_bits("int64"), 63);
+        assert_eq!(declared_integer_bits("INT UNSIGNED"), 32);
     }
 }
