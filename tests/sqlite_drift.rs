@@ -156,6 +156,54 @@ async fn sqlite_fleet_reports_exactly_the_injected_drift() {
     }
 }
 
+/// `INTEGER PRIMARY KEY DESC` is no rowid alias (a documented SQLite quirk): it holds NULL
+/// when an insert leaves it out, so a non-Option field on it is a nullability finding. It
+/// was taken for the rowid, called NOT NULL, and the tenant compliant (helper-68). The
+/// same key declared as a table constraint, `PRIMARY KEY (id DESC)`, is the rowid.
+#[tokio::test]
+async fn an_integer_primary_key_desc_is_no_rowid_and_may_hold_null() {
+    let scratch = support::TempDir::new("contract_sqlite_pk_desc");
+    let rest = "user_id BIGINT NOT NULL, kind TEXT NOT NULL, score REAL NOT NULL, payload JSON";
+    create_tenant(
+        &scratch.0,
+        "tenant_1.db",
+        &format!("CREATE TABLE events (id INTEGER PRIMARY KEY DESC, {rest})"),
+    )
+    .await;
+    create_tenant(
+        &scratch.0,
+        "tenant_2.db",
+        &format!("CREATE TABLE events (id INTEGER, {rest}, PRIMARY KEY (id DESC))"),
+    )
+    .await;
+    let directory = sqlite_tenant_files(&scratch.0)
+        .await
+        .expect("tenant directory");
+    let contracts = ContractSet::<sqlx::Sqlite>::new().with::<Event>();
+    let report = check_fleet(&directory, &contracts).await.expect("check");
+    assert_eq!(
+        support::findings(&report, "tenant_1"),
+        [(Some("id".into()), DriftKind::Nullability, Severity::AtRisk)]
+    );
+    assert_eq!(support::findings(&report, "tenant_2"), []);
+    // What the finding is about: the DESC key holds NULL, the rowid alias a number.
+    for (tenant, null) in [("tenant_1", true), ("tenant_2", false)] {
+        let pool = directory.pool_of(tenant).expect("pool");
+        sqlx::query("INSERT INTO events (user_id, kind, score) VALUES (7, 'click', 0.5)")
+            .execute(pool)
+            .await
+            .expect("insert");
+        let id: Option<i64> = sqlx::query_scalar("SELECT id FROM events")
+            .fetch_one(pool)
+            .await
+            .expect("read");
+        assert_eq!(id.is_none(), null, "{tenant}: {id:?}");
+    }
+    for (pool, _) in directory.groups() {
+        pool.close().await;
+    }
+}
+
 #[tokio::test]
 async fn sqlite_tenant_files_fails_loudly_on_a_missing_directory() {
     let missing = std::env::temp_dir().join(support::unique_name("contract_sqlite_missing"));

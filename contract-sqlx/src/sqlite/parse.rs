@@ -36,9 +36,12 @@ pub(super) fn tables(
         };
         let declared = row.declared_type.unwrap_or_default();
         // An `INTEGER PRIMARY KEY` column is the rowid: it never holds NULL, whatever
-        // `notnull` says.
-        let rowid =
-            table.primary_key == [name.as_str()] && declared.eq_ignore_ascii_case("INTEGER");
+        // `notnull` says. Not when an index enforces the key: `INTEGER PRIMARY KEY DESC`
+        // (a documented quirk) is an ordinary column, and holds NULL when an insert leaves
+        // it out.
+        let rowid = table.primary_key == [name.as_str()]
+            && declared.eq_ignore_ascii_case("INTEGER")
+            && row.pk_indexes == 0;
         table.columns.push(LiveColumn {
             type_key: type_key(&declared),
             data_type: declared,

@@ -29,7 +29,9 @@ SELECT t.schema            AS schema_name,
        c.dflt_value        AS default_expr,
        (SELECT json_group_array(k.name)
           FROM (SELECT name FROM pragma_table_xinfo(t.name, t.schema) WHERE pk > 0 ORDER BY pk) k
-       )                   AS pk_json
+       )                   AS pk_json,
+       (SELECT count(*) FROM pragma_index_list(t.name, t.schema) WHERE origin = 'pk')
+                           AS pk_indexes
 FROM pragma_table_list t
 LEFT JOIN pragma_table_xinfo(t.name, t.schema) c ON c.name COLLATE NOCASE IN ({})
 WHERE t.name COLLATE NOCASE IN ({}) AND t.type IN ('table', 'view') AND t.schema <> 'temp'

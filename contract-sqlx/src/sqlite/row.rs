@@ -14,6 +14,8 @@ pub(super) struct ColumnRow {
     pub not_null: Option<bool>,
     pub default_expr: Option<String>,
     pub pk_json: Option<String>,
+    /// Indexes that enforce the primary key: none when it is the rowid.
+    pub pk_indexes: i64,
 }
 
 /// One row of [`super::query::foreign_keys`].
@@ -41,6 +43,7 @@ pub(super) struct SchemaObjectRow {
 
 impl_from_row!(SqliteRow => ColumnRow {
     schema_name, table_name, column_name, declared_type, not_null, default_expr, pk_json,
+    pk_indexes,
 });
 impl_from_row!(SqliteRow => ForeignKeyRow {
     schema_name, table_name, fk_id, column_name, ref_table, ref_column,
