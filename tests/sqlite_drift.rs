@@ -204,6 +204,38 @@ async fn an_integer_primary_key_desc_is_no_rowid_and_may_hold_null() {
     }
 }
 
+/// A tenant file removed while a consumer holds a connection to it: listing the files
+/// again returns at once with the tenant removed. It waited for the pool to close, which
+/// waits for every connection to come back (helper-68): the guard's pass, and the tenants
+/// added meanwhile, waited for the consumer.
+#[tokio::test]
+async fn a_removed_tenant_file_is_dropped_without_waiting_for_its_connections() {
+    let scratch = support::TempDir::new("contract_sqlite_removed");
+    for tenant in ["tenant_1", "tenant_2"] {
+        create_tenant(&scratch.0, &format!("{tenant}.db"), HEALTHY).await;
+    }
+    let directory = sqlite_tenant_files(&scratch.0)
+        .await
+        .expect("tenant directory");
+    let held = directory
+        .pool_of("tenant_1")
+        .expect("pool")
+        .acquire()
+        .await
+        .expect("a consumer's connection");
+    std::fs::remove_file(scratch.0.join("tenant_1.db")).expect("remove");
+    let refreshed = tokio::time::timeout(std::time::Duration::from_secs(10), directory.refresh())
+        .await
+        .expect("the listing waited for the held connection");
+    let (next, change) = refreshed;
+    let removed: Vec<&str> = change.removed.iter().map(|t| t.as_str()).collect();
+    assert_eq!(removed, ["tenant_1"]);
+    drop(held);
+    for (pool, _) in next.groups() {
+        pool.close().await;
+    }
+}
+
 #[tokio::test]
 async fn sqlite_tenant_files_fails_loudly_on_a_missing_directory() {
     let missing = std::env::temp_dir().join(support::unique_name("contract_sqlite_missing"));

@@ -181,8 +181,11 @@ impl Source<Sqlite> for SqliteFiles {
                     .collect();
                 gone.iter().filter_map(|p| open.remove(p)).collect()
             };
+            // Closed in the background: a pool's close waits for every connection to come
+            // back, and a consumer may hold one for as long as its batch takes. The pool
+            // takes no new one from now on.
             for pool in closed {
-                pool.close().await;
+                tokio::spawn(async move { pool.close().await });
             }
             Ok(listing)
         })
