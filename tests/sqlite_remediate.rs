@@ -564,3 +564,37 @@ async fn rebuild_that_does_not_convert_or_leaves_dangling_keys_rolls_back() {
     assert_eq!(ids, ["7", "seven"]);
     conn.close().await.expect("close");
 }
+
+/// A contracted relation that is a view: a missing column is refused as not remediable
+/// (ALTER TABLE cannot change a view), not planned. The view was read as a table, so the
+/// plan held an `ALTER TABLE … ADD COLUMN` that failed at apply on every run (helper-68).
+#[tokio::test]
+async fn a_view_s_missing_column_is_refused_not_planned() {
+    let scratch = support::TempDir::new("contract_sqlite_view");
+    create_tenant(
+        &scratch.0,
+        "tenant_1",
+        "CREATE TABLE base (id INTEGER PRIMARY KEY, user_id BIGINT NOT NULL, score REAL NOT NULL); \
+         CREATE VIEW events AS SELECT id, user_id, score FROM base",
+    )
+    .await;
+    let dir = sqlite_tenant_files(&scratch.0).await.expect("tenants");
+    let contracts = ContractSet::<Sqlite>::new().with::<Event>();
+    let run = remediate(&dir, &contracts, Remediation::SafeOnly)
+        .run()
+        .await
+        .expect("remediate");
+    assert!(run.failed.is_empty(), "{:?}", run.failed);
+    assert!(run.audits.is_empty(), "{:?}", run.audits);
+    let plan = run.plans.first().expect("a plan");
+    assert!(plan.steps.is_empty(), "{plan}");
+    assert!(
+        plan.refusals
+            .iter()
+            .any(|r| r.reason.contains("is a view") && r.column.as_deref() == Some("note")),
+        "{plan}"
+    );
+    for (pool, _) in dir.groups() {
+        pool.close().await;
+    }
+}

@@ -24,6 +24,10 @@ pub(super) fn tables(
             .is_some_and(|t| t.schema == row.schema_name && t.name == row.table_name);
         if !same {
             let mut table = LiveTable::new(row.schema_name.clone(), row.table_name.clone());
+            // A view is no table: the planner refuses what only `ALTER TABLE` could fix.
+            if row.table_type == "view" {
+                table.kind = contract_core::RelationKind::View;
+            }
             table.primary_key = row
                 .pk_json
                 .as_deref()

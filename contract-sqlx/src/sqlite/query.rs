@@ -23,6 +23,7 @@ pub(super) fn columns(columns: usize, tables: usize) -> String {
         r#"
 SELECT t.schema            AS schema_name,
        t.name              AS table_name,
+       t.type              AS table_type,
        c.name              AS column_name,
        c.type              AS declared_type,
        c."notnull"         AS not_null,

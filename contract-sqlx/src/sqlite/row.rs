@@ -9,6 +9,8 @@ use crate::from_row::impl_from_row;
 pub(super) struct ColumnRow {
     pub schema_name: String,
     pub table_name: String,
+    /// `table` or `view`.
+    pub table_type: String,
     pub column_name: Option<String>,
     pub declared_type: Option<String>,
     pub not_null: Option<bool>,
@@ -42,8 +44,8 @@ pub(super) struct SchemaObjectRow {
 }
 
 impl_from_row!(SqliteRow => ColumnRow {
-    schema_name, table_name, column_name, declared_type, not_null, default_expr, pk_json,
-    pk_indexes,
+    schema_name, table_name, table_type, column_name, declared_type, not_null, default_expr,
+    pk_json, pk_indexes,
 });
 impl_from_row!(SqliteRow => ForeignKeyRow {
     schema_name, table_name, fk_id, column_name, ref_table, ref_column,
