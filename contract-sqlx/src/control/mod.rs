@@ -32,6 +32,8 @@
 //! # Ok(()) }
 //! ```
 
+#[cfg(feature = "mysql")]
+mod mysql_collation;
 mod sql;
 mod store;
 mod types;

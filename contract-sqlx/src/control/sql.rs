@@ -87,19 +87,16 @@ pub(super) const MYSQL: ControlSql = ControlSql {
     // Tenant and queue names compare byte for byte (`utf8mb4_bin`): under the server's
     // default case-insensitive collation a pause of `acme` updated the pause of `Acme`
     // (database names are case-sensitive on Linux). Tables of earlier versions are
-    // altered to it (`MODIFY` with the same collation changes nothing).
+    // altered to it when they are not so (`mysql_collation.rs`).
     create: "CREATE TABLE IF NOT EXISTS {pauses} (tenant VARCHAR(64) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin NOT NULL, \
         queue VARCHAR(191) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin NOT NULL, \
         kind VARCHAR(16) NOT NULL, paused_by TEXT NOT NULL, reason TEXT NOT NULL, findings LONGTEXT NOT NULL, \
         plan_hash TEXT, expected_fingerprint TEXT, observed_fingerprint TEXT, paused_at DATETIME(6) NOT NULL, \
         PRIMARY KEY (tenant, queue, kind)) DEFAULT CHARSET = utf8mb4; \
-      ALTER TABLE {pauses} MODIFY tenant VARCHAR(64) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin NOT NULL, \
-        MODIFY queue VARCHAR(191) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin NOT NULL; \
       CREATE TABLE IF NOT EXISTS {tenants} (tenant VARCHAR(64) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin NOT NULL PRIMARY KEY, verdict VARCHAR(16) NOT NULL, \
         detail TEXT, findings LONGTEXT NOT NULL, plan LONGTEXT, plan_hash VARCHAR(64), shape VARCHAR(64), waiting TEXT, \
         location TEXT NOT NULL, backlog BIGINT, checked_at DATETIME(6) NOT NULL, changed_at DATETIME(6) NOT NULL, \
         replica VARCHAR(64) NOT NULL) DEFAULT CHARSET = utf8mb4; \
-      ALTER TABLE {tenants} MODIFY tenant VARCHAR(64) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin NOT NULL; \
       CREATE TABLE IF NOT EXISTS {approvals} (id VARCHAR(64) NOT NULL PRIMARY KEY, kind VARCHAR(16) NOT NULL, \
         target VARCHAR(64) NOT NULL, approver TEXT NOT NULL, note TEXT NOT NULL, created_at DATETIME(6) NOT NULL, \
         expires_at DATETIME(6) NULL, tenant_cap BIGINT NULL, applied BIGINT NOT NULL DEFAULT 0, \

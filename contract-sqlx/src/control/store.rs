@@ -247,7 +247,7 @@ macro_rules! impl_control_store {
         impl ControlStore for $db {
             async fn ensure(pool: &sqlx::Pool<Self>, plane: &ControlPlane) -> Result<()> {
                 let context = "creating the control-plane tables";
-                $create(pool, sql(SQL.create, plane, Self::DIALECT)?, context).await
+                $create(pool, plane, sql(SQL.create, plane, Self::DIALECT)?, context).await
             }
 
             async fn load_pauses(
@@ -548,7 +548,12 @@ macro_rules! impl_control_store {
 
 /// PostgreSQL: under an advisory lock, so replicas starting together do not collide.
 #[cfg(feature = "postgres")]
-async fn create_postgres(pool: &sqlx::PgPool, ddl: String, context: &'static str) -> Result<()> {
+async fn create_postgres(
+    pool: &sqlx::PgPool,
+    _plane: &ControlPlane,
+    ddl: String,
+    context: &'static str,
+) -> Result<()> {
     crate::postgres::ddl::create_under_lock(pool, "contract:control-plane", ddl, context).await
 }
 
@@ -569,8 +574,31 @@ macro_rules! create_plain {
         }
     };
 }
-create_plain!(create_sqlite, "sqlite", sqlx::SqlitePool);
-create_plain!(create_mysql, "mysql", sqlx::MySqlPool);
+create_plain!(create_sqlite_tables, "sqlite", sqlx::SqlitePool);
+create_plain!(create_mysql_tables, "mysql", sqlx::MySqlPool);
+
+#[cfg(feature = "sqlite")]
+async fn create_sqlite(
+    pool: &sqlx::SqlitePool,
+    _plane: &ControlPlane,
+    ddl: String,
+    context: &'static str,
+) -> Result<()> {
+    create_sqlite_tables(pool, ddl, context).await
+}
+
+/// MySQL: then the name columns of an earlier version's tables made byte-for-byte.
+#[cfg(feature = "mysql")]
+async fn create_mysql(
+    pool: &sqlx::MySqlPool,
+    plane: &ControlPlane,
+    ddl: String,
+    context: &'static str,
+) -> Result<()> {
+    create_mysql_tables(pool, ddl, context).await?;
+    super::mysql_collation::upgrade(pool, plane).await;
+    Ok(())
+}
 
 #[cfg(feature = "postgres")]
 mod pg {
