@@ -688,6 +688,61 @@ async fn a_targeted_pass_leaves_a_changed_fixed_schema_to_the_next_sweep() {
     scratch.drop_db().await;
 }
 
+/// A sweep dropped after it read the catalog signatures and before it read the tenants a
+/// changed fixed schema picked (a caller's timeout) leaves them all to the next sweep. It
+/// had kept the fixed schema's new signature first, so the next sweep found it unchanged,
+/// picked no tenant, and every gate stayed open on the shared table's drift until a full
+/// check (helper-70).
+#[tokio::test]
+async fn a_sweep_dropped_after_a_fixed_schema_moved_leaves_every_tenant_to_the_next() {
+    let scratch = PgScratch::create("contract_fixed_dropped").await;
+    seed(&scratch.pool, 1..=2).await;
+    exec(
+        &scratch.pool,
+        "CREATE SCHEMA shared; CREATE TABLE shared.settings (id int8 NOT NULL, value int8 NOT NULL)",
+    )
+    .await;
+    // One connection, which has read the catalog's own definitions before the test locks
+    // `pg_attrdef`: the signatures' read then goes through, the tenants' read waits.
+    let single = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .connect(&scratch.url)
+        .await
+        .expect("pool");
+    let guard = Guard::<Postgres>::builder()
+        .contract::<Event>()
+        .contract::<Setting>()
+        .tenants(Tenants::schemas_like("tenant_%"))
+        .revalidate_every(Duration::from_secs(3600))
+        .full_check_every(1000)
+        .start(&single)
+        .await
+        .expect("start");
+    guard.revalidate().await.expect("a sweep on the signatures");
+    assert_eq!(open_gates(&guard).len(), 2);
+    exec(
+        &scratch.pool,
+        "ALTER TABLE shared.settings DROP COLUMN value",
+    )
+    .await;
+    let mut holder = scratch.pool.acquire().await.expect("connection");
+    exec(
+        &mut *holder,
+        "BEGIN; LOCK TABLE pg_catalog.pg_attrdef IN ACCESS EXCLUSIVE MODE",
+    )
+    .await;
+    let dropped = tokio::time::timeout(Duration::from_secs(2), guard.revalidate()).await;
+    exec(&mut *holder, "ROLLBACK").await;
+    drop(holder);
+    assert!(dropped.is_err(), "the sweep was to wait for pg_attrdef");
+    guard.revalidate().await.expect("the next sweep");
+    let open = open_gates(&guard);
+    assert!(open.is_empty(), "{open:?}");
+    drop(guard);
+    single.close().await;
+    scratch.drop_db().await;
+}
+
 /// With the event trigger and the listener, DDL on a contract's fixed schema closes every
 /// tenant's gate promptly. The listener named the schema `shared`, no tenant: the pass it
 /// woke introspected nothing, and the gates stayed open until the periodic sweep (an hour

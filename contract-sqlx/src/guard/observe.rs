@@ -189,13 +189,6 @@ impl<DB: ControlStore> Guard<DB> {
                 Some(w) if w.trust() <= signal.trust() => w,
                 _ => signal,
             });
-            // A targeted pass checks a few tenants against the fixed schemas: the others
-            // were not, so a moved fixed schema must still look moved to the next sweep.
-            if let Some(fresh) = &fresh
-                && !matches!(scope, Scope::Targeted(_))
-            {
-                self.keep_fixed(state, pool, fresh);
-            }
             // The versions were read before any introspection below: a change made
             // meanwhile moves a version again. A sweep or full check records under the new
             // base the version of every tenant it does not introspect (its signature or
@@ -245,6 +238,15 @@ impl<DB: ControlStore> Guard<DB> {
                     &mut observation,
                 )
                 .await;
+            }
+            // Once every tenant it picked was read: a pass dropped before leaves a moved
+            // fixed schema looking moved, so the next sweep picks them all again. A targeted
+            // pass checks a few tenants against the fixed schemas: the others were not, so
+            // a moved fixed schema must still look moved to the next sweep.
+            if let Some(fresh) = &fresh
+                && !matches!(scope, Scope::Targeted(_))
+            {
+                self.keep_fixed(state, pool, fresh);
             }
         }
         if let Some(signal) = weakest {
