@@ -2,7 +2,7 @@
 //! gate (with and without the event trigger), pauses across restarts, privileges.
 
 use crate::support;
-use crate::support::faults::open_gates;
+use crate::support::faults::{drop_a_pass_waiting_for, open_gates};
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -100,20 +100,9 @@ async fn start_up_pauses_only_the_drifted_tenant_and_persists_the_pause() {
     scratch.drop_db().await;
 }
 
-/// Runs a pass that waits for the control plane's pauses (a session holds them locked) and
-/// drops it there, after it observed every tenant and before it set any pause: a caller's
-/// timeout around `revalidate`.
-async fn cancel_a_pass_before_it_sets_pauses(pool: &PgPool, guard: &Guard<Postgres>) {
-    let mut holder = pool.acquire().await.expect("connection");
-    exec(
-        &mut *holder,
-        "BEGIN; LOCK TABLE public.contract_pauses IN ACCESS EXCLUSIVE MODE",
-    )
-    .await;
-    let pass = tokio::time::timeout(Duration::from_secs(2), guard.revalidate()).await;
-    assert!(pass.is_err(), "the pass was to wait for the pauses' lock");
-    exec(&mut *holder, "ROLLBACK").await;
-}
+/// Holds the control plane's pauses, which a pass reads after it observed every tenant and
+/// before it sets any pause.
+const PAUSES_LOCKED: &str = "LOCK TABLE public.contract_pauses IN ACCESS EXCLUSIVE MODE";
 
 /// A pass dropped after it observed a tenant's drift and before it set the pauses leaves
 /// them to the next pass: the gate closes, and once the drift is fixed (another pass
@@ -132,7 +121,7 @@ async fn a_pass_dropped_before_it_set_the_pauses_leaves_them_to_the_next() {
         "ALTER TABLE tenant_2.events ALTER COLUMN user_id TYPE int4",
     )
     .await;
-    cancel_a_pass_before_it_sets_pauses(&scratch.pool, &guard).await;
+    drop_a_pass_waiting_for(&scratch.pool, &guard, PAUSES_LOCKED).await;
     guard.revalidate().await.expect("the next pass");
     assert_eq!(
         open_gates(&guard),
@@ -145,7 +134,7 @@ async fn a_pass_dropped_before_it_set_the_pauses_leaves_them_to_the_next() {
         "ALTER TABLE tenant_2.events ALTER COLUMN user_id TYPE int8",
     )
     .await;
-    cancel_a_pass_before_it_sets_pauses(&scratch.pool, &guard).await;
+    drop_a_pass_waiting_for(&scratch.pool, &guard, PAUSES_LOCKED).await;
     guard.revalidate().await.expect("the next pass");
     assert_eq!(
         open_gates(&guard),
@@ -239,16 +228,12 @@ async fn a_sweep_dropped_before_it_read_the_picked_tenants_leaves_them_to_the_ne
         "ALTER TABLE tenant_2.events ALTER COLUMN user_id TYPE int4",
     )
     .await;
-    let mut holder = scratch.pool.acquire().await.expect("connection");
-    exec(
-        &mut *holder,
-        "BEGIN; LOCK TABLE pg_catalog.pg_attribute IN ACCESS EXCLUSIVE MODE",
+    drop_a_pass_waiting_for(
+        &scratch.pool,
+        &guard,
+        "LOCK TABLE pg_catalog.pg_attribute IN ACCESS EXCLUSIVE MODE",
     )
     .await;
-    let dropped = tokio::time::timeout(Duration::from_secs(2), guard.revalidate()).await;
-    exec(&mut *holder, "ROLLBACK").await;
-    drop(holder);
-    assert!(dropped.is_err(), "the sweep was to wait for pg_attribute");
     guard.revalidate().await.expect("the next sweep");
     assert_eq!(
         open_gates(&guard),

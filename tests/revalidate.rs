@@ -725,16 +725,12 @@ async fn a_sweep_dropped_after_a_fixed_schema_moved_leaves_every_tenant_to_the_n
         "ALTER TABLE shared.settings DROP COLUMN value",
     )
     .await;
-    let mut holder = scratch.pool.acquire().await.expect("connection");
-    exec(
-        &mut *holder,
-        "BEGIN; LOCK TABLE pg_catalog.pg_attrdef IN ACCESS EXCLUSIVE MODE",
+    crate::support::faults::drop_a_pass_waiting_for(
+        &scratch.pool,
+        &guard,
+        "LOCK TABLE pg_catalog.pg_attrdef IN ACCESS EXCLUSIVE MODE",
     )
     .await;
-    let dropped = tokio::time::timeout(Duration::from_secs(2), guard.revalidate()).await;
-    exec(&mut *holder, "ROLLBACK").await;
-    drop(holder);
-    assert!(dropped.is_err(), "the sweep was to wait for pg_attrdef");
     guard.revalidate().await.expect("the next sweep");
     let open = open_gates(&guard);
     assert!(open.is_empty(), "{open:?}");

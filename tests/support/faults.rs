@@ -51,6 +51,21 @@ pub fn open_gates<DB: ControlStore>(guard: &Guard<DB>) -> Vec<String> {
         .collect()
 }
 
+/// Runs a guard pass that waits for a lock a session of `pool` holds (`lock`, run in an
+/// open transaction: `LOCK TABLE …`) and drops it there after 2 s, as a caller's timeout
+/// around `revalidate` does; then releases the lock.
+pub async fn drop_a_pass_waiting_for(
+    pool: &sqlx::PgPool,
+    guard: &Guard<sqlx::Postgres>,
+    lock: &str,
+) {
+    let mut holder = pool.acquire().await.expect("connection");
+    super::exec(&mut *holder, format!("BEGIN; {lock}")).await;
+    let pass = tokio::time::timeout(Duration::from_secs(2), guard.revalidate()).await;
+    super::exec(&mut *holder, "ROLLBACK").await;
+    assert!(pass.is_err(), "the pass was to wait for: {lock}");
+}
+
 /// `true` when every gate is closed by the guard because the tenant is unreachable.
 pub fn all_paused_unreachable<DB: ControlStore>(guard: &Guard<DB>) -> bool {
     guard.tenants().iter().all(|t| match guard.gate(t) {
