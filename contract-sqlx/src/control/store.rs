@@ -561,7 +561,12 @@ async fn create_postgres(
 macro_rules! create_plain {
     ($name:ident, $feature:literal, $pool:ty) => {
         #[cfg(feature = $feature)]
-        async fn $name(pool: &$pool, ddl: String, context: &'static str) -> Result<()> {
+        async fn $name(
+            pool: &$pool,
+            _plane: &ControlPlane,
+            ddl: String,
+            context: &'static str,
+        ) -> Result<()> {
             sqlx::raw_sql(sqlx::AssertSqlSafe(ddl))
                 .execute(pool)
                 .await
@@ -574,18 +579,8 @@ macro_rules! create_plain {
         }
     };
 }
-create_plain!(create_sqlite_tables, "sqlite", sqlx::SqlitePool);
+create_plain!(create_sqlite, "sqlite", sqlx::SqlitePool);
 create_plain!(create_mysql_tables, "mysql", sqlx::MySqlPool);
-
-#[cfg(feature = "sqlite")]
-async fn create_sqlite(
-    pool: &sqlx::SqlitePool,
-    _plane: &ControlPlane,
-    ddl: String,
-    context: &'static str,
-) -> Result<()> {
-    create_sqlite_tables(pool, ddl, context).await
-}
 
 /// MySQL: then the name columns of an earlier version's tables made byte-for-byte.
 #[cfg(feature = "mysql")]
@@ -595,7 +590,7 @@ async fn create_mysql(
     ddl: String,
     context: &'static str,
 ) -> Result<()> {
-    create_mysql_tables(pool, ddl, context).await?;
+    create_mysql_tables(pool, plane, ddl, context).await?;
     super::mysql_collation::upgrade(pool, plane).await;
     Ok(())
 }
