@@ -207,18 +207,23 @@ pub trait Backend: Database + Sized {
         async { Vec::new() }
     }
 
-    /// The tenants among `tenants` for which [`Self::reconcile_audits`] would run DDL: on
-    /// PostgreSQL those with a multi-transaction plan stopped between its transactions,
-    /// whose next one may scan a table (`VALIDATE`) or wait for a lock. The guard's first
-    /// pass (which `start` awaits, every gate closed until it ends) leaves them to the next
-    /// pass. None elsewhere: MySQL's reconcile only judges a row against the live schema.
-    fn tenants_to_resume(
+    /// [`Self::reconcile_audits`] at start-up, in the guard's first pass (which `start`
+    /// awaits, every gate closed until it ends): settles what can be settled now and
+    /// returns the tenants whose reconcile is left to the next pass. By default everything
+    /// is reconciled (MySQL's reconcile only judges a row against the live schema).
+    /// PostgreSQL reconciles nothing here: its reconcile resumes multi-transaction plans
+    /// whose next transaction may scan a table (`VALIDATE`) or wait for a lock, so every
+    /// tenant with one is returned.
+    fn reconcile_at_start(
         pool: &Pool<Self>,
         tenants: &[TenantName],
+        contracts: &ContractSet<Self>,
         options: &crate::remediation::ApplyOptions,
     ) -> impl Future<Output = Vec<TenantName>> + Send {
-        let _ = (pool, tenants, options);
-        async { Vec::new() }
+        async move {
+            Self::reconcile_audits(pool, tenants, contracts, options).await;
+            Vec::new()
+        }
     }
 
     /// Where the fleet has the column types the contracts' DDL names without a schema,

@@ -43,11 +43,10 @@ pub(super) struct ToPlan<DB: ControlStore> {
     pub snapshot: FleetSnapshot<DB>,
 }
 
-/// What a pass's introspection found.
+/// What a pass's introspection found. The tenants re-diffed (their observed state
+/// replaced) are marked in `PassState::unsettled`.
 pub(super) struct Observation<DB: ControlStore> {
-    /// Tenants re-diffed (their observed state was replaced).
-    pub touched: BTreeSet<String>,
-    /// The drifted ones among them, by chunk, for planning.
+    /// The drifted tenants re-diffed, by chunk, for planning.
     pub to_plan: Vec<ToPlan<DB>>,
     /// A known tenant's fingerprint changed.
     pub schema_changed: bool,
@@ -74,7 +73,6 @@ impl<DB: ControlStore> Guard<DB> {
         forced: &Forced<'_>,
     ) -> Observation<DB> {
         let mut observation = Observation {
-            touched: BTreeSet::new(),
             to_plan: Vec::new(),
             schema_changed: false,
             introspected: 0,
@@ -288,7 +286,6 @@ impl<DB: ControlStore> Guard<DB> {
                             checked_in: state.taken,
                         },
                     );
-                    observation.touched.insert(tenant.to_string());
                     state.unsettled.insert(tenant.to_string());
                 }
                 return;
@@ -351,7 +348,6 @@ impl<DB: ControlStore> Guard<DB> {
                     checked_in: state.taken,
                 },
             );
-            observation.touched.insert(name.to_owned());
             state.unsettled.insert(name.to_owned());
         }
         if !plan.names.is_empty() {

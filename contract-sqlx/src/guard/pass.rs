@@ -188,26 +188,22 @@ impl<DB: ControlStore> Guard<DB> {
         // leaves those to the next pass and applies nothing to their tenants.
         if policy.applies() && (first || !retry_due.is_empty()) {
             for (pool, names) in directory.groups() {
-                let names: Vec<TenantName> = if first {
-                    let later = DB::tenants_to_resume(pool, names, &inner.options).await;
+                if first {
+                    let later =
+                        DB::reconcile_at_start(pool, names, &inner.contracts, &inner.options).await;
                     for tenant in &later {
                         tracing::info!(tenant = %tenant, "a remediation stopped between its transactions is resumed by the next pass, not at start-up");
                     }
                     state.resume.extend(later.iter().map(ToString::to_string));
-                    names
-                        .iter()
-                        .filter(|n| !later.contains(n))
-                        .cloned()
-                        .collect()
-                } else {
-                    names
-                        .iter()
-                        .filter(|n| retry_due.contains(n.as_str()))
-                        .cloned()
-                        .collect()
-                };
-                if !names.is_empty() {
-                    DB::reconcile_audits(pool, &names, &inner.contracts, &inner.options).await;
+                    continue;
+                }
+                let due: Vec<TenantName> = names
+                    .iter()
+                    .filter(|n| retry_due.contains(n.as_str()))
+                    .cloned()
+                    .collect();
+                if !due.is_empty() {
+                    DB::reconcile_audits(pool, &due, &inner.contracts, &inner.options).await;
                 }
             }
             if resuming {
@@ -224,14 +220,14 @@ impl<DB: ControlStore> Guard<DB> {
             retry_due: &retry_due,
         };
         let Observation {
-            mut touched,
             to_plan,
             schema_changed,
             introspected,
             signal,
         } = self.observe(state, &directory, &scope, &forced).await;
-        // With those an earlier pass observed and was dropped before it settled.
-        touched.extend(state.unsettled.iter().cloned());
+        // Those this pass re-diffed, and those an earlier pass did and was dropped before it
+        // settled them.
+        let mut touched = state.unsettled.clone();
         summary.introspected = introspected;
         summary.signal = signal;
         let introspect_took = check_started.elapsed();

@@ -183,9 +183,10 @@ impl Backend for Postgres {
         online::resume_pending(pool, tenants, contracts, options).await
     }
 
-    async fn tenants_to_resume(
+    async fn reconcile_at_start(
         pool: &PgPool,
         tenants: &[contract_core::TenantName],
+        _contracts: &ContractSet<Self>,
         options: &crate::remediation::ApplyOptions,
     ) -> Vec<contract_core::TenantName> {
         online::tenants_to_resume(pool, tenants, &options.audit).await

@@ -109,23 +109,32 @@ pub(in crate::postgres) async fn resume_pending(
 }
 
 /// The tenants among `tenants` with a pending multi-transaction apply
-/// ([`resume_pending`] would run its next transaction), each once. A failure to read is
-/// logged and lists none (the resume then runs as before, when its tenant's apply fails).
+/// ([`resume_pending`] would run its next transaction). A failure to read is logged and
+/// lists none (the resume then runs as before, when its tenant's apply fails).
 pub(in crate::postgres) async fn tenants_to_resume(
     pool: &PgPool,
     tenants: &[TenantName],
     audit: &AuditConfig,
 ) -> Vec<TenantName> {
-    match pending(pool, tenants, audit).await {
-        Ok(rows) => {
-            let mut names: Vec<TenantName> = Vec::new();
-            for row in rows {
-                if !names.iter().any(|n| n.as_str() == row.tenant) {
-                    names.extend(tenants.iter().find(|t| t.as_str() == row.tenant).cloned());
-                }
-            }
-            names
-        }
+    let read = async {
+        let table = audit_table(audit)?;
+        let names: Vec<&str> = tenants.iter().map(TenantName::as_str).collect();
+        // language=SQL
+        let select = format!(
+            "SELECT DISTINCT tenant FROM {table}
+             WHERE status = 'pending' AND transactions IS NOT NULL AND tenant = ANY($1)"
+        );
+        sqlx::query_scalar::<_, String>(AssertSqlSafe(select).into_sql_str())
+            .bind(names)
+            .fetch_all(pool)
+            .await
+    };
+    match read.await {
+        Ok(pending) => tenants
+            .iter()
+            .filter(|t| pending.iter().any(|p| p == t.as_str()))
+            .cloned()
+            .collect(),
         Err(error) => {
             if !has_code(&error, &NO_SUCH_TABLE_OR_COLUMN) {
                 tracing::warn!(error = %error, "pending multi-transaction remediations not read; none is put off");
@@ -216,9 +225,7 @@ async fn pending(
     tenants: &[TenantName],
     audit: &AuditConfig,
 ) -> Result<Vec<PendingRow>, sqlx::Error> {
-    let table = contract_core::Dialect::Postgres
-        .quote_qualified(Some(&audit.schema), &audit.table)
-        .map_err(|e| sqlx::Error::Protocol(e.to_string()))?;
+    let table = audit_table(audit)?;
     let names: Vec<&str> = tenants.iter().map(TenantName::as_str).collect();
     // language=SQL
     let select = format!(
@@ -231,6 +238,13 @@ async fn pending(
         .bind(names)
         .fetch_all(pool)
         .await
+}
+
+/// The audit table's quoted, qualified name.
+fn audit_table(audit: &AuditConfig) -> Result<String, sqlx::Error> {
+    contract_core::Dialect::Postgres
+        .quote_qualified(Some(&audit.schema), &audit.table)
+        .map_err(|e| sqlx::Error::Protocol(e.to_string()))
 }
 
 crate::from_row::impl_from_row!(sqlx::postgres::PgRow => PendingRow {
