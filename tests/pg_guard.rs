@@ -121,7 +121,8 @@ async fn a_pass_dropped_before_it_set_the_pauses_leaves_them_to_the_next() {
         "ALTER TABLE tenant_2.events ALTER COLUMN user_id TYPE int4",
     )
     .await;
-    drop_a_pass_waiting_for(&scratch.pool, &guard, PAUSES_LOCKED).await;
+    let waiting = drop_a_pass_waiting_for(&scratch.pool, &guard, PAUSES_LOCKED).await;
+    assert!(waiting.contains("contract_pauses"), "{waiting}");
     guard.revalidate().await.expect("the next pass");
     assert_eq!(
         open_gates(&guard),
@@ -134,7 +135,8 @@ async fn a_pass_dropped_before_it_set_the_pauses_leaves_them_to_the_next() {
         "ALTER TABLE tenant_2.events ALTER COLUMN user_id TYPE int8",
     )
     .await;
-    drop_a_pass_waiting_for(&scratch.pool, &guard, PAUSES_LOCKED).await;
+    let waiting = drop_a_pass_waiting_for(&scratch.pool, &guard, PAUSES_LOCKED).await;
+    assert!(waiting.contains("contract_pauses"), "{waiting}");
     guard.revalidate().await.expect("the next pass");
     assert_eq!(
         open_gates(&guard),
@@ -228,12 +230,14 @@ async fn a_sweep_dropped_before_it_read_the_picked_tenants_leaves_them_to_the_ne
         "ALTER TABLE tenant_2.events ALTER COLUMN user_id TYPE int4",
     )
     .await;
-    drop_a_pass_waiting_for(
+    let waiting = drop_a_pass_waiting_for(
         &scratch.pool,
         &guard,
         "LOCK TABLE pg_catalog.pg_attribute IN ACCESS EXCLUSIVE MODE",
     )
     .await;
+    // In the tenants' read (their columns), past the versions' and signatures' reads.
+    assert!(waiting.contains("format_type"), "{waiting}");
     guard.revalidate().await.expect("the next sweep");
     assert_eq!(
         open_gates(&guard),

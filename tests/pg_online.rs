@@ -910,11 +910,17 @@ async fn shadow_changes_whose_table_and_column_names_run_together_keep_their_own
     change_type_online(&scratch.pool, &first)
         .await
         .expect("the first change, resumed");
-    let sum: i64 = sqlx::query_scalar("SELECT sum(x_y - id)::int8 FROM tenant_1.o")
-        .fetch_one(&scratch.pool)
-        .await
-        .expect("sum");
-    assert_eq!(sum, 0);
+    // The change completed: the new type, every row (the one written between the two
+    // changes included) carried over.
+    let after: (String, i64) = sqlx::query_as(
+        "SELECT format_type(a.atttypid, a.atttypmod), \
+                (SELECT count(*) FROM tenant_1.o WHERE x_y = id) \
+         FROM pg_attribute a WHERE a.attrelid = 'tenant_1.o'::regclass AND a.attname = 'x_y'",
+    )
+    .fetch_one(&scratch.pool)
+    .await
+    .expect("column");
+    assert_eq!(after, ("bigint".to_owned(), 20001));
     scratch.drop_db().await;
 }
 
@@ -2601,7 +2607,7 @@ async fn the_second_online_step_of_a_plan_is_stale_when_its_column_changed_durin
 
 /// The change key of a backfill or copy whose checkpoint (`change LIKE pattern`) counts
 /// rows done, waited for up to 5 s.
-async fn backfill_started(pool: &PgPool, pattern: &str) -> Option<String> {
+pub(crate) async fn backfill_started(pool: &PgPool, pattern: &str) -> Option<String> {
     for _ in 0..500 {
         let started: Option<String> = sqlx::query_scalar(
             "SELECT change FROM public.contract_online_progress \

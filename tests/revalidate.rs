@@ -725,12 +725,14 @@ async fn a_sweep_dropped_after_a_fixed_schema_moved_leaves_every_tenant_to_the_n
         "ALTER TABLE shared.settings DROP COLUMN value",
     )
     .await;
-    crate::support::faults::drop_a_pass_waiting_for(
+    let waiting = crate::support::faults::drop_a_pass_waiting_for(
         &scratch.pool,
         &guard,
         "LOCK TABLE pg_catalog.pg_attrdef IN ACCESS EXCLUSIVE MODE",
     )
     .await;
+    // In the tenants' read (their columns), past the signatures' read.
+    assert!(waiting.contains("format_type"), "{waiting}");
     guard.revalidate().await.expect("the next sweep");
     let open = open_gates(&guard);
     assert!(open.is_empty(), "{open:?}");

@@ -53,17 +53,37 @@ pub fn open_gates<DB: ControlStore>(guard: &Guard<DB>) -> Vec<String> {
 
 /// Runs a guard pass that waits for a lock a session of `pool` holds (`lock`, run in an
 /// open transaction: `LOCK TABLE …`) and drops it there after 2 s, as a caller's timeout
-/// around `revalidate` does; then releases the lock.
+/// around `revalidate` does; then releases the lock. Returns the statement the pass was
+/// waiting in (read from `pg_stat_activity` while it waited), for the caller to check
+/// that the pass got as far as it means to drop it at.
 pub async fn drop_a_pass_waiting_for(
     pool: &sqlx::PgPool,
     guard: &Guard<sqlx::Postgres>,
     lock: &str,
-) {
+) -> String {
     let mut holder = pool.acquire().await.expect("connection");
     super::exec(&mut *holder, format!("BEGIN; {lock}")).await;
-    let pass = tokio::time::timeout(Duration::from_secs(2), guard.revalidate()).await;
+    // Read on the holder's own session: a new connection may need the locked catalog.
+    let waiting = async {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        sqlx::query_scalar::<_, String>(
+            "SELECT query FROM pg_stat_activity \
+             WHERE datname = current_database() AND wait_event_type = 'Lock'",
+        )
+        .fetch_all(&mut *holder)
+        .await
+        .expect("pg_stat_activity")
+    };
+    let (pass, waiting) = tokio::join!(
+        tokio::time::timeout(Duration::from_secs(2), guard.revalidate()),
+        waiting
+    );
     super::exec(&mut *holder, "ROLLBACK").await;
     assert!(pass.is_err(), "the pass was to wait for: {lock}");
+    match waiting.as_slice() {
+        [query] => query.clone(),
+        other => panic!("one statement waiting for {lock}, found {other:?}"),
+    }
 }
 
 /// `true` when every gate is closed by the guard because the tenant is unreachable.
